@@ -1,0 +1,3 @@
+//! Back ends. Each one only prints KernelIR; none decides anything.
+
+pub mod rust;

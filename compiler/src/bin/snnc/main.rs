@@ -1,0 +1,280 @@
+//! The `snnc` command line. Exit codes: 0 ok, 1 user error (diagnostics on stderr),
+//! 2 usage error.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use snnc::diag::{Diagnostic, ErrorKind};
+use snnc::{passes, Compiler, Options};
+
+#[derive(Parser)]
+#[command(name = "snnc", version, about = "Compiler for spiking neural networks", propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+struct PipelineArgs {
+    /// Keep charge, fire and reset in separate kernels (a reference plan; slower).
+    #[arg(long)]
+    no_fuse: bool,
+    /// Run every per-step node step by step instead of layer by layer.
+    #[arg(long)]
+    step_by_step: bool,
+    /// Do not merge launches of identical populations.
+    #[arg(long)]
+    no_merge: bool,
+}
+
+impl PipelineArgs {
+    fn options(&self) -> Options {
+        Options {
+            fuse: !self.no_fuse,
+            merge: !self.no_merge,
+            force_steps: self.step_by_step,
+            ..Options::default()
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Parse and validate a model; exit 0 if it is well-formed.
+    Check { file: PathBuf },
+    /// Print the IR after a pass (default: the final KernelIR).
+    Ir {
+        file: Option<PathBuf>,
+        /// Pass to stop after (see --list-passes); `rust` prints the generated Rust.
+        #[arg(long, default_value = "lower")]
+        after: String,
+        /// List the passes and exit.
+        #[arg(long)]
+        list_passes: bool,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
+    /// Write the IR dump and generated code to a directory.
+    Compile {
+        file: PathBuf,
+        /// Output directory (default: `<model>.out` beside the file).
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+        /// What to write: any of ir, rust, cuda.
+        #[arg(long, value_delimiter = ',', default_value = "ir,rust")]
+        emit: Vec<String>,
+        /// Also build the Rust kernels into the cache (reports the build time).
+        #[arg(long)]
+        build: bool,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
+    /// Run inference on the CPU and print or save the outputs.
+    Run {
+        file: PathBuf,
+        /// Weights (safetensors); default: a seeded random initialisation.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Inputs as .npy, one per model input in order; default: seeded random inputs.
+        #[arg(long)]
+        input: Vec<PathBuf>,
+        /// Time steps (default: the model's T).
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Batch size (default: the model's batch, or the input's).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Seed for random weights and inputs (default: the model's seed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Set a parameter without recompiling, e.g. `--set s1.tau=4`.
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
+        /// Save every output as NAME.npy in this directory.
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+        /// Save the weights used (after initialisation) to this safetensors file.
+        #[arg(long)]
+        save_weights: Option<PathBuf>,
+        /// Device: cpu (cuda comes with the CUDA back end).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    // Backstop: a bug must still end in one clear line, not a backtrace.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dispatch(cli, color)));
+    match result {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(code)) => ExitCode::from(code),
+        Err(_) => {
+            eprintln!("error: internal compiler error (a bug in snnc); please report it with the input file");
+            ExitCode::from(101)
+        }
+    }
+}
+
+fn report(c: &Compiler, d: &Diagnostic, color: bool) -> u8 {
+    eprint!("{}", d.render(&c.sources, color));
+    1
+}
+
+fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
+    match cli.cmd {
+        Cmd::Check { file } => {
+            let mut c = Compiler::new(Options::default());
+            let parsed = c.parse_file(&file).map_err(|d| report(&c, &d, color))?;
+            let program = c.compile(&parsed).map_err(|d| report(&c, &d, color))?;
+            eprintln!(
+                "ok: model `{}` — {} kernels, {} ops, {} weights, {} params",
+                program.plan.name,
+                program.kernels.len(),
+                count_ops(&program.plan.ops),
+                program.plan.weights.len(),
+                program.plan.params.len()
+            );
+            Ok(())
+        }
+        Cmd::Ir {
+            file,
+            after,
+            list_passes,
+            pipeline,
+        } => {
+            if list_passes {
+                for (name, what) in passes::PASSES {
+                    println!("{name:<11} {what}");
+                }
+                println!("{:<11} the generated Rust kernels", "rust");
+                return Ok(());
+            }
+            let Some(file) = file else {
+                eprintln!("error: `snnc ir` needs a FILE (or --list-passes)");
+                return Err(2);
+            };
+            let mut c = Compiler::new(pipeline.options());
+            let parsed = c.parse_file(&file).map_err(|d| report(&c, &d, color))?;
+            let text = c.dump_after(&parsed, &after).map_err(|d| report(&c, &d, color))?;
+            print!("{text}");
+            Ok(())
+        }
+        Cmd::Compile {
+            file,
+            out,
+            emit,
+            build,
+            pipeline,
+        } => compile(&file, out, &emit, build, &pipeline, color),
+        Cmd::Run {
+            file,
+            weights,
+            input,
+            steps,
+            batch,
+            seed,
+            set,
+            out,
+            save_weights,
+            device,
+            pipeline,
+        } => {
+            let args = run::RunArgs {
+                weights,
+                inputs: input,
+                steps,
+                batch,
+                seed,
+                set,
+                out,
+                save_weights,
+                device,
+            };
+            let mut c = Compiler::new(pipeline.options());
+            let parsed = c.parse_file(&file).map_err(|d| report(&c, &d, color))?;
+            run::run(&c, &parsed, &args).map_err(|d| report(&c, &d, color))
+        }
+    }
+}
+
+fn count_ops(ops: &[snn_runtime::plan::Op]) -> usize {
+    ops.iter()
+        .map(|o| match o {
+            snn_runtime::plan::Op::StepLoop { body } => 1 + count_ops(body),
+            _ => 1,
+        })
+        .sum()
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), Diagnostic> {
+    std::fs::write(path, text)
+        .map_err(|e| Diagnostic::new(ErrorKind::Io, format!("cannot write `{}`: {e}", path.display())))
+}
+
+fn compile(file: &Path, out: Option<PathBuf>, emit: &[String], build: bool, p: &PipelineArgs, color: bool) -> Result<(), u8> {
+    let start = std::time::Instant::now();
+    let mut c = Compiler::new(p.options());
+    let parsed = c.parse_file(file).map_err(|d| report(&c, &d, color))?;
+    let program = c.compile(&parsed).map_err(|d| report(&c, &d, color))?;
+    for e in emit {
+        if !["ir", "rust", "cuda"].contains(&e.as_str()) {
+            eprintln!("error: unknown --emit kind `{e}` (expected ir, rust or cuda)");
+            return Err(2);
+        }
+    }
+    if emit.iter().any(|e| e == "cuda") {
+        let d = Diagnostic::new(ErrorKind::Build, "the CUDA back end is not implemented yet: `--emit cuda` has nothing to write")
+            .hint("use `--emit ir,rust` for now; CUDA generation is tracked in issue 3");
+        return Err(report(&c, &d, color));
+    }
+    let dir = out.unwrap_or_else(|| file.with_extension("out"));
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        report(
+            &c,
+            &Diagnostic::new(ErrorKind::Io, format!("cannot create `{}`: {e}", dir.display())),
+            color,
+        )
+    })?;
+    let name = &program.plan.name;
+    let mut written = Vec::new();
+    if emit.iter().any(|e| e == "ir") {
+        let path = dir.join(format!("{name}.ir.txt"));
+        write_file(&path, &snnc::ir::dump::program(&program)).map_err(|d| report(&c, &d, color))?;
+        written.push(path);
+    }
+    let rust = snnc::back::rust::print_program(&program);
+    if emit.iter().any(|e| e == "rust") {
+        let path = dir.join(format!("{name}.kernels.rs"));
+        write_file(&path, &rust).map_err(|d| report(&c, &d, color))?;
+        written.push(path);
+    }
+    let compile_s = start.elapsed().as_secs_f64();
+    for w in &written {
+        eprintln!("wrote {}", w.display());
+    }
+    eprintln!("compiled `{name}` in {:.1} ms", compile_s * 1e3);
+    if build {
+        let lib = snnc::build::build_cdylib(&rust, None).map_err(|d| report(&c, &d, color))?;
+        eprintln!(
+            "kernels {} in {:.1} ms: {}",
+            if lib.cached { "found in cache" } else { "built" },
+            lib.seconds * 1e3,
+            lib.path.display()
+        );
+    }
+    Ok(())
+}
+
+mod run;

@@ -1,0 +1,138 @@
+//! Build generated Rust kernels into a small cdylib with `rustc -O`, cached by a content
+//! hash of the source, the compiler version and the flags, so an unchanged model never
+//! rebuilds. The cache entry is written to a temporary directory and renamed into place,
+//! so a crash or a concurrent build never leaves a half-written library behind.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use crate::diag::{DResult, Diagnostic, ErrorKind};
+
+const FLAGS: &[&str] = &[
+    "--edition=2021",
+    "--crate-type=cdylib",
+    "-Copt-level=3",
+    "-Ctarget-cpu=native",
+    "-Cpanic=abort",
+    "-Ccodegen-units=1",
+    "-Cdebuginfo=0",
+    "-Cstrip=symbols",
+];
+
+#[derive(Clone, Debug)]
+pub struct BuiltLib {
+    pub path: PathBuf,
+    /// True when the library came from the cache.
+    pub cached: bool,
+    pub seconds: f64,
+}
+
+/// Where kernel libraries are cached: `$SNNC_CACHE_DIR`, else `$XDG_CACHE_HOME/snnc`, else
+/// `~/.cache/snnc`, else a directory under the system temp dir.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("SNNC_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(d).join("snnc");
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        return PathBuf::from(h).join(".cache").join("snnc");
+    }
+    std::env::temp_dir().join("snnc-cache")
+}
+
+fn rustc() -> String {
+    std::env::var("SNNC_RUSTC").or_else(|_| std::env::var("RUSTC")).unwrap_or_else(|_| "rustc".into())
+}
+
+fn rustc_version(rustc: &str) -> DResult<String> {
+    let out = Command::new(rustc).arg("-vV").output().map_err(|e| {
+        Diagnostic::new(ErrorKind::Build, format!("cannot run `{rustc}`: {e}"))
+            .hint("snnc builds CPU kernels with rustc: install Rust (https://rustup.rs) or set SNNC_RUSTC")
+    })?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The cache key of a kernel source.
+pub fn cache_key(source: &str) -> DResult<String> {
+    let mut h = Sha256::new();
+    h.update(source.as_bytes());
+    h.update(rustc_version(&rustc())?.as_bytes());
+    for f in FLAGS {
+        h.update(f.as_bytes());
+    }
+    let digest = h.finalize();
+    Ok(digest.iter().take(12).map(|b| format!("{b:02x}")).collect())
+}
+
+fn lib_name() -> &'static str {
+    if cfg!(target_os = "macos") {
+        "libsnnkernels.dylib"
+    } else if cfg!(windows) {
+        "snnkernels.dll"
+    } else {
+        "libsnnkernels.so"
+    }
+}
+
+/// Build (or fetch from the cache) the cdylib for `source`.
+pub fn build_cdylib(source: &str, cache: Option<&Path>) -> DResult<BuiltLib> {
+    let start = Instant::now();
+    let dir = cache.map(Path::to_path_buf).unwrap_or_else(cache_dir);
+    let key = cache_key(source)?;
+    let final_dir = dir.join(&key);
+    let lib = final_dir.join(lib_name());
+    if lib.is_file() {
+        return Ok(BuiltLib {
+            path: lib,
+            cached: true,
+            seconds: start.elapsed().as_secs_f64(),
+        });
+    }
+    let io_err = |what: &str, p: &Path, e: std::io::Error| {
+        Diagnostic::new(ErrorKind::Io, format!("cannot {what} `{}`: {e}", p.display()))
+            .hint("set SNNC_CACHE_DIR to a writable directory")
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| io_err("create the kernel cache", &dir, e))?;
+    let tmp = dir.join(format!("{key}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| io_err("create", &tmp, e))?;
+    let src = tmp.join("kernels.rs");
+    std::fs::write(&src, source).map_err(|e| io_err("write", &src, e))?;
+    let rc = rustc();
+    let out = Command::new(&rc)
+        .args(FLAGS)
+        .arg("-o")
+        .arg(tmp.join(lib_name()))
+        .arg(&src)
+        .output()
+        .map_err(|e| {
+            Diagnostic::new(ErrorKind::Build, format!("cannot run `{rc}`: {e}"))
+                .hint("snnc builds CPU kernels with rustc: install Rust (https://rustup.rs) or set SNNC_RUSTC")
+        })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let head: String = stderr.lines().take(40).collect::<Vec<_>>().join("\n");
+        return Err(Diagnostic::new(
+            ErrorKind::Build,
+            format!("rustc failed on the generated kernels (kept in {}):\n{head}", tmp.display()),
+        )
+        .hint("this is a bug in snnc's Rust back end; please report it with the .snn file"));
+    }
+    // Publish atomically; a concurrent build of the same key may have won the race.
+    if std::fs::rename(&tmp, &final_dir).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        if !lib.is_file() {
+            return Err(Diagnostic::new(ErrorKind::Io, format!("cannot publish kernels to `{}`", final_dir.display())));
+        }
+    }
+    Ok(BuiltLib {
+        path: lib,
+        cached: false,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}

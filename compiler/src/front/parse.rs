@@ -1,0 +1,412 @@
+//! Text -> AST with pest (grammar/snn.pest). Syntax errors become diagnostics.
+
+use pest::iterators::Pair;
+use pest::pratt_parser::{Assoc, Op, PrattParser};
+use pest::Parser;
+
+use super::ast::*;
+use crate::diag::{Diagnostic, ErrorKind, FileId, Span};
+
+#[derive(pest_derive::Parser)]
+#[grammar = "../../grammar/snn.pest"]
+struct SnnParser;
+
+/// Parse one source file.
+pub fn parse_file(file: FileId, text: &str) -> Result<File, Diagnostic> {
+    let mut pairs = SnnParser::parse(Rule::file, text).map_err(|e| syntax_error(file, text, e))?;
+    let root = pairs.next().expect("pest returns the file rule");
+    let p = Builder { file };
+    let mut out = File::default();
+    for item in root.into_inner() {
+        match item.as_rule() {
+            Rule::include => {
+                let span = p.span(&item);
+                let s = item.into_inner().next().unwrap();
+                out.includes.push(Include {
+                    path: s.into_inner().next().unwrap().as_str().to_string(),
+                    span,
+                });
+            }
+            Rule::neuron_def => out.neurons.push(p.neuron(item)?),
+            Rule::model_def => out.models.push(p.model(item)),
+            Rule::EOI => {}
+            r => unreachable!("grammar item {r:?}"),
+        }
+    }
+    Ok(out)
+}
+
+fn rule_name(r: &Rule) -> &'static str {
+    match r {
+        Rule::ident => "a name",
+        Rule::expr => "an expression",
+        Rule::number => "a number",
+        Rule::string => "a string",
+        Rule::list => "a list `[...]`",
+        Rule::boolean => "true or false",
+        Rule::block => "a block `{ ... }`",
+        Rule::neuron_def => "`neuron`",
+        Rule::model_def => "`model`",
+        Rule::include => "`include`",
+        Rule::param_decl => "`param`",
+        Rule::flag_decl => "`flag`",
+        Rule::choice_decl => "`choice`",
+        Rule::state_decl => "`state`",
+        Rule::current_decl => "`current`",
+        Rule::update_block => "`update`",
+        Rule::spike_decl => "`spike`",
+        Rule::on_spike_block => "`on_spike`",
+        Rule::input_stmt => "`input`",
+        Rule::output_stmt => "`output`",
+        Rule::binding => "`name = ...`",
+        Rule::if_stmt => "`if`",
+        Rule::let_stmt => "`let`",
+        Rule::assign_stmt | Rule::ode_stmt => "an assignment",
+        Rule::call => "a call",
+        Rule::arg => "an argument",
+        Rule::EOI => "end of file",
+        Rule::add | Rule::sub | Rule::mul | Rule::div | Rule::pow => "an operator",
+        Rule::eq | Rule::ne | Rule::ge | Rule::le | Rule::gt | Rule::lt => "a comparison",
+        Rule::and | Rule::or => "`&&` or `||`",
+        Rule::neg | Rule::not => "`-` or `!`",
+        Rule::field => "`.field`",
+        _ => "something else",
+    }
+}
+
+fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>) -> Diagnostic {
+    use pest::error::{ErrorVariant, InputLocation};
+    let (start, end) = match e.location {
+        InputLocation::Pos(p) => (p, p),
+        InputLocation::Span((s, e)) => (s, e),
+    };
+    let found: String = text[start.min(text.len())..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .take(16)
+        .collect();
+    let end = if end > start { end } else { start + found.len().max(1) };
+    let (message, label) = match &e.variant {
+        ErrorVariant::ParsingError { positives, .. } => {
+            let mut names: Vec<&str> = positives.iter().map(rule_name).collect();
+            names.sort_unstable();
+            names.dedup();
+            names.retain(|n| *n != "something else");
+            let expected = match names.len() {
+                0 => "valid syntax".to_string(),
+                1 => names[0].to_string(),
+                _ => {
+                    let last = names.pop().unwrap();
+                    format!("{} or {}", names.join(", "), last)
+                }
+            };
+            let found = if found.is_empty() {
+                "end of input".to_string()
+            } else {
+                format!("`{found}`")
+            };
+            (
+                format!("syntax error: expected {expected}, found {found}"),
+                format!("expected {expected}"),
+            )
+        }
+        ErrorVariant::CustomError { message } => (format!("syntax error: {message}"), message.clone()),
+    };
+    let mut hint = "see the language reference in README.md (section `The .snn language`)".to_string();
+    if found.starts_with('}') || found.is_empty() {
+        hint = "a `{` or `(` may be unclosed, or a statement is incomplete".into();
+    } else if label.contains("a name") && text[start..].starts_with(|c: char| c.is_ascii_alphabetic()) {
+        hint = format!(
+            "`{}` is a reserved word; pick another name",
+            found.trim_matches(|c: char| !c.is_alphanumeric() && c != '_')
+        );
+    }
+    Diagnostic::new(ErrorKind::Syntax, message)
+        .at(Span::new(file, start, end.min(text.len()).max(start)), label)
+        .hint(hint)
+}
+
+struct Builder {
+    file: FileId,
+}
+
+impl Builder {
+    fn span(&self, p: &Pair<Rule>) -> Span {
+        let s = p.as_span();
+        Span::new(self.file, s.start(), s.end())
+    }
+
+    fn ident(&self, p: Pair<Rule>) -> Ident {
+        debug_assert_eq!(p.as_rule(), Rule::ident);
+        Ident {
+            name: p.as_str().to_string(),
+            span: self.span(&p),
+        }
+    }
+
+    fn neuron(&self, p: Pair<Rule>) -> Result<NeuronDef, Diagnostic> {
+        let span = self.span(&p);
+        let mut it = p.into_inner();
+        let name = self.ident(it.next().unwrap());
+        let mut def = NeuronDef {
+            name,
+            params: vec![],
+            flags: vec![],
+            choices: vec![],
+            states: vec![],
+            current: None,
+            update: vec![],
+            spike: None,
+            on_spike: vec![],
+            span,
+        };
+        for item in it {
+            let span = self.span(&item);
+            let rule = item.as_rule();
+            let mut parts = item.into_inner();
+            match rule {
+                Rule::param_decl => {
+                    let name = self.ident(parts.next().unwrap());
+                    let default = self.expr(parts.next().unwrap());
+                    let check = parts.next().map(|e| self.expr(e));
+                    def.params.push(ParamDecl {
+                        name,
+                        default,
+                        check,
+                        span,
+                    });
+                }
+                Rule::flag_decl => {
+                    let name = self.ident(parts.next().unwrap());
+                    let default = parts.next().unwrap().as_str() == "true";
+                    def.flags.push(FlagDecl {
+                        name,
+                        default,
+                        span,
+                    });
+                }
+                Rule::choice_decl => {
+                    let name = self.ident(parts.next().unwrap());
+                    let variants = parts.map(|v| self.ident(v)).collect();
+                    def.choices.push(ChoiceDecl {
+                        name,
+                        variants,
+                        span,
+                    });
+                }
+                Rule::state_decl => {
+                    let name = self.ident(parts.next().unwrap());
+                    let init = self.expr(parts.next().unwrap());
+                    def.states.push(StateDecl { name, init, span });
+                }
+                Rule::current_decl => def.current = Some(self.ident(parts.next().unwrap())),
+                Rule::update_block => {
+                    if !def.update.is_empty() {
+                        return Err(dup_block("update", span));
+                    }
+                    def.update = self.block(parts.next().unwrap());
+                }
+                Rule::spike_decl => {
+                    if def.spike.is_some() {
+                        return Err(dup_block("spike", span));
+                    }
+                    def.spike = Some(self.expr(parts.next().unwrap()));
+                }
+                Rule::on_spike_block => {
+                    if !def.on_spike.is_empty() {
+                        return Err(dup_block("on_spike", span));
+                    }
+                    def.on_spike = self.block(parts.next().unwrap());
+                }
+                r => unreachable!("neuron item {r:?}"),
+            }
+        }
+        Ok(def)
+    }
+
+    fn block(&self, p: Pair<Rule>) -> Vec<Stmt> {
+        p.into_inner().map(|s| self.stmt(s)).collect()
+    }
+
+    fn stmt(&self, p: Pair<Rule>) -> Stmt {
+        let span = self.span(&p);
+        let rule = p.as_rule();
+        let mut parts = p.into_inner();
+        match rule {
+            Rule::if_stmt => {
+                let cond = self.expr(parts.next().unwrap());
+                let then = self.block(parts.next().unwrap());
+                let otherwise = match parts.next() {
+                    None => vec![],
+                    Some(e) if e.as_rule() == Rule::block => self.block(e),
+                    Some(e) => vec![self.stmt(e)],
+                };
+                Stmt::If {
+                    cond,
+                    then,
+                    otherwise,
+                    span,
+                }
+            }
+            Rule::let_stmt | Rule::assign_stmt | Rule::ode_stmt => {
+                let name = self.ident(parts.next().unwrap());
+                let value = self.expr(parts.next().unwrap());
+                match rule {
+                    Rule::let_stmt => Stmt::Let { name, value, span },
+                    Rule::assign_stmt => Stmt::Assign { name, value, span },
+                    _ => Stmt::Ode { name, value, span },
+                }
+            }
+            r => unreachable!("statement {r:?}"),
+        }
+    }
+
+    fn model(&self, p: Pair<Rule>) -> ModelDef {
+        let span = self.span(&p);
+        let mut it = p.into_inner();
+        let name = self.ident(it.next().unwrap());
+        let mut m = ModelDef {
+            name,
+            inputs: vec![],
+            outputs: vec![],
+            bindings: vec![],
+            span,
+        };
+        for item in it {
+            let span = self.span(&item);
+            let rule = item.as_rule();
+            let mut parts = item.into_inner();
+            match rule {
+                Rule::input_stmt => {
+                    let name = self.ident(parts.next().unwrap());
+                    let shape = self.primary(parts.next().unwrap());
+                    m.inputs.push(InputStmt { name, shape, span });
+                }
+                Rule::output_stmt => {
+                    let kind = self.ident(parts.next().unwrap());
+                    let target = self.expr(parts.next().unwrap());
+                    let alias = parts.next().map(|a| self.ident(a));
+                    m.outputs.push(OutputStmt {
+                        kind,
+                        target,
+                        alias,
+                        span,
+                    });
+                }
+                Rule::binding => {
+                    let name = self.ident(parts.next().unwrap());
+                    let value = self.expr(parts.next().unwrap());
+                    m.bindings.push(Binding { name, value, span });
+                }
+                r => unreachable!("model item {r:?}"),
+            }
+        }
+        m
+    }
+
+    fn expr(&self, p: Pair<Rule>) -> Expr {
+        debug_assert_eq!(p.as_rule(), Rule::expr);
+        let pratt = PrattParser::new()
+            .op(Op::infix(Rule::or, Assoc::Left))
+            .op(Op::infix(Rule::and, Assoc::Left))
+            .op(Op::infix(Rule::eq, Assoc::Left) | Op::infix(Rule::ne, Assoc::Left))
+            .op(Op::infix(Rule::ge, Assoc::Left)
+                | Op::infix(Rule::le, Assoc::Left)
+                | Op::infix(Rule::gt, Assoc::Left)
+                | Op::infix(Rule::lt, Assoc::Left))
+            .op(Op::infix(Rule::add, Assoc::Left) | Op::infix(Rule::sub, Assoc::Left))
+            .op(Op::infix(Rule::mul, Assoc::Left) | Op::infix(Rule::div, Assoc::Left))
+            .op(Op::prefix(Rule::neg) | Op::prefix(Rule::not))
+            .op(Op::infix(Rule::pow, Assoc::Right))
+            .op(Op::postfix(Rule::field));
+        pratt
+            .map_primary(|p| self.primary(p))
+            .map_prefix(|op, e| {
+                let span = self.span(&op).to(e.span);
+                let op = if op.as_rule() == Rule::neg {
+                    UnOp::Neg
+                } else {
+                    UnOp::Not
+                };
+                Expr {
+                    kind: ExprKind::Unary {
+                        op,
+                        expr: Box::new(e),
+                    },
+                    span,
+                }
+            })
+            .map_postfix(|e, op| {
+                let span = e.span.to(self.span(&op));
+                let field = self.ident(op.into_inner().next().unwrap());
+                Expr {
+                    kind: ExprKind::Field {
+                        base: Box::new(e),
+                        field,
+                    },
+                    span,
+                }
+            })
+            .map_infix(|lhs, op, rhs| {
+                let op = match op.as_rule() {
+                    Rule::or => BinOp::Or,
+                    Rule::and => BinOp::And,
+                    Rule::eq => BinOp::Eq,
+                    Rule::ne => BinOp::Ne,
+                    Rule::ge => BinOp::Ge,
+                    Rule::le => BinOp::Le,
+                    Rule::gt => BinOp::Gt,
+                    Rule::lt => BinOp::Lt,
+                    Rule::add => BinOp::Add,
+                    Rule::sub => BinOp::Sub,
+                    Rule::mul => BinOp::Mul,
+                    Rule::div => BinOp::Div,
+                    Rule::pow => BinOp::Pow,
+                    r => unreachable!("infix {r:?}"),
+                };
+                let span = lhs.span.to(rhs.span);
+                Expr {
+                    kind: ExprKind::Binary {
+                        op,
+                        lhs: Box::new(lhs),
+                        rhs: Box::new(rhs),
+                    },
+                    span,
+                }
+            })
+            .parse(p.into_inner())
+    }
+
+    fn primary(&self, p: Pair<Rule>) -> Expr {
+        let span = self.span(&p);
+        let kind = match p.as_rule() {
+            Rule::expr => return self.expr(p),
+            Rule::number => ExprKind::Number(p.as_str().to_string()),
+            Rule::boolean => ExprKind::Bool(p.as_str() == "true"),
+            Rule::string => ExprKind::Str(p.into_inner().next().unwrap().as_str().to_string()),
+            Rule::ident => ExprKind::Ident(p.as_str().to_string()),
+            Rule::list => ExprKind::List(p.into_inner().map(|e| self.expr(e)).collect()),
+            Rule::call => {
+                let mut it = p.into_inner();
+                let func = self.ident(it.next().unwrap());
+                let args = it
+                    .map(|a| {
+                        let mut parts: Vec<Pair<Rule>> = a.into_inner().collect();
+                        let value = self.expr(parts.pop().unwrap());
+                        let name = parts.pop().map(|n| self.ident(n));
+                        Arg { name, value }
+                    })
+                    .collect();
+                ExprKind::Call { func, args }
+            }
+            r => unreachable!("primary {r:?}"),
+        };
+        Expr { kind, span }
+    }
+}
+
+fn dup_block(what: &str, span: Span) -> Diagnostic {
+    Diagnostic::new(ErrorKind::Duplicate, format!("`{what}` is given twice in one neuron"))
+        .at(span, "second definition")
+        .hint(format!("merge the two `{what}` sections into one"))
+}

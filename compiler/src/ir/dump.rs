@@ -1,0 +1,356 @@
+//! Stable, readable text dumps of every IR stage (what `snnc ir` prints and what the
+//! snapshot tests pin). Whatever a pass has filled in shows; nothing else.
+
+use std::fmt::Write;
+
+use crate::diag::SourceMap;
+use crate::front::ast::{self, Expr, ExprKind};
+use crate::ir::kernel::Program;
+use crate::ir::net::*;
+use crate::ir::sched::StageKind;
+use snn_runtime::plan::{Op, Plan, TimeSel};
+
+pub fn expr(e: &Expr) -> String {
+    match &e.kind {
+        ExprKind::Number(s) => s.clone(),
+        ExprKind::Bool(b) => b.to_string(),
+        ExprKind::Str(s) => format!("{s:?}"),
+        ExprKind::Ident(s) => s.clone(),
+        ExprKind::List(items) => format!("[{}]", items.iter().map(expr).collect::<Vec<_>>().join(", ")),
+        ExprKind::Call { func, args } => {
+            let a: Vec<String> = args
+                .iter()
+                .map(|a| match &a.name {
+                    Some(n) => format!("{} = {}", n.name, expr(&a.value)),
+                    None => expr(&a.value),
+                })
+                .collect();
+            format!("{}({})", func.name, a.join(", "))
+        }
+        ExprKind::Field { base, field } => format!("{}.{}", expr(base), field.name),
+        ExprKind::Unary { op, expr: x } => format!("{}{}", if *op == ast::UnOp::Neg { "-" } else { "!" }, expr(x)),
+        ExprKind::Binary { op, lhs, rhs } => format!("({} {} {})", expr(lhs), op.symbol(), expr(rhs)),
+    }
+}
+
+fn stmts(out: &mut String, s: &[ast::Stmt], indent: usize) {
+    let pad = " ".repeat(indent);
+    for st in s {
+        match st {
+            ast::Stmt::If { cond, then, otherwise, .. } => {
+                let _ = writeln!(out, "{pad}if {} {{", expr(cond));
+                stmts(out, then, indent + 2);
+                if !otherwise.is_empty() {
+                    let _ = writeln!(out, "{pad}}} else {{");
+                    stmts(out, otherwise, indent + 2);
+                }
+                let _ = writeln!(out, "{pad}}}");
+            }
+            ast::Stmt::Let { name, value, .. } => {
+                let _ = writeln!(out, "{pad}let {} = {}", name.name, expr(value));
+            }
+            ast::Stmt::Assign { name, value, .. } => {
+                let _ = writeln!(out, "{pad}{} = {}", name.name, expr(value));
+            }
+            ast::Stmt::Ode { name, value, .. } => {
+                let _ = writeln!(out, "{pad}{}' = {}", name.name, expr(value));
+            }
+        }
+    }
+}
+
+/// The syntax tree of one file, re-printed in canonical form.
+pub fn ast_file(f: &ast::File) -> String {
+    let mut out = String::new();
+    for i in &f.includes {
+        let _ = writeln!(out, "include {:?}", i.path);
+    }
+    for n in &f.neurons {
+        let _ = writeln!(out, "neuron {} {{", n.name.name);
+        for p in &n.params {
+            let chk = p.check.as_ref().map(|c| format!(" where {}", expr(c))).unwrap_or_default();
+            let _ = writeln!(out, "  param {} = {}{chk}", p.name.name, expr(&p.default));
+        }
+        for fl in &n.flags {
+            let _ = writeln!(out, "  flag {} = {}", fl.name.name, fl.default);
+        }
+        for c in &n.choices {
+            let v: Vec<&str> = c.variants.iter().map(|v| v.name.as_str()).collect();
+            let _ = writeln!(out, "  choice {} = {}", c.name.name, v.join(" | "));
+        }
+        for s in &n.states {
+            let _ = writeln!(out, "  state {} = {}", s.name.name, expr(&s.init));
+        }
+        if let Some(c) = &n.current {
+            let _ = writeln!(out, "  current {}", c.name);
+        }
+        let _ = writeln!(out, "  update {{");
+        stmts(&mut out, &n.update, 4);
+        let _ = writeln!(out, "  }}");
+        if let Some(s) = &n.spike {
+            let _ = writeln!(out, "  spike {}", expr(s));
+        }
+        if !n.on_spike.is_empty() {
+            let _ = writeln!(out, "  on_spike {{");
+            stmts(&mut out, &n.on_spike, 4);
+            let _ = writeln!(out, "  }}");
+        }
+        let _ = writeln!(out, "}}");
+    }
+    for m in &f.models {
+        let _ = writeln!(out, "model {} {{", m.name.name);
+        for i in &m.inputs {
+            let _ = writeln!(out, "  input {}: {}", i.name.name, expr(&i.shape));
+        }
+        for b in &m.bindings {
+            let _ = writeln!(out, "  {} = {}", b.name.name, expr(&b.value));
+        }
+        for o in &m.outputs {
+            let alias = o.alias.as_ref().map(|a| format!(" as {}", a.name)).unwrap_or_default();
+            let _ = writeln!(out, "  output {}({}){alias}", o.kind.name, expr(&o.target));
+        }
+        let _ = writeln!(out, "}}");
+    }
+    out
+}
+
+fn dims(d: &[usize]) -> String {
+    format!("[{}]", d.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", "))
+}
+
+/// NetIR with every annotation the passes so far have made.
+pub fn module(m: &Module, sources: &SourceMap) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "model {}  T={} dt={:?} seed={} batch={}", m.name, m.t, m.dt, m.seed, m.batch);
+    let nm = |h: NodeId| format!("{:?} {}", h, m.nodes[h].name);
+    let _ = writeln!(out, "nodes:");
+    for (h, n) in m.nodes.iter() {
+        let (l, c) = sources.line_col(n.span.file, n.span.start);
+        let what = match &n.kind {
+            NodeKind::Input { dims: d, time_varying } => {
+                format!("input {}{}", if *time_varying { "[T] " } else { "" }, dims(d))
+            }
+            NodeKind::Encode { src, encoding } => match encoding {
+                Encoding::Poisson { max_rate, seed } => format!("poisson({}, max_rate={max_rate:?}, seed={seed})", nm(*src)),
+                Encoding::Bernoulli { gain, seed } => format!("bernoulli({}, gain={gain:?}, seed={seed})", nm(*src)),
+            },
+            NodeKind::Dense { src, out: o, bias, delay } => {
+                format!("dense({}, out={o}, bias={bias}, delay={delay})", nm(*src))
+            }
+            NodeKind::Conv2d {
+                src,
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                bias,
+                delay,
+            } => format!(
+                "conv2d({}, out={out_channels}, kernel={}x{}, stride={stride}, padding={padding}, bias={bias}, delay={delay})",
+                nm(*src),
+                kernel[0],
+                kernel[1]
+            ),
+            NodeKind::Pool2d {
+                src,
+                kernel,
+                stride,
+                padding,
+                ..
+            } => format!("{}({}, kernel={kernel}, stride={stride}, padding={padding})", n.kind.op_name(), nm(*src)),
+            NodeKind::Flatten { src } => format!("flatten({})", nm(*src)),
+            NodeKind::Population { inputs, model, args, .. } => {
+                let ins: Vec<String> = inputs.iter().map(|&i| nm(i)).collect();
+                let mut a: Vec<String> = args.params.iter().map(|(k, v, _)| format!("{k}={v:?}")).collect();
+                a.extend(args.flags.iter().map(|(k, v, _)| format!("{k}={v}")));
+                a.extend(args.choices.iter().map(|(k, v, _)| format!("{k}={v}")));
+                let a = if a.is_empty() { String::new() } else { format!(", {}", a.join(", ")) };
+                format!("{}({}{a})", m.models[*model].name.name, ins.join(" + "))
+            }
+        };
+        let shape = n
+            .shape
+            .as_ref()
+            .map(|s| format!(" -> {} {}", if s.extent == Extent::Seq { "seq" } else { "static" }, dims(&s.dims)))
+            .unwrap_or_default();
+        let _ = writeln!(out, "  {h:?} {} = {what}{shape}  @{l}:{c}", n.name);
+        if let NodeKind::Population { eqs: Some(eqs), .. } = &n.kind {
+            out.push_str(&eqs.to_string());
+        }
+    }
+    let _ = writeln!(out, "outputs:");
+    for o in &m.outputs {
+        let what = match (&o.kind, &o.state) {
+            (OutputKind::Trace, Some((s, _))) => format!("trace({}.{s})", m.nodes[o.node].name),
+            (OutputKind::Spikes, _) => format!("spikes({})", m.nodes[o.node].name),
+            (OutputKind::Counts, _) => format!("counts({})", m.nodes[o.node].name),
+            _ => "?".into(),
+        };
+        let _ = writeln!(out, "  {} = {what}", o.name);
+    }
+    if let Some(r) = &m.recurrence {
+        let _ = writeln!(out, "recurrence (components in execution order):");
+        for (i, c) in r.components.iter().enumerate() {
+            let names: Vec<&str> = c.iter().map(|&h| m.nodes[h].name.as_str()).collect();
+            let cyc = c.len() > 1 || crate::passes::recurrence::self_loop(m, c[0]);
+            let _ = writeln!(out, "  c{i}: {}{}", names.join(", "), if cyc { "  [cycle]" } else { "" });
+        }
+    }
+    if let Some(s) = &m.schedule {
+        let _ = writeln!(out, "schedule:");
+        for (i, st) in s.stages.iter().enumerate() {
+            let what = match &st.kind {
+                StageKind::Layer(h) => format!("layer {}", m.nodes[*h].name),
+                StageKind::Steps(hs) => {
+                    let names: Vec<&str> = hs.iter().map(|&h| m.nodes[h].name.as_str()).collect();
+                    format!("steps {{{}}}", names.join(", "))
+                }
+            };
+            let _ = writeln!(out, "  stage {i}: {what}  -- {}", st.reason);
+        }
+    }
+    if let Some(f) = &m.fusion {
+        let _ = writeln!(out, "fusion:");
+        for (i, g) in f.groups.iter().enumerate() {
+            let names: Vec<&str> = g.members.iter().map(|&h| m.nodes[h].name.as_str()).collect();
+            let _ = writeln!(
+                out,
+                "  group {i}: [{}] {:?}, launched at stage {}, {}{}",
+                names.join(", "),
+                g.mode,
+                g.stage,
+                if g.stepwise { "one step per launch" } else { "T loop inside" },
+                if g.members.len() > 1 { ", merged launch" } else { "" }
+            );
+        }
+    }
+    if let Some(mem) = &m.memory {
+        let _ = writeln!(out, "memory: {} buffers in {} slots", mem.buffers.len(), mem.slots);
+        for (i, b) in mem.buffers.iter().enumerate() {
+            let _ = writeln!(out, "  buf {i} {} {:?} [{}] slot {}", b.name, b.extent, b.features, b.slot);
+        }
+    }
+    out
+}
+
+fn time(t: &TimeSel) -> String {
+    match t {
+        TimeSel::All { delay: 0 } => "all T".into(),
+        TimeSel::All { delay } => format!("all T, delay {delay}"),
+        TimeSel::Step { delay: 0 } => "step t".into(),
+        TimeSel::Step { delay } => format!("step t, reads t-{delay}"),
+    }
+}
+
+fn ops(out: &mut String, p: &Plan, ops_: &[Op], indent: usize) {
+    let pad = " ".repeat(indent);
+    let b = |i: usize| p.buffers[i].name.clone();
+    for op in ops_ {
+        match op {
+            Op::Zero { buf } => {
+                let _ = writeln!(out, "{pad}zero {}", b(*buf));
+            }
+            Op::Gemm { x, w, bias, y, k, n, time: t, accumulate } => {
+                let bias = bias.map(|i| format!(" + {}", p.weights[i].name)).unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "{pad}gemm {} {}= {} [.., {k}] @ {}^T [{k} -> {n}]{bias}  ({})",
+                    b(*y),
+                    if *accumulate { "+" } else { "" },
+                    b(*x),
+                    p.weights[*w].name,
+                    time(t)
+                );
+            }
+            Op::Conv2d { x, w, bias, y, geom: g, time: t, .. } => {
+                let bias = bias.map(|i| format!(" + {}", p.weights[i].name)).unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "{pad}conv2d {} = {} [{}x{}x{}] * {} [{}x{}, stride {}, pad {}] -> [{}x{}x{}]{bias}  ({})",
+                    b(*y),
+                    b(*x),
+                    g.c_in,
+                    g.h,
+                    g.w,
+                    p.weights[*w].name,
+                    g.kh,
+                    g.kw,
+                    g.stride,
+                    g.pad,
+                    g.c_out,
+                    g.h_out,
+                    g.w_out,
+                    time(t)
+                );
+            }
+            Op::Pool2d { x, y, kind, geom: g, time: t } => {
+                let _ = writeln!(
+                    out,
+                    "{pad}{:?}pool {} = {} [{}x{}x{}] window {} stride {} pad {} -> [{}x{}]  ({})",
+                    kind,
+                    b(*y),
+                    b(*x),
+                    g.c,
+                    g.h,
+                    g.w,
+                    g.k,
+                    g.stride,
+                    g.pad,
+                    g.h_out,
+                    g.w_out,
+                    time(t)
+                );
+            }
+            Op::Launch { kernel, groups, time: t } => {
+                let _ = writeln!(out, "{pad}launch {} ({:?}) x{} group(s):", p.kernels[*kernel].symbol, t, groups.len());
+                for g in groups {
+                    let args: Vec<String> = g.args.iter().map(|&a| b(a)).collect();
+                    let _ = writeln!(out, "{pad}  ({}) params@{} features {}", args.join(", "), g.params, g.features);
+                }
+            }
+            Op::StepLoop { body } => {
+                let _ = writeln!(out, "{pad}for t in 0..T:");
+                crate::ir::dump::ops(out, p, body, indent + 2);
+            }
+        }
+    }
+}
+
+/// KernelIR: the plan and the kernels.
+pub fn program(p: &Program) -> String {
+    let plan = &p.plan;
+    let mut out = String::new();
+    let _ = writeln!(out, "program {}  T={} batch={} seed={}", plan.name, plan.t, plan.batch, plan.seed);
+    let _ = writeln!(out, "buffers ({} slots):", plan.slots);
+    for (i, b) in plan.buffers.iter().enumerate() {
+        let _ = writeln!(out, "  {i} {} {:?} [{}] slot {}", b.name, b.extent, b.features, b.slot);
+    }
+    let _ = writeln!(out, "weights:");
+    for w in &plan.weights {
+        let _ = writeln!(out, "  {} {} {:?}", w.name, dims(&w.shape), w.init);
+    }
+    let _ = writeln!(out, "params:");
+    for (i, pd) in plan.params.iter().enumerate() {
+        let v = if pd.check == snn_runtime::plan::ParamCheck::Bits {
+            format!("bits {}", pd.value.to_bits())
+        } else {
+            format!("{:?}", pd.value)
+        };
+        let _ = writeln!(out, "  {i} {} = {v} ({:?})", pd.name, pd.check);
+    }
+    let _ = writeln!(out, "inputs:");
+    for i in &plan.inputs {
+        let _ = writeln!(out, "  {} {}{} -> {}", i.name, if i.time_varying { "[T, B] " } else { "[B] " }, dims(&i.shape), plan.buffers[i.buffer].name);
+    }
+    let _ = writeln!(out, "outputs:");
+    for o in &plan.outputs {
+        let _ = writeln!(out, "  {} {:?} {} <- {}", o.name, o.kind, dims(&o.shape), plan.buffers[o.buffer].name);
+    }
+    let _ = writeln!(out, "ops:");
+    ops(&mut out, plan, &plan.ops, 2);
+    for k in &p.kernels {
+        let _ = writeln!(out);
+        out.push_str(&k.to_string());
+    }
+    out
+}

@@ -1,0 +1,169 @@
+//! KernelIR: backend-neutral kernels plus the runtime plan that launches them.
+//!
+//! A kernel is a loop over flat neuron indices `idx in lo..hi` of the `B * F` space, with
+//! the time loop inside (`LaunchTime::Seq`: state in registers for all T) or a single step
+//! (`LaunchTime::Step`, state loaded from and stored to `[B, F]` buffers). The body is a
+//! list of typed scalar statements. Back ends only print this; they decide nothing.
+
+use std::fmt;
+
+use crate::ir::eqn::{BinOp, Func, UnOp};
+use snn_runtime::plan::{Extent, LaunchTime, Plan};
+
+#[derive(Clone, Debug)]
+pub struct Program {
+    pub plan: Plan,
+    /// One per `plan.kernels` entry, same order.
+    pub kernels: Vec<Kernel>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kernel {
+    /// Exported symbol; unique and mangled (`snn_k{index}_{model}_{role}`).
+    pub symbol: String,
+    /// One line on what it computes, printed as a comment.
+    pub doc: String,
+    pub args: Vec<KArg>,
+    /// Parameter names; `Param(i)` reads `params[i]` of the launch group.
+    pub params: Vec<String>,
+    pub time: LaunchTime,
+    /// Values carried from step to step (neuron state, spike counts).
+    pub carried: Vec<Carried>,
+    /// Per-step scalar temporaries.
+    pub locals: Vec<String>,
+    /// One time step.
+    pub body: Vec<KStmt>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct KArg {
+    pub name: String,
+    pub extent: Extent,
+    pub write: bool,
+}
+
+/// How a carried value enters and leaves a kernel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Carried {
+    pub name: String,
+    /// Value before the first step.
+    pub init: KExpr,
+    /// The `[B, F]` buffer that holds it between launches or receives it at the end.
+    pub buf: Option<usize>,
+    /// Step kernels: read `buf` (or `init` at `t == 0` when `init_at_t0`).
+    pub init_at_t0: bool,
+    /// Write it back to `buf`: after each step (step kernels) or after the T loop.
+    pub store: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KVar {
+    Carried(usize),
+    Local(usize),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum KStmt {
+    Set(KVar, KExpr),
+    /// Write at the current `(t, idx)` of an argument.
+    Store(usize, KExpr),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum KExpr {
+    Const(f32),
+    Param(usize),
+    Var(KVar),
+    /// Read at the current `(t, idx)` of an argument.
+    Load(usize),
+    /// Uniform [0, 1) from Philox4x32-10 keyed by the seed parameter's bits, counter
+    /// `(idx, t)`; identical on every back end.
+    Uniform { seed_param: usize },
+    Unary(UnOp, Box<KExpr>),
+    Binary(BinOp, Box<KExpr>, Box<KExpr>),
+    Call(Func, Vec<KExpr>),
+}
+
+impl KExpr {
+    pub fn bin(op: BinOp, a: KExpr, b: KExpr) -> KExpr {
+        KExpr::Binary(op, Box::new(a), Box::new(b))
+    }
+}
+
+// ------------------------------------------------------------------ text dump
+
+struct E<'a>(&'a Kernel, &'a KExpr);
+
+impl fmt::Display for E<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let k = self.0;
+        match self.1 {
+            KExpr::Const(c) => write!(f, "{c:?}"),
+            KExpr::Param(i) => write!(f, "param.{}", k.params[*i]),
+            KExpr::Var(v) => write!(f, "{}", var_name(k, *v)),
+            KExpr::Load(a) => write!(f, "{}[{}]", k.args[*a].name, index(k.args[*a].extent)),
+            KExpr::Uniform { seed_param } => write!(f, "uniform(seed = param.{}, idx, t)", k.params[*seed_param]),
+            KExpr::Unary(op, e) => write!(f, "{}({})", if *op == UnOp::Neg { "-" } else { "!" }, E(k, e)),
+            KExpr::Binary(op, a, b) => write!(f, "({} {} {})", E(k, a), op.symbol(), E(k, b)),
+            KExpr::Call(func, args) => {
+                write!(f, "{}(", func.name())?;
+                for (i, a) in args.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ", ")?;
+                    }
+                    write!(f, "{}", E(k, a))?;
+                }
+                write!(f, ")")
+            }
+        }
+    }
+}
+
+fn index(e: Extent) -> &'static str {
+    match e {
+        Extent::Seq => "t, idx",
+        Extent::Static | Extent::Single => "idx",
+    }
+}
+
+pub fn var_name(k: &Kernel, v: KVar) -> String {
+    match v {
+        KVar::Carried(i) => format!("{}'", k.carried[i].name),
+        KVar::Local(i) => k.locals[i].clone(),
+    }
+}
+
+impl fmt::Display for Kernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let time = match self.time {
+            LaunchTime::Seq => "for t in 0..T (inside)",
+            LaunchTime::Step => "one step t",
+        };
+        writeln!(f, "kernel {}  // {}", self.symbol, self.doc)?;
+        for (i, a) in self.args.iter().enumerate() {
+            writeln!(f, "  arg {i} {} {:?} {}", a.name, a.extent, if a.write { "write" } else { "read" })?;
+        }
+        if !self.params.is_empty() {
+            writeln!(f, "  params {}", self.params.join(", "))?;
+        }
+        for c in &self.carried {
+            let buf = c.buf.map(|b| format!(" buf {}", self.args[b].name)).unwrap_or_default();
+            writeln!(
+                f,
+                "  carried {}' = {}{buf}{}{}",
+                c.name,
+                E(self, &c.init),
+                if c.init_at_t0 { " init@t0" } else { "" },
+                if c.store { " store" } else { "" }
+            )?;
+        }
+        writeln!(f, "  over idx in lo..hi, {time}:")?;
+        for s in &self.body {
+            match s {
+                KStmt::Set(v, e) => writeln!(f, "    {} = {}", var_name(self, *v), E(self, e))?,
+                KStmt::Store(a, e) => writeln!(f, "    {}[{}] <- {}", self.args[*a].name, index(self.args[*a].extent), E(self, e))?,
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,9 @@
+//! The intermediate representations: NetIR (`net`, with neuron equations in `eqn` and pass
+//! decisions in `sched`), KernelIR (`kernel`), and their text dumps (`dump`).
+
+pub mod arena;
+pub mod dump;
+pub mod eqn;
+pub mod kernel;
+pub mod net;
+pub mod sched;

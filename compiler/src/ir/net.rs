@@ -1,0 +1,198 @@
+//! NetIR: the network as a typed graph of nodes in an arena. Passes annotate it in place
+//! (shapes, neuron equations, recurrence, schedule, fusion, memory) before it is lowered
+//! to KernelIR.
+
+use super::arena::{Arena, Handle};
+use super::eqn::NeuronEqs;
+use crate::diag::Span;
+use crate::front::ast;
+
+pub type NodeId = Handle<Node>;
+
+#[derive(Clone, Debug)]
+pub struct Module {
+    pub name: String,
+    /// Time steps.
+    pub t: usize,
+    /// Step length; available as `dt` in neuron equations.
+    pub dt: f32,
+    pub seed: u64,
+    /// Default batch for seeded random runs.
+    pub batch: usize,
+    pub nodes: Arena<Node>,
+    pub inputs: Vec<NodeId>,
+    pub outputs: Vec<Output>,
+    /// Neuron model definitions visible to the model (prelude, includes, the file).
+    pub models: Vec<ast::NeuronDef>,
+    pub span: Span,
+    /// Filled by `passes::recurrence`.
+    pub recurrence: Option<super::sched::Recurrence>,
+    /// Filled by `passes::schedule`.
+    pub schedule: Option<super::sched::Schedule>,
+    /// Filled by `passes::fuse`.
+    pub fusion: Option<super::sched::Fusion>,
+    /// Filled by `passes::memory`.
+    pub memory: Option<super::sched::MemoryPlan>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// The binding's name; nested calls get `parent.op`.
+    pub name: String,
+    pub kind: NodeKind,
+    pub span: Span,
+    /// Filled by `passes::shapes`.
+    pub shape: Option<Shape>,
+}
+
+/// Whether a value changes over time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Extent {
+    /// `[T, B, dims]`.
+    Seq,
+    /// `[B, dims]`, the same at every step.
+    Static,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub extent: Extent,
+    /// Per-sample dims, e.g. `[784]` or `[16, 14, 14]`.
+    pub dims: Vec<usize>,
+}
+
+impl Shape {
+    pub fn features(&self) -> usize {
+        self.dims.iter().product()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Encoding {
+    /// `bernoulli(x, gain)`: spike with probability `clamp(gain * x, 0, 1)` each step.
+    Bernoulli { gain: f32, seed: u32 },
+    /// `poisson(x, max_rate)`: a Poisson process of rate `max_rate * x` per unit time,
+    /// discretised: spike with probability `1 - exp(-max_rate * x * dt)` each step.
+    Poisson { max_rate: f32, seed: u32 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolKind {
+    Max,
+    Avg,
+}
+
+#[derive(Clone, Debug)]
+pub enum NodeKind {
+    Input {
+        dims: Vec<usize>,
+        time_varying: bool,
+    },
+    Encode {
+        src: NodeId,
+        encoding: Encoding,
+    },
+    Dense {
+        src: NodeId,
+        out: usize,
+        bias: bool,
+        delay: usize,
+    },
+    Conv2d {
+        src: NodeId,
+        out_channels: usize,
+        kernel: [usize; 2],
+        stride: usize,
+        padding: usize,
+        bias: bool,
+        delay: usize,
+    },
+    Pool2d {
+        src: NodeId,
+        kind: PoolKind,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    },
+    Flatten {
+        src: NodeId,
+    },
+    /// A neuron population; its input current is the sum of `inputs`.
+    Population {
+        inputs: Vec<NodeId>,
+        model: usize,
+        args: PopArgs,
+        /// Filled by `passes::neurons`.
+        eqs: Option<NeuronEqs>,
+    },
+}
+
+/// The arguments of a population instance, checked against its model.
+#[derive(Clone, Debug, Default)]
+pub struct PopArgs {
+    pub params: Vec<(String, f32, Span)>,
+    pub flags: Vec<(String, bool, Span)>,
+    pub choices: Vec<(String, String, Span)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputKind {
+    Spikes,
+    Counts,
+    Trace,
+}
+
+#[derive(Clone, Debug)]
+pub struct Output {
+    pub name: String,
+    pub kind: OutputKind,
+    pub node: NodeId,
+    /// For traces: the state variable's index (resolved by `passes::neurons`) and name.
+    pub state: Option<(String, Option<usize>)>,
+    pub span: Span,
+}
+
+impl NodeKind {
+    /// The nodes this node reads, with the delay of each edge in steps.
+    pub fn sources(&self) -> Vec<(NodeId, usize)> {
+        match self {
+            NodeKind::Input { .. } => vec![],
+            NodeKind::Encode { src, .. } | NodeKind::Pool2d { src, .. } | NodeKind::Flatten { src } => {
+                vec![(*src, 0)]
+            }
+            NodeKind::Dense { src, delay, .. } | NodeKind::Conv2d { src, delay, .. } => vec![(*src, *delay)],
+            NodeKind::Population { inputs, .. } => inputs.iter().map(|&i| (i, 0)).collect(),
+        }
+    }
+    pub fn op_name(&self) -> &'static str {
+        match self {
+            NodeKind::Input { .. } => "input",
+            NodeKind::Encode { encoding: Encoding::Bernoulli { .. }, .. } => "bernoulli",
+            NodeKind::Encode { encoding: Encoding::Poisson { .. }, .. } => "poisson",
+            NodeKind::Dense { .. } => "dense",
+            NodeKind::Conv2d { .. } => "conv2d",
+            NodeKind::Pool2d { kind: PoolKind::Max, .. } => "maxpool2d",
+            NodeKind::Pool2d { kind: PoolKind::Avg, .. } => "avgpool2d",
+            NodeKind::Flatten { .. } => "flatten",
+            NodeKind::Population { .. } => "population",
+        }
+    }
+}
+
+impl Module {
+    pub fn node_by_name(&self, name: &str) -> Option<NodeId> {
+        self.nodes.iter().find(|(_, n)| n.name == name).map(|(h, _)| h)
+    }
+    pub fn eqs(&self, h: NodeId) -> Option<&NeuronEqs> {
+        match &self.nodes[h].kind {
+            NodeKind::Population { eqs, .. } => eqs.as_ref(),
+            _ => None,
+        }
+    }
+    pub fn is_population(&self, h: NodeId) -> bool {
+        matches!(self.nodes[h].kind, NodeKind::Population { .. })
+    }
+    pub fn shape(&self, h: NodeId) -> &Shape {
+        self.nodes[h].shape.as_ref().expect("shapes pass has run")
+    }
+}

@@ -1,0 +1,109 @@
+//! The decisions the middle passes record on a module: recurrence, schedule, fusion and
+//! the memory plan. Kept apart from `net.rs` so each pass's output reads on its own.
+
+use std::collections::BTreeMap;
+
+use super::net::NodeId;
+use snn_runtime::plan::{BufId, BufferDecl};
+
+/// Output of `passes::recurrence`.
+#[derive(Clone, Debug, Default)]
+pub struct Recurrence {
+    /// Strongly connected components over time, in execution order (sources first).
+    /// Each component lists its nodes in the order they run within one step.
+    pub components: Vec<Vec<NodeId>>,
+}
+
+impl Recurrence {
+    /// A component is recurrent when it has more than one node or a self edge.
+    pub fn is_cycle(&self, comp: usize, self_loop: impl Fn(NodeId) -> bool) -> bool {
+        let c = &self.components[comp];
+        c.len() > 1 || self_loop(c[0])
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StageKind {
+    /// One op over all T at once (GEMM over `[T*B, in]`, or a T-loop kernel).
+    Layer(NodeId),
+    /// `for t in 0..T` around these nodes, in order.
+    Steps(Vec<NodeId>),
+}
+
+#[derive(Clone, Debug)]
+pub struct Stage {
+    pub kind: StageKind,
+    /// Why the scheduler chose this, shown in dumps.
+    pub reason: String,
+}
+
+/// Output of `passes::schedule`.
+#[derive(Clone, Debug, Default)]
+pub struct Schedule {
+    pub stages: Vec<Stage>,
+}
+
+impl Schedule {
+    /// The stage index of each node.
+    pub fn stage_of(&self) -> BTreeMap<NodeId, usize> {
+        let mut m = BTreeMap::new();
+        for (i, s) in self.stages.iter().enumerate() {
+            match &s.kind {
+                StageKind::Layer(n) => {
+                    m.insert(*n, i);
+                }
+                StageKind::Steps(ns) => {
+                    for n in ns {
+                        m.insert(*n, i);
+                    }
+                }
+            }
+        }
+        m
+    }
+}
+
+/// How a population's step is split into kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FuseMode {
+    /// Charge, fire and reset in one kernel (T loop inside for layer stages).
+    Fused,
+    /// Separate charge / fire / reset kernels per step, state in memory between them.
+    Unfused,
+}
+
+#[derive(Clone, Debug)]
+pub struct KernelGroup {
+    /// Populations (or encoders) that share this kernel and launch.
+    pub members: Vec<NodeId>,
+    pub mode: FuseMode,
+    /// The stage that launches the group.
+    pub stage: usize,
+    /// Step-wise (inside a step loop) rather than T loop inside.
+    pub stepwise: bool,
+}
+
+/// Output of `passes::fuse`.
+#[derive(Clone, Debug, Default)]
+pub struct Fusion {
+    pub groups: Vec<KernelGroup>,
+    /// Population/encoder -> group index.
+    pub group_of: BTreeMap<NodeId, usize>,
+}
+
+/// Output of `passes::memory`.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryPlan {
+    pub buffers: Vec<BufferDecl>,
+    pub slots: usize,
+    /// The value each node produces (spikes for spiking populations, the first state for
+    /// non-spiking ones). Flatten shares its source's buffer.
+    pub node_out: BTreeMap<NodeId, BufId>,
+    pub counts: BTreeMap<NodeId, BufId>,
+    /// Traces `[T, B, N]` of state variables, by (population, state index).
+    pub traces: BTreeMap<(NodeId, usize), BufId>,
+    /// `[B, N]` state carried between step launches, by (population, state index).
+    pub states: BTreeMap<(NodeId, usize), BufId>,
+    /// `[B, N]` per-step temporaries that cross kernel boundaries in unfused plans.
+    pub spills: BTreeMap<(NodeId, usize), BufId>,
+}

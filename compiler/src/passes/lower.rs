@@ -1,0 +1,642 @@
+//! Pass `lower`: NetIR with all decisions made -> KernelIR [`Program`]: the runtime plan
+//! (buffers, weights, params, ops in schedule order) and one [`Kernel`] per fused
+//! population group, encoder group, or unfused phase.
+
+use std::collections::BTreeMap;
+
+use crate::diag::DResult;
+use crate::ir::eqn::{BinOp, EExpr, Func, NeuronEqs, UnOp, Var};
+use crate::ir::kernel::*;
+use crate::ir::net::*;
+use crate::ir::sched::{FuseMode, KernelGroup, MemoryPlan, StageKind};
+use snn_runtime::plan::{
+    self, BufId, ConvGeom, Extent as PExtent, Init, KernelDecl, LaunchGroup, LaunchTime, Op, ParamCheck, ParamDecl,
+    Plan, PoolGeom, TimeSel, WeightDecl,
+};
+
+use super::{pop_outputs, spilled_locals, Options};
+
+pub fn run(m: &Module, _opts: &Options) -> DResult<Program> {
+    let mem = m.memory.as_ref().expect("memory pass has run");
+    let mut l = Lowerer {
+        m,
+        mem,
+        plan: Plan {
+            name: m.name.clone(),
+            t: m.t,
+            batch: m.batch,
+            seed: m.seed,
+            buffers: mem.buffers.clone(),
+            slots: mem.slots,
+            weights: vec![],
+            params: vec![],
+            inputs: vec![],
+            outputs: vec![],
+            kernels: vec![],
+            ops: vec![],
+        },
+        kernels: vec![],
+        param_base: BTreeMap::new(),
+        weight_of: BTreeMap::new(),
+        group_kernels: vec![],
+    };
+    l.params_and_weights();
+    l.kernels();
+    l.ops();
+    l.io();
+    Ok(Program {
+        plan: l.plan,
+        kernels: l.kernels,
+    })
+}
+
+struct Lowerer<'a> {
+    m: &'a Module,
+    mem: &'a MemoryPlan,
+    plan: Plan,
+    kernels: Vec<Kernel>,
+    /// Offset of each kernel node's parameters in the flat array.
+    param_base: BTreeMap<NodeId, usize>,
+    /// (weight, bias) of each projection.
+    weight_of: BTreeMap<NodeId, (usize, Option<usize>)>,
+    /// Kernel ids of each fusion group: one when fused, charge/fire/reset when not.
+    group_kernels: Vec<Vec<usize>>,
+}
+
+/// Which part of a population's step a kernel computes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Role {
+    Fused,
+    Charge,
+    Fire,
+    Reset,
+}
+
+impl Lowerer<'_> {
+    fn params_and_weights(&mut self) {
+        let m = self.m;
+        for (h, node) in m.nodes.iter() {
+            match &node.kind {
+                NodeKind::Population { eqs: Some(eqs), .. } => {
+                    self.param_base.insert(h, self.plan.params.len());
+                    for p in &eqs.params {
+                        self.plan.params.push(ParamDecl {
+                            name: format!("{}.{}", node.name, p.name),
+                            value: p.value,
+                            check: p.check,
+                        });
+                    }
+                }
+                NodeKind::Encode { encoding, .. } => {
+                    self.param_base.insert(h, self.plan.params.len());
+                    let (seed, name, v, check) = match *encoding {
+                        Encoding::Poisson { max_rate, seed } => (seed, "max_rate", max_rate, ParamCheck::NonNegative),
+                        Encoding::Bernoulli { gain, seed } => (seed, "gain", gain, ParamCheck::NonNegative),
+                    };
+                    self.plan.params.push(ParamDecl {
+                        name: format!("{}.seed", node.name),
+                        value: f32::from_bits(seed),
+                        check: ParamCheck::Bits,
+                    });
+                    self.plan.params.push(ParamDecl {
+                        name: format!("{}.{name}", node.name),
+                        value: v,
+                        check,
+                    });
+                }
+                NodeKind::Dense { src, out, bias, .. } => {
+                    let k = m.shape(*src).features();
+                    self.add_weights(h, vec![*out, k], k, *bias, *out);
+                }
+                NodeKind::Conv2d {
+                    src,
+                    out_channels,
+                    kernel,
+                    bias,
+                    ..
+                } => {
+                    let c_in = m.shape(*src).dims[0];
+                    let fan_in = c_in * kernel[0] * kernel[1];
+                    self.add_weights(h, vec![*out_channels, c_in, kernel[0], kernel[1]], fan_in, *bias, *out_channels);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn add_weights(&mut self, h: NodeId, shape: Vec<usize>, fan_in: usize, bias: bool, out: usize) {
+        let name = &self.m.nodes[h].name;
+        self.plan.weights.push(WeightDecl {
+            name: format!("{name}.weight"),
+            shape,
+            init: Init::UniformFanIn { fan_in },
+        });
+        let w = self.plan.weights.len() - 1;
+        let b = bias.then(|| {
+            self.plan.weights.push(WeightDecl {
+                name: format!("{name}.bias"),
+                shape: vec![out],
+                init: Init::UniformFanIn { fan_in },
+            });
+            self.plan.weights.len() - 1
+        });
+        self.weight_of.insert(h, (w, b));
+    }
+
+    fn kernels(&mut self) {
+        let fusion = self.m.fusion.as_ref().expect("fuse pass has run");
+        for g in &fusion.groups {
+            let lead = g.members[0];
+            let roles: &[Role] = match (&self.m.nodes[lead].kind, g.mode) {
+                (NodeKind::Population { eqs: Some(eqs), .. }, FuseMode::Unfused) if eqs.spikes() => {
+                    &[Role::Charge, Role::Fire, Role::Reset]
+                }
+                (NodeKind::Population { .. }, FuseMode::Unfused) => &[Role::Charge],
+                _ => &[Role::Fused],
+            };
+            let mut ids = Vec::new();
+            for &role in roles {
+                let (mut k, _) = self.build(lead, role, g);
+                let id = self.kernels.len();
+                k.symbol = mangle(id, &self.m.nodes[lead], role);
+                self.plan.kernels.push(KernelDecl {
+                    symbol: k.symbol.clone(),
+                    arity: k.args.len(),
+                });
+                self.kernels.push(k);
+                ids.push(id);
+            }
+            self.group_kernels.push(ids);
+        }
+    }
+
+    /// The kernel for `role` of node `h`, and the buffers its launch passes.
+    fn build(&self, h: NodeId, role: Role, g: &KernelGroup) -> (Kernel, Vec<BufId>) {
+        match &self.m.nodes[h].kind {
+            NodeKind::Encode { src, encoding } => self.encoder(h, *src, encoding, g.stepwise),
+            NodeKind::Population { inputs, eqs: Some(eqs), .. } => self.population(h, inputs, eqs, role, g.stepwise),
+            _ => unreachable!("only encoders and populations have kernels"),
+        }
+    }
+
+    fn encoder(&self, h: NodeId, src: NodeId, enc: &Encoding, stepwise: bool) -> (Kernel, Vec<BufId>) {
+        let m = self.m;
+        let mut kb = KB::new(
+            format!("{} encoder `{}`", m.nodes[h].kind.op_name(), m.nodes[h].name),
+            if stepwise { LaunchTime::Step } else { LaunchTime::Seq },
+        );
+        let x = kb.arg("x", self.mem.node_out[&src], ext(m.shape(src).extent), false);
+        let out = kb.arg("spikes", self.mem.node_out[&h], PExtent::Seq, true);
+        kb.k.params = vec!["seed".into(), if matches!(enc, Encoding::Poisson { .. }) { "max_rate" } else { "gain" }.into()];
+        let xv = kb.local("x");
+        let pv = kb.local("p");
+        kb.set(xv, KExpr::Load(x));
+        let p = match enc {
+            // p = 1 - exp(-(max_rate * x * dt))
+            Encoding::Poisson { .. } => KExpr::bin(
+                BinOp::Sub,
+                KExpr::Const(1.0),
+                KExpr::Call(
+                    Func::Exp,
+                    vec![KExpr::Unary(
+                        UnOp::Neg,
+                        Box::new(KExpr::bin(
+                            BinOp::Mul,
+                            KExpr::bin(BinOp::Mul, KExpr::Param(1), KExpr::Var(xv)),
+                            KExpr::Const(m.dt),
+                        )),
+                    )],
+                ),
+            ),
+            Encoding::Bernoulli { .. } => KExpr::bin(BinOp::Mul, KExpr::Param(1), KExpr::Var(xv)),
+        };
+        kb.set(pv, p);
+        kb.store(out, KExpr::bin(BinOp::Lt, KExpr::Uniform { seed_param: 0 }, KExpr::Var(pv)));
+        (kb.k, kb.bufs)
+    }
+
+    fn population(&self, h: NodeId, inputs: &[NodeId], eqs: &NeuronEqs, role: Role, stepwise: bool) -> (Kernel, Vec<BufId>) {
+        let m = self.m;
+        let mem = self.mem;
+        let outs = pop_outputs(m, h);
+        let name = &m.nodes[h].name;
+        let what = match role {
+            Role::Fused => "charge + fire + reset",
+            Role::Charge => "charge (unfused)",
+            Role::Fire => "fire (unfused)",
+            Role::Reset => "reset (unfused)",
+        };
+        let mut kb = KB::new(
+            format!("{} population `{name}`: {what}", eqs.model),
+            if stepwise { LaunchTime::Step } else { LaunchTime::Seq },
+        );
+        kb.k.params = eqs.params.iter().map(|p| p.name.clone()).collect();
+        let spilled = if role == Role::Fused { vec![] } else { spilled_locals(eqs) };
+
+        // Arguments, in a fixed order per role.
+        let mut in_args = Vec::new();
+        if matches!(role, Role::Fused | Role::Charge) {
+            for (i, &src) in inputs.iter().enumerate() {
+                in_args.push(kb.arg(&format!("in{i}"), mem.node_out[&src], ext(m.shape(src).extent), false));
+            }
+        }
+        let spikes_arg = (outs.spikes && role != Role::Charge)
+            .then(|| kb.arg("spikes", mem.node_out[&h], PExtent::Seq, matches!(role, Role::Fused | Role::Fire)));
+        let writes_traces = match role {
+            Role::Fused | Role::Reset => true,
+            Role::Charge => !outs.spikes,
+            Role::Fire => false,
+        };
+        let trace_args: Vec<(usize, usize)> = if writes_traces {
+            outs.traces
+                .iter()
+                .map(|&s| (s, kb.arg(&format!("trace_{}", eqs.states[s].name), mem.traces[&(h, s)], PExtent::Seq, true)))
+                .collect()
+        } else {
+            vec![]
+        };
+        let counts_arg = (outs.counts && matches!(role, Role::Fused | Role::Fire))
+            .then(|| kb.arg("counts", mem.counts[&h], PExtent::Single, true));
+        let state_args: Vec<Option<usize>> = eqs
+            .states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                mem.states
+                    .get(&(h, i))
+                    .map(|&b| kb.arg(&format!("state_{}", s.name), b, PExtent::Single, role != Role::Fire))
+            })
+            .collect();
+        let spill_args: BTreeMap<usize, usize> = spilled
+            .iter()
+            .map(|&l| {
+                let lname = eqs.locals.get(l).map(String::as_str).unwrap_or("I");
+                (l, kb.arg(&format!("spill_{lname}"), mem.spills[&(h, l)], PExtent::Single, role == Role::Charge))
+            })
+            .collect();
+
+        // Carried values: the states, then the spike count.
+        for (i, s) in eqs.states.iter().enumerate() {
+            let init = conv(eqs, &s.init, &[], 0, 0, m.dt);
+            let (init_at_t0, store) = match role {
+                Role::Fused | Role::Charge => (true, true),
+                Role::Fire => (false, false),
+                Role::Reset => (false, true),
+            };
+            kb.k.carried.push(Carried {
+                name: s.name.clone(),
+                init,
+                buf: state_args[i],
+                init_at_t0: init_at_t0 && state_args[i].is_some(),
+                store: store && state_args[i].is_some(),
+            });
+        }
+        let count = counts_arg.map(|a| {
+            kb.k.carried.push(Carried {
+                name: "count".into(),
+                init: KExpr::Const(0.0),
+                buf: Some(a),
+                init_at_t0: true,
+                store: true,
+            });
+            KVar::Carried(kb.k.carried.len() - 1)
+        });
+
+        // Locals: the model's temporaries, the input current I and the spike S.
+        let locals: Vec<KVar> = eqs.locals.iter().map(|l| kb.local(l)).collect();
+        let cur = kb.local("I");
+        let s_var = kb.local("S");
+        let mut lmap = locals.clone();
+        lmap.push(cur);
+        let state_vars: Vec<KVar> = (0..eqs.states.len()).map(KVar::Carried).collect();
+        let cv = |e: &EExpr| conv_vars(eqs, e, &state_vars, &lmap, m.dt);
+        let target = |v: Var| match v {
+            Var::State(i) => state_vars[i],
+            Var::Local(i) => lmap[i],
+        };
+
+        // Spilled temporaries are read back in the fire and reset kernels.
+        if matches!(role, Role::Fire | Role::Reset) {
+            for (&l, &a) in &spill_args {
+                kb.set(lmap[l], KExpr::Load(a));
+            }
+        }
+        if matches!(role, Role::Fused | Role::Charge) {
+            let mut sum: Option<KExpr> = None;
+            for &a in &in_args {
+                sum = Some(match sum {
+                    None => KExpr::Load(a),
+                    Some(s) => KExpr::bin(BinOp::Add, s, KExpr::Load(a)),
+                });
+            }
+            kb.set(cur, sum.expect("a population has an input"));
+            for a in &eqs.update {
+                kb.set(target(a.target), cv(&a.value));
+            }
+            if role == Role::Charge {
+                for (&l, &a) in &spill_args {
+                    kb.store(a, KExpr::Var(lmap[l]));
+                }
+            }
+        }
+        if let (Some(spike), true) = (&eqs.spike, matches!(role, Role::Fused | Role::Fire)) {
+            // S = 1 when the condition is non-zero.
+            kb.set(s_var, KExpr::Call(Func::Select, vec![cv(spike), KExpr::Const(1.0), KExpr::Const(0.0)]));
+            kb.store(spikes_arg.expect("spiking population"), KExpr::Var(s_var));
+            if let Some(c) = count {
+                kb.set(c, KExpr::bin(BinOp::Add, KExpr::Var(c), KExpr::Var(s_var)));
+            }
+        }
+        if eqs.spikes() && matches!(role, Role::Fused | Role::Reset) {
+            if role == Role::Reset {
+                kb.set(s_var, KExpr::Load(spikes_arg.expect("spiking population")));
+            }
+            // x = S ? e : x, in order.
+            for a in &eqs.reset {
+                let t = target(a.target);
+                kb.set(t, KExpr::Call(Func::Select, vec![KExpr::Var(s_var), cv(&a.value), KExpr::Var(t)]));
+            }
+        }
+        for &(s, a) in &trace_args {
+            kb.store(a, KExpr::Var(state_vars[s]));
+        }
+        (kb.k, kb.bufs)
+    }
+
+    fn launch(&self, g: usize, role_idx: usize, time: LaunchTime) -> Op {
+        let fusion = self.m.fusion.as_ref().unwrap();
+        let group = &fusion.groups[g];
+        let roles = [Role::Charge, Role::Fire, Role::Reset];
+        let role = if group.mode == FuseMode::Fused { Role::Fused } else { roles[role_idx] };
+        let kernel = self.group_kernels[g][role_idx];
+        let groups = group
+            .members
+            .iter()
+            .map(|&h| {
+                let (k, bufs) = self.build(h, role, group);
+                debug_assert_eq!(k.body, self.kernels[kernel].body, "merged kernels share code");
+                LaunchGroup {
+                    args: bufs,
+                    params: self.param_base[&h],
+                    features: self.m.shape(h).features(),
+                }
+            })
+            .collect();
+        Op::Launch { kernel, groups, time }
+    }
+
+    fn ops(&mut self) {
+        let sched = self.m.schedule.as_ref().unwrap();
+        let mut ops = Vec::new();
+        for (si, stage) in sched.stages.iter().enumerate() {
+            match &stage.kind {
+                StageKind::Layer(n) => {
+                    let mut pre = Vec::new();
+                    let mut body = Vec::new();
+                    self.node_ops(*n, si, false, &mut pre, &mut body);
+                    ops.extend(pre);
+                    ops.extend(body);
+                }
+                StageKind::Steps(ns) => {
+                    let mut pre = Vec::new();
+                    let mut body = Vec::new();
+                    for &n in ns {
+                        self.node_ops(n, si, true, &mut pre, &mut body);
+                    }
+                    ops.extend(pre);
+                    ops.push(Op::StepLoop { body });
+                }
+            }
+        }
+        self.plan.ops = ops;
+    }
+
+    fn node_ops(&self, n: NodeId, si: usize, step: bool, pre: &mut Vec<Op>, body: &mut Vec<Op>) {
+        let m = self.m;
+        let out = |h: NodeId| self.mem.node_out[&h];
+        let time = |delay: usize| if step { TimeSel::Step { delay } } else { TimeSel::All { delay } };
+        match &m.nodes[n].kind {
+            NodeKind::Input { .. } | NodeKind::Flatten { .. } => {}
+            NodeKind::Dense { src, out: nout, delay, .. } => {
+                if *delay > 0 {
+                    pre.push(Op::Zero { buf: out(n) });
+                }
+                let (w, bias) = self.weight_of[&n];
+                body.push(Op::Gemm {
+                    x: out(*src),
+                    w,
+                    bias,
+                    y: out(n),
+                    k: m.shape(*src).features(),
+                    n: *nout,
+                    time: time(*delay),
+                    accumulate: false,
+                });
+            }
+            NodeKind::Conv2d {
+                src,
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                delay,
+                ..
+            } => {
+                if *delay > 0 {
+                    pre.push(Op::Zero { buf: out(n) });
+                }
+                let sd = &m.shape(*src).dims;
+                let od = &m.shape(n).dims;
+                let (w, bias) = self.weight_of[&n];
+                body.push(Op::Conv2d {
+                    x: out(*src),
+                    w,
+                    bias,
+                    y: out(n),
+                    geom: ConvGeom {
+                        c_in: sd[0],
+                        h: sd[1],
+                        w: sd[2],
+                        c_out: *out_channels,
+                        kh: kernel[0],
+                        kw: kernel[1],
+                        stride: *stride,
+                        pad: *padding,
+                        h_out: od[1],
+                        w_out: od[2],
+                    },
+                    time: time(*delay),
+                    accumulate: false,
+                });
+            }
+            NodeKind::Pool2d {
+                src,
+                kind,
+                kernel,
+                stride,
+                padding,
+            } => {
+                let sd = &m.shape(*src).dims;
+                let od = &m.shape(n).dims;
+                body.push(Op::Pool2d {
+                    x: out(*src),
+                    y: out(n),
+                    kind: match kind {
+                        PoolKind::Max => plan::PoolKind::Max,
+                        PoolKind::Avg => plan::PoolKind::Avg,
+                    },
+                    geom: PoolGeom {
+                        c: sd[0],
+                        h: sd[1],
+                        w: sd[2],
+                        k: *kernel,
+                        stride: *stride,
+                        pad: *padding,
+                        h_out: od[1],
+                        w_out: od[2],
+                    },
+                    time: time(0),
+                });
+            }
+            NodeKind::Encode { .. } | NodeKind::Population { .. } => {
+                let fusion = m.fusion.as_ref().unwrap();
+                let g = fusion.group_of[&n];
+                let group = &fusion.groups[g];
+                // A merged group launches once, at its last member.
+                if group.stage != si || *group.members.last().unwrap() != n {
+                    return;
+                }
+                let nk = self.group_kernels[g].len();
+                if group.stepwise {
+                    let launches: Vec<Op> = (0..nk).map(|r| self.launch(g, r, LaunchTime::Step)).collect();
+                    if step {
+                        body.extend(launches);
+                    } else {
+                        // An unfused population in a layer stage gets its own step loop.
+                        body.push(Op::StepLoop { body: launches });
+                    }
+                } else {
+                    body.push(self.launch(g, 0, LaunchTime::Seq));
+                }
+            }
+        }
+    }
+
+    fn io(&mut self) {
+        let m = self.m;
+        for &h in &m.inputs {
+            let NodeKind::Input { dims, time_varying } = &m.nodes[h].kind else { unreachable!() };
+            self.plan.inputs.push(plan::InputDecl {
+                name: m.nodes[h].name.clone(),
+                buffer: self.mem.node_out[&h],
+                shape: dims.clone(),
+                time_varying: *time_varying,
+            });
+        }
+        for o in &m.outputs {
+            let (kind, buffer) = match o.kind {
+                OutputKind::Spikes => (plan::OutputKind::Spikes, self.mem.node_out[&o.node]),
+                OutputKind::Counts => (plan::OutputKind::Counts, self.mem.counts[&o.node]),
+                OutputKind::Trace => (
+                    plan::OutputKind::Trace,
+                    self.mem.traces[&(o.node, o.state.as_ref().and_then(|s| s.1).unwrap())],
+                ),
+            };
+            self.plan.outputs.push(plan::OutputDecl {
+                name: o.name.clone(),
+                kind,
+                buffer,
+                shape: m.shape(o.node).dims.clone(),
+            });
+        }
+    }
+}
+
+fn ext(e: Extent) -> PExtent {
+    match e {
+        Extent::Seq => PExtent::Seq,
+        Extent::Static => PExtent::Static,
+    }
+}
+
+/// Symbol names: an index makes them unique; the rest is for people reading a profile.
+fn mangle(id: usize, node: &Node, role: Role) -> String {
+    let base: String = match &node.kind {
+        NodeKind::Encode { .. } => node.kind.op_name().to_string(),
+        _ => node.name.clone(),
+    };
+    let clean: String = base
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .collect();
+    let role = match role {
+        Role::Fused => "",
+        Role::Charge => "_charge",
+        Role::Fire => "_fire",
+        Role::Reset => "_reset",
+    };
+    format!("snn_k{id}_{clean}{role}")
+}
+
+/// A kernel under construction and the buffers its arguments bind to.
+struct KB {
+    k: Kernel,
+    bufs: Vec<BufId>,
+}
+
+impl KB {
+    fn new(doc: String, time: LaunchTime) -> KB {
+        KB {
+            k: Kernel {
+                symbol: String::new(),
+                doc,
+                args: vec![],
+                params: vec![],
+                time,
+                carried: vec![],
+                locals: vec![],
+                body: vec![],
+            },
+            bufs: vec![],
+        }
+    }
+    fn arg(&mut self, name: &str, buf: BufId, extent: PExtent, write: bool) -> usize {
+        self.k.args.push(KArg {
+            name: name.to_string(),
+            extent,
+            write,
+        });
+        self.bufs.push(buf);
+        self.k.args.len() - 1
+    }
+    fn local(&mut self, name: &str) -> KVar {
+        self.k.locals.push(name.to_string());
+        KVar::Local(self.k.locals.len() - 1)
+    }
+    fn set(&mut self, v: KVar, e: KExpr) {
+        self.k.body.push(KStmt::Set(v, e));
+    }
+    fn store(&mut self, a: usize, e: KExpr) {
+        self.k.body.push(KStmt::Store(a, e));
+    }
+}
+
+/// Equation expression -> kernel expression (initial values: params and constants only).
+fn conv(eqs: &NeuronEqs, e: &EExpr, _: &[KVar], _: usize, _: usize, dt: f32) -> KExpr {
+    conv_vars(eqs, e, &[], &[], dt)
+}
+
+fn conv_vars(eqs: &NeuronEqs, e: &EExpr, states: &[KVar], locals: &[KVar], dt: f32) -> KExpr {
+    let c = |x: &EExpr| conv_vars(eqs, x, states, locals, dt);
+    match e {
+        EExpr::Const(v) => KExpr::Const(*v),
+        EExpr::Param(i) => KExpr::Param(*i),
+        EExpr::State(i) => KExpr::Var(states[*i]),
+        EExpr::Local(i) => KExpr::Var(locals[*i]),
+        EExpr::Current => KExpr::Var(locals[eqs.locals.len()]),
+        EExpr::Dt => KExpr::Const(dt),
+        EExpr::Unary(op, x) => KExpr::Unary(*op, Box::new(c(x))),
+        EExpr::Binary(op, a, b) => KExpr::bin(*op, c(a), c(b)),
+        EExpr::Call(f, args) => KExpr::Call(*f, args.iter().map(c).collect()),
+    }
+}

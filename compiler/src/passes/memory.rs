@@ -1,0 +1,182 @@
+//! Pass `memory`: decide every buffer (node values, spikes, traces, counts, step state,
+//! unfused spills), its lifetime in stages, and the physical slot it lives in. Buffers
+//! whose lifetimes do not overlap share a slot; model inputs and outputs never share.
+
+use std::collections::BTreeMap;
+
+use crate::diag::DResult;
+use crate::ir::net::*;
+use crate::ir::sched::{FuseMode, MemoryPlan};
+use snn_runtime::plan::{BufferDecl, Extent as PExtent};
+
+use super::{pop_outputs, spilled_locals, Options};
+
+struct Life {
+    first: usize,
+    last: usize,
+    pinned: bool,
+}
+
+pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
+    let sched = m.schedule.as_ref().expect("schedule pass has run");
+    let fusion = m.fusion.as_ref().expect("fuse pass has run");
+    let stage_of = sched.stage_of();
+    let end = sched.stages.len();
+    // The stage at which each node's value is produced.
+    let def_stage = |h: NodeId| -> usize {
+        if let Some(&g) = fusion.group_of.get(&h) {
+            return fusion.groups[g].stage;
+        }
+        stage_of.get(&h).copied().unwrap_or(0)
+    };
+
+    let mut plan = MemoryPlan::default();
+    let mut lives: Vec<Life> = Vec::new();
+    let mut add = |plan: &mut MemoryPlan, name: String, extent: PExtent, features: usize, first: usize, pinned: bool| {
+        plan.buffers.push(BufferDecl {
+            name,
+            extent,
+            features,
+            slot: 0,
+        });
+        lives.push(Life {
+            first,
+            last: first,
+            pinned,
+        });
+        plan.buffers.len() - 1
+    };
+    let ext = |e: Extent| match e {
+        Extent::Seq => PExtent::Seq,
+        Extent::Static => PExtent::Static,
+    };
+
+    for (h, node) in m.nodes.iter() {
+        let shape = node.shape.as_ref().expect("shapes");
+        let f = shape.features();
+        let d = def_stage(h);
+        match &node.kind {
+            NodeKind::Input { .. } => {
+                let b = add(&mut plan, node.name.clone(), ext(shape.extent), f, 0, true);
+                plan.node_out.insert(h, b);
+            }
+            NodeKind::Encode { .. } | NodeKind::Dense { .. } | NodeKind::Conv2d { .. } | NodeKind::Pool2d { .. } => {
+                let b = add(&mut plan, node.name.clone(), ext(shape.extent), f, d, false);
+                plan.node_out.insert(h, b);
+            }
+            NodeKind::Flatten { .. } => {}
+            NodeKind::Population { eqs: Some(eqs), .. } => {
+                let outs = pop_outputs(m, h);
+                if outs.spikes {
+                    let b = add(&mut plan, format!("{}.spikes", node.name), PExtent::Seq, f, d, false);
+                    plan.node_out.insert(h, b);
+                }
+                for &s in &outs.traces {
+                    let b = add(&mut plan, format!("{}.{}", node.name, eqs.states[s].name), PExtent::Seq, f, d, false);
+                    plan.traces.insert((h, s), b);
+                    if !outs.spikes && s == 0 {
+                        plan.node_out.insert(h, b);
+                    }
+                }
+                if outs.counts {
+                    let b = add(&mut plan, format!("{}.counts", node.name), PExtent::Single, f, d, false);
+                    plan.counts.insert(h, b);
+                }
+                let g = &fusion.groups[fusion.group_of[&h]];
+                if g.stepwise {
+                    for (i, st) in eqs.states.iter().enumerate() {
+                        let b = add(&mut plan, format!("{}.state.{}", node.name, st.name), PExtent::Single, f, d, false);
+                        plan.states.insert((h, i), b);
+                    }
+                }
+                if g.mode == FuseMode::Unfused {
+                    for l in spilled_locals(eqs) {
+                        let lname = eqs.locals.get(l).map(String::as_str).unwrap_or("I");
+                        let b = add(&mut plan, format!("{}.spill.{lname}", node.name), PExtent::Single, f, d, false);
+                        plan.spills.insert((h, l), b);
+                    }
+                }
+            }
+            NodeKind::Population { eqs: None, .. } => unreachable!("neurons pass has run"),
+        }
+    }
+    // Flatten is a view of its source (possibly of another flatten).
+    loop {
+        let mut changed = false;
+        for (h, node) in m.nodes.iter() {
+            if let NodeKind::Flatten { src } = node.kind {
+                if !plan.node_out.contains_key(&h) {
+                    if let Some(&b) = plan.node_out.get(&src) {
+                        plan.node_out.insert(h, b);
+                        changed = true;
+                    }
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    // Uses extend lifetimes: a node reads its sources at the stage it runs.
+    for (h, node) in m.nodes.iter() {
+        let d = def_stage(h);
+        for (s, _) in node.kind.sources() {
+            if let Some(&b) = plan.node_out.get(&s) {
+                lives[b].last = lives[b].last.max(d);
+                lives[b].first = lives[b].first.min(d);
+            }
+        }
+    }
+    // Model outputs live to the end and keep their own slots.
+    for o in &m.outputs {
+        let b = match o.kind {
+            OutputKind::Spikes => plan.node_out[&o.node],
+            OutputKind::Counts => plan.counts[&o.node],
+            OutputKind::Trace => plan.traces[&(o.node, o.state.as_ref().and_then(|s| s.1).expect("trace state"))],
+        };
+        lives[b].pinned = true;
+    }
+    // Greedy slot assignment in order of first use.
+    let mut order: Vec<usize> = (0..plan.buffers.len()).collect();
+    order.sort_by_key(|&b| (lives[b].first, b));
+    let mut slots: Vec<(usize, bool, PExtent, usize)> = Vec::new(); // (free after, shareable, extent, features)
+    for b in order {
+        let (first, last, pinned) = (lives[b].first, lives[b].last, lives[b].pinned);
+        let (last, pinned) = if pinned { (end, true) } else { (last, false) };
+        let want = (plan.buffers[b].extent == PExtent::Seq, plan.buffers[b].features);
+        let pick = (opts.reuse_memory && !pinned)
+            .then(|| {
+                slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.1 && s.0 < first && (s.2 == PExtent::Seq) == want.0)
+                    .min_by_key(|(_, s)| s.3.abs_diff(want.1))
+                    .map(|(i, _)| i)
+            })
+            .flatten();
+        let slot = match pick {
+            Some(i) => {
+                slots[i].0 = last;
+                slots[i].3 = slots[i].3.max(want.1);
+                i
+            }
+            None => {
+                slots.push((last, !pinned, plan.buffers[b].extent, want.1));
+                slots.len() - 1
+            }
+        };
+        plan.buffers[b].slot = slot;
+    }
+    plan.slots = slots.len();
+    m.memory = Some(plan);
+    Ok(())
+}
+
+/// Lifetimes are recomputed for dumps; this keeps the dump independent of pass internals.
+pub fn slot_users(plan: &MemoryPlan) -> BTreeMap<usize, Vec<String>> {
+    let mut m: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    for b in &plan.buffers {
+        m.entry(b.slot).or_default().push(b.name.clone());
+    }
+    m
+}

@@ -1,0 +1,110 @@
+//! The middle end: one pass per file, each `run(&mut Module, ..)`, each dumpable with
+//! `snnc ir FILE --after PASS`.
+
+pub mod fuse;
+pub mod lower;
+pub mod memory;
+pub mod neurons;
+pub mod recurrence;
+pub mod resolve;
+pub mod schedule;
+pub mod shapes;
+
+use crate::ir::eqn::{EExpr, NeuronEqs, Var};
+use crate::ir::net::*;
+
+/// Pass names in pipeline order, as `--after` accepts them.
+pub const PASSES: &[(&str, &str)] = &[
+    ("parse", "the syntax tree of the root file"),
+    ("resolve", "names resolved: the NetIR graph"),
+    ("shapes", "per-sample shapes, static vs per-step values"),
+    ("neurons", "neuron models lowered to equations"),
+    ("recurrence", "strongly connected components over time"),
+    ("schedule", "layer-by-layer vs step-by-step stages"),
+    ("fuse", "kernels: fused populations and shared launches"),
+    ("memory", "buffers, lifetimes and memory slots"),
+    ("lower", "KernelIR: the plan and every kernel"),
+];
+
+/// Knobs of the compilation pipeline (tests flip them to compare plans).
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Fuse charge + fire + reset into one kernel per population (default). Off: three
+    /// kernels per step with state in memory.
+    pub fuse: bool,
+    /// Let same-model same-shape populations share a launch.
+    pub merge: bool,
+    /// Run every per-step node inside one step loop (the step-by-step schedule), even
+    /// where layer-by-layer is possible.
+    pub force_steps: bool,
+    /// Reuse memory slots between buffers whose lifetimes do not overlap.
+    pub reuse_memory: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            fuse: true,
+            merge: true,
+            force_steps: false,
+            reuse_memory: true,
+        }
+    }
+}
+
+/// What a population writes besides its state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PopOutputs {
+    /// Spikes `[T, B, N]` (spiking models always write them: they are the node's value).
+    pub spikes: bool,
+    /// Spike counts `[B, N]`.
+    pub counts: bool,
+    /// State indices traced `[T, B, N]`.
+    pub traces: Vec<usize>,
+}
+
+pub fn pop_outputs(m: &Module, h: NodeId) -> PopOutputs {
+    let eqs = m.eqs(h).expect("population has equations");
+    let mut traces: Vec<usize> = m
+        .outputs
+        .iter()
+        .filter(|o| o.node == h && o.kind == OutputKind::Trace)
+        .filter_map(|o| o.state.as_ref().and_then(|s| s.1))
+        .collect();
+    if !eqs.spikes() {
+        // A non-spiking population's value is its first state.
+        traces.push(0);
+    }
+    traces.sort_unstable();
+    traces.dedup();
+    PopOutputs {
+        spikes: eqs.spikes(),
+        counts: m.outputs.iter().any(|o| o.node == h && o.kind == OutputKind::Counts),
+        traces,
+    }
+}
+
+/// In an unfused plan, the per-step temporaries that the fire and reset kernels read and
+/// so must be passed through memory. Index `eqs.locals.len()` stands for the input current.
+pub fn spilled_locals(eqs: &NeuronEqs) -> Vec<usize> {
+    let mut used = Vec::new();
+    let mut visit = |e: &EExpr| {
+        e.visit_vars(&mut |v| {
+            if let Var::Local(i) = v {
+                used.push(i);
+            }
+        });
+        if e.reads_current() {
+            used.push(eqs.locals.len());
+        }
+    };
+    if let Some(s) = &eqs.spike {
+        visit(s);
+    }
+    for a in &eqs.reset {
+        visit(&a.value);
+    }
+    used.sort_unstable();
+    used.dedup();
+    used
+}

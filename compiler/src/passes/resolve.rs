@@ -1,0 +1,718 @@
+//! Pass `resolve`: AST -> NetIR. Looks up every name (layers, populations, neuron models,
+//! parameters), reads model settings (`T`, `dt`, `seed`, `batch`) and builds the node graph.
+//! Names may be used before their binding, which is how recurrent connections are written.
+
+use std::collections::HashMap;
+
+use crate::diag::{did_you_mean, DResult, Diagnostic, ErrorKind, Span};
+use crate::front::ast::{self, Arg, BinOp, Expr, ExprKind, Ident};
+use crate::front::Parsed;
+use crate::ir::arena::Arena;
+use crate::ir::net::*;
+
+const OPS: &[&str] = &["dense", "conv2d", "maxpool2d", "avgpool2d", "flatten", "poisson", "bernoulli"];
+const SETTINGS: &[&str] = &["T", "dt", "seed", "batch"];
+
+pub fn run(parsed: &Parsed) -> DResult<Module> {
+    // Neuron models from every file, prelude first.
+    let mut models: Vec<ast::NeuronDef> = Vec::new();
+    for (_, f) in &parsed.files {
+        for n in &f.neurons {
+            if let Some(prev) = models.iter().find(|m| m.name.name == n.name.name) {
+                return Err(Diagnostic::new(
+                    ErrorKind::Duplicate,
+                    format!("neuron model `{}` is defined twice", n.name.name),
+                )
+                .at(n.name.span, "second definition")
+                .note(prev.name.span, "first defined here")
+                .hint("rename one of them (built-in models cannot be redefined)"));
+            }
+            models.push(n.clone());
+        }
+    }
+    let root = &parsed.files.iter().find(|(id, _)| *id == parsed.root).expect("root file").1;
+    let model = match root.models.as_slice() {
+        [m] => m,
+        [] => {
+            let d = Diagnostic::new(ErrorKind::UnknownName, "this file defines no `model`")
+                .hint("add `model NAME { input x: [784] ... output counts(...) }`");
+            return Err(match root.neurons.first() {
+                Some(n) => d.at(n.span, "only neuron definitions here"),
+                None => d,
+            });
+        }
+        [_, second, ..] => {
+            return Err(Diagnostic::new(ErrorKind::Duplicate, "a file may define only one model")
+                .at(second.name.span, "second model")
+                .hint("move each model into its own file; share neurons with `include`"))
+        }
+    };
+    let mut r = Resolver {
+        models: &models,
+        module: Module {
+            name: model.name.name.clone(),
+            t: 1,
+            dt: 1.0,
+            seed: 0,
+            batch: 8,
+            nodes: Arena::default(),
+            inputs: vec![],
+            outputs: vec![],
+            models: models.clone(),
+            span: model.span,
+            recurrence: None,
+            schedule: None,
+            fusion: None,
+            memory: None,
+        },
+        names: HashMap::new(),
+    };
+    r.settings(model)?;
+    r.inputs(model)?;
+    r.bindings(model)?;
+    r.outputs(model)?;
+    Ok(r.module)
+}
+
+struct Resolver<'a> {
+    models: &'a [ast::NeuronDef],
+    module: Module,
+    names: HashMap<String, (NodeId, Span)>,
+}
+
+fn bad_value(span: Span, msg: String, hint: &str) -> Diagnostic {
+    Diagnostic::new(ErrorKind::BadValue, msg).at(span, "invalid value").hint(hint)
+}
+
+/// A non-negative integer literal.
+fn int_of(e: &Expr) -> Option<usize> {
+    let v = e.as_number()?;
+    (v >= 0.0 && v.fract() == 0.0 && v < 1e12).then_some(v as usize)
+}
+
+impl Resolver<'_> {
+    fn settings(&mut self, m: &ast::ModelDef) -> DResult<()> {
+        let mut t_seen = false;
+        for b in m.bindings.iter().filter(|b| SETTINGS.contains(&b.name.name.as_str())) {
+            let v = &b.value;
+            match b.name.name.as_str() {
+                "T" => {
+                    self.module.t = match int_of(v) {
+                        Some(t) if t >= 1 => t,
+                        _ => {
+                            return Err(bad_value(
+                                v.span,
+                                format!("T must be a whole number of time steps >= 1, found `{}`", snippet(v)),
+                                "e.g. `T = 25`",
+                            ))
+                        }
+                    };
+                    t_seen = true;
+                }
+                "dt" => {
+                    self.module.dt = match v.as_f32() {
+                        Some(d) if d > 0.0 && d.is_finite() => d,
+                        _ => {
+                            return Err(bad_value(
+                                v.span,
+                                format!("dt must be a number > 0, found `{}`", snippet(v)),
+                                "e.g. `dt = 1.0`",
+                            ))
+                        }
+                    }
+                }
+                "seed" => {
+                    self.module.seed = int_of(v).ok_or_else(|| {
+                        bad_value(v.span, "seed must be a whole number >= 0".into(), "e.g. `seed = 42`")
+                    })? as u64
+                }
+                "batch" => {
+                    self.module.batch = match int_of(v) {
+                        Some(b) if b >= 1 => b,
+                        _ => return Err(bad_value(v.span, "batch must be a whole number >= 1".into(), "e.g. `batch = 32`")),
+                    }
+                }
+                _ => unreachable!(),
+            }
+        }
+        if !t_seen {
+            return Err(Diagnostic::new(ErrorKind::BadValue, format!("model `{}` does not set T", m.name.name))
+                .at(m.name.span, "no `T = ...` in this model")
+                .hint("add the number of time steps, e.g. `T = 25`"));
+        }
+        Ok(())
+    }
+
+    fn declare(&mut self, name: &Ident, h: NodeId) -> DResult<()> {
+        if let Some((_, prev)) = self.names.get(&name.name) {
+            return Err(Diagnostic::new(ErrorKind::Duplicate, format!("`{}` is defined twice", name.name))
+                .at(name.span, "second definition")
+                .note(*prev, "first defined here")
+                .hint("give each layer, population and input its own name"));
+        }
+        if self.models.iter().any(|m| m.name.name == name.name) || OPS.contains(&name.name.as_str()) {
+            return Err(Diagnostic::new(
+                ErrorKind::Duplicate,
+                format!("`{}` is the name of a neuron model or operation", name.name),
+            )
+            .at(name.span, "shadows a built-in")
+            .hint("pick another name"));
+        }
+        self.names.insert(name.name.clone(), (h, name.span));
+        Ok(())
+    }
+
+    fn inputs(&mut self, m: &ast::ModelDef) -> DResult<()> {
+        for inp in &m.inputs {
+            let ExprKind::List(items) = &inp.shape.kind else {
+                return Err(Diagnostic::new(ErrorKind::Syntax, "an input shape is a list like `[784]`")
+                    .at(inp.shape.span, "not a list"));
+            };
+            let mut dims = Vec::new();
+            let mut time_varying = false;
+            for (i, d) in items.iter().enumerate() {
+                if d.as_ident() == Some("T") {
+                    if i != 0 {
+                        return Err(Diagnostic::new(ErrorKind::Shape, "`T` may only be the first dimension of an input")
+                            .at(d.span, "T here")
+                            .hint("write `[T, features...]` for an input that changes every step"));
+                    }
+                    time_varying = true;
+                    continue;
+                }
+                match int_of(d) {
+                    Some(n) if n >= 1 => dims.push(n),
+                    _ => {
+                        return Err(bad_value(
+                            d.span,
+                            format!("an input dimension must be a whole number >= 1, found `{}`", snippet(d)),
+                            "e.g. `input x: [1, 28, 28]`",
+                        ))
+                    }
+                }
+            }
+            if dims.is_empty() {
+                return Err(Diagnostic::new(ErrorKind::Shape, "an input needs at least one feature dimension")
+                    .at(inp.shape.span, "no features")
+                    .hint("e.g. `input x: [T, 16]`"));
+            }
+            let h = self.module.nodes.append(Node {
+                name: inp.name.name.clone(),
+                kind: NodeKind::Input { dims, time_varying },
+                span: inp.span,
+                shape: None,
+            });
+            self.declare(&inp.name, h)?;
+            self.module.inputs.push(h);
+        }
+        if self.module.inputs.is_empty() {
+            return Err(Diagnostic::new(ErrorKind::UnknownName, format!("model `{}` has no input", m.name.name))
+                .at(m.name.span, "no `input` statement")
+                .hint("declare one, e.g. `input x: [784]`"));
+        }
+        Ok(())
+    }
+
+    fn bindings(&mut self, m: &ast::ModelDef) -> DResult<()> {
+        let bindings: Vec<&ast::Binding> =
+            m.bindings.iter().filter(|b| !SETTINGS.contains(&b.name.name.as_str())).collect();
+        // Reserve a node per binding first so that later bindings can be referenced.
+        let mut reserved = Vec::new();
+        for b in &bindings {
+            let h = self.module.nodes.append(Node {
+                name: b.name.name.clone(),
+                kind: NodeKind::Flatten { src: NodeId::from_index(0) },
+                span: b.span,
+                shape: None,
+            });
+            self.declare(&b.name, h)?;
+            reserved.push(h);
+        }
+        for (b, h) in bindings.iter().zip(reserved) {
+            if let ExprKind::Binary { op: BinOp::Add, .. } = &b.value.kind {
+                return Err(Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    format!("`{}` is bound to a sum; sums of currents are only a population's input", b.name.name),
+                )
+                .at(b.value.span, "a sum here")
+                .hint("move the sum into the population: `s = LIF(dense(a, n) + dense(b, n))`"));
+            }
+            let ExprKind::Call { func, args } = &b.value.kind else {
+                return Err(Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    format!("`{}` must be bound to an operation or a neuron population", b.name.name),
+                )
+                .at(b.value.span, "not an operation")
+                .hint("e.g. `h1 = dense(x, 500)` or `s1 = LIF(h1, tau = 2.0)`"));
+            };
+            let kind = self.call(&b.name.name, func, args, b.value.span)?;
+            self.module.nodes[h].kind = kind;
+        }
+        Ok(())
+    }
+
+    /// A node operand: a name, or a nested call that becomes an anonymous node.
+    fn operand(&mut self, parent: &str, e: &Expr) -> DResult<NodeId> {
+        match &e.kind {
+            ExprKind::Ident(n) => match self.names.get(n) {
+                Some((h, _)) => Ok(*h),
+                None => {
+                    let mut d = Diagnostic::new(ErrorKind::UnknownName, format!("unknown name `{n}`"))
+                        .at(e.span, "not defined in this model");
+                    let known: Vec<&str> = self.names.keys().map(String::as_str).collect();
+                    d = match did_you_mean(n, known) {
+                        Some(s) => d.hint(format!("did you mean `{s}`?")),
+                        None => d.hint("define it with `input` or a binding `name = ...`"),
+                    };
+                    Err(d)
+                }
+            },
+            ExprKind::Call { func, args } => {
+                let name = self.fresh_name(&format!("{parent}.{}", func.name));
+                let kind = self.call(&name, func, args, e.span)?;
+                Ok(self.module.nodes.append(Node {
+                    name,
+                    kind,
+                    span: e.span,
+                    shape: None,
+                }))
+            }
+            ExprKind::Binary { op: BinOp::Add, .. } => Err(Diagnostic::new(
+                ErrorKind::BadArgument,
+                "`+` sums currents only as the input of a neuron population",
+            )
+            .at(e.span, "a sum here")
+            .hint("e.g. `s = LIF(dense(x, 100) + dense(s, 100, delay = 1))`")),
+            _ => Err(Diagnostic::new(ErrorKind::BadArgument, "expected a layer, population or input")
+                .at(e.span, "not a node")
+                .hint("pass the name of an input, a layer or a population")),
+        }
+    }
+
+    fn fresh_name(&self, base: &str) -> String {
+        let mut name = base.to_string();
+        let mut i = 1;
+        while self.module.nodes.iter().any(|(_, n)| n.name == name) {
+            i += 1;
+            name = format!("{base}{i}");
+        }
+        name
+    }
+
+    fn call(&mut self, name: &str, func: &Ident, args: &[Arg], span: Span) -> DResult<NodeKind> {
+        if let Some(mi) = self.models.iter().position(|m| m.name.name == func.name) {
+            return self.population(name, mi, func, args, span);
+        }
+        let mut a = Args::new(func, args, span)?;
+        let kind = match func.name.as_str() {
+            "dense" => {
+                let src = self.operand(name, a.pos(0, "the input")?)?;
+                let out = a.pos_usize(1, "the number of output features", 1)?;
+                NodeKind::Dense {
+                    src,
+                    out,
+                    bias: a.bool("bias", true)?,
+                    delay: a.usize("delay", 0, 0)?,
+                }
+            }
+            "conv2d" => {
+                let src = self.operand(name, a.pos(0, "the input")?)?;
+                let out_channels = a.pos_usize(1, "the number of output channels", 1)?;
+                NodeKind::Conv2d {
+                    src,
+                    out_channels,
+                    kernel: a.pair("kernel", 3)?,
+                    stride: a.usize("stride", 1, 1)?,
+                    padding: a.usize("padding", 0, 0)?,
+                    bias: a.bool("bias", true)?,
+                    delay: a.usize("delay", 0, 0)?,
+                }
+            }
+            "maxpool2d" | "avgpool2d" => {
+                let src = self.operand(name, a.pos(0, "the input")?)?;
+                let kernel = match a.positional.get(1) {
+                    Some(_) => a.pos_usize(1, "the window size", 1)?,
+                    None => a.usize("kernel", 2, 1)?,
+                };
+                NodeKind::Pool2d {
+                    src,
+                    kind: if func.name == "maxpool2d" { PoolKind::Max } else { PoolKind::Avg },
+                    kernel,
+                    stride: a.usize("stride", kernel, 1)?,
+                    padding: a.usize("padding", 0, 0)?,
+                }
+            }
+            "flatten" => NodeKind::Flatten {
+                src: self.operand(name, a.pos(0, "the input")?)?,
+            },
+            "poisson" | "bernoulli" => {
+                let src = self.operand(name, a.pos(0, "the input")?)?;
+                // Each encoder gets its own stream unless the user pins a seed.
+                let default_seed = (self.module.seed as u32)
+                    .wrapping_mul(0x9E37_79B9)
+                    .wrapping_add(self.module.nodes.len() as u32);
+                let seed = a.usize("seed", default_seed as usize, 0)? as u32;
+                let encoding = if func.name == "poisson" {
+                    Encoding::Poisson {
+                        max_rate: a.f32("max_rate", 1.0, true)?,
+                        seed,
+                    }
+                } else {
+                    Encoding::Bernoulli {
+                        gain: a.f32("gain", 1.0, true)?,
+                        seed,
+                    }
+                };
+                NodeKind::Encode { src, encoding }
+            }
+            _ => {
+                let mut cands: Vec<&str> = OPS.to_vec();
+                cands.extend(self.models.iter().map(|m| m.name.name.as_str()));
+                let d = Diagnostic::new(
+                    ErrorKind::UnknownModel,
+                    format!("unknown neuron model or operation `{}`", func.name),
+                )
+                .at(func.span, "not defined");
+                return Err(match did_you_mean(&func.name, cands.iter().copied()) {
+                    Some(s) => d.hint(format!("did you mean `{s}`?")),
+                    None => d.hint(format!(
+                        "built-in operations: {}; neuron models: {}",
+                        OPS.join(", "),
+                        self.models.iter().map(|m| m.name.name.as_str()).collect::<Vec<_>>().join(", ")
+                    )),
+                });
+            }
+        };
+        a.finish()?;
+        Ok(kind)
+    }
+
+    fn population(&mut self, name: &str, mi: usize, func: &Ident, args: &[Arg], span: Span) -> DResult<NodeKind> {
+        let model = &self.models[mi];
+        let positional: Vec<&Arg> = args.iter().filter(|a| a.name.is_none()).collect();
+        let input = match positional.as_slice() {
+            [one] => &one.value,
+            [] => {
+                return Err(Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    format!("population `{name}` of `{}` needs an input current", func.name),
+                )
+                .at(span, "no input")
+                .hint(format!("e.g. `{}(dense(x, 100))`", func.name)))
+            }
+            [_, extra, ..] => {
+                return Err(Diagnostic::new(ErrorKind::BadArgument, "a population takes one input current")
+                    .at(extra.value.span, "extra positional argument")
+                    .hint("sum several currents with `+`, and give parameters by name: `tau = 2.0`"))
+            }
+        };
+        let mut terms = Vec::new();
+        flatten_sum(input, &mut terms);
+        let mut inputs = Vec::new();
+        for t in terms {
+            inputs.push(self.operand(name, t)?);
+        }
+        let mut pa = PopArgs::default();
+        for a in args.iter() {
+            let Some(n) = &a.name else { continue };
+            let dup = pa.params.iter().any(|p| p.0 == n.name)
+                || pa.flags.iter().any(|p| p.0 == n.name)
+                || pa.choices.iter().any(|p| p.0 == n.name);
+            if dup {
+                return Err(Diagnostic::new(ErrorKind::Duplicate, format!("`{}` is given twice", n.name))
+                    .at(n.span, "repeated argument"));
+            }
+            if model.params.iter().any(|p| p.name.name == n.name) {
+                let v = a.value.as_f32().ok_or_else(|| {
+                    bad_value(
+                        a.value.span,
+                        format!("parameter `{}` must be a number", n.name),
+                        "parameters are numbers, e.g. `tau = 2.0`",
+                    )
+                })?;
+                pa.params.push((n.name.clone(), v, a.value.span));
+            } else if model.flags.iter().any(|f| f.name.name == n.name) {
+                let ExprKind::Bool(b) = a.value.kind else {
+                    return Err(bad_value(
+                        a.value.span,
+                        format!("flag `{}` must be true or false", n.name),
+                        "e.g. `decay_input = false`",
+                    ));
+                };
+                pa.flags.push((n.name.clone(), b, a.value.span));
+            } else if let Some(c) = model.choices.iter().find(|c| c.name.name == n.name) {
+                let variants: Vec<&str> = c.variants.iter().map(|v| v.name.as_str()).collect();
+                match a.value.as_ident() {
+                    Some(v) if variants.contains(&v) => pa.choices.push((n.name.clone(), v.to_string(), a.value.span)),
+                    _ => {
+                        return Err(bad_value(
+                            a.value.span,
+                            format!("`{}` must be one of {}", n.name, variants.join(" | ")),
+                            &format!("e.g. `{} = {}`", n.name, variants[0]),
+                        ))
+                    }
+                }
+            } else {
+                let mut known: Vec<&str> = model.params.iter().map(|p| p.name.name.as_str()).collect();
+                known.extend(model.flags.iter().map(|f| f.name.name.as_str()));
+                known.extend(model.choices.iter().map(|c| c.name.name.as_str()));
+                let d = Diagnostic::new(
+                    ErrorKind::UnknownName,
+                    format!("neuron model `{}` has no parameter `{}`", model.name.name, n.name),
+                )
+                .at(n.span, "unknown parameter")
+                .note(model.name.span, "model defined here");
+                return Err(match did_you_mean(&n.name, known.iter().copied()) {
+                    Some(s) => d.hint(format!("did you mean `{s}`?")),
+                    None => d.hint(format!("`{}` takes: {}", model.name.name, known.join(", "))),
+                });
+            }
+        }
+        Ok(NodeKind::Population {
+            inputs,
+            model: mi,
+            args: pa,
+            eqs: None,
+        })
+    }
+
+    fn outputs(&mut self, m: &ast::ModelDef) -> DResult<()> {
+        for o in &m.outputs {
+            let kind = match o.kind.name.as_str() {
+                "spikes" => OutputKind::Spikes,
+                "counts" => OutputKind::Counts,
+                "trace" => OutputKind::Trace,
+                other => {
+                    return Err(Diagnostic::new(ErrorKind::UnknownName, format!("unknown output kind `{other}`"))
+                        .at(o.kind.span, "not an output kind")
+                        .hint("use spikes(pop), counts(pop) or trace(pop.state)"))
+                }
+            };
+            let (target, field) = match &o.target.kind {
+                ExprKind::Field { base, field } => (base.as_ref(), Some(field)),
+                _ => (&o.target, None),
+            };
+            let node = match target.as_ident().and_then(|n| self.names.get(n)) {
+                Some((h, _)) => *h,
+                None => {
+                    let n = target.as_ident().unwrap_or("?");
+                    let d = Diagnostic::new(ErrorKind::UnknownName, format!("unknown name `{n}` in output"))
+                        .at(target.span, "not defined in this model");
+                    let known: Vec<&str> = self.names.keys().map(String::as_str).collect();
+                    return Err(match did_you_mean(n, known) {
+                        Some(s) => d.hint(format!("did you mean `{s}`?")),
+                        None => d.hint("outputs name a population, e.g. `output counts(s2)`"),
+                    });
+                }
+            };
+            let nname = self.module.nodes[node].name.clone();
+            let (state, default_name) = match (kind, field) {
+                (OutputKind::Trace, Some(f)) => (Some((f.name.clone(), None)), format!("{nname}.{}", f.name)),
+                (OutputKind::Trace, None) => {
+                    return Err(Diagnostic::new(ErrorKind::BadArgument, "trace needs a state variable")
+                        .at(o.target.span, "which state?")
+                        .hint(format!("e.g. `output trace({nname}.v)`")))
+                }
+                (_, Some(f)) => {
+                    return Err(Diagnostic::new(ErrorKind::BadArgument, format!("{} takes a population, not a field", o.kind.name))
+                        .at(f.span, "unexpected field")
+                        .hint(format!("write `{}({nname})`, or `trace({nname}.{})` for a membrane trace", o.kind.name, f.name)))
+                }
+                (OutputKind::Spikes, None) => (None, format!("{nname}.spikes")),
+                (OutputKind::Counts, None) => (None, format!("{nname}.counts")),
+            };
+            let name = o.alias.as_ref().map(|a| a.name.clone()).unwrap_or(default_name);
+            if let Some(prev) = self.module.outputs.iter().find(|p| p.name == name) {
+                return Err(Diagnostic::new(ErrorKind::Duplicate, format!("output `{name}` is declared twice"))
+                    .at(o.span, "second declaration")
+                    .note(prev.span, "first declared here")
+                    .hint("give one of them another name with `as`"));
+            }
+            self.module.outputs.push(Output {
+                name,
+                kind,
+                node,
+                state,
+                span: o.span,
+            });
+        }
+        if self.module.outputs.is_empty() {
+            return Err(Diagnostic::new(ErrorKind::UnknownName, format!("model `{}` has no output", m.name.name))
+                .at(m.name.span, "nothing is observed")
+                .hint("add e.g. `output counts(s2)` or `output trace(s2.v)`"));
+        }
+        Ok(())
+    }
+}
+
+fn flatten_sum<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
+    match &e.kind {
+        ExprKind::Binary { op: BinOp::Add, lhs, rhs } => {
+            flatten_sum(lhs, out);
+            flatten_sum(rhs, out);
+        }
+        _ => out.push(e),
+    }
+}
+
+fn snippet(e: &Expr) -> String {
+    match &e.kind {
+        ExprKind::Number(s) => s.clone(),
+        ExprKind::Ident(s) => s.clone(),
+        ExprKind::Bool(b) => b.to_string(),
+        ExprKind::Unary { expr, .. } => format!("-{}", snippet(expr)),
+        _ => "...".into(),
+    }
+}
+
+/// The arguments of an operation call, consumed as they are read.
+struct Args<'a> {
+    func: &'a Ident,
+    positional: Vec<&'a Expr>,
+    named: Vec<(&'a Ident, &'a Expr, bool)>,
+    known: Vec<&'static str>,
+    span: Span,
+}
+
+impl<'a> Args<'a> {
+    fn new(func: &'a Ident, args: &'a [Arg], span: Span) -> DResult<Args<'a>> {
+        let mut positional = Vec::new();
+        let mut named = Vec::new();
+        for a in args {
+            match &a.name {
+                None if !named.is_empty() => {
+                    return Err(Diagnostic::new(ErrorKind::BadArgument, "positional argument after a named one")
+                        .at(a.value.span, "positional")
+                        .hint("put positional arguments first"))
+                }
+                None => positional.push(&a.value),
+                Some(n) => named.push((n, &a.value, false)),
+            }
+        }
+        Ok(Args {
+            func,
+            positional,
+            named,
+            known: vec![],
+            span,
+        })
+    }
+
+    fn pos(&self, i: usize, what: &str) -> DResult<&'a Expr> {
+        self.positional.get(i).copied().ok_or_else(|| {
+            Diagnostic::new(ErrorKind::BadArgument, format!("`{}` needs {what} as argument {}", self.func.name, i + 1))
+                .at(self.span, "missing argument")
+                .hint(usage(&self.func.name))
+        })
+    }
+
+    fn pos_usize(&self, i: usize, what: &str, min: usize) -> DResult<usize> {
+        let e = self.pos(i, what)?;
+        match int_of(e) {
+            Some(v) if v >= min => Ok(v),
+            _ => Err(bad_value(
+                e.span,
+                format!("{what} of `{}` must be a whole number >= {min}", self.func.name),
+                &usage(&self.func.name),
+            )),
+        }
+    }
+
+    fn named(&mut self, name: &'static str) -> Option<&'a Expr> {
+        self.known.push(name);
+        let hit = self.named.iter_mut().find(|(n, _, _)| n.name == name)?;
+        hit.2 = true;
+        Some(hit.1)
+    }
+
+    fn usize(&mut self, name: &'static str, default: usize, min: usize) -> DResult<usize> {
+        match self.named(name) {
+            None => Ok(default),
+            Some(e) => match int_of(e) {
+                Some(v) if v >= min => Ok(v),
+                _ => Err(bad_value(
+                    e.span,
+                    format!("`{name}` must be a whole number >= {min}"),
+                    &usage(&self.func.name),
+                )),
+            },
+        }
+    }
+
+    fn pair(&mut self, name: &'static str, default: usize) -> DResult<[usize; 2]> {
+        match self.named(name) {
+            None => Ok([default, default]),
+            Some(e) => {
+                let bad = || bad_value(e.span, format!("`{name}` must be a size >= 1 or a pair `[h, w]`"), "e.g. `kernel = 3` or `kernel = [3, 5]`");
+                match &e.kind {
+                    ExprKind::List(items) if items.len() == 2 => {
+                        let h = int_of(&items[0]).filter(|v| *v >= 1).ok_or_else(bad)?;
+                        let w = int_of(&items[1]).filter(|v| *v >= 1).ok_or_else(bad)?;
+                        Ok([h, w])
+                    }
+                    _ => {
+                        let v = int_of(e).filter(|v| *v >= 1).ok_or_else(bad)?;
+                        Ok([v, v])
+                    }
+                }
+            }
+        }
+    }
+
+    fn bool(&mut self, name: &'static str, default: bool) -> DResult<bool> {
+        match self.named(name) {
+            None => Ok(default),
+            Some(Expr { kind: ExprKind::Bool(b), .. }) => Ok(*b),
+            Some(e) => Err(bad_value(e.span, format!("`{name}` must be true or false"), &usage(&self.func.name))),
+        }
+    }
+
+    fn f32(&mut self, name: &'static str, default: f32, non_negative: bool) -> DResult<f32> {
+        match self.named(name) {
+            None => Ok(default),
+            Some(e) => match e.as_f32() {
+                Some(v) if v.is_finite() && (!non_negative || v >= 0.0) => Ok(v),
+                _ => Err(bad_value(
+                    e.span,
+                    format!("`{name}` must be a{} number", if non_negative { " non-negative" } else { "" }),
+                    &usage(&self.func.name),
+                )),
+            },
+        }
+    }
+
+    fn finish(self) -> DResult<()> {
+        let max_pos = match self.func.name.as_str() {
+            "dense" | "conv2d" | "maxpool2d" | "avgpool2d" => 2,
+            _ => 1,
+        };
+        if let Some(extra) = self.positional.get(max_pos) {
+            return Err(Diagnostic::new(ErrorKind::BadArgument, format!("too many arguments for `{}`", self.func.name))
+                .at(extra.span, "extra argument")
+                .hint(usage(&self.func.name)));
+        }
+        for (n, _, used) in &self.named {
+            if !used {
+                let d = Diagnostic::new(ErrorKind::UnknownName, format!("`{}` has no argument `{}`", self.func.name, n.name))
+                    .at(n.span, "unknown argument");
+                return Err(match did_you_mean(&n.name, self.known.iter().copied()) {
+                    Some(s) => d.hint(format!("did you mean `{s}`? {}", usage(&self.func.name))),
+                    None => d.hint(usage(&self.func.name)),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn usage(func: &str) -> String {
+    match func {
+        "dense" => "usage: dense(input, out_features, bias = true, delay = 0)".into(),
+        "conv2d" => "usage: conv2d(input, out_channels, kernel = 3, stride = 1, padding = 0, bias = true)".into(),
+        "maxpool2d" | "avgpool2d" => format!("usage: {func}(input, kernel, stride = kernel, padding = 0)"),
+        "flatten" => "usage: flatten(input)".into(),
+        "poisson" => "usage: poisson(input, max_rate = 1.0, seed = N)".into(),
+        "bernoulli" => "usage: bernoulli(input, gain = 1.0, seed = N)".into(),
+        _ => String::new(),
+    }
+}

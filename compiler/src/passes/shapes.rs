@@ -1,0 +1,216 @@
+//! Pass `shapes`: infer every node's per-sample dims and whether it changes over time
+//! (`Seq`) or not (`Static`), and check that connected nodes agree.
+
+use crate::diag::{DResult, Diagnostic, ErrorKind};
+use crate::ir::net::*;
+
+pub fn run(m: &mut Module) -> DResult<()> {
+    let mut state = vec![Visit::New; m.nodes.len()];
+    for h in m.nodes.handles() {
+        infer(m, h, &mut state)?;
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Visit {
+    New,
+    Busy,
+    Done,
+}
+
+fn shape_err(msg: String, m: &Module, h: NodeId, label: &str, hint: &str) -> Diagnostic {
+    Diagnostic::new(ErrorKind::Shape, msg).at(m.nodes[h].span, label).hint(hint)
+}
+
+fn dims_str(d: &[usize]) -> String {
+    format!("[{}]", d.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", "))
+}
+
+fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Shape> {
+    match state[h.index()] {
+        Visit::Done => return Ok(m.shape(h).clone()),
+        Visit::Busy => {
+            return Err(Diagnostic::new(
+                ErrorKind::Cycle,
+                format!("`{}` depends on itself with no projection in between", m.nodes[h].name),
+            )
+            .at(m.nodes[h].span, "part of a cycle")
+            .hint("a recurrent loop must pass through a dense or conv2d projection with `delay >= 1`"))
+        }
+        Visit::New => {}
+    }
+    state[h.index()] = Visit::Busy;
+    let kind = m.nodes[h].kind.clone();
+    let shape = match kind {
+        NodeKind::Input { dims, time_varying } => Shape {
+            extent: if time_varying { Extent::Seq } else { Extent::Static },
+            dims,
+        },
+        NodeKind::Encode { src, .. } => {
+            let s = infer(m, src, state)?;
+            Shape {
+                extent: Extent::Seq,
+                dims: s.dims,
+            }
+        }
+        NodeKind::Dense { src, out, delay, .. } => {
+            // The output size is known without the source: that is what lets a recurrent
+            // loop through a projection be shaped.
+            state[h.index()] = Visit::Done;
+            m.nodes[h].shape = Some(Shape {
+                extent: Extent::Seq,
+                dims: vec![out],
+            });
+            let s = infer(m, src, state)?;
+            if s.dims.len() != 1 {
+                return Err(shape_err(
+                    format!("dense expects a vector input, but `{}` has shape {}", m.nodes[src].name, dims_str(&s.dims)),
+                    m,
+                    h,
+                    "input is not 1-D",
+                    &format!("insert `flatten({})` before the dense layer", m.nodes[src].name),
+                ));
+            }
+            if delay > 0 && s.extent == Extent::Static {
+                return Err(delay_static(m, h, src));
+            }
+            Shape {
+                extent: s.extent,
+                dims: vec![out],
+            }
+        }
+        NodeKind::Conv2d {
+            src,
+            out_channels,
+            kernel,
+            stride,
+            padding,
+            delay,
+            ..
+        } => {
+            let s = infer(m, src, state)?;
+            let [c, hh, ww] = s.dims[..] else {
+                return Err(shape_err(
+                    format!("conv2d expects a [channels, height, width] input, but `{}` has shape {}", m.nodes[src].name, dims_str(&s.dims)),
+                    m,
+                    h,
+                    "input is not 3-D",
+                    "declare image inputs as `input x: [1, 28, 28]`",
+                ));
+            };
+            let _ = c;
+            let (ho, wo) = window_out(hh, ww, kernel, stride, padding).ok_or_else(|| {
+                shape_err(
+                    format!(
+                        "conv2d kernel {}x{} (padding {padding}) does not fit the {hh}x{ww} input",
+                        kernel[0], kernel[1]
+                    ),
+                    m,
+                    h,
+                    "kernel larger than input",
+                    "use a smaller kernel or more padding",
+                )
+            })?;
+            if delay > 0 && s.extent == Extent::Static {
+                return Err(delay_static(m, h, src));
+            }
+            Shape {
+                extent: s.extent,
+                dims: vec![out_channels, ho, wo],
+            }
+        }
+        NodeKind::Pool2d {
+            src, kernel, stride, padding, ..
+        } => {
+            let s = infer(m, src, state)?;
+            let [c, hh, ww] = s.dims[..] else {
+                return Err(shape_err(
+                    format!("pooling expects a [channels, height, width] input, but `{}` has shape {}", m.nodes[src].name, dims_str(&s.dims)),
+                    m,
+                    h,
+                    "input is not 3-D",
+                    "pool before flatten",
+                ));
+            };
+            if padding * 2 > kernel {
+                return Err(shape_err(
+                    format!("pool padding {padding} is more than half the window {kernel}"),
+                    m,
+                    h,
+                    "padding too large",
+                    "padding must be at most kernel / 2",
+                ));
+            }
+            let (ho, wo) = window_out(hh, ww, [kernel, kernel], stride, padding).ok_or_else(|| {
+                shape_err(
+                    format!("pool window {kernel} does not fit the {hh}x{ww} input"),
+                    m,
+                    h,
+                    "window larger than input",
+                    "use a smaller window",
+                )
+            })?;
+            Shape {
+                extent: s.extent,
+                dims: vec![c, ho, wo],
+            }
+        }
+        NodeKind::Flatten { src } => {
+            let s = infer(m, src, state)?;
+            Shape {
+                extent: s.extent,
+                dims: vec![s.features()],
+            }
+        }
+        NodeKind::Population { inputs, .. } => {
+            let first = infer(m, inputs[0], state)?;
+            for &i in &inputs[1..] {
+                let s = infer(m, i, state)?;
+                if s.dims != first.dims {
+                    return Err(Diagnostic::new(
+                        ErrorKind::Shape,
+                        format!(
+                            "the currents summed into `{}` differ in shape: `{}` is {} but `{}` is {}",
+                            m.nodes[h].name,
+                            m.nodes[inputs[0]].name,
+                            dims_str(&first.dims),
+                            m.nodes[i].name,
+                            dims_str(&s.dims)
+                        ),
+                    )
+                    .at(m.nodes[i].span, format!("shape {}", dims_str(&s.dims)))
+                    .note(m.nodes[inputs[0]].span, format!("shape {}", dims_str(&first.dims)))
+                    .hint("every term of a sum must have the population's shape"));
+                }
+            }
+            Shape {
+                extent: Extent::Seq,
+                dims: first.dims,
+            }
+        }
+    };
+    m.nodes[h].shape = Some(shape.clone());
+    state[h.index()] = Visit::Done;
+    Ok(shape)
+}
+
+fn delay_static(m: &Module, h: NodeId, src: NodeId) -> Diagnostic {
+    shape_err(
+        format!("`{}` delays `{}`, which is the same at every step", m.nodes[h].name, m.nodes[src].name),
+        m,
+        h,
+        "delay of a static value",
+        "delays apply to values that change over time (spikes, time-varying inputs); remove `delay`",
+    )
+}
+
+/// Output size of a sliding window, or `None` if it does not fit.
+pub fn window_out(h: usize, w: usize, k: [usize; 2], stride: usize, pad: usize) -> Option<(usize, usize)> {
+    let hp = h + 2 * pad;
+    let wp = w + 2 * pad;
+    if k[0] > hp || k[1] > wp {
+        return None;
+    }
+    Some(((hp - k[0]) / stride + 1, (wp - k[1]) / stride + 1))
+}

@@ -1,0 +1,360 @@
+//! The CPU device: host memory, GEMM/conv through the `gemm` crate, generated kernels
+//! called through their C ABI on rayon threads.
+//!
+//! Kernel launches split each group's `B * F` index space into chunks aligned to 64 indices
+//! (a few per thread, so uneven chunks balance out); all groups of one launch share one
+//! parallel region. Small launches run as a single chunk on the calling thread, where
+//! threading would cost more than it saves.
+
+pub mod ops;
+
+use crate::device::{ConvDesc, Device, GemmDesc, LaunchDesc, Loc, PoolDesc};
+use crate::error::{Result, RuntimeError};
+use crate::kernels::KernelTable;
+use crate::plan::{KernelArgs, LaunchTime, WeightId};
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// Launches with fewer neuron-steps than this run as one chunk on the calling thread.
+const SMALL_WORK: usize = 1 << 14;
+/// Chunks per thread for a large launch.
+const CHUNKS_PER_THREAD: usize = 4;
+/// Chunk boundaries are multiples of this many indices.
+const CHUNK_ALIGN: usize = 64;
+
+/// Host-memory device.
+pub struct CpuDevice {
+    kernels: KernelTable,
+    slots: Vec<Vec<f32>>,
+    weights: Vec<Vec<f32>>,
+    params: Vec<f32>,
+}
+
+impl CpuDevice {
+    pub fn new(kernels: KernelTable) -> CpuDevice {
+        CpuDevice {
+            kernels,
+            slots: Vec::new(),
+            weights: Vec::new(),
+            params: Vec::new(),
+        }
+    }
+
+    pub fn kernels(&self) -> &KernelTable {
+        &self.kernels
+    }
+
+    /// Current slot sizes in elements.
+    pub fn slot_sizes(&self) -> Vec<usize> {
+        self.slots.iter().map(|s| s.len()).collect()
+    }
+
+    fn weight(&self, id: WeightId) -> Result<&[f32]> {
+        self.weights
+            .get(id)
+            .map(|w| w.as_slice())
+            .ok_or_else(|| RuntimeError::Device(format!("weight {id} was never set")))
+    }
+}
+
+impl std::fmt::Debug for CpuDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuDevice")
+            .field("kernels", &self.kernels)
+            .field("slots", &self.slot_sizes())
+            .finish()
+    }
+}
+
+fn range(slots: &[Vec<f32>], loc: Loc, len: usize, what: &str) -> Result<Range<usize>> {
+    let slot = slots
+        .get(loc.slot)
+        .ok_or_else(|| RuntimeError::Device(format!("{what}: slot {} does not exist", loc.slot)))?;
+    let end = loc.offset.checked_add(len).filter(|&e| e <= slot.len());
+    match end {
+        Some(end) => Ok(loc.offset..end),
+        None => Err(RuntimeError::Device(format!(
+            "{what}: elements {}..{} are outside slot {} ({} elements)",
+            loc.offset,
+            loc.offset.saturating_add(len),
+            loc.slot,
+            slot.len()
+        ))),
+    }
+}
+
+/// `(&slots[a][ra], &mut slots[b][rb])` for distinct slots.
+fn pair<'a>(
+    slots: &'a mut [Vec<f32>],
+    a: Loc,
+    alen: usize,
+    b: Loc,
+    blen: usize,
+    what: &str,
+) -> Result<(&'a [f32], &'a mut [f32])> {
+    let ra = range(slots, a, alen, what)?;
+    let rb = range(slots, b, blen, what)?;
+    if a.slot == b.slot {
+        return Err(RuntimeError::Device(format!(
+            "{what}: input and output share slot {}",
+            a.slot
+        )));
+    }
+    let (x, y) = if a.slot < b.slot {
+        let (lo, hi) = slots.split_at_mut(b.slot);
+        (&lo[a.slot], &mut hi[0])
+    } else {
+        let (lo, hi) = slots.split_at_mut(a.slot);
+        (&hi[0], &mut lo[b.slot])
+    };
+    Ok((&x[ra], &mut y[rb]))
+}
+
+fn mul(a: usize, b: usize) -> Result<usize> {
+    a.checked_mul(b)
+        .ok_or_else(|| RuntimeError::Device("operation size overflows".into()))
+}
+
+/// Raw pointers shared by the threads of one launch.
+struct LaunchShared {
+    bufs: Vec<Vec<*mut f32>>,
+    params: Vec<*const f32>,
+}
+// SAFETY: the pointers address slot memory owned by the device, which outlives the launch;
+// the kernels write disjoint index ranges (the kernel ABI contract).
+unsafe impl Sync for LaunchShared {}
+
+impl Device for CpuDevice {
+    fn name(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+
+    fn num_kernels(&self) -> usize {
+        self.kernels.len()
+    }
+
+    fn alloc_slots(&mut self, sizes: &[usize]) -> Result<()> {
+        self.slots.truncate(sizes.len());
+        self.slots.resize_with(sizes.len(), Vec::new);
+        for (i, (slot, &size)) in self.slots.iter_mut().zip(sizes).enumerate() {
+            if slot.len() == size {
+                continue;
+            }
+            let mut v: Vec<f32> = Vec::new();
+            v.try_reserve_exact(size).map_err(|_| {
+                RuntimeError::Device(format!(
+                    "out of memory allocating slot {i} ({} MiB); hint: reduce T or the batch size",
+                    size.saturating_mul(4) >> 20
+                ))
+            })?;
+            v.resize(size, 0.0);
+            *slot = v;
+        }
+        Ok(())
+    }
+
+    fn set_weight(&mut self, id: WeightId, data: &[f32]) -> Result<()> {
+        if self.weights.len() <= id {
+            self.weights.resize_with(id + 1, Vec::new);
+        }
+        let w = &mut self.weights[id];
+        w.clear();
+        w.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn get_weight(&mut self, id: WeightId, out: &mut [f32]) -> Result<()> {
+        let w = self.weight(id)?;
+        if w.len() != out.len() {
+            return Err(RuntimeError::Device(format!(
+                "weight {id} has {} elements, {} requested",
+                w.len(),
+                out.len()
+            )));
+        }
+        out.copy_from_slice(w);
+        Ok(())
+    }
+
+    fn set_params(&mut self, params: &[f32]) -> Result<()> {
+        self.params.clear();
+        self.params.extend_from_slice(params);
+        Ok(())
+    }
+
+    fn upload(&mut self, dst: Loc, data: &[f32]) -> Result<()> {
+        let r = range(&self.slots, dst, data.len(), "upload")?;
+        self.slots[dst.slot][r].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn download(&mut self, src: Loc, out: &mut [f32]) -> Result<()> {
+        let r = range(&self.slots, src, out.len(), "download")?;
+        out.copy_from_slice(&self.slots[src.slot][r]);
+        Ok(())
+    }
+
+    fn zero(&mut self, dst: Loc, len: usize) -> Result<()> {
+        let r = range(&self.slots, dst, len, "zero")?;
+        self.slots[dst.slot][r].fill(0.0);
+        Ok(())
+    }
+
+    fn gemm(&mut self, d: &GemmDesc) -> Result<()> {
+        let w = self
+            .weights
+            .get(d.w)
+            .ok_or_else(|| RuntimeError::Device(format!("gemm: weight {} was never set", d.w)))?;
+        let bias = match d.bias {
+            Some(b) => Some(
+                self.weights
+                    .get(b)
+                    .ok_or_else(|| RuntimeError::Device(format!("gemm: bias {b} was never set")))?
+                    .as_slice(),
+            ),
+            None => None,
+        };
+        let (x, y) = pair(
+            &mut self.slots,
+            d.x,
+            mul(d.rows, d.k)?,
+            d.y,
+            mul(d.rows, d.n)?,
+            "gemm",
+        )?;
+        ops::dense(x, w, bias, y, d.rows, d.k, d.n, d.accumulate)
+    }
+
+    fn conv2d(&mut self, d: &ConvDesc) -> Result<()> {
+        let g = &d.geom;
+        let w = self
+            .weights
+            .get(d.w)
+            .ok_or_else(|| RuntimeError::Device(format!("conv2d: weight {} was never set", d.w)))?;
+        let bias = match d.bias {
+            Some(b) => Some(
+                self.weights
+                    .get(b)
+                    .ok_or_else(|| RuntimeError::Device(format!("conv2d: bias {b} was never set")))?
+                    .as_slice(),
+            ),
+            None => None,
+        };
+        let xi = mul(mul(g.c_in, g.h)?, g.w)?;
+        let yi = mul(mul(g.c_out, g.h_out)?, g.w_out)?;
+        let (x, y) = pair(
+            &mut self.slots,
+            d.x,
+            mul(d.images, xi)?,
+            d.y,
+            mul(d.images, yi)?,
+            "conv2d",
+        )?;
+        ops::conv2d(x, w, bias, y, d.images, g, d.accumulate)
+    }
+
+    fn pool2d(&mut self, d: &PoolDesc) -> Result<()> {
+        let g = &d.geom;
+        let xi = mul(mul(g.c, g.h)?, g.w)?;
+        let yi = mul(mul(g.c, g.h_out)?, g.w_out)?;
+        let (x, y) = pair(
+            &mut self.slots,
+            d.x,
+            mul(d.images, xi)?,
+            d.y,
+            mul(d.images, yi)?,
+            "pool2d",
+        )?;
+        ops::pool2d(x, y, d.images, d.kind, g)
+    }
+
+    fn launch(&mut self, d: &LaunchDesc<'_>) -> Result<()> {
+        let f = self.kernels.get(d.kernel).ok_or_else(|| {
+            RuntimeError::Device(format!(
+                "launch of kernel {}: the kernel table has {} kernels",
+                d.kernel,
+                self.kernels.len()
+            ))
+        })?;
+        let mut shared = LaunchShared {
+            bufs: Vec::with_capacity(d.groups.len()),
+            params: Vec::with_capacity(d.groups.len()),
+        };
+        let mut sizes = Vec::with_capacity(d.groups.len());
+        for g in d.groups {
+            if g.params > self.params.len() {
+                return Err(RuntimeError::Device(format!(
+                    "launch: parameter offset {} is beyond the {} parameters",
+                    g.params,
+                    self.params.len()
+                )));
+            }
+            let n = mul(d.batch, g.features)?;
+            let mut ptrs = Vec::with_capacity(g.slots.len());
+            for &s in &g.slots {
+                range(&self.slots, Loc::new(s, 0), n, "launch")?;
+                ptrs.push(self.slots[s].as_mut_ptr());
+            }
+            shared.bufs.push(ptrs);
+            // SAFETY: g.params <= params.len() (one past the end at most).
+            shared
+                .params
+                .push(unsafe { self.params.as_ptr().add(g.params) });
+            sizes.push(n);
+        }
+
+        let threads = rayon::current_num_threads().max(1);
+        let steps = match d.time {
+            LaunchTime::Seq => d.t_len.max(1),
+            LaunchTime::Step => 1,
+        };
+        let mut tasks: Vec<(usize, usize, usize)> = Vec::new();
+        for (gi, &n) in sizes.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            if threads == 1 || n.saturating_mul(steps) < SMALL_WORK {
+                tasks.push((gi, 0, n));
+                continue;
+            }
+            let chunk = n
+                .div_ceil(threads * CHUNKS_PER_THREAD)
+                .next_multiple_of(CHUNK_ALIGN)
+                .max(CHUNK_ALIGN);
+            let mut lo = 0;
+            while lo < n {
+                let hi = (lo + chunk).min(n);
+                tasks.push((gi, lo, hi));
+                lo = hi;
+            }
+        }
+
+        // Capture the whole (Sync) struct, not its fields.
+        let shared = &shared;
+        let run = |&(gi, lo, hi): &(usize, usize, usize)| {
+            let args = KernelArgs {
+                bufs: shared.bufs[gi].as_ptr(),
+                params: shared.params[gi],
+                t_len: d.t_len,
+                t_step: d.t_step,
+                batch: d.batch,
+                features: d.groups[gi].features,
+                lo,
+                hi,
+            };
+            // SAFETY: the kernel follows the KernelArgs ABI; its buffers are the slots the
+            // plan assigned, sized by the executor for (t_len, batch).
+            unsafe { f(&args) };
+        };
+        if tasks.len() <= 1 {
+            tasks.iter().for_each(run);
+        } else {
+            tasks.par_iter().for_each(run);
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        Ok(())
+    }
+}

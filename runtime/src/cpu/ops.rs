@@ -1,0 +1,366 @@
+//! CPU library operations on host slices: dense GEMM, conv2d (im2col + GEMM) and pooling.
+//!
+//! GEMMs go to the `gemm` crate with explicit strides (no transposed copies). Each function
+//! checks its slice lengths against the shapes and returns an error instead of panicking.
+
+use crate::error::{Result, RuntimeError};
+use crate::plan::{ConvGeom, PoolGeom, PoolKind};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// Products with at least this many multiply-adds use all threads.
+const PAR_MACS: usize = 1 << 20;
+
+fn check_len(what: &str, found: usize, expected: usize) -> Result<()> {
+    if found != expected {
+        return Err(RuntimeError::Device(format!(
+            "{what} has {found} elements, the operation needs {expected}"
+        )));
+    }
+    Ok(())
+}
+
+fn mul(dims: &[usize]) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| RuntimeError::Device("operation size overflows".into()))
+}
+
+fn parallelism(macs: usize) -> Parallelism {
+    if macs >= PAR_MACS && rayon::current_num_threads() > 1 {
+        Parallelism::Rayon(0)
+    } else {
+        Parallelism::None
+    }
+}
+
+/// `dst[m, n] = (read_dst ? dst : 0) + lhs[m, k] @ rhs[k, n]`, `dst` row stride `dst_rs`,
+/// column stride 1.
+///
+/// # Safety
+/// Every pointer must be valid for the elements its strides address, and `dst` must not
+/// overlap `lhs` or `rhs`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    read_dst: bool,
+    lhs: *const f32,
+    lhs_cs: usize,
+    lhs_rs: usize,
+    rhs: *const f32,
+    rhs_cs: usize,
+    rhs_rs: usize,
+    par: Parallelism,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !read_dst {
+            for i in 0..m {
+                std::ptr::write_bytes(dst.add(i * dst_rs), 0, n);
+            }
+        }
+        return;
+    }
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        read_dst,
+        lhs,
+        lhs_cs as isize,
+        lhs_rs as isize,
+        rhs,
+        rhs_cs as isize,
+        rhs_rs as isize,
+        1.0f32,
+        1.0f32,
+        false,
+        false,
+        false,
+        par,
+    );
+}
+
+/// Writes (or adds) `bias` into every `n`-row of `y`; returns whether `y` now holds data to
+/// accumulate into.
+fn prefill_rows(y: &mut [f32], n: usize, bias: Option<&[f32]>, accumulate: bool) -> bool {
+    match bias {
+        Some(b) if n > 0 => {
+            for row in y.chunks_exact_mut(n) {
+                if accumulate {
+                    row.iter_mut().zip(b).for_each(|(o, &v)| *o += v);
+                } else {
+                    row.copy_from_slice(b);
+                }
+            }
+            true
+        }
+        _ => accumulate,
+    }
+}
+
+/// Dense layer: `y[rows, n] (+)= x[rows, k] @ w^T (+ bias)` with `w` `[n, k]` (torch Linear).
+#[allow(clippy::too_many_arguments)]
+pub fn dense(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    rows: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+) -> Result<()> {
+    check_len("gemm input", x.len(), mul(&[rows, k])?)?;
+    check_len("gemm weight", w.len(), mul(&[n, k])?)?;
+    check_len("gemm output", y.len(), mul(&[rows, n])?)?;
+    if let Some(b) = bias {
+        check_len("gemm bias", b.len(), n)?;
+    }
+    if rows == 0 || n == 0 {
+        return Ok(());
+    }
+    let read_dst = prefill_rows(y, n, bias, accumulate);
+    let par = parallelism(rows.saturating_mul(n).saturating_mul(k));
+    // rhs = w^T: element (i, j) = w[j * k + i] -> row stride 1, column stride k.
+    // SAFETY: lengths checked above; `y` is a unique borrow, so it overlaps neither input.
+    unsafe {
+        sgemm(
+            rows,
+            n,
+            k,
+            y.as_mut_ptr(),
+            n,
+            read_dst,
+            x.as_ptr(),
+            1,
+            k,
+            w.as_ptr(),
+            k,
+            1,
+            par,
+        );
+    }
+    Ok(())
+}
+
+fn check_conv(g: &ConvGeom) -> Result<()> {
+    let ok = g.c_in > 0
+        && g.c_out > 0
+        && g.kh > 0
+        && g.kw > 0
+        && g.stride > 0
+        && g.h + 2 * g.pad >= g.kh
+        && g.w + 2 * g.pad >= g.kw
+        && g.h_out == (g.h + 2 * g.pad - g.kh) / g.stride + 1
+        && g.w_out == (g.w + 2 * g.pad - g.kw) / g.stride + 1;
+    if !ok {
+        return Err(RuntimeError::Device(format!(
+            "inconsistent conv2d geometry {g:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Unfolds one `[c_in, h, w]` image into `col[c_in * kh * kw, h_out * w_out]`.
+fn im2col(x: &[f32], g: &ConvGeom, col: &mut [f32]) {
+    let p = g.h_out * g.w_out;
+    let mut r = 0;
+    for c in 0..g.c_in {
+        let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let dst = &mut col[r * p..(r + 1) * p];
+                r += 1;
+                for oy in 0..g.h_out {
+                    let iy = (oy * g.stride + i) as isize - g.pad as isize;
+                    let drow = &mut dst[oy * g.w_out..(oy + 1) * g.w_out];
+                    if iy < 0 || iy >= g.h as isize {
+                        drow.fill(0.0);
+                        continue;
+                    }
+                    let srow = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
+                    for (ox, d) in drow.iter_mut().enumerate() {
+                        let ix = (ox * g.stride + j) as isize - g.pad as isize;
+                        *d = if ix < 0 || ix >= g.w as isize {
+                            0.0
+                        } else {
+                            srow[ix as usize]
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Conv2d with torch semantics (cross-correlation, zero padding) over `images` contiguous
+/// images: `x` `[images, c_in, h, w]`, `w` `[c_out, c_in, kh, kw]`, `bias` `[c_out]`,
+/// `y` `[images, c_out, h_out, w_out]`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    images: usize,
+    g: &ConvGeom,
+    accumulate: bool,
+) -> Result<()> {
+    check_conv(g)?;
+    let xi = mul(&[g.c_in, g.h, g.w])?;
+    let p = mul(&[g.h_out, g.w_out])?;
+    let yi = mul(&[g.c_out, p])?;
+    let kk = mul(&[g.c_in, g.kh, g.kw])?;
+    check_len("conv2d input", x.len(), mul(&[images, xi])?)?;
+    check_len("conv2d weight", w.len(), mul(&[g.c_out, kk])?)?;
+    check_len("conv2d output", y.len(), mul(&[images, yi])?)?;
+    if let Some(b) = bias {
+        check_len("conv2d bias", b.len(), g.c_out)?;
+    }
+    if images == 0 || yi == 0 || xi == 0 {
+        return Ok(());
+    }
+    mul(&[kk, p])?;
+    let direct = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
+    let macs_per_image = g.c_out.saturating_mul(p).saturating_mul(kk);
+
+    let one = |x_img: &[f32], y_img: &mut [f32], col: &mut Vec<f32>, par: Parallelism| {
+        let rhs: &[f32] = if direct {
+            x_img
+        } else {
+            col.resize(kk * p, 0.0);
+            im2col(x_img, g, col);
+            col
+        };
+        let read_dst = match bias {
+            Some(b) => {
+                for (row, &v) in y_img.chunks_exact_mut(p).zip(b) {
+                    if accumulate {
+                        row.iter_mut().for_each(|o| *o += v);
+                    } else {
+                        row.fill(v);
+                    }
+                }
+                true
+            }
+            None => accumulate,
+        };
+        // SAFETY: y_img is [c_out, p], w is [c_out, kk], rhs is [kk, p] (checked above).
+        unsafe {
+            sgemm(
+                g.c_out,
+                p,
+                kk,
+                y_img.as_mut_ptr(),
+                p,
+                read_dst,
+                w.as_ptr(),
+                1,
+                kk,
+                rhs.as_ptr(),
+                1,
+                p,
+                par,
+            );
+        }
+    };
+
+    let threads = rayon::current_num_threads();
+    if images >= threads && threads > 1 && images.saturating_mul(macs_per_image) >= PAR_MACS / 4 {
+        y.par_chunks_mut(yi)
+            .zip(x.par_chunks(xi))
+            .for_each_init(Vec::new, |col, (yo, xo)| {
+                one(xo, yo, col, Parallelism::None)
+            });
+    } else {
+        let par = parallelism(macs_per_image);
+        let mut col = Vec::new();
+        for (yo, xo) in y.chunks_mut(yi).zip(x.chunks(xi)) {
+            one(xo, yo, &mut col, par);
+        }
+    }
+    Ok(())
+}
+
+fn check_pool(g: &PoolGeom) -> Result<()> {
+    let ok = g.c > 0
+        && g.k > 0
+        && g.stride > 0
+        && 2 * g.pad <= g.k
+        && g.h + 2 * g.pad >= g.k
+        && g.w + 2 * g.pad >= g.k
+        && g.h_out == (g.h + 2 * g.pad - g.k) / g.stride + 1
+        && g.w_out == (g.w + 2 * g.pad - g.k) / g.stride + 1;
+    if !ok {
+        return Err(RuntimeError::Device(format!(
+            "inconsistent pool2d geometry {g:?}"
+        )));
+    }
+    Ok(())
+}
+
+fn pool_plane(x: &[f32], y: &mut [f32], kind: PoolKind, g: &PoolGeom) {
+    let inv = 1.0 / (g.k * g.k) as f32;
+    for oy in 0..g.h_out {
+        let y0 = (oy * g.stride) as isize - g.pad as isize;
+        let ys = y0.max(0) as usize;
+        let ye = ((y0 + g.k as isize).min(g.h as isize)).max(0) as usize;
+        for ox in 0..g.w_out {
+            let x0 = (ox * g.stride) as isize - g.pad as isize;
+            let xs = x0.max(0) as usize;
+            let xe = ((x0 + g.k as isize).min(g.w as isize)).max(0) as usize;
+            let v = match kind {
+                PoolKind::Max => {
+                    let mut m = f32::NEG_INFINITY;
+                    for iy in ys..ye {
+                        for &v in &x[iy * g.w + xs..iy * g.w + xe] {
+                            m = m.max(v);
+                        }
+                    }
+                    m
+                }
+                PoolKind::Avg => {
+                    let mut s = 0.0f32;
+                    for iy in ys..ye {
+                        for &v in &x[iy * g.w + xs..iy * g.w + xe] {
+                            s += v;
+                        }
+                    }
+                    s * inv
+                }
+            };
+            y[oy * g.w_out + ox] = v;
+        }
+    }
+}
+
+/// Max or average pooling (torch semantics, `count_include_pad = True`, floor mode) over
+/// `images` contiguous `[c, h, w]` images.
+pub fn pool2d(x: &[f32], y: &mut [f32], images: usize, kind: PoolKind, g: &PoolGeom) -> Result<()> {
+    check_pool(g)?;
+    let pin = mul(&[g.h, g.w])?;
+    let pout = mul(&[g.h_out, g.w_out])?;
+    let planes = mul(&[images, g.c])?;
+    check_len("pool2d input", x.len(), mul(&[planes, pin])?)?;
+    check_len("pool2d output", y.len(), mul(&[planes, pout])?)?;
+    if planes == 0 || pout == 0 || pin == 0 {
+        return Ok(());
+    }
+    let work = pout.saturating_mul(g.k * g.k).max(1);
+    let min_len = (16_384 / work).max(1);
+    y.par_chunks_mut(pout)
+        .zip(x.par_chunks(pin))
+        .with_min_len(min_len)
+        .for_each(|(yp, xp)| pool_plane(xp, yp, kind, g));
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! The device abstraction the plan executor drives.
+//!
+//! A device owns its memory: the plan's physical slots, the weights and the flat parameter
+//! array live on it, and the executor addresses them by slot and element offset ([`Loc`]),
+//! weight id, and parameter offset. The executor has already resolved time selection
+//! (which rows an op touches) into plain offsets and row counts, so a device implements
+//! only dense primitives: copy in/out, zero, GEMM, conv, pooling and kernel launches. The
+//! CPU device ([`crate::cpu::CpuDevice`]) is one implementation; a CUDA device implements
+//! the same trait with device pointers, cuBLAS and NVRTC-compiled kernels.
+//!
+//! Every method returns an error instead of panicking on out-of-range arguments.
+
+use crate::error::Result;
+use crate::plan::{ConvGeom, KernelId, LaunchTime, PoolGeom, PoolKind, WeightId};
+
+/// Index of a physical memory slot.
+pub type SlotId = usize;
+
+/// A position in device memory: element `offset` of slot `slot`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Loc {
+    pub slot: SlotId,
+    pub offset: usize,
+}
+
+impl Loc {
+    pub fn new(slot: SlotId, offset: usize) -> Loc {
+        Loc { slot, offset }
+    }
+}
+
+/// `y[rows, n] (+)= x[rows, k] @ W^T (+ bias)`; `W` is `[n, k]` row-major, `x` and `y` are
+/// contiguous row-major blocks. The bias is added once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmDesc {
+    pub rows: usize,
+    pub k: usize,
+    pub n: usize,
+    pub x: Loc,
+    pub y: Loc,
+    pub w: WeightId,
+    pub bias: Option<WeightId>,
+    pub accumulate: bool,
+}
+
+/// Conv2d (torch semantics) over `images` contiguous images: `x` is `[images, c_in, h, w]`,
+/// `y` is `[images, c_out, h_out, w_out]`, weight `[c_out, c_in, kh, kw]`, bias `[c_out]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvDesc {
+    pub images: usize,
+    pub x: Loc,
+    pub y: Loc,
+    pub w: WeightId,
+    pub bias: Option<WeightId>,
+    pub geom: ConvGeom,
+    pub accumulate: bool,
+}
+
+/// Pool2d over `images` contiguous images `[images, c, h, w]` -> `[images, c, h_out, w_out]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolDesc {
+    pub images: usize,
+    pub x: Loc,
+    pub y: Loc,
+    pub kind: PoolKind,
+    pub geom: PoolGeom,
+}
+
+/// One launch group with its buffers resolved to slots (buffers start at offset 0).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupDesc {
+    pub slots: Vec<SlotId>,
+    /// Offset into the flat parameter array.
+    pub params: usize,
+    /// Neurons per sample; the index space is `batch * features`.
+    pub features: usize,
+}
+
+/// A launch of one generated kernel over several groups (one parallel region).
+#[derive(Clone, Copy, Debug)]
+pub struct LaunchDesc<'a> {
+    pub kernel: KernelId,
+    pub groups: &'a [GroupDesc],
+    pub time: LaunchTime,
+    pub t_len: usize,
+    /// Current step (0 for [`LaunchTime::Seq`]).
+    pub t_step: usize,
+    pub batch: usize,
+}
+
+/// What the plan executor needs from a device. Calls may be asynchronous; [`Device::sync`]
+/// and [`Device::download`] are the points where results must be complete.
+pub trait Device: Send {
+    /// A short description, e.g. `cpu (8 threads)`.
+    fn name(&self) -> String;
+
+    /// Number of kernels the device can launch (`LaunchDesc::kernel < num_kernels()`).
+    fn num_kernels(&self) -> usize;
+
+    /// Makes slot `i` hold at least `sizes[i]` f32 elements. A slot whose size is unchanged
+    /// keeps its allocation; contents after a resize are zero.
+    fn alloc_slots(&mut self, sizes: &[usize]) -> Result<()>;
+
+    /// Stores (and on first use allocates) weight `id`.
+    fn set_weight(&mut self, id: WeightId, data: &[f32]) -> Result<()>;
+
+    /// Copies weight `id` back to the host.
+    fn get_weight(&mut self, id: WeightId, out: &mut [f32]) -> Result<()>;
+
+    /// Replaces the flat parameter array the kernels read.
+    fn set_params(&mut self, params: &[f32]) -> Result<()>;
+
+    /// Host -> device copy of `data.len()` elements.
+    fn upload(&mut self, dst: Loc, data: &[f32]) -> Result<()>;
+
+    /// Device -> host copy of `out.len()` elements.
+    fn download(&mut self, src: Loc, out: &mut [f32]) -> Result<()>;
+
+    /// Sets `len` elements to zero.
+    fn zero(&mut self, dst: Loc, len: usize) -> Result<()>;
+
+    fn gemm(&mut self, d: &GemmDesc) -> Result<()>;
+
+    fn conv2d(&mut self, d: &ConvDesc) -> Result<()>;
+
+    fn pool2d(&mut self, d: &PoolDesc) -> Result<()>;
+
+    /// Runs a generated kernel over every group; groups may run concurrently.
+    fn launch(&mut self, d: &LaunchDesc<'_>) -> Result<()>;
+
+    /// Waits for all submitted work.
+    fn sync(&mut self) -> Result<()>;
+}

@@ -1,0 +1,1086 @@
+//! The plan executor: a [`Session`] owns a validated plan, a device (with the plan's kernels),
+//! the weights and the flat parameter array, and runs the plan on input tensors.
+//!
+//! The executor resolves each op's time selection into plain row offsets and row counts and
+//! hands the device dense primitives; it never looks inside a kernel. Parameters live in one
+//! flat `f32` array the kernels read at run time, so changing a parameter never needs a
+//! recompilation.
+
+use crate::cpu::CpuDevice;
+use crate::device::{ConvDesc, Device, GemmDesc, GroupDesc, LaunchDesc, Loc, PoolDesc};
+use crate::error::{fmt_shape, Result, RuntimeError};
+use crate::io::weights;
+use crate::kernels::KernelTable;
+use crate::plan::*;
+use crate::rng;
+use crate::tensor::{numel, Tensor};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+/// An op with its launch groups resolved to slots.
+#[derive(Clone, Debug)]
+enum Exec {
+    Zero {
+        buf: BufId,
+    },
+    Gemm {
+        x: BufId,
+        w: WeightId,
+        bias: Option<WeightId>,
+        y: BufId,
+        k: usize,
+        n: usize,
+        time: TimeSel,
+        accumulate: bool,
+    },
+    Conv2d {
+        x: BufId,
+        w: WeightId,
+        bias: Option<WeightId>,
+        y: BufId,
+        geom: ConvGeom,
+        time: TimeSel,
+        accumulate: bool,
+    },
+    Pool2d {
+        x: BufId,
+        y: BufId,
+        kind: PoolKind,
+        geom: PoolGeom,
+        time: TimeSel,
+    },
+    Launch {
+        kernel: KernelId,
+        groups: Vec<GroupDesc>,
+        time: LaunchTime,
+    },
+    StepLoop {
+        body: Vec<Exec>,
+    },
+}
+
+/// Rows an op touches: `count` blocks of `rows` rows; block `i` reads at element offset
+/// `x0 + i * xs` and writes at `y0 + i * ys`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Span {
+    count: usize,
+    rows: usize,
+    x0: usize,
+    xs: usize,
+    y0: usize,
+    ys: usize,
+}
+
+/// Resolves a time selection for source `x` and destination `y` (validated extents).
+/// `None`: nothing to do.
+fn span(
+    time: TimeSel,
+    x: &BufferDecl,
+    y: &BufferDecl,
+    t_len: usize,
+    b: usize,
+    step: Option<usize>,
+) -> Option<Span> {
+    let xrow = b * x.features;
+    let yrow = b * y.features;
+    let xseq = x.extent == Extent::Seq;
+    let yseq = y.extent == Extent::Seq;
+    match time {
+        TimeSel::All { delay } => {
+            if yseq && delay >= t_len {
+                return None;
+            }
+            match (xseq, yseq) {
+                (true, true) => Some(Span {
+                    count: 1,
+                    rows: (t_len - delay) * b,
+                    x0: 0,
+                    xs: 0,
+                    y0: delay * yrow,
+                    ys: 0,
+                }),
+                (false, true) => Some(Span {
+                    count: t_len - delay,
+                    rows: b,
+                    x0: 0,
+                    xs: 0,
+                    y0: delay * yrow,
+                    ys: yrow,
+                }),
+                // Validated: delay 0, no Seq -> non-Seq.
+                _ => Some(Span {
+                    count: 1,
+                    rows: b,
+                    x0: 0,
+                    xs: 0,
+                    y0: 0,
+                    ys: 0,
+                }),
+            }
+        }
+        TimeSel::Step { delay } => {
+            let t = step.unwrap_or(0);
+            if t < delay {
+                return None;
+            }
+            Some(Span {
+                count: 1,
+                rows: b,
+                x0: if xseq { (t - delay) * xrow } else { 0 },
+                xs: 0,
+                y0: if yseq { t * yrow } else { 0 },
+                ys: 0,
+            })
+        }
+    }
+}
+
+/// A plan ready to run: plan + device + weights + parameters.
+pub struct Session {
+    plan: Plan,
+    exec: Vec<Exec>,
+    device: Box<dyn Device>,
+    weights: Vec<Vec<f32>>,
+    params: Vec<f32>,
+    weight_index: HashMap<String, WeightId>,
+    param_index: HashMap<String, usize>,
+    slot_sizes: Option<Vec<usize>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("plan", &self.plan.name)
+            .field("device", &self.device.name())
+            .field("params", &self.params)
+            .finish()
+    }
+}
+
+impl Session {
+    /// A session on the CPU device. Validates the plan against the kernel table and
+    /// initialises the weights from `plan.seed`.
+    pub fn new(plan: Plan, kernels: KernelTable) -> Result<Session> {
+        Session::with_device(plan, Box::new(CpuDevice::new(kernels)))
+    }
+
+    /// A session on any device (the device holds the plan's kernels).
+    pub fn with_device(plan: Plan, mut device: Box<dyn Device>) -> Result<Session> {
+        let exec = validate(&plan, device.num_kernels())?;
+        let weight_index = plan
+            .weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.name.clone(), i))
+            .collect();
+        let param_index = plan
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.clone(), i))
+            .collect();
+        let params: Vec<f32> = plan.params.iter().map(|p| p.value).collect();
+        device.set_params(&params)?;
+        let mut s = Session {
+            weights: plan.weights.iter().map(|w| vec![0.0; w.numel()]).collect(),
+            plan,
+            exec,
+            device,
+            params,
+            weight_index,
+            param_index,
+            slot_sizes: None,
+        };
+        s.init_weights(s.plan.seed)?;
+        Ok(s)
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The device's description.
+    pub fn device_name(&self) -> String {
+        self.device.name()
+    }
+
+    /// Re-initialises every weight from `seed`: `UniformFanIn { fan_in }` draws
+    /// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))` from the Philox stream
+    /// `(seed, weight index, rng::stream::WEIGHTS)` (see [`rng::fill_uniform01`]).
+    pub fn init_weights(&mut self, seed: u64) -> Result<()> {
+        for (i, decl) in self.plan.weights.iter().enumerate() {
+            let w = &mut self.weights[i];
+            match decl.init {
+                Init::Zeros => w.fill(0.0),
+                Init::UniformFanIn { fan_in } => {
+                    let bound = 1.0 / (fan_in as f32).sqrt();
+                    rng::fill_uniform01(w, seed, i as u32, rng::stream::WEIGHTS);
+                    w.iter_mut().for_each(|v| *v = (2.0 * *v - 1.0) * bound);
+                }
+            }
+            self.device.set_weight(i, w)?;
+        }
+        Ok(())
+    }
+
+    /// Loads weights (and optionally parameters) from a safetensors file. Every weight must
+    /// be present with its exact shape; a tensor named like a parameter (shape `[]` or `[1]`)
+    /// sets it after its check; any other tensor is an error. Nothing changes on error.
+    pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let tensors = weights::load(path)?;
+        let origin = format!("weights file `{}`", path.display());
+        let mut new_weights: Vec<Option<Vec<f32>>> = vec![None; self.weights.len()];
+        let mut new_params: Vec<(usize, f32)> = Vec::new();
+        let mut unknown = Vec::new();
+        for (name, shape, data) in tensors {
+            if let Some(&i) = self.weight_index.get(&name) {
+                let expected = &self.plan.weights[i].shape;
+                if &shape != expected {
+                    return Err(RuntimeError::Shape {
+                        what: format!("{origin}: tensor `{name}`"),
+                        expected: expected.clone(),
+                        found: shape,
+                    });
+                }
+                new_weights[i] = Some(data);
+            } else if let Some(&i) = self.param_index.get(&name) {
+                if !(shape.is_empty() || shape == [1]) {
+                    return Err(RuntimeError::Shape {
+                        what: format!("{origin}: parameter tensor `{name}`"),
+                        expected: vec![1],
+                        found: shape,
+                    });
+                }
+                let decl = &self.plan.params[i];
+                let v = data[0];
+                if !decl.check.holds(v) {
+                    return Err(RuntimeError::BadParam {
+                        name,
+                        value: v,
+                        expected: decl.check.describe(),
+                        origin,
+                    });
+                }
+                new_params.push((i, v));
+            } else {
+                unknown.push(name);
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(RuntimeError::UnknownTensors {
+                path: path.to_path_buf(),
+                names: unknown,
+                known: self.known_tensor_names(),
+            });
+        }
+        let missing: Vec<String> = new_weights
+            .iter()
+            .zip(&self.plan.weights)
+            .filter(|(w, _)| w.is_none())
+            .map(|(_, d)| d.name.clone())
+            .collect();
+        if !missing.is_empty() {
+            return Err(RuntimeError::MissingTensors {
+                path: path.to_path_buf(),
+                names: missing,
+            });
+        }
+        for (i, w) in new_weights.into_iter().enumerate() {
+            let w = w.unwrap_or_default();
+            self.device.set_weight(i, &w)?;
+            self.weights[i] = w;
+        }
+        if !new_params.is_empty() {
+            for (i, v) in new_params {
+                self.params[i] = v;
+            }
+            self.device.set_params(&self.params)?;
+        }
+        Ok(())
+    }
+
+    /// Saves every weight and every parameter (as a shape-`[1]` tensor) to a safetensors
+    /// file, atomically.
+    pub fn save_weights(&self, path: impl AsRef<Path>) -> Result<()> {
+        let mut list: Vec<(String, Vec<usize>, &[f32])> = Vec::new();
+        for (d, w) in self.plan.weights.iter().zip(&self.weights) {
+            list.push((d.name.clone(), d.shape.clone(), w));
+        }
+        for (i, d) in self.plan.params.iter().enumerate() {
+            list.push((d.name.clone(), vec![1], &self.params[i..i + 1]));
+        }
+        weights::save(path, &list)
+    }
+
+    fn known_tensor_names(&self) -> Vec<String> {
+        self.plan
+            .weights
+            .iter()
+            .map(|w| w.name.clone())
+            .chain(self.plan.params.iter().map(|p| p.name.clone()))
+            .collect()
+    }
+
+    /// A parameter's current value.
+    pub fn param(&self, name: &str) -> Option<f32> {
+        self.param_index.get(name).map(|&i| self.params[i])
+    }
+
+    /// `(name, value)` of every parameter, in plan order.
+    pub fn params(&self) -> Vec<(&str, f32)> {
+        self.plan
+            .params
+            .iter()
+            .zip(&self.params)
+            .map(|(d, &v)| (d.name.as_str(), v))
+            .collect()
+    }
+
+    /// The flat parameter array the kernels read.
+    pub fn param_array(&self) -> &[f32] {
+        &self.params
+    }
+
+    /// Sets a parameter after checking its constraint. Takes effect on the next run.
+    pub fn set_param(&mut self, name: &str, value: f32) -> Result<()> {
+        let i = *self
+            .param_index
+            .get(name)
+            .ok_or_else(|| RuntimeError::UnknownParam {
+                name: name.to_string(),
+                known: self.plan.params.iter().map(|p| p.name.clone()).collect(),
+            })?;
+        let check = self.plan.params[i].check;
+        if !check.holds(value) {
+            return Err(RuntimeError::BadParam {
+                name: name.to_string(),
+                value,
+                expected: check.describe(),
+                origin: String::new(),
+            });
+        }
+        self.params[i] = value;
+        self.device.set_params(&self.params)
+    }
+
+    /// A weight's values (row-major, shape from the plan).
+    pub fn weight(&self, name: &str) -> Option<&[f32]> {
+        self.weight_index
+            .get(name)
+            .map(|&i| self.weights[i].as_slice())
+    }
+
+    /// Replaces a weight's values; the length must match its shape.
+    pub fn set_weight(&mut self, name: &str, data: &[f32]) -> Result<()> {
+        let i = *self
+            .weight_index
+            .get(name)
+            .ok_or_else(|| RuntimeError::UnknownWeight {
+                name: name.to_string(),
+                known: self.plan.weights.iter().map(|w| w.name.clone()).collect(),
+            })?;
+        let decl = &self.plan.weights[i];
+        if data.len() != decl.numel() {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "set_weight `{name}`: the weight has shape {} ({} values), {} values given",
+                fmt_shape(&decl.shape),
+                decl.numel(),
+                data.len()
+            )));
+        }
+        self.device.set_weight(i, data)?;
+        self.weights[i].copy_from_slice(data);
+        Ok(())
+    }
+
+    /// The expected shape of input `i` for `(t, batch)`.
+    pub fn input_shape(&self, i: usize, t: usize, batch: usize) -> Option<Vec<usize>> {
+        let d = self.plan.inputs.get(i)?;
+        let mut s = if d.time_varying {
+            vec![t, batch]
+        } else {
+            vec![batch]
+        };
+        s.extend(&d.shape);
+        Some(s)
+    }
+
+    /// Seeded uniform `[0, 1)` inputs of the right shapes: input `i` is the Philox stream
+    /// `(seed, i, rng::stream::INPUTS)`.
+    pub fn random_inputs(&self, t: usize, batch: usize, seed: u64) -> Vec<Tensor> {
+        (0..self.plan.inputs.len())
+            .map(|i| {
+                let shape = self.input_shape(i, t, batch).unwrap_or_default();
+                let mut x = Tensor::zeros(&shape);
+                rng::fill_uniform01(&mut x.data, seed, i as u32, rng::stream::INPUTS);
+                x
+            })
+            .collect()
+    }
+
+    /// Slot sizes (elements) for `(t, batch)`.
+    pub fn slot_sizes(&self, t: usize, batch: usize) -> Result<Vec<usize>> {
+        let mut sizes = vec![0usize; self.plan.slots];
+        for b in &self.plan.buffers {
+            let len = buffer_len(b, t, batch)?;
+            sizes[b.slot] = sizes[b.slot].max(len);
+        }
+        Ok(sizes)
+    }
+
+    /// Runs the plan for `t` steps on a batch of `batch` samples. `inputs` holds one tensor
+    /// per `plan.inputs` entry, `[T, B, ...shape]` (time-varying) or `[B, ...shape]`.
+    /// Returns every output: `[T, B, ...shape]` for spikes and traces, `[B, ...shape]` for
+    /// counts.
+    pub fn run(
+        &mut self,
+        inputs: &[Tensor],
+        t: usize,
+        batch: usize,
+    ) -> Result<Vec<(OutputDecl, Tensor)>> {
+        if t == 0 || batch == 0 {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "run needs t >= 1 and batch >= 1 (got t = {t}, batch = {batch})"
+            )));
+        }
+        if inputs.len() != self.plan.inputs.len() {
+            return Err(RuntimeError::InputCount {
+                expected: self.plan.inputs.len(),
+                found: inputs.len(),
+                names: self.plan.inputs.iter().map(|i| i.name.clone()).collect(),
+            });
+        }
+        for (i, (x, d)) in inputs.iter().zip(&self.plan.inputs).enumerate() {
+            let expected = self.input_shape(i, t, batch).unwrap_or_default();
+            if x.shape != expected {
+                return Err(RuntimeError::InputShape {
+                    name: d.name.clone(),
+                    expected,
+                    found: x.shape.clone(),
+                    time_varying: d.time_varying,
+                });
+            }
+            x.validate()?;
+        }
+
+        let sizes = self.slot_sizes(t, batch)?;
+        if self.slot_sizes.as_ref() != Some(&sizes) {
+            self.device.alloc_slots(&sizes)?;
+            self.slot_sizes = Some(sizes);
+        }
+        for (x, d) in inputs.iter().zip(&self.plan.inputs) {
+            let slot = self.plan.buffers[d.buffer].slot;
+            self.device.upload(Loc::new(slot, 0), &x.data)?;
+        }
+        exec_ops(
+            self.device.as_mut(),
+            &self.plan.buffers,
+            &self.exec,
+            t,
+            batch,
+            None,
+        )?;
+        self.device.sync()?;
+
+        let mut out = Vec::with_capacity(self.plan.outputs.len());
+        for o in &self.plan.outputs {
+            let b = &self.plan.buffers[o.buffer];
+            let mut shape = match o.kind {
+                OutputKind::Spikes | OutputKind::Trace => vec![t, batch],
+                OutputKind::Counts => vec![batch],
+            };
+            shape.extend(&o.shape);
+            let mut data = vec![0.0; buffer_len(b, t, batch)?];
+            self.device.download(Loc::new(b.slot, 0), &mut data)?;
+            out.push((o.clone(), Tensor { shape, data }));
+        }
+        Ok(out)
+    }
+
+    /// [`Session::run`] returning only the output named `name`.
+    pub fn run_output(
+        &mut self,
+        inputs: &[Tensor],
+        t: usize,
+        batch: usize,
+        name: &str,
+    ) -> Result<Tensor> {
+        if !self.plan.outputs.iter().any(|o| o.name == name) {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "the model has no output `{name}`; its outputs are: {}",
+                self.plan
+                    .outputs
+                    .iter()
+                    .map(|o| format!("`{}`", o.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let outs = self.run(inputs, t, batch)?;
+        Ok(outs
+            .into_iter()
+            .find(|(o, _)| o.name == name)
+            .map(|(_, t)| t)
+            .unwrap_or_default())
+    }
+}
+
+fn buffer_len(b: &BufferDecl, t: usize, batch: usize) -> Result<usize> {
+    let rows = match b.extent {
+        Extent::Seq => t.checked_mul(batch),
+        Extent::Static | Extent::Single => Some(batch),
+    };
+    rows.and_then(|r| r.checked_mul(b.features)).ok_or_else(|| {
+        RuntimeError::InvalidArgument(format!(
+            "buffer `{}` is too large for t = {t}, batch = {batch}",
+            b.name
+        ))
+    })
+}
+
+fn exec_ops(
+    dev: &mut dyn Device,
+    bufs: &[BufferDecl],
+    ops: &[Exec],
+    t_len: usize,
+    b: usize,
+    step: Option<usize>,
+) -> Result<()> {
+    for op in ops {
+        match op {
+            Exec::Zero { buf } => {
+                let d = &bufs[*buf];
+                dev.zero(Loc::new(d.slot, 0), buffer_len(d, t_len, b)?)?;
+            }
+            Exec::Gemm {
+                x,
+                w,
+                bias,
+                y,
+                k,
+                n,
+                time,
+                accumulate,
+            } => {
+                let (xd, yd) = (&bufs[*x], &bufs[*y]);
+                if let Some(s) = span(*time, xd, yd, t_len, b, step) {
+                    for i in 0..s.count {
+                        dev.gemm(&GemmDesc {
+                            rows: s.rows,
+                            k: *k,
+                            n: *n,
+                            x: Loc::new(xd.slot, s.x0 + i * s.xs),
+                            y: Loc::new(yd.slot, s.y0 + i * s.ys),
+                            w: *w,
+                            bias: *bias,
+                            accumulate: *accumulate,
+                        })?;
+                    }
+                }
+            }
+            Exec::Conv2d {
+                x,
+                w,
+                bias,
+                y,
+                geom,
+                time,
+                accumulate,
+            } => {
+                let (xd, yd) = (&bufs[*x], &bufs[*y]);
+                if let Some(s) = span(*time, xd, yd, t_len, b, step) {
+                    for i in 0..s.count {
+                        dev.conv2d(&ConvDesc {
+                            images: s.rows,
+                            x: Loc::new(xd.slot, s.x0 + i * s.xs),
+                            y: Loc::new(yd.slot, s.y0 + i * s.ys),
+                            w: *w,
+                            bias: *bias,
+                            geom: *geom,
+                            accumulate: *accumulate,
+                        })?;
+                    }
+                }
+            }
+            Exec::Pool2d {
+                x,
+                y,
+                kind,
+                geom,
+                time,
+            } => {
+                let (xd, yd) = (&bufs[*x], &bufs[*y]);
+                if let Some(s) = span(*time, xd, yd, t_len, b, step) {
+                    for i in 0..s.count {
+                        dev.pool2d(&PoolDesc {
+                            images: s.rows,
+                            x: Loc::new(xd.slot, s.x0 + i * s.xs),
+                            y: Loc::new(yd.slot, s.y0 + i * s.ys),
+                            kind: *kind,
+                            geom: *geom,
+                        })?;
+                    }
+                }
+            }
+            Exec::Launch {
+                kernel,
+                groups,
+                time,
+            } => {
+                dev.launch(&LaunchDesc {
+                    kernel: *kernel,
+                    groups,
+                    time: *time,
+                    t_len,
+                    t_step: step.unwrap_or(0),
+                    batch: b,
+                })?;
+            }
+            Exec::StepLoop { body } => {
+                for t in 0..t_len {
+                    exec_ops(dev, bufs, body, t_len, b, Some(t))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Validation
+
+struct Checker<'a> {
+    plan: &'a Plan,
+    n_kernels: usize,
+}
+
+/// Product, saturating (an impossible size that fails every comparison).
+fn sat(dims: &[usize]) -> usize {
+    dims.iter().fold(1usize, |a, &d| a.saturating_mul(d))
+}
+
+fn ext_name(e: Extent) -> &'static str {
+    match e {
+        Extent::Seq => "Seq [T, B, F]",
+        Extent::Static => "Static [B, F]",
+        Extent::Single => "Single [B, F]",
+    }
+}
+
+impl Checker<'_> {
+    fn buf(&self, id: BufId, what: &str) -> Result<&BufferDecl> {
+        self.plan.buffers.get(id).ok_or_else(|| {
+            RuntimeError::plan(format!(
+                "{what} refers to buffer {id}, the plan has {} buffers",
+                self.plan.buffers.len()
+            ))
+        })
+    }
+
+    fn weight(&self, id: WeightId, what: &str) -> Result<&WeightDecl> {
+        self.plan.weights.get(id).ok_or_else(|| {
+            RuntimeError::plan(format!(
+                "{what} refers to weight {id}, the plan has {} weights",
+                self.plan.weights.len()
+            ))
+        })
+    }
+
+    fn weight_shape(&self, id: WeightId, expected: &[usize], what: &str) -> Result<()> {
+        let w = self.weight(id, what)?;
+        if w.shape != expected {
+            return Err(RuntimeError::plan(format!(
+                "{what}: weight `{}` has shape {}, the op needs {}",
+                w.name,
+                fmt_shape(&w.shape),
+                fmt_shape(expected)
+            )));
+        }
+        Ok(())
+    }
+
+    fn features(&self, b: &BufferDecl, expected: usize, what: &str) -> Result<()> {
+        if b.features != expected {
+            return Err(RuntimeError::plan(format!(
+                "{what}: buffer `{}` has {} features, the op needs {expected}",
+                b.name, b.features
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks a library op's source/destination pair and time selection.
+    fn io_pair(
+        &self,
+        x: BufId,
+        y: BufId,
+        time: TimeSel,
+        in_loop: bool,
+        what: &str,
+    ) -> Result<(&BufferDecl, &BufferDecl)> {
+        let xd = self.buf(x, what)?;
+        let yd = self.buf(y, what)?;
+        if x == y || xd.slot == yd.slot {
+            return Err(RuntimeError::plan(format!(
+                "{what}: input `{}` and output `{}` share slot {}",
+                xd.name, yd.name, xd.slot
+            )));
+        }
+        match (time, in_loop) {
+            (TimeSel::All { delay }, false) => {
+                let xseq = xd.extent == Extent::Seq;
+                let yseq = yd.extent == Extent::Seq;
+                if xseq && !yseq {
+                    return Err(RuntimeError::plan(format!(
+                        "{what}: TimeSel::All reads sequence `{}` ({}) into `{}` ({})",
+                        xd.name,
+                        ext_name(xd.extent),
+                        yd.name,
+                        ext_name(yd.extent)
+                    )));
+                }
+                if !yseq && delay != 0 {
+                    return Err(RuntimeError::plan(format!(
+                        "{what}: delay {delay} into non-sequence buffer `{}`",
+                        yd.name
+                    )));
+                }
+            }
+            (TimeSel::Step { .. }, true) => {}
+            (TimeSel::All { .. }, true) => {
+                return Err(RuntimeError::plan(format!(
+                    "{what}: TimeSel::All inside a step loop"
+                )))
+            }
+            (TimeSel::Step { .. }, false) => {
+                return Err(RuntimeError::plan(format!(
+                    "{what}: TimeSel::Step outside a step loop"
+                )))
+            }
+        }
+        Ok((xd, yd))
+    }
+
+    fn ops(&self, ops: &[Op], in_loop: bool, path: &str) -> Result<Vec<Exec>> {
+        let mut out = Vec::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            let what = format!("op {path}{i}");
+            let what = what.as_str();
+            out.push(match op {
+                Op::Zero { buf } => {
+                    self.buf(*buf, what)?;
+                    Exec::Zero { buf: *buf }
+                }
+                Op::Gemm {
+                    x,
+                    w,
+                    bias,
+                    y,
+                    k,
+                    n,
+                    time,
+                    accumulate,
+                } => {
+                    let what = &format!("{what} (gemm)");
+                    let (xd, yd) = self.io_pair(*x, *y, *time, in_loop, what)?;
+                    self.features(xd, *k, what)?;
+                    self.features(yd, *n, what)?;
+                    self.weight_shape(*w, &[*n, *k], what)?;
+                    if let Some(bi) = bias {
+                        self.weight_shape(*bi, &[*n], what)?;
+                    }
+                    Exec::Gemm {
+                        x: *x,
+                        w: *w,
+                        bias: *bias,
+                        y: *y,
+                        k: *k,
+                        n: *n,
+                        time: *time,
+                        accumulate: *accumulate,
+                    }
+                }
+                Op::Conv2d {
+                    x,
+                    w,
+                    bias,
+                    y,
+                    geom: g,
+                    time,
+                    accumulate,
+                } => {
+                    let what = &format!("{what} (conv2d)");
+                    let (xd, yd) = self.io_pair(*x, *y, *time, in_loop, what)?;
+                    let ok = g.c_in > 0
+                        && g.c_out > 0
+                        && g.kh > 0
+                        && g.kw > 0
+                        && g.stride > 0
+                        && g.h.saturating_add(g.pad.saturating_mul(2)) >= g.kh
+                        && g.w.saturating_add(g.pad.saturating_mul(2)) >= g.kw
+                        && g.h_out == (g.h.saturating_add(g.pad.saturating_mul(2)) - g.kh) / g.stride + 1
+                        && g.w_out == (g.w.saturating_add(g.pad.saturating_mul(2)) - g.kw) / g.stride + 1;
+                    if !ok {
+                        return Err(RuntimeError::plan(format!(
+                            "{what}: inconsistent geometry {g:?} (h_out must be (h + 2 pad - kh) / stride + 1, all sizes >= 1)"
+                        )));
+                    }
+                    self.features(xd, sat(&[g.c_in, g.h, g.w]), what)?;
+                    self.features(yd, sat(&[g.c_out, g.h_out, g.w_out]), what)?;
+                    self.weight_shape(*w, &[g.c_out, g.c_in, g.kh, g.kw], what)?;
+                    if let Some(bi) = bias {
+                        self.weight_shape(*bi, &[g.c_out], what)?;
+                    }
+                    Exec::Conv2d {
+                        x: *x,
+                        w: *w,
+                        bias: *bias,
+                        y: *y,
+                        geom: *g,
+                        time: *time,
+                        accumulate: *accumulate,
+                    }
+                }
+                Op::Pool2d {
+                    x,
+                    y,
+                    kind,
+                    geom: g,
+                    time,
+                } => {
+                    let what = &format!("{what} (pool2d)");
+                    let (xd, yd) = self.io_pair(*x, *y, *time, in_loop, what)?;
+                    let ok = g.c > 0
+                        && g.k > 0
+                        && g.stride > 0
+                        && g.pad.saturating_mul(2) <= g.k
+                        && g.h.saturating_add(g.pad.saturating_mul(2)) >= g.k
+                        && g.w.saturating_add(g.pad.saturating_mul(2)) >= g.k
+                        && g.h_out == (g.h.saturating_add(g.pad.saturating_mul(2)) - g.k) / g.stride + 1
+                        && g.w_out == (g.w.saturating_add(g.pad.saturating_mul(2)) - g.k) / g.stride + 1;
+                    if !ok {
+                        return Err(RuntimeError::plan(format!(
+                            "{what}: inconsistent geometry {g:?} (h_out must be (h + 2 pad - k) / stride + 1, pad <= k / 2, all sizes >= 1)"
+                        )));
+                    }
+                    self.features(xd, sat(&[g.c, g.h, g.w]), what)?;
+                    self.features(yd, sat(&[g.c, g.h_out, g.w_out]), what)?;
+                    Exec::Pool2d {
+                        x: *x,
+                        y: *y,
+                        kind: *kind,
+                        geom: *g,
+                        time: *time,
+                    }
+                }
+                Op::Launch {
+                    kernel,
+                    groups,
+                    time,
+                } => {
+                    let what = &format!("{what} (launch)");
+                    let decl = self.plan.kernels.get(*kernel).ok_or_else(|| {
+                        RuntimeError::plan(format!(
+                            "{what}: kernel {kernel} does not exist (the plan has {} kernels)",
+                            self.plan.kernels.len()
+                        ))
+                    })?;
+                    if *kernel >= self.n_kernels {
+                        return Err(RuntimeError::plan(format!(
+                            "{what}: kernel {kernel} is not in the kernel table ({} kernels)",
+                            self.n_kernels
+                        )));
+                    }
+                    match (time, in_loop) {
+                        (LaunchTime::Seq, false) | (LaunchTime::Step, true) => {}
+                        (LaunchTime::Seq, true) => {
+                            return Err(RuntimeError::plan(format!(
+                                "{what}: LaunchTime::Seq inside a step loop"
+                            )))
+                        }
+                        (LaunchTime::Step, false) => {
+                            return Err(RuntimeError::plan(format!(
+                                "{what}: LaunchTime::Step outside a step loop"
+                            )))
+                        }
+                    }
+                    let mut descs = Vec::with_capacity(groups.len());
+                    for (gi, g) in groups.iter().enumerate() {
+                        let what = &format!("{what} group {gi} of `{}`", decl.symbol);
+                        if g.args.len() != decl.arity {
+                            return Err(RuntimeError::plan(format!(
+                                "{what}: {} buffer arguments, the kernel takes {}",
+                                g.args.len(),
+                                decl.arity
+                            )));
+                        }
+                        if g.params > self.plan.params.len() {
+                            return Err(RuntimeError::plan(format!(
+                                "{what}: parameter offset {} is beyond the {} parameters",
+                                g.params,
+                                self.plan.params.len()
+                            )));
+                        }
+                        let mut slots = Vec::with_capacity(g.args.len());
+                        for &a in &g.args {
+                            let bd = self.buf(a, what)?;
+                            self.features(bd, g.features, what)?;
+                            if slots.contains(&bd.slot) {
+                                return Err(RuntimeError::plan(format!(
+                                    "{what}: two arguments share slot {} (buffer `{}`)",
+                                    bd.slot, bd.name
+                                )));
+                            }
+                            slots.push(bd.slot);
+                        }
+                        descs.push(GroupDesc {
+                            slots,
+                            params: g.params,
+                            features: g.features,
+                        });
+                    }
+                    Exec::Launch {
+                        kernel: *kernel,
+                        groups: descs,
+                        time: *time,
+                    }
+                }
+                Op::StepLoop { body } => {
+                    if in_loop {
+                        return Err(RuntimeError::plan(format!(
+                            "{what}: step loops cannot nest"
+                        )));
+                    }
+                    Exec::StepLoop {
+                        body: self.ops(body, true, &format!("{path}{i}."))?,
+                    }
+                }
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Checks every index, shape and extent of a plan; returns the resolved ops.
+fn validate(plan: &Plan, n_kernels: usize) -> Result<Vec<Exec>> {
+    if n_kernels != plan.kernels.len() {
+        return Err(RuntimeError::KernelTable {
+            expected: plan.kernels.len(),
+            found: n_kernels,
+        });
+    }
+    for b in &plan.buffers {
+        if b.slot >= plan.slots {
+            return Err(RuntimeError::plan(format!(
+                "buffer `{}` is in slot {}, the plan has {} slots",
+                b.name, b.slot, plan.slots
+            )));
+        }
+    }
+    let mut names = HashSet::new();
+    for w in &plan.weights {
+        if !names.insert(w.name.as_str()) {
+            return Err(RuntimeError::plan(format!(
+                "weight name `{}` appears twice",
+                w.name
+            )));
+        }
+        numel(&w.shape)?;
+        if let Init::UniformFanIn { fan_in: 0 } = w.init {
+            return Err(RuntimeError::plan(format!(
+                "weight `{}`: UniformFanIn with fan_in = 0",
+                w.name
+            )));
+        }
+    }
+    for p in &plan.params {
+        if !names.insert(p.name.as_str()) {
+            return Err(RuntimeError::plan(format!(
+                "parameter name `{}` appears twice (or is also a weight name)",
+                p.name
+            )));
+        }
+        if !p.check.holds(p.value) {
+            return Err(RuntimeError::BadParam {
+                name: p.name.clone(),
+                value: p.value,
+                expected: p.check.describe(),
+                origin: "the plan".into(),
+            });
+        }
+    }
+    let c = Checker { plan, n_kernels };
+    for inp in &plan.inputs {
+        let what = format!("input `{}`", inp.name);
+        let b = c.buf(inp.buffer, &what)?;
+        c.features(b, numel(&inp.shape)?, &what)?;
+        let seq = b.extent == Extent::Seq;
+        if seq != inp.time_varying {
+            return Err(RuntimeError::plan(format!(
+                "{what}: time_varying = {} but buffer `{}` is {}",
+                inp.time_varying,
+                b.name,
+                ext_name(b.extent)
+            )));
+        }
+    }
+    for o in &plan.outputs {
+        let what = format!("output `{}`", o.name);
+        let b = c.buf(o.buffer, &what)?;
+        c.features(b, numel(&o.shape)?, &what)?;
+        let seq = b.extent == Extent::Seq;
+        let want_seq = o.kind != OutputKind::Counts;
+        if seq != want_seq {
+            return Err(RuntimeError::plan(format!(
+                "{what}: a {:?} output needs a {} buffer, `{}` is {}",
+                o.kind,
+                if want_seq { "Seq" } else { "Static or Single" },
+                b.name,
+                ext_name(b.extent)
+            )));
+        }
+    }
+    c.ops(&plan.ops, false, "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bd(extent: Extent, features: usize) -> BufferDecl {
+        BufferDecl {
+            name: "b".into(),
+            extent,
+            features,
+            slot: 0,
+        }
+    }
+
+    #[test]
+    fn spans() {
+        let seq = bd(Extent::Seq, 3);
+        let st = bd(Extent::Static, 3);
+        let seq2 = bd(Extent::Seq, 5);
+        // Seq -> Seq, delay 1, T = 4, B = 2
+        let s = span(TimeSel::All { delay: 1 }, &seq, &seq2, 4, 2, None).unwrap();
+        assert_eq!((s.count, s.rows, s.x0, s.y0), (1, 6, 0, 10));
+        assert_eq!(
+            span(TimeSel::All { delay: 4 }, &seq, &seq2, 4, 2, None),
+            None
+        );
+        // Static -> Seq: one block per step
+        let s = span(TimeSel::All { delay: 1 }, &st, &seq2, 4, 2, None).unwrap();
+        assert_eq!((s.count, s.rows, s.xs, s.y0, s.ys), (3, 2, 0, 10, 10));
+        // Step
+        assert_eq!(
+            span(TimeSel::Step { delay: 2 }, &seq, &seq2, 4, 2, Some(1)),
+            None
+        );
+        let s = span(TimeSel::Step { delay: 1 }, &seq, &seq2, 4, 2, Some(3)).unwrap();
+        assert_eq!((s.rows, s.x0, s.y0), (2, 12, 30));
+        let single = bd(Extent::Single, 5);
+        let s = span(TimeSel::Step { delay: 0 }, &st, &single, 4, 2, Some(3)).unwrap();
+        assert_eq!((s.rows, s.x0, s.y0), (2, 0, 0));
+    }
+}

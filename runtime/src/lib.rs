@@ -1,0 +1,29 @@
+//! `snn-runtime`: everything needed to run a compiled spiking network.
+//!
+//! The compiler (`snnc`) turns a network into a [`plan::Plan`] (buffers, weights, parameters
+//! and ops in schedule order) plus generated kernels. This crate runs that plan: a
+//! [`Session`] validates it, owns the weights and the flat parameter array, and walks the ops
+//! on a [`Device`] — library calls (GEMM, conv, pooling) plus launches of generated kernels.
+//! The runtime never interprets neuron models itself, so the CPU and a GPU device share one
+//! executor and differ only in how they implement the [`Device`] primitives.
+//!
+//! Also here: weight checkpoints ([`io::weights`], safetensors), arrays ([`io::npy`]),
+//! the Philox RNG shared with the generated kernels ([`rng`]), and kernel-library loading
+//! ([`KernelTable`]).
+
+pub mod cpu;
+pub mod device;
+pub mod error;
+pub mod exec;
+pub mod io;
+pub mod kernels;
+pub mod plan;
+pub mod rng;
+pub mod tensor;
+
+pub use cpu::CpuDevice;
+pub use device::Device;
+pub use error::{Result, RuntimeError};
+pub use exec::Session;
+pub use kernels::KernelTable;
+pub use tensor::Tensor;

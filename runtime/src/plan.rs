@@ -1,0 +1,302 @@
+//! The execution plan: what the compiler hands the runtime.
+//!
+//! A plan is a list of buffers, weights, neuron parameters and ops in schedule order. The
+//! ops are library calls (GEMM, conv, pooling) and launches of generated kernels; the plan
+//! executor walks them on a [`crate::Device`]. The compiler (crate `snnc`) builds plans; the
+//! runtime never looks inside a kernel.
+//!
+//! Layouts: every activation buffer is row-major `[T, B, F]` (time extent `Seq`), `[B, F]`
+//! (`Static`: the same value at every step, e.g. a GEMM of a static image) or `[B, F]`
+//! (`Single`: one step of state, carried between step launches). `F` is the product of the
+//! per-sample feature shape.
+
+/// Index into [`Plan::buffers`].
+pub type BufId = usize;
+/// Index into [`Plan::weights`].
+pub type WeightId = usize;
+/// Index into [`Plan::kernels`].
+pub type KernelId = usize;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// The model's name.
+    pub name: String,
+    /// Default number of time steps (the model's `T`); `run` may override it.
+    pub t: usize,
+    /// Default batch size for seeded random runs.
+    pub batch: usize,
+    /// Model seed: weight initialisation and random inputs.
+    pub seed: u64,
+    pub buffers: Vec<BufferDecl>,
+    /// Physical memory slots; each logical buffer lives in one. Sizes are the maximum over
+    /// the buffers assigned to the slot (computed at run time from T and B).
+    pub slots: usize,
+    pub weights: Vec<WeightDecl>,
+    /// Neuron and encoder parameters, as one flat f32 array the kernels read.
+    pub params: Vec<ParamDecl>,
+    pub inputs: Vec<InputDecl>,
+    pub outputs: Vec<OutputDecl>,
+    pub kernels: Vec<KernelDecl>,
+    pub ops: Vec<Op>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Extent {
+    /// `[T, B, F]`.
+    Seq,
+    /// `[B, F]`, constant over time.
+    Static,
+    /// `[B, F]`, one step (state carried between step launches).
+    Single,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BufferDecl {
+    /// Readable name for dumps and errors, e.g. `s1.spikes`.
+    pub name: String,
+    pub extent: Extent,
+    /// Per-sample feature count `F`.
+    pub features: usize,
+    /// Physical slot (memory plan). Buffers sharing a slot are never live together.
+    pub slot: usize,
+}
+
+impl BufferDecl {
+    /// Number of f32 elements for the given T and B.
+    pub fn len(&self, t: usize, b: usize) -> usize {
+        match self.extent {
+            Extent::Seq => t * b * self.features,
+            Extent::Static | Extent::Single => b * self.features,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Init {
+    /// torch `nn.Linear`/`nn.Conv2d` default: `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`.
+    UniformFanIn {
+        fan_in: usize,
+    },
+    Zeros,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct WeightDecl {
+    /// Tensor name in safetensors files, e.g. `fc1.weight`.
+    pub name: String,
+    /// torch convention: dense `[out, in]`, conv `[c_out, c_in, kh, kw]`, bias `[out]`.
+    pub shape: Vec<usize>,
+    pub init: Init,
+}
+
+impl WeightDecl {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamDecl {
+    /// `population.param`, e.g. `s1.tau`.
+    pub name: String,
+    pub value: f32,
+    /// A constraint the value must satisfy, checked when a user changes it.
+    pub check: ParamCheck,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ParamCheck {
+    Any,
+    Positive,
+    NonNegative,
+    /// A probability-like value in [0, 1].
+    UnitInterval,
+    /// Not a number: 32 raw bits (an RNG seed) stored with `f32::from_bits`.
+    Bits,
+}
+
+impl ParamCheck {
+    pub fn holds(self, v: f32) -> bool {
+        match self {
+            ParamCheck::Any => v.is_finite(),
+            ParamCheck::Positive => v.is_finite() && v > 0.0,
+            ParamCheck::NonNegative => v.is_finite() && v >= 0.0,
+            ParamCheck::UnitInterval => (0.0..=1.0).contains(&v),
+            ParamCheck::Bits => true,
+        }
+    }
+    pub fn describe(self) -> &'static str {
+        match self {
+            ParamCheck::Any => "a finite number",
+            ParamCheck::Positive => "a number > 0",
+            ParamCheck::NonNegative => "a number >= 0",
+            ParamCheck::UnitInterval => "a number in [0, 1]",
+            ParamCheck::Bits => "a 32-bit integer (seed)",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputDecl {
+    pub name: String,
+    pub buffer: BufId,
+    /// Per-sample shape, without T and B.
+    pub shape: Vec<usize>,
+    /// `[T, B, ...]` when true, `[B, ...]` otherwise.
+    pub time_varying: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputKind {
+    /// `[T, B, ...]` 0/1 spikes.
+    Spikes,
+    /// `[B, ...]` spikes summed over time.
+    Counts,
+    /// `[T, B, ...]` a state variable after each step.
+    Trace,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputDecl {
+    /// e.g. `s2.counts`, `s2.v`.
+    pub name: String,
+    pub kind: OutputKind,
+    pub buffer: BufId,
+    pub shape: Vec<usize>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelDecl {
+    /// Exported symbol of the generated kernel.
+    pub symbol: String,
+    /// Number of buffer arguments.
+    pub arity: usize,
+}
+
+/// Which time rows an op touches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeSel {
+    /// Whole sequence: destination rows `t in delay..T` read source rows `t - delay`.
+    /// For `Static` source and destination (delay 0) the op runs once on `[B, F]`.
+    All { delay: usize },
+    /// Inside a [`Op::StepLoop`] at step `t`: destination row `t` reads source row
+    /// `t - delay`; nothing happens when `t < delay`.
+    Step { delay: usize },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeom {
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_out: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub h_out: usize,
+    pub w_out: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolKind {
+    Max,
+    /// Average over the window; padded cells count as zeros (torch `count_include_pad=True`).
+    Avg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolGeom {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub h_out: usize,
+    pub w_out: usize,
+}
+
+/// One launch group: a population (or encoder) run by a kernel. Several groups of one
+/// kernel form a merged launch (same model, same code, different buffers and parameters).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LaunchGroup {
+    pub args: Vec<BufId>,
+    /// Offset of this group's parameters in the flat parameter array.
+    pub params: usize,
+    /// Neurons per sample `F`; the kernel's index space is `B * F`.
+    pub features: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LaunchTime {
+    /// The kernel loops over all T itself (state in registers).
+    Seq,
+    /// Inside a step loop: the kernel does one step `t`.
+    Step,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// Fill a buffer with zeros.
+    Zero { buf: BufId },
+    /// `y[rows, n] (+)= x[rows, k] @ W^T (+ bias)`, `W` is `[n, k]` (torch Linear).
+    Gemm {
+        x: BufId,
+        w: WeightId,
+        bias: Option<WeightId>,
+        y: BufId,
+        k: usize,
+        n: usize,
+        time: TimeSel,
+        accumulate: bool,
+    },
+    /// 2-D convolution (cross-correlation, torch Conv2d) over every `(t, b)` image.
+    Conv2d {
+        x: BufId,
+        w: WeightId,
+        bias: Option<WeightId>,
+        y: BufId,
+        geom: ConvGeom,
+        time: TimeSel,
+        accumulate: bool,
+    },
+    Pool2d {
+        x: BufId,
+        y: BufId,
+        kind: PoolKind,
+        geom: PoolGeom,
+        time: TimeSel,
+    },
+    /// Run a generated kernel over every group.
+    Launch {
+        kernel: KernelId,
+        groups: Vec<LaunchGroup>,
+        time: LaunchTime,
+    },
+    /// `for t in 0..T { body }`; ops inside use `TimeSel::Step` / `LaunchTime::Step`.
+    StepLoop { body: Vec<Op> },
+}
+
+/// The C ABI of a generated kernel: `extern "C" fn(*const KernelArgs)`.
+///
+/// The kernel processes flat neuron indices `lo..hi` of the `B * F` index space (a row of
+/// a `Seq` buffer at step `t` starts at `t * batch * features`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct KernelArgs {
+    pub bufs: *const *mut f32,
+    pub params: *const f32,
+    pub t_len: usize,
+    pub t_step: usize,
+    pub batch: usize,
+    pub features: usize,
+    pub lo: usize,
+    pub hi: usize,
+}
+
+/// Bumped whenever [`KernelArgs`] or the kernel calling convention changes; generated
+/// libraries export it as `snn_abi_version` and the loader refuses a mismatch.
+pub const KERNEL_ABI_VERSION: u32 = 1;
+
+pub type KernelFn = unsafe extern "C" fn(*const KernelArgs);

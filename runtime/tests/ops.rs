@@ -1,0 +1,409 @@
+//! Library ops (GEMM, conv2d, pooling) run through whole plans, against naive references.
+
+mod common;
+use common::*;
+use snn_runtime::plan::*;
+use snn_runtime::{KernelTable, Session, Tensor};
+
+fn input(name: &str, buffer: BufId, shape: &[usize], time_varying: bool) -> InputDecl {
+    InputDecl {
+        name: name.into(),
+        buffer,
+        shape: shape.to_vec(),
+        time_varying,
+    }
+}
+
+fn output(name: &str, kind: OutputKind, buffer: BufId, shape: &[usize]) -> OutputDecl {
+    OutputDecl {
+        name: name.into(),
+        kind,
+        buffer,
+        shape: shape.to_vec(),
+    }
+}
+
+fn session(mut p: Plan) -> Session {
+    fix_slots(&mut p);
+    Session::new(p, KernelTable::empty()).unwrap()
+}
+
+fn out(outs: &[(OutputDecl, Tensor)], name: &str) -> Tensor {
+    outs.iter().find(|(o, _)| o.name == name).unwrap().1.clone()
+}
+
+/// Sets every weight to deterministic values in [-1, 1); returns them.
+fn randomize(s: &mut Session) -> Vec<Vec<f32>> {
+    let names: Vec<String> = s.plan().weights.iter().map(|w| w.name.clone()).collect();
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let v = rand_vec(s.weight(n).unwrap().len(), 100 + i as u32, -1.0, 1.0);
+            s.set_weight(n, &v).unwrap();
+            v
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    x: BufId,
+    w: WeightId,
+    bias: Option<WeightId>,
+    y: BufId,
+    k: usize,
+    n: usize,
+    time: TimeSel,
+    accumulate: bool,
+) -> Op {
+    Op::Gemm {
+        x,
+        w,
+        bias,
+        y,
+        k,
+        n,
+        time,
+        accumulate,
+    }
+}
+
+#[test]
+fn gemm_seq_with_bias_and_delay() {
+    let (t, b, k, n, d) = (5, 3, 7, 6, 2);
+    let mut p = plan("g");
+    p.buffers = vec![buf("x", Extent::Seq, k, 0), buf("y", Extent::Seq, n, 1)];
+    p.weights = vec![weight("fc.weight", &[n, k]), weight("fc.bias", &[n])];
+    p.inputs = vec![input("x", 0, &[k], true)];
+    p.outputs = vec![output("y", OutputKind::Trace, 1, &[n])];
+    p.ops = vec![
+        Op::Zero { buf: 1 },
+        gemm(0, 0, Some(1), 1, k, n, TimeSel::All { delay: d }, false),
+    ];
+    let mut s = session(p);
+    let w = randomize(&mut s);
+    let x = Tensor::new(vec![t, b, k], rand_vec(t * b * k, 1, -1.0, 1.0)).unwrap();
+    let outs = s.run(std::slice::from_ref(&x), t, b).unwrap();
+    let y = out(&outs, "y");
+    assert_eq!(y.shape, vec![t, b, n]);
+    let mut want = vec![0.0; t * b * n];
+    let shifted = naive_dense(
+        &x.data[..(t - d) * b * k],
+        &w[0],
+        Some(&w[1]),
+        (t - d) * b,
+        k,
+        n,
+    );
+    want[d * b * n..].copy_from_slice(&shifted);
+    assert_close(&y.data, &want, 1e-5, "gemm delay 2");
+    assert!(y.data[..d * b * n].iter().all(|&v| v == 0.0));
+
+    // Same result inside a step loop with TimeSel::Step.
+    let mut p2 = s.plan().clone();
+    p2.ops = vec![
+        Op::Zero { buf: 1 },
+        Op::StepLoop {
+            body: vec![gemm(
+                0,
+                0,
+                Some(1),
+                1,
+                k,
+                n,
+                TimeSel::Step { delay: d },
+                false,
+            )],
+        },
+    ];
+    let mut s2 = session(p2);
+    s2.set_weight("fc.weight", &w[0]).unwrap();
+    s2.set_weight("fc.bias", &w[1]).unwrap();
+    let y2 = out(&s2.run(&[x], t, b).unwrap(), "y");
+    assert_close(&y2.data, &want, 1e-5, "gemm step delay 2");
+}
+
+#[test]
+fn gemm_without_bias_and_accumulate() {
+    let (t, b, k1, k2, n) = (3, 4, 7, 5, 6);
+    let mut p = plan("acc");
+    p.buffers = vec![
+        buf("x1", Extent::Seq, k1, 0),
+        buf("x2", Extent::Seq, k2, 1),
+        buf("y", Extent::Seq, n, 2),
+    ];
+    p.weights = vec![
+        weight("a.weight", &[n, k1]),
+        weight("b.weight", &[n, k2]),
+        weight("b.bias", &[n]),
+    ];
+    p.inputs = vec![input("x1", 0, &[k1], true), input("x2", 1, &[k2], true)];
+    p.outputs = vec![output("y", OutputKind::Trace, 2, &[n])];
+    p.ops = vec![
+        gemm(0, 0, None, 2, k1, n, TimeSel::All { delay: 0 }, false),
+        gemm(1, 1, Some(2), 2, k2, n, TimeSel::All { delay: 0 }, true),
+    ];
+    let mut s = session(p);
+    let w = randomize(&mut s);
+    let x1 = Tensor::new(vec![t, b, k1], rand_vec(t * b * k1, 2, -1.0, 1.0)).unwrap();
+    let x2 = Tensor::new(vec![t, b, k2], rand_vec(t * b * k2, 3, -1.0, 1.0)).unwrap();
+    // Run twice: the result must not depend on what the slots held before.
+    for _ in 0..2 {
+        let y = out(&s.run(&[x1.clone(), x2.clone()], t, b).unwrap(), "y");
+        let a = naive_dense(&x1.data, &w[0], None, t * b, k1, n);
+        let c = naive_dense(&x2.data, &w[1], Some(&w[2]), t * b, k2, n);
+        let want: Vec<f64> = a.iter().zip(&c).map(|(a, c)| a + c).collect();
+        assert_close(&y.data, &want, 1e-5, "gemm accumulate");
+    }
+}
+
+#[test]
+fn gemm_static_source() {
+    let (t, b, k, n) = (4, 3, 5, 2);
+    let mut p = plan("static");
+    p.buffers = vec![
+        buf("x", Extent::Static, k, 0),
+        buf("y_seq", Extent::Seq, n, 1),
+        buf("y_static", Extent::Static, n, 2),
+    ];
+    p.weights = vec![weight("fc.weight", &[n, k]), weight("fc.bias", &[n])];
+    p.inputs = vec![input("img", 0, &[k], false)];
+    p.outputs = vec![
+        output("seq", OutputKind::Trace, 1, &[n]),
+        output("static", OutputKind::Counts, 2, &[n]),
+    ];
+    p.ops = vec![
+        Op::Zero { buf: 1 },
+        gemm(0, 0, Some(1), 1, k, n, TimeSel::All { delay: 1 }, false),
+        gemm(0, 0, None, 2, k, n, TimeSel::All { delay: 0 }, false),
+    ];
+    let mut s = session(p);
+    let w = randomize(&mut s);
+    let x = Tensor::new(vec![b, k], rand_vec(b * k, 4, -1.0, 1.0)).unwrap();
+    let outs = s.run(std::slice::from_ref(&x), t, b).unwrap();
+    let once = naive_dense(&x.data, &w[0], Some(&w[1]), b, k, n);
+    let mut want = vec![0.0; b * n];
+    for _ in 1..t {
+        want.extend(&once);
+    }
+    let seq = out(&outs, "seq");
+    assert_eq!(seq.shape, vec![t, b, n]);
+    assert_close(&seq.data, &want, 1e-5, "static -> seq");
+    let st = out(&outs, "static");
+    assert_eq!(st.shape, vec![b, n]);
+    assert_close(
+        &st.data,
+        &naive_dense(&x.data, &w[0], None, b, k, n),
+        1e-5,
+        "static -> static",
+    );
+}
+
+#[test]
+fn gemm_large_parallel() {
+    let (t, b, k, n) = (4, 64, 256, 128);
+    let mut p = plan("big");
+    p.buffers = vec![buf("x", Extent::Seq, k, 0), buf("y", Extent::Seq, n, 1)];
+    p.weights = vec![weight("fc.weight", &[n, k]), weight("fc.bias", &[n])];
+    p.inputs = vec![input("x", 0, &[k], true)];
+    p.outputs = vec![output("y", OutputKind::Trace, 1, &[n])];
+    p.ops = vec![gemm(
+        0,
+        0,
+        Some(1),
+        1,
+        k,
+        n,
+        TimeSel::All { delay: 0 },
+        false,
+    )];
+    let mut s = session(p);
+    let w = randomize(&mut s);
+    let x = Tensor::new(vec![t, b, k], rand_vec(t * b * k, 5, 0.0, 1.0)).unwrap();
+    let y = out(&s.run(std::slice::from_ref(&x), t, b).unwrap(), "y");
+    assert_close(
+        &y.data,
+        &naive_dense(&x.data, &w[0], Some(&w[1]), t * b, k, n),
+        1e-5,
+        "big gemm",
+    );
+}
+
+fn conv_plan(g: ConvGeom, bias: bool) -> Plan {
+    let mut p = plan("conv");
+    p.buffers = vec![
+        buf("x", Extent::Seq, g.c_in * g.h * g.w, 0),
+        buf("y", Extent::Seq, g.c_out * g.h_out * g.w_out, 1),
+    ];
+    p.weights = vec![weight("c.weight", &[g.c_out, g.c_in, g.kh, g.kw])];
+    if bias {
+        p.weights.push(weight("c.bias", &[g.c_out]));
+    }
+    p.inputs = vec![input("x", 0, &[g.c_in, g.h, g.w], true)];
+    p.outputs = vec![output(
+        "y",
+        OutputKind::Trace,
+        1,
+        &[g.c_out, g.h_out, g.w_out],
+    )];
+    p.ops = vec![Op::Conv2d {
+        x: 0,
+        w: 0,
+        bias: if bias { Some(1) } else { None },
+        y: 1,
+        geom: g,
+        time: TimeSel::All { delay: 0 },
+        accumulate: false,
+    }];
+    p
+}
+
+fn check_conv(g: ConvGeom, bias: bool, t: usize, b: usize) {
+    let mut s = session(conv_plan(g, bias));
+    let w = randomize(&mut s);
+    let f = g.c_in * g.h * g.w;
+    let x = Tensor::new(
+        vec![t, b, g.c_in, g.h, g.w],
+        rand_vec(t * b * f, 6, -1.0, 1.0),
+    )
+    .unwrap();
+    let y = out(&s.run(std::slice::from_ref(&x), t, b).unwrap(), "y");
+    assert_eq!(y.shape, vec![t, b, g.c_out, g.h_out, g.w_out]);
+    let want = naive_conv(
+        &x.data,
+        &w[0],
+        if bias { Some(&w[1]) } else { None },
+        t * b,
+        &g,
+    );
+    assert_close(&y.data, &want, 1e-5, &format!("conv {g:?}"));
+}
+
+#[test]
+fn conv_stride2_pad1() {
+    let g = conv_geom(3, 9, 7, 4, 3, 3, 2, 1);
+    assert_eq!((g.h_out, g.w_out), (5, 4));
+    check_conv(g, true, 2, 3);
+    check_conv(g, false, 1, 2);
+}
+
+#[test]
+fn conv_rectangular_and_pointwise() {
+    check_conv(conv_geom(3, 9, 7, 4, 3, 2, 1, 1), true, 2, 2);
+    check_conv(conv_geom(3, 6, 5, 5, 1, 1, 1, 0), true, 2, 2);
+    check_conv(conv_geom(2, 8, 8, 3, 5, 5, 3, 2), true, 1, 3);
+}
+
+#[test]
+fn conv_many_images_parallel() {
+    check_conv(conv_geom(8, 16, 16, 16, 3, 3, 1, 1), true, 2, 8);
+}
+
+#[test]
+fn conv_accumulate_and_step() {
+    // y = conv1x1(x) + conv3x3(x) + bias, the second one accumulating, inside a step loop.
+    let g1 = conv_geom(3, 6, 5, 4, 1, 1, 1, 0);
+    let g3 = conv_geom(3, 6, 5, 4, 3, 3, 1, 1);
+    let (t, b) = (3, 2);
+    let mut p = plan("conv2");
+    p.buffers = vec![buf("x", Extent::Seq, 90, 0), buf("y", Extent::Seq, 120, 1)];
+    p.weights = vec![
+        weight("a.weight", &[4, 3, 1, 1]),
+        weight("b.weight", &[4, 3, 3, 3]),
+        weight("b.bias", &[4]),
+    ];
+    p.inputs = vec![input("x", 0, &[3, 6, 5], true)];
+    p.outputs = vec![output("y", OutputKind::Trace, 1, &[4, 6, 5])];
+    p.ops = vec![Op::StepLoop {
+        body: vec![
+            Op::Conv2d {
+                x: 0,
+                w: 0,
+                bias: None,
+                y: 1,
+                geom: g1,
+                time: TimeSel::Step { delay: 0 },
+                accumulate: false,
+            },
+            Op::Conv2d {
+                x: 0,
+                w: 1,
+                bias: Some(2),
+                y: 1,
+                geom: g3,
+                time: TimeSel::Step { delay: 0 },
+                accumulate: true,
+            },
+        ],
+    }];
+    let mut s = session(p);
+    let w = randomize(&mut s);
+    let x = Tensor::new(vec![t, b, 3, 6, 5], rand_vec(t * b * 90, 8, -1.0, 1.0)).unwrap();
+    let y = out(&s.run(std::slice::from_ref(&x), t, b).unwrap(), "y");
+    let a = naive_conv(&x.data, &w[0], None, t * b, &g1);
+    let c = naive_conv(&x.data, &w[1], Some(&w[2]), t * b, &g3);
+    let want: Vec<f64> = a.iter().zip(&c).map(|(a, c)| a + c).collect();
+    assert_close(&y.data, &want, 1e-5, "conv accumulate");
+}
+
+fn check_pool(kind: PoolKind, g: PoolGeom, t: usize, b: usize) {
+    let mut p = plan("pool");
+    p.buffers = vec![
+        buf("x", Extent::Seq, g.c * g.h * g.w, 0),
+        buf("y", Extent::Seq, g.c * g.h_out * g.w_out, 1),
+    ];
+    p.inputs = vec![input("x", 0, &[g.c, g.h, g.w], true)];
+    p.outputs = vec![output("y", OutputKind::Trace, 1, &[g.c, g.h_out, g.w_out])];
+    p.ops = vec![Op::Pool2d {
+        x: 0,
+        y: 1,
+        kind,
+        geom: g,
+        time: TimeSel::All { delay: 0 },
+    }];
+    let mut s = session(p);
+    let f = g.c * g.h * g.w;
+    // Negative values: a max window touching the padding must not report 0.
+    let x = Tensor::new(vec![t, b, g.c, g.h, g.w], rand_vec(t * b * f, 9, -1.0, 0.5)).unwrap();
+    let y = out(&s.run(std::slice::from_ref(&x), t, b).unwrap(), "y");
+    assert_eq!(y.shape, vec![t, b, g.c, g.h_out, g.w_out]);
+    assert_close(
+        &y.data,
+        &naive_pool(&x.data, t * b, kind, &g),
+        1e-6,
+        &format!("{kind:?} {g:?}"),
+    );
+}
+
+#[test]
+fn max_and_avg_pool() {
+    for kind in [PoolKind::Max, PoolKind::Avg] {
+        check_pool(kind, pool_geom(3, 9, 7, 3, 2, 1), 2, 3);
+        check_pool(kind, pool_geom(2, 8, 8, 2, 2, 0), 2, 2);
+        check_pool(kind, pool_geom(4, 32, 32, 2, 2, 0), 2, 16);
+    }
+    // Padding semantics on a single value: max pads with -inf, avg counts pads as zeros.
+    let g = pool_geom(1, 1, 1, 3, 1, 1);
+    let x = [-2.0f32];
+    assert_eq!(naive_pool(&x, 1, PoolKind::Max, &g), vec![-2.0]);
+    let mut y = [0.0f32];
+    snn_runtime::cpu::ops::pool2d(&x, &mut y, 1, PoolKind::Max, &g).unwrap();
+    assert_eq!(y, [-2.0]);
+    snn_runtime::cpu::ops::pool2d(&x, &mut y, 1, PoolKind::Avg, &g).unwrap();
+    assert_eq!(y, [-2.0 / 9.0]);
+}
+
+#[test]
+fn ops_reject_bad_lengths() {
+    use snn_runtime::cpu::ops;
+    let mut y = vec![0.0; 5];
+    let e = ops::dense(&[1.0; 6], &[1.0; 6], None, &mut y, 2, 3, 2, false).unwrap_err();
+    assert!(e.to_string().contains("gemm output"), "{e}");
+    let g = conv_geom(1, 4, 4, 1, 3, 3, 1, 0);
+    let e = ops::conv2d(&[0.0; 15], &[0.0; 9], None, &mut [0.0; 4], 1, &g, false).unwrap_err();
+    assert!(e.to_string().contains("conv2d input"), "{e}");
+    let mut bad = g;
+    bad.h_out = 3;
+    assert!(ops::conv2d(&[0.0; 16], &[0.0; 9], None, &mut [0.0; 6], 1, &bad, false).is_err());
+}

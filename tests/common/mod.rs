@@ -1,0 +1,51 @@
+//! Shared helpers for the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use snnc::diag::Diagnostic;
+use snnc::ir::kernel::Program;
+use snnc::{Compiler, Options};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every model the snapshot and equivalence tests cover: the examples and tests/in.
+pub fn model_files() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for dir in ["examples", "tests/in"] {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "snn"))
+            .collect();
+        v.sort();
+        files.extend(v);
+    }
+    files
+}
+
+pub fn compile_file(path: &Path, opts: Options) -> Result<Program, String> {
+    let mut c = Compiler::new(opts);
+    let parsed = c.parse_file(path).map_err(|d| d.render(&c.sources, false))?;
+    c.compile(&parsed).map_err(|d| d.render(&c.sources, false))
+}
+
+/// Compile source text; on error return the diagnostic and its `file:line:col`.
+pub fn compile_str(text: &str) -> Result<Program, (Diagnostic, String)> {
+    let mut c = Compiler::new(Options::default());
+    let parsed = c.parse_str("test.snn", text).map_err(|d| {
+        let loc = d.span.map(|s| c.sources.location(s)).unwrap_or_default();
+        (d, loc)
+    })?;
+    c.compile(&parsed).map_err(|d| {
+        let loc = d.span.map(|s| c.sources.location(s)).unwrap_or_default();
+        (d, loc)
+    })
+}
+
+/// A per-test kernel cache inside target/, so tests never touch the user's cache.
+pub fn cache_dir() -> PathBuf {
+    root().join("target").join("snnc-test-cache")
+}

@@ -1,0 +1,61 @@
+//! Snapshot tests (naga's convention): for every model in examples/ and tests/in/, the IR
+//! after every pass and the generated Rust are pinned under tests/out/{ir,rust}/.
+//! Review changes with `cargo insta review` (or INSTA_UPDATE=always to accept).
+
+mod common;
+
+use snnc::{passes, Compiler, Options};
+
+#[test]
+fn ir_after_every_pass_and_generated_rust() {
+    for path in common::model_files() {
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let mut c = Compiler::new(Options::default());
+        let parsed = c.parse_file(&path).unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
+        for (pass, _) in passes::PASSES {
+            let text = c.dump_after(&parsed, pass).unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
+            insta::with_settings!({
+                snapshot_path => "out/ir",
+                prepend_module_to_snapshot => false,
+                omit_expression => true,
+                description => format!("{name}.snn after `{pass}`"),
+            }, {
+                insta::assert_snapshot!(format!("{name}.{pass}"), text);
+            });
+        }
+        let rust = c.dump_after(&parsed, "rust").unwrap();
+        insta::with_settings!({
+            snapshot_path => "out/rust",
+            prepend_module_to_snapshot => false,
+            omit_expression => true,
+            description => format!("{name}.snn generated Rust"),
+        }, {
+            insta::assert_snapshot!(name.clone(), rust);
+        });
+    }
+}
+
+/// The unfused and step-by-step plans are pinned too for one recurrent and one
+/// feed-forward model, so changes to those lowering paths show in review.
+#[test]
+fn alternative_plans() {
+    for file in ["examples/recurrent.snn", "tests/in/delay_feedforward.snn"] {
+        let path = common::root().join(file);
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        for (tag, opts) in [
+            ("unfused", Options { fuse: false, ..Options::default() }),
+            ("steps", Options { force_steps: true, ..Options::default() }),
+        ] {
+            let mut c = Compiler::new(opts);
+            let parsed = c.parse_file(&path).unwrap();
+            let text = c.dump_after(&parsed, "lower").unwrap();
+            insta::with_settings!({
+                snapshot_path => "out/ir",
+                prepend_module_to_snapshot => false,
+                omit_expression => true,
+            }, {
+                insta::assert_snapshot!(format!("{name}.lower.{tag}"), text);
+            });
+        }
+    }
+}
