@@ -16,6 +16,7 @@ pub mod diag;
 pub mod front;
 pub mod ir;
 pub mod passes;
+pub mod session;
 
 use std::path::Path;
 

@@ -433,6 +433,10 @@ impl Session {
     /// per `plan.inputs` entry, `[T, B, ...shape]` (time-varying) or `[B, ...shape]`.
     /// Returns every output: `[T, B, ...shape]` for spikes and traces, `[B, ...shape]` for
     /// counts.
+    ///
+    /// Slot memory is kept between runs while `(t, batch)` keeps the slot sizes unchanged
+    /// (and is zeroed when reallocated), so a plan must zero what it accumulates into or
+    /// leaves partly unwritten (the compiler emits [`Op::Zero`] for that).
     pub fn run(
         &mut self,
         inputs: &[Tensor],
@@ -1055,6 +1059,13 @@ mod tests {
             features,
             slot: 0,
         }
+    }
+
+    #[test]
+    fn session_is_send() {
+        fn send<T: Send>() {}
+        send::<Session>();
+        send::<KernelTable>();
     }
 
     #[test]

@@ -64,9 +64,8 @@ fn raw_safetensors(name: &str, dtype: &str, shape: &[usize], data: &[u8]) -> Vec
         shape.join(","),
         data.len()
     );
-    while header.len() % 8 != 0 {
-        header.push(' ');
-    }
+    let pad = (8 - header.len() % 8) % 8;
+    header.push_str(&" ".repeat(pad));
     let mut out = (header.len() as u64).to_le_bytes().to_vec();
     out.extend(header.as_bytes());
     out.extend(data);
@@ -332,9 +331,8 @@ fn npy_round_trip() {
 /// The exact bytes `np.save(p, np.array([[1.5, -2.0, 0.1], [3.0, 4.0, 1e-3]]))` writes.
 fn numpy_f64_file() -> Vec<u8> {
     let mut header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }".to_vec();
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(b' ');
-    }
+    let pad = (64 - (10 + header.len() + 1) % 64) % 64;
+    header.extend(std::iter::repeat_n(b' ', pad));
     header.push(b'\n');
     let mut out = b"\x93NUMPY\x01\x00".to_vec();
     out.extend((header.len() as u16).to_le_bytes());

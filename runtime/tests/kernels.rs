@@ -123,7 +123,9 @@ fn load_library_and_run() {
     assert_eq!(y.data, want);
     // Large batch: chunked across threads.
     let xb = Tensor::new(vec![4, 4096, 5], rand_vec(4 * 4096 * 5, 2, -1.0, 1.0)).unwrap();
-    let y = s.run_output(std::slice::from_ref(&xb), 4, 4096, "y").unwrap();
+    let y = s
+        .run_output(std::slice::from_ref(&xb), 4, 4096, "y")
+        .unwrap();
     assert!(y.data.iter().zip(&xb.data).all(|(y, x)| *y == x * -0.5));
 
     // The plan names a symbol the library lacks.

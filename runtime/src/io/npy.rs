@@ -171,9 +171,8 @@ mod tests {
             "{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}",
             if fortran { "True" } else { "False" }
         );
-        while (10 + dict.len() + 1) % 64 != 0 {
-            dict.push(' ');
-        }
+        let pad = (64 - (10 + dict.len() + 1) % 64) % 64;
+        dict.push_str(&" ".repeat(pad));
         dict.push('\n');
         let mut out = b"\x93NUMPY\x01\x00".to_vec();
         out.extend((dict.len() as u16).to_le_bytes());

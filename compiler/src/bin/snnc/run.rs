@@ -1,8 +1,14 @@
-//! `snnc run`: compile, build the kernels, run on the CPU, print or save outputs.
-use std::path::PathBuf;
+//! `snnc run`: compile, build the kernels, run on the CPU, print or save the outputs.
 
+use std::path::PathBuf;
+use std::time::Instant;
+
+use snn_runtime::io::npy;
+use snn_runtime::plan::OutputKind;
+use snn_runtime::Tensor;
 use snnc::diag::{DResult, Diagnostic, ErrorKind};
 use snnc::front::Parsed;
+use snnc::session::{self, runtime_diag};
 use snnc::Compiler;
 
 pub struct RunArgs {
@@ -17,6 +23,130 @@ pub struct RunArgs {
     pub device: String,
 }
 
-pub fn run(_c: &Compiler, _parsed: &Parsed, _args: &RunArgs) -> DResult<()> {
-    Err(Diagnostic::new(ErrorKind::Runtime, "not yet"))
+pub fn run(c: &Compiler, parsed: &Parsed, args: &RunArgs) -> DResult<()> {
+    match args.device.as_str() {
+        "cpu" => {}
+        d if d == "cuda" || d.starts_with("cuda:") => {
+            return Err(Diagnostic::new(ErrorKind::Runtime, "the CUDA device is not available in this build of snnc")
+                .hint("the CUDA back end is tracked in issue 3; use --device cpu"))
+        }
+        other => {
+            return Err(Diagnostic::new(ErrorKind::BadArgument, format!("unknown device `{other}`")).hint("use --device cpu"))
+        }
+    }
+    let t0 = Instant::now();
+    let program = c.compile(parsed)?;
+    let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let mut loaded = session::load(&program, None)?;
+    let s = &mut loaded.session;
+    let plan = program.plan.clone();
+    let seed = args.seed.unwrap_or(plan.seed);
+    if args.seed.is_some() {
+        s.init_weights(seed).map_err(runtime_diag)?;
+    }
+    if let Some(w) = &args.weights {
+        s.load_weights(w).map_err(runtime_diag)?;
+    }
+    for kv in &args.set {
+        let Some((k, v)) = kv.split_once('=') else {
+            return Err(Diagnostic::new(ErrorKind::BadArgument, format!("`--set {kv}` is not NAME=VALUE"))
+                .hint("e.g. `--set s1.tau=4.0`"));
+        };
+        let v: f32 = v.trim().parse().map_err(|_| {
+            Diagnostic::new(ErrorKind::BadValue, format!("`{v}` in `--set {kv}` is not a number"))
+        })?;
+        s.set_param(k.trim(), v).map_err(runtime_diag)?;
+    }
+    if let Some(p) = &args.save_weights {
+        s.save_weights(p).map_err(runtime_diag)?;
+    }
+
+    // Inputs: from .npy files, or seeded random values of the model's shapes.
+    let steps = args.steps.unwrap_or(plan.t);
+    if steps == 0 {
+        return Err(Diagnostic::new(ErrorKind::BadValue, "--steps must be >= 1"));
+    }
+    let (inputs, batch) = if args.inputs.is_empty() {
+        let b = args.batch.unwrap_or(plan.batch);
+        if b == 0 {
+            return Err(Diagnostic::new(ErrorKind::BadValue, "--batch must be >= 1"));
+        }
+        (s.random_inputs(steps, b, seed), b)
+    } else {
+        if args.inputs.len() != plan.inputs.len() {
+            let names: Vec<&str> = plan.inputs.iter().map(|i| i.name.as_str()).collect();
+            return Err(Diagnostic::new(
+                ErrorKind::BadArgument,
+                format!("the model has {} input(s) ({}) but {} --input file(s) were given", names.len(), names.join(", "), args.inputs.len()),
+            )
+            .hint("pass one --input FILE.npy per model input, in order"));
+        }
+        let mut v = Vec::new();
+        for p in &args.inputs {
+            v.push(npy::read_npy(p).map_err(runtime_diag)?);
+        }
+        let d = &plan.inputs[0];
+        let b = if d.time_varying { v[0].shape.get(1) } else { v[0].shape.first() }.copied().unwrap_or(0);
+        if let Some(want) = args.batch {
+            if want != b {
+                return Err(Diagnostic::new(ErrorKind::Shape, format!("--batch {want} but the input file holds a batch of {b}")));
+            }
+        }
+        (v, b)
+    };
+    let t1 = Instant::now();
+    let outputs = s.run(&inputs, steps, batch).map_err(runtime_diag)?;
+    let run_ms = t1.elapsed().as_secs_f64() * 1e3;
+
+    println!(
+        "model `{}`: T = {steps}, batch = {batch}, kernels {} ({:.0} ms), compile {compile_ms:.1} ms, run {run_ms:.1} ms",
+        plan.name,
+        if loaded.lib.cached { "cached" } else { "built" },
+        loaded.lib.seconds * 1e3
+    );
+    for (decl, t) in &outputs {
+        println!("{}", summary(&decl.name, decl.kind, t));
+    }
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Diagnostic::new(ErrorKind::Io, format!("cannot create `{}`: {e}", dir.display())))?;
+        for (decl, t) in &outputs {
+            let path = dir.join(format!("{}.npy", decl.name));
+            npy::write_npy(&path, t).map_err(runtime_diag)?;
+        }
+        println!("saved {} output(s) to {}", outputs.len(), dir.display());
+    }
+    Ok(())
+}
+
+/// One readable paragraph per output: shape, statistics, and the values when small.
+fn summary(name: &str, kind: OutputKind, t: &Tensor) -> String {
+    let n = t.data.len().max(1) as f64;
+    let mean = t.data.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let shape = format!("{:?}", t.shape);
+    match kind {
+        OutputKind::Spikes => format!("  {name} {shape}: spike rate {:.4}", mean),
+        OutputKind::Trace => {
+            let min = t.data.iter().copied().fold(f32::INFINITY, f32::min);
+            let max = t.data.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            format!("  {name} {shape}: mean {mean:.4}, min {min:.4}, max {max:.4}")
+        }
+        OutputKind::Counts => {
+            let b = t.shape[0];
+            let per = t.data.len() / b.max(1);
+            let mut s = format!("  {name} {shape}: mean count {mean:.3}");
+            if per <= 16 {
+                for i in 0..b.min(8) {
+                    let row = &t.data[i * per..(i + 1) * per];
+                    let arg = row.iter().enumerate().fold(0, |best, (j, &x)| if x > row[best] { j } else { best });
+                    let vals: Vec<String> = row.iter().map(|x| format!("{x}")).collect();
+                    s.push_str(&format!("\n    sample {i}: [{}] -> argmax {arg}", vals.join(", ")));
+                }
+                if b > 8 {
+                    s.push_str(&format!("\n    ... {} more samples", b - 8));
+                }
+            }
+            s
+        }
+    }
 }
