@@ -68,10 +68,6 @@ fn changing_a_parameter_needs_no_recompile() {
     let program = common::compile_file(&path, Options::default()).unwrap();
     let mut loaded = snnc::session::load(&program, Some(&common::cache_dir())).unwrap();
     let s = &mut loaded.session;
-    for w in program.plan.weights.iter() {
-        let scaled: Vec<f32> = s.weight(&w.name).unwrap().iter().map(|x| x * 4.0).collect();
-        s.set_weight(&w.name, &scaled).unwrap();
-    }
     let x = s.random_inputs(10, 2, 5);
     let before = s.run(&x, 10, 2).unwrap();
     s.set_param("s1.v_threshold", 0.25).unwrap();

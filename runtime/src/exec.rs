@@ -212,8 +212,8 @@ impl Session {
             let w = &mut self.weights[i];
             match decl.init {
                 Init::Zeros => w.fill(0.0),
-                Init::UniformFanIn { fan_in } => {
-                    let bound = 1.0 / (fan_in as f32).sqrt();
+                Init::UniformFanIn { fan_in, gain } => {
+                    let bound = gain / (fan_in as f32).sqrt();
                     rng::fill_uniform01(w, seed, i as u32, rng::stream::WEIGHTS);
                     w.iter_mut().for_each(|v| *v = (2.0 * *v - 1.0) * bound);
                 }
@@ -991,7 +991,7 @@ fn validate(plan: &Plan, n_kernels: usize) -> Result<Vec<Exec>> {
             )));
         }
         numel(&w.shape)?;
-        if let Init::UniformFanIn { fan_in: 0 } = w.init {
+        if let Init::UniformFanIn { fan_in: 0, .. } = w.init {
             return Err(RuntimeError::plan(format!(
                 "weight `{}`: UniformFanIn with fan_in = 0",
                 w.name

@@ -73,10 +73,9 @@ impl BufferDecl {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Init {
-    /// torch `nn.Linear`/`nn.Conv2d` default: `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`.
-    UniformFanIn {
-        fan_in: usize,
-    },
+    /// torch `nn.Linear`/`nn.Conv2d` default scaled by `gain`:
+    /// `U(-gain/sqrt(fan_in), gain/sqrt(fan_in))` (gain 1 is torch's init).
+    UniformFanIn { fan_in: usize, gain: f32 },
     Zeros,
 }
 

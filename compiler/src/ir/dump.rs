@@ -134,9 +134,13 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
                 Encoding::Poisson { max_rate, seed } => format!("poisson({}, max_rate={max_rate:?}, seed={seed})", nm(*src)),
                 Encoding::Bernoulli { gain, seed } => format!("bernoulli({}, gain={gain:?}, seed={seed})", nm(*src)),
             },
-            NodeKind::Dense { src, out: o, bias, delay } => {
-                format!("dense({}, out={o}, bias={bias}, delay={delay})", nm(*src))
-            }
+            NodeKind::Dense {
+                src,
+                out: o,
+                bias,
+                delay,
+                init_gain,
+            } => format!("dense({}, out={o}, bias={bias}, delay={delay}, init_gain={init_gain:?})", nm(*src)),
             NodeKind::Conv2d {
                 src,
                 out_channels,
@@ -145,8 +149,9 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
                 padding,
                 bias,
                 delay,
+                init_gain,
             } => format!(
-                "conv2d({}, out={out_channels}, kernel={}x{}, stride={stride}, padding={padding}, bias={bias}, delay={delay})",
+                "conv2d({}, out={out_channels}, kernel={}x{}, stride={stride}, padding={padding}, bias={bias}, delay={delay}, init_gain={init_gain:?})",
                 nm(*src),
                 kernel[0],
                 kernel[1]

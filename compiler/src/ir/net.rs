@@ -97,6 +97,8 @@ pub enum NodeKind {
         out: usize,
         bias: bool,
         delay: usize,
+        /// Scale of the default weight initialisation.
+        init_gain: f32,
     },
     Conv2d {
         src: NodeId,
@@ -106,6 +108,7 @@ pub enum NodeKind {
         padding: usize,
         bias: bool,
         delay: usize,
+        init_gain: f32,
     },
     Pool2d {
         src: NodeId,

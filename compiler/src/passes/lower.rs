@@ -104,39 +104,43 @@ impl Lowerer<'_> {
                         check,
                     });
                 }
-                NodeKind::Dense { src, out, bias, .. } => {
+                NodeKind::Dense {
+                    src, out, bias, init_gain, ..
+                } => {
                     let k = m.shape(*src).features();
-                    self.add_weights(h, vec![*out, k], k, *bias, *out);
+                    self.add_weights(h, vec![*out, k], k, *init_gain, *bias, *out);
                 }
                 NodeKind::Conv2d {
                     src,
                     out_channels,
                     kernel,
                     bias,
+                    init_gain,
                     ..
                 } => {
                     let c_in = m.shape(*src).dims[0];
                     let fan_in = c_in * kernel[0] * kernel[1];
-                    self.add_weights(h, vec![*out_channels, c_in, kernel[0], kernel[1]], fan_in, *bias, *out_channels);
+                    let shape = vec![*out_channels, c_in, kernel[0], kernel[1]];
+                    self.add_weights(h, shape, fan_in, *init_gain, *bias, *out_channels);
                 }
                 _ => {}
             }
         }
     }
 
-    fn add_weights(&mut self, h: NodeId, shape: Vec<usize>, fan_in: usize, bias: bool, out: usize) {
+    fn add_weights(&mut self, h: NodeId, shape: Vec<usize>, fan_in: usize, gain: f32, bias: bool, out: usize) {
         let name = &self.m.nodes[h].name;
         self.plan.weights.push(WeightDecl {
             name: format!("{name}.weight"),
             shape,
-            init: Init::UniformFanIn { fan_in },
+            init: Init::UniformFanIn { fan_in, gain },
         });
         let w = self.plan.weights.len() - 1;
         let b = bias.then(|| {
             self.plan.weights.push(WeightDecl {
                 name: format!("{name}.bias"),
                 shape: vec![out],
-                init: Init::UniformFanIn { fan_in },
+                init: Init::UniformFanIn { fan_in, gain },
             });
             self.plan.weights.len() - 1
         });

@@ -313,6 +313,7 @@ impl Resolver<'_> {
                     out,
                     bias: a.bool("bias", true)?,
                     delay: a.usize("delay", 0, 0)?,
+                    init_gain: a.f32("init_gain", 1.0, true)?,
                 }
             }
             "conv2d" => {
@@ -326,6 +327,7 @@ impl Resolver<'_> {
                     padding: a.usize("padding", 0, 0)?,
                     bias: a.bool("bias", true)?,
                     delay: a.usize("delay", 0, 0)?,
+                    init_gain: a.f32("init_gain", 1.0, true)?,
                 }
             }
             "maxpool2d" | "avgpool2d" => {
@@ -707,8 +709,8 @@ impl<'a> Args<'a> {
 
 fn usage(func: &str) -> String {
     match func {
-        "dense" => "usage: dense(input, out_features, bias = true, delay = 0)".into(),
-        "conv2d" => "usage: conv2d(input, out_channels, kernel = 3, stride = 1, padding = 0, bias = true)".into(),
+        "dense" => "usage: dense(input, out_features, bias = true, delay = 0, init_gain = 1.0)".into(),
+        "conv2d" => "usage: conv2d(input, out_channels, kernel = 3, stride = 1, padding = 0, bias = true, delay = 0, init_gain = 1.0)".into(),
         "maxpool2d" | "avgpool2d" => format!("usage: {func}(input, kernel, stride = kernel, padding = 0)"),
         "flatten" => "usage: flatten(input)".into(),
         "poisson" => "usage: poisson(input, max_rate = 1.0, seed = N)".into(),

@@ -55,6 +55,7 @@ pub fn weight(name: &str, shape: &[usize]) -> WeightDecl {
         shape: shape.to_vec(),
         init: Init::UniformFanIn {
             fan_in: shape[1..].iter().product::<usize>().max(1),
+            gain: 1.0,
         },
     }
 }

@@ -6,6 +6,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// `println!` that tolerates a closed pipe (`snnc ir x.snn | head`).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+pub(crate) use say;
 use snnc::diag::{Diagnostic, ErrorKind};
 use snnc::{passes, Compiler, Options};
 
@@ -156,9 +165,9 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
         } => {
             if list_passes {
                 for (name, what) in passes::PASSES {
-                    println!("{name:<11} {what}");
+                    say!("{name:<11} {what}");
                 }
-                println!("{:<11} the generated Rust kernels", "rust");
+                say!("{:<11} the generated Rust kernels", "rust");
                 return Ok(());
             }
             let Some(file) = file else {
@@ -168,7 +177,10 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
             let mut c = Compiler::new(pipeline.options());
             let parsed = c.parse_file(&file).map_err(|d| report(&c, &d, color))?;
             let text = c.dump_after(&parsed, &after).map_err(|d| report(&c, &d, color))?;
-            print!("{text}");
+            {
+                use std::io::Write as _;
+                let _ = std::io::stdout().write_all(text.as_bytes());
+            }
             Ok(())
         }
         Cmd::Compile {

@@ -11,6 +11,8 @@ use snnc::front::Parsed;
 use snnc::session::{self, runtime_diag};
 use snnc::Compiler;
 
+use crate::say;
+
 pub struct RunArgs {
     pub weights: Option<PathBuf>,
     pub inputs: Vec<PathBuf>,
@@ -98,14 +100,14 @@ pub fn run(c: &Compiler, parsed: &Parsed, args: &RunArgs) -> DResult<()> {
     let outputs = s.run(&inputs, steps, batch).map_err(runtime_diag)?;
     let run_ms = t1.elapsed().as_secs_f64() * 1e3;
 
-    println!(
+    say!(
         "model `{}`: T = {steps}, batch = {batch}, kernels {} ({:.0} ms), compile {compile_ms:.1} ms, run {run_ms:.1} ms",
         plan.name,
         if loaded.lib.cached { "cached" } else { "built" },
         loaded.lib.seconds * 1e3
     );
     for (decl, t) in &outputs {
-        println!("{}", summary(&decl.name, decl.kind, t));
+        say!("{}", summary(&decl.name, decl.kind, t));
     }
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir)
@@ -114,7 +116,7 @@ pub fn run(c: &Compiler, parsed: &Parsed, args: &RunArgs) -> DResult<()> {
             let path = dir.join(format!("{}.npy", decl.name));
             npy::write_npy(&path, t).map_err(runtime_diag)?;
         }
-        println!("saved {} output(s) to {}", outputs.len(), dir.display());
+        say!("saved {} output(s) to {}", outputs.len(), dir.display());
     }
     Ok(())
 }

@@ -1,0 +1,190 @@
+//! Every class of user error gives a diagnostic with the right kind, message and
+//! file:line:col; no input makes the compiler panic.
+
+mod common;
+
+use snnc::diag::ErrorKind;
+use snnc::{Compiler, Options};
+
+const MLP: &str = "model m {\n  T = 4\n  input x: [3]\n  h = dense(x, 2)\n  s = LIF(h, tau = 2.0)\n  output counts(s)\n}\n";
+
+/// Compile `src`, expect an error of `kind` at `loc` (`test.snn:L:C`) whose message
+/// contains `msg` and that carries a hint.
+fn expect(src: &str, kind: ErrorKind, loc: &str, msg: &str) {
+    let Err((d, at)) = common::compile_str(src) else {
+        panic!("expected an error for:\n{src}")
+    };
+    assert_eq!(d.kind, kind, "kind of `{}`", d.message);
+    assert_eq!(at, loc, "location of `{}`", d.message);
+    assert!(d.message.contains(msg), "message `{}` lacks `{msg}`", d.message);
+    assert!(d.hint.is_some(), "`{}` has no hint", d.message);
+}
+
+#[test]
+fn syntax_error() {
+    let src = MLP.replace("dense(x, 2)", "dense(x, 2");
+    expect(&src, ErrorKind::Syntax, "test.snn:5:3", "syntax error: expected");
+    expect("model m { T = 4 input x: [3] h = dense(x, , 2) }", ErrorKind::Syntax, "test.snn:1:43", "expected an argument");
+    expect("neuron { }", ErrorKind::Syntax, "test.snn:1:8", "expected a name");
+}
+
+#[test]
+fn unknown_name() {
+    let src = MLP.replace("dense(x, 2)", "dense(y, 2)");
+    expect(&src, ErrorKind::UnknownName, "test.snn:4:13", "unknown name `y`");
+    let src = MLP.replace("tau = 2.0", "tua = 2.0");
+    expect(&src, ErrorKind::UnknownName, "test.snn:5:14", "has no parameter `tua`");
+    let (d, _) = common::compile_str(&src).unwrap_err();
+    assert_eq!(d.hint.as_deref(), Some("did you mean `tau`?"));
+    let src = MLP.replace("counts(s)", "counts(ss)");
+    expect(&src, ErrorKind::UnknownName, "test.snn:6:17", "unknown name `ss`");
+    let src = MLP.replace("output counts(s)", "output trace(s.u)");
+    expect(&src, ErrorKind::UnknownName, "test.snn:6:3", "has no state `u`");
+    // Inside a neuron model's equations.
+    let src = format!("neuron N {{\n  state v = 0.0\n  update {{ v = v + I * gain }}\n}}\n{}", MLP.replace("LIF(h, tau = 2.0)", "N(h)").replace("counts(s)", "trace(s.v)"));
+    expect(&src, ErrorKind::UnknownName, "test.snn:3:24", "unknown name `gain` in neuron model `N`");
+}
+
+#[test]
+fn unknown_neuron_model() {
+    let src = MLP.replace("LIF(h", "LIFF(h");
+    expect(&src, ErrorKind::UnknownModel, "test.snn:5:7", "unknown neuron model or operation `LIFF`");
+    let (d, _) = common::compile_str(&src).unwrap_err();
+    assert_eq!(d.hint.as_deref(), Some("did you mean `LIF`?"));
+}
+
+#[test]
+fn shape_mismatch() {
+    let src = "model m {\n  T = 4\n  input x: [3]\n  a = dense(x, 2)\n  b = dense(x, 5)\n  s = LIF(a + b)\n  output counts(s)\n}\n";
+    expect(src, ErrorKind::Shape, "test.snn:5:3", "differ in shape");
+    let src = "model m {\n  T = 4\n  input x: [1, 8, 8]\n  h = dense(x, 2)\n  s = LIF(h)\n  output counts(s)\n}\n";
+    expect(src, ErrorKind::Shape, "test.snn:4:3", "dense expects a vector input");
+    let src = "model m {\n  T = 4\n  input x: [1, 4, 4]\n  c = conv2d(x, 2, kernel = 7)\n  s = LIF(c)\n  output counts(s)\n}\n";
+    expect(src, ErrorKind::Shape, "test.snn:4:3", "does not fit the 4x4 input");
+}
+
+#[test]
+fn bad_parameter_value() {
+    let src = MLP.replace("tau = 2.0", "tau = -1.0");
+    expect(&src, ErrorKind::BadValue, "test.snn:5:20", "bad parameter value: `tau = -1` violates `tau > 0`");
+    let src = MLP.replace("T = 4", "T = 0");
+    expect(&src, ErrorKind::BadValue, "test.snn:2:7", "T must be a whole number of time steps >= 1");
+    let src = MLP.replace("T = 4", "T = 2.5");
+    expect(&src, ErrorKind::BadValue, "test.snn:2:7", "T must be");
+    let src = MLP.replace("tau = 2.0", "reset = sideways");
+    expect(&src, ErrorKind::BadValue, "test.snn:5:22", "`reset` must be one of hard | soft | none");
+    let src = MLP.replace("dense(x, 2)", "dense(x, 0)");
+    expect(&src, ErrorKind::BadValue, "test.snn:4:16", "must be a whole number >= 1");
+}
+
+#[test]
+fn zero_delay_cycle() {
+    let src = "model m {\n  T = 4\n  input x: [3]\n  f = dense(x, 2)\n  r = dense(s, 2)\n  s = LIF(f + r)\n  output counts(s)\n}\n";
+    expect(src, ErrorKind::Cycle, "test.snn:5:3", "zero-delay cycle");
+    // The same with a delay is a valid recurrent net.
+    assert!(common::compile_str(&src.replace("dense(s, 2)", "dense(s, 2, delay = 1)")).is_ok());
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = common::root().join("target").join("errors-test").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn recursive_include() {
+    let d = tmp("recursive");
+    std::fs::write(d.join("a.snn"), "include \"b.snn\"\n").unwrap();
+    std::fs::write(d.join("b.snn"), "// b\ninclude \"a.snn\"\n").unwrap();
+    let mut c = Compiler::new(Options::default());
+    let e = c.parse_file(&d.join("a.snn")).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Include);
+    assert!(e.message.contains("recursive include: a.snn -> b.snn -> a.snn"), "{}", e.message);
+    let loc = c.sources.location(e.span.unwrap());
+    assert!(loc.ends_with("b.snn:2:1"), "{loc}");
+}
+
+#[test]
+fn missing_file() {
+    let d = tmp("missing");
+    let mut c = Compiler::new(Options::default());
+    let e = c.parse_file(&d.join("nope.snn")).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::MissingFile);
+    assert!(e.message.contains("nope.snn") && e.message.contains("no such file"), "{}", e.message);
+    // A missing include points at the include statement.
+    std::fs::write(d.join("main.snn"), format!("include \"lib/neurons.snn\"\n{MLP}")).unwrap();
+    let e = c.parse_file(&d.join("main.snn")).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::MissingFile);
+    assert!(c.sources.location(e.span.unwrap()).ends_with("main.snn:1:1"));
+}
+
+fn mlp_session() -> (snnc::ir::kernel::Program, snn_runtime::Session) {
+    let program = common::compile_str(MLP).unwrap();
+    let loaded = snnc::session::load(&program, Some(&common::cache_dir())).unwrap();
+    (program, loaded.session)
+}
+
+#[test]
+fn corrupt_weights_file() {
+    let d = tmp("corrupt");
+    let (_, mut s) = mlp_session();
+    let p = d.join("w.safetensors");
+    std::fs::write(&p, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all").unwrap();
+    let e = snnc::session::runtime_diag(s.load_weights(&p).unwrap_err());
+    assert_eq!(e.kind, ErrorKind::Weights);
+    assert!(e.message.contains("w.safetensors"), "{}", e.message);
+    let e = snnc::session::runtime_diag(s.load_weights(d.join("absent.safetensors")).unwrap_err());
+    assert_eq!(e.kind, ErrorKind::MissingFile);
+}
+
+#[test]
+fn weights_of_the_wrong_shape() {
+    let d = tmp("shape");
+    let (_, mut s) = mlp_session();
+    let p = d.join("w.safetensors");
+    let w = vec![0.5f32; 12];
+    let b = vec![0.0f32; 2];
+    snn_runtime::io::weights::save(&p, &[("h.weight".into(), vec![4, 3], &w[..]), ("h.bias".into(), vec![2], &b[..])]).unwrap();
+    let e = snnc::session::runtime_diag(s.load_weights(&p).unwrap_err());
+    assert_eq!(e.kind, ErrorKind::Weights);
+    assert!(e.message.contains("h.weight") && e.message.contains("[4, 3]") && e.message.contains("[2, 3]"), "{}", e.message);
+}
+
+/// Truncations and byte flips of every example never panic: each is a result or a diagnostic.
+#[test]
+fn no_input_panics_the_compiler() {
+    let mut cases = 0;
+    for path in common::model_files() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let bytes = text.as_bytes();
+        let mut variants = Vec::new();
+        for cut in (0..bytes.len()).step_by(7) {
+            variants.push(String::from_utf8_lossy(&bytes[..cut]).into_owned());
+        }
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..150 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut b = bytes.to_vec();
+            let i = (x as usize) % b.len();
+            let alphabet = b"(){}[]=,.+-*/<>!0123456789 xTNe_\n\"";
+            b[i] = alphabet[(x >> 32) as usize % alphabet.len()];
+            variants.push(String::from_utf8_lossy(&b).into_owned());
+        }
+        for v in variants {
+            cases += 1;
+            let r = std::panic::catch_unwind(|| {
+                let mut c = Compiler::new(Options::default());
+                if let Ok(p) = c.parse_str("fuzz.snn", &v) {
+                    if let Err(d) = c.compile(&p) {
+                        let _ = d.render(&c.sources, false);
+                    }
+                }
+            });
+            assert!(r.is_ok(), "panic on input:\n{v}");
+        }
+    }
+    assert!(cases > 1000);
+}
