@@ -11,7 +11,11 @@ fn snnc_bin() -> PathBuf {
     let dir = exe.parent().unwrap().parent().unwrap();
     let bin = dir.join(format!("snnc{}", std::env::consts::EXE_SUFFIX));
     if !bin.exists() {
-        let profile = if dir.ends_with("release") { vec!["--release"] } else { vec![] };
+        let profile = if dir.ends_with("release") {
+            vec!["--release"]
+        } else {
+            vec![]
+        };
         let ok = Command::new(env!("CARGO"))
             .args(["build", "-q", "-p", "snnc", "--bin", "snnc"])
             .args(profile)
@@ -57,9 +61,15 @@ fn check_ok_and_error_exit_codes() {
     assert_eq!(o.status.code(), Some(1));
     let err = text(&o.stderr);
     assert!(err.contains("bad.snn:4:30"), "{err}");
-    assert!(err.contains("s = LIF(dense(x, 2), tau = -2.0)"), "source line shown: {err}");
+    assert!(
+        err.contains("s = LIF(dense(x, 2), tau = -2.0)"),
+        "source line shown: {err}"
+    );
     assert!(err.contains("bad value"), "label under the caret: {err}");
-    assert!(err.contains("Help: choose a value with tau > 0"), "hint: {err}");
+    assert!(
+        err.contains("Help: choose a value with tau > 0"),
+        "hint: {err}"
+    );
     assert!(!err.contains("panicked"));
 
     let o = snnc(&["check", "no/such/file.snn"]);
@@ -77,14 +87,31 @@ fn ir_lists_and_prints_passes() {
     let o = snnc(&["ir", "--list-passes"]);
     assert_eq!(o.status.code(), Some(0));
     let list = text(&o.stdout);
-    for p in ["parse", "resolve", "shapes", "neurons", "recurrence", "schedule", "fuse", "memory", "lower", "rust"] {
-        assert!(list.lines().any(|l| l.starts_with(p)), "{p} missing from\n{list}");
+    for p in [
+        "parse",
+        "resolve",
+        "shapes",
+        "neurons",
+        "recurrence",
+        "schedule",
+        "fuse",
+        "memory",
+        "lower",
+        "rust",
+    ] {
+        assert!(
+            list.lines().any(|l| l.starts_with(p)),
+            "{p} missing from\n{list}"
+        );
     }
     let o = snnc(&["ir", "examples/recurrent.snn", "--after", "schedule"]);
     assert_eq!(o.status.code(), Some(0));
-    assert!(text(&o.stdout).contains("stage 1: steps {h_rec, hid}  -- recurrent cycle {h_rec, hid}: step by step"));
+    assert!(text(&o.stdout)
+        .contains("stage 1: steps {h_rec, hid}  -- recurrent cycle {h_rec, hid}: step by step"));
     let o = snnc(&["ir", "examples/mlp.snn"]);
-    assert!(text(&o.stdout).contains("kernel snn_k1_s1  // LIF population `s1`: charge + fire + reset"));
+    assert!(
+        text(&o.stdout).contains("kernel snn_k1_s1  // LIF population `s1`: charge + fire + reset")
+    );
     let o = snnc(&["ir", "examples/mlp.snn", "--after", "bogus"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o.stderr).contains("unknown pass `bogus`"));
@@ -93,10 +120,18 @@ fn ir_lists_and_prints_passes() {
 #[test]
 fn compile_writes_ir_and_rust() {
     let d = scratch("compile");
-    let o = snnc(&["compile", "examples/conv.snn", "-o", d.to_str().unwrap(), "--build"]);
+    let o = snnc(&[
+        "compile",
+        "examples/conv.snn",
+        "-o",
+        d.to_str().unwrap(),
+        "--build",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let ir = std::fs::read_to_string(d.join("convnet.ir.txt")).unwrap();
-    assert!(ir.contains("conv2d c1 = image [1x28x28] * c1.weight [3x3, stride 1, pad 1] -> [8x28x28]"));
+    assert!(
+        ir.contains("conv2d c1 = image [1x28x28] * c1.weight [3x3, stride 1, pad 1] -> [8x28x28]")
+    );
     let rs = std::fs::read_to_string(d.join("convnet.kernels.rs")).unwrap();
     assert!(rs.contains("pub unsafe extern \"C\" fn snn_k0_s1(a: *const SnnArgs)"));
     assert!(text(&o.stderr).contains("kernels "), "build reported");
@@ -108,8 +143,18 @@ fn run_saves_outputs_that_round_trip() {
     let out1 = d.join("out1");
     let w = d.join("w.safetensors");
     let o = snnc(&[
-        "run", "examples/mlp.snn", "--batch", "3", "--steps", "6", "-o", out1.to_str().unwrap(),
-        "--save-weights", w.to_str().unwrap(), "--set", "s1.v_threshold=0.05",
+        "run",
+        "examples/mlp.snn",
+        "--batch",
+        "3",
+        "--steps",
+        "6",
+        "-o",
+        out1.to_str().unwrap(),
+        "--save-weights",
+        w.to_str().unwrap(),
+        "--set",
+        "s1.v_threshold=0.05",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let stdout = text(&o.stdout);
@@ -119,20 +164,35 @@ fn run_saves_outputs_that_round_trip() {
     let spikes = snn_runtime::io::npy::read_npy(out1.join("s1.spikes.npy")).unwrap();
     assert_eq!(spikes.shape, vec![6, 3, 500]);
     assert!(spikes.data.iter().all(|&x| x == 0.0 || x == 1.0));
-    assert!(spikes.data.iter().any(|&x| x == 1.0), "the low threshold makes s1 spike");
+    assert!(
+        spikes.data.contains(&1.0),
+        "the low threshold makes s1 spike"
+    );
 
     // Save an input, run again from files: the same spikes.
     let x = d.join("x.npy");
     let s = {
-        let program = common::compile_file(&common::root().join("examples/mlp.snn"), snnc::Options::default()).unwrap();
+        let program = common::compile_file(
+            &common::root().join("examples/mlp.snn"),
+            snnc::Options::default(),
+        )
+        .unwrap();
         let loaded = snnc::session::load(&program, Some(&common::cache_dir())).unwrap();
         loaded.session.random_inputs(6, 3, 1)
     };
     snn_runtime::io::npy::write_npy(&x, &s[0]).unwrap();
     let out2 = d.join("out2");
     let o = snnc(&[
-        "run", "examples/mlp.snn", "--steps", "6", "--input", x.to_str().unwrap(), "--weights", w.to_str().unwrap(),
-        "-o", out2.to_str().unwrap(),
+        "run",
+        "examples/mlp.snn",
+        "--steps",
+        "6",
+        "--input",
+        x.to_str().unwrap(),
+        "--weights",
+        w.to_str().unwrap(),
+        "-o",
+        out2.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     // The weights file also carries the parameters (s1.v_threshold = 0.05).
@@ -148,14 +208,20 @@ fn run_reports_bad_files_without_panicking() {
     let o = snnc(&["run", "examples/mlp.snn", "--weights", w.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     let err = text(&o.stderr);
-    assert!(err.contains("corrupt.safetensors") && err.contains("error[E-weights]"), "{err}");
+    assert!(
+        err.contains("corrupt.safetensors") && err.contains("error[E-weights]"),
+        "{err}"
+    );
 
     let x = d.join("x.npy");
     snn_runtime::io::npy::write_npy(&x, &snn_runtime::Tensor::zeros(&[2, 7])).unwrap();
     let o = snnc(&["run", "examples/mlp.snn", "--input", x.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     let err = text(&o.stderr);
-    assert!(err.contains("image") && err.contains("[2, 784]") && err.contains("[2, 7]"), "{err}");
+    assert!(
+        err.contains("image") && err.contains("[2, 784]") && err.contains("[2, 7]"),
+        "{err}"
+    );
 
     let o = snnc(&["run", "examples/mlp.snn", "--set", "s1.tau=-3"]);
     assert_eq!(o.status.code(), Some(1));

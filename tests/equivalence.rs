@@ -18,17 +18,52 @@ fn run(path: &std::path::Path, opts: Options, batch: usize) -> Vec<(String, Tens
         let scaled: Vec<f32> = s.weight(&w.name).unwrap().iter().map(|x| x * 4.0).collect();
         s.set_weight(&w.name, &scaled).unwrap();
     }
-    s.run(&inputs, t, batch).unwrap().into_iter().map(|(d, t)| (d.name, t)).collect()
+    s.run(&inputs, t, batch)
+        .unwrap()
+        .into_iter()
+        .map(|(d, t)| (d.name, t))
+        .collect()
 }
 
 #[test]
 fn all_plans_agree_on_every_model() {
     let variants = [
-        ("unfused", Options { fuse: false, ..Options::default() }),
-        ("step-by-step", Options { force_steps: true, ..Options::default() }),
-        ("unfused step-by-step", Options { fuse: false, force_steps: true, ..Options::default() }),
-        ("no merge", Options { merge: false, ..Options::default() }),
-        ("no memory reuse", Options { reuse_memory: false, ..Options::default() }),
+        (
+            "unfused",
+            Options {
+                fuse: false,
+                ..Options::default()
+            },
+        ),
+        (
+            "step-by-step",
+            Options {
+                force_steps: true,
+                ..Options::default()
+            },
+        ),
+        (
+            "unfused step-by-step",
+            Options {
+                fuse: false,
+                force_steps: true,
+                ..Options::default()
+            },
+        ),
+        (
+            "no merge",
+            Options {
+                merge: false,
+                ..Options::default()
+            },
+        ),
+        (
+            "no memory reuse",
+            Options {
+                reuse_memory: false,
+                ..Options::default()
+            },
+        ),
     ];
     let mut spiking_outputs = 0;
     for path in common::model_files() {
@@ -43,23 +78,41 @@ fn all_plans_agree_on_every_model() {
             assert_eq!(base.len(), other.len());
             for ((n1, a), (_, b)) in base.iter().zip(&other) {
                 assert_eq!(a.shape, b.shape, "{}: {n1} ({name})", path.display());
-                let diff = a.data.iter().zip(&b.data).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+                let diff = a
+                    .data
+                    .iter()
+                    .zip(&b.data)
+                    .filter(|(x, y)| x.to_bits() != y.to_bits())
+                    .count();
                 // Spikes and counts are identical in every plan. Membrane traces too, except
                 // that a step-by-step GEMM over B rows may sum in another order than one over
                 // T*B rows: there they agree to 1e-5 relative.
-                let is_trace = !(n1.ends_with(".spikes") || n1.ends_with(".counts") || n1 == "conv_spikes");
+                let is_trace =
+                    !(n1.ends_with(".spikes") || n1.ends_with(".counts") || n1 == "conv_spikes");
                 if opts.force_steps && is_trace {
                     for (x, y) in a.data.iter().zip(&b.data) {
-                        assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "{}: {n1} ({name}): {x} vs {y}", path.display());
+                        assert!(
+                            (x - y).abs() <= 1e-5 * x.abs().max(1.0),
+                            "{}: {n1} ({name}): {x} vs {y}",
+                            path.display()
+                        );
                     }
                 } else {
-                    assert_eq!(diff, 0, "{}: output {n1} differs in {diff} values ({name} vs fused)", path.display());
+                    assert_eq!(
+                        diff,
+                        0,
+                        "{}: output {n1} differs in {diff} values ({name} vs fused)",
+                        path.display()
+                    );
                 }
             }
         }
     }
     // The comparison means something only if the outputs are not all zero.
-    assert!(spiking_outputs > 10, "only {spiking_outputs} outputs had non-zero values");
+    assert!(
+        spiking_outputs > 10,
+        "only {spiking_outputs} outputs had non-zero values"
+    );
 }
 
 #[test]
@@ -73,9 +126,17 @@ fn changing_a_parameter_needs_no_recompile() {
     s.set_param("s1.v_threshold", 0.25).unwrap();
     let after = s.run(&x, 10, 2).unwrap();
     let rate = |o: &[(snn_runtime::plan::OutputDecl, Tensor)]| o[1].1.data.iter().sum::<f32>();
-    assert!(rate(&after) > rate(&before) * 1.5, "lower threshold -> more spikes: {} vs {}", rate(&after), rate(&before));
+    assert!(
+        rate(&after) > rate(&before) * 1.5,
+        "lower threshold -> more spikes: {} vs {}",
+        rate(&after),
+        rate(&before)
+    );
     // The same program, hence the same cached library: nothing was rebuilt.
     let again = snnc::session::load(&program, Some(&common::cache_dir())).unwrap();
     assert!(again.lib.cached);
-    assert!(s.set_param("s1.tau", -1.0).is_err(), "tau must stay positive");
+    assert!(
+        s.set_param("s1.tau", -1.0).is_err(),
+        "tau must stay positive"
+    );
 }

@@ -16,39 +16,92 @@ fn expect(src: &str, kind: ErrorKind, loc: &str, msg: &str) {
     };
     assert_eq!(d.kind, kind, "kind of `{}`", d.message);
     assert_eq!(at, loc, "location of `{}`", d.message);
-    assert!(d.message.contains(msg), "message `{}` lacks `{msg}`", d.message);
+    assert!(
+        d.message.contains(msg),
+        "message `{}` lacks `{msg}`",
+        d.message
+    );
     assert!(d.hint.is_some(), "`{}` has no hint", d.message);
 }
 
 #[test]
 fn syntax_error() {
     let src = MLP.replace("dense(x, 2)", "dense(x, 2");
-    expect(&src, ErrorKind::Syntax, "test.snn:5:3", "syntax error: expected");
-    expect("model m { T = 4 input x: [3] h = dense(x, , 2) }", ErrorKind::Syntax, "test.snn:1:43", "expected an argument");
-    expect("neuron { }", ErrorKind::Syntax, "test.snn:1:8", "expected a name");
+    expect(
+        &src,
+        ErrorKind::Syntax,
+        "test.snn:5:3",
+        "syntax error: expected",
+    );
+    expect(
+        "model m { T = 4 input x: [3] h = dense(x, , 2) }",
+        ErrorKind::Syntax,
+        "test.snn:1:43",
+        "expected an argument",
+    );
+    expect(
+        "neuron { }",
+        ErrorKind::Syntax,
+        "test.snn:1:8",
+        "expected a name",
+    );
 }
 
 #[test]
 fn unknown_name() {
     let src = MLP.replace("dense(x, 2)", "dense(y, 2)");
-    expect(&src, ErrorKind::UnknownName, "test.snn:4:13", "unknown name `y`");
+    expect(
+        &src,
+        ErrorKind::UnknownName,
+        "test.snn:4:13",
+        "unknown name `y`",
+    );
     let src = MLP.replace("tau = 2.0", "tua = 2.0");
-    expect(&src, ErrorKind::UnknownName, "test.snn:5:14", "has no parameter `tua`");
+    expect(
+        &src,
+        ErrorKind::UnknownName,
+        "test.snn:5:14",
+        "has no parameter `tua`",
+    );
     let (d, _) = common::compile_str(&src).unwrap_err();
     assert_eq!(d.hint.as_deref(), Some("did you mean `tau`?"));
     let src = MLP.replace("counts(s)", "counts(ss)");
-    expect(&src, ErrorKind::UnknownName, "test.snn:6:17", "unknown name `ss`");
+    expect(
+        &src,
+        ErrorKind::UnknownName,
+        "test.snn:6:17",
+        "unknown name `ss`",
+    );
     let src = MLP.replace("output counts(s)", "output trace(s.u)");
-    expect(&src, ErrorKind::UnknownName, "test.snn:6:3", "has no state `u`");
+    expect(
+        &src,
+        ErrorKind::UnknownName,
+        "test.snn:6:3",
+        "has no state `u`",
+    );
     // Inside a neuron model's equations.
-    let src = format!("neuron N {{\n  state v = 0.0\n  update {{ v = v + I * gain }}\n}}\n{}", MLP.replace("LIF(h, tau = 2.0)", "N(h)").replace("counts(s)", "trace(s.v)"));
-    expect(&src, ErrorKind::UnknownName, "test.snn:3:24", "unknown name `gain` in neuron model `N`");
+    let src = format!(
+        "neuron N {{\n  state v = 0.0\n  update {{ v = v + I * gain }}\n}}\n{}",
+        MLP.replace("LIF(h, tau = 2.0)", "N(h)")
+            .replace("counts(s)", "trace(s.v)")
+    );
+    expect(
+        &src,
+        ErrorKind::UnknownName,
+        "test.snn:3:24",
+        "unknown name `gain` in neuron model `N`",
+    );
 }
 
 #[test]
 fn unknown_neuron_model() {
     let src = MLP.replace("LIF(h", "LIFF(h");
-    expect(&src, ErrorKind::UnknownModel, "test.snn:5:7", "unknown neuron model or operation `LIFF`");
+    expect(
+        &src,
+        ErrorKind::UnknownModel,
+        "test.snn:5:7",
+        "unknown neuron model or operation `LIFF`",
+    );
     let (d, _) = common::compile_str(&src).unwrap_err();
     assert_eq!(d.hint.as_deref(), Some("did you mean `LIF`?"));
 }
@@ -58,23 +111,53 @@ fn shape_mismatch() {
     let src = "model m {\n  T = 4\n  input x: [3]\n  a = dense(x, 2)\n  b = dense(x, 5)\n  s = LIF(a + b)\n  output counts(s)\n}\n";
     expect(src, ErrorKind::Shape, "test.snn:5:3", "differ in shape");
     let src = "model m {\n  T = 4\n  input x: [1, 8, 8]\n  h = dense(x, 2)\n  s = LIF(h)\n  output counts(s)\n}\n";
-    expect(src, ErrorKind::Shape, "test.snn:4:3", "dense expects a vector input");
+    expect(
+        src,
+        ErrorKind::Shape,
+        "test.snn:4:3",
+        "dense expects a vector input",
+    );
     let src = "model m {\n  T = 4\n  input x: [1, 4, 4]\n  c = conv2d(x, 2, kernel = 7)\n  s = LIF(c)\n  output counts(s)\n}\n";
-    expect(src, ErrorKind::Shape, "test.snn:4:3", "does not fit the 4x4 input");
+    expect(
+        src,
+        ErrorKind::Shape,
+        "test.snn:4:3",
+        "does not fit the 4x4 input",
+    );
 }
 
 #[test]
 fn bad_parameter_value() {
     let src = MLP.replace("tau = 2.0", "tau = -1.0");
-    expect(&src, ErrorKind::BadValue, "test.snn:5:20", "bad parameter value: `tau = -1` violates `tau > 0`");
+    expect(
+        &src,
+        ErrorKind::BadValue,
+        "test.snn:5:20",
+        "bad parameter value: `tau = -1` violates `tau > 0`",
+    );
     let src = MLP.replace("T = 4", "T = 0");
-    expect(&src, ErrorKind::BadValue, "test.snn:2:7", "T must be a whole number of time steps >= 1");
+    expect(
+        &src,
+        ErrorKind::BadValue,
+        "test.snn:2:7",
+        "T must be a whole number of time steps >= 1",
+    );
     let src = MLP.replace("T = 4", "T = 2.5");
     expect(&src, ErrorKind::BadValue, "test.snn:2:7", "T must be");
     let src = MLP.replace("tau = 2.0", "reset = sideways");
-    expect(&src, ErrorKind::BadValue, "test.snn:5:22", "`reset` must be one of hard | soft | none");
+    expect(
+        &src,
+        ErrorKind::BadValue,
+        "test.snn:5:22",
+        "`reset` must be one of hard | soft | none",
+    );
     let src = MLP.replace("dense(x, 2)", "dense(x, 0)");
-    expect(&src, ErrorKind::BadValue, "test.snn:4:16", "must be a whole number >= 1");
+    expect(
+        &src,
+        ErrorKind::BadValue,
+        "test.snn:4:16",
+        "must be a whole number >= 1",
+    );
 }
 
 #[test]
@@ -100,7 +183,12 @@ fn recursive_include() {
     let mut c = Compiler::new(Options::default());
     let e = c.parse_file(&d.join("a.snn")).unwrap_err();
     assert_eq!(e.kind, ErrorKind::Include);
-    assert!(e.message.contains("recursive include: a.snn -> b.snn -> a.snn"), "{}", e.message);
+    assert!(
+        e.message
+            .contains("recursive include: a.snn -> b.snn -> a.snn"),
+        "{}",
+        e.message
+    );
     let loc = c.sources.location(e.span.unwrap());
     assert!(loc.ends_with("b.snn:2:1"), "{loc}");
 }
@@ -111,12 +199,23 @@ fn missing_file() {
     let mut c = Compiler::new(Options::default());
     let e = c.parse_file(&d.join("nope.snn")).unwrap_err();
     assert_eq!(e.kind, ErrorKind::MissingFile);
-    assert!(e.message.contains("nope.snn") && e.message.contains("no such file"), "{}", e.message);
+    assert!(
+        e.message.contains("nope.snn") && e.message.contains("no such file"),
+        "{}",
+        e.message
+    );
     // A missing include points at the include statement.
-    std::fs::write(d.join("main.snn"), format!("include \"lib/neurons.snn\"\n{MLP}")).unwrap();
+    std::fs::write(
+        d.join("main.snn"),
+        format!("include \"lib/neurons.snn\"\n{MLP}"),
+    )
+    .unwrap();
     let e = c.parse_file(&d.join("main.snn")).unwrap_err();
     assert_eq!(e.kind, ErrorKind::MissingFile);
-    assert!(c.sources.location(e.span.unwrap()).ends_with("main.snn:1:1"));
+    assert!(c
+        .sources
+        .location(e.span.unwrap())
+        .ends_with("main.snn:1:1"));
 }
 
 fn mlp_session() -> (snnc::ir::kernel::Program, snn_runtime::Session) {
@@ -143,12 +242,25 @@ fn weights_of_the_wrong_shape() {
     let d = tmp("shape");
     let (_, mut s) = mlp_session();
     let p = d.join("w.safetensors");
-    let w = vec![0.5f32; 12];
-    let b = vec![0.0f32; 2];
-    snn_runtime::io::weights::save(&p, &[("h.weight".into(), vec![4, 3], &w[..]), ("h.bias".into(), vec![2], &b[..])]).unwrap();
+    let w = [0.5f32; 12];
+    let b = [0.0f32; 2];
+    snn_runtime::io::weights::save(
+        &p,
+        &[
+            ("h.weight".into(), vec![4, 3], &w[..]),
+            ("h.bias".into(), vec![2], &b[..]),
+        ],
+    )
+    .unwrap();
     let e = snnc::session::runtime_diag(s.load_weights(&p).unwrap_err());
     assert_eq!(e.kind, ErrorKind::Weights);
-    assert!(e.message.contains("h.weight") && e.message.contains("[4, 3]") && e.message.contains("[2, 3]"), "{}", e.message);
+    assert!(
+        e.message.contains("h.weight")
+            && e.message.contains("[4, 3]")
+            && e.message.contains("[2, 3]"),
+        "{}",
+        e.message
+    );
 }
 
 /// Truncations and byte flips of every example never panic: each is a result or a diagnostic.

@@ -11,9 +11,13 @@ fn ir_after_every_pass_and_generated_rust() {
     for path in common::model_files() {
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
         let mut c = Compiler::new(Options::default());
-        let parsed = c.parse_file(&path).unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
+        let parsed = c
+            .parse_file(&path)
+            .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
         for (pass, _) in passes::PASSES {
-            let text = c.dump_after(&parsed, pass).unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
+            let text = c
+                .dump_after(&parsed, pass)
+                .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
             insta::with_settings!({
                 snapshot_path => "out/ir",
                 prepend_module_to_snapshot => false,
@@ -43,8 +47,20 @@ fn alternative_plans() {
         let path = common::root().join(file);
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
         for (tag, opts) in [
-            ("unfused", Options { fuse: false, ..Options::default() }),
-            ("steps", Options { force_steps: true, ..Options::default() }),
+            (
+                "unfused",
+                Options {
+                    fuse: false,
+                    ..Options::default()
+                },
+            ),
+            (
+                "steps",
+                Options {
+                    force_steps: true,
+                    ..Options::default()
+                },
+            ),
         ] {
             let mut c = Compiler::new(opts);
             let parsed = c.parse_file(&path).unwrap();

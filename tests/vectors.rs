@@ -20,7 +20,12 @@ fn mat(v: &Value) -> (usize, usize, Vec<f32>) {
     let n = rows[0].as_array().unwrap().len();
     let data = rows
         .iter()
-        .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32))
+        .flat_map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+        })
         .collect();
     (rows.len(), n, data)
 }
@@ -28,8 +33,20 @@ fn mat(v: &Value) -> (usize, usize, Vec<f32>) {
 fn plans() -> Vec<(&'static str, Options)> {
     vec![
         ("fused", Options::default()),
-        ("unfused", Options { fuse: false, ..Options::default() }),
-        ("step-by-step", Options { force_steps: true, ..Options::default() }),
+        (
+            "unfused",
+            Options {
+                fuse: false,
+                ..Options::default()
+            },
+        ),
+        (
+            "step-by-step",
+            Options {
+                force_steps: true,
+                ..Options::default()
+            },
+        ),
     ]
 }
 
@@ -41,8 +58,12 @@ fn simulate(population: &str, state: &str, x: &Value, opts: Options) -> (Vec<f32
         "model ref {{\n  T = {t}\n  batch = 1\n  input x: [T, {n}]\n  s = {population}\n  output spikes(s)\n  output trace(s.{state})\n}}\n"
     );
     let mut c = Compiler::new(opts);
-    let parsed = c.parse_str("ref.snn", &src).unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
-    let program = c.compile(&parsed).unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
+    let parsed = c
+        .parse_str("ref.snn", &src)
+        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
+    let program = c
+        .compile(&parsed)
+        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
     let mut loaded = snnc::session::load(&program, Some(&common::cache_dir())).unwrap();
     let input = Tensor::new(vec![t, 1, n], data).unwrap();
     let out = loaded.session.run(&[input], t, 1).unwrap();
@@ -63,7 +84,13 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], n: usize) {
         exact += usize::from(g.to_bits() == w.to_bits() || (g == 0.0 && w == 0.0));
     }
     // Same operation order in f32: the match is bit for bit, edge columns included.
-    assert_eq!(exact, want.len(), "{what}: {} of {} values differ in the last bits", want.len() - exact, want.len());
+    assert_eq!(
+        exact,
+        want.len(),
+        "{what}: {} of {} values differ in the last bits",
+        want.len() - exact,
+        want.len()
+    );
 }
 
 #[test]
@@ -137,7 +164,10 @@ fn snntorch_leaky() {
         let (_, _, want_m) = mat(&case["mem"]);
         for (plan, opts) in plans() {
             let (s, tr) = simulate(&pop, "mem", &case["x"], opts);
-            let what = format!("snnTorch Leaky {mech} delay={delay}/{} ({plan})", case["input"]);
+            let what = format!(
+                "snnTorch Leaky {mech} delay={delay}/{} ({plan})",
+                case["input"]
+            );
             assert_eq!(s, want_s, "{what}: spikes");
             assert_close(&what, &tr, &want_m, n);
         }

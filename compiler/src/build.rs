@@ -46,7 +46,9 @@ pub fn cache_dir() -> PathBuf {
 }
 
 fn rustc() -> String {
-    std::env::var("SNNC_RUSTC").or_else(|_| std::env::var("RUSTC")).unwrap_or_else(|_| "rustc".into())
+    std::env::var("SNNC_RUSTC")
+        .or_else(|_| std::env::var("RUSTC"))
+        .unwrap_or_else(|_| "rustc".into())
 }
 
 fn rustc_version(rustc: &str) -> DResult<String> {
@@ -94,8 +96,11 @@ pub fn build_cdylib(source: &str, cache: Option<&Path>) -> DResult<BuiltLib> {
         });
     }
     let io_err = |what: &str, p: &Path, e: std::io::Error| {
-        Diagnostic::new(ErrorKind::Io, format!("cannot {what} `{}`: {e}", p.display()))
-            .hint("set SNNC_CACHE_DIR to a writable directory")
+        Diagnostic::new(
+            ErrorKind::Io,
+            format!("cannot {what} `{}`: {e}", p.display()),
+        )
+        .hint("set SNNC_CACHE_DIR to a writable directory")
     };
     std::fs::create_dir_all(&dir).map_err(|e| io_err("create the kernel cache", &dir, e))?;
     let tmp = dir.join(format!("{key}.tmp-{}", std::process::id()));
@@ -119,7 +124,10 @@ pub fn build_cdylib(source: &str, cache: Option<&Path>) -> DResult<BuiltLib> {
         let head: String = stderr.lines().take(40).collect::<Vec<_>>().join("\n");
         return Err(Diagnostic::new(
             ErrorKind::Build,
-            format!("rustc failed on the generated kernels (kept in {}):\n{head}", tmp.display()),
+            format!(
+                "rustc failed on the generated kernels (kept in {}):\n{head}",
+                tmp.display()
+            ),
         )
         .hint("this is a bug in snnc's Rust back end; please report it with the .snn file"));
     }
@@ -127,7 +135,10 @@ pub fn build_cdylib(source: &str, cache: Option<&Path>) -> DResult<BuiltLib> {
     if std::fs::rename(&tmp, &final_dir).is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
         if !lib.is_file() {
-            return Err(Diagnostic::new(ErrorKind::Io, format!("cannot publish kernels to `{}`", final_dir.display())));
+            return Err(Diagnostic::new(
+                ErrorKind::Io,
+                format!("cannot publish kernels to `{}`", final_dir.display()),
+            ));
         }
     }
     Ok(BuiltLib {

@@ -51,10 +51,21 @@ impl Compiler {
 
     /// Run the NetIR passes up to and including `until` (a name from [`passes::PASSES`]).
     pub fn module_until(&self, parsed: &Parsed, until: &str) -> DResult<Module> {
-        let order = ["resolve", "shapes", "neurons", "recurrence", "schedule", "fuse", "memory"];
-        let stop = order.iter().position(|p| *p == until).unwrap_or(order.len() - 1);
+        let order = [
+            "resolve",
+            "shapes",
+            "neurons",
+            "recurrence",
+            "schedule",
+            "fuse",
+            "memory",
+        ];
+        let stop = order
+            .iter()
+            .position(|p| *p == until)
+            .unwrap_or(order.len() - 1);
         let mut m = passes::resolve::run(parsed)?;
-        for pass in &order[1..=stop.max(0)] {
+        for pass in &order[1..=stop] {
             match *pass {
                 "shapes" => passes::shapes::run(&mut m)?,
                 "neurons" => passes::neurons::run(&mut m)?,
@@ -78,18 +89,26 @@ impl Compiler {
     pub fn dump_after(&self, parsed: &Parsed, pass: &str) -> DResult<String> {
         match pass {
             "parse" => {
-                let root = &parsed.files.iter().find(|(id, _)| *id == parsed.root).expect("root").1;
+                let root = &parsed
+                    .files
+                    .iter()
+                    .find(|(id, _)| *id == parsed.root)
+                    .expect("root")
+                    .1;
                 Ok(ir::dump::ast_file(root))
             }
             "lower" => Ok(ir::dump::program(&self.compile(parsed)?)),
             "rust" => Ok(back::rust::print_program(&self.compile(parsed)?)),
-            p if passes::PASSES.iter().any(|(n, _)| *n == p) => {
-                Ok(ir::dump::module(&self.module_until(parsed, p)?, &self.sources))
-            }
+            p if passes::PASSES.iter().any(|(n, _)| *n == p) => Ok(ir::dump::module(
+                &self.module_until(parsed, p)?,
+                &self.sources,
+            )),
             other => {
                 let names: Vec<&str> = passes::PASSES.iter().map(|(n, _)| *n).collect();
-                Err(Diagnostic::new(ErrorKind::UnknownName, format!("unknown pass `{other}`"))
-                    .hint(format!("passes: {}, rust", names.join(", "))))
+                Err(
+                    Diagnostic::new(ErrorKind::UnknownName, format!("unknown pass `{other}`"))
+                        .hint(format!("passes: {}, rust", names.join(", "))),
+                )
             }
         }
     }

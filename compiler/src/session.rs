@@ -36,9 +36,9 @@ pub fn runtime_diag(e: RuntimeError) -> Diagnostic {
         | RuntimeError::UnknownWeight { .. } => ErrorKind::Weights,
         RuntimeError::UnknownParam { .. } => ErrorKind::UnknownName,
         RuntimeError::BadParam { .. } => ErrorKind::BadValue,
-        RuntimeError::InputCount { .. } | RuntimeError::InputShape { .. } | RuntimeError::TensorData { .. } => {
-            ErrorKind::Shape
-        }
+        RuntimeError::InputCount { .. }
+        | RuntimeError::InputShape { .. }
+        | RuntimeError::TensorData { .. } => ErrorKind::Shape,
         _ => ErrorKind::Runtime,
     };
     Diagnostic::new(kind, e.to_string())

@@ -75,7 +75,10 @@ impl BufferDecl {
 pub enum Init {
     /// torch `nn.Linear`/`nn.Conv2d` default scaled by `gain`:
     /// `U(-gain/sqrt(fan_in), gain/sqrt(fan_in))` (gain 1 is torch's init).
-    UniformFanIn { fan_in: usize, gain: f32 },
+    UniformFanIn {
+        fan_in: usize,
+        gain: f32,
+    },
     Zeros,
 }
 

@@ -28,11 +28,14 @@ pub fn model_files() -> Vec<PathBuf> {
 
 pub fn compile_file(path: &Path, opts: Options) -> Result<Program, String> {
     let mut c = Compiler::new(opts);
-    let parsed = c.parse_file(path).map_err(|d| d.render(&c.sources, false))?;
+    let parsed = c
+        .parse_file(path)
+        .map_err(|d| d.render(&c.sources, false))?;
     c.compile(&parsed).map_err(|d| d.render(&c.sources, false))
 }
 
 /// Compile source text; on error return the diagnostic and its `file:line:col`.
+#[allow(clippy::result_large_err)]
 pub fn compile_str(text: &str) -> Result<Program, (Diagnostic, String)> {
     let mut c = Compiler::new(Options::default());
     let parsed = c.parse_str("test.snn", text).map_err(|d| {

@@ -46,7 +46,15 @@ pub fn print_program(p: &Program) -> String {
 }
 
 fn clean(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn arg_ident(k: &Kernel, i: usize) -> Ident {
@@ -71,7 +79,11 @@ fn f32_lit(v: f32) -> TokenStream {
         return quote!(f32::NAN);
     }
     if v.is_infinite() {
-        return if v > 0.0 { quote!(f32::INFINITY) } else { quote!(f32::NEG_INFINITY) };
+        return if v > 0.0 {
+            quote!(f32::INFINITY)
+        } else {
+            quote!(f32::NEG_INFINITY)
+        };
     }
     let lit = Literal::f32_suffixed(v.abs());
     if v.is_sign_negative() {

@@ -184,10 +184,23 @@ pub enum ExprKind {
     Str(String),
     Ident(String),
     List(Vec<Expr>),
-    Call { func: Ident, args: Vec<Arg> },
-    Field { base: Box<Expr>, field: Ident },
-    Unary { op: UnOp, expr: Box<Expr> },
-    Binary { op: BinOp, lhs: Box<Expr>, rhs: Box<Expr> },
+    Call {
+        func: Ident,
+        args: Vec<Arg>,
+    },
+    Field {
+        base: Box<Expr>,
+        field: Ident,
+    },
+    Unary {
+        op: UnOp,
+        expr: Box<Expr>,
+    },
+    Binary {
+        op: BinOp,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -29,19 +29,33 @@ pub fn load_file(sources: &mut SourceMap, path: &Path) -> DResult<Parsed> {
     let mut out = Parsed::default();
     load_prelude(sources, &mut out)?;
     let mut stack = Vec::new();
-    out.root = load_rec(sources, &mut out, path, path.display().to_string(), None, &mut stack)?;
+    out.root = load_rec(
+        sources,
+        &mut out,
+        path,
+        path.display().to_string(),
+        None,
+        &mut stack,
+    )?;
     Ok(out)
 }
 
 /// Load source text that is not on disk (tests, the `snn!` macro). Includes resolve
 /// relative to `base_dir`.
-pub fn load_str(sources: &mut SourceMap, name: &str, text: &str, base_dir: Option<&Path>) -> DResult<Parsed> {
+pub fn load_str(
+    sources: &mut SourceMap,
+    name: &str,
+    text: &str,
+    base_dir: Option<&Path>,
+) -> DResult<Parsed> {
     let mut out = Parsed::default();
     load_prelude(sources, &mut out)?;
     let id = sources.add(name.to_string(), None, text.to_string());
     let file = parse::parse_file(id, text)?;
     let mut stack = vec![PathBuf::from(name)];
-    let dir = base_dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let dir = base_dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     for inc in &file.includes {
         include(sources, &mut out, &dir, inc, &mut stack)?;
     }
@@ -75,7 +89,11 @@ fn load_rec(
         let cycle: Vec<String> = stack[pos..]
             .iter()
             .chain(std::iter::once(&canon))
-            .map(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default())
+            .map(|p| {
+                p.file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
             .collect();
         let mut d = Diagnostic::new(
             ErrorKind::Include,

@@ -85,7 +85,11 @@ fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>) -> Diagno
         .take_while(|c| !c.is_whitespace())
         .take(16)
         .collect();
-    let end = if end > start { end } else { start + found.len().max(1) };
+    let end = if end > start {
+        end
+    } else {
+        start + found.len().max(1)
+    };
     let (message, label) = match &e.variant {
         ErrorVariant::ParsingError { positives, .. } => {
             let mut names: Vec<&str> = positives.iter().map(rule_name).collect();
@@ -110,19 +114,27 @@ fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>) -> Diagno
                 format!("expected {expected}"),
             )
         }
-        ErrorVariant::CustomError { message } => (format!("syntax error: {message}"), message.clone()),
+        ErrorVariant::CustomError { message } => {
+            (format!("syntax error: {message}"), message.clone())
+        }
     };
-    let mut hint = "see the language reference in README.md (section `The .snn language`)".to_string();
+    let mut hint =
+        "see the language reference in README.md (section `The .snn language`)".to_string();
     if found.starts_with('}') || found.is_empty() {
         hint = "a `{` or `(` may be unclosed, or a statement is incomplete".into();
-    } else if label.contains("a name") && text[start..].starts_with(|c: char| c.is_ascii_alphabetic()) {
+    } else if label.contains("a name")
+        && text[start..].starts_with(|c: char| c.is_ascii_alphabetic())
+    {
         hint = format!(
             "`{}` is a reserved word; pick another name",
             found.trim_matches(|c: char| !c.is_alphanumeric() && c != '_')
         );
     }
     Diagnostic::new(ErrorKind::Syntax, message)
-        .at(Span::new(file, start, end.min(text.len()).max(start)), label)
+        .at(
+            Span::new(file, start, end.min(text.len()).max(start)),
+            label,
+        )
         .hint(hint)
 }
 
@@ -406,7 +418,10 @@ impl Builder {
 }
 
 fn dup_block(what: &str, span: Span) -> Diagnostic {
-    Diagnostic::new(ErrorKind::Duplicate, format!("`{what}` is given twice in one neuron"))
-        .at(span, "second definition")
-        .hint(format!("merge the two `{what}` sections into one"))
+    Diagnostic::new(
+        ErrorKind::Duplicate,
+        format!("`{what}` is given twice in one neuron"),
+    )
+    .at(span, "second definition")
+    .hint(format!("merge the two `{what}` sections into one"))
 }

@@ -16,7 +16,10 @@ pub fn expr(e: &Expr) -> String {
         ExprKind::Bool(b) => b.to_string(),
         ExprKind::Str(s) => format!("{s:?}"),
         ExprKind::Ident(s) => s.clone(),
-        ExprKind::List(items) => format!("[{}]", items.iter().map(expr).collect::<Vec<_>>().join(", ")),
+        ExprKind::List(items) => format!(
+            "[{}]",
+            items.iter().map(expr).collect::<Vec<_>>().join(", ")
+        ),
         ExprKind::Call { func, args } => {
             let a: Vec<String> = args
                 .iter()
@@ -28,8 +31,14 @@ pub fn expr(e: &Expr) -> String {
             format!("{}({})", func.name, a.join(", "))
         }
         ExprKind::Field { base, field } => format!("{}.{}", expr(base), field.name),
-        ExprKind::Unary { op, expr: x } => format!("{}{}", if *op == ast::UnOp::Neg { "-" } else { "!" }, expr(x)),
-        ExprKind::Binary { op, lhs, rhs } => format!("({} {} {})", expr(lhs), op.symbol(), expr(rhs)),
+        ExprKind::Unary { op, expr: x } => format!(
+            "{}{}",
+            if *op == ast::UnOp::Neg { "-" } else { "!" },
+            expr(x)
+        ),
+        ExprKind::Binary { op, lhs, rhs } => {
+            format!("({} {} {})", expr(lhs), op.symbol(), expr(rhs))
+        }
     }
 }
 
@@ -37,7 +46,12 @@ fn stmts(out: &mut String, s: &[ast::Stmt], indent: usize) {
     let pad = " ".repeat(indent);
     for st in s {
         match st {
-            ast::Stmt::If { cond, then, otherwise, .. } => {
+            ast::Stmt::If {
+                cond,
+                then,
+                otherwise,
+                ..
+            } => {
                 let _ = writeln!(out, "{pad}if {} {{", expr(cond));
                 stmts(out, then, indent + 2);
                 if !otherwise.is_empty() {
@@ -68,7 +82,11 @@ pub fn ast_file(f: &ast::File) -> String {
     for n in &f.neurons {
         let _ = writeln!(out, "neuron {} {{", n.name.name);
         for p in &n.params {
-            let chk = p.check.as_ref().map(|c| format!(" where {}", expr(c))).unwrap_or_default();
+            let chk = p
+                .check
+                .as_ref()
+                .map(|c| format!(" where {}", expr(c)))
+                .unwrap_or_default();
             let _ = writeln!(out, "  param {} = {}{chk}", p.name.name, expr(&p.default));
         }
         for fl in &n.flags {
@@ -106,7 +124,11 @@ pub fn ast_file(f: &ast::File) -> String {
             let _ = writeln!(out, "  {} = {}", b.name.name, expr(&b.value));
         }
         for o in &m.outputs {
-            let alias = o.alias.as_ref().map(|a| format!(" as {}", a.name)).unwrap_or_default();
+            let alias = o
+                .alias
+                .as_ref()
+                .map(|a| format!(" as {}", a.name))
+                .unwrap_or_default();
             let _ = writeln!(out, "  output {}({}){alias}", o.kind.name, expr(&o.target));
         }
         let _ = writeln!(out, "}}");
@@ -115,13 +137,23 @@ pub fn ast_file(f: &ast::File) -> String {
 }
 
 fn dims(d: &[usize]) -> String {
-    format!("[{}]", d.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        d.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 /// NetIR with every annotation the passes so far have made.
 pub fn module(m: &Module, sources: &SourceMap) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "model {}  T={} dt={:?} seed={} batch={}", m.name, m.t, m.dt, m.seed, m.batch);
+    let _ = writeln!(
+        out,
+        "model {}  T={} dt={:?} seed={} batch={}",
+        m.name, m.t, m.dt, m.seed, m.batch
+    );
     let nm = |h: NodeId| format!("{:?} {}", h, m.nodes[h].name);
     let _ = writeln!(out, "nodes:");
     for (h, n) in m.nodes.iter() {
@@ -176,7 +208,17 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
         let shape = n
             .shape
             .as_ref()
-            .map(|s| format!(" -> {} {}", if s.extent == Extent::Seq { "seq" } else { "static" }, dims(&s.dims)))
+            .map(|s| {
+                format!(
+                    " -> {} {}",
+                    if s.extent == Extent::Seq {
+                        "seq"
+                    } else {
+                        "static"
+                    },
+                    dims(&s.dims)
+                )
+            })
             .unwrap_or_default();
         let _ = writeln!(out, "  {h:?} {} = {what}{shape}  @{l}:{c}", n.name);
         if let NodeKind::Population { eqs: Some(eqs), .. } = &n.kind {
@@ -198,7 +240,12 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
         for (i, c) in r.components.iter().enumerate() {
             let names: Vec<&str> = c.iter().map(|&h| m.nodes[h].name.as_str()).collect();
             let cyc = c.len() > 1 || crate::passes::recurrence::self_loop(m, c[0]);
-            let _ = writeln!(out, "  c{i}: {}{}", names.join(", "), if cyc { "  [cycle]" } else { "" });
+            let _ = writeln!(
+                out,
+                "  c{i}: {}{}",
+                names.join(", "),
+                if cyc { "  [cycle]" } else { "" }
+            );
         }
     }
     if let Some(s) = &m.schedule {
@@ -217,22 +264,43 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
     if let Some(f) = &m.fusion {
         let _ = writeln!(out, "fusion:");
         for (i, g) in f.groups.iter().enumerate() {
-            let names: Vec<&str> = g.members.iter().map(|&h| m.nodes[h].name.as_str()).collect();
+            let names: Vec<&str> = g
+                .members
+                .iter()
+                .map(|&h| m.nodes[h].name.as_str())
+                .collect();
             let _ = writeln!(
                 out,
                 "  group {i}: [{}] {:?}, launched at stage {}, {}{}",
                 names.join(", "),
                 g.mode,
                 g.stage,
-                if g.stepwise { "one step per launch" } else { "T loop inside" },
-                if g.members.len() > 1 { ", merged launch" } else { "" }
+                if g.stepwise {
+                    "one step per launch"
+                } else {
+                    "T loop inside"
+                },
+                if g.members.len() > 1 {
+                    ", merged launch"
+                } else {
+                    ""
+                }
             );
         }
     }
     if let Some(mem) = &m.memory {
-        let _ = writeln!(out, "memory: {} buffers in {} slots", mem.buffers.len(), mem.slots);
+        let _ = writeln!(
+            out,
+            "memory: {} buffers in {} slots",
+            mem.buffers.len(),
+            mem.slots
+        );
         for (i, b) in mem.buffers.iter().enumerate() {
-            let _ = writeln!(out, "  buf {i} {} {:?} [{}] slot {}", b.name, b.extent, b.features, b.slot);
+            let _ = writeln!(
+                out,
+                "  buf {i} {} {:?} [{}] slot {}",
+                b.name, b.extent, b.features, b.slot
+            );
         }
     }
     out
@@ -255,8 +323,19 @@ fn ops(out: &mut String, p: &Plan, ops_: &[Op], indent: usize) {
             Op::Zero { buf } => {
                 let _ = writeln!(out, "{pad}zero {}", b(*buf));
             }
-            Op::Gemm { x, w, bias, y, k, n, time: t, accumulate } => {
-                let bias = bias.map(|i| format!(" + {}", p.weights[i].name)).unwrap_or_default();
+            Op::Gemm {
+                x,
+                w,
+                bias,
+                y,
+                k,
+                n,
+                time: t,
+                accumulate,
+            } => {
+                let bias = bias
+                    .map(|i| format!(" + {}", p.weights[i].name))
+                    .unwrap_or_default();
                 let _ = writeln!(
                     out,
                     "{pad}gemm {} {}= {} [.., {k}] @ {}^T [{k} -> {n}]{bias}  ({})",
@@ -267,8 +346,18 @@ fn ops(out: &mut String, p: &Plan, ops_: &[Op], indent: usize) {
                     time(t)
                 );
             }
-            Op::Conv2d { x, w, bias, y, geom: g, time: t, .. } => {
-                let bias = bias.map(|i| format!(" + {}", p.weights[i].name)).unwrap_or_default();
+            Op::Conv2d {
+                x,
+                w,
+                bias,
+                y,
+                geom: g,
+                time: t,
+                ..
+            } => {
+                let bias = bias
+                    .map(|i| format!(" + {}", p.weights[i].name))
+                    .unwrap_or_default();
                 let _ = writeln!(
                     out,
                     "{pad}conv2d {} = {} [{}x{}x{}] * {} [{}x{}, stride {}, pad {}] -> [{}x{}x{}]{bias}  ({})",
@@ -288,7 +377,13 @@ fn ops(out: &mut String, p: &Plan, ops_: &[Op], indent: usize) {
                     time(t)
                 );
             }
-            Op::Pool2d { x, y, kind, geom: g, time: t } => {
+            Op::Pool2d {
+                x,
+                y,
+                kind,
+                geom: g,
+                time: t,
+            } => {
                 let _ = writeln!(
                     out,
                     "{pad}{:?}pool {} = {} [{}x{}x{}] window {} stride {} pad {} -> [{}x{}]  ({})",
@@ -306,11 +401,27 @@ fn ops(out: &mut String, p: &Plan, ops_: &[Op], indent: usize) {
                     time(t)
                 );
             }
-            Op::Launch { kernel, groups, time: t } => {
-                let _ = writeln!(out, "{pad}launch {} ({:?}) x{} group(s):", p.kernels[*kernel].symbol, t, groups.len());
+            Op::Launch {
+                kernel,
+                groups,
+                time: t,
+            } => {
+                let _ = writeln!(
+                    out,
+                    "{pad}launch {} ({:?}) x{} group(s):",
+                    p.kernels[*kernel].symbol,
+                    t,
+                    groups.len()
+                );
                 for g in groups {
                     let args: Vec<String> = g.args.iter().map(|&a| b(a)).collect();
-                    let _ = writeln!(out, "{pad}  ({}) params@{} features {}", args.join(", "), g.params, g.features);
+                    let _ = writeln!(
+                        out,
+                        "{pad}  ({}) params@{} features {}",
+                        args.join(", "),
+                        g.params,
+                        g.features
+                    );
                 }
             }
             Op::StepLoop { body } => {
@@ -325,10 +436,18 @@ fn ops(out: &mut String, p: &Plan, ops_: &[Op], indent: usize) {
 pub fn program(p: &Program) -> String {
     let plan = &p.plan;
     let mut out = String::new();
-    let _ = writeln!(out, "program {}  T={} batch={} seed={}", plan.name, plan.t, plan.batch, plan.seed);
+    let _ = writeln!(
+        out,
+        "program {}  T={} batch={} seed={}",
+        plan.name, plan.t, plan.batch, plan.seed
+    );
     let _ = writeln!(out, "buffers ({} slots):", plan.slots);
     for (i, b) in plan.buffers.iter().enumerate() {
-        let _ = writeln!(out, "  {i} {} {:?} [{}] slot {}", b.name, b.extent, b.features, b.slot);
+        let _ = writeln!(
+            out,
+            "  {i} {} {:?} [{}] slot {}",
+            b.name, b.extent, b.features, b.slot
+        );
     }
     let _ = writeln!(out, "weights:");
     for w in &plan.weights {
@@ -345,11 +464,25 @@ pub fn program(p: &Program) -> String {
     }
     let _ = writeln!(out, "inputs:");
     for i in &plan.inputs {
-        let _ = writeln!(out, "  {} {}{} -> {}", i.name, if i.time_varying { "[T, B] " } else { "[B] " }, dims(&i.shape), plan.buffers[i.buffer].name);
+        let _ = writeln!(
+            out,
+            "  {} {}{} -> {}",
+            i.name,
+            if i.time_varying { "[T, B] " } else { "[B] " },
+            dims(&i.shape),
+            plan.buffers[i.buffer].name
+        );
     }
     let _ = writeln!(out, "outputs:");
     for o in &plan.outputs {
-        let _ = writeln!(out, "  {} {:?} {} <- {}", o.name, o.kind, dims(&o.shape), plan.buffers[o.buffer].name);
+        let _ = writeln!(
+            out,
+            "  {} {:?} {} <- {}",
+            o.name,
+            o.kind,
+            dims(&o.shape),
+            plan.buffers[o.buffer].name
+        );
     }
     let _ = writeln!(out, "ops:");
     ops(&mut out, plan, &plan.ops, 2);

@@ -103,7 +103,8 @@ impl Func {
         }
     }
     pub const NAMES: &'static [&'static str] = &[
-        "exp", "log", "sqrt", "abs", "tanh", "floor", "sigmoid", "step", "min", "max", "select", "clamp",
+        "exp", "log", "sqrt", "abs", "tanh", "floor", "sigmoid", "step", "min", "max", "select",
+        "clamp",
     ];
 }
 
@@ -178,7 +179,10 @@ fn prec(e: &EExpr) -> u8 {
 
 impl<'a> fmt::Display for ExprPrinter<'a> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sub = |e: &'a EExpr| ExprPrinter { eqs: self.eqs, expr: e };
+        let sub = |e: &'a EExpr| ExprPrinter {
+            eqs: self.eqs,
+            expr: e,
+        };
         match self.expr {
             EExpr::Const(c) => write!(f, "{c:?}"),
             EExpr::Param(i) => write!(f, "{}", self.eqs.params[*i].name),
@@ -197,7 +201,11 @@ impl<'a> fmt::Display for ExprPrinter<'a> {
             EExpr::Binary(op, a, b) => {
                 let p = prec(self.expr);
                 // Left-associative: the right operand needs parentheses at equal precedence.
-                let (lp, rp) = if *op == BinOp::Pow { (p + 1, p) } else { (p, p + 1) };
+                let (lp, rp) = if *op == BinOp::Pow {
+                    (p + 1, p)
+                } else {
+                    (p, p + 1)
+                };
                 if prec(a) < lp {
                     write!(f, "({})", sub(a))?;
                 } else {
@@ -261,15 +269,30 @@ impl fmt::Display for NeuronEqs {
             writeln!(f, "      state {} = {}", s.name, self.show(&s.init))?;
         }
         for a in &self.update {
-            let kw = if matches!(a.target, Var::Local(_)) { "let " } else { "" };
-            writeln!(f, "      {kw}{} = {}", self.var_name(a.target), self.show(&a.value))?;
+            let kw = if matches!(a.target, Var::Local(_)) {
+                "let "
+            } else {
+                ""
+            };
+            writeln!(
+                f,
+                "      {kw}{} = {}",
+                self.var_name(a.target),
+                self.show(&a.value)
+            )?;
         }
         match &self.spike {
             Some(s) => writeln!(f, "      spike S = {}", self.show(s))?,
             None => writeln!(f, "      no spikes")?,
         }
         for a in &self.reset {
-            writeln!(f, "      {} = S ? {} : {}", self.var_name(a.target), self.show(&a.value), self.var_name(a.target))?;
+            writeln!(
+                f,
+                "      {} = S ? {} : {}",
+                self.var_name(a.target),
+                self.show(&a.value),
+                self.var_name(a.target)
+            )?;
         }
         Ok(())
     }

@@ -78,7 +78,9 @@ pub enum KExpr {
     Load(usize),
     /// Uniform [0, 1) from Philox4x32-10 keyed by the seed parameter's bits, counter
     /// `(idx, t)`; identical on every back end.
-    Uniform { seed_param: usize },
+    Uniform {
+        seed_param: usize,
+    },
     Unary(UnOp, Box<KExpr>),
     Binary(BinOp, Box<KExpr>, Box<KExpr>),
     Call(Func, Vec<KExpr>),
@@ -102,8 +104,15 @@ impl fmt::Display for E<'_> {
             KExpr::Param(i) => write!(f, "param.{}", k.params[*i]),
             KExpr::Var(v) => write!(f, "{}", var_name(k, *v)),
             KExpr::Load(a) => write!(f, "{}[{}]", k.args[*a].name, index(k.args[*a].extent)),
-            KExpr::Uniform { seed_param } => write!(f, "uniform(seed = param.{}, idx, t)", k.params[*seed_param]),
-            KExpr::Unary(op, e) => write!(f, "{}({})", if *op == UnOp::Neg { "-" } else { "!" }, E(k, e)),
+            KExpr::Uniform { seed_param } => {
+                write!(f, "uniform(seed = param.{}, idx, t)", k.params[*seed_param])
+            }
+            KExpr::Unary(op, e) => write!(
+                f,
+                "{}({})",
+                if *op == UnOp::Neg { "-" } else { "!" },
+                E(k, e)
+            ),
             KExpr::Binary(op, a, b) => write!(f, "({} {} {})", E(k, a), op.symbol(), E(k, b)),
             KExpr::Call(func, args) => {
                 write!(f, "{}(", func.name())?;
@@ -141,13 +150,22 @@ impl fmt::Display for Kernel {
         };
         writeln!(f, "kernel {}  // {}", self.symbol, self.doc)?;
         for (i, a) in self.args.iter().enumerate() {
-            writeln!(f, "  arg {i} {} {:?} {}", a.name, a.extent, if a.write { "write" } else { "read" })?;
+            writeln!(
+                f,
+                "  arg {i} {} {:?} {}",
+                a.name,
+                a.extent,
+                if a.write { "write" } else { "read" }
+            )?;
         }
         if !self.params.is_empty() {
             writeln!(f, "  params {}", self.params.join(", "))?;
         }
         for c in &self.carried {
-            let buf = c.buf.map(|b| format!(" buf {}", self.args[b].name)).unwrap_or_default();
+            let buf = c
+                .buf
+                .map(|b| format!(" buf {}", self.args[b].name))
+                .unwrap_or_default();
             writeln!(
                 f,
                 "  carried {}' = {}{buf}{}{}",
@@ -161,7 +179,13 @@ impl fmt::Display for Kernel {
         for s in &self.body {
             match s {
                 KStmt::Set(v, e) => writeln!(f, "    {} = {}", var_name(self, *v), E(self, e))?,
-                KStmt::Store(a, e) => writeln!(f, "    {}[{}] <- {}", self.args[*a].name, index(self.args[*a].extent), E(self, e))?,
+                KStmt::Store(a, e) => writeln!(
+                    f,
+                    "    {}[{}] <- {}",
+                    self.args[*a].name,
+                    index(self.args[*a].extent),
+                    E(self, e)
+                )?,
             }
         }
         Ok(())

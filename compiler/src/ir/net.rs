@@ -125,8 +125,8 @@ pub enum NodeKind {
         inputs: Vec<NodeId>,
         model: usize,
         args: PopArgs,
-        /// Filled by `passes::neurons`.
-        eqs: Option<NeuronEqs>,
+        /// Filled by `passes::neurons`. Boxed: equations are large, other nodes small.
+        eqs: Option<Box<NeuronEqs>>,
     },
 }
 
@@ -160,22 +160,38 @@ impl NodeKind {
     pub fn sources(&self) -> Vec<(NodeId, usize)> {
         match self {
             NodeKind::Input { .. } => vec![],
-            NodeKind::Encode { src, .. } | NodeKind::Pool2d { src, .. } | NodeKind::Flatten { src } => {
+            NodeKind::Encode { src, .. }
+            | NodeKind::Pool2d { src, .. }
+            | NodeKind::Flatten { src } => {
                 vec![(*src, 0)]
             }
-            NodeKind::Dense { src, delay, .. } | NodeKind::Conv2d { src, delay, .. } => vec![(*src, *delay)],
+            NodeKind::Dense { src, delay, .. } | NodeKind::Conv2d { src, delay, .. } => {
+                vec![(*src, *delay)]
+            }
             NodeKind::Population { inputs, .. } => inputs.iter().map(|&i| (i, 0)).collect(),
         }
     }
     pub fn op_name(&self) -> &'static str {
         match self {
             NodeKind::Input { .. } => "input",
-            NodeKind::Encode { encoding: Encoding::Bernoulli { .. }, .. } => "bernoulli",
-            NodeKind::Encode { encoding: Encoding::Poisson { .. }, .. } => "poisson",
+            NodeKind::Encode {
+                encoding: Encoding::Bernoulli { .. },
+                ..
+            } => "bernoulli",
+            NodeKind::Encode {
+                encoding: Encoding::Poisson { .. },
+                ..
+            } => "poisson",
             NodeKind::Dense { .. } => "dense",
             NodeKind::Conv2d { .. } => "conv2d",
-            NodeKind::Pool2d { kind: PoolKind::Max, .. } => "maxpool2d",
-            NodeKind::Pool2d { kind: PoolKind::Avg, .. } => "avgpool2d",
+            NodeKind::Pool2d {
+                kind: PoolKind::Max,
+                ..
+            } => "maxpool2d",
+            NodeKind::Pool2d {
+                kind: PoolKind::Avg,
+                ..
+            } => "avgpool2d",
             NodeKind::Flatten { .. } => "flatten",
             NodeKind::Population { .. } => "population",
         }
@@ -184,11 +200,14 @@ impl NodeKind {
 
 impl Module {
     pub fn node_by_name(&self, name: &str) -> Option<NodeId> {
-        self.nodes.iter().find(|(_, n)| n.name == name).map(|(h, _)| h)
+        self.nodes
+            .iter()
+            .find(|(_, n)| n.name == name)
+            .map(|(h, _)| h)
     }
     pub fn eqs(&self, h: NodeId) -> Option<&NeuronEqs> {
         match &self.nodes[h].kind {
-            NodeKind::Population { eqs, .. } => eqs.as_ref(),
+            NodeKind::Population { eqs, .. } => eqs.as_deref(),
             _ => None,
         }
     }

@@ -29,17 +29,34 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
         };
         for n in nodes {
             let key = match &m.nodes[n].kind {
-                NodeKind::Population { eqs: Some(eqs), inputs, .. } => {
+                NodeKind::Population {
+                    eqs: Some(eqs),
+                    inputs,
+                    ..
+                } => {
                     let outs = pop_outputs(m, n);
-                    let layouts: Vec<String> = inputs.iter().map(|i| format!("{:?}", m.shape(*i).extent)).collect();
-                    format!("{}|{}|{:?}|{}", eqs.code_key(), layouts.join(","), outs, m.shape(n).features())
+                    let layouts: Vec<String> = inputs
+                        .iter()
+                        .map(|i| format!("{:?}", m.shape(*i).extent))
+                        .collect();
+                    format!(
+                        "{}|{}|{:?}|{}",
+                        eqs.code_key(),
+                        layouts.join(","),
+                        outs,
+                        m.shape(n).features()
+                    )
                 }
                 NodeKind::Encode { encoding, src } => {
                     let kind = match encoding {
                         Encoding::Poisson { .. } => "poisson",
                         Encoding::Bernoulli { .. } => "bernoulli",
                     };
-                    format!("{kind}|{:?}|{}", m.shape(*src).extent, m.shape(n).features())
+                    format!(
+                        "{kind}|{:?}|{}",
+                        m.shape(*src).extent,
+                        m.shape(n).features()
+                    )
                 }
                 _ => {
                     // A non-kernel node ends the band if it reads a band member.
@@ -90,7 +107,12 @@ fn reads_any(m: &Module, n: NodeId, set: &[NodeId]) -> bool {
     if set.is_empty() {
         return false;
     }
-    let mut todo: Vec<NodeId> = m.nodes[n].kind.sources().into_iter().map(|(s, _)| s).collect();
+    let mut todo: Vec<NodeId> = m.nodes[n]
+        .kind
+        .sources()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
     let mut seen = std::collections::BTreeSet::new();
     while let Some(s) = todo.pop() {
         if !seen.insert(s) {

@@ -10,8 +10,8 @@ use crate::ir::kernel::*;
 use crate::ir::net::*;
 use crate::ir::sched::{FuseMode, KernelGroup, MemoryPlan, StageKind};
 use snn_runtime::plan::{
-    self, BufId, ConvGeom, Extent as PExtent, Init, KernelDecl, LaunchGroup, LaunchTime, Op, ParamCheck, ParamDecl,
-    Plan, PoolGeom, TimeSel, WeightDecl,
+    self, BufId, ConvGeom, Extent as PExtent, Init, KernelDecl, LaunchGroup, LaunchTime, Op,
+    ParamCheck, ParamDecl, Plan, PoolGeom, TimeSel, WeightDecl,
 };
 
 use super::{pop_outputs, spilled_locals, Options};
@@ -90,8 +90,12 @@ impl Lowerer<'_> {
                 NodeKind::Encode { encoding, .. } => {
                     self.param_base.insert(h, self.plan.params.len());
                     let (seed, name, v, check) = match *encoding {
-                        Encoding::Poisson { max_rate, seed } => (seed, "max_rate", max_rate, ParamCheck::NonNegative),
-                        Encoding::Bernoulli { gain, seed } => (seed, "gain", gain, ParamCheck::NonNegative),
+                        Encoding::Poisson { max_rate, seed } => {
+                            (seed, "max_rate", max_rate, ParamCheck::NonNegative)
+                        }
+                        Encoding::Bernoulli { gain, seed } => {
+                            (seed, "gain", gain, ParamCheck::NonNegative)
+                        }
                     };
                     self.plan.params.push(ParamDecl {
                         name: format!("{}.seed", node.name),
@@ -105,7 +109,11 @@ impl Lowerer<'_> {
                     });
                 }
                 NodeKind::Dense {
-                    src, out, bias, init_gain, ..
+                    src,
+                    out,
+                    bias,
+                    init_gain,
+                    ..
                 } => {
                     let k = m.shape(*src).features();
                     self.add_weights(h, vec![*out, k], k, *init_gain, *bias, *out);
@@ -128,7 +136,15 @@ impl Lowerer<'_> {
         }
     }
 
-    fn add_weights(&mut self, h: NodeId, shape: Vec<usize>, fan_in: usize, gain: f32, bias: bool, out: usize) {
+    fn add_weights(
+        &mut self,
+        h: NodeId,
+        shape: Vec<usize>,
+        fan_in: usize,
+        gain: f32,
+        bias: bool,
+        out: usize,
+    ) {
         let name = &self.m.nodes[h].name;
         self.plan.weights.push(WeightDecl {
             name: format!("{name}.weight"),
@@ -152,7 +168,9 @@ impl Lowerer<'_> {
         for g in &fusion.groups {
             let lead = g.members[0];
             let roles: &[Role] = match (&self.m.nodes[lead].kind, g.mode) {
-                (NodeKind::Population { eqs: Some(eqs), .. }, FuseMode::Unfused) if eqs.spikes() => {
+                (NodeKind::Population { eqs: Some(eqs), .. }, FuseMode::Unfused)
+                    if eqs.spikes() =>
+                {
                     &[Role::Charge, Role::Fire, Role::Reset]
                 }
                 (NodeKind::Population { .. }, FuseMode::Unfused) => &[Role::Charge],
@@ -178,20 +196,51 @@ impl Lowerer<'_> {
     fn build(&self, h: NodeId, role: Role, g: &KernelGroup) -> (Kernel, Vec<BufId>) {
         match &self.m.nodes[h].kind {
             NodeKind::Encode { src, encoding } => self.encoder(h, *src, encoding, g.stepwise),
-            NodeKind::Population { inputs, eqs: Some(eqs), .. } => self.population(h, inputs, eqs, role, g.stepwise),
+            NodeKind::Population {
+                inputs,
+                eqs: Some(eqs),
+                ..
+            } => self.population(h, inputs, eqs, role, g.stepwise),
             _ => unreachable!("only encoders and populations have kernels"),
         }
     }
 
-    fn encoder(&self, h: NodeId, src: NodeId, enc: &Encoding, stepwise: bool) -> (Kernel, Vec<BufId>) {
+    fn encoder(
+        &self,
+        h: NodeId,
+        src: NodeId,
+        enc: &Encoding,
+        stepwise: bool,
+    ) -> (Kernel, Vec<BufId>) {
         let m = self.m;
         let mut kb = KB::new(
-            format!("{} encoder `{}`", m.nodes[h].kind.op_name(), m.nodes[h].name),
-            if stepwise { LaunchTime::Step } else { LaunchTime::Seq },
+            format!(
+                "{} encoder `{}`",
+                m.nodes[h].kind.op_name(),
+                m.nodes[h].name
+            ),
+            if stepwise {
+                LaunchTime::Step
+            } else {
+                LaunchTime::Seq
+            },
         );
-        let x = kb.arg("x", self.mem.node_out[&src], ext(m.shape(src).extent), false);
+        let x = kb.arg(
+            "x",
+            self.mem.node_out[&src],
+            ext(m.shape(src).extent),
+            false,
+        );
         let out = kb.arg("spikes", self.mem.node_out[&h], PExtent::Seq, true);
-        kb.k.params = vec!["seed".into(), if matches!(enc, Encoding::Poisson { .. }) { "max_rate" } else { "gain" }.into()];
+        kb.k.params = vec![
+            "seed".into(),
+            if matches!(enc, Encoding::Poisson { .. }) {
+                "max_rate"
+            } else {
+                "gain"
+            }
+            .into(),
+        ];
         let xv = kb.local("x");
         let pv = kb.local("p");
         kb.set(xv, KExpr::Load(x));
@@ -215,11 +264,21 @@ impl Lowerer<'_> {
             Encoding::Bernoulli { .. } => KExpr::bin(BinOp::Mul, KExpr::Param(1), KExpr::Var(xv)),
         };
         kb.set(pv, p);
-        kb.store(out, KExpr::bin(BinOp::Lt, KExpr::Uniform { seed_param: 0 }, KExpr::Var(pv)));
+        kb.store(
+            out,
+            KExpr::bin(BinOp::Lt, KExpr::Uniform { seed_param: 0 }, KExpr::Var(pv)),
+        );
         (kb.k, kb.bufs)
     }
 
-    fn population(&self, h: NodeId, inputs: &[NodeId], eqs: &NeuronEqs, role: Role, stepwise: bool) -> (Kernel, Vec<BufId>) {
+    fn population(
+        &self,
+        h: NodeId,
+        inputs: &[NodeId],
+        eqs: &NeuronEqs,
+        role: Role,
+        stepwise: bool,
+    ) -> (Kernel, Vec<BufId>) {
         let m = self.m;
         let mem = self.mem;
         let outs = pop_outputs(m, h);
@@ -232,20 +291,39 @@ impl Lowerer<'_> {
         };
         let mut kb = KB::new(
             format!("{} population `{name}`: {what}", eqs.model),
-            if stepwise { LaunchTime::Step } else { LaunchTime::Seq },
+            if stepwise {
+                LaunchTime::Step
+            } else {
+                LaunchTime::Seq
+            },
         );
         kb.k.params = eqs.params.iter().map(|p| p.name.clone()).collect();
-        let spilled = if role == Role::Fused { vec![] } else { spilled_locals(eqs) };
+        let spilled = if role == Role::Fused {
+            vec![]
+        } else {
+            spilled_locals(eqs)
+        };
 
         // Arguments, in a fixed order per role.
         let mut in_args = Vec::new();
         if matches!(role, Role::Fused | Role::Charge) {
             for (i, &src) in inputs.iter().enumerate() {
-                in_args.push(kb.arg(&format!("in{i}"), mem.node_out[&src], ext(m.shape(src).extent), false));
+                in_args.push(kb.arg(
+                    &format!("in{i}"),
+                    mem.node_out[&src],
+                    ext(m.shape(src).extent),
+                    false,
+                ));
             }
         }
-        let spikes_arg = (outs.spikes && role != Role::Charge)
-            .then(|| kb.arg("spikes", mem.node_out[&h], PExtent::Seq, matches!(role, Role::Fused | Role::Fire)));
+        let spikes_arg = (outs.spikes && role != Role::Charge).then(|| {
+            kb.arg(
+                "spikes",
+                mem.node_out[&h],
+                PExtent::Seq,
+                matches!(role, Role::Fused | Role::Fire),
+            )
+        });
         let writes_traces = match role {
             Role::Fused | Role::Reset => true,
             Role::Charge => !outs.spikes,
@@ -254,7 +332,17 @@ impl Lowerer<'_> {
         let trace_args: Vec<(usize, usize)> = if writes_traces {
             outs.traces
                 .iter()
-                .map(|&s| (s, kb.arg(&format!("trace_{}", eqs.states[s].name), mem.traces[&(h, s)], PExtent::Seq, true)))
+                .map(|&s| {
+                    (
+                        s,
+                        kb.arg(
+                            &format!("trace_{}", eqs.states[s].name),
+                            mem.traces[&(h, s)],
+                            PExtent::Seq,
+                            true,
+                        ),
+                    )
+                })
                 .collect()
         } else {
             vec![]
@@ -266,16 +354,29 @@ impl Lowerer<'_> {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                mem.states
-                    .get(&(h, i))
-                    .map(|&b| kb.arg(&format!("state_{}", s.name), b, PExtent::Single, role != Role::Fire))
+                mem.states.get(&(h, i)).map(|&b| {
+                    kb.arg(
+                        &format!("state_{}", s.name),
+                        b,
+                        PExtent::Single,
+                        role != Role::Fire,
+                    )
+                })
             })
             .collect();
         let spill_args: BTreeMap<usize, usize> = spilled
             .iter()
             .map(|&l| {
                 let lname = eqs.locals.get(l).map(String::as_str).unwrap_or("I");
-                (l, kb.arg(&format!("spill_{lname}"), mem.spills[&(h, l)], PExtent::Single, role == Role::Charge))
+                (
+                    l,
+                    kb.arg(
+                        &format!("spill_{lname}"),
+                        mem.spills[&(h, l)],
+                        PExtent::Single,
+                        role == Role::Charge,
+                    ),
+                )
             })
             .collect();
 
@@ -345,7 +446,13 @@ impl Lowerer<'_> {
         }
         if let (Some(spike), true) = (&eqs.spike, matches!(role, Role::Fused | Role::Fire)) {
             // S = 1 when the condition is non-zero.
-            kb.set(s_var, KExpr::Call(Func::Select, vec![cv(spike), KExpr::Const(1.0), KExpr::Const(0.0)]));
+            kb.set(
+                s_var,
+                KExpr::Call(
+                    Func::Select,
+                    vec![cv(spike), KExpr::Const(1.0), KExpr::Const(0.0)],
+                ),
+            );
             kb.store(spikes_arg.expect("spiking population"), KExpr::Var(s_var));
             if let Some(c) = count {
                 kb.set(c, KExpr::bin(BinOp::Add, KExpr::Var(c), KExpr::Var(s_var)));
@@ -358,7 +465,13 @@ impl Lowerer<'_> {
             // x = S ? e : x, in order.
             for a in &eqs.reset {
                 let t = target(a.target);
-                kb.set(t, KExpr::Call(Func::Select, vec![KExpr::Var(s_var), cv(&a.value), KExpr::Var(t)]));
+                kb.set(
+                    t,
+                    KExpr::Call(
+                        Func::Select,
+                        vec![KExpr::Var(s_var), cv(&a.value), KExpr::Var(t)],
+                    ),
+                );
             }
         }
         for &(s, a) in &trace_args {
@@ -371,14 +484,21 @@ impl Lowerer<'_> {
         let fusion = self.m.fusion.as_ref().unwrap();
         let group = &fusion.groups[g];
         let roles = [Role::Charge, Role::Fire, Role::Reset];
-        let role = if group.mode == FuseMode::Fused { Role::Fused } else { roles[role_idx] };
+        let role = if group.mode == FuseMode::Fused {
+            Role::Fused
+        } else {
+            roles[role_idx]
+        };
         let kernel = self.group_kernels[g][role_idx];
         let groups = group
             .members
             .iter()
             .map(|&h| {
                 let (k, bufs) = self.build(h, role, group);
-                debug_assert_eq!(k.body, self.kernels[kernel].body, "merged kernels share code");
+                debug_assert_eq!(
+                    k.body, self.kernels[kernel].body,
+                    "merged kernels share code"
+                );
                 LaunchGroup {
                     args: bufs,
                     params: self.param_base[&h],
@@ -386,7 +506,11 @@ impl Lowerer<'_> {
                 }
             })
             .collect();
-        Op::Launch { kernel, groups, time }
+        Op::Launch {
+            kernel,
+            groups,
+            time,
+        }
     }
 
     fn ops(&mut self) {
@@ -418,10 +542,21 @@ impl Lowerer<'_> {
     fn node_ops(&self, n: NodeId, si: usize, step: bool, pre: &mut Vec<Op>, body: &mut Vec<Op>) {
         let m = self.m;
         let out = |h: NodeId| self.mem.node_out[&h];
-        let time = |delay: usize| if step { TimeSel::Step { delay } } else { TimeSel::All { delay } };
+        let time = |delay: usize| {
+            if step {
+                TimeSel::Step { delay }
+            } else {
+                TimeSel::All { delay }
+            }
+        };
         match &m.nodes[n].kind {
             NodeKind::Input { .. } | NodeKind::Flatten { .. } => {}
-            NodeKind::Dense { src, out: nout, delay, .. } => {
+            NodeKind::Dense {
+                src,
+                out: nout,
+                delay,
+                ..
+            } => {
                 if *delay > 0 {
                     pre.push(Op::Zero { buf: out(n) });
                 }
@@ -512,7 +647,9 @@ impl Lowerer<'_> {
                 }
                 let nk = self.group_kernels[g].len();
                 if group.stepwise {
-                    let launches: Vec<Op> = (0..nk).map(|r| self.launch(g, r, LaunchTime::Step)).collect();
+                    let launches: Vec<Op> = (0..nk)
+                        .map(|r| self.launch(g, r, LaunchTime::Step))
+                        .collect();
                     if step {
                         body.extend(launches);
                     } else {
@@ -529,7 +666,9 @@ impl Lowerer<'_> {
     fn io(&mut self) {
         let m = self.m;
         for &h in &m.inputs {
-            let NodeKind::Input { dims, time_varying } = &m.nodes[h].kind else { unreachable!() };
+            let NodeKind::Input { dims, time_varying } = &m.nodes[h].kind else {
+                unreachable!()
+            };
             self.plan.inputs.push(plan::InputDecl {
                 name: m.nodes[h].name.clone(),
                 buffer: self.mem.node_out[&h],
@@ -571,7 +710,13 @@ fn mangle(id: usize, node: &Node, role: Role) -> String {
     };
     let clean: String = base
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     let role = match role {
         Role::Fused => "",

@@ -32,7 +32,12 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
 
     let mut plan = MemoryPlan::default();
     let mut lives: Vec<Life> = Vec::new();
-    let mut add = |plan: &mut MemoryPlan, name: String, extent: PExtent, features: usize, first: usize, pinned: bool| {
+    let mut add = |plan: &mut MemoryPlan,
+                   name: String,
+                   extent: PExtent,
+                   features: usize,
+                   first: usize,
+                   pinned: bool| {
         plan.buffers.push(BufferDecl {
             name,
             extent,
@@ -60,7 +65,10 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
                 let b = add(&mut plan, node.name.clone(), ext(shape.extent), f, 0, true);
                 plan.node_out.insert(h, b);
             }
-            NodeKind::Encode { .. } | NodeKind::Dense { .. } | NodeKind::Conv2d { .. } | NodeKind::Pool2d { .. } => {
+            NodeKind::Encode { .. }
+            | NodeKind::Dense { .. }
+            | NodeKind::Conv2d { .. }
+            | NodeKind::Pool2d { .. } => {
                 let b = add(&mut plan, node.name.clone(), ext(shape.extent), f, d, false);
                 plan.node_out.insert(h, b);
             }
@@ -68,31 +76,66 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
             NodeKind::Population { eqs: Some(eqs), .. } => {
                 let outs = pop_outputs(m, h);
                 if outs.spikes {
-                    let b = add(&mut plan, format!("{}.spikes", node.name), PExtent::Seq, f, d, false);
+                    let b = add(
+                        &mut plan,
+                        format!("{}.spikes", node.name),
+                        PExtent::Seq,
+                        f,
+                        d,
+                        false,
+                    );
                     plan.node_out.insert(h, b);
                 }
                 for &s in &outs.traces {
-                    let b = add(&mut plan, format!("{}.{}", node.name, eqs.states[s].name), PExtent::Seq, f, d, false);
+                    let b = add(
+                        &mut plan,
+                        format!("{}.{}", node.name, eqs.states[s].name),
+                        PExtent::Seq,
+                        f,
+                        d,
+                        false,
+                    );
                     plan.traces.insert((h, s), b);
                     if !outs.spikes && s == 0 {
                         plan.node_out.insert(h, b);
                     }
                 }
                 if outs.counts {
-                    let b = add(&mut plan, format!("{}.counts", node.name), PExtent::Single, f, d, false);
+                    let b = add(
+                        &mut plan,
+                        format!("{}.counts", node.name),
+                        PExtent::Single,
+                        f,
+                        d,
+                        false,
+                    );
                     plan.counts.insert(h, b);
                 }
                 let g = &fusion.groups[fusion.group_of[&h]];
                 if g.stepwise {
                     for (i, st) in eqs.states.iter().enumerate() {
-                        let b = add(&mut plan, format!("{}.state.{}", node.name, st.name), PExtent::Single, f, d, false);
+                        let b = add(
+                            &mut plan,
+                            format!("{}.state.{}", node.name, st.name),
+                            PExtent::Single,
+                            f,
+                            d,
+                            false,
+                        );
                         plan.states.insert((h, i), b);
                     }
                 }
                 if g.mode == FuseMode::Unfused {
                     for l in spilled_locals(eqs) {
                         let lname = eqs.locals.get(l).map(String::as_str).unwrap_or("I");
-                        let b = add(&mut plan, format!("{}.spill.{lname}", node.name), PExtent::Single, f, d, false);
+                        let b = add(
+                            &mut plan,
+                            format!("{}.spill.{lname}", node.name),
+                            PExtent::Single,
+                            f,
+                            d,
+                            false,
+                        );
                         plan.spills.insert((h, l), b);
                     }
                 }
@@ -132,7 +175,12 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
         let b = match o.kind {
             OutputKind::Spikes => plan.node_out[&o.node],
             OutputKind::Counts => plan.counts[&o.node],
-            OutputKind::Trace => plan.traces[&(o.node, o.state.as_ref().and_then(|s| s.1).expect("trace state"))],
+            OutputKind::Trace => {
+                plan.traces[&(
+                    o.node,
+                    o.state.as_ref().and_then(|s| s.1).expect("trace state"),
+                )]
+            }
         };
         lives[b].pinned = true;
     }
@@ -143,7 +191,10 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
     for b in order {
         let (first, last, pinned) = (lives[b].first, lives[b].last, lives[b].pinned);
         let (last, pinned) = if pinned { (end, true) } else { (last, false) };
-        let want = (plan.buffers[b].extent == PExtent::Seq, plan.buffers[b].features);
+        let want = (
+            plan.buffers[b].extent == PExtent::Seq,
+            plan.buffers[b].features,
+        );
         let pick = (opts.reuse_memory && !pinned)
             .then(|| {
                 slots

@@ -79,7 +79,10 @@ pub fn pop_outputs(m: &Module, h: NodeId) -> PopOutputs {
     traces.dedup();
     PopOutputs {
         spikes: eqs.spikes(),
-        counts: m.outputs.iter().any(|o| o.node == h && o.kind == OutputKind::Counts),
+        counts: m
+            .outputs
+            .iter()
+            .any(|o| o.node == h && o.kind == OutputKind::Counts),
         traces,
     }
 }

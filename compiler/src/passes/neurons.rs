@@ -13,11 +13,13 @@ use snn_runtime::plan::ParamCheck;
 
 pub fn run(m: &mut Module) -> DResult<()> {
     for h in m.nodes.handles().collect::<Vec<_>>() {
-        let NodeKind::Population { model, args, .. } = &m.nodes[h].kind else { continue };
+        let NodeKind::Population { model, args, .. } = &m.nodes[h].kind else {
+            continue;
+        };
         let def = m.models[*model].clone();
         let eqs = lower(&def, args)?;
         if let NodeKind::Population { eqs: slot, .. } = &mut m.nodes[h].kind {
-            *slot = Some(eqs);
+            *slot = Some(Box::new(eqs));
         }
     }
     // Outputs that name populations: check they exist and resolve trace states.
@@ -44,9 +46,15 @@ pub fn run(m: &mut Module) -> DResult<()> {
                 }
             }
             (OutputKind::Trace, None) => {
-                return Err(Diagnostic::new(ErrorKind::BadArgument, format!("`{}` is not a neuron population", node.name))
-                    .at(o.span, format!("`{}` is a {}", node.name, node.kind.op_name()))
-                    .hint("traces record a population's state, e.g. `trace(s1.v)`"))
+                return Err(Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    format!("`{}` is not a neuron population", node.name),
+                )
+                .at(
+                    o.span,
+                    format!("`{}` is a {}", node.name, node.kind.op_name()),
+                )
+                .hint("traces record a population's state, e.g. `trace(s1.v)`"))
             }
             (OutputKind::Spikes | OutputKind::Counts, Some(eqs)) if !eqs.spikes() => {
                 return Err(Diagnostic::new(
@@ -54,17 +62,34 @@ pub fn run(m: &mut Module) -> DResult<()> {
                     format!("`{}` ({}) does not spike", node.name, eqs.model),
                 )
                 .at(o.span, "no spikes to record")
-                .hint(format!("record its membrane instead: `trace({}.{})`", node.name, eqs.states[0].name)))
+                .hint(format!(
+                    "record its membrane instead: `trace({}.{})`",
+                    node.name, eqs.states[0].name
+                )))
             }
             (OutputKind::Counts, None) => {
-                return Err(Diagnostic::new(ErrorKind::BadArgument, format!("`{}` is not a neuron population", node.name))
-                    .at(o.span, format!("`{}` is a {}", node.name, node.kind.op_name()))
-                    .hint("spike counts are recorded for populations; use `spikes(...)` for an encoder"))
+                return Err(Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    format!("`{}` is not a neuron population", node.name),
+                )
+                .at(
+                    o.span,
+                    format!("`{}` is a {}", node.name, node.kind.op_name()),
+                )
+                .hint(
+                    "spike counts are recorded for populations; use `spikes(...)` for an encoder",
+                ))
             }
             (OutputKind::Spikes, None) if !matches!(node.kind, NodeKind::Encode { .. }) => {
-                return Err(Diagnostic::new(ErrorKind::BadArgument, format!("`{}` is not a spiking population", node.name))
-                    .at(o.span, format!("`{}` is a {}", node.name, node.kind.op_name()))
-                    .hint("spikes and counts come from neuron populations or encoders"))
+                return Err(Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    format!("`{}` is not a spiking population", node.name),
+                )
+                .at(
+                    o.span,
+                    format!("`{}` is a {}", node.name, node.kind.op_name()),
+                )
+                .hint("spikes and counts come from neuron populations or encoders"))
             }
             _ => {}
         }
@@ -82,12 +107,19 @@ struct Env<'a> {
 }
 
 fn lower(def: &ast::NeuronDef, args: &PopArgs) -> DResult<NeuronEqs> {
-    let mut flags: HashMap<&str, bool> = def.flags.iter().map(|f| (f.name.name.as_str(), f.default)).collect();
+    let mut flags: HashMap<&str, bool> = def
+        .flags
+        .iter()
+        .map(|f| (f.name.name.as_str(), f.default))
+        .collect();
     for (n, v, _) in &args.flags {
         flags.insert(n.as_str(), *v);
     }
-    let mut choices: HashMap<&str, &str> =
-        def.choices.iter().map(|c| (c.name.name.as_str(), c.variants[0].name.as_str())).collect();
+    let mut choices: HashMap<&str, &str> = def
+        .choices
+        .iter()
+        .map(|c| (c.name.name.as_str(), c.variants[0].name.as_str()))
+        .collect();
     for (n, v, _) in &args.choices {
         choices.insert(n.as_str(), v.as_str());
     }
@@ -96,7 +128,11 @@ fn lower(def: &ast::NeuronDef, args: &PopArgs) -> DResult<NeuronEqs> {
         .iter()
         .map(|f| format!("{}={}", f.name.name, flags[f.name.name.as_str()]))
         .collect();
-    variant.extend(def.choices.iter().map(|c| format!("{}={}", c.name.name, choices[c.name.name.as_str()])));
+    variant.extend(
+        def.choices
+            .iter()
+            .map(|c| format!("{}={}", c.name.name, choices[c.name.name.as_str()])),
+    );
 
     let mut env = Env {
         def,
@@ -112,14 +148,21 @@ fn lower(def: &ast::NeuronDef, args: &PopArgs) -> DResult<NeuronEqs> {
             spike: None,
             reset: vec![],
         },
-        current: def.current.as_ref().map(|c| c.name.clone()).unwrap_or_else(|| "I".into()),
+        current: def
+            .current
+            .as_ref()
+            .map(|c| c.name.clone())
+            .unwrap_or_else(|| "I".into()),
     };
 
     // Parameters: defaults, then the instance's values, each checked.
     for p in &def.params {
         let default = p.default.as_f32().ok_or_else(|| {
-            Diagnostic::new(ErrorKind::BadValue, format!("the default of `{}` must be a number", p.name.name))
-                .at(p.default.span, "not a number")
+            Diagnostic::new(
+                ErrorKind::BadValue,
+                format!("the default of `{}` must be a number", p.name.name),
+            )
+            .at(p.default.span, "not a number")
         })?;
         let (value, span) = match args.params.iter().find(|(n, _, _)| *n == p.name.name) {
             Some((_, v, sp)) => (*v, *sp),
@@ -131,7 +174,12 @@ fn lower(def: &ast::NeuronDef, args: &PopArgs) -> DResult<NeuronEqs> {
                 if !eval_check(c, &p.name.name, value)? {
                     return Err(Diagnostic::new(
                         ErrorKind::BadValue,
-                        format!("bad parameter value: `{} = {value}` violates `{}` in model `{}`", p.name.name, show_check(c), def.name.name),
+                        format!(
+                            "bad parameter value: `{} = {value}` violates `{}` in model `{}`",
+                            p.name.name,
+                            show_check(c),
+                            def.name.name
+                        ),
                     )
                     .at(span, "bad value")
                     .note(c.span, "constraint declared here")
@@ -141,7 +189,11 @@ fn lower(def: &ast::NeuronDef, args: &PopArgs) -> DResult<NeuronEqs> {
             }
         };
         if !value.is_finite() {
-            return Err(Diagnostic::new(ErrorKind::BadValue, format!("parameter `{}` must be finite", p.name.name)).at(span, "not finite"));
+            return Err(Diagnostic::new(
+                ErrorKind::BadValue,
+                format!("parameter `{}` must be finite", p.name.name),
+            )
+            .at(span, "not finite"));
         }
         env.eqs.params.push(EqParam {
             name: p.name.name.clone(),
@@ -151,7 +203,11 @@ fn lower(def: &ast::NeuronDef, args: &PopArgs) -> DResult<NeuronEqs> {
     }
     for s in &def.states {
         if env.eqs.states.iter().any(|x| x.name == s.name.name) {
-            return Err(Diagnostic::new(ErrorKind::Duplicate, format!("state `{}` is declared twice", s.name.name)).at(s.name.span, "second declaration"));
+            return Err(Diagnostic::new(
+                ErrorKind::Duplicate,
+                format!("state `{}` is declared twice", s.name.name),
+            )
+            .at(s.name.span, "second declaration"));
         }
         let init = env.expr(&s.init, true)?;
         env.eqs.states.push(EqState {
@@ -160,9 +216,12 @@ fn lower(def: &ast::NeuronDef, args: &PopArgs) -> DResult<NeuronEqs> {
         });
     }
     if env.eqs.states.is_empty() {
-        return Err(Diagnostic::new(ErrorKind::BadArgument, format!("neuron model `{}` has no state", def.name.name))
-            .at(def.name.span, "no `state`")
-            .hint("declare at least one state variable, e.g. `state v = 0.0`"));
+        return Err(Diagnostic::new(
+            ErrorKind::BadArgument,
+            format!("neuron model `{}` has no state", def.name.name),
+        )
+        .at(def.name.span, "no `state`")
+        .hint("declare at least one state variable, e.g. `state v = 0.0`"));
     }
     let mut update = Vec::new();
     env.stmts(&def.update, &mut update)?;
@@ -170,26 +229,38 @@ fn lower(def: &ast::NeuronDef, args: &PopArgs) -> DResult<NeuronEqs> {
     if let Some(s) = &def.spike {
         env.eqs.spike = Some(env.expr(s, false)?);
     } else if !def.on_spike.is_empty() {
-        return Err(Diagnostic::new(ErrorKind::BadArgument, "`on_spike` without a `spike` condition")
-            .at(def.name.span, "never spikes")
-            .hint("add `spike <condition>`, e.g. `spike v >= v_threshold`"));
+        return Err(Diagnostic::new(
+            ErrorKind::BadArgument,
+            "`on_spike` without a `spike` condition",
+        )
+        .at(def.name.span, "never spikes")
+        .hint("add `spike <condition>`, e.g. `spike v >= v_threshold`"));
     }
     let mut reset = Vec::new();
     env.stmts(&def.on_spike, &mut reset)?;
     if reset.iter().any(|a| matches!(a.target, Var::Local(_))) {
         // Locals assigned in a reset are invisible afterwards; forbid to avoid surprises.
-        return Err(Diagnostic::new(ErrorKind::BadArgument, "`on_spike` may only assign state variables")
-            .at(def.name.span, "in this model")
-            .hint("compute temporaries in `update`"));
+        return Err(Diagnostic::new(
+            ErrorKind::BadArgument,
+            "`on_spike` may only assign state variables",
+        )
+        .at(def.name.span, "in this model")
+        .hint("compute temporaries in `update`"));
     }
     env.eqs.reset = reset;
     if !env.eqs.update.iter().any(|a| a.value.reads_current()) {
         return Err(Diagnostic::new(
             ErrorKind::BadArgument,
-            format!("neuron model `{}` never reads its input `{}`", def.name.name, env.current),
+            format!(
+                "neuron model `{}` never reads its input `{}`",
+                def.name.name, env.current
+            ),
         )
         .at(def.name.span, "input unused")
-        .hint(format!("use `{}` in `update`, e.g. `v = v + {}`", env.current, env.current)));
+        .hint(format!(
+            "use `{}` in `update`, e.g. `v = v + {}`",
+            env.current, env.current
+        )));
     }
     Ok(env.eqs)
 }
@@ -198,7 +269,12 @@ impl Env<'_> {
     fn stmts(&mut self, stmts: &[Stmt], out: &mut Vec<Assign>) -> DResult<()> {
         for s in stmts {
             match s {
-                Stmt::If { cond, then, otherwise, .. } => {
+                Stmt::If {
+                    cond,
+                    then,
+                    otherwise,
+                    ..
+                } => {
                     if self.static_cond(cond)? {
                         self.stmts(then, out)?;
                     } else {
@@ -208,9 +284,12 @@ impl Env<'_> {
                 Stmt::Let { name, value, .. } => {
                     let v = self.expr(value, false)?;
                     if self.lookup(&name.name).is_some() && !self.eqs.locals.contains(&name.name) {
-                        return Err(Diagnostic::new(ErrorKind::Duplicate, format!("`let {}` shadows a parameter or state", name.name))
-                            .at(name.span, "already defined")
-                            .hint("pick another name for the temporary"));
+                        return Err(Diagnostic::new(
+                            ErrorKind::Duplicate,
+                            format!("`let {}` shadows a parameter or state", name.name),
+                        )
+                        .at(name.span, "already defined")
+                        .hint("pick another name for the temporary"));
                     }
                     let i = match self.eqs.locals.iter().position(|l| *l == name.name) {
                         Some(i) => i,
@@ -254,9 +333,12 @@ impl Env<'_> {
         } else {
             "is not a state variable"
         };
-        Err(Diagnostic::new(ErrorKind::UnknownName, format!("cannot assign to `{}`: it {what}", name.name))
-            .at(name.span, "not assignable")
-            .hint("declare it with `state NAME = initial`, or introduce a temporary with `let`"))
+        Err(Diagnostic::new(
+            ErrorKind::UnknownName,
+            format!("cannot assign to `{}`: it {what}", name.name),
+        )
+        .at(name.span, "not assignable")
+        .hint("declare it with `state NAME = initial`, or introduce a temporary with `let`"))
     }
 
     fn lookup(&self, name: &str) -> Option<EExpr> {
@@ -282,16 +364,20 @@ impl Env<'_> {
     fn expr(&self, e: &Expr, init: bool) -> DResult<EExpr> {
         Ok(match &e.kind {
             ExprKind::Number(s) => EExpr::Const(s.parse().map_err(|_| {
-                Diagnostic::new(ErrorKind::BadValue, format!("`{s}` is not a number")).at(e.span, "bad number")
+                Diagnostic::new(ErrorKind::BadValue, format!("`{s}` is not a number"))
+                    .at(e.span, "bad number")
             })?),
             ExprKind::Bool(b) => EExpr::Const(if *b { 1.0 } else { 0.0 }),
             ExprKind::Ident(n) => {
                 let v = self.lookup(n);
                 match v {
                     Some(EExpr::State(_) | EExpr::Local(_) | EExpr::Current) if init => {
-                        return Err(Diagnostic::new(ErrorKind::BadArgument, format!("an initial value may not read `{n}`"))
-                            .at(e.span, "not a parameter")
-                            .hint("initial values are built from parameters and numbers"))
+                        return Err(Diagnostic::new(
+                            ErrorKind::BadArgument,
+                            format!("an initial value may not read `{n}`"),
+                        )
+                        .at(e.span, "not a parameter")
+                        .hint("initial values are built from parameters and numbers"))
                     }
                     Some(v) => v,
                     None => {
@@ -302,13 +388,17 @@ impl Env<'_> {
                         } else {
                             ""
                         };
-                        let mut known: Vec<&str> = self.eqs.params.iter().map(|p| p.name.as_str()).collect();
+                        let mut known: Vec<&str> =
+                            self.eqs.params.iter().map(|p| p.name.as_str()).collect();
                         known.extend(self.eqs.states.iter().map(|s| s.name.as_str()));
                         known.extend(self.eqs.locals.iter().map(String::as_str));
                         known.push(&self.current);
                         let d = Diagnostic::new(
                             ErrorKind::UnknownName,
-                            format!("unknown name `{n}` in neuron model `{}`{what}", self.def.name.name),
+                            format!(
+                                "unknown name `{n}` in neuron model `{}`{what}",
+                                self.def.name.name
+                            ),
                         )
                         .at(e.span, "not defined");
                         return Err(match did_you_mean(n, known.iter().copied()) {
@@ -319,27 +409,45 @@ impl Env<'_> {
                 }
             }
             ExprKind::Unary { op, expr } => EExpr::Unary(*op, Box::new(self.expr(expr, init)?)),
-            ExprKind::Binary { op, lhs, rhs } => {
-                EExpr::Binary(*op, Box::new(self.expr(lhs, init)?), Box::new(self.expr(rhs, init)?))
-            }
+            ExprKind::Binary { op, lhs, rhs } => EExpr::Binary(
+                *op,
+                Box::new(self.expr(lhs, init)?),
+                Box::new(self.expr(rhs, init)?),
+            ),
             ExprKind::Call { func, args } => {
                 let Some((f, arity)) = Func::from_name(&func.name) else {
-                    let d = Diagnostic::new(ErrorKind::UnknownName, format!("unknown function `{}`", func.name)).at(func.span, "not a function");
-                    return Err(match did_you_mean(&func.name, Func::NAMES.iter().copied()) {
-                        Some(s) => d.hint(format!("did you mean `{s}`?")),
-                        None => d.hint(format!("functions: {}", Func::NAMES.join(", "))),
-                    });
+                    let d = Diagnostic::new(
+                        ErrorKind::UnknownName,
+                        format!("unknown function `{}`", func.name),
+                    )
+                    .at(func.span, "not a function");
+                    return Err(
+                        match did_you_mean(&func.name, Func::NAMES.iter().copied()) {
+                            Some(s) => d.hint(format!("did you mean `{s}`?")),
+                            None => d.hint(format!("functions: {}", Func::NAMES.join(", "))),
+                        },
+                    );
                 };
                 if args.len() != arity || args.iter().any(|a| a.name.is_some()) {
-                    return Err(Diagnostic::new(ErrorKind::BadArgument, format!("`{}` takes {arity} positional argument(s)", func.name))
-                        .at(e.span, format!("{} given", args.len())));
+                    return Err(Diagnostic::new(
+                        ErrorKind::BadArgument,
+                        format!("`{}` takes {arity} positional argument(s)", func.name),
+                    )
+                    .at(e.span, format!("{} given", args.len())));
                 }
-                EExpr::Call(f, args.iter().map(|a| self.expr(&a.value, init)).collect::<DResult<_>>()?)
+                EExpr::Call(
+                    f,
+                    args.iter()
+                        .map(|a| self.expr(&a.value, init))
+                        .collect::<DResult<_>>()?,
+                )
             }
             _ => {
-                return Err(Diagnostic::new(ErrorKind::BadArgument, "not allowed in an equation")
-                    .at(e.span, "unexpected")
-                    .hint("equations use numbers, names, operators and functions"))
+                return Err(
+                    Diagnostic::new(ErrorKind::BadArgument, "not allowed in an equation")
+                        .at(e.span, "unexpected")
+                        .hint("equations use numbers, names, operators and functions"),
+                )
             }
         })
     }
@@ -353,19 +461,50 @@ impl Env<'_> {
         };
         match &e.kind {
             ExprKind::Bool(b) => Ok(*b),
-            ExprKind::Ident(n) => self.flags.get(n.as_str()).copied().ok_or_else(|| err(e.span)),
-            ExprKind::Unary { op: UnOp::Not, expr } => Ok(!self.static_cond(expr)?),
-            ExprKind::Binary { op: BinOp::And, lhs, rhs } => Ok(self.static_cond(lhs)? && self.static_cond(rhs)?),
-            ExprKind::Binary { op: BinOp::Or, lhs, rhs } => Ok(self.static_cond(lhs)? || self.static_cond(rhs)?),
-            ExprKind::Binary { op: op @ (BinOp::Eq | BinOp::Ne), lhs, rhs } => {
-                let (Some(c), Some(v)) = (lhs.as_ident(), rhs.as_ident()) else { return Err(err(e.span)) };
-                let Some(cur) = self.choices.get(c) else { return Err(err(lhs.span)) };
-                let decl = self.def.choices.iter().find(|d| d.name.name == c).expect("choice declared");
+            ExprKind::Ident(n) => self
+                .flags
+                .get(n.as_str())
+                .copied()
+                .ok_or_else(|| err(e.span)),
+            ExprKind::Unary {
+                op: UnOp::Not,
+                expr,
+            } => Ok(!self.static_cond(expr)?),
+            ExprKind::Binary {
+                op: BinOp::And,
+                lhs,
+                rhs,
+            } => Ok(self.static_cond(lhs)? && self.static_cond(rhs)?),
+            ExprKind::Binary {
+                op: BinOp::Or,
+                lhs,
+                rhs,
+            } => Ok(self.static_cond(lhs)? || self.static_cond(rhs)?),
+            ExprKind::Binary {
+                op: op @ (BinOp::Eq | BinOp::Ne),
+                lhs,
+                rhs,
+            } => {
+                let (Some(c), Some(v)) = (lhs.as_ident(), rhs.as_ident()) else {
+                    return Err(err(e.span));
+                };
+                let Some(cur) = self.choices.get(c) else {
+                    return Err(err(lhs.span));
+                };
+                let decl = self
+                    .def
+                    .choices
+                    .iter()
+                    .find(|d| d.name.name == c)
+                    .expect("choice declared");
                 if !decl.variants.iter().any(|x| x.name == v) {
                     let vs: Vec<&str> = decl.variants.iter().map(|x| x.name.as_str()).collect();
-                    return Err(Diagnostic::new(ErrorKind::UnknownName, format!("`{v}` is not a variant of `{c}`"))
-                        .at(rhs.span, "unknown variant")
-                        .hint(format!("variants: {}", vs.join(" | "))));
+                    return Err(Diagnostic::new(
+                        ErrorKind::UnknownName,
+                        format!("`{v}` is not a variant of `{c}`"),
+                    )
+                    .at(rhs.span, "unknown variant")
+                    .hint(format!("variants: {}", vs.join(" | "))));
                 }
                 Ok((*cur == v) == (*op == BinOp::Eq))
             }
@@ -383,15 +522,30 @@ fn eval_check(e: &Expr, name: &str, v: f32) -> DResult<bool> {
         }
     }
     let bad = || {
-        Diagnostic::new(ErrorKind::BadArgument, format!("a `where` clause may only compare `{name}` with numbers"))
-            .at(e.span, "unsupported constraint")
-            .hint(format!("e.g. `where {name} > 0` or `where {name} >= 0 && {name} <= 1`"))
+        Diagnostic::new(
+            ErrorKind::BadArgument,
+            format!("a `where` clause may only compare `{name}` with numbers"),
+        )
+        .at(e.span, "unsupported constraint")
+        .hint(format!(
+            "e.g. `where {name} > 0` or `where {name} >= 0 && {name} <= 1`"
+        ))
     };
     match &e.kind {
-        ExprKind::Binary { op: BinOp::And, lhs, rhs } => Ok(eval_check(lhs, name, v)? && eval_check(rhs, name, v)?),
-        ExprKind::Binary { op: BinOp::Or, lhs, rhs } => Ok(eval_check(lhs, name, v)? || eval_check(rhs, name, v)?),
+        ExprKind::Binary {
+            op: BinOp::And,
+            lhs,
+            rhs,
+        } => Ok(eval_check(lhs, name, v)? && eval_check(rhs, name, v)?),
+        ExprKind::Binary {
+            op: BinOp::Or,
+            lhs,
+            rhs,
+        } => Ok(eval_check(lhs, name, v)? || eval_check(rhs, name, v)?),
         ExprKind::Binary { op, lhs, rhs } => {
-            let (Some(a), Some(b)) = (num(lhs, name, v), num(rhs, name, v)) else { return Err(bad()) };
+            let (Some(a), Some(b)) = (num(lhs, name, v), num(rhs, name, v)) else {
+                return Err(bad());
+            };
             Ok(match op {
                 BinOp::Gt => a > b,
                 BinOp::Ge => a >= b,
@@ -410,28 +564,46 @@ fn eval_check(e: &Expr, name: &str, v: f32) -> DResult<bool> {
 fn classify_check(e: &Expr, name: &str) -> ParamCheck {
     let is = |x: &Expr| x.as_ident() == Some(name);
     match &e.kind {
-        ExprKind::Binary { op: BinOp::Gt, lhs, rhs } if is(lhs) && rhs.as_number() == Some(0.0) => ParamCheck::Positive,
-        ExprKind::Binary { op: BinOp::Ge, lhs, rhs } if is(lhs) && rhs.as_number() == Some(0.0) => ParamCheck::NonNegative,
-        ExprKind::Binary { op: BinOp::And, lhs, rhs } => {
-            match (classify_check(lhs, name), &rhs.kind) {
-                (ParamCheck::NonNegative, ExprKind::Binary { op: BinOp::Le, lhs: l2, rhs: r2 })
-                    if is(l2) && r2.as_number() == Some(1.0) =>
-                {
-                    ParamCheck::UnitInterval
-                }
-                _ => ParamCheck::Any,
-            }
-        }
+        ExprKind::Binary {
+            op: BinOp::Gt,
+            lhs,
+            rhs,
+        } if is(lhs) && rhs.as_number() == Some(0.0) => ParamCheck::Positive,
+        ExprKind::Binary {
+            op: BinOp::Ge,
+            lhs,
+            rhs,
+        } if is(lhs) && rhs.as_number() == Some(0.0) => ParamCheck::NonNegative,
+        ExprKind::Binary {
+            op: BinOp::And,
+            lhs,
+            rhs,
+        } => match (classify_check(lhs, name), &rhs.kind) {
+            (
+                ParamCheck::NonNegative,
+                ExprKind::Binary {
+                    op: BinOp::Le,
+                    lhs: l2,
+                    rhs: r2,
+                },
+            ) if is(l2) && r2.as_number() == Some(1.0) => ParamCheck::UnitInterval,
+            _ => ParamCheck::Any,
+        },
         _ => ParamCheck::Any,
     }
 }
 
 fn show_check(e: &Expr) -> String {
     match &e.kind {
-        ExprKind::Binary { op, lhs, rhs } => format!("{} {} {}", show_check(lhs), op.symbol(), show_check(rhs)),
+        ExprKind::Binary { op, lhs, rhs } => {
+            format!("{} {} {}", show_check(lhs), op.symbol(), show_check(rhs))
+        }
         ExprKind::Ident(n) => n.clone(),
         ExprKind::Number(s) => s.clone(),
-        ExprKind::Unary { op: UnOp::Neg, expr } => format!("-{}", show_check(expr)),
+        ExprKind::Unary {
+            op: UnOp::Neg,
+            expr,
+        } => format!("-{}", show_check(expr)),
         _ => "?".into(),
     }
 }

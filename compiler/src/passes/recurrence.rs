@@ -12,7 +12,13 @@ pub fn run(m: &mut Module) -> DResult<()> {
     let deps: Vec<Vec<(usize, usize)>> = m
         .nodes
         .iter()
-        .map(|(_, node)| node.kind.sources().into_iter().map(|(h, d)| (h.index(), d)).collect())
+        .map(|(_, node)| {
+            node.kind
+                .sources()
+                .into_iter()
+                .map(|(h, d)| (h.index(), d))
+                .collect()
+        })
         .collect();
     let comps = tarjan(n, &deps);
     let mut components = Vec::new();
@@ -23,7 +29,10 @@ pub fn run(m: &mut Module) -> DResult<()> {
         let mut mark = vec![0u8; n];
         for &v in &comp {
             if let Err(cycle) = visit(v, &deps, &inside, &mut mark, &mut order, &mut Vec::new()) {
-                let names: Vec<String> = cycle.iter().map(|&i| m.nodes[NodeId::from_index(i)].name.clone()).collect();
+                let names: Vec<String> = cycle
+                    .iter()
+                    .map(|&i| m.nodes[NodeId::from_index(i)].name.clone())
+                    .collect();
                 let at = NodeId::from_index(cycle[0]);
                 return Err(Diagnostic::new(
                     ErrorKind::Cycle,

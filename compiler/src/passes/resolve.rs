@@ -10,7 +10,15 @@ use crate::front::Parsed;
 use crate::ir::arena::Arena;
 use crate::ir::net::*;
 
-const OPS: &[&str] = &["dense", "conv2d", "maxpool2d", "avgpool2d", "flatten", "poisson", "bernoulli"];
+const OPS: &[&str] = &[
+    "dense",
+    "conv2d",
+    "maxpool2d",
+    "avgpool2d",
+    "flatten",
+    "poisson",
+    "bernoulli",
+];
 const SETTINGS: &[&str] = &["T", "dt", "seed", "batch"];
 
 pub fn run(parsed: &Parsed) -> DResult<Module> {
@@ -30,7 +38,12 @@ pub fn run(parsed: &Parsed) -> DResult<Module> {
             models.push(n.clone());
         }
     }
-    let root = &parsed.files.iter().find(|(id, _)| *id == parsed.root).expect("root file").1;
+    let root = &parsed
+        .files
+        .iter()
+        .find(|(id, _)| *id == parsed.root)
+        .expect("root file")
+        .1;
     let model = match root.models.as_slice() {
         [m] => m,
         [] => {
@@ -42,9 +55,11 @@ pub fn run(parsed: &Parsed) -> DResult<Module> {
             });
         }
         [_, second, ..] => {
-            return Err(Diagnostic::new(ErrorKind::Duplicate, "a file may define only one model")
-                .at(second.name.span, "second model")
-                .hint("move each model into its own file; share neurons with `include`"))
+            return Err(
+                Diagnostic::new(ErrorKind::Duplicate, "a file may define only one model")
+                    .at(second.name.span, "second model")
+                    .hint("move each model into its own file; share neurons with `include`"),
+            )
         }
     };
     let mut r = Resolver {
@@ -81,7 +96,9 @@ struct Resolver<'a> {
 }
 
 fn bad_value(span: Span, msg: String, hint: &str) -> Diagnostic {
-    Diagnostic::new(ErrorKind::BadValue, msg).at(span, "invalid value").hint(hint)
+    Diagnostic::new(ErrorKind::BadValue, msg)
+        .at(span, "invalid value")
+        .hint(hint)
 }
 
 /// A non-negative integer literal.
@@ -93,7 +110,11 @@ fn int_of(e: &Expr) -> Option<usize> {
 impl Resolver<'_> {
     fn settings(&mut self, m: &ast::ModelDef) -> DResult<()> {
         let mut t_seen = false;
-        for b in m.bindings.iter().filter(|b| SETTINGS.contains(&b.name.name.as_str())) {
+        for b in m
+            .bindings
+            .iter()
+            .filter(|b| SETTINGS.contains(&b.name.name.as_str()))
+        {
             let v = &b.value;
             match b.name.name.as_str() {
                 "T" => {
@@ -102,7 +123,10 @@ impl Resolver<'_> {
                         _ => {
                             return Err(bad_value(
                                 v.span,
-                                format!("T must be a whole number of time steps >= 1, found `{}`", snippet(v)),
+                                format!(
+                                    "T must be a whole number of time steps >= 1, found `{}`",
+                                    snippet(v)
+                                ),
                                 "e.g. `T = 25`",
                             ))
                         }
@@ -123,34 +147,51 @@ impl Resolver<'_> {
                 }
                 "seed" => {
                     self.module.seed = int_of(v).ok_or_else(|| {
-                        bad_value(v.span, "seed must be a whole number >= 0".into(), "e.g. `seed = 42`")
+                        bad_value(
+                            v.span,
+                            "seed must be a whole number >= 0".into(),
+                            "e.g. `seed = 42`",
+                        )
                     })? as u64
                 }
                 "batch" => {
                     self.module.batch = match int_of(v) {
                         Some(b) if b >= 1 => b,
-                        _ => return Err(bad_value(v.span, "batch must be a whole number >= 1".into(), "e.g. `batch = 32`")),
+                        _ => {
+                            return Err(bad_value(
+                                v.span,
+                                "batch must be a whole number >= 1".into(),
+                                "e.g. `batch = 32`",
+                            ))
+                        }
                     }
                 }
                 _ => unreachable!(),
             }
         }
         if !t_seen {
-            return Err(Diagnostic::new(ErrorKind::BadValue, format!("model `{}` does not set T", m.name.name))
-                .at(m.name.span, "no `T = ...` in this model")
-                .hint("add the number of time steps, e.g. `T = 25`"));
+            return Err(Diagnostic::new(
+                ErrorKind::BadValue,
+                format!("model `{}` does not set T", m.name.name),
+            )
+            .at(m.name.span, "no `T = ...` in this model")
+            .hint("add the number of time steps, e.g. `T = 25`"));
         }
         Ok(())
     }
 
     fn declare(&mut self, name: &Ident, h: NodeId) -> DResult<()> {
         if let Some((_, prev)) = self.names.get(&name.name) {
-            return Err(Diagnostic::new(ErrorKind::Duplicate, format!("`{}` is defined twice", name.name))
-                .at(name.span, "second definition")
-                .note(*prev, "first defined here")
-                .hint("give each layer, population and input its own name"));
+            return Err(Diagnostic::new(
+                ErrorKind::Duplicate,
+                format!("`{}` is defined twice", name.name),
+            )
+            .at(name.span, "second definition")
+            .note(*prev, "first defined here")
+            .hint("give each layer, population and input its own name"));
         }
-        if self.models.iter().any(|m| m.name.name == name.name) || OPS.contains(&name.name.as_str()) {
+        if self.models.iter().any(|m| m.name.name == name.name) || OPS.contains(&name.name.as_str())
+        {
             return Err(Diagnostic::new(
                 ErrorKind::Duplicate,
                 format!("`{}` is the name of a neuron model or operation", name.name),
@@ -165,17 +206,23 @@ impl Resolver<'_> {
     fn inputs(&mut self, m: &ast::ModelDef) -> DResult<()> {
         for inp in &m.inputs {
             let ExprKind::List(items) = &inp.shape.kind else {
-                return Err(Diagnostic::new(ErrorKind::Syntax, "an input shape is a list like `[784]`")
-                    .at(inp.shape.span, "not a list"));
+                return Err(Diagnostic::new(
+                    ErrorKind::Syntax,
+                    "an input shape is a list like `[784]`",
+                )
+                .at(inp.shape.span, "not a list"));
             };
             let mut dims = Vec::new();
             let mut time_varying = false;
             for (i, d) in items.iter().enumerate() {
                 if d.as_ident() == Some("T") {
                     if i != 0 {
-                        return Err(Diagnostic::new(ErrorKind::Shape, "`T` may only be the first dimension of an input")
-                            .at(d.span, "T here")
-                            .hint("write `[T, features...]` for an input that changes every step"));
+                        return Err(Diagnostic::new(
+                            ErrorKind::Shape,
+                            "`T` may only be the first dimension of an input",
+                        )
+                        .at(d.span, "T here")
+                        .hint("write `[T, features...]` for an input that changes every step"));
                     }
                     time_varying = true;
                     continue;
@@ -185,16 +232,22 @@ impl Resolver<'_> {
                     _ => {
                         return Err(bad_value(
                             d.span,
-                            format!("an input dimension must be a whole number >= 1, found `{}`", snippet(d)),
+                            format!(
+                                "an input dimension must be a whole number >= 1, found `{}`",
+                                snippet(d)
+                            ),
                             "e.g. `input x: [1, 28, 28]`",
                         ))
                     }
                 }
             }
             if dims.is_empty() {
-                return Err(Diagnostic::new(ErrorKind::Shape, "an input needs at least one feature dimension")
-                    .at(inp.shape.span, "no features")
-                    .hint("e.g. `input x: [T, 16]`"));
+                return Err(Diagnostic::new(
+                    ErrorKind::Shape,
+                    "an input needs at least one feature dimension",
+                )
+                .at(inp.shape.span, "no features")
+                .hint("e.g. `input x: [T, 16]`"));
             }
             let h = self.module.nodes.append(Node {
                 name: inp.name.name.clone(),
@@ -206,22 +259,30 @@ impl Resolver<'_> {
             self.module.inputs.push(h);
         }
         if self.module.inputs.is_empty() {
-            return Err(Diagnostic::new(ErrorKind::UnknownName, format!("model `{}` has no input", m.name.name))
-                .at(m.name.span, "no `input` statement")
-                .hint("declare one, e.g. `input x: [784]`"));
+            return Err(Diagnostic::new(
+                ErrorKind::UnknownName,
+                format!("model `{}` has no input", m.name.name),
+            )
+            .at(m.name.span, "no `input` statement")
+            .hint("declare one, e.g. `input x: [784]`"));
         }
         Ok(())
     }
 
     fn bindings(&mut self, m: &ast::ModelDef) -> DResult<()> {
-        let bindings: Vec<&ast::Binding> =
-            m.bindings.iter().filter(|b| !SETTINGS.contains(&b.name.name.as_str())).collect();
+        let bindings: Vec<&ast::Binding> = m
+            .bindings
+            .iter()
+            .filter(|b| !SETTINGS.contains(&b.name.name.as_str()))
+            .collect();
         // Reserve a node per binding first so that later bindings can be referenced.
         let mut reserved = Vec::new();
         for b in &bindings {
             let h = self.module.nodes.append(Node {
                 name: b.name.name.clone(),
-                kind: NodeKind::Flatten { src: NodeId::from_index(0) },
+                kind: NodeKind::Flatten {
+                    src: NodeId::from_index(0),
+                },
                 span: b.span,
                 shape: None,
             });
@@ -232,7 +293,10 @@ impl Resolver<'_> {
             if let ExprKind::Binary { op: BinOp::Add, .. } = &b.value.kind {
                 return Err(Diagnostic::new(
                     ErrorKind::BadArgument,
-                    format!("`{}` is bound to a sum; sums of currents are only a population's input", b.name.name),
+                    format!(
+                        "`{}` is bound to a sum; sums of currents are only a population's input",
+                        b.name.name
+                    ),
                 )
                 .at(b.value.span, "a sum here")
                 .hint("move the sum into the population: `s = LIF(dense(a, n) + dense(b, n))`"));
@@ -240,7 +304,10 @@ impl Resolver<'_> {
             let ExprKind::Call { func, args } = &b.value.kind else {
                 return Err(Diagnostic::new(
                     ErrorKind::BadArgument,
-                    format!("`{}` must be bound to an operation or a neuron population", b.name.name),
+                    format!(
+                        "`{}` must be bound to an operation or a neuron population",
+                        b.name.name
+                    ),
                 )
                 .at(b.value.span, "not an operation")
                 .hint("e.g. `h1 = dense(x, 500)` or `s1 = LIF(h1, tau = 2.0)`"));
@@ -257,8 +324,9 @@ impl Resolver<'_> {
             ExprKind::Ident(n) => match self.names.get(n) {
                 Some((h, _)) => Ok(*h),
                 None => {
-                    let mut d = Diagnostic::new(ErrorKind::UnknownName, format!("unknown name `{n}`"))
-                        .at(e.span, "not defined in this model");
+                    let mut d =
+                        Diagnostic::new(ErrorKind::UnknownName, format!("unknown name `{n}`"))
+                            .at(e.span, "not defined in this model");
                     let known: Vec<&str> = self.names.keys().map(String::as_str).collect();
                     d = match did_you_mean(n, known) {
                         Some(s) => d.hint(format!("did you mean `{s}`?")),
@@ -283,9 +351,12 @@ impl Resolver<'_> {
             )
             .at(e.span, "a sum here")
             .hint("e.g. `s = LIF(dense(x, 100) + dense(s, 100, delay = 1))`")),
-            _ => Err(Diagnostic::new(ErrorKind::BadArgument, "expected a layer, population or input")
-                .at(e.span, "not a node")
-                .hint("pass the name of an input, a layer or a population")),
+            _ => Err(Diagnostic::new(
+                ErrorKind::BadArgument,
+                "expected a layer, population or input",
+            )
+            .at(e.span, "not a node")
+            .hint("pass the name of an input, a layer or a population")),
         }
     }
 
@@ -338,7 +409,11 @@ impl Resolver<'_> {
                 };
                 NodeKind::Pool2d {
                     src,
-                    kind: if func.name == "maxpool2d" { PoolKind::Max } else { PoolKind::Avg },
+                    kind: if func.name == "maxpool2d" {
+                        PoolKind::Max
+                    } else {
+                        PoolKind::Avg
+                    },
                     kernel,
                     stride: a.usize("stride", kernel, 1)?,
                     padding: a.usize("padding", 0, 0)?,
@@ -380,7 +455,11 @@ impl Resolver<'_> {
                     None => d.hint(format!(
                         "built-in operations: {}; neuron models: {}",
                         OPS.join(", "),
-                        self.models.iter().map(|m| m.name.name.as_str()).collect::<Vec<_>>().join(", ")
+                        self.models
+                            .iter()
+                            .map(|m| m.name.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )),
                 });
             }
@@ -389,7 +468,14 @@ impl Resolver<'_> {
         Ok(kind)
     }
 
-    fn population(&mut self, name: &str, mi: usize, func: &Ident, args: &[Arg], span: Span) -> DResult<NodeKind> {
+    fn population(
+        &mut self,
+        name: &str,
+        mi: usize,
+        func: &Ident,
+        args: &[Arg],
+        span: Span,
+    ) -> DResult<NodeKind> {
         let model = &self.models[mi];
         let positional: Vec<&Arg> = args.iter().filter(|a| a.name.is_none()).collect();
         let input = match positional.as_slice() {
@@ -397,15 +483,21 @@ impl Resolver<'_> {
             [] => {
                 return Err(Diagnostic::new(
                     ErrorKind::BadArgument,
-                    format!("population `{name}` of `{}` needs an input current", func.name),
+                    format!(
+                        "population `{name}` of `{}` needs an input current",
+                        func.name
+                    ),
                 )
                 .at(span, "no input")
                 .hint(format!("e.g. `{}(dense(x, 100))`", func.name)))
             }
             [_, extra, ..] => {
-                return Err(Diagnostic::new(ErrorKind::BadArgument, "a population takes one input current")
-                    .at(extra.value.span, "extra positional argument")
-                    .hint("sum several currents with `+`, and give parameters by name: `tau = 2.0`"))
+                return Err(Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    "a population takes one input current",
+                )
+                .at(extra.value.span, "extra positional argument")
+                .hint("sum several currents with `+`, and give parameters by name: `tau = 2.0`"))
             }
         };
         let mut terms = Vec::new();
@@ -421,8 +513,11 @@ impl Resolver<'_> {
                 || pa.flags.iter().any(|p| p.0 == n.name)
                 || pa.choices.iter().any(|p| p.0 == n.name);
             if dup {
-                return Err(Diagnostic::new(ErrorKind::Duplicate, format!("`{}` is given twice", n.name))
-                    .at(n.span, "repeated argument"));
+                return Err(Diagnostic::new(
+                    ErrorKind::Duplicate,
+                    format!("`{}` is given twice", n.name),
+                )
+                .at(n.span, "repeated argument"));
             }
             if model.params.iter().any(|p| p.name.name == n.name) {
                 let v = a.value.as_f32().ok_or_else(|| {
@@ -445,7 +540,10 @@ impl Resolver<'_> {
             } else if let Some(c) = model.choices.iter().find(|c| c.name.name == n.name) {
                 let variants: Vec<&str> = c.variants.iter().map(|v| v.name.as_str()).collect();
                 match a.value.as_ident() {
-                    Some(v) if variants.contains(&v) => pa.choices.push((n.name.clone(), v.to_string(), a.value.span)),
+                    Some(v) if variants.contains(&v) => {
+                        pa.choices
+                            .push((n.name.clone(), v.to_string(), a.value.span))
+                    }
                     _ => {
                         return Err(bad_value(
                             a.value.span,
@@ -455,12 +553,16 @@ impl Resolver<'_> {
                     }
                 }
             } else {
-                let mut known: Vec<&str> = model.params.iter().map(|p| p.name.name.as_str()).collect();
+                let mut known: Vec<&str> =
+                    model.params.iter().map(|p| p.name.name.as_str()).collect();
                 known.extend(model.flags.iter().map(|f| f.name.name.as_str()));
                 known.extend(model.choices.iter().map(|c| c.name.name.as_str()));
                 let d = Diagnostic::new(
                     ErrorKind::UnknownName,
-                    format!("neuron model `{}` has no parameter `{}`", model.name.name, n.name),
+                    format!(
+                        "neuron model `{}` has no parameter `{}`",
+                        model.name.name, n.name
+                    ),
                 )
                 .at(n.span, "unknown parameter")
                 .note(model.name.span, "model defined here");
@@ -485,9 +587,12 @@ impl Resolver<'_> {
                 "counts" => OutputKind::Counts,
                 "trace" => OutputKind::Trace,
                 other => {
-                    return Err(Diagnostic::new(ErrorKind::UnknownName, format!("unknown output kind `{other}`"))
-                        .at(o.kind.span, "not an output kind")
-                        .hint("use spikes(pop), counts(pop) or trace(pop.state)"))
+                    return Err(Diagnostic::new(
+                        ErrorKind::UnknownName,
+                        format!("unknown output kind `{other}`"),
+                    )
+                    .at(o.kind.span, "not an output kind")
+                    .hint("use spikes(pop), counts(pop) or trace(pop.state)"))
                 }
             };
             let (target, field) = match &o.target.kind {
@@ -498,8 +603,11 @@ impl Resolver<'_> {
                 Some((h, _)) => *h,
                 None => {
                     let n = target.as_ident().unwrap_or("?");
-                    let d = Diagnostic::new(ErrorKind::UnknownName, format!("unknown name `{n}` in output"))
-                        .at(target.span, "not defined in this model");
+                    let d = Diagnostic::new(
+                        ErrorKind::UnknownName,
+                        format!("unknown name `{n}` in output"),
+                    )
+                    .at(target.span, "not defined in this model");
                     let known: Vec<&str> = self.names.keys().map(String::as_str).collect();
                     return Err(match did_you_mean(n, known) {
                         Some(s) => d.hint(format!("did you mean `{s}`?")),
@@ -509,26 +617,44 @@ impl Resolver<'_> {
             };
             let nname = self.module.nodes[node].name.clone();
             let (state, default_name) = match (kind, field) {
-                (OutputKind::Trace, Some(f)) => (Some((f.name.clone(), None)), format!("{nname}.{}", f.name)),
+                (OutputKind::Trace, Some(f)) => {
+                    (Some((f.name.clone(), None)), format!("{nname}.{}", f.name))
+                }
                 (OutputKind::Trace, None) => {
-                    return Err(Diagnostic::new(ErrorKind::BadArgument, "trace needs a state variable")
-                        .at(o.target.span, "which state?")
-                        .hint(format!("e.g. `output trace({nname}.v)`")))
+                    return Err(Diagnostic::new(
+                        ErrorKind::BadArgument,
+                        "trace needs a state variable",
+                    )
+                    .at(o.target.span, "which state?")
+                    .hint(format!("e.g. `output trace({nname}.v)`")))
                 }
                 (_, Some(f)) => {
-                    return Err(Diagnostic::new(ErrorKind::BadArgument, format!("{} takes a population, not a field", o.kind.name))
-                        .at(f.span, "unexpected field")
-                        .hint(format!("write `{}({nname})`, or `trace({nname}.{})` for a membrane trace", o.kind.name, f.name)))
+                    return Err(Diagnostic::new(
+                        ErrorKind::BadArgument,
+                        format!("{} takes a population, not a field", o.kind.name),
+                    )
+                    .at(f.span, "unexpected field")
+                    .hint(format!(
+                        "write `{}({nname})`, or `trace({nname}.{})` for a membrane trace",
+                        o.kind.name, f.name
+                    )))
                 }
                 (OutputKind::Spikes, None) => (None, format!("{nname}.spikes")),
                 (OutputKind::Counts, None) => (None, format!("{nname}.counts")),
             };
-            let name = o.alias.as_ref().map(|a| a.name.clone()).unwrap_or(default_name);
+            let name = o
+                .alias
+                .as_ref()
+                .map(|a| a.name.clone())
+                .unwrap_or(default_name);
             if let Some(prev) = self.module.outputs.iter().find(|p| p.name == name) {
-                return Err(Diagnostic::new(ErrorKind::Duplicate, format!("output `{name}` is declared twice"))
-                    .at(o.span, "second declaration")
-                    .note(prev.span, "first declared here")
-                    .hint("give one of them another name with `as`"));
+                return Err(Diagnostic::new(
+                    ErrorKind::Duplicate,
+                    format!("output `{name}` is declared twice"),
+                )
+                .at(o.span, "second declaration")
+                .note(prev.span, "first declared here")
+                .hint("give one of them another name with `as`"));
             }
             self.module.outputs.push(Output {
                 name,
@@ -539,9 +665,12 @@ impl Resolver<'_> {
             });
         }
         if self.module.outputs.is_empty() {
-            return Err(Diagnostic::new(ErrorKind::UnknownName, format!("model `{}` has no output", m.name.name))
-                .at(m.name.span, "nothing is observed")
-                .hint("add e.g. `output counts(s2)` or `output trace(s2.v)`"));
+            return Err(Diagnostic::new(
+                ErrorKind::UnknownName,
+                format!("model `{}` has no output", m.name.name),
+            )
+            .at(m.name.span, "nothing is observed")
+            .hint("add e.g. `output counts(s2)` or `output trace(s2.v)`"));
         }
         Ok(())
     }
@@ -549,7 +678,11 @@ impl Resolver<'_> {
 
 fn flatten_sum<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
     match &e.kind {
-        ExprKind::Binary { op: BinOp::Add, lhs, rhs } => {
+        ExprKind::Binary {
+            op: BinOp::Add,
+            lhs,
+            rhs,
+        } => {
             flatten_sum(lhs, out);
             flatten_sum(rhs, out);
         }
@@ -583,9 +716,12 @@ impl<'a> Args<'a> {
         for a in args {
             match &a.name {
                 None if !named.is_empty() => {
-                    return Err(Diagnostic::new(ErrorKind::BadArgument, "positional argument after a named one")
-                        .at(a.value.span, "positional")
-                        .hint("put positional arguments first"))
+                    return Err(Diagnostic::new(
+                        ErrorKind::BadArgument,
+                        "positional argument after a named one",
+                    )
+                    .at(a.value.span, "positional")
+                    .hint("put positional arguments first"))
                 }
                 None => positional.push(&a.value),
                 Some(n) => named.push((n, &a.value, false)),
@@ -602,9 +738,12 @@ impl<'a> Args<'a> {
 
     fn pos(&self, i: usize, what: &str) -> DResult<&'a Expr> {
         self.positional.get(i).copied().ok_or_else(|| {
-            Diagnostic::new(ErrorKind::BadArgument, format!("`{}` needs {what} as argument {}", self.func.name, i + 1))
-                .at(self.span, "missing argument")
-                .hint(usage(&self.func.name))
+            Diagnostic::new(
+                ErrorKind::BadArgument,
+                format!("`{}` needs {what} as argument {}", self.func.name, i + 1),
+            )
+            .at(self.span, "missing argument")
+            .hint(usage(&self.func.name))
         })
     }
 
@@ -614,7 +753,10 @@ impl<'a> Args<'a> {
             Some(v) if v >= min => Ok(v),
             _ => Err(bad_value(
                 e.span,
-                format!("{what} of `{}` must be a whole number >= {min}", self.func.name),
+                format!(
+                    "{what} of `{}` must be a whole number >= {min}",
+                    self.func.name
+                ),
                 &usage(&self.func.name),
             )),
         }
@@ -645,7 +787,13 @@ impl<'a> Args<'a> {
         match self.named(name) {
             None => Ok([default, default]),
             Some(e) => {
-                let bad = || bad_value(e.span, format!("`{name}` must be a size >= 1 or a pair `[h, w]`"), "e.g. `kernel = 3` or `kernel = [3, 5]`");
+                let bad = || {
+                    bad_value(
+                        e.span,
+                        format!("`{name}` must be a size >= 1 or a pair `[h, w]`"),
+                        "e.g. `kernel = 3` or `kernel = [3, 5]`",
+                    )
+                };
                 match &e.kind {
                     ExprKind::List(items) if items.len() == 2 => {
                         let h = int_of(&items[0]).filter(|v| *v >= 1).ok_or_else(bad)?;
@@ -664,8 +812,15 @@ impl<'a> Args<'a> {
     fn bool(&mut self, name: &'static str, default: bool) -> DResult<bool> {
         match self.named(name) {
             None => Ok(default),
-            Some(Expr { kind: ExprKind::Bool(b), .. }) => Ok(*b),
-            Some(e) => Err(bad_value(e.span, format!("`{name}` must be true or false"), &usage(&self.func.name))),
+            Some(Expr {
+                kind: ExprKind::Bool(b),
+                ..
+            }) => Ok(*b),
+            Some(e) => Err(bad_value(
+                e.span,
+                format!("`{name}` must be true or false"),
+                &usage(&self.func.name),
+            )),
         }
     }
 
@@ -676,7 +831,10 @@ impl<'a> Args<'a> {
                 Some(v) if v.is_finite() && (!non_negative || v >= 0.0) => Ok(v),
                 _ => Err(bad_value(
                     e.span,
-                    format!("`{name}` must be a{} number", if non_negative { " non-negative" } else { "" }),
+                    format!(
+                        "`{name}` must be a{} number",
+                        if non_negative { " non-negative" } else { "" }
+                    ),
                     &usage(&self.func.name),
                 )),
             },
@@ -689,14 +847,20 @@ impl<'a> Args<'a> {
             _ => 1,
         };
         if let Some(extra) = self.positional.get(max_pos) {
-            return Err(Diagnostic::new(ErrorKind::BadArgument, format!("too many arguments for `{}`", self.func.name))
-                .at(extra.span, "extra argument")
-                .hint(usage(&self.func.name)));
+            return Err(Diagnostic::new(
+                ErrorKind::BadArgument,
+                format!("too many arguments for `{}`", self.func.name),
+            )
+            .at(extra.span, "extra argument")
+            .hint(usage(&self.func.name)));
         }
         for (n, _, used) in &self.named {
             if !used {
-                let d = Diagnostic::new(ErrorKind::UnknownName, format!("`{}` has no argument `{}`", self.func.name, n.name))
-                    .at(n.span, "unknown argument");
+                let d = Diagnostic::new(
+                    ErrorKind::UnknownName,
+                    format!("`{}` has no argument `{}`", self.func.name, n.name),
+                )
+                .at(n.span, "unknown argument");
                 return Err(match did_you_mean(&n.name, self.known.iter().copied()) {
                     Some(s) => d.hint(format!("did you mean `{s}`? {}", usage(&self.func.name))),
                     None => d.hint(usage(&self.func.name)),

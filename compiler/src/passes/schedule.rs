@@ -13,7 +13,11 @@ use crate::ir::sched::{Schedule, Stage, StageKind};
 use super::{recurrence::self_loop, Options};
 
 pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
-    let rec = m.recurrence.as_ref().expect("recurrence pass has run").clone();
+    let rec = m
+        .recurrence
+        .as_ref()
+        .expect("recurrence pass has run")
+        .clone();
     // Depth of each component (longest path from the inputs), for a stable level order.
     let mut comp_of = vec![0usize; m.nodes.len()];
     for (ci, c) in rec.components.iter().enumerate() {
@@ -63,7 +67,11 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
         }
     } else {
         for &ci in &order {
-            let comp: Vec<NodeId> = rec.components[ci].iter().copied().filter(|&n| seq(m, n)).collect();
+            let comp: Vec<NodeId> = rec.components[ci]
+                .iter()
+                .copied()
+                .filter(|&n| seq(m, n))
+                .collect();
             if comp.is_empty() {
                 continue;
             }

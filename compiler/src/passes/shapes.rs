@@ -20,11 +20,19 @@ enum Visit {
 }
 
 fn shape_err(msg: String, m: &Module, h: NodeId, label: &str, hint: &str) -> Diagnostic {
-    Diagnostic::new(ErrorKind::Shape, msg).at(m.nodes[h].span, label).hint(hint)
+    Diagnostic::new(ErrorKind::Shape, msg)
+        .at(m.nodes[h].span, label)
+        .hint(hint)
 }
 
 fn dims_str(d: &[usize]) -> String {
-    format!("[{}]", d.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        d.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Shape> {
@@ -33,10 +41,15 @@ fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Shape> {
         Visit::Busy => {
             return Err(Diagnostic::new(
                 ErrorKind::Cycle,
-                format!("`{}` depends on itself with no projection in between", m.nodes[h].name),
+                format!(
+                    "`{}` depends on itself with no projection in between",
+                    m.nodes[h].name
+                ),
             )
             .at(m.nodes[h].span, "part of a cycle")
-            .hint("a recurrent loop must pass through a dense or conv2d projection with `delay >= 1`"))
+            .hint(
+                "a recurrent loop must pass through a dense or conv2d projection with `delay >= 1`",
+            ))
         }
         Visit::New => {}
     }
@@ -44,7 +57,11 @@ fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Shape> {
     let kind = m.nodes[h].kind.clone();
     let shape = match kind {
         NodeKind::Input { dims, time_varying } => Shape {
-            extent: if time_varying { Extent::Seq } else { Extent::Static },
+            extent: if time_varying {
+                Extent::Seq
+            } else {
+                Extent::Static
+            },
             dims,
         },
         NodeKind::Encode { src, .. } => {
@@ -54,7 +71,9 @@ fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Shape> {
                 dims: s.dims,
             }
         }
-        NodeKind::Dense { src, out, delay, .. } => {
+        NodeKind::Dense {
+            src, out, delay, ..
+        } => {
             // The output size is known without the source: that is what lets a recurrent
             // loop through a projection be shaped.
             state[h.index()] = Visit::Done;
@@ -65,11 +84,18 @@ fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Shape> {
             let s = infer(m, src, state)?;
             if s.dims.len() != 1 {
                 return Err(shape_err(
-                    format!("dense expects a vector input, but `{}` has shape {}", m.nodes[src].name, dims_str(&s.dims)),
+                    format!(
+                        "dense expects a vector input, but `{}` has shape {}",
+                        m.nodes[src].name,
+                        dims_str(&s.dims)
+                    ),
                     m,
                     h,
                     "input is not 1-D",
-                    &format!("insert `flatten({})` before the dense layer", m.nodes[src].name),
+                    &format!(
+                        "insert `flatten({})` before the dense layer",
+                        m.nodes[src].name
+                    ),
                 ));
             }
             if delay > 0 && s.extent == Extent::Static {
@@ -92,7 +118,11 @@ fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Shape> {
             let s = infer(m, src, state)?;
             let [c, hh, ww] = s.dims[..] else {
                 return Err(shape_err(
-                    format!("conv2d expects a [channels, height, width] input, but `{}` has shape {}", m.nodes[src].name, dims_str(&s.dims)),
+                    format!(
+                        "conv2d expects a [channels, height, width] input, but `{}` has shape {}",
+                        m.nodes[src].name,
+                        dims_str(&s.dims)
+                    ),
                     m,
                     h,
                     "input is not 3-D",
@@ -121,12 +151,20 @@ fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Shape> {
             }
         }
         NodeKind::Pool2d {
-            src, kernel, stride, padding, ..
+            src,
+            kernel,
+            stride,
+            padding,
+            ..
         } => {
             let s = infer(m, src, state)?;
             let [c, hh, ww] = s.dims[..] else {
                 return Err(shape_err(
-                    format!("pooling expects a [channels, height, width] input, but `{}` has shape {}", m.nodes[src].name, dims_str(&s.dims)),
+                    format!(
+                        "pooling expects a [channels, height, width] input, but `{}` has shape {}",
+                        m.nodes[src].name,
+                        dims_str(&s.dims)
+                    ),
                     m,
                     h,
                     "input is not 3-D",
@@ -142,15 +180,16 @@ fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Shape> {
                     "padding must be at most kernel / 2",
                 ));
             }
-            let (ho, wo) = window_out(hh, ww, [kernel, kernel], stride, padding).ok_or_else(|| {
-                shape_err(
-                    format!("pool window {kernel} does not fit the {hh}x{ww} input"),
-                    m,
-                    h,
-                    "window larger than input",
-                    "use a smaller window",
-                )
-            })?;
+            let (ho, wo) =
+                window_out(hh, ww, [kernel, kernel], stride, padding).ok_or_else(|| {
+                    shape_err(
+                        format!("pool window {kernel} does not fit the {hh}x{ww} input"),
+                        m,
+                        h,
+                        "window larger than input",
+                        "use a smaller window",
+                    )
+                })?;
             Shape {
                 extent: s.extent,
                 dims: vec![c, ho, wo],
@@ -206,7 +245,13 @@ fn delay_static(m: &Module, h: NodeId, src: NodeId) -> Diagnostic {
 }
 
 /// Output size of a sliding window, or `None` if it does not fit.
-pub fn window_out(h: usize, w: usize, k: [usize; 2], stride: usize, pad: usize) -> Option<(usize, usize)> {
+pub fn window_out(
+    h: usize,
+    w: usize,
+    k: [usize; 2],
+    stride: usize,
+    pad: usize,
+) -> Option<(usize, usize)> {
     let hp = h + 2 * pad;
     let wp = w + 2 * pad;
     if k[0] > hp || k[1] > wp {

@@ -14,12 +14,17 @@ macro_rules! say {
         let _ = writeln!(std::io::stdout(), $($t)*);
     }};
 }
-pub(crate) use say;
+
 use snnc::diag::{Diagnostic, ErrorKind};
 use snnc::{passes, Compiler, Options};
 
 #[derive(Parser)]
-#[command(name = "snnc", version, about = "Compiler for spiking neural networks", propagate_version = true)]
+#[command(
+    name = "snnc",
+    version,
+    about = "Compiler for spiking neural networks",
+    propagate_version = true
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -176,7 +181,9 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
             };
             let mut c = Compiler::new(pipeline.options());
             let parsed = c.parse_file(&file).map_err(|d| report(&c, &d, color))?;
-            let text = c.dump_after(&parsed, &after).map_err(|d| report(&c, &d, color))?;
+            let text = c
+                .dump_after(&parsed, &after)
+                .map_err(|d| report(&c, &d, color))?;
             {
                 use std::io::Write as _;
                 let _ = std::io::stdout().write_all(text.as_bytes());
@@ -231,11 +238,22 @@ fn count_ops(ops: &[snn_runtime::plan::Op]) -> usize {
 }
 
 fn write_file(path: &Path, text: &str) -> Result<(), Diagnostic> {
-    std::fs::write(path, text)
-        .map_err(|e| Diagnostic::new(ErrorKind::Io, format!("cannot write `{}`: {e}", path.display())))
+    std::fs::write(path, text).map_err(|e| {
+        Diagnostic::new(
+            ErrorKind::Io,
+            format!("cannot write `{}`: {e}", path.display()),
+        )
+    })
 }
 
-fn compile(file: &Path, out: Option<PathBuf>, emit: &[String], build: bool, p: &PipelineArgs, color: bool) -> Result<(), u8> {
+fn compile(
+    file: &Path,
+    out: Option<PathBuf>,
+    emit: &[String],
+    build: bool,
+    p: &PipelineArgs,
+    color: bool,
+) -> Result<(), u8> {
     let start = std::time::Instant::now();
     let mut c = Compiler::new(p.options());
     let parsed = c.parse_file(file).map_err(|d| report(&c, &d, color))?;
@@ -247,15 +265,21 @@ fn compile(file: &Path, out: Option<PathBuf>, emit: &[String], build: bool, p: &
         }
     }
     if emit.iter().any(|e| e == "cuda") {
-        let d = Diagnostic::new(ErrorKind::Build, "the CUDA back end is not implemented yet: `--emit cuda` has nothing to write")
-            .hint("use `--emit ir,rust` for now; CUDA generation is tracked in issue 3");
+        let d = Diagnostic::new(
+            ErrorKind::Build,
+            "the CUDA back end is not implemented yet: `--emit cuda` has nothing to write",
+        )
+        .hint("use `--emit ir,rust` for now; CUDA generation is tracked in issue 3");
         return Err(report(&c, &d, color));
     }
     let dir = out.unwrap_or_else(|| file.with_extension("out"));
     std::fs::create_dir_all(&dir).map_err(|e| {
         report(
             &c,
-            &Diagnostic::new(ErrorKind::Io, format!("cannot create `{}`: {e}", dir.display())),
+            &Diagnostic::new(
+                ErrorKind::Io,
+                format!("cannot create `{}`: {e}", dir.display()),
+            ),
             color,
         )
     })?;
@@ -281,7 +305,11 @@ fn compile(file: &Path, out: Option<PathBuf>, emit: &[String], build: bool, p: &
         let lib = snnc::build::build_cdylib(&rust, None).map_err(|d| report(&c, &d, color))?;
         eprintln!(
             "kernels {} in {:.1} ms: {}",
-            if lib.cached { "found in cache" } else { "built" },
+            if lib.cached {
+                "found in cache"
+            } else {
+                "built"
+            },
             lib.seconds * 1e3,
             lib.path.display()
         );

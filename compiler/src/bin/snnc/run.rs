@@ -11,8 +11,6 @@ use snnc::front::Parsed;
 use snnc::session::{self, runtime_diag};
 use snnc::Compiler;
 
-use crate::say;
-
 pub struct RunArgs {
     pub weights: Option<PathBuf>,
     pub inputs: Vec<PathBuf>,
@@ -29,11 +27,18 @@ pub fn run(c: &Compiler, parsed: &Parsed, args: &RunArgs) -> DResult<()> {
     match args.device.as_str() {
         "cpu" => {}
         d if d == "cuda" || d.starts_with("cuda:") => {
-            return Err(Diagnostic::new(ErrorKind::Runtime, "the CUDA device is not available in this build of snnc")
-                .hint("the CUDA back end is tracked in issue 3; use --device cpu"))
+            return Err(Diagnostic::new(
+                ErrorKind::Runtime,
+                "the CUDA device is not available in this build of snnc",
+            )
+            .hint("the CUDA back end is tracked in issue 3; use --device cpu"))
         }
         other => {
-            return Err(Diagnostic::new(ErrorKind::BadArgument, format!("unknown device `{other}`")).hint("use --device cpu"))
+            return Err(Diagnostic::new(
+                ErrorKind::BadArgument,
+                format!("unknown device `{other}`"),
+            )
+            .hint("use --device cpu"))
         }
     }
     let t0 = Instant::now();
@@ -51,11 +56,17 @@ pub fn run(c: &Compiler, parsed: &Parsed, args: &RunArgs) -> DResult<()> {
     }
     for kv in &args.set {
         let Some((k, v)) = kv.split_once('=') else {
-            return Err(Diagnostic::new(ErrorKind::BadArgument, format!("`--set {kv}` is not NAME=VALUE"))
-                .hint("e.g. `--set s1.tau=4.0`"));
+            return Err(Diagnostic::new(
+                ErrorKind::BadArgument,
+                format!("`--set {kv}` is not NAME=VALUE"),
+            )
+            .hint("e.g. `--set s1.tau=4.0`"));
         };
         let v: f32 = v.trim().parse().map_err(|_| {
-            Diagnostic::new(ErrorKind::BadValue, format!("`{v}` in `--set {kv}` is not a number"))
+            Diagnostic::new(
+                ErrorKind::BadValue,
+                format!("`{v}` in `--set {kv}` is not a number"),
+            )
         })?;
         s.set_param(k.trim(), v).map_err(runtime_diag)?;
     }
@@ -79,7 +90,12 @@ pub fn run(c: &Compiler, parsed: &Parsed, args: &RunArgs) -> DResult<()> {
             let names: Vec<&str> = plan.inputs.iter().map(|i| i.name.as_str()).collect();
             return Err(Diagnostic::new(
                 ErrorKind::BadArgument,
-                format!("the model has {} input(s) ({}) but {} --input file(s) were given", names.len(), names.join(", "), args.inputs.len()),
+                format!(
+                    "the model has {} input(s) ({}) but {} --input file(s) were given",
+                    names.len(),
+                    names.join(", "),
+                    args.inputs.len()
+                ),
             )
             .hint("pass one --input FILE.npy per model input, in order"));
         }
@@ -88,10 +104,19 @@ pub fn run(c: &Compiler, parsed: &Parsed, args: &RunArgs) -> DResult<()> {
             v.push(npy::read_npy(p).map_err(runtime_diag)?);
         }
         let d = &plan.inputs[0];
-        let b = if d.time_varying { v[0].shape.get(1) } else { v[0].shape.first() }.copied().unwrap_or(0);
+        let b = if d.time_varying {
+            v[0].shape.get(1)
+        } else {
+            v[0].shape.first()
+        }
+        .copied()
+        .unwrap_or(0);
         if let Some(want) = args.batch {
             if want != b {
-                return Err(Diagnostic::new(ErrorKind::Shape, format!("--batch {want} but the input file holds a batch of {b}")));
+                return Err(Diagnostic::new(
+                    ErrorKind::Shape,
+                    format!("--batch {want} but the input file holds a batch of {b}"),
+                ));
             }
         }
         (v, b)
@@ -110,8 +135,12 @@ pub fn run(c: &Compiler, parsed: &Parsed, args: &RunArgs) -> DResult<()> {
         say!("{}", summary(&decl.name, decl.kind, t));
     }
     if let Some(dir) = &args.out {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Diagnostic::new(ErrorKind::Io, format!("cannot create `{}`: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Diagnostic::new(
+                ErrorKind::Io,
+                format!("cannot create `{}`: {e}", dir.display()),
+            )
+        })?;
         for (decl, t) in &outputs {
             let path = dir.join(format!("{}.npy", decl.name));
             npy::write_npy(&path, t).map_err(runtime_diag)?;
@@ -140,9 +169,15 @@ fn summary(name: &str, kind: OutputKind, t: &Tensor) -> String {
             if per <= 16 {
                 for i in 0..b.min(8) {
                     let row = &t.data[i * per..(i + 1) * per];
-                    let arg = row.iter().enumerate().fold(0, |best, (j, &x)| if x > row[best] { j } else { best });
+                    let arg = row
+                        .iter()
+                        .enumerate()
+                        .fold(0, |best, (j, &x)| if x > row[best] { j } else { best });
                     let vals: Vec<String> = row.iter().map(|x| format!("{x}")).collect();
-                    s.push_str(&format!("\n    sample {i}: [{}] -> argmax {arg}", vals.join(", ")));
+                    s.push_str(&format!(
+                        "\n    sample {i}: [{}] -> argmax {arg}",
+                        vals.join(", ")
+                    ));
                 }
                 if b > 8 {
                     s.push_str(&format!("\n    ... {} more samples", b - 8));
