@@ -502,6 +502,27 @@ impl Session {
         Ok(out)
     }
 
+    /// Walk the plan's ops again on the inputs already in device memory, without copying
+    /// inputs in or outputs out: what benchmarks time. Needs a previous [`Session::run`]
+    /// with the same `t` and `batch`.
+    pub fn rerun(&mut self, t: usize, batch: usize) -> Result<()> {
+        let sizes = self.slot_sizes(t, batch)?;
+        if self.slot_sizes.as_ref() != Some(&sizes) {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "rerun(t = {t}, batch = {batch}) needs a previous run with the same sizes"
+            )));
+        }
+        exec_ops(
+            self.device.as_mut(),
+            &self.plan.buffers,
+            &self.exec,
+            t,
+            batch,
+            None,
+        )?;
+        self.device.sync()
+    }
+
     /// [`Session::run`] returning only the output named `name`.
     pub fn run_output(
         &mut self,

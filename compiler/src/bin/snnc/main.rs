@@ -85,6 +85,20 @@ enum Cmd {
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
+    /// Time named workloads (median of repeats after a warm-up).
+    Bench {
+        /// Workloads to run (default: all); see --list.
+        workloads: Vec<String>,
+        /// Repetitions per workload.
+        #[arg(long, default_value_t = 20)]
+        repeat: usize,
+        /// One JSON line per workload.
+        #[arg(long)]
+        json: bool,
+        /// List the workloads and exit.
+        #[arg(long)]
+        list: bool,
+    },
     /// Run inference on the CPU and print or save the outputs.
     Run {
         file: PathBuf,
@@ -197,6 +211,21 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
             build,
             pipeline,
         } => compile(&file, out, &emit, build, &pipeline, color),
+        Cmd::Bench {
+            workloads,
+            repeat,
+            json,
+            list,
+        } => {
+            if list {
+                for (n, what) in bench::WORKLOADS {
+                    say!("{n:<10} {what}");
+                }
+                return Ok(());
+            }
+            let c = Compiler::new(Options::default());
+            bench::bench(&workloads, repeat, json).map_err(|d| report(&c, &d, color))
+        }
         Cmd::Run {
             file,
             weights,
@@ -317,4 +346,5 @@ fn compile(
     Ok(())
 }
 
+mod bench;
 mod run;
