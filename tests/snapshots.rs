@@ -1,5 +1,6 @@
 //! Snapshot tests (naga's convention): for every model in examples/ and tests/in/, the IR
-//! after every pass and the generated Rust are pinned under tests/out/{ir,rust}/.
+//! after every pass, the generated Rust and the generated CUDA are pinned under
+//! tests/out/{ir,rust,cuda}/.
 //! Review changes with `cargo insta review` (or INSTA_UPDATE=always to accept).
 
 mod common;
@@ -35,6 +36,15 @@ fn ir_after_every_pass_and_generated_rust() {
             description => format!("{name}.snn generated Rust"),
         }, {
             insta::assert_snapshot!(name.clone(), rust);
+        });
+        let cuda = snnc::back::cuda::print_program(&c.compile(&parsed).unwrap());
+        insta::with_settings!({
+            snapshot_path => "out/cuda",
+            prepend_module_to_snapshot => false,
+            omit_expression => true,
+            description => format!("{name}.snn generated CUDA"),
+        }, {
+            insta::assert_snapshot!(name.clone(), cuda);
         });
     }
 }

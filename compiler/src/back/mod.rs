@@ -1,3 +1,4 @@
 //! Back ends. Each one only prints KernelIR; none decides anything.
 
+pub mod cuda;
 pub mod rust;

@@ -293,14 +293,6 @@ fn compile(
             return Err(2);
         }
     }
-    if emit.iter().any(|e| e == "cuda") {
-        let d = Diagnostic::new(
-            ErrorKind::Build,
-            "the CUDA back end is not implemented yet: `--emit cuda` has nothing to write",
-        )
-        .hint("use `--emit ir,rust` for now; CUDA generation is tracked in issue 3");
-        return Err(report(&c, &d, color));
-    }
     let dir = out.unwrap_or_else(|| file.with_extension("out"));
     std::fs::create_dir_all(&dir).map_err(|e| {
         report(
@@ -323,6 +315,22 @@ fn compile(
     if emit.iter().any(|e| e == "rust") {
         let path = dir.join(format!("{name}.kernels.rs"));
         write_file(&path, &rust).map_err(|d| report(&c, &d, color))?;
+        written.push(path);
+    }
+    if emit.iter().any(|e| e == "cuda") {
+        // The kernels, the prelude they include, and the launch manifest (the plan: buffers,
+        // weights, params and the ops in order) that a CUDA runtime walks.
+        let path = dir.join(format!("{name}.cu"));
+        write_file(&path, &snnc::back::cuda::print_program(&program))
+            .map_err(|d| report(&c, &d, color))?;
+        written.push(path);
+        let path = dir.join(snnc::back::cuda::PRELUDE_NAME);
+        write_file(&path, snnc::back::cuda::PRELUDE).map_err(|d| report(&c, &d, color))?;
+        written.push(path);
+        let path = dir.join(format!("{name}.launch.txt"));
+        let manifest = snnc::ir::dump::program(&program);
+        let manifest = manifest.split("\nkernel ").next().unwrap_or_default();
+        write_file(&path, manifest).map_err(|d| report(&c, &d, color))?;
         written.push(path);
     }
     let compile_s = start.elapsed().as_secs_f64();

@@ -1,0 +1,320 @@
+//! The CUDA back end on CPU-only CI: the generated CUDA C of every model runs on the host
+//! through kernels/cuda/host_shim.h, inside the real plan executor, and must give the same
+//! outputs as the generated Rust kernels: spikes and counts identical, traces within 1e-5
+//! relative (in practice bit for bit). Needs a C++20 compiler (`$CXX`, else g++, clang++,
+//! c++); without one the tests print a SKIP line and pass.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use snn_runtime::{KernelTable, Session, Tensor};
+use snnc::back::cuda;
+use snnc::ir::kernel::Program;
+use snnc::{Compiler, Options};
+
+#[allow(dead_code, clippy::all)]
+mod rust_prelude {
+    include!("../../kernels/rust/prelude.rs");
+}
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn kernels_dir() -> PathBuf {
+    workspace().join("kernels").join("cuda")
+}
+
+fn work_dir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("cuda_shim")
+        .join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The C++ compiler to use, or None (the caller skips).
+fn cxx() -> Option<String> {
+    let candidates: Vec<String> = match std::env::var("CXX") {
+        Ok(c) if !c.is_empty() => vec![c],
+        _ => ["g++", "clang++", "c++"].map(String::from).to_vec(),
+    };
+    candidates.into_iter().find(|c| {
+        Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+fn skip(test: &str) {
+    println!("SKIP cuda_shim::{test}: no C++ compiler found (set CXX, or install g++)");
+    eprintln!("SKIP cuda_shim::{test}: no C++ compiler found (set CXX, or install g++)");
+}
+
+/// Compiles `src` (in `dir`) with the shim's flags; `shared` builds a shared library.
+fn build(cxx: &str, dir: &Path, src: &str, out: &str, shared: bool) -> PathBuf {
+    let out = dir.join(out);
+    let mut cmd = Command::new(cxx);
+    cmd.args([
+        "-std=c++20",
+        "-O2",
+        "-ffp-contract=off",
+        "-Wall",
+        "-Wno-unused-variable",
+    ])
+    .arg("-I")
+    .arg(kernels_dir())
+    .arg("-I")
+    .arg(dir);
+    if shared {
+        cmd.args(["-shared", "-fPIC"]);
+    }
+    cmd.arg("-o").arg(&out).arg(dir.join(src));
+    let o = cmd.output().expect("run the C++ compiler");
+    assert!(
+        o.status.success(),
+        "{cxx} failed on {}:\n{}",
+        dir.join(src).display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+fn model_files() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for dir in ["examples", "tests/in"] {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(workspace().join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "snn"))
+            .collect();
+        v.sort();
+        files.extend(v);
+    }
+    files
+}
+
+fn compile_file(path: &Path) -> Program {
+    let mut c = Compiler::new(Options::default());
+    let parsed = c
+        .parse_file(path)
+        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
+    c.compile(&parsed)
+        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)))
+}
+
+#[test]
+fn prelude_uniform_matches_rust() {
+    let Some(cxx) = cxx() else {
+        return skip("prelude_uniform_matches_rust");
+    };
+    let cases: Vec<(u32, u64, u32)> = vec![
+        (0, 0, 0),
+        (7, 0, 0),
+        (7, 1, 0),
+        (7, 0, 1),
+        (7, 783, 24),
+        (0xDEAD_BEEF, 123_456_789, 99),
+        (u32::MAX, u64::MAX, u32::MAX),
+        (42, (1u64 << 32) + 5, 3),
+        (1_065_353_216, 9_999_999_999, 65_536),
+    ];
+    let mut src = String::from("#include \"snn_prelude.cuh\"\n#include <cstdio>\nint main() {\n");
+    for (seed, idx, t) in &cases {
+        src.push_str(&format!(
+            "    std::printf(\"%08x\\n\", snn_bits(snn_uniform({seed}u, {idx}ull, {t}u)));\n"
+        ));
+    }
+    // Exact literals: every f32_literal reads back to the same bits.
+    let lits = [
+        0.1f32,
+        -0.1,
+        1.0 / 3.0,
+        -0.0,
+        f32::MAX,
+        f32::MIN_POSITIVE,
+        f32::from_bits(1),
+        f32::from_bits(0x007f_ffff),
+        16_777_216.0,
+        16_777_217.0f32,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.95,
+        1e-3,
+    ];
+    for v in &lits {
+        src.push_str(&format!(
+            "    std::printf(\"%08x\\n\", snn_bits({}));\n",
+            cuda::f32_literal(*v)
+        ));
+    }
+    src.push_str("    return 0;\n}\n");
+    let dir = work_dir("prelude");
+    std::fs::write(dir.join("uniform.cpp"), src).unwrap();
+    let exe = build(&cxx, &dir, "uniform.cpp", "uniform", false);
+    let out = Command::new(&exe).output().unwrap();
+    assert!(out.status.success());
+    let got: Vec<u32> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| u32::from_str_radix(l, 16).unwrap())
+        .collect();
+    let mut want: Vec<u32> = cases
+        .iter()
+        .map(|&(seed, idx, t)| rust_prelude::snn_uniform(seed, idx as usize, t as usize).to_bits())
+        .collect();
+    want.extend(lits.iter().map(|v| v.to_bits()));
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "case {i}: C++ {g:08x}, Rust {w:08x}");
+    }
+}
+
+/// Outputs compared and outputs bit-exact, or what differed.
+type Outcome = Result<(usize, usize), String>;
+
+/// One model: the Rust kernels and the shimmed CUDA kernels on the same plan, weights and
+/// inputs, at two `(t, batch)` sizes. Returns (outputs compared, outputs bit-exact).
+fn check_model(cxx: &str, path: &Path) -> Outcome {
+    let name = path.file_stem().unwrap().to_string_lossy().to_string();
+    let program = compile_file(path);
+    let cache = workspace().join("target").join("snnc-test-cache");
+    let mut cpu = snnc::session::load(&program, Some(&cache))
+        .map_err(|d| format!("{name}: Rust kernels: {}", d.message))?
+        .session;
+
+    let dir = work_dir(&name);
+    let cu = format!("{name}.cu");
+    std::fs::write(dir.join(&cu), cuda::print_program(&program)).unwrap();
+    std::fs::write(
+        dir.join("driver.cpp"),
+        cuda::print_shim_driver(&program, &cu),
+    )
+    .unwrap();
+    let lib = build(
+        cxx,
+        &dir,
+        "driver.cpp",
+        &format!("libsnn_cuda_shim_{name}.so"),
+        true,
+    );
+    let table = KernelTable::load(&lib, &program.plan).map_err(|e| format!("{name}: {e}"))?;
+    let mut shim = Session::new(program.plan.clone(), table).map_err(|e| format!("{name}: {e}"))?;
+
+    // Larger weights than the default init, so that every layer actually spikes.
+    for w in &program.plan.weights {
+        let scaled: Vec<f32> = cpu
+            .weight(&w.name)
+            .unwrap()
+            .iter()
+            .map(|x| x * 4.0)
+            .collect();
+        cpu.set_weight(&w.name, &scaled).unwrap();
+        shim.set_weight(&w.name, &scaled).unwrap();
+    }
+
+    let (mut compared, mut exact) = (0, 0);
+    for (t, batch) in [(program.plan.t, program.plan.batch), (7, 3)] {
+        let inputs = cpu.random_inputs(t, batch, 1234);
+        let a = cpu
+            .run(&inputs, t, batch)
+            .map_err(|e| format!("{name}: {e}"))?;
+        let b = shim
+            .run(&inputs, t, batch)
+            .map_err(|e| format!("{name}: {e}"))?;
+        if a.len() != b.len() {
+            return Err(format!("{name}: {} outputs vs {}", a.len(), b.len()));
+        }
+        for ((d, x), (_, y)) in a.iter().zip(&b) {
+            compare(&name, &d.name, d.kind, x, y, t, batch)?;
+            compared += 1;
+            if x.data
+                .iter()
+                .zip(&y.data)
+                .all(|(p, q)| p.to_bits() == q.to_bits())
+            {
+                exact += 1;
+            }
+        }
+    }
+    Ok((compared, exact))
+}
+
+fn compare(
+    model: &str,
+    output: &str,
+    kind: snn_runtime::plan::OutputKind,
+    x: &Tensor,
+    y: &Tensor,
+    t: usize,
+    batch: usize,
+) -> Result<(), String> {
+    use snn_runtime::plan::OutputKind;
+    let at = format!("{model}: output `{output}` (t = {t}, batch = {batch})");
+    if x.shape != y.shape {
+        return Err(format!("{at}: shape {:?} vs {:?}", x.shape, y.shape));
+    }
+    for (i, (&p, &q)) in x.data.iter().zip(&y.data).enumerate() {
+        let ok = match kind {
+            OutputKind::Spikes | OutputKind::Counts => p.to_bits() == q.to_bits(),
+            OutputKind::Trace => p == q || (p - q).abs() <= 1e-5 * p.abs().max(q.abs()),
+        };
+        if !ok {
+            return Err(format!(
+                "{at}: element {i}: Rust {p:?}, CUDA via shim {q:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn generated_cuda_matches_rust_kernels_on_every_model() {
+    let Some(cxx) = cxx() else {
+        return skip("generated_cuda_matches_rust_kernels_on_every_model");
+    };
+    let files = model_files();
+    assert!(!files.is_empty());
+    // Two at a time: each model is one g++ run and one cached rustc build.
+    let results: Vec<(PathBuf, Outcome)> = std::thread::scope(|s| {
+        let mut out = Vec::new();
+        for pair in files.chunks(2) {
+            let handles: Vec<_> = pair
+                .iter()
+                .map(|p| {
+                    let cxx = cxx.as_str();
+                    (p.clone(), s.spawn(move || check_model(cxx, p)))
+                })
+                .collect();
+            for (p, h) in handles {
+                let r = h.join().unwrap_or_else(|e| {
+                    Err(e
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "panicked".into()))
+                });
+                out.push((p, r));
+            }
+        }
+        out
+    });
+    let mut failures = Vec::new();
+    let (mut compared, mut exact) = (0, 0);
+    for (p, r) in &results {
+        match r {
+            Ok((c, e)) => {
+                compared += c;
+                exact += e;
+            }
+            Err(e) => failures.push(format!("{}: {e}", p.display())),
+        }
+    }
+    println!(
+        "cuda_shim: {}/{} models match the Rust kernels ({compared} outputs, {exact} bit-exact)",
+        results.len() - failures.len(),
+        results.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -1,0 +1,78 @@
+// Host shim: runs generated CUDA C (compiler/src/back/cuda.rs) as plain C++20 on the CPU,
+// so CPU-only CI can check the CUDA back end's numerics against the Rust kernels.
+//
+// Include it before the generated source and compile with
+//   g++ -std=c++20 -O2 -ffp-contract=off -I kernels/cuda ...
+// (-ffp-contract=off: no fused multiply-adds, the same arithmetic as the Rust kernels and
+// as NVRTC with --fmad=false).
+//
+// What it provides: the CUDA function qualifiers as ordinary C++, `dim3`, thread-local
+// `threadIdx/blockIdx/blockDim/gridDim`, the float math functions from <math.h>, and
+// `snn_shim_launch(kernel, grid, block, args...)`, which runs every thread of every block in
+// turn on the calling thread. That is enough for kernels whose threads never talk to each
+// other (all kernels snnc generates today); there is no __syncthreads and no warp intrinsic.
+// The indices are thread_local, so several host threads may launch at once.
+
+#ifndef SNN_HOST_SHIM_H
+#define SNN_HOST_SHIM_H
+
+#if __cplusplus < 202002L
+#error "kernels/cuda/host_shim.h needs C++20 (-std=c++20)"
+#endif
+
+#if defined(__CUDACC__)
+#error "kernels/cuda/host_shim.h is for plain C++ compilers, not nvcc or NVRTC"
+#endif
+
+#include <math.h>
+
+#define SNN_HOST_SHIM 1
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline __attribute__((always_inline))
+#define __noinline__ __attribute__((noinline))
+#define __launch_bounds__(...)
+// Per host thread, like one block at a time per launching thread.
+#define __shared__ static thread_local
+// g++ and clang++ accept __restrict__ themselves.
+
+struct dim3 {
+    unsigned int x, y, z;
+    constexpr dim3(unsigned int x_ = 1, unsigned int y_ = 1, unsigned int z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+using uint3 = dim3;
+
+inline thread_local dim3 threadIdx{0, 0, 0};
+inline thread_local dim3 blockIdx{0, 0, 0};
+inline thread_local dim3 blockDim{1, 1, 1};
+inline thread_local dim3 gridDim{1, 1, 1};
+
+/// `kernel<<<grid, block>>>(args...)`, sequentially: blocks in order, threads in order
+/// (x fastest). Arguments convert to the kernel's parameter types as in a call.
+template <class... P, class... A>
+void snn_shim_launch(void (*kernel)(P...), dim3 grid, dim3 block, A... args) {
+    static_assert(sizeof...(P) == sizeof...(A), "snn_shim_launch: wrong number of kernel arguments");
+    const dim3 saved_grid = gridDim, saved_block = blockDim;
+    const dim3 saved_bi = blockIdx, saved_ti = threadIdx;
+    gridDim = grid;
+    blockDim = block;
+    for (unsigned int bz = 0; bz < grid.z; ++bz)
+        for (unsigned int by = 0; by < grid.y; ++by)
+            for (unsigned int bx = 0; bx < grid.x; ++bx) {
+                blockIdx = dim3(bx, by, bz);
+                for (unsigned int tz = 0; tz < block.z; ++tz)
+                    for (unsigned int ty = 0; ty < block.y; ++ty)
+                        for (unsigned int tx = 0; tx < block.x; ++tx) {
+                            threadIdx = dim3(tx, ty, tz);
+                            kernel(static_cast<P>(args)...);
+                        }
+            }
+    gridDim = saved_grid;
+    blockDim = saved_block;
+    blockIdx = saved_bi;
+    threadIdx = saved_ti;
+}
+
+#endif // SNN_HOST_SHIM_H
