@@ -135,6 +135,16 @@ fn compile_writes_ir_and_rust() {
     let rs = std::fs::read_to_string(d.join("convnet.kernels.rs")).unwrap();
     assert!(rs.contains("pub unsafe extern \"C\" fn snn_k0_s1(a: *const SnnArgs)"));
     assert!(text(&o.stderr).contains("kernels "), "build reported");
+
+    let o = snnc(&["compile", "examples/mlp.snn", "-o", d.to_str().unwrap(), "--emit", "cuda"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let cu = std::fs::read_to_string(d.join("mlp.cu")).unwrap();
+    assert!(cu.contains("#include \"snn_prelude.cuh\"") && cu.contains("extern \"C\" __global__ void snn_k1_s1("));
+    assert!(d.join("snn_prelude.cuh").is_file());
+    let manifest = std::fs::read_to_string(d.join("mlp.launch.txt")).unwrap();
+    assert!(manifest.contains("launch snn_k1_s1 (Seq)"), "{manifest}");
+    let o = snnc(&["compile", "examples/mlp.snn", "-o", d.to_str().unwrap(), "--emit", "ptx"]);
+    assert_eq!(o.status.code(), Some(2));
 }
 
 #[test]
