@@ -343,6 +343,7 @@ impl Session {
     }
 
     /// Sets a parameter after checking its constraint. Takes effect on the next run.
+    /// Set a parameter by value (a seed parameter takes the seed as a whole number).
     pub fn set_param(&mut self, name: &str, value: f32) -> Result<()> {
         let i = *self
             .param_index
@@ -352,6 +353,20 @@ impl Session {
                 known: self.plan.params.iter().map(|p| p.name.clone()).collect(),
             })?;
         let check = self.plan.params[i].check;
+        // A seed is given as a number and stored as its 32 raw bits.
+        let stored = if check == ParamCheck::Bits {
+            if !(value >= 0.0 && value.fract() == 0.0 && value <= 16_777_216.0) {
+                return Err(RuntimeError::BadParam {
+                    name: name.to_string(),
+                    value,
+                    expected: "a whole number in 0..=16777216 (a seed)",
+                    origin: String::new(),
+                });
+            }
+            f32::from_bits(value as u32)
+        } else {
+            value
+        };
         if !check.holds(value) {
             return Err(RuntimeError::BadParam {
                 name: name.to_string(),
@@ -360,7 +375,7 @@ impl Session {
                 origin: String::new(),
             });
         }
-        self.params[i] = value;
+        self.params[i] = stored;
         self.device.set_params(&self.params)
     }
 

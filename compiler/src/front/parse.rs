@@ -145,7 +145,10 @@ struct Builder {
 impl Builder {
     fn span(&self, p: &Pair<Rule>) -> Span {
         let s = p.as_span();
-        Span::new(self.file, s.start(), s.end())
+        // Implicit whitespace can trail a rule's match; keep carets on the text itself.
+        let text = s.as_str();
+        let end = s.start() + text.trim_end().len();
+        Span::new(self.file, s.start(), end.max(s.start()))
     }
 
     fn ident(&self, p: Pair<Rule>) -> Ident {

@@ -16,8 +16,8 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
     let sched = m.schedule.as_ref().expect("schedule pass has run");
     let mut groups: Vec<KernelGroup> = Vec::new();
     let mut group_of = BTreeMap::new();
-    // Merge candidates: (code key, stage depth band) -> group index. A merged group is
-    // launched at its first member's stage; members come from consecutive layer stages with
+    // Merge candidates: (code key, stage depth band) -> group index. Members come from
+    // consecutive layer stages with
     // no dependency between them (stages are depth-ordered by `schedule`); it launches at
     // its last member's stage.
     let mut open: BTreeMap<String, usize> = BTreeMap::new();

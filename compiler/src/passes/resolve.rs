@@ -428,7 +428,14 @@ impl Resolver<'_> {
                 let default_seed = (self.module.seed as u32)
                     .wrapping_mul(0x9E37_79B9)
                     .wrapping_add(self.module.nodes.len() as u32);
-                let seed = a.usize("seed", default_seed as usize, 0)? as u32;
+                let seed = a.usize("seed", default_seed as usize, 0)?;
+                let seed = u32::try_from(seed).map_err(|_| {
+                    bad_value(
+                        span,
+                        format!("seed {seed} does not fit in 32 bits"),
+                        "use a seed below 4294967296",
+                    )
+                })?;
                 let encoding = if func.name == "poisson" {
                     Encoding::Poisson {
                         max_rate: a.f32("max_rate", 1.0, true)?,

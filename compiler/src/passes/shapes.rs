@@ -7,7 +7,74 @@ use crate::ir::net::*;
 pub fn run(m: &mut Module) -> DResult<()> {
     let mut state = vec![Visit::New; m.nodes.len()];
     for h in m.nodes.handles() {
-        infer(m, h, &mut state)?;
+        if infer(m, h, &mut state)?.is_none() {
+            return Err(cycle_err(m, h));
+        }
+    }
+    // Checks that a recurrent cycle may have postponed until every shape was known.
+    for h in m.nodes.handles() {
+        match m.nodes[h].kind.clone() {
+            NodeKind::Dense { src, .. } => check_dense_src(m, h, src)?,
+            NodeKind::Population { inputs, .. } => check_sum(m, h, &inputs)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn cycle_err(m: &Module, h: NodeId) -> Diagnostic {
+    Diagnostic::new(
+        ErrorKind::Cycle,
+        format!("the shape of `{}` depends on itself", m.nodes[h].name),
+    )
+    .at(m.nodes[h].span, "part of a cycle")
+    .hint("a recurrent loop must pass through a projection, and its population needs an input whose shape is known (put the feed-forward term first)")
+}
+
+fn check_dense_src(m: &Module, h: NodeId, src: NodeId) -> DResult<()> {
+    let s = m.shape(src);
+    if s.dims.len() != 1 {
+        return Err(shape_err(
+            format!(
+                "dense expects a vector input, but `{}` has shape {}",
+                m.nodes[src].name,
+                dims_str(&s.dims)
+            ),
+            m,
+            h,
+            "input is not 1-D",
+            &format!(
+                "insert `flatten({})` before the dense layer",
+                m.nodes[src].name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_sum(m: &Module, h: NodeId, inputs: &[NodeId]) -> DResult<()> {
+    let first = m.shape(inputs[0]).dims.clone();
+    for &i in &inputs[1..] {
+        let s = m.shape(i);
+        if s.dims != first {
+            return Err(Diagnostic::new(
+                ErrorKind::Shape,
+                format!(
+                    "the currents summed into `{}` differ in shape: `{}` is {} but `{}` is {}",
+                    m.nodes[h].name,
+                    m.nodes[inputs[0]].name,
+                    dims_str(&first),
+                    m.nodes[i].name,
+                    dims_str(&s.dims)
+                ),
+            )
+            .at(m.nodes[i].span, format!("shape {}", dims_str(&s.dims)))
+            .note(
+                m.nodes[inputs[0]].span,
+                format!("shape {}", dims_str(&first)),
+            )
+            .hint("every term of a sum must have the population's shape"));
+        }
     }
     Ok(())
 }
@@ -35,22 +102,12 @@ fn dims_str(d: &[usize]) -> String {
     )
 }
 
-fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Shape> {
+/// The shape of `h`, or `None` while it is being inferred further up the stack (a cycle:
+/// the caller decides whether it can do without).
+fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Option<Shape>> {
     match state[h.index()] {
-        Visit::Done => return Ok(m.shape(h).clone()),
-        Visit::Busy => {
-            return Err(Diagnostic::new(
-                ErrorKind::Cycle,
-                format!(
-                    "`{}` depends on itself with no projection in between",
-                    m.nodes[h].name
-                ),
-            )
-            .at(m.nodes[h].span, "part of a cycle")
-            .hint(
-                "a recurrent loop must pass through a dense or conv2d projection with `delay >= 1`",
-            ))
-        }
+        Visit::Done => return Ok(Some(m.shape(h).clone())),
+        Visit::Busy => return Ok(None),
         Visit::New => {}
     }
     state[h.index()] = Visit::Busy;
@@ -65,7 +122,7 @@ fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Shape> {
             dims,
         },
         NodeKind::Encode { src, .. } => {
-            let s = infer(m, src, state)?;
+            let s = infer(m, src, state)?.ok_or_else(|| cycle_err(m, h))?;
             Shape {
                 extent: Extent::Seq,
                 dims: s.dims,
@@ -75,34 +132,25 @@ fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Shape> {
             src, out, delay, ..
         } => {
             // The output size is known without the source: that is what lets a recurrent
-            // loop through a projection be shaped.
+            // loop through a projection be shaped. Inside a cycle the source is a per-step
+            // value; `run` checks it is 1-D once every shape is known.
             state[h.index()] = Visit::Done;
             m.nodes[h].shape = Some(Shape {
                 extent: Extent::Seq,
                 dims: vec![out],
             });
-            let s = infer(m, src, state)?;
-            if s.dims.len() != 1 {
-                return Err(shape_err(
-                    format!(
-                        "dense expects a vector input, but `{}` has shape {}",
-                        m.nodes[src].name,
-                        dims_str(&s.dims)
-                    ),
-                    m,
-                    h,
-                    "input is not 1-D",
-                    &format!(
-                        "insert `flatten({})` before the dense layer",
-                        m.nodes[src].name
-                    ),
-                ));
-            }
-            if delay > 0 && s.extent == Extent::Static {
-                return Err(delay_static(m, h, src));
-            }
+            let extent = match infer(m, src, state)? {
+                None => Extent::Seq,
+                Some(s) => {
+                    check_dense_src(m, h, src)?;
+                    if delay > 0 && s.extent == Extent::Static {
+                        return Err(delay_static(m, h, src));
+                    }
+                    s.extent
+                }
+            };
             Shape {
-                extent: s.extent,
+                extent,
                 dims: vec![out],
             }
         }
@@ -115,7 +163,7 @@ fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Shape> {
             delay,
             ..
         } => {
-            let s = infer(m, src, state)?;
+            let s = infer(m, src, state)?.ok_or_else(|| cycle_err(m, h))?;
             let [c, hh, ww] = s.dims[..] else {
                 return Err(shape_err(
                     format!(
@@ -157,7 +205,7 @@ fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Shape> {
             padding,
             ..
         } => {
-            let s = infer(m, src, state)?;
+            let s = infer(m, src, state)?.ok_or_else(|| cycle_err(m, h))?;
             let [c, hh, ww] = s.dims[..] else {
                 return Err(shape_err(
                     format!(
@@ -196,42 +244,39 @@ fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Shape> {
             }
         }
         NodeKind::Flatten { src } => {
-            let s = infer(m, src, state)?;
+            let s = infer(m, src, state)?.ok_or_else(|| cycle_err(m, h))?;
             Shape {
                 extent: s.extent,
                 dims: vec![s.features()],
             }
         }
         NodeKind::Population { inputs, .. } => {
-            let first = infer(m, inputs[0], state)?;
-            for &i in &inputs[1..] {
-                let s = infer(m, i, state)?;
-                if s.dims != first.dims {
-                    return Err(Diagnostic::new(
-                        ErrorKind::Shape,
-                        format!(
-                            "the currents summed into `{}` differ in shape: `{}` is {} but `{}` is {}",
-                            m.nodes[h].name,
-                            m.nodes[inputs[0]].name,
-                            dims_str(&first.dims),
-                            m.nodes[i].name,
-                            dims_str(&s.dims)
-                        ),
-                    )
-                    .at(m.nodes[i].span, format!("shape {}", dims_str(&s.dims)))
-                    .note(m.nodes[inputs[0]].span, format!("shape {}", dims_str(&first.dims)))
-                    .hint("every term of a sum must have the population's shape"));
+            // The first input whose shape is known fixes the population's shape; the others
+            // (e.g. a recurrent projection of this population) are shaped after it and
+            // checked against it in `run`.
+            let mut shape = None;
+            for &i in &inputs {
+                if let Some(s) = infer(m, i, state)? {
+                    if shape.is_none() {
+                        let sh = Shape {
+                            extent: Extent::Seq,
+                            dims: s.dims,
+                        };
+                        m.nodes[h].shape = Some(sh.clone());
+                        state[h.index()] = Visit::Done;
+                        shape = Some(sh);
+                    }
                 }
             }
-            Shape {
-                extent: Extent::Seq,
-                dims: first.dims,
+            match shape {
+                Some(s) => s,
+                None => return Ok(None),
             }
         }
     };
     m.nodes[h].shape = Some(shape.clone());
     state[h.index()] = Visit::Done;
-    Ok(shape)
+    Ok(Some(shape))
 }
 
 fn delay_static(m: &Module, h: NodeId, src: NodeId) -> Diagnostic {
