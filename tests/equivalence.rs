@@ -140,3 +140,26 @@ fn changing_a_parameter_needs_no_recompile() {
         "tau must stay positive"
     );
 }
+
+#[test]
+fn a_seed_set_at_run_time_equals_the_same_seed_in_the_file() {
+    let src = |seed: u32| {
+        format!("model m {{\n  T = 8\n  input x: [64]\n  sp = bernoulli(x, seed = {seed})\n  output spikes(sp)\n}}\n")
+    };
+    let run = |text: String, set: Option<f32>| {
+        let program = common::compile_str(&text).unwrap();
+        let mut l = snnc::session::load(&program, Some(&common::cache_dir())).unwrap();
+        if let Some(v) = set {
+            l.session.set_param("sp.seed", v).unwrap();
+        }
+        let x = vec![Tensor::full(&[2, 64], 0.5)];
+        l.session.run(&x, 8, 2).unwrap().remove(0).1.data
+    };
+    let a = run(src(5), None);
+    let b = run(src(77), Some(5.0));
+    let c = run(src(77), None);
+    assert_eq!(a, b);
+    assert_ne!(a, c, "different seeds draw different spikes");
+    let rate = a.iter().sum::<f32>() / a.len() as f32;
+    assert!((rate - 0.5).abs() < 0.08, "Bernoulli(0.5) rate {rate}");
+}
