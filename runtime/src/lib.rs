@@ -12,6 +12,7 @@
 //! ([`KernelTable`]).
 
 pub mod cpu;
+pub mod cuda;
 pub mod device;
 pub mod error;
 pub mod exec;
@@ -22,6 +23,7 @@ pub mod rng;
 pub mod tensor;
 
 pub use cpu::CpuDevice;
+pub use cuda::CudaDevice;
 pub use device::Device;
 pub use error::{Result, RuntimeError};
 pub use exec::Session;

@@ -25,7 +25,7 @@ pub const LANES: usize = 16;
 
 /// The whole generated source file for a program.
 pub fn print_program(p: &Program) -> String {
-    let kernels: Vec<TokenStream> = p.kernels.iter().map(kernel_tokens).collect();
+    let kernels: Vec<TokenStream> = p.kernels.iter().map(|k| kernel_tokens(k, true)).collect();
     let abi = Literal::u32_unsuffixed(KERNEL_ABI_VERSION);
     let lanes = Literal::usize_unsuffixed(LANES);
     let block = Literal::usize_unsuffixed(BLOCK);
@@ -48,6 +48,36 @@ pub fn print_program(p: &Program) -> String {
         prettyplease::unparse(&prelude),
         prettyplease::unparse(&file)
     )
+}
+
+/// The kernels of a program as items for the inside of a Rust module (the `snn!` macro
+/// path): the same code as [`print_program`], but nothing is exported (no `#[no_mangle]`,
+/// no `snn_abi_version`), so several networks can live in one crate. `args_ty` is the path
+/// of the runtime's `KernelArgs` (e.g. `::snn::plan::KernelArgs`): the kernels then have
+/// exactly the runtime's `KernelFn` type. Kernel `i` is the item named
+/// `module_kernel_ident(&p.kernels[i])`.
+pub fn print_module(p: &Program, args_ty: &TokenStream) -> TokenStream {
+    let kernels: Vec<TokenStream> = p.kernels.iter().map(|k| kernel_tokens(k, false)).collect();
+    let lanes = Literal::usize_unsuffixed(LANES);
+    let block = Literal::usize_unsuffixed(BLOCK);
+    let prelude: syn::File = syn::parse_file(PRELUDE).expect("kernels/rust/prelude.rs parses");
+    // The prelude minus its `SnnArgs` mirror: here the runtime's own struct is used.
+    let helpers = prelude
+        .items
+        .iter()
+        .filter(|item| !matches!(item, syn::Item::Struct(s) if s.ident == "SnnArgs"));
+    quote! {
+        type SnnArgs = #args_ty;
+        const BLOCK: usize = #block;
+        const LANES: usize = #lanes;
+        #(#helpers)*
+        #(#kernels)*
+    }
+}
+
+/// The item name of a kernel in [`print_module`] output.
+pub fn module_kernel_ident(k: &Kernel) -> Ident {
+    format_ident!("{}", k.symbol)
 }
 
 fn clean(s: &str) -> String {
@@ -208,8 +238,8 @@ fn stmt(k: &Kernel, s: &KStmt) -> TokenStream {
     }
 }
 
-fn kernel_tokens(k: &Kernel) -> TokenStream {
-    let entry = format_ident!("{}", k.symbol);
+fn kernel_tokens(k: &Kernel, export: bool) -> TokenStream {
+    let entry = module_kernel_ident(k);
     let lanes_fn = format_ident!("{}_lanes", k.symbol);
     let doc = format!(" {}", k.doc);
     let span = Span::call_site();
@@ -311,10 +341,14 @@ fn kernel_tokens(k: &Kernel) -> TokenStream {
         }
     };
 
+    let head = if export {
+        quote!(#[no_mangle] pub unsafe extern "C" fn #entry)
+    } else {
+        quote!(unsafe extern "C" fn #entry)
+    };
     quote! {
         #[doc = #doc]
-        #[no_mangle]
-        pub unsafe extern "C" fn #entry(a: *const SnnArgs) {
+        #head(a: *const SnnArgs) {
             let a = &*a;
             let mut i0 = a.lo;
             while i0 + BLOCK <= a.hi {

@@ -153,7 +153,7 @@ pub fn dense(
     Ok(())
 }
 
-fn check_conv(g: &ConvGeom) -> Result<()> {
+pub(crate) fn check_conv(g: &ConvGeom) -> Result<()> {
     let ok = g.c_in > 0
         && g.c_out > 0
         && g.kh > 0
@@ -292,7 +292,7 @@ pub fn conv2d(
     Ok(())
 }
 
-fn check_pool(g: &PoolGeom) -> Result<()> {
+pub(crate) fn check_pool(g: &PoolGeom) -> Result<()> {
     let ok = g.c > 0
         && g.k > 0
         && g.stride > 0

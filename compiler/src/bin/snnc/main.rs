@@ -126,7 +126,7 @@ enum Cmd {
         /// Save the weights used (after initialisation) to this safetensors file.
         #[arg(long)]
         save_weights: Option<PathBuf>,
-        /// Device: cpu (cuda comes with the CUDA back end).
+        /// Device: cpu, cuda or cuda:N (an NVIDIA GPU; kernels compiled with NVRTC).
         #[arg(long, default_value = "cpu")]
         device: String,
         #[command(flatten)]

@@ -1,4 +1,5 @@
-//! `snnc run`: compile, build the kernels, run on the CPU, print or save the outputs.
+//! `snnc run`: compile, build the kernels, run on the CPU or a CUDA GPU, print or save the
+//! outputs.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -24,27 +25,11 @@ pub struct RunArgs {
 }
 
 pub fn run(c: &Compiler, parsed: &Parsed, args: &RunArgs) -> DResult<()> {
-    match args.device.as_str() {
-        "cpu" => {}
-        d if d == "cuda" || d.starts_with("cuda:") => {
-            return Err(Diagnostic::new(
-                ErrorKind::Runtime,
-                "the CUDA device is not available in this build of snnc",
-            )
-            .hint("the CUDA back end is tracked in issue 3; use --device cpu"))
-        }
-        other => {
-            return Err(Diagnostic::new(
-                ErrorKind::BadArgument,
-                format!("unknown device `{other}`"),
-            )
-            .hint("use --device cpu"))
-        }
-    }
+    session::parse_device(&args.device)?;
     let t0 = Instant::now();
     let program = c.compile(parsed)?;
     let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let mut loaded = session::load(&program, None)?;
+    let mut loaded = session::load_device(&program, &args.device, None)?;
     let s = &mut loaded.session;
     let plan = program.plan.clone();
     let seed = args.seed.unwrap_or(plan.seed);
@@ -126,10 +111,9 @@ pub fn run(c: &Compiler, parsed: &Parsed, args: &RunArgs) -> DResult<()> {
     let run_ms = t1.elapsed().as_secs_f64() * 1e3;
 
     say!(
-        "model `{}`: T = {steps}, batch = {batch}, kernels {} ({:.0} ms), compile {compile_ms:.1} ms, run {run_ms:.1} ms",
+        "model `{}`: T = {steps}, batch = {batch}, {}, compile {compile_ms:.1} ms, run {run_ms:.1} ms",
         plan.name,
-        if loaded.lib.cached { "cached" } else { "built" },
-        loaded.lib.seconds * 1e3
+        loaded.kernels
     );
     for (decl, t) in &outputs {
         say!("{}", summary(&decl.name, decl.kind, t));

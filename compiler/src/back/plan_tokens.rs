@@ -1,0 +1,240 @@
+//! A runtime [`Plan`] as Rust tokens: an expression that rebuilds the plan (the `snn!`
+//! macro path, where the plan is compiled into the user's crate instead of being handed
+//! over at run time). Every value is written exactly (f32 as raw bits), so the rebuilt plan
+//! is `==` to the original.
+
+use proc_macro2::{Literal, TokenStream};
+use quote::quote;
+
+use snn_runtime::plan::*;
+
+/// An expression of type `Plan`; `m` is the path of the runtime's `plan` module
+/// (e.g. `::snn::plan`).
+pub fn plan_tokens(p: &Plan, m: &TokenStream) -> TokenStream {
+    let name = &p.name;
+    let t = usize_lit(p.t);
+    let batch = usize_lit(p.batch);
+    let seed = Literal::u64_suffixed(p.seed);
+    let slots = usize_lit(p.slots);
+    let buffers = p.buffers.iter().map(|b| {
+        let name = &b.name;
+        let extent = extent(b.extent, m);
+        let features = usize_lit(b.features);
+        let slot = usize_lit(b.slot);
+        quote!(#m::BufferDecl { name: ::std::string::String::from(#name), extent: #extent, features: #features, slot: #slot })
+    });
+    let weights = p.weights.iter().map(|w| {
+        let name = &w.name;
+        let shape = usizes(&w.shape);
+        let init = match w.init {
+            Init::UniformFanIn { fan_in, gain } => {
+                let fan_in = usize_lit(fan_in);
+                let gain = f32_bits(gain);
+                quote!(#m::Init::UniformFanIn { fan_in: #fan_in, gain: #gain })
+            }
+            Init::Zeros => quote!(#m::Init::Zeros),
+        };
+        quote!(#m::WeightDecl { name: ::std::string::String::from(#name), shape: #shape, init: #init })
+    });
+    let params = p.params.iter().map(|q| {
+        let name = &q.name;
+        let value = f32_bits(q.value);
+        let check = match q.check {
+            ParamCheck::Any => quote!(Any),
+            ParamCheck::Positive => quote!(Positive),
+            ParamCheck::NonNegative => quote!(NonNegative),
+            ParamCheck::UnitInterval => quote!(UnitInterval),
+            ParamCheck::Bits => quote!(Bits),
+        };
+        quote!(#m::ParamDecl { name: ::std::string::String::from(#name), value: #value, check: #m::ParamCheck::#check })
+    });
+    let inputs = p.inputs.iter().map(|i| {
+        let name = &i.name;
+        let buffer = usize_lit(i.buffer);
+        let shape = usizes(&i.shape);
+        let tv = i.time_varying;
+        quote!(#m::InputDecl { name: ::std::string::String::from(#name), buffer: #buffer, shape: #shape, time_varying: #tv })
+    });
+    let outputs = p.outputs.iter().map(|o| {
+        let name = &o.name;
+        let kind = match o.kind {
+            OutputKind::Spikes => quote!(Spikes),
+            OutputKind::Counts => quote!(Counts),
+            OutputKind::Trace => quote!(Trace),
+        };
+        let buffer = usize_lit(o.buffer);
+        let shape = usizes(&o.shape);
+        quote!(#m::OutputDecl { name: ::std::string::String::from(#name), kind: #m::OutputKind::#kind, buffer: #buffer, shape: #shape })
+    });
+    let kernels = p.kernels.iter().map(|k| {
+        let symbol = &k.symbol;
+        let arity = usize_lit(k.arity);
+        quote!(#m::KernelDecl { symbol: ::std::string::String::from(#symbol), arity: #arity })
+    });
+    let ops = ops(&p.ops, m);
+    quote! {
+        #m::Plan {
+            name: ::std::string::String::from(#name),
+            t: #t,
+            batch: #batch,
+            seed: #seed,
+            buffers: ::std::vec![#(#buffers),*],
+            slots: #slots,
+            weights: ::std::vec![#(#weights),*],
+            params: ::std::vec![#(#params),*],
+            inputs: ::std::vec![#(#inputs),*],
+            outputs: ::std::vec![#(#outputs),*],
+            kernels: ::std::vec![#(#kernels),*],
+            ops: #ops,
+        }
+    }
+}
+
+fn usize_lit(v: usize) -> Literal {
+    Literal::usize_suffixed(v)
+}
+
+fn usizes(v: &[usize]) -> TokenStream {
+    let v = v.iter().map(|x| usize_lit(*x));
+    quote!(::std::vec![#(#v),*])
+}
+
+/// Exact for every value, NaN payloads and signed zeros included.
+fn f32_bits(v: f32) -> TokenStream {
+    let bits = Literal::u32_suffixed(v.to_bits());
+    quote!(f32::from_bits(#bits))
+}
+
+fn extent(e: Extent, m: &TokenStream) -> TokenStream {
+    match e {
+        Extent::Seq => quote!(#m::Extent::Seq),
+        Extent::Static => quote!(#m::Extent::Static),
+        Extent::Single => quote!(#m::Extent::Single),
+    }
+}
+
+fn time_sel(t: TimeSel, m: &TokenStream) -> TokenStream {
+    match t {
+        TimeSel::All { delay } => {
+            let d = usize_lit(delay);
+            quote!(#m::TimeSel::All { delay: #d })
+        }
+        TimeSel::Step { delay } => {
+            let d = usize_lit(delay);
+            quote!(#m::TimeSel::Step { delay: #d })
+        }
+    }
+}
+
+fn opt_weight(w: Option<WeightId>) -> TokenStream {
+    match w {
+        Some(w) => {
+            let w = usize_lit(w);
+            quote!(::core::option::Option::Some(#w))
+        }
+        None => quote!(::core::option::Option::None),
+    }
+}
+
+fn ops(ops: &[Op], m: &TokenStream) -> TokenStream {
+    let ops = ops.iter().map(|op| op_tokens(op, m));
+    quote!(::std::vec![#(#ops),*])
+}
+
+fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
+    match op {
+        Op::Zero { buf } => {
+            let buf = usize_lit(*buf);
+            quote!(#m::Op::Zero { buf: #buf })
+        }
+        Op::Gemm {
+            x,
+            w,
+            bias,
+            y,
+            k,
+            n,
+            time,
+            accumulate,
+        } => {
+            let (x, w, y, k, n) = (
+                usize_lit(*x),
+                usize_lit(*w),
+                usize_lit(*y),
+                usize_lit(*k),
+                usize_lit(*n),
+            );
+            let bias = opt_weight(*bias);
+            let time = time_sel(*time, m);
+            quote!(#m::Op::Gemm { x: #x, w: #w, bias: #bias, y: #y, k: #k, n: #n, time: #time, accumulate: #accumulate })
+        }
+        Op::Conv2d {
+            x,
+            w,
+            bias,
+            y,
+            geom,
+            time,
+            accumulate,
+        } => {
+            let (x, w, y) = (usize_lit(*x), usize_lit(*w), usize_lit(*y));
+            let bias = opt_weight(*bias);
+            let time = time_sel(*time, m);
+            let g = geom;
+            let f = [
+                g.c_in, g.h, g.w, g.c_out, g.kh, g.kw, g.stride, g.pad, g.h_out, g.w_out,
+            ]
+            .map(usize_lit);
+            let [c_in, h, gw, c_out, kh, kw, stride, pad, h_out, w_out] = f;
+            quote!(#m::Op::Conv2d {
+                x: #x, w: #w, bias: #bias, y: #y,
+                geom: #m::ConvGeom { c_in: #c_in, h: #h, w: #gw, c_out: #c_out, kh: #kh, kw: #kw, stride: #stride, pad: #pad, h_out: #h_out, w_out: #w_out },
+                time: #time, accumulate: #accumulate,
+            })
+        }
+        Op::Pool2d {
+            x,
+            y,
+            kind,
+            geom,
+            time,
+        } => {
+            let (x, y) = (usize_lit(*x), usize_lit(*y));
+            let kind = match kind {
+                PoolKind::Max => quote!(#m::PoolKind::Max),
+                PoolKind::Avg => quote!(#m::PoolKind::Avg),
+            };
+            let g = geom;
+            let f = [g.c, g.h, g.w, g.k, g.stride, g.pad, g.h_out, g.w_out].map(usize_lit);
+            let [c, h, gw, k, stride, pad, h_out, w_out] = f;
+            let time = time_sel(*time, m);
+            quote!(#m::Op::Pool2d {
+                x: #x, y: #y, kind: #kind,
+                geom: #m::PoolGeom { c: #c, h: #h, w: #gw, k: #k, stride: #stride, pad: #pad, h_out: #h_out, w_out: #w_out },
+                time: #time,
+            })
+        }
+        Op::Launch {
+            kernel,
+            groups,
+            time,
+        } => {
+            let kernel = usize_lit(*kernel);
+            let groups = groups.iter().map(|g| {
+                let args = usizes(&g.args);
+                let params = usize_lit(g.params);
+                let features = usize_lit(g.features);
+                quote!(#m::LaunchGroup { args: #args, params: #params, features: #features })
+            });
+            let time = match time {
+                LaunchTime::Seq => quote!(#m::LaunchTime::Seq),
+                LaunchTime::Step => quote!(#m::LaunchTime::Step),
+            };
+            quote!(#m::Op::Launch { kernel: #kernel, groups: ::std::vec![#(#groups),*], time: #time })
+        }
+        Op::StepLoop { body } => {
+            let body = ops(body, m);
+            quote!(#m::Op::StepLoop { body: #body })
+        }
+    }
+}

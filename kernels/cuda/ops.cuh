@@ -1,0 +1,104 @@
+// Hand-written library kernels of the CUDA device (runtime/src/cuda): im2col for conv2d,
+// bias broadcast for GEMM and conv2d, and 2-D pooling. NVRTC compiles this file once per
+// process and architecture (runtime/src/cuda/mod.rs includes it with include_str!).
+//
+// Each kernel is one thread per output element over a flat index `i < n`; the semantics are
+// those of runtime/src/cpu/ops.rs, operation for operation (pooling is bit-identical: the
+// same loop order, the same reciprocal for the average). Sizes are 64-bit; signed
+// arithmetic only where padding makes coordinates negative. No headers (NVRTC has none).
+
+#ifndef SNN_OPS_CUH
+#define SNN_OPS_CUH
+
+typedef unsigned long long snn_u64;
+typedef long long snn_i64;
+
+#define SNN_FLAT_INDEX ((snn_u64)blockIdx.x * blockDim.x + threadIdx.x)
+
+/// Unfolds `images` contiguous `[c_in, h, w]` images into `col[images, c_in*kh*kw, h_out*w_out]`
+/// (row `(c*kh + i)*kw + j`, column `oy*w_out + ox`; zero outside the image).
+extern "C" __global__ void snn_im2col(
+    const float* __restrict__ x,
+    float* __restrict__ col,
+    snn_u64 n, // images * kk * p
+    snn_u64 c_in, snn_u64 h, snn_u64 w, snn_u64 kh, snn_u64 kw,
+    snn_u64 stride, snn_u64 pad, snn_u64 h_out, snn_u64 w_out)
+{
+    const snn_u64 i = SNN_FLAT_INDEX;
+    if (i >= n) return;
+    const snn_u64 p = h_out * w_out;
+    const snn_u64 kk = c_in * kh * kw;
+    const snn_u64 img = i / (kk * p);
+    const snn_u64 r = (i / p) % kk;
+    const snn_u64 q = i % p;
+    const snn_u64 c = r / (kh * kw);
+    const snn_u64 ki = (r / kw) % kh;
+    const snn_u64 kj = r % kw;
+    const snn_u64 oy = q / w_out;
+    const snn_u64 ox = q % w_out;
+    const snn_i64 iy = (snn_i64)(oy * stride + ki) - (snn_i64)pad;
+    const snn_i64 ix = (snn_i64)(ox * stride + kj) - (snn_i64)pad;
+    float v = 0.0f;
+    if (iy >= 0 && iy < (snn_i64)h && ix >= 0 && ix < (snn_i64)w) {
+        v = x[img * c_in * h * w + (c * h + (snn_u64)iy) * w + (snn_u64)ix];
+    }
+    col[i] = v;
+}
+
+/// `y[i] = (accumulate ? y[i] : 0) + b[(i / inner) % channels]` for `i < n`: a dense bias
+/// (`inner = 1`, `channels = n_out`) or a conv bias (`inner = h_out * w_out`).
+extern "C" __global__ void snn_bias(
+    float* __restrict__ y,
+    const float* __restrict__ b,
+    snn_u64 n, snn_u64 inner, snn_u64 channels, snn_u64 accumulate)
+{
+    const snn_u64 i = SNN_FLAT_INDEX;
+    if (i >= n) return;
+    const float v = b[(i / inner) % channels];
+    y[i] = accumulate ? y[i] + v : v;
+}
+
+/// Max (`kind = 0`) or average (`kind = 1`, padding counted as zeros) pooling over `planes`
+/// contiguous `[h, w]` planes -> `[h_out, w_out]`; torch semantics, floor mode.
+extern "C" __global__ void snn_pool2d(
+    const float* __restrict__ x,
+    float* __restrict__ y,
+    snn_u64 n, // planes * h_out * w_out
+    snn_u64 h, snn_u64 w, snn_u64 k, snn_u64 stride, snn_u64 pad,
+    snn_u64 h_out, snn_u64 w_out, snn_u64 kind)
+{
+    const snn_u64 i = SNN_FLAT_INDEX;
+    if (i >= n) return;
+    const snn_u64 pout = h_out * w_out;
+    const snn_u64 plane = i / pout;
+    const snn_u64 q = i % pout;
+    const snn_u64 oy = q / w_out;
+    const snn_u64 ox = q % w_out;
+    const float* xp = x + plane * h * w;
+    const snn_i64 y0 = (snn_i64)(oy * stride) - (snn_i64)pad;
+    const snn_i64 x0 = (snn_i64)(ox * stride) - (snn_i64)pad;
+    const snn_i64 ys = y0 > 0 ? y0 : 0;
+    snn_i64 ye = y0 + (snn_i64)k < (snn_i64)h ? y0 + (snn_i64)k : (snn_i64)h;
+    ye = ye > 0 ? ye : 0;
+    const snn_i64 xs = x0 > 0 ? x0 : 0;
+    snn_i64 xe = x0 + (snn_i64)k < (snn_i64)w ? x0 + (snn_i64)k : (snn_i64)w;
+    xe = xe > 0 ? xe : 0;
+    float out;
+    if (kind == 0) {
+        float m = __int_as_float(0xff800000); // -inf
+        for (snn_i64 iy = ys; iy < ye; ++iy)
+            for (snn_i64 ix = xs; ix < xe; ++ix)
+                m = fmaxf(m, xp[iy * (snn_i64)w + ix]);
+        out = m;
+    } else {
+        const float inv = 1.0f / (float)(k * k);
+        float s = 0.0f;
+        for (snn_i64 iy = ys; iy < ye; ++iy)
+            for (snn_i64 ix = xs; ix < xe; ++ix)
+                s = __fadd_rn(s, xp[iy * (snn_i64)w + ix]);
+        out = __fmul_rn(s, inv);
+    }
+    y[i] = out;
+}
+
+#endif // SNN_OPS_CUH

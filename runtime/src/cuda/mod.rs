@@ -1,0 +1,861 @@
+//! The CUDA device: slots, weights and parameters in device memory, GEMMs through cuBLAS,
+//! conv2d as im2col + strided-batched cuBLAS GEMM, pooling and bias kernels from
+//! `kernels/cuda/ops.cuh`, and the compiler's generated kernels compiled with NVRTC.
+//!
+//! The CUDA libraries (`libcuda`, `libnvrtc`, `libcublas`) are loaded at run time, so this
+//! builds and links on machines without a toolkit; [`CudaDevice::new`] checks for them first
+//! and returns a [`RuntimeError::Device`] (never a panic) when one is missing or no device
+//! answers. Generated code is compiled with `--fmad=false` so the neuron updates round like
+//! the CPU kernels; PTX is cached in memory per (source, headers, architecture).
+//!
+//! All work goes to one stream in submission order; [`Device::download`] and
+//! [`Device::sync`] wait for it.
+
+use std::collections::HashMap;
+use std::ffi::{c_char, c_int, CString};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::cublas::{result as blas, sys as blas_sys, CudaBlas};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+};
+use cudarc::nvrtc::{result as rtc, sys as rtc_sys, Ptx};
+
+use crate::device::{ConvDesc, Device, GemmDesc, LaunchDesc, Loc, PoolDesc};
+use crate::error::{Result, RuntimeError};
+use crate::plan::{PoolKind, WeightId};
+
+/// The hand-written library kernels (im2col, bias, pooling).
+pub const OPS_SOURCE: &str = include_str!("../../../kernels/cuda/ops.cuh");
+/// Threads per block for every launch.
+pub const BLOCK: u32 = 256;
+/// Most f32 elements of the im2col scratch buffer (256 MiB); larger convs run in chunks.
+const SCRATCH_MAX: usize = 64 << 20;
+
+fn dev_err(call: &str, e: impl std::fmt::Debug) -> RuntimeError {
+    RuntimeError::Device(format!("{call} failed: {e:?}"))
+}
+
+/// Whether the driver library can be loaded (no GPU needed).
+pub fn driver_present() -> bool {
+    // SAFETY: only tries to dlopen the library.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+/// Whether the NVRTC library can be loaded (no GPU needed).
+pub fn nvrtc_present() -> bool {
+    // SAFETY: only tries to dlopen the library.
+    unsafe { rtc_sys::is_culib_present() }
+}
+
+/// Checks the libraries and the device without creating a context's resources; the error
+/// says what is missing.
+fn check_libraries() -> Result<()> {
+    if !driver_present() {
+        return Err(RuntimeError::Device(
+            "no CUDA driver (libcuda.so) found".into(),
+        ));
+    }
+    if !nvrtc_present() {
+        return Err(RuntimeError::Device(
+            "no NVRTC library (libnvrtc.so) found; hint: install the CUDA toolkit or the `nvidia-cuda-nvrtc` package and add its lib directory to LD_LIBRARY_PATH".into(),
+        ));
+    }
+    // SAFETY: as above.
+    if !unsafe { blas_sys::is_culib_present() } {
+        return Err(RuntimeError::Device(
+            "no cuBLAS library (libcublas.so) found; hint: install the CUDA toolkit or the `nvidia-cublas` package and add its lib directory to LD_LIBRARY_PATH".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn catch<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(RuntimeError::Device(format!("{what}: {msg}")))
+        }
+    }
+}
+
+type PtxKey = (u64, String);
+
+fn ptx_cache() -> &'static Mutex<HashMap<PtxKey, String>> {
+    static CACHE: OnceLock<Mutex<HashMap<PtxKey, String>>> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn c_string(what: &str, s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| RuntimeError::Device(format!("{what} contains a NUL byte")))
+}
+
+fn log_text(raw: &[c_char]) -> String {
+    let bytes: Vec<u8> = raw
+        .iter()
+        .map(|&c| c as u8)
+        .take_while(|&b| b != 0)
+        .collect();
+    String::from_utf8_lossy(&bytes).trim().to_string()
+}
+
+/// Compiles `source` (with in-memory `headers`) to PTX for `arch` (e.g. `compute_90`),
+/// through the process-wide cache.
+pub fn compile_ptx(source: &str, headers: &[(&str, &str)], arch: &str) -> Result<String> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    source.hash(&mut h);
+    headers.hash(&mut h);
+    let key = (h.finish(), arch.to_string());
+    if let Some(p) = ptx_cache().lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(p);
+    }
+    let ptx = nvrtc_compile(source, headers, arch)?;
+    if let Ok(mut c) = ptx_cache().lock() {
+        c.insert(key, ptx.clone());
+    }
+    Ok(ptx)
+}
+
+fn nvrtc_compile(source: &str, headers: &[(&str, &str)], arch: &str) -> Result<String> {
+    let src = c_string("CUDA source", source)?;
+    let name = c_string("program name", "snn_kernels.cu")?;
+    let mut texts = Vec::with_capacity(headers.len());
+    let mut names = Vec::with_capacity(headers.len());
+    for (n, t) in headers {
+        names.push(c_string("header name", n)?);
+        texts.push(c_string("header", t)?);
+    }
+    let text_ptrs: Vec<*const c_char> = texts.iter().map(|s| s.as_ptr()).collect();
+    let name_ptrs: Vec<*const c_char> = names.iter().map(|s| s.as_ptr()).collect();
+    let mut prog: rtc_sys::nvrtcProgram = std::ptr::null_mut();
+    // SAFETY: every pointer addresses a live NUL-terminated string; the arrays hold
+    // `headers.len()` entries.
+    unsafe {
+        rtc_sys::nvrtcCreateProgram(
+            &mut prog,
+            src.as_ptr(),
+            name.as_ptr(),
+            headers.len() as c_int,
+            if headers.is_empty() {
+                std::ptr::null()
+            } else {
+                text_ptrs.as_ptr()
+            },
+            if headers.is_empty() {
+                std::ptr::null()
+            } else {
+                name_ptrs.as_ptr()
+            },
+        )
+        .result()
+        .map_err(|e| dev_err("nvrtcCreateProgram", e))?;
+    }
+    let opts = [
+        format!("--gpu-architecture={arch}"),
+        "--fmad=false".to_string(),
+        "--std=c++17".to_string(),
+    ];
+    // SAFETY: prog was created above and is destroyed once below.
+    let compiled = unsafe { rtc::compile_program(prog, &opts) };
+    let out = match compiled {
+        Ok(()) => {
+            // SAFETY: prog compiled successfully.
+            unsafe { rtc::get_ptx(prog) }
+                .map(|p| log_text(&p))
+                .map_err(|e| dev_err("nvrtcGetPTX", e))
+        }
+        Err(e) => {
+            // SAFETY: prog is live.
+            let log = unsafe { rtc::get_program_log(prog) }
+                .map(|l| log_text(&l))
+                .unwrap_or_default();
+            let head: String = log.lines().take(40).collect::<Vec<_>>().join("\n");
+            Err(RuntimeError::Device(format!(
+                "NVRTC failed ({e:?}): {head}"
+            )))
+        }
+    };
+    // SAFETY: prog is live and not used after this.
+    let _ = unsafe { rtc::destroy_program(prog) };
+    out
+}
+
+/// A device buffer of `len` f32 (at least one element is allocated).
+struct Buf {
+    mem: CudaSlice<f32>,
+    len: usize,
+}
+
+struct OpsKernels {
+    im2col: CudaFunction,
+    bias: CudaFunction,
+    pool2d: CudaFunction,
+}
+
+/// The CUDA device (one GPU, one stream).
+pub struct CudaDevice {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    blas: CudaBlas,
+    kernels: Vec<CudaFunction>,
+    ops: OpsKernels,
+    slots: Vec<Buf>,
+    weights: Vec<Option<Buf>>,
+    params: Option<Buf>,
+    scratch: Option<Buf>,
+    name: String,
+    arch: String,
+}
+
+impl std::fmt::Debug for CudaDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaDevice")
+            .field("name", &self.name)
+            .field("kernels", &self.kernels.len())
+            .finish()
+    }
+}
+
+fn grid(n: usize, what: &str) -> Result<LaunchConfig> {
+    let blocks = n.div_ceil(BLOCK as usize);
+    let blocks = u32::try_from(blocks)
+        .ok()
+        .filter(|&b| b < i32::MAX as u32)
+        .ok_or_else(|| RuntimeError::Device(format!("{what}: {n} threads is too many")))?;
+    Ok(LaunchConfig {
+        grid_dim: (blocks.max(1), 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    })
+}
+
+fn mul(a: usize, b: usize) -> Result<usize> {
+    a.checked_mul(b)
+        .ok_or_else(|| RuntimeError::Device("operation size overflows".into()))
+}
+
+fn int(v: usize, what: &str) -> Result<c_int> {
+    c_int::try_from(v).map_err(|_| {
+        RuntimeError::Device(format!("{what}: dimension {v} exceeds cuBLAS's int range"))
+    })
+}
+
+impl CudaDevice {
+    /// Opens GPU `ordinal`, compiles `cuda_source` (which may `#include` any of `headers`,
+    /// given as `(name, text)`) and looks up the kernels `symbols` in plan order.
+    pub fn new(
+        ordinal: usize,
+        cuda_source: &str,
+        headers: &[(&str, &str)],
+        symbols: Vec<String>,
+    ) -> Result<CudaDevice> {
+        check_libraries()?;
+        catch("CUDA initialisation panicked", || {
+            Self::open(ordinal, cuda_source, headers, symbols)
+        })
+    }
+
+    fn open(
+        ordinal: usize,
+        cuda_source: &str,
+        headers: &[(&str, &str)],
+        symbols: Vec<String>,
+    ) -> Result<CudaDevice> {
+        let count = CudaContext::device_count().map_err(|e| {
+            RuntimeError::Device(format!("no CUDA device (cuDeviceGetCount: {e:?})"))
+        })?;
+        if count <= 0 {
+            return Err(RuntimeError::Device("no CUDA device".into()));
+        }
+        if ordinal >= count as usize {
+            return Err(RuntimeError::Device(format!(
+                "CUDA device {ordinal} does not exist: this machine has {count} (use cuda:0..cuda:{})",
+                count - 1
+            )));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(|e| {
+            RuntimeError::Device(format!("cannot open CUDA device {ordinal}: {e:?}"))
+        })?;
+        // One stream, in-order: no cross-stream events needed.
+        // SAFETY: nothing has been allocated on this context by us yet.
+        unsafe { ctx.disable_event_tracking() };
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(|e| dev_err("cuDeviceGetAttribute(compute capability)", e))?;
+        let arch = format!("compute_{major}{minor}");
+        let gpu = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        let stream = ctx.default_stream();
+        let blas = CudaBlas::new(stream.clone()).map_err(|e| dev_err("cublasCreate", e))?;
+        // Plain FP32 (no TF32 tensor-core rounding), so results stay within float rounding
+        // of the CPU.
+        // SAFETY: the handle is live.
+        unsafe {
+            blas_sys::cublasSetMathMode(
+                *blas.handle(),
+                blas_sys::cublasMath_t::CUBLAS_PEDANTIC_MATH,
+            )
+            .result()
+            .map_err(|e| dev_err("cublasSetMathMode", e))?;
+        }
+
+        let ops_ptx = compile_ptx(OPS_SOURCE, &[], &arch)?;
+        let ops_mod = ctx
+            .load_module(Ptx::from_src(ops_ptx))
+            .map_err(|e| dev_err("cuModuleLoadData(ops)", e))?;
+        let f = |name: &str| {
+            ops_mod
+                .load_function(name)
+                .map_err(|e| dev_err(&format!("cuModuleGetFunction({name})"), e))
+        };
+        let ops = OpsKernels {
+            im2col: f("snn_im2col")?,
+            bias: f("snn_bias")?,
+            pool2d: f("snn_pool2d")?,
+        };
+
+        let mut kernels = Vec::with_capacity(symbols.len());
+        if !symbols.is_empty() {
+            let ptx = compile_ptx(cuda_source, headers, &arch)?;
+            let module = ctx
+                .load_module(Ptx::from_src(ptx))
+                .map_err(|e| dev_err("cuModuleLoadData", e))?;
+            for s in &symbols {
+                kernels.push(module.load_function(s).map_err(|e| {
+                    RuntimeError::Device(format!(
+                        "the compiled CUDA module has no kernel `{s}`: {e:?}"
+                    ))
+                })?);
+            }
+        }
+        Ok(CudaDevice {
+            ctx,
+            stream,
+            blas,
+            kernels,
+            ops,
+            slots: Vec::new(),
+            weights: Vec::new(),
+            params: None,
+            scratch: None,
+            name: format!("cuda:{ordinal} ({gpu}, sm_{major}{minor})"),
+            arch,
+        })
+    }
+
+    /// The NVRTC architecture the kernels were compiled for, e.g. `compute_90`.
+    pub fn arch(&self) -> &str {
+        &self.arch
+    }
+
+    fn alloc(&self, len: usize, what: &str) -> Result<Buf> {
+        let mem = self.stream.alloc_zeros::<f32>(len.max(1)).map_err(|e| {
+            RuntimeError::Device(format!(
+                "cannot allocate {what} ({} MiB) on the GPU: {e:?}; hint: reduce T or the batch size",
+                len.saturating_mul(4) >> 20
+            ))
+        })?;
+        Ok(Buf { mem, len })
+    }
+
+    /// Device address of element `loc.offset..+len` of a slot, after a bounds check.
+    fn slot_ptr(&self, loc: Loc, len: usize, what: &str) -> Result<u64> {
+        let b = self.slots.get(loc.slot).ok_or_else(|| {
+            RuntimeError::Device(format!("{what}: slot {} does not exist", loc.slot))
+        })?;
+        match loc.offset.checked_add(len) {
+            Some(end) if end <= b.len => Ok(self.base(&b.mem) + 4 * loc.offset as u64),
+            _ => Err(RuntimeError::Device(format!(
+                "{what}: elements {}..{} are outside slot {} ({} elements)",
+                loc.offset,
+                loc.offset.saturating_add(len),
+                loc.slot,
+                b.len
+            ))),
+        }
+    }
+
+    fn base(&self, mem: &CudaSlice<f32>) -> u64 {
+        let (p, _sync) = mem.device_ptr(&self.stream);
+        p
+    }
+
+    fn weight_ptr(&self, id: WeightId, len: usize, what: &str) -> Result<u64> {
+        let b = self
+            .weights
+            .get(id)
+            .and_then(|w| w.as_ref())
+            .ok_or_else(|| RuntimeError::Device(format!("{what}: weight {id} was never set")))?;
+        if b.len != len {
+            return Err(RuntimeError::Device(format!(
+                "{what}: weight {id} has {} elements, the operation needs {len}",
+                b.len
+            )));
+        }
+        Ok(self.base(&b.mem))
+    }
+
+    fn distinct(a: Loc, b: Loc, what: &str) -> Result<()> {
+        if a.slot == b.slot {
+            return Err(RuntimeError::Device(format!(
+                "{what}: input and output share slot {}",
+                a.slot
+            )));
+        }
+        Ok(())
+    }
+
+    /// Launches a library kernel over `n` threads with `u64` arguments.
+    fn launch_ops(&self, f: &CudaFunction, n: usize, args: &[u64], what: &str) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        let cfg = grid(n, what)?;
+        let mut b = self.stream.launch_builder(f);
+        for a in args {
+            b.arg(a);
+        }
+        // SAFETY: the argument list matches the kernel's signature in ops.cuh; every pointer
+        // was bounds-checked for the `n` elements the kernel touches.
+        unsafe { b.launch(cfg) }.map_err(|e| dev_err(&format!("cuLaunchKernel({what})"), e))?;
+        Ok(())
+    }
+
+    fn bias(
+        &self,
+        y: u64,
+        b: u64,
+        n: usize,
+        inner: usize,
+        channels: usize,
+        acc: bool,
+    ) -> Result<()> {
+        self.launch_ops(
+            &self.ops.bias,
+            n,
+            &[y, b, n as u64, inner as u64, channels as u64, acc as u64],
+            "bias",
+        )
+    }
+
+    /// Column-major cuBLAS SGEMM (strided batched when `batch > 1`).
+    #[allow(clippy::too_many_arguments)]
+    fn sgemm(
+        &self,
+        trans_a: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: u64,
+        lda: usize,
+        stride_a: usize,
+        b: u64,
+        ldb: usize,
+        stride_b: usize,
+        beta: f32,
+        c: u64,
+        ldc: usize,
+        stride_c: usize,
+        batch: usize,
+        what: &str,
+    ) -> Result<()> {
+        let alpha = 1.0f32;
+        let op_a = if trans_a {
+            blas_sys::cublasOperation_t::CUBLAS_OP_T
+        } else {
+            blas_sys::cublasOperation_t::CUBLAS_OP_N
+        };
+        let op_b = blas_sys::cublasOperation_t::CUBLAS_OP_N;
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| dev_err("cuCtxSetCurrent", e))?;
+        // SAFETY: the caller bounds-checked every matrix for these shapes and strides.
+        let r = unsafe {
+            if batch == 1 {
+                blas::sgemm(
+                    *self.blas.handle(),
+                    op_a,
+                    op_b,
+                    int(m, what)?,
+                    int(n, what)?,
+                    int(k, what)?,
+                    &alpha,
+                    a as *const f32,
+                    int(lda, what)?,
+                    b as *const f32,
+                    int(ldb, what)?,
+                    &beta,
+                    c as *mut f32,
+                    int(ldc, what)?,
+                )
+            } else {
+                blas::sgemm_strided_batched(
+                    *self.blas.handle(),
+                    op_a,
+                    op_b,
+                    int(m, what)?,
+                    int(n, what)?,
+                    int(k, what)?,
+                    &alpha,
+                    a as *const f32,
+                    int(lda, what)?,
+                    stride_a as i64,
+                    b as *const f32,
+                    int(ldb, what)?,
+                    stride_b as i64,
+                    &beta,
+                    c as *mut f32,
+                    int(ldc, what)?,
+                    stride_c as i64,
+                    int(batch, what)?,
+                )
+            }
+        };
+        r.map_err(|e| dev_err(&format!("cublasSgemm({what})"), e))
+    }
+}
+
+impl Device for CudaDevice {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn num_kernels(&self) -> usize {
+        self.kernels.len()
+    }
+
+    fn alloc_slots(&mut self, sizes: &[usize]) -> Result<()> {
+        self.slots.truncate(sizes.len());
+        for (i, &size) in sizes.iter().enumerate() {
+            if let Some(b) = self.slots.get(i) {
+                if b.len == size {
+                    continue;
+                }
+            }
+            // Free the old buffer before allocating its replacement.
+            if i < self.slots.len() {
+                let placeholder = self.alloc(0, "slot")?;
+                drop(std::mem::replace(&mut self.slots[i], placeholder));
+                self.slots[i] = self.alloc(size, &format!("slot {i}"))?;
+            } else {
+                let b = self.alloc(size, &format!("slot {i}"))?;
+                self.slots.push(b);
+            }
+        }
+        Ok(())
+    }
+
+    fn set_weight(&mut self, id: WeightId, data: &[f32]) -> Result<()> {
+        if self.weights.len() <= id {
+            self.weights.resize_with(id + 1, || None);
+        }
+        let fits = matches!(&self.weights[id], Some(b) if b.len == data.len());
+        if !fits {
+            self.weights[id] = Some(self.alloc(data.len(), &format!("weight {id}"))?);
+        }
+        let Some(b) = self.weights[id].as_mut() else {
+            unreachable!()
+        };
+        if !data.is_empty() {
+            let mut view = b.mem.slice_mut(0..data.len());
+            self.stream
+                .memcpy_htod(data, &mut view)
+                .map_err(|e| dev_err("cuMemcpyHtoD(weight)", e))?;
+        }
+        Ok(())
+    }
+
+    fn get_weight(&mut self, id: WeightId, out: &mut [f32]) -> Result<()> {
+        let b = self
+            .weights
+            .get(id)
+            .and_then(|w| w.as_ref())
+            .ok_or_else(|| RuntimeError::Device(format!("weight {id} was never set")))?;
+        if b.len != out.len() {
+            return Err(RuntimeError::Device(format!(
+                "weight {id} has {} elements, {} requested",
+                b.len,
+                out.len()
+            )));
+        }
+        if !out.is_empty() {
+            self.stream
+                .memcpy_dtoh(&b.mem.slice(0..out.len()), out)
+                .map_err(|e| dev_err("cuMemcpyDtoH(weight)", e))?;
+        }
+        self.sync()
+    }
+
+    fn set_params(&mut self, params: &[f32]) -> Result<()> {
+        let fits = matches!(&self.params, Some(b) if b.len == params.len());
+        if !fits {
+            self.params = Some(self.alloc(params.len(), "parameters")?);
+        }
+        let Some(b) = self.params.as_mut() else {
+            unreachable!()
+        };
+        if !params.is_empty() {
+            let mut view = b.mem.slice_mut(0..params.len());
+            self.stream
+                .memcpy_htod(params, &mut view)
+                .map_err(|e| dev_err("cuMemcpyHtoD(params)", e))?;
+        }
+        Ok(())
+    }
+
+    fn upload(&mut self, dst: Loc, data: &[f32]) -> Result<()> {
+        self.slot_ptr(dst, data.len(), "upload")?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let b = &mut self.slots[dst.slot];
+        let mut view = b.mem.slice_mut(dst.offset..dst.offset + data.len());
+        self.stream
+            .memcpy_htod(data, &mut view)
+            .map_err(|e| dev_err("cuMemcpyHtoD", e))
+    }
+
+    fn download(&mut self, src: Loc, out: &mut [f32]) -> Result<()> {
+        self.slot_ptr(src, out.len(), "download")?;
+        if out.is_empty() {
+            return Ok(());
+        }
+        let b = &self.slots[src.slot];
+        self.stream
+            .memcpy_dtoh(&b.mem.slice(src.offset..src.offset + out.len()), out)
+            .map_err(|e| dev_err("cuMemcpyDtoH", e))?;
+        self.sync()
+    }
+
+    fn zero(&mut self, dst: Loc, len: usize) -> Result<()> {
+        self.slot_ptr(dst, len, "zero")?;
+        if len == 0 {
+            return Ok(());
+        }
+        let b = &mut self.slots[dst.slot];
+        let mut view = b.mem.slice_mut(dst.offset..dst.offset + len);
+        self.stream
+            .memset_zeros(&mut view)
+            .map_err(|e| dev_err("cuMemsetD8", e))
+    }
+
+    fn gemm(&mut self, d: &GemmDesc) -> Result<()> {
+        Self::distinct(d.x, d.y, "gemm")?;
+        let x = self.slot_ptr(d.x, mul(d.rows, d.k)?, "gemm")?;
+        let y = self.slot_ptr(d.y, mul(d.rows, d.n)?, "gemm")?;
+        let w = self.weight_ptr(d.w, mul(d.n, d.k)?, "gemm")?;
+        let bias = match d.bias {
+            Some(b) => Some(self.weight_ptr(b, d.n, "gemm bias")?),
+            None => None,
+        };
+        if d.rows == 0 || d.n == 0 {
+            return Ok(());
+        }
+        let read_dst = match bias {
+            Some(b) => {
+                self.bias(y, b, d.rows * d.n, 1, d.n, d.accumulate)?;
+                true
+            }
+            None => d.accumulate,
+        };
+        if d.k == 0 {
+            if !read_dst {
+                self.zero(d.y, d.rows * d.n)?;
+            }
+            return Ok(());
+        }
+        // Row-major y[rows, n] = x[rows, k] @ W[n, k]^T is, read column-major,
+        // C(n x rows) = A^T * B with A = W seen as (k x n, lda k), B = x as (k x rows, ldb k).
+        self.sgemm(
+            true,
+            d.n,
+            d.rows,
+            d.k,
+            w,
+            d.k,
+            0,
+            x,
+            d.k,
+            0,
+            if read_dst { 1.0 } else { 0.0 },
+            y,
+            d.n,
+            0,
+            1,
+            "gemm",
+        )
+    }
+
+    fn conv2d(&mut self, d: &ConvDesc) -> Result<()> {
+        let g = &d.geom;
+        crate::cpu::ops::check_conv(g)?;
+        Self::distinct(d.x, d.y, "conv2d")?;
+        let xi = mul(mul(g.c_in, g.h)?, g.w)?;
+        let p = mul(g.h_out, g.w_out)?;
+        let yi = mul(g.c_out, p)?;
+        let kk = mul(mul(g.c_in, g.kh)?, g.kw)?;
+        let x = self.slot_ptr(d.x, mul(d.images, xi)?, "conv2d")?;
+        let y = self.slot_ptr(d.y, mul(d.images, yi)?, "conv2d")?;
+        let w = self.weight_ptr(d.w, mul(g.c_out, kk)?, "conv2d")?;
+        let bias = match d.bias {
+            Some(b) => Some(self.weight_ptr(b, g.c_out, "conv2d bias")?),
+            None => None,
+        };
+        if d.images == 0 || yi == 0 || xi == 0 {
+            return Ok(());
+        }
+        let col_len = mul(kk, p)?;
+        let read_dst = match bias {
+            Some(b) => {
+                self.bias(y, b, d.images * yi, p, g.c_out, d.accumulate)?;
+                true
+            }
+            None => d.accumulate,
+        };
+        let beta = if read_dst { 1.0 } else { 0.0 };
+        let direct = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
+        // Per image, row-major y[c_out, p] = W[c_out, kk] @ col[kk, p], i.e. column-major
+        // C(p x c_out) = (col as p x kk) * (W as kk x c_out).
+        if direct {
+            return self.sgemm(
+                false, p, g.c_out, kk, x, p, col_len, w, kk, 0, beta, y, p, yi, d.images, "conv2d",
+            );
+        }
+        let chunk = (SCRATCH_MAX / col_len.max(1)).clamp(1, d.images);
+        let need = mul(chunk, col_len)?;
+        if self.scratch.as_ref().is_none_or(|s| s.len < need) {
+            self.scratch = None;
+            self.scratch = Some(self.alloc(need, "conv2d im2col scratch")?);
+        }
+        let col = self.base(&self.scratch.as_ref().unwrap().mem);
+        let mut img = 0;
+        while img < d.images {
+            let m = chunk.min(d.images - img);
+            let xs = x + 4 * (img * xi) as u64;
+            let ys = y + 4 * (img * yi) as u64;
+            let n = m * col_len;
+            self.launch_ops(
+                &self.ops.im2col,
+                n,
+                &[
+                    xs,
+                    col,
+                    n as u64,
+                    g.c_in as u64,
+                    g.h as u64,
+                    g.w as u64,
+                    g.kh as u64,
+                    g.kw as u64,
+                    g.stride as u64,
+                    g.pad as u64,
+                    g.h_out as u64,
+                    g.w_out as u64,
+                ],
+                "im2col",
+            )?;
+            self.sgemm(
+                false, p, g.c_out, kk, col, p, col_len, w, kk, 0, beta, ys, p, yi, m, "conv2d",
+            )?;
+            img += m;
+        }
+        Ok(())
+    }
+
+    fn pool2d(&mut self, d: &PoolDesc) -> Result<()> {
+        let g = &d.geom;
+        crate::cpu::ops::check_pool(g)?;
+        Self::distinct(d.x, d.y, "pool2d")?;
+        let pin = mul(g.h, g.w)?;
+        let pout = mul(g.h_out, g.w_out)?;
+        let planes = mul(d.images, g.c)?;
+        let x = self.slot_ptr(d.x, mul(planes, pin)?, "pool2d")?;
+        let y = self.slot_ptr(d.y, mul(planes, pout)?, "pool2d")?;
+        if planes == 0 || pout == 0 || pin == 0 {
+            return Ok(());
+        }
+        let n = planes * pout;
+        let kind = match d.kind {
+            PoolKind::Max => 0u64,
+            PoolKind::Avg => 1,
+        };
+        self.launch_ops(
+            &self.ops.pool2d,
+            n,
+            &[
+                x,
+                y,
+                n as u64,
+                g.h as u64,
+                g.w as u64,
+                g.k as u64,
+                g.stride as u64,
+                g.pad as u64,
+                g.h_out as u64,
+                g.w_out as u64,
+                kind,
+            ],
+            "pool2d",
+        )
+    }
+
+    fn launch(&mut self, d: &LaunchDesc<'_>) -> Result<()> {
+        let f = self.kernels.get(d.kernel).ok_or_else(|| {
+            RuntimeError::Device(format!(
+                "launch of kernel {}: the module has {} kernels",
+                d.kernel,
+                self.kernels.len()
+            ))
+        })?;
+        let params = self
+            .params
+            .as_ref()
+            .ok_or_else(|| RuntimeError::Device("launch: parameters were never set".into()))?;
+        let params_base = self.base(&params.mem);
+        for g in d.groups {
+            if g.params > params.len {
+                return Err(RuntimeError::Device(format!(
+                    "launch: parameter offset {} is beyond the {} parameters",
+                    g.params, params.len
+                )));
+            }
+            let n = mul(d.batch, g.features)?;
+            let mut args: Vec<u64> = Vec::with_capacity(g.slots.len() + 7);
+            for &s in &g.slots {
+                args.push(self.slot_ptr(Loc::new(s, 0), n, "launch")?);
+            }
+            args.push(params_base + 4 * g.params as u64);
+            args.extend([
+                d.t_len as u64,
+                d.t_step as u64,
+                d.batch as u64,
+                g.features as u64,
+                0,
+                n as u64,
+            ]);
+            if n == 0 {
+                continue;
+            }
+            let cfg = grid(n, "launch")?;
+            let mut b = self.stream.launch_builder(f);
+            for a in &args {
+                b.arg(a);
+            }
+            // SAFETY: generated kernels take one pointer per buffer, the parameter pointer
+            // and six u64 (compiler/src/back/cuda.rs); every buffer holds B * F elements
+            // (checked above) and threads write only their own index.
+            unsafe { b.launch(cfg) }.map_err(|e| dev_err("cuLaunchKernel", e))?;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.stream
+            .synchronize()
+            .map_err(|e| dev_err("cuStreamSynchronize", e))
+    }
+}

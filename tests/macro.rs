@@ -1,0 +1,255 @@
+//! The macro path (`snn!`, `include_snn!`): a model compiled into this crate at build time
+//! gives the same plan and the same outputs, bit for bit, as the CLI path (snnc compiles,
+//! builds a cdylib, the runtime loads it). The whole file builds under `#![deny(warnings)]`,
+//! so the generated code must be warning-free, user names that are Rust keywords included.
+#![deny(warnings)]
+
+mod common;
+
+use snn::Tensor;
+use snnc::Options;
+
+/// examples/mlp.snn, inline.
+mod inline {
+    snn::snn! {
+        // A 784-500-10 LIF MLP for MNIST-sized inputs, rate-coded with Bernoulli spikes.
+        model mlp {
+          T = 25
+          batch = 16
+          seed = 1
+
+          input image: [784]                    // pixel intensities in [0, 1]
+          x  = bernoulli(image, seed = 7)       // rate coding: P(spike) = pixel, every step
+
+          h1 = dense(x, 500, init_gain = 3.0)
+          s1 = LIF(h1, tau = 2.0, v_threshold = 1.0)
+          h2 = dense(s1, 10, init_gain = 3.0)
+          s2 = LIF(h2, tau = 2.0)
+
+          output counts(s2)
+          output spikes(s1)
+          output trace(s2.v)
+        }
+    }
+}
+
+// Several networks in one crate: the kernels are not exported, so nothing collides.
+snn::include_snn!("examples/mlp.snn");
+snn::include_snn!("examples/mlp.snn" as mlp_again);
+snn::include_snn!("examples/conv.snn" as conv);
+snn::include_snn!("examples/recurrent.snn" as recurrent);
+snn::include_snn!("examples/alif.snn" as alif);
+snn::include_snn!("tests/in/hygiene.snn" as hygiene);
+snn::include_snn!("tests/in/delay_feedforward.snn" as delay_feedforward);
+snn::include_snn!("tests/in/encoders_pooling.snn" as encoders_pooling);
+snn::include_snn!("tests/in/loop_to_earlier.snn" as loop_to_earlier);
+snn::include_snn!("tests/in/merged_populations.snn" as merged_populations);
+snn::include_snn!("tests/in/recurrent_inline.snn" as recurrent_inline);
+
+// A model and populations named with Rust keywords.
+snn::snn! {
+    model type {
+        T = 3
+        batch = 2
+        input fn: [4]
+        impl = dense(fn, 3)
+        match = LIF(impl, tau = 2.0)
+        output counts(match)
+        output trace(match.v) as self
+    }
+}
+
+fn cli_outputs(
+    path: &str,
+    t: usize,
+    batch: usize,
+    weights: Option<&std::path::Path>,
+) -> Vec<(String, Tensor)> {
+    let program = common::compile_file(&common::root().join(path), Options::default()).unwrap();
+    let mut loaded = snnc::session::load(&program, Some(&common::cache_dir())).unwrap();
+    let s = &mut loaded.session;
+    if let Some(w) = weights {
+        s.load_weights(w).unwrap();
+    }
+    let inputs = s.random_inputs(t, batch, 1234);
+    s.run(&inputs, t, batch)
+        .unwrap()
+        .into_iter()
+        .map(|(d, t)| (d.name, t))
+        .collect()
+}
+
+fn same(a: &[(String, Tensor)], b: &[(String, Tensor)], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: output count");
+    for ((na, ta), (nb, tb)) in a.iter().zip(b) {
+        assert_eq!(na, nb, "{what}");
+        assert_eq!(ta.shape, tb.shape, "{what}: {na}");
+        let bits = |t: &Tensor| t.data.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert!(bits(ta) == bits(tb), "{what}: output `{na}` differs");
+    }
+}
+
+/// Macro path outputs for the session of a generated network.
+fn macro_outputs(
+    s: &mut snn::Session,
+    t: usize,
+    batch: usize,
+    weights: Option<&std::path::Path>,
+) -> Vec<(String, Tensor)> {
+    if let Some(w) = weights {
+        s.load_weights(w).unwrap();
+    }
+    let inputs = s.random_inputs(t, batch, 1234);
+    s.run(&inputs, t, batch)
+        .unwrap()
+        .into_iter()
+        .map(|(d, t)| (d.name, t))
+        .collect()
+}
+
+fn scaled_weights(s: &mut snn::Session, name: &str) -> std::path::PathBuf {
+    // Larger weights than the default init, so that every layer actually spikes.
+    for w in s.plan().weights.clone() {
+        let scaled: Vec<f32> = s.weight(&w.name).unwrap().iter().map(|x| x * 4.0).collect();
+        s.set_weight(&w.name, &scaled).unwrap();
+    }
+    let dir = common::root().join("target").join("snn-macro-test");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.safetensors"));
+    s.save_weights(&path).unwrap();
+    path
+}
+
+#[test]
+fn inline_file_and_cli_agree_on_mlp() {
+    let program =
+        common::compile_file(&common::root().join("examples/mlp.snn"), Options::default()).unwrap();
+    assert_eq!(inline::mlp::plan(), program.plan);
+    assert_eq!(mlp::plan(), program.plan);
+    assert_eq!(mlp::OUTPUTS, ["s2.counts", "s1.spikes", "s2.v"]);
+    assert_eq!(mlp::INPUTS, ["image"]);
+
+    let (t, batch) = (10, 3);
+    let mut a = inline::mlp::Network::new().unwrap();
+    let w = scaled_weights(a.session_mut(), "mlp");
+    a.load_weights(&w).unwrap();
+    let inputs = a.session().random_inputs(t, batch, 1234);
+    let outs = a.forward(&inputs, t, batch).unwrap();
+    assert_eq!(outs.s2_counts.shape, vec![batch, 10]);
+    assert_eq!(outs.s1_spikes.shape, vec![t, batch, 500]);
+    assert!(outs.s1_spikes.sum() > 0.0, "the scaled net spikes");
+    assert!(outs.get("s2.v").is_some() && outs.get("nope").is_none());
+    let inline_outs: Vec<(String, Tensor)> = outs
+        .into_vec()
+        .into_iter()
+        .map(|(n, t)| (n.to_string(), t))
+        .collect();
+
+    let mut b = mlp::Network::new().unwrap();
+    let file_outs = macro_outputs(b.session_mut(), t, batch, Some(&w));
+    let mut c = mlp_again::Network::new().unwrap();
+    let again_outs = macro_outputs(c.session_mut(), t, batch, Some(&w));
+    let cli = cli_outputs("examples/mlp.snn", t, batch, Some(&w));
+    same(&inline_outs, &cli, "snn! vs CLI");
+    same(&file_outs, &cli, "include_snn! vs CLI");
+    same(&again_outs, &cli, "include_snn! as vs CLI");
+}
+
+#[test]
+fn include_snn_matches_cli_on_every_model() {
+    let mut nets: Vec<(&str, snn::Session)> = vec![
+        (
+            "examples/conv.snn",
+            conv::Network::new().unwrap().into_session(),
+        ),
+        (
+            "examples/recurrent.snn",
+            recurrent::Network::new().unwrap().into_session(),
+        ),
+        (
+            "examples/alif.snn",
+            alif::Network::new().unwrap().into_session(),
+        ),
+        (
+            "tests/in/hygiene.snn",
+            hygiene::Network::new().unwrap().into_session(),
+        ),
+        (
+            "tests/in/delay_feedforward.snn",
+            delay_feedforward::Network::new().unwrap().into_session(),
+        ),
+        (
+            "tests/in/encoders_pooling.snn",
+            encoders_pooling::Network::new().unwrap().into_session(),
+        ),
+        (
+            "tests/in/loop_to_earlier.snn",
+            loop_to_earlier::Network::new().unwrap().into_session(),
+        ),
+        (
+            "tests/in/merged_populations.snn",
+            merged_populations::Network::new().unwrap().into_session(),
+        ),
+        (
+            "tests/in/recurrent_inline.snn",
+            recurrent_inline::Network::new().unwrap().into_session(),
+        ),
+    ];
+    for (path, s) in &mut nets {
+        let program =
+            common::compile_file(&common::root().join(&path[..]), Options::default()).unwrap();
+        assert_eq!(s.plan(), &program.plan, "{path}: plan");
+        let t = program.plan.t.min(12);
+        let name = std::path::Path::new(path)
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let w = scaled_weights(s, &name);
+        let ours = macro_outputs(s, t, 2, None);
+        let cli = cli_outputs(path, t, 2, Some(&w));
+        same(&ours, &cli, path);
+    }
+}
+
+#[test]
+fn keyword_names() {
+    assert_eq!(r#type::NAME, "type");
+    assert_eq!(r#type::OUTPUTS, ["match.counts", "self"]);
+    let mut net = r#type::Network::new().unwrap();
+    let x = Tensor::full(&[2, 4], 1.0);
+    let outs = net.forward(&[x], 3, 2).unwrap();
+    assert_eq!(outs.match_counts.shape, vec![2, 3]);
+    assert_eq!(outs.self_.shape, vec![3, 2, 3]);
+}
+
+/// Errors in `snn!` are compile errors on the offending token, with the hint; in
+/// `include_snn!` on the path. (tests/ui/*.stderr; `TRYBUILD=overwrite` to update.)
+#[test]
+fn ui_errors() {
+    let t = trybuild::TestCases::new();
+    t.compile_fail("tests/ui/*.rs");
+}
+
+/// What the macros do at build time (parse, passes, print the kernels and the plan as
+/// tokens) takes milliseconds. `cargo test --test macro expansion -- --nocapture` prints it.
+#[test]
+fn expansion_time() {
+    for path in ["examples/mlp.snn", "examples/conv.snn"] {
+        let start = std::time::Instant::now();
+        let n = 20;
+        let mut len = 0;
+        for _ in 0..n {
+            let program =
+                common::compile_file(&common::root().join(path), Options::default()).unwrap();
+            let kernels =
+                snnc::back::rust::print_module(&program, &quote::quote!(::snn::plan::KernelArgs));
+            let plan =
+                snnc::back::plan_tokens::plan_tokens(&program.plan, &quote::quote!(::snn::plan));
+            len = kernels.to_string().len() + plan.to_string().len();
+        }
+        let ms = start.elapsed().as_secs_f64() * 1e3 / n as f64;
+        println!("{path}: compile + print {ms:.2} ms ({len} bytes of tokens)");
+        assert!(ms < 2000.0, "{path}: {ms} ms");
+    }
+}

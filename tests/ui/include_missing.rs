@@ -1,0 +1,4 @@
+snn::include_snn!("models/missing.snn");
+snn::include_snn!(models);
+
+fn main() {}
