@@ -70,16 +70,16 @@ fn report(json: bool, name: &str, s: &Stats, unit: &str, value: f64, extra: &str
     }
 }
 
-fn load(src: &str) -> DResult<snnc::session::Loaded> {
+fn load(src: &str, device: &str) -> DResult<snnc::session::DeviceLoaded> {
     let mut c = Compiler::new(Options::default());
     let parsed = c
         .parse_str("bench.snn", src)
         .map_err(|d| Diagnostic::new(d.kind, d.plain(&c.sources)))?;
     let program = c.compile(&parsed)?;
-    snnc::session::load(&program, None)
+    snnc::session::load_device(&program, device, None)
 }
 
-pub fn bench(names: &[String], repeat: usize, json: bool) -> DResult<()> {
+pub fn bench(names: &[String], repeat: usize, json: bool, device: &str) -> DResult<()> {
     let all: Vec<String> = WORKLOADS.iter().map(|(n, _)| n.to_string()).collect();
     let names = if names.is_empty() {
         all.clone()
@@ -103,6 +103,11 @@ pub fn bench(names: &[String], repeat: usize, json: bool) -> DResult<()> {
     let mut triad_gbs = None;
     for name in &names {
         match name.as_str() {
+            "triad" | "compile" if device != "cpu" => {
+                if !json {
+                    say!("{name:<12} (CPU-only workload, skipped on {device})");
+                }
+            }
             "triad" => {
                 let n = 16 << 20;
                 let b = vec![1.0f32; n];
@@ -127,7 +132,7 @@ pub fn bench(names: &[String], repeat: usize, json: bool) -> DResult<()> {
                 let (t, b, n) = (64, 32, 4096);
                 let mut l = load(&format!(
                     "model lif {{ T = {t}\n input x: [T, {n}]\n s = LIF(x, tau = 2.0, v_threshold = 1.0, v_reset = 0.0)\n output counts(s) }}"
-                ))?;
+                ), device)?;
                 let x = l.session.random_inputs(t, b, 7);
                 let x: Vec<_> = x
                     .into_iter()
@@ -161,7 +166,7 @@ pub fn bench(names: &[String], repeat: usize, json: bool) -> DResult<()> {
                 let (t, b) = (25, 128);
                 let mut l = load(&format!(
                     "model mlp {{ T = {t}\n input image: [784]\n x = bernoulli(image)\n h1 = dense(x, 512, init_gain = 3.0)\n s1 = LIF(h1, tau = 2.0)\n h2 = dense(s1, 10, init_gain = 3.0)\n s2 = LIF(h2, tau = 2.0)\n output counts(s2) }}"
-                ))?;
+                ), device)?;
                 let x = l.session.random_inputs(t, b, 7);
                 l.session
                     .run(&x, t, b)

@@ -98,6 +98,9 @@ enum Cmd {
         /// List the workloads and exit.
         #[arg(long)]
         list: bool,
+        /// Device: cpu, or cuda[:N] for the GPU workloads (lif-fwd, mlp-infer).
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Run inference on the CPU and print or save the outputs.
     Run {
@@ -216,6 +219,7 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
             repeat,
             json,
             list,
+            device,
         } => {
             if list {
                 for (n, what) in bench::WORKLOADS {
@@ -224,7 +228,7 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
                 return Ok(());
             }
             let c = Compiler::new(Options::default());
-            bench::bench(&workloads, repeat, json).map_err(|d| report(&c, &d, color))
+            bench::bench(&workloads, repeat, json, &device).map_err(|d| report(&c, &d, color))
         }
         Cmd::Run {
             file,
