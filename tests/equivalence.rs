@@ -13,11 +13,7 @@ fn run(path: &std::path::Path, opts: Options, batch: usize) -> Vec<(String, Tens
     let s = &mut loaded.session;
     let t = program.plan.t.min(20);
     let inputs = s.random_inputs(t, batch, 1234);
-    // Larger weights than the default init, so that every layer actually spikes.
-    for w in program.plan.weights.iter() {
-        let scaled: Vec<f32> = s.weight(&w.name).unwrap().iter().map(|x| x * 4.0).collect();
-        s.set_weight(&w.name, &scaled).unwrap();
-    }
+    common::scale_weights(s);
     s.run(&inputs, t, batch)
         .unwrap()
         .into_iter()

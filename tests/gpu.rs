@@ -39,14 +39,6 @@ fn variants() -> Vec<(&'static str, Options)> {
     ]
 }
 
-fn scale_weights(s: &mut snn_runtime::Session) {
-    let names: Vec<String> = s.plan().weights.iter().map(|w| w.name.clone()).collect();
-    for n in names {
-        let scaled: Vec<f32> = s.weight(&n).unwrap().iter().map(|x| x * 4.0).collect();
-        s.set_weight(&n, &scaled).unwrap();
-    }
-}
-
 fn ref_path(dir: &Path, model: &str, variant: &str, output: &str) -> PathBuf {
     dir.join(format!("{model}.{variant}.{output}.npy"))
 }
@@ -86,7 +78,7 @@ fn cpu_outputs(
     let mut loaded = snnc::session::load(program, Some(&common::cache_dir())).unwrap();
     let s = &mut loaded.session;
     let inputs = s.random_inputs(t, BATCH, SEED);
-    scale_weights(s);
+    common::scale_weights(s);
     let outs: Vec<(String, Tensor)> = s
         .run(&inputs, t, BATCH)
         .unwrap()
@@ -145,7 +137,7 @@ fn cuda_matches_cpu_on_every_model() {
                 Err(d) => panic!("{model} ({variant}): {}", d.message),
             };
             let s = &mut loaded.session;
-            scale_weights(s);
+            common::scale_weights(s);
             let gpu = s
                 .run(&case.inputs, case.t, BATCH)
                 .unwrap_or_else(|e| panic!("{model} ({variant}): {e}"));

@@ -108,11 +108,7 @@ fn macro_outputs(
 }
 
 fn scaled_weights(s: &mut snn::Session, name: &str) -> std::path::PathBuf {
-    // Larger weights than the default init, so that every layer actually spikes.
-    for w in s.plan().weights.clone() {
-        let scaled: Vec<f32> = s.weight(&w.name).unwrap().iter().map(|x| x * 4.0).collect();
-        s.set_weight(&w.name, &scaled).unwrap();
-    }
+    common::scale_weights(s);
     let dir = common::root().join("target").join("snn-macro-test");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{name}.safetensors"));

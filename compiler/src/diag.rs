@@ -247,7 +247,10 @@ pub fn did_you_mean<'a>(
     let mut best: Option<(usize, &str)> = None;
     for c in candidates {
         let d = edit_distance(&name.to_lowercase(), &c.to_lowercase());
-        if d <= (name.len().max(2) / 2).max(1) && best.is_none_or(|(bd, _)| d < bd) {
+        // Ties go to the alphabetically first name, so hints do not depend on hash order.
+        if d <= (name.len().max(2) / 2).max(1)
+            && best.is_none_or(|(bd, bc)| d < bd || (d == bd && c < bc))
+        {
             best = Some((d, c));
         }
     }

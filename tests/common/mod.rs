@@ -52,3 +52,12 @@ pub fn compile_str(text: &str) -> Result<Program, (Diagnostic, String)> {
 pub fn cache_dir() -> PathBuf {
     root().join("target").join("snnc-test-cache")
 }
+
+/// Multiply every weight by 4: larger than the default init, so that every layer of a
+/// random network actually spikes and comparisons between paths mean something.
+pub fn scale_weights(s: &mut snn_runtime::Session) {
+    for w in s.plan().weights.clone() {
+        let scaled: Vec<f32> = s.weight(&w.name).unwrap().iter().map(|x| x * 4.0).collect();
+        s.set_weight(&w.name, &scaled).unwrap();
+    }
+}
