@@ -15,7 +15,8 @@ fn ir_after_every_pass_and_generated_rust() {
         let parsed = c
             .parse_file(&path)
             .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
-        for (pass, _) in passes::PASSES {
+        // `autodiff` only acts when compiling for training (see `training_plans`).
+        for (pass, _) in passes::PASSES.iter().filter(|(p, _)| *p != "autodiff") {
             let text = c
                 .dump_after(&parsed, pass)
                 .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
@@ -83,5 +84,54 @@ fn alternative_plans() {
                 insta::assert_snapshot!(format!("{name}.lower.{tag}"), text);
             });
         }
+    }
+}
+
+/// Training plans (tests/in/train/): the derived backward step of every population, the
+/// lowered plan with its backward ops and kernels, and the generated Rust and CUDA.
+#[test]
+fn training_plans() {
+    let mut files: Vec<_> = std::fs::read_dir(common::root().join("tests/in/train"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "snn"))
+        .collect();
+    files.sort();
+    files.push(common::root().join("examples/yinyang.snn"));
+    for path in files {
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let mut c = Compiler::new(Options {
+            train: true,
+            ..Options::default()
+        });
+        let parsed = c
+            .parse_file(&path)
+            .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
+        for (pass, dir) in [
+            ("autodiff", "out/ir"),
+            ("lower", "out/ir"),
+            ("rust", "out/rust"),
+        ] {
+            let text = c
+                .dump_after(&parsed, pass)
+                .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
+            insta::with_settings!({
+                snapshot_path => dir,
+                prepend_module_to_snapshot => false,
+                omit_expression => true,
+                description => format!("{name}.snn compiled for training, after `{pass}`"),
+            }, {
+                insta::assert_snapshot!(format!("{name}.train.{pass}"), text);
+            });
+        }
+        let cuda = snnc::back::cuda::print_program(&c.compile(&parsed).unwrap());
+        insta::with_settings!({
+            snapshot_path => "out/cuda",
+            prepend_module_to_snapshot => false,
+            omit_expression => true,
+            description => format!("{name}.snn compiled for training, generated CUDA"),
+        }, {
+            insta::assert_snapshot!(format!("{name}.train"), cuda);
+        });
     }
 }

@@ -17,6 +17,7 @@ pub mod front;
 pub mod ir;
 pub mod passes;
 pub mod session;
+pub mod train;
 
 use std::path::Path;
 
@@ -57,6 +58,7 @@ impl Compiler {
             "neurons",
             "recurrence",
             "schedule",
+            "autodiff",
             "fuse",
             "memory",
         ];
@@ -71,6 +73,7 @@ impl Compiler {
                 "neurons" => passes::neurons::run(&mut m)?,
                 "recurrence" => passes::recurrence::run(&mut m)?,
                 "schedule" => passes::schedule::run(&mut m, &self.opts)?,
+                "autodiff" => passes::autodiff::run(&mut m, &self.opts)?,
                 "fuse" => passes::fuse::run(&mut m, &self.opts)?,
                 "memory" => passes::memory::run(&mut m, &self.opts)?,
                 _ => unreachable!(),

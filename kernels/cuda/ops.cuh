@@ -58,6 +58,20 @@ extern "C" __global__ void snn_bias(
     y[i] = accumulate ? y[i] + v : v;
 }
 
+/// Bias gradient: `db[j] += sum over rows of dy[r, j]` (one thread per output; threads
+/// of a warp read consecutive addresses of each row).
+extern "C" __global__ void snn_bias_grad(
+    float* __restrict__ db,
+    const float* __restrict__ dy,
+    snn_u64 rows, snn_u64 n)
+{
+    const snn_u64 j = SNN_FLAT_INDEX;
+    if (j >= n) return;
+    float acc = 0.0f;
+    for (snn_u64 r = 0; r < rows; ++r) acc += dy[r * n + j];
+    db[j] += acc;
+}
+
 /// Max (`kind = 0`) or average (`kind = 1`, padding counted as zeros) pooling over `planes`
 /// contiguous `[h, w]` planes -> `[h_out, w_out]`; torch semantics, floor mode.
 extern "C" __global__ void snn_pool2d(

@@ -43,6 +43,31 @@ pub struct GemmDesc {
     pub accumulate: bool,
 }
 
+/// Backward of a GEMM for its input: `dx[rows, k] (+)= dy[rows, n] @ W`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmDxDesc {
+    pub rows: usize,
+    pub k: usize,
+    pub n: usize,
+    pub dy: Loc,
+    pub dx: Loc,
+    pub w: WeightId,
+    pub accumulate: bool,
+}
+
+/// Backward of a GEMM for its weights: the gradient of `w` gets `+= dy^T @ x`, that of
+/// `bias` `+= sum over rows of dy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmDwDesc {
+    pub rows: usize,
+    pub k: usize,
+    pub n: usize,
+    pub x: Loc,
+    pub dy: Loc,
+    pub w: WeightId,
+    pub bias: Option<WeightId>,
+}
+
 /// Conv2d (torch semantics) over `images` contiguous images: `x` is `[images, c_in, h, w]`,
 /// `y` is `[images, c_out, h_out, w_out]`, weight `[c_out, c_in, kh, kw]`, bias `[c_out]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,6 +145,18 @@ pub trait Device: Send {
     fn zero(&mut self, dst: Loc, len: usize) -> Result<()>;
 
     fn gemm(&mut self, d: &GemmDesc) -> Result<()>;
+
+    /// See [`GemmDxDesc`].
+    fn gemm_dx(&mut self, d: &GemmDxDesc) -> Result<()>;
+
+    /// See [`GemmDwDesc`]; accumulates into the weight gradients.
+    fn gemm_dw(&mut self, d: &GemmDwDesc) -> Result<()>;
+
+    /// Sets every weight gradient to zero (allocating them on first use).
+    fn zero_grads(&mut self) -> Result<()>;
+
+    /// Copies the gradient of weight `id` to the host.
+    fn get_grad(&mut self, id: WeightId, out: &mut [f32]) -> Result<()>;
 
     fn conv2d(&mut self, d: &ConvDesc) -> Result<()>;
 

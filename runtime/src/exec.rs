@@ -7,7 +7,9 @@
 //! recompilation.
 
 use crate::cpu::CpuDevice;
-use crate::device::{ConvDesc, Device, GemmDesc, GroupDesc, LaunchDesc, Loc, PoolDesc};
+use crate::device::{
+    ConvDesc, Device, GemmDesc, GemmDwDesc, GemmDxDesc, GroupDesc, LaunchDesc, Loc, PoolDesc,
+};
 use crate::error::{fmt_shape, Result, RuntimeError};
 use crate::io::weights;
 use crate::kernels::KernelTable;
@@ -56,6 +58,24 @@ enum Exec {
     },
     StepLoop {
         body: Vec<Exec>,
+    },
+    GemmDx {
+        dy: BufId,
+        w: WeightId,
+        dx: BufId,
+        k: usize,
+        n: usize,
+        time: TimeSel,
+        accumulate: bool,
+    },
+    GemmDw {
+        x: BufId,
+        dy: BufId,
+        w: WeightId,
+        bias: Option<WeightId>,
+        k: usize,
+        n: usize,
+        time: TimeSel,
     },
 }
 
@@ -139,6 +159,8 @@ fn span(
 pub struct Session {
     plan: Plan,
     exec: Vec<Exec>,
+    /// Backward ops of a training plan.
+    backward: Option<Vec<Exec>>,
     device: Box<dyn Device>,
     weights: Vec<Vec<f32>>,
     params: Vec<f32>,
@@ -166,7 +188,7 @@ impl Session {
 
     /// A session on any device (the device holds the plan's kernels).
     pub fn with_device(plan: Plan, mut device: Box<dyn Device>) -> Result<Session> {
-        let exec = validate(&plan, device.num_kernels())?;
+        let (exec, backward) = validate(&plan, device.num_kernels())?;
         let weight_index = plan
             .weights
             .iter()
@@ -185,6 +207,7 @@ impl Session {
             weights: plan.weights.iter().map(|w| vec![0.0; w.numel()]).collect(),
             plan,
             exec,
+            backward,
             device,
             params,
             weight_index,
@@ -538,6 +561,84 @@ impl Session {
         self.device.sync()
     }
 
+    /// Runs the backward ops of a training plan after a [`Session::run`] with the same `t`
+    /// and `batch`: `loss_grads` holds dLoss/d(output) for the loss and each regulariser
+    /// (same order as [`TrainPlan::loss`] then [`TrainPlan::regularizers`], each laid out
+    /// like its output). Afterwards [`Session::grads`] returns the weight gradients.
+    pub fn backward(&mut self, loss_grads: &[&[f32]], t: usize, batch: usize) -> Result<()> {
+        let (Some(tp), Some(bw)) = (&self.plan.train, &self.backward) else {
+            return Err(RuntimeError::InvalidArgument(
+                "this plan was not compiled for training (it has no backward pass)".into(),
+            ));
+        };
+        let sizes = self.slot_sizes(t, batch)?;
+        if self.slot_sizes.as_ref() != Some(&sizes) {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "backward(t = {t}, batch = {batch}) needs a previous run with the same sizes"
+            )));
+        }
+        let targets: Vec<BufId> = std::iter::once(tp.loss.grad)
+            .chain(tp.regularizers.iter().map(|r| r.grad))
+            .collect();
+        if loss_grads.len() != targets.len() {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "backward needs {} gradient tensors (loss and regularisers), got {}",
+                targets.len(),
+                loss_grads.len()
+            )));
+        }
+        for (&buf, g) in targets.iter().zip(loss_grads) {
+            let d = &self.plan.buffers[buf];
+            let len = buffer_len(d, t, batch)?;
+            if g.len() != len {
+                return Err(RuntimeError::InvalidArgument(format!(
+                    "gradient for `{}` has {} elements, expected {len}",
+                    d.name,
+                    g.len()
+                )));
+            }
+            self.device.upload(Loc::new(d.slot, 0), g)?;
+        }
+        self.device.zero_grads()?;
+        exec_ops(self.device.as_mut(), &self.plan.buffers, bw, t, batch, None)?;
+        self.device.sync()
+    }
+
+    /// The weight gradients of the last [`Session::backward`], one per plan weight.
+    pub fn grads(&mut self) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(self.plan.weights.len());
+        for (i, w) in self.plan.weights.iter().enumerate() {
+            let mut g = vec![0.0; w.numel()];
+            self.device.get_grad(i, &mut g)?;
+            out.push(g);
+        }
+        Ok(out)
+    }
+
+    /// All weights, in plan order (the host copy).
+    pub fn weights(&self) -> &[Vec<f32>] {
+        &self.weights
+    }
+
+    /// Replaces all weights at once (an optimizer step); shapes must match.
+    pub fn set_all_weights(&mut self, new: Vec<Vec<f32>>) -> Result<()> {
+        if new.len() != self.weights.len()
+            || new
+                .iter()
+                .zip(&self.weights)
+                .any(|(a, b)| a.len() != b.len())
+        {
+            return Err(RuntimeError::InvalidArgument(
+                "set_all_weights: the number or sizes of the tensors differ from the plan".into(),
+            ));
+        }
+        for (i, w) in new.iter().enumerate() {
+            self.device.set_weight(i, w)?;
+        }
+        self.weights = new;
+        Ok(())
+    }
+
     /// [`Session::run`] returning only the output named `name`.
     pub fn run_output(
         &mut self,
@@ -680,6 +781,55 @@ fn exec_ops(
             Exec::StepLoop { body } => {
                 for t in 0..t_len {
                     exec_ops(dev, bufs, body, t_len, b, Some(t))?;
+                }
+            }
+            Exec::GemmDx {
+                dy,
+                w,
+                dx,
+                k,
+                n,
+                time,
+                accumulate,
+            } => {
+                // Same row mapping as the forward GEMM: dx plays x, dy plays y.
+                let (xd, yd) = (&bufs[*dx], &bufs[*dy]);
+                if let Some(s) = span(*time, xd, yd, t_len, b, step) {
+                    for i in 0..s.count {
+                        dev.gemm_dx(&GemmDxDesc {
+                            rows: s.rows,
+                            k: *k,
+                            n: *n,
+                            dx: Loc::new(xd.slot, s.x0 + i * s.xs),
+                            dy: Loc::new(yd.slot, s.y0 + i * s.ys),
+                            w: *w,
+                            accumulate: *accumulate,
+                        })?;
+                    }
+                }
+            }
+            Exec::GemmDw {
+                x,
+                dy,
+                w,
+                bias,
+                k,
+                n,
+                time,
+            } => {
+                let (xd, yd) = (&bufs[*x], &bufs[*dy]);
+                if let Some(s) = span(*time, xd, yd, t_len, b, step) {
+                    for i in 0..s.count {
+                        dev.gemm_dw(&GemmDwDesc {
+                            rows: s.rows,
+                            k: *k,
+                            n: *n,
+                            x: Loc::new(xd.slot, s.x0 + i * s.xs),
+                            dy: Loc::new(yd.slot, s.y0 + i * s.ys),
+                            w: *w,
+                            bias: *bias,
+                        })?;
+                    }
                 }
             }
         }
@@ -839,6 +989,57 @@ impl Checker<'_> {
                         n: *n,
                         time: *time,
                         accumulate: *accumulate,
+                    }
+                }
+                Op::GemmDx {
+                    dy,
+                    w,
+                    dx,
+                    k,
+                    n,
+                    time,
+                    accumulate,
+                } => {
+                    let what = &format!("{what} (gemm_dx)");
+                    let (xd, yd) = self.io_pair(*dx, *dy, *time, in_loop, what)?;
+                    self.features(xd, *k, what)?;
+                    self.features(yd, *n, what)?;
+                    self.weight_shape(*w, &[*n, *k], what)?;
+                    Exec::GemmDx {
+                        dy: *dy,
+                        w: *w,
+                        dx: *dx,
+                        k: *k,
+                        n: *n,
+                        time: *time,
+                        accumulate: *accumulate,
+                    }
+                }
+                Op::GemmDw {
+                    x,
+                    dy,
+                    w,
+                    bias,
+                    k,
+                    n,
+                    time,
+                } => {
+                    let what = &format!("{what} (gemm_dw)");
+                    let (xd, yd) = self.io_pair(*x, *dy, *time, in_loop, what)?;
+                    self.features(xd, *k, what)?;
+                    self.features(yd, *n, what)?;
+                    self.weight_shape(*w, &[*n, *k], what)?;
+                    if let Some(bi) = bias {
+                        self.weight_shape(*bi, &[*n], what)?;
+                    }
+                    Exec::GemmDw {
+                        x: *x,
+                        dy: *dy,
+                        w: *w,
+                        bias: *bias,
+                        k: *k,
+                        n: *n,
+                        time: *time,
                     }
                 }
                 Op::Conv2d {
@@ -1003,7 +1204,9 @@ impl Checker<'_> {
 }
 
 /// Checks every index, shape and extent of a plan; returns the resolved ops.
-fn validate(plan: &Plan, n_kernels: usize) -> Result<Vec<Exec>> {
+/// Checks a plan; returns its forward ops and (training plans) its backward ops.
+#[allow(clippy::type_complexity)]
+fn validate(plan: &Plan, n_kernels: usize) -> Result<(Vec<Exec>, Option<Vec<Exec>>)> {
     if n_kernels != plan.kernels.len() {
         return Err(RuntimeError::KernelTable {
             expected: plan.kernels.len(),
@@ -1081,7 +1284,37 @@ fn validate(plan: &Plan, n_kernels: usize) -> Result<Vec<Exec>> {
             )));
         }
     }
-    c.ops(&plan.ops, false, "")
+    let forward = c.ops(&plan.ops, false, "")?;
+    let backward = match &plan.train {
+        None => None,
+        Some(tp) => {
+            let check_out = |o: usize, grad: BufId, what: &str| -> Result<()> {
+                let out = plan.outputs.get(o).ok_or_else(|| {
+                    RuntimeError::plan(format!(
+                        "{what} reads output {o}, the plan has {}",
+                        plan.outputs.len()
+                    ))
+                })?;
+                let g = c.buf(grad, what)?;
+                let ob = c.buf(out.buffer, what)?;
+                if g.features != ob.features
+                    || (g.extent == Extent::Seq) != (ob.extent == Extent::Seq)
+                {
+                    return Err(RuntimeError::plan(format!(
+                        "{what}: gradient buffer `{}` does not match output `{}`",
+                        g.name, out.name
+                    )));
+                }
+                Ok(())
+            };
+            check_out(tp.loss.output, tp.loss.grad, "the loss")?;
+            for r in &tp.regularizers {
+                check_out(r.output, r.grad, "a regulariser")?;
+            }
+            Some(c.ops(&tp.backward, false, "backward ")?)
+        }
+    };
+    Ok((forward, backward))
 }
 
 #[cfg(test)]

@@ -38,6 +38,116 @@ pub struct Plan {
     pub outputs: Vec<OutputDecl>,
     pub kernels: Vec<KernelDecl>,
     pub ops: Vec<Op>,
+    /// The backward pass and training settings, when compiled for training.
+    pub train: Option<TrainPlan>,
+}
+
+/// What the compiler derived for training: the backward ops (run after the forward ops,
+/// once the loss gradient is in place) and the settings of the model's `train { }` block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainPlan {
+    pub backward: Vec<Op>,
+    pub loss: LossDecl,
+    /// Spike-count regularisers on hidden populations.
+    pub regularizers: Vec<RegDecl>,
+    pub settings: TrainSettings,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LossKind {
+    /// Cross-entropy of softmax(spike counts) (`[B, C]` output).
+    CrossEntropyCounts,
+    /// Cross-entropy of softmax(max over time of a readout membrane) (`[T, B, C]` trace).
+    CrossEntropyMaxMembrane,
+    /// Cross-entropy of softmax(mean over time of a readout membrane).
+    CrossEntropyMeanMembrane,
+    /// Mean squared error of spike rates (counts / T) against `on` for the label's neurons
+    /// and `off` elsewhere; `groups` neurons vote for each class (BPSTA uses 10).
+    MseCounts { on: f32, off: f32, groups: usize },
+    /// Cross-entropy over negative first-spike times (snnTorch `ce_temporal_loss`) on a
+    /// `[T, B, C]` spike output.
+    FirstSpikeTime,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossDecl {
+    pub kind: LossKind,
+    /// Index into [`Plan::outputs`] of the value the loss reads.
+    pub output: usize,
+    /// The buffer that receives dLoss/d(output) before the backward ops run; same layout
+    /// as the output.
+    pub grad: BufId,
+}
+
+/// `lambda * mean((counts / T - target)^2)` on a population's spike counts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegDecl {
+    pub output: usize,
+    pub grad: BufId,
+    pub lambda: f32,
+    pub target: f32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OptimizerKind {
+    Sgd { momentum: f32, nesterov: bool },
+    Adam,
+    AdamW,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OptimizerDecl {
+    pub kind: OptimizerKind,
+    pub lr: f32,
+    pub betas: (f32, f32),
+    pub eps: f32,
+    pub weight_decay: f32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LrScheduleDecl {
+    Constant,
+    /// torch StepLR: multiply by `gamma` every `step_size` epochs.
+    Step {
+        step_size: usize,
+        gamma: f32,
+    },
+    /// torch CosineAnnealingLR over the training epochs down to `eta_min`.
+    Cosine {
+        eta_min: f32,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum DataDecl {
+    /// The Yin-Yang dataset, generated (standard splits).
+    YinYang,
+    /// MNIST IDX files in a directory.
+    Mnist { dir: String },
+    /// Fashion-MNIST IDX files in a directory.
+    FashionMnist { dir: String },
+    /// NPY arrays: `x` `[N, ...]` features, `y` `[N]` labels (test split optional).
+    Npy {
+        x: String,
+        y: String,
+        test_x: Option<String>,
+        test_y: Option<String>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainSettings {
+    pub optimizer: OptimizerDecl,
+    pub schedule: LrScheduleDecl,
+    /// Linear learning-rate warm-up over this many epochs.
+    pub warmup: usize,
+    pub epochs: usize,
+    pub batch: usize,
+    pub data: Option<DataDecl>,
+    /// Clip the global gradient norm to this value.
+    pub clip: Option<f32>,
+    /// Training samples held out for validation each epoch.
+    pub validation: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -278,6 +388,27 @@ pub enum Op {
     },
     /// `for t in 0..T { body }`; ops inside use `TimeSel::Step` / `LaunchTime::Step`.
     StepLoop { body: Vec<Op> },
+    /// Backward of [`Op::Gemm`] for its input: `dx[rows, k] (+)= dy[rows, n] @ W`.
+    GemmDx {
+        dy: BufId,
+        w: WeightId,
+        dx: BufId,
+        k: usize,
+        n: usize,
+        time: TimeSel,
+        accumulate: bool,
+    },
+    /// Backward of [`Op::Gemm`] for its weights: the gradient of `w` gets
+    /// `+= dy[rows, n]^T @ x[rows, k]` and that of `bias` gets `+= sum over rows of dy`.
+    GemmDw {
+        x: BufId,
+        dy: BufId,
+        w: WeightId,
+        bias: Option<WeightId>,
+        k: usize,
+        n: usize,
+        time: TimeSel,
+    },
 }
 
 /// The C ABI of a generated kernel: `extern "C" fn(*const KernelArgs)`.

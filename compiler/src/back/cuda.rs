@@ -75,6 +75,7 @@ pub fn print_program(p: &Program) -> String {
 pub fn print_kernel(k: &Kernel) -> String {
     let mut s = String::new();
     let time = match k.time {
+        LaunchTime::Seq if k.reverse => "for t in T-1..=0 inside",
         LaunchTime::Seq => "for t in 0..T inside",
         LaunchTime::Step => "one step t = t_step",
     };
@@ -124,7 +125,12 @@ pub fn print_kernel(k: &Kernel) -> String {
                     expr(k, &c.init)
                 );
             }
-            s.push_str("    for (unsigned long long t = 0; t < t_len; ++t) {\n");
+            if k.reverse {
+                s.push_str("    for (unsigned long long tr = 0; tr < t_len; ++tr) {\n");
+                s.push_str("        const unsigned long long t = t_len - 1 - tr;\n");
+            } else {
+                s.push_str("    for (unsigned long long t = 0; t < t_len; ++t) {\n");
+            }
             s.push_str("        const unsigned long long row = t * bn;\n");
             locals(&mut s, "        ");
             body(&mut s, "        ");

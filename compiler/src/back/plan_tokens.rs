@@ -86,6 +86,8 @@ pub fn plan_tokens(p: &Plan, m: &TokenStream) -> TokenStream {
             outputs: ::std::vec![#(#outputs),*],
             kernels: ::std::vec![#(#kernels),*],
             ops: #ops,
+            // Macro-built networks are for inference; `snnc train` trains.
+            train: ::std::option::Option::None,
         }
     }
 }
@@ -231,6 +233,45 @@ fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
                 LaunchTime::Step => quote!(#m::LaunchTime::Step),
             };
             quote!(#m::Op::Launch { kernel: #kernel, groups: ::std::vec![#(#groups),*], time: #time })
+        }
+        Op::GemmDx {
+            dy,
+            w,
+            dx,
+            k,
+            n,
+            time,
+            accumulate,
+        } => {
+            let (dy, w, dx, k, n) = (
+                usize_lit(*dy),
+                usize_lit(*w),
+                usize_lit(*dx),
+                usize_lit(*k),
+                usize_lit(*n),
+            );
+            let time = time_sel(*time, m);
+            quote!(#m::Op::GemmDx { dy: #dy, w: #w, dx: #dx, k: #k, n: #n, time: #time, accumulate: #accumulate })
+        }
+        Op::GemmDw {
+            x,
+            dy,
+            w,
+            bias,
+            k,
+            n,
+            time,
+        } => {
+            let (x, dy, w, k, n) = (
+                usize_lit(*x),
+                usize_lit(*dy),
+                usize_lit(*w),
+                usize_lit(*k),
+                usize_lit(*n),
+            );
+            let bias = opt_weight(*bias);
+            let time = time_sel(*time, m);
+            quote!(#m::Op::GemmDw { x: #x, dy: #dy, w: #w, bias: #bias, k: #k, n: #n, time: #time })
         }
         Op::StepLoop { body } => {
             let body = ops(body, m);

@@ -267,6 +267,11 @@ fn kernel_tokens(k: &Kernel, export: bool) -> TokenStream {
         .collect();
     let body: Vec<TokenStream> = k.body.iter().map(|s| stmt(k, s)).collect();
 
+    let t_range = if k.reverse {
+        quote!((0..a.t_len).rev())
+    } else {
+        quote!(0..a.t_len)
+    };
     let inner = match k.time {
         LaunchTime::Seq => {
             // Carried values of a block live in [f32; W] arrays across the T loop.
@@ -291,7 +296,7 @@ fn kernel_tokens(k: &Kernel, export: bool) -> TokenStream {
             }
             quote! {
                 #(#init)*
-                for t in 0..a.t_len {
+                for t in #t_range {
                     let row = t * bn;
                     for l in 0..W {
                         let idx = i0 + l;

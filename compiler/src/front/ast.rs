@@ -100,6 +100,14 @@ pub struct ModelDef {
     pub inputs: Vec<InputStmt>,
     pub outputs: Vec<OutputStmt>,
     pub bindings: Vec<Binding>,
+    /// The `train { ... }` settings, if any (last block wins; settings in order).
+    pub train: Option<TrainBlock>,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub struct TrainBlock {
+    pub settings: Vec<Binding>,
     pub span: Span,
 }
 

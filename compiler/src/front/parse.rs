@@ -59,6 +59,7 @@ fn rule_name(r: &Rule) -> &'static str {
         Rule::input_stmt => "`input`",
         Rule::output_stmt => "`output`",
         Rule::binding => "`name = ...`",
+        Rule::train_block => "`train { ... }`",
         Rule::if_stmt => "`if`",
         Rule::let_stmt => "`let`",
         Rule::assign_stmt | Rule::ode_stmt => "an assignment",
@@ -285,6 +286,7 @@ impl Builder {
             inputs: vec![],
             outputs: vec![],
             bindings: vec![],
+            train: None,
             span,
         };
         for item in it {
@@ -312,6 +314,21 @@ impl Builder {
                     let name = self.ident(parts.next().unwrap());
                     let value = self.expr(parts.next().unwrap());
                     m.bindings.push(Binding { name, value, span });
+                }
+                Rule::train_block => {
+                    let mut settings = Vec::new();
+                    for b in parts {
+                        let bspan = self.span(&b);
+                        let mut bp = b.into_inner();
+                        let name = self.ident(bp.next().unwrap());
+                        let value = self.expr(bp.next().unwrap());
+                        settings.push(Binding {
+                            name,
+                            value,
+                            span: bspan,
+                        });
+                    }
+                    m.train = Some(TrainBlock { settings, span });
                 }
                 r => unreachable!("model item {r:?}"),
             }

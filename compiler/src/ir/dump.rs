@@ -261,6 +261,39 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
             let _ = writeln!(out, "  stage {i}: {what}  -- {}", st.reason);
         }
     }
+    if let (Some(bw), Some(cfg)) = (&m.backward, &m.train) {
+        let g = &cfg.grad;
+        let _ = writeln!(
+            out,
+            "autodiff: surrogate {}(alpha={:?}) detach_reset={} bpsta_spatial={} bpsta_temporal={:?}",
+            g.surrogate.kind.name(),
+            g.surrogate.alpha,
+            g.detach_reset,
+            g.bpsta_spatial,
+            g.bpsta_temporal
+        );
+        let _ = writeln!(
+            out,
+            "  loss {:?} of output {}",
+            cfg.loss.kind, m.outputs[bw.loss_output].name
+        );
+        let names: Vec<&str> = bw.order.iter().map(|&h| m.nodes[h].name.as_str()).collect();
+        let _ = writeln!(out, "  backward order: {}", names.join(", "));
+        for (&h, step) in &bw.pops {
+            let eqs = m.eqs(h).expect("population");
+            let _ = writeln!(
+                out,
+                "  {} (saves {} per step):",
+                m.nodes[h].name,
+                eqs.states
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            step.dump(eqs, &mut out);
+        }
+    }
     if let Some(f) = &m.fusion {
         let _ = writeln!(out, "fusion:");
         for (i, g) in f.groups.iter().enumerate() {
@@ -428,6 +461,45 @@ fn ops(out: &mut String, p: &Plan, ops_: &[Op], indent: usize) {
                 let _ = writeln!(out, "{pad}for t in 0..T:");
                 crate::ir::dump::ops(out, p, body, indent + 2);
             }
+            Op::GemmDx {
+                dy,
+                w,
+                dx,
+                k,
+                n,
+                time: t,
+                accumulate,
+            } => {
+                let _ = writeln!(
+                    out,
+                    "{pad}gemm_dx {} {}= {} [.., {n}] @ {} [{n} -> {k}]  ({})",
+                    b(*dx),
+                    if *accumulate { "+" } else { "" },
+                    b(*dy),
+                    p.weights[*w].name,
+                    time(t)
+                );
+            }
+            Op::GemmDw {
+                x,
+                dy,
+                w,
+                bias,
+                time: t,
+                ..
+            } => {
+                let bias = bias
+                    .map(|i| format!(", grad {} += rowsum({})", p.weights[i].name, b(*dy)))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "{pad}gemm_dw grad {} += {}^T @ {}{bias}  ({})",
+                    p.weights[*w].name,
+                    b(*dy),
+                    b(*x),
+                    time(t)
+                );
+            }
         }
     }
 }
@@ -486,6 +558,22 @@ pub fn program(p: &Program) -> String {
     }
     let _ = writeln!(out, "ops:");
     ops(&mut out, plan, &plan.ops, 2);
+    if let Some(tp) = &plan.train {
+        let _ = writeln!(
+            out,
+            "loss: {:?} of {} (gradient in {})",
+            tp.loss.kind, plan.outputs[tp.loss.output].name, plan.buffers[tp.loss.grad].name
+        );
+        for r in &tp.regularizers {
+            let _ = writeln!(
+                out,
+                "regularizer: {} * mean((rate - {})^2) of {} (gradient in {})",
+                r.lambda, r.target, plan.outputs[r.output].name, plan.buffers[r.grad].name
+            );
+        }
+        let _ = writeln!(out, "backward ops:");
+        ops(&mut out, plan, &tp.backward, 2);
+    }
     for k in &p.kernels {
         let _ = writeln!(out);
         out.push_str(&k.to_string());

@@ -27,6 +27,8 @@ pub struct Kernel {
     /// Parameter names; `Param(i)` reads `params[i]` of the launch group.
     pub params: Vec<String>,
     pub time: LaunchTime,
+    /// `Seq` kernels: run the T loop backwards (`t = T-1 .. 0`), as backward kernels do.
+    pub reverse: bool,
     /// Values carried from step to step (neuron state, spike counts).
     pub carried: Vec<Carried>,
     /// Per-step scalar temporaries.
@@ -145,6 +147,7 @@ pub fn var_name(k: &Kernel, v: KVar) -> String {
 impl fmt::Display for Kernel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let time = match self.time {
+            LaunchTime::Seq if self.reverse => "for t in (0..T).rev() (inside)",
             LaunchTime::Seq => "for t in 0..T (inside)",
             LaunchTime::Step => "one step t",
         };

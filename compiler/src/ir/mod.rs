@@ -1,6 +1,7 @@
 //! The intermediate representations: NetIR (`net`, with neuron equations in `eqn` and pass
 //! decisions in `sched`), KernelIR (`kernel`), and their text dumps (`dump`).
 
+pub mod adjoint;
 pub mod arena;
 pub mod dump;
 pub mod eqn;

@@ -33,6 +33,10 @@ pub struct Module {
     pub fusion: Option<super::sched::Fusion>,
     /// Filled by `passes::memory`.
     pub memory: Option<super::sched::MemoryPlan>,
+    /// The model's `train { }` settings (checked by `passes::resolve`).
+    pub train: Option<crate::train::TrainConfig>,
+    /// Filled by `passes::autodiff` when compiling for training.
+    pub backward: Option<super::sched::Backward>,
 }
 
 #[derive(Clone, Debug)]

@@ -106,4 +106,24 @@ pub struct MemoryPlan {
     pub states: BTreeMap<(NodeId, usize), BufId>,
     /// `[B, N]` per-step temporaries that cross kernel boundaries in unfused plans.
     pub spills: BTreeMap<(NodeId, usize), BufId>,
+    /// Training: each state at the start of every step `[T, B, N]`, by (population, state).
+    pub saves: BTreeMap<(NodeId, usize), BufId>,
+    /// Training: the gradient of each node's value (flatten shares its source's).
+    pub grads: BTreeMap<NodeId, BufId>,
+    /// Training: dLoss/d(output) for the loss, then each regulariser.
+    pub loss_grads: Vec<BufId>,
+}
+
+/// Output of `passes::autodiff`: what the backward pass computes.
+#[derive(Clone, Debug)]
+pub struct Backward {
+    /// The derived backward step of each population on the gradient path.
+    pub pops: BTreeMap<NodeId, crate::ir::adjoint::StepAdjoint>,
+    /// Nodes whose value needs a gradient (something trainable lies upstream).
+    pub needs_grad: std::collections::BTreeSet<NodeId>,
+    /// Nodes in backward order (reverse execution order).
+    pub order: Vec<NodeId>,
+    /// Index into `Module::outputs` of the loss's output, and of each regulariser's.
+    pub loss_output: usize,
+    pub reg_outputs: Vec<usize>,
 }

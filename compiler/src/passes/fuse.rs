@@ -76,7 +76,8 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
                 open.clear();
                 band_nodes.clear();
             }
-            let mergeable = opts.merge && !stepwise && mode == FuseMode::Fused;
+            // Training plans keep one launch per population: each has its own backward.
+            let mergeable = opts.merge && !opts.train && !stepwise && mode == FuseMode::Fused;
             if let Some(&g) = open.get(&key).filter(|_| mergeable) {
                 groups[g].members.push(n);
                 // Launch after the last member's inputs exist; nothing in between reads

@@ -32,12 +32,13 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
 
     let mut plan = MemoryPlan::default();
     let mut lives: Vec<Life> = Vec::new();
-    let mut add = |plan: &mut MemoryPlan,
-                   name: String,
-                   extent: PExtent,
-                   features: usize,
-                   first: usize,
-                   pinned: bool| {
+    let add = |plan: &mut MemoryPlan,
+               lives: &mut Vec<Life>,
+               name: String,
+               extent: PExtent,
+               features: usize,
+               first: usize,
+               pinned: bool| {
         plan.buffers.push(BufferDecl {
             name,
             extent,
@@ -62,14 +63,30 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
         let d = def_stage(h);
         match &node.kind {
             NodeKind::Input { .. } => {
-                let b = add(&mut plan, node.name.clone(), ext(shape.extent), f, 0, true);
+                let b = add(
+                    &mut plan,
+                    &mut lives,
+                    node.name.clone(),
+                    ext(shape.extent),
+                    f,
+                    0,
+                    true,
+                );
                 plan.node_out.insert(h, b);
             }
             NodeKind::Encode { .. }
             | NodeKind::Dense { .. }
             | NodeKind::Conv2d { .. }
             | NodeKind::Pool2d { .. } => {
-                let b = add(&mut plan, node.name.clone(), ext(shape.extent), f, d, false);
+                let b = add(
+                    &mut plan,
+                    &mut lives,
+                    node.name.clone(),
+                    ext(shape.extent),
+                    f,
+                    d,
+                    false,
+                );
                 plan.node_out.insert(h, b);
             }
             NodeKind::Flatten { .. } => {}
@@ -78,6 +95,7 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
                 if outs.spikes {
                     let b = add(
                         &mut plan,
+                        &mut lives,
                         format!("{}.spikes", node.name),
                         PExtent::Seq,
                         f,
@@ -89,6 +107,7 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
                 for &s in &outs.traces {
                     let b = add(
                         &mut plan,
+                        &mut lives,
                         format!("{}.{}", node.name, eqs.states[s].name),
                         PExtent::Seq,
                         f,
@@ -103,6 +122,7 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
                 if outs.counts {
                     let b = add(
                         &mut plan,
+                        &mut lives,
                         format!("{}.counts", node.name),
                         PExtent::Single,
                         f,
@@ -116,6 +136,7 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
                     for (i, st) in eqs.states.iter().enumerate() {
                         let b = add(
                             &mut plan,
+                            &mut lives,
                             format!("{}.state.{}", node.name, st.name),
                             PExtent::Single,
                             f,
@@ -130,6 +151,7 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
                         let lname = eqs.locals.get(l).map(String::as_str).unwrap_or("I");
                         let b = add(
                             &mut plan,
+                            &mut lives,
                             format!("{}.spill.{lname}", node.name),
                             PExtent::Single,
                             f,
@@ -169,6 +191,115 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
                 lives[b].first = lives[b].first.min(d);
             }
         }
+    }
+    // Training: the backward of the node at stage `s` runs at `2 * end - s`, after every
+    // forward stage; what it reads lives until then.
+    let mut end = end;
+    if let Some(bw) = &m.backward {
+        let bwd = |s: usize| 2 * end - s;
+        let touch = |lives: &mut Vec<Life>, b: usize, at: usize| {
+            lives[b].first = lives[b].first.min(at);
+            lives[b].last = lives[b].last.max(at);
+        };
+        // Gradient buffers: one per node that needs a gradient (flatten shares).
+        for &h in &bw.order {
+            if matches!(m.nodes[h].kind, NodeKind::Flatten { .. }) {
+                continue;
+            }
+            let shape = m.shape(h);
+            let b = add(
+                &mut plan,
+                &mut lives,
+                format!("grad.{}", m.nodes[h].name),
+                ext(shape.extent),
+                shape.features(),
+                bwd(def_stage(h)),
+                false,
+            );
+            plan.grads.insert(h, b);
+        }
+        loop {
+            let mut changed = false;
+            for &h in &bw.order {
+                if let NodeKind::Flatten { src } = m.nodes[h].kind {
+                    if !plan.grads.contains_key(&h) {
+                        if let Some(&g) = plan.grads.get(&src) {
+                            plan.grads.insert(h, g);
+                            changed = true;
+                        }
+                    }
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        // Loss and regulariser gradients, written by the host before the backward ops.
+        for &oi in std::iter::once(&bw.loss_output).chain(&bw.reg_outputs) {
+            let o = &m.outputs[oi];
+            let extent = if o.kind == OutputKind::Counts {
+                PExtent::Static
+            } else {
+                PExtent::Seq
+            };
+            let b = add(
+                &mut plan,
+                &mut lives,
+                format!("grad.{}", o.name),
+                extent,
+                m.shape(o.node).features(),
+                end,
+                false,
+            );
+            touch(&mut lives, b, bwd(def_stage(o.node)));
+            plan.loss_grads.push(b);
+        }
+        for &h in bw.pops.keys() {
+            let NodeKind::Population {
+                inputs,
+                eqs: Some(eqs),
+                ..
+            } = &m.nodes[h].kind
+            else {
+                unreachable!("differentiated nodes are populations")
+            };
+            let at = bwd(def_stage(h));
+            for (i, st) in eqs.states.iter().enumerate() {
+                let b = add(
+                    &mut plan,
+                    &mut lives,
+                    format!("{}.save.{}", m.nodes[h].name, st.name),
+                    PExtent::Seq,
+                    m.shape(h).features(),
+                    def_stage(h),
+                    false,
+                );
+                touch(&mut lives, b, at);
+                plan.saves.insert((h, i), b);
+            }
+            // The kernel recomputes the current from its inputs, reads its own value's
+            // gradient and writes its inputs' gradients.
+            for i in inputs {
+                touch(&mut lives, plan.node_out[i], at);
+                if let Some(&g) = plan.grads.get(i) {
+                    touch(&mut lives, g, at);
+                }
+            }
+            if let Some(&g) = plan.grads.get(&h) {
+                touch(&mut lives, g, at);
+            }
+        }
+        for &h in &bw.order {
+            if let NodeKind::Dense { src, .. } = m.nodes[h].kind {
+                let at = bwd(def_stage(h));
+                touch(&mut lives, plan.node_out[&src], at);
+                touch(&mut lives, plan.grads[&h], at);
+                if let Some(&g) = plan.grads.get(&src) {
+                    touch(&mut lives, g, at);
+                }
+            }
+        }
+        end = 2 * end + 1;
     }
     // Model outputs live to the end and keep their own slots.
     for o in &m.outputs {

@@ -1,6 +1,7 @@
 //! The middle end: one pass per file, each `run(&mut Module, ..)`, each dumpable with
 //! `snnc ir FILE --after PASS`.
 
+pub mod autodiff;
 pub mod fuse;
 pub mod lower;
 pub mod memory;
@@ -21,6 +22,10 @@ pub const PASSES: &[(&str, &str)] = &[
     ("neurons", "neuron models lowered to equations"),
     ("recurrence", "strongly connected components over time"),
     ("schedule", "layer-by-layer vs step-by-step stages"),
+    (
+        "autodiff",
+        "training: the backward pass derived from the equations",
+    ),
     ("fuse", "kernels: fused populations and shared launches"),
     ("memory", "buffers, lifetimes and memory slots"),
     ("lower", "KernelIR: the plan and every kernel"),
@@ -39,6 +44,8 @@ pub struct Options {
     pub force_steps: bool,
     /// Reuse memory slots between buffers whose lifetimes do not overlap.
     pub reuse_memory: bool,
+    /// Compile the backward pass (needs the model's `train { }` block).
+    pub train: bool,
 }
 
 impl Default for Options {
@@ -48,6 +55,7 @@ impl Default for Options {
             merge: true,
             force_steps: false,
             reuse_memory: true,
+            train: false,
         }
     }
 }

@@ -79,6 +79,8 @@ pub fn run(parsed: &Parsed) -> DResult<Module> {
             schedule: None,
             fusion: None,
             memory: None,
+            train: None,
+            backward: None,
         },
         names: HashMap::new(),
     };
@@ -86,6 +88,9 @@ pub fn run(parsed: &Parsed) -> DResult<Module> {
     r.inputs(model)?;
     r.bindings(model)?;
     r.outputs(model)?;
+    if let Some(tb) = &model.train {
+        r.module.train = Some(crate::train::config(&tb.settings, tb.span, r.module.batch)?);
+    }
     Ok(r.module)
 }
 

@@ -8,7 +8,9 @@
 
 pub mod ops;
 
-use crate::device::{ConvDesc, Device, GemmDesc, LaunchDesc, Loc, PoolDesc};
+use crate::device::{
+    ConvDesc, Device, GemmDesc, GemmDwDesc, GemmDxDesc, LaunchDesc, Loc, PoolDesc,
+};
 use crate::error::{Result, RuntimeError};
 use crate::kernels::KernelTable;
 use crate::plan::{KernelArgs, LaunchTime, WeightId};
@@ -27,6 +29,8 @@ pub struct CpuDevice {
     kernels: KernelTable,
     slots: Vec<Vec<f32>>,
     weights: Vec<Vec<f32>>,
+    /// Weight gradients, same shapes as `weights` (allocated by `zero_grads`).
+    grads: Vec<Vec<f32>>,
     params: Vec<f32>,
 }
 
@@ -36,6 +40,7 @@ impl CpuDevice {
             kernels,
             slots: Vec::new(),
             weights: Vec::new(),
+            grads: Vec::new(),
             params: Vec::new(),
         }
     }
@@ -223,6 +228,81 @@ impl Device for CpuDevice {
             "gemm",
         )?;
         ops::dense(x, w, bias, y, d.rows, d.k, d.n, d.accumulate)
+    }
+
+    fn gemm_dx(&mut self, d: &GemmDxDesc) -> Result<()> {
+        let w = self.weights.get(d.w).ok_or_else(|| {
+            RuntimeError::Device(format!("gemm_dx: weight {} was never set", d.w))
+        })?;
+        let (dy, dx) = pair(
+            &mut self.slots,
+            d.dy,
+            mul(d.rows, d.n)?,
+            d.dx,
+            mul(d.rows, d.k)?,
+            "gemm_dx",
+        )?;
+        ops::dense_dx(dy, w, dx, d.rows, d.k, d.n, d.accumulate)
+    }
+
+    fn gemm_dw(&mut self, d: &GemmDwDesc) -> Result<()> {
+        let rx = range(&self.slots, d.x, mul(d.rows, d.k)?, "gemm_dw input")?;
+        let rdy = range(
+            &self.slots,
+            d.dy,
+            mul(d.rows, d.n)?,
+            "gemm_dw output gradient",
+        )?;
+        if self.grads.len() < self.weights.len() {
+            return Err(RuntimeError::Device(
+                "gemm_dw: gradients are not allocated (zero_grads first)".into(),
+            ));
+        }
+        let (dw, db) = match d.bias {
+            Some(b) if b != d.w => {
+                let (lo, hi) = if d.w < b {
+                    let (lo, hi) = self.grads.split_at_mut(b);
+                    (&mut lo[d.w], Some(&mut hi[0]))
+                } else {
+                    let (lo, hi) = self.grads.split_at_mut(d.w);
+                    (&mut hi[0], Some(&mut lo[b]))
+                };
+                (lo, hi)
+            }
+            Some(_) => {
+                return Err(RuntimeError::Device(
+                    "gemm_dw: weight and bias are the same tensor".into(),
+                ))
+            }
+            None => (&mut self.grads[d.w], None),
+        };
+        let x = &self.slots[d.x.slot][rx];
+        let dy = &self.slots[d.dy.slot][rdy];
+        ops::dense_dw(x, dy, dw, db.map(|v| v.as_mut_slice()), d.rows, d.k, d.n)
+    }
+
+    fn zero_grads(&mut self) -> Result<()> {
+        self.grads.resize_with(self.weights.len(), Vec::new);
+        for (g, w) in self.grads.iter_mut().zip(&self.weights) {
+            g.clear();
+            g.resize(w.len(), 0.0);
+        }
+        Ok(())
+    }
+
+    fn get_grad(&mut self, id: WeightId, out: &mut [f32]) -> Result<()> {
+        let g = self.grads.get(id).ok_or_else(|| {
+            RuntimeError::Device(format!("gradient of weight {id} was never computed"))
+        })?;
+        if g.len() != out.len() {
+            return Err(RuntimeError::Device(format!(
+                "gradient {id} has {} elements, {} requested",
+                g.len(),
+                out.len()
+            )));
+        }
+        out.copy_from_slice(g);
+        Ok(())
     }
 
     fn conv2d(&mut self, d: &ConvDesc) -> Result<()> {

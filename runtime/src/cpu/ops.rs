@@ -153,6 +153,95 @@ pub fn dense(
     Ok(())
 }
 
+/// Backward of [`dense`] for its input: `dx[rows, k] (+)= dy[rows, n] @ w` (`w` `[n, k]`).
+#[allow(clippy::too_many_arguments)]
+pub fn dense_dx(
+    dy: &[f32],
+    w: &[f32],
+    dx: &mut [f32],
+    rows: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+) -> Result<()> {
+    check_len("gemm_dx output gradient", dy.len(), mul(&[rows, n])?)?;
+    check_len("gemm_dx weight", w.len(), mul(&[n, k])?)?;
+    check_len("gemm_dx input gradient", dx.len(), mul(&[rows, k])?)?;
+    if rows == 0 || k == 0 {
+        return Ok(());
+    }
+    let par = parallelism(rows.saturating_mul(n).saturating_mul(k));
+    // SAFETY: lengths checked above; `dx` is a unique borrow.
+    unsafe {
+        sgemm(
+            rows,
+            k,
+            n,
+            dx.as_mut_ptr(),
+            k,
+            accumulate,
+            dy.as_ptr(),
+            1,
+            n,
+            w.as_ptr(),
+            1,
+            k,
+            par,
+        );
+    }
+    Ok(())
+}
+
+/// Backward of [`dense`] for its weights: `dw[n, k] += dy[rows, n]^T @ x[rows, k]` and
+/// `db[n] += sum over rows of dy`.
+#[allow(clippy::too_many_arguments)]
+pub fn dense_dw(
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    rows: usize,
+    k: usize,
+    n: usize,
+) -> Result<()> {
+    check_len("gemm_dw input", x.len(), mul(&[rows, k])?)?;
+    check_len("gemm_dw output gradient", dy.len(), mul(&[rows, n])?)?;
+    check_len("gemm_dw weight gradient", dw.len(), mul(&[n, k])?)?;
+    if rows == 0 || n == 0 {
+        return Ok(());
+    }
+    if let Some(db) = db {
+        check_len("gemm_dw bias gradient", db.len(), n)?;
+        for row in dy.chunks_exact(n) {
+            db.iter_mut().zip(row).for_each(|(o, &v)| *o += v);
+        }
+    }
+    if k == 0 {
+        return Ok(());
+    }
+    let par = parallelism(rows.saturating_mul(n).saturating_mul(k));
+    // lhs = dy^T: element (i, r) = dy[r * n + i] -> column stride n, row stride 1.
+    // SAFETY: lengths checked above; `dw` is a unique borrow.
+    unsafe {
+        sgemm(
+            n,
+            k,
+            rows,
+            dw.as_mut_ptr(),
+            k,
+            true,
+            dy.as_ptr(),
+            n,
+            1,
+            x.as_ptr(),
+            1,
+            k,
+            par,
+        );
+    }
+    Ok(())
+}
+
 pub(crate) fn check_conv(g: &ConvGeom) -> Result<()> {
     let ok = g.c_in > 0
         && g.c_out > 0

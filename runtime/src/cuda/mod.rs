@@ -22,7 +22,9 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::{result as rtc, sys as rtc_sys, Ptx};
 
-use crate::device::{ConvDesc, Device, GemmDesc, LaunchDesc, Loc, PoolDesc};
+use crate::device::{
+    ConvDesc, Device, GemmDesc, GemmDwDesc, GemmDxDesc, LaunchDesc, Loc, PoolDesc,
+};
 use crate::error::{Result, RuntimeError};
 use crate::plan::{PoolKind, WeightId};
 
@@ -195,6 +197,7 @@ struct Buf {
 struct OpsKernels {
     im2col: CudaFunction,
     bias: CudaFunction,
+    bias_grad: CudaFunction,
     pool2d: CudaFunction,
 }
 
@@ -207,6 +210,8 @@ pub struct CudaDevice {
     ops: OpsKernels,
     slots: Vec<Buf>,
     weights: Vec<Option<Buf>>,
+    /// Weight gradients (allocated by `zero_grads`).
+    grads: Vec<Option<Buf>>,
     params: Option<Buf>,
     scratch: Option<Buf>,
     name: String,
@@ -316,6 +321,7 @@ impl CudaDevice {
         let ops = OpsKernels {
             im2col: f("snn_im2col")?,
             bias: f("snn_bias")?,
+            bias_grad: f("snn_bias_grad")?,
             pool2d: f("snn_pool2d")?,
         };
 
@@ -341,6 +347,7 @@ impl CudaDevice {
             ops,
             slots: Vec::new(),
             weights: Vec::new(),
+            grads: Vec::new(),
             params: None,
             scratch: None,
             name: format!("cuda:{ordinal} ({gpu}, sm_{major}{minor})"),
@@ -400,6 +407,21 @@ impl CudaDevice {
         Ok(self.base(&b.mem))
     }
 
+    fn grad_ptr(&self, id: WeightId, len: usize, what: &str) -> Result<u64> {
+        let b = self.grads.get(id).and_then(|w| w.as_ref()).ok_or_else(|| {
+            RuntimeError::Device(format!(
+                "{what}: gradients are not allocated (zero_grads first)"
+            ))
+        })?;
+        if b.len != len {
+            return Err(RuntimeError::Device(format!(
+                "{what}: gradient {id} has {} elements, the operation needs {len}",
+                b.len
+            )));
+        }
+        Ok(self.base(&b.mem))
+    }
+
     fn distinct(a: Loc, b: Loc, what: &str) -> Result<()> {
         if a.slot == b.slot {
             return Err(RuntimeError::Device(format!(
@@ -447,7 +469,7 @@ impl CudaDevice {
     #[allow(clippy::too_many_arguments)]
     fn sgemm(
         &self,
-        trans_a: bool,
+        (trans_a, trans_b): (bool, bool),
         m: usize,
         n: usize,
         k: usize,
@@ -470,7 +492,11 @@ impl CudaDevice {
         } else {
             blas_sys::cublasOperation_t::CUBLAS_OP_N
         };
-        let op_b = blas_sys::cublasOperation_t::CUBLAS_OP_N;
+        let op_b = if trans_b {
+            blas_sys::cublasOperation_t::CUBLAS_OP_T
+        } else {
+            blas_sys::cublasOperation_t::CUBLAS_OP_N
+        };
         self.ctx
             .bind_to_thread()
             .map_err(|e| dev_err("cuCtxSetCurrent", e))?;
@@ -672,7 +698,7 @@ impl Device for CudaDevice {
         // Row-major y[rows, n] = x[rows, k] @ W[n, k]^T is, read column-major,
         // C(n x rows) = A^T * B with A = W seen as (k x n, lda k), B = x as (k x rows, ldb k).
         self.sgemm(
-            true,
+            (true, false),
             d.n,
             d.rows,
             d.k,
@@ -689,6 +715,126 @@ impl Device for CudaDevice {
             1,
             "gemm",
         )
+    }
+
+    fn gemm_dx(&mut self, d: &GemmDxDesc) -> Result<()> {
+        Self::distinct(d.dy, d.dx, "gemm_dx")?;
+        let dy = self.slot_ptr(d.dy, mul(d.rows, d.n)?, "gemm_dx")?;
+        let dx = self.slot_ptr(d.dx, mul(d.rows, d.k)?, "gemm_dx")?;
+        let w = self.weight_ptr(d.w, mul(d.n, d.k)?, "gemm_dx")?;
+        if d.rows == 0 || d.k == 0 {
+            return Ok(());
+        }
+        if d.n == 0 {
+            if !d.accumulate {
+                self.zero(d.dx, d.rows * d.k)?;
+            }
+            return Ok(());
+        }
+        // Row-major dx[rows, k] = dy[rows, n] @ W[n, k] is, column-major,
+        // C(k x rows) = A(k x n) * B(n x rows) with A = W (lda k) and B = dy (ldb n).
+        self.sgemm(
+            (false, false),
+            d.k,
+            d.rows,
+            d.n,
+            w,
+            d.k,
+            0,
+            dy,
+            d.n,
+            0,
+            if d.accumulate { 1.0 } else { 0.0 },
+            dx,
+            d.k,
+            0,
+            1,
+            "gemm_dx",
+        )
+    }
+
+    fn gemm_dw(&mut self, d: &GemmDwDesc) -> Result<()> {
+        let x = self.slot_ptr(d.x, mul(d.rows, d.k)?, "gemm_dw")?;
+        let dy = self.slot_ptr(d.dy, mul(d.rows, d.n)?, "gemm_dw")?;
+        let dw = self.grad_ptr(d.w, mul(d.n, d.k)?, "gemm_dw")?;
+        let db = match d.bias {
+            Some(b) => Some(self.grad_ptr(b, d.n, "gemm_dw bias")?),
+            None => None,
+        };
+        if d.rows == 0 || d.n == 0 {
+            return Ok(());
+        }
+        if let Some(db) = db {
+            self.launch_ops(
+                &self.ops.bias_grad,
+                d.n,
+                &[db, dy, d.rows as u64, d.n as u64],
+                "bias_grad",
+            )?;
+        }
+        if d.k == 0 {
+            return Ok(());
+        }
+        // Row-major dW[n, k] += dy^T @ x is, column-major, C(k x n) += A(k x rows) * B^T
+        // with A = x (lda k) and B = dy seen as (n x rows, ldb n).
+        self.sgemm(
+            (false, true),
+            d.k,
+            d.n,
+            d.rows,
+            x,
+            d.k,
+            0,
+            dy,
+            d.n,
+            0,
+            1.0,
+            dw,
+            d.k,
+            0,
+            1,
+            "gemm_dw",
+        )
+    }
+
+    fn zero_grads(&mut self) -> Result<()> {
+        if self.grads.len() < self.weights.len() {
+            self.grads.resize_with(self.weights.len(), || None);
+        }
+        for i in 0..self.weights.len() {
+            let len = self.weights[i].as_ref().map_or(0, |w| w.len);
+            let fits = matches!(&self.grads[i], Some(b) if b.len == len);
+            if !fits {
+                self.grads[i] = Some(self.alloc(len, &format!("gradient {i}"))?);
+            }
+            if len > 0 {
+                let b = self.grads[i].as_mut().expect("allocated above");
+                let mut view = b.mem.slice_mut(0..len);
+                self.stream
+                    .memset_zeros(&mut view)
+                    .map_err(|e| dev_err("cuMemsetD8(gradient)", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn get_grad(&mut self, id: WeightId, out: &mut [f32]) -> Result<()> {
+        let b = self.grads.get(id).and_then(|w| w.as_ref()).ok_or_else(|| {
+            RuntimeError::Device(format!("gradient of weight {id} was never computed"))
+        })?;
+        if b.len != out.len() {
+            return Err(RuntimeError::Device(format!(
+                "gradient {id} has {} elements, {} requested",
+                b.len,
+                out.len()
+            )));
+        }
+        if !out.is_empty() {
+            self.stream
+                .memcpy_dtoh(&b.mem.slice(0..out.len()), out)
+                .map_err(|e| dev_err("cuMemcpyDtoH(gradient)", e))?;
+        }
+        self.sync()
     }
 
     fn conv2d(&mut self, d: &ConvDesc) -> Result<()> {
@@ -723,7 +869,22 @@ impl Device for CudaDevice {
         // C(p x c_out) = (col as p x kk) * (W as kk x c_out).
         if direct {
             return self.sgemm(
-                false, p, g.c_out, kk, x, p, col_len, w, kk, 0, beta, y, p, yi, d.images, "conv2d",
+                (false, false),
+                p,
+                g.c_out,
+                kk,
+                x,
+                p,
+                col_len,
+                w,
+                kk,
+                0,
+                beta,
+                y,
+                p,
+                yi,
+                d.images,
+                "conv2d",
             );
         }
         let chunk = (SCRATCH_MAX / col_len.max(1)).clamp(1, d.images);
@@ -759,7 +920,22 @@ impl Device for CudaDevice {
                 "im2col",
             )?;
             self.sgemm(
-                false, p, g.c_out, kk, col, p, col_len, w, kk, 0, beta, ys, p, yi, m, "conv2d",
+                (false, false),
+                p,
+                g.c_out,
+                kk,
+                col,
+                p,
+                col_len,
+                w,
+                kk,
+                0,
+                beta,
+                ys,
+                p,
+                yi,
+                m,
+                "conv2d",
             )?;
             img += m;
         }

@@ -75,6 +75,7 @@ pub fn plan(name: &str) -> Plan {
         outputs: vec![],
         kernels: vec![],
         ops: vec![],
+        train: None,
     }
 }
 

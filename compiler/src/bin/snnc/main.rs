@@ -41,6 +41,9 @@ struct PipelineArgs {
     /// Do not merge launches of identical populations.
     #[arg(long)]
     no_merge: bool,
+    /// Compile for training: add the backward pass derived from the `train { }` block.
+    #[arg(long)]
+    train: bool,
 }
 
 impl PipelineArgs {
@@ -49,6 +52,7 @@ impl PipelineArgs {
             fuse: !self.no_fuse,
             merge: !self.no_merge,
             force_steps: self.step_by_step,
+            train: self.train,
             ..Options::default()
         }
     }

@@ -16,6 +16,8 @@ use snn_runtime::plan::{
 
 use super::{pop_outputs, spilled_locals, Options};
 
+mod backward;
+
 pub fn run(m: &Module, _opts: &Options) -> DResult<Program> {
     let mem = m.memory.as_ref().expect("memory pass has run");
     let mut l = Lowerer {
@@ -34,6 +36,7 @@ pub fn run(m: &Module, _opts: &Options) -> DResult<Program> {
             outputs: vec![],
             kernels: vec![],
             ops: vec![],
+            train: None,
         },
         kernels: vec![],
         param_base: BTreeMap::new(),
@@ -44,6 +47,7 @@ pub fn run(m: &Module, _opts: &Options) -> DResult<Program> {
     l.kernels();
     l.ops();
     l.io();
+    l.backward()?;
     Ok(Program {
         plan: l.plan,
         kernels: l.kernels,
@@ -380,6 +384,21 @@ impl Lowerer<'_> {
             })
             .collect();
 
+        // Training: the state at the start of every step, for the backward kernel.
+        let save_args: Vec<usize> = if role == Role::Fused {
+            eqs.states
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| {
+                    mem.saves
+                        .get(&(h, i))
+                        .map(|&b| kb.arg(&format!("save_{}", s.name), b, PExtent::Seq, true))
+                })
+                .collect()
+        } else {
+            vec![]
+        };
+
         // Carried values: the states, then the spike count.
         for (i, s) in eqs.states.iter().enumerate() {
             let init = conv(eqs, &s.init, &[], 0, 0, m.dt);
@@ -425,6 +444,9 @@ impl Lowerer<'_> {
             for (&l, &a) in &spill_args {
                 kb.set(lmap[l], KExpr::Load(a));
             }
+        }
+        for (i, &a) in save_args.iter().enumerate() {
+            kb.store(a, KExpr::Var(state_vars[i]));
         }
         if matches!(role, Role::Fused | Role::Charge) {
             let mut sum: Option<KExpr> = None;
@@ -742,6 +764,7 @@ impl KB {
                 args: vec![],
                 params: vec![],
                 time,
+                reverse: false,
                 carried: vec![],
                 locals: vec![],
                 body: vec![],

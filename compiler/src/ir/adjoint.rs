@@ -1,0 +1,749 @@
+//! The adjoint of one neuron time step, derived symbolically from its equations.
+//!
+//! A population's step (see [`crate::ir::eqn`]) is rewritten in SSA form: every assignment
+//! makes a new value (`v.1`, `v.2`, ...), the spike is a value `S` whose derivative is the
+//! chosen surrogate, and each `on_spike` assignment `x = e` becomes `x.k = select(S, e, x.j)`.
+//! Reverse-mode differentiation of that straight-line program gives the backward step: the
+//! adjoints of the states at the start of the step (carried to step `t - 1`) and of the
+//! input current, from the adjoints of the states at the end of the step and of `S`.
+//! The reverse-time kernel recomputes the forward values of the step from the saved state
+//! (the forward kernel stores each state's value at the start of every step) and then runs
+//! these statements; everything stays in registers.
+
+use std::fmt;
+
+use crate::ir::eqn::{BinOp, EExpr, Func, NeuronEqs, UnOp, Var};
+
+/// The derivative that replaces the spike's Heaviside step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SurrogateKind {
+    /// SpikingJelly `ATan`: `alpha/2 / (1 + (pi/2 * alpha * x)^2)`.
+    Atan,
+    /// SpikingJelly `Sigmoid`: `alpha * sig(alpha x) * (1 - sig(alpha x))`.
+    Sigmoid,
+    /// SuperSpike / snnTorch `fast_sigmoid(slope = alpha)`: `1 / (alpha |x| + 1)^2`.
+    FastSigmoid,
+    /// SpikingJelly `PiecewiseQuadratic`-style triangle: `max(0, alpha - alpha^2 |x|)`.
+    Triangle,
+    /// Rectangle of width `1/alpha` and height `alpha`: `alpha * (|x| < 1/(2 alpha))`.
+    Rectangle,
+}
+
+impl SurrogateKind {
+    pub const NAMES: &'static [&'static str] =
+        &["atan", "sigmoid", "fast_sigmoid", "triangle", "rectangle"];
+    pub fn from_name(s: &str) -> Option<SurrogateKind> {
+        Some(match s {
+            "atan" => SurrogateKind::Atan,
+            "sigmoid" => SurrogateKind::Sigmoid,
+            "fast_sigmoid" | "superspike" => SurrogateKind::FastSigmoid,
+            "triangle" => SurrogateKind::Triangle,
+            "rectangle" => SurrogateKind::Rectangle,
+            _ => return None,
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            SurrogateKind::Atan => "atan",
+            SurrogateKind::Sigmoid => "sigmoid",
+            SurrogateKind::FastSigmoid => "fast_sigmoid",
+            SurrogateKind::Triangle => "triangle",
+            SurrogateKind::Rectangle => "rectangle",
+        }
+    }
+    /// The conventional default `alpha` of each (SpikingJelly's, snnTorch's slope 25).
+    pub fn default_alpha(self) -> f32 {
+        match self {
+            SurrogateKind::Atan => 2.0,
+            SurrogateKind::Sigmoid => 4.0,
+            SurrogateKind::FastSigmoid => 25.0,
+            SurrogateKind::Triangle => 1.0,
+            SurrogateKind::Rectangle => 1.0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Surrogate {
+    pub kind: SurrogateKind,
+    pub alpha: f32,
+}
+
+impl Default for Surrogate {
+    fn default() -> Self {
+        Surrogate {
+            kind: SurrogateKind::Atan,
+            alpha: 2.0,
+        }
+    }
+}
+
+/// How spikes are differentiated (the training method's options).
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct GradOptions {
+    pub surrogate: Surrogate,
+    /// Treat `S` in the reset as a constant (SpikingJelly `detach_reset`).
+    pub detach_reset: bool,
+    /// BPSTA spatial adjustment: `dS/du = 1/u` for a neuron that fired, 0 otherwise (no
+    /// surrogate window for silent neurons); `u` is the spike condition's left operand.
+    pub bpsta_spatial: bool,
+    /// BPSTA temporal adjustment: the reset's dependence on `S` is replaced by this weight,
+    /// so the error of the next step re-enters through the spike (`0.2` in BPSTA).
+    pub bpsta_temporal: Option<f32>,
+}
+
+/// An expression of the backward step.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GExpr {
+    Const(f32),
+    Param(usize),
+    /// The step's input current.
+    Current,
+    /// A forward value of the step.
+    Val(usize),
+    /// A backward temporary (adjoint or surrogate term).
+    Adj(usize),
+    Unary(UnOp, Box<GExpr>),
+    Binary(BinOp, Box<GExpr>, Box<GExpr>),
+    Call(Func, Vec<GExpr>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ValKind {
+    /// State `i` at the start of the step (loaded from the saved buffer).
+    StateIn(usize),
+    /// An `update` assignment.
+    Update,
+    /// The spike: 1.0 or 0.0; its derivative is the surrogate.
+    Spike,
+    /// An `on_spike` assignment.
+    Reset,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Val {
+    pub name: String,
+    pub kind: ValKind,
+    /// `None` for [`ValKind::StateIn`].
+    pub def: Option<GExpr>,
+}
+
+/// The backward of one step; see the module docs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepAdjoint {
+    pub vals: Vec<Val>,
+    pub state_in: Vec<usize>,
+    pub state_out: Vec<usize>,
+    pub spike: Option<usize>,
+    /// Names of the backward temporaries. The first `states.len()` are the incoming
+    /// adjoints of the states at the end of the step, then (spiking models) that of `S`.
+    pub adj_names: Vec<String>,
+    /// Backward statements in order: `Adj(k) = expr`.
+    pub stmts: Vec<(usize, GExpr)>,
+    /// The adjoint of each state at the start of the step (`None`: zero).
+    pub grad_state_in: Vec<Option<usize>>,
+    /// The adjoint of the input current (`None`: the current does not matter).
+    pub grad_current: Option<usize>,
+}
+
+impl StepAdjoint {
+    pub fn incoming_spike(&self) -> Option<usize> {
+        self.spike.map(|_| self.state_in.len())
+    }
+}
+
+/// Why a model cannot be differentiated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdjointError(pub String);
+
+/// Derive the backward step of `eqs`.
+pub fn derive(eqs: &NeuronEqs, opts: &GradOptions, dt: f32) -> Result<StepAdjoint, AdjointError> {
+    let mut d = Deriver::default();
+    let n_states = eqs.states.len();
+    // SSA: the current value of each variable.
+    let mut cur_state: Vec<usize> = Vec::new();
+    for (i, s) in eqs.states.iter().enumerate() {
+        cur_state.push(d.val(format!("{}.0", s.name), ValKind::StateIn(i), None));
+    }
+    let mut cur_local: Vec<Option<usize>> = vec![None; eqs.locals.len()];
+    let mut versions: Vec<usize> = vec![0; n_states];
+
+    // The local the spike condition names, if any: its assignment *is* the spike.
+    let spike_local = match &eqs.spike {
+        Some(EExpr::Local(l)) => Some(*l),
+        _ => None,
+    };
+    let mut spike_val: Option<usize> = None;
+
+    for a in &eqs.update {
+        let e = ssa(&a.value, &cur_state, &cur_local, dt)?;
+        match a.target {
+            Var::State(i) => {
+                versions[i] += 1;
+                let v = d.val(
+                    format!("{}.{}", eqs.states[i].name, versions[i]),
+                    ValKind::Update,
+                    Some(e),
+                );
+                cur_state[i] = v;
+            }
+            Var::Local(l) => {
+                let is_spike = spike_local == Some(l) && spike_val.is_none() && is_cmp(&e);
+                let kind = if is_spike {
+                    ValKind::Spike
+                } else {
+                    ValKind::Update
+                };
+                let v = d.val(eqs.locals[l].clone(), kind, Some(e));
+                if is_spike {
+                    spike_val = Some(v);
+                }
+                cur_local[l] = Some(v);
+            }
+        }
+    }
+    if let Some(spike) = &eqs.spike {
+        let s = match spike_val {
+            // The named local is the spike only if it was not reassigned afterwards.
+            Some(v) if cur_local[spike_local.unwrap()] == Some(v) => v,
+            _ => {
+                let e = ssa(spike, &cur_state, &cur_local, dt)?;
+                if !is_cmp(&e) {
+                    return Err(AdjointError(format!(
+                        "the spike condition `{}` is not a comparison, so it has no surrogate \
+                         gradient",
+                        eqs.show(spike)
+                    )));
+                }
+                d.val("S".into(), ValKind::Spike, Some(e))
+            }
+        };
+        // The forward kernel stores select(cond, 1, 0); a comparison already is 1 or 0.
+        spike_val = Some(s);
+        for a in &eqs.reset {
+            let Var::State(i) = a.target else {
+                return Err(AdjointError("an `on_spike` block assigns a local".into()));
+            };
+            let e = ssa(&a.value, &cur_state, &cur_local, dt)?;
+            versions[i] += 1;
+            let v = d.val(
+                format!("{}.{}", eqs.states[i].name, versions[i]),
+                ValKind::Reset,
+                Some(GExpr::Call(
+                    Func::Select,
+                    vec![GExpr::Val(s), e, GExpr::Val(cur_state[i])],
+                )),
+            );
+            cur_state[i] = v;
+        }
+    }
+
+    // Reverse mode. Incoming adjoints first.
+    d.contrib = vec![Vec::new(); d.vals.len()];
+    for (i, s) in eqs.states.iter().enumerate() {
+        let a = d.adj(format!("g_{}.out", s.name));
+        d.contrib[cur_state[i]].push(GExpr::Adj(a));
+    }
+    if let Some(s) = spike_val {
+        let a = d.adj("g_S.out".into());
+        d.contrib[s].push(GExpr::Adj(a));
+    }
+    for j in (0..d.vals.len()).rev() {
+        if matches!(d.vals[j].kind, ValKind::StateIn(_)) {
+            continue;
+        }
+        let Some(a) = d.materialize(j) else { continue };
+        let def = d.vals[j].def.clone().expect("defined value");
+        match d.vals[j].kind {
+            ValKind::Spike => {
+                let GExpr::Binary(op, l, r) = &def else {
+                    unreachable!("spike values are comparisons")
+                };
+                // x = l - r for `l >= r` / `l > r`, r - l for `<=` / `<`; u is the membrane.
+                let (x, u) = match op {
+                    BinOp::Ge | BinOp::Gt => (sub((**l).clone(), (**r).clone()), (**l).clone()),
+                    _ => (sub((**r).clone(), (**l).clone()), (**r).clone()),
+                };
+                let sg = if opts.bpsta_spatial {
+                    // select(S, 1/u, 0)
+                    GExpr::Call(
+                        Func::Select,
+                        vec![GExpr::Val(j), div(GExpr::Const(1.0), u), GExpr::Const(0.0)],
+                    )
+                } else {
+                    let xv = d.adj("sg_x".into());
+                    d.stmts.push((xv, x.clone()));
+                    surrogate(opts.surrogate, GExpr::Adj(xv))
+                };
+                let sgv = d.adj("sg".into());
+                d.stmts.push((sgv, sg));
+                let g = mul(GExpr::Adj(a), GExpr::Adj(sgv));
+                d.push(&x, g);
+            }
+            ValKind::Reset => {
+                let GExpr::Call(Func::Select, args) = &def else {
+                    unreachable!("reset values are selects")
+                };
+                let (s, e, prev) = (&args[0], &args[1], &args[2]);
+                d.push(e, select(s.clone(), GExpr::Adj(a), GExpr::Const(0.0)));
+                d.push(prev, select(s.clone(), GExpr::Const(0.0), GExpr::Adj(a)));
+                if let Some(gamma) = opts.bpsta_temporal {
+                    d.push(s, mul(GExpr::Const(gamma), GExpr::Adj(a)));
+                } else if !opts.detach_reset {
+                    d.push(s, mul(GExpr::Adj(a), sub(e.clone(), prev.clone())));
+                }
+            }
+            _ => d.push(&def, GExpr::Adj(a)),
+        }
+    }
+    let grad_state_in = cur_state_in(&d, n_states)
+        .into_iter()
+        .map(|j| d.materialize(j))
+        .collect::<Vec<_>>();
+    let grad_current = if d.current.is_empty() {
+        None
+    } else {
+        let terms = std::mem::take(&mut d.current);
+        Some(d.sum_into("g_I".into(), terms))
+    };
+    let state_in = cur_state_in(&d, n_states);
+    Ok(StepAdjoint {
+        vals: d.vals,
+        state_in,
+        state_out: cur_state,
+        spike: spike_val,
+        adj_names: d.adj_names,
+        stmts: d.stmts,
+        grad_state_in,
+        grad_current,
+    })
+}
+
+fn cur_state_in(d: &Deriver, n: usize) -> Vec<usize> {
+    (0..n)
+        .map(|i| {
+            d.vals
+                .iter()
+                .position(|v| v.kind == ValKind::StateIn(i))
+                .expect("state value")
+        })
+        .collect()
+}
+
+#[derive(Default)]
+struct Deriver {
+    vals: Vec<Val>,
+    contrib: Vec<Vec<GExpr>>,
+    current: Vec<GExpr>,
+    adj_names: Vec<String>,
+    stmts: Vec<(usize, GExpr)>,
+}
+
+impl Deriver {
+    fn val(&mut self, name: String, kind: ValKind, def: Option<GExpr>) -> usize {
+        self.vals.push(Val { name, kind, def });
+        self.vals.len() - 1
+    }
+    fn adj(&mut self, name: String) -> usize {
+        self.adj_names.push(name);
+        self.adj_names.len() - 1
+    }
+    /// The adjoint of value `j` as one variable (`None` when nothing flows into it).
+    fn materialize(&mut self, j: usize) -> Option<usize> {
+        let terms = std::mem::take(&mut self.contrib[j]);
+        if terms.is_empty() {
+            return None;
+        }
+        if let [GExpr::Adj(a)] = terms.as_slice() {
+            return Some(*a);
+        }
+        let name = format!("g_{}", self.vals[j].name);
+        Some(self.sum_into(name, terms))
+    }
+    fn sum_into(&mut self, name: String, terms: Vec<GExpr>) -> usize {
+        let mut it = terms.into_iter();
+        let first = it.next().expect("a term");
+        let e = it.fold(first, add);
+        let a = self.adj(name);
+        self.stmts.push((a, e));
+        a
+    }
+    /// Reverse-mode through an expression tree: `a` is the adjoint of `e`'s value.
+    fn push(&mut self, e: &GExpr, a: GExpr) {
+        if !depends(e) || a == GExpr::Const(0.0) {
+            return;
+        }
+        match e {
+            GExpr::Const(_) | GExpr::Param(_) | GExpr::Adj(_) => {}
+            GExpr::Current => self.current.push(a),
+            GExpr::Val(j) => self.contrib[*j].push(a),
+            GExpr::Unary(UnOp::Neg, x) => self.push(x, neg(a)),
+            GExpr::Unary(UnOp::Not, _) => {}
+            GExpr::Binary(op, x, y) => {
+                let (x, y) = (&**x, &**y);
+                match op {
+                    BinOp::Add => {
+                        self.push(x, a.clone());
+                        self.push(y, a);
+                    }
+                    BinOp::Sub => {
+                        self.push(x, a.clone());
+                        self.push(y, neg(a));
+                    }
+                    BinOp::Mul => {
+                        self.push(x, mul(a.clone(), y.clone()));
+                        self.push(y, mul(a, x.clone()));
+                    }
+                    BinOp::Div => {
+                        self.push(x, div(a.clone(), y.clone()));
+                        // d(x/y)/dy = -x / y^2
+                        let dy = neg(div(mul(a, x.clone()), mul(y.clone(), y.clone())));
+                        self.push(y, dy);
+                    }
+                    BinOp::Pow => {
+                        // d(x^y)/dx = y * x^(y-1); d/dy = x^y * ln x
+                        let px = mul(
+                            mul(a.clone(), y.clone()),
+                            GExpr::Binary(
+                                BinOp::Pow,
+                                Box::new(x.clone()),
+                                Box::new(sub(y.clone(), GExpr::Const(1.0))),
+                            ),
+                        );
+                        self.push(x, px);
+                        if depends(y) {
+                            let py =
+                                mul(mul(a, e.clone()), GExpr::Call(Func::Log, vec![x.clone()]));
+                            self.push(y, py);
+                        }
+                    }
+                    // Comparisons and logic are steps: zero almost everywhere. Only the
+                    // spike condition gets a surrogate.
+                    _ => {}
+                }
+            }
+            GExpr::Call(f, args) => {
+                let x = args[0].clone();
+                match f {
+                    Func::Exp => self.push(&x, mul(a, e.clone())),
+                    Func::Log => self.push(&x, div(a, x.clone())),
+                    Func::Sqrt => self.push(&x, div(a, mul(GExpr::Const(2.0), e.clone()))),
+                    Func::Abs => self.push(
+                        &x,
+                        select(
+                            GExpr::Binary(
+                                BinOp::Ge,
+                                Box::new(x.clone()),
+                                Box::new(GExpr::Const(0.0)),
+                            ),
+                            a.clone(),
+                            neg(a),
+                        ),
+                    ),
+                    Func::Tanh => self.push(
+                        &x,
+                        mul(a, sub(GExpr::Const(1.0), mul(e.clone(), e.clone()))),
+                    ),
+                    Func::Sigmoid => self.push(
+                        &x,
+                        mul(mul(a, e.clone()), sub(GExpr::Const(1.0), e.clone())),
+                    ),
+                    Func::Floor | Func::Step => {}
+                    Func::Min | Func::Max => {
+                        let y = args[1].clone();
+                        let op = if *f == Func::Min {
+                            BinOp::Le
+                        } else {
+                            BinOp::Ge
+                        };
+                        let c = GExpr::Binary(op, Box::new(x.clone()), Box::new(y.clone()));
+                        self.push(&x, select(c.clone(), a.clone(), GExpr::Const(0.0)));
+                        self.push(&y, select(c, GExpr::Const(0.0), a));
+                    }
+                    Func::Select => {
+                        let c = args[0].clone();
+                        self.push(&args[1], select(c.clone(), a.clone(), GExpr::Const(0.0)));
+                        self.push(&args[2], select(c, GExpr::Const(0.0), a));
+                    }
+                    Func::Clamp => {
+                        let (lo, hi) = (args[1].clone(), args[2].clone());
+                        let below =
+                            GExpr::Binary(BinOp::Lt, Box::new(x.clone()), Box::new(lo.clone()));
+                        let above =
+                            GExpr::Binary(BinOp::Gt, Box::new(x.clone()), Box::new(hi.clone()));
+                        let inside = GExpr::Binary(
+                            BinOp::And,
+                            Box::new(GExpr::Unary(UnOp::Not, Box::new(below.clone()))),
+                            Box::new(GExpr::Unary(UnOp::Not, Box::new(above.clone()))),
+                        );
+                        self.push(&x, select(inside, a.clone(), GExpr::Const(0.0)));
+                        self.push(&lo, select(below, a.clone(), GExpr::Const(0.0)));
+                        self.push(&hi, select(above, a, GExpr::Const(0.0)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether an expression depends on anything with a gradient (values or the current).
+fn depends(e: &GExpr) -> bool {
+    match e {
+        GExpr::Val(_) | GExpr::Current => true,
+        GExpr::Const(_) | GExpr::Param(_) | GExpr::Adj(_) => false,
+        GExpr::Unary(_, x) => depends(x),
+        GExpr::Binary(_, x, y) => depends(x) || depends(y),
+        GExpr::Call(_, args) => args.iter().any(depends),
+    }
+}
+
+fn is_cmp(e: &GExpr) -> bool {
+    matches!(
+        e,
+        GExpr::Binary(BinOp::Ge | BinOp::Gt | BinOp::Le | BinOp::Lt, _, _)
+    )
+}
+
+fn ssa(
+    e: &EExpr,
+    states: &[usize],
+    locals: &[Option<usize>],
+    dt: f32,
+) -> Result<GExpr, AdjointError> {
+    let c = |x: &EExpr| ssa(x, states, locals, dt);
+    Ok(match e {
+        EExpr::Const(v) => GExpr::Const(*v),
+        EExpr::Param(i) => GExpr::Param(*i),
+        EExpr::State(i) => GExpr::Val(states[*i]),
+        EExpr::Local(i) => GExpr::Val(
+            locals[*i].ok_or_else(|| AdjointError("a local is read before it is set".into()))?,
+        ),
+        EExpr::Current => GExpr::Current,
+        // The forward kernels fold dt to a constant too.
+        EExpr::Dt => GExpr::Const(dt),
+        EExpr::Unary(op, x) => GExpr::Unary(*op, Box::new(c(x)?)),
+        EExpr::Binary(op, x, y) => GExpr::Binary(*op, Box::new(c(x)?), Box::new(c(y)?)),
+        EExpr::Call(f, args) => GExpr::Call(*f, args.iter().map(c).collect::<Result<_, _>>()?),
+    })
+}
+
+/// The surrogate derivative of the Heaviside step at `x` (a temporary).
+fn surrogate(s: Surrogate, x: GExpr) -> GExpr {
+    let al = s.alpha;
+    let absx = || GExpr::Call(Func::Abs, vec![x.clone()]);
+    match s.kind {
+        SurrogateKind::Atan => {
+            // alpha/2 / (1 + (pi/2 * alpha * x)^2)
+            let k = mul(GExpr::Const(std::f32::consts::FRAC_PI_2 * al), x.clone());
+            div(
+                GExpr::Const(al / 2.0),
+                add(GExpr::Const(1.0), mul(k.clone(), k)),
+            )
+        }
+        SurrogateKind::Sigmoid => {
+            let sg = GExpr::Call(Func::Sigmoid, vec![mul(GExpr::Const(al), x.clone())]);
+            mul(
+                mul(GExpr::Const(al), sg.clone()),
+                sub(GExpr::Const(1.0), sg),
+            )
+        }
+        SurrogateKind::FastSigmoid => {
+            let d = add(mul(GExpr::Const(al), absx()), GExpr::Const(1.0));
+            div(GExpr::Const(1.0), mul(d.clone(), d))
+        }
+        SurrogateKind::Triangle => GExpr::Call(
+            Func::Max,
+            vec![
+                GExpr::Const(0.0),
+                sub(GExpr::Const(al), mul(GExpr::Const(al * al), absx())),
+            ],
+        ),
+        SurrogateKind::Rectangle => select(
+            GExpr::Binary(
+                BinOp::Lt,
+                Box::new(absx()),
+                Box::new(GExpr::Const(0.5 / al)),
+            ),
+            GExpr::Const(al),
+            GExpr::Const(0.0),
+        ),
+    }
+}
+
+// ---------------------------------------------------------------- folding constructors
+
+fn add(a: GExpr, b: GExpr) -> GExpr {
+    match (&a, &b) {
+        (GExpr::Const(x), _) if *x == 0.0 => b,
+        (_, GExpr::Const(y)) if *y == 0.0 => a,
+        _ => GExpr::Binary(BinOp::Add, Box::new(a), Box::new(b)),
+    }
+}
+
+fn sub(a: GExpr, b: GExpr) -> GExpr {
+    match (&a, &b) {
+        (_, GExpr::Const(y)) if *y == 0.0 => a,
+        (GExpr::Const(x), _) if *x == 0.0 => neg(b),
+        _ => GExpr::Binary(BinOp::Sub, Box::new(a), Box::new(b)),
+    }
+}
+
+fn mul(a: GExpr, b: GExpr) -> GExpr {
+    match (&a, &b) {
+        (GExpr::Const(x), _) if *x == 0.0 => GExpr::Const(0.0),
+        (_, GExpr::Const(y)) if *y == 0.0 => GExpr::Const(0.0),
+        (GExpr::Const(x), _) if *x == 1.0 => b,
+        (_, GExpr::Const(y)) if *y == 1.0 => a,
+        (GExpr::Const(x), GExpr::Const(y)) => GExpr::Const(x * y),
+        _ => GExpr::Binary(BinOp::Mul, Box::new(a), Box::new(b)),
+    }
+}
+
+fn div(a: GExpr, b: GExpr) -> GExpr {
+    match (&a, &b) {
+        (GExpr::Const(x), _) if *x == 0.0 => GExpr::Const(0.0),
+        (_, GExpr::Const(y)) if *y == 1.0 => a,
+        _ => GExpr::Binary(BinOp::Div, Box::new(a), Box::new(b)),
+    }
+}
+
+fn neg(a: GExpr) -> GExpr {
+    match a {
+        GExpr::Const(x) => GExpr::Const(-x),
+        GExpr::Unary(UnOp::Neg, x) => *x,
+        _ => GExpr::Unary(UnOp::Neg, Box::new(a)),
+    }
+}
+
+fn select(c: GExpr, a: GExpr, b: GExpr) -> GExpr {
+    if a == b {
+        return a;
+    }
+    GExpr::Call(Func::Select, vec![c, a, b])
+}
+
+// ---------------------------------------------------------------- text dump
+
+/// Prints a [`GExpr`] with the names of one model and step.
+pub struct GShow<'a> {
+    pub eqs: &'a NeuronEqs,
+    pub step: &'a StepAdjoint,
+    pub expr: &'a GExpr,
+}
+
+impl fmt::Display for GShow<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sub = |e| GShow {
+            eqs: self.eqs,
+            step: self.step,
+            expr: e,
+        };
+        match self.expr {
+            GExpr::Const(c) => write!(f, "{c:?}"),
+            GExpr::Param(i) => write!(f, "{}", self.eqs.params[*i].name),
+            GExpr::Current => write!(f, "I"),
+            GExpr::Val(j) => write!(f, "{}", self.step.vals[*j].name),
+            GExpr::Adj(k) => write!(f, "{}", self.step.adj_names[*k]),
+            GExpr::Unary(op, x) => {
+                write!(
+                    f,
+                    "{}({})",
+                    if *op == UnOp::Neg { "-" } else { "!" },
+                    sub(x)
+                )
+            }
+            GExpr::Binary(op, x, y) => write!(f, "({} {} {})", sub(x), op.symbol(), sub(y)),
+            GExpr::Call(func, args) => {
+                write!(f, "{}(", func.name())?;
+                for (i, a) in args.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ", ")?;
+                    }
+                    write!(f, "{}", sub(a))?;
+                }
+                write!(f, ")")
+            }
+        }
+    }
+}
+
+impl StepAdjoint {
+    /// A readable listing for `snnc ir --after autodiff`.
+    pub fn dump(&self, eqs: &NeuronEqs, out: &mut String) {
+        use std::fmt::Write;
+        let show = |e| GShow {
+            eqs,
+            step: self,
+            expr: e,
+        };
+        let _ = writeln!(out, "      forward (recomputed from the saved state):");
+        for v in &self.vals {
+            match (&v.kind, &v.def) {
+                (ValKind::StateIn(i), _) => {
+                    let _ = writeln!(out, "        {} = saved {}[t]", v.name, eqs.states[*i].name);
+                }
+                (kind, Some(d)) => {
+                    let tag = match kind {
+                        ValKind::Spike => "   // spike: d/dx = surrogate",
+                        _ => "",
+                    };
+                    let _ = writeln!(out, "        {} = {}{tag}", v.name, show(d));
+                }
+                _ => {}
+            }
+        }
+        let _ = writeln!(out, "      backward (reverse time):");
+        for (a, e) in &self.stmts {
+            let _ = writeln!(out, "        {} = {}", self.adj_names[*a], show(e));
+        }
+        for (i, g) in self.grad_state_in.iter().enumerate() {
+            let name = &eqs.states[i].name;
+            match g {
+                Some(a) => {
+                    let _ = writeln!(out, "        carry g_{name}.out <- {}", self.adj_names[*a]);
+                }
+                None => {
+                    let _ = writeln!(out, "        carry g_{name}.out <- 0");
+                }
+            }
+        }
+        match self.grad_current {
+            Some(a) => {
+                let _ = writeln!(out, "        dL/dI[t] = {}", self.adj_names[a]);
+            }
+            None => {
+                let _ = writeln!(out, "        dL/dI[t] = 0");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::net::NodeKind;
+
+    fn eqs_of(src: &str, pop: &str) -> NeuronEqs {
+        let mut c = crate::Compiler::default();
+        let parsed = c.parse_str("t.snn", src).unwrap();
+        let m = c.module_until(&parsed, "neurons").unwrap();
+        let h = m.node_by_name(pop).unwrap();
+        match &m.nodes[h].kind {
+            NodeKind::Population { eqs: Some(e), .. } => (**e).clone(),
+            _ => panic!(),
+        }
+    }
+
+    #[test]
+    fn lif_hard_reset_matches_spikingjelly_recursion() {
+        let eqs = eqs_of(
+            "model m { T = 4\n input x: [T, 3]\n s = LIF(x, tau = 2.0) \n output spikes(s) }",
+            "s",
+        );
+        let step = derive(&eqs, &GradOptions::default(), 1.0).unwrap();
+        let mut out = String::new();
+        step.dump(&eqs, &mut out);
+        println!("{out}");
+        assert!(out.contains("sg_x = (v.1 - v_threshold)"), "{out}");
+    }
+}

@@ -1,0 +1,610 @@
+//! The `train { ... }` block of a model: typed training settings.
+//!
+//! Each setting is `name = expr` in the language's own expression syntax, e.g.
+//! `loss = cross_entropy(counts(s2))`, `optimizer = adam(lr = 1e-3)`, `epochs = 20`.
+//! `snnc train --set name=expr` overrides a setting with the same syntax. Errors point at
+//! the setting with a hint listing what is accepted.
+
+use crate::diag::{did_you_mean, DResult, Diagnostic, ErrorKind, Span};
+use crate::front::ast::{Arg, Binding, Expr, ExprKind};
+use crate::ir::adjoint::{GradOptions, Surrogate, SurrogateKind};
+use snn_runtime::plan::{
+    DataDecl, LossKind, LrScheduleDecl, OptimizerDecl, OptimizerKind, TrainSettings,
+};
+
+/// What the loss reads: a population's counts, spikes or a state trace.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LossTarget {
+    Counts(String),
+    Spikes(String),
+    /// `(population, state)`.
+    Trace(String, String),
+}
+
+impl LossTarget {
+    pub fn population(&self) -> &str {
+        match self {
+            LossTarget::Counts(p) | LossTarget::Spikes(p) | LossTarget::Trace(p, _) => p,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LossSpec {
+    pub kind: LossKind,
+    pub target: LossTarget,
+    pub span: Span,
+}
+
+/// `rate(pop, lambda = .., target = ..)`: a spike-rate regulariser on a population.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegSpec {
+    pub population: String,
+    pub lambda: f32,
+    pub target: f32,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    pub loss: LossSpec,
+    pub regularizers: Vec<RegSpec>,
+    pub grad: GradOptions,
+    pub settings: TrainSettings,
+}
+
+pub const SETTINGS: &[&str] = &[
+    "loss",
+    "regularize",
+    "method",
+    "surrogate",
+    "detach_reset",
+    "adjust",
+    "optimizer",
+    "lr_schedule",
+    "warmup",
+    "epochs",
+    "batch",
+    "data",
+    "clip",
+    "validation",
+];
+
+fn err(span: Span, msg: impl Into<String>, hint: impl Into<String>) -> Diagnostic {
+    Diagnostic::new(ErrorKind::BadValue, msg)
+        .at(span, "invalid training setting")
+        .hint(hint)
+}
+
+/// A call `f(args)` or a bare name `f`, split into its name and arguments.
+fn call_of(e: &Expr) -> Option<(&str, &[Arg])> {
+    match &e.kind {
+        ExprKind::Ident(n) => Some((n.as_str(), &[])),
+        ExprKind::Call { func, args } => Some((func.name.as_str(), args.as_slice())),
+        _ => None,
+    }
+}
+
+/// Named and positional arguments of a call, checked against `names` (positional ones
+/// fill `names` in order).
+struct Args<'a> {
+    vals: Vec<Option<&'a Expr>>,
+    names: &'a [&'a str],
+}
+
+impl<'a> Args<'a> {
+    fn new(func: &str, args: &'a [Arg], names: &'a [&'a str], span: Span) -> DResult<Args<'a>> {
+        let mut vals = vec![None; names.len()];
+        for (i, a) in args.iter().enumerate() {
+            let slot = match &a.name {
+                Some(n) => names.iter().position(|x| *x == n.name).ok_or_else(|| {
+                    let d = err(
+                        n.span,
+                        format!("`{func}` has no argument `{}`", n.name),
+                        format!("its arguments: {}", names.join(", ")),
+                    );
+                    match did_you_mean(&n.name, names.iter().copied()) {
+                        Some(s) => d.hint(format!(
+                            "did you mean `{s}`? (arguments: {})",
+                            names.join(", ")
+                        )),
+                        None => d,
+                    }
+                })?,
+                None if i < names.len() => i,
+                None => {
+                    return Err(err(
+                        a.value.span,
+                        format!("`{func}` takes at most {} arguments", names.len()),
+                        format!("its arguments: {}", names.join(", ")),
+                    ))
+                }
+            };
+            vals[slot] = Some(&a.value);
+        }
+        let _ = span;
+        Ok(Args { vals, names })
+    }
+    fn get(&self, name: &str) -> Option<&'a Expr> {
+        self.vals[self
+            .names
+            .iter()
+            .position(|n| *n == name)
+            .expect("known arg")]
+    }
+    fn f32(&self, name: &str, default: f32) -> DResult<f32> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(e) => num_f32(e, name),
+        }
+    }
+    fn usize(&self, name: &str, default: usize) -> DResult<usize> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(e) => int(e, name),
+        }
+    }
+    fn bool(&self, name: &str, default: bool) -> DResult<bool> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(e) => boolean(e, name),
+        }
+    }
+    fn string(&self, name: &str) -> DResult<Option<String>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(e) => match &e.kind {
+                ExprKind::Str(s) => Ok(Some(s.clone())),
+                _ => Err(err(
+                    e.span,
+                    format!("`{name}` must be a string"),
+                    "e.g. \"data/x.npy\"",
+                )),
+            },
+        }
+    }
+}
+
+fn num_f32(e: &Expr, what: &str) -> DResult<f32> {
+    e.as_f32()
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| err(e.span, format!("`{what}` must be a number"), "e.g. `1e-3`"))
+}
+
+fn int(e: &Expr, what: &str) -> DResult<usize> {
+    e.as_number()
+        .filter(|v| *v >= 0.0 && v.fract() == 0.0 && *v < 1e12)
+        .map(|v| v as usize)
+        .ok_or_else(|| {
+            err(
+                e.span,
+                format!("`{what}` must be a whole number >= 0"),
+                "e.g. `10`",
+            )
+        })
+}
+
+fn boolean(e: &Expr, what: &str) -> DResult<bool> {
+    match e.kind {
+        ExprKind::Bool(b) => Ok(b),
+        _ => Err(err(
+            e.span,
+            format!("`{what}` must be true or false"),
+            "e.g. `true`",
+        )),
+    }
+}
+
+fn positive(e: &Expr, v: f32, what: &str) -> DResult<f32> {
+    if v > 0.0 {
+        Ok(v)
+    } else {
+        Err(err(
+            e.span,
+            format!("`{what}` must be > 0, found {v}"),
+            "e.g. `1e-3`",
+        ))
+    }
+}
+
+/// `counts(P)`, `spikes(P)`, or `P.state` (inside `max(..)` / `mean(..)`).
+fn target(e: &Expr, want: &str) -> DResult<LossTarget> {
+    let bad = || {
+        err(
+            e.span,
+            format!("expected {want}"),
+            "e.g. `cross_entropy(counts(s2))`, `cross_entropy(max(out.v))`, `first_spike(s2)`",
+        )
+    };
+    match &e.kind {
+        ExprKind::Field { base, field } => {
+            let p = base.as_ident().ok_or_else(bad)?;
+            Ok(LossTarget::Trace(p.to_string(), field.name.clone()))
+        }
+        ExprKind::Call { func, args } if args.len() == 1 && args[0].name.is_none() => {
+            let p = args[0].value.as_ident().ok_or_else(bad)?.to_string();
+            match func.name.as_str() {
+                "counts" => Ok(LossTarget::Counts(p)),
+                "spikes" => Ok(LossTarget::Spikes(p)),
+                _ => Err(bad()),
+            }
+        }
+        ExprKind::Ident(p) => Ok(LossTarget::Spikes(p.clone())),
+        _ => Err(bad()),
+    }
+}
+
+fn loss(e: &Expr) -> DResult<LossSpec> {
+    const HINT: &str = "losses: cross_entropy(counts(P)), cross_entropy(max(P.v)), \
+        cross_entropy(mean(P.v)), mse(counts(P), on = 1.0, off = 0.0, groups = 1), first_spike(P)";
+    let (f, args) = call_of(e).ok_or_else(|| err(e.span, "expected a loss", HINT))?;
+    let span = e.span;
+    match f {
+        "cross_entropy" | "ce" => {
+            let a = Args::new(f, args, &["of"], span)?;
+            let of = a
+                .get("of")
+                .ok_or_else(|| err(span, "cross_entropy needs what it reads", HINT))?;
+            match &of.kind {
+                ExprKind::Call { func, args: inner }
+                    if matches!(func.name.as_str(), "max" | "mean") && inner.len() == 1 =>
+                {
+                    let t = target(&inner[0].value, "a membrane, e.g. `max(out.v)`")?;
+                    let LossTarget::Trace(..) = t else {
+                        return Err(err(
+                            inner[0].value.span,
+                            "max/mean read a state, e.g. `out.v`",
+                            HINT,
+                        ));
+                    };
+                    let kind = if func.name == "max" {
+                        LossKind::CrossEntropyMaxMembrane
+                    } else {
+                        LossKind::CrossEntropyMeanMembrane
+                    };
+                    Ok(LossSpec {
+                        kind,
+                        target: t,
+                        span,
+                    })
+                }
+                _ => {
+                    let t = target(of, "`counts(P)`")?;
+                    match t {
+                        LossTarget::Counts(_) => Ok(LossSpec {
+                            kind: LossKind::CrossEntropyCounts,
+                            target: t,
+                            span,
+                        }),
+                        _ => Err(err(
+                            of.span,
+                            "cross_entropy reads counts(P), max(P.v) or mean(P.v)",
+                            HINT,
+                        )),
+                    }
+                }
+            }
+        }
+        "mse" => {
+            let a = Args::new(f, args, &["of", "on", "off", "groups"], span)?;
+            let of = a
+                .get("of")
+                .ok_or_else(|| err(span, "mse needs what it reads", HINT))?;
+            let t = target(of, "`counts(P)`")?;
+            if !matches!(t, LossTarget::Counts(_)) {
+                return Err(err(
+                    of.span,
+                    "mse reads spike counts: `mse(counts(P))`",
+                    HINT,
+                ));
+            }
+            let groups = a.usize("groups", 1)?;
+            if groups == 0 {
+                return Err(err(
+                    span,
+                    "`groups` must be >= 1",
+                    "neurons voting for each class",
+                ));
+            }
+            Ok(LossSpec {
+                kind: LossKind::MseCounts {
+                    on: a.f32("on", 1.0)?,
+                    off: a.f32("off", 0.0)?,
+                    groups,
+                },
+                target: t,
+                span,
+            })
+        }
+        "first_spike" => {
+            let a = Args::new(f, args, &["of"], span)?;
+            let of = a
+                .get("of")
+                .ok_or_else(|| err(span, "first_spike needs a population", HINT))?;
+            let t = match target(of, "a population")? {
+                LossTarget::Counts(p) | LossTarget::Spikes(p) => LossTarget::Spikes(p),
+                LossTarget::Trace(..) => {
+                    return Err(err(of.span, "first_spike reads spikes", HINT))
+                }
+            };
+            Ok(LossSpec {
+                kind: LossKind::FirstSpikeTime,
+                target: t,
+                span,
+            })
+        }
+        other => {
+            let known = ["cross_entropy", "mse", "first_spike"];
+            let d = err(e.span, format!("unknown loss `{other}`"), HINT);
+            Err(match did_you_mean(other, known) {
+                Some(s) => d.hint(format!("did you mean `{s}`? {HINT}")),
+                None => d,
+            })
+        }
+    }
+}
+
+fn regularizers(e: &Expr) -> DResult<Vec<RegSpec>> {
+    let items: Vec<&Expr> = match &e.kind {
+        ExprKind::List(v) => v.iter().collect(),
+        _ => vec![e],
+    };
+    let mut out = Vec::new();
+    for it in items {
+        const HINT: &str = "e.g. `regularize = rate(s1, lambda = 0.1, target = 0.05)`";
+        let (f, args) = call_of(it).ok_or_else(|| err(it.span, "expected a regulariser", HINT))?;
+        if f != "rate" {
+            return Err(err(it.span, format!("unknown regulariser `{f}`"), HINT));
+        }
+        let a = Args::new(f, args, &["of", "lambda", "target"], it.span)?;
+        let of = a
+            .get("of")
+            .ok_or_else(|| err(it.span, "rate needs a population", HINT))?;
+        let population = of
+            .as_ident()
+            .ok_or_else(|| err(of.span, "rate needs a population name", HINT))?
+            .to_string();
+        out.push(RegSpec {
+            population,
+            lambda: a.f32("lambda", 0.1)?,
+            target: a.f32("target", 0.0)?,
+            span: it.span,
+        });
+    }
+    Ok(out)
+}
+
+fn optimizer(e: &Expr) -> DResult<OptimizerDecl> {
+    const HINT: &str = "optimizers: sgd(lr, momentum, nesterov, weight_decay), \
+        adam(lr, beta1, beta2, eps, weight_decay), adamw(...)";
+    let (f, args) = call_of(e).ok_or_else(|| err(e.span, "expected an optimizer", HINT))?;
+    let (kind, names): (_, &[&str]) = match f {
+        "sgd" => (0, &["lr", "momentum", "nesterov", "weight_decay"]),
+        "adam" => (1, &["lr", "beta1", "beta2", "eps", "weight_decay"]),
+        "adamw" => (2, &["lr", "beta1", "beta2", "eps", "weight_decay"]),
+        other => {
+            let d = err(e.span, format!("unknown optimizer `{other}`"), HINT);
+            return Err(match did_you_mean(other, ["sgd", "adam", "adamw"]) {
+                Some(s) => d.hint(format!("did you mean `{s}`? {HINT}")),
+                None => d,
+            });
+        }
+    };
+    let a = Args::new(f, args, names, e.span)?;
+    let lr = a.f32("lr", if kind == 0 { 0.1 } else { 1e-3 })?;
+    positive(e, lr, "lr")?;
+    Ok(match kind {
+        0 => OptimizerDecl {
+            kind: OptimizerKind::Sgd {
+                momentum: a.f32("momentum", 0.0)?,
+                nesterov: a.bool("nesterov", false)?,
+            },
+            lr,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: a.f32("weight_decay", 0.0)?,
+        },
+        _ => OptimizerDecl {
+            kind: if kind == 1 {
+                OptimizerKind::Adam
+            } else {
+                OptimizerKind::AdamW
+            },
+            lr,
+            betas: (a.f32("beta1", 0.9)?, a.f32("beta2", 0.999)?),
+            eps: a.f32("eps", 1e-8)?,
+            weight_decay: a.f32("weight_decay", if kind == 1 { 0.0 } else { 1e-2 })?,
+        },
+    })
+}
+
+fn lr_schedule(e: &Expr) -> DResult<LrScheduleDecl> {
+    const HINT: &str = "schedules: constant, step(step_size, gamma), cosine(eta_min)";
+    let (f, args) = call_of(e).ok_or_else(|| err(e.span, "expected a schedule", HINT))?;
+    Ok(match f {
+        "constant" => LrScheduleDecl::Constant,
+        "step" => {
+            let a = Args::new(f, args, &["step_size", "gamma"], e.span)?;
+            let step_size = a.usize("step_size", 10)?.max(1);
+            LrScheduleDecl::Step {
+                step_size,
+                gamma: a.f32("gamma", 0.1)?,
+            }
+        }
+        "cosine" => {
+            let a = Args::new(f, args, &["eta_min"], e.span)?;
+            LrScheduleDecl::Cosine {
+                eta_min: a.f32("eta_min", 0.0)?,
+            }
+        }
+        other => return Err(err(e.span, format!("unknown schedule `{other}`"), HINT)),
+    })
+}
+
+fn data(e: &Expr) -> DResult<DataDecl> {
+    const HINT: &str = "data: yinyang, mnist(\"DIR\"), fashion_mnist(\"DIR\"), \
+        npy(x = \"X.npy\", y = \"Y.npy\", test_x = .., test_y = ..)";
+    let (f, args) = call_of(e).ok_or_else(|| err(e.span, "expected a dataset", HINT))?;
+    Ok(match f {
+        "yinyang" => DataDecl::YinYang,
+        "mnist" | "fashion_mnist" => {
+            let a = Args::new(f, args, &["dir"], e.span)?;
+            let default = if f == "mnist" {
+                "data/mnist"
+            } else {
+                "data/fashion-mnist"
+            };
+            let dir = a.string("dir")?.unwrap_or_else(|| default.to_string());
+            if f == "mnist" {
+                DataDecl::Mnist { dir }
+            } else {
+                DataDecl::FashionMnist { dir }
+            }
+        }
+        "npy" => {
+            let a = Args::new(f, args, &["x", "y", "test_x", "test_y"], e.span)?;
+            let need = |n: &str| {
+                a.string(n)?
+                    .ok_or_else(|| err(e.span, format!("npy needs `{n} = \"...\"`"), HINT))
+            };
+            DataDecl::Npy {
+                x: need("x")?,
+                y: need("y")?,
+                test_x: a.string("test_x")?,
+                test_y: a.string("test_y")?,
+            }
+        }
+        other => {
+            let d = err(e.span, format!("unknown dataset `{other}`"), HINT);
+            return Err(
+                match did_you_mean(other, ["yinyang", "mnist", "fashion_mnist", "npy"]) {
+                    Some(s) => d.hint(format!("did you mean `{s}`? {HINT}")),
+                    None => d,
+                },
+            );
+        }
+    })
+}
+
+fn surrogate(e: &Expr) -> DResult<Surrogate> {
+    let hint = format!(
+        "surrogates: {} (each with an optional alpha, e.g. `atan(alpha = 2.0)`)",
+        SurrogateKind::NAMES.join(", ")
+    );
+    let (f, args) = call_of(e).ok_or_else(|| err(e.span, "expected a surrogate", hint.clone()))?;
+    let Some(kind) = SurrogateKind::from_name(f) else {
+        let d = err(e.span, format!("unknown surrogate `{f}`"), hint.clone());
+        return Err(
+            match did_you_mean(f, SurrogateKind::NAMES.iter().copied()) {
+                Some(s) => d.hint(format!("did you mean `{s}`? {hint}")),
+                None => d,
+            },
+        );
+    };
+    let a = Args::new(f, args, &["alpha"], e.span)?;
+    let alpha = a.f32("alpha", kind.default_alpha())?;
+    positive(e, alpha, "alpha")?;
+    Ok(Surrogate { kind, alpha })
+}
+
+/// `adjust = none | bpsta | bpsta(spatial = true, temporal = true, gamma = 0.2)`.
+fn adjust(e: &Expr, g: &mut GradOptions) -> DResult<()> {
+    const HINT: &str = "`adjust = bpsta` (both adjustments) or \
+        `adjust = bpsta(spatial = true, temporal = false, gamma = 0.2)`, or `none`";
+    let (f, args) = call_of(e).ok_or_else(|| err(e.span, "expected an adjustment", HINT))?;
+    match f {
+        "none" => {
+            g.bpsta_spatial = false;
+            g.bpsta_temporal = None;
+        }
+        "bpsta" => {
+            let a = Args::new(f, args, &["spatial", "temporal", "gamma"], e.span)?;
+            g.bpsta_spatial = a.bool("spatial", true)?;
+            let gamma = a.f32("gamma", 0.2)?;
+            g.bpsta_temporal = a.bool("temporal", true)?.then_some(gamma);
+        }
+        other => return Err(err(e.span, format!("unknown adjustment `{other}`"), HINT)),
+    }
+    Ok(())
+}
+
+/// Reads the settings (the block's, then `overrides` in order; a later one wins).
+pub fn config(block: &[Binding], span: Span, model_batch: usize) -> DResult<TrainConfig> {
+    let mut loss_spec = None;
+    let mut regs = Vec::new();
+    let mut grad = GradOptions::default();
+    let mut settings = TrainSettings {
+        optimizer: OptimizerDecl {
+            kind: OptimizerKind::Adam,
+            lr: 1e-3,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+        },
+        schedule: LrScheduleDecl::Constant,
+        warmup: 0,
+        epochs: 10,
+        batch: model_batch,
+        data: None,
+        clip: None,
+        validation: 0,
+    };
+    for b in block {
+        let v = &b.value;
+        match b.name.name.as_str() {
+            "loss" => loss_spec = Some(loss(v)?),
+            "regularize" => regs = regularizers(v)?,
+            "method" => match v.as_ident() {
+                Some("bptt") => {}
+                _ => {
+                    return Err(err(
+                        v.span,
+                        "unknown training method",
+                        "methods: bptt (surrogate-gradient BPTT; BPSTA via `adjust = bpsta`)",
+                    ))
+                }
+            },
+            "surrogate" => grad.surrogate = surrogate(v)?,
+            "detach_reset" => grad.detach_reset = boolean(v, "detach_reset")?,
+            "adjust" => adjust(v, &mut grad)?,
+            "optimizer" => settings.optimizer = optimizer(v)?,
+            "lr_schedule" => settings.schedule = lr_schedule(v)?,
+            "warmup" => settings.warmup = int(v, "warmup")?,
+            "epochs" => settings.epochs = int(v, "epochs")?,
+            "batch" => {
+                settings.batch = int(v, "batch")?;
+                if settings.batch == 0 {
+                    return Err(err(v.span, "`batch` must be >= 1", "e.g. `batch = 64`"));
+                }
+            }
+            "data" => settings.data = Some(data(v)?),
+            "clip" => {
+                let c = num_f32(v, "clip")?;
+                settings.clip = Some(positive(v, c, "clip")?);
+            }
+            "validation" => settings.validation = int(v, "validation")?,
+            other => {
+                let d = Diagnostic::new(
+                    ErrorKind::UnknownName,
+                    format!("unknown training setting `{other}`"),
+                )
+                .at(b.name.span, "not a training setting");
+                return Err(match did_you_mean(other, SETTINGS.iter().copied()) {
+                    Some(s) => d.hint(format!("did you mean `{s}`?")),
+                    None => d.hint(format!("settings: {}", SETTINGS.join(", "))),
+                });
+            }
+        }
+    }
+    let loss = loss_spec.ok_or_else(|| {
+        Diagnostic::new(ErrorKind::BadValue, "the training settings have no loss")
+            .at(span, "no `loss = ...` here")
+            .hint("e.g. `loss = cross_entropy(counts(out))`")
+    })?;
+    Ok(TrainConfig {
+        loss,
+        regularizers: regs,
+        grad,
+        settings,
+    })
+}

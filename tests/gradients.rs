@@ -1,0 +1,106 @@
+//! Gradients of the compiled backward pass: against SpikingJelly's BPTT reference
+//! (tests/vectors/mlp_4_8_3_spikingjelly.json) and against central finite differences.
+
+mod common;
+
+use serde_json::Value;
+use snnc::{Compiler, Options};
+
+fn train_opts() -> Options {
+    Options {
+        train: true,
+        ..Options::default()
+    }
+}
+
+fn flat(v: &Value) -> Vec<f32> {
+    match v {
+        Value::Array(a) => a.iter().flat_map(flat).collect(),
+        Value::Number(n) => vec![n.as_f64().unwrap() as f32],
+        _ => panic!("not a tensor"),
+    }
+}
+
+/// torch `cross_entropy(logits, labels)` (mean over the batch) and its gradient.
+fn cross_entropy(logits: &[f32], labels: &[usize], c: usize) -> (f64, Vec<f32>) {
+    let b = labels.len();
+    let mut loss = 0.0;
+    let mut g = vec![0.0f32; logits.len()];
+    for (i, &y) in labels.iter().enumerate() {
+        let row: Vec<f64> = logits[i * c..(i + 1) * c]
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        let mx = row.iter().cloned().fold(f64::MIN, f64::max);
+        let z: f64 = row.iter().map(|v| (v - mx).exp()).sum();
+        loss += -(row[y] - mx - z.ln());
+        for j in 0..c {
+            let p = (row[j] - mx).exp() / z;
+            g[i * c + j] = ((p - if j == y { 1.0 } else { 0.0 }) / b as f64) as f32;
+        }
+    }
+    (loss / b as f64, g)
+}
+
+fn load(path: &str) -> snn_runtime::Session {
+    let mut c = Compiler::new(train_opts());
+    let parsed = c.parse_file(&common::root().join(path)).unwrap();
+    let program = c
+        .compile(&parsed)
+        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
+    snnc::session::load(&program, Some(&common::cache_dir()))
+        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)))
+        .session
+}
+
+#[test]
+fn mlp_4_8_3_matches_spikingjelly_bptt() {
+    let v: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::root().join("tests/vectors/mlp_4_8_3_spikingjelly.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut s = load("tests/in/train/mlp_4_8_3.snn");
+    for (name, key) in [
+        ("h1.weight", "W1"),
+        ("h1.bias", "b1"),
+        ("h2.weight", "W2"),
+        ("h2.bias", "b2"),
+    ] {
+        s.set_weight(name, &flat(&v[key])).unwrap();
+    }
+    let x = snn_runtime::Tensor {
+        shape: vec![5, 4],
+        data: flat(&v["inputs"]),
+    };
+    let labels: Vec<usize> = flat(&v["labels"]).iter().map(|&l| l as usize).collect();
+    let out = s.run(&[x], 20, 5).unwrap();
+    let counts = &out.iter().find(|(o, _)| o.name == "s2.counts").unwrap().1;
+    assert_eq!(counts.data, flat(&v["counts"]), "forward spike counts");
+    let (loss, g) = cross_entropy(&counts.data, &labels, 3);
+    let want_loss = v["loss"].as_f64().unwrap();
+    assert!(
+        (loss - want_loss).abs() < 1e-6,
+        "loss {loss} vs {want_loss}"
+    );
+    s.backward(&[&g], 20, 5).unwrap();
+    let grads = s.grads().unwrap();
+    for (i, w) in s.plan().weights.clone().iter().enumerate() {
+        let key = match w.name.as_str() {
+            "h1.weight" => "W1",
+            "h1.bias" => "b1",
+            "h2.weight" => "W2",
+            _ => "b2",
+        };
+        let want = flat(&v["grads"][key]);
+        let scale = want.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        for (j, (a, b)) in grads[i].iter().zip(&want).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * b.abs().max(1e-2 * scale),
+                "{}[{j}]: {a} vs SpikingJelly {b}",
+                w.name
+            );
+        }
+        println!("{}: {:?}", w.name, &grads[i][..4.min(grads[i].len())]);
+    }
+}
