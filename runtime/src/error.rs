@@ -111,6 +111,8 @@ pub enum RuntimeError {
     InvalidArgument(String),
     /// A device operation failed.
     Device(String),
+    /// A dataset file is missing, corrupt or inconsistent.
+    Data { path: PathBuf, message: String },
 }
 
 impl RuntimeError {
@@ -284,6 +286,11 @@ impl fmt::Display for RuntimeError {
             InvalidPlan(msg) => write!(f, "invalid plan: {msg}"),
             InvalidArgument(msg) => write!(f, "{msg}"),
             Device(msg) => write!(f, "device error: {msg}"),
+            Data { path, message } => write!(
+                f,
+                "dataset file `{}`: {message} (hint: run scripts/fetch-data.sh, or point the model's `data = ...` at the right files)",
+                path.display()
+            ),
         }
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod data;
 pub mod device;
 pub mod error;
 pub mod exec;
@@ -21,6 +22,7 @@ pub mod kernels;
 pub mod plan;
 pub mod rng;
 pub mod tensor;
+pub mod train;
 
 pub use cpu::CpuDevice;
 pub use cuda::CudaDevice;

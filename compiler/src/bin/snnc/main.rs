@@ -106,6 +106,49 @@ enum Cmd {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Train a model (its `train { }` block says how); prints test accuracy at the end.
+    Train {
+        file: PathBuf,
+        /// Override a training setting, e.g. `--set optimizer="sgd(lr = 0.1)"`.
+        #[arg(long = "set", value_name = "NAME=EXPR")]
+        set: Vec<String>,
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Batch size.
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Learning rate (keeps the optimizer's other settings).
+        #[arg(long)]
+        lr: Option<f32>,
+        /// Seed for the weight initialisation and shuffling (default: the model's seed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Output directory for checkpoints and metrics (default: runs/<model>).
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+        /// Continue from a checkpoint.safetensors written by `snnc train`.
+        #[arg(long)]
+        resume: Option<PathBuf>,
+        /// Use only the first N training samples (quick runs).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Test accuracy and spikes per sample of trained weights.
+    Eval {
+        file: PathBuf,
+        #[arg(long)]
+        weights: PathBuf,
+        /// Use only the first N test samples.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
     /// Run inference on the CPU and print or save the outputs.
     Run {
         file: PathBuf,
@@ -233,6 +276,47 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
             }
             let c = Compiler::new(Options::default());
             bench::bench(&workloads, repeat, json, &device).map_err(|d| report(&c, &d, color))
+        }
+        Cmd::Train {
+            file,
+            set,
+            epochs,
+            batch,
+            lr,
+            seed,
+            out,
+            resume,
+            limit,
+            quiet,
+            device,
+        } => {
+            let args = train::TrainArgs {
+                set,
+                epochs,
+                batch,
+                lr,
+                seed,
+                out,
+                resume,
+                device,
+                limit,
+                quiet,
+            };
+            let mut c = Compiler::new(Options::default());
+            let parsed = c.parse_file(&file).map_err(|d| report(&c, &d, color))?;
+            let r = train::train(&mut c, parsed, &args);
+            r.map_err(|d| report(&c, &d, color))
+        }
+        Cmd::Eval {
+            file,
+            weights,
+            limit,
+            device,
+        } => {
+            let mut c = Compiler::new(Options::default());
+            let parsed = c.parse_file(&file).map_err(|d| report(&c, &d, color))?;
+            let r = train::eval(&mut c, parsed, &weights, &device, limit);
+            r.map_err(|d| report(&c, &d, color))
         }
         Cmd::Run {
             file,
@@ -364,3 +448,4 @@ fn compile(
 
 mod bench;
 mod run;
+mod train;

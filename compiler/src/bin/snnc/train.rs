@@ -1,0 +1,652 @@
+//! `snnc train` and `snnc eval`: the training loop around a compiled training plan.
+//!
+//! Per batch: run the forward ops, compute the loss and dLoss/d(output) on the host
+//! ([`snn_runtime::train::loss`]), run the backward ops, read the weight gradients, clip,
+//! take an optimizer step and write the weights back. Each epoch ends with a validation
+//! pass, a line in `metrics.csv` and an atomic checkpoint (weights alone for `--weights`,
+//! plus optimizer state for `--resume`).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use snn_runtime::data::Dataset;
+use snn_runtime::plan::{DataDecl, LossKind, LrScheduleDecl, OptimizerKind, OutputKind, Plan};
+use snn_runtime::train::{loss, optim};
+use snn_runtime::{Session, Tensor};
+use snnc::diag::{DResult, Diagnostic, ErrorKind};
+use snnc::front::Parsed;
+use snnc::session::{self, runtime_diag};
+use snnc::Compiler;
+
+pub struct TrainArgs {
+    /// `key=expr` overrides of the `train { }` settings.
+    pub set: Vec<String>,
+    pub epochs: Option<usize>,
+    pub batch: Option<usize>,
+    pub lr: Option<f32>,
+    pub seed: Option<u64>,
+    /// Output directory (checkpoints, metrics.csv).
+    pub out: Option<PathBuf>,
+    pub resume: Option<PathBuf>,
+    pub device: String,
+    /// Use at most this many training samples (quick runs).
+    pub limit: Option<usize>,
+    pub quiet: bool,
+}
+
+/// Turns the command-line overrides into `train { }` settings of the root model.
+pub fn apply_overrides(c: &mut Compiler, parsed: &mut Parsed, args: &TrainArgs) -> DResult<()> {
+    let mut text = String::new();
+    for kv in &args.set {
+        let Some((k, v)) = kv.split_once('=') else {
+            return Err(Diagnostic::new(
+                ErrorKind::BadArgument,
+                format!("`--set {kv}` is not NAME=EXPR"),
+            )
+            .hint("e.g. `--set optimizer=\"sgd(lr = 0.1, momentum = 0.9)\"`"));
+        };
+        text.push_str(&format!("  {} = {}\n", k.trim(), v.trim()));
+    }
+    if let Some(e) = args.epochs {
+        text.push_str(&format!("  epochs = {e}\n"));
+    }
+    if let Some(b) = args.batch {
+        text.push_str(&format!("  batch = {b}\n"));
+    }
+    if text.is_empty() && args.lr.is_none() {
+        return Ok(());
+    }
+    let src = format!("model command_line {{\n train {{\n{text} }}\n}}\n");
+    let extra = c.parse_str("<command line>", &src)?;
+    let mut settings = extra
+        .files
+        .iter()
+        .find(|(id, _)| *id == extra.root)
+        .and_then(|(_, f)| f.models.first())
+        .and_then(|m| m.train.clone())
+        .map(|t| t.settings)
+        .unwrap_or_default();
+    let root = parsed.root;
+    let file = &mut parsed
+        .files
+        .iter_mut()
+        .find(|(id, _)| *id == root)
+        .expect("root file")
+        .1;
+    let Some(model) = file.models.first_mut() else {
+        return Ok(());
+    };
+    let block = model
+        .train
+        .get_or_insert_with(|| snnc::front::ast::TrainBlock {
+            settings: vec![],
+            span: model.span,
+        });
+    // `--lr` rewrites the optimizer's lr argument, keeping the rest.
+    if let Some(lr) = args.lr {
+        let opt = settings
+            .iter()
+            .rev()
+            .chain(block.settings.iter().rev())
+            .find(|b| b.name.name == "optimizer")
+            .map(|b| b.value.clone());
+        let (name, mut rest) = match opt.as_ref().map(|e| &e.kind) {
+            Some(snnc::front::ast::ExprKind::Call { func, args }) => (
+                func.name.clone(),
+                args.iter()
+                    .filter(|a| a.name.as_ref().is_some_and(|n| n.name != "lr"))
+                    .map(|a| {
+                        format!(
+                            "{} = {}",
+                            a.name.as_ref().unwrap().name,
+                            c.sources.snippet(a.value.span)
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+            Some(snnc::front::ast::ExprKind::Ident(n)) => (n.clone(), vec![]),
+            _ => ("adam".to_string(), vec![]),
+        };
+        rest.insert(0, format!("lr = {lr:e}"));
+        let src = format!(
+            "model command_line {{ train {{ optimizer = {name}({}) }} }}",
+            rest.join(", ")
+        );
+        let p = c.parse_str("<--lr>", &src)?;
+        if let Some(t) = p
+            .files
+            .iter()
+            .find(|(id, _)| *id == p.root)
+            .and_then(|(_, f)| f.models.first())
+            .and_then(|m| m.train.clone())
+        {
+            settings.extend(t.settings);
+        }
+    }
+    block.settings.extend(settings);
+    Ok(())
+}
+
+fn data_err(msg: String) -> Diagnostic {
+    Diagnostic::new(ErrorKind::MissingFile, msg)
+        .hint("run scripts/fetch-data.sh, or point the model's `data = ...` at the files")
+}
+
+/// (train, validation, test) splits of the configured dataset.
+fn load_data(
+    decl: &DataDecl,
+    validation: usize,
+    seed: u64,
+) -> DResult<(Dataset, Dataset, Dataset)> {
+    use snn_runtime::data::{idx, yinyang};
+    let rt = |e: snn_runtime::RuntimeError| data_err(e.to_string());
+    Ok(match decl {
+        DataDecl::YinYang => (
+            yinyang::standard("train").map_err(rt)?,
+            yinyang::standard("validation").map_err(rt)?,
+            yinyang::standard("test").map_err(rt)?,
+        ),
+        DataDecl::Mnist { dir } | DataDecl::FashionMnist { dir } => {
+            let train = idx::mnist(Path::new(dir), true).map_err(rt)?;
+            let test = idx::mnist(Path::new(dir), false).map_err(rt)?;
+            let (train, val) = train.split_off_validation(validation, seed);
+            (train, val, test)
+        }
+        DataDecl::Npy {
+            x,
+            y,
+            test_x,
+            test_y,
+        } => {
+            let all = Dataset::from_npy(Path::new(x), Path::new(y)).map_err(rt)?;
+            let (train, val) = all.split_off_validation(validation, seed);
+            let test = match (test_x, test_y) {
+                (Some(tx), Some(ty)) => {
+                    Dataset::from_npy(Path::new(tx), Path::new(ty)).map_err(rt)?
+                }
+                _ => val.clone(),
+            };
+            (train, val, test)
+        }
+    })
+}
+
+/// The model's single input, checked against the dataset's samples.
+fn input_of(plan: &Plan, d: &Dataset) -> DResult<(usize, bool)> {
+    if plan.inputs.len() != 1 {
+        return Err(Diagnostic::new(
+            ErrorKind::BadArgument,
+            format!(
+                "`snnc train` feeds one dataset into one input; the model has {}",
+                plan.inputs.len()
+            ),
+        ));
+    }
+    let inp = &plan.inputs[0];
+    let f: usize = inp.shape.iter().product();
+    if f != d.features() {
+        return Err(Diagnostic::new(
+            ErrorKind::Shape,
+            format!(
+                "input `{}` has {f} features per sample but dataset `{}` has {} ({:?})",
+                inp.name,
+                d.name,
+                d.features(),
+                d.shape
+            ),
+        )
+        .hint("declare the input with the dataset's shape, e.g. `input image: [784]`"));
+    }
+    Ok((f, inp.time_varying))
+}
+
+/// One batch as the model's input tensor (repeated over time for a per-step input).
+fn batch_tensor(d: &Dataset, idx: &[usize], t: usize, f: usize, time_varying: bool) -> Tensor {
+    let mut x = Vec::with_capacity(idx.len() * f);
+    for &i in idx {
+        x.extend_from_slice(d.sample(i));
+    }
+    if time_varying {
+        let mut data = Vec::with_capacity(t * x.len());
+        for _ in 0..t {
+            data.extend_from_slice(&x);
+        }
+        Tensor {
+            shape: vec![t, idx.len(), f],
+            data,
+        }
+    } else {
+        Tensor {
+            shape: vec![idx.len(), f],
+            data: x,
+        }
+    }
+}
+
+struct StepOut {
+    loss: f64,
+    correct: usize,
+    /// Mean spikes per neuron per step for each rate-reporting output.
+    rates: Vec<f64>,
+    spikes_per_sample: f64,
+}
+
+/// Forward (and backward when `learn`) on one batch.
+fn step(
+    s: &mut Session,
+    x: Tensor,
+    labels: &[u32],
+    t: usize,
+    learn: bool,
+) -> DResult<(StepOut, Option<Vec<Vec<f32>>>)> {
+    let b = labels.len();
+    let outs = s.run(&[x], t, b).map_err(runtime_diag)?;
+    let plan = s.plan();
+    let tp = plan.train.as_ref().expect("a training plan");
+    let (od, out) = &outs[tp.loss.output];
+    let classes_total: usize = od.shape.iter().product();
+    let lo = match tp.loss.kind {
+        LossKind::CrossEntropyCounts => {
+            loss::cross_entropy_counts(&out.data, labels, b, classes_total)
+        }
+        LossKind::CrossEntropyMaxMembrane => {
+            loss::cross_entropy_membrane(&out.data, labels, t, b, classes_total, loss::Reduce::Max)
+        }
+        LossKind::CrossEntropyMeanMembrane => {
+            loss::cross_entropy_membrane(&out.data, labels, t, b, classes_total, loss::Reduce::Mean)
+        }
+        LossKind::MseCounts { on, off, groups } => {
+            loss::mse_counts(&out.data, labels, t, b, classes_total, on, off, groups)
+        }
+        LossKind::FirstSpikeTime => loss::first_spike_time(&out.data, labels, t, b, classes_total),
+    };
+    let mut total = lo.loss as f64;
+    let mut grads: Vec<Vec<f32>> = vec![lo.grad];
+    for r in &tp.regularizers {
+        let (od, counts) = &outs[r.output];
+        let n: usize = od.shape.iter().product();
+        let (l, g) = loss::spike_rate_reg(&counts.data, t, b, n, r.lambda, r.target);
+        total += l as f64;
+        grads.push(g);
+    }
+    let mut rates = Vec::new();
+    let mut spikes = 0.0f64;
+    for (od, v) in &outs {
+        if matches!(od.kind, OutputKind::Counts | OutputKind::Spikes) {
+            let sum: f64 = v.data.iter().map(|&x| x as f64).sum();
+            let n: usize = od.shape.iter().product();
+            rates.push(sum / (t * b * n) as f64);
+            if od.kind == OutputKind::Counts {
+                spikes += sum / b as f64;
+            }
+        }
+    }
+    let so = StepOut {
+        loss: total,
+        correct: lo.correct,
+        rates,
+        spikes_per_sample: spikes,
+    };
+    if !learn {
+        return Ok((so, None));
+    }
+    let refs: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
+    s.backward(&refs, t, b).map_err(runtime_diag)?;
+    Ok((so, Some(s.grads().map_err(runtime_diag)?)))
+}
+
+struct EvalOut {
+    loss: f64,
+    accuracy: f64,
+    spikes_per_sample: f64,
+}
+
+fn evaluate(
+    s: &mut Session,
+    d: &Dataset,
+    batch: usize,
+    t: usize,
+    f: usize,
+    tv: bool,
+) -> DResult<EvalOut> {
+    let (mut loss, mut correct, mut spikes) = (0.0, 0usize, 0.0);
+    let idx: Vec<usize> = (0..d.len()).collect();
+    for chunk in idx.chunks(batch) {
+        let labels: Vec<u32> = chunk.iter().map(|&i| d.y[i]).collect();
+        let x = batch_tensor(d, chunk, t, f, tv);
+        let (o, _) = step(s, x, &labels, t, false)?;
+        loss += o.loss * chunk.len() as f64;
+        correct += o.correct;
+        spikes += o.spikes_per_sample * chunk.len() as f64;
+    }
+    let n = d.len().max(1) as f64;
+    Ok(EvalOut {
+        loss: loss / n,
+        accuracy: correct as f64 / n,
+        spikes_per_sample: spikes / n,
+    })
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> Diagnostic {
+    Diagnostic::new(ErrorKind::Io, format!("{what} `{}`: {e}", path.display()))
+}
+
+pub fn train(c: &mut Compiler, mut parsed: Parsed, args: &TrainArgs) -> DResult<()> {
+    session::parse_device(&args.device)?;
+    c.opts.train = true;
+    apply_overrides(c, &mut parsed, args)?;
+    let program = c.compile(&parsed)?;
+    let plan = program.plan.clone();
+    let tp = plan.train.clone().expect("compiled for training");
+    let cfg = tp.settings.clone();
+    let seed = args.seed.unwrap_or(plan.seed);
+    let Some(data) = &cfg.data else {
+        return Err(Diagnostic::new(
+            ErrorKind::BadArgument,
+            format!("model `{}` names no training data", plan.name),
+        )
+        .hint("add e.g. `data = yinyang` or `data = mnist(\"data/mnist\")` to its train block, or `--set data=yinyang`"));
+    };
+    let (mut train_set, val_set, test_set) = load_data(data, cfg.validation, seed)?;
+    if let Some(n) = args.limit {
+        train_set = train_set.subset(0..n.min(train_set.len()));
+    }
+    let (f, tv) = input_of(&plan, &train_set)?;
+    let t = plan.t;
+
+    let mut loaded = session::load_device(&program, &args.device, None)?;
+    let s = &mut loaded.session;
+    if args.seed.is_some() {
+        s.init_weights(seed).map_err(runtime_diag)?;
+    }
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/{}", plan.name)));
+    std::fs::create_dir_all(&out_dir).map_err(|e| io_err("cannot create", &out_dir, e))?;
+
+    let o = &cfg.optimizer;
+    let mut opt = match o.kind {
+        OptimizerKind::Sgd { momentum, nesterov } => {
+            optim::Optimizer::sgd(momentum, nesterov, o.weight_decay)
+        }
+        OptimizerKind::Adam => optim::Optimizer::adam(o.betas, o.eps, o.weight_decay),
+        OptimizerKind::AdamW => optim::Optimizer::adamw(o.betas, o.eps, o.weight_decay),
+    };
+    let schedule = match cfg.schedule {
+        LrScheduleDecl::Constant => snn_runtime::train::schedule::LrSchedule::Constant,
+        LrScheduleDecl::Step { step_size, gamma } => {
+            snn_runtime::train::schedule::LrSchedule::Step { step_size, gamma }
+        }
+        LrScheduleDecl::Cosine { eta_min } => snn_runtime::train::schedule::LrSchedule::Cosine {
+            t_max: cfg.epochs,
+            eta_min,
+        },
+    };
+    let mut first_epoch = 0;
+    if let Some(r) = &args.resume {
+        first_epoch = resume(s, &mut opt, r)?;
+    }
+
+    let csv_path = out_dir.join("metrics.csv");
+    let mut csv =
+        String::from("epoch,lr,train_loss,train_acc,val_loss,val_acc,seconds,spikes_per_sample\n");
+    if first_epoch > 0 {
+        if let Ok(old) = std::fs::read_to_string(&csv_path) {
+            csv = old;
+        }
+    }
+    eprintln!(
+        "training `{}` on {} ({} train / {} validation / {} test samples), {} epochs, batch {}, device {}",
+        plan.name,
+        train_set.name,
+        train_set.len(),
+        val_set.len(),
+        test_set.len(),
+        cfg.epochs,
+        cfg.batch,
+        s.device_name()
+    );
+    let rate_names: Vec<String> = plan
+        .outputs
+        .iter()
+        .filter(|o| matches!(o.kind, OutputKind::Counts | OutputKind::Spikes))
+        .map(|o| o.name.clone())
+        .collect();
+    let t_start = Instant::now();
+    for epoch in first_epoch..cfg.epochs {
+        let t_epoch = Instant::now();
+        let mut lr = schedule.lr_at(o.lr, epoch);
+        if cfg.warmup > 0 && epoch < cfg.warmup {
+            lr *= (epoch + 1) as f32 / (cfg.warmup + 1) as f32;
+        }
+        let batches = snn_runtime::data::Batcher {
+            batch: cfg.batch,
+            shuffle: true,
+            seed,
+            drop_last: false,
+        }
+        .epoch(train_set.len(), epoch as u64);
+        let bar = if args.quiet {
+            indicatif::ProgressBar::hidden()
+        } else {
+            indicatif::ProgressBar::new(batches.len() as u64)
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{}/{}", epoch + 1, cfg.epochs));
+        let (mut sum_loss, mut correct, mut seen) = (0.0, 0usize, 0usize);
+        let mut rates = vec![0.0; rate_names.len()];
+        for (bi, idx) in batches.iter().enumerate() {
+            let labels: Vec<u32> = idx.iter().map(|&i| train_set.y[i]).collect();
+            let x = batch_tensor(&train_set, idx, t, f, tv);
+            let (so, grads) = step(s, x, &labels, t, true)?;
+            let mut grads = grads.expect("learning step");
+            if let Some(max) = cfg.clip {
+                optim::clip_grad_norm(&mut grads, max);
+            }
+            let mut w = s.weights().to_vec();
+            opt.step(&mut w, &grads, lr);
+            s.set_all_weights(w).map_err(runtime_diag)?;
+            if !so.loss.is_finite() {
+                bar.finish_and_clear();
+                return Err(Diagnostic::new(
+                    ErrorKind::Runtime,
+                    format!(
+                        "the loss became {} in epoch {} batch {bi}",
+                        so.loss,
+                        epoch + 1
+                    ),
+                )
+                .hint("lower the learning rate (--lr) or clip gradients (--set clip=1.0)"));
+            }
+            sum_loss += so.loss * idx.len() as f64;
+            correct += so.correct;
+            seen += idx.len();
+            for (r, v) in rates.iter_mut().zip(&so.rates) {
+                *r += v * idx.len() as f64;
+            }
+            bar.set_message(format!(
+                "loss {:.4} acc {:.1}%",
+                sum_loss / seen as f64,
+                100.0 * correct as f64 / seen as f64
+            ));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let val = evaluate(s, &val_set, cfg.batch.max(64), t, f, tv)?;
+        let secs = t_epoch.elapsed().as_secs_f64();
+        let rate_txt: Vec<String> = rate_names
+            .iter()
+            .zip(&rates)
+            .map(|(n, r)| format!("{n} {:.3}", r / seen.max(1) as f64))
+            .collect();
+        eprintln!(
+            "epoch {:>3}/{}  lr {:.2e}  loss {:.4}  acc {:.2}%  | val loss {:.4}  acc {:.2}%  | rates {}  ({:.1} s)",
+            epoch + 1,
+            cfg.epochs,
+            lr,
+            sum_loss / seen.max(1) as f64,
+            100.0 * correct as f64 / seen.max(1) as f64,
+            val.loss,
+            100.0 * val.accuracy,
+            rate_txt.join(", "),
+            secs
+        );
+        csv.push_str(&format!(
+            "{},{lr},{},{},{},{},{secs:.3},{}\n",
+            epoch + 1,
+            sum_loss / seen.max(1) as f64,
+            correct as f64 / seen.max(1) as f64,
+            val.loss,
+            val.accuracy,
+            val.spikes_per_sample
+        ));
+        write_atomic(&csv_path, csv.as_bytes())?;
+        checkpoint(s, &opt, epoch + 1, &out_dir)?;
+    }
+    let test = evaluate(s, &test_set, cfg.batch.max(64), t, f, tv)?;
+    say(format!(
+        "test accuracy: {:.2}% ({} samples, {:.1} spikes per sample, {:.1} s training)",
+        100.0 * test.accuracy,
+        test_set.len(),
+        test.spikes_per_sample,
+        t_start.elapsed().as_secs_f64()
+    ));
+    eprintln!(
+        "weights: {}   checkpoint: {}   metrics: {}",
+        out_dir.join("weights.safetensors").display(),
+        out_dir.join("checkpoint.safetensors").display(),
+        csv_path.display()
+    );
+    Ok(())
+}
+
+fn say(s: String) {
+    let _ = writeln!(std::io::stdout(), "{s}");
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> DResult<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| io_err("cannot write", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_err("cannot replace", path, e))
+}
+
+/// `weights.safetensors` (for `--weights`) and `checkpoint.safetensors` (weights, optimizer
+/// state and the epoch, for `--resume`), each written atomically.
+fn checkpoint(s: &Session, opt: &optim::Optimizer, epoch: usize, dir: &Path) -> DResult<()> {
+    s.save_weights(dir.join("weights.safetensors"))
+        .map_err(runtime_diag)?;
+    let plan = s.plan();
+    let mut list: Vec<(String, Vec<usize>, Vec<f32>)> = plan
+        .weights
+        .iter()
+        .zip(s.weights())
+        .map(|(d, w)| (d.name.clone(), d.shape.clone(), w.clone()))
+        .collect();
+    for (name, v) in opt.state() {
+        list.push((format!("optim.{name}"), vec![v.len()], v));
+    }
+    list.push(("meta.epoch".into(), vec![1], vec![epoch as f32]));
+    let refs: Vec<(String, Vec<usize>, &[f32])> = list
+        .iter()
+        .map(|(n, sh, v)| (n.clone(), sh.clone(), v.as_slice()))
+        .collect();
+    snn_runtime::io::weights::save(dir.join("checkpoint.safetensors"), &refs).map_err(runtime_diag)
+}
+
+/// Restores weights and optimizer state; returns the epoch to continue from.
+fn resume(s: &mut Session, opt: &mut optim::Optimizer, path: &Path) -> DResult<usize> {
+    let tensors = snn_runtime::io::weights::load(path).map_err(runtime_diag)?;
+    let mut epoch = None;
+    let mut state = Vec::new();
+    let mut weights = s.weights().to_vec();
+    let names: Vec<String> = s.plan().weights.iter().map(|w| w.name.clone()).collect();
+    let mut seen = vec![false; names.len()];
+    for (name, _shape, data) in tensors {
+        if name == "meta.epoch" {
+            epoch = data.first().map(|&e| e as usize);
+        } else if let Some(rest) = name.strip_prefix("optim.") {
+            state.push((rest.to_string(), data));
+        } else if let Some(i) = names.iter().position(|n| *n == name) {
+            if data.len() != weights[i].len() {
+                return Err(Diagnostic::new(
+                    ErrorKind::Weights,
+                    format!("checkpoint tensor `{name}` has the wrong size for this model"),
+                ));
+            }
+            weights[i] = data;
+            seen[i] = true;
+        }
+    }
+    let Some(epoch) = epoch.filter(|_| seen.iter().all(|&x| x)) else {
+        return Err(Diagnostic::new(
+            ErrorKind::Weights,
+            format!(
+                "`{}` is not a training checkpoint of this model",
+                path.display()
+            ),
+        )
+        .hint("resume from the checkpoint.safetensors that `snnc train` wrote"));
+    };
+    s.set_all_weights(weights).map_err(runtime_diag)?;
+    opt.load_state(state).map_err(runtime_diag)?;
+    eprintln!("resuming after epoch {epoch} from {}", path.display());
+    Ok(epoch)
+}
+
+/// `snnc eval`: accuracy and spikes per sample on the test split.
+pub fn eval(
+    c: &mut Compiler,
+    mut parsed: Parsed,
+    weights: &Path,
+    device: &str,
+    limit: Option<usize>,
+) -> DResult<()> {
+    c.opts.train = true;
+    let args = TrainArgs {
+        set: vec![],
+        epochs: None,
+        batch: None,
+        lr: None,
+        seed: None,
+        out: None,
+        resume: None,
+        device: device.to_string(),
+        limit,
+        quiet: true,
+    };
+    apply_overrides(c, &mut parsed, &args)?;
+    let program = c.compile(&parsed)?;
+    let plan = program.plan.clone();
+    let cfg = plan.train.as_ref().expect("training plan").settings.clone();
+    let Some(data) = &cfg.data else {
+        return Err(
+            Diagnostic::new(ErrorKind::BadArgument, "the model names no data")
+                .hint("add `data = ...` to its train block"),
+        );
+    };
+    let (_, _, mut test) = load_data(data, cfg.validation, plan.seed)?;
+    if let Some(n) = limit {
+        test = test.subset(0..n.min(test.len()));
+    }
+    let (f, tv) = input_of(&plan, &test)?;
+    let mut loaded = session::load_device(&program, device, None)?;
+    let s = &mut loaded.session;
+    s.load_weights(weights).map_err(runtime_diag)?;
+    let r = evaluate(s, &test, cfg.batch.max(64), plan.t, f, tv)?;
+    say(format!(
+        "test accuracy: {:.2}% ({} samples), loss {:.4}, {:.1} spikes per sample",
+        100.0 * r.accuracy,
+        test.len(),
+        r.loss,
+        r.spikes_per_sample
+    ));
+    Ok(())
+}
