@@ -10,7 +10,10 @@ fn snnc_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let bin = dir.join(format!("snnc{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
+    // Always (once per test binary) ask cargo: a stale binary from an older checkout would
+    // test old code. A no-op build takes well under a second.
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    BUILD.call_once(|| {
         let profile = if dir.ends_with("release") {
             vec!["--release"]
         } else {
@@ -23,7 +26,7 @@ fn snnc_bin() -> PathBuf {
             .status()
             .unwrap();
         assert!(ok.success(), "building snnc failed");
-    }
+    });
     bin
 }
 
@@ -267,4 +270,122 @@ fn cuda_requests_fail_with_one_clear_line() {
     assert!(err.contains("no CUDA driver (libcuda.so) found"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(!err.contains("panicked"));
+}
+
+/// The CI training run: a few seconds of Yin-Yang whose loss falls and whose accuracy
+/// beats chance (33%) by a wide margin; eval reproduces it from the saved weights, and
+/// `--resume` continues from the checkpoint.
+#[test]
+fn train_eval_and_resume_yinyang() {
+    let d = scratch("train");
+    let out = d.to_str().unwrap();
+    let o = snnc(&[
+        "train",
+        "examples/yinyang.snn",
+        "--epochs",
+        "4",
+        "-q",
+        "-o",
+        out,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let stdout = text(&o.stdout);
+    let acc: f64 = stdout
+        .split("test accuracy: ")
+        .nth(1)
+        .and_then(|s| s.split('%').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no accuracy in {stdout}"));
+    assert!(acc > 70.0, "test accuracy {acc}% after 4 epochs");
+    let csv = std::fs::read_to_string(d.join("metrics.csv")).unwrap();
+    let losses: Vec<f64> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(losses.len(), 4);
+    assert!(losses[3] < 0.8 * losses[0], "loss did not fall: {losses:?}");
+
+    let w = d.join("weights.safetensors");
+    let o = snnc(&[
+        "eval",
+        "examples/yinyang.snn",
+        "--weights",
+        w.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains(&format!("test accuracy: {acc:.2}%")),
+        "{} vs {acc}",
+        text(&o.stdout)
+    );
+
+    let ck = d.join("checkpoint.safetensors");
+    let o = snnc(&[
+        "train",
+        "examples/yinyang.snn",
+        "--epochs",
+        "5",
+        "-q",
+        "-o",
+        out,
+        "--resume",
+        ck.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("resuming after epoch 4"),
+        "{}",
+        text(&o.stderr)
+    );
+    let csv = std::fs::read_to_string(d.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 5, "{csv}");
+}
+
+#[test]
+fn train_errors_point_at_the_cause() {
+    // No train block.
+    let o = snnc(&["train", "examples/mlp.snn"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = text(&o.stderr);
+    assert!(
+        e.contains("has no `train { ... }` block") && e.contains("mlp.snn:"),
+        "{e}"
+    );
+    // A misspelt setting from the command line.
+    let o = snnc(&[
+        "train",
+        "examples/yinyang.snn",
+        "--set",
+        "los=cross_entropy(counts(s1))",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = text(&o.stderr);
+    assert!(
+        e.contains("unknown training setting `los`") && e.contains("did you mean `loss`"),
+        "{e}"
+    );
+    // Missing data files.
+    let o = snnc(&[
+        "train",
+        "examples/yinyang.snn",
+        "--set",
+        "data=mnist(\"no/such/dir\")",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = text(&o.stderr);
+    assert!(
+        e.contains("no/such/dir") && e.contains("fetch-data.sh"),
+        "{e}"
+    );
+    // A loss on a population that does not exist.
+    let o = snnc(&[
+        "train",
+        "examples/yinyang.snn",
+        "--set",
+        "loss=cross_entropy(counts(s9))",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = text(&o.stderr);
+    assert!(e.contains("`s9`") && e.contains("did you mean `s1`"), "{e}");
 }
