@@ -104,3 +104,65 @@ fn mlp_4_8_3_matches_spikingjelly_bptt() {
         println!("{}: {:?}", w.name, &grads[i][..4.min(grads[i].len())]);
     }
 }
+
+/// Every derivative rule (tanh, sigmoid, exp, sqrt, abs, pow, log, min, max, clamp, select,
+/// division, two coupled states) against central finite differences of the compiled
+/// forward pass.
+#[test]
+fn smooth_model_matches_finite_differences() {
+    let mut s = load("tests/in/train/smooth_fd.snn");
+    let (t, b, c) = (5, 3, 3);
+    let x = snn_runtime::Tensor {
+        shape: vec![t, b, 4],
+        data: (0..t * b * 4)
+            .map(|i| ((i * 37 % 23) as f32 / 23.0 - 0.5) * 1.5)
+            .collect(),
+    };
+    let labels = [0usize, 2, 1];
+    // loss = CE(mean over time of s.y)
+    let loss_of = |s: &mut snn_runtime::Session| -> (f64, Vec<f32>) {
+        let out = s.run(std::slice::from_ref(&x), t, b).unwrap();
+        let tr = &out[0].1.data;
+        let mut logits = vec![0.0f32; b * c];
+        for k in 0..b * c {
+            logits[k] = (0..t).map(|st| tr[st * b * c + k]).sum::<f32>() / t as f32;
+        }
+        let (l, g) = cross_entropy(&logits, &labels, c);
+        let mut gt = vec![0.0f32; t * b * c];
+        for st in 0..t {
+            for k in 0..b * c {
+                gt[st * b * c + k] = g[k] / t as f32;
+            }
+        }
+        (l, gt)
+    };
+    let (_, g) = loss_of(&mut s);
+    s.backward(&[&g], t, b).unwrap();
+    let grads = s.grads().unwrap();
+    let mut checked = 0;
+    for (wi, decl) in s.plan().weights.clone().iter().enumerate() {
+        let base = s.weight(&decl.name).unwrap().to_vec();
+        for j in 0..base.len() {
+            // The forward pass is f32: a smaller step drowns in rounding, a larger one
+            // crosses the kinks of min/max/abs/clamp/select.
+            let h = 3e-3f32;
+            let mut w = base.clone();
+            w[j] = base[j] + h;
+            s.set_weight(&decl.name, &w).unwrap();
+            let (lp, _) = loss_of(&mut s);
+            w[j] = base[j] - h;
+            s.set_weight(&decl.name, &w).unwrap();
+            let (lm, _) = loss_of(&mut s);
+            s.set_weight(&decl.name, &base).unwrap();
+            let fd = (lp - lm) / (2.0 * h as f64);
+            let an = grads[wi][j] as f64;
+            assert!(
+                (an - fd).abs() <= 2e-3 * fd.abs() + 5e-5,
+                "{}[{j}]: backward {an} vs finite difference {fd}",
+                decl.name
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 3 * 4 + 3);
+}
