@@ -166,3 +166,39 @@ fn smooth_model_matches_finite_differences() {
     }
     assert_eq!(checked, 3 * 4 + 3);
 }
+
+/// BPSTA's spatial (dS/du = 1/u for a neuron that fired, 0 otherwise) and temporal (the
+/// error re-enters a fired neuron through its spike with weight 0.2) adjustments, against
+/// the recursion of ../shared/SEEDS.md computed by hand for one neuron over 4 steps.
+#[test]
+fn bpsta_adjustments_match_the_hand_computed_recursion() {
+    let mut s = load("tests/in/train/bpsta.snn");
+    s.set_weight("h.weight", &[1.0]).unwrap();
+    let xs = [0.3f32, 0.4, 0.2, 0.6];
+    let x = snn_runtime::Tensor {
+        shape: vec![4, 1, 1],
+        data: xs.to_vec(),
+    };
+    let out = s.run(&[x], 4, 1).unwrap();
+    // u = 0.3, 0.67 (fires), 0.2, 0.78 (fires)
+    assert_eq!(out[0].1.data, vec![2.0]);
+    // dL/dcounts = 1: every step's spike gets error 1.
+    s.backward(&[&[1.0]], 4, 1).unwrap();
+    let g = s.grads().unwrap()[0][0] as f64;
+    let u = [0.3f64, 0.67, 0.2, 0.78];
+    let fired = [false, true, false, true];
+    let mut g_u_next = 0.0;
+    let mut g_x = [0.0f64; 4];
+    for t in (0..4).rev() {
+        let g_tilde = 0.9 * g_u_next; // g_ũ[t] = d * g_u[t+1]
+        let g_s = 1.0 + 0.2 * g_tilde;
+        let g_u = if fired[t] { g_s / u[t] } else { g_tilde };
+        g_x[t] = g_u;
+        g_u_next = g_u;
+    }
+    let want: f64 = g_x.iter().zip(xs).map(|(g, x)| g * x as f64).sum();
+    assert!(
+        (g - want).abs() < 1e-5 * want.abs(),
+        "dW = {g}, hand-computed {want}"
+    );
+}
