@@ -113,6 +113,13 @@ pub enum RuntimeError {
     Device(String),
     /// A dataset file is missing, corrupt or inconsistent.
     Data { path: PathBuf, message: String },
+    /// A dataset's file was not found under any of the names it may have.
+    DataMissing {
+        /// What was looked for, e.g. "MNIST test images (t10k-images-idx3-ubyte)".
+        what: String,
+        /// Every path tried, in order.
+        tried: Vec<PathBuf>,
+    },
 }
 
 impl RuntimeError {
@@ -291,6 +298,14 @@ impl fmt::Display for RuntimeError {
                 "dataset file `{}`: {message} (hint: run scripts/fetch-data.sh, or point the model's `data = ...` at the right files)",
                 path.display()
             ),
+            DataMissing { what, tried } => {
+                let paths: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
+                write!(
+                    f,
+                    "cannot find the {what}; tried {} (hint: run scripts/fetch-data.sh, or pass --data DIR)",
+                    fmt_list(&paths, 8)
+                )
+            }
         }
     }
 }

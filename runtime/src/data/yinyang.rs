@@ -1,7 +1,9 @@
 //! The Yin-Yang dataset (Kriener, Göltz, Petrovici), generated bit-exactly as the reference
 //! generator does with numpy's legacy `RandomState(seed)`: MT19937 with Knuth seeding,
 //! 53-bit doubles from two draws, rejection sampling of a point per drawn target class.
-//! Features are `[x, y, 1 - x, 1 - y]`; labels 0 (yin), 1 (yang), 2 (dot).
+//! Features are `[x, y, 1 - x, 1 - y]`; labels are the reference's numbers: 1 where its
+//! `is_yin` test holds, 2 in the two dots, 0 elsewhere. (Its class-name list, yin/yang/dot,
+//! does not match that order, so only the numbers are used.)
 
 use super::Dataset;
 use crate::error::{Result, RuntimeError};
@@ -72,13 +74,22 @@ fn which_class(x: f64, y: f64, r_small: f64, r_big: f64) -> u32 {
     }
 }
 
-/// `(x, y, label)` for `size` samples; also returns the number of (x, y) draws.
+/// `(x, y, label)` for `size` samples, exactly as the reference computes them in f64; also
+/// returns the number of (x, y) draws (33,729 for the standard training split).
+///
+/// # Panics
+/// Unless `r_big > 0` and `0 < r_small < r_big / 2` (otherwise some class has no area and
+/// the rejection sampling would never finish).
 pub fn generate_raw(
     size: usize,
     seed: u32,
     r_small: f64,
     r_big: f64,
 ) -> (Vec<(f64, f64, u8)>, usize) {
+    assert!(
+        r_big > 0.0 && r_big.is_finite() && r_small > 0.0 && r_small < 0.5 * r_big,
+        "Yin-Yang radii need r_big > 0 and 0 < r_small < r_big / 2 (got r_small = {r_small}, r_big = {r_big})"
+    );
     let mut rng = Mt19937::new(seed);
     let mut out = Vec::with_capacity(size);
     let mut draws = 0;
@@ -106,6 +117,8 @@ pub fn generate_raw(
     (out, draws)
 }
 
+/// `size` samples with features `[x, y, 1 - x, 1 - y]` (computed in f64, stored as f32) and
+/// labels 0, 1, 2. Panics on radii [`generate_raw`] refuses.
 pub fn generate(size: usize, seed: u32, r_small: f64, r_big: f64) -> Dataset {
     let (raw, _) = generate_raw(size, seed, r_small, r_big);
     let mut x = Vec::with_capacity(size * 4);
