@@ -378,6 +378,30 @@ fn train_errors_point_at_the_cause() {
         e.contains("no/such/dir") && e.contains("fetch-data.sh"),
         "{e}"
     );
+    // Nesterov without momentum (torch refuses it too).
+    let o = snnc(&[
+        "train",
+        "examples/yinyang.snn",
+        "--set",
+        "optimizer=sgd(nesterov = true)",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = text(&o.stderr);
+    assert!(e.contains("`nesterov = true` needs a momentum > 0"), "{e}");
+    // Three Yin-Yang classes into a two-neuron readout: an error, not a panic.
+    let d = scratch("train-errors");
+    let two = d.join("two.snn");
+    let src = std::fs::read_to_string(common::root().join("examples/yinyang.snn"))
+        .unwrap()
+        .replace("h2 = dense(s1, 3)", "h2 = dense(s1, 2)");
+    std::fs::write(&two, src).unwrap();
+    let o = snnc(&["train", two.to_str().unwrap(), "--epochs", "1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let e = text(&o.stderr);
+    assert!(
+        e.contains("has label 2") && e.contains("with 2 classes"),
+        "{e}"
+    );
     // A loss on a population that does not exist.
     let o = snnc(&[
         "train",

@@ -393,12 +393,22 @@ fn optimizer(e: &Expr) -> DResult<OptimizerDecl> {
     let a = Args::new(f, args, names, e.span)?;
     let lr = a.f32("lr", if kind == 0 { 0.1 } else { 1e-3 })?;
     positive(e, lr, "lr")?;
+    let (momentum, nesterov) = if kind == 0 {
+        (a.f32("momentum", 0.0)?, a.bool("nesterov", false)?)
+    } else {
+        (0.0, false)
+    };
+    if nesterov && momentum <= 0.0 {
+        // torch refuses this too: Nesterov needs a momentum to look ahead with.
+        return Err(err(
+            e.span,
+            "`nesterov = true` needs a momentum > 0",
+            "e.g. `sgd(lr = 0.1, momentum = 0.9, nesterov = true)`",
+        ));
+    }
     Ok(match kind {
         0 => OptimizerDecl {
-            kind: OptimizerKind::Sgd {
-                momentum: a.f32("momentum", 0.0)?,
-                nesterov: a.bool("nesterov", false)?,
-            },
+            kind: OptimizerKind::Sgd { momentum, nesterov },
             lr,
             betas: (0.9, 0.999),
             eps: 1e-8,

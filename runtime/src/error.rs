@@ -302,7 +302,7 @@ impl fmt::Display for RuntimeError {
                 let paths: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
                 write!(
                     f,
-                    "cannot find the {what}; tried {} (hint: run scripts/fetch-data.sh, or pass --data DIR)",
+                    "cannot find the {what}; tried {} (hint: run scripts/fetch-data.sh, or point the model's `data = ...` at the directory)",
                     fmt_list(&paths, 8)
                 )
             }

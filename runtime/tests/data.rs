@@ -214,7 +214,7 @@ fn idx_errors_name_the_file_and_carry_the_hint() {
         "no/such/dir/t10k-images.idx3-ubyte.gz",
         "does not exist",
         "test images",
-        "pass --data DIR",
+        "`data = ...`",
         hint,
     ] {
         assert!(e.contains(want), "missing `{want}` in: {e}");
@@ -240,7 +240,7 @@ fn idx_errors_name_the_file_and_carry_the_hint() {
     check(
         "missing labels",
         &dir.join("t10k-labels-idx1-ubyte"),
-        &["test labels", "t10k-labels.idx1-ubyte.gz", "--data DIR"],
+        &["test labels", "t10k-labels.idx1-ubyte.gz", "`data = ...`"],
     );
     // Truncated image data (inside a valid gzip stream).
     std::fs::write(&lab, gz(&labels)).unwrap();

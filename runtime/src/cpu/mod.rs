@@ -53,13 +53,6 @@ impl CpuDevice {
     pub fn slot_sizes(&self) -> Vec<usize> {
         self.slots.iter().map(|s| s.len()).collect()
     }
-
-    fn weight(&self, id: WeightId) -> Result<&[f32]> {
-        self.weights
-            .get(id)
-            .map(|w| w.as_slice())
-            .ok_or_else(|| RuntimeError::Device(format!("weight {id} was never set")))
-    }
 }
 
 impl std::fmt::Debug for CpuDevice {
@@ -113,6 +106,20 @@ fn pair<'a>(
         (&hi[0], &mut lo[b.slot])
     };
     Ok((&x[ra], &mut y[rb]))
+}
+
+/// Copies a whole weight-sized host buffer into `out`.
+fn copy_out(src: Option<&Vec<f32>>, what: &str, absent: &str, out: &mut [f32]) -> Result<()> {
+    let src = src.ok_or_else(|| RuntimeError::Device(format!("{what} {absent}")))?;
+    if src.len() != out.len() {
+        return Err(RuntimeError::Device(format!(
+            "{what} has {} elements, {} requested",
+            src.len(),
+            out.len()
+        )));
+    }
+    out.copy_from_slice(src);
+    Ok(())
 }
 
 fn mul(a: usize, b: usize) -> Result<usize> {
@@ -169,16 +176,12 @@ impl Device for CpuDevice {
     }
 
     fn get_weight(&mut self, id: WeightId, out: &mut [f32]) -> Result<()> {
-        let w = self.weight(id)?;
-        if w.len() != out.len() {
-            return Err(RuntimeError::Device(format!(
-                "weight {id} has {} elements, {} requested",
-                w.len(),
-                out.len()
-            )));
-        }
-        out.copy_from_slice(w);
-        Ok(())
+        copy_out(
+            self.weights.get(id),
+            &format!("weight {id}"),
+            "was never set",
+            out,
+        )
     }
 
     fn set_params(&mut self, params: &[f32]) -> Result<()> {
@@ -291,18 +294,12 @@ impl Device for CpuDevice {
     }
 
     fn get_grad(&mut self, id: WeightId, out: &mut [f32]) -> Result<()> {
-        let g = self.grads.get(id).ok_or_else(|| {
-            RuntimeError::Device(format!("gradient of weight {id} was never computed"))
-        })?;
-        if g.len() != out.len() {
-            return Err(RuntimeError::Device(format!(
-                "gradient {id} has {} elements, {} requested",
-                g.len(),
-                out.len()
-            )));
-        }
-        out.copy_from_slice(g);
-        Ok(())
+        copy_out(
+            self.grads.get(id),
+            &format!("gradient {id}"),
+            "was never computed",
+            out,
+        )
     }
 
     fn conv2d(&mut self, d: &ConvDesc) -> Result<()> {

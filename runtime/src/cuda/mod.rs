@@ -407,6 +407,26 @@ impl CudaDevice {
         Ok(self.base(&b.mem))
     }
 
+    /// Device -> host copy of a whole weight-sized buffer, then a sync.
+    fn copy_out(&self, b: Option<&Buf>, what: &str, absent: &str, out: &mut [f32]) -> Result<()> {
+        let b = b.ok_or_else(|| RuntimeError::Device(format!("{what} {absent}")))?;
+        if b.len != out.len() {
+            return Err(RuntimeError::Device(format!(
+                "{what} has {} elements, {} requested",
+                b.len,
+                out.len()
+            )));
+        }
+        if !out.is_empty() {
+            self.stream
+                .memcpy_dtoh(&b.mem.slice(0..out.len()), out)
+                .map_err(|e| dev_err(&format!("cuMemcpyDtoH({what})"), e))?;
+        }
+        self.stream
+            .synchronize()
+            .map_err(|e| dev_err("cuStreamSynchronize", e))
+    }
+
     fn grad_ptr(&self, id: WeightId, len: usize, what: &str) -> Result<u64> {
         let b = self.grads.get(id).and_then(|w| w.as_ref()).ok_or_else(|| {
             RuntimeError::Device(format!(
@@ -597,24 +617,8 @@ impl Device for CudaDevice {
     }
 
     fn get_weight(&mut self, id: WeightId, out: &mut [f32]) -> Result<()> {
-        let b = self
-            .weights
-            .get(id)
-            .and_then(|w| w.as_ref())
-            .ok_or_else(|| RuntimeError::Device(format!("weight {id} was never set")))?;
-        if b.len != out.len() {
-            return Err(RuntimeError::Device(format!(
-                "weight {id} has {} elements, {} requested",
-                b.len,
-                out.len()
-            )));
-        }
-        if !out.is_empty() {
-            self.stream
-                .memcpy_dtoh(&b.mem.slice(0..out.len()), out)
-                .map_err(|e| dev_err("cuMemcpyDtoH(weight)", e))?;
-        }
-        self.sync()
+        let b = self.weights.get(id).and_then(|w| w.as_ref());
+        self.copy_out(b, &format!("weight {id}"), "was never set", out)
     }
 
     fn set_params(&mut self, params: &[f32]) -> Result<()> {
@@ -819,22 +823,8 @@ impl Device for CudaDevice {
     }
 
     fn get_grad(&mut self, id: WeightId, out: &mut [f32]) -> Result<()> {
-        let b = self.grads.get(id).and_then(|w| w.as_ref()).ok_or_else(|| {
-            RuntimeError::Device(format!("gradient of weight {id} was never computed"))
-        })?;
-        if b.len != out.len() {
-            return Err(RuntimeError::Device(format!(
-                "gradient {id} has {} elements, {} requested",
-                b.len,
-                out.len()
-            )));
-        }
-        if !out.is_empty() {
-            self.stream
-                .memcpy_dtoh(&b.mem.slice(0..out.len()), out)
-                .map_err(|e| dev_err("cuMemcpyDtoH(gradient)", e))?;
-        }
-        self.sync()
+        let b = self.grads.get(id).and_then(|w| w.as_ref());
+        self.copy_out(b, &format!("gradient {id}"), "was never computed", out)
     }
 
     fn conv2d(&mut self, d: &ConvDesc) -> Result<()> {

@@ -128,9 +128,9 @@ pub fn apply_overrides(c: &mut Compiler, parsed: &mut Parsed, args: &TrainArgs) 
     Ok(())
 }
 
+/// The runtime's dataset errors already name the file and carry the fetch-script hint.
 fn data_err(msg: String) -> Diagnostic {
     Diagnostic::new(ErrorKind::MissingFile, msg)
-        .hint("run scripts/fetch-data.sh, or point the model's `data = ...` at the files")
 }
 
 /// (train, validation, test) splits of the configured dataset.
@@ -182,6 +182,33 @@ fn input_of(plan: &Plan, d: &Dataset) -> DResult<(usize, bool)> {
                 plan.inputs.len()
             ),
         ));
+    }
+    // The loss indexes its output by label: every class needs an output neuron.
+    if let Some(tp) = &plan.train {
+        let o = &plan.outputs[tp.loss.output];
+        let neurons: usize = o.shape.iter().product();
+        let classes = match tp.loss.kind {
+            LossKind::MseCounts { groups, .. } => neurons / groups.max(1),
+            _ => neurons,
+        };
+        if let Some(&bad) = d.y.iter().find(|&&y| y as usize >= classes) {
+            return Err(Diagnostic::new(
+                ErrorKind::Shape,
+                format!(
+                    "dataset `{}` has label {bad}, but the loss reads `{}` with {classes} classes",
+                    d.name, o.name
+                ),
+            )
+            .hint(format!(
+                "give the output population {} neurons (one per class{})",
+                d.classes.max(bad as usize + 1),
+                if matches!(tp.loss.kind, LossKind::MseCounts { .. }) {
+                    ", times `groups`"
+                } else {
+                    ""
+                }
+            )));
+        }
     }
     let inp = &plan.inputs[0];
     let f: usize = inp.shape.iter().product();
@@ -417,10 +444,7 @@ pub fn train(c: &mut Compiler, mut parsed: Parsed, args: &TrainArgs) -> DResult<
     let t_start = Instant::now();
     for epoch in first_epoch..cfg.epochs {
         let t_epoch = Instant::now();
-        let mut lr = schedule.lr_at(o.lr, epoch);
-        if cfg.warmup > 0 && epoch < cfg.warmup {
-            lr *= (epoch + 1) as f32 / (cfg.warmup + 1) as f32;
-        }
+        let lr = schedule.lr_at_warmup(o.lr, epoch, cfg.warmup);
         let batches = snn_runtime::data::Batcher {
             batch: cfg.batch,
             shuffle: true,

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{ext, Lowerer, KB};
+use super::{ext, symbol_part, Lowerer, KB};
 use crate::diag::{DResult, Diagnostic, ErrorKind};
 use crate::ir::adjoint::{GExpr, StepAdjoint, ValKind};
 use crate::ir::eqn::{BinOp, Func};
@@ -54,7 +54,7 @@ impl Lowerer<'_> {
                         }
                     }
                     let id = self.kernels.len();
-                    k.symbol = format!("snn_k{id}_{}_backward", clean(&m.nodes[h].name));
+                    k.symbol = format!("snn_k{id}_{}_backward", symbol_part(&m.nodes[h].name));
                     self.plan.kernels.push(KernelDecl {
                         symbol: k.symbol.clone(),
                         arity: k.args.len(),
@@ -236,7 +236,12 @@ impl Lowerer<'_> {
                 mem.grads.get(src).map(|&g| {
                     let e = ext(m.shape(*src).extent);
                     (
-                        kb.arg(&format!("grad_{}", clean(&m.nodes[*src].name)), g, e, true),
+                        kb.arg(
+                            &format!("grad_{}", symbol_part(&m.nodes[*src].name)),
+                            g,
+                            e,
+                            true,
+                        ),
                         e,
                     )
                 })
@@ -343,16 +348,4 @@ fn gconv(e: &GExpr, cur: KVar, vals: &[KVar], adjs: &[KVar]) -> KExpr {
             KExpr::Call(*f, args.iter().map(c).collect())
         }
     }
-}
-
-fn clean(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }

@@ -730,16 +730,7 @@ fn mangle(id: usize, node: &Node, role: Role) -> String {
         NodeKind::Encode { .. } => node.kind.op_name().to_string(),
         _ => node.name.clone(),
     };
-    let clean: String = base
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let clean = symbol_part(&base);
     let role = match role {
         Role::Fused => "",
         Role::Charge => "_charge",
@@ -747,6 +738,19 @@ fn mangle(id: usize, node: &Node, role: Role) -> String {
         Role::Reset => "_reset",
     };
     format!("snn_k{id}_{clean}{role}")
+}
+
+/// A node name as part of a kernel symbol: lowercase ASCII alphanumerics and `_`.
+fn symbol_part(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// A kernel under construction and the buffers its arguments bind to.
