@@ -305,6 +305,19 @@ fn train_eval_and_resume_yinyang() {
         .collect();
     assert_eq!(losses.len(), 4);
     assert!(losses[3] < 0.8 * losses[0], "loss did not fall: {losses:?}");
+    // Learning curves: a dot per epoch for train and validation, in both panels.
+    let curves = std::fs::read_to_string(d.join("training.svg")).unwrap();
+    assert_eq!(curves.matches("<circle").count(), 2 * 2 * 4);
+    // The raster of test sample 0: one dot per spike of the hidden LIF population.
+    let raster = std::fs::read_to_string(d.join("raster.svg")).unwrap();
+    let n: usize = raster
+        .split("s1 (")
+        .nth(1)
+        .and_then(|s| s.split(" spikes, 120 neurons x 20 steps)").next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no s1 raster caption in raster.svg"));
+    assert!(n > 0);
+    assert_eq!(raster.matches("<circle").count(), n);
 
     let w = d.join("weights.safetensors");
     let o = snnc(&[
@@ -340,6 +353,12 @@ fn train_eval_and_resume_yinyang() {
     );
     let csv = std::fs::read_to_string(d.join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 5, "{csv}");
+    let curves = std::fs::read_to_string(d.join("training.svg")).unwrap();
+    assert_eq!(
+        curves.matches("<circle").count(),
+        2 * 2 * 5,
+        "resumed curves plot every epoch"
+    );
 }
 
 #[test]

@@ -6,6 +6,9 @@
 pub mod loss;
 pub mod optim;
 pub mod schedule;
+pub mod trainer;
+
+pub use trainer::{loss_and_grads, StepStats, Trainer};
 
 /// An f32 hyperparameter as the f64 a Python user would have written: through its
 /// shortest decimal form, so `0.999f32` becomes `0.999`, not `0.99900001287...`. torch

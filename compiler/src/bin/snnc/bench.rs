@@ -22,6 +22,11 @@ pub const WORKLOADS: &[(&str, &str)] = &[
         "784-512-10 LIF MLP, T=25, batch 128, Bernoulli input, one forward pass",
     ),
     (
+        "mlp-train",
+        "784-512-10 LIF MLP, T=25, batch 128, Bernoulli input: one training step (forward, \
+         CE on counts, BPTT backward, Adam)",
+    ),
+    (
         "compile",
         "snnc compile (parse .. lower + Rust printing) of every example",
     ),
@@ -70,8 +75,11 @@ fn report(json: bool, name: &str, s: &Stats, unit: &str, value: f64, extra: &str
     }
 }
 
-fn load(src: &str, device: &str) -> DResult<snnc::session::DeviceLoaded> {
-    let mut c = Compiler::new(Options::default());
+fn load(src: &str, device: &str, train: bool) -> DResult<snnc::session::DeviceLoaded> {
+    let mut c = Compiler::new(Options {
+        train,
+        ..Options::default()
+    });
     let parsed = c
         .parse_str("bench.snn", src)
         .map_err(|d| Diagnostic::new(d.kind, d.plain(&c.sources)))?;
@@ -132,7 +140,7 @@ pub fn bench(names: &[String], repeat: usize, json: bool, device: &str) -> DResu
                 let (t, b, n) = (64, 32, 4096);
                 let mut l = load(&format!(
                     "model lif {{ T = {t}\n input x: [T, {n}]\n s = LIF(x, tau = 2.0, v_threshold = 1.0, v_reset = 0.0)\n output counts(s) }}"
-                ), device)?;
+                ), device, false)?;
                 let x = l.session.random_inputs(t, b, 7);
                 let x: Vec<_> = x
                     .into_iter()
@@ -166,13 +174,45 @@ pub fn bench(names: &[String], repeat: usize, json: bool, device: &str) -> DResu
                 let (t, b) = (25, 128);
                 let mut l = load(&format!(
                     "model mlp {{ T = {t}\n input image: [784]\n x = bernoulli(image)\n h1 = dense(x, 512, init_gain = 3.0)\n s1 = LIF(h1, tau = 2.0)\n h2 = dense(s1, 10, init_gain = 3.0)\n s2 = LIF(h2, tau = 2.0)\n output counts(s2) }}"
-                ), device)?;
+                ), device, false)?;
                 let x = l.session.random_inputs(t, b, 7);
                 l.session
                     .run(&x, t, b)
                     .map_err(snnc::session::runtime_diag)?;
                 let s = time(3, repeat, || {
                     l.session.rerun(t, b).map_err(snnc::session::runtime_diag)
+                })?;
+                report(
+                    json,
+                    name,
+                    &s,
+                    "samples/s",
+                    b as f64 / (s.median * 1e-3),
+                    "",
+                );
+            }
+            "mlp-train" => {
+                // The workload of ../shared/peers/mlp_forward.py's `train` column.
+                let (t, b) = (25, 128);
+                let mut l = load(&format!(
+                    "model mlp {{ T = {t}\n input image: [784]\n x = bernoulli(image)\n h1 = dense(x, 512, init_gain = 3.0)\n s1 = LIF(h1, tau = 2.0)\n h2 = dense(s1, 10, init_gain = 3.0)\n s2 = LIF(h2, tau = 2.0)\n output counts(s2)\n train {{ loss = cross_entropy(counts(s2))\n surrogate = atan(alpha = 2.0)\n optimizer = adam(lr = 0.001) }} }}"
+                ), device, true)?;
+                let x = l.session.random_inputs(t, b, 7);
+                let labels: Vec<u32> = (0..b as u32).map(|i| (i * 7 + 3) % 10).collect();
+                let settings = l
+                    .session
+                    .plan()
+                    .train
+                    .as_ref()
+                    .expect("training plan")
+                    .settings
+                    .clone();
+                let mut trainer = snn_runtime::train::Trainer::new(&settings);
+                let s = time(3, repeat, || {
+                    trainer
+                        .step(&mut l.session, &x, &labels, t, 1e-3)
+                        .map(drop)
+                        .map_err(snnc::session::runtime_diag)
                 })?;
                 report(
                     json,

@@ -447,5 +447,6 @@ fn compile(
 }
 
 mod bench;
+mod plot;
 mod run;
 mod train;

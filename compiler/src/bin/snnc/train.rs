@@ -11,13 +11,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use snn_runtime::data::Dataset;
-use snn_runtime::plan::{DataDecl, LossKind, LrScheduleDecl, OptimizerKind, OutputKind, Plan};
-use snn_runtime::train::{loss, optim};
+use snn_runtime::plan::{DataDecl, LossKind, OutputKind, Plan};
+use snn_runtime::train::{loss_and_grads, StepStats, Trainer};
 use snn_runtime::{Session, Tensor};
 use snnc::diag::{DResult, Diagnostic, ErrorKind};
 use snnc::front::Parsed;
 use snnc::session::{self, runtime_diag};
 use snnc::Compiler;
+
+use crate::plot;
 
 pub struct TrainArgs {
     /// `key=expr` overrides of the `train { }` settings.
@@ -173,7 +175,7 @@ fn load_data(
 }
 
 /// The model's single input, checked against the dataset's samples.
-fn input_of(plan: &Plan, d: &Dataset) -> DResult<(usize, bool)> {
+fn input_of(plan: &Plan, d: &Dataset) -> DResult<Feed> {
     if plan.inputs.len() != 1 {
         return Err(Diagnostic::new(
             ErrorKind::BadArgument,
@@ -225,11 +227,29 @@ fn input_of(plan: &Plan, d: &Dataset) -> DResult<(usize, bool)> {
         )
         .hint("declare the input with the dataset's shape, e.g. `input image: [784]`"));
     }
-    Ok((f, inp.time_varying))
+    Ok(Feed {
+        t: plan.t,
+        features: f,
+        time_varying: inp.time_varying,
+    })
+}
+
+/// How dataset samples become the model's input tensor.
+#[derive(Clone, Copy)]
+struct Feed {
+    t: usize,
+    features: usize,
+    /// `[T, B, F]` (the sample repeated each step) rather than `[B, F]`.
+    time_varying: bool,
 }
 
 /// One batch as the model's input tensor (repeated over time for a per-step input).
-fn batch_tensor(d: &Dataset, idx: &[usize], t: usize, f: usize, time_varying: bool) -> Tensor {
+fn batch_tensor(d: &Dataset, idx: &[usize], feed: Feed) -> Tensor {
+    let Feed {
+        t,
+        features: f,
+        time_varying,
+    } = feed;
     let mut x = Vec::with_capacity(idx.len() * f);
     for &i in idx {
         x.extend_from_slice(d.sample(i));
@@ -251,76 +271,12 @@ fn batch_tensor(d: &Dataset, idx: &[usize], t: usize, f: usize, time_varying: bo
     }
 }
 
-struct StepOut {
-    loss: f64,
-    correct: usize,
-    /// Mean spikes per neuron per step for each rate-reporting output.
-    rates: Vec<f64>,
-    spikes_per_sample: f64,
-}
-
-/// Forward (and backward when `learn`) on one batch.
-fn step(
-    s: &mut Session,
-    x: Tensor,
-    labels: &[u32],
-    t: usize,
-    learn: bool,
-) -> DResult<(StepOut, Option<Vec<Vec<f32>>>)> {
-    let b = labels.len();
-    let outs = s.run(&[x], t, b).map_err(runtime_diag)?;
-    let plan = s.plan();
-    let tp = plan.train.as_ref().expect("a training plan");
-    let (od, out) = &outs[tp.loss.output];
-    let classes_total: usize = od.shape.iter().product();
-    let lo = match tp.loss.kind {
-        LossKind::CrossEntropyCounts => {
-            loss::cross_entropy_counts(&out.data, labels, b, classes_total)
-        }
-        LossKind::CrossEntropyMaxMembrane => {
-            loss::cross_entropy_membrane(&out.data, labels, t, b, classes_total, loss::Reduce::Max)
-        }
-        LossKind::CrossEntropyMeanMembrane => {
-            loss::cross_entropy_membrane(&out.data, labels, t, b, classes_total, loss::Reduce::Mean)
-        }
-        LossKind::MseCounts { on, off, groups } => {
-            loss::mse_counts(&out.data, labels, t, b, classes_total, on, off, groups)
-        }
-        LossKind::FirstSpikeTime => loss::first_spike_time(&out.data, labels, t, b, classes_total),
-    };
-    let mut total = lo.loss as f64;
-    let mut grads: Vec<Vec<f32>> = vec![lo.grad];
-    for r in &tp.regularizers {
-        let (od, counts) = &outs[r.output];
-        let n: usize = od.shape.iter().product();
-        let (l, g) = loss::spike_rate_reg(&counts.data, t, b, n, r.lambda, r.target);
-        total += l as f64;
-        grads.push(g);
-    }
-    let mut rates = Vec::new();
-    let mut spikes = 0.0f64;
-    for (od, v) in &outs {
-        if matches!(od.kind, OutputKind::Counts | OutputKind::Spikes) {
-            let sum: f64 = v.data.iter().map(|&x| x as f64).sum();
-            let n: usize = od.shape.iter().product();
-            rates.push(sum / (t * b * n) as f64);
-            if od.kind == OutputKind::Counts {
-                spikes += sum / b as f64;
-            }
-        }
-    }
-    let so = StepOut {
-        loss: total,
-        correct: lo.correct,
-        rates,
-        spikes_per_sample: spikes,
-    };
-    if !learn {
-        return Ok((so, None));
-    }
-    let refs: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
-    s.backward(&refs, t, b).map_err(runtime_diag)?;
-    Ok((so, Some(s.grads().map_err(runtime_diag)?)))
+/// Forward only, with the loss and statistics (validation and test batches).
+fn eval_step(s: &mut Session, x: Tensor, labels: &[u32], t: usize) -> DResult<StepStats> {
+    let outs = s.run(&[x], t, labels.len()).map_err(runtime_diag)?;
+    Ok(loss_and_grads(s.plan(), &outs, labels, t)
+        .map_err(runtime_diag)?
+        .0)
 }
 
 struct EvalOut {
@@ -329,20 +285,13 @@ struct EvalOut {
     spikes_per_sample: f64,
 }
 
-fn evaluate(
-    s: &mut Session,
-    d: &Dataset,
-    batch: usize,
-    t: usize,
-    f: usize,
-    tv: bool,
-) -> DResult<EvalOut> {
+fn evaluate(s: &mut Session, d: &Dataset, batch: usize, feed: Feed) -> DResult<EvalOut> {
     let (mut loss, mut correct, mut spikes) = (0.0, 0usize, 0.0);
     let idx: Vec<usize> = (0..d.len()).collect();
     for chunk in idx.chunks(batch) {
         let labels: Vec<u32> = chunk.iter().map(|&i| d.y[i]).collect();
-        let x = batch_tensor(d, chunk, t, f, tv);
-        let (o, _) = step(s, x, &labels, t, false)?;
+        let x = batch_tensor(d, chunk, feed);
+        let o = eval_step(s, x, &labels, feed.t)?;
         loss += o.loss * chunk.len() as f64;
         correct += o.correct;
         spikes += o.spikes_per_sample * chunk.len() as f64;
@@ -379,7 +328,7 @@ pub fn train(c: &mut Compiler, mut parsed: Parsed, args: &TrainArgs) -> DResult<
     if let Some(n) = args.limit {
         train_set = train_set.subset(0..n.min(train_set.len()));
     }
-    let (f, tv) = input_of(&plan, &train_set)?;
+    let feed = input_of(&plan, &train_set)?;
     let t = plan.t;
 
     let mut loaded = session::load_device(&program, &args.device, None)?;
@@ -393,27 +342,14 @@ pub fn train(c: &mut Compiler, mut parsed: Parsed, args: &TrainArgs) -> DResult<
         .unwrap_or_else(|| PathBuf::from(format!("runs/{}", plan.name)));
     std::fs::create_dir_all(&out_dir).map_err(|e| io_err("cannot create", &out_dir, e))?;
 
-    let o = &cfg.optimizer;
-    let mut opt = match o.kind {
-        OptimizerKind::Sgd { momentum, nesterov } => {
-            optim::Optimizer::sgd(momentum, nesterov, o.weight_decay)
-        }
-        OptimizerKind::Adam => optim::Optimizer::adam(o.betas, o.eps, o.weight_decay),
-        OptimizerKind::AdamW => optim::Optimizer::adamw(o.betas, o.eps, o.weight_decay),
-    };
-    let schedule = match cfg.schedule {
-        LrScheduleDecl::Constant => snn_runtime::train::schedule::LrSchedule::Constant,
-        LrScheduleDecl::Step { step_size, gamma } => {
-            snn_runtime::train::schedule::LrSchedule::Step { step_size, gamma }
-        }
-        LrScheduleDecl::Cosine { eta_min } => snn_runtime::train::schedule::LrSchedule::Cosine {
-            t_max: cfg.epochs,
-            eta_min,
-        },
-    };
+    let mut trainer = Trainer::new(&cfg);
     let mut first_epoch = 0;
     if let Some(r) = &args.resume {
-        first_epoch = resume(s, &mut opt, r)?;
+        first_epoch = trainer.load_checkpoint(s, r).map_err(|e| {
+            Diagnostic::new(ErrorKind::Weights, e.to_string())
+                .hint("resume from the checkpoint.safetensors that `snnc train` wrote")
+        })?;
+        eprintln!("resuming after epoch {first_epoch} from {}", r.display());
     }
 
     let csv_path = out_dir.join("metrics.csv");
@@ -444,7 +380,7 @@ pub fn train(c: &mut Compiler, mut parsed: Parsed, args: &TrainArgs) -> DResult<
     let t_start = Instant::now();
     for epoch in first_epoch..cfg.epochs {
         let t_epoch = Instant::now();
-        let lr = schedule.lr_at_warmup(o.lr, epoch, cfg.warmup);
+        let lr = trainer.lr(epoch);
         let batches = snn_runtime::data::Batcher {
             batch: cfg.batch,
             shuffle: true,
@@ -469,15 +405,10 @@ pub fn train(c: &mut Compiler, mut parsed: Parsed, args: &TrainArgs) -> DResult<
         let mut rates = vec![0.0; rate_names.len()];
         for (bi, idx) in batches.iter().enumerate() {
             let labels: Vec<u32> = idx.iter().map(|&i| train_set.y[i]).collect();
-            let x = batch_tensor(&train_set, idx, t, f, tv);
-            let (so, grads) = step(s, x, &labels, t, true)?;
-            let mut grads = grads.expect("learning step");
-            if let Some(max) = cfg.clip {
-                optim::clip_grad_norm(&mut grads, max);
-            }
-            let mut w = s.weights().to_vec();
-            opt.step(&mut w, &grads, lr);
-            s.set_all_weights(w).map_err(runtime_diag)?;
+            let x = batch_tensor(&train_set, idx, feed);
+            let so = trainer
+                .step(s, &[x], &labels, t, lr)
+                .map_err(runtime_diag)?;
             if !so.loss.is_finite() {
                 bar.finish_and_clear();
                 return Err(Diagnostic::new(
@@ -504,7 +435,7 @@ pub fn train(c: &mut Compiler, mut parsed: Parsed, args: &TrainArgs) -> DResult<
             bar.inc(1);
         }
         bar.finish_and_clear();
-        let val = evaluate(s, &val_set, cfg.batch.max(64), t, f, tv)?;
+        let val = evaluate(s, &val_set, cfg.batch.max(64), feed)?;
         let secs = t_epoch.elapsed().as_secs_f64();
         let rate_txt: Vec<String> = rate_names
             .iter()
@@ -533,9 +464,15 @@ pub fn train(c: &mut Compiler, mut parsed: Parsed, args: &TrainArgs) -> DResult<
             val.spikes_per_sample
         ));
         write_atomic(&csv_path, csv.as_bytes())?;
-        checkpoint(s, &opt, epoch + 1, &out_dir)?;
+        let curves = plot::learning_curves(&plot::parse_metrics(&csv), &plan.name)?;
+        write_atomic(&out_dir.join("training.svg"), curves.as_bytes())?;
+        s.save_weights(out_dir.join("weights.safetensors"))
+            .map_err(runtime_diag)?;
+        trainer
+            .save_checkpoint(s, epoch + 1, &out_dir.join("checkpoint.safetensors"))
+            .map_err(runtime_diag)?;
     }
-    let test = evaluate(s, &test_set, cfg.batch.max(64), t, f, tv)?;
+    let test = evaluate(s, &test_set, cfg.batch.max(64), feed)?;
     say(format!(
         "test accuracy: {:.2}% ({} samples, {:.1} spikes per sample, {:.1} s training)",
         100.0 * test.accuracy,
@@ -543,11 +480,23 @@ pub fn train(c: &mut Compiler, mut parsed: Parsed, args: &TrainArgs) -> DResult<
         test.spikes_per_sample,
         t_start.elapsed().as_secs_f64()
     ));
+    let raster_path = out_dir.join("raster.svg");
+    let layers = raster_of(c, &parsed, s, &args.device, &test_set, feed)?;
+    if !layers.is_empty() {
+        let svg = plot::raster(&layers, &format!("{}: test sample 0", plan.name))?;
+        write_atomic(&raster_path, svg.as_bytes())?;
+    }
     eprintln!(
-        "weights: {}   checkpoint: {}   metrics: {}",
+        "weights: {}   checkpoint: {}   metrics: {}   plots: {}{}",
         out_dir.join("weights.safetensors").display(),
         out_dir.join("checkpoint.safetensors").display(),
-        csv_path.display()
+        csv_path.display(),
+        out_dir.join("training.svg").display(),
+        if layers.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", raster_path.display())
+        }
     );
     Ok(())
 }
@@ -562,67 +511,86 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> DResult<()> {
     std::fs::rename(&tmp, path).map_err(|e| io_err("cannot replace", path, e))
 }
 
-/// `weights.safetensors` (for `--weights`) and `checkpoint.safetensors` (weights, optimizer
-/// state and the epoch, for `--resume`), each written atomically.
-fn checkpoint(s: &Session, opt: &optim::Optimizer, epoch: usize, dir: &Path) -> DResult<()> {
-    s.save_weights(dir.join("weights.safetensors"))
-        .map_err(runtime_diag)?;
-    let plan = s.plan();
-    let mut list: Vec<(String, Vec<usize>, Vec<f32>)> = plan
-        .weights
-        .iter()
-        .zip(s.weights())
-        .map(|(d, w)| (d.name.clone(), d.shape.clone(), w.clone()))
-        .collect();
-    for (name, v) in opt.state() {
-        list.push((format!("optim.{name}"), vec![v.len()], v));
+/// The spikes of every population the model reports counts or spikes of, for the first
+/// test sample: the model is compiled again for inference with a `spikes(P)` output added
+/// per population, and run with the trained weights.
+fn raster_of(
+    c: &mut Compiler,
+    parsed: &Parsed,
+    trained: &Session,
+    device: &str,
+    test: &Dataset,
+    feed: Feed,
+) -> DResult<Vec<plot::RasterLayer>> {
+    if test.is_empty() {
+        return Ok(vec![]);
     }
-    list.push(("meta.epoch".into(), vec![1], vec![epoch as f32]));
-    let refs: Vec<(String, Vec<usize>, &[f32])> = list
+    let mut parsed = parsed.clone();
+    let root = parsed.root;
+    let Some(model) = parsed
+        .files
+        .iter_mut()
+        .find(|(id, _)| *id == root)
+        .and_then(|(_, f)| f.models.first_mut())
+    else {
+        return Ok(vec![]);
+    };
+    let snippet = |o: &snnc::front::ast::OutputStmt| c.sources.snippet(o.target.span).to_string();
+    let spiking: Vec<String> = model
+        .outputs
         .iter()
-        .map(|(n, sh, v)| (n.clone(), sh.clone(), v.as_slice()))
+        .filter(|o| o.kind.name == "counts" || o.kind.name == "spikes")
+        .map(snippet)
         .collect();
-    snn_runtime::io::weights::save(dir.join("checkpoint.safetensors"), &refs).map_err(runtime_diag)
-}
-
-/// Restores weights and optimizer state; returns the epoch to continue from.
-fn resume(s: &mut Session, opt: &mut optim::Optimizer, path: &Path) -> DResult<usize> {
-    let tensors = snn_runtime::io::weights::load(path).map_err(runtime_diag)?;
-    let mut epoch = None;
-    let mut state = Vec::new();
-    let mut weights = s.weights().to_vec();
-    let names: Vec<String> = s.plan().weights.iter().map(|w| w.name.clone()).collect();
-    let mut seen = vec![false; names.len()];
-    for (name, _shape, data) in tensors {
-        if name == "meta.epoch" {
-            epoch = data.first().map(|&e| e as usize);
-        } else if let Some(rest) = name.strip_prefix("optim.") {
-            state.push((rest.to_string(), data));
-        } else if let Some(i) = names.iter().position(|n| *n == name) {
-            if data.len() != weights[i].len() {
-                return Err(Diagnostic::new(
-                    ErrorKind::Weights,
-                    format!("checkpoint tensor `{name}` has the wrong size for this model"),
-                ));
-            }
-            weights[i] = data;
-            seen[i] = true;
+    let have: Vec<String> = model
+        .outputs
+        .iter()
+        .filter(|o| o.kind.name == "spikes")
+        .map(snippet)
+        .collect();
+    let mut extra = vec![];
+    for target in &spiking {
+        if !have.contains(target) && !extra.contains(target) {
+            extra.push(target.clone());
         }
     }
-    let Some(epoch) = epoch.filter(|_| seen.iter().all(|&x| x)) else {
-        return Err(Diagnostic::new(
-            ErrorKind::Weights,
-            format!(
-                "`{}` is not a training checkpoint of this model",
-                path.display()
-            ),
-        )
-        .hint("resume from the checkpoint.safetensors that `snnc train` wrote"));
-    };
-    s.set_all_weights(weights).map_err(runtime_diag)?;
-    opt.load_state(state).map_err(runtime_diag)?;
-    eprintln!("resuming after epoch {epoch} from {}", path.display());
-    Ok(epoch)
+    for o in model.outputs.clone() {
+        if o.kind.name == "counts" && extra.contains(&snippet(&o)) {
+            let mut spikes = o.clone();
+            spikes.kind.name = "spikes".into();
+            spikes.alias = None;
+            model.outputs.push(spikes);
+            extra.retain(|x| *x != snippet(&o));
+        }
+    }
+    let train = std::mem::replace(&mut c.opts.train, false);
+    let program = c.compile(&parsed);
+    c.opts.train = train;
+    let program = program?;
+    let mut loaded = session::load_device(&program, device, None)?;
+    let s = &mut loaded.session;
+    let named: Vec<(String, Vec<usize>, &[f32])> = trained
+        .plan()
+        .weights
+        .iter()
+        .zip(trained.weights())
+        .map(|(d, w)| (d.name.clone(), d.shape.clone(), w.as_slice()))
+        .collect();
+    for (name, _, w) in &named {
+        s.set_weight(name, w).map_err(runtime_diag)?;
+    }
+    let x = batch_tensor(test, &[0], feed);
+    let outs = s.run(&[x], feed.t, 1).map_err(runtime_diag)?;
+    Ok(outs
+        .into_iter()
+        .filter(|(d, _)| d.kind == OutputKind::Spikes)
+        .map(|(d, v)| plot::RasterLayer {
+            name: d.name.trim_end_matches(".spikes").to_string(),
+            t: feed.t,
+            n: d.shape.iter().product(),
+            spikes: v.data,
+        })
+        .collect())
 }
 
 /// `snnc eval`: accuracy and spikes per sample on the test split.
@@ -660,11 +628,11 @@ pub fn eval(
     if let Some(n) = limit {
         test = test.subset(0..n.min(test.len()));
     }
-    let (f, tv) = input_of(&plan, &test)?;
+    let feed = input_of(&plan, &test)?;
     let mut loaded = session::load_device(&program, device, None)?;
     let s = &mut loaded.session;
     s.load_weights(weights).map_err(runtime_diag)?;
-    let r = evaluate(s, &test, cfg.batch.max(64), plan.t, f, tv)?;
+    let r = evaluate(s, &test, cfg.batch.max(64), feed)?;
     say(format!(
         "test accuracy: {:.2}% ({} samples), loss {:.4}, {:.1} spikes per sample",
         100.0 * r.accuracy,
