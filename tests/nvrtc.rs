@@ -165,6 +165,7 @@ fn units() -> Vec<Unit> {
         .collect();
     train.sort();
     train.push(common::root().join("examples/yinyang.snn"));
+    train.push(common::root().join("examples/mnist.snn"));
     for path in train {
         let opts = Options {
             train: true,

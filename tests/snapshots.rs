@@ -98,6 +98,7 @@ fn training_plans() {
         .collect();
     files.sort();
     files.push(common::root().join("examples/yinyang.snn"));
+    files.push(common::root().join("examples/mnist.snn"));
     for path in files {
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
         let mut c = Compiler::new(Options {
