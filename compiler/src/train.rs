@@ -50,6 +50,11 @@ pub struct TrainConfig {
     pub loss: LossSpec,
     pub regularizers: Vec<RegSpec>,
     pub grad: GradOptions,
+    /// `checkpoint = recompute`: forward kernels keep no per-step state for the backward
+    /// pass; each population's backward is preceded by a kernel that recomputes its states
+    /// from its inputs into a buffer that lives only for that backward step, so the saved
+    /// states of all layers are never resident at once (one layer's instead).
+    pub recompute: bool,
     pub settings: TrainSettings,
 }
 
@@ -68,6 +73,7 @@ pub const SETTINGS: &[&str] = &[
     "data",
     "clip",
     "validation",
+    "checkpoint",
 ];
 
 fn err(span: Span, msg: impl Into<String>, hint: impl Into<String>) -> Diagnostic {
@@ -543,6 +549,7 @@ pub fn config(block: &[Binding], span: Span, model_batch: usize) -> DResult<Trai
     let mut loss_spec = None;
     let mut regs = Vec::new();
     let mut grad = GradOptions::default();
+    let mut recompute = false;
     let mut settings = TrainSettings {
         optimizer: OptimizerDecl {
             kind: OptimizerKind::Adam,
@@ -593,6 +600,20 @@ pub fn config(block: &[Binding], span: Span, model_batch: usize) -> DResult<Trai
                 settings.clip = Some(positive(v, c, "clip")?);
             }
             "validation" => settings.validation = int(v, "validation")?,
+            "checkpoint" => {
+                recompute = match v.as_ident() {
+                    Some("recompute") => true,
+                    Some("save") => false,
+                    _ => {
+                        return Err(err(
+                            v.span,
+                            "unknown checkpoint mode",
+                            "checkpoint = save (keep every state for the backward pass, the \
+                             default) or checkpoint = recompute (recompute them per layer)",
+                        ))
+                    }
+                }
+            }
             other => {
                 let d = Diagnostic::new(
                     ErrorKind::UnknownName,
@@ -615,6 +636,7 @@ pub fn config(block: &[Binding], span: Span, model_batch: usize) -> DResult<Trai
         loss,
         regularizers: regs,
         grad,
+        recompute,
         settings,
     })
 }

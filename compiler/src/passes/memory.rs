@@ -196,6 +196,7 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
     // forward stage; what it reads lives until then.
     let mut end = end;
     if let Some(bw) = &m.backward {
+        let recompute = m.train.as_ref().is_some_and(|c| c.recompute);
         let bwd = |s: usize| 2 * end - s;
         let touch = |lives: &mut Vec<Life>, b: usize, at: usize| {
             lives[b].first = lives[b].first.min(at);
@@ -264,6 +265,9 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
                 unreachable!("differentiated nodes are populations")
             };
             let at = bwd(def_stage(h));
+            // Saved by the forward kernel, or (recompute) written just before the backward
+            // kernel reads them.
+            let saved_from = if recompute { at } else { def_stage(h) };
             for (i, st) in eqs.states.iter().enumerate() {
                 let b = add(
                     &mut plan,
@@ -271,7 +275,7 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
                     format!("{}.save.{}", m.nodes[h].name, st.name),
                     PExtent::Seq,
                     m.shape(h).features(),
-                    def_stage(h),
+                    saved_from,
                     false,
                 );
                 touch(&mut lives, b, at);

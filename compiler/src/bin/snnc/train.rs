@@ -371,6 +371,14 @@ pub fn train(c: &mut Compiler, mut parsed: Parsed, args: &TrainArgs) -> DResult<
         cfg.batch,
         s.device_name()
     );
+    // Activation memory of one training step (forward values, saved states, gradients).
+    let slots = s.slot_sizes(t, cfg.batch).map_err(runtime_diag)?;
+    eprintln!(
+        "activation memory per step: {:.1} MiB in {} buffers (T = {t}, batch {})",
+        slots.iter().sum::<usize>() as f64 * 4.0 / (1 << 20) as f64,
+        slots.len(),
+        cfg.batch
+    );
     let rate_names: Vec<String> = plan
         .outputs
         .iter()

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{ext, symbol_part, Lowerer, KB};
+use super::{ext, mangle, symbol_part, Lowerer, Role, KB};
 use crate::diag::{DResult, Diagnostic, ErrorKind};
 use crate::ir::adjoint::{GExpr, StepAdjoint, ValKind};
 use crate::ir::eqn::{BinOp, Func};
@@ -52,6 +52,9 @@ impl Lowerer<'_> {
                                 .hint("give each population its own projection"));
                             }
                         }
+                    }
+                    if cfg.recompute {
+                        ops.push(self.recompute(h, inputs));
                     }
                     let id = self.kernels.len();
                     k.symbol = format!("snn_k{id}_{}_backward", symbol_part(&m.nodes[h].name));
@@ -138,6 +141,31 @@ impl Lowerer<'_> {
     }
 
     /// The reverse-time kernel of population `h` and the buffers its launch binds.
+    /// `checkpoint = recompute`: the forward step of `h` again, storing only the states
+    /// its backward kernel reads (the launch that precedes it).
+    fn recompute(&mut self, h: NodeId, inputs: &[NodeId]) -> Op {
+        let NodeKind::Population { eqs: Some(eqs), .. } = &self.m.nodes[h].kind else {
+            unreachable!("differentiated nodes are populations")
+        };
+        let (mut k, bufs) = self.population(h, inputs, eqs, Role::Recompute, false);
+        let id = self.kernels.len();
+        k.symbol = mangle(id, &self.m.nodes[h], Role::Recompute);
+        self.plan.kernels.push(KernelDecl {
+            symbol: k.symbol.clone(),
+            arity: k.args.len(),
+        });
+        self.kernels.push(k);
+        Op::Launch {
+            kernel: id,
+            groups: vec![LaunchGroup {
+                args: bufs,
+                params: self.param_base[&h],
+                features: self.m.shape(h).features(),
+            }],
+            time: LaunchTime::Seq,
+        }
+    }
+
     fn population_backward(
         &self,
         h: NodeId,

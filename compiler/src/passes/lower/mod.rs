@@ -74,6 +74,9 @@ enum Role {
     Charge,
     Fire,
     Reset,
+    /// Training with `checkpoint = recompute`: the fused step run again before the
+    /// backward kernel, writing only the saved states.
+    Recompute,
 }
 
 impl Lowerer<'_> {
@@ -292,6 +295,7 @@ impl Lowerer<'_> {
             Role::Charge => "charge (unfused)",
             Role::Fire => "fire (unfused)",
             Role::Reset => "reset (unfused)",
+            Role::Recompute => "states recomputed for the backward pass",
         };
         let mut kb = KB::new(
             format!("{} population `{name}`: {what}", eqs.model),
@@ -302,7 +306,7 @@ impl Lowerer<'_> {
             },
         );
         kb.k.params = eqs.params.iter().map(|p| p.name.clone()).collect();
-        let spilled = if role == Role::Fused {
+        let spilled = if matches!(role, Role::Fused | Role::Recompute) {
             vec![]
         } else {
             spilled_locals(eqs)
@@ -310,7 +314,7 @@ impl Lowerer<'_> {
 
         // Arguments, in a fixed order per role.
         let mut in_args = Vec::new();
-        if matches!(role, Role::Fused | Role::Charge) {
+        if matches!(role, Role::Fused | Role::Charge | Role::Recompute) {
             for (i, &src) in inputs.iter().enumerate() {
                 in_args.push(kb.arg(
                     &format!("in{i}"),
@@ -320,18 +324,19 @@ impl Lowerer<'_> {
                 ));
             }
         }
-        let spikes_arg = (outs.spikes && role != Role::Charge).then(|| {
-            kb.arg(
-                "spikes",
-                mem.node_out[&h],
-                PExtent::Seq,
-                matches!(role, Role::Fused | Role::Fire),
-            )
-        });
+        let spikes_arg =
+            (outs.spikes && !matches!(role, Role::Charge | Role::Recompute)).then(|| {
+                kb.arg(
+                    "spikes",
+                    mem.node_out[&h],
+                    PExtent::Seq,
+                    matches!(role, Role::Fused | Role::Fire),
+                )
+            });
         let writes_traces = match role {
             Role::Fused | Role::Reset => true,
             Role::Charge => !outs.spikes,
-            Role::Fire => false,
+            Role::Fire | Role::Recompute => false,
         };
         let trace_args: Vec<(usize, usize)> = if writes_traces {
             outs.traces
@@ -358,7 +363,8 @@ impl Lowerer<'_> {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                mem.states.get(&(h, i)).map(|&b| {
+                let state = mem.states.get(&(h, i)).filter(|_| role != Role::Recompute);
+                state.map(|&b| {
                     kb.arg(
                         &format!("state_{}", s.name),
                         b,
@@ -385,19 +391,21 @@ impl Lowerer<'_> {
             .collect();
 
         // Training: the state at the start of every step, for the backward kernel.
-        let save_args: Vec<usize> = if role == Role::Fused {
-            eqs.states
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| {
-                    mem.saves
-                        .get(&(h, i))
-                        .map(|&b| kb.arg(&format!("save_{}", s.name), b, PExtent::Seq, true))
-                })
-                .collect()
-        } else {
-            vec![]
-        };
+        let recompute = m.train.as_ref().is_some_and(|c| c.recompute);
+        let save_args: Vec<usize> =
+            if (role == Role::Fused && !recompute) || role == Role::Recompute {
+                eqs.states
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| {
+                        mem.saves
+                            .get(&(h, i))
+                            .map(|&b| kb.arg(&format!("save_{}", s.name), b, PExtent::Seq, true))
+                    })
+                    .collect()
+            } else {
+                vec![]
+            };
 
         // Carried values: the states, then the spike count.
         for (i, s) in eqs.states.iter().enumerate() {
@@ -406,6 +414,7 @@ impl Lowerer<'_> {
                 Role::Fused | Role::Charge => (true, true),
                 Role::Fire => (false, false),
                 Role::Reset => (false, true),
+                Role::Recompute => (true, false),
             };
             kb.k.carried.push(Carried {
                 name: s.name.clone(),
@@ -448,7 +457,7 @@ impl Lowerer<'_> {
         for (i, &a) in save_args.iter().enumerate() {
             kb.store(a, KExpr::Var(state_vars[i]));
         }
-        if matches!(role, Role::Fused | Role::Charge) {
+        if matches!(role, Role::Fused | Role::Charge | Role::Recompute) {
             let mut sum: Option<KExpr> = None;
             for &a in &in_args {
                 sum = Some(match sum {
@@ -466,7 +475,10 @@ impl Lowerer<'_> {
                 }
             }
         }
-        if let (Some(spike), true) = (&eqs.spike, matches!(role, Role::Fused | Role::Fire)) {
+        if let (Some(spike), true) = (
+            &eqs.spike,
+            matches!(role, Role::Fused | Role::Fire | Role::Recompute),
+        ) {
             // S = 1 when the condition is non-zero.
             kb.set(
                 s_var,
@@ -475,12 +487,14 @@ impl Lowerer<'_> {
                     vec![cv(spike), KExpr::Const(1.0), KExpr::Const(0.0)],
                 ),
             );
-            kb.store(spikes_arg.expect("spiking population"), KExpr::Var(s_var));
+            if let Some(a) = spikes_arg {
+                kb.store(a, KExpr::Var(s_var));
+            }
             if let Some(c) = count {
                 kb.set(c, KExpr::bin(BinOp::Add, KExpr::Var(c), KExpr::Var(s_var)));
             }
         }
-        if eqs.spikes() && matches!(role, Role::Fused | Role::Reset) {
+        if eqs.spikes() && matches!(role, Role::Fused | Role::Reset | Role::Recompute) {
             if role == Role::Reset {
                 kb.set(s_var, KExpr::Load(spikes_arg.expect("spiking population")));
             }
@@ -736,6 +750,7 @@ fn mangle(id: usize, node: &Node, role: Role) -> String {
         Role::Charge => "_charge",
         Role::Fire => "_fire",
         Role::Reset => "_reset",
+        Role::Recompute => "_recompute",
     };
     format!("snn_k{id}_{clean}{role}")
 }

@@ -1,0 +1,96 @@
+//! `checkpoint = recompute` (states recomputed per layer before its backward kernel) gives
+//! the same outputs and gradients as `checkpoint = save`, bit for bit, in less memory.
+
+mod common;
+
+use snnc::{Compiler, Options};
+
+fn load(src: &str) -> snn_runtime::Session {
+    let mut c = Compiler::new(Options {
+        train: true,
+        ..Options::default()
+    });
+    let parsed = c.parse_str("recompute.snn", src).unwrap();
+    let program = c
+        .compile(&parsed)
+        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
+    snnc::session::load(&program, Some(&common::cache_dir()))
+        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)))
+        .session
+}
+
+#[test]
+fn recompute_gives_the_saved_gradients_in_less_memory() {
+    let src = std::fs::read_to_string(common::root().join("tests/in/train/recompute.snn")).unwrap();
+    assert!(src.contains("checkpoint = recompute"));
+    let saved = src.replace("checkpoint = recompute", "checkpoint = save");
+    let (t, b) = (12, 4);
+    let x = snn_runtime::Tensor {
+        shape: vec![t, b, 6],
+        data: (0..t * b * 6)
+            .map(|i| ((i * 53 % 29) as f32 / 29.0) * 1.5)
+            .collect(),
+    };
+    let mut results = vec![];
+    for text in [&src, &saved] {
+        let mut s = load(text);
+        s.init_weights(5).unwrap();
+        let out = s.run(std::slice::from_ref(&x), t, b).unwrap();
+        let counts = out[0].1.data.clone();
+        // dL/dcounts of some loss: any fixed tensor exercises the whole backward pass.
+        let g: Vec<f32> = (0..b * 3).map(|i| (i as f32 - 5.0) * 0.1).collect();
+        s.backward(&[&g], t, b).unwrap();
+        let bytes: usize = s.slot_sizes(t, b).unwrap().iter().sum::<usize>() * 4;
+        results.push((counts, s.grads().unwrap(), bytes));
+    }
+    let (rc, rg, rbytes) = &results[0];
+    let (sc, sg, sbytes) = &results[1];
+    assert_eq!(rc, sc, "forward counts");
+    assert!(sc.iter().sum::<f32>() > 0.0, "the output layer spikes");
+    for (i, (a, b)) in rg.iter().zip(sg).enumerate() {
+        assert_eq!(a, b, "gradient of weight {i}");
+        assert!(b.iter().any(|&v| v != 0.0), "weight {i} gets a gradient");
+    }
+    // Saved states: s1 has two (i_syn, v) of 16 neurons, s2 and s3 one each (12, 3).
+    // With `save` all 47 [T, B] planes are live at the turn of forward to backward; with
+    // `recompute` none is, and at most one layer's during its backward step.
+    let plane = t * b * 4;
+    assert!(
+        rbytes + 15 * plane <= *sbytes,
+        "recompute {rbytes} B vs save {sbytes} B"
+    );
+}
+
+/// The recompute kernel exists in both printed back ends and precedes each backward kernel.
+#[test]
+fn recompute_kernels_precede_backward_kernels() {
+    let src = std::fs::read_to_string(common::root().join("tests/in/train/recompute.snn")).unwrap();
+    let mut c = Compiler::new(Options {
+        train: true,
+        ..Options::default()
+    });
+    let parsed = c.parse_str("recompute.snn", &src).unwrap();
+    let p = c.compile(&parsed).unwrap();
+    let names: Vec<&str> = p.kernels.iter().map(|k| k.symbol.as_str()).collect();
+    for pop in ["s1", "s2", "s3"] {
+        let r = names
+            .iter()
+            .position(|n| n.ends_with(&format!("_{pop}_recompute")))
+            .unwrap_or_else(|| panic!("no recompute kernel for {pop} in {names:?}"));
+        let bw = names
+            .iter()
+            .position(|n| n.ends_with(&format!("_{pop}_backward")))
+            .unwrap();
+        assert_eq!(r + 1, bw, "{names:?}");
+        // The forward kernel of the population stores no saved state.
+        let fwd = p
+            .kernels
+            .iter()
+            .find(|k| k.symbol.ends_with(&format!("_{pop}")))
+            .unwrap();
+        assert!(
+            fwd.args.iter().all(|a| !a.name.starts_with("save_")),
+            "{fwd}"
+        );
+    }
+}
