@@ -45,6 +45,8 @@ snn::include_snn!("tests/in/encoders_pooling.snn" as encoders_pooling);
 snn::include_snn!("tests/in/loop_to_earlier.snn" as loop_to_earlier);
 snn::include_snn!("tests/in/merged_populations.snn" as merged_populations);
 snn::include_snn!("tests/in/recurrent_inline.snn" as recurrent_inline);
+// A model with a `train { }` block: compiled for training, its Network has `train_step`.
+snn::include_snn!("tests/in/train/mlp_4_8_3.snn" as mlp483);
 
 // A model and populations named with Rust keywords.
 snn::snn! {
@@ -242,10 +244,79 @@ fn expansion_time() {
                 snnc::back::rust::print_module(&program, &quote::quote!(::snn::plan::KernelArgs));
             let plan =
                 snnc::back::plan_tokens::plan_tokens(&program.plan, &quote::quote!(::snn::plan));
-            len = kernels.to_string().len() + plan.to_string().len();
+            let cuda = snnc::back::cuda::print_program(&program);
+            len = kernels.to_string().len() + plan.to_string().len() + cuda.len();
         }
         let ms = start.elapsed().as_secs_f64() * 1e3 / n as f64;
         println!("{path}: compile + print {ms:.2} ms ({len} bytes of tokens)");
         assert!(ms < 2000.0, "{path}: {ms} ms");
+    }
+}
+
+/// `train_step` of a macro-built network takes the same steps, bit for bit, as the runtime's
+/// `Trainer` on the plan snnc compiles from the same file (the path `snnc train` takes).
+#[test]
+fn train_step_matches_the_library_trainer() {
+    let (t, b) = (20, 5);
+    let x = Tensor {
+        shape: vec![b, 4],
+        data: (0..b * 4).map(|i| (i * 7 % 11) as f32 / 5.0).collect(),
+    };
+    let labels = [0u32, 1, 2, 0, 1];
+    let mut net = mlp483::Network::new().unwrap();
+    let program = common::compile_file(
+        &common::root().join("tests/in/train/mlp_4_8_3.snn"),
+        Options {
+            train: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let mut s = snnc::session::load(&program, Some(&common::cache_dir()))
+        .unwrap()
+        .session;
+    assert_eq!(&mlp483::plan(), s.plan());
+    let mut trainer = snn::train::Trainer::new(&program.plan.train.as_ref().unwrap().settings);
+    let first = net.session().weights().to_vec();
+    for step in 0..3 {
+        let lr = net.lr(step);
+        let a = net
+            .train_step(std::slice::from_ref(&x), &labels, t, lr)
+            .unwrap();
+        let b_ = trainer
+            .step(&mut s, std::slice::from_ref(&x), &labels, t, lr)
+            .unwrap();
+        assert_eq!(a, b_, "step {step}");
+        assert_eq!(
+            net.session().weights(),
+            s.weights(),
+            "weights after step {step}"
+        );
+    }
+    assert_ne!(
+        net.session().weights(),
+        &first[..],
+        "the steps changed the weights"
+    );
+}
+
+/// `new_cuda` compiles the embedded CUDA source with NVRTC; without a driver or GPU it is an
+/// error naming the cause (never a panic), with one it computes what the CPU computes.
+#[test]
+fn new_cuda_errs_cleanly_or_matches_the_cpu() {
+    assert!(mlp::CUDA_SOURCE.contains("extern \"C\" __global__"));
+    match mlp::Network::new_cuda(0) {
+        Err(e) => {
+            let msg = e.to_string();
+            println!("SKIP: {msg}");
+            assert!(msg.contains("CUDA") || msg.contains("NVRTC"), "{msg}");
+        }
+        Ok(mut gpu) => {
+            let mut cpu = mlp::Network::new().unwrap();
+            let x = cpu.session().random_inputs(mlp::T, 4, 3);
+            let a = cpu.forward(&x, mlp::T, 4).unwrap();
+            let g = gpu.forward(&x, mlp::T, 4).unwrap();
+            assert_eq!(a.s2_counts.data, g.s2_counts.data, "counts on the GPU");
+        }
     }
 }

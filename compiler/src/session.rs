@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use snn_runtime::{CudaDevice, KernelTable, RuntimeError, Session};
+use snn_runtime::{KernelTable, RuntimeError, Session};
 
 use crate::build::{self, BuiltLib};
 use crate::diag::{DResult, Diagnostic, ErrorKind};
@@ -62,16 +62,7 @@ pub fn load_device(program: &Program, device: &str, cache: Option<&Path>) -> DRe
     };
     let start = std::time::Instant::now();
     let source = crate::back::cuda::print_program(program);
-    let symbols = program
-        .plan
-        .kernels
-        .iter()
-        .map(|k| k.symbol.clone())
-        .collect();
-    let headers = [(crate::back::cuda::PRELUDE_NAME, crate::back::cuda::PRELUDE)];
-    let dev = CudaDevice::new(ordinal, &source, &headers, symbols).map_err(cuda_diag)?;
-    let session =
-        Session::with_device(program.plan.clone(), Box::new(dev)).map_err(runtime_diag)?;
+    let session = Session::new_cuda(program.plan.clone(), ordinal, &source).map_err(cuda_diag)?;
     Ok(DeviceLoaded {
         kernels: format!(
             "{} ({:.0} ms to set up)",

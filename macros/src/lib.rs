@@ -64,7 +64,10 @@ pub fn snn(input: TokenStream) -> TokenStream {
         &text.src,
         dir.as_deref(),
     );
-    let result = parsed.and_then(|p| compiler.compile(&p));
+    let result = parsed.and_then(|p| {
+        compiler.opts.train = has_train_block(&p);
+        compiler.compile(&p)
+    });
     match result {
         Ok(program) => {
             let source = Source::Inline;
@@ -96,13 +99,24 @@ pub fn include_snn(input: TokenStream) -> TokenStream {
         None => PathBuf::from(&rel),
     };
     let mut compiler = Compiler::default();
-    let result = compiler
-        .parse_file(&path)
-        .and_then(|p| compiler.compile(&p));
+    let result = compiler.parse_file(&path).and_then(|p| {
+        compiler.opts.train = has_train_block(&p);
+        compiler.compile(&p)
+    });
     match result {
         Ok(program) => expand(&program, &compiler.sources, &Source::File, rename).into(),
         Err(d) => error(&d, &compiler.sources, lit_span, true),
     }
+}
+
+/// A model with a `train { }` block is compiled for training, so its `Network` gets
+/// `train_step` (the forward kernels then also keep what the backward pass reads).
+fn has_train_block(p: &snnc::front::Parsed) -> bool {
+    p.files
+        .iter()
+        .find(|(id, _)| *id == p.root)
+        .and_then(|(_, f)| f.models.first())
+        .is_some_and(|m| m.train.is_some())
 }
 
 fn manifest_dir() -> Option<PathBuf> {
@@ -322,6 +336,47 @@ fn expand(
         .map(snnc::back::rust::module_kernel_ident);
     let kernel_names = program.plan.kernels.iter().map(|k| &k.symbol);
     let plan_expr = snnc::back::plan_tokens::plan_tokens(plan, &plan_mod);
+    let cuda_source = snnc::back::cuda::print_program(program);
+    let train_items = if plan.train.is_some() {
+        quote! {
+            /// One training step on a labelled batch with the model's `train { }` settings:
+            /// forward, loss (and regularisers), backward, gradient clipping, optimizer
+            /// step at learning rate `lr` (see [`Network::lr`]). The weights are left
+            /// unchanged when the loss is not finite.
+            pub fn train_step(
+                &mut self,
+                inputs: &[::snn::Tensor],
+                labels: &[u32],
+                t: usize,
+                lr: f32,
+            ) -> ::snn::Result<::snn::train::StepStats> {
+                self.trainer.step(&mut self.session, inputs, labels, t, lr)
+            }
+
+            /// The learning rate of `epoch` (0-based) under the model's schedule and
+            /// warm-up.
+            pub fn lr(&self, epoch: usize) -> f32 {
+                self.trainer.lr(epoch)
+            }
+
+            /// The optimizer, schedule and clipping (e.g. to save the optimizer state).
+            pub fn trainer(&mut self) -> &mut ::snn::train::Trainer {
+                &mut self.trainer
+            }
+        }
+    } else {
+        quote!()
+    };
+    let (trainer_field, trainer_init) = if plan.train.is_some() {
+        (
+            quote!(trainer: ::snn::train::Trainer,),
+            quote!(trainer: ::snn::train::Trainer::new(
+                &plan().train.expect("compiled for training").settings
+            ),),
+        )
+    } else {
+        (quote!(), quote!())
+    };
 
     // Make cargo rebuild when a source file changes.
     let tracked: Vec<Tokens> = match source {
@@ -403,6 +458,10 @@ fn expand(
                 #plan_expr
             }
 
+            /// The same kernels as CUDA C (the CUDA back end's output), compiled by NVRTC
+            /// when [`Network::new_cuda`] is called.
+            pub const CUDA_SOURCE: &str = #cuda_source;
+
             /// The generated kernels, in `plan().kernels` order.
             pub fn kernels() -> ::snn::KernelTable {
                 let fns: ::std::vec::Vec<::snn::plan::KernelFn> = ::std::vec![#(#kernel_fns),*];
@@ -430,19 +489,34 @@ fn expand(
                 }
             }
 
-            /// The network: plan, kernels, weights and parameters in a CPU session.
+            /// The network: plan, kernels, weights and parameters in a session on the CPU
+            /// ([`Network::new`]) or a CUDA GPU ([`Network::new_cuda`]).
             #[derive(Debug)]
             pub struct Network {
                 session: ::snn::Session,
+                #trainer_field
             }
 
             impl Network {
-                /// A network with weights initialised from the model's seed.
+                /// A network on the CPU with weights initialised from the model's seed.
                 pub fn new() -> ::snn::Result<Network> {
                     ::core::result::Result::Ok(Network {
                         session: ::snn::Session::new(plan(), kernels())?,
+                        #trainer_init
                     })
                 }
+
+                /// A network on CUDA device `ordinal`: [`CUDA_SOURCE`] is compiled by
+                /// NVRTC at this call (cached on disk). No driver, no GPU or a compile error
+                /// is an `Err` naming the cause.
+                pub fn new_cuda(ordinal: usize) -> ::snn::Result<Network> {
+                    ::core::result::Result::Ok(Network {
+                        session: ::snn::Session::new_cuda(plan(), ordinal, CUDA_SOURCE)?,
+                        #trainer_init
+                    })
+                }
+
+                #train_items
 
                 /// Runs `t` steps on a batch of `batch`: one tensor per input, in `INPUTS`
                 /// order, `[T, B, ...]` (time-varying) or `[B, ...]`.

@@ -186,6 +186,16 @@ impl Session {
         Session::with_device(plan, Box::new(CpuDevice::new(kernels)))
     }
 
+    /// A session on CUDA device `ordinal`: `cuda_source` (the CUDA back end's printout of
+    /// this plan's kernels) is compiled by NVRTC, through the disk cache. No driver, no
+    /// device or an NVRTC error is an error, never a panic.
+    pub fn new_cuda(plan: Plan, ordinal: usize, cuda_source: &str) -> Result<Session> {
+        let symbols = plan.kernels.iter().map(|k| k.symbol.clone()).collect();
+        let headers = [(crate::cuda::PRELUDE_NAME, crate::cuda::PRELUDE)];
+        let dev = crate::cuda::CudaDevice::new(ordinal, cuda_source, &headers, symbols)?;
+        Session::with_device(plan, Box::new(dev))
+    }
+
     /// A session on any device (the device holds the plan's kernels).
     pub fn with_device(plan: Plan, mut device: Box<dyn Device>) -> Result<Session> {
         let (exec, backward) = validate(&plan, device.num_kernels())?;

@@ -39,10 +39,9 @@ use crate::ir::eqn::{BinOp, Func, UnOp};
 use crate::ir::kernel::*;
 use snn_runtime::plan::{Extent, LaunchTime, KERNEL_ABI_VERSION};
 
-/// Hand-written device support (Philox, bit casts); generated files `#include` it.
-pub const PRELUDE: &str = include_str!("../../../kernels/cuda/snn_prelude.cuh");
-/// The name generated files include the prelude by (NVRTC header name).
-pub const PRELUDE_NAME: &str = "snn_prelude.cuh";
+/// Hand-written device support (Philox, bit casts) and the name generated files include it
+/// by; the runtime owns them so code built by `snn!` can compile its kernels too.
+pub use snn_runtime::cuda::{PRELUDE, PRELUDE_NAME};
 /// The C++20 header that runs generated CUDA C on the host (tests, CPU-only CI).
 pub const HOST_SHIM: &str = include_str!("../../../kernels/cuda/host_shim.h");
 /// The name [`print_shim_driver`] includes the host shim by.

@@ -72,6 +72,13 @@ pub fn plan_tokens(p: &Plan, m: &TokenStream) -> TokenStream {
         quote!(#m::KernelDecl { symbol: ::std::string::String::from(#symbol), arity: #arity })
     });
     let ops = ops(&p.ops, m);
+    let train = match &p.train {
+        Some(tp) => {
+            let tp = train_tokens(tp, m);
+            quote!(::std::option::Option::Some(#tp))
+        }
+        None => quote!(::std::option::Option::None),
+    };
     quote! {
         #m::Plan {
             name: ::std::string::String::from(#name),
@@ -86,10 +93,129 @@ pub fn plan_tokens(p: &Plan, m: &TokenStream) -> TokenStream {
             outputs: ::std::vec![#(#outputs),*],
             kernels: ::std::vec![#(#kernels),*],
             ops: #ops,
-            // Macro-built networks are for inference; `snnc train` trains.
-            train: ::std::option::Option::None,
+            train: #train,
         }
     }
+}
+
+/// The training plan of a model with a `train { }` block: the macro's `train_step` runs
+/// the same backward ops and optimiser as `snnc train`.
+fn train_tokens(tp: &TrainPlan, m: &TokenStream) -> TokenStream {
+    let backward = ops(&tp.backward, m);
+    let l = &tp.loss;
+    let kind = match l.kind {
+        LossKind::CrossEntropyCounts => quote!(#m::LossKind::CrossEntropyCounts),
+        LossKind::CrossEntropyMaxMembrane => quote!(#m::LossKind::CrossEntropyMaxMembrane),
+        LossKind::CrossEntropyMeanMembrane => quote!(#m::LossKind::CrossEntropyMeanMembrane),
+        LossKind::MseCounts { on, off, groups } => {
+            let (on, off, groups) = (f32_bits(on), f32_bits(off), usize_lit(groups));
+            quote!(#m::LossKind::MseCounts { on: #on, off: #off, groups: #groups })
+        }
+        LossKind::FirstSpikeTime => quote!(#m::LossKind::FirstSpikeTime),
+    };
+    let (output, grad) = (usize_lit(l.output), usize_lit(l.grad));
+    let loss = quote!(#m::LossDecl { kind: #kind, output: #output, grad: #grad });
+    let regularizers = tp.regularizers.iter().map(|r| {
+        let (output, grad) = (usize_lit(r.output), usize_lit(r.grad));
+        let (lambda, target) = (f32_bits(r.lambda), f32_bits(r.target));
+        quote!(#m::RegDecl { output: #output, grad: #grad, lambda: #lambda, target: #target })
+    });
+    let settings = settings_tokens(&tp.settings, m);
+    quote!(#m::TrainPlan {
+        backward: #backward,
+        loss: #loss,
+        regularizers: ::std::vec![#(#regularizers),*],
+        settings: #settings,
+    })
+}
+
+fn settings_tokens(s: &TrainSettings, m: &TokenStream) -> TokenStream {
+    let o = &s.optimizer;
+    let kind = match o.kind {
+        OptimizerKind::Sgd { momentum, nesterov } => {
+            let momentum = f32_bits(momentum);
+            quote!(#m::OptimizerKind::Sgd { momentum: #momentum, nesterov: #nesterov })
+        }
+        OptimizerKind::Adam => quote!(#m::OptimizerKind::Adam),
+        OptimizerKind::AdamW => quote!(#m::OptimizerKind::AdamW),
+    };
+    let (lr, b1, b2, eps, wd) = (
+        f32_bits(o.lr),
+        f32_bits(o.betas.0),
+        f32_bits(o.betas.1),
+        f32_bits(o.eps),
+        f32_bits(o.weight_decay),
+    );
+    let optimizer = quote!(#m::OptimizerDecl { kind: #kind, lr: #lr, betas: (#b1, #b2), eps: #eps, weight_decay: #wd });
+    let schedule = match s.schedule {
+        LrScheduleDecl::Constant => quote!(#m::LrScheduleDecl::Constant),
+        LrScheduleDecl::Step { step_size, gamma } => {
+            let (step_size, gamma) = (usize_lit(step_size), f32_bits(gamma));
+            quote!(#m::LrScheduleDecl::Step { step_size: #step_size, gamma: #gamma })
+        }
+        LrScheduleDecl::Cosine { eta_min } => {
+            let eta_min = f32_bits(eta_min);
+            quote!(#m::LrScheduleDecl::Cosine { eta_min: #eta_min })
+        }
+    };
+    let string = |v: &str| quote!(::std::string::String::from(#v));
+    let opt_string = |v: &Option<String>| match v {
+        Some(v) => {
+            let v = string(v);
+            quote!(::std::option::Option::Some(#v))
+        }
+        None => quote!(::std::option::Option::None),
+    };
+    let data = match &s.data {
+        None => quote!(::std::option::Option::None),
+        Some(d) => {
+            let d = match d {
+                DataDecl::YinYang => quote!(#m::DataDecl::YinYang),
+                DataDecl::Mnist { dir } => {
+                    let dir = string(dir);
+                    quote!(#m::DataDecl::Mnist { dir: #dir })
+                }
+                DataDecl::FashionMnist { dir } => {
+                    let dir = string(dir);
+                    quote!(#m::DataDecl::FashionMnist { dir: #dir })
+                }
+                DataDecl::Npy {
+                    x,
+                    y,
+                    test_x,
+                    test_y,
+                } => {
+                    let (x, y) = (string(x), string(y));
+                    let (test_x, test_y) = (opt_string(test_x), opt_string(test_y));
+                    quote!(#m::DataDecl::Npy { x: #x, y: #y, test_x: #test_x, test_y: #test_y })
+                }
+            };
+            quote!(::std::option::Option::Some(#d))
+        }
+    };
+    let clip = match s.clip {
+        Some(c) => {
+            let c = f32_bits(c);
+            quote!(::std::option::Option::Some(#c))
+        }
+        None => quote!(::std::option::Option::None),
+    };
+    let (warmup, epochs, batch, validation) = (
+        usize_lit(s.warmup),
+        usize_lit(s.epochs),
+        usize_lit(s.batch),
+        usize_lit(s.validation),
+    );
+    quote!(#m::TrainSettings {
+        optimizer: #optimizer,
+        schedule: #schedule,
+        warmup: #warmup,
+        epochs: #epochs,
+        batch: #batch,
+        data: #data,
+        clip: #clip,
+        validation: #validation,
+    })
 }
 
 fn usize_lit(v: usize) -> Literal {

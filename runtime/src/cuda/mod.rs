@@ -30,6 +30,10 @@ use crate::plan::{PoolKind, WeightId};
 
 /// The hand-written library kernels (im2col, bias, pooling).
 pub const OPS_SOURCE: &str = include_str!("../../../kernels/cuda/ops.cuh");
+/// Hand-written device support (Philox, bit casts) that generated kernels `#include`.
+pub const PRELUDE: &str = include_str!("../../../kernels/cuda/snn_prelude.cuh");
+/// The name generated files include the prelude by (NVRTC header name).
+pub const PRELUDE_NAME: &str = "snn_prelude.cuh";
 /// Threads per block for every launch.
 pub const BLOCK: u32 = 256;
 /// Most f32 elements of the im2col scratch buffer (256 MiB); larger convs run in chunks.

@@ -87,6 +87,7 @@ pub fn loss_and_grads(
 }
 
 /// The optimizer, schedule and clipping of a plan's `train { }` block.
+#[derive(Clone, Debug)]
 pub struct Trainer {
     pub optimizer: Optimizer,
     pub schedule: LrSchedule,
