@@ -1516,19 +1516,21 @@ fn loss_on_the_membrane_of_spiking_populations() {
 /// Every model's update equations, with the spike's Heaviside replaced by a sigmoid and
 /// the reset by a mix (tests/in/train/smooth_neurons.snn: IF soft, LIF hard, Leaky's
 /// delayed and immediate resets, CUBALIF, ALIF as ODEs in `dt = 0.5` with a named current;
-/// three branches summed into an LI readout), against central finite differences of the
+/// three branches summed into an LI readout, a static input added to a per-step one, a
+/// population read by two projections), against central finite differences of the
 /// compiled forward pass, for every weight and bias.
 #[test]
 fn smooth_stand_ins_match_finite_differences() {
     let mut s = load("tests/in/train/smooth_neurons.snn");
     let (t, c) = (6, 2);
     let mut rng = Rng::new(7);
-    let x = Tensor {
-        shape: vec![t, B, NIN],
-        data: (0..t * B * NIN)
+    let mut input = |shape: Vec<usize>| Tensor {
+        data: (0..shape.iter().product())
             .map(|_| rng.uniform(0.0, 1.0) as f32)
             .collect(),
+        shape,
     };
+    let xs = [input(vec![t, B, NIN]), input(vec![B, 2])];
     let decls = s.plan().weights.clone();
     for d in &decls {
         let w: Vec<f32> = (0..d.numel())
@@ -1539,12 +1541,7 @@ fn smooth_stand_ins_match_finite_differences() {
     let labels: Vec<u32> = LABELS.iter().map(|&l| l as u32).collect();
     // The loss in f64 from the f32 membrane, so only the forward pass rounds.
     let loss_of = |s: &mut Session| -> (f64, Vec<f32>) {
-        let tr = s
-            .run(std::slice::from_ref(&x), t, B)
-            .unwrap()
-            .remove(0)
-            .1
-            .data;
+        let tr = s.run(&xs, t, B).unwrap().remove(0).1.data;
         let logits: Vec<f64> = (0..B * c)
             .map(|k| (0..t).map(|st| tr[st * B * c + k] as f64).sum::<f64>() / t as f64)
             .collect();
@@ -1587,7 +1584,7 @@ fn smooth_stand_ins_match_finite_differences() {
     println!(
         "{checked} weights, {above_floor} with |grad| > 1e-3, worst relative error {worst:.2e}"
     );
-    assert_eq!(checked, 4 * 12 + 9 + 8 + 2 * 6);
+    assert_eq!(checked, 4 * 12 + 6 + 9 + 8 + 3 * 6);
     assert!(
         above_floor * 3 > checked * 2,
         "most gradients must be well above the floor"
