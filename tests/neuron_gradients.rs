@@ -44,7 +44,7 @@ enum Sg {
     FastSigmoid(f64),
     /// SpikingJelly `surrogate.PiecewiseQuadratic`: `a - a^2 |x|` inside `|x| <= 1/a`, else 0.
     Triangle(f64),
-    /// The rectangle of height `a` and width `1/a` (STBP's rectangular curve).
+    /// SpikingJelly `surrogate.Rect`: `a` inside `|x| < 1/(2a)`, else 0.
     Rectangle(f64),
 }
 
@@ -1589,4 +1589,68 @@ fn smooth_stand_ins_match_finite_differences() {
         above_floor * 3 > checked * 2,
         "most gradients must be well above the floor"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Surrogates, pointwise.
+
+/// Each surrogate's derivative with a non-default alpha, sampled at 8 points inside and
+/// outside its window (tests/in/train/sg_*.snn: neuron n of an IF layer gets the current
+/// `w[n]`, so `dL/dw[n] = dL/dcount[n] * surrogate(w[n] - 1)`).
+#[test]
+fn every_surrogate_is_the_reference_derivative() {
+    let points = [-2.0, -1.0, -0.5, -0.1, 0.1, 0.4, 0.9, 1.6];
+    for (file, sg) in [
+        ("sg_atan", Sg::Atan(3.0)),
+        ("sg_sigmoid", Sg::Sigmoid(5.0)),
+        ("sg_fast_sigmoid", Sg::FastSigmoid(7.0)),
+        ("sg_triangle", Sg::Triangle(0.8)),
+        ("sg_rectangle", Sg::Rectangle(0.8)),
+    ] {
+        // The reference curves at 0: atan a/2, sigmoid a/4, fast sigmoid 1, triangle and
+        // rectangle a.
+        let peak = match sg {
+            Sg::Atan(a) => a / 2.0,
+            Sg::Sigmoid(a) => a / 4.0,
+            Sg::FastSigmoid(_) => 1.0,
+            Sg::Triangle(a) | Sg::Rectangle(a) => a,
+        };
+        assert!((sg.d(0.0) - peak).abs() < 1e-12, "{file}");
+        let mut s = load(&format!("tests/in/train/{file}.snn"));
+        let w: Vec<f32> = points.iter().map(|p| 1.0 + p).collect();
+        s.set_weight("h.weight", &w).unwrap();
+        let x = Tensor {
+            shape: vec![1, 1],
+            data: vec![1.0],
+        };
+        let out = s.run(&[x], 1, 1).unwrap();
+        let fired: Vec<f32> = points
+            .iter()
+            .map(|&p| f32::from(u8::from(p > 0.0)))
+            .collect();
+        assert_eq!(out[0].1.data, fired, "{file}: spikes");
+        let g: Vec<f32> = (0..8).map(|n| 0.5 + 0.25 * n as f32).collect();
+        s.backward(&[&g], 1, 1).unwrap();
+        let grads = s.grads().unwrap();
+        let mut outside = 0;
+        for (n, &p) in points.iter().enumerate() {
+            // The kernel's x is w - 1 in f32. The absolute term is f32 rounding near the
+            // peak (the sigmoid's `1 - sig(a x)` in the tail loses digits in SpikingJelly's
+            // f32 too).
+            let xf = ((1.0 + p) as f32 - 1.0) as f64;
+            let want = g[n] as f64 * sg.d(xf);
+            let got = grads[0][n] as f64;
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs() + 2e-7 * g[n] as f64 * peak,
+                "{file}: surrogate at {p}: compiled {got} vs reference {want}"
+            );
+            outside += usize::from(want == 0.0);
+        }
+        let want_outside = match sg {
+            Sg::Triangle(_) => 2,
+            Sg::Rectangle(_) => 4,
+            _ => 0,
+        };
+        assert_eq!(outside, want_outside, "{file}: points outside the window");
+    }
 }
