@@ -1599,7 +1599,7 @@ fn smooth_stand_ins_match_finite_differences() {
 /// `w[n]`, so `dL/dw[n] = dL/dcount[n] * surrogate(w[n] - 1)`).
 #[test]
 fn every_surrogate_is_the_reference_derivative() {
-    let points = [-2.0, -1.0, -0.5, -0.1, 0.1, 0.4, 0.9, 1.6];
+    let points: [f32; 8] = [-2.0, -1.0, -0.5, -0.1, 0.1, 0.4, 0.9, 1.6];
     for (file, sg) in [
         ("sg_atan", Sg::Atan(3.0)),
         ("sg_sigmoid", Sg::Sigmoid(5.0)),
@@ -1637,7 +1637,7 @@ fn every_surrogate_is_the_reference_derivative() {
             // The kernel's x is w - 1 in f32. The absolute term is f32 rounding near the
             // peak (the sigmoid's `1 - sig(a x)` in the tail loses digits in SpikingJelly's
             // f32 too).
-            let xf = ((1.0 + p) as f32 - 1.0) as f64;
+            let xf = ((1.0 + p) - 1.0) as f64;
             let want = g[n] as f64 * sg.d(xf);
             let got = grads[0][n] as f64;
             assert!(
