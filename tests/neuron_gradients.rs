@@ -1,11 +1,16 @@
 //! The compiled backward pass of every built-in neuron model, every loss and every
 //! surrogate against an independent reference: BPTT written by hand, in f64, from each
-//! model's equations (docs/language.md §8), on a tiny 3 -> 4 -> 2 network (T = 8, batch 3,
-//! models in tests/in/train/). The reference knows nothing of the compiler's SSA form or
-//! its symbolic derivatives: each model's backward step below is the chain rule applied
-//! by hand to its update, spike and reset, reset term included (or left out with
-//! `detach_reset`). A smooth stand-in of every model's update is checked against central
-//! finite differences of the compiled forward pass as well.
+//! model's equations (docs/language.md §8), on a tiny 3 -> 4 -> 2 network (T = 8, batch 3).
+//! The reference knows nothing of the compiler's SSA form or its symbolic derivatives: each
+//! model's backward step below is the chain rule applied by hand to its update, spike and
+//! reset, reset term included (or left out with `detach_reset`). Each test's weights are
+//! the first deterministic draw on which no comparison lies within 1e-3 of flipping, so
+//! f32 and f64 make the same spikes. A smooth stand-in of every model's update is checked
+//! against central finite differences of the compiled forward pass as well, and each
+//! surrogate pointwise.
+//!
+//! The models are in tests/in/train/grad/: a subfolder, so that tests/snapshots.rs and
+//! tests/nvrtc.rs, which take every tests/in/train/*.snn, do not pin 30 more plans.
 
 mod common;
 
@@ -1075,7 +1080,7 @@ fn lif(tau: f64, reset: Reset) -> Neuron {
 #[test]
 fn if_hard_reset_static_input_sigmoid() {
     let mut c = case(
-        "tests/in/train/n_if_hard.snn",
+        "tests/in/train/grad/n_if_hard.snn",
         Neuron::If {
             thr: 1.0,
             vr: 0.0,
@@ -1102,7 +1107,7 @@ fn if_hard_reset_static_input_sigmoid() {
 #[test]
 fn if_soft_and_no_reset_detached_fast_sigmoid() {
     let mut c = case(
-        "tests/in/train/n_if_soft_detach.snn",
+        "tests/in/train/grad/n_if_soft_detach.snn",
         Neuron::If {
             thr: 1.0,
             vr: 0.0,
@@ -1149,7 +1154,7 @@ fn lif_pair(file: &'static str) -> Case {
 
 #[test]
 fn lif_hard_reset_atan() {
-    let c = lif_pair("tests/in/train/n_lif_hard.snn");
+    let c = lif_pair("tests/in/train/grad/n_lif_hard.snn");
     check(&c);
     assert_discriminates(
         &c,
@@ -1162,7 +1167,7 @@ fn lif_hard_reset_atan() {
 
 #[test]
 fn lif_hard_reset_detached_triangle() {
-    let mut c = lif_pair("tests/in/train/n_lif_hard_detach.snn");
+    let mut c = lif_pair("tests/in/train/grad/n_lif_hard_detach.snn");
     c.sg = Sg::Triangle(1.0);
     c.detach = true;
     check(&c);
@@ -1185,7 +1190,7 @@ fn lif_hard_reset_detached_triangle() {
 #[test]
 fn lif_soft_reset() {
     let c = case(
-        "tests/in/train/n_lif_soft.snn",
+        "tests/in/train/grad/n_lif_soft.snn",
         lif(2.0, Reset::Soft),
         Neuron::Lif {
             tau: 1.5,
@@ -1208,7 +1213,7 @@ fn lif_soft_reset() {
 #[test]
 fn lif_soft_and_no_reset_detached_rectangle() {
     let mut c = case(
-        "tests/in/train/n_lif_soft_detach.snn",
+        "tests/in/train/grad/n_lif_soft_detach.snn",
         lif(2.0, Reset::Soft),
         lif(2.5, Reset::None),
     );
@@ -1234,7 +1239,7 @@ fn lif_soft_and_no_reset_detached_rectangle() {
 #[test]
 fn li_hidden_layer() {
     let c = case(
-        "tests/in/train/n_li_hidden.snn",
+        "tests/in/train/grad/n_li_hidden.snn",
         Neuron::Li {
             tau: 3.0,
             rest: 0.1,
@@ -1257,7 +1262,7 @@ fn leaky(beta: f64, thr: f64, reset: Reset, delay: bool) -> Neuron {
 #[test]
 fn leaky_delayed_reset() {
     check(&case(
-        "tests/in/train/n_leaky_delay.snn",
+        "tests/in/train/grad/n_leaky_delay.snn",
         leaky(0.8, 1.0, Reset::Soft, true),
         leaky(0.7, 0.9, Reset::Hard, true),
     ));
@@ -1266,7 +1271,7 @@ fn leaky_delayed_reset() {
 #[test]
 fn leaky_immediate_reset() {
     check(&case(
-        "tests/in/train/n_leaky_now.snn",
+        "tests/in/train/grad/n_leaky_now.snn",
         leaky(0.8, 1.0, Reset::Soft, false),
         leaky(0.7, 0.9, Reset::Hard, false),
     ));
@@ -1275,7 +1280,7 @@ fn leaky_immediate_reset() {
 #[test]
 fn leaky_no_reset() {
     let mut c = case(
-        "tests/in/train/n_leaky_none.snn",
+        "tests/in/train/grad/n_leaky_none.snn",
         leaky(0.6, 1.0, Reset::None, true),
         leaky(0.9, 1.0, Reset::None, false),
     );
@@ -1286,7 +1291,7 @@ fn leaky_no_reset() {
 #[test]
 fn cubalif_hard_reset_sigmoid() {
     let mut c = case(
-        "tests/in/train/n_cubalif_hard.snn",
+        "tests/in/train/grad/n_cubalif_hard.snn",
         Neuron::Cuba {
             ts: 3.0,
             tm: 4.0,
@@ -1316,7 +1321,7 @@ fn cubalif_hard_reset_sigmoid() {
 #[test]
 fn cubalif_soft_reset_detached() {
     let mut c = case(
-        "tests/in/train/n_cubalif_soft_detach.snn",
+        "tests/in/train/grad/n_cubalif_soft_detach.snn",
         Neuron::Cuba {
             ts: 3.0,
             tm: 4.0,
@@ -1363,7 +1368,7 @@ fn alif_pair(file: &'static str) -> Case {
 
 #[test]
 fn alif_adaptive_threshold() {
-    let c = alif_pair("tests/in/train/n_alif.snn");
+    let c = alif_pair("tests/in/train/grad/n_alif.snn");
     check(&c);
     assert_discriminates(
         &c,
@@ -1376,7 +1381,7 @@ fn alif_adaptive_threshold() {
 
 #[test]
 fn alif_adaptive_threshold_detached() {
-    let mut c = alif_pair("tests/in/train/n_alif_detach.snn");
+    let mut c = alif_pair("tests/in/train/grad/n_alif_detach.snn");
     c.detach = true;
     check(&c);
 }
@@ -1387,7 +1392,7 @@ fn alif_adaptive_threshold_detached() {
 #[test]
 fn loss_cross_entropy_max_membrane() {
     let mut c = case(
-        "tests/in/train/loss_ce_max.snn",
+        "tests/in/train/grad/loss_ce_max.snn",
         lif(2.0, Reset::Hard),
         Neuron::Li {
             tau: 2.0,
@@ -1402,7 +1407,7 @@ fn loss_cross_entropy_max_membrane() {
 #[test]
 fn loss_cross_entropy_mean_membrane() {
     let mut c = case(
-        "tests/in/train/loss_ce_mean.snn",
+        "tests/in/train/grad/loss_ce_mean.snn",
         lif(2.0, Reset::Hard),
         Neuron::Li {
             tau: 3.0,
@@ -1417,7 +1422,7 @@ fn loss_cross_entropy_mean_membrane() {
 #[test]
 fn loss_mse_of_rates_with_groups() {
     let mut c = case(
-        "tests/in/train/loss_mse.snn",
+        "tests/in/train/grad/loss_mse.snn",
         lif(2.0, Reset::Hard),
         lif(2.0, Reset::Hard),
     );
@@ -1433,7 +1438,7 @@ fn loss_mse_of_rates_with_groups() {
 #[test]
 fn loss_first_spike_time() {
     let mut c = case(
-        "tests/in/train/loss_first_spike.snn",
+        "tests/in/train/grad/loss_first_spike.snn",
         lif(2.0, Reset::Hard),
         lif(2.0, Reset::Hard),
     );
@@ -1444,7 +1449,7 @@ fn loss_first_spike_time() {
 #[test]
 fn loss_cross_entropy_counts_with_rate_regularisers() {
     let mut c = case(
-        "tests/in/train/loss_rate_reg.snn",
+        "tests/in/train/grad/loss_rate_reg.snn",
         lif(2.0, Reset::Hard),
         lif(2.0, Reset::Hard),
     );
@@ -1475,7 +1480,7 @@ fn loss_cross_entropy_counts_with_rate_regularisers() {
 #[test]
 fn delayed_projection_and_summed_currents() {
     let mut c = case(
-        "tests/in/train/n_lif_delay_sum.snn",
+        "tests/in/train/grad/n_lif_delay_sum.snn",
         lif(2.0, Reset::Hard),
         lif(2.0, Reset::Hard),
     );
@@ -1489,14 +1494,14 @@ fn delayed_projection_and_summed_currents() {
 #[test]
 fn loss_on_the_membrane_of_spiking_populations() {
     let mut c = case(
-        "tests/in/train/loss_max_lif_v.snn",
+        "tests/in/train/grad/loss_max_lif_v.snn",
         lif(2.0, Reset::Hard),
         lif(2.0, Reset::Soft),
     );
     c.loss = Loss::CeTrace(Reduce::Max, 0);
     check(&c);
     let mut c = case(
-        "tests/in/train/loss_mean_cubalif_v.snn",
+        "tests/in/train/grad/loss_mean_cubalif_v.snn",
         lif(2.0, Reset::Hard),
         Neuron::Cuba {
             ts: 2.0,
@@ -1514,14 +1519,14 @@ fn loss_on_the_membrane_of_spiking_populations() {
 // Smooth stand-ins against central finite differences.
 
 /// Every model's update equations, with the spike's Heaviside replaced by a sigmoid and
-/// the reset by a mix (tests/in/train/smooth_neurons.snn: IF soft, LIF hard, Leaky's
+/// the reset by a mix (tests/in/train/grad/smooth_neurons.snn: IF soft, LIF hard, Leaky's
 /// delayed and immediate resets, CUBALIF, ALIF as ODEs in `dt = 0.5` with a named current;
 /// three branches summed into an LI readout, a static input added to a per-step one, a
 /// population read by two projections), against central finite differences of the
 /// compiled forward pass, for every weight and bias.
 #[test]
 fn smooth_stand_ins_match_finite_differences() {
-    let mut s = load("tests/in/train/smooth_neurons.snn");
+    let mut s = load("tests/in/train/grad/smooth_neurons.snn");
     let (t, c) = (6, 2);
     let mut rng = Rng::new(7);
     let mut input = |shape: Vec<usize>| Tensor {
@@ -1595,7 +1600,7 @@ fn smooth_stand_ins_match_finite_differences() {
 // Surrogates, pointwise.
 
 /// Each surrogate's derivative with a non-default alpha, sampled at 8 points inside and
-/// outside its window (tests/in/train/sg_*.snn: neuron n of an IF layer gets the current
+/// outside its window (tests/in/train/grad/sg_*.snn: neuron n of an IF layer gets the current
 /// `w[n]`, so `dL/dw[n] = dL/dcount[n] * surrogate(w[n] - 1)`).
 #[test]
 fn every_surrogate_is_the_reference_derivative() {
@@ -1616,7 +1621,7 @@ fn every_surrogate_is_the_reference_derivative() {
             Sg::Triangle(a) | Sg::Rectangle(a) => a,
         };
         assert!((sg.d(0.0) - peak).abs() < 1e-12, "{file}");
-        let mut s = load(&format!("tests/in/train/{file}.snn"));
+        let mut s = load(&format!("tests/in/train/grad/{file}.snn"));
         let w: Vec<f32> = points.iter().map(|p| 1.0 + p).collect();
         s.set_weight("h.weight", &w).unwrap();
         let x = Tensor {
