@@ -266,6 +266,146 @@ fn first_spike_time_is_cross_entropy_of_negated_times() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Losses: central differences in f64 of each loss's formula written out again here, so
+// the comparison is not limited by the f32 loss value (the tests above use 1e-3).
+
+/// Central differences of `f` at `x` in f64.
+fn fd64(x: &[f64], f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
+    (0..x.len())
+        .map(|i| {
+            let h = 1e-5 * x[i].abs().max(1.0);
+            let (mut a, mut b) = (x.to_vec(), x.to_vec());
+            a[i] += h;
+            b[i] -= h;
+            (f(&a) - f(&b)) / (2.0 * h)
+        })
+        .collect()
+}
+
+/// `|a - b| <= 1e-6 |b| + 1e-9`: the loss gradients are f64 rounded to f32.
+fn assert_close64(what: &str, a: &[f32], b: &[f64]) {
+    assert_eq!(a.len(), b.len(), "{what}");
+    for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            (x as f64 - y).abs() <= 1e-6 * y.abs() + 1e-9,
+            "{what}[{i}]: analytic {x} vs f64 central difference {y}"
+        );
+    }
+}
+
+/// `mean over rows of log(sum_j exp(row_j)) - row[y]` (rows of `c`).
+fn ce64(logits: &[f64], y: &[u32], c: usize) -> f64 {
+    let rows = logits.len() / c;
+    (0..rows)
+        .map(|b| {
+            let row = &logits[b * c..(b + 1) * c];
+            row.iter().map(|v| v.exp()).sum::<f64>().ln() - row[y[b] as usize]
+        })
+        .sum::<f64>()
+        / rows as f64
+}
+
+fn widen(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+#[test]
+fn every_loss_matches_f64_central_differences_of_its_formula() {
+    let (t, b, c) = (5, 3, 4);
+    let y = labels(b, c, 21);
+
+    // cross_entropy(counts(P))
+    let x = rand_vec(b * c, 4, 0.0, 6.0);
+    let f = |v: &[f64]| ce64(v, &y, c);
+    let o = loss::cross_entropy_counts(&x, &y, b, c);
+    assert!((o.loss as f64 - f(&widen(&x))).abs() < 1e-6);
+    assert_close64("ce counts", &o.grad, &fd64(&widen(&x), f));
+
+    // cross_entropy(max(P.v)) and cross_entropy(mean(P.v)) of a [T, B, C] membrane. The
+    // values are distinct (a random draw), so the step of each maximum is unique.
+    let m = rand_vec(t * b * c, 6, -1.0, 2.0);
+    let reduce = |v: &[f64], r: Reduce| -> Vec<f64> {
+        (0..b * c)
+            .map(|k| {
+                let col = (0..t).map(|s| v[s * b * c + k]);
+                match r {
+                    Reduce::Max => col.fold(f64::NEG_INFINITY, f64::max),
+                    Reduce::Mean => col.sum::<f64>() / t as f64,
+                }
+            })
+            .collect()
+    };
+    for r in [Reduce::Max, Reduce::Mean] {
+        let f = |v: &[f64]| ce64(&reduce(v, r), &y, c);
+        let o = loss::cross_entropy_membrane(&m, &y, t, b, c, r);
+        assert!((o.loss as f64 - f(&widen(&m))).abs() < 1e-6);
+        assert_close64(&format!("ce {r:?}"), &o.grad, &fd64(&widen(&m), f));
+    }
+
+    // mse(counts(P), on, off, groups): mean over B and classes of (group rate - target)^2.
+    for groups in [1, 2] {
+        let n = c * groups;
+        let x = rand_vec(b * n, 8 + groups as u64, 0.0, t as f32);
+        let f = |v: &[f64]| {
+            let mut sum = 0.0;
+            for i in 0..b {
+                for k in 0..c {
+                    let g = &v[i * n + k * groups..i * n + (k + 1) * groups];
+                    let rate = g.iter().sum::<f64>() / (groups * t) as f64;
+                    let target = if k == y[i] as usize { 0.9 } else { 0.05 };
+                    sum += (rate - target).powi(2);
+                }
+            }
+            sum / (b * c) as f64
+        };
+        let o = loss::mse_counts(&x, &y, t, b, n, 0.9, 0.05, groups);
+        assert!((o.loss as f64 - f(&widen(&x))).abs() < 1e-6);
+        assert_close64(
+            &format!("mse groups={groups}"),
+            &o.grad,
+            &fd64(&widen(&x), f),
+        );
+    }
+
+    // rate(P, lambda, target): lambda * mean over B, N of (counts / T - target)^2.
+    let x = rand_vec(b * c, 12, 0.0, t as f32);
+    let f = |v: &[f64]| {
+        0.3 * v.iter().map(|&n| (n / t as f64 - 0.2).powi(2)).sum::<f64>() / v.len() as f64
+    };
+    let (l, g) = loss::spike_rate_reg(&x, t, b, c, 0.3, 0.2);
+    assert!((l as f64 - f(&widen(&x))).abs() < 1e-7);
+    assert_close64("rate", &g, &fd64(&widen(&x), f));
+
+    // first_spike(P): CE of minus the first-spike steps. Its gradient, at each first
+    // spike, is -dL/dtime (snnTorch's sign estimator); dL/dtime from differences of the
+    // loss as a function of real-valued times.
+    let spikes: Vec<f32> = rand_vec(t * b * c, 14, 0.0, 1.0)
+        .iter()
+        .map(|&u| f32::from(u8::from(u < 0.2)))
+        .collect();
+    let times: Vec<f64> = (0..b * c)
+        .map(|k| {
+            (0..t)
+                .find(|&s| spikes[s * b * c + k] == 1.0)
+                .unwrap_or(t - 1) as f64
+        })
+        .collect();
+    let f = |tm: &[f64]| ce64(&tm.iter().map(|x| -x).collect::<Vec<_>>(), &y, c);
+    let d_time = fd64(&times, f);
+    let o = loss::first_spike_time(&spikes, &y, t, b, c);
+    assert!((o.loss as f64 - f(&times)).abs() < 1e-6);
+    let mut want = vec![0.0; t * b * c];
+    for k in 0..b * c {
+        want[times[k] as usize * b * c + k] = -d_time[k];
+    }
+    assert_close64("first spike", &o.grad, &want);
+    assert!(
+        times.iter().any(|&s| s < (t - 1) as f64),
+        "some neuron spikes early"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
 // Optimizers: 3 steps on p = [1, -2] with gradients G (below), bit patterns from the
 // Python replay at the end of this file.
 
