@@ -9,6 +9,7 @@
 use crate::cpu::CpuDevice;
 use crate::device::{
     ConvDesc, Device, GemmDesc, GemmDwDesc, GemmDxDesc, GroupDesc, LaunchDesc, Loc, PoolDesc,
+    WeightArg,
 };
 use crate::error::{fmt_shape, Result, RuntimeError};
 use crate::io::weights;
@@ -235,6 +236,7 @@ impl Session {
             let w = &mut self.weights[i];
             match decl.init {
                 Init::Zeros => w.fill(0.0),
+                Init::Constant(v) => w.fill(v),
                 Init::UniformFanIn { fan_in, gain } => {
                     let bound = gain / (fan_in as f32).sqrt();
                     rng::fill_uniform01(w, seed, i as u32, rng::stream::WEIGHTS);
@@ -843,6 +845,8 @@ fn exec_ops(
 struct Checker<'a> {
     plan: &'a Plan,
     n_kernels: usize,
+    /// Checking the backward ops (gradient accumulation allowed).
+    backward: bool,
 }
 
 /// Product, saturating (an impossible size that fails every comparison).
@@ -1175,10 +1179,44 @@ impl Checker<'_> {
                             }
                             slots.push(bd.slot);
                         }
+                        if g.weights.len() != decl.weights.len() {
+                            return Err(RuntimeError::plan(format!(
+                                "{what}: {} weight arguments, the kernel takes {}",
+                                g.weights.len(),
+                                decl.weights.len()
+                            )));
+                        }
+                        let mut weights = Vec::with_capacity(g.weights.len());
+                        for (&id, u) in g.weights.iter().zip(&decl.weights) {
+                            let wd = self.weight(id, what)?;
+                            let len = if u.per_neuron { g.features } else { 1 };
+                            if wd.numel() != len {
+                                return Err(RuntimeError::plan(format!(
+                                    "{what}: weight `{}` has {} elements, the kernel reads {len} \
+                                     ({})",
+                                    wd.name,
+                                    wd.numel(),
+                                    if u.per_neuron { "one per neuron" } else { "one" }
+                                )));
+                            }
+                            if u.grad && !self.backward {
+                                return Err(RuntimeError::plan(format!(
+                                    "{what}: accumulates the gradient of `{}` outside the \
+                                     backward ops",
+                                    wd.name
+                                )));
+                            }
+                            weights.push(WeightArg {
+                                id,
+                                grad: u.grad,
+                                len,
+                            });
+                        }
                         descs.push(GroupDesc {
                             slots,
                             params: g.params,
                             features: g.features,
+                            weights,
                         });
                     }
                     Exec::Launch {
@@ -1236,6 +1274,14 @@ fn validate(plan: &Plan, n_kernels: usize) -> Result<(Vec<Exec>, Option<Vec<Exec
                 w.name
             )));
         }
+        if let Init::Constant(v) = w.init {
+            if !v.is_finite() {
+                return Err(RuntimeError::plan(format!(
+                    "weight `{}`: initial value {v} is not finite",
+                    w.name
+                )));
+            }
+        }
     }
     for p in &plan.params {
         if !names.insert(p.name.as_str()) {
@@ -1253,7 +1299,11 @@ fn validate(plan: &Plan, n_kernels: usize) -> Result<(Vec<Exec>, Option<Vec<Exec
             });
         }
     }
-    let c = Checker { plan, n_kernels };
+    let c = Checker {
+        plan,
+        n_kernels,
+        backward: false,
+    };
     for inp in &plan.inputs {
         let what = format!("input `{}`", inp.name);
         let b = c.buf(inp.buffer, &what)?;
@@ -1311,7 +1361,11 @@ fn validate(plan: &Plan, n_kernels: usize) -> Result<(Vec<Exec>, Option<Vec<Exec
             for r in &tp.regularizers {
                 check_out(r.output, r.grad, "a regulariser")?;
             }
-            Some(c.ops(&tp.backward, false, "backward ")?)
+            let cb = Checker {
+                backward: true,
+                ..c
+            };
+            Some(cb.ops(&tp.backward, false, "backward ")?)
         }
     };
     Ok((forward, backward))

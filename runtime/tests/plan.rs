@@ -135,6 +135,7 @@ fn seq_plan() -> Plan {
     p.kernels = vec![KernelDecl {
         symbol: "lif_seq".into(),
         arity: 3,
+        weights: vec![],
     }];
     p.ops = vec![
         gemm(0, 0, 1, N1, TimeSel::All { delay: 0 }),
@@ -144,11 +145,13 @@ fn seq_plan() -> Plan {
             groups: vec![
                 LaunchGroup {
                     args: vec![1, 2, 3],
+                    weights: vec![],
                     params: 0,
                     features: N1,
                 },
                 LaunchGroup {
                     args: vec![4, 5, 6],
+                    weights: vec![],
                     params: 2,
                     features: N2,
                 },
@@ -179,6 +182,7 @@ fn step_plan() -> Plan {
     p.kernels = vec![KernelDecl {
         symbol: "lif_step".into(),
         arity: 4,
+        weights: vec![],
     }];
     p.ops = vec![
         Op::Zero { buf: 2 },
@@ -194,11 +198,13 @@ fn step_plan() -> Plan {
                     groups: vec![
                         LaunchGroup {
                             args: vec![1, 2, 3, 4],
+                            weights: vec![],
                             params: 0,
                             features: N1,
                         },
                         LaunchGroup {
                             args: vec![5, 6, 7, 8],
+                            weights: vec![],
                             params: 2,
                             features: N2,
                         },
