@@ -208,6 +208,13 @@ fn lower(def: &ast::NeuronDef, args: &PopArgs) -> DResult<NeuronEqs> {
             kind,
         });
     }
+    // The `where` clauses: plain values first (a computed initial value may depend on
+    // them, e.g. PLIF's `init_tau > 1`), then the computed ones.
+    for (i, p) in def.params.iter().enumerate() {
+        if !deferred.iter().any(|(j, _)| *j == i) {
+            env.eqs.params[i].check = check_value(def, p, env.eqs.params[i].value, spans[i])?;
+        }
+    }
     // Initial values computed from other parameters (f64, rounded once, as Python would).
     for &(i, init) in &deferred {
         let e = env.expr(init, true)?;
@@ -218,21 +225,22 @@ fn lower(def: &ast::NeuronDef, args: &PopArgs) -> DResult<NeuronEqs> {
             }
         });
         if let Some(j) = reads_learned {
-            return Err(Diagnostic::new(
+            let (pi, pj) = (&env.eqs.params[i].name, &env.eqs.params[j].name);
+            let d = Diagnostic::new(
                 ErrorKind::BadArgument,
-                format!(
-                    "the initial value of `{}` reads `{}`, which is learned",
-                    env.eqs.params[i].name, env.eqs.params[j].name
-                ),
-            )
-            .at(init.span, "computed from a learned parameter")
-            .hint(format!(
-                "give `{}` a number, or `{}` a fixed value",
-                env.eqs.params[j].name, env.eqs.params[i].name
+                format!("`{pj}` cannot be learned: it sets the initial value of `{pi}`"),
+            );
+            // Point at the instance's `learn(...)`, where the user can change it.
+            let d = match args.learn.iter().find(|(n, _)| n == pj) {
+                Some((_, l)) => d.at(l.span, "learned here").note(init.span, "used here"),
+                None => d.at(init.span, "computed from a learned parameter"),
+            };
+            return Err(d.hint(format!(
+                "`{pi}` is the learned parameter: give `{pj}` a number, or learn `{pi}` from \
+                 another initial value (`{pi} = learn(...)`)"
             )));
         }
-        let v = const_eval(&e, &env.eqs.params).map(|v| v as f32);
-        match v {
+        match const_eval(&e, &env.eqs.params).map(|v| v as f32) {
             Some(v) if v.is_finite() => env.eqs.params[i].value = v,
             _ => {
                 return Err(Diagnostic::new(
@@ -246,38 +254,8 @@ fn lower(def: &ast::NeuronDef, args: &PopArgs) -> DResult<NeuronEqs> {
                 .hint("check the parameters it is computed from"))
             }
         }
-    }
-    for (i, p) in def.params.iter().enumerate() {
-        let value = env.eqs.params[i].value;
-        let span = spans[i];
-        let check = match &p.check {
-            None => ParamCheck::Any,
-            Some(c) => {
-                if !eval_check(c, &p.name.name, value)? {
-                    return Err(Diagnostic::new(
-                        ErrorKind::BadValue,
-                        format!(
-                            "bad parameter value: `{} = {value}` violates `{}` in model `{}`",
-                            p.name.name,
-                            show_check(c),
-                            def.name.name
-                        ),
-                    )
-                    .at(span, "bad value")
-                    .note(c.span, "constraint declared here")
-                    .hint(format!("choose a value with {}", show_check(c))));
-                }
-                classify_check(c, &p.name.name)
-            }
-        };
-        if !value.is_finite() {
-            return Err(Diagnostic::new(
-                ErrorKind::BadValue,
-                format!("parameter `{}` must be finite", p.name.name),
-            )
-            .at(span, "not finite"));
-        }
-        env.eqs.params[i].check = check;
+        let p = &def.params[i];
+        env.eqs.params[i].check = check_value(def, p, env.eqs.params[i].value, spans[i])?;
     }
     for s in &def.states {
         if env.eqs.states.iter().any(|x| x.name == s.name.name) {
@@ -831,6 +809,43 @@ fn learnable_names<'a>(
         .filter(|(i, _)| in_step[*i] && in_init[*i].is_none())
         .map(|(_, p)| p.name.as_str())
         .collect()
+}
+
+/// A parameter's value against its `where` clause; the check the runtime keeps applying.
+fn check_value(
+    def: &ast::NeuronDef,
+    p: &ast::ParamDecl,
+    value: f32,
+    span: Span,
+) -> DResult<ParamCheck> {
+    let check = match &p.check {
+        None => ParamCheck::Any,
+        Some(c) => {
+            if !eval_check(c, &p.name.name, value)? {
+                return Err(Diagnostic::new(
+                    ErrorKind::BadValue,
+                    format!(
+                        "bad parameter value: `{} = {value}` violates `{}` in model `{}`",
+                        p.name.name,
+                        show_check(c),
+                        def.name.name
+                    ),
+                )
+                .at(span, "bad value")
+                .note(c.span, "constraint declared here")
+                .hint(format!("choose a value with {}", show_check(c))));
+            }
+            classify_check(c, &p.name.name)
+        }
+    };
+    if !value.is_finite() {
+        return Err(Diagnostic::new(
+            ErrorKind::BadValue,
+            format!("parameter `{}` must be finite", p.name.name),
+        )
+        .at(span, "not finite"));
+    }
+    Ok(check)
 }
 
 /// Evaluate a `where` clause for a parameter value.
