@@ -604,6 +604,11 @@ fn learned_parameters_are_weights_in_inference_plans() {
     assert_eq!(inf.weight("s1.w").unwrap(), &[0.7]);
     assert_eq!(inf.weight("s2.v_threshold").unwrap(), &[0.5, 0.9, 0.6]);
     assert!(inf.param("s1.w").is_none() && inf.param("s1.init_tau").is_none());
+    let e = inf.set_param("s2.tau", 3.0).unwrap_err().to_string();
+    assert!(
+        e.contains("`s2.tau` is a weight") && e.contains("set_weight"),
+        "{e}"
+    );
     // Larger dense weights, so that both layers fire.
     for name in ["h1.weight", "h1.bias", "h2.weight", "h2.bias"] {
         let w: Vec<f32> = tr.weight(name).unwrap().iter().map(|v| v * 4.0).collect();

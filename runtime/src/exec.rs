@@ -370,6 +370,12 @@ impl Session {
     /// Sets a parameter after checking its constraint. Takes effect on the next run.
     /// Set a parameter by value (a seed parameter takes the seed as a whole number).
     pub fn set_param(&mut self, name: &str, value: f32) -> Result<()> {
+        if self.weight_index.contains_key(name) {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "`{name}` is a weight, not a run-time parameter (a learned neuron parameter, \
+                 `learn(...)`, is a weight): set it with set_weight or a weights file"
+            )));
+        }
         let i = *self
             .param_index
             .get(name)
