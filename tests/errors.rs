@@ -300,3 +300,117 @@ fn no_input_panics_the_compiler() {
     }
     assert!(cases > 1000);
 }
+
+/// `learn(...)`: only parameters read by a neuron's step can be learned, with a number as
+/// the initial value; flags, choices, layer arguments and state initial values cannot.
+/// (Without `--train` a learned parameter is still a weight, so the same rules apply.)
+#[test]
+fn learnable_parameters() {
+    let with = |args: &str| MLP.replace("tau = 2.0", args);
+    expect(
+        &with("tau = learn(2.0), decay_input = learn(true)"),
+        ErrorKind::BadArgument,
+        "test.snn:5:46",
+        "`decay_input` of `LIF` is fixed at compile time and cannot be learned",
+    );
+    expect(
+        &with("tau = learn()"),
+        ErrorKind::BadArgument,
+        "test.snn:5:20",
+        "`learn` needs the initial value",
+    );
+    expect(
+        &with("tau = learn(2.0, per_nueron = true)"),
+        ErrorKind::UnknownName,
+        "test.snn:5:31",
+        "`learn` has no option `per_nueron`",
+    );
+    expect(
+        &with("tau = learn(2.0, per_neuron = 1)"),
+        ErrorKind::BadValue,
+        "test.snn:5:44",
+        "`per_neuron` must be true or false",
+    );
+    expect(
+        &with("tau = learn(x)"),
+        ErrorKind::BadValue,
+        "test.snn:5:26",
+        "parameter `tau` must be a number",
+    );
+    // The `where` clause holds for the initial value.
+    expect(
+        &with("tau = learn(-1.0)"),
+        ErrorKind::BadValue,
+        "test.snn:5:26",
+        "bad parameter value: `tau = -1` violates `tau > 0`",
+    );
+    // The initial state `v = v_reset` would need the gradient of the initial value.
+    expect(
+        &with("v_reset = learn(0.0)"),
+        ErrorKind::BadArgument,
+        "test.snn:5:24",
+        "`v_reset` cannot be learned: it sets the initial value of state `v`",
+    );
+    // PLIF's init_tau only sets w's initial value; a parameter no equation reads has no
+    // gradient.
+    let plif = MLP.replace("LIF(h, tau = 2.0)", "PLIF(h, init_tau = learn(3.0))");
+    expect(
+        &plif,
+        ErrorKind::BadArgument,
+        "test.snn:5:26",
+        "`init_tau` cannot be learned: it sets the initial value of `w`",
+    );
+    let unread = format!(
+        "neuron N {{\n  param a = 1.0\n  state v = 0.0\n  update {{ v = v + I }}\n}}\n{}",
+        MLP.replace("LIF(h, tau = 2.0)", "N(h, a = learn(1.0))")
+    );
+    expect(
+        &unread,
+        ErrorKind::BadArgument,
+        "test.snn:10:16",
+        "`a` cannot be learned: the equations of `N` never read it",
+    );
+    let plif = MLP.replace("LIF(h, tau = 2.0)", "PLIF(h, init_tau = 1.0)");
+    expect(
+        &plif,
+        ErrorKind::BadValue,
+        "test.snn:5:26",
+        "violates `init_tau > 1`",
+    );
+    expect(
+        &MLP.replace("dense(x, 2)", "dense(x, 2, init_gain = learn(1.0))"),
+        ErrorKind::BadArgument,
+        "test.snn:4:31",
+        "an argument of `dense` cannot be learned",
+    );
+    expect(
+        &MLP.replace("h = dense(x, 2)", "h = learn(2.0)"),
+        ErrorKind::BadArgument,
+        "test.snn:4:7",
+        "`learn(...)` is not a layer",
+    );
+}
+
+/// A learned parameter in a recurrent (step-by-step) stage cannot be trained yet; compiled
+/// for inference, the same model is fine.
+#[test]
+fn learnable_parameter_in_a_recurrent_stage_when_training() {
+    let src = "model m {\n  T = 4\n  input x: [3]\n  f = dense(x, 2)\n  r = dense(s, 2, delay = 1)\n  s = PLIF(f + r)\n  output counts(s)\n  train { loss = cross_entropy(counts(s)) }\n}\n";
+    assert!(common::compile_str(src).is_ok());
+    let mut c = Compiler::new(Options {
+        train: true,
+        ..Options::default()
+    });
+    let parsed = c.parse_str("test.snn", src).unwrap();
+    let d = c.compile(&parsed).unwrap_err();
+    let at = c.sources.location(d.span.unwrap());
+    assert_eq!(d.kind, ErrorKind::BadArgument);
+    assert!(
+        d.message
+            .contains("training through a recurrent (step-by-step) stage"),
+        "{}",
+        d.message
+    );
+    assert!(at.starts_with("test.snn:"), "{at}");
+    assert!(d.hint.unwrap().contains("learnable parameters"));
+}

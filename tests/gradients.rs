@@ -202,3 +202,465 @@ fn bpsta_adjustments_match_the_hand_computed_recursion() {
         "dW = {g}, hand-computed {want}"
     );
 }
+
+// ------------------------------------------------------------ learnable neuron parameters
+
+fn load_src(src: &str, train: bool) -> snn_runtime::Session {
+    let mut c = Compiler::new(Options {
+        train,
+        ..Options::default()
+    });
+    let parsed = c.parse_str("learn.snn", src).unwrap();
+    let program = c
+        .compile(&parsed)
+        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
+    snnc::session::load(&program, Some(&common::cache_dir()))
+        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)))
+        .session
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// A smooth stand-in for PLIF (no spike, so the loss is differentiable everywhere): the
+/// leak `sigmoid(w)` with a learned shared `w`, and a learned gain per neuron. The compiled
+/// gradients of both, of the dense layer before them, against central finite differences of
+/// an f64 re-implementation of the forward pass (which must agree with the compiled forward
+/// pass first): 1e-4 relative.
+#[test]
+fn learned_parameters_match_finite_differences_in_f64() {
+    let src = "neuron SmoothPLIF {\n  param w = learn(0.3)\n  param g = 1.0\n  state v = 0.0\n  state y = 0.0\n  update {\n    v = v + (I - v) * sigmoid(w)\n    y = tanh(g * v)\n  }\n}\nmodel smooth_plif {\n  T = 6\n  batch = 3\n  input x: [T, 4]\n  h = dense(x, 3, init_gain = 2.0)\n  s = SmoothPLIF(h, g = learn(1.5, per_neuron = true))\n  output trace(s.y)\n  train { loss = cross_entropy(mean(s.y)) }\n}\n";
+    let mut s = load_src(src, true);
+    let names: Vec<String> = s.plan().weights.iter().map(|w| w.name.clone()).collect();
+    assert_eq!(names, ["h.weight", "h.bias", "s.w", "s.g"]);
+    s.set_weight("s.w", &[0.4]).unwrap();
+    s.set_weight("s.g", &[1.5, 0.7, -1.1]).unwrap();
+    let (t, b, n, k) = (6, 3, 3, 4);
+    let x: Vec<f32> = (0..t * b * k)
+        .map(|i| ((i * 29 % 17) as f32 / 17.0 - 0.4) * 2.0)
+        .collect();
+    let labels = [2usize, 0, 1];
+
+    // The reference: everything in f64. p = [W (n*k), bias (n), w, g (n)].
+    let forward = |p: &[f64]| -> (f64, Vec<f64>) {
+        let (wm, bias, w, g) = (
+            &p[..n * k],
+            &p[n * k..n * k + n],
+            p[n * k + n],
+            &p[n * k + n + 1..],
+        );
+        let mut v = vec![0.0; b * n];
+        let mut ys = vec![0.0; t * b * n];
+        let mut mean = vec![0.0; b * n];
+        for st in 0..t {
+            for bi in 0..b {
+                for j in 0..n {
+                    let mut cur = bias[j];
+                    for q in 0..k {
+                        cur += wm[j * k + q] * x[(st * b + bi) * k + q] as f64;
+                    }
+                    let vi = &mut v[bi * n + j];
+                    *vi += (cur - *vi) * sigmoid(w);
+                    let y = (g[j] * *vi).tanh();
+                    ys[(st * b + bi) * n + j] = y;
+                    mean[bi * n + j] += y / t as f64;
+                }
+            }
+        }
+        let mut loss = 0.0;
+        for (bi, &lab) in labels.iter().enumerate() {
+            let row = &mean[bi * n..(bi + 1) * n];
+            let mx = row.iter().cloned().fold(f64::MIN, f64::max);
+            let z: f64 = row.iter().map(|r| (r - mx).exp()).sum();
+            loss -= row[lab] - mx - z.ln();
+        }
+        (loss / b as f64, ys)
+    };
+    let mut p: Vec<f64> = Vec::new();
+    for name in &names {
+        p.extend(s.weight(name).unwrap().iter().map(|&v| v as f64));
+    }
+
+    let xt = snn_runtime::Tensor {
+        shape: vec![t, b, k],
+        data: x.clone(),
+    };
+    let out = s.run(std::slice::from_ref(&xt), t, b).unwrap();
+    let (_, ys) = forward(&p);
+    for (a, r) in out[0].1.data.iter().zip(&ys) {
+        assert!(
+            (*a as f64 - r).abs() < 1e-5,
+            "forward: compiled {a} vs f64 {r}"
+        );
+    }
+    // dL/dy[t] = dL/dmean / T
+    let mut mean = vec![0.0f32; b * n];
+    for row in out[0].1.data.chunks(b * n) {
+        for (m, y) in mean.iter_mut().zip(row) {
+            *m += y / t as f32;
+        }
+    }
+    let (_, g) = cross_entropy(&mean, &labels, n);
+    let gy: Vec<f32> = (0..t * b * n).map(|i| g[i % (b * n)] / t as f32).collect();
+    s.backward(&[&gy], t, b).unwrap();
+    let grads: Vec<f32> = s.grads().unwrap().concat();
+
+    let h = 1e-5;
+    for i in 0..p.len() {
+        let mut q = p.clone();
+        q[i] = p[i] + h;
+        let lp = forward(&q).0;
+        q[i] = p[i] - h;
+        let lm = forward(&q).0;
+        let fd = (lp - lm) / (2.0 * h);
+        let an = grads[i] as f64;
+        assert!(
+            (an - fd).abs() <= 1e-4 * fd.abs() + 1e-7,
+            "parameter {i} ({}): backward {an} vs finite difference {fd}",
+            if i < n * k + n { "dense" } else { "learned" }
+        );
+    }
+    // The learned ones are not negligible.
+    assert!(
+        grads[n * k + n].abs() > 1e-3,
+        "dL/dw = {}",
+        grads[n * k + n]
+    );
+}
+
+/// tests/in/train/plif.snn (PLIF with a learned shared w; LIF with a learned shared tau and
+/// a learned threshold per neuron; ATan surrogate; cross-entropy on spike counts) against a
+/// BPTT written out by hand in f64 (SpikingJelly's recursion, `detach_reset = False`):
+/// every gradient to 1e-4 relative.
+#[test]
+fn plif_network_matches_a_hand_written_bptt() {
+    let mut s = load("tests/in/train/plif.snn");
+    let (t, b, ni, n1, n2) = (8, 4, 4, 6, 3);
+    // Weights that make both layers fire; thresholds and tau away from their defaults.
+    let w1: Vec<f32> = (0..n1 * ni)
+        .map(|i| ((i * 7 % 11) as f32 / 11.0 - 0.3) * 2.5)
+        .collect();
+    let b1: Vec<f32> = (0..n1).map(|i| 0.1 * i as f32 - 0.2).collect();
+    let w2: Vec<f32> = (0..n2 * n1)
+        .map(|i| ((i * 5 % 13) as f32 / 13.0 - 0.35) * 2.0)
+        .collect();
+    let b2: Vec<f32> = vec![0.3, 0.2, 0.45];
+    s.set_weight("h1.weight", &w1).unwrap();
+    s.set_weight("h1.bias", &b1).unwrap();
+    s.set_weight("h2.weight", &w2).unwrap();
+    s.set_weight("h2.bias", &b2).unwrap();
+    s.set_weight("s1.w", &[0.2]).unwrap();
+    s.set_weight("s2.tau", &[1.7]).unwrap();
+    s.set_weight("s2.v_threshold", &[0.6, 0.8, 0.7]).unwrap();
+    let x: Vec<f32> = (0..b * ni)
+        .map(|i| (i * 3 % 7) as f32 / 7.0 + 0.2)
+        .collect();
+    let labels = [0usize, 2, 1, 2];
+    let out = s
+        .run(
+            &[snn_runtime::Tensor {
+                shape: vec![b, ni],
+                data: x.clone(),
+            }],
+            t,
+            b,
+        )
+        .unwrap();
+    let counts = out[0].1.data.clone();
+    let (_, gc) = cross_entropy(&counts, &labels, n2);
+    s.backward(&[&gc], t, b).unwrap();
+    let grads = s.grads().unwrap();
+    let names: Vec<String> = s.plan().weights.iter().map(|w| w.name.clone()).collect();
+    let grad = |name: &str| grads[names.iter().position(|n| n == name).unwrap()].clone();
+
+    // The reference. Forward in f64, keeping what the backward reads.
+    let f = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<f64>>();
+    let (w1, b1, w2, b2, x) = (f(&w1), f(&b1), f(&w2), f(&b2), f(&x));
+    let k = sigmoid(0.2f32 as f64);
+    let tau = 1.7f32 as f64;
+    let thr = f(&[0.6, 0.8, 0.7]);
+    let sg = |u: f64| 1.0 / (1.0 + (std::f64::consts::PI * u).powi(2)); // ATan, alpha = 2
+    let mut margin = f64::MAX; // how far any membrane lands from its threshold
+    let mut h1 = vec![0.0; b * n1];
+    for bi in 0..b {
+        for j in 0..n1 {
+            h1[bi * n1 + j] = b1[j]
+                + (0..ni)
+                    .map(|q| w1[j * ni + q] * x[bi * ni + q])
+                    .sum::<f64>();
+        }
+    }
+    let (mut v0a, mut v1a, mut s1) = (
+        vec![0.0; t * b * n1],
+        vec![0.0; t * b * n1],
+        vec![0.0; t * b * n1],
+    );
+    let mut v = vec![0.0; b * n1];
+    for st in 0..t {
+        for q in 0..b * n1 {
+            let i = st * b * n1 + q;
+            v0a[i] = v[q];
+            let v1 = v[q] + (h1[q] - v[q]) * k;
+            margin = margin.min((v1 - 1.0).abs());
+            v1a[i] = v1;
+            s1[i] = if v1 >= 1.0 { 1.0 } else { 0.0 };
+            v[q] = if s1[i] == 1.0 { 0.0 } else { v1 };
+        }
+    }
+    let mut h2 = vec![0.0; t * b * n2];
+    for r in 0..t * b {
+        for j in 0..n2 {
+            h2[r * n2 + j] = b2[j]
+                + (0..n1)
+                    .map(|q| w2[j * n1 + q] * s1[r * n1 + q])
+                    .sum::<f64>();
+        }
+    }
+    let (mut v0b, mut v1b, mut s2) = (
+        vec![0.0; t * b * n2],
+        vec![0.0; t * b * n2],
+        vec![0.0; t * b * n2],
+    );
+    let mut v = vec![0.0; b * n2];
+    let mut cnt = vec![0.0; b * n2];
+    for st in 0..t {
+        for q in 0..b * n2 {
+            let i = st * b * n2 + q;
+            v0b[i] = v[q];
+            let v1 = v[q] + (h2[i] - v[q]) / tau;
+            margin = margin.min((v1 - thr[q % n2]).abs());
+            v1b[i] = v1;
+            s2[i] = if v1 >= thr[q % n2] { 1.0 } else { 0.0 };
+            cnt[q] += s2[i];
+            v[q] = if s2[i] == 1.0 { 0.0 } else { v1 };
+        }
+    }
+    assert_eq!(f(&counts), cnt, "forward spike counts");
+    assert!(
+        margin > 1e-3,
+        "a membrane lands {margin} from its threshold"
+    );
+    assert!(cnt.iter().sum::<f64>() > 0.0 && s1.iter().sum::<f64>() > 0.0);
+
+    // Backward of s2: reverse time, per neuron.
+    let (mut g_tau, mut g_thr) = (0.0, vec![0.0; n2]);
+    let mut g_h2 = vec![0.0; t * b * n2];
+    let mut gv = vec![0.0; b * n2];
+    for st in (0..t).rev() {
+        for q in 0..b * n2 {
+            let i = st * b * n2 + q;
+            let (v0, v1, sp) = (v0b[i], v1b[i], s2[i]);
+            let g_s = gc[q] as f64 + gv[q] * (0.0 - v1);
+            let sgv = sg(v1 - thr[q % n2]);
+            let g_v1 = if sp == 1.0 { 0.0 } else { gv[q] } + g_s * sgv;
+            g_h2[i] = g_v1 / tau;
+            g_tau += -g_v1 * (h2[i] - v0) / (tau * tau);
+            g_thr[q % n2] += -g_s * sgv;
+            gv[q] = g_v1 * (1.0 - 1.0 / tau);
+        }
+    }
+    // Dense h2: dW2 = sum dy^T s1, db2 = sum dy, ds1 = dy W2.
+    let (mut g_w2, mut g_b2, mut g_s1) = (vec![0.0; n2 * n1], vec![0.0; n2], vec![0.0; t * b * n1]);
+    for r in 0..t * b {
+        for j in 0..n2 {
+            let dy = g_h2[r * n2 + j];
+            g_b2[j] += dy;
+            for q in 0..n1 {
+                g_w2[j * n1 + q] += dy * s1[r * n1 + q];
+                g_s1[r * n1 + q] += dy * w2[j * n1 + q];
+            }
+        }
+    }
+    // Backward of s1 (PLIF): the current is static, so its gradient sums over time.
+    let mut g_w = 0.0;
+    let mut g_h1 = vec![0.0; b * n1];
+    let mut gv = vec![0.0; b * n1];
+    for st in (0..t).rev() {
+        for q in 0..b * n1 {
+            let i = st * b * n1 + q;
+            let (v0, v1, sp) = (v0a[i], v1a[i], s1[i]);
+            let g_s = g_s1[i] + gv[q] * (0.0 - v1);
+            let g_v1 = if sp == 1.0 { 0.0 } else { gv[q] } + g_s * sg(v1 - 1.0);
+            g_h1[q] += g_v1 * k;
+            g_w += g_v1 * (h1[q] - v0) * k * (1.0 - k);
+            gv[q] = g_v1 * (1.0 - k);
+        }
+    }
+    let (mut g_w1, mut g_b1) = (vec![0.0; n1 * ni], vec![0.0; n1]);
+    for bi in 0..b {
+        for j in 0..n1 {
+            let dy = g_h1[bi * n1 + j];
+            g_b1[j] += dy;
+            for q in 0..ni {
+                g_w1[j * ni + q] += dy * x[bi * ni + q];
+            }
+        }
+    }
+
+    let want: [(&str, Vec<f64>); 7] = [
+        ("h1.weight", g_w1),
+        ("h1.bias", g_b1),
+        ("s1.w", vec![g_w]),
+        ("h2.weight", g_w2),
+        ("h2.bias", g_b2),
+        ("s2.tau", vec![g_tau]),
+        ("s2.v_threshold", g_thr),
+    ];
+    for (name, want) in want {
+        let got = grad(name);
+        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(scale > 1e-4, "{name}: the reference gradient vanishes");
+        for (j, (a, r)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (*a as f64 - r).abs() <= 1e-4 * r.abs().max(1e-2 * scale),
+                "{name}[{j}]: backward {a} vs hand-written BPTT {r}"
+            );
+        }
+        println!("{name}: {:?}", &got[..got.len().min(3)]);
+    }
+}
+
+/// SpikingJelly's ParametricLIFNode (decay_input, hard reset to 0, threshold 1) on one
+/// neuron and four steps, computed by hand: init_tau = 2 gives w = -ln(2 - 1) = 0, so
+/// 1/tau = sigmoid(0) = 0.5, and v = v + (x - v) / 2. With dL/dcount = 1 and the ATan
+/// surrogate, the BPTT recursion gives dL/dw = 0.456416... (reference values in comments).
+#[test]
+fn plif_follows_spikingjelly_parametric_lif() {
+    let src = "model plif1 {\n  T = 4\n  batch = 1\n  input x: [T, 1]\n  s = PLIF(x)\n  output trace(s.v)\n  train {\n    loss = cross_entropy(counts(s))\n    surrogate = atan(alpha = 2.0)\n  }\n}\n";
+    let mut s = load_src(src, true);
+    assert_eq!(s.weight("s.w").unwrap(), &[0.0]);
+    let xs = [1.5f32, 0.6, 1.4, 0.2];
+    let out = s
+        .run(
+            &[snn_runtime::Tensor {
+                shape: vec![4, 1, 1],
+                data: xs.to_vec(),
+            }],
+            4,
+            1,
+        )
+        .unwrap();
+    // v after each step: 0.75, 0.675, 1.0375 fires and resets to 0, then 0.1.
+    let v = &out[0].1.data;
+    for (a, b) in v.iter().zip([0.75f32, 0.675, 0.0, 0.1]) {
+        assert!((a - b).abs() < 1e-6, "v {v:?}");
+    }
+    assert_eq!(out[1].0.name, "s.counts");
+    assert_eq!(out[1].1.data, vec![1.0]);
+    s.backward(&[&[1.0]], 4, 1).unwrap();
+    let g = s.grads().unwrap()[0][0] as f64;
+    // t=3: v0=0, v1=0.1, no spike: g_S = 1, sg = 1/(1 + (pi*(0.1-1))^2) = 0.11120...,
+    //      g_v1 = 0.11120, dw += g_v1 * (0.2 - 0) * 0.25; g_v0 = g_v1 / 2.
+    // t=2: v1=1.0375 fired: g_S = 1 + g_v.out * (0 - 1.0375), g_v1 = g_S * sg(0.0375), ...
+    let (k, thr) = (0.5f64, 1.0f64);
+    let sg = |u: f64| 1.0 / (1.0 + (std::f64::consts::PI * u).powi(2));
+    let (v0, v1, fired) = (
+        [0.0, 0.75, 0.675, 0.0],
+        [0.75, 0.675, 1.0375, 0.1],
+        [false, false, true, false],
+    );
+    let (mut gv, mut want) = (0.0f64, 0.0f64);
+    for t in (0..4).rev() {
+        let g_s = 1.0 + gv * (0.0 - v1[t]);
+        let g_v1 = if fired[t] { 0.0 } else { gv } + g_s * sg(v1[t] - thr);
+        want += g_v1 * (xs[t] as f64 - v0[t]) * k * (1.0 - k);
+        gv = g_v1 * (1.0 - k);
+    }
+    assert!((want - 0.456_416_449_599).abs() < 1e-9, "{want}");
+    assert!(
+        (g - want).abs() < 1e-5 * want,
+        "dL/dw = {g}, by hand {want}"
+    );
+    // init_tau = 4: w = -ln(3), in f64 and rounded once (as torch.as_tensor does).
+    let s4 = load_src(&src.replace("PLIF(x)", "PLIF(x, init_tau = 4.0)"), false);
+    assert_eq!(s4.weight("s.w").unwrap(), &[-(3.0f64.ln()) as f32]);
+}
+
+/// A learned parameter is a weight in an inference plan too: a file saved while training
+/// loads into the inference session, and the forward passes agree.
+#[test]
+fn learned_parameters_are_weights_in_inference_plans() {
+    let mut tr = load("tests/in/train/plif.snn");
+    tr.set_weight("s1.w", &[0.7]).unwrap();
+    tr.set_weight("s2.tau", &[2.5]).unwrap();
+    tr.set_weight("s2.v_threshold", &[0.5, 0.9, 0.6]).unwrap();
+    let dir = common::root().join("target").join("learn-weights-test");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("plif.safetensors");
+    tr.save_weights(&path).unwrap();
+
+    let program = common::compile_file(
+        &common::root().join("tests/in/train/plif.snn"),
+        Options::default(),
+    )
+    .unwrap();
+    assert!(program.plan.train.is_none());
+    let mut inf = snnc::session::load(&program, Some(&common::cache_dir()))
+        .unwrap()
+        .session;
+    assert_eq!(inf.weight("s1.w").unwrap(), &[-(2.0f64.ln()) as f32]);
+    inf.load_weights(&path).unwrap();
+    assert_eq!(inf.weight("s1.w").unwrap(), &[0.7]);
+    assert_eq!(inf.weight("s2.v_threshold").unwrap(), &[0.5, 0.9, 0.6]);
+    assert!(inf.param("s1.w").is_none() && inf.param("s1.init_tau").is_none());
+    let e = inf.set_param("s2.tau", 3.0).unwrap_err().to_string();
+    assert!(
+        e.contains("`s2.tau` is a weight") && e.contains("set_weight"),
+        "{e}"
+    );
+    // Larger dense weights, so that both layers fire.
+    for name in ["h1.weight", "h1.bias", "h2.weight", "h2.bias"] {
+        let w: Vec<f32> = tr.weight(name).unwrap().iter().map(|v| v * 4.0).collect();
+        tr.set_weight(name, &w).unwrap();
+        inf.set_weight(name, &w).unwrap();
+    }
+    let x = tr.random_inputs(8, 4, 5);
+    let a = tr.run(&x, 8, 4).unwrap();
+    let b = inf.run(&x, 8, 4).unwrap();
+    assert_eq!(a[0].1.data, b[0].1.data);
+    assert!(a[0].1.data.iter().sum::<f32>() > 0.0);
+}
+
+/// Adam on tests/in/train/plif.snn: the loss falls and the learned time constants and
+/// thresholds move.
+#[test]
+fn training_moves_the_learned_time_constants() {
+    use snn_runtime::train::optim::Optimizer;
+    let mut s = load("tests/in/train/plif.snn");
+    let (t, b) = (8, 12);
+    let x = s.random_inputs(t, b, 11);
+    let labels: Vec<usize> = (0..b).map(|i| i % 3).collect();
+    // Inputs that carry the label, so that there is something to learn.
+    let mut x0 = x[0].clone();
+    for (i, &l) in labels.iter().enumerate() {
+        x0.data[i * 4 + l] += 1.0;
+    }
+    let names: Vec<String> = s.plan().weights.iter().map(|w| w.name.clone()).collect();
+    let at = |n: &str| names.iter().position(|m| m == n).unwrap();
+    let start: Vec<Vec<f32>> = s.weights().to_vec();
+    let mut opt = Optimizer::adam((0.9, 0.999), 1e-8, 0.0);
+    let mut losses = Vec::new();
+    for _ in 0..60 {
+        let out = s.run(std::slice::from_ref(&x0), t, b).unwrap();
+        let (loss, g) = cross_entropy(&out[0].1.data, &labels, 3);
+        losses.push(loss);
+        s.backward(&[&g], t, b).unwrap();
+        let grads = s.grads().unwrap();
+        let mut w = s.weights().to_vec();
+        opt.step(&mut w, &grads, 0.05);
+        s.set_all_weights(w).unwrap();
+    }
+    let end = s.weights().to_vec();
+    println!("loss {:.4} -> {:.4}", losses[0], losses[losses.len() - 1]);
+    for n in ["s1.w", "s2.tau", "s2.v_threshold"] {
+        println!("{n}: {:?} -> {:?}", start[at(n)], end[at(n)]);
+        let moved = start[at(n)]
+            .iter()
+            .zip(&end[at(n)])
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(moved > 1e-2, "{n} did not move: {:?}", end[at(n)]);
+    }
+    let last: f64 = losses[losses.len() - 5..].iter().sum::<f64>() / 5.0;
+    assert!(last < 0.7 * losses[0], "loss {} -> {last}", losses[0]);
+}

@@ -1,7 +1,9 @@
 //! The CUDA back end on CPU-only CI: the generated CUDA C of every model runs on the host
 //! through kernels/cuda/host_shim.h, inside the real plan executor, and must give the same
 //! outputs as the generated Rust kernels: spikes and counts identical, traces within 1e-5
-//! relative (in practice bit for bit). Needs a C++20 compiler (`$CXX`, else g++, clang++,
+//! relative (in practice bit for bit). The training plans of tests/in/train also run their
+//! backward kernels through the shim and must give the same weight gradients. Needs a C++20
+//! compiler (`$CXX`, else g++, clang++,
 //! c++); without one the tests print a SKIP line and pass.
 
 use std::path::{Path, PathBuf};
@@ -317,4 +319,112 @@ fn generated_cuda_matches_rust_kernels_on_every_model() {
         results.len()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The training plans of tests/in/train: forward and backward (reverse-time kernels, and
+/// the atomic gradient sums of learnable parameters in tests/in/train/plif.snn) in the
+/// generated CUDA through the shim against the Rust kernels: every weight gradient within
+/// 1e-5 of the largest of its tensor (the atomic adds sum in another order).
+#[test]
+fn generated_cuda_backward_matches_rust_kernels_on_training_plans() {
+    let Some(cxx) = cxx() else {
+        return skip("generated_cuda_backward_matches_rust_kernels_on_training_plans");
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(workspace().join("tests/in/train"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "snn"))
+        .collect();
+    files.sort();
+    assert!(files.iter().any(|f| f.ends_with("plif.snn")));
+    for path in files {
+        let name = format!("train_{}", path.file_stem().unwrap().to_string_lossy());
+        let mut c = Compiler::new(Options {
+            train: true,
+            ..Options::default()
+        });
+        let parsed = c.parse_file(&path).unwrap();
+        let program = c
+            .compile(&parsed)
+            .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
+        let cache = workspace().join("target").join("snnc-test-cache");
+        let mut cpu = snnc::session::load(&program, Some(&cache))
+            .unwrap_or_else(|d| panic!("{name}: {}", d.message))
+            .session;
+        let dir = work_dir(&name);
+        let cu = format!("{name}.cu");
+        std::fs::write(dir.join(&cu), cuda::print_program(&program)).unwrap();
+        std::fs::write(
+            dir.join("driver.cpp"),
+            cuda::print_shim_driver(&program, &cu),
+        )
+        .unwrap();
+        let lib = build(
+            &cxx,
+            &dir,
+            "driver.cpp",
+            &format!("libsnn_cuda_shim_{name}.so"),
+            true,
+        );
+        let table = KernelTable::load(&lib, &program.plan).unwrap();
+        let mut shim = Session::new(program.plan.clone(), table).unwrap();
+        for w in &program.plan.weights {
+            // Larger dense weights, so that the layers spike; learned parameters as they are.
+            let k = if w.name.ends_with(".weight") {
+                3.0
+            } else {
+                1.0
+            };
+            let v: Vec<f32> = cpu.weight(&w.name).unwrap().iter().map(|x| x * k).collect();
+            cpu.set_weight(&w.name, &v).unwrap();
+            shim.set_weight(&w.name, &v).unwrap();
+        }
+        let (t, batch) = (program.plan.t, program.plan.batch);
+        let inputs = cpu.random_inputs(t, batch, 99);
+        let a = cpu.run(&inputs, t, batch).unwrap();
+        let b = shim.run(&inputs, t, batch).unwrap();
+        for ((d, x), (_, y)) in a.iter().zip(&b) {
+            compare(&name, &d.name, d.kind, x, y, t, batch).unwrap();
+        }
+        // Any fixed loss gradient will do: the same for both.
+        let tp = program.plan.train.as_ref().unwrap();
+        let grads: Vec<Vec<f32>> = std::iter::once(tp.loss.grad)
+            .chain(tp.regularizers.iter().map(|r| r.grad))
+            .map(|buf| {
+                let d = &program.plan.buffers[buf];
+                let rows = match d.extent {
+                    snn_runtime::plan::Extent::Seq => t * batch,
+                    _ => batch,
+                };
+                (0..rows * d.features)
+                    .map(|i| ((i * 13 % 7) as f32 - 3.0) * 0.05)
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
+        cpu.backward(&refs, t, batch).unwrap();
+        shim.backward(&refs, t, batch).unwrap();
+        let (ga, gb) = (cpu.grads().unwrap(), shim.grads().unwrap());
+        for (w, g) in program.plan.weights.iter().zip(&ga) {
+            assert!(
+                g.iter().any(|v| *v != 0.0),
+                "{name}: the gradient of `{}` is zero: nothing is compared",
+                w.name
+            );
+        }
+        for (w, (x, y)) in program.plan.weights.iter().zip(ga.iter().zip(&gb)) {
+            let scale = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                assert!(
+                    (p - q).abs() <= 1e-5 * scale.max(1e-3),
+                    "{name}: gradient of `{}`[{i}]: Rust {p}, CUDA via shim {q}",
+                    w.name
+                );
+            }
+        }
+        println!(
+            "cuda_shim: {name}: forward and {} weight gradients match",
+            ga.len()
+        );
+    }
 }

@@ -9,8 +9,10 @@
 // What it provides: the CUDA function qualifiers as ordinary C++, `dim3`, thread-local
 // `threadIdx/blockIdx/blockDim/gridDim`, the float math functions from <math.h>, and
 // `snn_shim_launch(kernel, grid, block, args...)`, which runs every thread of every block in
-// turn on the calling thread. That is enough for kernels whose threads never talk to each
-// other (all kernels snnc generates today); there is no __syncthreads and no warp intrinsic.
+// turn on the calling thread, and `atomicAdd` on floats (a real atomic: the CPU device calls
+// a launch's chunks from several host threads at once). That is enough for kernels whose
+// threads talk to each other only through atomics (all kernels snnc generates today); there
+// is no __syncthreads and no warp intrinsic.
 // The indices are thread_local, so several host threads may launch at once.
 
 #ifndef SNN_HOST_SHIM_H
@@ -24,6 +26,7 @@
 #error "kernels/cuda/host_shim.h is for plain C++ compilers, not nvcc or NVRTC"
 #endif
 
+#include <atomic>
 #include <math.h>
 
 #define SNN_HOST_SHIM 1
@@ -48,6 +51,11 @@ inline thread_local dim3 threadIdx{0, 0, 0};
 inline thread_local dim3 blockIdx{0, 0, 0};
 inline thread_local dim3 blockDim{1, 1, 1};
 inline thread_local dim3 gridDim{1, 1, 1};
+
+/// CUDA's `atomicAdd(float*, float)`: returns the old value.
+inline float atomicAdd(float* p, float v) {
+    return std::atomic_ref<float>(*p).fetch_add(v, std::memory_order_relaxed);
+}
 
 /// `kernel<<<grid, block>>>(args...)`, sequentially: blocks in order, threads in order
 /// (x fastest). Arguments convert to the kernel's parameter types as in a call.

@@ -99,6 +99,17 @@ pub struct GroupDesc {
     pub params: usize,
     /// Neurons per sample; the index space is `batch * features`.
     pub features: usize,
+    /// Weight arguments, passed after the slots.
+    pub weights: Vec<WeightArg>,
+}
+
+/// A weight argument of a launch: the weight's values, or (`grad`) its gradient, which the
+/// kernel adds into atomically. `len` is the number of elements the kernel may touch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WeightArg {
+    pub id: WeightId,
+    pub grad: bool,
+    pub len: usize,
 }
 
 /// A launch of one generated kernel over several groups (one parallel region).

@@ -9,6 +9,7 @@
 use crate::cpu::CpuDevice;
 use crate::device::{
     ConvDesc, Device, GemmDesc, GemmDwDesc, GemmDxDesc, GroupDesc, LaunchDesc, Loc, PoolDesc,
+    WeightArg,
 };
 use crate::error::{fmt_shape, Result, RuntimeError};
 use crate::io::weights;
@@ -245,6 +246,7 @@ impl Session {
             let w = &mut self.weights[i];
             match decl.init {
                 Init::Zeros => w.fill(0.0),
+                Init::Constant(v) => w.fill(v),
                 Init::UniformFanIn { fan_in, gain } => {
                     let bound = gain / (fan_in as f32).sqrt();
                     rng::fill_uniform01(w, seed, i as u32, rng::stream::WEIGHTS);
@@ -378,6 +380,12 @@ impl Session {
     /// Sets a parameter after checking its constraint. Takes effect on the next run.
     /// Set a parameter by value (a seed parameter takes the seed as a whole number).
     pub fn set_param(&mut self, name: &str, value: f32) -> Result<()> {
+        if self.weight_index.contains_key(name) {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "`{name}` is a weight, not a run-time parameter (a learned neuron parameter, \
+                 `learn(...)`, is a weight): set it with set_weight or a weights file"
+            )));
+        }
         let i = *self
             .param_index
             .get(name)
@@ -853,6 +861,8 @@ fn exec_ops(
 struct Checker<'a> {
     plan: &'a Plan,
     n_kernels: usize,
+    /// Checking the backward ops (gradient accumulation allowed).
+    backward: bool,
 }
 
 /// Product, saturating (an impossible size that fails every comparison).
@@ -1185,10 +1195,44 @@ impl Checker<'_> {
                             }
                             slots.push(bd.slot);
                         }
+                        if g.weights.len() != decl.weights.len() {
+                            return Err(RuntimeError::plan(format!(
+                                "{what}: {} weight arguments, the kernel takes {}",
+                                g.weights.len(),
+                                decl.weights.len()
+                            )));
+                        }
+                        let mut weights = Vec::with_capacity(g.weights.len());
+                        for (&id, u) in g.weights.iter().zip(&decl.weights) {
+                            let wd = self.weight(id, what)?;
+                            let len = if u.per_neuron { g.features } else { 1 };
+                            if wd.numel() != len {
+                                return Err(RuntimeError::plan(format!(
+                                    "{what}: weight `{}` has {} elements, the kernel reads {len} \
+                                     ({})",
+                                    wd.name,
+                                    wd.numel(),
+                                    if u.per_neuron { "one per neuron" } else { "one" }
+                                )));
+                            }
+                            if u.grad && !self.backward {
+                                return Err(RuntimeError::plan(format!(
+                                    "{what}: accumulates the gradient of `{}` outside the \
+                                     backward ops",
+                                    wd.name
+                                )));
+                            }
+                            weights.push(WeightArg {
+                                id,
+                                grad: u.grad,
+                                len,
+                            });
+                        }
                         descs.push(GroupDesc {
                             slots,
                             params: g.params,
                             features: g.features,
+                            weights,
                         });
                     }
                     Exec::Launch {
@@ -1246,6 +1290,14 @@ fn validate(plan: &Plan, n_kernels: usize) -> Result<(Vec<Exec>, Option<Vec<Exec
                 w.name
             )));
         }
+        if let Init::Constant(v) = w.init {
+            if !v.is_finite() {
+                return Err(RuntimeError::plan(format!(
+                    "weight `{}`: initial value {v} is not finite",
+                    w.name
+                )));
+            }
+        }
     }
     for p in &plan.params {
         if !names.insert(p.name.as_str()) {
@@ -1263,7 +1315,11 @@ fn validate(plan: &Plan, n_kernels: usize) -> Result<(Vec<Exec>, Option<Vec<Exec
             });
         }
     }
-    let c = Checker { plan, n_kernels };
+    let c = Checker {
+        plan,
+        n_kernels,
+        backward: false,
+    };
     for inp in &plan.inputs {
         let what = format!("input `{}`", inp.name);
         let b = c.buf(inp.buffer, &what)?;
@@ -1321,7 +1377,11 @@ fn validate(plan: &Plan, n_kernels: usize) -> Result<(Vec<Exec>, Option<Vec<Exec
             for r in &tp.regularizers {
                 check_out(r.output, r.grad, "a regulariser")?;
             }
-            Some(c.ops(&tp.backward, false, "backward ")?)
+            let cb = Checker {
+                backward: true,
+                ..c
+            };
+            Some(cb.ops(&tp.backward, false, "backward ")?)
         }
     };
     Ok((forward, backward))

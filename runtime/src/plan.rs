@@ -190,6 +190,9 @@ pub enum Init {
         gain: f32,
     },
     Zeros,
+    /// Every element set to this value: the initial value of a learnable neuron parameter
+    /// (`tau = learn(2.0)`).
+    Constant(f32),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -283,6 +286,20 @@ pub struct KernelDecl {
     pub symbol: String,
     /// Number of buffer arguments.
     pub arity: usize,
+    /// The weights the kernel reads (learnable neuron parameters), or whose gradients it
+    /// accumulates into, after the buffers: each launch group binds one weight per entry.
+    pub weights: Vec<WeightUse>,
+}
+
+/// How a kernel uses one weight argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WeightUse {
+    /// One value per neuron (`[F]`, read at `idx % F`) rather than one per population
+    /// (`[1]`).
+    pub per_neuron: bool,
+    /// The kernel adds into the weight's *gradient* (atomically: several threads and batch
+    /// elements share an element) instead of reading the weight. Backward ops only.
+    pub grad: bool,
 }
 
 /// Which time rows an op touches.
@@ -334,6 +351,8 @@ pub struct PoolGeom {
 #[derive(Clone, Debug, PartialEq)]
 pub struct LaunchGroup {
     pub args: Vec<BufId>,
+    /// One weight per [`KernelDecl::weights`] entry (its value or its gradient).
+    pub weights: Vec<WeightId>,
     /// Offset of this group's parameters in the flat parameter array.
     pub params: usize,
     /// Neurons per sample `F`; the kernel's index space is `B * F`.
@@ -414,7 +433,9 @@ pub enum Op {
 /// The C ABI of a generated kernel: `extern "C" fn(*const KernelArgs)`.
 ///
 /// The kernel processes flat neuron indices `lo..hi` of the `B * F` index space (a row of
-/// a `Seq` buffer at step `t` starts at `t * batch * features`).
+/// a `Seq` buffer at step `t` starts at `t * batch * features`). `bufs` holds one pointer
+/// per buffer argument, then one per weight argument ([`KernelDecl::weights`]): the weight's
+/// values, or its gradient for a `grad` use.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct KernelArgs {

@@ -86,11 +86,13 @@ fn scale_plan(symbol: &str) -> Plan {
     p.kernels = vec![KernelDecl {
         symbol: symbol.into(),
         arity: 2,
+        weights: vec![],
     }];
     p.ops = vec![Op::Launch {
         kernel: 0,
         groups: vec![LaunchGroup {
             args: vec![0, 1],
+            weights: vec![],
             params: 0,
             features: 5,
         }],

@@ -135,6 +135,7 @@ fn seq_plan() -> Plan {
     p.kernels = vec![KernelDecl {
         symbol: "lif_seq".into(),
         arity: 3,
+        weights: vec![],
     }];
     p.ops = vec![
         gemm(0, 0, 1, N1, TimeSel::All { delay: 0 }),
@@ -144,11 +145,13 @@ fn seq_plan() -> Plan {
             groups: vec![
                 LaunchGroup {
                     args: vec![1, 2, 3],
+                    weights: vec![],
                     params: 0,
                     features: N1,
                 },
                 LaunchGroup {
                     args: vec![4, 5, 6],
+                    weights: vec![],
                     params: 2,
                     features: N2,
                 },
@@ -179,6 +182,7 @@ fn step_plan() -> Plan {
     p.kernels = vec![KernelDecl {
         symbol: "lif_step".into(),
         arity: 4,
+        weights: vec![],
     }];
     p.ops = vec![
         Op::Zero { buf: 2 },
@@ -194,11 +198,13 @@ fn step_plan() -> Plan {
                     groups: vec![
                         LaunchGroup {
                             args: vec![1, 2, 3, 4],
+                            weights: vec![],
                             params: 0,
                             features: N1,
                         },
                         LaunchGroup {
                             args: vec![5, 6, 7, 8],
+                            weights: vec![],
                             params: 2,
                             features: N2,
                         },
@@ -490,4 +496,49 @@ fn invalid_plans_are_errors() {
         body: vec![gemm(0, 0, 1, N1, TimeSel::All { delay: 0 })],
     }];
     assert!(invalid(p, 1).contains("inside a step loop"));
+}
+
+/// Weight arguments of launches (learnable neuron parameters): one per declared use, of the
+/// size the kernel reads, and gradients only in backward ops.
+#[test]
+fn invalid_weight_arguments_are_errors() {
+    let with = |per_neuron: bool, grad: bool, shape: Vec<usize>| {
+        let mut p = seq_plan();
+        p.weights.push(WeightDecl {
+            name: "s.gain".into(),
+            shape,
+            init: Init::Constant(2.0),
+        });
+        p.kernels[0].weights = vec![WeightUse { per_neuron, grad }];
+        if let Op::Launch { groups, .. } = &mut p.ops[2] {
+            for g in groups.iter_mut() {
+                g.weights = vec![2];
+            }
+        }
+        p
+    };
+    // The second group has N2 neurons: a per-neuron weight of N1 elements does not fit it.
+    let e = invalid(with(true, false, vec![N1]), 1);
+    assert!(
+        e.contains("`s.gain` has 3 elements") && e.contains("one per neuron"),
+        "{e}"
+    );
+    let e = invalid(with(false, false, vec![2]), 1);
+    assert!(e.contains("has 2 elements, the kernel reads 1"), "{e}");
+    let e = invalid(with(false, true, vec![1]), 1);
+    assert!(e.contains("outside the backward ops"), "{e}");
+    let mut p = with(false, false, vec![1]);
+    if let Op::Launch { groups, .. } = &mut p.ops[2] {
+        groups[1].weights.clear();
+    }
+    let e = invalid(p, 1);
+    assert!(e.contains("0 weight arguments, the kernel takes 1"), "{e}");
+    let mut p = with(false, false, vec![1]);
+    p.weights[2].init = Init::Constant(f32::NAN);
+    assert!(invalid(p, 1).contains("not finite"));
+    let mut p = with(false, false, vec![1]);
+    if let Op::Launch { groups, .. } = &mut p.ops[2] {
+        groups[0].weights = vec![7];
+    }
+    assert!(invalid(p, 1).contains("weight 7"));
 }

@@ -6,6 +6,7 @@
 //! ```text
 //! extern "C" __global__ void <symbol>(
 //!     <one pointer per buffer argument, in KernelIR order>,
+//!     <one pointer per weight argument: a learnable parameter, or its gradient>,
 //!     const float* params,       // this launch group's parameters
 //!     unsigned long long t_len,  // KernelArgs::t_len
 //!     unsigned long long t_step, // KernelArgs::t_step
@@ -17,7 +18,9 @@
 //!
 //! the fields of [`snn_runtime::plan::KernelArgs`] with `bufs` spread into one
 //! `__restrict__` pointer per argument (the memory plan never gives two arguments of a
-//! launch the same slot). One thread per flat index
+//! launch the same slot). A learnable parameter is loaded once per thread (`w0_tau`, from
+//! `wp0_tau[0]`, or `[idx % features]` per neuron); a backward kernel sums its gradient over
+//! time in a register and adds it into the gradient with one `atomicAdd` per thread. One thread per flat index
 //! `idx = lo + blockIdx.x * blockDim.x + threadIdx.x < hi`, so a launch is
 //! `grid.x = ceil((hi - lo) / block.x)` blocks of any 1-D size ([`BLOCK`] suggested).
 //! Consecutive threads touch consecutive elements of the row-major `[T, B, F]` and `[B, F]`
@@ -84,6 +87,10 @@ pub fn print_kernel(k: &Kernel) -> String {
         let konst = if written(k, i) { "" } else { "const " };
         let _ = writeln!(s, "    {konst}float* __restrict__ {},", arg_name(k, i));
     }
+    for (i, w) in k.weights.iter().enumerate() {
+        let konst = if w.grad { "" } else { "const " };
+        let _ = writeln!(s, "    {konst}float* __restrict__ {},", weight_ptr(k, i));
+    }
     s.push_str(
         "    const float* __restrict__ params,\n\
          \x20   unsigned long long t_len,\n\
@@ -100,6 +107,17 @@ pub fn print_kernel(k: &Kernel) -> String {
     );
     for i in 0..k.params.len() {
         let _ = writeln!(s, "    const float {} = params[{i}];", param_name(k, i));
+    }
+    for (i, w) in k.weights.iter().enumerate() {
+        if !w.grad {
+            let at = if w.per_neuron { "idx % features" } else { "0" };
+            let _ = writeln!(
+                s,
+                "    const float {} = {}[{at}];",
+                weight_name(k, i),
+                weight_ptr(k, i)
+            );
+        }
     }
 
     let locals = |s: &mut String, ind: &str| {
@@ -143,12 +161,26 @@ pub fn print_kernel(k: &Kernel) -> String {
                         var_name(k, KVar::Carried(i))
                     );
                 }
+                if let Some(w) = c.grad {
+                    let at = if k.weights[w].per_neuron {
+                        "idx % features"
+                    } else {
+                        "0"
+                    };
+                    let _ = writeln!(
+                        s,
+                        "    atomicAdd(&{}[{at}], {});",
+                        weight_ptr(k, w),
+                        var_name(k, KVar::Carried(i))
+                    );
+                }
             }
         }
         LaunchTime::Step => {
             s.push_str("    const unsigned long long t = t_step;\n");
             s.push_str("    const unsigned long long row = t * bn;\n");
             for (i, c) in k.carried.iter().enumerate() {
+                assert!(c.grad.is_none(), "gradient reductions are in Seq kernels");
                 let init = expr(k, &c.init);
                 let load = match (c.buf, c.init_at_t0) {
                     (Some(b), true) => format!("(t == 0 ? {init} : {}[idx])", arg_name(k, b)),
@@ -217,7 +249,7 @@ pub fn print_shim_driver(p: &Program, cuda_file: &str) -> String {
         "extern \"C\" unsigned int snn_abi_version(void) {{ return {KERNEL_ABI_VERSION}u; }}"
     );
     for k in &p.kernels {
-        let bufs: String = (0..k.args.len())
+        let bufs: String = (0..k.args.len() + k.weights.len())
             .map(|i| format!("a->bufs[{i}], "))
             .collect();
         let _ = write!(
@@ -276,6 +308,16 @@ fn arg_name(k: &Kernel, i: usize) -> String {
 
 fn param_name(k: &Kernel, i: usize) -> String {
     prefixed('p', i, &k.params[i])
+}
+
+/// The pointer argument of weight `i`.
+fn weight_ptr(k: &Kernel, i: usize) -> String {
+    format!("w{}", prefixed('p', i, &k.weights[i].name))
+}
+
+/// The value of a weight that is read, loaded once per thread.
+fn weight_name(k: &Kernel, i: usize) -> String {
+    prefixed('w', i, &k.weights[i].name)
 }
 
 fn var_name(k: &Kernel, v: KVar) -> String {
@@ -343,6 +385,7 @@ fn expr(k: &Kernel, e: &KExpr) -> String {
     match e {
         KExpr::Const(v) => f32_literal(*v),
         KExpr::Param(i) => param_name(k, *i),
+        KExpr::Weight(i) => weight_name(k, *i),
         KExpr::Var(v) => var_name(k, *v),
         KExpr::Load(a) => format!("{}[{}]", arg_name(k, *a), index(k.args[*a].extent)),
         KExpr::Uniform { seed_param } => {

@@ -33,6 +33,10 @@ pub fn plan_tokens(p: &Plan, m: &TokenStream) -> TokenStream {
                 quote!(#m::Init::UniformFanIn { fan_in: #fan_in, gain: #gain })
             }
             Init::Zeros => quote!(#m::Init::Zeros),
+            Init::Constant(v) => {
+                let v = f32_bits(v);
+                quote!(#m::Init::Constant(#v))
+            }
         };
         quote!(#m::WeightDecl { name: ::std::string::String::from(#name), shape: #shape, init: #init })
     });
@@ -69,7 +73,15 @@ pub fn plan_tokens(p: &Plan, m: &TokenStream) -> TokenStream {
     let kernels = p.kernels.iter().map(|k| {
         let symbol = &k.symbol;
         let arity = usize_lit(k.arity);
-        quote!(#m::KernelDecl { symbol: ::std::string::String::from(#symbol), arity: #arity })
+        let weights = k.weights.iter().map(|u| {
+            let (per_neuron, grad) = (u.per_neuron, u.grad);
+            quote!(#m::WeightUse { per_neuron: #per_neuron, grad: #grad })
+        });
+        quote!(#m::KernelDecl {
+            symbol: ::std::string::String::from(#symbol),
+            arity: #arity,
+            weights: ::std::vec![#(#weights),*],
+        })
     });
     let ops = ops(&p.ops, m);
     let train = match &p.train {
@@ -350,9 +362,10 @@ fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
             let kernel = usize_lit(*kernel);
             let groups = groups.iter().map(|g| {
                 let args = usizes(&g.args);
+                let weights = usizes(&g.weights);
                 let params = usize_lit(g.params);
                 let features = usize_lit(g.features);
-                quote!(#m::LaunchGroup { args: #args, params: #params, features: #features })
+                quote!(#m::LaunchGroup { args: #args, weights: #weights, params: #params, features: #features })
             });
             let time = match time {
                 LaunchTime::Seq => quote!(#m::LaunchTime::Seq),

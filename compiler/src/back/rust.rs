@@ -29,9 +29,11 @@ pub fn print_program(p: &Program) -> String {
     let abi = Literal::u32_unsuffixed(KERNEL_ABI_VERSION);
     let lanes = Literal::usize_unsuffixed(LANES);
     let block = Literal::usize_unsuffixed(BLOCK);
+    let atomic = atomic_add_item(p);
     let tokens = quote! {
         const BLOCK: usize = #block;
         const LANES: usize = #lanes;
+        #atomic
 
         /// The calling convention version; the loader refuses a mismatch.
         #[no_mangle]
@@ -60,6 +62,7 @@ pub fn print_module(p: &Program, args_ty: &TokenStream) -> TokenStream {
     let kernels: Vec<TokenStream> = p.kernels.iter().map(|k| kernel_tokens(k, false)).collect();
     let lanes = Literal::usize_unsuffixed(LANES);
     let block = Literal::usize_unsuffixed(BLOCK);
+    let atomic = atomic_add_item(p);
     let prelude: syn::File = syn::parse_file(PRELUDE).expect("kernels/rust/prelude.rs parses");
     // The prelude minus its `SnnArgs` mirror: here the runtime's own struct is used.
     let helpers = prelude
@@ -71,7 +74,33 @@ pub fn print_module(p: &Program, args_ty: &TokenStream) -> TokenStream {
         const BLOCK: usize = #block;
         const LANES: usize = #lanes;
         #(#helpers)*
+        #atomic
         #(#kernels)*
+    }
+}
+
+/// `snn_atomic_add`, for programs whose kernels add into gradients of learnable parameters
+/// (printed only then, so other programs' sources, and their cache keys, stay the same).
+fn atomic_add_item(p: &Program) -> TokenStream {
+    if !p.kernels.iter().any(|k| k.weights.iter().any(|w| w.grad)) {
+        return TokenStream::new();
+    }
+    quote! {
+        /// `*p += v` as one atomic read-modify-write (a compare-and-swap loop on the bits):
+        /// the threads of a launch share the gradient of a learnable parameter.
+        #[inline(always)]
+        unsafe fn snn_atomic_add(p: *mut f32, v: f32) {
+            use core::sync::atomic::{AtomicU32, Ordering};
+            let a = &*(p as *const AtomicU32);
+            let mut cur = a.load(Ordering::Relaxed);
+            loop {
+                let new = (f32::from_bits(cur) + v).to_bits();
+                match a.compare_exchange_weak(cur, new, Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => return,
+                    Err(x) => cur = x,
+                }
+            }
+        }
     }
 }
 
@@ -97,6 +126,11 @@ fn arg_ident(k: &Kernel, i: usize) -> Ident {
 }
 fn param_ident(k: &Kernel, i: usize) -> Ident {
     format_ident!("p{}_{}", i, clean(&k.params[i]))
+}
+/// A weight argument: its value for a shared weight that is read (loaded once), its
+/// pointer otherwise.
+fn weight_ident(k: &Kernel, i: usize) -> Ident {
+    format_ident!("w{}_{}", i, clean(&k.weights[i].name))
 }
 fn var_ident(k: &Kernel, v: KVar) -> Ident {
     match v {
@@ -143,6 +177,14 @@ fn expr(k: &Kernel, e: &KExpr) -> TokenStream {
         KExpr::Param(i) => {
             let p = param_ident(k, *i);
             quote!(#p)
+        }
+        KExpr::Weight(i) => {
+            let w = weight_ident(k, *i);
+            if k.weights[*i].per_neuron {
+                quote!((*#w.add(idx % a.features)))
+            } else {
+                quote!(#w)
+            }
         }
         KExpr::Var(v) => {
             let v = var_ident(k, *v);
@@ -259,6 +301,21 @@ fn kernel_tokens(k: &Kernel, export: bool) -> TokenStream {
             quote!(let #p: f32 = *a.params.add(#ix);)
         })
         .collect();
+    // Weight arguments follow the buffers in `bufs`.
+    let weight_decls: Vec<TokenStream> = k
+        .weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let id = weight_ident(k, i);
+            let ix = Literal::usize_unsuffixed(k.args.len() + i);
+            if w.per_neuron || w.grad {
+                quote!(let #id: *mut f32 = *a.bufs.add(#ix);)
+            } else {
+                quote!(let #id: f32 = **a.bufs.add(#ix);)
+            }
+        })
+        .collect();
     let local_decls: Vec<TokenStream> = (0..k.locals.len())
         .map(|i| {
             let l = var_ident(k, KVar::Local(i));
@@ -293,6 +350,23 @@ fn kernel_tokens(k: &Kernel, export: bool) -> TokenStream {
                     let b = arg_ident(k, b);
                     fini.push(quote!(for l in 0..W { *#b.add(i0 + l) = #arr[l]; }));
                 }
+                // A gradient: one atomic add per block (shared) or per neuron.
+                if let Some(w) = c.grad {
+                    let g = weight_ident(k, w);
+                    fini.push(if k.weights[w].per_neuron {
+                        quote! {
+                            for l in 0..W {
+                                snn_atomic_add(#g.add((i0 + l) % a.features), #arr[l]);
+                            }
+                        }
+                    } else {
+                        quote! {
+                            let mut sum = 0.0f32;
+                            for l in 0..W { sum += #arr[l]; }
+                            snn_atomic_add(#g, sum);
+                        }
+                    });
+                }
             }
             quote! {
                 #(#init)*
@@ -313,6 +387,7 @@ fn kernel_tokens(k: &Kernel, export: bool) -> TokenStream {
             let mut enter = Vec::new();
             let mut leave = Vec::new();
             for (i, c) in k.carried.iter().enumerate() {
+                assert!(c.grad.is_none(), "gradient reductions are in Seq kernels");
                 let v = var_ident(k, KVar::Carried(i));
                 let e = expr(k, &c.init);
                 let load = match (c.buf, c.init_at_t0) {
@@ -374,6 +449,7 @@ fn kernel_tokens(k: &Kernel, export: bool) -> TokenStream {
         unsafe fn #lanes_fn<const W: usize>(a: &SnnArgs, i0: usize) {
             let bn = a.batch * a.features;
             #(#arg_decls)*
+            #(#weight_decls)*
             #(#param_decls)*
             #inner
         }

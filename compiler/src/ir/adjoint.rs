@@ -12,7 +12,7 @@
 
 use std::fmt;
 
-use crate::ir::eqn::{BinOp, EExpr, Func, NeuronEqs, UnOp, Var};
+use crate::ir::eqn::{BinOp, EExpr, Func, NeuronEqs, ParamKind, UnOp, Var};
 
 /// The derivative that replaces the spike's Heaviside step.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -144,6 +144,10 @@ pub struct StepAdjoint {
     pub grad_state_in: Vec<Option<usize>>,
     /// The adjoint of the input current (`None`: the current does not matter).
     pub grad_current: Option<usize>,
+    /// This step's contribution to the gradient of each learned parameter, by parameter
+    /// index (`None`: the step does not depend on it). The backward kernel sums it over
+    /// time, neurons (when shared) and the batch.
+    pub grad_params: Vec<(usize, Option<usize>)>,
 }
 
 impl StepAdjoint {
@@ -158,7 +162,11 @@ pub struct AdjointError(pub String);
 
 /// Derive the backward step of `eqs`.
 pub fn derive(eqs: &NeuronEqs, opts: &GradOptions, dt: f32) -> Result<StepAdjoint, AdjointError> {
-    let mut d = Deriver::default();
+    let mut d = Deriver {
+        learned: eqs.params.iter().map(|p| p.learned()).collect(),
+        param_terms: vec![Vec::new(); eqs.params.len()],
+        ..Deriver::default()
+    };
     let n_states = eqs.states.len();
     // SSA: the current value of each variable.
     let mut cur_state: Vec<usize> = Vec::new();
@@ -306,6 +314,17 @@ pub fn derive(eqs: &NeuronEqs, opts: &GradOptions, dt: f32) -> Result<StepAdjoin
         let terms = std::mem::take(&mut d.current);
         Some(d.sum_into("g_I".into(), terms))
     };
+    let mut grad_params = Vec::new();
+    for (i, p) in eqs.params.iter().enumerate() {
+        if !p.learned() {
+            continue;
+        }
+        let terms = std::mem::take(&mut d.param_terms[i]);
+        grad_params.push((
+            i,
+            (!terms.is_empty()).then(|| d.sum_into(format!("g_{}", p.name), terms)),
+        ));
+    }
     let state_in = cur_state_in(&d, n_states);
     Ok(StepAdjoint {
         vals: d.vals,
@@ -316,6 +335,7 @@ pub fn derive(eqs: &NeuronEqs, opts: &GradOptions, dt: f32) -> Result<StepAdjoin
         stmts: d.stmts,
         grad_state_in,
         grad_current,
+        grad_params,
     })
 }
 
@@ -335,6 +355,9 @@ struct Deriver {
     vals: Vec<Val>,
     contrib: Vec<Vec<GExpr>>,
     current: Vec<GExpr>,
+    /// Which parameters are learned (have a gradient), and the terms of their adjoints.
+    learned: Vec<bool>,
+    param_terms: Vec<Vec<GExpr>>,
     adj_names: Vec<String>,
     stmts: Vec<(usize, GExpr)>,
 }
@@ -370,11 +393,12 @@ impl Deriver {
     }
     /// Reverse-mode through an expression tree: `a` is the adjoint of `e`'s value.
     fn push(&mut self, e: &GExpr, a: GExpr) {
-        if !depends(e) || a == GExpr::Const(0.0) {
+        if !self.depends(e) || a == GExpr::Const(0.0) {
             return;
         }
         match e {
-            GExpr::Const(_) | GExpr::Param(_) | GExpr::Adj(_) => {}
+            GExpr::Param(i) => self.param_terms[*i].push(a),
+            GExpr::Const(_) | GExpr::Adj(_) => {}
             GExpr::Current => self.current.push(a),
             GExpr::Val(j) => self.contrib[*j].push(a),
             GExpr::Unary(UnOp::Neg, x) => self.push(x, neg(a)),
@@ -411,7 +435,7 @@ impl Deriver {
                             ),
                         );
                         self.push(x, px);
-                        if depends(y) {
+                        if self.depends(y) {
                             let py =
                                 mul(mul(a, e.clone()), GExpr::Call(Func::Log, vec![x.clone()]));
                             self.push(y, py);
@@ -486,14 +510,18 @@ impl Deriver {
     }
 }
 
-/// Whether an expression depends on anything with a gradient (values or the current).
-fn depends(e: &GExpr) -> bool {
-    match e {
-        GExpr::Val(_) | GExpr::Current => true,
-        GExpr::Const(_) | GExpr::Param(_) | GExpr::Adj(_) => false,
-        GExpr::Unary(_, x) => depends(x),
-        GExpr::Binary(_, x, y) => depends(x) || depends(y),
-        GExpr::Call(_, args) => args.iter().any(depends),
+impl Deriver {
+    /// Whether an expression depends on anything with a gradient (values, the current, a
+    /// learned parameter).
+    fn depends(&self, e: &GExpr) -> bool {
+        match e {
+            GExpr::Val(_) | GExpr::Current => true,
+            GExpr::Param(i) => self.learned.get(*i).copied().unwrap_or(false),
+            GExpr::Const(_) | GExpr::Adj(_) => false,
+            GExpr::Unary(_, x) => self.depends(x),
+            GExpr::Binary(_, x, y) => self.depends(x) || self.depends(y),
+            GExpr::Call(_, args) => args.iter().any(|a| self.depends(a)),
+        }
     }
 }
 
@@ -713,6 +741,25 @@ impl StepAdjoint {
             }
             None => {
                 let _ = writeln!(out, "        dL/dI[t] = 0");
+            }
+        }
+        for &(i, g) in &self.grad_params {
+            let name = &eqs.params[i].name;
+            let (sum, at) = match eqs.params[i].kind {
+                ParamKind::Learned { per_neuron: true } => ("the batch", "[n]"),
+                _ => ("neurons and the batch", ""),
+            };
+            match g {
+                Some(a) => {
+                    let _ = writeln!(
+                        out,
+                        "        dL/d{name}{at} += {}   // summed over t, {sum}",
+                        self.adj_names[a]
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "        dL/d{name}{at} += 0");
+                }
             }
         }
     }

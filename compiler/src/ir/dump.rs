@@ -198,7 +198,15 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
             NodeKind::Flatten { src } => format!("flatten({})", nm(*src)),
             NodeKind::Population { inputs, model, args, .. } => {
                 let ins: Vec<String> = inputs.iter().map(|&i| nm(i)).collect();
-                let mut a: Vec<String> = args.params.iter().map(|(k, v, _)| format!("{k}={v:?}")).collect();
+                let mut a: Vec<String> = args
+                    .params
+                    .iter()
+                    .map(|(k, v, _)| match args.learn.iter().find(|(n, _)| n == k) {
+                        Some((_, l)) if l.per_neuron => format!("{k}=learn({v:?}, per_neuron)"),
+                        Some(_) => format!("{k}=learn({v:?})"),
+                        None => format!("{k}={v:?}"),
+                    })
+                    .collect();
                 a.extend(args.flags.iter().map(|(k, v, _)| format!("{k}={v}")));
                 a.extend(args.choices.iter().map(|(k, v, _)| format!("{k}={v}")));
                 let a = if a.is_empty() { String::new() } else { format!(", {}", a.join(", ")) };
@@ -448,9 +456,22 @@ fn ops(out: &mut String, p: &Plan, ops_: &[Op], indent: usize) {
                 );
                 for g in groups {
                     let args: Vec<String> = g.args.iter().map(|&a| b(a)).collect();
+                    let weights: String = g
+                        .weights
+                        .iter()
+                        .zip(&p.kernels[*kernel].weights)
+                        .map(|(&w, u)| {
+                            let name = &p.weights[w].name;
+                            if u.grad {
+                                format!(" grad {name}")
+                            } else {
+                                format!(" weight {name}")
+                            }
+                        })
+                        .collect();
                     let _ = writeln!(
                         out,
-                        "{pad}  ({}) params@{} features {}",
+                        "{pad}  ({}) params@{} features {}{weights}",
                         args.join(", "),
                         g.params,
                         g.features

@@ -27,8 +27,29 @@ pub struct NeuronEqs {
 #[derive(Clone, Debug, PartialEq)]
 pub struct EqParam {
     pub name: String,
+    /// The value; for a learned parameter its initial value.
     pub value: f32,
     pub check: ParamCheck,
+    pub kind: ParamKind,
+}
+
+/// Where a parameter's value lives at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamKind {
+    /// In the flat parameter array: set at run time (`Session::set_param`), not trained.
+    Runtime,
+    /// A plan weight (`learn(init)`): `[1]`, shared by the population's neurons, or `[F]`
+    /// with `per_neuron`; saved, loaded and trained like the projections' weights.
+    Learned { per_neuron: bool },
+    /// Read only by the initial value of a learned parameter in the model's definition (e.g.
+    /// PLIF's `init_tau`): folded at compile time, absent from the plan.
+    InitOnly,
+}
+
+impl EqParam {
+    pub fn learned(&self) -> bool {
+        matches!(self.kind, ParamKind::Learned { .. })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -255,6 +276,10 @@ impl NeuronEqs {
         for st in &self.states {
             s.push_str(&format!("{:?}", st.init));
         }
+        // Learned parameters are read from weights: different code.
+        for p in self.params.iter().filter(|p| p.kind != ParamKind::Runtime) {
+            s.push_str(&format!("{}:{:?};", p.name, p.kind));
+        }
         s
     }
 }
@@ -263,7 +288,21 @@ impl fmt::Display for NeuronEqs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "    model {} [{}]", self.model, self.variant)?;
         for p in &self.params {
-            writeln!(f, "      param {} = {:?}", p.name, p.value)?;
+            match p.kind {
+                ParamKind::Runtime => writeln!(f, "      param {} = {:?}", p.name, p.value)?,
+                ParamKind::Learned { per_neuron } => writeln!(
+                    f,
+                    "      param {} = learn({:?}{})",
+                    p.name,
+                    p.value,
+                    if per_neuron { ", per_neuron" } else { "" }
+                )?,
+                ParamKind::InitOnly => writeln!(
+                    f,
+                    "      param {} = {:?}  // compile time: initial values only",
+                    p.name, p.value
+                )?,
+            }
         }
         for s in &self.states {
             writeln!(f, "      state {} = {}", s.name, self.show(&s.init))?;

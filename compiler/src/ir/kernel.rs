@@ -26,6 +26,9 @@ pub struct Kernel {
     pub args: Vec<KArg>,
     /// Parameter names; `Param(i)` reads `params[i]` of the launch group.
     pub params: Vec<String>,
+    /// Weight arguments (learnable neuron parameters), bound after the buffers: `Weight(i)`
+    /// reads weight `i`; a `grad` weight receives a carried value's sum (`Carried::grad`).
+    pub weights: Vec<KWeight>,
     pub time: LaunchTime,
     /// `Seq` kernels: run the T loop backwards (`t = T-1 .. 0`), as backward kernels do.
     pub reverse: bool,
@@ -35,6 +38,16 @@ pub struct Kernel {
     pub locals: Vec<String>,
     /// One time step.
     pub body: Vec<KStmt>,
+}
+
+/// A weight argument: a learnable parameter's values, or its gradient.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KWeight {
+    pub name: String,
+    /// `[F]`, read at `idx % F`; otherwise `[1]`, read at 0.
+    pub per_neuron: bool,
+    /// The gradient: written only by `Carried::grad`, as atomic adds.
+    pub grad: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -56,6 +69,10 @@ pub struct Carried {
     pub init_at_t0: bool,
     /// Write it back to `buf`: after each step (step kernels) or after the T loop.
     pub store: bool,
+    /// `Seq` kernels: after the T loop, add the value into this `grad` weight argument: a
+    /// reduction over time in a register, then over neurons and the batch with atomic adds
+    /// (a back end may add partial sums of several neurons first).
+    pub grad: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -75,6 +92,8 @@ pub enum KStmt {
 pub enum KExpr {
     Const(f32),
     Param(usize),
+    /// A learnable parameter: weight argument `i` at 0, or at `idx % F` when per neuron.
+    Weight(usize),
     Var(KVar),
     /// Read at the current `(t, idx)` of an argument.
     Load(usize),
@@ -104,6 +123,14 @@ impl fmt::Display for E<'_> {
         match self.1 {
             KExpr::Const(c) => write!(f, "{c:?}"),
             KExpr::Param(i) => write!(f, "param.{}", k.params[*i]),
+            KExpr::Weight(i) => {
+                let w = &k.weights[*i];
+                write!(f, "weight.{}", w.name)?;
+                if w.per_neuron {
+                    write!(f, "[idx % F]")?;
+                }
+                Ok(())
+            }
             KExpr::Var(v) => write!(f, "{}", var_name(k, *v)),
             KExpr::Load(a) => write!(f, "{}[{}]", k.args[*a].name, index(k.args[*a].extent)),
             KExpr::Uniform { seed_param } => {
@@ -164,14 +191,34 @@ impl fmt::Display for Kernel {
         if !self.params.is_empty() {
             writeln!(f, "  params {}", self.params.join(", "))?;
         }
+        for (i, w) in self.weights.iter().enumerate() {
+            writeln!(
+                f,
+                "  weight {i} {} {} {}",
+                w.name,
+                if w.per_neuron { "[F]" } else { "[1]" },
+                if w.grad { "grad (atomic add)" } else { "read" }
+            )?;
+        }
         for c in &self.carried {
             let buf = c
                 .buf
                 .map(|b| format!(" buf {}", self.args[b].name))
                 .unwrap_or_default();
+            let grad = c
+                .grad
+                .map(|w| {
+                    let w = &self.weights[w];
+                    if w.per_neuron {
+                        format!(" then {}[idx % F] += sum over the batch", w.name)
+                    } else {
+                        format!(" then {} += sum over neurons and the batch", w.name)
+                    }
+                })
+                .unwrap_or_default();
             writeln!(
                 f,
-                "  carried {}' = {}{buf}{}{}",
+                "  carried {}' = {}{buf}{}{}{grad}",
                 c.name,
                 E(self, &c.init),
                 if c.init_at_t0 { " init@t0" } else { "" },

@@ -137,9 +137,20 @@ pub enum NodeKind {
 /// The arguments of a population instance, checked against its model.
 #[derive(Clone, Debug, Default)]
 pub struct PopArgs {
+    /// Parameter values (for a learned one, its initial value) and the value's span.
     pub params: Vec<(String, f32, Span)>,
     pub flags: Vec<(String, bool, Span)>,
     pub choices: Vec<(String, String, Span)>,
+    /// Parameters given as `learn(init)` (their init is in `params`).
+    pub learn: Vec<(String, Learn)>,
+}
+
+/// `name = learn(init)` or `learn(init, per_neuron = true)`: a learnable parameter.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Learn {
+    pub per_neuron: bool,
+    /// The `learn(...)` call.
+    pub span: Span,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

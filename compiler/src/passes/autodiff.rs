@@ -28,8 +28,9 @@ fn unsupported(m: &Module, h: NodeId, what: &str) -> Diagnostic {
     )
     .at(m.nodes[h].span, "on the gradient path")
     .hint(
-        "the backward pass covers feed-forward dense layers and neuron populations; \
-         conv/pool layers and recurrent (step-by-step) cycles follow",
+        "the backward pass covers feed-forward dense layers and neuron populations (with \
+         their learnable parameters); conv/pool layers and recurrent (step-by-step) cycles \
+         follow",
     )
 }
 
@@ -56,12 +57,19 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
         .at(m.span, "compiled for training")
         .hint("drop --no-fuse / --step-by-step when training"));
     }
-    // Which values need a gradient: anything downstream of a trainable projection.
+    // Which values need a gradient: anything downstream of a trainable projection or of a
+    // population with learned parameters (`tau = learn(2.0)`).
     let mut needs_grad = BTreeSet::new();
     loop {
         let before = needs_grad.len();
         for (h, node) in m.nodes.iter() {
-            let trainable = matches!(node.kind, NodeKind::Dense { .. } | NodeKind::Conv2d { .. });
+            let trainable = match &node.kind {
+                NodeKind::Dense { .. } | NodeKind::Conv2d { .. } => true,
+                NodeKind::Population { eqs: Some(eqs), .. } => {
+                    eqs.params.iter().any(|p| p.learned())
+                }
+                _ => false,
+            };
             if trainable
                 || node
                     .kind
@@ -184,21 +192,20 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
             "nothing to train: no weights lie upstream of the loss",
         )
         .at(loss.span, "this loss")
-        .hint("the loss must read a population fed (through dense layers) by the inputs"));
+        .hint(
+            "the loss must read a population fed (through dense layers) by the inputs, or \
+             one with a learnable parameter (`tau = learn(2.0)`)",
+        ));
     }
 
-    // The backward step of every population whose current needs a gradient.
+    // The backward step of every population on the gradient path: its current or one of
+    // its parameters needs a gradient.
     let mut pops = BTreeMap::new();
     for (h, node) in m.nodes.iter() {
-        let NodeKind::Population {
-            inputs,
-            eqs: Some(eqs),
-            ..
-        } = &node.kind
-        else {
+        let NodeKind::Population { eqs: Some(eqs), .. } = &node.kind else {
             continue;
         };
-        if !inputs.iter().any(|i| needs_grad.contains(i)) {
+        if !needs_grad.contains(&h) {
             continue;
         }
         let step = adjoint::derive(eqs, &cfg.grad, m.dt).map_err(|e| {

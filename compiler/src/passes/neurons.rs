@@ -155,51 +155,107 @@ fn lower(def: &ast::NeuronDef, args: &PopArgs) -> DResult<NeuronEqs> {
             .unwrap_or_else(|| "I".into()),
     };
 
-    // Parameters: defaults, then the instance's values, each checked.
+    // Parameters: defaults, then the instance's values, each checked. A learned
+    // parameter's value is its initial value; a `learn(...)` default in the model's
+    // definition may compute it from the other parameters (PLIF's `-log(init_tau - 1)`),
+    // which is done once every plain value is known.
+    let mut deferred: Vec<(usize, &Expr)> = Vec::new();
+    let mut spans = Vec::new();
     for p in &def.params {
-        let default = p.default.as_f32().ok_or_else(|| {
-            Diagnostic::new(
-                ErrorKind::BadValue,
-                format!("the default of `{}` must be a number", p.name.name),
-            )
-            .at(p.default.span, "not a number")
-        })?;
-        let (value, span) = match args.params.iter().find(|(n, _, _)| *n == p.name.name) {
-            Some((_, v, sp)) => (*v, *sp),
-            None => (default, p.default.span),
-        };
-        let check = match &p.check {
-            None => ParamCheck::Any,
-            Some(c) => {
-                if !eval_check(c, &p.name.name, value)? {
-                    return Err(Diagnostic::new(
-                        ErrorKind::BadValue,
-                        format!(
-                            "bad parameter value: `{} = {value}` violates `{}` in model `{}`",
-                            p.name.name,
-                            show_check(c),
-                            def.name.name
-                        ),
-                    )
-                    .at(span, "bad value")
-                    .note(c.span, "constraint declared here")
-                    .hint(format!("choose a value with {}", show_check(c))));
+        let learn = args.learn.iter().find(|(n, _)| *n == p.name.name);
+        let (value, span, kind) = match args.params.iter().find(|(n, _, _)| *n == p.name.name) {
+            Some((_, v, sp)) => (
+                *v,
+                *sp,
+                match learn {
+                    Some((_, l)) => ParamKind::Learned {
+                        per_neuron: l.per_neuron,
+                    },
+                    None => ParamKind::Runtime,
+                },
+            ),
+            None => match learn_call(&p.default)? {
+                Some((init, l)) => {
+                    let kind = ParamKind::Learned {
+                        per_neuron: l.per_neuron,
+                    };
+                    match init.as_f32() {
+                        Some(v) => (v, init.span, kind),
+                        None => {
+                            deferred.push((env.eqs.params.len(), init));
+                            (0.0, init.span, kind)
+                        }
+                    }
                 }
-                classify_check(c, &p.name.name)
-            }
+                None => {
+                    let v = p.default.as_f32().ok_or_else(|| {
+                        Diagnostic::new(
+                            ErrorKind::BadValue,
+                            format!("the default of `{}` must be a number", p.name.name),
+                        )
+                        .at(p.default.span, "not a number")
+                        .hint("e.g. `param tau = 2.0`, or `param w = learn(0.0)` to learn it")
+                    })?;
+                    (v, p.default.span, ParamKind::Runtime)
+                }
+            },
         };
-        if !value.is_finite() {
-            return Err(Diagnostic::new(
-                ErrorKind::BadValue,
-                format!("parameter `{}` must be finite", p.name.name),
-            )
-            .at(span, "not finite"));
-        }
+        spans.push(span);
         env.eqs.params.push(EqParam {
             name: p.name.name.clone(),
             value,
-            check,
+            check: ParamCheck::Any,
+            kind,
         });
+    }
+    // The `where` clauses: plain values first (a computed initial value may depend on
+    // them, e.g. PLIF's `init_tau > 1`), then the computed ones.
+    for (i, p) in def.params.iter().enumerate() {
+        if !deferred.iter().any(|(j, _)| *j == i) {
+            env.eqs.params[i].check = check_value(def, p, env.eqs.params[i].value, spans[i])?;
+        }
+    }
+    // Initial values computed from other parameters (f64, rounded once, as Python would).
+    for &(i, init) in &deferred {
+        let e = env.expr(init, true)?;
+        let mut reads_learned = None;
+        visit_params(&e, &mut |j| {
+            if env.eqs.params[j].learned() {
+                reads_learned = Some(j);
+            }
+        });
+        if let Some(j) = reads_learned {
+            let (pi, pj) = (&env.eqs.params[i].name, &env.eqs.params[j].name);
+            let d = Diagnostic::new(
+                ErrorKind::BadArgument,
+                format!("`{pj}` cannot be learned: it sets the initial value of `{pi}`"),
+            );
+            // Point at the instance's `learn(...)`, where the user can change it.
+            let d = match args.learn.iter().find(|(n, _)| n == pj) {
+                Some((_, l)) => d.at(l.span, "learned here").note(init.span, "used here"),
+                None => d.at(init.span, "computed from a learned parameter"),
+            };
+            return Err(d.hint(format!(
+                "`{pi}` is the learned parameter: give `{pj}` a number, or learn `{pi}` from \
+                 another initial value (`{pi} = learn(...)`)"
+            )));
+        }
+        match const_eval(&e, &env.eqs.params).map(|v| v as f32) {
+            Some(v) if v.is_finite() => env.eqs.params[i].value = v,
+            _ => {
+                return Err(Diagnostic::new(
+                    ErrorKind::BadValue,
+                    format!(
+                        "the initial value of `{}` is not a finite number",
+                        env.eqs.params[i].name
+                    ),
+                )
+                .at(init.span, "evaluated at compile time")
+                .hint("check the parameters it is computed from"))
+            }
+        }
+        let p = &def.params[i];
+        env.eqs.params[i].check = check_value(def, p, env.eqs.params[i].value, spans[i])?;
     }
     for s in &def.states {
         if env.eqs.states.iter().any(|x| x.name == s.name.name) {
@@ -248,6 +304,7 @@ fn lower(def: &ast::NeuronDef, args: &PopArgs) -> DResult<NeuronEqs> {
         .hint("compute temporaries in `update`"));
     }
     env.eqs.reset = reset;
+    learnability(def, args, &mut env.eqs)?;
     if !env.eqs.update.iter().any(|a| a.value.reads_current()) {
         return Err(Diagnostic::new(
             ErrorKind::BadArgument,
@@ -511,6 +568,284 @@ impl Env<'_> {
             _ => Err(err(e.span)),
         }
     }
+}
+
+/// `learn(init)` / `learn(init, per_neuron = true)`: the initial value's expression and the
+/// options; `None` when `e` is not a call of `learn`.
+pub(crate) fn learn_call(e: &Expr) -> DResult<Option<(&Expr, Learn)>> {
+    let ExprKind::Call { func, args } = &e.kind else {
+        return Ok(None);
+    };
+    if func.name != "learn" {
+        return Ok(None);
+    }
+    let usage = "`learn(2.0)` (one value shared by the population's neurons) or \
+                 `learn(2.0, per_neuron = true)` (one per neuron)";
+    let mut init = None;
+    let mut per_neuron = false;
+    for a in args {
+        match &a.name {
+            None if init.is_none() => init = Some(&a.value),
+            None => {
+                return Err(Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    "`learn` takes one positional argument, the initial value",
+                )
+                .at(a.value.span, "extra argument")
+                .hint(usage))
+            }
+            Some(n) if n.name == "per_neuron" => match a.value.kind {
+                ExprKind::Bool(b) => per_neuron = b,
+                _ => {
+                    return Err(Diagnostic::new(
+                        ErrorKind::BadValue,
+                        "`per_neuron` must be true or false",
+                    )
+                    .at(a.value.span, "not a boolean")
+                    .hint(usage))
+                }
+            },
+            Some(n) => {
+                let d = Diagnostic::new(
+                    ErrorKind::UnknownName,
+                    format!("`learn` has no option `{}`", n.name),
+                )
+                .at(n.span, "unknown option");
+                return Err(match did_you_mean(&n.name, ["per_neuron"]) {
+                    Some(s) => d.hint(format!("did you mean `{s}`?")),
+                    None => d.hint(usage),
+                });
+            }
+        }
+    }
+    let Some(init) = init else {
+        return Err(
+            Diagnostic::new(ErrorKind::BadArgument, "`learn` needs the initial value")
+                .at(e.span, "no initial value")
+                .hint(usage),
+        );
+    };
+    Ok(Some((
+        init,
+        Learn {
+            per_neuron,
+            span: e.span,
+        },
+    )))
+}
+
+/// Every parameter an expression reads.
+fn visit_params(e: &EExpr, f: &mut impl FnMut(usize)) {
+    match e {
+        EExpr::Param(i) => f(*i),
+        EExpr::Unary(_, x) => visit_params(x, f),
+        EExpr::Binary(_, a, b) => {
+            visit_params(a, f);
+            visit_params(b, f);
+        }
+        EExpr::Call(_, args) => args.iter().for_each(|a| visit_params(a, f)),
+        EExpr::Const(_) | EExpr::State(_) | EExpr::Local(_) | EExpr::Current | EExpr::Dt => {}
+    }
+}
+
+/// A compile-time value of an expression over numbers and parameters, in f64.
+fn const_eval(e: &EExpr, params: &[EqParam]) -> Option<f64> {
+    let c = |x: &EExpr| const_eval(x, params);
+    let b = |v: bool| if v { 1.0 } else { 0.0 };
+    Some(match e {
+        EExpr::Const(v) => *v as f64,
+        EExpr::Param(i) => params[*i].value as f64,
+        EExpr::Unary(UnOp::Neg, x) => -c(x)?,
+        EExpr::Unary(UnOp::Not, x) => b(c(x)? == 0.0),
+        EExpr::Binary(op, x, y) => {
+            let (x, y) = (c(x)?, c(y)?);
+            match op {
+                BinOp::Add => x + y,
+                BinOp::Sub => x - y,
+                BinOp::Mul => x * y,
+                BinOp::Div => x / y,
+                BinOp::Pow => x.powf(y),
+                BinOp::Lt => b(x < y),
+                BinOp::Le => b(x <= y),
+                BinOp::Gt => b(x > y),
+                BinOp::Ge => b(x >= y),
+                BinOp::Eq => b(x == y),
+                BinOp::Ne => b(x != y),
+                BinOp::And => b(x != 0.0 && y != 0.0),
+                BinOp::Or => b(x != 0.0 || y != 0.0),
+            }
+        }
+        EExpr::Call(f, args) => {
+            let a: Vec<f64> = args.iter().map(c).collect::<Option<_>>()?;
+            match f {
+                Func::Exp => a[0].exp(),
+                Func::Log => a[0].ln(),
+                Func::Sqrt => a[0].sqrt(),
+                Func::Abs => a[0].abs(),
+                Func::Tanh => a[0].tanh(),
+                Func::Floor => a[0].floor(),
+                Func::Sigmoid => 1.0 / (1.0 + (-a[0]).exp()),
+                Func::Step => b(a[0] >= 0.0),
+                Func::Min => a[0].min(a[1]),
+                Func::Max => a[0].max(a[1]),
+                Func::Select => {
+                    if a[0] != 0.0 {
+                        a[1]
+                    } else {
+                        a[2]
+                    }
+                }
+                Func::Clamp => a[0].max(a[1]).min(a[2]),
+            }
+        }
+        EExpr::State(_) | EExpr::Local(_) | EExpr::Current | EExpr::Dt => return None,
+    })
+}
+
+/// Identifiers an AST expression mentions.
+fn idents<'a>(e: &'a Expr, out: &mut Vec<&'a str>) {
+    match &e.kind {
+        ExprKind::Ident(n) => out.push(n),
+        ExprKind::Unary { expr, .. } => idents(expr, out),
+        ExprKind::Binary { lhs, rhs, .. } => {
+            idents(lhs, out);
+            idents(rhs, out);
+        }
+        ExprKind::Call { args, .. } => args.iter().for_each(|a| idents(&a.value, out)),
+        ExprKind::List(xs) => xs.iter().for_each(|x| idents(x, out)),
+        ExprKind::Field { base, .. } => idents(base, out),
+        ExprKind::Number(_) | ExprKind::Bool(_) | ExprKind::Str(_) => {}
+    }
+}
+
+/// Checks where learned parameters are read, and marks the parameters that only feed the
+/// initial values of learned ones (`learn(...)` defaults of the definition) as compile-time.
+///
+/// A learned parameter must be read by the step (`update`, `spike`, `on_spike`): that is
+/// what its gradient is the derivative of. It may not set a state's initial value, whose
+/// gradient (the adjoint left after the reverse time loop) the backward kernel does not
+/// compute; the same rule holds without `--train`, so a model compiles for inference exactly
+/// when it compiles for training.
+fn learnability(def: &ast::NeuronDef, args: &PopArgs, eqs: &mut NeuronEqs) -> DResult<()> {
+    let n = eqs.params.len();
+    let mut in_step = vec![false; n];
+    for a in eqs.update.iter().chain(&eqs.reset) {
+        visit_params(&a.value, &mut |i| in_step[i] = true);
+    }
+    if let Some(sp) = &eqs.spike {
+        visit_params(sp, &mut |i| in_step[i] = true);
+    }
+    let mut in_init: Vec<Option<usize>> = vec![None; n];
+    for (si, st) in eqs.states.iter().enumerate() {
+        visit_params(&st.init, &mut |i| in_init[i] = Some(si));
+    }
+    let mut for_learn_init = vec![false; n];
+    for p in &def.params {
+        if let Ok(Some((init, _))) = learn_call(&p.default) {
+            let mut names = Vec::new();
+            idents(init, &mut names);
+            for name in names {
+                if let Some(i) = eqs.params.iter().position(|q| q.name == name) {
+                    for_learn_init[i] = true;
+                }
+            }
+        }
+    }
+    for (i, p) in def.params.iter().enumerate() {
+        let q = &eqs.params[i];
+        if q.learned() {
+            let span = args
+                .learn
+                .iter()
+                .find(|(nm, _)| *nm == q.name)
+                .map(|(_, l)| l.span)
+                .unwrap_or(p.default.span);
+            if let Some(si) = in_init[i] {
+                return Err(Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    format!(
+                        "`{}` cannot be learned: it sets the initial value of state `{}`",
+                        q.name, eqs.states[si].name
+                    ),
+                )
+                .at(span, "learned here")
+                .note(def.states[si].init.span, "initial value declared here")
+                .hint(format!(
+                    "learned parameters may be read by `update`, `spike` and `on_spike` \
+                     only; give `{}` a fixed value",
+                    q.name
+                )));
+            }
+            if !in_step[i] {
+                return Err(Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    format!(
+                        "`{}` cannot be learned: the equations of `{}` never read it",
+                        q.name, def.name.name
+                    ),
+                )
+                .at(span, "learned here")
+                .hint(format!(
+                    "learnable parameters of `{}`: {}",
+                    def.name.name,
+                    learnable_names(eqs, &in_step, &in_init).join(", ")
+                )));
+            }
+        } else if for_learn_init[i] && !in_step[i] && in_init[i].is_none() {
+            eqs.params[i].kind = ParamKind::InitOnly;
+        }
+    }
+    Ok(())
+}
+
+fn learnable_names<'a>(
+    eqs: &'a NeuronEqs,
+    in_step: &[bool],
+    in_init: &[Option<usize>],
+) -> Vec<&'a str> {
+    eqs.params
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| in_step[*i] && in_init[*i].is_none())
+        .map(|(_, p)| p.name.as_str())
+        .collect()
+}
+
+/// A parameter's value against its `where` clause; the check the runtime keeps applying.
+fn check_value(
+    def: &ast::NeuronDef,
+    p: &ast::ParamDecl,
+    value: f32,
+    span: Span,
+) -> DResult<ParamCheck> {
+    let check = match &p.check {
+        None => ParamCheck::Any,
+        Some(c) => {
+            if !eval_check(c, &p.name.name, value)? {
+                return Err(Diagnostic::new(
+                    ErrorKind::BadValue,
+                    format!(
+                        "bad parameter value: `{} = {value}` violates `{}` in model `{}`",
+                        p.name.name,
+                        show_check(c),
+                        def.name.name
+                    ),
+                )
+                .at(span, "bad value")
+                .note(c.span, "constraint declared here")
+                .hint(format!("choose a value with {}", show_check(c))));
+            }
+            classify_check(c, &p.name.name)
+        }
+    };
+    if !value.is_finite() {
+        return Err(Diagnostic::new(
+            ErrorKind::BadValue,
+            format!("parameter `{}` must be finite", p.name.name),
+        )
+        .at(span, "not finite"));
+    }
+    Ok(check)
 }
 
 /// Evaluate a `where` clause for a parameter value.

@@ -379,6 +379,14 @@ impl Resolver<'_> {
         if let Some(mi) = self.models.iter().position(|m| m.name.name == func.name) {
             return self.population(name, mi, func, args, span);
         }
+        if func.name == "learn" {
+            return Err(Diagnostic::new(
+                ErrorKind::BadArgument,
+                "`learn(...)` is not a layer",
+            )
+            .at(span, "here")
+            .hint("it marks a neuron parameter as learnable: `s1 = LIF(h1, tau = learn(2.0))`"));
+        }
         let mut a = Args::new(func, args, span)?;
         let kind = match func.name.as_str() {
             "dense" => {
@@ -531,15 +539,39 @@ impl Resolver<'_> {
                 )
                 .at(n.span, "repeated argument"));
             }
+            let learn = crate::passes::neurons::learn_call(&a.value)?;
             if model.params.iter().any(|p| p.name.name == n.name) {
-                let v = a.value.as_f32().ok_or_else(|| {
+                let value = learn.map(|(init, _)| init).unwrap_or(&a.value);
+                let v = value.as_f32().ok_or_else(|| {
                     bad_value(
-                        a.value.span,
+                        value.span,
                         format!("parameter `{}` must be a number", n.name),
-                        "parameters are numbers, e.g. `tau = 2.0`",
+                        "parameters are numbers, e.g. `tau = 2.0`, or learned from an \
+                         initial number, e.g. `tau = learn(2.0)`",
                     )
                 })?;
-                pa.params.push((n.name.clone(), v, a.value.span));
+                pa.params.push((n.name.clone(), v, value.span));
+                if let Some((_, l)) = learn {
+                    pa.learn.push((n.name.clone(), l));
+                }
+            } else if let (Some((_, l)), true) = (
+                learn,
+                model
+                    .flags
+                    .iter()
+                    .map(|f| &f.name.name)
+                    .chain(model.choices.iter().map(|c| &c.name.name))
+                    .any(|x| *x == n.name),
+            ) {
+                return Err(Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    format!(
+                        "`{}` of `{}` is fixed at compile time and cannot be learned",
+                        n.name, model.name.name
+                    ),
+                )
+                .at(l.span, "learned here")
+                .hint("flags and choices select the equations; only parameters are learnable"));
             } else if model.flags.iter().any(|f| f.name.name == n.name) {
                 let ExprKind::Bool(b) = a.value.kind else {
                     return Err(bad_value(
@@ -726,6 +758,20 @@ impl<'a> Args<'a> {
         let mut positional = Vec::new();
         let mut named = Vec::new();
         for a in args {
+            if let ExprKind::Call { func: f, .. } = &a.value.kind {
+                if f.name == "learn" {
+                    return Err(Diagnostic::new(
+                        ErrorKind::BadArgument,
+                        format!("an argument of `{}` cannot be learned", func.name),
+                    )
+                    .at(a.value.span, "learned here")
+                    .hint(
+                        "only neuron parameters are learnable, e.g. \
+                         `s1 = LIF(h1, tau = learn(2.0))`; dense and conv weights are \
+                         always trained",
+                    ));
+                }
+            }
             match &a.name {
                 None if !named.is_empty() => {
                     return Err(Diagnostic::new(

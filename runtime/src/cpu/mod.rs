@@ -132,8 +132,9 @@ struct LaunchShared {
     bufs: Vec<Vec<*mut f32>>,
     params: Vec<*const f32>,
 }
-// SAFETY: the pointers address slot memory owned by the device, which outlives the launch;
-// the kernels write disjoint index ranges (the kernel ABI contract).
+// SAFETY: the pointers address slot, weight and gradient memory owned by the device, which
+// outlives the launch; the kernels write disjoint index ranges of the slots (the kernel ABI
+// contract), read weights only, and add into gradients with atomic operations.
 unsafe impl Sync for LaunchShared {}
 
 impl Device for CpuDevice {
@@ -367,10 +368,30 @@ impl Device for CpuDevice {
                 )));
             }
             let n = mul(d.batch, g.features)?;
-            let mut ptrs = Vec::with_capacity(g.slots.len());
+            let mut ptrs = Vec::with_capacity(g.slots.len() + g.weights.len());
             for &s in &g.slots {
                 range(&self.slots, Loc::new(s, 0), n, "launch")?;
                 ptrs.push(self.slots[s].as_mut_ptr());
+            }
+            for w in &g.weights {
+                let (store, what) = if w.grad {
+                    (&mut self.grads, "gradient")
+                } else {
+                    (&mut self.weights, "weight")
+                };
+                let v = store
+                    .get_mut(w.id)
+                    .filter(|v| v.len() == w.len)
+                    .ok_or_else(|| {
+                        RuntimeError::Device(format!(
+                            "launch: {what} {} is not allocated with {} elements{}",
+                            w.id,
+                            w.len,
+                            if w.grad { " (zero_grads first)" } else { "" }
+                        ))
+                    })?;
+                // Read-only for a weight; the kernel adds into a gradient atomically.
+                ptrs.push(v.as_mut_ptr());
             }
             shared.bufs.push(ptrs);
             // SAFETY: g.params <= params.len() (one past the end at most).

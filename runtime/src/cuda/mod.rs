@@ -994,9 +994,16 @@ impl Device for CudaDevice {
                 )));
             }
             let n = mul(d.batch, g.features)?;
-            let mut args: Vec<u64> = Vec::with_capacity(g.slots.len() + 7);
+            let mut args: Vec<u64> = Vec::with_capacity(g.slots.len() + g.weights.len() + 7);
             for &s in &g.slots {
                 args.push(self.slot_ptr(Loc::new(s, 0), n, "launch")?);
+            }
+            for w in &g.weights {
+                args.push(if w.grad {
+                    self.grad_ptr(w.id, w.len, "launch")?
+                } else {
+                    self.weight_ptr(w.id, w.len, "launch")?
+                });
             }
             args.push(params_base + 4 * g.params as u64);
             args.extend([
@@ -1015,9 +1022,10 @@ impl Device for CudaDevice {
             for a in &args {
                 b.arg(a);
             }
-            // SAFETY: generated kernels take one pointer per buffer, the parameter pointer
-            // and six u64 (compiler/src/back/cuda.rs); every buffer holds B * F elements
-            // (checked above) and threads write only their own index.
+            // SAFETY: generated kernels take one pointer per buffer, one per weight, the
+            // parameter pointer and six u64 (compiler/src/back/cuda.rs); every buffer holds
+            // B * F elements and every weight the elements it is read at (checked above);
+            // threads write only their own index, and add into gradients with atomicAdd.
             unsafe { b.launch(cfg) }.map_err(|e| dev_err("cuLaunchKernel", e))?;
         }
         Ok(())

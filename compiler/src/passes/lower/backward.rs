@@ -8,15 +8,15 @@
 
 use std::collections::BTreeSet;
 
-use super::{ext, mangle, symbol_part, Lowerer, Role, KB};
+use super::{ext, kernel_decl, mangle, symbol_part, Bind, Lowerer, Role, KB};
 use crate::diag::{DResult, Diagnostic, ErrorKind};
 use crate::ir::adjoint::{GExpr, StepAdjoint, ValKind};
+use crate::ir::eqn::ParamKind;
 use crate::ir::eqn::{BinOp, Func};
 use crate::ir::kernel::*;
 use crate::ir::net::*;
 use snn_runtime::plan::{
-    Extent as PExtent, KernelDecl, LaunchGroup, LaunchTime, LossDecl, Op, RegDecl, TimeSel,
-    TrainPlan,
+    Extent as PExtent, LaunchGroup, LaunchTime, LossDecl, Op, RegDecl, TimeSel, TrainPlan,
 };
 
 impl Lowerer<'_> {
@@ -36,7 +36,7 @@ impl Lowerer<'_> {
                     let Some(step) = bw.pops.get(&h) else {
                         continue;
                     };
-                    let (mut k, bufs) = self.population_backward(h, inputs, step, &written)?;
+                    let (mut k, bind) = self.population_backward(h, inputs, step, &written)?;
                     for i in inputs {
                         if let Some(&g) = mem.grads.get(i) {
                             if !written.insert(g) {
@@ -58,15 +58,13 @@ impl Lowerer<'_> {
                     }
                     let id = self.kernels.len();
                     k.symbol = format!("snn_k{id}_{}_backward", symbol_part(&m.nodes[h].name));
-                    self.plan.kernels.push(KernelDecl {
-                        symbol: k.symbol.clone(),
-                        arity: k.args.len(),
-                    });
+                    self.plan.kernels.push(kernel_decl(&k));
                     self.kernels.push(k);
                     ops.push(Op::Launch {
                         kernel: id,
                         groups: vec![LaunchGroup {
-                            args: bufs,
+                            args: bind.bufs,
+                            weights: bind.weights,
                             params: self.param_base[&h],
                             features: m.shape(h).features(),
                         }],
@@ -150,15 +148,13 @@ impl Lowerer<'_> {
         let (mut k, bufs) = self.population(h, inputs, eqs, Role::Recompute, false);
         let id = self.kernels.len();
         k.symbol = mangle(id, &self.m.nodes[h], Role::Recompute);
-        self.plan.kernels.push(KernelDecl {
-            symbol: k.symbol.clone(),
-            arity: k.args.len(),
-        });
+        self.plan.kernels.push(kernel_decl(&k));
         self.kernels.push(k);
         Op::Launch {
             kernel: id,
             groups: vec![LaunchGroup {
-                args: bufs,
+                args: bufs.bufs,
+                weights: bufs.weights,
                 params: self.param_base[&h],
                 features: self.m.shape(h).features(),
             }],
@@ -172,7 +168,7 @@ impl Lowerer<'_> {
         inputs: &[NodeId],
         step: &StepAdjoint,
         written: &BTreeSet<usize>,
-    ) -> DResult<(Kernel, Vec<usize>)> {
+    ) -> DResult<(Kernel, Bind)> {
         let m = self.m;
         let mem = self.mem;
         let eqs = m.eqs(h).expect("population");
@@ -185,7 +181,7 @@ impl Lowerer<'_> {
             LaunchTime::Seq,
         );
         kb.k.reverse = true;
-        kb.k.params = eqs.params.iter().map(|p| p.name.clone()).collect();
+        let params = self.param_exprs(h, eqs, &mut kb);
 
         // Reads: the inputs (to recompute the current), the saved states, the gradients of
         // this population's value and of the loss/regularisers that read it.
@@ -284,8 +280,35 @@ impl Lowerer<'_> {
                 buf: None,
                 init_at_t0: false,
                 store: false,
+                grad: None,
             });
         }
+        // One register per learned parameter sums its gradient over the T steps; after the
+        // loop it is added into the parameter's gradient (atomically: neurons and batch
+        // elements share it).
+        let learned = self.learned.get(&h);
+        let param_accs: Vec<(KVar, usize)> = step
+            .grad_params
+            .iter()
+            .filter_map(|&(i, g)| {
+                let g = g?;
+                let ParamKind::Learned { per_neuron } = eqs.params[i].kind else {
+                    unreachable!("only learned parameters have gradients")
+                };
+                let name = &eqs.params[i].name;
+                let w = learned.expect("learned parameters have weights")[&i];
+                let gw = kb.weight(&format!("grad_{name}"), w, per_neuron, true);
+                kb.k.carried.push(Carried {
+                    name: format!("acc_{name}"),
+                    init: KExpr::Const(0.0),
+                    buf: None,
+                    init_at_t0: false,
+                    store: false,
+                    grad: Some(gw),
+                });
+                Some((KVar::Carried(kb.k.carried.len() - 1), g))
+            })
+            .collect();
         let mut acc_of: Vec<Option<KVar>> = Vec::new();
         for &(a, e) in &out_args {
             acc_of.push((e == PExtent::Static).then(|| {
@@ -295,6 +318,7 @@ impl Lowerer<'_> {
                     buf: Some(a),
                     init_at_t0: false,
                     store: true,
+                    grad: None,
                 });
                 KVar::Carried(kb.k.carried.len() - 1)
             }));
@@ -304,7 +328,7 @@ impl Lowerer<'_> {
         let cur = kb.local("I");
         let vals: Vec<KVar> = step.vals.iter().map(|v| kb.local(&v.name)).collect();
         let adjs: Vec<KVar> = step.adj_names.iter().map(|n| kb.local(n)).collect();
-        let cv = |e: &GExpr| gconv(e, cur, &vals, &adjs);
+        let cv = |e: &GExpr| gconv(e, &params, cur, &vals, &adjs);
 
         let mut sum: Option<KExpr> = None;
         for &a in &in_args {
@@ -353,19 +377,25 @@ impl Lowerer<'_> {
                 None => kb.store(a, g_cur.clone()),
             }
         }
+        for &(acc, g) in &param_accs {
+            kb.set(
+                acc,
+                KExpr::bin(BinOp::Add, KExpr::Var(acc), KExpr::Var(adjs[g])),
+            );
+        }
         for (i, g) in step.grad_state_in.iter().enumerate() {
             let e = g.map(|a| KExpr::Var(adjs[a])).unwrap_or(KExpr::Const(0.0));
             kb.set(KVar::Carried(i), e);
         }
-        Ok((kb.k, kb.bufs))
+        Ok(kb.finish())
     }
 }
 
-fn gconv(e: &GExpr, cur: KVar, vals: &[KVar], adjs: &[KVar]) -> KExpr {
-    let c = |x: &GExpr| gconv(x, cur, vals, adjs);
+fn gconv(e: &GExpr, params: &[KExpr], cur: KVar, vals: &[KVar], adjs: &[KVar]) -> KExpr {
+    let c = |x: &GExpr| gconv(x, params, cur, vals, adjs);
     match e {
         GExpr::Const(v) => KExpr::Const(*v),
-        GExpr::Param(i) => KExpr::Param(*i),
+        GExpr::Param(i) => params[*i].clone(),
         GExpr::Current => KExpr::Var(cur),
         GExpr::Val(j) => KExpr::Var(vals[*j]),
         GExpr::Adj(k) => KExpr::Var(adjs[*k]),

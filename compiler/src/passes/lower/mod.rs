@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 
 use crate::diag::DResult;
-use crate::ir::eqn::{BinOp, EExpr, Func, NeuronEqs, UnOp, Var};
+use crate::ir::eqn::{BinOp, EExpr, Func, NeuronEqs, ParamKind, UnOp, Var};
 use crate::ir::kernel::*;
 use crate::ir::net::*;
 use crate::ir::sched::{FuseMode, KernelGroup, MemoryPlan, StageKind};
 use snn_runtime::plan::{
     self, BufId, ConvGeom, Extent as PExtent, Init, KernelDecl, LaunchGroup, LaunchTime, Op,
-    ParamCheck, ParamDecl, Plan, PoolGeom, TimeSel, WeightDecl,
+    ParamCheck, ParamDecl, Plan, PoolGeom, TimeSel, WeightDecl, WeightId, WeightUse,
 };
 
 use super::{pop_outputs, spilled_locals, Options};
@@ -41,6 +41,7 @@ pub fn run(m: &Module, _opts: &Options) -> DResult<Program> {
         kernels: vec![],
         param_base: BTreeMap::new(),
         weight_of: BTreeMap::new(),
+        learned: BTreeMap::new(),
         group_kernels: vec![],
     };
     l.params_and_weights();
@@ -63,6 +64,8 @@ struct Lowerer<'a> {
     param_base: BTreeMap<NodeId, usize>,
     /// (weight, bias) of each projection.
     weight_of: BTreeMap<NodeId, (usize, Option<usize>)>,
+    /// The plan weight of each learned parameter of a population, by parameter index.
+    learned: BTreeMap<NodeId, BTreeMap<usize, WeightId>>,
     /// Kernel ids of each fusion group: one when fused, charge/fire/reset when not.
     group_kernels: Vec<Vec<usize>>,
 }
@@ -86,12 +89,32 @@ impl Lowerer<'_> {
             match &node.kind {
                 NodeKind::Population { eqs: Some(eqs), .. } => {
                     self.param_base.insert(h, self.plan.params.len());
-                    for p in &eqs.params {
-                        self.plan.params.push(ParamDecl {
-                            name: format!("{}.{}", node.name, p.name),
-                            value: p.value,
-                            check: p.check,
-                        });
+                    let mut learned = BTreeMap::new();
+                    for (i, p) in eqs.params.iter().enumerate() {
+                        let name = format!("{}.{}", node.name, p.name);
+                        match p.kind {
+                            ParamKind::Runtime => self.plan.params.push(ParamDecl {
+                                name,
+                                value: p.value,
+                                check: p.check,
+                            }),
+                            // A learnable parameter is a weight: saved, loaded and trained
+                            // with the projections' weights, under the same name a
+                            // parameter would have.
+                            ParamKind::Learned { per_neuron } => {
+                                let n = if per_neuron { m.shape(h).features() } else { 1 };
+                                self.plan.weights.push(WeightDecl {
+                                    name,
+                                    shape: vec![n],
+                                    init: Init::Constant(p.value),
+                                });
+                                learned.insert(i, self.plan.weights.len() - 1);
+                            }
+                            ParamKind::InitOnly => {}
+                        }
+                    }
+                    if !learned.is_empty() {
+                        self.learned.insert(h, learned);
                     }
                 }
                 NodeKind::Encode { encoding, .. } => {
@@ -188,10 +211,7 @@ impl Lowerer<'_> {
                 let (mut k, _) = self.build(lead, role, g);
                 let id = self.kernels.len();
                 k.symbol = mangle(id, &self.m.nodes[lead], role);
-                self.plan.kernels.push(KernelDecl {
-                    symbol: k.symbol.clone(),
-                    arity: k.args.len(),
-                });
+                self.plan.kernels.push(kernel_decl(&k));
                 self.kernels.push(k);
                 ids.push(id);
             }
@@ -199,8 +219,8 @@ impl Lowerer<'_> {
         }
     }
 
-    /// The kernel for `role` of node `h`, and the buffers its launch passes.
-    fn build(&self, h: NodeId, role: Role, g: &KernelGroup) -> (Kernel, Vec<BufId>) {
+    /// The kernel for `role` of node `h`, and the buffers and weights its launch passes.
+    fn build(&self, h: NodeId, role: Role, g: &KernelGroup) -> (Kernel, Bind) {
         match &self.m.nodes[h].kind {
             NodeKind::Encode { src, encoding } => self.encoder(h, *src, encoding, g.stepwise),
             NodeKind::Population {
@@ -212,13 +232,7 @@ impl Lowerer<'_> {
         }
     }
 
-    fn encoder(
-        &self,
-        h: NodeId,
-        src: NodeId,
-        enc: &Encoding,
-        stepwise: bool,
-    ) -> (Kernel, Vec<BufId>) {
+    fn encoder(&self, h: NodeId, src: NodeId, enc: &Encoding, stepwise: bool) -> (Kernel, Bind) {
         let m = self.m;
         let mut kb = KB::new(
             format!(
@@ -275,7 +289,29 @@ impl Lowerer<'_> {
             out,
             KExpr::bin(BinOp::Lt, KExpr::Uniform { seed_param: 0 }, KExpr::Var(pv)),
         );
-        (kb.k, kb.bufs)
+        kb.finish()
+    }
+
+    /// How population `h`'s kernel reads each parameter of `eqs`: from the flat parameter
+    /// array (`kb.k.params`) or, for a learned one, from a weight argument it binds.
+    fn param_exprs(&self, h: NodeId, eqs: &NeuronEqs, kb: &mut KB) -> Vec<KExpr> {
+        let learned = self.learned.get(&h);
+        eqs.params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| match p.kind {
+                ParamKind::Runtime => {
+                    kb.k.params.push(p.name.clone());
+                    KExpr::Param(kb.k.params.len() - 1)
+                }
+                ParamKind::Learned { per_neuron } => {
+                    let w = learned.expect("learned parameters have weights")[&i];
+                    KExpr::Weight(kb.weight(&p.name, w, per_neuron, false))
+                }
+                // Never read by the equations (see `passes::neurons`).
+                ParamKind::InitOnly => KExpr::Const(p.value),
+            })
+            .collect()
     }
 
     fn population(
@@ -285,7 +321,7 @@ impl Lowerer<'_> {
         eqs: &NeuronEqs,
         role: Role,
         stepwise: bool,
-    ) -> (Kernel, Vec<BufId>) {
+    ) -> (Kernel, Bind) {
         let m = self.m;
         let mem = self.mem;
         let outs = pop_outputs(m, h);
@@ -305,7 +341,7 @@ impl Lowerer<'_> {
                 LaunchTime::Seq
             },
         );
-        kb.k.params = eqs.params.iter().map(|p| p.name.clone()).collect();
+        let params = self.param_exprs(h, eqs, &mut kb);
         let spilled = if matches!(role, Role::Fused | Role::Recompute) {
             vec![]
         } else {
@@ -409,7 +445,7 @@ impl Lowerer<'_> {
 
         // Carried values: the states, then the spike count.
         for (i, s) in eqs.states.iter().enumerate() {
-            let init = conv(eqs, &s.init, &[], 0, 0, m.dt);
+            let init = conv_vars(eqs, &s.init, &params, &[], &[], m.dt);
             let (init_at_t0, store) = match role {
                 Role::Fused | Role::Charge => (true, true),
                 Role::Fire => (false, false),
@@ -422,6 +458,7 @@ impl Lowerer<'_> {
                 buf: state_args[i],
                 init_at_t0: init_at_t0 && state_args[i].is_some(),
                 store: store && state_args[i].is_some(),
+                grad: None,
             });
         }
         let count = counts_arg.map(|a| {
@@ -431,6 +468,7 @@ impl Lowerer<'_> {
                 buf: Some(a),
                 init_at_t0: true,
                 store: true,
+                grad: None,
             });
             KVar::Carried(kb.k.carried.len() - 1)
         });
@@ -442,7 +480,7 @@ impl Lowerer<'_> {
         let mut lmap = locals.clone();
         lmap.push(cur);
         let state_vars: Vec<KVar> = (0..eqs.states.len()).map(KVar::Carried).collect();
-        let cv = |e: &EExpr| conv_vars(eqs, e, &state_vars, &lmap, m.dt);
+        let cv = |e: &EExpr| conv_vars(eqs, e, &params, &state_vars, &lmap, m.dt);
         let target = |v: Var| match v {
             Var::State(i) => state_vars[i],
             Var::Local(i) => lmap[i],
@@ -513,7 +551,7 @@ impl Lowerer<'_> {
         for &(s, a) in &trace_args {
             kb.store(a, KExpr::Var(state_vars[s]));
         }
-        (kb.k, kb.bufs)
+        kb.finish()
     }
 
     fn launch(&self, g: usize, role_idx: usize, time: LaunchTime) -> Op {
@@ -530,13 +568,14 @@ impl Lowerer<'_> {
             .members
             .iter()
             .map(|&h| {
-                let (k, bufs) = self.build(h, role, group);
+                let (k, bind) = self.build(h, role, group);
                 debug_assert_eq!(
                     k.body, self.kernels[kernel].body,
                     "merged kernels share code"
                 );
                 LaunchGroup {
-                    args: bufs,
+                    args: bind.bufs,
+                    weights: bind.weights,
                     params: self.param_base[&h],
                     features: self.m.shape(h).features(),
                 }
@@ -768,10 +807,33 @@ fn symbol_part(name: &str) -> String {
         .collect()
 }
 
-/// A kernel under construction and the buffers its arguments bind to.
+/// The plan's declaration of a kernel.
+fn kernel_decl(k: &Kernel) -> KernelDecl {
+    KernelDecl {
+        symbol: k.symbol.clone(),
+        arity: k.args.len(),
+        weights: k
+            .weights
+            .iter()
+            .map(|w| WeightUse {
+                per_neuron: w.per_neuron,
+                grad: w.grad,
+            })
+            .collect(),
+    }
+}
+
+/// What one launch group binds to a kernel's arguments.
+struct Bind {
+    bufs: Vec<BufId>,
+    weights: Vec<WeightId>,
+}
+
+/// A kernel under construction and the buffers and weights its arguments bind to.
 struct KB {
     k: Kernel,
     bufs: Vec<BufId>,
+    weights: Vec<WeightId>,
 }
 
 impl KB {
@@ -782,6 +844,7 @@ impl KB {
                 doc,
                 args: vec![],
                 params: vec![],
+                weights: vec![],
                 time,
                 reverse: false,
                 carried: vec![],
@@ -789,7 +852,26 @@ impl KB {
                 body: vec![],
             },
             bufs: vec![],
+            weights: vec![],
         }
+    }
+    fn finish(self) -> (Kernel, Bind) {
+        (
+            self.k,
+            Bind {
+                bufs: self.bufs,
+                weights: self.weights,
+            },
+        )
+    }
+    fn weight(&mut self, name: &str, id: WeightId, per_neuron: bool, grad: bool) -> usize {
+        self.k.weights.push(KWeight {
+            name: name.to_string(),
+            per_neuron,
+            grad,
+        });
+        self.weights.push(id);
+        self.k.weights.len() - 1
     }
     fn arg(&mut self, name: &str, buf: BufId, extent: PExtent, write: bool) -> usize {
         self.k.args.push(KArg {
@@ -812,16 +894,19 @@ impl KB {
     }
 }
 
-/// Equation expression -> kernel expression (initial values: params and constants only).
-fn conv(eqs: &NeuronEqs, e: &EExpr, _: &[KVar], _: usize, _: usize, dt: f32) -> KExpr {
-    conv_vars(eqs, e, &[], &[], dt)
-}
-
-fn conv_vars(eqs: &NeuronEqs, e: &EExpr, states: &[KVar], locals: &[KVar], dt: f32) -> KExpr {
-    let c = |x: &EExpr| conv_vars(eqs, x, states, locals, dt);
+/// Equation expression -> kernel expression; `params` says how each parameter is read.
+fn conv_vars(
+    eqs: &NeuronEqs,
+    e: &EExpr,
+    params: &[KExpr],
+    states: &[KVar],
+    locals: &[KVar],
+    dt: f32,
+) -> KExpr {
+    let c = |x: &EExpr| conv_vars(eqs, x, params, states, locals, dt);
     match e {
         EExpr::Const(v) => KExpr::Const(*v),
-        EExpr::Param(i) => KExpr::Param(*i),
+        EExpr::Param(i) => params[*i].clone(),
         EExpr::State(i) => KExpr::Var(states[*i]),
         EExpr::Local(i) => KExpr::Var(locals[*i]),
         EExpr::Current => KExpr::Var(locals[eqs.locals.len()]),
