@@ -457,6 +457,41 @@ fn ops(out: &mut String, p: &Plan, ops_: &[Op], indent: usize) {
                     );
                 }
             }
+            Op::TimeMix {
+                x,
+                y,
+                matrix,
+                bias,
+                time: t,
+                accumulate,
+            } => {
+                use snn_runtime::plan::{TimeBias, TimeMatrix};
+                let wn = |i: usize| p.weights[i].name.clone();
+                let a = match *matrix {
+                    TimeMatrix::Weight { w } => format!("{} [T, T]", wn(w)),
+                    TimeMatrix::Masked { w, k, lambda } => format!(
+                        "({} * band{k}(param.{})) [T, T]",
+                        wn(w),
+                        p.params[lambda].name
+                    ),
+                    TimeMatrix::Band { w, k } => format!("band({}) [k={k}]", wn(w)),
+                    TimeMatrix::Response { r } => format!("toeplitz({})", b(r)),
+                };
+                let bias = match bias {
+                    None => String::new(),
+                    Some(TimeBias::Weight(w)) => format!(" + {}[t]", wn(*w)),
+                    Some(TimeBias::Scalar(w)) => format!(" + {}", wn(*w)),
+                    Some(TimeBias::Response(r)) => format!(" + {}[t]", b(*r)),
+                };
+                let _ = writeln!(
+                    out,
+                    "{pad}time_mix {} {}= {a} @ {}{bias}  ({})",
+                    b(*y),
+                    if *accumulate { "+" } else { "" },
+                    b(*x),
+                    time(t)
+                );
+            }
             Op::StepLoop { body } => {
                 let _ = writeln!(out, "{pad}for t in 0..T:");
                 crate::ir::dump::ops(out, p, body, indent + 2);
