@@ -45,6 +45,7 @@ snn::include_snn!("tests/in/encoders_pooling.snn" as encoders_pooling);
 snn::include_snn!("tests/in/loop_to_earlier.snn" as loop_to_earlier);
 snn::include_snn!("tests/in/merged_populations.snn" as merged_populations);
 snn::include_snn!("tests/in/recurrent_inline.snn" as recurrent_inline);
+snn::include_snn!("tests/in/psn.snn" as psn);
 
 // A model and populations named with Rust keywords.
 snn::snn! {
@@ -189,6 +190,10 @@ fn include_snn_matches_cli_on_every_model() {
         (
             "tests/in/recurrent_inline.snn",
             recurrent_inline::Network::new().unwrap().into_session(),
+        ),
+        (
+            "tests/in/psn.snn",
+            psn::Network::new().unwrap().into_session(),
         ),
     ];
     for (path, s) in &mut nets {

@@ -42,6 +42,24 @@ pub struct Plan {
     pub train: Option<TrainPlan>,
 }
 
+impl Plan {
+    /// Whether the plan runs only at its own `t`: a `[T, T]` time matrix (a PSN's weight)
+    /// fixes the number of steps.
+    pub fn fixed_steps(&self) -> bool {
+        fn any(ops: &[Op]) -> bool {
+            ops.iter().any(|op| match op {
+                Op::TimeMix { matrix, .. } => matches!(
+                    matrix,
+                    TimeMatrix::Weight { .. } | TimeMatrix::Masked { .. }
+                ),
+                Op::StepLoop { body } => any(body),
+                _ => false,
+            })
+        }
+        any(&self.ops)
+    }
+}
+
 /// What the compiler derived for training: the backward ops (run after the forward ops,
 /// once the loss gradient is in place) and the settings of the model's `train { }` block.
 #[derive(Clone, Debug, PartialEq)]

@@ -102,6 +102,8 @@ struct Env<'a> {
     def: &'a ast::NeuronDef,
     flags: HashMap<&'a str, bool>,
     choices: HashMap<&'a str, &'a str>,
+    /// Compile-time whole numbers (`const`), as chosen.
+    consts: Vec<(String, usize)>,
     eqs: NeuronEqs,
     current: String,
 }
@@ -133,11 +135,49 @@ fn lower(def: &ast::NeuronDef, args: &PopArgs) -> DResult<NeuronEqs> {
             .iter()
             .map(|c| format!("{}={}", c.name.name, choices[c.name.name.as_str()])),
     );
+    let mut consts = Vec::new();
+    for c in &def.consts {
+        let whole = |v: &f64| *v >= 0.0 && v.fract() == 0.0 && *v <= 1e6;
+        let default = c.default.as_number().filter(whole).ok_or_else(|| {
+            Diagnostic::new(
+                ErrorKind::BadValue,
+                format!(
+                    "the default of `const {}` must be a whole number",
+                    c.name.name
+                ),
+            )
+            .at(c.default.span, "not a whole number")
+            .hint("e.g. `const k = 2`")
+        })? as usize;
+        let (value, span) = match args.consts.iter().find(|(n, _, _)| *n == c.name.name) {
+            Some((_, v, sp)) => (*v, *sp),
+            None => (default, c.default.span),
+        };
+        if let Some(chk) = &c.check {
+            if !eval_check(chk, &c.name.name, value as f32)? {
+                return Err(Diagnostic::new(
+                    ErrorKind::BadValue,
+                    format!(
+                        "bad value: `{} = {value}` violates `{}` in model `{}`",
+                        c.name.name,
+                        show_check(chk),
+                        def.name.name
+                    ),
+                )
+                .at(span, "bad value")
+                .note(chk.span, "constraint declared here")
+                .hint(format!("choose a value with {}", show_check(chk))));
+            }
+        }
+        variant.push(format!("{}={value}", c.name.name));
+        consts.push((c.name.name.clone(), value));
+    }
 
     let mut env = Env {
         def,
         flags,
         choices,
+        consts,
         eqs: NeuronEqs {
             model: def.name.name.clone(),
             variant: variant.join(" "),
@@ -147,6 +187,7 @@ fn lower(def: &ast::NeuronDef, args: &PopArgs) -> DResult<NeuronEqs> {
             update: vec![],
             spike: None,
             reset: vec![],
+            mix: None,
         },
         current: def
             .current
@@ -200,6 +241,9 @@ fn lower(def: &ast::NeuronDef, args: &PopArgs) -> DResult<NeuronEqs> {
             value,
             check,
         });
+    }
+    if let Some(mx) = &def.mix {
+        env.eqs.mix = Some(env.mix(mx)?);
     }
     for s in &def.states {
         if env.eqs.states.iter().any(|x| x.name == s.name.name) {
@@ -266,6 +310,95 @@ fn lower(def: &ast::NeuronDef, args: &PopArgs) -> DResult<NeuronEqs> {
 }
 
 impl Env<'_> {
+    /// Resolve `mix KIND(args)` against the instance's consts, params and flags.
+    fn mix(&self, mx: &ast::MixDecl) -> DResult<Mix> {
+        let model = &self.def.name.name;
+        let usage = "mixes: `full`, `masked(k, lambda)`, `sliding(k)`, `sliding(k, exp_init)` \
+                     (k a `const`, lambda a `param`, exp_init a `flag`)";
+        let arity = |lo: usize, hi: usize| -> DResult<()> {
+            if mx.args.len() < lo || mx.args.len() > hi {
+                return Err(Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    format!(
+                        "`mix {}` takes {} argument(s), {} given",
+                        mx.kind.name,
+                        if lo == hi {
+                            lo.to_string()
+                        } else {
+                            format!("{lo} or {hi}")
+                        },
+                        mx.args.len()
+                    ),
+                )
+                .at(mx.span, "wrong number of arguments")
+                .hint(usage));
+            }
+            Ok(())
+        };
+        let what = |a: &ast::Ident, kind: &str| {
+            Diagnostic::new(
+                ErrorKind::UnknownName,
+                format!("`{}` is not a {kind} of neuron model `{model}`", a.name),
+            )
+            .at(a.span, format!("needs a {kind}"))
+            .hint(format!("declare it, e.g. `{kind} {} = ...`", a.name))
+        };
+        let order = |a: &ast::Ident| -> DResult<usize> {
+            let k = self
+                .consts
+                .iter()
+                .find(|(n, _)| *n == a.name)
+                .map(|(_, v)| *v)
+                .ok_or_else(|| what(a, "const"))?;
+            if k == 0 {
+                return Err(Diagnostic::new(
+                    ErrorKind::BadValue,
+                    format!("the order `{}` of a mix must be at least 1", a.name),
+                )
+                .at(a.span, "order 0 mixes nothing")
+                .hint(format!("give `{} = 1` or more", a.name)));
+            }
+            Ok(k)
+        };
+        Ok(match mx.kind.name.as_str() {
+            "full" => {
+                arity(0, 0)?;
+                Mix::Full
+            }
+            "masked" => {
+                arity(2, 2)?;
+                let k = order(&mx.args[0])?;
+                let lambda = self
+                    .eqs
+                    .params
+                    .iter()
+                    .position(|p| p.name == mx.args[1].name)
+                    .ok_or_else(|| what(&mx.args[1], "param"))?;
+                Mix::Masked { k, lambda }
+            }
+            "sliding" => {
+                arity(1, 2)?;
+                let k = order(&mx.args[0])?;
+                let exp_init = match mx.args.get(1) {
+                    None => false,
+                    Some(f) => *self
+                        .flags
+                        .get(f.name.as_str())
+                        .ok_or_else(|| what(f, "flag"))?,
+                };
+                Mix::Sliding { k, exp_init }
+            }
+            other => {
+                let d = Diagnostic::new(ErrorKind::UnknownName, format!("unknown mix `{other}`"))
+                    .at(mx.kind.span, "not a mix");
+                return Err(match did_you_mean(other, ["full", "masked", "sliding"]) {
+                    Some(s) => d.hint(format!("did you mean `{s}`? {usage}")),
+                    None => d.hint(usage),
+                });
+            }
+        })
+    }
+
     fn stmts(&mut self, stmts: &[Stmt], out: &mut Vec<Assign>) -> DResult<()> {
         for s in stmts {
             match s {
@@ -353,6 +486,9 @@ impl Env<'_> {
         }
         if name == self.current {
             return Some(EExpr::Current);
+        }
+        if let Some((_, v)) = self.consts.iter().find(|(n, _)| n == name) {
+            return Some(EExpr::Const(*v as f32));
         }
         if name == "dt" {
             return Some(EExpr::Dt);
