@@ -414,3 +414,150 @@ fn learnable_parameter_in_a_recurrent_stage_when_training() {
     assert!(at.starts_with("test.snn:"), "{at}");
     assert!(d.hint.unwrap().contains("learnable parameters"));
 }
+
+/// `schedule = parallel` where the equations do not allow it, `schedule = sequential` for a
+/// PSN, a PSN in a recurrent cycle, bad `schedule` and `k` values: each a diagnostic at
+/// the argument, with a hint.
+#[test]
+fn impossible_schedules() {
+    let model = |pop: &str| {
+        format!("model m {{\n  T = 4\n  input x: [T, 3]\n  s = {pop}\n  output spikes(s)\n}}\n")
+    };
+    // The reset feeds the spikes back into the state.
+    let src = model("LIF(x, tau = 2.0, schedule = parallel)");
+    expect(
+        &src,
+        ErrorKind::BadArgument,
+        "test.snn:4:25",
+        "population `s` cannot run on the parallel schedule: `v` is reset on a spike",
+    );
+    let (d, _) = common::compile_str(&src).unwrap_err();
+    assert!(d.hint.unwrap().contains("reset = none"));
+    // Not linear: the reset is part of snnTorch's update.
+    expect(
+        &model("Leaky(x, schedule = parallel)"),
+        ErrorKind::BadArgument,
+        "test.snn:4:16",
+        "is not linear in the state and the input",
+    );
+    // Linear, but inside a recurrent cycle.
+    expect(
+        &model("LIF(dense(x, 3) + dense(s, 3, delay = 1), reset = none, schedule = parallel)"),
+        ErrorKind::BadArgument,
+        "test.snn:4:63",
+        "it is in the recurrent cycle {s.dense2, s}",
+    );
+    // A PSN's matrix reads later steps: no step-by-step form, and no place in a cycle.
+    expect(
+        &model("PSN(x, schedule = sequential)"),
+        ErrorKind::BadArgument,
+        "test.snn:4:14",
+        "cannot run on the sequential schedule: its `mix full`",
+    );
+    expect(
+        &model("MaskedPSN(x, k = 2, lambda = 1.0, schedule = sequential)"),
+        ErrorKind::BadArgument,
+        "test.snn:4:41",
+        "its `mix masked` reads later steps unless `lambda` = 1",
+    );
+    expect(
+        &model("PSN(dense(x, 3) + dense(s, 3, delay = 1))"),
+        ErrorKind::BadArgument,
+        "test.snn:4:3",
+        "population `s` can be scheduled neither way",
+    );
+    expect(
+        &model("LIF(x, schedule = fast)"),
+        ErrorKind::BadValue,
+        "test.snn:4:25",
+        "`schedule` must be `parallel` or `sequential`",
+    );
+    expect(
+        &model("SlidingPSN(x, k = 0)"),
+        ErrorKind::BadValue,
+        "test.snn:4:25",
+        "bad value: `k = 0` violates `k >= 1`",
+    );
+    expect(
+        &model("SlidingPSN(x, k = 1.5)"),
+        ErrorKind::BadValue,
+        "test.snn:4:25",
+        "`k` must be a whole number",
+    );
+    // A user-defined mix must be one the compiler knows.
+    let src = format!(
+        "neuron Mixer {{\n  mix smooth\n  state h = 0.0\n  update {{ h = I }}\n}}\n{}",
+        model("Mixer(x)").replace("output spikes(s)", "output trace(s.h)")
+    );
+    expect(
+        &src,
+        ErrorKind::UnknownName,
+        "test.snn:2:7",
+        "unknown mix `smooth`",
+    );
+}
+
+/// Learned parameters and the parallel schedule: a learned coefficient of the linear step
+/// keeps a population sequential (and `schedule = parallel` is refused), and a masked PSN's
+/// `lambda` (which builds its time matrix) cannot be learned.
+#[test]
+fn learned_parameters_and_the_parallel_schedule() {
+    let model = |pop: &str| {
+        format!("model m {{\n  T = 4\n  input x: [T, 3]\n  s = {pop}\n  output spikes(s)\n}}\n")
+    };
+    expect(
+        &model("LIF(x, tau = learn(2.0), reset = none, schedule = parallel)"),
+        ErrorKind::BadArgument,
+        "test.snn:4:46",
+        "its step reads the learned parameter `tau`",
+    );
+    let sequential = model("LIF(x, tau = learn(2.0), reset = none)");
+    let program = common::compile_str(&sequential).unwrap();
+    assert!(
+        !program
+            .plan
+            .ops
+            .iter()
+            .any(|op| matches!(op, snn::plan::Op::TimeMix { .. })),
+        "a learned tau runs sequentially"
+    );
+    expect(
+        &model("MaskedPSN(x, k = 2, lambda = learn(0.5))"),
+        ErrorKind::BadArgument,
+        "test.snn:4:36",
+        "`lambda` cannot be learned: it builds the `mix masked` time matrix",
+    );
+}
+
+/// Training a PSN (or a population forced onto the parallel schedule) is refused with a
+/// diagnostic, not a panic: their backward pass is not derived yet.
+#[test]
+fn psn_is_not_yet_differentiable() {
+    for (pop, what) in [
+        ("PSN(dense(x, 3))", "`s` (PSN) is not yet differentiable"),
+        (
+            "SlidingPSN(dense(x, 3), k = 2)",
+            "`s` (SlidingPSN) is not yet differentiable",
+        ),
+        (
+            "LIF(dense(x, 3), reset = none, schedule = parallel)",
+            "`s` (LIF) is not yet differentiable: the backward pass of the parallel schedule",
+        ),
+    ] {
+        let src = format!(
+            "model m {{\n  T = 4\n  input x: [T, 3]\n  s = {pop}\n  output counts(s)\n  train {{ loss = cross_entropy(counts(s)) }}\n}}\n"
+        );
+        let mut c = Compiler::new(Options {
+            train: true,
+            ..Options::default()
+        });
+        let parsed = c.parse_str("test.snn", &src).unwrap();
+        let d = c.compile(&parsed).unwrap_err();
+        assert_eq!(d.kind, ErrorKind::BadArgument, "{}", d.message);
+        assert!(d.message.contains(what), "{}", d.message);
+        assert_eq!(c.sources.location(d.span.unwrap()), "test.snn:4:3");
+        assert!(d.hint.is_some());
+        // The same model compiles for inference.
+        assert!(common::compile_str(&src).is_ok(), "{pop}");
+    }
+}

@@ -48,6 +48,7 @@ snn::include_snn!("tests/in/recurrent_inline.snn" as recurrent_inline);
 // A model with a `train { }` block: compiled for training, its Network has `train_step`.
 snn::include_snn!("tests/in/train/mlp_4_8_3.snn" as mlp483);
 snn::include_snn!("tests/in/learnable.snn" as learnable);
+snn::include_snn!("tests/in/psn.snn" as psn);
 
 // A model and populations named with Rust keywords.
 snn::snn! {
@@ -196,6 +197,10 @@ fn include_snn_matches_cli_on_every_model() {
         (
             "tests/in/learnable.snn",
             learnable::Network::new().unwrap().into_session(),
+        ),
+        (
+            "tests/in/psn.snn",
+            psn::Network::new().unwrap().into_session(),
         ),
     ];
     for (path, s) in &mut nets {

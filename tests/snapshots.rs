@@ -136,3 +136,58 @@ fn training_plans() {
         });
     }
 }
+
+/// The time-axis decision of every resetless model and of the PSN family (parallel or
+/// sequential, the reason, the estimated FLOPs, bytes and time of both) at the peer
+/// benchmark's sizes (`shared/peers/psn_vs_lif.py`: B = 32, N = 4096) for several T, plus a
+/// population with a reset and one in a recurrent cycle.
+#[test]
+fn schedule_decisions() {
+    let pops = [
+        ("lif_none", "LIF(h, reset = none)"),
+        ("lif_hard", "LIF(h)"),
+        ("li", "LI(h, tau = 4.0)"),
+        ("if_none", "IF(h, reset = none)"),
+        ("leaky_none", "Leaky(h, reset_mechanism = none)"),
+        ("cuba", "CUBALIF(h)"),
+        ("psn", "PSN(h)"),
+        ("masked", "MaskedPSN(h, k = 4, lambda = 1.0)"),
+        ("sliding", "SlidingPSN(h, k = 4)"),
+        (
+            "cycle",
+            "LIF(dense(x, 4096) + dense(cycle, 4096, delay = 1), reset = none)",
+        ),
+    ];
+    for t in [8, 32, 128] {
+        let mut src = format!("model decisions {{\n  T = {t}\n  batch = 32\n  input x: [T, 16]\n  h = dense(x, 4096)\n");
+        for (name, pop) in pops {
+            src.push_str(&format!(
+                "  {name} = {pop}\n  output trace({name}.{})\n",
+                if name.starts_with("leaky") {
+                    "mem"
+                } else if name.contains("psn") || name == "masked" || name == "sliding" {
+                    "h"
+                } else {
+                    "v"
+                }
+            ));
+        }
+        src.push_str("}\n");
+        let mut c = Compiler::new(Options::default());
+        let parsed = c
+            .parse_str("decisions.snn", &src)
+            .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
+        let text = c
+            .dump_after(&parsed, "schedule")
+            .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
+        let section = &text[text.find("\ntime axis (").expect("the decisions") + 1..];
+        insta::with_settings!({
+            snapshot_path => "out/ir",
+            prepend_module_to_snapshot => false,
+            omit_expression => true,
+            description => format!("time-axis decisions at T = {t}, B = 32, N = 4096"),
+        }, {
+            insta::assert_snapshot!(format!("schedule_decisions.T{t}"), section);
+        });
+    }
+}

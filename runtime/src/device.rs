@@ -68,6 +68,22 @@ pub struct GemmDwDesc {
     pub bias: Option<WeightId>,
 }
 
+/// Mixing over time rows: `y[rows_out, cols] (+)= a[rows_out, rows_in] @ x[rows_in, cols]
+/// (+ bias[rows_out], broadcast over the columns)`. `a` and `bias` are host slices (the
+/// executor builds the matrix from weights, parameters or a response buffer); `x` and `y`
+/// are contiguous row-major blocks in distinct slots. The bias is added once.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TimeMixDesc<'a> {
+    pub rows_out: usize,
+    pub rows_in: usize,
+    pub cols: usize,
+    pub a: &'a [f32],
+    pub bias: Option<&'a [f32]>,
+    pub x: Loc,
+    pub y: Loc,
+    pub accumulate: bool,
+}
+
 /// Conv2d (torch semantics) over `images` contiguous images: `x` is `[images, c_in, h, w]`,
 /// `y` is `[images, c_out, h_out, w_out]`, weight `[c_out, c_in, kh, kw]`, bias `[c_out]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,6 +172,9 @@ pub trait Device: Send {
     fn zero(&mut self, dst: Loc, len: usize) -> Result<()>;
 
     fn gemm(&mut self, d: &GemmDesc) -> Result<()>;
+
+    /// See [`TimeMixDesc`].
+    fn time_mix(&mut self, d: &TimeMixDesc<'_>) -> Result<()>;
 
     /// See [`GemmDxDesc`].
     fn gemm_dx(&mut self, d: &GemmDxDesc) -> Result<()>;

@@ -9,7 +9,7 @@
 use crate::cpu::CpuDevice;
 use crate::device::{
     ConvDesc, Device, GemmDesc, GemmDwDesc, GemmDxDesc, GroupDesc, LaunchDesc, Loc, PoolDesc,
-    WeightArg,
+    TimeMixDesc, WeightArg,
 };
 use crate::error::{fmt_shape, Result, RuntimeError};
 use crate::io::weights;
@@ -59,6 +59,14 @@ enum Exec {
     },
     StepLoop {
         body: Vec<Exec>,
+    },
+    TimeMix {
+        x: BufId,
+        y: BufId,
+        matrix: TimeMatrix,
+        bias: Option<TimeBias>,
+        time: TimeSel,
+        accumulate: bool,
     },
     GemmDx {
         dy: BufId,
@@ -247,6 +255,12 @@ impl Session {
             match decl.init {
                 Init::Zeros => w.fill(0.0),
                 Init::Constant(v) => w.fill(v),
+                Init::Geometric { ratio } => {
+                    let n = w.len();
+                    for (j, v) in w.iter_mut().enumerate() {
+                        *v = ratio.powi((n - 1 - j) as i32);
+                    }
+                }
                 Init::UniformFanIn { fan_in, gain } => {
                     let bound = gain / (fan_in as f32).sqrt();
                     rng::fill_uniform01(w, seed, i as u32, rng::stream::WEIGHTS);
@@ -533,14 +547,12 @@ impl Session {
             let slot = self.plan.buffers[d.buffer].slot;
             self.device.upload(Loc::new(slot, 0), &x.data)?;
         }
-        exec_ops(
-            self.device.as_mut(),
-            &self.plan.buffers,
-            &self.exec,
-            t,
-            batch,
-            None,
-        )?;
+        let cx = Cx {
+            plan: &self.plan,
+            weights: &self.weights,
+            params: &self.params,
+        };
+        exec_ops(self.device.as_mut(), &cx, &self.exec, t, batch, None)?;
         self.device.sync()?;
 
         let mut out = Vec::with_capacity(self.plan.outputs.len());
@@ -568,14 +580,12 @@ impl Session {
                 "rerun(t = {t}, batch = {batch}) needs a previous run with the same sizes"
             )));
         }
-        exec_ops(
-            self.device.as_mut(),
-            &self.plan.buffers,
-            &self.exec,
-            t,
-            batch,
-            None,
-        )?;
+        let cx = Cx {
+            plan: &self.plan,
+            weights: &self.weights,
+            params: &self.params,
+        };
+        exec_ops(self.device.as_mut(), &cx, &self.exec, t, batch, None)?;
         self.device.sync()
     }
 
@@ -618,7 +628,12 @@ impl Session {
             self.device.upload(Loc::new(d.slot, 0), g)?;
         }
         self.device.zero_grads()?;
-        exec_ops(self.device.as_mut(), &self.plan.buffers, bw, t, batch, None)?;
+        let cx = Cx {
+            plan: &self.plan,
+            weights: &self.weights,
+            params: &self.params,
+        };
+        exec_ops(self.device.as_mut(), &cx, bw, t, batch, None)?;
         self.device.sync()
     }
 
@@ -698,14 +713,116 @@ fn buffer_len(b: &BufferDecl, t: usize, batch: usize) -> Result<usize> {
     })
 }
 
+/// What the executor reads besides the device: the plan, and the host copies of the
+/// weights and parameters (a [`TimeMatrix`] is built on the host from them).
+struct Cx<'a> {
+    plan: &'a Plan,
+    weights: &'a [Vec<f32>],
+    params: &'a [f32],
+}
+
+impl Cx<'_> {
+    /// A `[T0, T0]` weight or bias used at `t_len` steps: only `t_len == T0` is defined.
+    fn check_steps(&self, w: WeightId, n: usize, t_len: usize) -> Result<()> {
+        if n != t_len {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "weight `{}` mixes {n} time steps: this model runs only at T = {n}, not T = {t_len} \
+                 (a SlidingPSN runs at any T)",
+                self.plan.weights[w].name
+            )));
+        }
+        Ok(())
+    }
+
+    /// The first column (`(n, 0, 0)` for `n < t_len`) of a `Seq` buffer with one feature.
+    fn column(&self, dev: &mut dyn Device, r: BufId, t_len: usize, b: usize) -> Result<Vec<f32>> {
+        let d = &self.plan.buffers[r];
+        let mut data = vec![0.0; buffer_len(d, t_len, b)?];
+        dev.download(Loc::new(d.slot, 0), &mut data)?;
+        Ok((0..t_len).map(|n| data[n * b * d.features]).collect())
+    }
+
+    /// Row `t` of the matrix, columns `0..t_len`.
+    fn matrix_rows(
+        &self,
+        dev: &mut dyn Device,
+        m: &TimeMatrix,
+        rows: std::ops::Range<usize>,
+        t_len: usize,
+        b: usize,
+    ) -> Result<Vec<f32>> {
+        let mut a = vec![0.0f32; rows.len() * t_len];
+        let w = |id: WeightId| self.weights[id].as_slice();
+        let response = match m {
+            TimeMatrix::Response { r } => Some(self.column(dev, *r, t_len, b)?),
+            _ => None,
+        };
+        for (i, t) in rows.enumerate() {
+            let row = &mut a[i * t_len..(i + 1) * t_len];
+            match *m {
+                TimeMatrix::Weight { w: id } => {
+                    self.check_steps(id, self.plan.weights[id].shape[0], t_len)?;
+                    row.copy_from_slice(&w(id)[t * t_len..(t + 1) * t_len]);
+                }
+                TimeMatrix::Masked { w: id, k, lambda } => {
+                    self.check_steps(id, self.plan.weights[id].shape[0], t_len)?;
+                    let l = self.params[lambda];
+                    let src = &w(id)[t * t_len..(t + 1) * t_len];
+                    for (j, v) in row.iter_mut().enumerate() {
+                        // SpikingJelly: lambda >= 1 is the plain band (weight * mask0).
+                        let band = if j <= t && t - j < k { 1.0f32 } else { 0.0 };
+                        *v = if l >= 1.0 {
+                            src[j] * band
+                        } else {
+                            (l * band + (1.0 - l)) * src[j]
+                        };
+                    }
+                }
+                TimeMatrix::Band { w: id, k } => {
+                    let wv = w(id);
+                    for d in 0..k.min(t + 1) {
+                        row[t - d] = wv[k - 1 - d];
+                    }
+                }
+                TimeMatrix::Response { .. } => {
+                    let r = response.as_deref().unwrap_or(&[]);
+                    for j in 0..=t {
+                        row[j] = r[t - j];
+                    }
+                }
+            }
+        }
+        Ok(a)
+    }
+
+    fn bias_rows(
+        &self,
+        dev: &mut dyn Device,
+        bias: &TimeBias,
+        rows: std::ops::Range<usize>,
+        t_len: usize,
+        b: usize,
+    ) -> Result<Vec<f32>> {
+        Ok(match *bias {
+            TimeBias::Weight(id) => {
+                self.check_steps(id, self.weights[id].len(), t_len)?;
+                self.weights[id][rows].to_vec()
+            }
+            TimeBias::Scalar(id) => vec![self.weights[id][0]; rows.len()],
+            TimeBias::Response(r) => self.column(dev, r, t_len, b)?[rows].to_vec(),
+        })
+    }
+}
+
 fn exec_ops(
     dev: &mut dyn Device,
-    bufs: &[BufferDecl],
+    cx: &Cx<'_>,
     ops: &[Exec],
     t_len: usize,
     b: usize,
     step: Option<usize>,
 ) -> Result<()> {
+    let bufs = &cx.plan.buffers;
     for op in ops {
         match op {
             Exec::Zero { buf } => {
@@ -798,8 +915,56 @@ fn exec_ops(
             }
             Exec::StepLoop { body } => {
                 for t in 0..t_len {
-                    exec_ops(dev, bufs, body, t_len, b, Some(t))?;
+                    exec_ops(dev, cx, body, t_len, b, Some(t))?;
                 }
+            }
+            Exec::TimeMix {
+                x,
+                y,
+                matrix,
+                bias,
+                time,
+                accumulate,
+            } => {
+                let (xd, yd) = (&bufs[*x], &bufs[*y]);
+                let cols = b * yd.features;
+                let x_static = xd.extent != Extent::Seq;
+                // Output rows, and the first input row the matrix touches.
+                let (rows, j0) = match (time, step) {
+                    (TimeSel::Step { .. }, Some(t)) => match matrix {
+                        TimeMatrix::Band { k, .. } => (t..t + 1, (t + 1).saturating_sub(*k)),
+                        _ => (t..t + 1, 0),
+                    },
+                    _ => (0..t_len, 0),
+                };
+                let full = cx.matrix_rows(dev, matrix, rows.clone(), t_len, b)?;
+                let bias = match bias {
+                    Some(bi) => Some(cx.bias_rows(dev, bi, rows.clone(), t_len, b)?),
+                    None => None,
+                };
+                let ro = rows.len();
+                // A static input is the same at every step: one input row, the row sums.
+                let (a, ri, x0) = if x_static {
+                    let sums = full.chunks(t_len).map(|r| r.iter().sum()).collect();
+                    (sums, 1, 0)
+                } else {
+                    let ri = rows.end - j0;
+                    let mut a = Vec::with_capacity(ro * ri);
+                    for r in full.chunks(t_len) {
+                        a.extend_from_slice(&r[j0..rows.end]);
+                    }
+                    (a, ri, j0 * cols)
+                };
+                dev.time_mix(&TimeMixDesc {
+                    rows_out: ro,
+                    rows_in: ri,
+                    cols,
+                    a: &a,
+                    bias: bias.as_deref(),
+                    x: Loc::new(xd.slot, x0),
+                    y: Loc::new(yd.slot, rows.start * cols),
+                    accumulate: *accumulate,
+                })?;
             }
             Exec::GemmDx {
                 dy,
@@ -1007,6 +1172,107 @@ impl Checker<'_> {
                         y: *y,
                         k: *k,
                         n: *n,
+                        time: *time,
+                        accumulate: *accumulate,
+                    }
+                }
+                Op::TimeMix {
+                    x,
+                    y,
+                    matrix,
+                    bias,
+                    time,
+                    accumulate,
+                } => {
+                    let what = &format!("{what} (time_mix)");
+                    let (xd, yd) = self.io_pair(*x, *y, *time, in_loop, what)?;
+                    if yd.extent != Extent::Seq || matches!(time, TimeSel::All { delay } | TimeSel::Step { delay } if *delay != 0) {
+                        return Err(RuntimeError::plan(format!(
+                            "{what}: the output must be a sequence and the delay 0"
+                        )));
+                    }
+                    self.features(xd, yd.features, what)?;
+                    let response = |r: BufId| -> Result<()> {
+                        let d = self.buf(r, what)?;
+                        if d.extent != Extent::Seq || d.features != 1 {
+                            return Err(RuntimeError::plan(format!(
+                                "{what}: response buffer `{}` must be Seq with 1 feature",
+                                d.name
+                            )));
+                        }
+                        if d.slot == yd.slot {
+                            return Err(RuntimeError::plan(format!(
+                                "{what}: response buffer `{}` shares the output's slot",
+                                d.name
+                            )));
+                        }
+                        Ok(())
+                    };
+                    let square = |w: WeightId| -> Result<usize> {
+                        let d = self.weight(w, what)?;
+                        match d.shape.as_slice() {
+                            [a, b] if a == b && *a > 0 => Ok(*a),
+                            _ => Err(RuntimeError::plan(format!(
+                                "{what}: weight `{}` has shape {}, a time matrix is [T, T]",
+                                d.name,
+                                fmt_shape(&d.shape)
+                            ))),
+                        }
+                    };
+                    let steps = match *matrix {
+                        TimeMatrix::Weight { w } => Some(square(w)?),
+                        TimeMatrix::Masked { w, k, lambda } => {
+                            if k == 0 || lambda >= self.plan.params.len() {
+                                return Err(RuntimeError::plan(format!(
+                                    "{what}: a masked matrix needs k >= 1 and a parameter (k = {k}, parameter {lambda})"
+                                )));
+                            }
+                            Some(square(w)?)
+                        }
+                        TimeMatrix::Band { w, k } => {
+                            if k == 0 {
+                                return Err(RuntimeError::plan(format!("{what}: band of width 0")));
+                            }
+                            self.weight_shape(w, &[k], what)?;
+                            None
+                        }
+                        TimeMatrix::Response { r } => {
+                            response(r)?;
+                            None
+                        }
+                    };
+                    if in_loop && !matches!(matrix, TimeMatrix::Band { .. }) {
+                        return Err(RuntimeError::plan(format!(
+                            "{what}: only a band matrix (causal, finite) runs step by step"
+                        )));
+                    }
+                    match *bias {
+                        None => {}
+                        Some(TimeBias::Weight(b)) => match steps {
+                            Some(n) => self.weight_shape(b, &[n, 1], what)?,
+                            None => {
+                                return Err(RuntimeError::plan(format!(
+                                    "{what}: a per-step bias weight needs a [T, T] weight matrix"
+                                )))
+                            }
+                        },
+                        Some(TimeBias::Scalar(b)) => {
+                            let d = self.weight(b, what)?;
+                            if d.numel() != 1 {
+                                return Err(RuntimeError::plan(format!(
+                                    "{what}: scalar bias `{}` has shape {}",
+                                    d.name,
+                                    fmt_shape(&d.shape)
+                                )));
+                            }
+                        }
+                        Some(TimeBias::Response(r)) => response(r)?,
+                    }
+                    Exec::TimeMix {
+                        x: *x,
+                        y: *y,
+                        matrix: *matrix,
+                        bias: *bias,
                         time: *time,
                         accumulate: *accumulate,
                     }

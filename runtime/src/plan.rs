@@ -42,6 +42,24 @@ pub struct Plan {
     pub train: Option<TrainPlan>,
 }
 
+impl Plan {
+    /// Whether the plan runs only at its own `t`: a `[T, T]` time matrix (a PSN's weight)
+    /// fixes the number of steps.
+    pub fn fixed_steps(&self) -> bool {
+        fn any(ops: &[Op]) -> bool {
+            ops.iter().any(|op| match op {
+                Op::TimeMix { matrix, .. } => matches!(
+                    matrix,
+                    TimeMatrix::Weight { .. } | TimeMatrix::Masked { .. }
+                ),
+                Op::StepLoop { body } => any(body),
+                _ => false,
+            })
+        }
+        any(&self.ops)
+    }
+}
+
 /// What the compiler derived for training: the backward ops (run after the forward ops,
 /// once the loss gradient is in place) and the settings of the model's `train { }` block.
 #[derive(Clone, Debug, PartialEq)]
@@ -191,8 +209,13 @@ pub enum Init {
     },
     Zeros,
     /// Every element set to this value: the initial value of a learnable neuron parameter
-    /// (`tau = learn(2.0)`).
+    /// (`tau = learn(2.0)`), the PSN family's bias (-1: threshold 1).
     Constant(f32),
+    /// `w[i] = ratio^(n - 1 - i)` for a weight of `n` elements: the newest element 1, each
+    /// older one `ratio` times the next (SpikingJelly `SlidingPSN(exp_init=True)`: 1/2).
+    Geometric {
+        ratio: f32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -346,6 +369,40 @@ pub struct PoolGeom {
     pub w_out: usize,
 }
 
+/// The `[T, T]` matrix `A` of an [`Op::TimeMix`] (row = output step, column = input step).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TimeMatrix {
+    /// `A = W`, a `[T0, T0]` weight: every step reads every step (PSN). Runs only at `T = T0`.
+    Weight { w: WeightId },
+    /// `A = (lambda * band_k + (1 - lambda)) * W` elementwise, `band_k[t][j] = 1` iff
+    /// `t - k < j <= t`; `lambda` is the flat parameter at index `lambda` (masked PSN: the
+    /// mask is annealed from 0 to 1 during training). `[T0, T0]` weight, runs only at `T0`.
+    Masked {
+        w: WeightId,
+        k: usize,
+        lambda: usize,
+    },
+    /// Causal Toeplitz band of a `[k]` weight: `A[t][j] = w[k - 1 - (t - j)]` for
+    /// `0 <= t - j < k` (sliding PSN, a causal FIR filter over time): any `T`.
+    Band { w: WeightId, k: usize },
+    /// Causal Toeplitz of a response computed in the plan: `A[t][j] = r[t - j]`, where
+    /// `r[n]` is element `(n, 0, 0)` of the `Seq` buffer `r` (features 1): the impulse
+    /// response of a linear recurrence (a resetless LIF's decay `a^n b`).
+    Response { r: BufId },
+}
+
+/// The per-step bias of an [`Op::TimeMix`]: `bias[t]` is added to every column of row `t`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TimeBias {
+    /// A `[T0, 1]` weight (PSN, masked PSN): one value per step; runs only at `T0`.
+    Weight(WeightId),
+    /// A `[]` weight (one value, sliding PSN) added at every step.
+    Scalar(WeightId),
+    /// Element `(t, 0, 0)` of a `Seq` buffer (features 1): a linear recurrence's response
+    /// to its initial state and constant drive.
+    Response(BufId),
+}
+
 /// One launch group: a population (or encoder) run by a kernel. Several groups of one
 /// kernel form a merged launch (same model, same code, different buffers and parameters).
 #[derive(Clone, Debug, PartialEq)]
@@ -407,6 +464,20 @@ pub enum Op {
     },
     /// `for t in 0..T { body }`; ops inside use `TimeSel::Step` / `LaunchTime::Step`.
     StepLoop { body: Vec<Op> },
+    /// Mixing over the time axis: `y[t, c] (+)= sum_j A[t][j] * x[j, c] (+ bias[t])` for
+    /// every column `c` of the `B * F` values of a step (the parallel schedule: one GEMM
+    /// `[T, T] x [T, B*F]`). `TimeSel::All { delay: 0 }` computes every row;
+    /// `TimeSel::Step { delay: 0 }` inside a step loop computes row `t` only, reading rows
+    /// `<= t` (a causal matrix only: `Band` or `Response`). A `Static` `x` is the same at
+    /// every step: `y[t] = (sum_j A[t][j]) x + bias[t]`.
+    TimeMix {
+        x: BufId,
+        y: BufId,
+        matrix: TimeMatrix,
+        bias: Option<TimeBias>,
+        time: TimeSel,
+        accumulate: bool,
+    },
     /// Backward of [`Op::Gemm`] for its input: `dx[rows, k] (+)= dy[rows, n] @ W`.
     GemmDx {
         dy: BufId,

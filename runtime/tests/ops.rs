@@ -407,3 +407,295 @@ fn ops_reject_bad_lengths() {
     bad.h_out = 3;
     assert!(ops::conv2d(&[0.0; 16], &[0.0; 9], None, &mut [0.0; 6], 1, &bad, false).is_err());
 }
+
+// ------------------------------------------------------------------ time mixing
+
+/// `y[t, c] = sum_j a[t][j] x[j, c] + bias[t]`, in f64 (`x` is `[T, cols]`, or one row for a
+/// static input).
+fn naive_time_mix(a: &[f64], bias: &[f64], x: &[f32], t: usize, cols: usize) -> Vec<f64> {
+    let static_x = x.len() == cols;
+    let mut y = vec![0.0; t * cols];
+    for r in 0..t {
+        for c in 0..cols {
+            let mut acc = bias[r];
+            for j in 0..t {
+                let xv = if static_x { x[c] } else { x[j * cols + c] };
+                acc += a[r * t + j] * xv as f64;
+            }
+            y[r * cols + c] = acc;
+        }
+    }
+    y
+}
+
+/// A plan `x -> TimeMix -> y` (plus a response input `r` `[T, 1]`).
+fn mix_plan(t: usize, f: usize, x_seq: bool, ops: Vec<Op>, weights: Vec<WeightDecl>) -> Plan {
+    let mut p = plan("mix");
+    p.t = t;
+    p.buffers = vec![
+        buf("x", if x_seq { Extent::Seq } else { Extent::Static }, f, 0),
+        buf("y", Extent::Seq, f, 1),
+        buf("r", Extent::Seq, 1, 2),
+        buf("z", Extent::Seq, 1, 3),
+    ];
+    p.weights = weights;
+    p.params = vec![ParamDecl {
+        name: "m.lambda".into(),
+        value: 0.3,
+        check: ParamCheck::UnitInterval,
+    }];
+    p.inputs = vec![
+        input("x", 0, &[f], x_seq),
+        input("r", 2, &[1], true),
+        input("z", 3, &[1], true),
+    ];
+    p.outputs = vec![output("y", OutputKind::Trace, 1, &[f])];
+    p.ops = ops;
+    p
+}
+
+fn mix(matrix: TimeMatrix, bias: Option<TimeBias>, time: TimeSel, accumulate: bool) -> Op {
+    Op::TimeMix {
+        x: 0,
+        y: 1,
+        matrix,
+        bias,
+        time,
+        accumulate,
+    }
+}
+
+#[test]
+fn time_mix_weight_masked_band_and_response() {
+    let (t, b, f) = (6, 2, 3);
+    let cols = b * f;
+    let all = TimeSel::All { delay: 0 };
+    let x = Tensor::new(vec![t, b, f], rand_vec(t * cols, 3, -1.0, 1.0)).unwrap();
+    let r = Tensor::new(vec![t, b, 1], rand_vec(t * b, 4, -1.0, 1.0)).unwrap();
+    let z = Tensor::new(vec![t, b, 1], rand_vec(t * b, 5, -1.0, 1.0)).unwrap();
+    let square = vec![weight("m.weight", &[t, t]), weight("m.bias", &[t, 1])];
+    let run = |p: Plan, set: &dyn Fn(&mut Session) -> Vec<Vec<f32>>, x: &Tensor| {
+        let mut s = session(p);
+        let w = set(&mut s);
+        let y = out(
+            &s.run(&[x.clone(), r.clone(), z.clone()], t, b).unwrap(),
+            "y",
+        );
+        (w, y.data)
+    };
+    let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+
+    // A full matrix and a per-step bias (PSN).
+    let ops = vec![mix(
+        TimeMatrix::Weight { w: 0 },
+        Some(TimeBias::Weight(1)),
+        all,
+        false,
+    )];
+    let (w, y) = run(mix_plan(t, f, true, ops, square.clone()), &randomize, &x);
+    let want = naive_time_mix(&f64s(&w[0]), &f64s(&w[1]), &x.data, t, cols);
+    assert_close(&y, &want, 1e-5, "full");
+
+    // Masked, lambda 0.3 and 1 (the plain band, SpikingJelly's `weight * mask0`).
+    for lambda in [0.3f32, 1.0] {
+        let ops = vec![mix(
+            TimeMatrix::Masked {
+                w: 0,
+                k: 2,
+                lambda: 0,
+            },
+            Some(TimeBias::Weight(1)),
+            all,
+            false,
+        )];
+        let mut s = session(mix_plan(t, f, true, ops, square.clone()));
+        let w = randomize(&mut s);
+        s.set_param("m.lambda", lambda).unwrap();
+        let y = out(
+            &s.run(&[x.clone(), r.clone(), z.clone()], t, b).unwrap(),
+            "y",
+        );
+        let l = lambda as f64;
+        let a: Vec<f64> = (0..t * t)
+            .map(|i| {
+                let (row, col) = (i / t, i % t);
+                let band = if col <= row && row - col < 2 {
+                    1.0
+                } else {
+                    0.0
+                };
+                (l * band + 1.0 - l) * w[0][i] as f64
+            })
+            .collect();
+        let want = naive_time_mix(&a, &f64s(&w[1]), &x.data, t, cols);
+        assert_close(&y.data, &want, 1e-5, &format!("masked lambda {lambda}"));
+    }
+
+    // A band of 3 shared weights and a scalar bias, all rows at once and row by row.
+    let scalar = WeightDecl {
+        name: "m.bias".into(),
+        shape: vec![],
+        init: Init::Constant(0.5),
+    };
+    let band = vec![weight("m.weight", &[3]), scalar];
+    let bm = TimeMatrix::Band { w: 0, k: 3 };
+    let ops = vec![mix(bm, Some(TimeBias::Scalar(1)), all, false)];
+    let (w, y) = run(mix_plan(t, f, true, ops, band.clone()), &randomize, &x);
+    let a: Vec<f64> = (0..t * t)
+        .map(|i| {
+            let (row, col) = (i / t, i % t);
+            if col <= row && row - col < 3 {
+                w[0][2 - (row - col)] as f64
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let want = naive_time_mix(&a, &vec![w[1][0] as f64; t], &x.data, t, cols);
+    assert_close(&y, &want, 1e-5, "band");
+    let step = vec![Op::StepLoop {
+        body: vec![mix(
+            bm,
+            Some(TimeBias::Scalar(1)),
+            TimeSel::Step { delay: 0 },
+            false,
+        )],
+    }];
+    let (_, y_step) = run(mix_plan(t, f, true, step, band.clone()), &randomize, &x);
+    assert_eq!(y_step, y, "one row per step sums in the same order");
+
+    // A static input: the row sums times the one value.
+    let xs = Tensor::new(vec![b, f], rand_vec(cols, 6, -1.0, 1.0)).unwrap();
+    let ops = vec![mix(bm, Some(TimeBias::Scalar(1)), all, false)];
+    let (w2, y) = run(mix_plan(t, f, false, ops, band.clone()), &randomize, &xs);
+    assert_eq!(w2, w);
+    let want = naive_time_mix(&a, &vec![w[1][0] as f64; t], &xs.data, t, cols);
+    assert_close(&y, &want, 1e-5, "band of a static input");
+
+    // A response computed in the plan (first column of `r`), the free response `z` as the
+    // bias, accumulated twice.
+    let ops = vec![
+        mix(
+            TimeMatrix::Response { r: 2 },
+            Some(TimeBias::Response(3)),
+            all,
+            false,
+        ),
+        mix(TimeMatrix::Response { r: 2 }, None, all, true),
+    ];
+    let (_, y) = run(mix_plan(t, f, true, ops, vec![]), &|_| vec![], &x);
+    let resp = |n: usize| r.data[n * b] as f64;
+    let a: Vec<f64> = (0..t * t)
+        .map(|i| {
+            let (row, col) = (i / t, i % t);
+            if col <= row {
+                2.0 * resp(row - col)
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let zb: Vec<f64> = (0..t).map(|n| z.data[n * b] as f64).collect();
+    let want = naive_time_mix(&a, &zb, &x.data, t, cols);
+    assert_close(&y, &want, 1e-5, "response");
+}
+
+#[test]
+fn time_mix_checks() {
+    let (t, f) = (4, 2);
+    let all = TimeSel::All { delay: 0 };
+    let square = vec![weight("m.weight", &[t, t]), weight("m.bias", &[t, 1])];
+    let bad = |ops: Vec<Op>, weights: Vec<WeightDecl>, what: &str| {
+        let mut p = mix_plan(t, f, true, ops, weights);
+        fix_slots(&mut p);
+        let e = Session::new(p, KernelTable::empty())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(what), "{e}");
+    };
+    // A matrix that reads later steps cannot run step by step.
+    bad(
+        vec![Op::StepLoop {
+            body: vec![mix(
+                TimeMatrix::Weight { w: 0 },
+                None,
+                TimeSel::Step { delay: 0 },
+                false,
+            )],
+        }],
+        square.clone(),
+        "only a band matrix",
+    );
+    bad(
+        vec![mix(
+            TimeMatrix::Band { w: 0, k: 3 },
+            Some(TimeBias::Weight(1)),
+            all,
+            false,
+        )],
+        vec![weight("m.weight", &[3]), weight("m.bias", &[t, 1])],
+        "per-step bias",
+    );
+    bad(
+        vec![mix(TimeMatrix::Weight { w: 0 }, None, all, false)],
+        vec![weight("m.weight", &[t, t + 1])],
+        "a time matrix is [T, T]",
+    );
+    // A [T, T] weight runs only at its own T.
+    let ops = vec![mix(
+        TimeMatrix::Weight { w: 0 },
+        Some(TimeBias::Weight(1)),
+        all,
+        false,
+    )];
+    let mut s = session(mix_plan(t, f, true, ops, square));
+    let z = |t: usize, n: usize| Tensor::zeros(&[t, 1, n]);
+    let e = s
+        .run(&[z(t + 2, f), z(t + 2, 1), z(t + 2, 1)], t + 2, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("runs only at T = 4, not T = 6"), "{e}");
+    assert!(s.run(&[z(t, f), z(t, 1), z(t, 1)], t, 1).is_ok());
+}
+
+#[test]
+fn constant_and_geometric_init() {
+    let mut p = plan("init");
+    p.weights = vec![
+        WeightDecl {
+            name: "a".into(),
+            shape: vec![4],
+            init: Init::Geometric { ratio: 0.5 },
+        },
+        WeightDecl {
+            name: "b".into(),
+            shape: vec![3, 1],
+            init: Init::Constant(-1.0),
+        },
+    ];
+    let s = Session::new(p, KernelTable::empty()).unwrap();
+    assert_eq!(s.weight("a").unwrap(), &[0.125, 0.25, 0.5, 1.0]);
+    assert_eq!(s.weight("b").unwrap(), &[-1.0; 3]);
+}
+
+/// A long full matrix (more than `SPARSE_ROW` non-zeros per row) goes through the GEMM.
+#[test]
+fn time_mix_long_sequence_gemm() {
+    let (t, b, f) = (40, 3, 5);
+    let cols = b * f;
+    let ops = vec![mix(
+        TimeMatrix::Weight { w: 0 },
+        Some(TimeBias::Weight(1)),
+        TimeSel::All { delay: 0 },
+        false,
+    )];
+    let weights = vec![weight("m.weight", &[t, t]), weight("m.bias", &[t, 1])];
+    let mut s = session(mix_plan(t, f, true, ops, weights));
+    let w = randomize(&mut s);
+    let x = Tensor::new(vec![t, b, f], rand_vec(t * cols, 8, -1.0, 1.0)).unwrap();
+    let z = Tensor::zeros(&[t, b, 1]);
+    let y = out(&s.run(&[x.clone(), z.clone(), z], t, b).unwrap(), "y");
+    let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+    let want = naive_time_mix(&f64s(&w[0]), &f64s(&w[1]), &x.data, t, cols);
+    assert_close(&y.data, &want, 1e-5, "full, GEMM path");
+}

@@ -37,6 +37,10 @@ pub fn plan_tokens(p: &Plan, m: &TokenStream) -> TokenStream {
                 let v = f32_bits(v);
                 quote!(#m::Init::Constant(#v))
             }
+            Init::Geometric { ratio } => {
+                let r = f32_bits(ratio);
+                quote!(#m::Init::Geometric { ratio: #r })
+            }
         };
         quote!(#m::WeightDecl { name: ::std::string::String::from(#name), shape: #shape, init: #init })
     });
@@ -415,6 +419,51 @@ fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
         Op::StepLoop { body } => {
             let body = ops(body, m);
             quote!(#m::Op::StepLoop { body: #body })
+        }
+        Op::TimeMix {
+            x,
+            y,
+            matrix,
+            bias,
+            time,
+            accumulate,
+        } => {
+            let (x, y) = (usize_lit(*x), usize_lit(*y));
+            let matrix = match *matrix {
+                TimeMatrix::Weight { w } => {
+                    let w = usize_lit(w);
+                    quote!(#m::TimeMatrix::Weight { w: #w })
+                }
+                TimeMatrix::Masked { w, k, lambda } => {
+                    let (w, k, l) = (usize_lit(w), usize_lit(k), usize_lit(lambda));
+                    quote!(#m::TimeMatrix::Masked { w: #w, k: #k, lambda: #l })
+                }
+                TimeMatrix::Band { w, k } => {
+                    let (w, k) = (usize_lit(w), usize_lit(k));
+                    quote!(#m::TimeMatrix::Band { w: #w, k: #k })
+                }
+                TimeMatrix::Response { r } => {
+                    let r = usize_lit(r);
+                    quote!(#m::TimeMatrix::Response { r: #r })
+                }
+            };
+            let bias = match *bias {
+                None => quote!(::core::option::Option::None),
+                Some(TimeBias::Weight(w)) => {
+                    let w = usize_lit(w);
+                    quote!(::core::option::Option::Some(#m::TimeBias::Weight(#w)))
+                }
+                Some(TimeBias::Scalar(w)) => {
+                    let w = usize_lit(w);
+                    quote!(::core::option::Option::Some(#m::TimeBias::Scalar(#w)))
+                }
+                Some(TimeBias::Response(r)) => {
+                    let r = usize_lit(r);
+                    quote!(::core::option::Option::Some(#m::TimeBias::Response(#r)))
+                }
+            };
+            let time = time_sel(*time, m);
+            quote!(#m::Op::TimeMix { x: #x, y: #y, matrix: #matrix, bias: #bias, time: #time, accumulate: #accumulate })
         }
     }
 }

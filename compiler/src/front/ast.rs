@@ -25,6 +25,10 @@ pub struct Include {
 pub struct NeuronDef {
     pub name: Ident,
     pub params: Vec<ParamDecl>,
+    /// `const k = 2`: compile-time whole numbers (same form as a parameter).
+    pub consts: Vec<ParamDecl>,
+    /// `mix sliding(k)`: the input is mixed over time by learnable weights first.
+    pub mix: Option<MixDecl>,
     pub flags: Vec<FlagDecl>,
     pub choices: Vec<ChoiceDecl>,
     pub states: Vec<StateDecl>,
@@ -42,6 +46,15 @@ pub struct ParamDecl {
     pub default: Expr,
     /// `where <expr>`: a condition the value must satisfy.
     pub check: Option<Expr>,
+    pub span: Span,
+}
+
+/// `mix KIND` or `mix KIND(name, ...)`; the names refer to the model's consts, params and
+/// flags.
+#[derive(Clone, Debug)]
+pub struct MixDecl {
+    pub kind: Ident,
+    pub args: Vec<Ident>,
     pub span: Span,
 }
 

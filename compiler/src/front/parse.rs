@@ -49,6 +49,8 @@ fn rule_name(r: &Rule) -> &'static str {
         Rule::model_def => "`model`",
         Rule::include => "`include`",
         Rule::param_decl => "`param`",
+        Rule::const_decl => "`const`",
+        Rule::mix_decl => "`mix`",
         Rule::flag_decl => "`flag`",
         Rule::choice_decl => "`choice`",
         Rule::state_decl => "`state`",
@@ -167,6 +169,8 @@ impl Builder {
         let mut def = NeuronDef {
             name,
             params: vec![],
+            consts: vec![],
+            mix: None,
             flags: vec![],
             choices: vec![],
             states: vec![],
@@ -191,6 +195,54 @@ impl Builder {
                         check,
                         span,
                     });
+                }
+                Rule::const_decl => {
+                    let name = self.ident(parts.next().unwrap());
+                    let default = self.expr(parts.next().unwrap());
+                    let check = parts.next().map(|e| self.expr(e));
+                    def.consts.push(ParamDecl {
+                        name,
+                        default,
+                        check,
+                        span,
+                    });
+                }
+                Rule::mix_decl => {
+                    if def.mix.is_some() {
+                        return Err(dup_block("mix", span));
+                    }
+                    let spec = self.primary(parts.next().unwrap());
+                    let (kind, args) = match spec.kind {
+                        ExprKind::Call { func, args } => {
+                            let mut names = Vec::new();
+                            for a in args {
+                                match (&a.name, &a.value.kind) {
+                                    (None, ExprKind::Ident(n)) => names.push(Ident {
+                                        name: n.clone(),
+                                        span: a.value.span,
+                                    }),
+                                    _ => {
+                                        return Err(Diagnostic::new(
+                                            ErrorKind::BadArgument,
+                                            "the arguments of `mix` are names",
+                                        )
+                                        .at(a.value.span, "not a name")
+                                        .hint("name the model's `const`, `param` or `flag`, e.g. `mix sliding(k)`"))
+                                    }
+                                }
+                            }
+                            (func, names)
+                        }
+                        ExprKind::Ident(n) => (
+                            Ident {
+                                name: n,
+                                span: spec.span,
+                            },
+                            vec![],
+                        ),
+                        _ => unreachable!("the grammar allows a call or a name"),
+                    };
+                    def.mix = Some(MixDecl { kind, args, span });
                 }
                 Rule::flag_decl => {
                     let name = self.ident(parts.next().unwrap());

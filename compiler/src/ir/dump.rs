@@ -89,6 +89,14 @@ pub fn ast_file(f: &ast::File) -> String {
                 .unwrap_or_default();
             let _ = writeln!(out, "  param {} = {}{chk}", p.name.name, expr(&p.default));
         }
+        for p in &n.consts {
+            let chk = p
+                .check
+                .as_ref()
+                .map(|c| format!(" where {}", expr(c)))
+                .unwrap_or_default();
+            let _ = writeln!(out, "  const {} = {}{chk}", p.name.name, expr(&p.default));
+        }
         for fl in &n.flags {
             let _ = writeln!(out, "  flag {} = {}", fl.name.name, fl.default);
         }
@@ -101,6 +109,14 @@ pub fn ast_file(f: &ast::File) -> String {
         }
         if let Some(c) = &n.current {
             let _ = writeln!(out, "  current {}", c.name);
+        }
+        if let Some(mx) = &n.mix {
+            let args: Vec<&str> = mx.args.iter().map(|a| a.name.as_str()).collect();
+            if args.is_empty() {
+                let _ = writeln!(out, "  mix {}", mx.kind.name);
+            } else {
+                let _ = writeln!(out, "  mix {}({})", mx.kind.name, args.join(", "));
+            }
         }
         let _ = writeln!(out, "  update {{");
         stmts(&mut out, &n.update, 4);
@@ -209,6 +225,8 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
                     .collect();
                 a.extend(args.flags.iter().map(|(k, v, _)| format!("{k}={v}")));
                 a.extend(args.choices.iter().map(|(k, v, _)| format!("{k}={v}")));
+                a.extend(args.consts.iter().map(|(k, v, _)| format!("{k}={v}")));
+                a.extend(args.schedule.iter().map(|(f, _)| format!("schedule={}", f.name())));
                 let a = if a.is_empty() { String::new() } else { format!(", {}", a.join(", ")) };
                 format!("{}({}{a})", m.models[*model].name.name, ins.join(" + "))
             }
@@ -261,12 +279,53 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
         for (i, st) in s.stages.iter().enumerate() {
             let what = match &st.kind {
                 StageKind::Layer(h) => format!("layer {}", m.nodes[*h].name),
+                StageKind::Parallel(h) => format!("parallel {}", m.nodes[*h].name),
                 StageKind::Steps(hs) => {
                     let names: Vec<&str> = hs.iter().map(|&h| m.nodes[h].name.as_str()).collect();
                     format!("steps {{{}}}", names.join(", "))
                 }
             };
             let _ = writeln!(out, "  stage {i}: {what}  -- {}", st.reason);
+        }
+        if !s.time.is_empty() {
+            use crate::passes::schedule::{duration, si, CPU};
+            let _ = writeln!(
+                out,
+                "time axis (cost model: {} at T={}, batch={}):",
+                CPU.name, s.cost_at.0, s.cost_at.1
+            );
+            let cost = |c: &crate::ir::sched::Cost| {
+                format!(
+                    "{}FLOP, {}B, {} op{}, ~{}",
+                    si(c.flops),
+                    si(c.bytes),
+                    c.ops,
+                    if c.ops == 1.0 { "" } else { "s" },
+                    duration(c.seconds)
+                )
+            };
+            for (&h, pt) in &s.time {
+                let _ = writeln!(
+                    out,
+                    "  {}: {}  -- {}",
+                    m.nodes[h].name,
+                    pt.form.name(),
+                    pt.reason
+                );
+                if let (Some(l), Some(eqs)) = (&pt.linear, m.eqs(h)) {
+                    let _ = writeln!(
+                        out,
+                        "    linear, no reset: {}",
+                        crate::ir::linear::ShowLinear(eqs, l)
+                    );
+                }
+                if let Some(c) = &pt.seq_cost {
+                    let _ = writeln!(out, "    sequential: {}", cost(c));
+                }
+                if let Some(c) = &pt.par_cost {
+                    let _ = writeln!(out, "    parallel:   {}", cost(c));
+                }
+            }
         }
     }
     if let (Some(bw), Some(cfg)) = (&m.backward, &m.train) {
@@ -477,6 +536,41 @@ fn ops(out: &mut String, p: &Plan, ops_: &[Op], indent: usize) {
                         g.features
                     );
                 }
+            }
+            Op::TimeMix {
+                x,
+                y,
+                matrix,
+                bias,
+                time: t,
+                accumulate,
+            } => {
+                use snn_runtime::plan::{TimeBias, TimeMatrix};
+                let wn = |i: usize| p.weights[i].name.clone();
+                let a = match *matrix {
+                    TimeMatrix::Weight { w } => format!("{} [T, T]", wn(w)),
+                    TimeMatrix::Masked { w, k, lambda } => format!(
+                        "({} * band{k}(param.{})) [T, T]",
+                        wn(w),
+                        p.params[lambda].name
+                    ),
+                    TimeMatrix::Band { w, k } => format!("band({}) [k={k}]", wn(w)),
+                    TimeMatrix::Response { r } => format!("toeplitz({})", b(r)),
+                };
+                let bias = match bias {
+                    None => String::new(),
+                    Some(TimeBias::Weight(w)) => format!(" + {}[t]", wn(*w)),
+                    Some(TimeBias::Scalar(w)) => format!(" + {}", wn(*w)),
+                    Some(TimeBias::Response(r)) => format!(" + {}[t]", b(*r)),
+                };
+                let _ = writeln!(
+                    out,
+                    "{pad}time_mix {} {}= {a} @ {}{bias}  ({})",
+                    b(*y),
+                    if *accumulate { "+" } else { "" },
+                    b(*x),
+                    time(t)
+                );
             }
             Op::StepLoop { body } => {
                 let _ = writeln!(out, "{pad}for t in 0..T:");

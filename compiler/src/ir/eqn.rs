@@ -22,6 +22,47 @@ pub struct NeuronEqs {
     pub update: Vec<Assign>,
     pub spike: Option<EExpr>,
     pub reset: Vec<Assign>,
+    /// `mix`: the input current is first mixed over the time axis by learnable weights.
+    pub mix: Option<Mix>,
+}
+
+/// How a model mixes its input current over the time axis before the per-step update
+/// (the PSN family). The weights are plan weights `NAME.weight` and `NAME.bias`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Mix {
+    /// `I[t] <- sum_j weight[t][j] * I[j] + bias[t]`: a `[T, T]` matrix, `bias` `[T, 1]`
+    /// (SpikingJelly `PSN`). Every step reads every step.
+    Full,
+    /// The same through `weight * (lambda * band_k + 1 - lambda)`, `band_k[t][j] = 1` iff
+    /// `t - k < j <= t` (SpikingJelly `MaskedPSN`); `lambda` is a parameter index.
+    Masked { k: usize, lambda: usize },
+    /// `I[t] <- sum_(m < k) weight[k-1-m] * I[t-m] + bias`: `k` weights shared by every
+    /// step, `bias` `[]` (SpikingJelly `SlidingPSN`); runs at any T. `exp_init`: the weights
+    /// start at `2^-(k-1), .., 1/2, 1`, else uniform.
+    Sliding { k: usize, exp_init: bool },
+}
+
+impl Mix {
+    /// Step `t` reads only steps `<= t`, a bounded number of them: it can run step by step.
+    pub fn causal(&self) -> bool {
+        matches!(self, Mix::Sliding { .. })
+    }
+    pub fn describe(&self, params: &[EqParam]) -> String {
+        match self {
+            Mix::Full => "mix full: I[t] = sum_j weight[t][j] * I[j] + bias[t]".into(),
+            Mix::Masked { k, lambda } => {
+                let l = &params[*lambda].name;
+                format!(
+                    "mix masked(k={k}, {l}): I[t] = sum_j ({l} * band{k}[t][j] + 1 - {l}) * weight[t][j] * I[j] + bias[t]"
+                )
+            }
+            Mix::Sliding { k, exp_init } => format!(
+                "mix sliding(k={k}{}): I[t] = sum_(m<{k}) weight[{}-m] * I[t-m] + bias",
+                if *exp_init { ", exp_init" } else { "" },
+                k - 1
+            ),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -149,6 +190,19 @@ impl EExpr {
         match v {
             Var::State(i) => EExpr::State(i),
             Var::Local(i) => EExpr::Local(i),
+        }
+    }
+    /// Visit every parameter read.
+    pub fn visit_params(&self, f: &mut impl FnMut(usize)) {
+        match self {
+            EExpr::Param(i) => f(*i),
+            EExpr::Unary(_, x) => x.visit_params(f),
+            EExpr::Binary(_, a, b) => {
+                a.visit_params(f);
+                b.visit_params(f);
+            }
+            EExpr::Call(_, args) => args.iter().for_each(|a| a.visit_params(f)),
+            EExpr::Const(_) | EExpr::State(_) | EExpr::Local(_) | EExpr::Current | EExpr::Dt => {}
         }
     }
     /// Visit every variable read.
@@ -280,6 +334,9 @@ impl NeuronEqs {
         for p in self.params.iter().filter(|p| p.kind != ParamKind::Runtime) {
             s.push_str(&format!("{}:{:?};", p.name, p.kind));
         }
+        if let Some(mx) = &self.mix {
+            s.push_str(&format!("{mx:?}"));
+        }
         s
     }
 }
@@ -303,6 +360,9 @@ impl fmt::Display for NeuronEqs {
                     p.name, p.value
                 )?,
             }
+        }
+        if let Some(mx) = &self.mix {
+            writeln!(f, "      {}", mx.describe(&self.params))?;
         }
         for s in &self.states {
             writeln!(f, "      state {} = {}", s.name, self.show(&s.init))?;

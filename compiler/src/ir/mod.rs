@@ -6,5 +6,6 @@ pub mod arena;
 pub mod dump;
 pub mod eqn;
 pub mod kernel;
+pub mod linear;
 pub mod net;
 pub mod sched;

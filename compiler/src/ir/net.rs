@@ -143,6 +143,10 @@ pub struct PopArgs {
     pub choices: Vec<(String, String, Span)>,
     /// Parameters given as `learn(init)` (their init is in `params`).
     pub learn: Vec<(String, Learn)>,
+    /// Compile-time whole numbers (`k = 3`).
+    pub consts: Vec<(String, usize, Span)>,
+    /// `schedule = parallel | sequential`: the user's choice of time schedule.
+    pub schedule: Option<(TimeForm, Span)>,
 }
 
 /// `name = learn(init)` or `learn(init, per_neuron = true)`: a learnable parameter.
@@ -151,6 +155,27 @@ pub struct Learn {
     pub per_neuron: bool,
     /// The `learn(...)` call.
     pub span: Span,
+}
+
+/// How a population walks the time axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TimeForm {
+    /// Step after step: each step's state from the previous one (a T loop in one kernel,
+    /// or step kernels inside a step loop).
+    Sequential,
+    /// All steps at once: the recurrence (and any `mix`) as matrix products over the time
+    /// axis, then an elementwise kernel. Only for populations without a reset whose update
+    /// is linear in state and input.
+    Parallel,
+}
+
+impl TimeForm {
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeForm::Sequential => "sequential",
+            TimeForm::Parallel => "parallel",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use super::net::NodeId;
+use super::linear::LinearStep;
+use super::net::{NodeId, TimeForm};
 use snn_runtime::plan::{BufId, BufferDecl};
 
 /// Output of `passes::recurrence`.
@@ -28,6 +29,9 @@ pub enum StageKind {
     Layer(NodeId),
     /// `for t in 0..T` around these nodes, in order.
     Steps(Vec<NodeId>),
+    /// A population on the parallel schedule: its time axis as matrix products (any `mix`,
+    /// then the recurrence's impulse response), then one elementwise kernel.
+    Parallel(NodeId),
 }
 
 #[derive(Clone, Debug)]
@@ -41,6 +45,37 @@ pub struct Stage {
 #[derive(Clone, Debug, Default)]
 pub struct Schedule {
     pub stages: Vec<Stage>,
+    /// The time-axis decision of every population.
+    pub time: BTreeMap<NodeId, PopTime>,
+    /// The `(T, batch)` the costs were estimated for.
+    pub cost_at: (usize, usize),
+}
+
+/// How one population walks the time axis, and why.
+#[derive(Clone, Debug)]
+pub struct PopTime {
+    pub form: TimeForm,
+    pub reason: String,
+    /// The proof that the step is linear without reset (`None`: `no_parallel` says why not).
+    pub linear: Option<LinearStep>,
+    /// Why the parallel schedule is impossible, when it is.
+    pub no_parallel: Option<String>,
+    /// Estimated costs of the sequential schedule (when there is a choice) and of the
+    /// parallel one (when it is possible).
+    pub seq_cost: Option<Cost>,
+    pub par_cost: Option<Cost>,
+}
+
+/// An estimate of one schedule of one population at the module's T and batch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Cost {
+    pub flops: f64,
+    /// Bytes moved to and from memory (activations; weights are small).
+    pub bytes: f64,
+    /// Library calls and kernel launches.
+    pub ops: f64,
+    /// `max(flops / peak, bytes / bandwidth) + ops * overhead` on the target machine.
+    pub seconds: f64,
 }
 
 impl Schedule {
@@ -49,7 +84,7 @@ impl Schedule {
         let mut m = BTreeMap::new();
         for (i, s) in self.stages.iter().enumerate() {
             match &s.kind {
-                StageKind::Layer(n) => {
+                StageKind::Layer(n) | StageKind::Parallel(n) => {
                     m.insert(*n, i);
                 }
                 StageKind::Steps(ns) => {
@@ -108,6 +143,13 @@ pub struct MemoryPlan {
     pub spills: BTreeMap<(NodeId, usize), BufId>,
     /// Training: each state at the start of every step `[T, B, N]`, by (population, state).
     pub saves: BTreeMap<(NodeId, usize), BufId>,
+    /// The input current of a population with a `mix`, after mixing `[T, B, N]`.
+    pub mixed: BTreeMap<NodeId, BufId>,
+    /// Parallel schedule of a recurrent linear population, per state: its values over all
+    /// steps `[T, B, N]` (`lin`), and the impulse and free responses `[T, B, 1]` of its
+    /// recurrence (`resp`: (impulse, free)).
+    pub lin: BTreeMap<(NodeId, usize), BufId>,
+    pub resp: BTreeMap<(NodeId, usize), (BufId, BufId)>,
     /// Training: the gradient of each node's value (flatten shares its source's).
     pub grads: BTreeMap<NodeId, BufId>,
     /// Training: dLoss/d(output) for the loss, then each regulariser.

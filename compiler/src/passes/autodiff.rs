@@ -57,6 +57,39 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
         .at(m.span, "compiled for training")
         .hint("drop --no-fuse / --step-by-step when training"));
     }
+    // Not differentiated yet: the PSN family's mix over time (its weights are trainable
+    // wherever it sits) and the parallel schedule's time products.
+    let sched = m.schedule.as_ref().expect("schedule pass has run");
+    for (h, node) in m.nodes.iter() {
+        let NodeKind::Population { eqs: Some(eqs), .. } = &node.kind else {
+            continue;
+        };
+        let parallel = sched
+            .time
+            .get(&h)
+            .is_some_and(|p| p.form == TimeForm::Parallel);
+        let why = match (&eqs.mix, parallel) {
+            (Some(_), _) => {
+                "the backward pass of a `mix` over time (the PSN family) is not derived yet"
+            }
+            (None, true) => "the backward pass of the parallel schedule is not derived yet",
+            (None, false) => continue,
+        };
+        return Err(Diagnostic::new(
+            ErrorKind::BadArgument,
+            format!(
+                "`{}` ({}) is not yet differentiable: {why}",
+                node.name, eqs.model
+            ),
+        )
+        .at(node.span, "compiled for training")
+        .hint(if eqs.mix.is_some() {
+            "run PSN models for inference (without --train) for now, or train with LIF-family neurons"
+        } else {
+            "remove `schedule = parallel` to train it on the sequential schedule"
+        }));
+    }
+
     // Which values need a gradient: anything downstream of a trainable projection or of a
     // population with learned parameters (`tau = learn(2.0)`).
     let mut needs_grad = BTreeSet::new();
@@ -85,7 +118,6 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
         }
     }
 
-    let sched = m.schedule.as_ref().expect("schedule pass has run");
     for stage in &sched.stages {
         if let StageKind::Steps(ns) = &stage.kind {
             if let Some(&h) = ns.iter().find(|h| needs_grad.contains(h)) {

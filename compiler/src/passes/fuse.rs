@@ -24,7 +24,7 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
     let mut band_nodes: Vec<NodeId> = Vec::new();
     for (si, stage) in sched.stages.iter().enumerate() {
         let (nodes, stepwise) = match &stage.kind {
-            StageKind::Layer(n) => (vec![*n], false),
+            StageKind::Layer(n) | StageKind::Parallel(n) => (vec![*n], false),
             StageKind::Steps(ns) => (ns.clone(), true),
         };
         for n in nodes {
@@ -67,17 +67,32 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
                     continue;
                 }
             };
-            let mode = if opts.fuse || matches!(m.nodes[n].kind, NodeKind::Encode { .. }) {
-                FuseMode::Fused
-            } else {
-                FuseMode::Unfused
-            };
+            // A parallel population's kernel is elementwise: always one fused kernel. A
+            // mixed population on the sequential schedule runs in a step loop (one row of
+            // its mix per step).
+            let parallel = sched
+                .time
+                .get(&n)
+                .is_some_and(|p| p.form == TimeForm::Parallel);
+            let mixed_steps = !parallel
+                && matches!(&m.nodes[n].kind, NodeKind::Population { eqs: Some(e), .. } if e.mix.is_some());
+            let mode =
+                if opts.fuse || parallel || matches!(m.nodes[n].kind, NodeKind::Encode { .. }) {
+                    FuseMode::Fused
+                } else {
+                    FuseMode::Unfused
+                };
             if reads_any(m, n, &band_nodes) {
                 open.clear();
                 band_nodes.clear();
             }
             // Training plans keep one launch per population: each has its own backward.
-            let mergeable = opts.merge && !opts.train && !stepwise && mode == FuseMode::Fused;
+            let mergeable = opts.merge
+                && !opts.train
+                && !stepwise
+                && !parallel
+                && !mixed_steps
+                && mode == FuseMode::Fused;
             if let Some(&g) = open.get(&key).filter(|_| mergeable) {
                 groups[g].members.push(n);
                 // Launch after the last member's inputs exist; nothing in between reads
@@ -89,7 +104,7 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
                     members: vec![n],
                     mode,
                     stage: si,
-                    stepwise: stepwise || mode == FuseMode::Unfused,
+                    stepwise: stepwise || mixed_steps || mode == FuseMode::Unfused,
                 });
                 group_of.insert(n, groups.len() - 1);
                 if mergeable {

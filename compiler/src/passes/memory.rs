@@ -131,6 +131,40 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
                     );
                     plan.counts.insert(h, b);
                 }
+                let pt = &sched.time[&h];
+                if eqs.mix.is_some() {
+                    let b = add(
+                        &mut plan,
+                        &mut lives,
+                        format!("{}.mixed", node.name),
+                        PExtent::Seq,
+                        f,
+                        d,
+                        false,
+                    );
+                    plan.mixed.insert(h, b);
+                }
+                let recurrent = pt.linear.as_ref().is_some_and(|l| l.recurrent());
+                if pt.form == TimeForm::Parallel && recurrent {
+                    for (i, st) in eqs.states.iter().enumerate() {
+                        let mut seq = |what: &str, features: usize| {
+                            add(
+                                &mut plan,
+                                &mut lives,
+                                format!("{}.{what}.{}", node.name, st.name),
+                                PExtent::Seq,
+                                features,
+                                d,
+                                false,
+                            )
+                        };
+                        let r = seq("impulse", 1);
+                        let z = seq("free", 1);
+                        let l = seq("lin", f);
+                        plan.resp.insert((h, i), (r, z));
+                        plan.lin.insert((h, i), l);
+                    }
+                }
                 let g = &fusion.groups[fusion.group_of[&h]];
                 if g.stepwise {
                     for (i, st) in eqs.states.iter().enumerate() {

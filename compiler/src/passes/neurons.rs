@@ -102,6 +102,8 @@ struct Env<'a> {
     def: &'a ast::NeuronDef,
     flags: HashMap<&'a str, bool>,
     choices: HashMap<&'a str, &'a str>,
+    /// Compile-time whole numbers (`const`), as chosen.
+    consts: Vec<(String, usize)>,
     eqs: NeuronEqs,
     current: String,
 }
@@ -133,11 +135,49 @@ fn lower(def: &ast::NeuronDef, args: &PopArgs) -> DResult<NeuronEqs> {
             .iter()
             .map(|c| format!("{}={}", c.name.name, choices[c.name.name.as_str()])),
     );
+    let mut consts = Vec::new();
+    for c in &def.consts {
+        let whole = |v: &f64| *v >= 0.0 && v.fract() == 0.0 && *v <= 1e6;
+        let default = c.default.as_number().filter(whole).ok_or_else(|| {
+            Diagnostic::new(
+                ErrorKind::BadValue,
+                format!(
+                    "the default of `const {}` must be a whole number",
+                    c.name.name
+                ),
+            )
+            .at(c.default.span, "not a whole number")
+            .hint("e.g. `const k = 2`")
+        })? as usize;
+        let (value, span) = match args.consts.iter().find(|(n, _, _)| *n == c.name.name) {
+            Some((_, v, sp)) => (*v, *sp),
+            None => (default, c.default.span),
+        };
+        if let Some(chk) = &c.check {
+            if !eval_check(chk, &c.name.name, value as f32)? {
+                return Err(Diagnostic::new(
+                    ErrorKind::BadValue,
+                    format!(
+                        "bad value: `{} = {value}` violates `{}` in model `{}`",
+                        c.name.name,
+                        show_check(chk),
+                        def.name.name
+                    ),
+                )
+                .at(span, "bad value")
+                .note(chk.span, "constraint declared here")
+                .hint(format!("choose a value with {}", show_check(chk))));
+            }
+        }
+        variant.push(format!("{}={value}", c.name.name));
+        consts.push((c.name.name.clone(), value));
+    }
 
     let mut env = Env {
         def,
         flags,
         choices,
+        consts,
         eqs: NeuronEqs {
             model: def.name.name.clone(),
             variant: variant.join(" "),
@@ -147,6 +187,7 @@ fn lower(def: &ast::NeuronDef, args: &PopArgs) -> DResult<NeuronEqs> {
             update: vec![],
             spike: None,
             reset: vec![],
+            mix: None,
         },
         current: def
             .current
@@ -219,7 +260,7 @@ fn lower(def: &ast::NeuronDef, args: &PopArgs) -> DResult<NeuronEqs> {
     for &(i, init) in &deferred {
         let e = env.expr(init, true)?;
         let mut reads_learned = None;
-        visit_params(&e, &mut |j| {
+        e.visit_params(&mut |j| {
             if env.eqs.params[j].learned() {
                 reads_learned = Some(j);
             }
@@ -256,6 +297,9 @@ fn lower(def: &ast::NeuronDef, args: &PopArgs) -> DResult<NeuronEqs> {
         }
         let p = &def.params[i];
         env.eqs.params[i].check = check_value(def, p, env.eqs.params[i].value, spans[i])?;
+    }
+    if let Some(mx) = &def.mix {
+        env.eqs.mix = Some(env.mix(mx)?);
     }
     for s in &def.states {
         if env.eqs.states.iter().any(|x| x.name == s.name.name) {
@@ -323,6 +367,95 @@ fn lower(def: &ast::NeuronDef, args: &PopArgs) -> DResult<NeuronEqs> {
 }
 
 impl Env<'_> {
+    /// Resolve `mix KIND(args)` against the instance's consts, params and flags.
+    fn mix(&self, mx: &ast::MixDecl) -> DResult<Mix> {
+        let model = &self.def.name.name;
+        let usage = "mixes: `full`, `masked(k, lambda)`, `sliding(k)`, `sliding(k, exp_init)` \
+                     (k a `const`, lambda a `param`, exp_init a `flag`)";
+        let arity = |lo: usize, hi: usize| -> DResult<()> {
+            if mx.args.len() < lo || mx.args.len() > hi {
+                return Err(Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    format!(
+                        "`mix {}` takes {} argument(s), {} given",
+                        mx.kind.name,
+                        if lo == hi {
+                            lo.to_string()
+                        } else {
+                            format!("{lo} or {hi}")
+                        },
+                        mx.args.len()
+                    ),
+                )
+                .at(mx.span, "wrong number of arguments")
+                .hint(usage));
+            }
+            Ok(())
+        };
+        let what = |a: &ast::Ident, kind: &str| {
+            Diagnostic::new(
+                ErrorKind::UnknownName,
+                format!("`{}` is not a {kind} of neuron model `{model}`", a.name),
+            )
+            .at(a.span, format!("needs a {kind}"))
+            .hint(format!("declare it, e.g. `{kind} {} = ...`", a.name))
+        };
+        let order = |a: &ast::Ident| -> DResult<usize> {
+            let k = self
+                .consts
+                .iter()
+                .find(|(n, _)| *n == a.name)
+                .map(|(_, v)| *v)
+                .ok_or_else(|| what(a, "const"))?;
+            if k == 0 {
+                return Err(Diagnostic::new(
+                    ErrorKind::BadValue,
+                    format!("the order `{}` of a mix must be at least 1", a.name),
+                )
+                .at(a.span, "order 0 mixes nothing")
+                .hint(format!("give `{} = 1` or more", a.name)));
+            }
+            Ok(k)
+        };
+        Ok(match mx.kind.name.as_str() {
+            "full" => {
+                arity(0, 0)?;
+                Mix::Full
+            }
+            "masked" => {
+                arity(2, 2)?;
+                let k = order(&mx.args[0])?;
+                let lambda = self
+                    .eqs
+                    .params
+                    .iter()
+                    .position(|p| p.name == mx.args[1].name)
+                    .ok_or_else(|| what(&mx.args[1], "param"))?;
+                Mix::Masked { k, lambda }
+            }
+            "sliding" => {
+                arity(1, 2)?;
+                let k = order(&mx.args[0])?;
+                let exp_init = match mx.args.get(1) {
+                    None => false,
+                    Some(f) => *self
+                        .flags
+                        .get(f.name.as_str())
+                        .ok_or_else(|| what(f, "flag"))?,
+                };
+                Mix::Sliding { k, exp_init }
+            }
+            other => {
+                let d = Diagnostic::new(ErrorKind::UnknownName, format!("unknown mix `{other}`"))
+                    .at(mx.kind.span, "not a mix");
+                return Err(match did_you_mean(other, ["full", "masked", "sliding"]) {
+                    Some(s) => d.hint(format!("did you mean `{s}`? {usage}")),
+                    None => d.hint(usage),
+                });
+            }
+        })
+    }
+
     fn stmts(&mut self, stmts: &[Stmt], out: &mut Vec<Assign>) -> DResult<()> {
         for s in stmts {
             match s {
@@ -410,6 +543,9 @@ impl Env<'_> {
         }
         if name == self.current {
             return Some(EExpr::Current);
+        }
+        if let Some((_, v)) = self.consts.iter().find(|(n, _)| n == name) {
+            return Some(EExpr::Const(*v as f32));
         }
         if name == "dt" {
             return Some(EExpr::Dt);
@@ -634,20 +770,6 @@ pub(crate) fn learn_call(e: &Expr) -> DResult<Option<(&Expr, Learn)>> {
     )))
 }
 
-/// Every parameter an expression reads.
-fn visit_params(e: &EExpr, f: &mut impl FnMut(usize)) {
-    match e {
-        EExpr::Param(i) => f(*i),
-        EExpr::Unary(_, x) => visit_params(x, f),
-        EExpr::Binary(_, a, b) => {
-            visit_params(a, f);
-            visit_params(b, f);
-        }
-        EExpr::Call(_, args) => args.iter().for_each(|a| visit_params(a, f)),
-        EExpr::Const(_) | EExpr::State(_) | EExpr::Local(_) | EExpr::Current | EExpr::Dt => {}
-    }
-}
-
 /// A compile-time value of an expression over numbers and parameters, in f64.
 fn const_eval(e: &EExpr, params: &[EqParam]) -> Option<f64> {
     let c = |x: &EExpr| const_eval(x, params);
@@ -730,14 +852,14 @@ fn learnability(def: &ast::NeuronDef, args: &PopArgs, eqs: &mut NeuronEqs) -> DR
     let n = eqs.params.len();
     let mut in_step = vec![false; n];
     for a in eqs.update.iter().chain(&eqs.reset) {
-        visit_params(&a.value, &mut |i| in_step[i] = true);
+        a.value.visit_params(&mut |i| in_step[i] = true);
     }
     if let Some(sp) = &eqs.spike {
-        visit_params(sp, &mut |i| in_step[i] = true);
+        sp.visit_params(&mut |i| in_step[i] = true);
     }
     let mut in_init: Vec<Option<usize>> = vec![None; n];
     for (si, st) in eqs.states.iter().enumerate() {
-        visit_params(&st.init, &mut |i| in_init[i] = Some(si));
+        st.init.visit_params(&mut |i| in_init[i] = Some(si));
     }
     let mut for_learn_init = vec![false; n];
     for p in &def.params {
@@ -775,6 +897,24 @@ fn learnability(def: &ast::NeuronDef, args: &PopArgs, eqs: &mut NeuronEqs) -> DR
                      only; give `{}` a fixed value",
                     q.name
                 )));
+            }
+            if let Some(crate::ir::eqn::Mix::Masked { lambda, .. }) = &eqs.mix {
+                if *lambda == i {
+                    return Err(Diagnostic::new(
+                        ErrorKind::BadArgument,
+                        format!(
+                            "`{}` cannot be learned: it builds the `mix masked` time matrix, \
+                             which is fixed",
+                            q.name
+                        ),
+                    )
+                    .at(span, "learned here")
+                    .hint(format!(
+                        "give `{}` a number (SpikingJelly schedules it from 0 to 1 during \
+                         training; set it between runs with `set_param`)",
+                        q.name
+                    )));
+                }
             }
             if !in_step[i] {
                 return Err(Diagnostic::new(

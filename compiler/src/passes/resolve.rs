@@ -531,7 +531,9 @@ impl Resolver<'_> {
             let Some(n) = &a.name else { continue };
             let dup = pa.params.iter().any(|p| p.0 == n.name)
                 || pa.flags.iter().any(|p| p.0 == n.name)
-                || pa.choices.iter().any(|p| p.0 == n.name);
+                || pa.choices.iter().any(|p| p.0 == n.name)
+                || pa.consts.iter().any(|p| p.0 == n.name)
+                || (n.name == "schedule" && pa.schedule.is_some());
             if dup {
                 return Err(Diagnostic::new(
                     ErrorKind::Duplicate,
@@ -540,7 +542,39 @@ impl Resolver<'_> {
                 .at(n.span, "repeated argument"));
             }
             let learn = crate::passes::neurons::learn_call(&a.value)?;
-            if model.params.iter().any(|p| p.name.name == n.name) {
+            let own = |x: &str| {
+                model.params.iter().any(|p| p.name.name == x)
+                    || model.consts.iter().any(|p| p.name.name == x)
+                    || model.flags.iter().any(|p| p.name.name == x)
+                    || model.choices.iter().any(|p| p.name.name == x)
+            };
+            if n.name == "schedule" && !own("schedule") {
+                let form = match a.value.as_ident() {
+                    Some("parallel") => TimeForm::Parallel,
+                    Some("sequential") => TimeForm::Sequential,
+                    _ => {
+                        return Err(bad_value(
+                            a.value.span,
+                            "`schedule` must be `parallel` or `sequential`".into(),
+                            "e.g. `schedule = parallel` (all steps at once) or `schedule = sequential` (step after step)",
+                        ))
+                    }
+                };
+                pa.schedule = Some((form, n.span.to(a.value.span)));
+            } else if model.consts.iter().any(|p| p.name.name == n.name) {
+                let v = a
+                    .value
+                    .as_number()
+                    .filter(|v| *v >= 0.0 && v.fract() == 0.0 && *v <= 1e6)
+                    .ok_or_else(|| {
+                        bad_value(
+                            a.value.span,
+                            format!("`{}` must be a whole number", n.name),
+                            "it is fixed at compile time (a shape), e.g. `k = 3`",
+                        )
+                    })?;
+                pa.consts.push((n.name.clone(), v as usize, a.value.span));
+            } else if model.params.iter().any(|p| p.name.name == n.name) {
                 let value = learn.map(|(init, _)| init).unwrap_or(&a.value);
                 let v = value.as_f32().ok_or_else(|| {
                     bad_value(
@@ -599,8 +633,10 @@ impl Resolver<'_> {
             } else {
                 let mut known: Vec<&str> =
                     model.params.iter().map(|p| p.name.name.as_str()).collect();
+                known.extend(model.consts.iter().map(|p| p.name.name.as_str()));
                 known.extend(model.flags.iter().map(|f| f.name.name.as_str()));
                 known.extend(model.choices.iter().map(|c| c.name.name.as_str()));
+                known.push("schedule");
                 let d = Diagnostic::new(
                     ErrorKind::UnknownName,
                     format!(

@@ -5,12 +5,57 @@
 //! step inside one `for t` loop. Values that do not change over time (a GEMM of a static
 //! image) are computed once, first. Stages are ordered by depth so that independent
 //! populations of the same depth sit together and can share a launch (see `fuse`).
+//!
+//! Each population also gets a time form ([`TimeForm`]): sequential (step after step) or
+//! parallel (the whole time axis as matrix products: any `mix`, then the recurrence's impulse
+//! response, then an elementwise kernel). Parallel needs a proof from the equations that the
+//! step is linear in state and input with no reset ([`crate::ir::linear`]) and a population
+//! outside any recurrent cycle; sequential needs a causal `mix` (a PSN's full matrix reads
+//! future steps). When both are possible, a cost model of the target (the CPU back end:
+//! [`CPU`]) compares the FLOPs, bytes and launches of both at the model's T and batch; a
+//! user's `schedule = parallel | sequential` overrides it, and an impossible choice is an
+//! error. The decision, its reason and both estimates are in the dump.
 
-use crate::diag::DResult;
+use std::collections::BTreeMap;
+
+use crate::diag::{DResult, Diagnostic, ErrorKind, Span};
+use crate::ir::eqn::{BinOp, EExpr, Func, Mix, NeuronEqs};
+use crate::ir::linear::{self, LinearStep};
 use crate::ir::net::*;
-use crate::ir::sched::{Schedule, Stage, StageKind};
+use crate::ir::sched::{Cost, PopTime, Schedule, Stage, StageKind};
 
-use super::{recurrence::self_loop, Options};
+use super::{pop_outputs, recurrence::self_loop, Options};
+
+/// A target for the cost model: a roofline plus a fixed cost per library call or launch.
+#[derive(Clone, Copy, Debug)]
+pub struct Machine {
+    pub name: &'static str,
+    /// Sustained f32 FLOP/s of a GEMM.
+    pub flops: f64,
+    /// Memory bandwidth, bytes/s.
+    pub bandwidth: f64,
+    /// Seconds per op (thread-pool dispatch, a launch).
+    pub op_overhead: f64,
+}
+
+/// The CPU back end: a few AVX2 cores (the numbers matter only relative to each other).
+pub const CPU: Machine = Machine {
+    name: "CPU",
+    flops: 50e9,
+    bandwidth: 10e9,
+    op_overhead: 5e-6,
+};
+
+impl Machine {
+    fn cost(&self, flops: f64, bytes: f64, ops: f64) -> Cost {
+        Cost {
+            flops,
+            bytes,
+            ops,
+            seconds: (flops / self.flops).max(bytes / self.bandwidth) + ops * self.op_overhead,
+        }
+    }
+}
 
 pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
     let rec = m
@@ -39,6 +84,24 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
     let mut order: Vec<usize> = (0..rec.components.len()).collect();
     order.sort_by_key(|&ci| depth[ci]);
 
+    // The time form of every population.
+    let mut time = BTreeMap::new();
+    for (ci, c) in rec.components.iter().enumerate() {
+        let cycle = rec.is_cycle(ci, |n| self_loop(m, n)).then(|| {
+            let names: Vec<&str> = c.iter().map(|&n| m.nodes[n].name.as_str()).collect();
+            format!("{{{}}}", names.join(", "))
+        });
+        for &h in c {
+            if m.is_population(h) {
+                time.insert(h, decide(m, h, cycle.as_deref(), opts)?);
+            }
+        }
+    }
+    let parallel = |n: NodeId| {
+        time.get(&n)
+            .is_some_and(|p: &PopTime| p.form == TimeForm::Parallel)
+    };
+
     let is_input = |m: &Module, n: NodeId| matches!(m.nodes[n].kind, NodeKind::Input { .. });
     let mut stages = Vec::new();
     // Static values first: they depend only on static values.
@@ -52,19 +115,36 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
             }
         }
     }
+    let parallel_stage = |n: NodeId| Stage {
+        kind: StageKind::Parallel(n),
+        reason: "parallel: matrix products over the time axis, then one elementwise kernel".into(),
+    };
     let seq = |m: &Module, n: NodeId| !is_input(m, n) && m.shape(n).extent == Extent::Seq;
     if opts.force_steps {
+        // Every per-step node in one step loop, split where a population needs all T at once.
         let all: Vec<NodeId> = order
             .iter()
             .flat_map(|&ci| rec.components[ci].iter().copied())
             .filter(|&n| seq(m, n))
             .collect();
-        if !all.is_empty() {
-            stages.push(Stage {
-                kind: StageKind::Steps(all),
-                reason: "step by step for every node (forced by options)".into(),
-            });
+        let mut run: Vec<NodeId> = Vec::new();
+        let flush = |run: &mut Vec<NodeId>, stages: &mut Vec<Stage>| {
+            if !run.is_empty() {
+                stages.push(Stage {
+                    kind: StageKind::Steps(std::mem::take(run)),
+                    reason: "step by step for every node (forced by options)".into(),
+                });
+            }
+        };
+        for n in all {
+            if parallel(n) {
+                flush(&mut run, &mut stages);
+                stages.push(parallel_stage(n));
+            } else {
+                run.push(n);
+            }
         }
+        flush(&mut run, &mut stages);
     } else {
         for &ci in &order {
             let comp: Vec<NodeId> = rec.components[ci]
@@ -81,9 +161,14 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
                     kind: StageKind::Steps(comp.clone()),
                     reason: format!("recurrent cycle {{{}}}: step by step", names.join(", ")),
                 });
+            } else if parallel(comp[0]) {
+                stages.push(parallel_stage(comp[0]));
             } else {
                 let n = comp[0];
                 let reason = match &m.nodes[n].kind {
+                    NodeKind::Population { eqs: Some(e), .. } if e.mix.is_some() => {
+                        "feed-forward, sequential: a step loop (one row of the mix, then one step)"
+                    }
                     NodeKind::Population { .. } => "feed-forward: one fused kernel, T loop inside",
                     NodeKind::Encode { .. } => "feed-forward: one kernel over all T",
                     NodeKind::Flatten { .. } => "feed-forward: a view, no work",
@@ -96,6 +181,246 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
             }
         }
     }
-    m.schedule = Some(Schedule { stages });
+    m.schedule = Some(Schedule {
+        stages,
+        time,
+        cost_at: (m.t, m.batch),
+    });
     Ok(())
+}
+
+/// Why the parallel schedule is impossible, with a hint for a user who asked for it.
+struct NoParallel {
+    why: String,
+    hint: &'static str,
+}
+
+fn decide(m: &Module, h: NodeId, cycle: Option<&str>, opts: &Options) -> DResult<PopTime> {
+    let node = &m.nodes[h];
+    let NodeKind::Population {
+        eqs: Some(eqs),
+        args,
+        ..
+    } = &node.kind
+    else {
+        unreachable!("populations have equations after `neurons`")
+    };
+    let lin = linear::analyse(eqs);
+    let no_parallel = match (&lin, cycle) {
+        (Err(why), _) => Some(NoParallel {
+            why: why.clone(),
+            hint: if eqs.reset.is_empty() {
+                "the parallel schedule needs every update to be a * state + b * I + c with a, b, c \
+                 built from parameters; remove `schedule = parallel`"
+            } else {
+                "the parallel schedule needs a population without reset (e.g. `reset = none`); \
+                 remove `schedule = parallel` to run it step after step"
+            },
+        }),
+        (Ok(_), Some(c)) => Some(NoParallel {
+            why: format!(
+                "it is in the recurrent cycle {c}: each step needs the previous step's output"
+            ),
+            hint: "only populations outside recurrent cycles run in parallel; remove \
+                   `schedule = parallel` (or the delayed feedback)",
+        }),
+        (Ok(_), None) => None,
+    };
+    let no_sequential = match &eqs.mix {
+        Some(Mix::Full) => Some(
+            "its `mix full` makes every step read every step of the sequence, later ones too: \
+             it has no step-by-step form"
+                .to_string(),
+        ),
+        Some(Mix::Masked { lambda, .. }) => Some(format!(
+            "its `mix masked` reads later steps unless `{}` = 1, and that is a run-time \
+             parameter: it has no step-by-step form",
+            eqs.params[*lambda].name
+        )),
+        _ => None,
+    };
+    let (seq_cost, par_cost) = estimate(m, h, eqs, lin.as_ref().ok(), &CPU);
+    let seq_cost = (no_parallel.is_none() && no_sequential.is_none()).then_some(seq_cost);
+    let par_cost = no_parallel.is_none().then_some(par_cost);
+    let name = &node.name;
+    let (form, reason) = match (args.schedule, &no_parallel, &no_sequential) {
+        (Some((TimeForm::Parallel, span)), Some(np), _) => {
+            return Err(refuse(name, span, TimeForm::Parallel, &np.why, np.hint))
+        }
+        (Some((TimeForm::Sequential, span)), _, Some(why)) => {
+            return Err(refuse(
+                name,
+                span,
+                TimeForm::Sequential,
+                why,
+                "PSN and MaskedPSN run only on the parallel schedule; SlidingPSN runs either \
+                 way; remove `schedule = sequential`",
+            ))
+        }
+        (Some((f, _)), _, _) => (f, format!("forced by `schedule = {}`", f.name())),
+        (None, Some(np), Some(ns)) => {
+            return Err(Diagnostic::new(
+                ErrorKind::BadArgument,
+                format!("population `{name}` can be scheduled neither way"),
+            )
+            .at(node.span, "no schedule fits")
+            .hint(format!(
+                "sequential is impossible: {ns}; parallel is impossible: {}. A PSN or \
+                 MaskedPSN must sit outside recurrent cycles; SlidingPSN runs step by step",
+                np.why
+            )))
+        }
+        (None, Some(np), None) => (
+            TimeForm::Sequential,
+            format!("parallel impossible: {}", np.why),
+        ),
+        (None, None, Some(ns)) => (TimeForm::Parallel, format!("sequential impossible: {ns}")),
+        (None, None, None) if opts.train => (
+            TimeForm::Sequential,
+            "training: the parallel schedule has no backward pass yet".into(),
+        ),
+        (None, None, None) if opts.force_steps => (
+            TimeForm::Sequential,
+            "step by step (forced by options)".into(),
+        ),
+        (None, None, None) => {
+            let (s, p) = (seq_cost.unwrap(), par_cost.unwrap());
+            if p.seconds < s.seconds {
+                (TimeForm::Parallel, format!("cheaper on the {}", CPU.name))
+            } else {
+                (TimeForm::Sequential, format!("cheaper on the {}", CPU.name))
+            }
+        }
+    };
+    Ok(PopTime {
+        form,
+        reason,
+        linear: lin.ok(),
+        no_parallel: no_parallel.map(|n| n.why),
+        seq_cost,
+        par_cost,
+    })
+}
+
+fn refuse(name: &str, span: Span, form: TimeForm, why: &str, hint: &str) -> Diagnostic {
+    Diagnostic::new(
+        ErrorKind::BadArgument,
+        format!(
+            "population `{name}` cannot run on the {} schedule: {why}",
+            form.name()
+        ),
+    )
+    .at(span, format!("`schedule = {}` asked here", form.name()))
+    .hint(hint)
+}
+
+/// FLOPs of one evaluation of an expression (a transcendental function counts 8).
+fn expr_flops(e: &EExpr) -> f64 {
+    match e {
+        EExpr::Unary(_, x) => 1.0 + expr_flops(x),
+        EExpr::Binary(op, a, b) => {
+            (if *op == BinOp::Pow { 8.0 } else { 1.0 }) + expr_flops(a) + expr_flops(b)
+        }
+        EExpr::Call(f, args) => {
+            let own = match f {
+                Func::Exp | Func::Log | Func::Tanh | Func::Sigmoid => 8.0,
+                _ => 1.0,
+            };
+            own + args.iter().map(expr_flops).sum::<f64>()
+        }
+        _ => 0.0,
+    }
+}
+
+/// FLOPs of one neuron-step of the fused kernel.
+fn step_flops(eqs: &NeuronEqs, inputs: usize) -> f64 {
+    let upd: f64 = eqs.update.iter().map(|a| expr_flops(&a.value)).sum();
+    let spike = eqs.spike.as_ref().map_or(0.0, |s| 1.0 + expr_flops(s));
+    let reset: f64 = eqs.reset.iter().map(|a| 1.0 + expr_flops(&a.value)).sum();
+    (inputs.saturating_sub(1)) as f64 + upd + spike + reset
+}
+
+/// The (sequential, parallel) costs of population `h` at the module's T and batch.
+fn estimate(
+    m: &Module,
+    h: NodeId,
+    eqs: &NeuronEqs,
+    lin: Option<&LinearStep>,
+    mc: &Machine,
+) -> (Cost, Cost) {
+    let NodeKind::Population { inputs, .. } = &m.nodes[h].kind else {
+        unreachable!()
+    };
+    let t = m.t as f64;
+    let bn = (m.batch * m.shape(h).features()) as f64;
+    let tbn = t * bn;
+    let outs = pop_outputs(m, h);
+    let written = (usize::from(outs.spikes) + outs.traces.len()) as f64;
+    let n_in = inputs.len() as f64;
+    let states = eqs.states.len() as f64;
+    let step = step_flops(eqs, inputs.len());
+    let f4 = 4.0;
+    // The mix: flops and bytes of one application over all T.
+    let (mix_flops, mix_k) = match &eqs.mix {
+        Some(Mix::Full | Mix::Masked { .. }) => (2.0 * t * tbn, t),
+        Some(Mix::Sliding { k, .. }) => (2.0 * *k as f64 * tbn, *k as f64),
+        None => (0.0, 0.0),
+    };
+    let mixed = eqs.mix.is_some();
+
+    let seq = if mixed {
+        // A step loop: per step and input one row of the mix (k rows read), then a step
+        // kernel that loads and stores its state.
+        mc.cost(
+            n_in * mix_flops + tbn * step,
+            tbn * f4 * (n_in * (mix_k + 1.0) + 1.0 + written + 2.0 * states),
+            t * (n_in + 1.0),
+        )
+    } else {
+        mc.cost(tbn * step, tbn * f4 * (n_in + written), 1.0)
+    };
+
+    let recurrent = lin.is_some_and(LinearStep::recurrent);
+    let sources = if mixed { 1.0 } else { n_in };
+    let mut flops = tbn * step;
+    let mut bytes = tbn * f4 * written;
+    let mut ops = 1.0;
+    if mixed {
+        flops += n_in * mix_flops;
+        bytes += tbn * f4 * (n_in + 1.0);
+        ops += n_in;
+    }
+    if recurrent {
+        // The impulse/free response kernel (tiny), then one Toeplitz GEMM per state and
+        // source; the elementwise kernel reads each state's result.
+        flops += states * sources * 2.0 * t * tbn;
+        bytes += tbn * f4 * (states * sources + states + states);
+        ops += 1.0 + states * sources;
+    } else {
+        bytes += tbn * f4 * sources;
+    }
+    (seq, mc.cost(flops, bytes, ops))
+}
+
+/// `1.5 k`, `20.0 M`: for dumps.
+pub fn si(v: f64) -> String {
+    let (d, p) = if v >= 1e9 {
+        (1e9, "G")
+    } else if v >= 1e6 {
+        (1e6, "M")
+    } else if v >= 1e3 {
+        (1e3, "k")
+    } else {
+        (1.0, "")
+    };
+    format!("{:.1} {p}", v / d)
+}
+
+/// `12.3 us`.
+pub fn duration(s: f64) -> String {
+    if s >= 1e-3 {
+        format!("{:.2} ms", s * 1e3)
+    } else {
+        format!("{:.1} us", s * 1e6)
+    }
 }

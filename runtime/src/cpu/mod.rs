@@ -9,7 +9,7 @@
 pub mod ops;
 
 use crate::device::{
-    ConvDesc, Device, GemmDesc, GemmDwDesc, GemmDxDesc, LaunchDesc, Loc, PoolDesc,
+    ConvDesc, Device, GemmDesc, GemmDwDesc, GemmDxDesc, LaunchDesc, Loc, PoolDesc, TimeMixDesc,
 };
 use crate::error::{Result, RuntimeError};
 use crate::kernels::KernelTable;
@@ -232,6 +232,27 @@ impl Device for CpuDevice {
             "gemm",
         )?;
         ops::dense(x, w, bias, y, d.rows, d.k, d.n, d.accumulate)
+    }
+
+    fn time_mix(&mut self, d: &TimeMixDesc<'_>) -> Result<()> {
+        let (x, y) = pair(
+            &mut self.slots,
+            d.x,
+            mul(d.rows_in, d.cols)?,
+            d.y,
+            mul(d.rows_out, d.cols)?,
+            "time_mix",
+        )?;
+        ops::time_mix(
+            d.a,
+            d.bias,
+            x,
+            y,
+            d.rows_out,
+            d.rows_in,
+            d.cols,
+            d.accumulate,
+        )
     }
 
     fn gemm_dx(&mut self, d: &GemmDxDesc) -> Result<()> {

@@ -10,6 +10,8 @@ use rayon::prelude::*;
 
 /// Products with at least this many multiply-adds use all threads.
 const PAR_MACS: usize = 1 << 20;
+/// [`time_mix`] runs row updates instead of a GEMM up to this many non-zeros per row.
+pub const SPARSE_ROW: usize = 32;
 
 fn check_len(what: &str, found: usize, expected: usize) -> Result<()> {
     if found != expected {
@@ -147,6 +149,95 @@ pub fn dense(
             w.as_ptr(),
             k,
             1,
+            par,
+        );
+    }
+    Ok(())
+}
+
+/// Mixing over time rows: `y[ro, cols] (+)= a[ro, ri] @ x[ri, cols] (+ bias[ro])`, the
+/// bias broadcast over the columns. A matrix with at most [`SPARSE_ROW`] non-zeros per row
+/// on average (a band: the sliding PSN, a masked PSN at lambda = 1; any matrix of short
+/// sequences) runs as row updates over its non-zeros only, O(nnz * cols): the bias first,
+/// then the non-zeros in column order, skipping zero coefficients (a NaN or infinity under a
+/// zero coefficient does not propagate). One row of a band at step t therefore sums in the
+/// same order as the whole band at once, so the step-by-step and the all-steps schedules of
+/// a sliding PSN agree bit for bit. A denser matrix (a long PSN, a decay triangle) runs as
+/// one GEMM.
+#[allow(clippy::too_many_arguments)]
+pub fn time_mix(
+    a: &[f32],
+    bias: Option<&[f32]>,
+    x: &[f32],
+    y: &mut [f32],
+    ro: usize,
+    ri: usize,
+    cols: usize,
+    accumulate: bool,
+) -> Result<()> {
+    check_len("time_mix matrix", a.len(), mul(&[ro, ri])?)?;
+    check_len("time_mix input", x.len(), mul(&[ri, cols])?)?;
+    check_len("time_mix output", y.len(), mul(&[ro, cols])?)?;
+    if let Some(b) = bias {
+        check_len("time_mix bias", b.len(), ro)?;
+    }
+    if ro == 0 || cols == 0 {
+        return Ok(());
+    }
+    let nnz = a.iter().filter(|&&v| v != 0.0).count();
+    if nnz <= SPARSE_ROW.saturating_mul(ro) {
+        let work = nnz.saturating_mul(cols);
+        let row = |(r, yr): (usize, &mut [f32])| {
+            match bias {
+                Some(b) if accumulate => yr.iter_mut().for_each(|v| *v += b[r]),
+                Some(b) => yr.fill(b[r]),
+                None if accumulate => {}
+                None => yr.fill(0.0),
+            }
+            for (j, &c) in a[r * ri..(r + 1) * ri].iter().enumerate() {
+                if c != 0.0 {
+                    let xr = &x[j * cols..(j + 1) * cols];
+                    yr.iter_mut().zip(xr).for_each(|(v, &xv)| *v += c * xv);
+                }
+            }
+        };
+        if work >= PAR_MACS && ro > 1 && rayon::current_num_threads() > 1 {
+            y.par_chunks_mut(cols).enumerate().for_each(row);
+        } else {
+            y.chunks_mut(cols).enumerate().for_each(row);
+        }
+        return Ok(());
+    }
+    let read_dst = match bias {
+        Some(b) => {
+            for (r, yr) in y.chunks_exact_mut(cols).enumerate() {
+                if accumulate {
+                    yr.iter_mut().for_each(|v| *v += b[r]);
+                } else {
+                    yr.fill(b[r]);
+                }
+            }
+            true
+        }
+        None => accumulate,
+    };
+    let par = parallelism(ro.saturating_mul(ri).saturating_mul(cols));
+    // dst = a[ro, ri] @ x[ri, cols], all row-major.
+    // SAFETY: lengths checked above; `y` is a unique borrow, so it overlaps neither input.
+    unsafe {
+        sgemm(
+            ro,
+            cols,
+            ri,
+            y.as_mut_ptr(),
+            cols,
+            read_dst,
+            a.as_ptr(),
+            1,
+            ri,
+            x.as_ptr(),
+            1,
+            cols,
             par,
         );
     }

@@ -23,7 +23,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::{result as rtc, sys as rtc_sys, Ptx};
 
 use crate::device::{
-    ConvDesc, Device, GemmDesc, GemmDwDesc, GemmDxDesc, LaunchDesc, Loc, PoolDesc,
+    ConvDesc, Device, GemmDesc, GemmDwDesc, GemmDxDesc, LaunchDesc, Loc, PoolDesc, TimeMixDesc,
 };
 use crate::error::{Result, RuntimeError};
 use crate::plan::{PoolKind, WeightId};
@@ -218,6 +218,8 @@ pub struct CudaDevice {
     grads: Vec<Option<Buf>>,
     params: Option<Buf>,
     scratch: Option<Buf>,
+    /// The matrix and bias of a `time_mix`, uploaded per call.
+    mix_scratch: Option<Buf>,
     name: String,
     arch: String,
 }
@@ -354,6 +356,7 @@ impl CudaDevice {
             grads: Vec::new(),
             params: None,
             scratch: None,
+            mix_scratch: None,
             name: format!("cuda:{ordinal} ({gpu}, sm_{major}{minor})"),
             arch,
         })
@@ -722,6 +725,73 @@ impl Device for CudaDevice {
             0,
             1,
             "gemm",
+        )
+    }
+
+    fn time_mix(&mut self, d: &TimeMixDesc<'_>) -> Result<()> {
+        Self::distinct(d.x, d.y, "time_mix")?;
+        let x = self.slot_ptr(d.x, mul(d.rows_in, d.cols)?, "time_mix")?;
+        let y = self.slot_ptr(d.y, mul(d.rows_out, d.cols)?, "time_mix")?;
+        let na = mul(d.rows_out, d.rows_in)?;
+        if d.a.len() != na || d.bias.is_some_and(|b| b.len() != d.rows_out) {
+            return Err(RuntimeError::Device(format!(
+                "time_mix: the matrix has {} elements (needs {na}) or the bias is not [{}]",
+                d.a.len(),
+                d.rows_out
+            )));
+        }
+        if d.rows_out == 0 || d.cols == 0 {
+            return Ok(());
+        }
+        // The matrix, then the bias, in one scratch buffer (stream order keeps an earlier
+        // mix's GEMM ahead of this upload).
+        let mut host = d.a.to_vec();
+        host.extend(d.bias.unwrap_or(&[]));
+        if self.mix_scratch.as_ref().is_none_or(|s| s.len < host.len()) {
+            self.mix_scratch = None;
+            self.mix_scratch = Some(self.alloc(host.len(), "time_mix matrix")?);
+        }
+        let Some(buf) = self.mix_scratch.as_mut() else {
+            unreachable!()
+        };
+        let mut view = buf.mem.slice_mut(0..host.len());
+        self.stream
+            .memcpy_htod(&host, &mut view)
+            .map_err(|e| dev_err("cuMemcpyHtoD(time_mix)", e))?;
+        let a = self.base(&self.mix_scratch.as_ref().unwrap().mem);
+        let read_dst = match d.bias {
+            Some(_) => {
+                let b = a + 4 * na as u64;
+                self.bias(y, b, d.rows_out * d.cols, d.cols, d.rows_out, d.accumulate)?;
+                true
+            }
+            None => d.accumulate,
+        };
+        if d.rows_in == 0 {
+            if !read_dst {
+                self.zero(d.y, d.rows_out * d.cols)?;
+            }
+            return Ok(());
+        }
+        // Row-major y[ro, cols] = a[ro, ri] @ x[ri, cols] is, read column-major,
+        // C(cols x ro) = X(cols x ri, ld cols) * A'(ri x ro, ld ri).
+        self.sgemm(
+            (false, false),
+            d.cols,
+            d.rows_out,
+            d.rows_in,
+            x,
+            d.cols,
+            0,
+            a,
+            d.rows_in,
+            0,
+            if read_dst { 1.0 } else { 0.0 },
+            y,
+            d.cols,
+            0,
+            1,
+            "time_mix",
         )
     }
 

@@ -5,13 +5,15 @@
 use std::collections::BTreeMap;
 
 use crate::diag::DResult;
-use crate::ir::eqn::{BinOp, EExpr, Func, NeuronEqs, ParamKind, UnOp, Var};
+use crate::ir::eqn::{BinOp, EExpr, Func, Mix, NeuronEqs, ParamKind, UnOp, Var};
 use crate::ir::kernel::*;
+use crate::ir::linear::{self, LinearStep};
 use crate::ir::net::*;
 use crate::ir::sched::{FuseMode, KernelGroup, MemoryPlan, StageKind};
 use snn_runtime::plan::{
     self, BufId, ConvGeom, Extent as PExtent, Init, KernelDecl, LaunchGroup, LaunchTime, Op,
-    ParamCheck, ParamDecl, Plan, PoolGeom, TimeSel, WeightDecl, WeightId, WeightUse,
+    ParamCheck, ParamDecl, Plan, PoolGeom, TimeBias, TimeMatrix, TimeSel, WeightDecl, WeightId,
+    WeightUse,
 };
 
 use super::{pop_outputs, spilled_locals, Options};
@@ -43,6 +45,7 @@ pub fn run(m: &Module, _opts: &Options) -> DResult<Program> {
         weight_of: BTreeMap::new(),
         learned: BTreeMap::new(),
         group_kernels: vec![],
+        response_kernel: BTreeMap::new(),
     };
     l.params_and_weights();
     l.kernels();
@@ -68,6 +71,9 @@ struct Lowerer<'a> {
     learned: BTreeMap<NodeId, BTreeMap<usize, WeightId>>,
     /// Kernel ids of each fusion group: one when fused, charge/fire/reset when not.
     group_kernels: Vec<Vec<usize>>,
+    /// The impulse/free response kernel of each recurrent population on the parallel
+    /// schedule.
+    response_kernel: BTreeMap<NodeId, usize>,
 }
 
 /// Which part of a population's step a kernel computes.
@@ -116,6 +122,42 @@ impl Lowerer<'_> {
                     if !learned.is_empty() {
                         self.learned.insert(h, learned);
                     }
+                    // A mix's weights, shaped and initialised as SpikingJelly's PSN family.
+                    let (wshape, winit, bshape) = match eqs.mix {
+                        None => continue,
+                        Some(Mix::Full | Mix::Masked { .. }) => (
+                            vec![m.t, m.t],
+                            Init::UniformFanIn {
+                                fan_in: m.t,
+                                gain: 1.0,
+                            },
+                            vec![m.t, 1],
+                        ),
+                        Some(Mix::Sliding { k, exp_init }) => (
+                            vec![k],
+                            if exp_init {
+                                Init::Geometric { ratio: 0.5 }
+                            } else {
+                                Init::UniformFanIn {
+                                    fan_in: k,
+                                    gain: 1.0,
+                                }
+                            },
+                            vec![],
+                        ),
+                    };
+                    self.plan.weights.push(WeightDecl {
+                        name: format!("{}.weight", node.name),
+                        shape: wshape,
+                        init: winit,
+                    });
+                    self.plan.weights.push(WeightDecl {
+                        name: format!("{}.bias", node.name),
+                        shape: bshape,
+                        init: Init::Constant(-1.0),
+                    });
+                    let n = self.plan.weights.len();
+                    self.weight_of.insert(h, (n - 2, Some(n - 1)));
                 }
                 NodeKind::Encode { encoding, .. } => {
                     self.param_base.insert(h, self.plan.params.len());
@@ -217,6 +259,115 @@ impl Lowerer<'_> {
             }
             self.group_kernels.push(ids);
         }
+        // The response kernels of recurrent populations on the parallel schedule.
+        let sched = self.m.schedule.as_ref().expect("schedule pass has run");
+        for (&h, pt) in &sched.time {
+            let Some(lin) = pt.linear.as_ref().filter(|l| l.recurrent()) else {
+                continue;
+            };
+            if pt.form != TimeForm::Parallel {
+                continue;
+            }
+            let (mut k, _) = self.response(h, lin);
+            let id = self.kernels.len();
+            k.symbol = format!("snn_k{id}_{}_response", symbol_part(&self.m.nodes[h].name));
+            self.plan.kernels.push(kernel_decl(&k));
+            self.kernels.push(k);
+            self.response_kernel.insert(h, id);
+        }
+    }
+
+    /// The impulse and free responses of a linear recurrence, for the parallel schedule:
+    /// `impulse_i[t]` is state `i` at step `t` after a unit input at step 0 (zero initial
+    /// state, no constant term), `free_i[t]` its value with no input. Every launch lane
+    /// computes the same sequence; the `[T, B, 1]` buffers' first column is what
+    /// `TimeMatrix::Response` and `TimeBias::Response` read.
+    fn response(&self, h: NodeId, lin: &LinearStep) -> (Kernel, Vec<BufId>) {
+        let m = self.m;
+        let eqs = m.eqs(h).expect("population");
+        let mut kb = KB::new(
+            format!(
+                "{} population `{}`: impulse and free response of its linear step",
+                eqs.model, m.nodes[h].name
+            ),
+            LaunchTime::Seq,
+        );
+        // Runtime parameters only: `linear::analyse` keeps learned ones off this schedule.
+        let params = self.param_exprs(h, eqs, &mut kb);
+        let n = eqs.states.len();
+        let mut args = Vec::new();
+        for (i, s) in eqs.states.iter().enumerate() {
+            let (r, z) = self.mem.resp[&(h, i)];
+            let ra = kb.arg(&format!("impulse_{}", s.name), r, PExtent::Seq, true);
+            let za = kb.arg(&format!("free_{}", s.name), z, PExtent::Seq, true);
+            args.push((ra, za));
+        }
+        let carried = |kb: &mut KB, name: String, init: KExpr| {
+            kb.k.carried.push(Carried {
+                name,
+                init,
+                buf: None,
+                init_at_t0: false,
+                store: false,
+                grad: None,
+            });
+            KVar::Carried(kb.k.carried.len() - 1)
+        };
+        let kv: Vec<KVar> = eqs
+            .states
+            .iter()
+            .map(|s| carried(&mut kb, format!("impulse_{}", s.name), KExpr::Const(0.0)))
+            .collect();
+        let zv: Vec<KVar> = eqs
+            .states
+            .iter()
+            .map(|s| {
+                let init = conv_vars(eqs, &s.init, &params, &[], &[], m.dt);
+                carried(&mut kb, format!("free_{}", s.name), init)
+            })
+            .collect();
+        let pulse = carried(&mut kb, "pulse".into(), KExpr::Const(1.0));
+        let c = |e: &EExpr| conv_vars(eqs, e, &params, &[], &[], m.dt);
+        // new_i = sum_k a[i][k] * old_k + (b[i] * pulse | c[i]), all from the old values.
+        let affine = |old: &[KVar], extra: Option<KExpr>, i: usize| -> KExpr {
+            let mut e: Option<KExpr> = None;
+            let mut push = |t: KExpr| {
+                e = Some(match e.take() {
+                    None => t,
+                    Some(acc) => KExpr::bin(BinOp::Add, acc, t),
+                })
+            };
+            for (k, a) in lin.a[i].iter().enumerate() {
+                if !linear::is_zero(a) {
+                    push(KExpr::bin(BinOp::Mul, c(a), KExpr::Var(old[k])));
+                }
+            }
+            if let Some(x) = extra {
+                push(x);
+            }
+            e.unwrap_or(KExpr::Const(0.0))
+        };
+        let nk: Vec<KVar> = (0..n)
+            .map(|i| kb.local(&format!("next_impulse_{}", eqs.states[i].name)))
+            .collect();
+        let nz: Vec<KVar> = (0..n)
+            .map(|i| kb.local(&format!("next_free_{}", eqs.states[i].name)))
+            .collect();
+        for i in 0..n {
+            let drive = (!linear::is_zero(&lin.b[i]))
+                .then(|| KExpr::bin(BinOp::Mul, c(&lin.b[i]), KExpr::Var(pulse)));
+            kb.set(nk[i], affine(&kv, drive, i));
+            let konst = (!linear::is_zero(&lin.c[i])).then(|| c(&lin.c[i]));
+            kb.set(nz[i], affine(&zv, konst, i));
+        }
+        for i in 0..n {
+            kb.set(kv[i], KExpr::Var(nk[i]));
+            kb.set(zv[i], KExpr::Var(nz[i]));
+            kb.store(args[i].0, KExpr::Var(kv[i]));
+            kb.store(args[i].1, KExpr::Var(zv[i]));
+        }
+        kb.set(pulse, KExpr::Const(0.0));
+        (kb.k, kb.bufs)
     }
 
     /// The kernel for `role` of node `h`, and the buffers and weights its launch passes.
@@ -348,18 +499,63 @@ impl Lowerer<'_> {
             spilled_locals(eqs)
         };
 
-        // Arguments, in a fixed order per role.
+        // The parallel schedule of a recurrent linear population: each state's last
+        // assignment in the update reads its value from the time products instead.
+        let pt = &m.schedule.as_ref().expect("schedule pass has run").time[&h];
+        let replaced: BTreeMap<usize, usize> =
+            if pt.form == TimeForm::Parallel && pt.linear.as_ref().is_some_and(|l| l.recurrent()) {
+                (0..eqs.states.len())
+                    .filter_map(|i| {
+                        let last = eqs.update.iter().rposition(|a| a.target == Var::State(i))?;
+                        Some((last, i))
+                    })
+                    .collect()
+            } else {
+                BTreeMap::new()
+            };
+        let reads_current = eqs
+            .update
+            .iter()
+            .enumerate()
+            .any(|(j, a)| !replaced.contains_key(&j) && a.value.reads_current())
+            || eqs.spike.as_ref().is_some_and(EExpr::reads_current)
+            || eqs.reset.iter().any(|a| a.value.reads_current());
+        if !replaced.is_empty() {
+            kb.k.doc = format!(
+                "{} population `{name}`: fire, its states read from the time products (parallel schedule)",
+                eqs.model
+            );
+        } else if mem.mixed.contains_key(&h) {
+            kb.k.doc.push_str(", input mixed over time");
+        }
+
+        // Arguments, in a fixed order per role. A population with a `mix` reads its mixed
+        // current.
         let mut in_args = Vec::new();
-        if matches!(role, Role::Fused | Role::Charge | Role::Recompute) {
-            for (i, &src) in inputs.iter().enumerate() {
-                in_args.push(kb.arg(
-                    &format!("in{i}"),
-                    mem.node_out[&src],
-                    ext(m.shape(src).extent),
-                    false,
-                ));
+        if matches!(role, Role::Fused | Role::Charge | Role::Recompute)
+            && (replaced.is_empty() || reads_current)
+        {
+            match mem.mixed.get(&h) {
+                Some(&b) => in_args.push(kb.arg("mixed", b, PExtent::Seq, false)),
+                None => {
+                    for (i, &src) in inputs.iter().enumerate() {
+                        in_args.push(kb.arg(
+                            &format!("in{i}"),
+                            mem.node_out[&src],
+                            ext(m.shape(src).extent),
+                            false,
+                        ));
+                    }
+                }
             }
         }
+        let lin_args: BTreeMap<usize, usize> = replaced
+            .values()
+            .map(|&i| {
+                let name = format!("lin_{}", eqs.states[i].name);
+                (i, kb.arg(&name, mem.lin[&(h, i)], PExtent::Seq, false))
+            })
+            .collect();
         let spikes_arg =
             (outs.spikes && !matches!(role, Role::Charge | Role::Recompute)).then(|| {
                 kb.arg(
@@ -503,9 +699,14 @@ impl Lowerer<'_> {
                     Some(s) => KExpr::bin(BinOp::Add, s, KExpr::Load(a)),
                 });
             }
-            kb.set(cur, sum.expect("a population has an input"));
-            for a in &eqs.update {
-                kb.set(target(a.target), cv(&a.value));
+            if let Some(sum) = sum {
+                kb.set(cur, sum);
+            }
+            for (j, a) in eqs.update.iter().enumerate() {
+                match replaced.get(&j) {
+                    Some(i) => kb.set(target(a.target), KExpr::Load(lin_args[i])),
+                    None => kb.set(target(a.target), cv(&a.value)),
+                }
             }
             if role == Role::Charge {
                 for (&l, &a) in &spill_args {
@@ -593,7 +794,7 @@ impl Lowerer<'_> {
         let mut ops = Vec::new();
         for (si, stage) in sched.stages.iter().enumerate() {
             match &stage.kind {
-                StageKind::Layer(n) => {
+                StageKind::Layer(n) | StageKind::Parallel(n) => {
                     let mut pre = Vec::new();
                     let mut body = Vec::new();
                     self.node_ops(*n, si, false, &mut pre, &mut body);
@@ -721,21 +922,118 @@ impl Lowerer<'_> {
                     return;
                 }
                 let nk = self.group_kernels[g].len();
+                // A population with a `mix` first mixes its inputs over time: all rows at
+                // once, or row t inside the step loop.
+                let mix = self.mix_ops(
+                    n,
+                    if group.stepwise {
+                        TimeSel::Step { delay: 0 }
+                    } else {
+                        TimeSel::All { delay: 0 }
+                    },
+                );
                 if group.stepwise {
-                    let launches: Vec<Op> = (0..nk)
-                        .map(|r| self.launch(g, r, LaunchTime::Step))
-                        .collect();
+                    let mut launches = mix;
+                    launches.extend((0..nk).map(|r| self.launch(g, r, LaunchTime::Step)));
                     if step {
                         body.extend(launches);
                     } else {
-                        // An unfused population in a layer stage gets its own step loop.
+                        // An unfused (or mixed sequential) population in a layer stage gets
+                        // its own step loop.
                         body.push(Op::StepLoop { body: launches });
                     }
                 } else {
+                    body.extend(mix);
+                    body.extend(self.response_ops(n));
                     body.push(self.launch(g, 0, LaunchTime::Seq));
                 }
             }
         }
+    }
+
+    /// The `TimeMix` ops of a population's `mix`: one per input (accumulating), the bias
+    /// with the first.
+    fn mix_ops(&self, h: NodeId, time: TimeSel) -> Vec<Op> {
+        let m = self.m;
+        let (Some(eqs), NodeKind::Population { inputs, .. }) = (m.eqs(h), &m.nodes[h].kind) else {
+            return vec![];
+        };
+        let Some(mix) = &eqs.mix else {
+            return vec![];
+        };
+        let (w, b) = self.weight_of[&h];
+        let b = b.expect("a mix has a bias");
+        let (matrix, bias) = match *mix {
+            Mix::Full => (TimeMatrix::Weight { w }, TimeBias::Weight(b)),
+            Mix::Masked { k, lambda } => (
+                TimeMatrix::Masked {
+                    w,
+                    k,
+                    lambda: self.param_base[&h] + lambda,
+                },
+                TimeBias::Weight(b),
+            ),
+            Mix::Sliding { k, .. } => (TimeMatrix::Band { w, k }, TimeBias::Scalar(b)),
+        };
+        inputs
+            .iter()
+            .enumerate()
+            .map(|(i, &src)| Op::TimeMix {
+                x: self.mem.node_out[&src],
+                y: self.mem.mixed[&h],
+                matrix,
+                bias: (i == 0).then_some(bias),
+                time,
+                accumulate: i > 0,
+            })
+            .collect()
+    }
+
+    /// The parallel schedule of a recurrent linear population: its response kernel, then
+    /// per state one Toeplitz product of the impulse response with each input (the free
+    /// response as the bias of the first).
+    fn response_ops(&self, h: NodeId) -> Vec<Op> {
+        let Some(&kernel) = self.response_kernel.get(&h) else {
+            return vec![];
+        };
+        let m = self.m;
+        let eqs = m.eqs(h).expect("population");
+        let NodeKind::Population { inputs, .. } = &m.nodes[h].kind else {
+            unreachable!()
+        };
+        let sources: Vec<BufId> = match self.mem.mixed.get(&h) {
+            Some(&b) => vec![b],
+            None => inputs.iter().map(|&i| self.mem.node_out[&i]).collect(),
+        };
+        let mut args = Vec::new();
+        for i in 0..eqs.states.len() {
+            let (r, z) = self.mem.resp[&(h, i)];
+            args.extend([r, z]);
+        }
+        let mut ops = vec![Op::Launch {
+            kernel,
+            groups: vec![LaunchGroup {
+                args,
+                weights: vec![],
+                params: self.param_base[&h],
+                features: 1,
+            }],
+            time: LaunchTime::Seq,
+        }];
+        for i in 0..eqs.states.len() {
+            let (r, z) = self.mem.resp[&(h, i)];
+            for (j, &x) in sources.iter().enumerate() {
+                ops.push(Op::TimeMix {
+                    x,
+                    y: self.mem.lin[&(h, i)],
+                    matrix: TimeMatrix::Response { r },
+                    bias: (j == 0).then_some(TimeBias::Response(z)),
+                    time: TimeSel::All { delay: 0 },
+                    accumulate: j > 0,
+                });
+            }
+        }
+        ops
     }
 
     fn io(&mut self) {
