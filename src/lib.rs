@@ -4,3 +4,8 @@
 pub use snn_macros::{include_snn, snn};
 pub use snn_runtime as runtime;
 pub use snn_runtime::*;
+
+/// The README's Rust example compiles and runs (`cargo test --doc -p snn`).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExample;
