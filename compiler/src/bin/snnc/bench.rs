@@ -14,6 +14,11 @@ pub const WORKLOADS: &[(&str, &str)] = &[
         "STREAM triad a = b + s*c on 3 x 16M f32 (the machine's bandwidth limit)",
     ),
     (
+        "gemm-peak",
+        "dense f32 GEMM 2048 x 2048 x 2048 through the runtime's `gemm` path (the machine's \
+         GEMM limit)",
+    ),
+    (
         "lif-fwd",
         "fused LIF forward, [T=64, B=32, N=4096], tau=2, hard reset, decay_input",
     ),
@@ -27,8 +32,18 @@ pub const WORKLOADS: &[(&str, &str)] = &[
          CE on counts, BPTT backward, Adam)",
     ),
     (
+        "conv-infer",
+        "examples/conv.snn (1x28x28, conv8-LIF-maxpool-conv16-LIF-avgpool-dense10-LIF, T=8) at batch 64, \
+         one forward pass",
+    ),
+    (
         "compile",
         "snnc compile (parse .. lower + Rust printing) of every example",
+    ),
+    (
+        "build",
+        "CPU kernel build of examples/mlp.snn: cold (rustc -O into an empty cache) and cached \
+         (load the cached library)",
     ),
 ];
 
@@ -109,9 +124,10 @@ pub fn bench(names: &[String], repeat: usize, json: bool, device: &str) -> DResu
         );
     }
     let mut triad_gbs = None;
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     for name in &names {
         match name.as_str() {
-            "triad" | "compile" if device != "cpu" => {
+            "triad" | "gemm-peak" | "compile" | "build" if device != "cpu" => {
                 if !json {
                     say!("{name:<12} (CPU-only workload, skipped on {device})");
                 }
@@ -135,6 +151,18 @@ pub fn bench(names: &[String], repeat: usize, json: bool, device: &str) -> DResu
                 let gbs = 3.0 * n as f64 * 4.0 / (s.median * 1e-3) / 1e9;
                 triad_gbs = Some(gbs);
                 report(json, name, &s, "GB/s", gbs, "");
+            }
+            "gemm-peak" => {
+                let n = 2048;
+                let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.1).collect();
+                let w: Vec<f32> = (0..n * n).map(|i| (i % 5) as f32 * 0.1).collect();
+                let mut y = vec![0.0f32; n * n];
+                let s = time(1, repeat.min(10), || {
+                    snn_runtime::cpu::ops::dense(&a, &w, None, &mut y, n, n, n, false)
+                        .map_err(snnc::session::runtime_diag)
+                })?;
+                let gflops = 2.0 * (n * n * n) as f64 / (s.median * 1e-3) / 1e9;
+                report(json, name, &s, "GFLOP/s", gflops, "");
             }
             "lif-fwd" => {
                 let (t, b, n) = (64, 32, 4096);
@@ -223,9 +251,72 @@ pub fn bench(names: &[String], repeat: usize, json: bool, device: &str) -> DResu
                     "",
                 );
             }
+            "conv-infer" => {
+                let b = 64;
+                let path = examples.join("conv.snn");
+                let src = std::fs::read_to_string(&path).map_err(|e| {
+                    Diagnostic::new(
+                        ErrorKind::Io,
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                let mut l = load(&src, device, false)?;
+                let t = l.session.plan().t;
+                let x = l.session.random_inputs(t, b, 7);
+                l.session
+                    .run(&x, t, b)
+                    .map_err(snnc::session::runtime_diag)?;
+                let s = time(2, repeat, || {
+                    l.session.rerun(t, b).map_err(snnc::session::runtime_diag)
+                })?;
+                report(
+                    json,
+                    name,
+                    &s,
+                    "samples/s",
+                    b as f64 / (s.median * 1e-3),
+                    "",
+                );
+            }
+            "build" => {
+                let mut c = Compiler::new(Options::default());
+                let parsed = c.parse_file(&examples.join("mlp.snn"))?;
+                let program = c.compile(&parsed)?;
+                let scratch =
+                    std::env::temp_dir().join(format!("snnc-bench-build-{}", std::process::id()));
+                let mut round = 0;
+                // Cold: a fresh, empty cache directory each time (rustc -O builds the cdylib).
+                let cold = time(0, repeat.min(3), || {
+                    round += 1;
+                    let dir = scratch.join(format!("cold{round}"));
+                    let l = snnc::session::load(&program, Some(&dir))?;
+                    debug_assert!(!l.lib.cached);
+                    Ok(())
+                });
+                // Cached: the library of the last cold build, loaded again.
+                let warm_dir = scratch.join(format!("cold{round}"));
+                let cached = cold.and_then(|cold| {
+                    report(json, "build:cold", &cold, "per-s", 1e3 / cold.median, "");
+                    time(1, repeat, || {
+                        let l = snnc::session::load(&program, Some(&warm_dir))?;
+                        debug_assert!(l.lib.cached);
+                        Ok(())
+                    })
+                });
+                let _ = std::fs::remove_dir_all(&scratch);
+                let cached = cached?;
+                report(
+                    json,
+                    "build:cached",
+                    &cached,
+                    "per-s",
+                    1e3 / cached.median,
+                    "",
+                );
+            }
             "compile" => {
-                let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-                let mut files: Vec<_> = std::fs::read_dir(&root)
+                let root = &examples;
+                let mut files: Vec<_> = std::fs::read_dir(root)
                     .map_err(|e| {
                         Diagnostic::new(
                             ErrorKind::Io,
