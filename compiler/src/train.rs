@@ -55,6 +55,10 @@ pub struct TrainConfig {
     /// from its inputs into a buffer that lives only for that backward step, so the saved
     /// states of all layers are never resident at once (one layer's instead).
     pub recompute: bool,
+    /// `input_grads = true`: the backward pass also computes dLoss/d(input) for every input
+    /// on the gradient path (saliency, adversarial examples, benchmarks against frameworks
+    /// that differentiate their inputs); `Session::input_grad` reads them.
+    pub input_grads: bool,
     pub settings: TrainSettings,
 }
 
@@ -74,6 +78,7 @@ pub const SETTINGS: &[&str] = &[
     "clip",
     "validation",
     "checkpoint",
+    "input_grads",
 ];
 
 fn err(span: Span, msg: impl Into<String>, hint: impl Into<String>) -> Diagnostic {
@@ -550,6 +555,7 @@ pub fn config(block: &[Binding], span: Span, model_batch: usize) -> DResult<Trai
     let mut regs = Vec::new();
     let mut grad = GradOptions::default();
     let mut recompute = false;
+    let mut input_grads = false;
     let mut settings = TrainSettings {
         optimizer: OptimizerDecl {
             kind: OptimizerKind::Adam,
@@ -614,6 +620,7 @@ pub fn config(block: &[Binding], span: Span, model_batch: usize) -> DResult<Trai
                     }
                 }
             }
+            "input_grads" => input_grads = boolean(v, "input_grads")?,
             other => {
                 let d = Diagnostic::new(
                     ErrorKind::UnknownName,
@@ -637,6 +644,7 @@ pub fn config(block: &[Binding], span: Span, model_batch: usize) -> DResult<Trai
         regularizers: regs,
         grad,
         recompute,
+        input_grads,
         settings,
     })
 }

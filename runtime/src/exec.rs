@@ -637,6 +637,31 @@ impl Session {
         self.device.sync()
     }
 
+    /// dLoss/d(input) of the last [`Session::backward`] for the input named `name`, shaped
+    /// like the input (`[T, B, ..]` or `[B, ..]`); the model must be compiled with
+    /// `input_grads = true` in its `train { }` block.
+    pub fn input_grad(&mut self, name: &str, t: usize, batch: usize) -> Result<Tensor> {
+        let tp = self.plan.train.as_ref().ok_or_else(|| {
+            RuntimeError::InvalidArgument("this plan was not compiled for training".into())
+        })?;
+        let Some(i) = self.plan.inputs.iter().position(|x| x.name == name) else {
+            return Err(RuntimeError::InvalidArgument(format!("no input named `{name}`")));
+        };
+        let Some(&(_, g)) = tp.input_grads.iter().find(|(j, _)| *j == i) else {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "no gradient of input `{name}`: add `input_grads = true` to the `train {{ }}` \
+                 block (inputs that only feed spike encoders have none)"
+            )));
+        };
+        let shape = self
+            .input_shape(i, t, batch)
+            .expect("the input exists");
+        let d = &self.plan.buffers[g];
+        let mut data = vec![0.0; buffer_len(d, t, batch)?];
+        self.device.download(Loc::new(d.slot, 0), &mut data)?;
+        Ok(Tensor { shape, data })
+    }
+
     /// The weight gradients of the last [`Session::backward`], one per plan weight.
     pub fn grads(&mut self) -> Result<Vec<Vec<f32>>> {
         let mut out = Vec::with_capacity(self.plan.weights.len());
@@ -1642,6 +1667,21 @@ fn validate(plan: &Plan, n_kernels: usize) -> Result<(Vec<Exec>, Option<Vec<Exec
             check_out(tp.loss.output, tp.loss.grad, "the loss")?;
             for r in &tp.regularizers {
                 check_out(r.output, r.grad, "a regulariser")?;
+            }
+            for &(i, g) in &tp.input_grads {
+                let input = plan.inputs.get(i).ok_or_else(|| {
+                    RuntimeError::plan(format!(
+                        "an input gradient names input {i}, the plan has {}",
+                        plan.inputs.len()
+                    ))
+                })?;
+                let (gb, ib) = (c.buf(g, "an input gradient")?, c.buf(input.buffer, "an input")?);
+                if gb.features != ib.features || gb.extent != ib.extent {
+                    return Err(RuntimeError::plan(format!(
+                        "input gradient buffer `{}` does not match input `{}`",
+                        gb.name, input.name
+                    )));
+                }
             }
             let cb = Checker {
                 backward: true,

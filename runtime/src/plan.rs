@@ -68,6 +68,9 @@ pub struct TrainPlan {
     pub loss: LossDecl,
     /// Spike-count regularisers on hidden populations.
     pub regularizers: Vec<RegDecl>,
+    /// `input_grads = true`: (index into [`Plan::inputs`], the buffer that holds
+    /// dLoss/d(input) after the backward ops, laid out like the input).
+    pub input_grads: Vec<(usize, BufId)>,
     pub settings: TrainSettings,
 }
 

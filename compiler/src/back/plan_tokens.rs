@@ -137,8 +137,13 @@ fn train_tokens(tp: &TrainPlan, m: &TokenStream) -> TokenStream {
         quote!(#m::RegDecl { output: #output, grad: #grad, lambda: #lambda, target: #target })
     });
     let settings = settings_tokens(&tp.settings, m);
+    let input_grads = tp.input_grads.iter().map(|&(i, b)| {
+        let (i, b) = (usize_lit(i), usize_lit(b));
+        quote!((#i, #b))
+    });
     quote!(#m::TrainPlan {
         backward: #backward,
+        input_grads: ::std::vec![#(#input_grads),*],
         loss: #loss,
         regularizers: ::std::vec![#(#regularizers),*],
         settings: #settings,

@@ -168,4 +168,6 @@ pub struct Backward {
     /// Index into `Module::outputs` of the loss's output, and of each regulariser's.
     pub loss_output: usize,
     pub reg_outputs: Vec<usize>,
+    /// `input_grads = true`: the inputs whose gradient the backward pass computes.
+    pub inputs: Vec<NodeId>,
 }

@@ -101,6 +101,9 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
                 NodeKind::Population { eqs: Some(eqs), .. } => {
                     eqs.params.iter().any(|p| p.learned())
                 }
+                NodeKind::Input { .. } => cfg.input_grads,
+                // Spike encoders sample: no gradient flows through them.
+                NodeKind::Encode { .. } => continue,
                 _ => false,
             };
             if trainable
@@ -230,6 +233,35 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
         ));
     }
 
+    // `input_grads`: the inputs a differentiable node reads.
+    let mut inputs = Vec::new();
+    if cfg.input_grads {
+        for (h, node) in m.nodes.iter() {
+            if !matches!(node.kind, NodeKind::Input { .. }) {
+                continue;
+            }
+            let read = m.nodes.iter().any(|(c, n)| {
+                needs_grad.contains(&c)
+                    && !matches!(n.kind, NodeKind::Input { .. } | NodeKind::Encode { .. })
+                    && n.kind.sources().iter().any(|(s, _)| *s == h)
+            });
+            if read {
+                inputs.push(h);
+            }
+        }
+        if inputs.is_empty() {
+            return Err(Diagnostic::new(
+                ErrorKind::BadArgument,
+                "`input_grads = true`, but no input feeds a differentiable layer",
+            )
+            .at(loss.span, "this loss")
+            .hint(
+                "spike encoders (`bernoulli`, `poisson`) sample and have no gradient: feed the \
+                 input to a dense/conv layer or a population directly",
+            ));
+        }
+    }
+
     // The backward step of every population on the gradient path: its current or one of
     // its parameters needs a gradient.
     let mut pops = BTreeMap::new();
@@ -264,6 +296,7 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
         order,
         loss_output,
         reg_outputs,
+        inputs,
     });
     Ok(())
 }

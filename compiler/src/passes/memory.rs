@@ -253,6 +253,20 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
             );
             plan.grads.insert(h, b);
         }
+        // `input_grads`: read by the host after the backward pass, so never shared.
+        for &h in &bw.inputs {
+            let shape = m.shape(h);
+            let b = add(
+                &mut plan,
+                &mut lives,
+                format!("grad.{}", m.nodes[h].name),
+                ext(shape.extent),
+                shape.features(),
+                end,
+                true,
+            );
+            plan.grads.insert(h, b);
+        }
         loop {
             let mut changed = false;
             for &h in &bw.order {

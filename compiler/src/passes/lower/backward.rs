@@ -113,9 +113,24 @@ impl Lowerer<'_> {
                 _ => {}
             }
         }
+        // Input gradients nothing wrote (an input only some ops read) are zero.
+        let input_grads: Vec<(usize, usize)> = bw
+            .inputs
+            .iter()
+            .map(|h| {
+                let i = m.inputs.iter().position(|x| x == h).expect("a model input");
+                (i, mem.grads[h])
+            })
+            .collect();
+        for &(_, g) in &input_grads {
+            if !written.contains(&g) {
+                ops.insert(0, Op::Zero { buf: g });
+            }
+        }
         let output_index = |oi: usize| oi; // plan outputs follow the module's order
         self.plan.train = Some(TrainPlan {
             backward: ops,
+            input_grads,
             loss: LossDecl {
                 kind: cfg.loss.kind,
                 output: output_index(bw.loss_output),
