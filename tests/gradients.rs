@@ -670,13 +670,22 @@ fn training_moves_the_learned_time_constants() {
 /// reverse-time kernel writes it), and a static `[B, F]` input (summed over the steps).
 #[test]
 fn input_gradients_match_finite_differences() {
-    let text = std::fs::read_to_string(common::root().join("tests/in/train/smooth_fd.snn")).unwrap();
+    let text =
+        std::fs::read_to_string(common::root().join("tests/in/train/smooth_fd.snn")).unwrap();
     let neuron = &text[..text.find("model smooth_fd").unwrap()];
     let (t, b, c) = (5, 3, 3);
     let cases = [
-        ("input xs: [T, 4]\n  h = dense(xs, 3)\n  s = Smooth(h)", true, 4),
+        (
+            "input xs: [T, 4]\n  h = dense(xs, 3)\n  s = Smooth(h)",
+            true,
+            4,
+        ),
         ("input xs: [T, 3]\n  s = Smooth(xs)", true, 3),
-        ("input xs: [4]\n  h = dense(xs, 3)\n  s = Smooth(h)", false, 4),
+        (
+            "input xs: [4]\n  h = dense(xs, 3)\n  s = Smooth(h)",
+            false,
+            4,
+        ),
     ];
     for (body, seq, f) in cases {
         let src = format!(
@@ -687,7 +696,9 @@ fn input_gradients_match_finite_differences() {
         let n: usize = shape.iter().product();
         let mut x = snn_runtime::Tensor {
             shape,
-            data: (0..n).map(|i| ((i * 37 % 23) as f32 / 23.0 - 0.5) * 1.5).collect(),
+            data: (0..n)
+                .map(|i| ((i * 37 % 23) as f32 / 23.0 - 0.5) * 1.5)
+                .collect(),
         };
         let labels = [0usize, 2, 1];
         let loss_of = |s: &mut snn_runtime::Session, x: &snn_runtime::Tensor| -> (f64, Vec<f32>) {
@@ -697,7 +708,10 @@ fn input_gradients_match_finite_differences() {
                 .map(|k| (0..t).map(|st| tr[st * b * c + k]).sum::<f32>() / t as f32)
                 .collect();
             let (l, g) = cross_entropy(&logits, &labels, c);
-            (l, (0..t * b * c).map(|i| g[i % (b * c)] / t as f32).collect())
+            (
+                l,
+                (0..t * b * c).map(|i| g[i % (b * c)] / t as f32).collect(),
+            )
         };
         let (_, g) = loss_of(&mut s, &x);
         s.backward(&[&g], t, b).unwrap();
@@ -733,6 +747,10 @@ fn input_gradients_need_the_setting_and_a_differentiable_path() {
     let mut c = Compiler::new(train_opts());
     let parsed = c.parse_str("enc.snn", enc).unwrap();
     let d = c.compile(&parsed).unwrap_err();
-    assert!(d.message.contains("no input feeds a differentiable layer"), "{}", d.message);
+    assert!(
+        d.message.contains("no input feeds a differentiable layer"),
+        "{}",
+        d.message
+    );
     assert!(d.hint.unwrap().contains("encoders"));
 }

@@ -645,7 +645,9 @@ impl Session {
             RuntimeError::InvalidArgument("this plan was not compiled for training".into())
         })?;
         let Some(i) = self.plan.inputs.iter().position(|x| x.name == name) else {
-            return Err(RuntimeError::InvalidArgument(format!("no input named `{name}`")));
+            return Err(RuntimeError::InvalidArgument(format!(
+                "no input named `{name}`"
+            )));
         };
         let Some(&(_, g)) = tp.input_grads.iter().find(|(j, _)| *j == i) else {
             return Err(RuntimeError::InvalidArgument(format!(
@@ -653,9 +655,7 @@ impl Session {
                  block (inputs that only feed spike encoders have none)"
             )));
         };
-        let shape = self
-            .input_shape(i, t, batch)
-            .expect("the input exists");
+        let shape = self.input_shape(i, t, batch).expect("the input exists");
         let d = &self.plan.buffers[g];
         let mut data = vec![0.0; buffer_len(d, t, batch)?];
         self.device.download(Loc::new(d.slot, 0), &mut data)?;
@@ -1675,7 +1675,10 @@ fn validate(plan: &Plan, n_kernels: usize) -> Result<(Vec<Exec>, Option<Vec<Exec
                         plan.inputs.len()
                     ))
                 })?;
-                let (gb, ib) = (c.buf(g, "an input gradient")?, c.buf(input.buffer, "an input")?);
+                let (gb, ib) = (
+                    c.buf(g, "an input gradient")?,
+                    c.buf(input.buffer, "an input")?,
+                );
                 if gb.features != ib.features || gb.extent != ib.extent {
                     return Err(RuntimeError::plan(format!(
                         "input gradient buffer `{}` does not match input `{}`",

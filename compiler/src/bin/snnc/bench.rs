@@ -23,6 +23,11 @@ pub const WORKLOADS: &[(&str, &str)] = &[
         "fused LIF forward, [T=64, B=32, N=4096], tau=2, hard reset, decay_input",
     ),
     (
+        "lif-fwdbwd",
+        "fused LIF forward + backward (dLoss/d(input) for loss = sum(S * G), ATan surrogate), \
+         [T=64, B=32, N=4096]",
+    ),
+    (
         "mlp-infer",
         "784-512-10 LIF MLP, T=25, batch 128, Bernoulli input, one forward pass",
     ),
@@ -196,6 +201,40 @@ pub fn bench(names: &[String], repeat: usize, json: bool, device: &str) -> DResu
                     "neuron-steps/s",
                     steps / (s.median * 1e-3),
                     &frac,
+                );
+            }
+            "lif-fwdbwd" => {
+                // ../shared/peers/lif_multistep.py's `fwdbwd`: forward, then the gradient of
+                // sum(S * G) with respect to the input currents.
+                let (t, b, n) = (64, 32, 4096);
+                let mut l = load(&format!(
+                    "model lif {{ T = {t}\n input x: [T, {n}]\n s = LIF(x, tau = 2.0, v_threshold = 1.0, v_reset = 0.0)\n output spikes(s)\n train {{ loss = first_spike(s)\n surrogate = atan(alpha = 2.0)\n input_grads = true }} }}"
+                ), device, true)?;
+                let mut x = l.session.random_inputs(t, b, 7);
+                x.iter_mut()
+                    .for_each(|x| x.data.iter_mut().for_each(|v| *v *= 2.5));
+                let g: Vec<f32> = l.session.random_inputs(t, b, 8)[0]
+                    .data
+                    .iter()
+                    .map(|v| v - 0.5)
+                    .collect();
+                l.session
+                    .run(&x, t, b)
+                    .map_err(snnc::session::runtime_diag)?;
+                let s = time(3, repeat, || {
+                    l.session.rerun(t, b).map_err(snnc::session::runtime_diag)?;
+                    l.session
+                        .backward(&[&g], t, b)
+                        .map_err(snnc::session::runtime_diag)
+                })?;
+                let steps = (t * b * n) as f64;
+                report(
+                    json,
+                    name,
+                    &s,
+                    "neuron-steps/s",
+                    steps / (s.median * 1e-3),
+                    "",
                 );
             }
             "mlp-infer" => {
