@@ -785,5 +785,9 @@ fn conv_network_loss_falls() {
     }
     println!("loss {:.4} -> {:.4}", losses[0], losses[losses.len() - 1]);
     let last: f64 = losses[losses.len() - 5..].iter().sum::<f64>() / 5.0;
-    assert!(last < 0.6 * losses[0], "loss {} -> {last}: {losses:?}", losses[0]);
+    assert!(
+        last < 0.6 * losses[0],
+        "loss {} -> {last}: {losses:?}",
+        losses[0]
+    );
 }

@@ -328,7 +328,9 @@ fn conv_train_plan_and_step_match_the_cli() {
     let backward = &program.plan.train.as_ref().unwrap().backward;
     for kind in ["Conv2dDx", "Conv2dDw", "Pool2dDx"] {
         assert!(
-            backward.iter().any(|op| format!("{op:?}").starts_with(kind)),
+            backward
+                .iter()
+                .any(|op| format!("{op:?}").starts_with(kind)),
             "no {kind} in the backward ops"
         );
     }
@@ -345,7 +347,11 @@ fn conv_train_plan_and_step_match_the_cli() {
         let a = net.train_step(&x, &labels, t, lr).unwrap();
         let b_ = trainer.step(&mut s, &x, &labels, t, lr).unwrap();
         assert_eq!(a, b_, "step {step}");
-        assert_eq!(net.session().weights(), s.weights(), "weights after step {step}");
+        assert_eq!(
+            net.session().weights(),
+            s.weights(),
+            "weights after step {step}"
+        );
     }
 }
 

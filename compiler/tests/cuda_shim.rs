@@ -575,7 +575,11 @@ int main(int argc, char** argv) {
                 ops::pool2d(&x, &mut y, images, kind, &g).unwrap();
                 let mut args = vec![planes * pout];
                 args.extend(geo);
-                assert_eq!(bits(&run("pool2d", &[&x], &args)), bits(&y), "pool2d {kind:?} {g:?}");
+                assert_eq!(
+                    bits(&run("pool2d", &[&x], &args)),
+                    bits(&y),
+                    "pool2d {kind:?} {g:?}"
+                );
                 for acc in [false, true] {
                     let prior = vals(planes * pin, seed + 20, None);
                     let mut dx = prior.clone();
@@ -639,7 +643,16 @@ int main(int argc, char** argv) {
             ops::conv2d_dx(&dy, &w, &mut dx, images, &g, acc).unwrap();
             let mut args = vec![images * xi];
             args.extend([
-                g.c_in, g.h, g.w, g.kh, g.kw, g.stride, g.pad, g.h_out, g.w_out, acc as usize,
+                g.c_in,
+                g.h,
+                g.w,
+                g.kh,
+                g.kw,
+                g.stride,
+                g.pad,
+                g.h_out,
+                g.w_out,
+                acc as usize,
             ]);
             let got = run("col2im", &[&col, &prior], &args);
             for (i, (a, b)) in got.iter().zip(&dx).enumerate() {

@@ -816,7 +816,12 @@ fn conv_backward_case(g: ConvGeom, images: usize) {
     let mut dx = vec![0.5f32; images * xi];
     ops::conv2d_dx(&dy, &w, &mut dx, images, &g, true).unwrap();
     let want_acc: Vec<f64> = want.iter().map(|v| v + 0.5).collect();
-    assert_close(&dx, &want_acc, 1e-5, &format!("conv2d_dx accumulate {what}"));
+    assert_close(
+        &dx,
+        &want_acc,
+        1e-5,
+        &format!("conv2d_dx accumulate {what}"),
+    );
     // Weight and bias gradients accumulate onto what is there.
     let (want_w, want_b) = naive_conv_dw(&x, &dy, images, &g);
     let mut dw = vec![0.25f32; want_w.len()];
@@ -897,8 +902,16 @@ fn pool_backward_matches_naive() {
     // Ties: the first cell of the window (row-major) gets the gradient, like torch.
     let g = pool_geom(1, 2, 2, 2, 2, 0);
     let mut dx = [0.0f32; 4];
-    snn_runtime::cpu::ops::pool2d_dx(&[1.0, 1.0, 1.0, 0.0], &[3.0], &mut dx, 1, PoolKind::Max, &g, false)
-        .unwrap();
+    snn_runtime::cpu::ops::pool2d_dx(
+        &[1.0, 1.0, 1.0, 0.0],
+        &[3.0],
+        &mut dx,
+        1,
+        PoolKind::Max,
+        &g,
+        false,
+    )
+    .unwrap();
     assert_eq!(dx, [3.0, 0.0, 0.0, 0.0]);
     // A window partly in the padding: a negative maximum still wins over the padding.
     let g = pool_geom(1, 1, 1, 3, 1, 1);
@@ -922,8 +935,16 @@ fn backward_ops_reject_bad_lengths() {
     bad.w_out = 3;
     assert!(ops::conv2d_dx(&[0.0; 6], &[0.0; 9], &mut [0.0; 16], 1, &bad, false).is_err());
     let pg = pool_geom(1, 4, 4, 2, 2, 0);
-    let e = ops::pool2d_dx(&[0.0; 16], &[0.0; 4], &mut [0.0; 15], 1, PoolKind::Max, &pg, false)
-        .unwrap_err();
+    let e = ops::pool2d_dx(
+        &[0.0; 16],
+        &[0.0; 4],
+        &mut [0.0; 15],
+        1,
+        PoolKind::Max,
+        &pg,
+        false,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("pool2d_dx input gradient"), "{e}");
 }
 
@@ -1000,7 +1021,9 @@ fn conv_weight_gradient_through_a_plan() {
         };
     }
     fix_slots(&mut bad);
-    let e = Session::new(bad, KernelTable::empty()).unwrap_err().to_string();
+    let e = Session::new(bad, KernelTable::empty())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("conv2d_dw"), "{e}");
 
     let mut s = session(p);
@@ -1075,7 +1098,10 @@ fn backward_ops_are_validated() {
         geom: bad,
         time: all,
     }]);
-    assert!(e.contains("conv2d_dw") && e.contains("inconsistent geometry"), "{e}");
+    assert!(
+        e.contains("conv2d_dw") && e.contains("inconsistent geometry"),
+        "{e}"
+    );
     let pool = |x: BufId, dx: BufId| {
         vec![Op::Pool2dDx {
             x,

@@ -558,7 +558,7 @@ fn col2im(col: &[f32], g: &ConvGeom, dx: &mut [f32], accumulate: bool) {
                 let mut acc = 0.0f32;
                 for ki in 0..g.kh {
                     let ty = iy + g.pad;
-                    if ty < ki || (ty - ki) % g.stride != 0 {
+                    if ty < ki || !(ty - ki).is_multiple_of(g.stride) {
                         continue;
                     }
                     let oy = (ty - ki) / g.stride;
@@ -567,7 +567,7 @@ fn col2im(col: &[f32], g: &ConvGeom, dx: &mut [f32], accumulate: bool) {
                     }
                     for kj in 0..g.kw {
                         let tx = ix + g.pad;
-                        if tx < kj || (tx - kj) % g.stride != 0 {
+                        if tx < kj || !(tx - kj).is_multiple_of(g.stride) {
                             continue;
                         }
                         let ox = (tx - kj) / g.stride;

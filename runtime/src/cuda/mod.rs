@@ -1199,11 +1199,7 @@ impl Device for CudaDevice {
         };
         if direct {
             for img in 0..d.images {
-                one(
-                    self,
-                    x + 4 * (img * xi) as u64,
-                    dy + 4 * (img * yi) as u64,
-                )?;
+                one(self, x + 4 * (img * xi) as u64, dy + 4 * (img * yi) as u64)?;
             }
             return Ok(());
         }
