@@ -415,6 +415,38 @@ fn learnable_parameter_in_a_recurrent_stage_when_training() {
     assert!(d.hint.unwrap().contains("learnable parameters"));
 }
 
+/// Conv and pooling layers train feed-forward; a conv inside a recurrent cycle is a
+/// diagnostic at the recurrent conv (never a panic), with a hint that names what is covered.
+#[test]
+fn recurrent_conv_when_training() {
+    let src = "model m {\n  T = 4\n  input x: [1, 6, 6]\n  p0 = maxpool2d(x, 2)\n  c = conv2d(p0, 2, kernel = 3, padding = 1)\n  r = conv2d(s, 2, kernel = 3, padding = 1, delay = 1)\n  s = LIF(c + r)\n  p = avgpool2d(s, 2)\n  o = LIF(dense(flatten(p), 3))\n  output counts(o)\n  train { loss = cross_entropy(counts(o)) }\n}\n";
+    assert!(common::compile_str(src).is_ok());
+    let mut c = Compiler::new(Options {
+        train: true,
+        ..Options::default()
+    });
+    let parsed = c.parse_str("test.snn", src).unwrap();
+    let d = c.compile(&parsed).unwrap_err();
+    let at = c.sources.location(d.span.unwrap());
+    assert_eq!(d.kind, ErrorKind::BadArgument);
+    assert!(
+        d.message
+            .contains("training through a recurrent (step-by-step) stage"),
+        "{}",
+        d.message
+    );
+    assert_eq!(at, "test.snn:6:3");
+    assert!(d.hint.unwrap().contains("conv2d and pooling"));
+    // Without the cycle it trains.
+    let ff = src.replace(" + r)", ")").replace(
+        "  r = conv2d(s, 2, kernel = 3, padding = 1, delay = 1)\n",
+        "",
+    );
+    let parsed = c.parse_str("ff.snn", &ff).unwrap();
+    c.compile(&parsed)
+        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
+}
+
 /// `schedule = parallel` where the equations do not allow it, `schedule = sequential` for a
 /// PSN, a PSN in a recurrent cycle, bad `schedule` and `k` values: each a diagnostic at
 /// the argument, with a hint.

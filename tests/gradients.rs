@@ -754,3 +754,130 @@ fn input_gradients_need_the_setting_and_a_differentiable_path() {
     );
     assert!(d.hint.unwrap().contains("encoders"));
 }
+
+// ------------------------------------------------------------------ conv2d and pooling
+
+/// A smooth stand-in of a conv net (no spikes, so the loss is differentiable almost
+/// everywhere): conv (stride 2, padding 1) -> smooth neuron -> average pooling with padding
+/// -> conv with a non-square kernel -> smooth neuron -> max pooling -> dense -> smooth
+/// readout, on a time-varying non-square input. Every weight and bias gradient against
+/// central finite differences of the compiled forward pass.
+const SMOOTH_CONV: &str = "neuron Soft {\n  state x = 0.0\n  update {\n    x = x + (tanh(I) - x) / 2.0\n  }\n}\nmodel smooth_conv {\n  T = 4\n  batch = 2\n  input xs: [T, 2, 7, 6]\n  c1 = conv2d(xs, 3, kernel = 3, stride = 2, padding = 1, init_gain = 2.0)\n  s1 = Soft(c1)\n  p1 = avgpool2d(s1, 2, stride = 1, padding = 1)\n  c2 = conv2d(p1, 2, kernel = [2, 3], padding = 1, init_gain = 2.0)\n  s2 = Soft(c2)\n  p2 = maxpool2d(s2, 2, stride = 2)\n  f = flatten(p2)\n  h = dense(f, 3, init_gain = 2.0)\n  s = Soft(h)\n  output trace(s.x)\n  train { loss = cross_entropy(mean(s.x)) }\n}\n";
+
+#[test]
+fn conv_and_pooling_match_finite_differences() {
+    let mut s = load_src(SMOOTH_CONV, true);
+    let (t, b, c) = (4, 2, 3);
+    let x = snn_runtime::Tensor {
+        shape: vec![t, b, 2, 7, 6],
+        data: (0..t * b * 84)
+            .map(|i| ((i * 37 % 23) as f32 / 23.0 - 0.5) * 2.0)
+            .collect(),
+    };
+    let labels = [2usize, 0];
+    let loss_of = |s: &mut snn_runtime::Session| -> (f64, Vec<f32>) {
+        let out = s.run(std::slice::from_ref(&x), t, b).unwrap();
+        let tr = &out[0].1.data;
+        let mut logits = vec![0.0f32; b * c];
+        for k in 0..b * c {
+            logits[k] = (0..t).map(|st| tr[st * b * c + k]).sum::<f32>() / t as f32;
+        }
+        let (l, g) = cross_entropy(&logits, &labels, c);
+        let mut gt = vec![0.0f32; t * b * c];
+        for st in 0..t {
+            for k in 0..b * c {
+                gt[st * b * c + k] = g[k] / t as f32;
+            }
+        }
+        (l, gt)
+    };
+    let (_, g) = loss_of(&mut s);
+    s.backward(&[&g], t, b).unwrap();
+    let grads = s.grads().unwrap();
+    let mut checked = 0;
+    let mut worst = 0.0f64;
+    for (wi, decl) in s.plan().weights.clone().iter().enumerate() {
+        let base = s.weight(&decl.name).unwrap().to_vec();
+        let scale = grads[wi].iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64;
+        assert!(scale > 0.0, "{}: zero gradient", decl.name);
+        for j in 0..base.len() {
+            let mut fd_at = |h: f32| {
+                let mut w = base.clone();
+                w[j] = base[j] + h;
+                s.set_weight(&decl.name, &w).unwrap();
+                let (lp, _) = loss_of(&mut s);
+                w[j] = base[j] - h;
+                s.set_weight(&decl.name, &w).unwrap();
+                let (lm, _) = loss_of(&mut s);
+                s.set_weight(&decl.name, &base).unwrap();
+                (lp - lm) / (2.0 * h as f64)
+            };
+            let an = grads[wi][j] as f64;
+            let ok = |fd: f64| (an - fd).abs() <= 2e-2 * fd.abs() + 2e-3 * scale + 2e-5;
+            // A step that moves some window's maximum to another cell crosses a kink of max
+            // pooling, and its difference quotient is off; a smaller step does not cross it
+            // (a wrong gradient is wrong at every step).
+            let mut fd = fd_at(1e-3);
+            if !ok(fd) {
+                fd = fd_at(3e-4);
+            }
+            worst = worst.max((an - fd).abs() / (fd.abs() + 1e-3 * scale));
+            assert!(
+                ok(fd),
+                "{}[{j}]: backward {an} vs finite difference {fd}",
+                decl.name
+            );
+            checked += 1;
+        }
+    }
+    println!("checked {checked} weights, worst relative error {worst:.2e}");
+    // c1 3x2x3x3 + 3, c2 2x3x2x3 + 2, h 3x12 + 3
+    assert_eq!(checked, 54 + 3 + 36 + 2 + 36 + 3);
+}
+
+/// The spiking conv net of tests/in/train/conv.snn (conv -> LIF -> max pool -> conv ->
+/// LIF -> average pool -> dense -> LIF) learns a tiny labelled set with Adam: the loss
+/// falls.
+#[test]
+fn conv_network_loss_falls() {
+    use snn_runtime::train::optim::Optimizer;
+    let mut s = load("tests/in/train/conv.snn");
+    let (t, b) = (6, 6);
+    let labels: Vec<usize> = (0..b).map(|i| i % 3).collect();
+    // Images whose bright region depends on the label (rows 0-2, 3-5 or 6-8).
+    let mut data = vec![0.0f32; b * 2 * 9 * 8];
+    for (i, &l) in labels.iter().enumerate() {
+        for ch in 0..2 {
+            for y in 0..9 {
+                for xx in 0..8 {
+                    let on = y / 3 == l;
+                    let noise = ((i * 31 + ch * 7 + y * 5 + xx * 3) % 11) as f32 / 22.0;
+                    data[((i * 2 + ch) * 9 + y) * 8 + xx] = if on { 1.0 } else { 0.1 } + noise;
+                }
+            }
+        }
+    }
+    let x = snn_runtime::Tensor {
+        shape: vec![b, 2, 9, 8],
+        data,
+    };
+    let mut opt = Optimizer::adam((0.9, 0.999), 1e-8, 0.0);
+    let mut losses = Vec::new();
+    for _ in 0..40 {
+        let out = s.run(std::slice::from_ref(&x), t, b).unwrap();
+        let (loss, g) = cross_entropy(&out[0].1.data, &labels, 3);
+        losses.push(loss);
+        s.backward(&[&g], t, b).unwrap();
+        let grads = s.grads().unwrap();
+        let mut w = s.weights().to_vec();
+        opt.step(&mut w, &grads, 0.02);
+        s.set_all_weights(w).unwrap();
+    }
+    println!("loss {:.4} -> {:.4}", losses[0], losses[losses.len() - 1]);
+    let last: f64 = losses[losses.len() - 5..].iter().sum::<f64>() / 5.0;
+    assert!(
+        last < 0.6 * losses[0],
+        "loss {} -> {last}: {losses:?}",
+        losses[0]
+    );
+}

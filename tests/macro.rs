@@ -47,6 +47,8 @@ snn::include_snn!("tests/in/merged_populations.snn" as merged_populations);
 snn::include_snn!("tests/in/recurrent_inline.snn" as recurrent_inline);
 // A model with a `train { }` block: compiled for training, its Network has `train_step`.
 snn::include_snn!("tests/in/train/mlp_4_8_3.snn" as mlp483);
+// Conv and pooling layers on the gradient path: Conv2dDx/Conv2dDw/Pool2dDx in the plan.
+snn::include_snn!("tests/in/train/conv.snn" as convtrain);
 snn::include_snn!("tests/in/learnable.snn" as learnable);
 snn::include_snn!("tests/in/psn.snn" as psn);
 
@@ -308,6 +310,49 @@ fn train_step_matches_the_library_trainer() {
         &first[..],
         "the steps changed the weights"
     );
+}
+
+/// The backward ops of conv and pooling layers print exactly (`plan_tokens`): the embedded
+/// training plan equals the CLI's, and `train_step` matches the library trainer bit for bit.
+#[test]
+fn conv_train_plan_and_step_match_the_cli() {
+    let program = common::compile_file(
+        &common::root().join("tests/in/train/conv.snn"),
+        Options {
+            train: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(convtrain::plan(), program.plan);
+    let backward = &program.plan.train.as_ref().unwrap().backward;
+    for kind in ["Conv2dDx", "Conv2dDw", "Pool2dDx"] {
+        assert!(
+            backward
+                .iter()
+                .any(|op| format!("{op:?}").starts_with(kind)),
+            "no {kind} in the backward ops"
+        );
+    }
+    let mut net = convtrain::Network::new().unwrap();
+    let mut s = snnc::session::load(&program, Some(&common::cache_dir()))
+        .unwrap()
+        .session;
+    let (t, b) = (convtrain::T, 4);
+    let x = s.random_inputs(t, b, 17);
+    let labels = [0u32, 1, 2, 1];
+    let mut trainer = snn::train::Trainer::new(&program.plan.train.as_ref().unwrap().settings);
+    for step in 0..2 {
+        let lr = net.lr(step);
+        let a = net.train_step(&x, &labels, t, lr).unwrap();
+        let b_ = trainer.step(&mut s, &x, &labels, t, lr).unwrap();
+        assert_eq!(a, b_, "step {step}");
+        assert_eq!(
+            net.session().weights(),
+            s.weights(),
+            "weights after step {step}"
+        );
+    }
 }
 
 /// `new_cuda` compiles the embedded CUDA source with NVRTC; without a driver or GPU it is an

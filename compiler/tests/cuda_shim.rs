@@ -434,3 +434,235 @@ fn generated_cuda_backward_matches_rust_kernels_on_training_plans() {
         );
     }
 }
+
+/// The runtime's library kernels (kernels/cuda/ops.cuh) through the shim against the CPU
+/// device's operations (runtime/src/cpu/ops.rs): the pooling forward and backward (max and
+/// average, padding, overlapping windows, ties) and the conv bias gradient bit for bit (the
+/// same summation order), and col2im, fed the `W^T @ dy` columns the cuBLAS GEMM would
+/// produce, against the CPU conv input gradient to 1e-5.
+#[test]
+fn runtime_ops_kernels_match_the_cpu_device() {
+    use snn_runtime::cpu::ops;
+    use snn_runtime::plan::{ConvGeom, PoolGeom, PoolKind};
+    let Some(cxx) = cxx() else {
+        return skip("runtime_ops_kernels_match_the_cpu_device");
+    };
+    let dir = work_dir("runtime_ops");
+    std::fs::write(
+        dir.join("ops_driver.cpp"),
+        r#"#include "host_shim.h"
+#include "ops.cuh"
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+static std::string dir;
+static std::vector<float> load(const char* name) {
+    std::FILE* f = std::fopen((dir + name).c_str(), "rb");
+    if (!f) std::exit(2);
+    std::fseek(f, 0, SEEK_END);
+    long n = std::ftell(f) / 4;
+    std::fseek(f, 0, SEEK_SET);
+    std::vector<float> v(n);
+    if (std::fread(v.data(), 4, n, f) != (size_t)n) std::exit(3);
+    std::fclose(f);
+    return v;
+}
+static void save(const std::vector<float>& v) {
+    std::FILE* f = std::fopen((dir + "out.bin").c_str(), "wb");
+    std::fwrite(v.data(), 4, v.size(), f);
+    std::fclose(f);
+}
+static dim3 blocks(snn_u64 n) { return dim3((unsigned)((n + 255) / 256)); }
+int main(int argc, char** argv) {
+    std::string op = argv[1];
+    dir = std::string(argv[2]) + "/";
+    std::vector<snn_u64> a;
+    for (int i = 3; i < argc; ++i) a.push_back(std::strtoull(argv[i], nullptr, 10));
+    if (op == "col2im") {
+        auto col = load("a.bin");
+        auto dx = load("b.bin");
+        snn_shim_launch(snn_col2im, blocks(a[0]), dim3(256), col.data(), dx.data(), a[0], a[1],
+                        a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10]);
+        save(dx);
+    } else if (op == "conv_bias_grad") {
+        auto dy = load("a.bin");
+        auto db = load("b.bin");
+        snn_shim_launch(snn_conv_bias_grad, blocks(a[1]), dim3(256), db.data(), dy.data(), a[0],
+                        a[1], a[2]);
+        save(db);
+    } else if (op == "pool2d") {
+        auto x = load("a.bin");
+        std::vector<float> y(a[0]);
+        snn_shim_launch(snn_pool2d, blocks(a[0]), dim3(256), x.data(), y.data(), a[0], a[1],
+                        a[2], a[3], a[4], a[5], a[6], a[7], a[8]);
+        save(y);
+    } else if (op == "pool2d_dx") {
+        auto x = load("a.bin");
+        auto dy = load("b.bin");
+        auto dx = load("c.bin");
+        snn_shim_launch(snn_pool2d_dx, blocks(a[0]), dim3(256), x.data(), dy.data(), dx.data(),
+                        a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]);
+        save(dx);
+    } else {
+        return 1;
+    }
+    return 0;
+}
+"#,
+    )
+    .unwrap();
+    let exe = build(&cxx, &dir, "ops_driver.cpp", "ops_driver", false);
+    let run = |op: &str, inputs: &[&[f32]], args: &[usize]| -> Vec<f32> {
+        for (name, data) in ["a.bin", "b.bin", "c.bin"].iter().zip(inputs) {
+            let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+        let o = Command::new(&exe)
+            .arg(op)
+            .arg(&dir)
+            .args(args.iter().map(|v| v.to_string()))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "ops driver {op}: {o:?}");
+        std::fs::read(dir.join("out.bin"))
+            .unwrap()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let vals = |n: usize, seed: usize, levels: Option<usize>| -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let r = ((i * 7919 + seed * 104_729) % 1009) as f32 / 1009.0;
+                match levels {
+                    Some(l) => ((r * l as f32) as usize).min(l - 1) as f32,
+                    None => r * 2.0 - 1.0,
+                }
+            })
+            .collect()
+    };
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+
+    // Pooling, forward and backward.
+    let pool = |c, h, w, k, stride, pad| PoolGeom {
+        c,
+        h,
+        w,
+        k,
+        stride,
+        pad,
+        h_out: (h + 2 * pad - k) / stride + 1,
+        w_out: (w + 2 * pad - k) / stride + 1,
+    };
+    let mut cases = 0;
+    for g in [
+        pool(3, 9, 7, 3, 2, 1),
+        pool(2, 5, 6, 3, 1, 1),
+        pool(2, 9, 8, 2, 3, 0),
+        pool(4, 8, 8, 2, 2, 0),
+    ] {
+        for kind in [PoolKind::Max, PoolKind::Avg] {
+            for (seed, levels) in [(1, None), (2, Some(2))] {
+                let images = 3;
+                let (pin, pout) = (g.h * g.w, g.h_out * g.w_out);
+                let planes = images * g.c;
+                let x = vals(planes * pin, seed, levels);
+                let dy = vals(planes * pout, seed + 10, None);
+                let k = (kind == PoolKind::Avg) as usize;
+                let geo = [g.h, g.w, g.k, g.stride, g.pad, g.h_out, g.w_out, k];
+                let mut y = vec![0.0; planes * pout];
+                ops::pool2d(&x, &mut y, images, kind, &g).unwrap();
+                let mut args = vec![planes * pout];
+                args.extend(geo);
+                assert_eq!(
+                    bits(&run("pool2d", &[&x], &args)),
+                    bits(&y),
+                    "pool2d {kind:?} {g:?}"
+                );
+                for acc in [false, true] {
+                    let prior = vals(planes * pin, seed + 20, None);
+                    let mut dx = prior.clone();
+                    ops::pool2d_dx(&x, &dy, &mut dx, images, kind, &g, acc).unwrap();
+                    let mut args = vec![planes * pin];
+                    args.extend(geo);
+                    args.push(acc as usize);
+                    let got = run("pool2d_dx", &[&x, &dy, &prior], &args);
+                    assert_eq!(bits(&got), bits(&dx), "pool2d_dx {kind:?} {g:?} acc {acc}");
+                    cases += 1;
+                }
+            }
+        }
+    }
+
+    // Conv: the bias gradient and col2im.
+    let conv = |c_in, h, w, c_out, kh, kw, stride, pad| ConvGeom {
+        c_in,
+        h,
+        w,
+        c_out,
+        kh,
+        kw,
+        stride,
+        pad,
+        h_out: (h + 2 * pad - kh) / stride + 1,
+        w_out: (w + 2 * pad - kw) / stride + 1,
+    };
+    for g in [
+        conv(3, 9, 7, 4, 3, 3, 2, 1),
+        conv(3, 9, 7, 4, 3, 2, 1, 1),
+        conv(2, 8, 8, 3, 5, 5, 3, 2),
+    ] {
+        let images = 4;
+        let (xi, p) = (g.c_in * g.h * g.w, g.h_out * g.w_out);
+        let kk = g.c_in * g.kh * g.kw;
+        let x = vals(images * xi, 3, None);
+        let dy = vals(images * g.c_out * p, 4, None);
+        let w = vals(g.c_out * kk, 5, None);
+        let prior = vals(g.c_out, 6, None);
+        let mut dw = vec![0.0; g.c_out * kk];
+        let mut db = prior.clone();
+        ops::conv2d_dw(&x, &dy, &mut dw, Some(&mut db), images, &g).unwrap();
+        let got = run("conv_bias_grad", &[&dy, &prior], &[images, g.c_out, p]);
+        assert_eq!(bits(&got), bits(&db), "conv bias gradient {g:?}");
+        // col[img, kk, p] = W^T @ dy[img], as cuBLAS would compute it (in f64 here).
+        let mut col = vec![0.0f32; images * kk * p];
+        for img in 0..images {
+            for r in 0..kk {
+                for q in 0..p {
+                    let s: f64 = (0..g.c_out)
+                        .map(|co| w[co * kk + r] as f64 * dy[(img * g.c_out + co) * p + q] as f64)
+                        .sum();
+                    col[(img * kk + r) * p + q] = s as f32;
+                }
+            }
+        }
+        for acc in [false, true] {
+            let prior = vals(images * xi, 7, None);
+            let mut dx = prior.clone();
+            ops::conv2d_dx(&dy, &w, &mut dx, images, &g, acc).unwrap();
+            let mut args = vec![images * xi];
+            args.extend([
+                g.c_in,
+                g.h,
+                g.w,
+                g.kh,
+                g.kw,
+                g.stride,
+                g.pad,
+                g.h_out,
+                g.w_out,
+                acc as usize,
+            ]);
+            let got = run("col2im", &[&col, &prior], &args);
+            for (i, (a, b)) in got.iter().zip(&dx).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+                    "conv2d_dx {g:?} acc {acc}: element {i}: shim {a}, CPU {b}"
+                );
+            }
+            cases += 1;
+        }
+    }
+    println!("cuda_shim: {cases} ops.cuh backward cases match the CPU device");
+}

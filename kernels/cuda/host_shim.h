@@ -7,7 +7,8 @@
 // as NVRTC with --fmad=false).
 //
 // What it provides: the CUDA function qualifiers as ordinary C++, `dim3`, thread-local
-// `threadIdx/blockIdx/blockDim/gridDim`, the float math functions from <math.h>, and
+// `threadIdx/blockIdx/blockDim/gridDim`, the float math functions from <math.h>, the
+// `__fadd_rn`/`__fmul_rn`/`__int_as_float` intrinsics that ops.cuh uses, and
 // `snn_shim_launch(kernel, grid, block, args...)`, which runs every thread of every block in
 // turn on the calling thread, and `atomicAdd` on floats (a real atomic: the CPU device calls
 // a launch's chunks from several host threads at once). That is enough for kernels whose
@@ -27,6 +28,7 @@
 #endif
 
 #include <atomic>
+#include <bit>
 #include <math.h>
 
 #define SNN_HOST_SHIM 1
@@ -56,6 +58,13 @@ inline thread_local dim3 gridDim{1, 1, 1};
 inline float atomicAdd(float* p, float v) {
     return std::atomic_ref<float>(*p).fetch_add(v, std::memory_order_relaxed);
 }
+
+/// The round-to-nearest intrinsics and bit casts of the runtime's library kernels
+/// (kernels/cuda/ops.cuh): plain IEEE operations on the host (-ffp-contract=off).
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __int_as_float(int v) { return std::bit_cast<float>(v); }
+inline float __int_as_float(unsigned int v) { return std::bit_cast<float>(v); }
 
 /// `kernel<<<grid, block>>>(args...)`, sequentially: blocks in order, threads in order
 /// (x fastest). Arguments convert to the kernel's parameter types as in a call.

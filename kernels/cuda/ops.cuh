@@ -1,6 +1,9 @@
 // Hand-written library kernels of the CUDA device (runtime/src/cuda): im2col for conv2d,
-// bias broadcast for GEMM and conv2d, and 2-D pooling. NVRTC compiles this file once per
-// process and architecture (runtime/src/cuda/mod.rs includes it with include_str!).
+// bias broadcast for GEMM and conv2d, and 2-D pooling; for training, col2im (the conv's
+// input gradient after its GEMM), the conv bias gradient and the pooling backward. NVRTC
+// compiles this file once per process and architecture (runtime/src/cuda/mod.rs includes
+// it with include_str!); compiler/tests/cuda_shim.rs runs it on the host through
+// host_shim.h against the CPU device.
 //
 // Each kernel is one thread per output element over a flat index `i < n`; the semantics are
 // those of runtime/src/cpu/ops.rs, operation for operation (pooling is bit-identical: the
@@ -113,6 +116,126 @@ extern "C" __global__ void snn_pool2d(
         out = __fmul_rn(s, inv);
     }
     y[i] = out;
+}
+
+/// Conv input gradient, second half: folds `col[images, c_in*kh*kw, h_out*w_out]` (the
+/// layout of snn_im2col, holding W^T @ dy) back onto `dx[images, c_in, h, w]`, one thread
+/// per input cell. Each cell gathers its entries (kernel row, then column, ascending) from
+/// zero, then stores or adds: no atomics, the order of `col2im` in runtime/src/cpu/ops.rs.
+extern "C" __global__ void snn_col2im(
+    const float* __restrict__ col,
+    float* __restrict__ dx,
+    snn_u64 n, // images * c_in * h * w
+    snn_u64 c_in, snn_u64 h, snn_u64 w, snn_u64 kh, snn_u64 kw,
+    snn_u64 stride, snn_u64 pad, snn_u64 h_out, snn_u64 w_out, snn_u64 accumulate)
+{
+    const snn_u64 i = SNN_FLAT_INDEX;
+    if (i >= n) return;
+    const snn_u64 p = h_out * w_out;
+    const snn_u64 kk = c_in * kh * kw;
+    const snn_u64 img = i / (c_in * h * w);
+    const snn_u64 c = (i / (h * w)) % c_in;
+    const snn_u64 ty = (i / w) % h + pad;
+    const snn_u64 tx = i % w + pad;
+    const float* ci = col + img * kk * p;
+    float acc = 0.0f;
+    for (snn_u64 ki = 0; ki < kh; ++ki) {
+        if (ty < ki || (ty - ki) % stride != 0) continue;
+        const snn_u64 oy = (ty - ki) / stride;
+        if (oy >= h_out) continue;
+        for (snn_u64 kj = 0; kj < kw; ++kj) {
+            if (tx < kj || (tx - kj) % stride != 0) continue;
+            const snn_u64 ox = (tx - kj) / stride;
+            if (ox >= w_out) continue;
+            acc = __fadd_rn(acc, ci[((c * kh + ki) * kw + kj) * p + oy * w_out + ox]);
+        }
+    }
+    dx[i] = accumulate ? __fadd_rn(dx[i], acc) : acc;
+}
+
+/// Conv bias gradient: `db[c] += sum over images and positions of dy[img, c, q]`, one
+/// thread per output channel, summed image by image from zero (the CPU's order).
+extern "C" __global__ void snn_conv_bias_grad(
+    float* __restrict__ db,
+    const float* __restrict__ dy,
+    snn_u64 images, snn_u64 channels, snn_u64 p)
+{
+    const snn_u64 c = SNN_FLAT_INDEX;
+    if (c >= channels) return;
+    float acc = 0.0f;
+    for (snn_u64 img = 0; img < images; ++img) {
+        const float* row = dy + (img * channels + c) * p;
+        for (snn_u64 q = 0; q < p; ++q) acc = __fadd_rn(acc, row[q]);
+    }
+    db[c] = __fadd_rn(db[c], acc);
+}
+
+/// The cell (index into the plane) that max pooling picks in window (oy, ox): the first
+/// maximum in row-major order, never a padded cell; -1 for an empty window.
+__device__ __forceinline__ snn_i64 snn_pool_argmax(
+    const float* xp, snn_i64 h, snn_i64 w, snn_i64 k, snn_i64 stride, snn_i64 pad,
+    snn_i64 oy, snn_i64 ox)
+{
+    const snn_i64 y0 = oy * stride - pad;
+    const snn_i64 x0 = ox * stride - pad;
+    const snn_i64 ys = y0 > 0 ? y0 : 0;
+    snn_i64 ye = y0 + k < h ? y0 + k : h;
+    ye = ye > 0 ? ye : 0;
+    const snn_i64 xs = x0 > 0 ? x0 : 0;
+    snn_i64 xe = x0 + k < w ? x0 + k : w;
+    xe = xe > 0 ? xe : 0;
+    snn_i64 best = -1;
+    float bv = 0.0f;
+    for (snn_i64 iy = ys; iy < ye; ++iy)
+        for (snn_i64 ix = xs; ix < xe; ++ix) {
+            const float v = xp[iy * w + ix];
+            if (best < 0 || v > bv) {
+                best = iy * w + ix;
+                bv = v;
+            }
+        }
+    return best;
+}
+
+/// Pooling backward over `planes` contiguous `[h, w]` planes, one thread per input cell:
+/// the cell gathers, over the windows that contain it (row, then column, ascending), `dy`
+/// of the window (max, `kind = 0`: if the window picks this cell, recomputed from the
+/// forward input `x`) or `dy / k^2` (average, `kind = 1`), from zero; then stores or adds.
+/// The order of `pool2d_dx` in runtime/src/cpu/ops.rs.
+extern "C" __global__ void snn_pool2d_dx(
+    const float* __restrict__ x,
+    const float* __restrict__ dy,
+    float* __restrict__ dx,
+    snn_u64 n, // planes * h * w
+    snn_u64 h, snn_u64 w, snn_u64 k, snn_u64 stride, snn_u64 pad,
+    snn_u64 h_out, snn_u64 w_out, snn_u64 kind, snn_u64 accumulate)
+{
+    const snn_u64 i = SNN_FLAT_INDEX;
+    if (i >= n) return;
+    const snn_u64 plane = i / (h * w);
+    const snn_u64 me = i % (h * w);
+    const snn_u64 ty = me / w + pad;
+    const snn_u64 tx = me % w + pad;
+    const float* xp = x + plane * h * w;
+    const float* dp = dy + plane * h_out * w_out;
+    const snn_u64 oy_lo = ty + 1 > k ? (ty + 1 - k + stride - 1) / stride : 0;
+    const snn_u64 oy_hi = ty / stride < h_out - 1 ? ty / stride : h_out - 1;
+    const snn_u64 ox_lo = tx + 1 > k ? (tx + 1 - k + stride - 1) / stride : 0;
+    const snn_u64 ox_hi = tx / stride < w_out - 1 ? tx / stride : w_out - 1;
+    const float inv = 1.0f / (float)(k * k);
+    float acc = 0.0f;
+    for (snn_u64 oy = oy_lo; oy <= oy_hi; ++oy)
+        for (snn_u64 ox = ox_lo; ox <= ox_hi; ++ox) {
+            const float d = dp[oy * w_out + ox];
+            if (kind == 0) {
+                if (snn_pool_argmax(xp, (snn_i64)h, (snn_i64)w, (snn_i64)k, (snn_i64)stride,
+                                    (snn_i64)pad, (snn_i64)oy, (snn_i64)ox) == (snn_i64)me)
+                    acc = __fadd_rn(acc, d);
+            } else {
+                acc = __fadd_rn(acc, __fmul_rn(d, inv));
+            }
+        }
+    dx[i] = accumulate ? __fadd_rn(dx[i], acc) : acc;
 }
 
 #endif // SNN_OPS_CUH

@@ -107,6 +107,46 @@ pub struct PoolDesc {
     pub geom: PoolGeom,
 }
 
+/// Backward of a conv2d for its input over `images` contiguous images: `dx`
+/// `[images, c_in, h, w]` (+)= the transposed convolution of `dy` `[images, c_out, h_out,
+/// w_out]` with the weight `[c_out, c_in, kh, kw]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvDxDesc {
+    pub images: usize,
+    pub dy: Loc,
+    pub dx: Loc,
+    pub w: WeightId,
+    pub geom: ConvGeom,
+    pub accumulate: bool,
+}
+
+/// Backward of a conv2d for its weights over `images` contiguous images: the gradient of
+/// `w` gets `+=` the sum over images of `dy[img] @ im2col(x[img])^T`, that of `bias` the
+/// sum of `dy` per output channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvDwDesc {
+    pub images: usize,
+    pub x: Loc,
+    pub dy: Loc,
+    pub w: WeightId,
+    pub bias: Option<WeightId>,
+    pub geom: ConvGeom,
+}
+
+/// Backward of a pool2d over `images` contiguous images: `dx` (+)= `dy` routed back through
+/// the windows (see [`crate::plan::Op::Pool2dDx`]); `x` is the forward input, laid out like
+/// `dx`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolDxDesc {
+    pub images: usize,
+    pub x: Loc,
+    pub dy: Loc,
+    pub dx: Loc,
+    pub kind: PoolKind,
+    pub geom: PoolGeom,
+    pub accumulate: bool,
+}
+
 /// One launch group with its buffers resolved to slots (buffers start at offset 0).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupDesc {
@@ -191,6 +231,15 @@ pub trait Device: Send {
     fn conv2d(&mut self, d: &ConvDesc) -> Result<()>;
 
     fn pool2d(&mut self, d: &PoolDesc) -> Result<()>;
+
+    /// See [`ConvDxDesc`].
+    fn conv2d_dx(&mut self, d: &ConvDxDesc) -> Result<()>;
+
+    /// See [`ConvDwDesc`]; accumulates into the weight gradients.
+    fn conv2d_dw(&mut self, d: &ConvDwDesc) -> Result<()>;
+
+    /// See [`PoolDxDesc`].
+    fn pool2d_dx(&mut self, d: &PoolDxDesc) -> Result<()>;
 
     /// Runs a generated kernel over every group; groups may run concurrently.
     fn launch(&mut self, d: &LaunchDesc<'_>) -> Result<()>;

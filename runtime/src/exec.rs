@@ -8,8 +8,8 @@
 
 use crate::cpu::CpuDevice;
 use crate::device::{
-    ConvDesc, Device, GemmDesc, GemmDwDesc, GemmDxDesc, GroupDesc, LaunchDesc, Loc, PoolDesc,
-    TimeMixDesc, WeightArg,
+    ConvDesc, ConvDwDesc, ConvDxDesc, Device, GemmDesc, GemmDwDesc, GemmDxDesc, GroupDesc,
+    LaunchDesc, Loc, PoolDesc, PoolDxDesc, TimeMixDesc, WeightArg,
 };
 use crate::error::{fmt_shape, Result, RuntimeError};
 use crate::io::weights;
@@ -85,6 +85,31 @@ enum Exec {
         k: usize,
         n: usize,
         time: TimeSel,
+    },
+    Conv2dDx {
+        dy: BufId,
+        w: WeightId,
+        dx: BufId,
+        geom: ConvGeom,
+        time: TimeSel,
+        accumulate: bool,
+    },
+    Conv2dDw {
+        x: BufId,
+        dy: BufId,
+        w: WeightId,
+        bias: Option<WeightId>,
+        geom: ConvGeom,
+        time: TimeSel,
+    },
+    Pool2dDx {
+        x: BufId,
+        dy: BufId,
+        dx: BufId,
+        kind: PoolKind,
+        geom: PoolGeom,
+        time: TimeSel,
+        accumulate: bool,
     },
 }
 
@@ -1040,6 +1065,77 @@ fn exec_ops(
                     }
                 }
             }
+            Exec::Conv2dDx {
+                dy,
+                w,
+                dx,
+                geom,
+                time,
+                accumulate,
+            } => {
+                // The forward row mapping: dx plays x, dy plays y. A static dx read by every
+                // step (xs = 0, several blocks) sums the blocks.
+                let (xd, yd) = (&bufs[*dx], &bufs[*dy]);
+                if let Some(s) = span(*time, xd, yd, t_len, b, step) {
+                    for i in 0..s.count {
+                        dev.conv2d_dx(&ConvDxDesc {
+                            images: s.rows,
+                            dx: Loc::new(xd.slot, s.x0 + i * s.xs),
+                            dy: Loc::new(yd.slot, s.y0 + i * s.ys),
+                            w: *w,
+                            geom: *geom,
+                            accumulate: *accumulate || (i > 0 && s.xs == 0),
+                        })?;
+                    }
+                }
+            }
+            Exec::Conv2dDw {
+                x,
+                dy,
+                w,
+                bias,
+                geom,
+                time,
+            } => {
+                let (xd, yd) = (&bufs[*x], &bufs[*dy]);
+                if let Some(s) = span(*time, xd, yd, t_len, b, step) {
+                    for i in 0..s.count {
+                        dev.conv2d_dw(&ConvDwDesc {
+                            images: s.rows,
+                            x: Loc::new(xd.slot, s.x0 + i * s.xs),
+                            dy: Loc::new(yd.slot, s.y0 + i * s.ys),
+                            w: *w,
+                            bias: *bias,
+                            geom: *geom,
+                        })?;
+                    }
+                }
+            }
+            Exec::Pool2dDx {
+                x,
+                dy,
+                dx,
+                kind,
+                geom,
+                time,
+                accumulate,
+            } => {
+                // `x` has `dx`'s extent and features (validated): the same offsets.
+                let (xd, yd, fd) = (&bufs[*dx], &bufs[*dy], &bufs[*x]);
+                if let Some(s) = span(*time, xd, yd, t_len, b, step) {
+                    for i in 0..s.count {
+                        dev.pool2d_dx(&PoolDxDesc {
+                            images: s.rows,
+                            x: Loc::new(fd.slot, s.x0 + i * s.xs),
+                            dx: Loc::new(xd.slot, s.x0 + i * s.xs),
+                            dy: Loc::new(yd.slot, s.y0 + i * s.ys),
+                            kind: *kind,
+                            geom: *geom,
+                            accumulate: *accumulate || (i > 0 && s.xs == 0),
+                        })?;
+                    }
+                }
+            }
         }
     }
     Ok(())
@@ -1160,6 +1256,59 @@ impl Checker<'_> {
             }
         }
         Ok((xd, yd))
+    }
+
+    /// A conv's geometry, its buffers' features and its weights' shapes.
+    fn conv(
+        &self,
+        xd: &BufferDecl,
+        yd: &BufferDecl,
+        w: WeightId,
+        bias: Option<WeightId>,
+        g: &ConvGeom,
+        what: &str,
+    ) -> Result<()> {
+        let ok = g.c_in > 0
+            && g.c_out > 0
+            && g.kh > 0
+            && g.kw > 0
+            && g.stride > 0
+            && g.h.saturating_add(g.pad.saturating_mul(2)) >= g.kh
+            && g.w.saturating_add(g.pad.saturating_mul(2)) >= g.kw
+            && g.h_out == (g.h.saturating_add(g.pad.saturating_mul(2)) - g.kh) / g.stride + 1
+            && g.w_out == (g.w.saturating_add(g.pad.saturating_mul(2)) - g.kw) / g.stride + 1;
+        if !ok {
+            return Err(RuntimeError::plan(format!(
+                "{what}: inconsistent geometry {g:?} (h_out must be (h + 2 pad - kh) / stride + 1, all sizes >= 1)"
+            )));
+        }
+        self.features(xd, sat(&[g.c_in, g.h, g.w]), what)?;
+        self.features(yd, sat(&[g.c_out, g.h_out, g.w_out]), what)?;
+        self.weight_shape(w, &[g.c_out, g.c_in, g.kh, g.kw], what)?;
+        if let Some(bi) = bias {
+            self.weight_shape(bi, &[g.c_out], what)?;
+        }
+        Ok(())
+    }
+
+    /// A pooling op's geometry and its buffers' features.
+    fn pool(&self, xd: &BufferDecl, yd: &BufferDecl, g: &PoolGeom, what: &str) -> Result<()> {
+        let ok = g.c > 0
+            && g.k > 0
+            && g.stride > 0
+            && g.pad.saturating_mul(2) <= g.k
+            && g.h.saturating_add(g.pad.saturating_mul(2)) >= g.k
+            && g.w.saturating_add(g.pad.saturating_mul(2)) >= g.k
+            && g.h_out == (g.h.saturating_add(g.pad.saturating_mul(2)) - g.k) / g.stride + 1
+            && g.w_out == (g.w.saturating_add(g.pad.saturating_mul(2)) - g.k) / g.stride + 1;
+        if !ok {
+            return Err(RuntimeError::plan(format!(
+                "{what}: inconsistent geometry {g:?} (h_out must be (h + 2 pad - k) / stride + 1, pad <= k / 2, all sizes >= 1)"
+            )));
+        }
+        self.features(xd, sat(&[g.c, g.h, g.w]), what)?;
+        self.features(yd, sat(&[g.c, g.h_out, g.w_out]), what)?;
+        Ok(())
     }
 
     fn ops(&self, ops: &[Op], in_loop: bool, path: &str) -> Result<Vec<Exec>> {
@@ -1353,6 +1502,88 @@ impl Checker<'_> {
                         time: *time,
                     }
                 }
+                Op::Conv2dDx {
+                    dy,
+                    w,
+                    dx,
+                    geom: g,
+                    time,
+                    accumulate,
+                } => {
+                    let what = &format!("{what} (conv2d_dx)");
+                    let (xd, yd) = self.io_pair(*dx, *dy, *time, in_loop, what)?;
+                    self.conv(xd, yd, *w, None, g, what)?;
+                    Exec::Conv2dDx {
+                        dy: *dy,
+                        w: *w,
+                        dx: *dx,
+                        geom: *g,
+                        time: *time,
+                        accumulate: *accumulate,
+                    }
+                }
+                Op::Conv2dDw {
+                    x,
+                    dy,
+                    w,
+                    bias,
+                    geom: g,
+                    time,
+                } => {
+                    let what = &format!("{what} (conv2d_dw)");
+                    let (xd, yd) = self.io_pair(*x, *dy, *time, in_loop, what)?;
+                    self.conv(xd, yd, *w, *bias, g, what)?;
+                    if *bias == Some(*w) {
+                        return Err(RuntimeError::plan(format!(
+                            "{what}: weight and bias are the same tensor"
+                        )));
+                    }
+                    Exec::Conv2dDw {
+                        x: *x,
+                        dy: *dy,
+                        w: *w,
+                        bias: *bias,
+                        geom: *g,
+                        time: *time,
+                    }
+                }
+                Op::Pool2dDx {
+                    x,
+                    dy,
+                    dx,
+                    kind,
+                    geom: g,
+                    time,
+                    accumulate,
+                } => {
+                    let what = &format!("{what} (pool2d_dx)");
+                    let (xd, yd) = self.io_pair(*dx, *dy, *time, in_loop, what)?;
+                    self.pool(xd, yd, g, what)?;
+                    // The forward input: read at dx's offsets, so the same layout.
+                    let (fd, _) = self.io_pair(*x, *dy, *time, in_loop, what)?;
+                    if fd.extent != xd.extent || fd.features != xd.features || fd.slot == xd.slot
+                    {
+                        return Err(RuntimeError::plan(format!(
+                            "{what}: the forward input `{}` ({}, {} features, slot {}) must have the layout of `{}` ({}, {} features) and another slot",
+                            fd.name,
+                            ext_name(fd.extent),
+                            fd.features,
+                            fd.slot,
+                            xd.name,
+                            ext_name(xd.extent),
+                            xd.features
+                        )));
+                    }
+                    Exec::Pool2dDx {
+                        x: *x,
+                        dy: *dy,
+                        dx: *dx,
+                        kind: *kind,
+                        geom: *g,
+                        time: *time,
+                        accumulate: *accumulate,
+                    }
+                }
                 Op::Conv2d {
                     x,
                     w,
@@ -1364,26 +1595,7 @@ impl Checker<'_> {
                 } => {
                     let what = &format!("{what} (conv2d)");
                     let (xd, yd) = self.io_pair(*x, *y, *time, in_loop, what)?;
-                    let ok = g.c_in > 0
-                        && g.c_out > 0
-                        && g.kh > 0
-                        && g.kw > 0
-                        && g.stride > 0
-                        && g.h.saturating_add(g.pad.saturating_mul(2)) >= g.kh
-                        && g.w.saturating_add(g.pad.saturating_mul(2)) >= g.kw
-                        && g.h_out == (g.h.saturating_add(g.pad.saturating_mul(2)) - g.kh) / g.stride + 1
-                        && g.w_out == (g.w.saturating_add(g.pad.saturating_mul(2)) - g.kw) / g.stride + 1;
-                    if !ok {
-                        return Err(RuntimeError::plan(format!(
-                            "{what}: inconsistent geometry {g:?} (h_out must be (h + 2 pad - kh) / stride + 1, all sizes >= 1)"
-                        )));
-                    }
-                    self.features(xd, sat(&[g.c_in, g.h, g.w]), what)?;
-                    self.features(yd, sat(&[g.c_out, g.h_out, g.w_out]), what)?;
-                    self.weight_shape(*w, &[g.c_out, g.c_in, g.kh, g.kw], what)?;
-                    if let Some(bi) = bias {
-                        self.weight_shape(*bi, &[g.c_out], what)?;
-                    }
+                    self.conv(xd, yd, *w, *bias, g, what)?;
                     Exec::Conv2d {
                         x: *x,
                         w: *w,
@@ -1403,21 +1615,7 @@ impl Checker<'_> {
                 } => {
                     let what = &format!("{what} (pool2d)");
                     let (xd, yd) = self.io_pair(*x, *y, *time, in_loop, what)?;
-                    let ok = g.c > 0
-                        && g.k > 0
-                        && g.stride > 0
-                        && g.pad.saturating_mul(2) <= g.k
-                        && g.h.saturating_add(g.pad.saturating_mul(2)) >= g.k
-                        && g.w.saturating_add(g.pad.saturating_mul(2)) >= g.k
-                        && g.h_out == (g.h.saturating_add(g.pad.saturating_mul(2)) - g.k) / g.stride + 1
-                        && g.w_out == (g.w.saturating_add(g.pad.saturating_mul(2)) - g.k) / g.stride + 1;
-                    if !ok {
-                        return Err(RuntimeError::plan(format!(
-                            "{what}: inconsistent geometry {g:?} (h_out must be (h + 2 pad - k) / stride + 1, pad <= k / 2, all sizes >= 1)"
-                        )));
-                    }
-                    self.features(xd, sat(&[g.c, g.h, g.w]), what)?;
-                    self.features(yd, sat(&[g.c, g.h_out, g.w_out]), what)?;
+                    self.pool(xd, yd, g, what)?;
                     Exec::Pool2d {
                         x: *x,
                         y: *y,

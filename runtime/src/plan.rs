@@ -502,6 +502,43 @@ pub enum Op {
         n: usize,
         time: TimeSel,
     },
+    /// Backward of [`Op::Conv2d`] for its input (a transposed convolution, col2im):
+    /// `dx[img] (+)= sum over c_out, window of W * dy[img]` for every `(t, b)` image, with the
+    /// forward op's geometry; rows map like the forward op's (`dx` plays `x`, `dy` plays
+    /// `y`).
+    Conv2dDx {
+        dy: BufId,
+        w: WeightId,
+        dx: BufId,
+        geom: ConvGeom,
+        time: TimeSel,
+        accumulate: bool,
+    },
+    /// Backward of [`Op::Conv2d`] for its weights: the gradient of `w` gets
+    /// `+= sum over images of dy[img] (x) unfold(x[img])` and that of `bias` the sum of `dy`
+    /// over images and positions, per output channel (accumulated over T and batch).
+    Conv2dDw {
+        x: BufId,
+        dy: BufId,
+        w: WeightId,
+        bias: Option<WeightId>,
+        geom: ConvGeom,
+        time: TimeSel,
+    },
+    /// Backward of [`Op::Pool2d`]: `dx (+)= ` the gradient `dy` of every window routed to its
+    /// input cells. Max: all of it to the window's maximum, recomputed from the forward input
+    /// `x` (the first maximum in row-major order on ties, padding never wins); average: `dy /
+    /// k^2` to every cell of the window inside the image (padding counted, as in the
+    /// forward). `x` has `dx`'s layout.
+    Pool2dDx {
+        x: BufId,
+        dy: BufId,
+        dx: BufId,
+        kind: PoolKind,
+        geom: PoolGeom,
+        time: TimeSel,
+        accumulate: bool,
+    },
 }
 
 /// The C ABI of a generated kernel: `extern "C" fn(*const KernelArgs)`.

@@ -699,3 +699,426 @@ fn time_mix_long_sequence_gemm() {
     let want = naive_time_mix(&f64s(&w[0]), &f64s(&w[1]), &x.data, t, cols);
     assert_close(&y.data, &want, 1e-5, "full, GEMM path");
 }
+
+// ------------------------------------------------------------------ conv and pool backward
+
+/// The input gradient of a conv: `dx[ci, iy, ix] = sum W[co, ci, i, j] dy[co, oy, ox]` over
+/// the outputs whose window puts (i, j) on (iy, ix).
+fn naive_conv_dx(dy: &[f32], w: &[f32], images: usize, g: &ConvGeom) -> Vec<f64> {
+    let mut dx = vec![0.0; images * g.c_in * g.h * g.w];
+    for im in 0..images {
+        for co in 0..g.c_out {
+            for oy in 0..g.h_out {
+                for ox in 0..g.w_out {
+                    let d = dy[((im * g.c_out + co) * g.h_out + oy) * g.w_out + ox] as f64;
+                    for ci in 0..g.c_in {
+                        for i in 0..g.kh {
+                            for j in 0..g.kw {
+                                let iy = (oy * g.stride + i) as isize - g.pad as isize;
+                                let ix = (ox * g.stride + j) as isize - g.pad as isize;
+                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                    continue;
+                                }
+                                let wv = w[((co * g.c_in + ci) * g.kh + i) * g.kw + j] as f64;
+                                dx[((im * g.c_in + ci) * g.h + iy as usize) * g.w + ix as usize] +=
+                                    wv * d;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    dx
+}
+
+/// The weight and bias gradients of a conv, summed over the images.
+fn naive_conv_dw(x: &[f32], dy: &[f32], images: usize, g: &ConvGeom) -> (Vec<f64>, Vec<f64>) {
+    let mut dw = vec![0.0; g.c_out * g.c_in * g.kh * g.kw];
+    let mut db = vec![0.0; g.c_out];
+    for im in 0..images {
+        for co in 0..g.c_out {
+            for oy in 0..g.h_out {
+                for ox in 0..g.w_out {
+                    let d = dy[((im * g.c_out + co) * g.h_out + oy) * g.w_out + ox] as f64;
+                    db[co] += d;
+                    for ci in 0..g.c_in {
+                        for i in 0..g.kh {
+                            for j in 0..g.kw {
+                                let iy = (oy * g.stride + i) as isize - g.pad as isize;
+                                let ix = (ox * g.stride + j) as isize - g.pad as isize;
+                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                    continue;
+                                }
+                                let xv = x
+                                    [((im * g.c_in + ci) * g.h + iy as usize) * g.w + ix as usize]
+                                    as f64;
+                                dw[((co * g.c_in + ci) * g.kh + i) * g.kw + j] += xv * d;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (dw, db)
+}
+
+/// Pooling backward: max routes each window's gradient to its first maximum (row-major,
+/// strictly greater wins, padding never), average spreads `dy / k^2` over the window's
+/// cells inside the image.
+fn naive_pool_dx(x: &[f32], dy: &[f32], images: usize, kind: PoolKind, g: &PoolGeom) -> Vec<f64> {
+    let mut dx = vec![0.0; images * g.c * g.h * g.w];
+    for p in 0..images * g.c {
+        for oy in 0..g.h_out {
+            for ox in 0..g.w_out {
+                let d = dy[(p * g.h_out + oy) * g.w_out + ox] as f64;
+                let mut best: Option<(usize, f32)> = None;
+                for i in 0..g.k {
+                    for j in 0..g.k {
+                        let iy = (oy * g.stride + i) as isize - g.pad as isize;
+                        let ix = (ox * g.stride + j) as isize - g.pad as isize;
+                        if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                            continue;
+                        }
+                        let at = (p * g.h + iy as usize) * g.w + ix as usize;
+                        match kind {
+                            PoolKind::Avg => dx[at] += d / (g.k * g.k) as f64,
+                            PoolKind::Max => {
+                                if best.is_none_or(|(_, b)| x[at] > b) {
+                                    best = Some((at, x[at]));
+                                }
+                            }
+                        }
+                    }
+                }
+                if let (PoolKind::Max, Some((at, _))) = (kind, best) {
+                    dx[at] += d;
+                }
+            }
+        }
+    }
+    dx
+}
+
+fn conv_backward_case(g: ConvGeom, images: usize) {
+    use snn_runtime::cpu::ops;
+    let what = format!("{g:?} x{images}");
+    let (xi, yi) = (g.c_in * g.h * g.w, g.c_out * g.h_out * g.w_out);
+    let x = rand_vec(images * xi, 21, -1.0, 1.0);
+    let w = rand_vec(g.c_out * xi / (g.h * g.w) * g.kh * g.kw, 22, -1.0, 1.0);
+    let dy = rand_vec(images * yi, 23, -1.0, 1.0);
+    // Input gradient: written, then accumulated onto a prior value.
+    let want = naive_conv_dx(&dy, &w, images, &g);
+    let mut dx = vec![f32::NAN; images * xi];
+    ops::conv2d_dx(&dy, &w, &mut dx, images, &g, false).unwrap();
+    assert_close(&dx, &want, 1e-5, &format!("conv2d_dx {what}"));
+    let mut dx = vec![0.5f32; images * xi];
+    ops::conv2d_dx(&dy, &w, &mut dx, images, &g, true).unwrap();
+    let want_acc: Vec<f64> = want.iter().map(|v| v + 0.5).collect();
+    assert_close(
+        &dx,
+        &want_acc,
+        1e-5,
+        &format!("conv2d_dx accumulate {what}"),
+    );
+    // Weight and bias gradients accumulate onto what is there.
+    let (want_w, want_b) = naive_conv_dw(&x, &dy, images, &g);
+    let mut dw = vec![0.25f32; want_w.len()];
+    let mut db = vec![-0.25f32; g.c_out];
+    ops::conv2d_dw(&x, &dy, &mut dw, Some(&mut db), images, &g).unwrap();
+    let want_w: Vec<f64> = want_w.iter().map(|v| v + 0.25).collect();
+    let want_b: Vec<f64> = want_b.iter().map(|v| v - 0.25).collect();
+    // Sums over every image and position: f32 rounding grows with their number.
+    assert_close(&dw, &want_w, 1e-4, &format!("conv2d_dw weight {what}"));
+    assert_close(&db, &want_b, 1e-4, &format!("conv2d_dw bias {what}"));
+    // Deterministic: the same bits again (the parallel path sums fixed chunks in order).
+    let mut dw2 = vec![0.25f32; want_w.len()];
+    ops::conv2d_dw(&x, &dy, &mut dw2, None, images, &g).unwrap();
+    assert_eq!(dw, dw2, "conv2d_dw is deterministic {what}");
+}
+
+#[test]
+fn conv_backward_matches_naive() {
+    // Stride 2, padding 1, non-square image, several channels.
+    conv_backward_case(conv_geom(3, 9, 7, 4, 3, 3, 2, 1), 5);
+    // Non-square kernel; pointwise (the GEMM alone); a large stride with padding 2.
+    conv_backward_case(conv_geom(3, 9, 7, 4, 3, 2, 1, 1), 3);
+    conv_backward_case(conv_geom(3, 6, 5, 5, 1, 1, 1, 0), 4);
+    conv_backward_case(conv_geom(2, 8, 8, 3, 5, 5, 3, 2), 2);
+    // Enough work for the parallel paths.
+    conv_backward_case(conv_geom(8, 16, 12, 16, 3, 3, 1, 1), 24);
+    conv_backward_case(conv_geom(8, 16, 16, 16, 1, 1, 1, 0), 24);
+}
+
+fn pool_backward_case(kind: PoolKind, g: PoolGeom, images: usize, quantised: bool) {
+    use snn_runtime::cpu::ops;
+    let what = format!("{kind:?} {g:?} x{images}");
+    let (xi, yi) = (g.c * g.h * g.w, g.c * g.h_out * g.w_out);
+    // Quantised values (spikes-like): many ties, which max pooling breaks like the forward.
+    let x = if quantised {
+        quant_vec(images * xi, 31, 0.0, 1.0, 2)
+    } else {
+        rand_vec(images * xi, 31, -1.0, 0.5)
+    };
+    let dy = rand_vec(images * yi, 32, -1.0, 1.0);
+    let want = naive_pool_dx(&x, &dy, images, kind, &g);
+    let mut dx = vec![f32::NAN; images * xi];
+    ops::pool2d_dx(&x, &dy, &mut dx, images, kind, &g, false).unwrap();
+    assert_close(&dx, &want, 1e-6, &format!("pool2d_dx {what}"));
+    let mut dx = vec![1.0f32; images * xi];
+    ops::pool2d_dx(&x, &dy, &mut dx, images, kind, &g, true).unwrap();
+    let want: Vec<f64> = want.iter().map(|v| v + 1.0).collect();
+    assert_close(&dx, &want, 1e-6, &format!("pool2d_dx accumulate {what}"));
+    // The gradient of the forward's own output: the max routes exactly to cells that hold
+    // the window's value.
+    if kind == PoolKind::Max {
+        let mut y = vec![0.0f32; images * yi];
+        ops::pool2d(&x, &mut y, images, kind, &g).unwrap();
+        let mut dx = vec![0.0f32; images * xi];
+        ops::pool2d_dx(&x, &y, &mut dx, images, kind, &g, false).unwrap();
+        for (i, &v) in dx.iter().enumerate() {
+            if v != 0.0 {
+                assert!(y.contains(&x[i]), "{what}: cell {i} got a gradient");
+            }
+        }
+    }
+}
+
+#[test]
+fn pool_backward_matches_naive() {
+    for kind in [PoolKind::Max, PoolKind::Avg] {
+        for quantised in [false, true] {
+            // Padding 1, stride 2, a non-square image.
+            pool_backward_case(kind, pool_geom(3, 9, 7, 3, 2, 1), 4, quantised);
+            // Overlapping windows (stride 1), padding 1: cells in several windows.
+            pool_backward_case(kind, pool_geom(2, 5, 6, 3, 1, 1), 3, quantised);
+            // Windows that skip cells (stride > k), the classic 2x2.
+            pool_backward_case(kind, pool_geom(2, 9, 8, 2, 3, 0), 2, quantised);
+            pool_backward_case(kind, pool_geom(4, 8, 8, 2, 2, 0), 6, quantised);
+            pool_backward_case(kind, pool_geom(4, 32, 32, 2, 2, 0), 16, quantised);
+        }
+    }
+    // Ties: the first cell of the window (row-major) gets the gradient, like torch.
+    let g = pool_geom(1, 2, 2, 2, 2, 0);
+    let mut dx = [0.0f32; 4];
+    snn_runtime::cpu::ops::pool2d_dx(
+        &[1.0, 1.0, 1.0, 0.0],
+        &[3.0],
+        &mut dx,
+        1,
+        PoolKind::Max,
+        &g,
+        false,
+    )
+    .unwrap();
+    assert_eq!(dx, [3.0, 0.0, 0.0, 0.0]);
+    // A window partly in the padding: a negative maximum still wins over the padding.
+    let g = pool_geom(1, 1, 1, 3, 1, 1);
+    snn_runtime::cpu::ops::pool2d_dx(&[-2.0], &[5.0], &mut dx[..1], 1, PoolKind::Max, &g, false)
+        .unwrap();
+    assert_eq!(dx[0], 5.0);
+    snn_runtime::cpu::ops::pool2d_dx(&[-2.0], &[9.0], &mut dx[..1], 1, PoolKind::Avg, &g, false)
+        .unwrap();
+    assert_eq!(dx[0], 1.0);
+}
+
+#[test]
+fn backward_ops_reject_bad_lengths() {
+    use snn_runtime::cpu::ops;
+    let g = conv_geom(1, 4, 4, 1, 3, 3, 1, 0);
+    let e = ops::conv2d_dx(&[0.0; 3], &[0.0; 9], &mut [0.0; 16], 1, &g, false).unwrap_err();
+    assert!(e.to_string().contains("conv2d_dx output gradient"), "{e}");
+    let e = ops::conv2d_dw(&[0.0; 16], &[0.0; 4], &mut [0.0; 8], None, 1, &g).unwrap_err();
+    assert!(e.to_string().contains("conv2d_dw weight gradient"), "{e}");
+    let mut bad = g;
+    bad.w_out = 3;
+    assert!(ops::conv2d_dx(&[0.0; 6], &[0.0; 9], &mut [0.0; 16], 1, &bad, false).is_err());
+    let pg = pool_geom(1, 4, 4, 2, 2, 0);
+    let e = ops::pool2d_dx(
+        &[0.0; 16],
+        &[0.0; 4],
+        &mut [0.0; 15],
+        1,
+        PoolKind::Max,
+        &pg,
+        false,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("pool2d_dx input gradient"), "{e}");
+}
+
+/// A delayed conv of a static image inside a training plan: the weight gradient through the
+/// executor (static input, sequence gradient: one block per step, summed), and the plan
+/// validator on the backward ops.
+#[test]
+fn conv_weight_gradient_through_a_plan() {
+    let g = conv_geom(2, 7, 6, 3, 3, 2, 2, 1);
+    let (t, b, delay) = (4, 3, 1);
+    let (xi, yi) = (2 * 7 * 6, 3 * g.h_out * g.w_out);
+    let mut p = plan("conv_bwd");
+    p.buffers = vec![
+        buf("x", Extent::Static, xi, 0),
+        buf("y", Extent::Seq, yi, 1),
+        buf("grad.y", Extent::Seq, yi, 2),
+    ];
+    p.weights = vec![weight("c.weight", &[3, 2, 3, 2]), weight("c.bias", &[3])];
+    p.inputs = vec![input("x", 0, &[2, 7, 6], false)];
+    p.outputs = vec![output("y", OutputKind::Trace, 1, &[3, g.h_out, g.w_out])];
+    p.ops = vec![
+        Op::Zero { buf: 1 },
+        Op::Conv2d {
+            x: 0,
+            w: 0,
+            bias: Some(1),
+            y: 1,
+            geom: g,
+            time: TimeSel::All { delay },
+            accumulate: false,
+        },
+    ];
+    p.train = Some(TrainPlan {
+        input_grads: vec![],
+        backward: vec![Op::Conv2dDw {
+            x: 0,
+            dy: 2,
+            w: 0,
+            bias: Some(1),
+            geom: g,
+            time: TimeSel::All { delay },
+        }],
+        loss: LossDecl {
+            kind: LossKind::CrossEntropyMaxMembrane,
+            output: 0,
+            grad: 2,
+        },
+        regularizers: vec![],
+        settings: TrainSettings {
+            optimizer: OptimizerDecl {
+                kind: OptimizerKind::Adam,
+                lr: 1e-3,
+                betas: (0.9, 0.999),
+                eps: 1e-8,
+                weight_decay: 0.0,
+            },
+            schedule: LrScheduleDecl::Constant,
+            warmup: 0,
+            epochs: 1,
+            batch: b,
+            data: None,
+            clip: None,
+            validation: 0,
+        },
+    });
+    let mut bad = p.clone();
+    if let Some(tp) = &mut bad.train {
+        tp.backward[0] = Op::Conv2dDw {
+            x: 0,
+            dy: 2,
+            w: 0,
+            bias: Some(0),
+            geom: g,
+            time: TimeSel::All { delay },
+        };
+    }
+    fix_slots(&mut bad);
+    let e = Session::new(bad, KernelTable::empty())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("conv2d_dw"), "{e}");
+
+    let mut s = session(p);
+    randomize(&mut s);
+    let x = Tensor::new(vec![b, 2, 7, 6], rand_vec(b * xi, 41, -1.0, 1.0)).unwrap();
+    s.run(std::slice::from_ref(&x), t, b).unwrap();
+    let gy = rand_vec(t * b * yi, 42, -1.0, 1.0);
+    s.backward(&[&gy], t, b).unwrap();
+    let grads = s.grads().unwrap();
+    // Steps delay..T read the image: the gradient sums those steps' dy against it.
+    let mut want_w = vec![0.0; grads[0].len()];
+    let mut want_b = vec![0.0; 3];
+    for st in delay..t {
+        let (dw, db) = naive_conv_dw(&x.data, &gy[st * b * yi..(st + 1) * b * yi], b, &g);
+        want_w.iter_mut().zip(&dw).for_each(|(a, v)| *a += v);
+        want_b.iter_mut().zip(&db).for_each(|(a, v)| *a += v);
+    }
+    assert_close(&grads[0], &want_w, 1e-5, "conv weight gradient (plan)");
+    assert_close(&grads[1], &want_b, 1e-5, "conv bias gradient (plan)");
+}
+
+/// The validator refuses malformed backward ops with an error naming them.
+#[test]
+fn backward_ops_are_validated() {
+    let g = conv_geom(2, 5, 4, 3, 3, 3, 1, 1);
+    let pg = pool_geom(2, 5, 4, 2, 2, 0);
+    let base = |ops: Vec<Op>| {
+        let mut p = plan("v");
+        p.buffers = vec![
+            buf("x", Extent::Seq, 40, 0),
+            buf("gy", Extent::Seq, 60, 1),
+            buf("gx", Extent::Seq, 40, 2),
+            buf("gp", Extent::Seq, 2 * pg.h_out * pg.w_out, 3),
+            buf("xs", Extent::Static, 40, 4),
+        ];
+        p.weights = vec![weight("c.weight", &[3, 2, 3, 3])];
+        p.ops = ops;
+        fix_slots(&mut p);
+        Session::new(p, KernelTable::empty())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let all = TimeSel::All { delay: 0 };
+    assert_eq!(
+        base(vec![Op::Conv2dDx {
+            dy: 1,
+            w: 0,
+            dx: 2,
+            geom: g,
+            time: all,
+            accumulate: false
+        }]),
+        ""
+    );
+    let e = base(vec![Op::Conv2dDx {
+        dy: 3,
+        w: 0,
+        dx: 2,
+        geom: g,
+        time: all,
+        accumulate: false,
+    }]);
+    assert!(e.contains("conv2d_dx") && e.contains("features"), "{e}");
+    let mut bad = g;
+    bad.h_out = 9;
+    let e = base(vec![Op::Conv2dDw {
+        x: 0,
+        dy: 1,
+        w: 0,
+        bias: None,
+        geom: bad,
+        time: all,
+    }]);
+    assert!(
+        e.contains("conv2d_dw") && e.contains("inconsistent geometry"),
+        "{e}"
+    );
+    let pool = |x: BufId, dx: BufId| {
+        vec![Op::Pool2dDx {
+            x,
+            dy: 3,
+            dx,
+            kind: PoolKind::Max,
+            geom: pg,
+            time: all,
+            accumulate: false,
+        }]
+    };
+    assert_eq!(base(pool(0, 2)), "");
+    let e = base(pool(4, 2));
+    assert!(e.contains("pool2d_dx") && e.contains("layout"), "{e}");
+    let e = base(pool(2, 2));
+    assert!(e.contains("pool2d_dx") && e.contains("another slot"), "{e}");
+    let e = base(pool(0, 3));
+    assert!(e.contains("pool2d_dx") && e.contains("share slot"), "{e}");
+}

@@ -262,6 +262,28 @@ fn extent(e: Extent, m: &TokenStream) -> TokenStream {
     }
 }
 
+fn conv_geom(g: &ConvGeom, m: &TokenStream) -> TokenStream {
+    let f = [
+        g.c_in, g.h, g.w, g.c_out, g.kh, g.kw, g.stride, g.pad, g.h_out, g.w_out,
+    ]
+    .map(usize_lit);
+    let [c_in, h, gw, c_out, kh, kw, stride, pad, h_out, w_out] = f;
+    quote!(#m::ConvGeom { c_in: #c_in, h: #h, w: #gw, c_out: #c_out, kh: #kh, kw: #kw, stride: #stride, pad: #pad, h_out: #h_out, w_out: #w_out })
+}
+
+fn pool_geom(g: &PoolGeom, m: &TokenStream) -> TokenStream {
+    let f = [g.c, g.h, g.w, g.k, g.stride, g.pad, g.h_out, g.w_out].map(usize_lit);
+    let [c, h, gw, k, stride, pad, h_out, w_out] = f;
+    quote!(#m::PoolGeom { c: #c, h: #h, w: #gw, k: #k, stride: #stride, pad: #pad, h_out: #h_out, w_out: #w_out })
+}
+
+fn pool_kind(kind: PoolKind, m: &TokenStream) -> TokenStream {
+    match kind {
+        PoolKind::Max => quote!(#m::PoolKind::Max),
+        PoolKind::Avg => quote!(#m::PoolKind::Avg),
+    }
+}
+
 fn time_sel(t: TimeSel, m: &TokenStream) -> TokenStream {
     match t {
         TimeSel::All { delay } => {
@@ -329,15 +351,10 @@ fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
             let (x, w, y) = (usize_lit(*x), usize_lit(*w), usize_lit(*y));
             let bias = opt_weight(*bias);
             let time = time_sel(*time, m);
-            let g = geom;
-            let f = [
-                g.c_in, g.h, g.w, g.c_out, g.kh, g.kw, g.stride, g.pad, g.h_out, g.w_out,
-            ]
-            .map(usize_lit);
-            let [c_in, h, gw, c_out, kh, kw, stride, pad, h_out, w_out] = f;
+            let geom = conv_geom(geom, m);
             quote!(#m::Op::Conv2d {
                 x: #x, w: #w, bias: #bias, y: #y,
-                geom: #m::ConvGeom { c_in: #c_in, h: #h, w: #gw, c_out: #c_out, kh: #kh, kw: #kw, stride: #stride, pad: #pad, h_out: #h_out, w_out: #w_out },
+                geom: #geom,
                 time: #time, accumulate: #accumulate,
             })
         }
@@ -349,18 +366,67 @@ fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
             time,
         } => {
             let (x, y) = (usize_lit(*x), usize_lit(*y));
-            let kind = match kind {
-                PoolKind::Max => quote!(#m::PoolKind::Max),
-                PoolKind::Avg => quote!(#m::PoolKind::Avg),
-            };
-            let g = geom;
-            let f = [g.c, g.h, g.w, g.k, g.stride, g.pad, g.h_out, g.w_out].map(usize_lit);
-            let [c, h, gw, k, stride, pad, h_out, w_out] = f;
+            let kind = pool_kind(*kind, m);
+            let geom = pool_geom(geom, m);
             let time = time_sel(*time, m);
             quote!(#m::Op::Pool2d {
                 x: #x, y: #y, kind: #kind,
-                geom: #m::PoolGeom { c: #c, h: #h, w: #gw, k: #k, stride: #stride, pad: #pad, h_out: #h_out, w_out: #w_out },
+                geom: #geom,
                 time: #time,
+            })
+        }
+        Op::Conv2dDx {
+            dy,
+            w,
+            dx,
+            geom,
+            time,
+            accumulate,
+        } => {
+            let (dy, w, dx) = (usize_lit(*dy), usize_lit(*w), usize_lit(*dx));
+            let geom = conv_geom(geom, m);
+            let time = time_sel(*time, m);
+            quote!(#m::Op::Conv2dDx {
+                dy: #dy, w: #w, dx: #dx,
+                geom: #geom,
+                time: #time, accumulate: #accumulate,
+            })
+        }
+        Op::Conv2dDw {
+            x,
+            dy,
+            w,
+            bias,
+            geom,
+            time,
+        } => {
+            let (x, dy, w) = (usize_lit(*x), usize_lit(*dy), usize_lit(*w));
+            let bias = opt_weight(*bias);
+            let geom = conv_geom(geom, m);
+            let time = time_sel(*time, m);
+            quote!(#m::Op::Conv2dDw {
+                x: #x, dy: #dy, w: #w, bias: #bias,
+                geom: #geom,
+                time: #time,
+            })
+        }
+        Op::Pool2dDx {
+            x,
+            dy,
+            dx,
+            kind,
+            geom,
+            time,
+            accumulate,
+        } => {
+            let (x, dy, dx) = (usize_lit(*x), usize_lit(*dy), usize_lit(*dx));
+            let kind = pool_kind(*kind, m);
+            let geom = pool_geom(geom, m);
+            let time = time_sel(*time, m);
+            quote!(#m::Op::Pool2dDx {
+                x: #x, dy: #dy, dx: #dx, kind: #kind,
+                geom: #geom,
+                time: #time, accumulate: #accumulate,
             })
         }
         Op::Launch {

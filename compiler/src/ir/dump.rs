@@ -595,6 +595,84 @@ fn ops(out: &mut String, p: &Plan, ops_: &[Op], indent: usize) {
                     time(t)
                 );
             }
+            Op::Conv2dDx {
+                dy,
+                w,
+                dx,
+                geom: g,
+                time: t,
+                accumulate,
+            } => {
+                let _ = writeln!(
+                    out,
+                    "{pad}conv2d_dx {} {}= {} [{}x{}x{}] *T {} [{}x{}, stride {}, pad {}] -> [{}x{}x{}]  ({})",
+                    b(*dx),
+                    if *accumulate { "+" } else { "" },
+                    b(*dy),
+                    g.c_out,
+                    g.h_out,
+                    g.w_out,
+                    p.weights[*w].name,
+                    g.kh,
+                    g.kw,
+                    g.stride,
+                    g.pad,
+                    g.c_in,
+                    g.h,
+                    g.w,
+                    time(t)
+                );
+            }
+            Op::Conv2dDw {
+                x,
+                dy,
+                w,
+                bias,
+                geom: g,
+                time: t,
+            } => {
+                let bias = bias
+                    .map(|i| format!(", grad {} += chansum({})", p.weights[i].name, b(*dy)))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "{pad}conv2d_dw grad {} += {} (x) unfold({}) [{}x{}, stride {}, pad {}]{bias}  ({})",
+                    p.weights[*w].name,
+                    b(*dy),
+                    b(*x),
+                    g.kh,
+                    g.kw,
+                    g.stride,
+                    g.pad,
+                    time(t)
+                );
+            }
+            Op::Pool2dDx {
+                x,
+                dy,
+                dx,
+                kind,
+                geom: g,
+                time: t,
+                accumulate,
+            } => {
+                let _ = writeln!(
+                    out,
+                    "{pad}{:?}pool_dx {} {}= {} routed through {} [{}x{}x{}] window {} stride {} pad {}  ({})",
+                    kind,
+                    b(*dx),
+                    if *accumulate { "+" } else { "" },
+                    b(*dy),
+                    b(*x),
+                    g.c,
+                    g.h,
+                    g.w,
+                    g.k,
+                    g.stride,
+                    g.pad,
+                    time(t)
+                );
+            }
             Op::GemmDw {
                 x,
                 dy,

@@ -3,7 +3,9 @@
 //! For every population on the gradient path the neuron step is differentiated
 //! symbolically ([`crate::ir::adjoint::derive`]): one reverse-time kernel per population,
 //! the spike's Heaviside replaced by the chosen surrogate. Projections get their transposed
-//! GEMMs (input gradient) and weight/bias gradient products when lowered. The pass records
+//! GEMMs (input gradient) and weight/bias gradient products when lowered; convolutions
+//! their transposed convolution and weight/bias gradients, pooling layers the routing of
+//! the gradient back through their windows. The pass records
 //! which nodes need a gradient, the backward order, and the outputs the loss and the
 //! regularisers read (adding them to the model's outputs when the user did not declare
 //! them). What the forward pass must keep for the backward pass follows from this: the
@@ -28,8 +30,8 @@ fn unsupported(m: &Module, h: NodeId, what: &str) -> Diagnostic {
     )
     .at(m.nodes[h].span, "on the gradient path")
     .hint(
-        "the backward pass covers feed-forward dense layers and neuron populations (with \
-         their learnable parameters); conv/pool layers and recurrent (step-by-step) cycles \
+        "the backward pass covers feed-forward dense, conv2d and pooling layers and neuron \
+         populations (with their learnable parameters); recurrent (step-by-step) cycles \
          follow",
     )
 }
@@ -126,15 +128,6 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
             if let Some(&h) = ns.iter().find(|h| needs_grad.contains(h)) {
                 return Err(unsupported(m, h, "a recurrent (step-by-step) stage"));
             }
-        }
-    }
-    for (h, node) in m.nodes.iter() {
-        match node.kind {
-            NodeKind::Conv2d { .. } => return Err(unsupported(m, h, "conv2d")),
-            NodeKind::Pool2d { .. } if needs_grad.contains(&h) => {
-                return Err(unsupported(m, h, "pooling"))
-            }
-            _ => {}
         }
     }
 

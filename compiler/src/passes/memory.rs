@@ -341,8 +341,14 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
                 touch(&mut lives, g, at);
             }
         }
+        // Layers read their input (dense, conv: for the weight gradient; max pooling: to
+        // find each window's maximum again) and their output's gradient, and write their
+        // input's gradient.
         for &h in &bw.order {
-            if let NodeKind::Dense { src, .. } = m.nodes[h].kind {
+            if let NodeKind::Dense { src, .. }
+            | NodeKind::Conv2d { src, .. }
+            | NodeKind::Pool2d { src, .. } = m.nodes[h].kind
+            {
                 let at = bwd(def_stage(h));
                 touch(&mut lives, plan.node_out[&src], at);
                 touch(&mut lives, plan.grads[&h], at);

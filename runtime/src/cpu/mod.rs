@@ -9,7 +9,8 @@
 pub mod ops;
 
 use crate::device::{
-    ConvDesc, Device, GemmDesc, GemmDwDesc, GemmDxDesc, LaunchDesc, Loc, PoolDesc, TimeMixDesc,
+    ConvDesc, ConvDwDesc, ConvDxDesc, Device, GemmDesc, GemmDwDesc, GemmDxDesc, LaunchDesc, Loc,
+    PoolDesc, PoolDxDesc, TimeMixDesc,
 };
 use crate::error::{Result, RuntimeError};
 use crate::kernels::KernelTable;
@@ -125,6 +126,38 @@ fn copy_out(src: Option<&Vec<f32>>, what: &str, absent: &str, out: &mut [f32]) -
 fn mul(a: usize, b: usize) -> Result<usize> {
     a.checked_mul(b)
         .ok_or_else(|| RuntimeError::Device("operation size overflows".into()))
+}
+
+/// The gradients of a weight and of its bias, both mutable.
+fn grad_pair<'a>(
+    grads: &'a mut [Vec<f32>],
+    w: WeightId,
+    bias: Option<WeightId>,
+    what: &str,
+) -> Result<(&'a mut Vec<f32>, Option<&'a mut Vec<f32>>)> {
+    let n = grads.len();
+    if w >= n || bias.is_some_and(|b| b >= n) {
+        return Err(RuntimeError::Device(format!(
+            "{what}: gradients are not allocated (zero_grads first)"
+        )));
+    }
+    Ok(match bias {
+        Some(b) if b != w => {
+            if w < b {
+                let (lo, hi) = grads.split_at_mut(b);
+                (&mut lo[w], Some(&mut hi[0]))
+            } else {
+                let (lo, hi) = grads.split_at_mut(w);
+                (&mut hi[0], Some(&mut lo[b]))
+            }
+        }
+        Some(_) => {
+            return Err(RuntimeError::Device(format!(
+                "{what}: weight and bias are the same tensor"
+            )))
+        }
+        None => (&mut grads[w], None),
+    })
 }
 
 /// Raw pointers shared by the threads of one launch.
@@ -283,24 +316,7 @@ impl Device for CpuDevice {
                 "gemm_dw: gradients are not allocated (zero_grads first)".into(),
             ));
         }
-        let (dw, db) = match d.bias {
-            Some(b) if b != d.w => {
-                let (lo, hi) = if d.w < b {
-                    let (lo, hi) = self.grads.split_at_mut(b);
-                    (&mut lo[d.w], Some(&mut hi[0]))
-                } else {
-                    let (lo, hi) = self.grads.split_at_mut(d.w);
-                    (&mut hi[0], Some(&mut lo[b]))
-                };
-                (lo, hi)
-            }
-            Some(_) => {
-                return Err(RuntimeError::Device(
-                    "gemm_dw: weight and bias are the same tensor".into(),
-                ))
-            }
-            None => (&mut self.grads[d.w], None),
-        };
+        let (dw, db) = grad_pair(&mut self.grads, d.w, d.bias, "gemm_dw")?;
         let x = &self.slots[d.x.slot][rx];
         let dy = &self.slots[d.dy.slot][rdy];
         ops::dense_dw(x, dy, dw, db.map(|v| v.as_mut_slice()), d.rows, d.k, d.n)
@@ -365,6 +381,84 @@ impl Device for CpuDevice {
             "pool2d",
         )?;
         ops::pool2d(x, y, d.images, d.kind, g)
+    }
+
+    fn conv2d_dx(&mut self, d: &ConvDxDesc) -> Result<()> {
+        let g = &d.geom;
+        let w = self.weights.get(d.w).ok_or_else(|| {
+            RuntimeError::Device(format!("conv2d_dx: weight {} was never set", d.w))
+        })?;
+        let xi = mul(mul(g.c_in, g.h)?, g.w)?;
+        let yi = mul(mul(g.c_out, g.h_out)?, g.w_out)?;
+        let (dy, dx) = pair(
+            &mut self.slots,
+            d.dy,
+            mul(d.images, yi)?,
+            d.dx,
+            mul(d.images, xi)?,
+            "conv2d_dx",
+        )?;
+        ops::conv2d_dx(dy, w, dx, d.images, g, d.accumulate)
+    }
+
+    fn conv2d_dw(&mut self, d: &ConvDwDesc) -> Result<()> {
+        let g = &d.geom;
+        let xi = mul(mul(g.c_in, g.h)?, g.w)?;
+        let yi = mul(mul(g.c_out, g.h_out)?, g.w_out)?;
+        let rx = range(&self.slots, d.x, mul(d.images, xi)?, "conv2d_dw input")?;
+        let rdy = range(
+            &self.slots,
+            d.dy,
+            mul(d.images, yi)?,
+            "conv2d_dw output gradient",
+        )?;
+        if self.grads.len() < self.weights.len() {
+            return Err(RuntimeError::Device(
+                "conv2d_dw: gradients are not allocated (zero_grads first)".into(),
+            ));
+        }
+        let (dw, db) = grad_pair(&mut self.grads, d.w, d.bias, "conv2d_dw")?;
+        let x = &self.slots[d.x.slot][rx];
+        let dy = &self.slots[d.dy.slot][rdy];
+        ops::conv2d_dw(x, dy, dw, db.map(|v| v.as_mut_slice()), d.images, g)
+    }
+
+    fn pool2d_dx(&mut self, d: &PoolDxDesc) -> Result<()> {
+        let g = &d.geom;
+        let xi = mul(mul(g.c, g.h)?, g.w)?;
+        let yi = mul(mul(g.c, g.h_out)?, g.w_out)?;
+        let rx = range(&self.slots, d.x, mul(d.images, xi)?, "pool2d_dx input")?;
+        let rdy = range(
+            &self.slots,
+            d.dy,
+            mul(d.images, yi)?,
+            "pool2d_dx output gradient",
+        )?;
+        let rdx = range(
+            &self.slots,
+            d.dx,
+            mul(d.images, xi)?,
+            "pool2d_dx input gradient",
+        )?;
+        if d.dx.slot == d.x.slot || d.dx.slot == d.dy.slot {
+            return Err(RuntimeError::Device(format!(
+                "pool2d_dx: the input gradient shares slot {} with an input",
+                d.dx.slot
+            )));
+        }
+        // Take the written slot out, so the two read slots stay borrowable.
+        let mut dxs = std::mem::take(&mut self.slots[d.dx.slot]);
+        let r = ops::pool2d_dx(
+            &self.slots[d.x.slot][rx],
+            &self.slots[d.dy.slot][rdy],
+            &mut dxs[rdx],
+            d.images,
+            d.kind,
+            g,
+            d.accumulate,
+        );
+        self.slots[d.dx.slot] = dxs;
+        r
     }
 
     fn launch(&mut self, d: &LaunchDesc<'_>) -> Result<()> {

@@ -1,4 +1,5 @@
-//! CPU library operations on host slices: dense GEMM, conv2d (im2col + GEMM) and pooling.
+//! CPU library operations on host slices: dense GEMM, conv2d (im2col + GEMM) and pooling,
+//! and their backward passes.
 //!
 //! GEMMs go to the `gemm` crate with explicit strides (no transposed copies). Each function
 //! checks its slice lengths against the shapes and returns an error instead of panicking.
@@ -542,5 +543,329 @@ pub fn pool2d(x: &[f32], y: &mut [f32], images: usize, kind: PoolKind, g: &PoolG
         .zip(x.par_chunks(pin))
         .with_min_len(min_len)
         .for_each(|(yp, xp)| pool_plane(xp, yp, kind, g));
+    Ok(())
+}
+
+/// Folds `col[c_in * kh * kw, h_out * w_out]` (the layout of [`im2col`]) back onto one
+/// `[c_in, h, w]` image: `dx (+)=` the sum of every column entry that unfolded from a cell.
+/// Each cell gathers its entries (kernel row, then column, ascending) into a sum that starts
+/// at zero and is then stored or added: the order of `snn_col2im` in ops.cuh.
+fn col2im(col: &[f32], g: &ConvGeom, dx: &mut [f32], accumulate: bool) {
+    let p = g.h_out * g.w_out;
+    for c in 0..g.c_in {
+        for iy in 0..g.h {
+            for ix in 0..g.w {
+                let mut acc = 0.0f32;
+                for ki in 0..g.kh {
+                    let ty = iy + g.pad;
+                    if ty < ki || !(ty - ki).is_multiple_of(g.stride) {
+                        continue;
+                    }
+                    let oy = (ty - ki) / g.stride;
+                    if oy >= g.h_out {
+                        continue;
+                    }
+                    for kj in 0..g.kw {
+                        let tx = ix + g.pad;
+                        if tx < kj || !(tx - kj).is_multiple_of(g.stride) {
+                            continue;
+                        }
+                        let ox = (tx - kj) / g.stride;
+                        if ox >= g.w_out {
+                            continue;
+                        }
+                        let r = (c * g.kh + ki) * g.kw + kj;
+                        acc += col[r * p + oy * g.w_out + ox];
+                    }
+                }
+                let o = &mut dx[(c * g.h + iy) * g.w + ix];
+                *o = if accumulate { *o + acc } else { acc };
+            }
+        }
+    }
+}
+
+/// Backward of [`conv2d`] for its input over `images` images: `dx` `[images, c_in, h, w]`
+/// (+)= the transposed convolution of `dy` `[images, c_out, h_out, w_out]`: per image
+/// `col = W^T @ dy` (a GEMM), then [`col2im`]. A pointwise conv (1x1, stride 1, no padding)
+/// is the GEMM alone.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_dx(
+    dy: &[f32],
+    w: &[f32],
+    dx: &mut [f32],
+    images: usize,
+    g: &ConvGeom,
+    accumulate: bool,
+) -> Result<()> {
+    check_conv(g)?;
+    let xi = mul(&[g.c_in, g.h, g.w])?;
+    let p = mul(&[g.h_out, g.w_out])?;
+    let yi = mul(&[g.c_out, p])?;
+    let kk = mul(&[g.c_in, g.kh, g.kw])?;
+    check_len("conv2d_dx output gradient", dy.len(), mul(&[images, yi])?)?;
+    check_len("conv2d_dx weight", w.len(), mul(&[g.c_out, kk])?)?;
+    check_len("conv2d_dx input gradient", dx.len(), mul(&[images, xi])?)?;
+    if images == 0 || xi == 0 {
+        return Ok(());
+    }
+    mul(&[kk, p])?;
+    let direct = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
+    let macs_per_image = g.c_out.saturating_mul(p).saturating_mul(kk);
+
+    let one = |dy_img: &[f32], dx_img: &mut [f32], col: &mut Vec<f32>, par: Parallelism| {
+        // col[kk, p] = W^T[kk, c_out] @ dy[c_out, p]; W^T element (i, j) = w[j * kk + i].
+        let (dst, read_dst) = if direct {
+            (dx_img.as_mut_ptr(), accumulate)
+        } else {
+            col.resize(kk * p, 0.0);
+            (col.as_mut_ptr(), false)
+        };
+        // SAFETY: dst is [kk, p] (dx_img when direct: kk = c_in, p = h * w), w is
+        // [c_out, kk], dy_img is [c_out, p] (checked above); dst is a unique borrow.
+        unsafe {
+            sgemm(
+                kk,
+                p,
+                g.c_out,
+                dst,
+                p,
+                read_dst,
+                w.as_ptr(),
+                kk,
+                1,
+                dy_img.as_ptr(),
+                1,
+                p,
+                par,
+            );
+        }
+        if !direct {
+            col2im(col, g, dx_img, accumulate);
+        }
+    };
+
+    let threads = rayon::current_num_threads();
+    if images >= threads && threads > 1 && images.saturating_mul(macs_per_image) >= PAR_MACS / 4 {
+        dx.par_chunks_mut(xi)
+            .zip(dy.par_chunks(yi))
+            .for_each_init(Vec::new, |col, (xo, yo)| {
+                one(yo, xo, col, Parallelism::None)
+            });
+    } else {
+        let par = parallelism(macs_per_image);
+        let mut col = Vec::new();
+        for (xo, yo) in dx.chunks_mut(xi).zip(dy.chunks(yi)) {
+            one(yo, xo, &mut col, par);
+        }
+    }
+    Ok(())
+}
+
+/// Backward of [`conv2d`] for its weights over `images` images: `dw[c_out, c_in*kh*kw] +=
+/// sum over images of dy[img] @ im2col(x[img])^T`, and `db[c] +=` the sum of `dy` over
+/// images and positions of channel `c` (summed image by image, position by position, from
+/// zero, then added: the order of `snn_conv_bias_grad` in ops.cuh). Many images run in a
+/// fixed number of contiguous chunks on rayon threads, each into its own partial sum, and
+/// the partial sums are added in chunk order: deterministic.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_dw(
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    images: usize,
+    g: &ConvGeom,
+) -> Result<()> {
+    check_conv(g)?;
+    let xi = mul(&[g.c_in, g.h, g.w])?;
+    let p = mul(&[g.h_out, g.w_out])?;
+    let yi = mul(&[g.c_out, p])?;
+    let kk = mul(&[g.c_in, g.kh, g.kw])?;
+    check_len("conv2d_dw input", x.len(), mul(&[images, xi])?)?;
+    check_len("conv2d_dw output gradient", dy.len(), mul(&[images, yi])?)?;
+    check_len("conv2d_dw weight gradient", dw.len(), mul(&[g.c_out, kk])?)?;
+    if let Some(db) = &db {
+        check_len("conv2d_dw bias gradient", db.len(), g.c_out)?;
+    }
+    if images == 0 || yi == 0 {
+        return Ok(());
+    }
+    mul(&[kk, p])?;
+    if let Some(db) = db {
+        for (c, o) in db.iter_mut().enumerate() {
+            let mut acc = 0.0f32;
+            for img in 0..images {
+                for &v in &dy[img * yi + c * p..img * yi + (c + 1) * p] {
+                    acc += v;
+                }
+            }
+            *o += acc;
+        }
+    }
+    let direct = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
+    let macs_per_image = g.c_out.saturating_mul(p).saturating_mul(kk);
+
+    // dst[c_out, kk] += dy_img[c_out, p] @ col[kk, p]^T over the images of one chunk.
+    let chunk = |x: &[f32], dy: &[f32], dst: &mut [f32], par: Parallelism| {
+        let mut col = Vec::new();
+        for (xo, yo) in x.chunks(xi).zip(dy.chunks(yi)) {
+            let rhs: &[f32] = if direct {
+                xo
+            } else {
+                col.resize(kk * p, 0.0);
+                im2col(xo, g, &mut col);
+                &col
+            };
+            // SAFETY: dst is [c_out, kk], yo is [c_out, p], rhs is [kk, p] (checked above);
+            // col^T element (q, r) = rhs[r * p + q].
+            unsafe {
+                sgemm(
+                    g.c_out,
+                    kk,
+                    p,
+                    dst.as_mut_ptr(),
+                    kk,
+                    true,
+                    yo.as_ptr(),
+                    1,
+                    p,
+                    rhs.as_ptr(),
+                    p,
+                    1,
+                    par,
+                );
+            }
+        }
+    };
+
+    let threads = rayon::current_num_threads();
+    if images >= 2 && threads > 1 && images.saturating_mul(macs_per_image) >= PAR_MACS / 4 {
+        let chunks = threads.min(images);
+        let per = images.div_ceil(chunks);
+        let partials: Vec<Vec<f32>> = (0..chunks)
+            .into_par_iter()
+            .map(|c| {
+                let (a, b) = ((c * per).min(images), ((c + 1) * per).min(images));
+                let mut part = vec![0.0f32; dw.len()];
+                chunk(
+                    &x[a * xi..b * xi],
+                    &dy[a * yi..b * yi],
+                    &mut part,
+                    Parallelism::None,
+                );
+                part
+            })
+            .collect();
+        for part in partials {
+            dw.iter_mut().zip(&part).for_each(|(o, v)| *o += v);
+        }
+    } else {
+        chunk(x, dy, dw, parallelism(macs_per_image));
+    }
+    Ok(())
+}
+
+/// The cell of window `(oy, ox)` that max pooling picks: the first maximum in row-major
+/// order (a later cell wins only when strictly greater), never a padded cell. `None` only
+/// for a window without cells (impossible in a valid geometry).
+fn window_argmax(x: &[f32], g: &PoolGeom, oy: usize, ox: usize) -> Option<usize> {
+    let y0 = (oy * g.stride) as isize - g.pad as isize;
+    let x0 = (ox * g.stride) as isize - g.pad as isize;
+    let ys = y0.max(0) as usize;
+    let ye = ((y0 + g.k as isize).min(g.h as isize)).max(0) as usize;
+    let xs = x0.max(0) as usize;
+    let xe = ((x0 + g.k as isize).min(g.w as isize)).max(0) as usize;
+    let mut best: Option<(usize, f32)> = None;
+    for iy in ys..ye {
+        for ix in xs..xe {
+            let v = x[iy * g.w + ix];
+            let better = match best {
+                None => true,
+                Some((_, b)) => v > b,
+            };
+            if better {
+                best = Some((iy * g.w + ix, v));
+            }
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+/// The gradient of one `[h, w]` plane: every cell gathers, over the windows that contain
+/// it (row, then column, ascending), `dy` (max: if it is the window's pick) or `dy / k^2`
+/// (average), from zero; then stores or adds. The order of `snn_pool2d_dx` in ops.cuh.
+fn pool_plane_dx(x: &[f32], dy: &[f32], dx: &mut [f32], kind: PoolKind, g: &PoolGeom, acc_: bool) {
+    let inv = 1.0 / (g.k * g.k) as f32;
+    for iy in 0..g.h {
+        // Windows oy with oy * stride <= iy + pad < oy * stride + k.
+        let ty = iy + g.pad;
+        let oy_lo = if ty + 1 > g.k {
+            (ty + 1 - g.k).div_ceil(g.stride)
+        } else {
+            0
+        };
+        let oy_hi = (ty / g.stride).min(g.h_out - 1);
+        for ix in 0..g.w {
+            let tx = ix + g.pad;
+            let ox_lo = if tx + 1 > g.k {
+                (tx + 1 - g.k).div_ceil(g.stride)
+            } else {
+                0
+            };
+            let ox_hi = (tx / g.stride).min(g.w_out - 1);
+            let mut acc = 0.0f32;
+            let me = iy * g.w + ix;
+            for oy in oy_lo..=oy_hi {
+                for ox in ox_lo..=ox_hi {
+                    let d = dy[oy * g.w_out + ox];
+                    match kind {
+                        PoolKind::Max => {
+                            if window_argmax(x, g, oy, ox) == Some(me) {
+                                acc += d;
+                            }
+                        }
+                        PoolKind::Avg => acc += d * inv,
+                    }
+                }
+            }
+            let o = &mut dx[me];
+            *o = if acc_ { *o + acc } else { acc };
+        }
+    }
+}
+
+/// Backward of [`pool2d`] over `images` contiguous `[c, h, w]` images: `dx (+)=` `dy`
+/// routed back through the windows. Max pooling recomputes each window's maximum from the
+/// forward input `x` (the first maximum on ties, as torch); average pooling spreads
+/// `dy / k^2` over the window's cells inside the image (`count_include_pad = True`, as the
+/// forward).
+#[allow(clippy::too_many_arguments)]
+pub fn pool2d_dx(
+    x: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    images: usize,
+    kind: PoolKind,
+    g: &PoolGeom,
+    accumulate: bool,
+) -> Result<()> {
+    check_pool(g)?;
+    let pin = mul(&[g.h, g.w])?;
+    let pout = mul(&[g.h_out, g.w_out])?;
+    let planes = mul(&[images, g.c])?;
+    check_len("pool2d_dx input", x.len(), mul(&[planes, pin])?)?;
+    check_len("pool2d_dx output gradient", dy.len(), mul(&[planes, pout])?)?;
+    check_len("pool2d_dx input gradient", dx.len(), mul(&[planes, pin])?)?;
+    if planes == 0 || pout == 0 || pin == 0 {
+        return Ok(());
+    }
+    let work = pin.saturating_mul(g.k * g.k).max(1);
+    let min_len = (16_384 / work).max(1);
+    dx.par_chunks_mut(pin)
+        .zip(x.par_chunks(pin))
+        .zip(dy.par_chunks(pout))
+        .with_min_len(min_len)
+        .for_each(|((dxp, xp), dyp)| pool_plane_dx(xp, dyp, dxp, kind, g, accumulate));
     Ok(())
 }

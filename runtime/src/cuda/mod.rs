@@ -23,7 +23,8 @@ use cudarc::driver::{
 use cudarc::nvrtc::{result as rtc, sys as rtc_sys, Ptx};
 
 use crate::device::{
-    ConvDesc, Device, GemmDesc, GemmDwDesc, GemmDxDesc, LaunchDesc, Loc, PoolDesc, TimeMixDesc,
+    ConvDesc, ConvDwDesc, ConvDxDesc, Device, GemmDesc, GemmDwDesc, GemmDxDesc, LaunchDesc, Loc,
+    PoolDesc, PoolDxDesc, TimeMixDesc,
 };
 use crate::error::{Result, RuntimeError};
 use crate::plan::{PoolKind, WeightId};
@@ -203,6 +204,9 @@ struct OpsKernels {
     bias: CudaFunction,
     bias_grad: CudaFunction,
     pool2d: CudaFunction,
+    col2im: CudaFunction,
+    conv_bias_grad: CudaFunction,
+    pool2d_dx: CudaFunction,
 }
 
 /// The CUDA device (one GPU, one stream).
@@ -329,6 +333,9 @@ impl CudaDevice {
             bias: f("snn_bias")?,
             bias_grad: f("snn_bias_grad")?,
             pool2d: f("snn_pool2d")?,
+            col2im: f("snn_col2im")?,
+            conv_bias_grad: f("snn_conv_bias_grad")?,
+            pool2d_dx: f("snn_pool2d_dx")?,
         };
 
         let mut kernels = Vec::with_capacity(symbols.len());
@@ -490,6 +497,15 @@ impl CudaDevice {
             &[y, b, n as u64, inner as u64, channels as u64, acc as u64],
             "bias",
         )
+    }
+
+    /// The im2col/col2im scratch buffer, at least `need` elements; its device address.
+    fn scratch(&mut self, need: usize, what: &str) -> Result<u64> {
+        if self.scratch.as_ref().is_none_or(|s| s.len < need) {
+            self.scratch = None;
+            self.scratch = Some(self.alloc(need, what)?);
+        }
+        Ok(self.base(&self.scratch.as_ref().expect("allocated above").mem))
     }
 
     /// Column-major cuBLAS SGEMM (strided batched when `batch > 1`).
@@ -952,12 +968,7 @@ impl Device for CudaDevice {
             );
         }
         let chunk = (SCRATCH_MAX / col_len.max(1)).clamp(1, d.images);
-        let need = mul(chunk, col_len)?;
-        if self.scratch.as_ref().is_none_or(|s| s.len < need) {
-            self.scratch = None;
-            self.scratch = Some(self.alloc(need, "conv2d im2col scratch")?);
-        }
-        let col = self.base(&self.scratch.as_ref().unwrap().mem);
+        let col = self.scratch(mul(chunk, col_len)?, "conv2d im2col scratch")?;
         let mut img = 0;
         while img < d.images {
             let m = chunk.min(d.images - img);
@@ -1040,6 +1051,233 @@ impl Device for CudaDevice {
                 kind,
             ],
             "pool2d",
+        )
+    }
+
+    fn conv2d_dx(&mut self, d: &ConvDxDesc) -> Result<()> {
+        let g = &d.geom;
+        crate::cpu::ops::check_conv(g)?;
+        Self::distinct(d.dy, d.dx, "conv2d_dx")?;
+        let xi = mul(mul(g.c_in, g.h)?, g.w)?;
+        let p = mul(g.h_out, g.w_out)?;
+        let yi = mul(g.c_out, p)?;
+        let kk = mul(mul(g.c_in, g.kh)?, g.kw)?;
+        let dy = self.slot_ptr(d.dy, mul(d.images, yi)?, "conv2d_dx")?;
+        let dx = self.slot_ptr(d.dx, mul(d.images, xi)?, "conv2d_dx")?;
+        let w = self.weight_ptr(d.w, mul(g.c_out, kk)?, "conv2d_dx")?;
+        if d.images == 0 || xi == 0 {
+            return Ok(());
+        }
+        let col_len = mul(kk, p)?;
+        // Per image, row-major col[kk, p] = W^T @ dy[c_out, p], i.e. column-major
+        // C(p x kk) = (dy as p x c_out) * (W as kk x c_out)^T.
+        let direct = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
+        if direct {
+            return self.sgemm(
+                (false, true),
+                p,
+                kk,
+                g.c_out,
+                dy,
+                p,
+                yi,
+                w,
+                kk,
+                0,
+                if d.accumulate { 1.0 } else { 0.0 },
+                dx,
+                p,
+                xi,
+                d.images,
+                "conv2d_dx",
+            );
+        }
+        let chunk = (SCRATCH_MAX / col_len.max(1)).clamp(1, d.images);
+        let col = self.scratch(mul(chunk, col_len)?, "conv2d_dx col2im scratch")?;
+        let mut img = 0;
+        while img < d.images {
+            let m = chunk.min(d.images - img);
+            let dys = dy + 4 * (img * yi) as u64;
+            let dxs = dx + 4 * (img * xi) as u64;
+            self.sgemm(
+                (false, true),
+                p,
+                kk,
+                g.c_out,
+                dys,
+                p,
+                yi,
+                w,
+                kk,
+                0,
+                0.0,
+                col,
+                p,
+                col_len,
+                m,
+                "conv2d_dx",
+            )?;
+            let n = m * xi;
+            self.launch_ops(
+                &self.ops.col2im,
+                n,
+                &[
+                    col,
+                    dxs,
+                    n as u64,
+                    g.c_in as u64,
+                    g.h as u64,
+                    g.w as u64,
+                    g.kh as u64,
+                    g.kw as u64,
+                    g.stride as u64,
+                    g.pad as u64,
+                    g.h_out as u64,
+                    g.w_out as u64,
+                    d.accumulate as u64,
+                ],
+                "col2im",
+            )?;
+            img += m;
+        }
+        Ok(())
+    }
+
+    fn conv2d_dw(&mut self, d: &ConvDwDesc) -> Result<()> {
+        let g = &d.geom;
+        crate::cpu::ops::check_conv(g)?;
+        let xi = mul(mul(g.c_in, g.h)?, g.w)?;
+        let p = mul(g.h_out, g.w_out)?;
+        let yi = mul(g.c_out, p)?;
+        let kk = mul(mul(g.c_in, g.kh)?, g.kw)?;
+        let x = self.slot_ptr(d.x, mul(d.images, xi)?, "conv2d_dw")?;
+        let dy = self.slot_ptr(d.dy, mul(d.images, yi)?, "conv2d_dw")?;
+        let dw = self.grad_ptr(d.w, mul(g.c_out, kk)?, "conv2d_dw")?;
+        let db = match d.bias {
+            Some(b) if b == d.w => {
+                return Err(RuntimeError::Device(
+                    "conv2d_dw: weight and bias are the same tensor".into(),
+                ))
+            }
+            Some(b) => Some(self.grad_ptr(b, g.c_out, "conv2d_dw bias")?),
+            None => None,
+        };
+        if d.images == 0 || yi == 0 {
+            return Ok(());
+        }
+        if let Some(db) = db {
+            self.launch_ops(
+                &self.ops.conv_bias_grad,
+                g.c_out,
+                &[db, dy, d.images as u64, g.c_out as u64, p as u64],
+                "conv_bias_grad",
+            )?;
+        }
+        // Per image, row-major dW[c_out, kk] += dy[c_out, p] @ col[kk, p]^T, i.e.
+        // column-major C(kk x c_out) += (col as p x kk)^T * (dy as p x c_out).
+        let direct = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
+        let col_len = mul(kk, p)?;
+        let one = |dev: &Self, col: u64, dys: u64| {
+            dev.sgemm(
+                (true, false),
+                kk,
+                g.c_out,
+                p,
+                col,
+                p,
+                0,
+                dys,
+                p,
+                0,
+                1.0,
+                dw,
+                kk,
+                0,
+                1,
+                "conv2d_dw",
+            )
+        };
+        if direct {
+            for img in 0..d.images {
+                one(self, x + 4 * (img * xi) as u64, dy + 4 * (img * yi) as u64)?;
+            }
+            return Ok(());
+        }
+        let chunk = (SCRATCH_MAX / col_len.max(1)).clamp(1, d.images);
+        let col = self.scratch(mul(chunk, col_len)?, "conv2d_dw im2col scratch")?;
+        let mut img = 0;
+        while img < d.images {
+            let m = chunk.min(d.images - img);
+            let n = m * col_len;
+            self.launch_ops(
+                &self.ops.im2col,
+                n,
+                &[
+                    x + 4 * (img * xi) as u64,
+                    col,
+                    n as u64,
+                    g.c_in as u64,
+                    g.h as u64,
+                    g.w as u64,
+                    g.kh as u64,
+                    g.kw as u64,
+                    g.stride as u64,
+                    g.pad as u64,
+                    g.h_out as u64,
+                    g.w_out as u64,
+                ],
+                "im2col",
+            )?;
+            for j in 0..m {
+                one(
+                    self,
+                    col + 4 * (j * col_len) as u64,
+                    dy + 4 * ((img + j) * yi) as u64,
+                )?;
+            }
+            img += m;
+        }
+        Ok(())
+    }
+
+    fn pool2d_dx(&mut self, d: &PoolDxDesc) -> Result<()> {
+        let g = &d.geom;
+        crate::cpu::ops::check_pool(g)?;
+        Self::distinct(d.x, d.dx, "pool2d_dx")?;
+        Self::distinct(d.dy, d.dx, "pool2d_dx")?;
+        let pin = mul(g.h, g.w)?;
+        let pout = mul(g.h_out, g.w_out)?;
+        let planes = mul(d.images, g.c)?;
+        let x = self.slot_ptr(d.x, mul(planes, pin)?, "pool2d_dx")?;
+        let dy = self.slot_ptr(d.dy, mul(planes, pout)?, "pool2d_dx")?;
+        let dx = self.slot_ptr(d.dx, mul(planes, pin)?, "pool2d_dx")?;
+        if planes == 0 || pout == 0 || pin == 0 {
+            return Ok(());
+        }
+        let n = planes * pin;
+        let kind = match d.kind {
+            PoolKind::Max => 0u64,
+            PoolKind::Avg => 1,
+        };
+        self.launch_ops(
+            &self.ops.pool2d_dx,
+            n,
+            &[
+                x,
+                dy,
+                dx,
+                n as u64,
+                g.h as u64,
+                g.w as u64,
+                g.k as u64,
+                g.stride as u64,
+                g.pad as u64,
+                g.h_out as u64,
+                g.w_out as u64,
+                kind,
+                d.accumulate as u64,
+            ],
+            "pool2d_dx",
         )
     }
 

@@ -1,5 +1,6 @@
 //! Lowering of the backward pass (training plans): one reverse-time kernel per
-//! differentiated population, transposed GEMMs for projections, and the plan's
+//! differentiated population, transposed GEMMs for dense projections, the input and
+//! weight gradients of convolutions and the routing of pooling, and the plan's
 //! [`TrainPlan`].
 //!
 //! Backward ops run in reverse stage order. Gradient buffers are written once by their
@@ -109,6 +110,59 @@ impl Lowerer<'_> {
                         });
                         written.insert(dx);
                     }
+                }
+                NodeKind::Conv2d { src, delay, .. } => {
+                    let dy = mem.grads[&h];
+                    if !written.contains(&dy) {
+                        continue;
+                    }
+                    let (w, bias) = self.weight_of[&h];
+                    let geom = self.conv_geom(h);
+                    let time = TimeSel::All { delay: *delay };
+                    ops.push(Op::Conv2dDw {
+                        x: mem.node_out[src],
+                        dy,
+                        w,
+                        bias,
+                        geom,
+                        time,
+                    });
+                    if let Some(&dx) = mem.grads.get(src) {
+                        let mut accumulate = written.contains(&dx);
+                        if *delay > 0 && !accumulate {
+                            ops.push(Op::Zero { buf: dx });
+                            accumulate = true;
+                        }
+                        ops.push(Op::Conv2dDx {
+                            dy,
+                            w,
+                            dx,
+                            geom,
+                            time,
+                            accumulate,
+                        });
+                        written.insert(dx);
+                    }
+                }
+                NodeKind::Pool2d { src, .. } => {
+                    let dy = mem.grads[&h];
+                    let Some(&dx) = mem.grads.get(src) else {
+                        continue;
+                    };
+                    if !written.contains(&dy) {
+                        continue;
+                    }
+                    let (kind, geom) = self.pool_geom(h);
+                    ops.push(Op::Pool2dDx {
+                        x: mem.node_out[src],
+                        dy,
+                        dx,
+                        kind,
+                        geom,
+                        time: TimeSel::All { delay: 0 },
+                        accumulate: written.contains(&dx),
+                    });
+                    written.insert(dx);
                 }
                 _ => {}
             }

@@ -815,6 +815,70 @@ impl Lowerer<'_> {
         self.plan.ops = ops;
     }
 
+    /// The runtime geometry of conv2d node `n`.
+    fn conv_geom(&self, n: NodeId) -> ConvGeom {
+        let m = self.m;
+        let NodeKind::Conv2d {
+            src,
+            out_channels,
+            kernel,
+            stride,
+            padding,
+            ..
+        } = &m.nodes[n].kind
+        else {
+            unreachable!("a conv2d node")
+        };
+        let sd = &m.shape(*src).dims;
+        let od = &m.shape(n).dims;
+        ConvGeom {
+            c_in: sd[0],
+            h: sd[1],
+            w: sd[2],
+            c_out: *out_channels,
+            kh: kernel[0],
+            kw: kernel[1],
+            stride: *stride,
+            pad: *padding,
+            h_out: od[1],
+            w_out: od[2],
+        }
+    }
+
+    /// The runtime kind and geometry of pooling node `n`.
+    fn pool_geom(&self, n: NodeId) -> (plan::PoolKind, PoolGeom) {
+        let m = self.m;
+        let NodeKind::Pool2d {
+            src,
+            kind,
+            kernel,
+            stride,
+            padding,
+        } = &m.nodes[n].kind
+        else {
+            unreachable!("a pooling node")
+        };
+        let sd = &m.shape(*src).dims;
+        let od = &m.shape(n).dims;
+        let kind = match kind {
+            PoolKind::Max => plan::PoolKind::Max,
+            PoolKind::Avg => plan::PoolKind::Avg,
+        };
+        (
+            kind,
+            PoolGeom {
+                c: sd[0],
+                h: sd[1],
+                w: sd[2],
+                k: *kernel,
+                stride: *stride,
+                pad: *padding,
+                h_out: od[1],
+                w_out: od[2],
+            },
+        )
+    }
+
     fn node_ops(&self, n: NodeId, si: usize, step: bool, pre: &mut Vec<Op>, body: &mut Vec<Op>) {
         let m = self.m;
         let out = |h: NodeId| self.mem.node_out[&h];
@@ -848,68 +912,28 @@ impl Lowerer<'_> {
                     accumulate: false,
                 });
             }
-            NodeKind::Conv2d {
-                src,
-                out_channels,
-                kernel,
-                stride,
-                padding,
-                delay,
-                ..
-            } => {
+            NodeKind::Conv2d { src, delay, .. } => {
                 if *delay > 0 {
                     pre.push(Op::Zero { buf: out(n) });
                 }
-                let sd = &m.shape(*src).dims;
-                let od = &m.shape(n).dims;
                 let (w, bias) = self.weight_of[&n];
                 body.push(Op::Conv2d {
                     x: out(*src),
                     w,
                     bias,
                     y: out(n),
-                    geom: ConvGeom {
-                        c_in: sd[0],
-                        h: sd[1],
-                        w: sd[2],
-                        c_out: *out_channels,
-                        kh: kernel[0],
-                        kw: kernel[1],
-                        stride: *stride,
-                        pad: *padding,
-                        h_out: od[1],
-                        w_out: od[2],
-                    },
+                    geom: self.conv_geom(n),
                     time: time(*delay),
                     accumulate: false,
                 });
             }
-            NodeKind::Pool2d {
-                src,
-                kind,
-                kernel,
-                stride,
-                padding,
-            } => {
-                let sd = &m.shape(*src).dims;
-                let od = &m.shape(n).dims;
+            NodeKind::Pool2d { src, .. } => {
+                let (kind, geom) = self.pool_geom(n);
                 body.push(Op::Pool2d {
                     x: out(*src),
                     y: out(n),
-                    kind: match kind {
-                        PoolKind::Max => plan::PoolKind::Max,
-                        PoolKind::Avg => plan::PoolKind::Avg,
-                    },
-                    geom: PoolGeom {
-                        c: sd[0],
-                        h: sd[1],
-                        w: sd[2],
-                        k: *kernel,
-                        stride: *stride,
-                        pad: *padding,
-                        h_out: od[1],
-                        w_out: od[2],
-                    },
+                    kind,
+                    geom,
                     time: time(0),
                 });
             }
