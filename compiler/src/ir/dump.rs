@@ -576,6 +576,10 @@ fn ops(out: &mut String, p: &Plan, ops_: &[Op], indent: usize) {
                 let _ = writeln!(out, "{pad}for t in 0..T:");
                 crate::ir::dump::ops(out, p, body, indent + 2);
             }
+            Op::ReverseStepLoop { body } => {
+                let _ = writeln!(out, "{pad}for t in (0..T).rev():");
+                crate::ir::dump::ops(out, p, body, indent + 2);
+            }
             Op::GemmDx {
                 dy,
                 w,
@@ -592,7 +596,13 @@ fn ops(out: &mut String, p: &Plan, ops_: &[Op], indent: usize) {
                     if *accumulate { "+" } else { "" },
                     b(*dy),
                     p.weights[*w].name,
-                    time(t)
+                    match t {
+                        // dx plays the source: row t of dy goes to row t - delay.
+                        TimeSel::Step { delay } if *delay > 0 => {
+                            format!("step t, into t-{delay}")
+                        }
+                        _ => time(t),
+                    }
                 );
             }
             Op::GemmDw {

@@ -8,7 +8,8 @@
 //! regularisers read (adding them to the model's outputs when the user did not declare
 //! them). What the forward pass must keep for the backward pass follows from this: the
 //! state at the start of each step of every differentiated population (`passes::memory`),
-//! and the inputs of each differentiated projection.
+//! and the inputs of each differentiated projection. A recurrent (step-by-step) stage is
+//! differentiated through time: its nodes' backward ops run in a reverse step loop.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,9 +29,9 @@ fn unsupported(m: &Module, h: NodeId, what: &str) -> Diagnostic {
     )
     .at(m.nodes[h].span, "on the gradient path")
     .hint(
-        "the backward pass covers feed-forward dense layers and neuron populations (with \
-         their learnable parameters); conv/pool layers and recurrent (step-by-step) cycles \
-         follow",
+        "the backward pass covers dense layers and neuron populations (with their \
+         learnable parameters), feed-forward or in recurrent cycles (BPTT); conv/pool \
+         layers follow",
     )
 }
 
@@ -118,13 +119,6 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
         }
     }
 
-    for stage in &sched.stages {
-        if let StageKind::Steps(ns) = &stage.kind {
-            if let Some(&h) = ns.iter().find(|h| needs_grad.contains(h)) {
-                return Err(unsupported(m, h, "a recurrent (step-by-step) stage"));
-            }
-        }
-    }
     for (h, node) in m.nodes.iter() {
         match node.kind {
             NodeKind::Conv2d { .. } => return Err(unsupported(m, h, "conv2d")),
@@ -248,14 +242,21 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
         pops.insert(h, step);
     }
 
-    // Backward order: stages from last to first.
+    // Backward order: stages from last to first; inside a recurrent (step-by-step) stage,
+    // its nodes from last to first too (lowering wraps them in a reverse step loop).
     let sched = m.schedule.as_ref().expect("schedule pass has run");
     let mut order = Vec::new();
     for stage in sched.stages.iter().rev() {
-        if let StageKind::Layer(n) = &stage.kind {
-            if needs_grad.contains(n) {
-                order.push(*n);
+        match &stage.kind {
+            StageKind::Layer(n) => {
+                if needs_grad.contains(n) {
+                    order.push(*n);
+                }
             }
+            StageKind::Steps(ns) => {
+                order.extend(ns.iter().rev().filter(|n| needs_grad.contains(n)));
+            }
+            StageKind::Parallel(_) => {}
         }
     }
     m.backward = Some(Backward {
