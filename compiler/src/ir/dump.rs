@@ -344,7 +344,32 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
             "  loss {:?} of output {}",
             cfg.loss.kind, m.outputs[bw.loss_output].name
         );
-        let names: Vec<&str> = bw.order.iter().map(|&h| m.nodes[h].name.as_str()).collect();
+        // The nodes of a recurrent stage run in one reverse step loop: `[s, r: step loop]`.
+        let stage_of = m.schedule.as_ref().map(|s| s.stage_of()).unwrap_or_default();
+        let cyclic = |h: NodeId| {
+            m.schedule.as_ref().is_some_and(|s| {
+                stage_of
+                    .get(&h)
+                    .is_some_and(|&i| matches!(s.stages[i].kind, StageKind::Steps(_)))
+            })
+        };
+        let mut names: Vec<String> = Vec::new();
+        let mut i = 0;
+        while i < bw.order.len() {
+            let h = bw.order[i];
+            if cyclic(h) {
+                let run: Vec<&str> = bw.order[i..]
+                    .iter()
+                    .take_while(|n| stage_of.get(n) == stage_of.get(&h))
+                    .map(|&n| m.nodes[n].name.as_str())
+                    .collect();
+                i += run.len();
+                names.push(format!("[{}: reverse step loop]", run.join(", ")));
+            } else {
+                names.push(m.nodes[h].name.clone());
+                i += 1;
+            }
+        }
         let _ = writeln!(out, "  backward order: {}", names.join(", "));
         for (&h, step) in &bw.pops {
             let eqs = m.eqs(h).expect("population");
