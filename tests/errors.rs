@@ -440,7 +440,8 @@ fn conv_layer_when_training() {
     let d = c.compile(&parsed).unwrap_err();
     assert_eq!(d.kind, ErrorKind::BadArgument);
     assert!(
-        d.message.contains("training through conv2d is not supported yet"),
+        d.message
+            .contains("training through conv2d is not supported yet"),
         "{}",
         d.message
     );

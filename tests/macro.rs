@@ -346,7 +346,11 @@ fn recurrent_training_plan_through_the_macro() {
         let a = net.train_step(&x, &labels, t, lr).unwrap();
         let b_ = trainer.step(&mut s, &x, &labels, t, lr).unwrap();
         assert_eq!(a, b_, "step {step}");
-        assert_eq!(net.session().weights(), s.weights(), "weights after step {step}");
+        assert_eq!(
+            net.session().weights(),
+            s.weights(),
+            "weights after step {step}"
+        );
     }
 }
 

@@ -3,6 +3,8 @@
 //! loss is differentiable), against a BPTT written by hand in f64 (spiking LIF, ATan
 //! surrogate, learned `tau`), with delays 1 and 2; and a short training run.
 
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 
 use snnc::{Compiler, Options};
@@ -90,7 +92,14 @@ fn smooth_cycle(delay: usize) {
         let mut v = vec![0.0; b * n];
         for st in 0..t {
             let rec = if st >= delay {
-                dense(&ys[(st - delay) * b * n..(st - delay + 1) * b * n], wr, None, b, n, n)
+                dense(
+                    &ys[(st - delay) * b * n..(st - delay + 1) * b * n],
+                    wr,
+                    None,
+                    b,
+                    n,
+                    n,
+                )
             } else {
                 vec![0.0; b * n]
             };
@@ -120,7 +129,10 @@ fn smooth_cycle(delay: usize) {
     let out = s.run(std::slice::from_ref(&xt), t, b).unwrap();
     let (_, trace) = forward(&p);
     for (a, r) in out[0].1.data.iter().zip(&trace) {
-        assert!((*a as f64 - r).abs() < 1e-5, "forward: compiled {a} vs f64 {r}");
+        assert!(
+            (*a as f64 - r).abs() < 1e-5,
+            "forward: compiled {a} vs f64 {r}"
+        );
     }
     let mut mean = vec![0.0; b * c];
     for row in out[0].1.data.chunks(b * c) {
@@ -231,7 +243,14 @@ fn lif_cycle(delay: usize) {
     let mut v = vec![0.0; bn];
     for st in 0..t {
         let rec = if st >= delay {
-            dense(&sp[(st - delay) * bn..(st - delay + 1) * bn], &wr, None, b, n, n)
+            dense(
+                &sp[(st - delay) * bn..(st - delay + 1) * bn],
+                &wr,
+                None,
+                b,
+                n,
+                n,
+            )
         } else {
             vec![0.0; bn]
         };
@@ -264,7 +283,10 @@ fn lif_cycle(delay: usize) {
         }
     }
     assert_eq!(counts, cnt, "forward spike counts (delay {delay})");
-    assert!(margin > 1e-3, "a membrane lands {margin} from its threshold");
+    assert!(
+        margin > 1e-3,
+        "a membrane lands {margin} from its threshold"
+    );
     assert!(cnt.iter().sum::<f64>() > 0.0 && sp.iter().sum::<f64>() > 0.0);
 
     // Readout: hard reset to 0, tau 2.
@@ -302,7 +324,7 @@ fn lif_cycle(delay: usize) {
         for q in 0..bn {
             let i = st * bn + q;
             // soft reset: v2 = v1 - S (threshold 1)
-            let g_s = g_sp[i] + gv[q] * -1.0;
+            let g_s = g_sp[i] - gv[q];
             let g_v1 = gv[q] + g_s * sg(v1a[i] - 1.0);
             g_cur[i] = g_v1 / tau;
             g_tau += -g_v1 * (cur[i] - v0a[i]) / (tau * tau);
@@ -368,8 +390,7 @@ fn lif_cycle_with_delay_2_matches_a_hand_written_bptt() {
 #[test]
 fn training_through_a_recurrent_cycle_lowers_the_loss() {
     use snn_runtime::train::optim::Optimizer;
-    let src =
-        std::fs::read_to_string(common::root().join("tests/in/train/recurrent.snn")).unwrap();
+    let src = std::fs::read_to_string(common::root().join("tests/in/train/recurrent.snn")).unwrap();
     let mut s = load_src(&src);
     let (t, b, ni) = (8, 12, 3);
     let labels: Vec<usize> = (0..b).map(|i| i % 2).collect();

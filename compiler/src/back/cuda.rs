@@ -180,7 +180,11 @@ pub fn print_kernel(k: &Kernel) -> String {
             s.push_str("    const unsigned long long t = t_step;\n");
             s.push_str("    const unsigned long long row = t * bn;\n");
             // The first step: 0, or T-1 for a reverse (backward) step kernel.
-            let first = if k.reverse { "t + 1 == t_len" } else { "t == 0" };
+            let first = if k.reverse {
+                "t + 1 == t_len"
+            } else {
+                "t == 0"
+            };
             for (i, c) in k.carried.iter().enumerate() {
                 let init = expr(k, &c.init);
                 let load = match (c.buf, c.init_at_t0) {

@@ -345,7 +345,11 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
             cfg.loss.kind, m.outputs[bw.loss_output].name
         );
         // The nodes of a recurrent stage run in one reverse step loop: `[s, r: step loop]`.
-        let stage_of = m.schedule.as_ref().map(|s| s.stage_of()).unwrap_or_default();
+        let stage_of = m
+            .schedule
+            .as_ref()
+            .map(|s| s.stage_of())
+            .unwrap_or_default();
         let cyclic = |h: NodeId| {
             m.schedule.as_ref().is_some_and(|s| {
                 stage_of

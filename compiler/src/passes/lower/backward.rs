@@ -47,13 +47,11 @@ impl Lowerer<'_> {
             }
             i += 1;
             match &m.nodes[h].kind {
-                NodeKind::Population { inputs, .. } => {
-                    if bw.pops.contains_key(&h) {
-                        if cfg.recompute {
-                            ops.push(self.recompute(h, inputs));
-                        }
-                        ops.push(self.population_backward_op(h, &mut written, false)?);
+                NodeKind::Population { inputs, .. } if bw.pops.contains_key(&h) => {
+                    if cfg.recompute {
+                        ops.push(self.recompute(h, inputs));
                     }
+                    ops.push(self.population_backward_op(h, &mut written, false)?);
                 }
                 NodeKind::Dense {
                     src, out: n, delay, ..
@@ -154,10 +152,10 @@ impl Lowerer<'_> {
         let mut after = Vec::new();
         for &h in ns {
             match &m.nodes[h].kind {
-                NodeKind::Population { .. } => {
-                    if m.backward.as_ref().expect("training").pops.contains_key(&h) {
-                        body.push(self.population_backward_op(h, written, true)?);
-                    }
+                NodeKind::Population { .. }
+                    if m.backward.as_ref().expect("training").pops.contains_key(&h) =>
+                {
+                    body.push(self.population_backward_op(h, written, true)?);
                 }
                 NodeKind::Dense {
                     src, out: n, delay, ..
