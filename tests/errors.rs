@@ -391,10 +391,12 @@ fn learnable_parameters() {
     );
 }
 
-/// A learned parameter in a recurrent (step-by-step) stage cannot be trained yet; compiled
-/// for inference, the same model is fine.
+/// A learned parameter in a recurrent (step-by-step) stage trains through time (it used to
+/// be refused): the training plan's backward ops hold a reverse step loop with the backward
+/// step kernel of the PLIF population, which adds into its `w`'s gradient.
 #[test]
 fn learnable_parameter_in_a_recurrent_stage_when_training() {
+    use snn_runtime::plan::Op;
     let src = "model m {\n  T = 4\n  input x: [3]\n  f = dense(x, 2)\n  r = dense(s, 2, delay = 1)\n  s = PLIF(f + r)\n  output counts(s)\n  train { loss = cross_entropy(counts(s)) }\n}\n";
     assert!(common::compile_str(src).is_ok());
     let mut c = Compiler::new(Options {
@@ -402,17 +404,27 @@ fn learnable_parameter_in_a_recurrent_stage_when_training() {
         ..Options::default()
     });
     let parsed = c.parse_str("test.snn", src).unwrap();
-    let d = c.compile(&parsed).unwrap_err();
-    let at = c.sources.location(d.span.unwrap());
-    assert_eq!(d.kind, ErrorKind::BadArgument);
-    assert!(
-        d.message
-            .contains("training through a recurrent (step-by-step) stage"),
-        "{}",
-        d.message
-    );
-    assert!(at.starts_with("test.snn:"), "{at}");
-    assert!(d.hint.unwrap().contains("learnable parameters"));
+    let p = c
+        .compile(&parsed)
+        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
+    let backward = &p.plan.train.as_ref().expect("a training plan").backward;
+    let body = backward
+        .iter()
+        .find_map(|op| match op {
+            Op::ReverseStepLoop { body } => Some(body),
+            _ => None,
+        })
+        .expect("a reverse step loop");
+    let launch = body
+        .iter()
+        .find_map(|op| match op {
+            Op::Launch { kernel, .. } => Some(*kernel),
+            _ => None,
+        })
+        .expect("a backward step kernel");
+    let decl = &p.plan.kernels[launch];
+    assert!(decl.symbol.ends_with("_s_backward"), "{}", decl.symbol);
+    assert!(decl.weights.iter().any(|w| w.grad), "{decl:?}");
 }
 
 /// Conv and pooling layers train feed-forward; a conv inside a recurrent cycle is a
@@ -431,7 +443,7 @@ fn recurrent_conv_when_training() {
     assert_eq!(d.kind, ErrorKind::BadArgument);
     assert!(
         d.message
-            .contains("training through a recurrent (step-by-step) stage"),
+            .contains("training through a conv/pool layer inside a recurrent cycle"),
         "{}",
         d.message
     );

@@ -49,6 +49,8 @@ snn::include_snn!("tests/in/recurrent_inline.snn" as recurrent_inline);
 snn::include_snn!("tests/in/train/mlp_4_8_3.snn" as mlp483);
 // Conv and pooling layers on the gradient path: Conv2dDx/Conv2dDw/Pool2dDx in the plan.
 snn::include_snn!("tests/in/train/conv.snn" as convtrain);
+// Training through a recurrent cycle: the backward ops hold a reverse step loop.
+snn::include_snn!("tests/in/train/recurrent.snn" as recurrent_train);
 snn::include_snn!("tests/in/learnable.snn" as learnable);
 snn::include_snn!("tests/in/psn.snn" as psn);
 
@@ -373,5 +375,47 @@ fn new_cuda_errs_cleanly_or_matches_the_cpu() {
             let g = gpu.forward(&x, mlp::T, 4).unwrap();
             assert_eq!(a.s2_counts.data, g.s2_counts.data, "counts on the GPU");
         }
+    }
+}
+
+/// A training plan with a reverse step loop (BPTT through a recurrent cycle): `plan_tokens`
+/// prints it exactly, and `train_step` takes the library trainer's steps bit for bit.
+#[test]
+fn recurrent_training_plan_through_the_macro() {
+    let program = common::compile_file(
+        &common::root().join("tests/in/train/recurrent.snn"),
+        Options {
+            train: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let mut s = snnc::session::load(&program, Some(&common::cache_dir()))
+        .unwrap()
+        .session;
+    assert_eq!(&recurrent_train::plan(), s.plan());
+    assert!(s
+        .plan()
+        .train
+        .as_ref()
+        .unwrap()
+        .backward
+        .iter()
+        .any(|op| matches!(op, snn::plan::Op::ReverseStepLoop { .. })));
+    let mut net = recurrent_train::Network::new().unwrap();
+    let (t, b) = (8, 4);
+    let x = net.session().random_inputs(t, b, 7);
+    let labels = [0u32, 1, 1, 0];
+    let mut trainer = snn::train::Trainer::new(&program.plan.train.as_ref().unwrap().settings);
+    for step in 0..3 {
+        let lr = net.lr(step);
+        let a = net.train_step(&x, &labels, t, lr).unwrap();
+        let b_ = trainer.step(&mut s, &x, &labels, t, lr).unwrap();
+        assert_eq!(a, b_, "step {step}");
+        assert_eq!(
+            net.session().weights(),
+            s.weights(),
+            "weights after step {step}"
+        );
     }
 }

@@ -59,6 +59,8 @@ enum Exec {
     },
     StepLoop {
         body: Vec<Exec>,
+        /// `t = T-1 .. 0` (the backward of a step loop).
+        reverse: bool,
     },
     TimeMix {
         x: BufId,
@@ -963,8 +965,9 @@ fn exec_ops(
                     batch: b,
                 })?;
             }
-            Exec::StepLoop { body } => {
-                for t in 0..t_len {
+            Exec::StepLoop { body, reverse } => {
+                for i in 0..t_len {
+                    let t = if *reverse { t_len - 1 - i } else { i };
                     exec_ops(dev, cx, body, t_len, b, Some(t))?;
                 }
             }
@@ -1730,7 +1733,7 @@ impl Checker<'_> {
                         time: *time,
                     }
                 }
-                Op::StepLoop { body } => {
+                Op::StepLoop { body } | Op::ReverseStepLoop { body } => {
                     if in_loop {
                         return Err(RuntimeError::plan(format!(
                             "{what}: step loops cannot nest"
@@ -1738,6 +1741,7 @@ impl Checker<'_> {
                     }
                     Exec::StepLoop {
                         body: self.ops(body, true, &format!("{path}{i}."))?,
+                        reverse: matches!(op, Op::ReverseStepLoop { .. }),
                     }
                 }
             });

@@ -52,7 +52,7 @@ impl Plan {
                     matrix,
                     TimeMatrix::Weight { .. } | TimeMatrix::Masked { .. }
                 ),
-                Op::StepLoop { body } => any(body),
+                Op::StepLoop { body } | Op::ReverseStepLoop { body } => any(body),
                 _ => false,
             })
         }
@@ -467,6 +467,9 @@ pub enum Op {
     },
     /// `for t in 0..T { body }`; ops inside use `TimeSel::Step` / `LaunchTime::Step`.
     StepLoop { body: Vec<Op> },
+    /// `for t in (0..T).rev() { body }`: the backward of a [`Op::StepLoop`] (training plans),
+    /// with the same rules inside. A `Step` kernel with `reverse` starts at `t = T - 1`.
+    ReverseStepLoop { body: Vec<Op> },
     /// Mixing over the time axis: `y[t, c] (+)= sum_j A[t][j] * x[j, c] (+ bias[t])` for
     /// every column `c` of the `B * F` values of a step (the parallel schedule: one GEMM
     /// `[T, T] x [T, B*F]`). `TimeSel::All { delay: 0 }` computes every row;

@@ -179,11 +179,16 @@ pub fn print_kernel(k: &Kernel) -> String {
         LaunchTime::Step => {
             s.push_str("    const unsigned long long t = t_step;\n");
             s.push_str("    const unsigned long long row = t * bn;\n");
+            // The first step: 0, or T-1 for a reverse (backward) step kernel.
+            let first = if k.reverse {
+                "t + 1 == t_len"
+            } else {
+                "t == 0"
+            };
             for (i, c) in k.carried.iter().enumerate() {
-                assert!(c.grad.is_none(), "gradient reductions are in Seq kernels");
                 let init = expr(k, &c.init);
                 let load = match (c.buf, c.init_at_t0) {
-                    (Some(b), true) => format!("(t == 0 ? {init} : {}[idx])", arg_name(k, b)),
+                    (Some(b), true) => format!("({first} ? {init} : {}[idx])", arg_name(k, b)),
                     (Some(b), false) => format!("{}[idx]", arg_name(k, b)),
                     (None, _) => init,
                 };
@@ -197,6 +202,20 @@ pub fn print_kernel(k: &Kernel) -> String {
                         s,
                         "    {}[idx] = {};",
                         arg_name(k, b),
+                        var_name(k, KVar::Carried(i))
+                    );
+                }
+                // A gradient: this step's value, added after the step.
+                if let Some(w) = c.grad {
+                    let at = if k.weights[w].per_neuron {
+                        "idx % features"
+                    } else {
+                        "0"
+                    };
+                    let _ = writeln!(
+                        s,
+                        "    atomicAdd(&{}[{at}], {});",
+                        weight_ptr(k, w),
                         var_name(k, KVar::Carried(i))
                     );
                 }

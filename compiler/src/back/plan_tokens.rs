@@ -491,6 +491,10 @@ fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
             let body = ops(body, m);
             quote!(#m::Op::StepLoop { body: #body })
         }
+        Op::ReverseStepLoop { body } => {
+            let body = ops(body, m);
+            quote!(#m::Op::ReverseStepLoop { body: #body })
+        }
         Op::TimeMix {
             x,
             y,

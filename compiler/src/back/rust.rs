@@ -386,14 +386,42 @@ fn kernel_tokens(k: &Kernel, export: bool) -> TokenStream {
         LaunchTime::Step => {
             let mut enter = Vec::new();
             let mut leave = Vec::new();
+            let mut init = Vec::new();
+            let mut fini = Vec::new();
+            // The first step: 0, or T-1 for a reverse (backward) step kernel.
+            let first = if k.reverse {
+                quote!(t + 1 == a.t_len)
+            } else {
+                quote!(t == 0)
+            };
             for (i, c) in k.carried.iter().enumerate() {
-                assert!(c.grad.is_none(), "gradient reductions are in Seq kernels");
                 let v = var_ident(k, KVar::Carried(i));
                 let e = expr(k, &c.init);
+                // A gradient: this step's value, collected over the block's lanes and added
+                // as in `Seq` kernels (after the step instead of after the T loop).
+                if let Some(w) = c.grad {
+                    let arr = carried_array(k, i);
+                    let g = weight_ident(k, w);
+                    init.push(quote!(let mut #arr = [0.0f32; W];));
+                    leave.push(quote!(#arr[l] = #v;));
+                    fini.push(if k.weights[w].per_neuron {
+                        quote! {
+                            for l in 0..W {
+                                snn_atomic_add(#g.add((i0 + l) % a.features), #arr[l]);
+                            }
+                        }
+                    } else {
+                        quote! {
+                            let mut sum = 0.0f32;
+                            for l in 0..W { sum += #arr[l]; }
+                            snn_atomic_add(#g, sum);
+                        }
+                    });
+                }
                 let load = match (c.buf, c.init_at_t0) {
                     (Some(b), true) => {
                         let b = arg_ident(k, b);
-                        quote!(if t == 0 { #e } else { *#b.add(idx) })
+                        quote!(if #first { #e } else { *#b.add(idx) })
                     }
                     (Some(b), false) => {
                         let b = arg_ident(k, b);
@@ -410,6 +438,7 @@ fn kernel_tokens(k: &Kernel, export: bool) -> TokenStream {
             quote! {
                 let t = a.t_step;
                 let row = t * bn;
+                #(#init)*
                 for l in 0..W {
                     let idx = i0 + l;
                     #(#enter)*
@@ -417,6 +446,7 @@ fn kernel_tokens(k: &Kernel, export: bool) -> TokenStream {
                     #(#body)*
                     #(#leave)*
                 }
+                #(#fini)*
             }
         }
     };

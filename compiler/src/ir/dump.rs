@@ -344,7 +344,36 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
             "  loss {:?} of output {}",
             cfg.loss.kind, m.outputs[bw.loss_output].name
         );
-        let names: Vec<&str> = bw.order.iter().map(|&h| m.nodes[h].name.as_str()).collect();
+        // The nodes of a recurrent stage run in one reverse step loop: `[s, r: step loop]`.
+        let stage_of = m
+            .schedule
+            .as_ref()
+            .map(|s| s.stage_of())
+            .unwrap_or_default();
+        let cyclic = |h: NodeId| {
+            m.schedule.as_ref().is_some_and(|s| {
+                stage_of
+                    .get(&h)
+                    .is_some_and(|&i| matches!(s.stages[i].kind, StageKind::Steps(_)))
+            })
+        };
+        let mut names: Vec<String> = Vec::new();
+        let mut i = 0;
+        while i < bw.order.len() {
+            let h = bw.order[i];
+            if cyclic(h) {
+                let run: Vec<&str> = bw.order[i..]
+                    .iter()
+                    .take_while(|n| stage_of.get(n) == stage_of.get(&h))
+                    .map(|&n| m.nodes[n].name.as_str())
+                    .collect();
+                i += run.len();
+                names.push(format!("[{}: reverse step loop]", run.join(", ")));
+            } else {
+                names.push(m.nodes[h].name.clone());
+                i += 1;
+            }
+        }
         let _ = writeln!(out, "  backward order: {}", names.join(", "));
         for (&h, step) in &bw.pops {
             let eqs = m.eqs(h).expect("population");
@@ -576,6 +605,10 @@ fn ops(out: &mut String, p: &Plan, ops_: &[Op], indent: usize) {
                 let _ = writeln!(out, "{pad}for t in 0..T:");
                 crate::ir::dump::ops(out, p, body, indent + 2);
             }
+            Op::ReverseStepLoop { body } => {
+                let _ = writeln!(out, "{pad}for t in (0..T).rev():");
+                crate::ir::dump::ops(out, p, body, indent + 2);
+            }
             Op::GemmDx {
                 dy,
                 w,
@@ -592,7 +625,13 @@ fn ops(out: &mut String, p: &Plan, ops_: &[Op], indent: usize) {
                     if *accumulate { "+" } else { "" },
                     b(*dy),
                     p.weights[*w].name,
-                    time(t)
+                    match t {
+                        // dx plays the source: row t of dy goes to row t - delay.
+                        TimeSel::Step { delay } if *delay > 0 => {
+                            format!("step t, into t-{delay}")
+                        }
+                        _ => time(t),
+                    }
                 );
             }
             Op::Conv2dDx {

@@ -31,6 +31,7 @@ pub struct Kernel {
     pub weights: Vec<KWeight>,
     pub time: LaunchTime,
     /// `Seq` kernels: run the T loop backwards (`t = T-1 .. 0`), as backward kernels do.
+    /// `Step` kernels (inside a `ReverseStepLoop`): the first step is `T - 1`.
     pub reverse: bool,
     /// Values carried from step to step (neuron state, spike counts).
     pub carried: Vec<Carried>,
@@ -65,13 +66,15 @@ pub struct Carried {
     pub init: KExpr,
     /// The `[B, F]` buffer that holds it between launches or receives it at the end.
     pub buf: Option<usize>,
-    /// Step kernels: read `buf` (or `init` at `t == 0` when `init_at_t0`).
+    /// Step kernels: read `buf` (or `init` at the first step when `init_at_t0`: `t == 0`,
+    /// or `t == T - 1` in a `reverse` step kernel).
     pub init_at_t0: bool,
     /// Write it back to `buf`: after each step (step kernels) or after the T loop.
     pub store: bool,
     /// `Seq` kernels: after the T loop, add the value into this `grad` weight argument: a
     /// reduction over time in a register, then over neurons and the batch with atomic adds
-    /// (a back end may add partial sums of several neurons first).
+    /// (a back end may add partial sums of several neurons first). `Step` kernels: the
+    /// same after the step.
     pub grad: Option<usize>,
 }
 
@@ -176,6 +179,7 @@ impl fmt::Display for Kernel {
         let time = match self.time {
             LaunchTime::Seq if self.reverse => "for t in (0..T).rev() (inside)",
             LaunchTime::Seq => "for t in 0..T (inside)",
+            LaunchTime::Step if self.reverse => "one step t (reverse: the first is T-1)",
             LaunchTime::Step => "one step t",
         };
         writeln!(f, "kernel {}  // {}", self.symbol, self.doc)?;
@@ -221,7 +225,11 @@ impl fmt::Display for Kernel {
                 "  carried {}' = {}{buf}{}{}{grad}",
                 c.name,
                 E(self, &c.init),
-                if c.init_at_t0 { " init@t0" } else { "" },
+                match (c.init_at_t0, self.reverse && self.time == LaunchTime::Step) {
+                    (true, true) => " init@T-1",
+                    (true, false) => " init@t0",
+                    (false, _) => "",
+                },
                 if c.store { " store" } else { "" }
             )?;
         }

@@ -150,6 +150,9 @@ pub struct MemoryPlan {
     /// recurrence (`resp`: (impulse, free)).
     pub lin: BTreeMap<(NodeId, usize), BufId>,
     pub resp: BTreeMap<(NodeId, usize), (BufId, BufId)>,
+    /// Training, populations in a recurrent (step-by-step) stage: the adjoint of each state
+    /// `[B, N]`, carried between the steps of the reverse step loop.
+    pub adjs: BTreeMap<(NodeId, usize), BufId>,
     /// Training: the gradient of each node's value (flatten shares its source's).
     pub grads: BTreeMap<NodeId, BufId>,
     /// Training: dLoss/d(output) for the loss, then each regulariser.
@@ -163,7 +166,8 @@ pub struct Backward {
     pub pops: BTreeMap<NodeId, crate::ir::adjoint::StepAdjoint>,
     /// Nodes whose value needs a gradient (something trainable lies upstream).
     pub needs_grad: std::collections::BTreeSet<NodeId>,
-    /// Nodes in backward order (reverse execution order).
+    /// Nodes in backward order (reverse execution order; the nodes of a recurrent stage
+    /// from last to first, run by one reverse step loop).
     pub order: Vec<NodeId>,
     /// Index into `Module::outputs` of the loss's output, and of each regulariser's.
     pub loss_output: usize,

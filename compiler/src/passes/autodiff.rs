@@ -10,7 +10,8 @@
 //! regularisers read (adding them to the model's outputs when the user did not declare
 //! them). What the forward pass must keep for the backward pass follows from this: the
 //! state at the start of each step of every differentiated population (`passes::memory`),
-//! and the inputs of each differentiated projection.
+//! and the inputs of each differentiated projection. A recurrent (step-by-step) stage is
+//! differentiated through time: its nodes' backward ops run in a reverse step loop.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,9 +31,9 @@ fn unsupported(m: &Module, h: NodeId, what: &str) -> Diagnostic {
     )
     .at(m.nodes[h].span, "on the gradient path")
     .hint(
-        "the backward pass covers feed-forward dense, conv2d and pooling layers and neuron \
-         populations (with their learnable parameters); recurrent (step-by-step) cycles \
-         follow",
+        "the backward pass covers dense, conv2d and pooling layers and neuron populations \
+         (with their learnable parameters), feed-forward or in recurrent cycles (BPTT), except \
+         conv/pool layers inside a cycle",
     )
 }
 
@@ -123,10 +124,21 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
         }
     }
 
+    // Conv and pooling layers train feed-forward; inside a recurrent cycle they do not yet.
     for stage in &sched.stages {
         if let StageKind::Steps(ns) = &stage.kind {
-            if let Some(&h) = ns.iter().find(|h| needs_grad.contains(h)) {
-                return Err(unsupported(m, h, "a recurrent (step-by-step) stage"));
+            if let Some(&h) = ns.iter().find(|&&h| {
+                needs_grad.contains(&h)
+                    && matches!(
+                        m.nodes[h].kind,
+                        NodeKind::Conv2d { .. } | NodeKind::Pool2d { .. }
+                    )
+            }) {
+                return Err(unsupported(
+                    m,
+                    h,
+                    "a conv/pool layer inside a recurrent cycle",
+                ));
             }
         }
     }
@@ -273,14 +285,21 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
         pops.insert(h, step);
     }
 
-    // Backward order: stages from last to first.
+    // Backward order: stages from last to first; inside a recurrent (step-by-step) stage,
+    // its nodes from last to first too (lowering wraps them in a reverse step loop).
     let sched = m.schedule.as_ref().expect("schedule pass has run");
     let mut order = Vec::new();
     for stage in sched.stages.iter().rev() {
-        if let StageKind::Layer(n) = &stage.kind {
-            if needs_grad.contains(n) {
-                order.push(*n);
+        match &stage.kind {
+            StageKind::Layer(n) => {
+                if needs_grad.contains(n) {
+                    order.push(*n);
+                }
             }
+            StageKind::Steps(ns) => {
+                order.extend(ns.iter().rev().filter(|n| needs_grad.contains(n)));
+            }
+            StageKind::Parallel(_) => {}
         }
     }
     m.backward = Some(Backward {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::diag::DResult;
 use crate::ir::net::*;
-use crate::ir::sched::{FuseMode, MemoryPlan};
+use crate::ir::sched::{FuseMode, MemoryPlan, StageKind};
 use snn_runtime::plan::{BufferDecl, Extent as PExtent};
 
 use super::{pop_outputs, spilled_locals, Options};
@@ -313,9 +313,33 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
                 unreachable!("differentiated nodes are populations")
             };
             let at = bwd(def_stage(h));
+            // In a recurrent stage: the step kernel saves its states (never recomputed: that
+            // would need the whole cycle again) and the reverse step loop carries each
+            // state's adjoint in a `[B, N]` buffer.
+            let cyclic = stage_of
+                .get(&h)
+                .is_some_and(|&s| matches!(sched.stages[s].kind, StageKind::Steps(_)));
             // Saved by the forward kernel, or (recompute) written just before the backward
             // kernel reads them.
-            let saved_from = if recompute { at } else { def_stage(h) };
+            let saved_from = if recompute && !cyclic {
+                at
+            } else {
+                def_stage(h)
+            };
+            if cyclic {
+                for (i, st) in eqs.states.iter().enumerate() {
+                    let b = add(
+                        &mut plan,
+                        &mut lives,
+                        format!("{}.adj.{}", m.nodes[h].name, st.name),
+                        PExtent::Single,
+                        m.shape(h).features(),
+                        at,
+                        false,
+                    );
+                    plan.adjs.insert((h, i), b);
+                }
+            }
             for (i, st) in eqs.states.iter().enumerate() {
                 let b = add(
                     &mut plan,

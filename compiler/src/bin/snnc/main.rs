@@ -352,7 +352,8 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
 fn count_ops(ops: &[snn_runtime::plan::Op]) -> usize {
     ops.iter()
         .map(|o| match o {
-            snn_runtime::plan::Op::StepLoop { body } => 1 + count_ops(body),
+            snn_runtime::plan::Op::StepLoop { body }
+            | snn_runtime::plan::Op::ReverseStepLoop { body } => 1 + count_ops(body),
             _ => 1,
         })
         .sum()

@@ -31,46 +31,28 @@ impl Lowerer<'_> {
         // Which gradient buffers hold data already.
         let mut written: BTreeSet<usize> = BTreeSet::new();
         let mut ops = Vec::new();
-        for &h in &bw.order {
+        let sched = m.schedule.as_ref().expect("schedule pass has run");
+        let stage_of = sched.stage_of();
+        let mut i = 0;
+        while i < bw.order.len() {
+            let h = bw.order[i];
+            // A recurrent stage: its nodes (consecutive in the order) in one reverse loop.
+            if self.cyclic(h) {
+                let j = i + bw.order[i..]
+                    .iter()
+                    .take_while(|n| stage_of.get(n) == stage_of.get(&h))
+                    .count();
+                self.cycle_backward(&bw.order[i..j], &mut written, &mut ops)?;
+                i = j;
+                continue;
+            }
+            i += 1;
             match &m.nodes[h].kind {
-                NodeKind::Population { inputs, .. } => {
-                    let Some(step) = bw.pops.get(&h) else {
-                        continue;
-                    };
-                    let (mut k, bind) = self.population_backward(h, inputs, step, &written)?;
-                    for i in inputs {
-                        if let Some(&g) = mem.grads.get(i) {
-                            if !written.insert(g) {
-                                return Err(Diagnostic::new(
-                                    ErrorKind::BadArgument,
-                                    format!(
-                                        "training: `{}` feeds several populations, which the \
-                                         backward pass does not support yet",
-                                        m.nodes[*i].name
-                                    ),
-                                )
-                                .at(m.nodes[*i].span, "used more than once")
-                                .hint("give each population its own projection"));
-                            }
-                        }
-                    }
+                NodeKind::Population { inputs, .. } if bw.pops.contains_key(&h) => {
                     if cfg.recompute {
                         ops.push(self.recompute(h, inputs));
                     }
-                    let id = self.kernels.len();
-                    k.symbol = format!("snn_k{id}_{}_backward", symbol_part(&m.nodes[h].name));
-                    self.plan.kernels.push(kernel_decl(&k));
-                    self.kernels.push(k);
-                    ops.push(Op::Launch {
-                        kernel: id,
-                        groups: vec![LaunchGroup {
-                            args: bind.bufs,
-                            weights: bind.weights,
-                            params: self.param_base[&h],
-                            features: m.shape(h).features(),
-                        }],
-                        time: LaunchTime::Seq,
-                    });
+                    ops.push(self.population_backward_op(h, &mut written, false)?);
                 }
                 NodeKind::Dense {
                     src, out: n, delay, ..
@@ -207,6 +189,133 @@ impl Lowerer<'_> {
         Ok(())
     }
 
+    /// The backward of a recurrent (step-by-step) stage, `ns` its nodes from last to first:
+    /// backpropagation through time as one reverse step loop. At step `t` (from `T - 1`
+    /// down to 0) each population's backward step kernel reads the gradient of its value at
+    /// `t` (complete by then: later layers wrote every row before the loop, the cycle's
+    /// projections at steps `> t` added theirs), carries its state adjoints to step `t - 1`
+    /// in `P.adj.<state>` and stores the gradient of its current; each projection of the
+    /// cycle sends `dy[t] @ W` to row `t - delay` of its source's gradient. The weight
+    /// gradients need every row of `dy` and the saved source rows, so they are one
+    /// `GemmDw` over all T after the loop (one large GEMM instead of T small ones).
+    fn cycle_backward(
+        &mut self,
+        ns: &[NodeId],
+        written: &mut BTreeSet<usize>,
+        ops: &mut Vec<Op>,
+    ) -> DResult<()> {
+        let m = self.m;
+        let mem = self.mem;
+        // The cycle's projections accumulate into their sources' gradients, which must hold
+        // data (zeros, when no later layer wrote them) before the loop.
+        for &h in ns {
+            if let NodeKind::Dense { src, .. } = &m.nodes[h].kind {
+                if let Some(&dx) = mem.grads.get(src) {
+                    if written.insert(dx) {
+                        ops.push(Op::Zero { buf: dx });
+                    }
+                }
+            }
+        }
+        let mut body = Vec::new();
+        let mut after = Vec::new();
+        for &h in ns {
+            match &m.nodes[h].kind {
+                NodeKind::Population { .. }
+                    if m.backward.as_ref().expect("training").pops.contains_key(&h) =>
+                {
+                    body.push(self.population_backward_op(h, written, true)?);
+                }
+                NodeKind::Dense {
+                    src, out: n, delay, ..
+                } => {
+                    let dy = mem.grads[&h];
+                    if !written.contains(&dy) {
+                        continue;
+                    }
+                    let (w, bias) = self.weight_of[&h];
+                    let k = m.shape(*src).features();
+                    if let Some(&dx) = mem.grads.get(src) {
+                        body.push(Op::GemmDx {
+                            dy,
+                            w,
+                            dx,
+                            k,
+                            n: *n,
+                            time: TimeSel::Step { delay: *delay },
+                            accumulate: true,
+                        });
+                    }
+                    after.push(Op::GemmDw {
+                        x: mem.node_out[src],
+                        dy,
+                        w,
+                        bias,
+                        k,
+                        n: *n,
+                        time: TimeSel::All { delay: *delay },
+                    });
+                }
+                _ => {}
+            }
+        }
+        ops.push(Op::ReverseStepLoop { body });
+        ops.extend(after);
+        Ok(())
+    }
+
+    /// The launch of population `h`'s backward kernel (a reverse `Seq` kernel, or one
+    /// reverse step inside a recurrent stage's loop); marks its inputs' gradients written.
+    fn population_backward_op(
+        &mut self,
+        h: NodeId,
+        written: &mut BTreeSet<usize>,
+        stepwise: bool,
+    ) -> DResult<Op> {
+        let m = self.m;
+        let mem = self.mem;
+        let bw = m.backward.as_ref().expect("training");
+        let NodeKind::Population { inputs, .. } = &m.nodes[h].kind else {
+            unreachable!("differentiated nodes are populations")
+        };
+        let step = &bw.pops[&h];
+        let (mut k, bind) = self.population_backward(h, inputs, step, written, stepwise)?;
+        for i in inputs {
+            if let Some(&g) = mem.grads.get(i) {
+                if !written.insert(g) {
+                    return Err(Diagnostic::new(
+                        ErrorKind::BadArgument,
+                        format!(
+                            "training: `{}` feeds several populations, which the \
+                             backward pass does not support yet",
+                            m.nodes[*i].name
+                        ),
+                    )
+                    .at(m.nodes[*i].span, "used more than once")
+                    .hint("give each population its own projection"));
+                }
+            }
+        }
+        let id = self.kernels.len();
+        k.symbol = format!("snn_k{id}_{}_backward", symbol_part(&m.nodes[h].name));
+        self.plan.kernels.push(kernel_decl(&k));
+        self.kernels.push(k);
+        Ok(Op::Launch {
+            kernel: id,
+            groups: vec![LaunchGroup {
+                args: bind.bufs,
+                weights: bind.weights,
+                params: self.param_base[&h],
+                features: m.shape(h).features(),
+            }],
+            time: if stepwise {
+                LaunchTime::Step
+            } else {
+                LaunchTime::Seq
+            },
+        })
+    }
+
     /// The reverse-time kernel of population `h` and the buffers its launch binds.
     /// `checkpoint = recompute`: the forward step of `h` again, storing only the states
     /// its backward kernel reads (the launch that precedes it).
@@ -237,6 +346,7 @@ impl Lowerer<'_> {
         inputs: &[NodeId],
         step: &StepAdjoint,
         written: &BTreeSet<usize>,
+        stepwise: bool,
     ) -> DResult<(Kernel, Bind)> {
         let m = self.m;
         let mem = self.mem;
@@ -244,10 +354,20 @@ impl Lowerer<'_> {
         let bw = m.backward.as_ref().expect("training");
         let mut kb = KB::new(
             format!(
-                "backward of {} population `{}` (reverse time)",
-                eqs.model, m.nodes[h].name
+                "backward of {} population `{}` ({})",
+                eqs.model,
+                m.nodes[h].name,
+                if stepwise {
+                    "one step of the reverse step loop"
+                } else {
+                    "reverse time"
+                }
             ),
-            LaunchTime::Seq,
+            if stepwise {
+                LaunchTime::Step
+            } else {
+                LaunchTime::Seq
+            },
         );
         kb.k.reverse = true;
         let params = self.param_exprs(h, eqs, &mut kb);
@@ -341,20 +461,38 @@ impl Lowerer<'_> {
             })
             .collect();
 
-        // Carried: the adjoint of each state after the step, then static accumulators.
-        for s in &eqs.states {
+        // Step-wise: each state's adjoint lives in a `[B, N]` buffer between the steps.
+        let adj_args: Vec<Option<usize>> = eqs
+            .states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                stepwise.then(|| {
+                    kb.arg(
+                        &format!("adj_{}", s.name),
+                        mem.adjs[&(h, i)],
+                        PExtent::Single,
+                        true,
+                    )
+                })
+            })
+            .collect();
+
+        // Carried: the adjoint of each state after the step (zero after the last step), then
+        // static accumulators.
+        for (i, s) in eqs.states.iter().enumerate() {
             kb.k.carried.push(Carried {
                 name: format!("g_{}", s.name),
                 init: KExpr::Const(0.0),
-                buf: None,
-                init_at_t0: false,
-                store: false,
+                buf: adj_args[i],
+                init_at_t0: stepwise,
+                store: stepwise,
                 grad: None,
             });
         }
         // One register per learned parameter sums its gradient over the T steps; after the
         // loop it is added into the parameter's gradient (atomically: neurons and batch
-        // elements share it).
+        // elements share it). A step kernel adds each step's term after the step.
         let learned = self.learned.get(&h);
         let param_accs: Vec<(KVar, usize)> = step
             .grad_params
@@ -385,7 +523,8 @@ impl Lowerer<'_> {
                     name: format!("acc_{}", kb.k.args[a].name),
                     init: KExpr::Const(0.0),
                     buf: Some(a),
-                    init_at_t0: false,
+                    // A step kernel reads back the sum of the later steps.
+                    init_at_t0: stepwise,
                     store: true,
                     grad: None,
                 });

@@ -443,6 +443,15 @@ impl Lowerer<'_> {
         kb.finish()
     }
 
+    /// Whether node `h` runs in a recurrent (step-by-step) stage.
+    fn cyclic(&self, h: NodeId) -> bool {
+        let sched = self.m.schedule.as_ref().expect("schedule pass has run");
+        sched
+            .stage_of()
+            .get(&h)
+            .is_some_and(|&s| matches!(sched.stages[s].kind, StageKind::Steps(_)))
+    }
+
     /// How population `h`'s kernel reads each parameter of `eqs`: from the flat parameter
     /// array (`kb.k.params`) or, for a learned one, from a weight argument it binds.
     fn param_exprs(&self, h: NodeId, eqs: &NeuronEqs, kb: &mut KB) -> Vec<KExpr> {
@@ -622,8 +631,9 @@ impl Lowerer<'_> {
             })
             .collect();
 
-        // Training: the state at the start of every step, for the backward kernel.
-        let recompute = m.train.as_ref().is_some_and(|c| c.recompute);
+        // Training: the state at the start of every step, for the backward kernel (always
+        // saved in a recurrent stage: recomputing it would need the whole cycle again).
+        let recompute = m.train.as_ref().is_some_and(|c| c.recompute) && !self.cyclic(h);
         let save_args: Vec<usize> =
             if (role == Role::Fused && !recompute) || role == Role::Recompute {
                 eqs.states
