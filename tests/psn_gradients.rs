@@ -37,7 +37,9 @@ fn flat(v: &Value) -> Vec<f32> {
 
 /// Deterministic values in `[-scale, scale)`.
 fn pattern(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
             s = s
@@ -71,7 +73,10 @@ fn psn_family_gradients_match_spikingjelly() {
             .unwrap(),
     )
     .unwrap();
-    let (t, n) = (v["T"].as_u64().unwrap() as usize, v["N"].as_u64().unwrap() as usize);
+    let (t, n) = (
+        v["T"].as_u64().unwrap() as usize,
+        v["N"].as_u64().unwrap() as usize,
+    );
     for case in v["cases"].as_array().unwrap() {
         let kind = case["kind"].as_str().unwrap();
         let pop = match kind {
@@ -180,7 +185,12 @@ neuron SLeakySliding {
             let mut gt = vec![0.0f32; t * b * c];
             for (i, &y) in labels.iter().enumerate() {
                 let z: Vec<f64> = (0..c)
-                    .map(|k| (0..t).map(|st| tr[st * b * c + i * c + k] as f64).sum::<f64>() / t as f64)
+                    .map(|k| {
+                        (0..t)
+                            .map(|st| tr[st * b * c + i * c + k] as f64)
+                            .sum::<f64>()
+                            / t as f64
+                    })
                     .collect();
                 let mx = z.iter().cloned().fold(f64::MIN, f64::max);
                 let se: f64 = z.iter().map(|v| (v - mx).exp()).sum();

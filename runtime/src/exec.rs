@@ -989,7 +989,10 @@ fn exec_ops(
                 let full = cx.matrix_rows(dev, matrix, 0..t_len, t_len, b)?;
                 // A static input was read at every step through the row sums of A.
                 let (a, ro) = if xd.extent != Extent::Seq {
-                    (full.chunks(t_len.max(1)).map(|r| r.iter().sum()).collect(), 1)
+                    (
+                        full.chunks(t_len.max(1)).map(|r| r.iter().sum()).collect(),
+                        1,
+                    )
                 } else {
                     let mut at = vec![0.0f32; t_len * t_len];
                     for t in 0..t_len {
@@ -1253,41 +1256,46 @@ impl Checker<'_> {
 
     /// A time matrix's weights and parameters (`out_slot`: the op's output, which a
     /// response buffer must not share); `Some(T0)` for a `[T0, T0]` weight.
-    fn time_matrix(&self, matrix: &TimeMatrix, out_slot: usize, what: &str) -> Result<Option<usize>> {
-            let response = |r: BufId| self.response_buf(r, out_slot, what);
-            let square = |w: WeightId| -> Result<usize> {
-                let d = self.weight(w, what)?;
-                match d.shape.as_slice() {
-                    [a, b] if a == b && *a > 0 => Ok(*a),
-                    _ => Err(RuntimeError::plan(format!(
-                        "{what}: weight `{}` has shape {}, a time matrix is [T, T]",
-                        d.name,
-                        fmt_shape(&d.shape)
-                    ))),
-                }
-            };
-            Ok(match *matrix {
-                TimeMatrix::Weight { w } => Some(square(w)?),
-                TimeMatrix::Masked { w, k, lambda } => {
-                    if k == 0 || lambda >= self.plan.params.len() {
-                        return Err(RuntimeError::plan(format!(
+    fn time_matrix(
+        &self,
+        matrix: &TimeMatrix,
+        out_slot: usize,
+        what: &str,
+    ) -> Result<Option<usize>> {
+        let response = |r: BufId| self.response_buf(r, out_slot, what);
+        let square = |w: WeightId| -> Result<usize> {
+            let d = self.weight(w, what)?;
+            match d.shape.as_slice() {
+                [a, b] if a == b && *a > 0 => Ok(*a),
+                _ => Err(RuntimeError::plan(format!(
+                    "{what}: weight `{}` has shape {}, a time matrix is [T, T]",
+                    d.name,
+                    fmt_shape(&d.shape)
+                ))),
+            }
+        };
+        Ok(match *matrix {
+            TimeMatrix::Weight { w } => Some(square(w)?),
+            TimeMatrix::Masked { w, k, lambda } => {
+                if k == 0 || lambda >= self.plan.params.len() {
+                    return Err(RuntimeError::plan(format!(
                             "{what}: a masked matrix needs k >= 1 and a parameter (k = {k}, parameter {lambda})"
                         )));
-                    }
-                    Some(square(w)?)
                 }
-                TimeMatrix::Band { w, k } => {
-                    if k == 0 {
-                        return Err(RuntimeError::plan(format!("{what}: band of width 0")));
-                    }
-                    self.weight_shape(w, &[k], what)?;
-                    None
+                Some(square(w)?)
+            }
+            TimeMatrix::Band { w, k } => {
+                if k == 0 {
+                    return Err(RuntimeError::plan(format!("{what}: band of width 0")));
                 }
-                TimeMatrix::Response { r } => {
-                    response(r)?;
-                    None
-                }
-            })
+                self.weight_shape(w, &[k], what)?;
+                None
+            }
+            TimeMatrix::Response { r } => {
+                response(r)?;
+                None
+            }
+        })
     }
 
     fn response_buf(&self, r: BufId, out_slot: usize, what: &str) -> Result<()> {
@@ -1307,28 +1315,34 @@ impl Checker<'_> {
         Ok(())
     }
 
-    fn time_bias(&self, bias: &TimeBias, steps: Option<usize>, out_slot: usize, what: &str) -> Result<()> {
-            match *bias {
-                TimeBias::Weight(b) => match steps {
-                    Some(n) => self.weight_shape(b, &[n, 1], what)?,
-                    None => {
-                        return Err(RuntimeError::plan(format!(
-                            "{what}: a per-step bias weight needs a [T, T] weight matrix"
-                        )))
-                    }
-                },
-                TimeBias::Scalar(b) => {
-                    let d = self.weight(b, what)?;
-                    if d.numel() != 1 {
-                        return Err(RuntimeError::plan(format!(
-                            "{what}: scalar bias `{}` has shape {}",
-                            d.name,
-                            fmt_shape(&d.shape)
-                        )));
-                    }
+    fn time_bias(
+        &self,
+        bias: &TimeBias,
+        steps: Option<usize>,
+        out_slot: usize,
+        what: &str,
+    ) -> Result<()> {
+        match *bias {
+            TimeBias::Weight(b) => match steps {
+                Some(n) => self.weight_shape(b, &[n, 1], what)?,
+                None => {
+                    return Err(RuntimeError::plan(format!(
+                        "{what}: a per-step bias weight needs a [T, T] weight matrix"
+                    )))
                 }
-                TimeBias::Response(r) => self.response_buf(r, out_slot, what)?,
+            },
+            TimeBias::Scalar(b) => {
+                let d = self.weight(b, what)?;
+                if d.numel() != 1 {
+                    return Err(RuntimeError::plan(format!(
+                        "{what}: scalar bias `{}` has shape {}",
+                        d.name,
+                        fmt_shape(&d.shape)
+                    )));
+                }
             }
+            TimeBias::Response(r) => self.response_buf(r, out_slot, what)?,
+        }
         Ok(())
     }
 

@@ -313,7 +313,12 @@ impl Device for CpuDevice {
         g: &mut [f32],
         sums: Option<&mut [f32]>,
     ) -> Result<()> {
-        let rdy = range(&self.slots, d.dy, mul(d.rows_out, d.cols)?, "time_mix_dw dy")?;
+        let rdy = range(
+            &self.slots,
+            d.dy,
+            mul(d.rows_out, d.cols)?,
+            "time_mix_dw dy",
+        )?;
         let rx = range(&self.slots, d.x, mul(d.rows_in, d.cols)?, "time_mix_dw x")?;
         let dy = &self.slots[d.dy.slot][rdy];
         let x = &self.slots[d.x.slot][rx];

@@ -920,7 +920,11 @@ impl Device for CudaDevice {
                 .map_err(|e| dev_err("cuMemcpyHtoD(time_mix_dw)", e))?;
         }
         let base = self.base(&self.dw_scratch.as_ref().unwrap().mem);
-        let (gp, sp, op) = (base, base + 4 * ng as u64, base + 4 * (ng + d.rows_out) as u64);
+        let (gp, sp, op) = (
+            base,
+            base + 4 * ng as u64,
+            base + 4 * (ng + d.rows_out) as u64,
+        );
         if d.rows_in > 0 {
             // Row-major g[ro, ri] = dy[ro, cols] @ x[ri, cols]^T is, column-major,
             // C(ri x ro) = X^T (X: cols x ri, ld cols) * DY (cols x ro, ld cols).

@@ -16,8 +16,8 @@ use crate::ir::eqn::{BinOp, Func};
 use crate::ir::kernel::*;
 use crate::ir::net::*;
 use snn_runtime::plan::{
-    BufId, Extent as PExtent, LaunchGroup, LaunchTime, LossDecl, Op, RegDecl, TimeMatrix,
-    TimeSel, TrainPlan,
+    BufId, Extent as PExtent, LaunchGroup, LaunchTime, LossDecl, Op, RegDecl, TimeMatrix, TimeSel,
+    TrainPlan,
 };
 
 impl Lowerer<'_> {
@@ -175,7 +175,10 @@ impl Lowerer<'_> {
         let mixed = mem.grad_mixed.get(&h).copied();
         let targets: Vec<BufId> = match mixed {
             Some(g) => vec![g],
-            None => inputs.iter().filter_map(|i| mem.grads.get(i).copied()).collect(),
+            None => inputs
+                .iter()
+                .filter_map(|i| mem.grads.get(i).copied())
+                .collect(),
         };
         let mut ops = Vec::new();
         for i in 0..n_states {
@@ -255,7 +258,12 @@ impl Lowerer<'_> {
         let lin_args: Vec<Option<usize>> = (0..eqs.states.len())
             .map(|i| {
                 mem.lin.get(&(h, i)).map(|&b| {
-                    kb.arg(&format!("lin_{}", eqs.states[i].name), b, PExtent::Seq, false)
+                    kb.arg(
+                        &format!("lin_{}", eqs.states[i].name),
+                        b,
+                        PExtent::Seq,
+                        false,
+                    )
                 })
             })
             .collect();
@@ -321,22 +329,22 @@ impl Lowerer<'_> {
             vec![(kb.arg("grad_mixed", g, PExtent::Seq, true), PExtent::Seq)]
         } else {
             inputs
-            .iter()
-            .filter_map(|src| {
-                mem.grads.get(src).map(|&g| {
-                    let e = ext(m.shape(*src).extent);
-                    (
-                        kb.arg(
-                            &format!("grad_{}", symbol_part(&m.nodes[*src].name)),
-                            g,
+                .iter()
+                .filter_map(|src| {
+                    mem.grads.get(src).map(|&g| {
+                        let e = ext(m.shape(*src).extent);
+                        (
+                            kb.arg(
+                                &format!("grad_{}", symbol_part(&m.nodes[*src].name)),
+                                g,
+                                e,
+                                true,
+                            ),
                             e,
-                            true,
-                        ),
-                        e,
-                    )
+                        )
+                    })
                 })
-            })
-            .collect()
+                .collect()
         };
         let grad_lin_args: Vec<(usize, Option<usize>)> = (0..eqs.states.len())
             .filter_map(|i| {
