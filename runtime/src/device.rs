@@ -86,6 +86,20 @@ pub struct TimeMixDesc<'a> {
 
 /// Conv2d (torch semantics) over `images` contiguous images: `x` is `[images, c_in, h, w]`,
 /// `y` is `[images, c_out, h_out, w_out]`, weight `[c_out, c_in, kh, kw]`, bias `[c_out]`.
+/// The backward of a time mix for its matrix: `g[t * rows_in + j] = sum_c dy[t, c] *
+/// x[j, c]` for `t < rows_out`, `j < rows_in`, and the row sums `sum_c dy[t, c]`; both come
+/// back to the host (they are `T x T` and `T` values). With `band = Some(k)` only the
+/// entries with `0 <= t - j < k` are read by the caller (the rest may hold anything).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeMixDwDesc {
+    pub rows_out: usize,
+    pub rows_in: usize,
+    pub cols: usize,
+    pub dy: Loc,
+    pub x: Loc,
+    pub band: Option<usize>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvDesc {
     pub images: usize,
@@ -223,6 +237,18 @@ pub trait Device: Send {
     fn gemm_dw(&mut self, d: &GemmDwDesc) -> Result<()>;
 
     /// Sets every weight gradient to zero (allocating them on first use).
+    /// See [`TimeMixDwDesc`]: `g` gets the `rows_out x rows_in` products, `sums` (when
+    /// given, `rows_out` long) the row sums of `dy`.
+    fn time_mix_dw(
+        &mut self,
+        d: &TimeMixDwDesc,
+        g: &mut [f32],
+        sums: Option<&mut [f32]>,
+    ) -> Result<()>;
+
+    /// Adds `data` into the gradient of weight `id` (allocated by `zero_grads`).
+    fn add_grad(&mut self, id: WeightId, data: &[f32]) -> Result<()>;
+
     fn zero_grads(&mut self) -> Result<()>;
 
     /// Copies the gradient of weight `id` to the host.

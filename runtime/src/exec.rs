@@ -9,7 +9,7 @@
 use crate::cpu::CpuDevice;
 use crate::device::{
     ConvDesc, ConvDwDesc, ConvDxDesc, Device, GemmDesc, GemmDwDesc, GemmDxDesc, GroupDesc,
-    LaunchDesc, Loc, PoolDesc, PoolDxDesc, TimeMixDesc, WeightArg,
+    LaunchDesc, Loc, PoolDesc, PoolDxDesc, TimeMixDesc, TimeMixDwDesc, WeightArg,
 };
 use crate::error::{fmt_shape, Result, RuntimeError};
 use crate::io::weights;
@@ -69,6 +69,18 @@ enum Exec {
         bias: Option<TimeBias>,
         time: TimeSel,
         accumulate: bool,
+    },
+    TimeMixDx {
+        dy: BufId,
+        dx: BufId,
+        matrix: TimeMatrix,
+        accumulate: bool,
+    },
+    TimeMixDw {
+        x: BufId,
+        dy: BufId,
+        matrix: TimeMatrix,
+        bias: Option<TimeBias>,
     },
     GemmDx {
         dy: BufId,
@@ -1019,6 +1031,111 @@ fn exec_ops(
                     accumulate: *accumulate,
                 })?;
             }
+            Exec::TimeMixDx {
+                dy,
+                dx,
+                matrix,
+                accumulate,
+            } => {
+                let (yd, xd) = (&bufs[*dy], &bufs[*dx]);
+                let cols = b * yd.features;
+                let full = cx.matrix_rows(dev, matrix, 0..t_len, t_len, b)?;
+                // A static input was read at every step through the row sums of A.
+                let (a, ro) = if xd.extent != Extent::Seq {
+                    (
+                        full.chunks(t_len.max(1)).map(|r| r.iter().sum()).collect(),
+                        1,
+                    )
+                } else {
+                    let mut at = vec![0.0f32; t_len * t_len];
+                    for t in 0..t_len {
+                        for j in 0..t_len {
+                            at[j * t_len + t] = full[t * t_len + j];
+                        }
+                    }
+                    (at, t_len)
+                };
+                dev.time_mix(&TimeMixDesc {
+                    rows_out: ro,
+                    rows_in: t_len,
+                    cols,
+                    a: &a,
+                    bias: None,
+                    x: Loc::new(yd.slot, 0),
+                    y: Loc::new(xd.slot, 0),
+                    accumulate: *accumulate,
+                })?;
+            }
+            Exec::TimeMixDw {
+                x,
+                dy,
+                matrix,
+                bias,
+            } => {
+                let (xd, yd) = (&bufs[*x], &bufs[*dy]);
+                let cols = b * yd.features;
+                let x_static = xd.extent != Extent::Seq;
+                let ri = if x_static { 1 } else { t_len };
+                let band = match *matrix {
+                    TimeMatrix::Band { k, .. } if !x_static => Some(k),
+                    _ => None,
+                };
+                let mut g = vec![0.0f32; t_len * ri];
+                let mut sums = bias.map(|_| vec![0.0f32; t_len]);
+                dev.time_mix_dw(
+                    &TimeMixDwDesc {
+                        rows_out: t_len,
+                        rows_in: ri,
+                        cols,
+                        dy: Loc::new(yd.slot, 0),
+                        x: Loc::new(xd.slot, 0),
+                        band,
+                    },
+                    &mut g,
+                    sums.as_deref_mut(),
+                )?;
+                // G[t][j]; a static input is the same at every step j.
+                let gij = |t: usize, j: usize| if x_static { g[t] } else { g[t * t_len + j] };
+                match *matrix {
+                    TimeMatrix::Weight { w } => {
+                        cx.check_steps(w, cx.plan.weights[w].shape[0], t_len)?;
+                        let d: Vec<f32> = (0..t_len * t_len)
+                            .map(|i| gij(i / t_len, i % t_len))
+                            .collect();
+                        dev.add_grad(w, &d)?;
+                    }
+                    TimeMatrix::Masked { w, k, lambda } => {
+                        cx.check_steps(w, cx.plan.weights[w].shape[0], t_len)?;
+                        let l = cx.params[lambda];
+                        let d: Vec<f32> = (0..t_len * t_len)
+                            .map(|i| {
+                                let (t, j) = (i / t_len, i % t_len);
+                                let band = if j <= t && t - j < k { 1.0f32 } else { 0.0 };
+                                let m = if l >= 1.0 { band } else { l * band + (1.0 - l) };
+                                gij(t, j) * m
+                            })
+                            .collect();
+                        dev.add_grad(w, &d)?;
+                    }
+                    TimeMatrix::Band { w, k } => {
+                        // A[t][t - d] = w[k - 1 - d]: the sum along diagonal d.
+                        let mut d = vec![0.0f32; k];
+                        for (dd, o) in d.iter_mut().rev().enumerate() {
+                            *o = (dd..t_len).map(|t| gij(t, t - dd)).sum();
+                        }
+                        dev.add_grad(w, &d)?;
+                    }
+                    TimeMatrix::Response { .. } => {}
+                }
+                match (*bias, &sums) {
+                    (Some(TimeBias::Weight(bw)), Some(s)) => {
+                        cx.check_steps(bw, cx.weights[bw].len(), t_len)?;
+                        dev.add_grad(bw, s)?;
+                    }
+                    (Some(TimeBias::Scalar(bw)), Some(s)) => dev.add_grad(bw, &[s.iter().sum()])?,
+                    _ => {}
+                }
+            }
             Exec::GemmDx {
                 dy,
                 w,
@@ -1314,6 +1431,98 @@ impl Checker<'_> {
         Ok(())
     }
 
+    /// A time matrix's weights and parameters (`out_slot`: the op's output, which a
+    /// response buffer must not share); `Some(T0)` for a `[T0, T0]` weight.
+    fn time_matrix(
+        &self,
+        matrix: &TimeMatrix,
+        out_slot: usize,
+        what: &str,
+    ) -> Result<Option<usize>> {
+        let response = |r: BufId| self.response_buf(r, out_slot, what);
+        let square = |w: WeightId| -> Result<usize> {
+            let d = self.weight(w, what)?;
+            match d.shape.as_slice() {
+                [a, b] if a == b && *a > 0 => Ok(*a),
+                _ => Err(RuntimeError::plan(format!(
+                    "{what}: weight `{}` has shape {}, a time matrix is [T, T]",
+                    d.name,
+                    fmt_shape(&d.shape)
+                ))),
+            }
+        };
+        Ok(match *matrix {
+            TimeMatrix::Weight { w } => Some(square(w)?),
+            TimeMatrix::Masked { w, k, lambda } => {
+                if k == 0 || lambda >= self.plan.params.len() {
+                    return Err(RuntimeError::plan(format!(
+                            "{what}: a masked matrix needs k >= 1 and a parameter (k = {k}, parameter {lambda})"
+                        )));
+                }
+                Some(square(w)?)
+            }
+            TimeMatrix::Band { w, k } => {
+                if k == 0 {
+                    return Err(RuntimeError::plan(format!("{what}: band of width 0")));
+                }
+                self.weight_shape(w, &[k], what)?;
+                None
+            }
+            TimeMatrix::Response { r } => {
+                response(r)?;
+                None
+            }
+        })
+    }
+
+    fn response_buf(&self, r: BufId, out_slot: usize, what: &str) -> Result<()> {
+        let d = self.buf(r, what)?;
+        if d.extent != Extent::Seq || d.features != 1 {
+            return Err(RuntimeError::plan(format!(
+                "{what}: response buffer `{}` must be Seq with 1 feature",
+                d.name
+            )));
+        }
+        if d.slot == out_slot {
+            return Err(RuntimeError::plan(format!(
+                "{what}: response buffer `{}` shares the output's slot",
+                d.name
+            )));
+        }
+        Ok(())
+    }
+
+    fn time_bias(
+        &self,
+        bias: &TimeBias,
+        steps: Option<usize>,
+        out_slot: usize,
+        what: &str,
+    ) -> Result<()> {
+        match *bias {
+            TimeBias::Weight(b) => match steps {
+                Some(n) => self.weight_shape(b, &[n, 1], what)?,
+                None => {
+                    return Err(RuntimeError::plan(format!(
+                        "{what}: a per-step bias weight needs a [T, T] weight matrix"
+                    )))
+                }
+            },
+            TimeBias::Scalar(b) => {
+                let d = self.weight(b, what)?;
+                if d.numel() != 1 {
+                    return Err(RuntimeError::plan(format!(
+                        "{what}: scalar bias `{}` has shape {}",
+                        d.name,
+                        fmt_shape(&d.shape)
+                    )));
+                }
+            }
+            TimeBias::Response(r) => self.response_buf(r, out_slot, what)?,
+        }
+        Ok(())
+    }
+
     fn ops(&self, ops: &[Op], in_loop: bool, path: &str) -> Result<Vec<Exec>> {
         let mut out = Vec::with_capacity(ops.len());
         for (i, op) in ops.iter().enumerate() {
@@ -1369,81 +1578,14 @@ impl Checker<'_> {
                         )));
                     }
                     self.features(xd, yd.features, what)?;
-                    let response = |r: BufId| -> Result<()> {
-                        let d = self.buf(r, what)?;
-                        if d.extent != Extent::Seq || d.features != 1 {
-                            return Err(RuntimeError::plan(format!(
-                                "{what}: response buffer `{}` must be Seq with 1 feature",
-                                d.name
-                            )));
-                        }
-                        if d.slot == yd.slot {
-                            return Err(RuntimeError::plan(format!(
-                                "{what}: response buffer `{}` shares the output's slot",
-                                d.name
-                            )));
-                        }
-                        Ok(())
-                    };
-                    let square = |w: WeightId| -> Result<usize> {
-                        let d = self.weight(w, what)?;
-                        match d.shape.as_slice() {
-                            [a, b] if a == b && *a > 0 => Ok(*a),
-                            _ => Err(RuntimeError::plan(format!(
-                                "{what}: weight `{}` has shape {}, a time matrix is [T, T]",
-                                d.name,
-                                fmt_shape(&d.shape)
-                            ))),
-                        }
-                    };
-                    let steps = match *matrix {
-                        TimeMatrix::Weight { w } => Some(square(w)?),
-                        TimeMatrix::Masked { w, k, lambda } => {
-                            if k == 0 || lambda >= self.plan.params.len() {
-                                return Err(RuntimeError::plan(format!(
-                                    "{what}: a masked matrix needs k >= 1 and a parameter (k = {k}, parameter {lambda})"
-                                )));
-                            }
-                            Some(square(w)?)
-                        }
-                        TimeMatrix::Band { w, k } => {
-                            if k == 0 {
-                                return Err(RuntimeError::plan(format!("{what}: band of width 0")));
-                            }
-                            self.weight_shape(w, &[k], what)?;
-                            None
-                        }
-                        TimeMatrix::Response { r } => {
-                            response(r)?;
-                            None
-                        }
-                    };
+                    let steps = self.time_matrix(matrix, yd.slot, what)?;
                     if in_loop && !matches!(matrix, TimeMatrix::Band { .. }) {
                         return Err(RuntimeError::plan(format!(
                             "{what}: only a band matrix (causal, finite) runs step by step"
                         )));
                     }
-                    match *bias {
-                        None => {}
-                        Some(TimeBias::Weight(b)) => match steps {
-                            Some(n) => self.weight_shape(b, &[n, 1], what)?,
-                            None => {
-                                return Err(RuntimeError::plan(format!(
-                                    "{what}: a per-step bias weight needs a [T, T] weight matrix"
-                                )))
-                            }
-                        },
-                        Some(TimeBias::Scalar(b)) => {
-                            let d = self.weight(b, what)?;
-                            if d.numel() != 1 {
-                                return Err(RuntimeError::plan(format!(
-                                    "{what}: scalar bias `{}` has shape {}",
-                                    d.name,
-                                    fmt_shape(&d.shape)
-                                )));
-                            }
-                        }
-                        Some(TimeBias::Response(r)) => response(r)?,
+                    if let Some(bi) = bias {
+                        self.time_bias(bi, steps, yd.slot, what)?;
                     }
                     Exec::TimeMix {
                         x: *x,
@@ -1452,6 +1594,69 @@ impl Checker<'_> {
                         bias: *bias,
                         time: *time,
                         accumulate: *accumulate,
+                    }
+                }
+                Op::TimeMixDx {
+                    dy,
+                    dx,
+                    matrix,
+                    accumulate,
+                } => {
+                    let what = &format!("{what} (time_mix_dx)");
+                    let (yd, xd) = (self.buf(*dy, what)?, self.buf(*dx, what)?);
+                    if in_loop || yd.extent != Extent::Seq || xd.extent == Extent::Single {
+                        return Err(RuntimeError::plan(format!(
+                            "{what}: runs over all T, from a sequence into a sequence or a static value"
+                        )));
+                    }
+                    if yd.slot == xd.slot {
+                        return Err(RuntimeError::plan(format!(
+                            "{what}: `{}` and `{}` share slot {}",
+                            yd.name, xd.name, yd.slot
+                        )));
+                    }
+                    self.features(xd, yd.features, what)?;
+                    self.time_matrix(matrix, xd.slot, what)?;
+                    Exec::TimeMixDx {
+                        dy: *dy,
+                        dx: *dx,
+                        matrix: *matrix,
+                        accumulate: *accumulate,
+                    }
+                }
+                Op::TimeMixDw {
+                    x,
+                    dy,
+                    matrix,
+                    bias,
+                } => {
+                    let what = &format!("{what} (time_mix_dw)");
+                    let (xd, yd) = (self.buf(*x, what)?, self.buf(*dy, what)?);
+                    if in_loop || yd.extent != Extent::Seq || xd.extent == Extent::Single {
+                        return Err(RuntimeError::plan(format!(
+                            "{what}: runs over all T, with a sequence gradient and a sequence or static input"
+                        )));
+                    }
+                    self.features(xd, yd.features, what)?;
+                    if let TimeMatrix::Response { .. } = matrix {
+                        return Err(RuntimeError::plan(format!(
+                            "{what}: a response matrix has no weight to differentiate"
+                        )));
+                    }
+                    let steps = self.time_matrix(matrix, usize::MAX, what)?;
+                    if let Some(bi) = bias {
+                        if let TimeBias::Response(_) = bi {
+                            return Err(RuntimeError::plan(format!(
+                                "{what}: a response bias has no weight to differentiate"
+                            )));
+                        }
+                        self.time_bias(bi, steps, usize::MAX, what)?;
+                    }
+                    Exec::TimeMixDw {
+                        x: *x,
+                        dy: *dy,
+                        matrix: *matrix,
+                        bias: *bias,
                     }
                 }
                 Op::GemmDx {

@@ -484,6 +484,26 @@ pub enum Op {
         time: TimeSel,
         accumulate: bool,
     },
+    /// Backward of [`Op::TimeMix`] for its input: `dx[j, c] (+)= sum_t A[t][j] * dy[t, c]`
+    /// (`A^T dy` over all T rows); a `Static` `dx` gets `sum_t (sum_j A[t][j]) dy[t, c]`.
+    TimeMixDx {
+        dy: BufId,
+        dx: BufId,
+        matrix: TimeMatrix,
+        accumulate: bool,
+    },
+    /// Backward of [`Op::TimeMix`] for its learnable matrix and bias. With
+    /// `G[t][j] = sum_c dy[t, c] * x[j, c]`: a `Weight` matrix's gradient gets `+= G`, a
+    /// `Masked` one `+= G * (lambda * band_k + 1 - lambda)`, a `Band`'s `[k]` weight
+    /// `grad[k - 1 - d] += sum_t G[t][t - d]` (the sum along each diagonal); a `Weight` bias
+    /// gets `+= sum_c dy[t, c]` per row, a `Scalar` one the sum over every row. A `Response`
+    /// matrix has no weight (nothing to do for it).
+    TimeMixDw {
+        x: BufId,
+        dy: BufId,
+        matrix: TimeMatrix,
+        bias: Option<TimeBias>,
+    },
     /// Backward of [`Op::Gemm`] for its input: `dx[rows, k] (+)= dy[rows, n] @ W`.
     GemmDx {
         dy: BufId,

@@ -487,6 +487,27 @@ fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
             let time = time_sel(*time, m);
             quote!(#m::Op::GemmDw { x: #x, dy: #dy, w: #w, bias: #bias, k: #k, n: #n, time: #time })
         }
+        Op::TimeMixDx {
+            dy,
+            dx,
+            matrix,
+            accumulate,
+        } => {
+            let (dy, dx) = (usize_lit(*dy), usize_lit(*dx));
+            let matrix = time_matrix(matrix, m);
+            quote!(#m::Op::TimeMixDx { dy: #dy, dx: #dx, matrix: #matrix, accumulate: #accumulate })
+        }
+        Op::TimeMixDw {
+            x,
+            dy,
+            matrix,
+            bias,
+        } => {
+            let (x, dy) = (usize_lit(*x), usize_lit(*dy));
+            let matrix = time_matrix(matrix, m);
+            let bias = time_bias(bias, m);
+            quote!(#m::Op::TimeMixDw { x: #x, dy: #dy, matrix: #matrix, bias: #bias })
+        }
         Op::StepLoop { body } => {
             let body = ops(body, m);
             quote!(#m::Op::StepLoop { body: #body })
@@ -504,41 +525,49 @@ fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
             accumulate,
         } => {
             let (x, y) = (usize_lit(*x), usize_lit(*y));
-            let matrix = match *matrix {
-                TimeMatrix::Weight { w } => {
-                    let w = usize_lit(w);
-                    quote!(#m::TimeMatrix::Weight { w: #w })
-                }
-                TimeMatrix::Masked { w, k, lambda } => {
-                    let (w, k, l) = (usize_lit(w), usize_lit(k), usize_lit(lambda));
-                    quote!(#m::TimeMatrix::Masked { w: #w, k: #k, lambda: #l })
-                }
-                TimeMatrix::Band { w, k } => {
-                    let (w, k) = (usize_lit(w), usize_lit(k));
-                    quote!(#m::TimeMatrix::Band { w: #w, k: #k })
-                }
-                TimeMatrix::Response { r } => {
-                    let r = usize_lit(r);
-                    quote!(#m::TimeMatrix::Response { r: #r })
-                }
-            };
-            let bias = match *bias {
-                None => quote!(::core::option::Option::None),
-                Some(TimeBias::Weight(w)) => {
-                    let w = usize_lit(w);
-                    quote!(::core::option::Option::Some(#m::TimeBias::Weight(#w)))
-                }
-                Some(TimeBias::Scalar(w)) => {
-                    let w = usize_lit(w);
-                    quote!(::core::option::Option::Some(#m::TimeBias::Scalar(#w)))
-                }
-                Some(TimeBias::Response(r)) => {
-                    let r = usize_lit(r);
-                    quote!(::core::option::Option::Some(#m::TimeBias::Response(#r)))
-                }
-            };
+            let matrix = time_matrix(matrix, m);
+            let bias = time_bias(bias, m);
             let time = time_sel(*time, m);
             quote!(#m::Op::TimeMix { x: #x, y: #y, matrix: #matrix, bias: #bias, time: #time, accumulate: #accumulate })
+        }
+    }
+}
+
+fn time_matrix(matrix: &TimeMatrix, m: &TokenStream) -> TokenStream {
+    match *matrix {
+        TimeMatrix::Weight { w } => {
+            let w = usize_lit(w);
+            quote!(#m::TimeMatrix::Weight { w: #w })
+        }
+        TimeMatrix::Masked { w, k, lambda } => {
+            let (w, k, l) = (usize_lit(w), usize_lit(k), usize_lit(lambda));
+            quote!(#m::TimeMatrix::Masked { w: #w, k: #k, lambda: #l })
+        }
+        TimeMatrix::Band { w, k } => {
+            let (w, k) = (usize_lit(w), usize_lit(k));
+            quote!(#m::TimeMatrix::Band { w: #w, k: #k })
+        }
+        TimeMatrix::Response { r } => {
+            let r = usize_lit(r);
+            quote!(#m::TimeMatrix::Response { r: #r })
+        }
+    }
+}
+
+fn time_bias(bias: &Option<TimeBias>, m: &TokenStream) -> TokenStream {
+    match *bias {
+        None => quote!(::core::option::Option::None),
+        Some(TimeBias::Weight(w)) => {
+            let w = usize_lit(w);
+            quote!(::core::option::Option::Some(#m::TimeBias::Weight(#w)))
+        }
+        Some(TimeBias::Scalar(w)) => {
+            let w = usize_lit(w);
+            quote!(::core::option::Option::Some(#m::TimeBias::Scalar(#w)))
+        }
+        Some(TimeBias::Response(r)) => {
+            let r = usize_lit(r);
+            quote!(::core::option::Option::Some(#m::TimeBias::Response(#r)))
         }
     }
 }

@@ -118,6 +118,9 @@ pub enum ValKind {
     Spike,
     /// An `on_spike` assignment.
     Reset,
+    /// The parallel schedule: state `i`'s last update, read from the time products
+    /// (`lin`); a leaf whose adjoint ([`StepAdjoint::grad_lin`]) goes back through them.
+    Lin(usize),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -144,6 +147,10 @@ pub struct StepAdjoint {
     pub grad_state_in: Vec<Option<usize>>,
     /// The adjoint of the input current (`None`: the current does not matter).
     pub grad_current: Option<usize>,
+    /// The parallel schedule ([`derive_parallel`]): the adjoint of each state's last update
+    /// value (`None`: zero, or the sequential schedule). The backward pass sends it through
+    /// the transposed Toeplitz product of the impulse response.
+    pub grad_lin: Vec<Option<usize>>,
     /// This step's contribution to the gradient of each learned parameter, by parameter
     /// index (`None`: the step does not depend on it). The backward kernel sums it over
     /// time, neurons (when shared) and the batch.
@@ -162,6 +169,27 @@ pub struct AdjointError(pub String);
 
 /// Derive the backward step of `eqs`.
 pub fn derive(eqs: &NeuronEqs, opts: &GradOptions, dt: f32) -> Result<StepAdjoint, AdjointError> {
+    derive_with(eqs, opts, dt, false)
+}
+
+/// The backward step of a population on the parallel schedule: each state's last update is
+/// a value read from the time products ([`ValKind::Lin`]), so the step differentiates only
+/// what follows it (spike, traces, the carry into the previous step's value) and
+/// [`StepAdjoint::grad_lin`] holds the adjoint of each such value.
+pub fn derive_parallel(
+    eqs: &NeuronEqs,
+    opts: &GradOptions,
+    dt: f32,
+) -> Result<StepAdjoint, AdjointError> {
+    derive_with(eqs, opts, dt, true)
+}
+
+fn derive_with(
+    eqs: &NeuronEqs,
+    opts: &GradOptions,
+    dt: f32,
+    parallel: bool,
+) -> Result<StepAdjoint, AdjointError> {
     let mut d = Deriver {
         learned: eqs.params.iter().map(|p| p.learned()).collect(),
         param_terms: vec![Vec::new(); eqs.params.len()],
@@ -183,9 +211,28 @@ pub fn derive(eqs: &NeuronEqs, opts: &GradOptions, dt: f32) -> Result<StepAdjoin
     };
     let mut spike_val: Option<usize> = None;
 
-    for a in &eqs.update {
+    let last_update: Vec<Option<usize>> = (0..n_states)
+        .map(|i| {
+            eqs.update
+                .iter()
+                .rposition(|a| a.target == Var::State(i))
+                .filter(|_| parallel)
+        })
+        .collect();
+    let mut lin_val: Vec<Option<usize>> = vec![None; n_states];
+    for (ai, a) in eqs.update.iter().enumerate() {
         let e = ssa(&a.value, &cur_state, &cur_local, dt)?;
         match a.target {
+            Var::State(i) if last_update[i] == Some(ai) => {
+                versions[i] += 1;
+                let v = d.val(
+                    format!("{}.{}", eqs.states[i].name, versions[i]),
+                    ValKind::Lin(i),
+                    None,
+                );
+                lin_val[i] = Some(v);
+                cur_state[i] = v;
+            }
             Var::State(i) => {
                 versions[i] += 1;
                 let v = d.val(
@@ -256,8 +303,13 @@ pub fn derive(eqs: &NeuronEqs, opts: &GradOptions, dt: f32) -> Result<StepAdjoin
         let a = d.adj("g_S.out".into());
         d.contrib[s].push(GExpr::Adj(a));
     }
+    let mut grad_lin = vec![None; n_states];
     for j in (0..d.vals.len()).rev() {
         if matches!(d.vals[j].kind, ValKind::StateIn(_)) {
+            continue;
+        }
+        if let ValKind::Lin(i) = d.vals[j].kind {
+            grad_lin[i] = d.materialize(j);
             continue;
         }
         let Some(a) = d.materialize(j) else { continue };
@@ -335,6 +387,7 @@ pub fn derive(eqs: &NeuronEqs, opts: &GradOptions, dt: f32) -> Result<StepAdjoin
         stmts: d.stmts,
         grad_state_in,
         grad_current,
+        grad_lin: if parallel { grad_lin } else { Vec::new() },
         grad_params,
     })
 }
@@ -710,6 +763,13 @@ impl StepAdjoint {
                 (ValKind::StateIn(i), _) => {
                     let _ = writeln!(out, "        {} = saved {}[t]", v.name, eqs.states[*i].name);
                 }
+                (ValKind::Lin(i), _) => {
+                    let _ = writeln!(
+                        out,
+                        "        {} = lin {}[t]   // from the time products",
+                        v.name, eqs.states[*i].name
+                    );
+                }
                 (kind, Some(d)) => {
                     let tag = match kind {
                         ValKind::Spike => "   // spike: d/dx = surrogate",
@@ -734,6 +794,11 @@ impl StepAdjoint {
                     let _ = writeln!(out, "        carry g_{name}.out <- 0");
                 }
             }
+        }
+        for (i, g) in self.grad_lin.iter().enumerate() {
+            let name = &eqs.states[i].name;
+            let g = g.map_or("0".to_string(), |a| self.adj_names[a].clone());
+            let _ = writeln!(out, "        dL/dlin_{name}[t] = {g}   // then toeplitz^T");
         }
         match self.grad_current {
             Some(a) => {

@@ -574,24 +574,7 @@ fn ops(out: &mut String, p: &Plan, ops_: &[Op], indent: usize) {
                 time: t,
                 accumulate,
             } => {
-                use snn_runtime::plan::{TimeBias, TimeMatrix};
-                let wn = |i: usize| p.weights[i].name.clone();
-                let a = match *matrix {
-                    TimeMatrix::Weight { w } => format!("{} [T, T]", wn(w)),
-                    TimeMatrix::Masked { w, k, lambda } => format!(
-                        "({} * band{k}(param.{})) [T, T]",
-                        wn(w),
-                        p.params[lambda].name
-                    ),
-                    TimeMatrix::Band { w, k } => format!("band({}) [k={k}]", wn(w)),
-                    TimeMatrix::Response { r } => format!("toeplitz({})", b(r)),
-                };
-                let bias = match bias {
-                    None => String::new(),
-                    Some(TimeBias::Weight(w)) => format!(" + {}[t]", wn(*w)),
-                    Some(TimeBias::Scalar(w)) => format!(" + {}", wn(*w)),
-                    Some(TimeBias::Response(r)) => format!(" + {}[t]", b(*r)),
-                };
+                let (a, bias) = mix_text(p, matrix, bias);
                 let _ = writeln!(
                     out,
                     "{pad}time_mix {} {}= {a} @ {}{bias}  ({})",
@@ -608,6 +591,44 @@ fn ops(out: &mut String, p: &Plan, ops_: &[Op], indent: usize) {
             Op::ReverseStepLoop { body } => {
                 let _ = writeln!(out, "{pad}for t in (0..T).rev():");
                 crate::ir::dump::ops(out, p, body, indent + 2);
+            }
+            Op::TimeMixDx {
+                dy,
+                dx,
+                matrix,
+                accumulate,
+            } => {
+                let (a, _) = mix_text(p, matrix, &None);
+                let _ = writeln!(
+                    out,
+                    "{pad}time_mix_dx {} {}= ({a})^T @ {}  (all T)",
+                    b(*dx),
+                    if *accumulate { "+" } else { "" },
+                    b(*dy),
+                );
+            }
+            Op::TimeMixDw {
+                x,
+                dy,
+                matrix,
+                bias,
+            } => {
+                let (a, _) = mix_text(p, matrix, &None);
+                let bias = match bias {
+                    Some(snn_runtime::plan::TimeBias::Weight(w)) => {
+                        format!(", grad {} += rowsum({})", p.weights[*w].name, b(*dy))
+                    }
+                    Some(snn_runtime::plan::TimeBias::Scalar(w)) => {
+                        format!(", grad {} += sum({})", p.weights[*w].name, b(*dy))
+                    }
+                    _ => String::new(),
+                };
+                let _ = writeln!(
+                    out,
+                    "{pad}time_mix_dw grad of {a} += {} @ {}^T{bias}  (all T)",
+                    b(*dy),
+                    b(*x),
+                );
             }
             Op::GemmDx {
                 dy,
@@ -811,4 +832,32 @@ pub fn program(p: &Program) -> String {
         out.push_str(&k.to_string());
     }
     out
+}
+
+/// The matrix and bias of a time mix as the dump prints them.
+fn mix_text(
+    p: &snn_runtime::plan::Plan,
+    matrix: &snn_runtime::plan::TimeMatrix,
+    bias: &Option<snn_runtime::plan::TimeBias>,
+) -> (String, String) {
+    use snn_runtime::plan::{TimeBias, TimeMatrix};
+    let wn = |i: usize| p.weights[i].name.clone();
+    let b = |i: usize| p.buffers[i].name.clone();
+    let a = match *matrix {
+        TimeMatrix::Weight { w } => format!("{} [T, T]", wn(w)),
+        TimeMatrix::Masked { w, k, lambda } => format!(
+            "({} * band{k}(param.{})) [T, T]",
+            wn(w),
+            p.params[lambda].name
+        ),
+        TimeMatrix::Band { w, k } => format!("band({}) [k={k}]", wn(w)),
+        TimeMatrix::Response { r } => format!("toeplitz({})", b(r)),
+    };
+    let bias = match bias {
+        None => String::new(),
+        Some(TimeBias::Weight(w)) => format!(" + {}[t]", wn(*w)),
+        Some(TimeBias::Scalar(w)) => format!(" + {}", wn(*w)),
+        Some(TimeBias::Response(r)) => format!(" + {}[t]", b(*r)),
+    };
+    (a, bias)
 }

@@ -157,6 +157,10 @@ pub struct MemoryPlan {
     pub grads: BTreeMap<NodeId, BufId>,
     /// Training: dLoss/d(output) for the loss, then each regulariser.
     pub loss_grads: Vec<BufId>,
+    /// Training: the gradient of a population's mixed current `[T, B, N]`.
+    pub grad_mixed: BTreeMap<NodeId, BufId>,
+    /// Training, parallel schedule: the gradient of each state's `lin` values `[T, B, N]`.
+    pub grad_lin: BTreeMap<(NodeId, usize), BufId>,
 }
 
 /// Output of `passes::autodiff`: what the backward pass computes.

@@ -60,39 +60,7 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
         .at(m.span, "compiled for training")
         .hint("drop --no-fuse / --step-by-step when training"));
     }
-    // Not differentiated yet: the PSN family's mix over time (its weights are trainable
-    // wherever it sits) and the parallel schedule's time products.
     let sched = m.schedule.as_ref().expect("schedule pass has run");
-    for (h, node) in m.nodes.iter() {
-        let NodeKind::Population { eqs: Some(eqs), .. } = &node.kind else {
-            continue;
-        };
-        let parallel = sched
-            .time
-            .get(&h)
-            .is_some_and(|p| p.form == TimeForm::Parallel);
-        let why = match (&eqs.mix, parallel) {
-            (Some(_), _) => {
-                "the backward pass of a `mix` over time (the PSN family) is not derived yet"
-            }
-            (None, true) => "the backward pass of the parallel schedule is not derived yet",
-            (None, false) => continue,
-        };
-        return Err(Diagnostic::new(
-            ErrorKind::BadArgument,
-            format!(
-                "`{}` ({}) is not yet differentiable: {why}",
-                node.name, eqs.model
-            ),
-        )
-        .at(node.span, "compiled for training")
-        .hint(if eqs.mix.is_some() {
-            "run PSN models for inference (without --train) for now, or train with LIF-family neurons"
-        } else {
-            "remove `schedule = parallel` to train it on the sequential schedule"
-        }));
-    }
-
     // Which values need a gradient: anything downstream of a trainable projection or of a
     // population with learned parameters (`tau = learn(2.0)`).
     let mut needs_grad = BTreeSet::new();
@@ -102,7 +70,7 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
             let trainable = match &node.kind {
                 NodeKind::Dense { .. } | NodeKind::Conv2d { .. } => true,
                 NodeKind::Population { eqs: Some(eqs), .. } => {
-                    eqs.params.iter().any(|p| p.learned())
+                    eqs.params.iter().any(|p| p.learned()) || eqs.mix.is_some()
                 }
                 NodeKind::Input { .. } => cfg.input_grads,
                 // Spike encoders sample: no gradient flows through them.
@@ -270,6 +238,7 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
     // The backward step of every population on the gradient path: its current or one of
     // its parameters needs a gradient.
     let mut pops = BTreeMap::new();
+    let sched = m.schedule.as_ref().expect("schedule pass has run");
     for (h, node) in m.nodes.iter() {
         let NodeKind::Population { eqs: Some(eqs), .. } = &node.kind else {
             continue;
@@ -277,7 +246,17 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
         if !needs_grad.contains(&h) {
             continue;
         }
-        let step = adjoint::derive(eqs, &cfg.grad, m.dt).map_err(|e| {
+        // On the parallel schedule a recurrent population's states come from the time
+        // products: the step is differentiated from there on (`derive_parallel`).
+        let pt = &sched.time[&h];
+        let parallel =
+            pt.form == TimeForm::Parallel && pt.linear.as_ref().is_some_and(|l| l.recurrent());
+        let derive = if parallel {
+            adjoint::derive_parallel
+        } else {
+            adjoint::derive
+        };
+        let step = derive(eqs, &cfg.grad, m.dt).map_err(|e| {
             Diagnostic::new(ErrorKind::BadArgument, format!("cannot differentiate `{}`: {}", node.name, e.0))
                 .at(node.span, "this population")
                 .hint("a trainable neuron model's spike condition must be a comparison, e.g. `spike v >= v_threshold`")
@@ -291,7 +270,7 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
     let mut order = Vec::new();
     for stage in sched.stages.iter().rev() {
         match &stage.kind {
-            StageKind::Layer(n) => {
+            StageKind::Layer(n) | StageKind::Parallel(n) => {
                 if needs_grad.contains(n) {
                     order.push(*n);
                 }
@@ -299,7 +278,6 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
             StageKind::Steps(ns) => {
                 order.extend(ns.iter().rev().filter(|n| needs_grad.contains(n)));
             }
-            StageKind::Parallel(_) => {}
         }
     }
     m.backward = Some(Backward {

@@ -364,6 +364,41 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
             if let Some(&g) = plan.grads.get(&h) {
                 touch(&mut lives, g, at);
             }
+            // A mix or the parallel schedule: the kernel reads the mixed current and the
+            // `lin` values and writes their gradients, which the transposed time products
+            // (reading the impulse responses) carry back to the inputs and weights.
+            let name = &m.nodes[h].name;
+            let f = m.shape(h).features();
+            if let Some(&b) = plan.mixed.get(&h) {
+                touch(&mut lives, b, at);
+                let g = add(
+                    &mut plan,
+                    &mut lives,
+                    format!("grad.{name}.mixed"),
+                    PExtent::Seq,
+                    f,
+                    at,
+                    false,
+                );
+                plan.grad_mixed.insert(h, g);
+            }
+            for (i, st) in eqs.states.iter().enumerate() {
+                let Some(&l) = plan.lin.get(&(h, i)) else {
+                    continue;
+                };
+                touch(&mut lives, l, at);
+                touch(&mut lives, plan.resp[&(h, i)].0, at);
+                let g = add(
+                    &mut plan,
+                    &mut lives,
+                    format!("grad.{name}.lin.{}", st.name),
+                    PExtent::Seq,
+                    f,
+                    at,
+                    false,
+                );
+                plan.grad_lin.insert((h, i), g);
+            }
         }
         // Layers read their input (dense, conv: for the weight gradient; max pooling: to
         // find each window's maximum again) and their output's gradient, and write their

@@ -275,10 +275,6 @@ fn decide(m: &Module, h: NodeId, cycle: Option<&str>, opts: &Options) -> DResult
             format!("parallel impossible: {}", np.why),
         ),
         (None, None, Some(ns)) => (TimeForm::Parallel, format!("sequential impossible: {ns}")),
-        (None, None, None) if opts.train => (
-            TimeForm::Sequential,
-            "training: the parallel schedule has no backward pass yet".into(),
-        ),
         (None, None, None) if opts.force_steps => (
             TimeForm::Sequential,
             "step by step (forced by options)".into(),

@@ -10,7 +10,7 @@ pub mod ops;
 
 use crate::device::{
     ConvDesc, ConvDwDesc, ConvDxDesc, Device, GemmDesc, GemmDwDesc, GemmDxDesc, LaunchDesc, Loc,
-    PoolDesc, PoolDxDesc, TimeMixDesc,
+    PoolDesc, PoolDxDesc, TimeMixDesc, TimeMixDwDesc,
 };
 use crate::error::{Result, RuntimeError};
 use crate::kernels::KernelTable;
@@ -320,6 +320,41 @@ impl Device for CpuDevice {
         let x = &self.slots[d.x.slot][rx];
         let dy = &self.slots[d.dy.slot][rdy];
         ops::dense_dw(x, dy, dw, db.map(|v| v.as_mut_slice()), d.rows, d.k, d.n)
+    }
+
+    fn time_mix_dw(
+        &mut self,
+        d: &TimeMixDwDesc,
+        g: &mut [f32],
+        sums: Option<&mut [f32]>,
+    ) -> Result<()> {
+        let rdy = range(
+            &self.slots,
+            d.dy,
+            mul(d.rows_out, d.cols)?,
+            "time_mix_dw dy",
+        )?;
+        let rx = range(&self.slots, d.x, mul(d.rows_in, d.cols)?, "time_mix_dw x")?;
+        let dy = &self.slots[d.dy.slot][rdy];
+        let x = &self.slots[d.x.slot][rx];
+        ops::time_mix_dw(dy, x, g, sums, d.rows_out, d.rows_in, d.cols, d.band)
+    }
+
+    fn add_grad(&mut self, id: WeightId, data: &[f32]) -> Result<()> {
+        let g = self.grads.get_mut(id).ok_or_else(|| {
+            RuntimeError::Device(format!(
+                "add_grad: gradient {id} is not allocated (zero_grads first)"
+            ))
+        })?;
+        if g.len() != data.len() {
+            return Err(RuntimeError::Device(format!(
+                "add_grad: gradient {id} has {} elements, {} given",
+                g.len(),
+                data.len()
+            )));
+        }
+        g.iter_mut().zip(data).for_each(|(o, &v)| *o += v);
+        Ok(())
     }
 
     fn zero_grads(&mut self) -> Result<()> {

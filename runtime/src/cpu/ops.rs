@@ -284,6 +284,91 @@ pub fn dense_dx(
     Ok(())
 }
 
+/// Backward of [`time_mix`] for its matrix: `g[t, j] = sum_c dy[t, c] * x[j, c]`
+/// (`dy [ro, cols]`, `x [ri, cols]`), only `0 <= t - j < k` with `band = Some(k)` (the other
+/// entries are zero), and `sums[t] = sum_c dy[t, c]`.
+#[allow(clippy::too_many_arguments)]
+pub fn time_mix_dw(
+    dy: &[f32],
+    x: &[f32],
+    g: &mut [f32],
+    sums: Option<&mut [f32]>,
+    ro: usize,
+    ri: usize,
+    cols: usize,
+    band: Option<usize>,
+) -> Result<()> {
+    check_len("time_mix_dw output gradient", dy.len(), mul(&[ro, cols])?)?;
+    check_len("time_mix_dw input", x.len(), mul(&[ri, cols])?)?;
+    check_len("time_mix_dw matrix gradient", g.len(), mul(&[ro, ri])?)?;
+    if let Some(s) = sums {
+        check_len("time_mix_dw row sums", s.len(), ro)?;
+        let row_sum = |r: &[f32]| r.iter().map(|&v| v as f64).sum::<f64>() as f32;
+        if cols > 0 {
+            if ro.saturating_mul(cols) >= PAR_MACS && rayon::current_num_threads() > 1 {
+                s.par_iter_mut()
+                    .zip(dy.par_chunks(cols))
+                    .for_each(|(o, r)| *o = row_sum(r));
+            } else {
+                s.iter_mut()
+                    .zip(dy.chunks(cols))
+                    .for_each(|(o, r)| *o = row_sum(r));
+            }
+        } else {
+            s.fill(0.0);
+        }
+    }
+    g.fill(0.0);
+    if ro == 0 || ri == 0 || cols == 0 {
+        return Ok(());
+    }
+    match band {
+        Some(k) => {
+            // k dot products per row, each over `cols` values.
+            let dot = |a: &[f32], b: &[f32]| {
+                a.iter()
+                    .zip(b)
+                    .map(|(&p, &q)| p as f64 * q as f64)
+                    .sum::<f64>() as f32
+            };
+            let row = |(t, gr): (usize, &mut [f32])| {
+                let dyr = &dy[t * cols..(t + 1) * cols];
+                for j in (t + 1).saturating_sub(k)..=t.min(ri - 1) {
+                    gr[j] = dot(dyr, &x[j * cols..(j + 1) * cols]);
+                }
+            };
+            if (k * ro).saturating_mul(cols) >= PAR_MACS && rayon::current_num_threads() > 1 {
+                g.par_chunks_mut(ri).enumerate().for_each(row);
+            } else {
+                g.chunks_mut(ri).enumerate().for_each(row);
+            }
+        }
+        None => {
+            let par = parallelism(ro.saturating_mul(ri).saturating_mul(cols));
+            // g[ro, ri] = dy[ro, cols] @ x^T: rhs element (c, j) = x[j * cols + c].
+            // SAFETY: lengths checked above; `g` is a unique borrow.
+            unsafe {
+                sgemm(
+                    ro,
+                    ri,
+                    cols,
+                    g.as_mut_ptr(),
+                    ri,
+                    false,
+                    dy.as_ptr(),
+                    1,
+                    cols,
+                    x.as_ptr(),
+                    cols,
+                    1,
+                    par,
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Backward of [`dense`] for its weights: `dw[n, k] += dy[rows, n]^T @ x[rows, k]` and
 /// `db[n] += sum over rows of dy`.
 #[allow(clippy::too_many_arguments)]

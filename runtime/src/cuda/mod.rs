@@ -24,7 +24,7 @@ use cudarc::nvrtc::{result as rtc, sys as rtc_sys, Ptx};
 
 use crate::device::{
     ConvDesc, ConvDwDesc, ConvDxDesc, Device, GemmDesc, GemmDwDesc, GemmDxDesc, LaunchDesc, Loc,
-    PoolDesc, PoolDxDesc, TimeMixDesc,
+    PoolDesc, PoolDxDesc, TimeMixDesc, TimeMixDwDesc,
 };
 use crate::error::{Result, RuntimeError};
 use crate::plan::{PoolKind, WeightId};
@@ -224,6 +224,8 @@ pub struct CudaDevice {
     scratch: Option<Buf>,
     /// The matrix and bias of a `time_mix`, uploaded per call.
     mix_scratch: Option<Buf>,
+    /// A `time_mix_dw`'s products, row sums and a row of ones.
+    dw_scratch: Option<Buf>,
     name: String,
     arch: String,
 }
@@ -364,6 +366,7 @@ impl CudaDevice {
             params: None,
             scratch: None,
             mix_scratch: None,
+            dw_scratch: None,
             name: format!("cuda:{ordinal} ({gpu}, sm_{major}{minor})"),
             arch,
         })
@@ -889,6 +892,124 @@ impl Device for CudaDevice {
             1,
             "gemm_dw",
         )
+    }
+
+    fn time_mix_dw(
+        &mut self,
+        d: &TimeMixDwDesc,
+        g: &mut [f32],
+        sums: Option<&mut [f32]>,
+    ) -> Result<()> {
+        let dy = self.slot_ptr(d.dy, mul(d.rows_out, d.cols)?, "time_mix_dw")?;
+        let x = self.slot_ptr(d.x, mul(d.rows_in, d.cols)?, "time_mix_dw")?;
+        let ng = mul(d.rows_out, d.rows_in)?;
+        if g.len() != ng || sums.as_ref().is_some_and(|s| s.len() != d.rows_out) {
+            return Err(RuntimeError::Device(format!(
+                "time_mix_dw: {} products (needs {ng}) or row sums not [{}]",
+                g.len(),
+                d.rows_out
+            )));
+        }
+        g.fill(0.0);
+        if d.rows_out == 0 || d.cols == 0 {
+            if let Some(s) = sums {
+                s.fill(0.0);
+            }
+            return Ok(());
+        }
+        // Scratch: the products, the row sums, then `cols` ones (the band is computed in
+        // full: the caller reads only its diagonals).
+        let len = ng + d.rows_out + d.cols;
+        if self.dw_scratch.as_ref().is_none_or(|s| s.len < len) {
+            self.dw_scratch = None;
+            self.dw_scratch = Some(self.alloc(len, "time_mix_dw scratch")?);
+        }
+        let ones = vec![1.0f32; d.cols];
+        {
+            let Some(buf) = self.dw_scratch.as_mut() else {
+                unreachable!()
+            };
+            let mut view = buf.mem.slice_mut(ng + d.rows_out..len);
+            self.stream
+                .memcpy_htod(&ones, &mut view)
+                .map_err(|e| dev_err("cuMemcpyHtoD(time_mix_dw)", e))?;
+        }
+        let base = self.base(&self.dw_scratch.as_ref().unwrap().mem);
+        let (gp, sp, op) = (
+            base,
+            base + 4 * ng as u64,
+            base + 4 * (ng + d.rows_out) as u64,
+        );
+        if d.rows_in > 0 {
+            // Row-major g[ro, ri] = dy[ro, cols] @ x[ri, cols]^T is, column-major,
+            // C(ri x ro) = X^T (X: cols x ri, ld cols) * DY (cols x ro, ld cols).
+            self.sgemm(
+                (true, false),
+                d.rows_in,
+                d.rows_out,
+                d.cols,
+                x,
+                d.cols,
+                0,
+                dy,
+                d.cols,
+                0,
+                0.0,
+                gp,
+                d.rows_in,
+                0,
+                1,
+                "time_mix_dw",
+            )?;
+        }
+        // sums(1 x ro) = ones^T (cols x 1) * DY (cols x ro).
+        self.sgemm(
+            (true, false),
+            1,
+            d.rows_out,
+            d.cols,
+            op,
+            d.cols,
+            0,
+            dy,
+            d.cols,
+            0,
+            0.0,
+            sp,
+            1,
+            0,
+            1,
+            "time_mix_dw sums",
+        )?;
+        let buf = self.dw_scratch.as_ref().unwrap();
+        if ng > 0 {
+            self.stream
+                .memcpy_dtoh(&buf.mem.slice(0..ng), g)
+                .map_err(|e| dev_err("cuMemcpyDtoH(time_mix_dw)", e))?;
+        }
+        if let Some(s) = sums {
+            self.stream
+                .memcpy_dtoh(&buf.mem.slice(ng..ng + d.rows_out), s)
+                .map_err(|e| dev_err("cuMemcpyDtoH(time_mix_dw)", e))?;
+        }
+        self.sync()
+    }
+
+    fn add_grad(&mut self, id: WeightId, data: &[f32]) -> Result<()> {
+        self.grad_ptr(id, data.len(), "add_grad")?;
+        let mut host = vec![0.0f32; data.len()];
+        self.get_grad(id, &mut host)?;
+        host.iter_mut().zip(data).for_each(|(o, &v)| *o += v);
+        if host.is_empty() {
+            return Ok(());
+        }
+        let Some(b) = self.grads[id].as_mut() else {
+            unreachable!("checked by grad_ptr")
+        };
+        let mut view = b.mem.slice_mut(0..host.len());
+        self.stream
+            .memcpy_htod(&host, &mut view)
+            .map_err(|e| dev_err("cuMemcpyHtoD(add_grad)", e))
     }
 
     fn zero_grads(&mut self) -> Result<()> {

@@ -42,6 +42,22 @@ pub const WORKLOADS: &[(&str, &str)] = &[
          one forward pass",
     ),
     (
+        "psn-fwd",
+        "PSN, MaskedPSN(k=4, lambda=1), SlidingPSN(k=4) and LIF (hard reset) forward, B=32, \
+         N=4096, T in {8,32,64,128} (--neuron psn,masked,sliding,lif and --t pick a subset); \
+         the schedule is the cost model's",
+    ),
+    (
+        "psn-fwdbwd",
+        "the psn-fwd populations, forward + backward (run, then Session::backward of a spike \
+         gradient); each reads an LI with a learned tau, so the input gradient is computed too",
+    ),
+    (
+        "psn-schedule",
+        "resetless LIF and SlidingPSN(k=4) at each T: the cost model's pick and the forward and \
+         forward+backward times of both schedules (forced with `schedule = ...`)",
+    ),
+    (
         "compile",
         "snnc compile (parse .. lower + Rust printing) of every example",
     ),
@@ -51,6 +67,101 @@ pub const WORKLOADS: &[(&str, &str)] = &[
          (load the cached library)",
     ),
 ];
+
+/// The neurons and lengths of the PSN workloads (`--neuron`, `--t`).
+#[derive(Clone, Debug, Default)]
+pub struct PsnOpts {
+    pub neurons: Vec<String>,
+    pub ts: Vec<usize>,
+}
+
+const PSN_B: usize = 32;
+const PSN_N: usize = 4096;
+
+fn psn_pop(neuron: &str, input: &str, sched: Option<&str>) -> DResult<String> {
+    let s = sched
+        .map(|s| format!(", schedule = {s}"))
+        .unwrap_or_default();
+    Ok(match neuron {
+        "psn" => format!("PSN({input}{s})"),
+        "masked" => format!("MaskedPSN({input}, k = 4, lambda = 1.0{s})"),
+        "sliding" => format!("SlidingPSN({input}, k = 4{s})"),
+        "lif" => format!("LIF({input}, tau = 2.0{s})"),
+        "lif-none" => format!("LIF({input}, tau = 2.0, reset = none{s})"),
+        _ => {
+            return Err(Diagnostic::new(
+                ErrorKind::UnknownName,
+                format!("unknown neuron `{neuron}` for the PSN workloads"),
+            )
+            .hint("neurons: psn, masked, sliding, lif, lif-none"))
+        }
+    })
+}
+
+/// The source of a PSN workload: forward (`s` reads the input), or forward + backward (`s`
+/// reads an LI with a learned tau, so the gradient of its input is computed).
+fn psn_src(neuron: &str, t: usize, train: bool, sched: Option<&str>) -> DResult<String> {
+    Ok(if train {
+        format!(
+            "model p {{ T = {t}\n input x: [T, {PSN_N}]\n pre = LI(x, tau = learn(2.0))\n s = {}\n output spikes(s)\n train {{ loss = first_spike(s) }} }}",
+            psn_pop(neuron, "pre", sched)?
+        )
+    } else {
+        format!(
+            "model p {{ T = {t}\n input x: [T, {PSN_N}]\n s = {}\n output spikes(s) }}",
+            psn_pop(neuron, "x", sched)?
+        )
+    })
+}
+
+/// The cost model's time form for population `s` of `src`.
+fn picked(src: &str) -> DResult<&'static str> {
+    let mut c = Compiler::new(Options::default());
+    let parsed = c
+        .parse_str("bench.snn", src)
+        .map_err(|d| Diagnostic::new(d.kind, d.plain(&c.sources)))?;
+    let dump = c.dump_after(&parsed, "schedule")?;
+    Ok(if dump.contains("\n  s: parallel") {
+        "parallel"
+    } else {
+        "sequential"
+    })
+}
+
+/// Median time of a PSN workload: forward (`rerun`) or forward + backward.
+fn psn_time(src: &str, t: usize, train: bool, repeat: usize, device: &str) -> DResult<Stats> {
+    let mut l = load(src, device, train)?;
+    let x: Vec<_> = l
+        .session
+        .random_inputs(t, PSN_B, 7)
+        .into_iter()
+        .map(|mut x| {
+            x.data.iter_mut().for_each(|v| *v *= 2.5);
+            x
+        })
+        .collect();
+    l.session
+        .run(&x, t, PSN_B)
+        .map_err(snnc::session::runtime_diag)?;
+    if !train {
+        return time(2, repeat, || {
+            l.session
+                .rerun(t, PSN_B)
+                .map_err(snnc::session::runtime_diag)
+        });
+    }
+    let g: Vec<f32> = (0..t * PSN_B * PSN_N)
+        .map(|i| ((i * 2654435761usize) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
+    time(2, repeat, || {
+        l.session
+            .rerun(t, PSN_B)
+            .map_err(snnc::session::runtime_diag)?;
+        l.session
+            .backward(&[&g], t, PSN_B)
+            .map_err(snnc::session::runtime_diag)
+    })
+}
 
 struct Stats {
     median: f64,
@@ -107,7 +218,25 @@ fn load(src: &str, device: &str, train: bool) -> DResult<snnc::session::DeviceLo
     snnc::session::load_device(&program, device, None)
 }
 
-pub fn bench(names: &[String], repeat: usize, json: bool, device: &str) -> DResult<()> {
+pub fn bench(
+    names: &[String],
+    repeat: usize,
+    json: bool,
+    device: &str,
+    psn: &PsnOpts,
+) -> DResult<()> {
+    let ts: Vec<usize> = if psn.ts.is_empty() {
+        vec![8, 32, 64, 128]
+    } else {
+        psn.ts.clone()
+    };
+    let neurons: Vec<String> = if psn.neurons.is_empty() {
+        ["psn", "masked", "sliding", "lif"]
+            .map(String::from)
+            .to_vec()
+    } else {
+        psn.neurons.clone()
+    };
     let all: Vec<String> = WORKLOADS.iter().map(|(n, _)| n.to_string()).collect();
     let names = if names.is_empty() {
         all.clone()
@@ -352,6 +481,58 @@ pub fn bench(names: &[String], repeat: usize, json: bool, device: &str) -> DResu
                     1e3 / cached.median,
                     "",
                 );
+            }
+            "psn-fwd" | "psn-fwdbwd" => {
+                let train = name == "psn-fwdbwd";
+                for &t in &ts {
+                    for neuron in &neurons {
+                        let src = psn_src(neuron, t, train, None)?;
+                        let form = picked(&src)?;
+                        let s = psn_time(&src, t, train, repeat, device)?;
+                        let extra = format!(
+                            ",\"neuron\":\"{neuron}\",\"T\":{t},\"B\":{PSN_B},\"N\":{PSN_N},\"schedule\":\"{form}\""
+                        );
+                        let steps = (t * PSN_B * PSN_N) as f64;
+                        report(
+                            json,
+                            name,
+                            &s,
+                            "neuron-steps/s",
+                            steps / (s.median * 1e-3),
+                            &extra,
+                        );
+                    }
+                }
+            }
+            "psn-schedule" => {
+                for &t in &ts {
+                    for neuron in ["lif-none", "sliding"] {
+                        let form = picked(&psn_src(neuron, t, false, None)?)?;
+                        let mut ms = Vec::new();
+                        for train in [false, true] {
+                            for sched in ["parallel", "sequential"] {
+                                let src = psn_src(neuron, t, train, Some(sched))?;
+                                ms.push(psn_time(&src, t, train, repeat, device)?.median);
+                            }
+                        }
+                        let (fwd, both) = ((ms[0], ms[1]), (ms[2], ms[3]));
+                        let of_best = |(p, q): (f64, f64)| {
+                            (if form == "parallel" { p } else { q }) / p.min(q)
+                        };
+                        let line = format!(
+                            "{{\"workload\":\"psn-schedule\",\"neuron\":\"{neuron}\",\"T\":{t},\"B\":{PSN_B},\"N\":{PSN_N},\"picked\":\"{form}\",\"fwd_parallel_ms\":{:.3},\"fwd_sequential_ms\":{:.3},\"fwdbwd_parallel_ms\":{:.3},\"fwdbwd_sequential_ms\":{:.3},\"fwd_picked_over_best\":{:.3},\"fwdbwd_picked_over_best\":{:.3}}}",
+                            fwd.0, fwd.1, both.0, both.1, of_best(fwd), of_best(both)
+                        );
+                        if json {
+                            say!("{line}");
+                        } else {
+                            say!(
+                                "psn-schedule {neuron:<8} T={t:<4} picked {form:<10} fwd par {:.3} / seq {:.3} ms, fwd+bwd par {:.3} / seq {:.3} ms",
+                                fwd.0, fwd.1, both.0, both.1
+                            );
+                        }
+                    }
+                }
             }
             "compile" => {
                 let root = &examples;

@@ -105,6 +105,12 @@ enum Cmd {
         /// Device: cpu, or cuda[:N] for the GPU workloads (lif-fwd, mlp-infer).
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// PSN workloads: the neurons (psn, masked, sliding, lif; default all).
+        #[arg(long, value_delimiter = ',')]
+        neuron: Vec<String>,
+        /// PSN workloads: the sequence lengths (default 8,32,64,128).
+        #[arg(long = "t", value_delimiter = ',')]
+        steps: Vec<usize>,
     },
     /// Train a model (its `train { }` block says how); prints test accuracy at the end.
     Train {
@@ -267,6 +273,8 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
             json,
             list,
             device,
+            neuron,
+            steps,
         } => {
             if list {
                 for (n, what) in bench::WORKLOADS {
@@ -275,7 +283,11 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
                 return Ok(());
             }
             let c = Compiler::new(Options::default());
-            bench::bench(&workloads, repeat, json, &device).map_err(|d| report(&c, &d, color))
+            let psn = bench::PsnOpts {
+                neurons: neuron,
+                ts: steps,
+            };
+            bench::bench(&workloads, repeat, json, &device, &psn).map_err(|d| report(&c, &d, color))
         }
         Cmd::Train {
             file,

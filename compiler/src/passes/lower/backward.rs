@@ -17,7 +17,8 @@ use crate::ir::eqn::{BinOp, Func};
 use crate::ir::kernel::*;
 use crate::ir::net::*;
 use snn_runtime::plan::{
-    Extent as PExtent, LaunchGroup, LaunchTime, LossDecl, Op, RegDecl, TimeSel, TrainPlan,
+    BufId, Extent as PExtent, LaunchGroup, LaunchTime, LossDecl, Op, RegDecl, TimeMatrix, TimeSel,
+    TrainPlan,
 };
 
 impl Lowerer<'_> {
@@ -53,6 +54,7 @@ impl Lowerer<'_> {
                         ops.push(self.recompute(h, inputs));
                     }
                     ops.push(self.population_backward_op(h, &mut written, false)?);
+                    ops.extend(self.time_backward(h, inputs));
                 }
                 NodeKind::Dense {
                     src, out: n, delay, ..
@@ -340,6 +342,58 @@ impl Lowerer<'_> {
         }
     }
 
+    /// After a population's backward kernel: the transposed time products. On the
+    /// parallel schedule each state's `lin` gradient goes through the transposed Toeplitz
+    /// of its impulse response into the current's gradient (the inputs', or the mixed
+    /// current's); a `mix` then sends the mixed current's gradient to each input
+    /// (`A^T dY`) and to its weight and bias.
+    fn time_backward(&self, h: NodeId, inputs: &[NodeId]) -> Vec<Op> {
+        let mem = self.mem;
+        let n_states = self.m.eqs(h).map_or(0, |e| e.states.len());
+        let mixed = mem.grad_mixed.get(&h).copied();
+        let targets: Vec<BufId> = match mixed {
+            Some(g) => vec![g],
+            None => inputs
+                .iter()
+                .filter_map(|i| mem.grads.get(i).copied())
+                .collect(),
+        };
+        let mut ops = Vec::new();
+        for i in 0..n_states {
+            let Some(&gl) = mem.grad_lin.get(&(h, i)) else {
+                continue;
+            };
+            let r = mem.resp[&(h, i)].0;
+            for &dx in &targets {
+                ops.push(Op::TimeMixDx {
+                    dy: gl,
+                    dx,
+                    matrix: TimeMatrix::Response { r },
+                    accumulate: true,
+                });
+            }
+        }
+        if let (Some(gm), Some((matrix, bias))) = (mixed, self.mix_matrix(h)) {
+            for (n, src) in inputs.iter().enumerate() {
+                if let Some(&dx) = mem.grads.get(src) {
+                    ops.push(Op::TimeMixDx {
+                        dy: gm,
+                        dx,
+                        matrix,
+                        accumulate: false,
+                    });
+                }
+                ops.push(Op::TimeMixDw {
+                    x: mem.node_out[src],
+                    dy: gm,
+                    matrix,
+                    bias: (n == 0).then_some(bias),
+                });
+            }
+        }
+        ops
+    }
+
     fn population_backward(
         &self,
         h: NodeId,
@@ -374,16 +428,32 @@ impl Lowerer<'_> {
 
         // Reads: the inputs (to recompute the current), the saved states, the gradients of
         // this population's value and of the loss/regularisers that read it.
-        let in_args: Vec<usize> = inputs
-            .iter()
-            .enumerate()
-            .map(|(i, &src)| {
-                kb.arg(
-                    &format!("in{i}"),
-                    mem.node_out[&src],
-                    ext(m.shape(src).extent),
-                    false,
-                )
+        let in_args: Vec<usize> = match mem.mixed.get(&h) {
+            Some(&b) => vec![kb.arg("mixed", b, PExtent::Seq, false)],
+            None => inputs
+                .iter()
+                .enumerate()
+                .map(|(i, &src)| {
+                    kb.arg(
+                        &format!("in{i}"),
+                        mem.node_out[&src],
+                        ext(m.shape(src).extent),
+                        false,
+                    )
+                })
+                .collect(),
+        };
+        // The parallel schedule: each state's values from the time products.
+        let lin_args: Vec<Option<usize>> = (0..eqs.states.len())
+            .map(|i| {
+                mem.lin.get(&(h, i)).map(|&b| {
+                    kb.arg(
+                        &format!("lin_{}", eqs.states[i].name),
+                        b,
+                        PExtent::Seq,
+                        false,
+                    )
+                })
             })
             .collect();
         let save_args: Vec<usize> = eqs
@@ -443,21 +513,38 @@ impl Lowerer<'_> {
             }
         }
         // Writes: the gradient of the current into each input that needs one.
-        let out_args: Vec<(usize, PExtent)> = inputs
-            .iter()
-            .filter_map(|src| {
-                mem.grads.get(src).map(|&g| {
-                    let e = ext(m.shape(*src).extent);
-                    (
-                        kb.arg(
-                            &format!("grad_{}", symbol_part(&m.nodes[*src].name)),
-                            g,
+        // (A `mix`: into the mixed current's gradient, which the time products carry on.)
+        let out_args: Vec<(usize, PExtent)> = if let Some(&g) = mem.grad_mixed.get(&h) {
+            vec![(kb.arg("grad_mixed", g, PExtent::Seq, true), PExtent::Seq)]
+        } else {
+            inputs
+                .iter()
+                .filter_map(|src| {
+                    mem.grads.get(src).map(|&g| {
+                        let e = ext(m.shape(*src).extent);
+                        (
+                            kb.arg(
+                                &format!("grad_{}", symbol_part(&m.nodes[*src].name)),
+                                g,
+                                e,
+                                true,
+                            ),
                             e,
-                            true,
-                        ),
-                        e,
-                    )
+                        )
+                    })
                 })
+                .collect()
+        };
+        let grad_lin_args: Vec<(usize, Option<usize>)> = (0..eqs.states.len())
+            .filter_map(|i| {
+                let g = mem.grad_lin.get(&(h, i))?;
+                let a = kb.arg(
+                    &format!("grad_lin_{}", eqs.states[i].name),
+                    *g,
+                    PExtent::Seq,
+                    true,
+                );
+                Some((a, step.grad_lin.get(i).copied().flatten()))
             })
             .collect();
 
@@ -549,6 +636,10 @@ impl Lowerer<'_> {
         for (j, v) in step.vals.iter().enumerate() {
             match (&v.kind, &v.def) {
                 (ValKind::StateIn(i), _) => kb.set(vals[j], KExpr::Load(save_args[*i])),
+                (ValKind::Lin(i), _) => kb.set(
+                    vals[j],
+                    KExpr::Load(lin_args[*i].expect("the parallel schedule has `lin` values")),
+                ),
                 (_, Some(d)) => kb.set(vals[j], cv(d)),
                 (_, None) => unreachable!("only state inputs lack a definition"),
             }
@@ -590,6 +681,9 @@ impl Lowerer<'_> {
                 acc,
                 KExpr::bin(BinOp::Add, KExpr::Var(acc), KExpr::Var(adjs[g])),
             );
+        }
+        for &(a, g) in &grad_lin_args {
+            kb.store(a, g.map_or(KExpr::Const(0.0), |g| KExpr::Var(adjs[g])));
         }
         for (i, g) in step.grad_state_in.iter().enumerate() {
             let e = g.map(|a| KExpr::Var(adjs[a])).unwrap_or(KExpr::Const(0.0));

@@ -989,25 +989,11 @@ impl Lowerer<'_> {
     /// with the first.
     fn mix_ops(&self, h: NodeId, time: TimeSel) -> Vec<Op> {
         let m = self.m;
-        let (Some(eqs), NodeKind::Population { inputs, .. }) = (m.eqs(h), &m.nodes[h].kind) else {
+        let (Some(_), NodeKind::Population { inputs, .. }) = (m.eqs(h), &m.nodes[h].kind) else {
             return vec![];
         };
-        let Some(mix) = &eqs.mix else {
+        let Some((matrix, bias)) = self.mix_matrix(h) else {
             return vec![];
-        };
-        let (w, b) = self.weight_of[&h];
-        let b = b.expect("a mix has a bias");
-        let (matrix, bias) = match *mix {
-            Mix::Full => (TimeMatrix::Weight { w }, TimeBias::Weight(b)),
-            Mix::Masked { k, lambda } => (
-                TimeMatrix::Masked {
-                    w,
-                    k,
-                    lambda: self.param_base[&h] + lambda,
-                },
-                TimeBias::Weight(b),
-            ),
-            Mix::Sliding { k, .. } => (TimeMatrix::Band { w, k }, TimeBias::Scalar(b)),
         };
         inputs
             .iter()
@@ -1021,6 +1007,25 @@ impl Lowerer<'_> {
                 accumulate: i > 0,
             })
             .collect()
+    }
+
+    /// The time matrix and bias of population `h`'s `mix`, if it has one.
+    fn mix_matrix(&self, h: NodeId) -> Option<(TimeMatrix, TimeBias)> {
+        let mix = self.m.eqs(h)?.mix.as_ref()?;
+        let (w, b) = self.weight_of[&h];
+        let b = b.expect("a mix has a bias");
+        Some(match *mix {
+            Mix::Full => (TimeMatrix::Weight { w }, TimeBias::Weight(b)),
+            Mix::Masked { k, lambda } => (
+                TimeMatrix::Masked {
+                    w,
+                    k,
+                    lambda: self.param_base[&h] + lambda,
+                },
+                TimeBias::Weight(b),
+            ),
+            Mix::Sliding { k, .. } => (TimeMatrix::Band { w, k }, TimeBias::Scalar(b)),
+        })
     }
 
     /// The parallel schedule of a recurrent linear population: its response kernel, then
