@@ -35,6 +35,7 @@ enum Exec {
         n: usize,
         time: TimeSel,
         accumulate: bool,
+        sparse: bool,
     },
     Conv2d {
         x: BufId,
@@ -85,6 +86,7 @@ enum Exec {
         k: usize,
         n: usize,
         time: TimeSel,
+        sparse: bool,
     },
 }
 
@@ -838,6 +840,7 @@ fn exec_ops(
                 n,
                 time,
                 accumulate,
+                sparse,
             } => {
                 let (xd, yd) = (&bufs[*x], &bufs[*y]);
                 if let Some(s) = span(*time, xd, yd, t_len, b, step) {
@@ -851,6 +854,7 @@ fn exec_ops(
                             w: *w,
                             bias: *bias,
                             accumulate: *accumulate,
+                            sparse: *sparse,
                         })?;
                     }
                 }
@@ -999,6 +1003,7 @@ fn exec_ops(
                 k,
                 n,
                 time,
+                sparse,
             } => {
                 let (xd, yd) = (&bufs[*x], &bufs[*dy]);
                 if let Some(s) = span(*time, xd, yd, t_len, b, step) {
@@ -1011,6 +1016,7 @@ fn exec_ops(
                             dy: Loc::new(yd.slot, s.y0 + i * s.ys),
                             w: *w,
                             bias: *bias,
+                            sparse: *sparse,
                         })?;
                     }
                 }
@@ -1156,6 +1162,7 @@ impl Checker<'_> {
                     n,
                     time,
                     accumulate,
+                    sparse,
                 } => {
                     let what = &format!("{what} (gemm)");
                     let (xd, yd) = self.io_pair(*x, *y, *time, in_loop, what)?;
@@ -1174,6 +1181,7 @@ impl Checker<'_> {
                         n: *n,
                         time: *time,
                         accumulate: *accumulate,
+                        sparse: *sparse,
                     }
                 }
                 Op::TimeMix {
@@ -1309,6 +1317,7 @@ impl Checker<'_> {
                     k,
                     n,
                     time,
+                    sparse,
                 } => {
                     let what = &format!("{what} (gemm_dw)");
                     let (xd, yd) = self.io_pair(*x, *dy, *time, in_loop, what)?;
@@ -1326,6 +1335,7 @@ impl Checker<'_> {
                         k: *k,
                         n: *n,
                         time: *time,
+                        sparse: *sparse,
                     }
                 }
                 Op::Conv2d {

@@ -429,6 +429,9 @@ pub enum Op {
     /// Fill a buffer with zeros.
     Zero { buf: BufId },
     /// `y[rows, n] (+)= x[rows, k] @ W^T (+ bias)`, `W` is `[n, k]` (torch Linear).
+    /// `sparse`: `x` holds spikes (mostly zeros), so the device runs the event-driven form,
+    /// `y[r, :] (+)= bias + sum over the non-zero x[r, i] of x[r, i] * W[:, i]`: the same
+    /// result up to the summation order, for any `x`; the compiler's cost model sets it.
     Gemm {
         x: BufId,
         w: WeightId,
@@ -438,6 +441,7 @@ pub enum Op {
         n: usize,
         time: TimeSel,
         accumulate: bool,
+        sparse: bool,
     },
     /// 2-D convolution (cross-correlation, torch Conv2d) over every `(t, b)` image.
     Conv2d {
@@ -490,6 +494,7 @@ pub enum Op {
     },
     /// Backward of [`Op::Gemm`] for its weights: the gradient of `w` gets
     /// `+= dy[rows, n]^T @ x[rows, k]` and that of `bias` gets `+= sum over rows of dy`.
+    /// `sparse`: `x` holds spikes; event-driven over its non-zeros (as for [`Op::Gemm`]).
     GemmDw {
         x: BufId,
         dy: BufId,
@@ -498,6 +503,7 @@ pub enum Op {
         k: usize,
         n: usize,
         time: TimeSel,
+        sparse: bool,
     },
 }
 
