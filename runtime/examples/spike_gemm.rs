@@ -18,8 +18,15 @@ fn median(mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
-    let a: Vec<usize> = std::env::args().skip(1).map(|s| s.parse().unwrap()).collect();
-    let (rows, k, n) = if a.len() == 3 { (a[0], a[1], a[2]) } else { (3200, 784, 512) };
+    let a: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let (rows, k, n) = if a.len() == 3 {
+        (a[0], a[1], a[2])
+    } else {
+        (3200, 784, 512)
+    };
     let mut s = 12345u64;
     let mut rnd = move || {
         s ^= s << 13;
@@ -33,7 +40,10 @@ fn main() {
     let mut y = vec![0.0f32; rows * n];
     let mut dw = vec![0.0f32; n * k];
     let macs = (rows * n * k) as f64;
-    println!("rows {rows} k {k} n {n}, {} threads", rayon::current_num_threads());
+    println!(
+        "rows {rows} k {k} n {n}, {} threads",
+        rayon::current_num_threads()
+    );
     let t_tr = median(|| drop(std::hint::black_box(spike::transpose(&w, n, k))));
     println!("transpose: {t_tr:.3} ms");
     for rate in [0.0f32, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0] {

@@ -44,6 +44,19 @@ struct PipelineArgs {
     /// Compile for training: add the backward pass derived from the `train { }` block.
     #[arg(long)]
     train: bool,
+    /// Projections of spikes: `on` event-driven, `off` dense GEMM, `auto` (default) each
+    /// layer's `sparse =` or the cost model.
+    #[arg(long, value_parser = ["auto", "on", "off"], default_value = "auto")]
+    sparse: String,
+}
+
+/// `--sparse auto | on | off` as [`Options::sparse`].
+fn sparse_opt(s: &str) -> Option<bool> {
+    match s {
+        "on" => Some(true),
+        "off" => Some(false),
+        _ => None,
+    }
 }
 
 impl PipelineArgs {
@@ -53,6 +66,7 @@ impl PipelineArgs {
             merge: !self.no_merge,
             force_steps: self.step_by_step,
             train: self.train,
+            sparse: sparse_opt(&self.sparse),
             ..Options::default()
         }
     }
@@ -105,6 +119,9 @@ enum Cmd {
         /// Device: cpu, or cuda[:N] for the GPU workloads (lif-fwd, mlp-infer).
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Projections of spikes in the MLP workloads: auto (the cost model), on, off.
+        #[arg(long, value_parser = ["auto", "on", "off"], default_value = "auto")]
+        sparse: String,
     },
     /// Train a model (its `train { }` block says how); prints test accuracy at the end.
     Train {
@@ -267,6 +284,7 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
             json,
             list,
             device,
+            sparse,
         } => {
             if list {
                 for (n, what) in bench::WORKLOADS {
@@ -275,7 +293,8 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
                 return Ok(());
             }
             let c = Compiler::new(Options::default());
-            bench::bench(&workloads, repeat, json, &device).map_err(|d| report(&c, &d, color))
+            bench::bench(&workloads, repeat, json, &device, sparse_opt(&sparse))
+                .map_err(|d| report(&c, &d, color))
         }
         Cmd::Train {
             file,

@@ -90,6 +90,7 @@ impl Lowerer<'_> {
                         k,
                         n: *n,
                         time,
+                        sparse: super::sparse_projection(m, h),
                     });
                     if let Some(&dx) = mem.grads.get(src) {
                         let mut accumulate = written.contains(&dx);
