@@ -51,12 +51,13 @@ pub const CPU: Machine = Machine {
     flops: 50e9,
     bandwidth: 10e9,
     op_overhead: 5e-6,
-    // Measured on the 2-vCPU dev VM (AVX-512) with `cargo run --release -p snn-runtime
-    // --example spike_gemm` at 3200 x 784 -> 512: dense 65-80 G MAC/s; event-driven 2.6 ms
-    // at rate 0 (the scan) and 33-39 G MAC/s on the union at rate 1 (BENCHMARKS.md).
-    gemm_macs: 70e9,
-    event_macs: 35e9,
-    event_scan: 1.0e-9,
+    // Measured on the idle 2-vCPU dev VM (AVX-512) with `cargo run --release -p snn-runtime
+    // --example spike_gemm` at 3200 x 784 -> 512 (BENCHMARKS.md, 2026-11-23): dense GEMM
+    // 165-174 G MAC/s; event-driven 1.8 ms at rate 0 (the scan of 2.5M inputs) and 12.7 ms
+    // at rate 1 (100 G MAC/s on the union).
+    gemm_macs: 170e9,
+    event_macs: 100e9,
+    event_scan: 0.7e-9,
 };
 
 /// The spike rate `auto` assumes without a `rate =`: the top of the usual 5-20%.
