@@ -103,7 +103,10 @@ pub fn build_cdylib(source: &str, cache: Option<&Path>) -> DResult<BuiltLib> {
         .hint("set SNNC_CACHE_DIR to a writable directory")
     };
     std::fs::create_dir_all(&dir).map_err(|e| io_err("create the kernel cache", &dir, e))?;
-    let tmp = dir.join(format!("{key}.tmp-{}", std::process::id()));
+    // Unique per build, not only per process: test threads build the same key at once.
+    static BUILDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("{key}.tmp-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| io_err("create", &tmp, e))?;
     let src = tmp.join("kernels.rs");

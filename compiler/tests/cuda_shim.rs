@@ -173,6 +173,92 @@ fn prelude_uniform_matches_rust() {
     }
 }
 
+/// The runtime's hand-written event-driven kernels (`kernels/cuda/ops.cuh`:
+/// `snn_transpose`, `snn_spike_gemm`, `snn_spike_gemm_dw`) run through the shim and give the
+/// CPU device's results (`runtime/src/cpu/spike.rs`) bit for bit on 0/1 spikes: both sum
+/// the old value (+ bias) first, then the active inputs in increasing order.
+#[test]
+fn ops_spike_gemm_matches_cpu() {
+    use snn_runtime::cpu::spike;
+    let Some(cxx) = cxx() else {
+        return skip("ops_spike_gemm_matches_cpu");
+    };
+    let dir = work_dir("ops_spike");
+    let src = r#"#include "host_shim.h"
+#include <cstdio>
+#include <cstring>
+#include <vector>
+#include "ops.cuh"
+static dim3 grid(snn_u64 n) { return dim3((unsigned)((n + 255) / 256)); }
+int main(int argc, char** argv) {
+    FILE* f = std::fopen(argv[1], "rb");
+    unsigned long long d[4];
+    if (std::fread(d, 8, 4, f) != 4) return 2;
+    const snn_u64 rows = d[0], k = d[1], n = d[2], read_dst = d[3];
+    std::vector<float> x(rows * k), w(n * k), y(rows * n), dy(rows * n), dw(n * k), wt(n * k);
+    for (auto* v : {&x, &w, &y, &dy, &dw})
+        if (std::fread(v->data(), 4, v->size(), f) != v->size()) return 3;
+    std::fclose(f);
+    snn_shim_launch(snn_transpose, grid(n * k), dim3(256), w.data(), wt.data(), n, k);
+    snn_shim_launch(snn_spike_gemm, grid(rows * n), dim3(256), x.data(), wt.data(), y.data(),
+                    rows, k, n, read_dst);
+    snn_shim_launch(snn_spike_gemm_dw, grid(n * k), dim3(256), x.data(), dy.data(), dw.data(),
+                    rows, k, n);
+    FILE* o = std::fopen(argv[2], "wb");
+    std::fwrite(y.data(), 4, y.size(), o);
+    std::fwrite(dw.data(), 4, dw.size(), o);
+    std::fclose(o);
+    return 0;
+}
+"#;
+    std::fs::write(dir.join("spike.cpp"), src).unwrap();
+    let exe = build(&cxx, &dir, "spike.cpp", "spike", false);
+    let mut state = 0x2545f4914f6cdd1du64;
+    let mut rnd = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32
+    };
+    for (rows, k, n) in [(37, 53, 70), (9, 200, 130), (4, 3, 1)] {
+        for rate in [0.0f32, 0.05, 0.5, 1.0] {
+            for accumulate in [false, true] {
+                let x: Vec<f32> = (0..rows * k)
+                    .map(|_| if rnd() < rate { 1.0 } else { 0.0 })
+                    .collect();
+                let w: Vec<f32> = (0..n * k).map(|_| rnd() - 0.5).collect();
+                let y0: Vec<f32> = (0..rows * n).map(|_| rnd() - 0.5).collect();
+                let dy: Vec<f32> = (0..rows * n).map(|_| rnd() - 0.5).collect();
+                let dw0: Vec<f32> = (0..n * k).map(|_| rnd() - 0.5).collect();
+                let mut bytes = Vec::new();
+                for v in [rows, k, n, accumulate as usize] {
+                    bytes.extend((v as u64).to_le_bytes());
+                }
+                for v in [&x, &w, &y0, &dy, &dw0] {
+                    bytes.extend(v.iter().flat_map(|f| f.to_le_bytes()));
+                }
+                let (inp, outp) = (dir.join("in.bin"), dir.join("out.bin"));
+                std::fs::write(&inp, bytes).unwrap();
+                let st = Command::new(&exe).arg(&inp).arg(&outp).status().unwrap();
+                assert!(st.success());
+                let got: Vec<f32> = std::fs::read(&outp)
+                    .unwrap()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                let mut y = y0.clone();
+                let wt = spike::transpose(&w, n, k);
+                spike::spike_dense(&x, &wt, None, &mut y, rows, k, n, accumulate).unwrap();
+                let mut dw = dw0.clone();
+                spike::spike_dense_dw(&x, &dy, &mut dw, None, rows, k, n).unwrap();
+                let what = format!("rows {rows} k {k} n {n} rate {rate} acc {accumulate}");
+                assert!(got[..rows * n] == y[..], "{what}: snn_spike_gemm");
+                assert!(got[rows * n..] == dw[..], "{what}: snn_spike_gemm_dw");
+            }
+        }
+    }
+}
+
 /// Outputs compared and outputs bit-exact, or what differed.
 type Outcome = Result<(usize, usize), String>;
 

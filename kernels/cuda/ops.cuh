@@ -1,5 +1,6 @@
 // Hand-written library kernels of the CUDA device (runtime/src/cuda): im2col for conv2d,
-// bias broadcast for GEMM and conv2d, and 2-D pooling; for training, col2im (the conv's
+// bias broadcast for GEMM and conv2d, 2-D pooling, the event-driven (spike-input) GEMM and
+// its weight gradient; for training, col2im (the conv's
 // input gradient after its GEMM), the conv bias gradient and the pooling backward. NVRTC
 // compiles this file once per process and architecture (runtime/src/cuda/mod.rs includes
 // it with include_str!); compiler/tests/cuda_shim.rs runs it on the host through
@@ -236,6 +237,62 @@ extern "C" __global__ void snn_pool2d_dx(
             }
         }
     dx[i] = accumulate ? __fadd_rn(dx[i], acc) : acc;
+}
+
+/// `wt[i, o] = w[o, i]`: the `[k, n]` transposed copy of a `[n, k]` weight that
+/// `snn_spike_gemm` reads (one thread per element, `i = j * n + o`).
+extern "C" __global__ void snn_transpose(
+    const float* __restrict__ w,
+    float* __restrict__ wt,
+    snn_u64 n, snn_u64 k)
+{
+    const snn_u64 i = SNN_FLAT_INDEX;
+    if (i >= n * k) return;
+    wt[i] = w[(i % n) * k + i / n];
+}
+
+/// Event-driven dense layer (runtime/src/cpu/spike.rs): `y[r, o] = (read_dst ? y[r, o] : 0)
+/// + sum over the non-zero x[r, j], j ascending, of x[r, j] * wt[j, o]` (one thread per
+/// output; the threads of a warp share `r`, so `x[r, j]` is one broadcast load, and read
+/// consecutive `o` of `wt`: coalesced). The summation order is the CPU's: bit-identical.
+extern "C" __global__ void snn_spike_gemm(
+    const float* __restrict__ x,
+    const float* __restrict__ wt,
+    float* __restrict__ y,
+    snn_u64 rows, snn_u64 k, snn_u64 n, snn_u64 read_dst)
+{
+    const snn_u64 i = SNN_FLAT_INDEX;
+    if (i >= rows * n) return;
+    const snn_u64 r = i / n;
+    const snn_u64 o = i % n;
+    const float* xr = x + r * k;
+    float acc = read_dst ? y[i] : 0.0f;
+    for (snn_u64 j = 0; j < k; ++j) {
+        const float v = xr[j];
+        if (v != 0.0f) acc = __fadd_rn(acc, __fmul_rn(v, wt[j * n + o]));
+    }
+    y[i] = acc;
+}
+
+/// Event-driven weight gradient: `dw[o, j] += sum over rows r with x[r, j] != 0, r ascending,
+/// of x[r, j] * dy[r, o]` (one thread per weight, `i = o * k + j`: a warp reads consecutive
+/// `x[r, j]` and one broadcast `dy[r, o]`). The CPU's order: bit-identical.
+extern "C" __global__ void snn_spike_gemm_dw(
+    const float* __restrict__ x,
+    const float* __restrict__ dy,
+    float* __restrict__ dw,
+    snn_u64 rows, snn_u64 k, snn_u64 n)
+{
+    const snn_u64 i = SNN_FLAT_INDEX;
+    if (i >= n * k) return;
+    const snn_u64 o = i / k;
+    const snn_u64 j = i % k;
+    float acc = 0.0f;
+    for (snn_u64 r = 0; r < rows; ++r) {
+        const float v = x[r * k + j];
+        if (v != 0.0f) acc = __fadd_rn(acc, __fmul_rn(v, dy[r * n + o]));
+    }
+    dw[i] += acc;
 }
 
 #endif // SNN_OPS_CUH

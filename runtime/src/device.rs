@@ -30,7 +30,8 @@ impl Loc {
 }
 
 /// `y[rows, n] (+)= x[rows, k] @ W^T (+ bias)`; `W` is `[n, k]` row-major, `x` and `y` are
-/// contiguous row-major blocks. The bias is added once.
+/// contiguous row-major blocks. The bias is added once. `sparse`: `x` is mostly zeros
+/// (spikes): run over its non-zeros (see [`crate::plan::Op::Gemm`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GemmDesc {
     pub rows: usize,
@@ -41,6 +42,7 @@ pub struct GemmDesc {
     pub w: WeightId,
     pub bias: Option<WeightId>,
     pub accumulate: bool,
+    pub sparse: bool,
 }
 
 /// Backward of a GEMM for its input: `dx[rows, k] (+)= dy[rows, n] @ W`.
@@ -56,7 +58,7 @@ pub struct GemmDxDesc {
 }
 
 /// Backward of a GEMM for its weights: the gradient of `w` gets `+= dy^T @ x`, that of
-/// `bias` `+= sum over rows of dy`.
+/// `bias` `+= sum over rows of dy`. `sparse`: over the non-zeros of `x` only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GemmDwDesc {
     pub rows: usize,
@@ -66,6 +68,7 @@ pub struct GemmDwDesc {
     pub dy: Loc,
     pub w: WeightId,
     pub bias: Option<WeightId>,
+    pub sparse: bool,
 }
 
 /// Mixing over time rows: `y[rows_out, cols] (+)= a[rows_out, rows_in] @ x[rows_in, cols]

@@ -35,6 +35,7 @@ enum Exec {
         n: usize,
         time: TimeSel,
         accumulate: bool,
+        sparse: bool,
     },
     Conv2d {
         x: BufId,
@@ -99,6 +100,7 @@ enum Exec {
         k: usize,
         n: usize,
         time: TimeSel,
+        sparse: bool,
     },
     Conv2dDx {
         dy: BufId,
@@ -902,6 +904,7 @@ fn exec_ops(
                 n,
                 time,
                 accumulate,
+                sparse,
             } => {
                 let (xd, yd) = (&bufs[*x], &bufs[*y]);
                 if let Some(s) = span(*time, xd, yd, t_len, b, step) {
@@ -915,6 +918,7 @@ fn exec_ops(
                             w: *w,
                             bias: *bias,
                             accumulate: *accumulate,
+                            sparse: *sparse,
                         })?;
                     }
                 }
@@ -1169,6 +1173,7 @@ fn exec_ops(
                 k,
                 n,
                 time,
+                sparse,
             } => {
                 let (xd, yd) = (&bufs[*x], &bufs[*dy]);
                 if let Some(s) = span(*time, xd, yd, t_len, b, step) {
@@ -1181,6 +1186,7 @@ fn exec_ops(
                             dy: Loc::new(yd.slot, s.y0 + i * s.ys),
                             w: *w,
                             bias: *bias,
+                            sparse: *sparse,
                         })?;
                     }
                 }
@@ -1542,6 +1548,7 @@ impl Checker<'_> {
                     n,
                     time,
                     accumulate,
+                    sparse,
                 } => {
                     let what = &format!("{what} (gemm)");
                     let (xd, yd) = self.io_pair(*x, *y, *time, in_loop, what)?;
@@ -1560,6 +1567,7 @@ impl Checker<'_> {
                         n: *n,
                         time: *time,
                         accumulate: *accumulate,
+                        sparse: *sparse,
                     }
                 }
                 Op::TimeMix {
@@ -1691,6 +1699,7 @@ impl Checker<'_> {
                     k,
                     n,
                     time,
+                    sparse,
                 } => {
                     let what = &format!("{what} (gemm_dw)");
                     let (xd, yd) = self.io_pair(*x, *dy, *time, in_loop, what)?;
@@ -1708,6 +1717,7 @@ impl Checker<'_> {
                         k: *k,
                         n: *n,
                         time: *time,
+                        sparse: *sparse,
                     }
                 }
                 Op::Conv2dDx {

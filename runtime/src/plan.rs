@@ -432,6 +432,9 @@ pub enum Op {
     /// Fill a buffer with zeros.
     Zero { buf: BufId },
     /// `y[rows, n] (+)= x[rows, k] @ W^T (+ bias)`, `W` is `[n, k]` (torch Linear).
+    /// `sparse`: `x` holds spikes (mostly zeros), so the device runs the event-driven form,
+    /// `y[r, :] (+)= bias + sum over the non-zero x[r, i] of x[r, i] * W[:, i]`: the same
+    /// result up to the summation order, for any `x`; the compiler's cost model sets it.
     Gemm {
         x: BufId,
         w: WeightId,
@@ -441,6 +444,7 @@ pub enum Op {
         n: usize,
         time: TimeSel,
         accumulate: bool,
+        sparse: bool,
     },
     /// 2-D convolution (cross-correlation, torch Conv2d) over every `(t, b)` image.
     Conv2d {
@@ -516,6 +520,7 @@ pub enum Op {
     },
     /// Backward of [`Op::Gemm`] for its weights: the gradient of `w` gets
     /// `+= dy[rows, n]^T @ x[rows, k]` and that of `bias` gets `+= sum over rows of dy`.
+    /// `sparse`: `x` holds spikes; event-driven over its non-zeros (as for [`Op::Gemm`]).
     GemmDw {
         x: BufId,
         dy: BufId,
@@ -524,6 +529,7 @@ pub enum Op {
         k: usize,
         n: usize,
         time: TimeSel,
+        sparse: bool,
     },
     /// Backward of [`Op::Conv2d`] for its input (a transposed convolution, col2im):
     /// `dx[img] (+)= sum over c_out, window of W * dy[img]` for every `(t, b)` image, with the

@@ -183,6 +183,7 @@ fn model() -> Session {
         n: 3,
         time: TimeSel::All { delay: 0 },
         accumulate: false,
+        sparse: false,
     }];
     fix_slots(&mut p);
     Session::new(p, KernelTable::empty()).unwrap()

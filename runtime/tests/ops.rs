@@ -66,6 +66,7 @@ fn gemm(
         n,
         time,
         accumulate,
+        sparse: false,
     }
 }
 

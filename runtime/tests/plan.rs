@@ -115,6 +115,7 @@ fn gemm(x: BufId, w: WeightId, y: BufId, n: usize, time: TimeSel) -> Op {
         n,
         time,
         accumulate: false,
+        sparse: false,
     }
 }
 

@@ -327,6 +327,7 @@ fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
             n,
             time,
             accumulate,
+            sparse,
         } => {
             let (x, w, y, k, n) = (
                 usize_lit(*x),
@@ -337,7 +338,7 @@ fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
             );
             let bias = opt_weight(*bias);
             let time = time_sel(*time, m);
-            quote!(#m::Op::Gemm { x: #x, w: #w, bias: #bias, y: #y, k: #k, n: #n, time: #time, accumulate: #accumulate })
+            quote!(#m::Op::Gemm { x: #x, w: #w, bias: #bias, y: #y, k: #k, n: #n, time: #time, accumulate: #accumulate, sparse: #sparse })
         }
         Op::Conv2d {
             x,
@@ -475,6 +476,7 @@ fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
             k,
             n,
             time,
+            sparse,
         } => {
             let (x, dy, w, k, n) = (
                 usize_lit(*x),
@@ -485,7 +487,7 @@ fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
             );
             let bias = opt_weight(*bias);
             let time = time_sel(*time, m);
-            quote!(#m::Op::GemmDw { x: #x, dy: #dy, w: #w, bias: #bias, k: #k, n: #n, time: #time })
+            quote!(#m::Op::GemmDw { x: #x, dy: #dy, w: #w, bias: #bias, k: #k, n: #n, time: #time, sparse: #sparse })
         }
         Op::TimeMixDx {
             dy,

@@ -188,7 +188,18 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
                 bias,
                 delay,
                 init_gain,
-            } => format!("dense({}, out={o}, bias={bias}, delay={delay}, init_gain={init_gain:?})", nm(*src)),
+                sparse,
+                rate,
+            } => {
+                let mut extra = String::new();
+                if *sparse != SparseMode::Auto {
+                    extra += &format!(", sparse={}", sparse.name());
+                }
+                if let Some(r) = rate {
+                    extra += &format!(", rate={r:?}");
+                }
+                format!("dense({}, out={o}, bias={bias}, delay={delay}, init_gain={init_gain:?}{extra})", nm(*src))
+            }
             NodeKind::Conv2d {
                 src,
                 out_channels,
@@ -289,6 +300,26 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
         }
         if !s.time.is_empty() {
             use crate::passes::schedule::{duration, si, CPU};
+            if !s.projections.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "projections of spikes (cost model: {} at T={}, batch={}):",
+                    CPU.name, s.cost_at.0, s.cost_at.1
+                );
+                for (&h, c) in &s.projections {
+                    let _ = writeln!(
+                        out,
+                        "  {}: {}  -- {}; rate {} ({}): dense GEMM ~{}, event-driven ~{}",
+                        m.nodes[h].name,
+                        if c.sparse { "event-driven" } else { "dense" },
+                        c.reason,
+                        c.rate,
+                        c.rate_source,
+                        duration(c.dense_s),
+                        duration(c.event_s)
+                    );
+                }
+            }
             let _ = writeln!(
                 out,
                 "time axis (cost model: {} at T={}, batch={}):",
@@ -461,18 +492,20 @@ fn ops(out: &mut String, p: &Plan, ops_: &[Op], indent: usize) {
                 n,
                 time: t,
                 accumulate,
+                sparse,
             } => {
                 let bias = bias
                     .map(|i| format!(" + {}", p.weights[i].name))
                     .unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "{pad}gemm {} {}= {} [.., {k}] @ {}^T [{k} -> {n}]{bias}  ({})",
+                    "{pad}gemm {} {}= {} [.., {k}] @ {}^T [{k} -> {n}]{bias}  ({}){}",
                     b(*y),
                     if *accumulate { "+" } else { "" },
                     b(*x),
                     p.weights[*w].name,
-                    time(t)
+                    time(t),
+                    if *sparse { "  event-driven" } else { "" }
                 );
             }
             Op::Conv2d {
@@ -739,6 +772,7 @@ fn ops(out: &mut String, p: &Plan, ops_: &[Op], indent: usize) {
                 w,
                 bias,
                 time: t,
+                sparse,
                 ..
             } => {
                 let bias = bias
@@ -746,11 +780,12 @@ fn ops(out: &mut String, p: &Plan, ops_: &[Op], indent: usize) {
                     .unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "{pad}gemm_dw grad {} += {}^T @ {}{bias}  ({})",
+                    "{pad}gemm_dw grad {} += {}^T @ {}{bias}  ({}){}",
                     p.weights[*w].name,
                     b(*dy),
                     b(*x),
-                    time(t)
+                    time(t),
+                    if *sparse { "  event-driven" } else { "" }
                 );
             }
         }

@@ -71,6 +71,25 @@ impl Shape {
     }
 }
 
+/// Whether a projection of spikes runs event-driven (`dense(.., sparse = ...)`): `Auto`
+/// lets the cost model of `schedule` decide from the spike rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SparseMode {
+    Auto,
+    On,
+    Off,
+}
+
+impl SparseMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            SparseMode::Auto => "auto",
+            SparseMode::On => "on",
+            SparseMode::Off => "off",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Encoding {
     /// `bernoulli(x, gain)`: spike with probability `clamp(gain * x, 0, 1)` each step.
@@ -103,6 +122,10 @@ pub enum NodeKind {
         delay: usize,
         /// Scale of the default weight initialisation.
         init_gain: f32,
+        /// `sparse = auto | on | off`: the event-driven form for a spike input.
+        sparse: SparseMode,
+        /// `rate = p`: the expected fraction of non-zero inputs, for the cost model.
+        rate: Option<f32>,
     },
     Conv2d {
         src: NodeId,

@@ -49,6 +49,22 @@ pub struct Schedule {
     pub time: BTreeMap<NodeId, PopTime>,
     /// The `(T, batch)` the costs were estimated for.
     pub cost_at: (usize, usize),
+    /// Every dense projection whose input is spikes: event-driven or dense GEMM, and why.
+    pub projections: BTreeMap<NodeId, SparseChoice>,
+}
+
+/// The form of a projection of spikes (`dense` of a spiking population or an encoder).
+#[derive(Clone, Debug)]
+pub struct SparseChoice {
+    /// Event-driven (`Op::Gemm { sparse: true }`) rather than a dense GEMM.
+    pub sparse: bool,
+    /// The spike rate the estimates assume, and where it came from.
+    pub rate: f32,
+    pub rate_source: &'static str,
+    pub reason: String,
+    /// Estimated seconds of the forward product, dense and event-driven.
+    pub dense_s: f64,
+    pub event_s: f64,
 }
 
 /// How one population walks the time axis, and why.

@@ -46,6 +46,10 @@ pub struct Options {
     pub reuse_memory: bool,
     /// Compile the backward pass (needs the model's `train { }` block).
     pub train: bool,
+    /// Overrides the form of every projection of spikes: `Some(true)` event-driven,
+    /// `Some(false)` dense GEMM; `None` (default): each layer's `sparse =`, else the cost
+    /// model (`schedule`).
+    pub sparse: Option<bool>,
 }
 
 impl Default for Options {
@@ -56,6 +60,7 @@ impl Default for Options {
             force_steps: false,
             reuse_memory: true,
             train: false,
+            sparse: None,
         }
     }
 }

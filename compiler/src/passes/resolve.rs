@@ -398,6 +398,8 @@ impl Resolver<'_> {
                     bias: a.bool("bias", true)?,
                     delay: a.usize("delay", 0, 0)?,
                     init_gain: a.f32("init_gain", 1.0, true)?,
+                    sparse: a.sparse()?,
+                    rate: a.rate()?,
                 }
             }
             "conv2d" => {
@@ -903,6 +905,38 @@ impl<'a> Args<'a> {
         }
     }
 
+    /// `sparse = auto | on | off` (a projection of spikes: event-driven or dense GEMM).
+    fn sparse(&mut self) -> DResult<SparseMode> {
+        match self.named("sparse") {
+            None => Ok(SparseMode::Auto),
+            Some(e) => match &e.kind {
+                ExprKind::Ident(w) if w == "auto" => Ok(SparseMode::Auto),
+                ExprKind::Ident(w) if w == "on" => Ok(SparseMode::On),
+                ExprKind::Ident(w) if w == "off" => Ok(SparseMode::Off),
+                _ => Err(bad_value(
+                    e.span,
+                    "`sparse` must be `auto`, `on` or `off`".into(),
+                    "`sparse = on` runs the projection of spikes event-driven (work per input spike), `off` as a dense GEMM, `auto` (the default) lets the cost model choose from `rate`",
+                )),
+            },
+        }
+    }
+
+    /// `rate = p`, `0 <= p <= 1`: the expected fraction of non-zero inputs.
+    fn rate(&mut self) -> DResult<Option<f32>> {
+        match self.named("rate") {
+            None => Ok(None),
+            Some(e) => match e.as_f32() {
+                Some(v) if (0.0..=1.0).contains(&v) => Ok(Some(v)),
+                _ => Err(bad_value(
+                    e.span,
+                    "`rate` must be a number between 0 and 1".into(),
+                    "the expected fraction of inputs that spike at a step, e.g. `rate = 0.1`",
+                )),
+            },
+        }
+    }
+
     fn bool(&mut self, name: &'static str, default: bool) -> DResult<bool> {
         match self.named(name) {
             None => Ok(default),
@@ -967,7 +1001,7 @@ impl<'a> Args<'a> {
 
 fn usage(func: &str) -> String {
     match func {
-        "dense" => "usage: dense(input, out_features, bias = true, delay = 0, init_gain = 1.0)".into(),
+        "dense" => "usage: dense(input, out_features, bias = true, delay = 0, init_gain = 1.0, sparse = auto, rate = 0.2)".into(),
         "conv2d" => "usage: conv2d(input, out_channels, kernel = 3, stride = 1, padding = 0, bias = true, delay = 0, init_gain = 1.0)".into(),
         "maxpool2d" | "avgpool2d" => format!("usage: {func}(input, kernel, stride = kernel, padding = 0)"),
         "flatten" => "usage: flatten(input)".into(),

@@ -22,7 +22,7 @@ use crate::diag::{DResult, Diagnostic, ErrorKind, Span};
 use crate::ir::eqn::{BinOp, EExpr, Func, Mix, NeuronEqs};
 use crate::ir::linear::{self, LinearStep};
 use crate::ir::net::*;
-use crate::ir::sched::{Cost, PopTime, Schedule, Stage, StageKind};
+use crate::ir::sched::{Cost, PopTime, Schedule, SparseChoice, Stage, StageKind};
 
 use super::{pop_outputs, recurrence::self_loop, Options};
 
@@ -36,6 +36,13 @@ pub struct Machine {
     pub bandwidth: f64,
     /// Seconds per op (thread-pool dispatch, a launch).
     pub op_overhead: f64,
+    /// Multiply-adds per second of a large dense GEMM (a projection).
+    pub gemm_macs: f64,
+    /// Multiply-adds per second of the event-driven projection's inner kernel (on the union
+    /// of the non-zeros of 4 rows, see `runtime/src/cpu/spike.rs`).
+    pub event_macs: f64,
+    /// Seconds per input element the event-driven projection scans for non-zeros.
+    pub event_scan: f64,
 }
 
 /// The CPU back end: a few AVX2 cores (the numbers matter only relative to each other).
@@ -44,7 +51,103 @@ pub const CPU: Machine = Machine {
     flops: 50e9,
     bandwidth: 10e9,
     op_overhead: 5e-6,
+    // Measured on the idle 2-vCPU dev VM (AVX-512) with `cargo run --release -p snn-runtime
+    // --example spike_gemm` at 3200 x 784 -> 512 (BENCHMARKS.md, 2026-11-23): dense GEMM
+    // 165-174 G MAC/s; event-driven 1.8 ms at rate 0 (the scan of 2.5M inputs) and 12.7 ms
+    // at rate 1 (100 G MAC/s on the union).
+    gemm_macs: 170e9,
+    event_macs: 100e9,
+    event_scan: 0.7e-9,
 };
+
+/// The spike rate `auto` assumes without a `rate =`: the top of the usual 5-20%.
+pub const DEFAULT_RATE: f32 = 0.2;
+
+/// Whether `h`'s value is spikes (0/1): a spiking population or an encoder (through
+/// `flatten`).
+pub fn is_spike_source(m: &Module, h: NodeId) -> bool {
+    match &m.nodes[h].kind {
+        NodeKind::Encode { .. } => true,
+        NodeKind::Flatten { src } => is_spike_source(m, *src),
+        NodeKind::Population { .. } => m.eqs(h).is_some_and(|e| e.spikes()),
+        _ => false,
+    }
+}
+
+/// Estimated seconds of a projection `[rows, k] -> [rows, n]`, dense and event-driven at
+/// spike rate `p`: the event-driven kernel works on the union of the non-zeros of 4 rows,
+/// `1 - (1 - p)^4` of the inputs.
+pub fn projection_costs(mc: &Machine, rows: f64, k: f64, n: f64, p: f64) -> (f64, f64) {
+    let dense = rows * k * n / mc.gemm_macs;
+    let union = 1.0 - (1.0 - p).powi(4);
+    let event = rows * k * mc.event_scan + union * rows * k * n / mc.event_macs;
+    (dense, event)
+}
+
+/// The form of every dense projection: event-driven where the input is spikes and the cost
+/// model (or `sparse = on`) says so. Conv layers stay dense (an event-driven conv is not
+/// built yet).
+fn projections(m: &Module, opts: &Options) -> BTreeMap<NodeId, SparseChoice> {
+    let mut out = BTreeMap::new();
+    for (h, node) in m.nodes.iter() {
+        let NodeKind::Dense {
+            src,
+            out: n,
+            sparse,
+            rate,
+            ..
+        } = &node.kind
+        else {
+            continue;
+        };
+        let spikes = is_spike_source(m, *src);
+        if !spikes && *sparse != SparseMode::On {
+            continue;
+        }
+        let rows = match m.shape(*src).extent {
+            Extent::Static => m.batch,
+            _ => m.t * m.batch,
+        } as f64;
+        let k = m.shape(*src).features() as f64;
+        let (p, rate_source) = match rate {
+            Some(r) => (*r, "`rate =`"),
+            None => (DEFAULT_RATE, "assumed"),
+        };
+        let (dense_s, event_s) = projection_costs(&CPU, rows, k, *n as f64, p as f64);
+        let (sparse_on, reason) = match sparse {
+            _ if spikes && opts.sparse.is_some() => {
+                let on = opts.sparse == Some(true);
+                (
+                    on,
+                    format!(
+                        "forced by options (`--sparse {}`)",
+                        if on { "on" } else { "off" }
+                    ),
+                )
+            }
+            SparseMode::On => (true, "`sparse = on`".to_string()),
+            SparseMode::Off => (false, "`sparse = off`".to_string()),
+            SparseMode::Auto if event_s < dense_s => (true, format!("cheaper on the {}", CPU.name)),
+            SparseMode::Auto => (false, format!("cheaper on the {}", CPU.name)),
+        };
+        out.insert(
+            h,
+            SparseChoice {
+                sparse: sparse_on,
+                rate: p,
+                rate_source,
+                reason: if spikes {
+                    reason
+                } else {
+                    format!("{reason} (the input is not spikes: no saving expected)")
+                },
+                dense_s,
+                event_s,
+            },
+        );
+    }
+    out
+}
 
 impl Machine {
     fn cost(&self, flops: f64, bytes: f64, ops: f64) -> Cost {
@@ -185,6 +288,7 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
         stages,
         time,
         cost_at: (m.t, m.batch),
+        projections: projections(m, opts),
     });
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! threading would cost more than it saves.
 
 pub mod ops;
+pub mod spike;
 
 use crate::device::{
     ConvDesc, ConvDwDesc, ConvDxDesc, Device, GemmDesc, GemmDwDesc, GemmDxDesc, LaunchDesc, Loc,
@@ -33,6 +34,10 @@ pub struct CpuDevice {
     /// Weight gradients, same shapes as `weights` (allocated by `zero_grads`).
     grads: Vec<Vec<f32>>,
     params: Vec<f32>,
+    /// Transposed copies (`[k, n]`) of the weights the event-driven GEMM reads, built on
+    /// first use and dropped by `set_weight` (every weight change goes through it: loading,
+    /// `set_all_weights` after an optimizer step).
+    transposed: Vec<Option<Vec<f32>>>,
 }
 
 impl CpuDevice {
@@ -43,6 +48,7 @@ impl CpuDevice {
             weights: Vec::new(),
             grads: Vec::new(),
             params: Vec::new(),
+            transposed: Vec::new(),
         }
     }
 
@@ -53,6 +59,46 @@ impl CpuDevice {
     /// Current slot sizes in elements.
     pub fn slot_sizes(&self) -> Vec<usize> {
         self.slots.iter().map(|s| s.len()).collect()
+    }
+}
+
+impl CpuDevice {
+    /// The event-driven form of [`Device::gemm`] (`d.sparse`), on the transposed weight.
+    fn spike_gemm(&mut self, d: &GemmDesc) -> Result<()> {
+        let w = self
+            .weights
+            .get(d.w)
+            .ok_or_else(|| RuntimeError::Device(format!("gemm: weight {} was never set", d.w)))?;
+        if w.len() != mul(d.n, d.k)? {
+            return Err(RuntimeError::Device(format!(
+                "gemm: weight {} has {} elements, the operation needs {}",
+                d.w,
+                w.len(),
+                d.n * d.k
+            )));
+        }
+        if self.transposed.len() <= d.w {
+            self.transposed.resize_with(d.w + 1, || None);
+        }
+        let wt = self.transposed[d.w].get_or_insert_with(|| spike::transpose(w, d.n, d.k));
+        let bias = match d.bias {
+            Some(b) => Some(
+                self.weights
+                    .get(b)
+                    .ok_or_else(|| RuntimeError::Device(format!("gemm: bias {b} was never set")))?
+                    .as_slice(),
+            ),
+            None => None,
+        };
+        let (x, y) = pair(
+            &mut self.slots,
+            d.x,
+            mul(d.rows, d.k)?,
+            d.y,
+            mul(d.rows, d.n)?,
+            "gemm",
+        )?;
+        spike::spike_dense(x, wt, bias, y, d.rows, d.k, d.n, d.accumulate)
     }
 }
 
@@ -206,6 +252,9 @@ impl Device for CpuDevice {
         let w = &mut self.weights[id];
         w.clear();
         w.extend_from_slice(data);
+        if let Some(t) = self.transposed.get_mut(id) {
+            *t = None;
+        }
         Ok(())
     }
 
@@ -243,6 +292,9 @@ impl Device for CpuDevice {
     }
 
     fn gemm(&mut self, d: &GemmDesc) -> Result<()> {
+        if d.sparse {
+            return self.spike_gemm(d);
+        }
         let w = self
             .weights
             .get(d.w)
@@ -319,7 +371,12 @@ impl Device for CpuDevice {
         let (dw, db) = grad_pair(&mut self.grads, d.w, d.bias, "gemm_dw")?;
         let x = &self.slots[d.x.slot][rx];
         let dy = &self.slots[d.dy.slot][rdy];
-        ops::dense_dw(x, dy, dw, db.map(|v| v.as_mut_slice()), d.rows, d.k, d.n)
+        let db = db.map(|v| v.as_mut_slice());
+        if d.sparse {
+            spike::spike_dense_dw(x, dy, dw, db, d.rows, d.k, d.n)
+        } else {
+            ops::dense_dw(x, dy, dw, db, d.rows, d.k, d.n)
+        }
     }
 
     fn time_mix_dw(

@@ -207,6 +207,9 @@ struct OpsKernels {
     col2im: CudaFunction,
     conv_bias_grad: CudaFunction,
     pool2d_dx: CudaFunction,
+    transpose: CudaFunction,
+    spike_gemm: CudaFunction,
+    spike_gemm_dw: CudaFunction,
 }
 
 /// The CUDA device (one GPU, one stream).
@@ -218,6 +221,9 @@ pub struct CudaDevice {
     ops: OpsKernels,
     slots: Vec<Buf>,
     weights: Vec<Option<Buf>>,
+    /// `[k, n]` transposed copies of the weights an event-driven GEMM reads, made on first
+    /// use and dropped by `set_weight`.
+    transposed: Vec<Option<Buf>>,
     /// Weight gradients (allocated by `zero_grads`).
     grads: Vec<Option<Buf>>,
     params: Option<Buf>,
@@ -338,6 +344,9 @@ impl CudaDevice {
             col2im: f("snn_col2im")?,
             conv_bias_grad: f("snn_conv_bias_grad")?,
             pool2d_dx: f("snn_pool2d_dx")?,
+            transpose: f("snn_transpose")?,
+            spike_gemm: f("snn_spike_gemm")?,
+            spike_gemm_dw: f("snn_spike_gemm_dw")?,
         };
 
         let mut kernels = Vec::with_capacity(symbols.len());
@@ -362,6 +371,7 @@ impl CudaDevice {
             ops,
             slots: Vec::new(),
             weights: Vec::new(),
+            transposed: Vec::new(),
             grads: Vec::new(),
             params: None,
             scratch: None,
@@ -483,6 +493,59 @@ impl CudaDevice {
         // was bounds-checked for the `n` elements the kernel touches.
         unsafe { b.launch(cfg) }.map_err(|e| dev_err(&format!("cuLaunchKernel({what})"), e))?;
         Ok(())
+    }
+
+    /// The event-driven form of [`Device::gemm`] (`d.sparse`): the bias as for a dense
+    /// GEMM, then `snn_spike_gemm` on the weight's transposed copy.
+    fn spike_gemm(&mut self, d: &GemmDesc) -> Result<()> {
+        Self::distinct(d.x, d.y, "gemm")?;
+        let x = self.slot_ptr(d.x, mul(d.rows, d.k)?, "gemm")?;
+        let y = self.slot_ptr(d.y, mul(d.rows, d.n)?, "gemm")?;
+        let len = mul(d.n, d.k)?;
+        let w = self.weight_ptr(d.w, len, "gemm")?;
+        let bias = match d.bias {
+            Some(b) => Some(self.weight_ptr(b, d.n, "gemm bias")?),
+            None => None,
+        };
+        if d.rows == 0 || d.n == 0 {
+            return Ok(());
+        }
+        if self.transposed.len() <= d.w {
+            self.transposed.resize_with(d.w + 1, || None);
+        }
+        if !matches!(&self.transposed[d.w], Some(b) if b.len == len) {
+            let t = self.alloc(len, &format!("transposed weight {}", d.w))?;
+            let wt = self.base(&t.mem);
+            self.launch_ops(
+                &self.ops.transpose,
+                len,
+                &[w, wt, d.n as u64, d.k as u64],
+                "transpose",
+            )?;
+            self.transposed[d.w] = Some(t);
+        }
+        let wt = self.base(&self.transposed[d.w].as_ref().expect("made above").mem);
+        let read_dst = match bias {
+            Some(b) => {
+                self.bias(y, b, d.rows * d.n, 1, d.n, d.accumulate)?;
+                true
+            }
+            None => d.accumulate,
+        };
+        self.launch_ops(
+            &self.ops.spike_gemm,
+            d.rows * d.n,
+            &[
+                x,
+                wt,
+                y,
+                d.rows as u64,
+                d.k as u64,
+                d.n as u64,
+                read_dst as u64,
+            ],
+            "spike_gemm",
+        )
     }
 
     fn bias(
@@ -630,6 +693,9 @@ impl Device for CudaDevice {
         if !fits {
             self.weights[id] = Some(self.alloc(data.len(), &format!("weight {id}"))?);
         }
+        if let Some(t) = self.transposed.get_mut(id) {
+            *t = None;
+        }
         let Some(b) = self.weights[id].as_mut() else {
             unreachable!()
         };
@@ -701,6 +767,9 @@ impl Device for CudaDevice {
     }
 
     fn gemm(&mut self, d: &GemmDesc) -> Result<()> {
+        if d.sparse {
+            return self.spike_gemm(d);
+        }
         Self::distinct(d.x, d.y, "gemm")?;
         let x = self.slot_ptr(d.x, mul(d.rows, d.k)?, "gemm")?;
         let y = self.slot_ptr(d.y, mul(d.rows, d.n)?, "gemm")?;
@@ -871,6 +940,14 @@ impl Device for CudaDevice {
         }
         if d.k == 0 {
             return Ok(());
+        }
+        if d.sparse {
+            return self.launch_ops(
+                &self.ops.spike_gemm_dw,
+                d.n * d.k,
+                &[x, dy, dw, d.rows as u64, d.k as u64, d.n as u64],
+                "spike_gemm_dw",
+            );
         }
         // Row-major dW[n, k] += dy^T @ x is, column-major, C(k x n) += A(k x rows) * B^T
         // with A = x (lda k) and B = dy seen as (n x rows, ldb n).

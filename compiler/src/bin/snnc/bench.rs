@@ -130,7 +130,7 @@ fn picked(src: &str) -> DResult<&'static str> {
 
 /// Median time of a PSN workload: forward (`rerun`) or forward + backward.
 fn psn_time(src: &str, t: usize, train: bool, repeat: usize, device: &str) -> DResult<Stats> {
-    let mut l = load(src, device, train)?;
+    let mut l = load(src, device, train, None)?;
     let x: Vec<_> = l
         .session
         .random_inputs(t, PSN_B, 7)
@@ -206,9 +206,15 @@ fn report(json: bool, name: &str, s: &Stats, unit: &str, value: f64, extra: &str
     }
 }
 
-fn load(src: &str, device: &str, train: bool) -> DResult<snnc::session::DeviceLoaded> {
+fn load(
+    src: &str,
+    device: &str,
+    train: bool,
+    sparse: Option<bool>,
+) -> DResult<snnc::session::DeviceLoaded> {
     let mut c = Compiler::new(Options {
         train,
+        sparse,
         ..Options::default()
     });
     let parsed = c
@@ -224,6 +230,7 @@ pub fn bench(
     json: bool,
     device: &str,
     psn: &PsnOpts,
+    sparse: Option<bool>,
 ) -> DResult<()> {
     let ts: Vec<usize> = if psn.ts.is_empty() {
         vec![8, 32, 64, 128]
@@ -302,7 +309,7 @@ pub fn bench(
                 let (t, b, n) = (64, 32, 4096);
                 let mut l = load(&format!(
                     "model lif {{ T = {t}\n input x: [T, {n}]\n s = LIF(x, tau = 2.0, v_threshold = 1.0, v_reset = 0.0)\n output counts(s) }}"
-                ), device, false)?;
+                ), device, false, sparse)?;
                 let x = l.session.random_inputs(t, b, 7);
                 let x: Vec<_> = x
                     .into_iter()
@@ -338,7 +345,7 @@ pub fn bench(
                 let (t, b, n) = (64, 32, 4096);
                 let mut l = load(&format!(
                     "model lif {{ T = {t}\n input x: [T, {n}]\n s = LIF(x, tau = 2.0, v_threshold = 1.0, v_reset = 0.0)\n output spikes(s)\n train {{ loss = first_spike(s)\n surrogate = atan(alpha = 2.0)\n input_grads = true }} }}"
-                ), device, true)?;
+                ), device, true, None)?;
                 let mut x = l.session.random_inputs(t, b, 7);
                 x.iter_mut()
                     .for_each(|x| x.data.iter_mut().for_each(|v| *v *= 2.5));
@@ -370,7 +377,7 @@ pub fn bench(
                 let (t, b) = (25, 128);
                 let mut l = load(&format!(
                     "model mlp {{ T = {t}\n input image: [784]\n x = bernoulli(image)\n h1 = dense(x, 512, init_gain = 3.0)\n s1 = LIF(h1, tau = 2.0)\n h2 = dense(s1, 10, init_gain = 3.0)\n s2 = LIF(h2, tau = 2.0)\n output counts(s2) }}"
-                ), device, false)?;
+                ), device, false, sparse)?;
                 let x = l.session.random_inputs(t, b, 7);
                 l.session
                     .run(&x, t, b)
@@ -378,13 +385,32 @@ pub fn bench(
                 let s = time(3, repeat, || {
                     l.session.rerun(t, b).map_err(snnc::session::runtime_diag)
                 })?;
+                // The spike rates of the same network on the same inputs (same seeds), from a
+                // copy that also outputs the spikes: what decides the event-driven form.
+                let mut r = load(&format!(
+                    "model mlp {{ T = {t}\n input image: [784]\n x = bernoulli(image)\n h1 = dense(x, 512, init_gain = 3.0)\n s1 = LIF(h1, tau = 2.0)\n h2 = dense(s1, 10, init_gain = 3.0)\n s2 = LIF(h2, tau = 2.0)\n output counts(s2)\n output spikes(x)\n output spikes(s1)\n output spikes(s2) }}"
+                ), device, false, Some(false))?;
+                let outs = r
+                    .session
+                    .run(&x, t, b)
+                    .map_err(snnc::session::runtime_diag)?;
+                let mean = |i: usize| {
+                    let d = &outs[i].1.data;
+                    d.iter().map(|&v| v as f64).sum::<f64>() / d.len().max(1) as f64
+                };
+                let rates = format!(
+                    ",\"rate_x\":{:.4},\"rate_s1\":{:.4},\"rate_s2\":{:.4}",
+                    mean(1),
+                    mean(2),
+                    mean(3)
+                );
                 report(
                     json,
                     name,
                     &s,
                     "samples/s",
                     b as f64 / (s.median * 1e-3),
-                    "",
+                    &rates,
                 );
             }
             "mlp-train" => {
@@ -392,7 +418,7 @@ pub fn bench(
                 let (t, b) = (25, 128);
                 let mut l = load(&format!(
                     "model mlp {{ T = {t}\n input image: [784]\n x = bernoulli(image)\n h1 = dense(x, 512, init_gain = 3.0)\n s1 = LIF(h1, tau = 2.0)\n h2 = dense(s1, 10, init_gain = 3.0)\n s2 = LIF(h2, tau = 2.0)\n output counts(s2)\n train {{ loss = cross_entropy(counts(s2))\n surrogate = atan(alpha = 2.0)\n optimizer = adam(lr = 0.001) }} }}"
-                ), device, true)?;
+                ), device, true, sparse)?;
                 let x = l.session.random_inputs(t, b, 7);
                 let labels: Vec<u32> = (0..b as u32).map(|i| (i * 7 + 3) % 10).collect();
                 let settings = l
@@ -428,7 +454,7 @@ pub fn bench(
                         format!("cannot read {}: {e}", path.display()),
                     )
                 })?;
-                let mut l = load(&src, device, false)?;
+                let mut l = load(&src, device, false, sparse)?;
                 let t = l.session.plan().t;
                 let x = l.session.random_inputs(t, b, 7);
                 l.session

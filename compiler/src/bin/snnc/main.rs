@@ -44,6 +44,19 @@ struct PipelineArgs {
     /// Compile for training: add the backward pass derived from the `train { }` block.
     #[arg(long)]
     train: bool,
+    /// Projections of spikes: `on` event-driven, `off` dense GEMM, `auto` (default) each
+    /// layer's `sparse =` or the cost model.
+    #[arg(long, value_parser = ["auto", "on", "off"], default_value = "auto")]
+    sparse: String,
+}
+
+/// `--sparse auto | on | off` as [`Options::sparse`].
+fn sparse_opt(s: &str) -> Option<bool> {
+    match s {
+        "on" => Some(true),
+        "off" => Some(false),
+        _ => None,
+    }
 }
 
 impl PipelineArgs {
@@ -53,6 +66,7 @@ impl PipelineArgs {
             merge: !self.no_merge,
             force_steps: self.step_by_step,
             train: self.train,
+            sparse: sparse_opt(&self.sparse),
             ..Options::default()
         }
     }
@@ -111,6 +125,9 @@ enum Cmd {
         /// PSN workloads: the sequence lengths (default 8,32,64,128).
         #[arg(long = "t", value_delimiter = ',')]
         steps: Vec<usize>,
+        /// Projections of spikes in the MLP workloads: auto (the cost model), on, off.
+        #[arg(long, value_parser = ["auto", "on", "off"], default_value = "auto")]
+        sparse: String,
     },
     /// Train a model (its `train { }` block says how); prints test accuracy at the end.
     Train {
@@ -275,6 +292,7 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
             device,
             neuron,
             steps,
+            sparse,
         } => {
             if list {
                 for (n, what) in bench::WORKLOADS {
@@ -287,7 +305,8 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
                 neurons: neuron,
                 ts: steps,
             };
-            bench::bench(&workloads, repeat, json, &device, &psn).map_err(|d| report(&c, &d, color))
+            bench::bench(&workloads, repeat, json, &device, &psn, sparse_opt(&sparse))
+                .map_err(|d| report(&c, &d, color))
         }
         Cmd::Train {
             file,

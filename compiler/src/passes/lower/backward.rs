@@ -75,6 +75,7 @@ impl Lowerer<'_> {
                         k,
                         n: *n,
                         time,
+                        sparse: super::sparse_projection(m, h),
                     });
                     if let Some(&dx) = mem.grads.get(src) {
                         let mut accumulate = written.contains(&dx);
@@ -256,6 +257,7 @@ impl Lowerer<'_> {
                         k,
                         n: *n,
                         time: TimeSel::All { delay: *delay },
+                        sparse: super::sparse_projection(m, h),
                     });
                 }
                 _ => {}

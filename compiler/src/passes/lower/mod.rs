@@ -920,6 +920,7 @@ impl Lowerer<'_> {
                     n: *nout,
                     time: time(*delay),
                     accumulate: false,
+                    sparse: sparse_projection(m, n),
                 });
             }
             NodeKind::Conv2d { src, delay, .. } => {
@@ -1252,4 +1253,12 @@ fn conv_vars(
         EExpr::Binary(op, a, b) => KExpr::bin(*op, c(a), c(b)),
         EExpr::Call(f, args) => KExpr::Call(*f, args.iter().map(c).collect()),
     }
+}
+
+/// Whether the projection `h` runs event-driven (the `schedule` pass's decision).
+pub(crate) fn sparse_projection(m: &Module, h: NodeId) -> bool {
+    m.schedule
+        .as_ref()
+        .and_then(|s| s.projections.get(&h))
+        .is_some_and(|c| c.sparse)
 }
