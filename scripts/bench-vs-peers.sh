@@ -51,11 +51,26 @@ elif [ ! -x "$PY" ]; then
 fi
 
 # Workloads snnc runs, each a separate process (run_bench keeps the last JSON line).
-SNNC_WORKLOADS=${SNNC_WORKLOADS:-$($SNNC bench --list | awk '{print $1}' | grep -v '^compile$\|^build$')}
+# The PSN workloads print a line per neuron and T: run_bench keeps one line per process, so
+# they run one (neuron, T) at a time below.
+SNNC_WORKLOADS=${SNNC_WORKLOADS:-$($SNNC bench --list | awk '{print $1}' | grep -v '^compile$\|^build$\|^psn-')}
+PSN_TS=${PSN_TS:-8 32 64 128}
+PSN_REPEAT=10
+[ -n "$QUICK" ] && PSN_REPEAT=3
 for round in $(seq 1 "$ROUNDS"); do
   echo "== round $round/$ROUNDS -> $OUT"
   for w in $SNNC_WORKLOADS; do
     run "$SNNC" bench "$w" --repeat "$REPEAT" --json
+  done
+  for t in $PSN_TS; do
+    for n in psn masked sliding lif; do
+      for w in psn-fwd psn-fwdbwd; do
+        run "$SNNC" bench "$w" --neuron "$n" --t "$t" --repeat "$PSN_REPEAT" --json
+      done
+    done
+    for n in lif-none sliding; do
+      run "$SNNC" bench psn-schedule --neuron "$n" --t "$t" --repeat "$PSN_REPEAT" --json
+    done
   done
   if [ "$peers" = 1 ]; then
     for script in lif_multistep.py mlp_forward.py psn_vs_lif.py; do

@@ -37,6 +37,10 @@ PEERS = {
 COLS = ["snnTorch", "SpikingJelly", "Norse", "torch"]
 
 
+# snnc's `--neuron` names -> psn_vs_lif.py's.
+PSN_NAMES = {"psn": "psn", "masked": "masked_psn", "sliding": "sliding_psn", "lif": "lif"}
+
+
 def best(values):
     values = [v for v in values if isinstance(v, (int, float))]
     return min(values) if values else None
@@ -52,7 +56,13 @@ def load(path):
                 continue
             d = json.loads(line)
             if "workload" in d and isinstance(d["workload"], str):
-                snnc[d["workload"]].append(d)
+                w = d["workload"]
+                if w in ("psn-fwd", "psn-fwdbwd") and "neuron" in d:
+                    # One line per neuron and T: keyed like the peer's names.
+                    w = f"{w}:{PSN_NAMES.get(d['neuron'], d['neuron'])}:T{d['T']}"
+                elif w == "psn-schedule":
+                    w = f"{w}:{d['neuron']}:T{d['T']}"
+                snnc[w].append(d)
             elif "bench" in d:
                 peers[d["bench"]].append(d)
     return snnc, peers
@@ -171,6 +181,33 @@ def table(path):
             sb = s_best.get(f"psn-fwdbwd:{name}:T{t}")
             out.append(f"| {t} | {name} | {fmt_ms(best(v['fwd']))} | {fmt_ms(best(v['fwdbwd']))} | "
                        f"{fmt_ms(sf)} | {fmt_ms(sb)} |")
+
+    # The schedule chooser: its pick against the faster of the two forced schedules.
+    sched = {w: ls for w, ls in snnc.items() if w.startswith("psn-schedule:")}
+    if sched:
+        out.append("")
+        out.append("Schedule chooser (`psn-schedule`, B=32, N=4096; each time the best of rounds; "
+                   "goal: the pick at most 10% slower than the faster schedule):")
+        out.append("")
+        out.append("| neuron | T | fwd: parallel / sequential | picked | over best | "
+                   "fwd+bwd: parallel / sequential | picked | over best |")
+        out.append("|---|---|---|---|---|---|---|---|")
+        worst = 1.0
+        for w in sorted(sched, key=lambda w: (w.split(":")[1], int(w.split(":T")[1]))):
+            ls = sched[w]
+            d0 = ls[0]
+            fp = best(d.get("fwd_parallel_ms") for d in ls)
+            fs = best(d.get("fwd_sequential_ms") for d in ls)
+            bp = best(d.get("fwdbwd_parallel_ms") for d in ls)
+            bs = best(d.get("fwdbwd_sequential_ms") for d in ls)
+            pf, pt = d0.get("picked"), d0.get("picked_train", d0.get("picked"))
+            rf = (fp if pf == "parallel" else fs) / min(fp, fs)
+            rb = (bp if pt == "parallel" else bs) / min(bp, bs)
+            worst = max(worst, rf, rb)
+            out.append(f"| {d0['neuron']} | {d0['T']} | {fmt_ms(fp)} / {fmt_ms(fs)} | {pf} | {rf:.2f} | "
+                       f"{fmt_ms(bp)} / {fmt_ms(bs)} | {pt} | {rb:.2f} |")
+        out.append("")
+        out.append(f"Worst pick: {worst:.2f}x the best ({'met' if worst <= 1.10 else 'missed'}: goal 1.10x).")
 
     other = sorted(w for w in s_best if w not in {r[1] for r in ROWS} | {"triad", "gemm-peak"}
                    and not w.startswith("psn-"))

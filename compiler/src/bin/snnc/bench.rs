@@ -50,11 +50,12 @@ pub const WORKLOADS: &[(&str, &str)] = &[
     (
         "psn-fwdbwd",
         "the psn-fwd populations, forward + backward (run, then Session::backward of a spike \
-         gradient); each reads an LI with a learned tau, so the input gradient is computed too",
+         gradient) with `input_grads = true`: the weights' and the input's gradients, like the \
+         peer's `(run(x) * g).sum().backward()`",
     ),
     (
         "psn-schedule",
-        "resetless LIF and SlidingPSN(k=4) at each T: the cost model's pick and the forward and \
+        "resetless LIF and SlidingPSN(k=4) at each T (or the `--neuron` list): the cost model's pick and the forward and \
          forward+backward times of both schedules (forced with `schedule = ...`)",
     ),
     (
@@ -98,13 +99,13 @@ fn psn_pop(neuron: &str, input: &str, sched: Option<&str>) -> DResult<String> {
     })
 }
 
-/// The source of a PSN workload: forward (`s` reads the input), or forward + backward (`s`
-/// reads an LI with a learned tau, so the gradient of its input is computed).
+/// The source of a PSN workload: forward, or forward + backward with the input's gradient
+/// (`input_grads = true`) as well as the learnable weights'.
 fn psn_src(neuron: &str, t: usize, train: bool, sched: Option<&str>) -> DResult<String> {
     Ok(if train {
         format!(
-            "model p {{ T = {t}\n input x: [T, {PSN_N}]\n pre = LI(x, tau = learn(2.0))\n s = {}\n output spikes(s)\n train {{ loss = first_spike(s) }} }}",
-            psn_pop(neuron, "pre", sched)?
+            "model p {{ T = {t}\n input x: [T, {PSN_N}]\n s = {}\n output spikes(s)\n train {{ loss = first_spike(s)\n input_grads = true }} }}",
+            psn_pop(neuron, "x", sched)?
         )
     } else {
         format!(
@@ -532,8 +533,16 @@ pub fn bench(
             }
             "psn-schedule" => {
                 for &t in &ts {
-                    for neuron in ["lif-none", "sliding"] {
+                    let pair = ["lif-none", "sliding"].map(String::from);
+                    for neuron in if psn.neurons.is_empty() {
+                        &pair[..]
+                    } else {
+                        &psn.neurons[..]
+                    } {
+                        let neuron = neuron.as_str();
+                        // The pick for inference and for training (a train block may change it).
                         let form = picked(&psn_src(neuron, t, false, None)?)?;
+                        let form_train = picked(&psn_src(neuron, t, true, None)?)?;
                         let mut ms = Vec::new();
                         for train in [false, true] {
                             for sched in ["parallel", "sequential"] {
@@ -542,18 +551,23 @@ pub fn bench(
                             }
                         }
                         let (fwd, both) = ((ms[0], ms[1]), (ms[2], ms[3]));
-                        let of_best = |(p, q): (f64, f64)| {
+                        let of_best = |form: &str, (p, q): (f64, f64)| {
                             (if form == "parallel" { p } else { q }) / p.min(q)
                         };
                         let line = format!(
-                            "{{\"workload\":\"psn-schedule\",\"neuron\":\"{neuron}\",\"T\":{t},\"B\":{PSN_B},\"N\":{PSN_N},\"picked\":\"{form}\",\"fwd_parallel_ms\":{:.3},\"fwd_sequential_ms\":{:.3},\"fwdbwd_parallel_ms\":{:.3},\"fwdbwd_sequential_ms\":{:.3},\"fwd_picked_over_best\":{:.3},\"fwdbwd_picked_over_best\":{:.3}}}",
-                            fwd.0, fwd.1, both.0, both.1, of_best(fwd), of_best(both)
+                            "{{\"workload\":\"psn-schedule\",\"neuron\":\"{neuron}\",\"T\":{t},\"B\":{PSN_B},\"N\":{PSN_N},\"picked\":\"{form}\",\"picked_train\":\"{form_train}\",\"fwd_parallel_ms\":{:.3},\"fwd_sequential_ms\":{:.3},\"fwdbwd_parallel_ms\":{:.3},\"fwdbwd_sequential_ms\":{:.3},\"fwd_picked_over_best\":{:.3},\"fwdbwd_picked_over_best\":{:.3}}}",
+                            fwd.0,
+                            fwd.1,
+                            both.0,
+                            both.1,
+                            of_best(form, fwd),
+                            of_best(form_train, both)
                         );
                         if json {
                             say!("{line}");
                         } else {
                             say!(
-                                "psn-schedule {neuron:<8} T={t:<4} picked {form:<10} fwd par {:.3} / seq {:.3} ms, fwd+bwd par {:.3} / seq {:.3} ms",
+                                "psn-schedule {neuron:<8} T={t:<4} picked {form:<10} fwd par {:.3} / seq {:.3} ms; training picked {form_train:<10} fwd+bwd par {:.3} / seq {:.3} ms",
                                 fwd.0, fwd.1, both.0, both.1
                             );
                         }
