@@ -1123,3 +1123,76 @@ fn backward_ops_are_validated() {
     let e = base(pool(0, 3));
     assert!(e.contains("pool2d_dx") && e.contains("share slot"), "{e}");
 }
+
+/// The row-update path of `time_mix` by column blocks (several blocks, a ragged last one,
+/// both threading paths) gives the naive loop's bits: the same summation order per value.
+/// The band weight gradient by blocks agrees with an f64 reference.
+#[test]
+fn time_mix_band_by_column_blocks() {
+    use snn_runtime::cpu::ops;
+    let (t, k) = (12, 3);
+    for cols in [7, 5000, 70_001] {
+        // A band: a[r, j] for r - k < j <= r, one zero inside the band.
+        let mut a = vec![0f32; t * t];
+        for r in 0..t {
+            for j in (r + 1).saturating_sub(k)..=r {
+                a[r * t + j] = if (r, j) == (5, 4) {
+                    0.0
+                } else {
+                    0.25 + 0.125 * ((r * 7 + j * 3) % 5) as f32
+                };
+            }
+        }
+        let bias: Vec<f32> = (0..t).map(|r| r as f32 * 0.5 - 2.0).collect();
+        let x = rand_vec(t * cols, 31, -1.0, 1.0);
+        let dy = rand_vec(t * cols, 37, -1.0, 1.0);
+        for accumulate in [false, true] {
+            let start = rand_vec(t * cols, 41, -1.0, 1.0);
+            let mut y = start.clone();
+            ops::time_mix(&a, Some(&bias), &x, &mut y, t, t, cols, accumulate).unwrap();
+            for r in 0..t {
+                for c in 0..cols {
+                    let mut v = if accumulate {
+                        start[r * cols + c] + bias[r]
+                    } else {
+                        bias[r]
+                    };
+                    for j in 0..t {
+                        if a[r * t + j] != 0.0 {
+                            v += a[r * t + j] * x[j * cols + c];
+                        }
+                    }
+                    assert_eq!(
+                        y[r * cols + c].to_bits(),
+                        v.to_bits(),
+                        "cols {cols} ({r}, {c})"
+                    );
+                }
+            }
+        }
+        let mut g = vec![f32::NAN; t * t];
+        let mut sums = vec![0f32; t];
+        ops::time_mix_dw(&dy, &x, &mut g, Some(&mut sums), t, t, cols, Some(k)).unwrap();
+        for r in 0..t {
+            let s: f64 = dy[r * cols..(r + 1) * cols].iter().map(|&v| v as f64).sum();
+            assert!(
+                (sums[r] as f64 - s).abs() <= 1e-6 * (1.0 + s.abs()),
+                "sum {r}"
+            );
+            for j in 0..t {
+                let want: f64 = if r >= j && r - j < k {
+                    (0..cols)
+                        .map(|c| dy[r * cols + c] as f64 * x[j * cols + c] as f64)
+                        .sum()
+                } else {
+                    0.0
+                };
+                assert!(
+                    (g[r * t + j] as f64 - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                    "cols {cols} g[{r}, {j}] = {} vs {want}",
+                    g[r * t + j]
+                );
+            }
+        }
+    }
+}
