@@ -212,8 +212,10 @@ fn calibration_measures_the_input_rate_of_each_projection() {
         ],
     };
     let (t, b) = (4, 3);
-    let counts = s.projection_input_rates(&[image.clone()], t, b).unwrap();
-    let outs = s.run(&[image.clone()], t, b).unwrap();
+    let counts = s
+        .projection_input_rates(std::slice::from_ref(&image), t, b)
+        .unwrap();
+    let outs = s.run(std::slice::from_ref(&image), t, b).unwrap();
     // The encoder's spikes are the image at every step: 4 ones of 18, over 4 steps.
     let x = &outs[0].1.data;
     for step in 0..t {
