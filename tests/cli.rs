@@ -432,3 +432,36 @@ fn train_errors_point_at_the_cause() {
     let e = text(&o.stderr);
     assert!(e.contains("`s9`") && e.contains("did you mean `s1`"), "{e}");
 }
+
+/// `snnc run` calibrates projections of spikes left to the cost model on its inputs, says
+/// what it measured and chose, and recompiles when a form changes; `--no-calibrate` and
+/// `snnc ir` keep the assumed rate.
+#[test]
+fn run_calibrates_projections_of_spikes() {
+    let d = scratch("calibrate");
+    let model = d.join("cal.snn");
+    std::fs::write(
+        &model,
+        "model cal { T = 25\n batch = 64\n input image: [300]\n \
+         x = bernoulli(image, gain = 0.1, seed = 3)\n h1 = dense(x, 256, init_gain = 6.0)\n \
+         s1 = LIF(h1, tau = 2.0)\n output counts(s1) }\n",
+    )
+    .unwrap();
+    let m = model.to_str().unwrap();
+    let o = snnc(&["run", m]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("calibration on 64 samples x 25 steps: h1 input rate 0.0")
+            && err.contains("-> event-driven (dense GEMM ~")
+            && err.contains("(recompiled)"),
+        "{err}"
+    );
+    let o = snnc(&["run", m, "--no-calibrate"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(!text(&o.stderr).contains("calibration"));
+    let o = snnc(&["run", m, "--sparse", "off"]);
+    assert!(!text(&o.stderr).contains("calibration"));
+    let o = snnc(&["ir", m, "--after", "schedule"]);
+    assert!(text(&o.stdout).contains("  h1: dense  -- cheaper on the CPU; rate 0.2 (assumed)"));
+}

@@ -182,3 +182,172 @@ fn cost_model_and_layer_options() {
     let e = common::compile_str(&src(", rate = 1.5")).unwrap_err();
     assert_eq!(e.0.kind.code(), "E-bad-value");
 }
+
+/// A calibration run counts, per projection, the non-zero inputs its GEMM reads: on a
+/// Bernoulli encoder of a 0/1 image (deterministic: `p = 1` always spikes, `p = 0` never)
+/// that is the image's ones over `T*B*k`, and on a projection of a LIF population with
+/// `delay = 1` the population's spikes of steps `0..T-1`.
+#[test]
+fn calibration_measures_the_input_rate_of_each_projection() {
+    let src = "model cnt { T = 4\n batch = 3\n input image: [6]\n x = bernoulli(image)\n \
+               h1 = dense(x, 5, init_gain = 4.0)\n s1 = LIF(h1, tau = 2.0)\n \
+               h2 = dense(s1, 4, delay = 1)\n s2 = LIF(h2)\n \
+               output spikes(x)\n output spikes(s1)\n output counts(s2) }";
+    let mut c = snnc::Compiler::new(Options::default());
+    let parsed = c.parse_str("cnt.snn", src).unwrap();
+    assert_eq!(
+        snnc::session::calibration_targets(&c, &parsed).unwrap(),
+        ["h1", "h2"]
+    );
+    let program = c.compile(&parsed).unwrap();
+    let mut loaded = snnc::session::load(&program, Some(&common::cache_dir())).unwrap();
+    let s = &mut loaded.session;
+    #[rustfmt::skip]
+    let image = snn_runtime::Tensor {
+        shape: vec![3, 6],
+        data: vec![
+            1.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+            1.0, 1.0, 0.0, 1.0, 0.0, 0.0,
+            0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+        ],
+    };
+    let (t, b) = (4, 3);
+    let counts = s
+        .projection_input_rates(std::slice::from_ref(&image), t, b)
+        .unwrap();
+    let outs = s.run(std::slice::from_ref(&image), t, b).unwrap();
+    // The encoder's spikes are the image at every step: 4 ones of 18, over 4 steps.
+    let x = &outs[0].1.data;
+    for step in 0..t {
+        assert_eq!(&x[step * 18..(step + 1) * 18], &image.data[..]);
+    }
+    let s1 = &outs[1].1.data;
+    let s1_early = s1[..(t - 1) * b * 5].iter().filter(|&&v| v != 0.0).count() as u64;
+    assert!(s1_early > 0, "the LIF layer spikes: {s1:?}");
+    assert_eq!(
+        counts,
+        [
+            ("h1.weight".to_string(), 16, 4 * 3 * 6),
+            ("h2.weight".to_string(), s1_early, 3 * 3 * 5),
+        ]
+    );
+
+    let cal = snnc::session::calibrate(&mut c, &parsed, s, &[image], t, b)
+        .unwrap()
+        .expect("two projections to calibrate");
+    assert_eq!(cal.calibration.samples, 3);
+    assert_eq!(cal.calibration.steps, 4);
+    assert_eq!(cal.calibration.rates["h1"], 16.0 / 72.0);
+    assert_eq!(cal.calibration.rates["h2"], s1_early as f64 / 45.0);
+    assert!(!cal.changed, "tiny layers stay dense: {}", cal.summary());
+    let dump = c.dump_after(&parsed, "schedule").unwrap();
+    assert!(
+        dump.contains("  h1: dense  -- cheaper on the CPU; rate 0.2222 (measured on a calibration batch of 3 samples x 4 steps)"),
+        "{dump}"
+    );
+}
+
+/// The bench-like layer of tests/in/sparse.snn without its `rate =`: the cost model keeps
+/// the dense GEMM at the assumed 0.2; the calibration batch measures about 5%, which flips
+/// it to event-driven (the forward GEMM and, in training, the weight gradient). The
+/// recompiled session gives the same outputs bit for bit (dyadic weights), and a given
+/// `rate =` or `sparse = off` is never recalibrated.
+#[test]
+fn a_low_measured_rate_flips_a_projection_to_event_driven() {
+    let src = |h1: &str, train: &str| {
+        format!(
+            "model cal {{ T = 25\n batch = 64\n input image: [300]\n \
+             x = bernoulli(image, gain = 0.1, seed = 3)\n h1 = dense(x, 256{h1}, init_gain = 6.0)\n \
+             s1 = LIF(h1, tau = 2.0)\n h2 = dense(s1, 10, sparse = off)\n out = LI(h2, tau = 4.0)\n \
+             output counts(s1)\n output trace(out.v){train} }}"
+        )
+    };
+    let (t, b) = (25, 64);
+    let mut c = snnc::Compiler::new(Options::default());
+    let parsed = c.parse_str("cal.snn", &src("", "")).unwrap();
+    let program = c.compile(&parsed).unwrap();
+    assert_eq!(
+        gemms(&program.plan),
+        (2, 0),
+        "the assumed rate keeps both dense"
+    );
+    let mut loaded = snnc::session::load(&program, Some(&common::cache_dir())).unwrap();
+    let s = &mut loaded.session;
+    dyadic_weights(s);
+    let inputs = s.random_inputs(t, b, 9);
+    let dense_out = s.run(&inputs, t, b).unwrap();
+
+    let cal = snnc::session::calibrate(&mut c, &parsed, s, &inputs, t, b)
+        .unwrap()
+        .expect("h1 is left to the cost model");
+    assert!(cal.changed);
+    assert_eq!(
+        cal.calibration.rates.keys().collect::<Vec<_>>(),
+        ["h1"],
+        "h2 is `sparse = off`"
+    );
+    let p = cal.calibration.rates["h1"];
+    assert!((0.04..0.06).contains(&p), "rate {p}");
+    let (name, ch) = &cal.choices[0];
+    assert_eq!(name, "h1");
+    assert!(ch.sparse && ch.event_s < ch.dense_s);
+    assert!(
+        cal.summary().contains("h1 input rate 0.0"),
+        "{}",
+        cal.summary()
+    );
+    let dump = c.dump_after(&parsed, "schedule").unwrap();
+    let line = dump.lines().find(|l| l.starts_with("  h1:")).unwrap();
+    assert!(
+        line.starts_with("  h1: event-driven  -- cheaper on the CPU; rate 0.0")
+            && line.contains(" (measured on a calibration batch of 64 samples x 25 steps): "),
+        "{line}"
+    );
+
+    let program = c.compile(&parsed).unwrap();
+    assert_eq!(gemms(&program.plan), (2, 1));
+    let cache = common::cache_dir();
+    let mut re = snnc::session::reload(&program, s, "cpu", Some(&cache)).unwrap();
+    assert_eq!(re.session.weights(), s.weights());
+    assert_eq!(
+        re.session.param_array(),
+        s.param_array(),
+        "seeds copied as bits"
+    );
+    let event_out = re.session.run(&inputs, t, b).unwrap();
+    for ((d, a), (_, e)) in dense_out.iter().zip(&event_out) {
+        assert_eq!(a.data, e.data, "{}", d.name);
+    }
+
+    // Training: the same decision for the forward GEMM and the weight gradient.
+    let train = "\n train { loss = cross_entropy(max(out.v))\n surrogate = atan(alpha = 2.0) }";
+    let mut c = snnc::Compiler::new(Options {
+        train: true,
+        ..Options::default()
+    });
+    let parsed = c.parse_str("cal.snn", &src("", train)).unwrap();
+    let program = c.compile(&parsed).unwrap();
+    assert_eq!(gemms(&program.plan), (4, 0));
+    let mut loaded = snnc::session::load(&program, Some(&cache)).unwrap();
+    let cal = snnc::session::calibrate(&mut c, &parsed, &mut loaded.session, &inputs, t, b)
+        .unwrap()
+        .unwrap();
+    assert!(cal.changed);
+    let program = c.compile(&parsed).unwrap();
+    assert_eq!(gemms(&program.plan), (4, 2), "Gemm and GemmDw of h1");
+
+    // A given rate is the user's word: nothing to calibrate.
+    let mut c = snnc::Compiler::new(Options::default());
+    let parsed = c.parse_str("cal.snn", &src(", rate = 0.3", "")).unwrap();
+    let program = c.compile(&parsed).unwrap();
+    let mut loaded = snnc::session::load(&program, Some(&cache)).unwrap();
+    assert!(
+        snnc::session::calibrate(&mut c, &parsed, &mut loaded.session, &inputs, t, b)
+            .unwrap()
+            .is_none()
+    );
+    assert!(c
+        .dump_after(&parsed, "schedule")
+        .unwrap()
+        .contains("  h1: dense  -- cheaper on the CPU; rate 0.3 (`rate =`)"));
+}

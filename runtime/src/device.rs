@@ -228,6 +228,14 @@ pub trait Device: Send {
     /// Sets `len` elements to zero.
     fn zero(&mut self, dst: Loc, len: usize) -> Result<()>;
 
+    /// How many of the `len` elements at `src` are not zero (a calibration run counts the
+    /// spikes a projection reads). The default downloads them; a device may count in place.
+    fn count_nonzero(&mut self, src: Loc, len: usize) -> Result<usize> {
+        let mut host = vec![0.0; len];
+        self.download(src, &mut host)?;
+        Ok(host.iter().filter(|&&v| v != 0.0).count())
+    }
+
     fn gemm(&mut self, d: &GemmDesc) -> Result<()>;
 
     /// See [`TimeMixDesc`].

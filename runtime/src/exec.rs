@@ -17,6 +17,7 @@ use crate::kernels::KernelTable;
 use crate::plan::*;
 use crate::rng;
 use crate::tensor::{numel, Tensor};
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -554,6 +555,50 @@ impl Session {
         t: usize,
         batch: usize,
     ) -> Result<Vec<(OutputDecl, Tensor)>> {
+        self.run_probed(inputs, t, batch, None)
+    }
+
+    /// The input rate of every projection (`Op::Gemm` of the forward plan) on these inputs:
+    /// one forward run (as [`Session::run`]) that also counts, before each GEMM, the non-zero
+    /// elements of the `[rows, k]` input it reads, summed over the steps of a step loop.
+    /// One entry per weight that some forward GEMM multiplies, in plan order:
+    /// `(weight name, non-zero, total)`; `non-zero / total` is the fraction of inputs
+    /// that spiked. What a calibration run measures (the compiler's `sparse = auto`).
+    pub fn projection_input_rates(
+        &mut self,
+        inputs: &[Tensor],
+        t: usize,
+        batch: usize,
+    ) -> Result<Vec<(String, u64, u64)>> {
+        let mut used = vec![false; self.plan.weights.len()];
+        fn mark(ops: &[Op], used: &mut [bool]) {
+            for op in ops {
+                match op {
+                    Op::Gemm { w, .. } => used[*w] = true,
+                    Op::StepLoop { body } => mark(body, used),
+                    _ => {}
+                }
+            }
+        }
+        mark(&self.plan.ops, &mut used);
+        let counts = RefCell::new(vec![(0u64, 0u64); self.plan.weights.len()]);
+        self.run_probed(inputs, t, batch, Some(&counts))?;
+        Ok(counts
+            .into_inner()
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| used[*i])
+            .map(|(i, (nz, n))| (self.plan.weights[i].name.clone(), nz, n))
+            .collect())
+    }
+
+    fn run_probed(
+        &mut self,
+        inputs: &[Tensor],
+        t: usize,
+        batch: usize,
+        probe: Option<&RefCell<Vec<(u64, u64)>>>,
+    ) -> Result<Vec<(OutputDecl, Tensor)>> {
         if t == 0 || batch == 0 {
             return Err(RuntimeError::InvalidArgument(format!(
                 "run needs t >= 1 and batch >= 1 (got t = {t}, batch = {batch})"
@@ -592,6 +637,7 @@ impl Session {
             plan: &self.plan,
             weights: &self.weights,
             params: &self.params,
+            probe,
         };
         exec_ops(self.device.as_mut(), &cx, &self.exec, t, batch, None)?;
         self.device.sync()?;
@@ -625,6 +671,7 @@ impl Session {
             plan: &self.plan,
             weights: &self.weights,
             params: &self.params,
+            probe: None,
         };
         exec_ops(self.device.as_mut(), &cx, &self.exec, t, batch, None)?;
         self.device.sync()
@@ -673,6 +720,7 @@ impl Session {
             plan: &self.plan,
             weights: &self.weights,
             params: &self.params,
+            probe: None,
         };
         exec_ops(self.device.as_mut(), &cx, bw, t, batch, None)?;
         self.device.sync()
@@ -785,6 +833,9 @@ struct Cx<'a> {
     plan: &'a Plan,
     weights: &'a [Vec<f32>],
     params: &'a [f32],
+    /// A calibration run: per weight, the non-zero and total input elements its forward
+    /// `Gemm`s read (see [`Session::projection_input_rates`]).
+    probe: Option<&'a RefCell<Vec<(u64, u64)>>>,
 }
 
 impl Cx<'_> {
@@ -909,6 +960,13 @@ fn exec_ops(
                 let (xd, yd) = (&bufs[*x], &bufs[*y]);
                 if let Some(s) = span(*time, xd, yd, t_len, b, step) {
                     for i in 0..s.count {
+                        if let Some(p) = cx.probe {
+                            let len = s.rows * k;
+                            let nz = dev.count_nonzero(Loc::new(xd.slot, s.x0 + i * s.xs), len)?;
+                            let c = &mut p.borrow_mut()[*w];
+                            c.0 += nz as u64;
+                            c.1 += len as u64;
+                        }
                         dev.gemm(&GemmDesc {
                             rows: s.rows,
                             k: *k,

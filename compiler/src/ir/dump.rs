@@ -313,7 +313,7 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
                         m.nodes[h].name,
                         if c.sparse { "event-driven" } else { "dense" },
                         c.reason,
-                        c.rate,
+                        rate(c.rate),
                         c.rate_source,
                         duration(c.dense_s),
                         duration(c.event_s)
@@ -895,4 +895,19 @@ fn mix_text(
         Some(TimeBias::Response(r)) => format!(" + {}[t]", b(*r)),
     };
     (a, bias)
+}
+
+/// A spike rate as the dump shows it: 4 significant digits at most, trailing zeros dropped
+/// (a given `0.05` stays `0.05`, a measured 0.0992578 is `0.09926`).
+fn rate(p: f32) -> String {
+    if p <= 0.0 || !p.is_finite() {
+        return format!("{p}");
+    }
+    let decimals = (3 - p.log10().floor() as i32).max(4) as usize;
+    let s = format!("{p:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
 }

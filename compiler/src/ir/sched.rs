@@ -60,11 +60,40 @@ pub struct SparseChoice {
     pub sparse: bool,
     /// The spike rate the estimates assume, and where it came from.
     pub rate: f32,
-    pub rate_source: &'static str,
+    pub rate_source: RateSource,
+    /// The cost model made the choice (`sparse = auto`, no `--sparse`): a measured rate
+    /// can change it.
+    pub by_cost_model: bool,
     pub reason: String,
     /// Estimated seconds of the forward product, dense and event-driven.
     pub dense_s: f64,
     pub event_s: f64,
+}
+
+/// Where the spike rate of a projection's input came from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RateSource {
+    /// The layer's `rate = p`.
+    Given,
+    /// Counted on a calibration batch (`Options::calibration`): `samples` samples at
+    /// `steps` time steps.
+    Measured { samples: usize, steps: usize },
+    /// Nothing known: [`crate::passes::schedule::DEFAULT_RATE`].
+    Assumed,
+}
+
+impl std::fmt::Display for RateSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RateSource::Given => write!(f, "`rate =`"),
+            RateSource::Measured { samples, steps } => write!(
+                f,
+                "measured on a calibration batch of {samples} sample{} x {steps} steps",
+                if *samples == 1 { "" } else { "s" }
+            ),
+            RateSource::Assumed => write!(f, "assumed"),
+        }
+    }
 }
 
 /// How one population walks the time axis, and why.

@@ -50,6 +50,22 @@ pub struct Options {
     /// `Some(false)` dense GEMM; `None` (default): each layer's `sparse =`, else the cost
     /// model (`schedule`).
     pub sparse: Option<bool>,
+    /// Spike rates observed on a calibration batch: the cost model uses them for the
+    /// projections it decides (`sparse = auto`) that have no `rate =`.
+    pub calibration: Option<Calibration>,
+}
+
+/// The input spike rate of projections of spikes, counted on a calibration batch (one
+/// forward run: `snnc run`, `train`, `eval` and `bench` do it before the real work, see
+/// `session::calibrate`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Calibration {
+    /// Samples in the batch, and time steps.
+    pub samples: usize,
+    pub steps: usize,
+    /// The fraction of non-zero elements of each projection's `[T*B, k]` input, by the
+    /// `dense` node's name.
+    pub rates: std::collections::BTreeMap<String, f64>,
 }
 
 impl Default for Options {
@@ -61,6 +77,7 @@ impl Default for Options {
             reuse_memory: true,
             train: false,
             sparse: None,
+            calibration: None,
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::diag::{DResult, Diagnostic, ErrorKind, Span};
 use crate::ir::eqn::{BinOp, EExpr, Func, Mix, NeuronEqs};
 use crate::ir::linear::{self, LinearStep};
 use crate::ir::net::*;
-use crate::ir::sched::{Cost, PopTime, Schedule, SparseChoice, Stage, StageKind};
+use crate::ir::sched::{Cost, PopTime, RateSource, Schedule, SparseChoice, Stage, StageKind};
 
 use super::{pop_outputs, recurrence::self_loop, Options};
 
@@ -109,10 +109,23 @@ fn projections(m: &Module, opts: &Options) -> BTreeMap<NodeId, SparseChoice> {
             _ => m.t * m.batch,
         } as f64;
         let k = m.shape(*src).features() as f64;
-        let (p, rate_source) = match rate {
-            Some(r) => (*r, "`rate =`"),
-            None => (DEFAULT_RATE, "assumed"),
+        let measured = opts.calibration.as_ref().and_then(|c| {
+            c.rates.get(&node.name).map(|&r| {
+                (
+                    r as f32,
+                    RateSource::Measured {
+                        samples: c.samples,
+                        steps: c.steps,
+                    },
+                )
+            })
+        });
+        let (p, rate_source) = match (rate, measured) {
+            (Some(r), _) => (*r, RateSource::Given),
+            (None, Some(m)) => m,
+            (None, None) => (DEFAULT_RATE, RateSource::Assumed),
         };
+        let by_cost_model = spikes && opts.sparse.is_none() && *sparse == SparseMode::Auto;
         let (dense_s, event_s) = projection_costs(&CPU, rows, k, *n as f64, p as f64);
         let (sparse_on, reason) = match sparse {
             _ if spikes && opts.sparse.is_some() => {
@@ -136,6 +149,7 @@ fn projections(m: &Module, opts: &Options) -> BTreeMap<NodeId, SparseChoice> {
                 sparse: sparse_on,
                 rate: p,
                 rate_source,
+                by_cost_model,
                 reason: if spikes {
                     reason
                 } else {

@@ -291,6 +291,14 @@ impl Device for CpuDevice {
         Ok(())
     }
 
+    fn count_nonzero(&mut self, src: Loc, len: usize) -> Result<usize> {
+        let r = range(&self.slots, src, len, "count_nonzero")?;
+        Ok(self.slots[src.slot][r]
+            .iter()
+            .filter(|&&v| v != 0.0)
+            .count())
+    }
+
     fn gemm(&mut self, d: &GemmDesc) -> Result<()> {
         if d.sparse {
             return self.spike_gemm(d);

@@ -225,6 +225,65 @@ fn load(
     snnc::session::load_device(&program, device, None)
 }
 
+/// [`load`], then (with `calibrate`, under `--sparse auto`) a calibration run on the
+/// workload's inputs (`random_inputs(t, b, seed)`): projections of spikes left to the cost
+/// model get their measured input rate, and the program is recompiled if a form changes.
+/// Also returns the calibration, for the report.
+#[allow(clippy::too_many_arguments)]
+fn load_calibrated(
+    src: &str,
+    device: &str,
+    train: bool,
+    sparse: Option<bool>,
+    calibrate: bool,
+    t: usize,
+    b: usize,
+    seed: u64,
+) -> DResult<(
+    snnc::session::DeviceLoaded,
+    Option<snnc::session::Calibrated>,
+)> {
+    let mut c = Compiler::new(Options {
+        train,
+        sparse,
+        ..Options::default()
+    });
+    let parsed = c
+        .parse_str("bench.snn", src)
+        .map_err(|d| Diagnostic::new(d.kind, d.plain(&c.sources)))?;
+    let program = c.compile(&parsed)?;
+    let mut l = snnc::session::load_device(&program, device, None)?;
+    let cal = if calibrate {
+        let x = l.session.random_inputs(t, b, seed);
+        snnc::session::calibrate_loaded(&mut c, &parsed, &mut l, device, &x, t, b)?
+    } else {
+        None
+    };
+    Ok((l, cal))
+}
+
+/// The calibration as JSON fields: `"calibrated":"h1 0.5021 dense; h2 0.09926 dense"`.
+fn calibration_json(cal: &Option<snnc::session::Calibrated>) -> String {
+    match cal {
+        None => String::new(),
+        Some(c) => {
+            let parts: Vec<String> = c
+                .choices
+                .iter()
+                .map(|(n, ch)| {
+                    format!(
+                        "{n} {:.4} {}",
+                        ch.rate,
+                        if ch.sparse { "event-driven" } else { "dense" }
+                    )
+                })
+                .collect();
+            format!(",\"calibrated\":\"{}\"", parts.join("; "))
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 pub fn bench(
     names: &[String],
     repeat: usize,
@@ -232,6 +291,7 @@ pub fn bench(
     device: &str,
     psn: &PsnOpts,
     sparse: Option<bool>,
+    calibrate: bool,
 ) -> DResult<()> {
     let ts: Vec<usize> = if psn.ts.is_empty() {
         vec![8, 32, 64, 128]
@@ -376,9 +436,9 @@ pub fn bench(
             }
             "mlp-infer" => {
                 let (t, b) = (25, 128);
-                let mut l = load(&format!(
+                let (mut l, cal) = load_calibrated(&format!(
                     "model mlp {{ T = {t}\n input image: [784]\n x = bernoulli(image)\n h1 = dense(x, 512, init_gain = 3.0)\n s1 = LIF(h1, tau = 2.0)\n h2 = dense(s1, 10, init_gain = 3.0)\n s2 = LIF(h2, tau = 2.0)\n output counts(s2) }}"
-                ), device, false, sparse)?;
+                ), device, false, sparse, calibrate, t, b, 7)?;
                 let x = l.session.random_inputs(t, b, 7);
                 l.session
                     .run(&x, t, b)
@@ -400,10 +460,11 @@ pub fn bench(
                     d.iter().map(|&v| v as f64).sum::<f64>() / d.len().max(1) as f64
                 };
                 let rates = format!(
-                    ",\"rate_x\":{:.4},\"rate_s1\":{:.4},\"rate_s2\":{:.4}",
+                    ",\"rate_x\":{:.4},\"rate_s1\":{:.4},\"rate_s2\":{:.4}{}",
                     mean(1),
                     mean(2),
-                    mean(3)
+                    mean(3),
+                    calibration_json(&cal)
                 );
                 report(
                     json,
@@ -417,9 +478,9 @@ pub fn bench(
             "mlp-train" => {
                 // The workload of ../shared/peers/mlp_forward.py's `train` column.
                 let (t, b) = (25, 128);
-                let mut l = load(&format!(
+                let (mut l, cal) = load_calibrated(&format!(
                     "model mlp {{ T = {t}\n input image: [784]\n x = bernoulli(image)\n h1 = dense(x, 512, init_gain = 3.0)\n s1 = LIF(h1, tau = 2.0)\n h2 = dense(s1, 10, init_gain = 3.0)\n s2 = LIF(h2, tau = 2.0)\n output counts(s2)\n train {{ loss = cross_entropy(counts(s2))\n surrogate = atan(alpha = 2.0)\n optimizer = adam(lr = 0.001) }} }}"
-                ), device, true, sparse)?;
+                ), device, true, sparse, calibrate, t, b, 7)?;
                 let x = l.session.random_inputs(t, b, 7);
                 let labels: Vec<u32> = (0..b as u32).map(|i| (i * 7 + 3) % 10).collect();
                 let settings = l
@@ -443,7 +504,7 @@ pub fn bench(
                     &s,
                     "samples/s",
                     b as f64 / (s.median * 1e-3),
-                    "",
+                    &calibration_json(&cal),
                 );
             }
             "conv-infer" => {

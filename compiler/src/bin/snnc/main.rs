@@ -128,6 +128,9 @@ enum Cmd {
         /// Projections of spikes in the MLP workloads: auto (the cost model), on, off.
         #[arg(long, value_parser = ["auto", "on", "off"], default_value = "auto")]
         sparse: String,
+        /// With `--sparse auto`: no calibration run (the MLP workloads keep the assumed rate).
+        #[arg(long)]
+        no_calibrate: bool,
     },
     /// Train a model (its `train { }` block says how); prints test accuracy at the end.
     Train {
@@ -160,6 +163,9 @@ enum Cmd {
         quiet: bool,
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// No calibration run on the first training batch (see `snnc run --help`).
+        #[arg(long)]
+        no_calibrate: bool,
     },
     /// Test accuracy and spikes per sample of trained weights.
     Eval {
@@ -171,6 +177,9 @@ enum Cmd {
         limit: Option<usize>,
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// No calibration run on the first test batch (see `snnc run --help`).
+        #[arg(long)]
+        no_calibrate: bool,
     },
     /// Run inference on the CPU and print or save the outputs.
     Run {
@@ -202,6 +211,10 @@ enum Cmd {
         /// Device: cpu, cuda or cuda:N (an NVIDIA GPU; kernels compiled with NVRTC).
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// No calibration run: projections of spikes left to the cost model (`sparse =
+        /// auto`, no `rate =`) keep the assumed rate instead of the one counted on the inputs.
+        #[arg(long)]
+        no_calibrate: bool,
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
@@ -293,6 +306,7 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
             neuron,
             steps,
             sparse,
+            no_calibrate,
         } => {
             if list {
                 for (n, what) in bench::WORKLOADS {
@@ -305,8 +319,16 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
                 neurons: neuron,
                 ts: steps,
             };
-            bench::bench(&workloads, repeat, json, &device, &psn, sparse_opt(&sparse))
-                .map_err(|d| report(&c, &d, color))
+            bench::bench(
+                &workloads,
+                repeat,
+                json,
+                &device,
+                &psn,
+                sparse_opt(&sparse),
+                !no_calibrate,
+            )
+            .map_err(|d| report(&c, &d, color))
         }
         Cmd::Train {
             file,
@@ -320,6 +342,7 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
             limit,
             quiet,
             device,
+            no_calibrate,
         } => {
             let args = train::TrainArgs {
                 set,
@@ -332,6 +355,7 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
                 device,
                 limit,
                 quiet,
+                no_calibrate,
             };
             let mut c = Compiler::new(Options::default());
             let parsed = c.parse_file(&file).map_err(|d| report(&c, &d, color))?;
@@ -343,10 +367,11 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
             weights,
             limit,
             device,
+            no_calibrate,
         } => {
             let mut c = Compiler::new(Options::default());
             let parsed = c.parse_file(&file).map_err(|d| report(&c, &d, color))?;
-            let r = train::eval(&mut c, parsed, &weights, &device, limit);
+            let r = train::eval(&mut c, parsed, &weights, &device, limit, !no_calibrate);
             r.map_err(|d| report(&c, &d, color))
         }
         Cmd::Run {
@@ -360,6 +385,7 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
             out,
             save_weights,
             device,
+            no_calibrate,
             pipeline,
         } => {
             let args = run::RunArgs {
@@ -372,10 +398,11 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
                 out,
                 save_weights,
                 device,
+                no_calibrate,
             };
             let mut c = Compiler::new(pipeline.options());
             let parsed = c.parse_file(&file).map_err(|d| report(&c, &d, color))?;
-            run::run(&c, &parsed, &args).map_err(|d| report(&c, &d, color))
+            run::run(&mut c, &parsed, &args).map_err(|d| report(&c, &d, color))
         }
     }
 }

@@ -22,9 +22,11 @@ pub struct RunArgs {
     pub out: Option<PathBuf>,
     pub save_weights: Option<PathBuf>,
     pub device: String,
+    /// Skip the calibration run (projections left to the cost model keep the assumed rate).
+    pub no_calibrate: bool,
 }
 
-pub fn run(c: &Compiler, parsed: &Parsed, args: &RunArgs) -> DResult<()> {
+pub fn run(c: &mut Compiler, parsed: &Parsed, args: &RunArgs) -> DResult<()> {
     session::parse_device(&args.device)?;
     let t0 = Instant::now();
     let program = c.compile(parsed)?;
@@ -106,6 +108,12 @@ pub fn run(c: &Compiler, parsed: &Parsed, args: &RunArgs) -> DResult<()> {
         }
         (v, b)
     };
+    // Projections of spikes left to the cost model with no known rate: count the rates on
+    // these inputs, and recompile if that changes a form.
+    if !args.no_calibrate {
+        session::calibrate_loaded(c, parsed, &mut loaded, &args.device, &inputs, steps, batch)?;
+    }
+    let s = &mut loaded.session;
     let t1 = Instant::now();
     let outputs = s.run(&inputs, steps, batch).map_err(runtime_diag)?;
     let run_ms = t1.elapsed().as_secs_f64() * 1e3;

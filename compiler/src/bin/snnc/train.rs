@@ -35,6 +35,8 @@ pub struct TrainArgs {
     /// Use at most this many training samples (quick runs).
     pub limit: Option<usize>,
     pub quiet: bool,
+    /// Skip the calibration run on the first training batch.
+    pub no_calibrate: bool,
 }
 
 /// Turns the command-line overrides into `train { }` settings of the root model.
@@ -351,6 +353,15 @@ pub fn train(c: &mut Compiler, mut parsed: Parsed, args: &TrainArgs) -> DResult<
         })?;
         eprintln!("resuming after epoch {first_epoch} from {}", r.display());
     }
+    // Projections of spikes left to the cost model with no known rate: count their input
+    // rates on the first training batch (the initial or resumed weights), and recompile if
+    // that changes a form (forward GEMM and weight gradient alike).
+    if !args.no_calibrate {
+        let idx: Vec<usize> = (0..cfg.batch.min(train_set.len())).collect();
+        let x = batch_tensor(&train_set, &idx, feed);
+        session::calibrate_loaded(c, &parsed, &mut loaded, &args.device, &[x], t, idx.len())?;
+    }
+    let s = &mut loaded.session;
 
     let csv_path = out_dir.join("metrics.csv");
     let mut csv =
@@ -608,6 +619,7 @@ pub fn eval(
     weights: &Path,
     device: &str,
     limit: Option<usize>,
+    calibrate: bool,
 ) -> DResult<()> {
     c.opts.train = true;
     let args = TrainArgs {
@@ -621,6 +633,7 @@ pub fn eval(
         device: device.to_string(),
         limit,
         quiet: true,
+        no_calibrate: !calibrate,
     };
     apply_overrides(c, &mut parsed, &args)?;
     let program = c.compile(&parsed)?;
@@ -640,7 +653,15 @@ pub fn eval(
     let mut loaded = session::load_device(&program, device, None)?;
     let s = &mut loaded.session;
     s.load_weights(weights).map_err(runtime_diag)?;
-    let r = evaluate(s, &test, cfg.batch.max(64), feed)?;
+    let batch = cfg.batch.max(64);
+    if calibrate {
+        // On the first test batch, with the trained weights.
+        let idx: Vec<usize> = (0..batch.min(test.len())).collect();
+        let x = batch_tensor(&test, &idx, feed);
+        session::calibrate_loaded(c, &parsed, &mut loaded, device, &[x], feed.t, idx.len())?;
+    }
+    let s = &mut loaded.session;
+    let r = evaluate(s, &test, batch, feed)?;
     say(format!(
         "test accuracy: {:.2}% ({} samples), loss {:.4}, {:.1} spikes per sample",
         100.0 * r.accuracy,
