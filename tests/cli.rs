@@ -387,7 +387,7 @@ fn train_errors_point_at_the_cause() {
     // Missing data files.
     let o = snnc(&[
         "train",
-        "examples/yinyang.snn",
+        "examples/mnist.snn",
         "--set",
         "data=mnist(\"no/such/dir\")",
     ]);

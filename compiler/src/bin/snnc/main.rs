@@ -169,6 +169,9 @@ enum Cmd {
         /// Use only the first N test samples.
         #[arg(long)]
         limit: Option<usize>,
+        /// Override a training setting, e.g. `--set data="mnist(\"DIR\")"`.
+        #[arg(long = "set", value_name = "NAME=EXPR")]
+        set: Vec<String>,
         #[arg(long, default_value = "cpu")]
         device: String,
     },
@@ -342,11 +345,12 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
             file,
             weights,
             limit,
+            set,
             device,
         } => {
             let mut c = Compiler::new(Options::default());
             let parsed = c.parse_file(&file).map_err(|d| report(&c, &d, color))?;
-            let r = train::eval(&mut c, parsed, &weights, &device, limit);
+            let r = train::eval(&mut c, parsed, &weights, &device, limit, set);
             r.map_err(|d| report(&c, &d, color))
         }
         Cmd::Run {
