@@ -126,6 +126,74 @@ fn shape_mismatch() {
     );
 }
 
+/// An image dataset against the model's input: 784 values per step, or with
+/// `sequence = rows | columns` 28 steps of 28 (`[T, 28]`, `T = 28`). Reported at the input,
+/// with a note at the data setting and a hint that names the fix.
+#[test]
+fn image_data_and_input_shapes() {
+    let model = |t: usize, input: &str, data: &str| {
+        format!(
+            "model m {{\n  T = {t}\n  input x: {input}\n  s = LIF(dense(x, 10))\n  output counts(s)\n  train {{\n    data = {data}\n    loss = cross_entropy(counts(s))\n  }}\n}}\n"
+        )
+    };
+    let rows = "mnist(\"data/mnist\", sequence = rows)";
+    // Fine: row by row at T = 28; a plain image static, per step, or as [1, 28, 28].
+    for (t, input, data) in [
+        (28, "[T, 28]", rows),
+        (28, "[T, 28]", "fashion_mnist(sequence = columns)"),
+        (5, "[784]", "mnist(\"data/mnist\")"),
+        (5, "[T, 784]", "mnist"),
+    ] {
+        let src = model(t, input, data);
+        assert!(common::compile_str(&src).is_ok(), "{src}");
+    }
+    // A row-sized input without `sequence = rows`: the hint says how to feed rows.
+    let src = model(28, "[T, 28]", "mnist(\"data/mnist\")");
+    expect(
+        &src,
+        ErrorKind::Shape,
+        "test.snn:3:3",
+        "`mnist` gives 784 values per sample, but input `x` takes 28 per step",
+    );
+    let (d, _) = common::compile_str(&src).unwrap_err();
+    assert!(
+        d.hint.as_deref().unwrap().contains("sequence = rows"),
+        "{:?}",
+        d.hint
+    );
+    assert_eq!(d.notes.len(), 1, "a note at the data setting");
+    // Rows into an image-sized or static input.
+    for input in ["[784]", "[T, 784]", "[28]"] {
+        let src = model(28, input, rows);
+        expect(
+            &src,
+            ErrorKind::Shape,
+            "test.snn:3:3",
+            "`sequence = rows` feeds each image as 28 steps of one 28-pixel row",
+        );
+    }
+    // The wrong number of steps.
+    let src = model(25, "[T, 28]", rows);
+    expect(
+        &src,
+        ErrorKind::Shape,
+        "test.snn:3:3",
+        "feeds each image as 28 steps, but the model has T = 25",
+    );
+    let (d, _) = common::compile_str(&src).unwrap_err();
+    assert_eq!(
+        d.hint.as_deref(),
+        Some("set `T = 28`: one step per image row")
+    );
+    // An unknown order.
+    expect(
+        &model(28, "[T, 28]", "mnist(sequence = diagonal)"),
+        ErrorKind::BadValue,
+        "test.snn:7:29",
+        "unknown sequence order `diagonal`",
+    );
+}
+
 #[test]
 fn bad_parameter_value() {
     let src = MLP.replace("tau = 2.0", "tau = -1.0");

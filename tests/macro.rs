@@ -53,6 +53,8 @@ snn::include_snn!("tests/in/train/conv.snn" as convtrain);
 snn::include_snn!("tests/in/train/recurrent.snn" as recurrent_train);
 snn::include_snn!("tests/in/learnable.snn" as learnable);
 snn::include_snn!("tests/in/psn.snn" as psn);
+// Sliding PSNs trained on MNIST fed row by row: the data settings travel in the plan.
+snn::include_snn!("examples/smnist_psn.snn" as smnist_psn);
 
 // A model and populations named with Rust keywords.
 snn::snn! {
@@ -311,6 +313,28 @@ fn train_step_matches_the_library_trainer() {
         net.session().weights(),
         &first[..],
         "the steps changed the weights"
+    );
+}
+
+/// examples/smnist_psn.snn through `include_snn!`: the training plan, its data settings
+/// (`mnist("data/mnist", sequence = rows)`) included, equals the CLI's.
+#[test]
+fn smnist_psn_train_plan_matches_the_cli() {
+    let program = common::compile_file(
+        &common::root().join("examples/smnist_psn.snn"),
+        Options {
+            train: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(smnist_psn::plan(), program.plan);
+    assert_eq!(
+        program.plan.train.as_ref().unwrap().settings.data,
+        Some(snn_runtime::plan::DataDecl::Mnist {
+            dir: "data/mnist".into(),
+            sequence: Some(snn_runtime::plan::ImageSequence::Rows),
+        })
     );
 }
 

@@ -87,7 +87,7 @@ fn alternative_plans() {
     }
 }
 
-/// Training plans (tests/in/train/): the derived backward step of every population, the
+/// Training plans (tests/in/train/ and three examples): the derived backward step of every population, the
 /// lowered plan with its backward ops and kernels, and the generated Rust and CUDA.
 #[test]
 fn training_plans() {
@@ -99,6 +99,7 @@ fn training_plans() {
     files.sort();
     files.push(common::root().join("examples/yinyang.snn"));
     files.push(common::root().join("examples/mnist.snn"));
+    files.push(common::root().join("examples/smnist_psn.snn"));
     for path in files {
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
         let mut c = Compiler::new(Options {

@@ -9,7 +9,7 @@ use crate::diag::{did_you_mean, DResult, Diagnostic, ErrorKind, Span};
 use crate::front::ast::{Arg, Binding, Expr, ExprKind};
 use crate::ir::adjoint::{GradOptions, Surrogate, SurrogateKind};
 use snn_runtime::plan::{
-    DataDecl, LossKind, LrScheduleDecl, OptimizerDecl, OptimizerKind, TrainSettings,
+    DataDecl, ImageSequence, LossKind, LrScheduleDecl, OptimizerDecl, OptimizerKind, TrainSettings,
 };
 
 /// What the loss reads: a population's counts, spikes or a state trace.
@@ -60,6 +60,8 @@ pub struct TrainConfig {
     /// that differentiate their inputs); `Session::input_grad` reads them.
     pub input_grads: bool,
     pub settings: TrainSettings,
+    /// Where `data = ...` was set (the last setting wins), for shape errors against it.
+    pub data_span: Option<Span>,
 }
 
 pub const SETTINGS: &[&str] = &[
@@ -463,23 +465,38 @@ fn lr_schedule(e: &Expr) -> DResult<LrScheduleDecl> {
 }
 
 fn data(e: &Expr) -> DResult<DataDecl> {
-    const HINT: &str = "data: yinyang, mnist(\"DIR\"), fashion_mnist(\"DIR\"), \
-        npy(x = \"X.npy\", y = \"Y.npy\", test_x = .., test_y = ..)";
+    const HINT: &str = "data: yinyang, mnist(\"DIR\"), fashion_mnist(\"DIR\") (either with \
+        `sequence = rows | columns`), npy(x = \"X.npy\", y = \"Y.npy\", test_x = .., test_y = ..)";
     let (f, args) = call_of(e).ok_or_else(|| err(e.span, "expected a dataset", HINT))?;
     Ok(match f {
         "yinyang" => DataDecl::YinYang,
         "mnist" | "fashion_mnist" => {
-            let a = Args::new(f, args, &["dir"], e.span)?;
+            let a = Args::new(f, args, &["dir", "sequence"], e.span)?;
             let default = if f == "mnist" {
                 "data/mnist"
             } else {
                 "data/fashion-mnist"
             };
             let dir = a.string("dir")?.unwrap_or_else(|| default.to_string());
+            let sequence = match a.get("sequence") {
+                None => None,
+                Some(v) => match v.as_ident().and_then(ImageSequence::from_name) {
+                    Some(s) => Some(s),
+                    None => {
+                        return Err(err(
+                            v.span,
+                            format!("unknown sequence order `{}`", v.as_ident().unwrap_or("?")),
+                            "`sequence = rows` feeds each image as 28 steps of one 28-pixel \
+                             row (input `[T, 28]`, `T = 28`); `sequence = columns` feeds its \
+                             columns",
+                        ))
+                    }
+                },
+            };
             if f == "mnist" {
-                DataDecl::Mnist { dir }
+                DataDecl::Mnist { dir, sequence }
             } else {
-                DataDecl::FashionMnist { dir }
+                DataDecl::FashionMnist { dir, sequence }
             }
         }
         "npy" => {
@@ -556,6 +573,7 @@ pub fn config(block: &[Binding], span: Span, model_batch: usize) -> DResult<Trai
     let mut grad = GradOptions::default();
     let mut recompute = false;
     let mut input_grads = false;
+    let mut data_span = None;
     let mut settings = TrainSettings {
         optimizer: OptimizerDecl {
             kind: OptimizerKind::Adam,
@@ -600,7 +618,10 @@ pub fn config(block: &[Binding], span: Span, model_batch: usize) -> DResult<Trai
                     return Err(err(v.span, "`batch` must be >= 1", "e.g. `batch = 64`"));
                 }
             }
-            "data" => settings.data = Some(data(v)?),
+            "data" => {
+                settings.data = Some(data(v)?);
+                data_span = Some(v.span);
+            }
             "clip" => {
                 let c = num_f32(v, "clip")?;
                 settings.clip = Some(positive(v, c, "clip")?);
@@ -646,5 +667,112 @@ pub fn config(block: &[Binding], span: Span, model_batch: usize) -> DResult<Trai
         recompute,
         input_grads,
         settings,
+        data_span,
     })
+}
+
+/// The side of an MNIST / Fashion-MNIST image (both are 28 x 28).
+const MNIST_SIDE: usize = 28;
+
+/// Checks the model's input against an image dataset named in its train block, so a
+/// mismatch is reported at the input (with the data setting) before anything is built:
+/// a plain `mnist(..)` feeds 784 values per step (`input image: [784]`, `[1, 28, 28]`,
+/// or `[T, 784]`: the image at every step); `sequence = rows | columns` feeds 28 steps of 28
+/// pixels (`input x: [T, 28]` with `T = 28`). Other datasets' shapes are known only once
+/// loaded; `snnc train` checks those.
+pub fn check_data_input(m: &crate::ir::net::Module) -> DResult<()> {
+    use crate::ir::net::NodeKind;
+    let Some(cfg) = &m.train else { return Ok(()) };
+    let (name, sequence) = match &cfg.settings.data {
+        Some(DataDecl::Mnist { sequence, .. }) => ("mnist", *sequence),
+        Some(DataDecl::FashionMnist { sequence, .. }) => ("fashion_mnist", *sequence),
+        _ => return Ok(()),
+    };
+    // With several inputs `snnc train` says it feeds one; nothing to compare here.
+    let [inp] = m.inputs.as_slice() else {
+        return Ok(());
+    };
+    let node = &m.nodes[*inp];
+    let NodeKind::Input { dims, time_varying } = &node.kind else {
+        return Ok(());
+    };
+    let f: usize = dims.iter().product();
+    let shown = format!(
+        "[{}{}]",
+        if *time_varying { "T, " } else { "" },
+        dims.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let side = MNIST_SIDE;
+    let with_data = |d: Diagnostic| match cfg.data_span {
+        Some(s) => d.note(s, "the dataset is chosen here"),
+        None => d,
+    };
+    let shape_err = |msg: String, hint: String| {
+        with_data(
+            Diagnostic::new(ErrorKind::Shape, msg)
+                .at(node.span, format!("input `{}` is {shown}", node.name))
+                .hint(hint),
+        )
+    };
+    match sequence {
+        None if f == side * side => Ok(()),
+        None => {
+            let hint = if *time_varying && f == side {
+                format!(
+                    "to feed each image row by row ({side} steps of {side} pixels), write \
+                     `data = {name}(\"DIR\", sequence = rows)` and `T = {side}`"
+                )
+            } else {
+                format!(
+                    "declare the input `[{}]` (or `[1, {side}, {side}]`), or feed the images as \
+                     sequences with `{name}(\"DIR\", sequence = rows)` and `input x: [T, {side}]`",
+                    side * side
+                )
+            };
+            Err(shape_err(
+                format!(
+                    "`{name}` gives {} values per sample, but input `{}` takes {f} per step",
+                    side * side,
+                    node.name
+                ),
+                hint,
+            ))
+        }
+        Some(order) => {
+            let what = match order {
+                ImageSequence::Rows => "row",
+                ImageSequence::Columns => "column",
+            };
+            let fix = format!(
+                "declare `input {}: [T, {side}]` and set `T = {side}`",
+                node.name
+            );
+            if !*time_varying || f != side {
+                return Err(shape_err(
+                    format!(
+                        "`sequence = {}` feeds each image as {side} steps of one {side}-pixel \
+                         {what}, but input `{}` is {shown}",
+                        order.name(),
+                        node.name
+                    ),
+                    fix,
+                ));
+            }
+            if m.t != side {
+                return Err(shape_err(
+                    format!(
+                        "`sequence = {}` feeds each image as {side} steps, but the model has \
+                         T = {}",
+                        order.name(),
+                        m.t
+                    ),
+                    format!("set `T = {side}`: one step per image {what}"),
+                ));
+            }
+            Ok(())
+        }
+    }
 }

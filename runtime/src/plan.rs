@@ -139,14 +139,48 @@ pub enum LrScheduleDecl {
     },
 }
 
+/// How an image dataset is fed as a sequence (`mnist("DIR", sequence = rows)`): the input
+/// is `[T, F]` and each image is `T` steps of `F` pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageSequence {
+    /// Step `t` is row `t` of the image (`H` steps of `W` pixels): row-by-row digits.
+    Rows,
+    /// Step `t` is column `t`, top to bottom (`W` steps of `H` pixels), as the PSN paper's
+    /// sequential CIFAR.
+    Columns,
+}
+
+impl ImageSequence {
+    pub const NAMES: &'static [&'static str] = &["rows", "columns"];
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageSequence::Rows => "rows",
+            ImageSequence::Columns => "columns",
+        }
+    }
+    pub fn from_name(s: &str) -> Option<ImageSequence> {
+        match s {
+            "rows" => Some(ImageSequence::Rows),
+            "columns" => Some(ImageSequence::Columns),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum DataDecl {
     /// The Yin-Yang dataset, generated (standard splits).
     YinYang,
-    /// MNIST IDX files in a directory.
-    Mnist { dir: String },
-    /// Fashion-MNIST IDX files in a directory.
-    FashionMnist { dir: String },
+    /// MNIST IDX files in a directory; with `sequence`, each image is fed as a sequence.
+    Mnist {
+        dir: String,
+        sequence: Option<ImageSequence>,
+    },
+    /// Fashion-MNIST IDX files in a directory (`sequence` as for MNIST).
+    FashionMnist {
+        dir: String,
+        sequence: Option<ImageSequence>,
+    },
     /// NPY arrays: `x` `[N, ...]` features, `y` `[N]` labels (test split optional).
     Npy {
         x: String,

@@ -3,7 +3,7 @@
 //! the files scripts/fetch-data.sh fetches), every IDX error path, NPY datasets, batching.
 
 use sha2::{Digest, Sha256};
-use snn_runtime::data::{idx, mnist, yinyang, Batcher, Dataset};
+use snn_runtime::data::{idx, mnist, yinyang, Batcher, Dataset, ImageSequence};
 use snn_runtime::io::npy::write_npy;
 use snn_runtime::Tensor;
 use std::io::Write;
@@ -371,6 +371,68 @@ fn batches_gather_real_images() {
     let (train, val) = d.split_off_validation(10, 5);
     assert_eq!((train.len(), val.len()), (90, 10));
     assert_eq!(train.class_counts().iter().sum::<usize>(), 90);
+}
+
+/// `mnist(.., sequence = rows | columns)`: each image as `T` steps, and batches of them
+/// time-major as a `[T, 28]` input takes them. The values are the image's own, bit for bit.
+#[test]
+fn images_as_row_and_column_sequences() {
+    let d = mnist::load(&subset_dir("mnist-100"), false).unwrap();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let rows = d.image_sequence(ImageSequence::Rows).unwrap();
+    assert_eq!((rows.shape.as_slice(), rows.len()), (&[28, 28][..], 100));
+    assert_eq!((rows.y.as_slice(), rows.classes), (d.y.as_slice(), 10));
+    assert_eq!(rows.name, format!("{} (rows)", d.name));
+    let cols = d.image_sequence(ImageSequence::Columns).unwrap();
+    assert_eq!(cols.shape, vec![28, 28]);
+    for i in [0, 7, 99] {
+        let img = d.sample(i);
+        for r in 0..28 {
+            // Step r of the row sequence is row r of the image.
+            assert_eq!(
+                bits(&rows.sample(i)[r * 28..(r + 1) * 28]),
+                bits(&img[r * 28..(r + 1) * 28])
+            );
+            for c in 0..28 {
+                // Step c of the column sequence is column c, top to bottom.
+                assert_eq!(
+                    cols.sample(i)[c * 28 + r].to_bits(),
+                    img[r * 28 + c].to_bits()
+                );
+            }
+        }
+    }
+    // A batch is [T, B, 28]: step t of sample idx[b] at [t, b].
+    let idx = [5, 0, 99, 5];
+    let b = rows.sequence_batch(&idx);
+    assert_eq!(b.shape, vec![28, 4, 28]);
+    assert_eq!(b.y, vec![d.y[5], d.y[0], d.y[99], d.y[5]]);
+    for t in 0..28 {
+        for (k, &i) in idx.iter().enumerate() {
+            let at = (t * idx.len() + k) * 28;
+            assert_eq!(
+                bits(&b.x[at..at + 28]),
+                bits(&d.sample(i)[t * 28..(t + 1) * 28])
+            );
+        }
+    }
+    assert_eq!(rows.sequence_batch(&[]).x.len(), 0);
+    // Only single-channel images cut into steps.
+    let rgb = Dataset {
+        name: "rgb".into(),
+        x: vec![0.0; 12],
+        y: vec![0],
+        shape: vec![3, 2, 2],
+        classes: 1,
+    };
+    let e = rgb
+        .image_sequence(ImageSequence::Rows)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("[3, 2, 2]") && e.contains("sequence = rows"),
+        "{e}"
+    );
 }
 
 /// The full datasets, when scripts/fetch-data.sh has been run (skipped otherwise): sizes,

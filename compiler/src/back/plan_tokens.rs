@@ -187,18 +187,25 @@ fn settings_tokens(s: &TrainSettings, m: &TokenStream) -> TokenStream {
         }
         None => quote!(::std::option::Option::None),
     };
+    let image_sequence = |v: &Option<ImageSequence>| match v {
+        None => quote!(::std::option::Option::None),
+        Some(ImageSequence::Rows) => quote!(::std::option::Option::Some(#m::ImageSequence::Rows)),
+        Some(ImageSequence::Columns) => {
+            quote!(::std::option::Option::Some(#m::ImageSequence::Columns))
+        }
+    };
     let data = match &s.data {
         None => quote!(::std::option::Option::None),
         Some(d) => {
             let d = match d {
                 DataDecl::YinYang => quote!(#m::DataDecl::YinYang),
-                DataDecl::Mnist { dir } => {
-                    let dir = string(dir);
-                    quote!(#m::DataDecl::Mnist { dir: #dir })
+                DataDecl::Mnist { dir, sequence } => {
+                    let (dir, sequence) = (string(dir), image_sequence(sequence));
+                    quote!(#m::DataDecl::Mnist { dir: #dir, sequence: #sequence })
                 }
-                DataDecl::FashionMnist { dir } => {
-                    let dir = string(dir);
-                    quote!(#m::DataDecl::FashionMnist { dir: #dir })
+                DataDecl::FashionMnist { dir, sequence } => {
+                    let (dir, sequence) = (string(dir), image_sequence(sequence));
+                    quote!(#m::DataDecl::FashionMnist { dir: #dir, sequence: #sequence })
                 }
                 DataDecl::Npy {
                     x,

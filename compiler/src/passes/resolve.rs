@@ -90,6 +90,7 @@ pub fn run(parsed: &Parsed) -> DResult<Module> {
     r.outputs(model)?;
     if let Some(tb) = &model.train {
         r.module.train = Some(crate::train::config(&tb.settings, tb.span, r.module.batch)?);
+        crate::train::check_data_input(&r.module)?;
     }
     Ok(r.module)
 }

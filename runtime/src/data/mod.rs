@@ -14,6 +14,7 @@ use std::path::Path;
 
 use crate::error::{Result, RuntimeError};
 use crate::io::npy;
+pub use crate::plan::ImageSequence;
 
 /// How NPY dataset files are named in errors (a user's own files: no fetch hint).
 const KIND: &str = "dataset file";
@@ -103,6 +104,64 @@ impl Dataset {
         let mut shape = Vec::with_capacity(self.shape.len() + 1);
         shape.push(idx.len());
         shape.extend_from_slice(&self.shape);
+        Batch {
+            x,
+            y: idx.iter().map(|&i| self.y[i]).collect(),
+            shape,
+        }
+    }
+    /// The images (per-sample shape `[H, W]`, or `[1, H, W]` as MNIST's) as sequences of
+    /// shape `[T, F]`: [`ImageSequence::Rows`] gives `H` steps of a row's `W` pixels (the
+    /// image's values in their stored order), [`ImageSequence::Columns`] `W` steps of a
+    /// column's `H` pixels, top to bottom. Values are copied, never changed. Fails on samples
+    /// that are not single-channel images.
+    pub fn image_sequence(&self, order: ImageSequence) -> Result<Dataset> {
+        let (h, w) = match self.shape.as_slice() {
+            [h, w] | [1, h, w] => (*h, *w),
+            other => {
+                return Err(RuntimeError::InvalidArgument(format!(
+                    "dataset `{}` has samples of shape {}, not single-channel images \
+                     [H, W] or [1, H, W]: `sequence = {}` cannot cut them into steps",
+                    self.name,
+                    crate::error::fmt_shape(other),
+                    order.name()
+                )))
+            }
+        };
+        let (x, shape) = match order {
+            ImageSequence::Rows => (self.x.clone(), vec![h, w]),
+            ImageSequence::Columns => {
+                let mut x = Vec::with_capacity(self.x.len());
+                for img in self.x.chunks_exact(h * w) {
+                    for c in 0..w {
+                        x.extend((0..h).map(|r| img[r * w + c]));
+                    }
+                }
+                (x, vec![w, h])
+            }
+        };
+        Ok(Dataset {
+            name: format!("{} ({})", self.name, order.name()),
+            x,
+            y: self.y.clone(),
+            shape,
+            classes: self.classes,
+        })
+    }
+    /// Samples `idx` of a sequence dataset (per-sample shape `[T, ...]`) time-major, as a
+    /// per-step input wants them: shape `[T, B, ...]`, where `[t, b]` is step `t` of sample
+    /// `idx[b]`. Panics on an index `>= len()` or a dataset without a time axis.
+    pub fn sequence_batch(&self, idx: &[usize]) -> Batch {
+        let t = self.shape[0];
+        let step = self.features() / t.max(1);
+        let mut x = Vec::with_capacity(idx.len() * self.features());
+        for s in 0..t {
+            for &i in idx {
+                x.extend_from_slice(&self.sample(i)[s * step..(s + 1) * step]);
+            }
+        }
+        let mut shape = vec![t, idx.len()];
+        shape.extend_from_slice(&self.shape[1..]);
         Batch {
             x,
             y: idx.iter().map(|&i| self.y[i]).collect(),

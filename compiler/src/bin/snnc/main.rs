@@ -175,6 +175,9 @@ enum Cmd {
         /// Use only the first N test samples.
         #[arg(long)]
         limit: Option<usize>,
+        /// Override a training setting, e.g. `--set data="mnist(\"DIR\")"`.
+        #[arg(long = "set", value_name = "NAME=EXPR")]
+        set: Vec<String>,
         #[arg(long, default_value = "cpu")]
         device: String,
         /// No calibration run on the first test batch (see `snnc run --help`).
@@ -366,12 +369,13 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
             file,
             weights,
             limit,
+            set,
             device,
             no_calibrate,
         } => {
             let mut c = Compiler::new(Options::default());
             let parsed = c.parse_file(&file).map_err(|d| report(&c, &d, color))?;
-            let r = train::eval(&mut c, parsed, &weights, &device, limit, !no_calibrate);
+            let r = train::eval(&mut c, parsed, &weights, &device, limit, !no_calibrate, set);
             r.map_err(|d| report(&c, &d, color))
         }
         Cmd::Run {

@@ -151,9 +151,13 @@ fn load_data(
             yinyang::standard("validation").map_err(rt)?,
             yinyang::standard("test").map_err(rt)?,
         ),
-        DataDecl::Mnist { dir } | DataDecl::FashionMnist { dir } => {
-            let train = idx::mnist(Path::new(dir), true).map_err(rt)?;
-            let test = idx::mnist(Path::new(dir), false).map_err(rt)?;
+        DataDecl::Mnist { dir, sequence } | DataDecl::FashionMnist { dir, sequence } => {
+            let mut train = idx::mnist(Path::new(dir), true).map_err(rt)?;
+            let mut test = idx::mnist(Path::new(dir), false).map_err(rt)?;
+            if let Some(order) = sequence {
+                train = train.image_sequence(*order).map_err(rt)?;
+                test = test.image_sequence(*order).map_err(rt)?;
+            }
             let (train, val) = train.split_off_validation(validation, seed);
             (train, val, test)
         }
@@ -176,8 +180,23 @@ fn load_data(
     })
 }
 
-/// The model's single input, checked against the dataset's samples.
-fn input_of(plan: &Plan, d: &Dataset) -> DResult<Feed> {
+/// Whether the configured dataset's samples are sequences (`[T, F]`, fed one step a row).
+fn is_sequence(decl: &DataDecl) -> bool {
+    matches!(
+        decl,
+        DataDecl::Mnist {
+            sequence: Some(_),
+            ..
+        } | DataDecl::FashionMnist {
+            sequence: Some(_),
+            ..
+        }
+    )
+}
+
+/// The model's single input, checked against the dataset's samples (`sequence`: each sample
+/// is `[T, ...]`, one step per row).
+fn input_of(plan: &Plan, d: &Dataset, sequence: bool) -> DResult<Feed> {
     if plan.inputs.len() != 1 {
         return Err(Diagnostic::new(
             ErrorKind::BadArgument,
@@ -216,6 +235,38 @@ fn input_of(plan: &Plan, d: &Dataset) -> DResult<Feed> {
     }
     let inp = &plan.inputs[0];
     let f: usize = inp.shape.iter().product();
+    if sequence {
+        // The compiler checked MNIST's 28 x 28 against the input; this is the loaded file.
+        let steps = d.shape.first().copied().unwrap_or(0);
+        let per_step = d.features() / steps.max(1);
+        if !inp.time_varying || f != per_step || plan.t != steps {
+            return Err(Diagnostic::new(
+                ErrorKind::Shape,
+                format!(
+                    "dataset `{}` has sequences of {steps} steps of {per_step} values, but input \
+                     `{}` is {}[{f}] at T = {}",
+                    d.name,
+                    inp.name,
+                    if inp.time_varying {
+                        "per step "
+                    } else {
+                        "static "
+                    },
+                    plan.t
+                ),
+            )
+            .hint(format!(
+                "declare `input {}: [T, {per_step}]` and set `T = {steps}`",
+                inp.name
+            )));
+        }
+        return Ok(Feed {
+            t: plan.t,
+            features: f,
+            time_varying: true,
+            sequence: true,
+        });
+    }
     if f != d.features() {
         return Err(Diagnostic::new(
             ErrorKind::Shape,
@@ -233,6 +284,7 @@ fn input_of(plan: &Plan, d: &Dataset) -> DResult<Feed> {
         t: plan.t,
         features: f,
         time_varying: inp.time_varying,
+        sequence: false,
     })
 }
 
@@ -243,6 +295,8 @@ struct Feed {
     features: usize,
     /// `[T, B, F]` (the sample repeated each step) rather than `[B, F]`.
     time_varying: bool,
+    /// Each sample is `[T, F]`: step `t` gets its row `t` (`mnist(.., sequence = rows)`).
+    sequence: bool,
 }
 
 /// One batch as the model's input tensor (repeated over time for a per-step input).
@@ -251,7 +305,15 @@ fn batch_tensor(d: &Dataset, idx: &[usize], feed: Feed) -> Tensor {
         t,
         features: f,
         time_varying,
+        sequence,
     } = feed;
+    if sequence {
+        let b = d.sequence_batch(idx);
+        return Tensor {
+            shape: vec![t, idx.len(), f],
+            data: b.x,
+        };
+    }
     let mut x = Vec::with_capacity(idx.len() * f);
     for &i in idx {
         x.extend_from_slice(d.sample(i));
@@ -330,7 +392,7 @@ pub fn train(c: &mut Compiler, mut parsed: Parsed, args: &TrainArgs) -> DResult<
     if let Some(n) = args.limit {
         train_set = train_set.subset(0..n.min(train_set.len()));
     }
-    let feed = input_of(&plan, &train_set)?;
+    let feed = input_of(&plan, &train_set, is_sequence(data))?;
     let t = plan.t;
 
     let mut loaded = session::load_device(&program, &args.device, None)?;
@@ -620,10 +682,11 @@ pub fn eval(
     device: &str,
     limit: Option<usize>,
     calibrate: bool,
+    set: Vec<String>,
 ) -> DResult<()> {
     c.opts.train = true;
     let args = TrainArgs {
-        set: vec![],
+        set,
         epochs: None,
         batch: None,
         lr: None,
@@ -649,7 +712,7 @@ pub fn eval(
     if let Some(n) = limit {
         test = test.subset(0..n.min(test.len()));
     }
-    let feed = input_of(&plan, &test)?;
+    let feed = input_of(&plan, &test, is_sequence(data))?;
     let mut loaded = session::load_device(&program, device, None)?;
     let s = &mut loaded.session;
     s.load_weights(weights).map_err(runtime_diag)?;
