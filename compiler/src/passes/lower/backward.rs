@@ -662,9 +662,7 @@ impl Lowerer<'_> {
                 kb.set(cur, sum.expect("a population has an input"));
                 for (j, v) in step.vals.iter().enumerate() {
                     match (&v.kind, &v.def) {
-                        (ValKind::StateIn(i), _) => {
-                            kb.set(vals[j], KExpr::Load(save_args[*i]))
-                        }
+                        (ValKind::StateIn(i), _) => kb.set(vals[j], KExpr::Load(save_args[*i])),
                         (ValKind::Lin(i), _) => kb.set(
                             vals[j],
                             KExpr::Load(
