@@ -7,7 +7,8 @@
 //! adjoints of the states at the start of the step (carried to step `t - 1`) and of the
 //! input current, from the adjoints of the states at the end of the step and of `S`.
 //! The reverse-time kernel recomputes the forward values of the step from the saved state
-//! (the forward kernel stores each state's value at the start of every step) and then runs
+//! (the forward kernel stores each state's value at the start of every step, or after its
+//! update when that is all the statements need: [`StepAdjoint::save_post`]) and then runs
 //! these statements; everything stays in registers.
 
 use std::fmt;
