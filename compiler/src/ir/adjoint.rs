@@ -7,7 +7,8 @@
 //! adjoints of the states at the start of the step (carried to step `t - 1`) and of the
 //! input current, from the adjoints of the states at the end of the step and of `S`.
 //! The reverse-time kernel recomputes the forward values of the step from the saved state
-//! (the forward kernel stores each state's value at the start of every step) and then runs
+//! (the forward kernel stores each state's value at the start of every step, or after its
+//! update when that is all the statements need: [`StepAdjoint::save_post`]) and then runs
 //! these statements; everything stays in registers.
 
 use std::fmt;
@@ -155,11 +156,61 @@ pub struct StepAdjoint {
     /// index (`None`: the step does not depend on it). The backward kernel sums it over
     /// time, neurons (when shared) and the batch.
     pub grad_params: Vec<(usize, Option<usize>)>,
+    /// Each state's value after the `update` assignments (before the spike and the resets).
+    pub post_update: Vec<usize>,
+    /// What the forward kernel saves for the backward kernel: `false`, each state at the
+    /// start of the step (the backward kernel recomputes the step from it and the input
+    /// current); `true`, each state after its update ([`StepAdjoint::post_update`]), set by
+    /// the autodiff pass when [`StepAdjoint::needs_only_post_update`] holds on the
+    /// sequential schedule: the backward kernel then reads neither the input current nor
+    /// the start state, one stream less (BENCHMARKS.md, "lif-fwdbwd profile").
+    pub save_post: bool,
 }
 
 impl StepAdjoint {
     pub fn incoming_spike(&self) -> Option<usize> {
         self.spike.map(|_| self.state_in.len())
+    }
+
+    /// The forward values the backward statements need, in order, when every state's
+    /// post-update value ([`StepAdjoint::post_update`]) is given; `None` when they also
+    /// need the state at the start of the step, a value read from the time products or the
+    /// input current.
+    pub fn post_update_closure(&self) -> Option<Vec<usize>> {
+        fn walk(e: &GExpr, me: &StepAdjoint, need: &mut Vec<bool>) -> bool {
+            match e {
+                GExpr::Const(_) | GExpr::Param(_) | GExpr::Adj(_) => true,
+                GExpr::Current => false,
+                GExpr::Val(j) => {
+                    if need[*j] {
+                        return true;
+                    }
+                    need[*j] = true;
+                    if me.post_update.contains(j) {
+                        return true;
+                    }
+                    match (&me.vals[*j].kind, &me.vals[*j].def) {
+                        (ValKind::StateIn(_) | ValKind::Lin(_), _) | (_, None) => false,
+                        (_, Some(d)) => walk(d, me, need),
+                    }
+                }
+                GExpr::Unary(_, x) => walk(x, me, need),
+                GExpr::Binary(_, x, y) => walk(x, me, need) && walk(y, me, need),
+                GExpr::Call(_, args) => args.iter().all(|a| walk(a, me, need)),
+            }
+        }
+        let mut need = vec![false; self.vals.len()];
+        for (_, e) in &self.stmts {
+            if !walk(e, self, &mut need) {
+                return None;
+            }
+        }
+        Some((0..self.vals.len()).filter(|&j| need[j]).collect())
+    }
+
+    /// True when the backward statements need only each state's post-update value.
+    pub fn needs_only_post_update(&self) -> bool {
+        self.grad_lin.iter().all(Option::is_none) && self.post_update_closure().is_some()
     }
 }
 
@@ -257,6 +308,7 @@ fn derive_with(
             }
         }
     }
+    let post_update = cur_state.clone();
     if let Some(spike) = &eqs.spike {
         let s = match spike_val {
             // The named local is the spike only if it was not reassigned afterwards.
@@ -389,6 +441,8 @@ fn derive_with(
         grad_current,
         grad_lin: if parallel { grad_lin } else { Vec::new() },
         grad_params,
+        post_update,
+        save_post: false,
     })
 }
 

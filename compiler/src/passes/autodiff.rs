@@ -256,11 +256,14 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
         } else {
             adjoint::derive
         };
-        let step = derive(eqs, &cfg.grad, m.dt).map_err(|e| {
+        let mut step = derive(eqs, &cfg.grad, m.dt).map_err(|e| {
             Diagnostic::new(ErrorKind::BadArgument, format!("cannot differentiate `{}`: {}", node.name, e.0))
                 .at(node.span, "this population")
                 .hint("a trainable neuron model's spike condition must be a comparison, e.g. `spike v >= v_threshold`")
         })?;
+        // Sequential schedule: save each state after its update when that is all the
+        // backward step needs (it then reads neither the input nor the start state).
+        step.save_post = pt.form != TimeForm::Parallel && step.needs_only_post_update();
         pops.insert(h, step);
     }
 

@@ -25,6 +25,33 @@ const SMALL_WORK: usize = 1 << 14;
 const CHUNKS_PER_THREAD: usize = 4;
 /// Chunk boundaries are multiples of this many indices.
 const CHUNK_ALIGN: usize = 64;
+/// Host copies (upload, download, zero) of at least this many elements are split into
+/// pieces of `COPY_PIECE` run on the rayon threads: one core does not saturate the memory
+/// bus, and pieces this size stay below glibc's non-temporal `memcpy` threshold, whose
+/// streaming stores are slower than ordinary ones on the dev VM (BENCHMARKS.md,
+/// "lif-fwdbwd profile").
+const PAR_COPY: usize = 1 << 20;
+const COPY_PIECE: usize = 1 << 16;
+
+/// `dst.copy_from_slice(src)`, in parallel pieces when large.
+fn copy(dst: &mut [f32], src: &[f32]) {
+    if dst.len() < PAR_COPY || rayon::current_num_threads() < 2 {
+        dst.copy_from_slice(src);
+    } else {
+        dst.par_chunks_mut(COPY_PIECE)
+            .zip(src.par_chunks(COPY_PIECE))
+            .for_each(|(d, s)| d.copy_from_slice(s));
+    }
+}
+
+/// `dst.fill(0.0)`, in parallel pieces when large.
+fn fill_zero(dst: &mut [f32]) {
+    if dst.len() < PAR_COPY || rayon::current_num_threads() < 2 {
+        dst.fill(0.0);
+    } else {
+        dst.par_chunks_mut(COPY_PIECE).for_each(|d| d.fill(0.0));
+    }
+}
 
 /// Host-memory device.
 pub struct CpuDevice {
@@ -275,19 +302,19 @@ impl Device for CpuDevice {
 
     fn upload(&mut self, dst: Loc, data: &[f32]) -> Result<()> {
         let r = range(&self.slots, dst, data.len(), "upload")?;
-        self.slots[dst.slot][r].copy_from_slice(data);
+        copy(&mut self.slots[dst.slot][r], data);
         Ok(())
     }
 
     fn download(&mut self, src: Loc, out: &mut [f32]) -> Result<()> {
         let r = range(&self.slots, src, out.len(), "download")?;
-        out.copy_from_slice(&self.slots[src.slot][r]);
+        copy(out, &self.slots[src.slot][r]);
         Ok(())
     }
 
     fn zero(&mut self, dst: Loc, len: usize) -> Result<()> {
         let r = range(&self.slots, dst, len, "zero")?;
-        self.slots[dst.slot][r].fill(0.0);
+        fill_zero(&mut self.slots[dst.slot][r]);
         Ok(())
     }
 

@@ -429,8 +429,20 @@ impl Lowerer<'_> {
         let params = self.param_exprs(h, eqs, &mut kb);
 
         // Reads: the inputs (to recompute the current), the saved states, the gradients of
-        // this population's value and of the loss/regularisers that read it.
+        // this population's value and of the loss/regularisers that read it. With
+        // `save_post` the saved values are the states after their update and the step
+        // needs neither the current nor the start state: only the values it uses are
+        // computed (`post_update_closure`).
+        let post: Option<Vec<usize>> = if step.save_post {
+            Some(
+                step.post_update_closure()
+                    .expect("save_post is set only when the closure exists"),
+            )
+        } else {
+            None
+        };
         let in_args: Vec<usize> = match mem.mixed.get(&h) {
+            _ if post.is_some() => vec![],
             Some(&b) => vec![kb.arg("mixed", b, PExtent::Seq, false)],
             None => inputs
                 .iter()
@@ -634,16 +646,33 @@ impl Lowerer<'_> {
                 Some(s) => KExpr::bin(BinOp::Add, s, KExpr::Load(a)),
             });
         }
-        kb.set(cur, sum.expect("a population has an input"));
-        for (j, v) in step.vals.iter().enumerate() {
-            match (&v.kind, &v.def) {
-                (ValKind::StateIn(i), _) => kb.set(vals[j], KExpr::Load(save_args[*i])),
-                (ValKind::Lin(i), _) => kb.set(
-                    vals[j],
-                    KExpr::Load(lin_args[*i].expect("the parallel schedule has `lin` values")),
-                ),
-                (_, Some(d)) => kb.set(vals[j], cv(d)),
-                (_, None) => unreachable!("only state inputs lack a definition"),
+        match &post {
+            Some(need) => {
+                for &j in need {
+                    match step.post_update.iter().position(|&p| p == j) {
+                        Some(i) => kb.set(vals[j], KExpr::Load(save_args[i])),
+                        None => kb.set(
+                            vals[j],
+                            cv(step.vals[j].def.as_ref().expect("a defined value")),
+                        ),
+                    }
+                }
+            }
+            None => {
+                kb.set(cur, sum.expect("a population has an input"));
+                for (j, v) in step.vals.iter().enumerate() {
+                    match (&v.kind, &v.def) {
+                        (ValKind::StateIn(i), _) => kb.set(vals[j], KExpr::Load(save_args[*i])),
+                        (ValKind::Lin(i), _) => kb.set(
+                            vals[j],
+                            KExpr::Load(
+                                lin_args[*i].expect("the parallel schedule has `lin` values"),
+                            ),
+                        ),
+                        (_, Some(d)) => kb.set(vals[j], cv(d)),
+                        (_, None) => unreachable!("only state inputs lack a definition"),
+                    }
+                }
             }
         }
         // Incoming adjoints.

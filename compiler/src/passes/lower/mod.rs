@@ -698,8 +698,17 @@ impl Lowerer<'_> {
                 kb.set(lmap[l], KExpr::Load(a));
             }
         }
-        for (i, &a) in save_args.iter().enumerate() {
-            kb.store(a, KExpr::Var(state_vars[i]));
+        // Saved: each state at the start of the step, or after its update (`save_post`:
+        // all the backward step needs, see `StepAdjoint::save_post`).
+        let save_post = m
+            .backward
+            .as_ref()
+            .and_then(|b| b.pops.get(&h))
+            .is_some_and(|s| s.save_post);
+        if !save_post {
+            for (i, &a) in save_args.iter().enumerate() {
+                kb.store(a, KExpr::Var(state_vars[i]));
+            }
         }
         if matches!(role, Role::Fused | Role::Charge | Role::Recompute) {
             let mut sum: Option<KExpr> = None;
@@ -722,6 +731,11 @@ impl Lowerer<'_> {
                 for (&l, &a) in &spill_args {
                     kb.store(a, KExpr::Var(lmap[l]));
                 }
+            }
+        }
+        if save_post {
+            for (i, &a) in save_args.iter().enumerate() {
+                kb.store(a, KExpr::Var(state_vars[i]));
             }
         }
         if let (Some(spike), true) = (
