@@ -1196,3 +1196,44 @@ fn time_mix_band_by_column_blocks() {
         }
     }
 }
+
+/// The GEMM path of `time_mix` (more than `SPARSE_ROW` non-zeros per row) by column blocks:
+/// several blocks, a ragged last one, both threading paths, bias and accumulation.
+#[test]
+fn time_mix_dense_by_column_blocks() {
+    use snn_runtime::cpu::ops;
+    let t = 40;
+    let a = rand_vec(t * t, 51, -0.5, 0.5);
+    let bias = rand_vec(t, 52, -1.0, 1.0);
+    for cols in [9, 3000, 70_001] {
+        let x = rand_vec(t * cols, 53, -1.0, 1.0);
+        for accumulate in [false, true] {
+            for with_bias in [false, true] {
+                let start = rand_vec(t * cols, 54, -1.0, 1.0);
+                let mut y = start.clone();
+                let b = with_bias.then_some(&bias[..]);
+                ops::time_mix(&a, b, &x, &mut y, t, t, cols, accumulate).unwrap();
+                for r in 0..t {
+                    for c in (0..cols).step_by(7) {
+                        let mut want = if accumulate {
+                            start[r * cols + c] as f64
+                        } else {
+                            0.0
+                        };
+                        if with_bias {
+                            want += bias[r] as f64;
+                        }
+                        for j in 0..t {
+                            want += a[r * t + j] as f64 * x[j * cols + c] as f64;
+                        }
+                        let got = y[r * cols + c] as f64;
+                        assert!(
+                            (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                            "cols {cols} acc {accumulate} bias {with_bias} ({r}, {c}): {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

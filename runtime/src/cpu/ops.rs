@@ -330,38 +330,53 @@ pub fn time_mix(
         }
         return Ok(());
     }
-    let read_dst = match bias {
-        Some(b) => {
-            for (r, yr) in y.chunks_exact_mut(cols).enumerate() {
-                if accumulate {
-                    yr.iter_mut().for_each(|v| *v += b[r]);
-                } else {
-                    yr.fill(b[r]);
+    // By column blocks: the bias and the product of one block of `y` meet in cache (a bias
+    // pass over all of `y` first costs two more trips through memory), and each block is
+    // one single-threaded GEMM with a short inner dimension, which `gemm` runs well.
+    let cb = (L2_FLOATS / (ri + ro).max(1)).clamp(256, 8192) / 16 * 16;
+    let blocks = cols.div_ceil(cb);
+    let yp = SendPtr(y.as_mut_ptr());
+    let block = |bi: usize| {
+        let c0 = bi * cb;
+        let w = cb.min(cols - c0);
+        // SAFETY: `y` is [ro, cols] and `x` [ri, cols] (checked above); blocks are disjoint
+        // column ranges of `y`, which overlaps neither input (a unique borrow).
+        unsafe {
+            let y0 = yp.get().add(c0);
+            if let Some(b) = bias {
+                for (r, &bv) in b.iter().enumerate() {
+                    let yr = std::slice::from_raw_parts_mut(y0.add(r * cols), w);
+                    if accumulate {
+                        yr.iter_mut().for_each(|v| *v += bv);
+                    } else {
+                        yr.fill(bv);
+                    }
                 }
             }
-            true
+            sgemm(
+                ro,
+                w,
+                ri,
+                y0,
+                cols,
+                bias.is_some() || accumulate,
+                a.as_ptr(),
+                1,
+                ri,
+                x.as_ptr().add(c0),
+                1,
+                cols,
+                Parallelism::None,
+            );
         }
-        None => accumulate,
     };
-    let par = parallelism(ro.saturating_mul(ri).saturating_mul(cols));
-    // dst = a[ro, ri] @ x[ri, cols], all row-major.
-    // SAFETY: lengths checked above; `y` is a unique borrow, so it overlaps neither input.
-    unsafe {
-        sgemm(
-            ro,
-            cols,
-            ri,
-            y.as_mut_ptr(),
-            cols,
-            read_dst,
-            a.as_ptr(),
-            1,
-            ri,
-            x.as_ptr(),
-            1,
-            cols,
-            par,
-        );
+    if ro.saturating_mul(ri).saturating_mul(cols) >= PAR_MACS
+        && blocks > 1
+        && rayon::current_num_threads() > 1
+    {
+        (0..blocks).into_par_iter().for_each(block);
+    } else {
+        (0..blocks).for_each(block);
     }
     Ok(())
 }
