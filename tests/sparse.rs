@@ -351,3 +351,34 @@ fn a_low_measured_rate_flips_a_projection_to_event_driven() {
         .unwrap()
         .contains("  h1: dense  -- cheaper on the CPU; rate 0.3 (`rate =`)"));
 }
+
+/// Max pooling of spikes gives spikes (0 or 1), so a projection after it is a projection of
+/// spikes (here event-driven at the given rate); average pooling does not.
+#[test]
+fn max_pooled_spikes_are_spikes() {
+    let dump = |pool: &str| {
+        let src = format!(
+            "model m {{ T = 25\n batch = 128\n input image: [1, 56, 56]\n x = bernoulli(image)\n \
+             p = {pool}(x, 2)\n f = flatten(p)\n h = dense(f, 512, rate = 0.05)\n s = LIF(h)\n \
+             output counts(s) }}"
+        );
+        let mut c = snnc::Compiler::new(Options::default());
+        let parsed = c.parse_str("m.snn", &src).unwrap();
+        c.dump_after(&parsed, "schedule").unwrap()
+    };
+    let line = |d: &str| {
+        d.lines()
+            .find(|l| l.trim_start().starts_with("h: "))
+            .unwrap_or_else(|| panic!("no projection line for h in\n{d}"))
+            .to_string()
+    };
+    let max = line(&dump("maxpool2d"));
+    assert!(max.contains("h: event-driven"), "{max}");
+    assert!(!max.contains("not spikes"), "{max}");
+    // Averages are not spikes: the projection is not a candidate (no line in the section).
+    let avg = dump("avgpool2d");
+    assert!(
+        !avg.lines().any(|l| l.trim_start().starts_with("h: ")),
+        "{avg}"
+    );
+}

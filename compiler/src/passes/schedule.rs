@@ -63,12 +63,17 @@ pub const CPU: Machine = Machine {
 /// The spike rate `auto` assumes without a `rate =`: the top of the usual 5-20%.
 pub const DEFAULT_RATE: f32 = 0.2;
 
-/// Whether `h`'s value is spikes (0/1): a spiking population or an encoder (through
-/// `flatten`).
+/// Whether `h`'s value is spikes (0/1): a spiking population or an encoder, through
+/// `flatten` and max pooling (the maximum of 0/1 values is 0 or 1; padded cells never win).
 pub fn is_spike_source(m: &Module, h: NodeId) -> bool {
     match &m.nodes[h].kind {
         NodeKind::Encode { .. } => true,
         NodeKind::Flatten { src } => is_spike_source(m, *src),
+        NodeKind::Pool2d {
+            src,
+            kind: crate::ir::net::PoolKind::Max,
+            ..
+        } => is_spike_source(m, *src),
         NodeKind::Population { .. } => m.eqs(h).is_some_and(|e| e.spikes()),
         _ => false,
     }
