@@ -6,17 +6,7 @@ mod common;
 use snnc::{Compiler, Options};
 
 fn load(src: &str) -> snn_runtime::Session {
-    let mut c = Compiler::new(Options {
-        train: true,
-        ..Options::default()
-    });
-    let parsed = c.parse_str("recompute.snn", src).unwrap();
-    let program = c
-        .compile(&parsed)
-        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
-    snnc::session::load(&program, Some(&common::cache_dir()))
-        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)))
-        .session
+    common::session_from_str("recompute.snn", src, common::train_opts())
 }
 
 #[test]

@@ -6,12 +6,7 @@ mod common;
 use serde_json::Value;
 use snnc::{Compiler, Options};
 
-fn train_opts() -> Options {
-    Options {
-        train: true,
-        ..Options::default()
-    }
-}
+use common::train_opts;
 
 fn flat(v: &Value) -> Vec<f32> {
     match v {
@@ -43,14 +38,7 @@ fn cross_entropy(logits: &[f32], labels: &[usize], c: usize) -> (f64, Vec<f32>) 
 }
 
 fn load(path: &str) -> snn_runtime::Session {
-    let mut c = Compiler::new(train_opts());
-    let parsed = c.parse_file(&common::root().join(path)).unwrap();
-    let program = c
-        .compile(&parsed)
-        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
-    snnc::session::load(&program, Some(&common::cache_dir()))
-        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)))
-        .session
+    common::session_from_file(path, train_opts())
 }
 
 #[test]
@@ -206,17 +194,11 @@ fn bpsta_adjustments_match_the_hand_computed_recursion() {
 // ------------------------------------------------------------ learnable neuron parameters
 
 fn load_src(src: &str, train: bool) -> snn_runtime::Session {
-    let mut c = Compiler::new(Options {
+    let opts = Options {
         train,
         ..Options::default()
-    });
-    let parsed = c.parse_str("learn.snn", src).unwrap();
-    let program = c
-        .compile(&parsed)
-        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
-    snnc::session::load(&program, Some(&common::cache_dir()))
-        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)))
-        .session
+    };
+    common::session_from_str("learn.snn", src, opts)
 }
 
 fn sigmoid(x: f64) -> f64 {

@@ -20,20 +20,9 @@ use snn_runtime::plan::LossKind;
 use snn_runtime::train::loss::{self, Reduce};
 use snn_runtime::train::optim::Optimizer;
 use snn_runtime::{Session, Tensor};
-use snnc::{Compiler, Options};
 
 fn load(path: &str) -> Session {
-    let mut c = Compiler::new(Options {
-        train: true,
-        ..Options::default()
-    });
-    let parsed = c.parse_file(&common::root().join(path)).unwrap();
-    let program = c
-        .compile(&parsed)
-        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
-    snnc::session::load(&program, Some(&common::cache_dir()))
-        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)))
-        .session
+    common::session_from_file(path, common::train_opts())
 }
 
 // ---------------------------------------------------------------------------------------

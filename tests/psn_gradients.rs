@@ -9,22 +9,9 @@ mod common;
 
 use serde_json::Value;
 use snn_runtime::plan::Extent;
-use snnc::{Compiler, Options};
 
 fn load_src(src: &str) -> snn_runtime::Session {
-    let mut c = Compiler::new(Options {
-        train: true,
-        ..Options::default()
-    });
-    let parsed = c
-        .parse_str("psn_grad.snn", src)
-        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
-    let program = c
-        .compile(&parsed)
-        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
-    snnc::session::load(&program, Some(&common::cache_dir()))
-        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)))
-        .session
+    common::session_from_str("psn_grad.snn", src, common::train_opts())
 }
 
 fn flat(v: &Value) -> Vec<f32> {

@@ -7,20 +7,8 @@
 
 mod common;
 
-use snnc::{Compiler, Options};
-
 fn load_src(src: &str) -> snn_runtime::Session {
-    let mut c = Compiler::new(Options {
-        train: true,
-        ..Options::default()
-    });
-    let parsed = c.parse_str("rec.snn", src).unwrap();
-    let program = c
-        .compile(&parsed)
-        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
-    snnc::session::load(&program, Some(&common::cache_dir()))
-        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)))
-        .session
+    common::session_from_str("rec.snn", src, common::train_opts())
 }
 
 /// torch `cross_entropy(logits, labels)` (mean over the batch) and its gradient.

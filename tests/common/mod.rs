@@ -48,6 +48,42 @@ pub fn compile_str(text: &str) -> Result<Program, (Diagnostic, String)> {
     })
 }
 
+/// Compile `src` (called `name` in diagnostics) with `opts` and load it with the test kernel
+/// cache; a diagnostic panics, rendered.
+pub fn session_from_str(name: &str, src: &str, opts: Options) -> snn_runtime::Session {
+    let mut c = Compiler::new(opts);
+    let parsed = c
+        .parse_str(name, src)
+        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
+    load_parsed(&mut c, &parsed)
+}
+
+/// [`session_from_str`] for a file, its path relative to the repository root.
+pub fn session_from_file(path: &str, opts: Options) -> snn_runtime::Session {
+    let mut c = Compiler::new(opts);
+    let parsed = c
+        .parse_file(&root().join(path))
+        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
+    load_parsed(&mut c, &parsed)
+}
+
+fn load_parsed(c: &mut Compiler, parsed: &snnc::front::Parsed) -> snn_runtime::Session {
+    let program = c
+        .compile(parsed)
+        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
+    snnc::session::load(&program, Some(&cache_dir()))
+        .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)))
+        .session
+}
+
+/// Options with `train` set.
+pub fn train_opts() -> Options {
+    Options {
+        train: true,
+        ..Options::default()
+    }
+}
+
 /// A per-test kernel cache inside target/, so tests never touch the user's cache.
 pub fn cache_dir() -> PathBuf {
     root().join("target").join("snnc-test-cache")

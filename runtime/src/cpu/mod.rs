@@ -92,10 +92,7 @@ impl CpuDevice {
 impl CpuDevice {
     /// The event-driven form of [`Device::gemm`] (`d.sparse`), on the transposed weight.
     fn spike_gemm(&mut self, d: &GemmDesc) -> Result<()> {
-        let w = self
-            .weights
-            .get(d.w)
-            .ok_or_else(|| RuntimeError::Device(format!("gemm: weight {} was never set", d.w)))?;
+        let w = held(&self.weights, d.w, "gemm", "weight")?;
         if w.len() != mul(d.n, d.k)? {
             return Err(RuntimeError::Device(format!(
                 "gemm: weight {} has {} elements, the operation needs {}",
@@ -108,15 +105,10 @@ impl CpuDevice {
             self.transposed.resize_with(d.w + 1, || None);
         }
         let wt = self.transposed[d.w].get_or_insert_with(|| spike::transpose(w, d.n, d.k));
-        let bias = match d.bias {
-            Some(b) => Some(
-                self.weights
-                    .get(b)
-                    .ok_or_else(|| RuntimeError::Device(format!("gemm: bias {b} was never set")))?
-                    .as_slice(),
-            ),
-            None => None,
-        };
+        let bias = d
+            .bias
+            .map(|b| held(&self.weights, b, "gemm", "bias"))
+            .transpose()?;
         let (x, y) = pair(
             &mut self.slots,
             d.x,
@@ -183,6 +175,14 @@ fn pair<'a>(
 }
 
 /// Copies a whole weight-sized host buffer into `out`.
+/// A weight the device holds, or an error naming the operation and the weight's role.
+fn held<'a>(weights: &'a [Vec<f32>], id: WeightId, op: &str, role: &str) -> Result<&'a [f32]> {
+    weights
+        .get(id)
+        .map(Vec::as_slice)
+        .ok_or_else(|| RuntimeError::Device(format!("{op}: {role} {id} was never set")))
+}
+
 fn copy_out(src: Option<&Vec<f32>>, what: &str, absent: &str, out: &mut [f32]) -> Result<()> {
     let src = src.ok_or_else(|| RuntimeError::Device(format!("{what} {absent}")))?;
     if src.len() != out.len() {
@@ -330,19 +330,11 @@ impl Device for CpuDevice {
         if d.sparse {
             return self.spike_gemm(d);
         }
-        let w = self
-            .weights
-            .get(d.w)
-            .ok_or_else(|| RuntimeError::Device(format!("gemm: weight {} was never set", d.w)))?;
-        let bias = match d.bias {
-            Some(b) => Some(
-                self.weights
-                    .get(b)
-                    .ok_or_else(|| RuntimeError::Device(format!("gemm: bias {b} was never set")))?
-                    .as_slice(),
-            ),
-            None => None,
-        };
+        let w = held(&self.weights, d.w, "gemm", "weight")?;
+        let bias = d
+            .bias
+            .map(|b| held(&self.weights, b, "gemm", "bias"))
+            .transpose()?;
         let (x, y) = pair(
             &mut self.slots,
             d.x,
@@ -376,9 +368,7 @@ impl Device for CpuDevice {
     }
 
     fn gemm_dx(&mut self, d: &GemmDxDesc) -> Result<()> {
-        let w = self.weights.get(d.w).ok_or_else(|| {
-            RuntimeError::Device(format!("gemm_dx: weight {} was never set", d.w))
-        })?;
+        let w = held(&self.weights, d.w, "gemm_dx", "weight")?;
         let (dy, dx) = pair(
             &mut self.slots,
             d.dy,
@@ -469,19 +459,11 @@ impl Device for CpuDevice {
 
     fn conv2d(&mut self, d: &ConvDesc) -> Result<()> {
         let g = &d.geom;
-        let w = self
-            .weights
-            .get(d.w)
-            .ok_or_else(|| RuntimeError::Device(format!("conv2d: weight {} was never set", d.w)))?;
-        let bias = match d.bias {
-            Some(b) => Some(
-                self.weights
-                    .get(b)
-                    .ok_or_else(|| RuntimeError::Device(format!("conv2d: bias {b} was never set")))?
-                    .as_slice(),
-            ),
-            None => None,
-        };
+        let w = held(&self.weights, d.w, "conv2d", "weight")?;
+        let bias = d
+            .bias
+            .map(|b| held(&self.weights, b, "conv2d", "bias"))
+            .transpose()?;
         let xi = mul(mul(g.c_in, g.h)?, g.w)?;
         let yi = mul(mul(g.c_out, g.h_out)?, g.w_out)?;
         let (x, y) = pair(
@@ -512,9 +494,7 @@ impl Device for CpuDevice {
 
     fn conv2d_dx(&mut self, d: &ConvDxDesc) -> Result<()> {
         let g = &d.geom;
-        let w = self.weights.get(d.w).ok_or_else(|| {
-            RuntimeError::Device(format!("conv2d_dx: weight {} was never set", d.w))
-        })?;
+        let w = held(&self.weights, d.w, "conv2d_dx", "weight")?;
         let xi = mul(mul(g.c_in, g.h)?, g.w)?;
         let yi = mul(mul(g.c_out, g.h_out)?, g.w_out)?;
         let (dy, dx) = pair(

@@ -40,6 +40,18 @@ fn has_avx512() -> bool {
     }
 }
 
+/// A row of a time mix's output before its products: `y = bias` or `y += bias`, zero or
+/// left as it is without a bias.
+#[inline(always)]
+fn init_row(yr: &mut [f32], bias: Option<f32>, accumulate: bool) {
+    match bias {
+        Some(b) if accumulate => yr.iter_mut().for_each(|v| *v += b),
+        Some(b) => yr.fill(b),
+        None if accumulate => {}
+        None => yr.fill(0.0),
+    }
+}
+
 /// Columns `c0 .. c0 + w` of `y[r] (+)= bias[r] + sum over row r's non-zeros c * x[j]`.
 /// Multiply, then add (never fused), so every instruction set gives the same bits.
 ///
@@ -60,12 +72,7 @@ unsafe fn mix_block(
 ) {
     for (r, nz) in rows.iter().enumerate() {
         let yr = std::slice::from_raw_parts_mut(y.add(r * cols + c0), w);
-        match bias {
-            Some(b) if accumulate => yr.iter_mut().for_each(|v| *v += b[r]),
-            Some(b) => yr.fill(b[r]),
-            None if accumulate => {}
-            None => yr.fill(0.0),
-        }
+        init_row(yr, bias.map(|b| b[r]), accumulate);
         for &(j, c) in nz {
             let xr = &x[j * cols + c0..j * cols + c0 + w];
             yr.iter_mut().zip(xr).for_each(|(v, &xv)| *v += c * xv);
@@ -117,7 +124,7 @@ fn sum_f64(a: &[f32]) -> f64 {
     acc.iter().sum::<f64>() + at.iter().map(|&v| v as f64).sum::<f64>()
 }
 
-fn check_len(what: &str, found: usize, expected: usize) -> Result<()> {
+pub(crate) fn check_len(what: &str, found: usize, expected: usize) -> Result<()> {
     if found != expected {
         return Err(RuntimeError::Device(format!(
             "{what} has {found} elements, the operation needs {expected}"
@@ -126,7 +133,7 @@ fn check_len(what: &str, found: usize, expected: usize) -> Result<()> {
     Ok(())
 }
 
-fn mul(dims: &[usize]) -> Result<usize> {
+pub(crate) fn mul(dims: &[usize]) -> Result<usize> {
     dims.iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .ok_or_else(|| RuntimeError::Device("operation size overflows".into()))
@@ -214,6 +221,61 @@ fn prefill_rows(y: &mut [f32], n: usize, bias: Option<&[f32]>, accumulate: bool)
     }
 }
 
+/// The shapes of a dense layer's operands (`w` `[n, k]`, or its `[k, n]` transpose);
+/// `false` when there is nothing to compute.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn check_dense(
+    what: &str,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &[f32],
+    rows: usize,
+    k: usize,
+    n: usize,
+) -> Result<bool> {
+    check_len(&format!("{what} input"), x.len(), mul(&[rows, k])?)?;
+    check_len(&format!("{what} weight"), w.len(), mul(&[n, k])?)?;
+    check_len(&format!("{what} output"), y.len(), mul(&[rows, n])?)?;
+    if let Some(b) = bias {
+        check_len(&format!("{what} bias"), b.len(), n)?;
+    }
+    Ok(rows > 0 && n > 0)
+}
+
+/// The shapes of a dense layer's weight-gradient operands, and the bias gradient
+/// `db[n] += sum over rows of dy` (the same for every form of the weight product); `false`
+/// when the weight gradient has nothing to compute.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn check_dense_dw_and_bias(
+    what: &str,
+    x: &[f32],
+    dy: &[f32],
+    dw: &[f32],
+    db: Option<&mut [f32]>,
+    rows: usize,
+    k: usize,
+    n: usize,
+) -> Result<bool> {
+    check_len(&format!("{what} input"), x.len(), mul(&[rows, k])?)?;
+    check_len(
+        &format!("{what} output gradient"),
+        dy.len(),
+        mul(&[rows, n])?,
+    )?;
+    check_len(&format!("{what} weight gradient"), dw.len(), mul(&[n, k])?)?;
+    if rows == 0 || n == 0 {
+        return Ok(false);
+    }
+    if let Some(db) = db {
+        check_len(&format!("{what} bias gradient"), db.len(), n)?;
+        for row in dy.chunks_exact(n) {
+            db.iter_mut().zip(row).for_each(|(o, &v)| *o += v);
+        }
+    }
+    Ok(k > 0)
+}
+
 /// Dense layer: `y[rows, n] (+)= x[rows, k] @ w^T (+ bias)` with `w` `[n, k]` (torch Linear).
 #[allow(clippy::too_many_arguments)]
 pub fn dense(
@@ -226,13 +288,7 @@ pub fn dense(
     n: usize,
     accumulate: bool,
 ) -> Result<()> {
-    check_len("gemm input", x.len(), mul(&[rows, k])?)?;
-    check_len("gemm weight", w.len(), mul(&[n, k])?)?;
-    check_len("gemm output", y.len(), mul(&[rows, n])?)?;
-    if let Some(b) = bias {
-        check_len("gemm bias", b.len(), n)?;
-    }
-    if rows == 0 || n == 0 {
+    if !check_dense("gemm", x, w, bias, y, rows, k, n)? {
         return Ok(());
     }
     let read_dst = prefill_rows(y, n, bias, accumulate);
@@ -345,12 +401,11 @@ pub fn time_mix(
             let y0 = yp.get().add(c0);
             if let Some(b) = bias {
                 for (r, &bv) in b.iter().enumerate() {
-                    let yr = std::slice::from_raw_parts_mut(y0.add(r * cols), w);
-                    if accumulate {
-                        yr.iter_mut().for_each(|v| *v += bv);
-                    } else {
-                        yr.fill(bv);
-                    }
+                    init_row(
+                        std::slice::from_raw_parts_mut(y0.add(r * cols), w),
+                        Some(bv),
+                        accumulate,
+                    );
                 }
             }
             sgemm(
@@ -530,19 +585,7 @@ pub fn dense_dw(
     k: usize,
     n: usize,
 ) -> Result<()> {
-    check_len("gemm_dw input", x.len(), mul(&[rows, k])?)?;
-    check_len("gemm_dw output gradient", dy.len(), mul(&[rows, n])?)?;
-    check_len("gemm_dw weight gradient", dw.len(), mul(&[n, k])?)?;
-    if rows == 0 || n == 0 {
-        return Ok(());
-    }
-    if let Some(db) = db {
-        check_len("gemm_dw bias gradient", db.len(), n)?;
-        for row in dy.chunks_exact(n) {
-            db.iter_mut().zip(row).for_each(|(o, &v)| *o += v);
-        }
-    }
-    if k == 0 {
+    if !check_dense_dw_and_bias("gemm_dw", x, dy, dw, db, rows, k, n)? {
         return Ok(());
     }
     let par = parallelism(rows.saturating_mul(n).saturating_mul(k));
@@ -690,21 +733,36 @@ pub fn conv2d(
         }
     };
 
+    per_image(y, yi, x, xi, images, macs_per_image, one);
+    Ok(())
+}
+
+/// Runs `one(input image, output image, scratch, gemm parallelism)` for every image: images
+/// in parallel (a scratch buffer per thread, single-threaded GEMMs) when there are enough of
+/// them and enough work, otherwise one after another with threaded GEMMs.
+fn per_image<F>(
+    out: &mut [f32],
+    out_len: usize,
+    inp: &[f32],
+    in_len: usize,
+    images: usize,
+    macs_per_image: usize,
+    one: F,
+) where
+    F: Fn(&[f32], &mut [f32], &mut Vec<f32>, Parallelism) + Sync,
+{
     let threads = rayon::current_num_threads();
     if images >= threads && threads > 1 && images.saturating_mul(macs_per_image) >= PAR_MACS / 4 {
-        y.par_chunks_mut(yi)
-            .zip(x.par_chunks(xi))
-            .for_each_init(Vec::new, |col, (yo, xo)| {
-                one(xo, yo, col, Parallelism::None)
-            });
+        out.par_chunks_mut(out_len)
+            .zip(inp.par_chunks(in_len))
+            .for_each_init(Vec::new, |col, (o, i)| one(i, o, col, Parallelism::None));
     } else {
         let par = parallelism(macs_per_image);
         let mut col = Vec::new();
-        for (yo, xo) in y.chunks_mut(yi).zip(x.chunks(xi)) {
-            one(xo, yo, &mut col, par);
+        for (o, i) in out.chunks_mut(out_len).zip(inp.chunks(in_len)) {
+            one(i, o, &mut col, par);
         }
     }
-    Ok(())
 }
 
 pub(crate) fn check_pool(g: &PoolGeom) -> Result<()> {
@@ -879,20 +937,7 @@ pub fn conv2d_dx(
         }
     };
 
-    let threads = rayon::current_num_threads();
-    if images >= threads && threads > 1 && images.saturating_mul(macs_per_image) >= PAR_MACS / 4 {
-        dx.par_chunks_mut(xi)
-            .zip(dy.par_chunks(yi))
-            .for_each_init(Vec::new, |col, (xo, yo)| {
-                one(yo, xo, col, Parallelism::None)
-            });
-    } else {
-        let par = parallelism(macs_per_image);
-        let mut col = Vec::new();
-        for (xo, yo) in dx.chunks_mut(xi).zip(dy.chunks(yi)) {
-            one(yo, xo, &mut col, par);
-        }
-    }
+    per_image(dx, xi, dy, yi, images, macs_per_image, one);
     Ok(())
 }
 

@@ -30,7 +30,8 @@
 //! increasing source index. With 0/1 inputs each term is exact (`fma(1, w, acc) ==
 //! acc + w`), so the result is the same bits on every path and on the CUDA kernels.
 
-use crate::error::{Result, RuntimeError};
+use super::ops::{check_dense, check_dense_dw_and_bias};
+use crate::error::Result;
 use rayon::prelude::*;
 
 /// Output rows per register tile.
@@ -45,21 +46,6 @@ const IN_BLOCK: usize = 16;
 const ROW_TILE: usize = 256;
 /// Products with at least this many (dense) multiply-adds use all threads.
 const PAR_MACS: usize = 1 << 20;
-fn check_len(what: &str, found: usize, expected: usize) -> Result<()> {
-    if found != expected {
-        return Err(RuntimeError::Device(format!(
-            "{what} has {found} elements, the operation needs {expected}"
-        )));
-    }
-    Ok(())
-}
-
-fn mul(dims: &[usize]) -> Result<usize> {
-    dims.iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| RuntimeError::Device("operation size overflows".into()))
-}
-
 fn parallel(macs: usize) -> bool {
     macs >= PAR_MACS && rayon::current_num_threads() > 1
 }
@@ -233,13 +219,7 @@ pub fn spike_dense(
     n: usize,
     accumulate: bool,
 ) -> Result<()> {
-    check_len("spike gemm input", x.len(), mul(&[rows, k])?)?;
-    check_len("spike gemm weight", wt.len(), mul(&[n, k])?)?;
-    check_len("spike gemm output", y.len(), mul(&[rows, n])?)?;
-    if let Some(b) = bias {
-        check_len("spike gemm bias", b.len(), n)?;
-    }
-    if rows == 0 || n == 0 {
+    if !check_dense("spike gemm", x, wt, bias, y, rows, k, n)? {
         return Ok(());
     }
     let avx512 = has_avx512();
@@ -327,19 +307,7 @@ pub fn spike_dense_dw(
     k: usize,
     n: usize,
 ) -> Result<()> {
-    check_len("spike gemm_dw input", x.len(), mul(&[rows, k])?)?;
-    check_len("spike gemm_dw output gradient", dy.len(), mul(&[rows, n])?)?;
-    check_len("spike gemm_dw weight gradient", dw.len(), mul(&[n, k])?)?;
-    if rows == 0 || n == 0 {
-        return Ok(());
-    }
-    if let Some(db) = db {
-        check_len("spike gemm_dw bias gradient", db.len(), n)?;
-        for row in dy.chunks_exact(n) {
-            db.iter_mut().zip(row).for_each(|(o, &v)| *o += v);
-        }
-    }
-    if k == 0 {
+    if !check_dense_dw_and_bias("spike gemm_dw", x, dy, dw, db, rows, k, n)? {
         return Ok(());
     }
     let mut gt = vec![0.0f32; k * n];

@@ -212,6 +212,14 @@ struct OpsKernels {
     spike_gemm_dw: CudaFunction,
 }
 
+/// The `kind` argument of `snn_pool2d` / `snn_pool2d_dx` in kernels/cuda/ops.cuh.
+fn pool_code(kind: PoolKind) -> u64 {
+    match kind {
+        PoolKind::Max => 0,
+        PoolKind::Avg => 1,
+    }
+}
+
 /// The CUDA device (one GPU, one stream).
 pub struct CudaDevice {
     ctx: Arc<CudaContext>,
@@ -1228,10 +1236,7 @@ impl Device for CudaDevice {
             return Ok(());
         }
         let n = planes * pout;
-        let kind = match d.kind {
-            PoolKind::Max => 0u64,
-            PoolKind::Avg => 1,
-        };
+        let kind = pool_code(d.kind);
         self.launch_ops(
             &self.ops.pool2d,
             n,
@@ -1453,10 +1458,7 @@ impl Device for CudaDevice {
             return Ok(());
         }
         let n = planes * pin;
-        let kind = match d.kind {
-            PoolKind::Max => 0u64,
-            PoolKind::Avg => 1,
-        };
+        let kind = pool_code(d.kind);
         self.launch_ops(
             &self.ops.pool2d_dx,
             n,
