@@ -259,6 +259,117 @@ int main(int argc, char** argv) {
     }
 }
 
+/// The event-driven conv kernels (`snn_spike_conv2d`, `snn_spike_conv2d_dw` in ops.cuh)
+/// through the shim against the CPU device's (`spike_conv2d`, `spike_conv2d_dw`): bit for
+/// bit on 0/1 spikes with arbitrary weights and gradients (the same summation order), over
+/// strides, padding and kernel shapes.
+#[test]
+fn ops_spike_conv2d_matches_cpu() {
+    use snn_runtime::cpu::spike;
+    use snn_runtime::plan::ConvGeom;
+    let Some(cxx) = cxx() else {
+        return skip("ops_spike_conv2d_matches_cpu");
+    };
+    let dir = work_dir("ops_spike_conv");
+    let src = r#"#include "host_shim.h"
+#include <cstdio>
+#include <vector>
+#include "ops.cuh"
+static dim3 grid(snn_u64 n) { return dim3((unsigned)((n + 255) / 256)); }
+int main(int argc, char** argv) {
+    FILE* f = std::fopen(argv[1], "rb");
+    unsigned long long d[11];
+    if (std::fread(d, 8, 11, f) != 11) return 2;
+    const snn_u64 images = d[0], c_in = d[1], h = d[2], w = d[3], c_out = d[4], kh = d[5],
+                  kw = d[6], stride = d[7], pad = d[8], read_dst = d[9], ho_wo = d[10];
+    const snn_u64 h_out = ho_wo >> 32, w_out = ho_wo & 0xffffffffu;
+    const snn_u64 kk = c_in * kh * kw, yl = images * c_out * h_out * w_out;
+    std::vector<float> x(images * c_in * h * w), wg(c_out * kk), y(yl), dy(yl), dw(c_out * kk);
+    for (auto* v : {&x, &wg, &y, &dy, &dw})
+        if (std::fread(v->data(), 4, v->size(), f) != v->size()) return 3;
+    std::fclose(f);
+    snn_shim_launch(snn_spike_conv2d, grid(yl), dim3(256), x.data(), wg.data(), y.data(), yl,
+                    c_in, h, w, kh, kw, stride, pad, h_out, w_out, c_out, read_dst);
+    snn_shim_launch(snn_spike_conv2d_dw, grid(c_out * kk), dim3(256), x.data(), dy.data(),
+                    dw.data(), c_out * kk, images, c_in, h, w, kh, kw, stride, pad, h_out, w_out,
+                    c_out);
+    FILE* o = std::fopen(argv[2], "wb");
+    std::fwrite(y.data(), 4, y.size(), o);
+    std::fwrite(dw.data(), 4, dw.size(), o);
+    std::fclose(o);
+    return 0;
+}
+"#;
+    std::fs::write(dir.join("spike_conv.cpp"), src).unwrap();
+    let exe = build(&cxx, &dir, "spike_conv.cpp", "spike_conv", false);
+    let mut state = 0x9e3779b97f4a7c15u64;
+    let mut rnd = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32
+    };
+    let geoms = [
+        (8, 14, 14, 16, 3, 3, 1, 1),
+        (3, 9, 7, 5, 3, 2, 2, 1),
+        (2, 8, 8, 37, 5, 5, 1, 2),
+        (1, 11, 13, 3, 4, 3, 3, 0),
+    ];
+    for (c_in, h, w, c_out, kh, kw, stride, pad) in geoms {
+        let g = ConvGeom {
+            c_in,
+            h,
+            w,
+            c_out,
+            kh,
+            kw,
+            stride,
+            pad,
+            h_out: (h + 2 * pad - kh) / stride + 1,
+            w_out: (w + 2 * pad - kw) / stride + 1,
+        };
+        let images = 3;
+        let kk = c_in * kh * kw;
+        let yl = images * c_out * g.h_out * g.w_out;
+        for rate in [0.0f32, 0.1, 0.5, 1.0] {
+            for accumulate in [false, true] {
+                let x: Vec<f32> = (0..images * c_in * h * w)
+                    .map(|_| if rnd() < rate { 1.0 } else { 0.0 })
+                    .collect();
+                let wg: Vec<f32> = (0..c_out * kk).map(|_| rnd() - 0.5).collect();
+                let y0: Vec<f32> = (0..yl).map(|_| rnd() - 0.5).collect();
+                let dy: Vec<f32> = (0..yl).map(|_| rnd() - 0.5).collect();
+                let dw0: Vec<f32> = (0..c_out * kk).map(|_| rnd() - 0.5).collect();
+                let mut bytes = Vec::new();
+                let ho_wo = (g.h_out << 32) | g.w_out;
+                for v in [images, c_in, h, w, c_out, kh, kw, stride, pad, accumulate as usize, ho_wo] {
+                    bytes.extend((v as u64).to_le_bytes());
+                }
+                for v in [&x, &wg, &y0, &dy, &dw0] {
+                    bytes.extend(v.iter().flat_map(|f| f.to_le_bytes()));
+                }
+                let (inp, outp) = (dir.join("in.bin"), dir.join("out.bin"));
+                std::fs::write(&inp, bytes).unwrap();
+                let st = Command::new(&exe).arg(&inp).arg(&outp).status().unwrap();
+                assert!(st.success());
+                let got: Vec<f32> = std::fs::read(&outp)
+                    .unwrap()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                let mut y = y0.clone();
+                let wt = spike::transpose(&wg, c_out, kk);
+                spike::spike_conv2d(&x, &wt, None, &mut y, images, &g, accumulate).unwrap();
+                let mut dw = dw0.clone();
+                spike::spike_conv2d_dw(&x, &dy, &mut dw, None, images, &g).unwrap();
+                let what = format!("{g:?} rate {rate} acc {accumulate}");
+                assert!(got[..yl] == y[..], "{what}: snn_spike_conv2d");
+                assert!(got[yl..] == dw[..], "{what}: snn_spike_conv2d_dw");
+            }
+        }
+    }
+}
+
 /// Outputs compared and outputs bit-exact, or what differed.
 type Outcome = Result<(usize, usize), String>;
 

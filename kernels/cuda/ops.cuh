@@ -1,6 +1,6 @@
 // Hand-written library kernels of the CUDA device (runtime/src/cuda): im2col for conv2d,
 // bias broadcast for GEMM and conv2d, 2-D pooling, the event-driven (spike-input) GEMM and
-// its weight gradient; for training, col2im (the conv's
+// conv2d and their weight gradients; for training, col2im (the conv's
 // input gradient after its GEMM), the conv bias gradient and the pooling backward. NVRTC
 // compiles this file once per process and architecture (runtime/src/cuda/mod.rs includes
 // it with include_str!); compiler/tests/cuda_shim.rs runs it on the host through
@@ -293,6 +293,87 @@ extern "C" __global__ void snn_spike_gemm_dw(
         if (v != 0.0f) acc = __fadd_rn(acc, __fmul_rn(v, dy[r * n + o]));
     }
     dw[i] += acc;
+}
+
+/// Event-driven conv2d (runtime/src/cpu/spike.rs, `spike_conv2d`) over `images` images:
+/// `y[img, o, q] = (read_dst ? y : 0) + sum over the taps (c, ki, kj) ascending whose input
+/// cell x[img, c, oy*stride + ki - pad, ox*stride + kj - pad] is inside the image and
+/// non-zero, of x * wgt[o, (c*kh + ki)*kw + kj]`. One thread per output; the threads of a
+/// warp share `o` (a broadcast weight load) and read neighbouring cells. The CPU scatters
+/// the active cells in increasing (c, iy, ix), which is this order: bit-identical.
+extern "C" __global__ void snn_spike_conv2d(
+    const float* __restrict__ x,
+    const float* __restrict__ wgt,
+    float* __restrict__ y,
+    snn_u64 n, // images * c_out * p
+    snn_u64 c_in, snn_u64 h, snn_u64 w, snn_u64 kh, snn_u64 kw,
+    snn_u64 stride, snn_u64 pad, snn_u64 h_out, snn_u64 w_out, snn_u64 c_out,
+    snn_u64 read_dst)
+{
+    const snn_u64 i = SNN_FLAT_INDEX;
+    if (i >= n) return;
+    const snn_u64 p = h_out * w_out;
+    const snn_u64 img = i / (c_out * p);
+    const snn_u64 o = (i / p) % c_out;
+    const snn_u64 q = i % p;
+    const snn_i64 y0 = (snn_i64)((q / w_out) * stride) - (snn_i64)pad;
+    const snn_i64 x0 = (snn_i64)((q % w_out) * stride) - (snn_i64)pad;
+    const float* xi = x + img * c_in * h * w;
+    const float* wo = wgt + o * c_in * kh * kw;
+    float acc = read_dst ? y[i] : 0.0f;
+    for (snn_u64 c = 0; c < c_in; ++c) {
+        for (snn_u64 ki = 0; ki < kh; ++ki) {
+            const snn_i64 iy = y0 + (snn_i64)ki;
+            if (iy < 0 || iy >= (snn_i64)h) continue;
+            for (snn_u64 kj = 0; kj < kw; ++kj) {
+                const snn_i64 ix = x0 + (snn_i64)kj;
+                if (ix < 0 || ix >= (snn_i64)w) continue;
+                const float v = xi[(c * h + (snn_u64)iy) * w + (snn_u64)ix];
+                if (v != 0.0f) acc = __fadd_rn(acc, __fmul_rn(v, wo[(c * kh + ki) * kw + kj]));
+            }
+        }
+    }
+    y[i] = acc;
+}
+
+/// Event-driven conv2d weight gradient (`spike_conv2d_dw` in runtime/src/cpu/spike.rs):
+/// `dw[o, r] += sum over images ascending, then positions q ascending, of x * dy[img, o, q]`
+/// where the input cell of tap `r = (c*kh + ki)*kw + kj` at `q` is inside the image and
+/// non-zero; the sum starts at zero. One thread per weight. The CPU's order: bit-identical.
+extern "C" __global__ void snn_spike_conv2d_dw(
+    const float* __restrict__ x,
+    const float* __restrict__ dy,
+    float* __restrict__ dw,
+    snn_u64 n, // c_out * kk
+    snn_u64 images,
+    snn_u64 c_in, snn_u64 h, snn_u64 w, snn_u64 kh, snn_u64 kw,
+    snn_u64 stride, snn_u64 pad, snn_u64 h_out, snn_u64 w_out, snn_u64 c_out)
+{
+    const snn_u64 i = SNN_FLAT_INDEX;
+    if (i >= n) return;
+    const snn_u64 kk = c_in * kh * kw;
+    const snn_u64 p = h_out * w_out;
+    const snn_u64 o = i / kk;
+    const snn_u64 r = i % kk;
+    const snn_u64 c = r / (kh * kw);
+    const snn_u64 ki = (r / kw) % kh;
+    const snn_u64 kj = r % kw;
+    float acc = 0.0f;
+    for (snn_u64 img = 0; img < images; ++img) {
+        const float* xc = x + (img * c_in + c) * h * w;
+        const float* dyo = dy + (img * c_out + o) * p;
+        for (snn_u64 oy = 0; oy < h_out; ++oy) {
+            const snn_i64 iy = (snn_i64)(oy * stride + ki) - (snn_i64)pad;
+            if (iy < 0 || iy >= (snn_i64)h) continue;
+            for (snn_u64 ox = 0; ox < w_out; ++ox) {
+                const snn_i64 ix = (snn_i64)(ox * stride + kj) - (snn_i64)pad;
+                if (ix < 0 || ix >= (snn_i64)w) continue;
+                const float v = xc[(snn_u64)iy * w + (snn_u64)ix];
+                if (v != 0.0f) acc = __fadd_rn(acc, __fmul_rn(v, dyo[oy * w_out + ox]));
+            }
+        }
+    }
+    dw[i] = __fadd_rn(dw[i], acc);
 }
 
 #endif // SNN_OPS_CUH

@@ -104,6 +104,8 @@ pub struct TimeMixDwDesc {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Conv2d over `images` contiguous images (see [`crate::plan::Op::Conv2d`]). `sparse`: `x`
+/// is mostly zeros (spikes): scatter its non-zero cells.
 pub struct ConvDesc {
     pub images: usize,
     pub x: Loc,
@@ -112,6 +114,7 @@ pub struct ConvDesc {
     pub bias: Option<WeightId>,
     pub geom: ConvGeom,
     pub accumulate: bool,
+    pub sparse: bool,
 }
 
 /// Pool2d over `images` contiguous images `[images, c, h, w]` -> `[images, c, h_out, w_out]`.
@@ -139,7 +142,7 @@ pub struct ConvDxDesc {
 
 /// Backward of a conv2d for its weights over `images` contiguous images: the gradient of
 /// `w` gets `+=` the sum over images of `dy[img] @ im2col(x[img])^T`, that of `bias` the
-/// sum of `dy` per output channel.
+/// sum of `dy` per output channel. `sparse`: over the non-zero cells of `x` only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvDwDesc {
     pub images: usize,
@@ -148,6 +151,7 @@ pub struct ConvDwDesc {
     pub w: WeightId,
     pub bias: Option<WeightId>,
     pub geom: ConvGeom,
+    pub sparse: bool,
 }
 
 /// Backward of a pool2d over `images` contiguous images: `dx` (+)= `dy` routed back through

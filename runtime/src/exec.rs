@@ -46,6 +46,7 @@ enum Exec {
         geom: ConvGeom,
         time: TimeSel,
         accumulate: bool,
+        sparse: bool,
     },
     Pool2d {
         x: BufId,
@@ -118,6 +119,7 @@ enum Exec {
         bias: Option<WeightId>,
         geom: ConvGeom,
         time: TimeSel,
+        sparse: bool,
     },
     Pool2dDx {
         x: BufId,
@@ -558,10 +560,11 @@ impl Session {
         self.run_probed(inputs, t, batch, None)
     }
 
-    /// The input rate of every projection (`Op::Gemm` of the forward plan) on these inputs:
-    /// one forward run (as [`Session::run`]) that also counts, before each GEMM, the non-zero
-    /// elements of the `[rows, k]` input it reads, summed over the steps of a step loop.
-    /// One entry per weight that some forward GEMM multiplies, in plan order:
+    /// The input rate of every projection (`Op::Gemm` and `Op::Conv2d` of the forward plan)
+    /// on these inputs: one forward run (as [`Session::run`]) that also counts, before each
+    /// GEMM or convolution, the non-zero elements of the input it reads, summed over the
+    /// steps of a step loop. One entry per weight that some forward projection uses, in plan
+    /// order:
     /// `(weight name, non-zero, total)`; `non-zero / total` is the fraction of inputs
     /// that spiked. What a calibration run measures (the compiler's `sparse = auto`).
     pub fn projection_input_rates(
@@ -574,7 +577,7 @@ impl Session {
         fn mark(ops: &[Op], used: &mut [bool]) {
             for op in ops {
                 match op {
-                    Op::Gemm { w, .. } => used[*w] = true,
+                    Op::Gemm { w, .. } | Op::Conv2d { w, .. } => used[*w] = true,
                     Op::StepLoop { body } => mark(body, used),
                     _ => {}
                 }
@@ -989,10 +992,18 @@ fn exec_ops(
                 geom,
                 time,
                 accumulate,
+                sparse,
             } => {
                 let (xd, yd) = (&bufs[*x], &bufs[*y]);
                 if let Some(s) = span(*time, xd, yd, t_len, b, step) {
                     for i in 0..s.count {
+                        if let Some(p) = cx.probe {
+                            let len = s.rows * geom.c_in * geom.h * geom.w;
+                            let nz = dev.count_nonzero(Loc::new(xd.slot, s.x0 + i * s.xs), len)?;
+                            let c = &mut p.borrow_mut()[*w];
+                            c.0 += nz as u64;
+                            c.1 += len as u64;
+                        }
                         dev.conv2d(&ConvDesc {
                             images: s.rows,
                             x: Loc::new(xd.slot, s.x0 + i * s.xs),
@@ -1001,6 +1012,7 @@ fn exec_ops(
                             bias: *bias,
                             geom: *geom,
                             accumulate: *accumulate,
+                            sparse: *sparse,
                         })?;
                     }
                 }
@@ -1280,6 +1292,7 @@ fn exec_ops(
                 bias,
                 geom,
                 time,
+                sparse,
             } => {
                 let (xd, yd) = (&bufs[*x], &bufs[*dy]);
                 if let Some(s) = span(*time, xd, yd, t_len, b, step) {
@@ -1291,6 +1304,7 @@ fn exec_ops(
                             w: *w,
                             bias: *bias,
                             geom: *geom,
+                            sparse: *sparse,
                         })?;
                     }
                 }
@@ -1805,6 +1819,7 @@ impl Checker<'_> {
                     bias,
                     geom: g,
                     time,
+                    sparse,
                 } => {
                     let what = &format!("{what} (conv2d_dw)");
                     let (xd, yd) = self.io_pair(*x, *dy, *time, in_loop, what)?;
@@ -1821,6 +1836,7 @@ impl Checker<'_> {
                         bias: *bias,
                         geom: *g,
                         time: *time,
+                        sparse: *sparse,
                     }
                 }
                 Op::Pool2dDx {
@@ -1868,6 +1884,7 @@ impl Checker<'_> {
                     geom: g,
                     time,
                     accumulate,
+                    sparse,
                 } => {
                     let what = &format!("{what} (conv2d)");
                     let (xd, yd) = self.io_pair(*x, *y, *time, in_loop, what)?;
@@ -1880,6 +1897,7 @@ impl Checker<'_> {
                         geom: *g,
                         time: *time,
                         accumulate: *accumulate,
+                        sparse: *sparse,
                     }
                 }
                 Op::Pool2d {

@@ -481,6 +481,9 @@ pub enum Op {
         sparse: bool,
     },
     /// 2-D convolution (cross-correlation, torch Conv2d) over every `(t, b)` image.
+    /// `sparse`: `x` holds spikes, so the device scatters its non-zero cells through the
+    /// kernel taps instead of unfolding every window into a GEMM: the same result up to the
+    /// summation order (as for [`Op::Gemm`]).
     Conv2d {
         x: BufId,
         w: WeightId,
@@ -489,6 +492,7 @@ pub enum Op {
         geom: ConvGeom,
         time: TimeSel,
         accumulate: bool,
+        sparse: bool,
     },
     Pool2d {
         x: BufId,
@@ -580,6 +584,7 @@ pub enum Op {
     /// Backward of [`Op::Conv2d`] for its weights: the gradient of `w` gets
     /// `+= sum over images of dy[img] (x) unfold(x[img])` and that of `bias` the sum of `dy`
     /// over images and positions, per output channel (accumulated over T and batch).
+    /// `sparse`: `x` holds spikes; event-driven over its non-zero cells.
     Conv2dDw {
         x: BufId,
         dy: BufId,
@@ -587,6 +592,7 @@ pub enum Op {
         bias: Option<WeightId>,
         geom: ConvGeom,
         time: TimeSel,
+        sparse: bool,
     },
     /// Backward of [`Op::Pool2d`]: `dx (+)= ` the gradient `dy` of every window routed to its
     /// input cells. Max: all of it to the window's maximum, recomputed from the forward input

@@ -231,3 +231,245 @@ fn cpu_device_refreshes_the_transposed_weight() {
         close(&grads[1], &grads[0], &scale, "device weight gradient");
     }
 }
+
+// ------------------------------------------------------------------ event-driven conv2d
+
+use snn_runtime::device::{ConvDesc, ConvDwDesc};
+use snn_runtime::plan::ConvGeom;
+
+/// `(c_in, h, w, c_out, kh, kw, stride, pad)`: odd sizes, strides, padding wider than the
+/// kernel's reach, a 1x1 kernel, more output channels than one 16-lane vector.
+const GEOMS: [(usize, usize, usize, usize, usize, usize, usize, usize); 6] = [
+    (8, 14, 14, 16, 3, 3, 1, 1),
+    (3, 9, 7, 5, 3, 2, 2, 1),
+    (2, 8, 8, 37, 5, 5, 1, 2),
+    (4, 6, 6, 8, 1, 1, 1, 0),
+    (1, 11, 13, 3, 4, 3, 3, 0),
+    (5, 7, 7, 20, 3, 3, 2, 2),
+];
+
+fn geom(c_in: usize, h: usize, w: usize, c_out: usize, kh: usize, kw: usize, s: usize, pad: usize) -> ConvGeom {
+    ConvGeom {
+        c_in,
+        h,
+        w,
+        c_out,
+        kh,
+        kw,
+        stride: s,
+        pad,
+        h_out: (h + 2 * pad - kh) / s + 1,
+        w_out: (w + 2 * pad - kw) / s + 1,
+    }
+}
+
+/// The input cell that tap `(c, ki, kj)` of output `(oy, ox)` reads, if inside the image.
+fn cell(g: &ConvGeom, c: usize, ki: usize, kj: usize, oy: usize, ox: usize) -> Option<usize> {
+    let iy = (oy * g.stride + ki).checked_sub(g.pad).filter(|&v| v < g.h)?;
+    let ix = (ox * g.stride + kj).checked_sub(g.pad).filter(|&v| v < g.w)?;
+    Some((c * g.h + iy) * g.w + ix)
+}
+
+/// Direct convolution in f64 (the reference) and the magnitude of what each output sums.
+fn conv_ref(x: &[f32], w: &[f32], g: &ConvGeom, images: usize) -> (Vec<f64>, Vec<f32>) {
+    let (xi, p, kk) = (g.c_in * g.h * g.w, g.h_out * g.w_out, g.c_in * g.kh * g.kw);
+    let mut y = vec![0.0f64; images * g.c_out * p];
+    let mut s = vec![0.0f32; images * g.c_out * p];
+    for img in 0..images {
+        for o in 0..g.c_out {
+            for q in 0..p {
+                let e = (img * g.c_out + o) * p + q;
+                for c in 0..g.c_in {
+                    for ki in 0..g.kh {
+                        for kj in 0..g.kw {
+                            if let Some(i) = cell(g, c, ki, kj, q / g.w_out, q % g.w_out) {
+                                let wv = w[o * kk + (c * g.kh + ki) * g.kw + kj];
+                                y[e] += x[img * xi + i] as f64 * wv as f64;
+                                s[e] += (x[img * xi + i] * wv).abs();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (y, s)
+}
+
+/// The event-driven conv2d equals the im2col + GEMM one and a direct f64 reference, at
+/// rates 0 to 1, with and without bias and accumulation.
+#[test]
+fn spike_conv2d_matches_conv2d() {
+    let mut r = Rng(0xC0FFEE);
+    for &(c_in, h, w, c_out, kh, kw, s, pad) in &GEOMS {
+        let g = geom(c_in, h, w, c_out, kh, kw, s, pad);
+        let images = 5;
+        let (xi, yi, kk) = (c_in * h * w, c_out * g.h_out * g.w_out, c_in * kh * kw);
+        for &rate in &RATES {
+            for (bias_on, accumulate) in [(false, false), (true, false), (true, true), (false, true)] {
+                let x = r.spikes(images * xi, rate);
+                let wgt = r.uniform(c_out * kk);
+                let bias = r.uniform(c_out);
+                let y0 = r.uniform(images * yi);
+                let wt = spike::transpose(&wgt, c_out, kk);
+                let b = bias_on.then_some(&bias[..]);
+                let (mut yd, mut ys) = (y0.clone(), y0.clone());
+                ops::conv2d(&x, &wgt, b, &mut yd, images, &g, accumulate).unwrap();
+                spike::spike_conv2d(&x, &wt, b, &mut ys, images, &g, accumulate).unwrap();
+                let (want, mut scale) = conv_ref(&x, &wgt, &g, images);
+                let p = g.h_out * g.w_out;
+                let want: Vec<f32> = want
+                    .iter()
+                    .enumerate()
+                    .map(|(e, &v)| {
+                        let o = (e / p) % c_out;
+                        let mut v = v;
+                        if bias_on {
+                            v += bias[o] as f64;
+                            scale[e] += bias[o].abs();
+                        }
+                        if accumulate {
+                            v += y0[e] as f64;
+                            scale[e] += y0[e].abs();
+                        }
+                        v as f32
+                    })
+                    .collect();
+                let what = format!("{g:?} rate {rate} bias {bias_on} acc {accumulate}");
+                close(&ys, &want, &scale, &format!("{what}: event-driven vs reference"));
+                close(&yd, &want, &scale, &format!("{what}: im2col vs reference"));
+            }
+        }
+    }
+}
+
+/// Dyadic weights make every sum exact: the two forms agree bit for bit, forward and
+/// weight gradient (with spike-valued output gradients, also exact).
+#[test]
+fn spike_conv2d_exact_sums_are_bit_identical() {
+    let mut r = Rng(4242);
+    let dyadic = |v: Vec<f32>, q: f32| -> Vec<f32> { v.iter().map(|x| (x * q).round() / q).collect() };
+    for &(c_in, h, w, c_out, kh, kw, s, pad) in &GEOMS {
+        let g = geom(c_in, h, w, c_out, kh, kw, s, pad);
+        let images = 3;
+        let (xi, yi, kk) = (c_in * h * w, c_out * g.h_out * g.w_out, c_in * kh * kw);
+        for &rate in &RATES {
+            let x = r.spikes(images * xi, rate);
+            let wgt = dyadic(r.uniform(c_out * kk), 256.0);
+            let bias = dyadic(r.uniform(c_out), 64.0);
+            let wt = spike::transpose(&wgt, c_out, kk);
+            let (mut yd, mut ys) = (vec![0.0; images * yi], vec![0.0; images * yi]);
+            ops::conv2d(&x, &wgt, Some(&bias), &mut yd, images, &g, false).unwrap();
+            spike::spike_conv2d(&x, &wt, Some(&bias), &mut ys, images, &g, false).unwrap();
+            let what = format!("{g:?} rate {rate}");
+            assert_eq!(ys, yd, "{what}: forward");
+            let dy = dyadic(r.uniform(images * yi), 16.0);
+            let (mut gd, mut gs) = (vec![0.5; c_out * kk], vec![0.5; c_out * kk]);
+            let (mut bd, mut bs) = (vec![0.25; c_out], vec![0.25; c_out]);
+            ops::conv2d_dw(&x, &dy, &mut gd, Some(&mut bd), images, &g).unwrap();
+            spike::spike_conv2d_dw(&x, &dy, &mut gs, Some(&mut bs), images, &g).unwrap();
+            assert_eq!(gs, gd, "{what}: weight gradient");
+            assert_eq!(bs, bd, "{what}: bias gradient");
+        }
+    }
+}
+
+/// The event-driven weight gradient against a direct f64 sum, non-dyadic values, and
+/// non-binary inputs (weighted by their value).
+#[test]
+fn spike_conv2d_dw_matches_reference() {
+    let mut r = Rng(77);
+    for &(c_in, h, w, c_out, kh, kw, s, pad) in &GEOMS {
+        let g = geom(c_in, h, w, c_out, kh, kw, s, pad);
+        let images = 4;
+        let (xi, p, kk) = (c_in * h * w, g.h_out * g.w_out, c_in * kh * kw);
+        for &rate in &RATES {
+            let mut x = r.spikes(images * xi, rate);
+            for (i, v) in x.iter_mut().enumerate() {
+                if i % 7 == 3 && *v != 0.0 {
+                    *v = -0.75;
+                }
+            }
+            let dy = r.uniform(images * c_out * p);
+            let dw0 = r.uniform(c_out * kk);
+            let mut dws = dw0.clone();
+            spike::spike_conv2d_dw(&x, &dy, &mut dws, None, images, &g).unwrap();
+            let mut want = vec![0.0f64; c_out * kk];
+            let mut scale = vec![0.0f32; c_out * kk];
+            for (e, (wv, sv)) in want.iter_mut().zip(scale.iter_mut()).enumerate() {
+                let (o, rr) = (e / kk, e % kk);
+                let (c, ki, kj) = (rr / (kh * kw), (rr / kw) % kh, rr % kw);
+                *wv = dw0[e] as f64;
+                *sv = dw0[e].abs();
+                for img in 0..images {
+                    for q in 0..p {
+                        if let Some(i) = cell(&g, c, ki, kj, q / g.w_out, q % g.w_out) {
+                            let t = x[img * xi + i] * dy[(img * c_out + o) * p + q];
+                            *wv += t as f64;
+                            *sv += t.abs();
+                        }
+                    }
+                }
+            }
+            let want: Vec<f32> = want.iter().map(|&v| v as f32).collect();
+            close(&dws, &want, &scale, &format!("{g:?} rate {rate}"));
+        }
+    }
+}
+
+/// Through the CPU device: `sparse` picks the event-driven conv, on a transposed copy of the
+/// weight that `set_weight` refreshes; both forms and both weight gradients agree.
+#[test]
+fn cpu_device_runs_the_event_driven_conv() {
+    let g = geom(4, 10, 10, 16, 3, 3, 1, 1);
+    let images = 6;
+    let (xi, yi, kk) = (4 * 100, 16 * g.h_out * g.w_out, 4 * 9);
+    let mut r = Rng(5);
+    let x = r.spikes(images * xi, 0.15);
+    let mut dev = CpuDevice::new(KernelTable::empty());
+    dev.alloc_slots(&[images * xi, images * yi, images * yi]).unwrap();
+    dev.upload(Loc::new(0, 0), &x).unwrap();
+    for round in 0..2 {
+        let w: Vec<f32> = r.uniform(16 * kk).iter().map(|v| (v * 128.0).round() / 128.0).collect();
+        dev.set_weight(0, &w).unwrap();
+        dev.set_weight(1, &[0.5; 16]).unwrap();
+        for (slot, sparse) in [(1, false), (2, true)] {
+            dev.conv2d(&ConvDesc {
+                images,
+                x: Loc::new(0, 0),
+                y: Loc::new(slot, 0),
+                w: 0,
+                bias: Some(1),
+                geom: g,
+                accumulate: false,
+                sparse,
+            })
+            .unwrap();
+        }
+        let (mut yd, mut ys) = (vec![0.0; images * yi], vec![0.0; images * yi]);
+        dev.download(Loc::new(1, 0), &mut yd).unwrap();
+        dev.download(Loc::new(2, 0), &mut ys).unwrap();
+        assert_eq!(ys, yd, "round {round}: forward");
+        let mut grads = vec![];
+        for sparse in [false, true] {
+            dev.zero_grads().unwrap();
+            dev.conv2d_dw(&ConvDwDesc {
+                images,
+                x: Loc::new(0, 0),
+                dy: Loc::new(1, 0),
+                w: 0,
+                bias: Some(1),
+                geom: g,
+                sparse,
+            })
+            .unwrap();
+            let (mut gw, mut gb) = (vec![0.0; 16 * kk], vec![0.0; 16]);
+            dev.get_grad(0, &mut gw).unwrap();
+            dev.get_grad(1, &mut gb).unwrap();
+            grads.push((gw, gb));
+        }
+        let scale = vec![images as f32 * 100.0 * 40.0; 16 * kk];
+        close(&grads[1].0, &grads[0].0, &scale, &format!("round {round}: weight gradient"));
+        assert_eq!(grads[1].1, grads[0].1, "round {round}: bias gradient");
+    }
+}

@@ -355,6 +355,7 @@ fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
             geom,
             time,
             accumulate,
+            sparse,
         } => {
             let (x, w, y) = (usize_lit(*x), usize_lit(*w), usize_lit(*y));
             let bias = opt_weight(*bias);
@@ -363,7 +364,7 @@ fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
             quote!(#m::Op::Conv2d {
                 x: #x, w: #w, bias: #bias, y: #y,
                 geom: #geom,
-                time: #time, accumulate: #accumulate,
+                time: #time, accumulate: #accumulate, sparse: #sparse,
             })
         }
         Op::Pool2d {
@@ -407,6 +408,7 @@ fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
             bias,
             geom,
             time,
+            sparse,
         } => {
             let (x, dy, w) = (usize_lit(*x), usize_lit(*dy), usize_lit(*w));
             let bias = opt_weight(*bias);
@@ -415,7 +417,7 @@ fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
             quote!(#m::Op::Conv2dDw {
                 x: #x, dy: #dy, w: #w, bias: #bias,
                 geom: #geom,
-                time: #time,
+                time: #time, sparse: #sparse,
             })
         }
         Op::Pool2dDx {

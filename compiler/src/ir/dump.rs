@@ -209,12 +209,23 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
                 bias,
                 delay,
                 init_gain,
-            } => format!(
-                "conv2d({}, out={out_channels}, kernel={}x{}, stride={stride}, padding={padding}, bias={bias}, delay={delay}, init_gain={init_gain:?})",
-                nm(*src),
-                kernel[0],
-                kernel[1]
-            ),
+                sparse,
+                rate,
+            } => {
+                let mut extra = String::new();
+                if *sparse != SparseMode::Auto {
+                    extra += &format!(", sparse={}", sparse.name());
+                }
+                if let Some(r) = rate {
+                    extra += &format!(", rate={r:?}");
+                }
+                format!(
+                    "conv2d({}, out={out_channels}, kernel={}x{}, stride={stride}, padding={padding}, bias={bias}, delay={delay}, init_gain={init_gain:?}{extra})",
+                    nm(*src),
+                    kernel[0],
+                    kernel[1]
+                )
+            }
             NodeKind::Pool2d {
                 src,
                 kernel,
@@ -515,6 +526,7 @@ fn ops(out: &mut String, p: &Plan, ops_: &[Op], indent: usize) {
                 y,
                 geom: g,
                 time: t,
+                sparse,
                 ..
             } => {
                 let bias = bias
@@ -522,7 +534,7 @@ fn ops(out: &mut String, p: &Plan, ops_: &[Op], indent: usize) {
                     .unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "{pad}conv2d {} = {} [{}x{}x{}] * {} [{}x{}, stride {}, pad {}] -> [{}x{}x{}]{bias}  ({})",
+                    "{pad}conv2d {} = {} [{}x{}x{}] * {} [{}x{}, stride {}, pad {}] -> [{}x{}x{}]{bias}  ({}){}",
                     b(*y),
                     b(*x),
                     g.c_in,
@@ -536,7 +548,8 @@ fn ops(out: &mut String, p: &Plan, ops_: &[Op], indent: usize) {
                     g.c_out,
                     g.h_out,
                     g.w_out,
-                    time(t)
+                    time(t),
+                    if *sparse { "  event-driven" } else { "" }
                 );
             }
             Op::Pool2d {
@@ -723,13 +736,14 @@ fn ops(out: &mut String, p: &Plan, ops_: &[Op], indent: usize) {
                 bias,
                 geom: g,
                 time: t,
+                sparse,
             } => {
                 let bias = bias
                     .map(|i| format!(", grad {} += chansum({})", p.weights[i].name, b(*dy)))
                     .unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "{pad}conv2d_dw grad {} += {} (x) unfold({}) [{}x{}, stride {}, pad {}]{bias}  ({})",
+                    "{pad}conv2d_dw grad {} += {} (x) unfold({}) [{}x{}, stride {}, pad {}]{bias}  ({}){}",
                     p.weights[*w].name,
                     b(*dy),
                     b(*x),
@@ -737,7 +751,8 @@ fn ops(out: &mut String, p: &Plan, ops_: &[Op], indent: usize) {
                     g.kw,
                     g.stride,
                     g.pad,
-                    time(t)
+                    time(t),
+                    if *sparse { "  event-driven" } else { "" }
                 );
             }
             Op::Pool2dDx {

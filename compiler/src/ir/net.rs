@@ -136,6 +136,10 @@ pub enum NodeKind {
         bias: bool,
         delay: usize,
         init_gain: f32,
+        /// `sparse = auto | on | off`, as for `Dense`.
+        sparse: SparseMode,
+        /// `rate = p`, as for `Dense`.
+        rate: Option<f32>,
     },
     Pool2d {
         src: NodeId,

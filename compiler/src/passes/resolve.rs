@@ -415,6 +415,8 @@ impl Resolver<'_> {
                     bias: a.bool("bias", true)?,
                     delay: a.usize("delay", 0, 0)?,
                     init_gain: a.f32("init_gain", 1.0, true)?,
+                    sparse: a.sparse()?,
+                    rate: a.rate()?,
                 }
             }
             "maxpool2d" | "avgpool2d" => {

@@ -43,6 +43,12 @@ pub struct Machine {
     pub event_macs: f64,
     /// Seconds per input element the event-driven projection scans for non-zeros.
     pub event_scan: f64,
+    /// Multiply-adds per second of a convolution as im2col + GEMM (small GEMMs: `c_out`
+    /// rows, far from the large-GEMM peak).
+    pub conv_macs: f64,
+    /// Adds per second of the event-driven convolution's scatter (`c_out`-wide row adds into
+    /// an accumulator in cache, see `runtime/src/cpu/spike.rs`).
+    pub scatter_adds: f64,
 }
 
 /// The CPU back end: a few AVX2 cores (the numbers matter only relative to each other).
@@ -58,6 +64,8 @@ pub const CPU: Machine = Machine {
     gemm_macs: 170e9,
     event_macs: 100e9,
     event_scan: 0.7e-9,
+    conv_macs: 60e9,
+    scatter_adds: 20e9,
 };
 
 /// The spike rate `auto` assumes without a `rate =`: the top of the usual 5-20%.
@@ -89,31 +97,47 @@ pub fn projection_costs(mc: &Machine, rows: f64, k: f64, n: f64, p: f64) -> (f64
     (dense, event)
 }
 
-/// The form of every dense projection: event-driven where the input is spikes and the cost
-/// model (or `sparse = on`) says so. Conv layers stay dense (an event-driven conv is not
-/// built yet).
+/// Estimated seconds of a convolution of `images` images `[c_in, h, w]` by `c_out` kernels
+/// of `kk = c_in * kh * kw` taps at `p` output positions, dense (im2col + GEMM) and
+/// event-driven at spike rate `rate`: the scatter visits each active input cell's taps that
+/// land on an output, about `rate * kk * p` per image, with `c_out` adds each.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_costs(
+    mc: &Machine,
+    images: f64,
+    in_cells: f64,
+    kk: f64,
+    p: f64,
+    c_out: f64,
+    rate: f64,
+) -> (f64, f64) {
+    let dense = images * c_out * p * kk / mc.conv_macs;
+    let event = images * in_cells * mc.event_scan + rate * images * kk * p * c_out / mc.scatter_adds;
+    (dense, event)
+}
+
+/// The form of every projection of spikes (`dense` and `conv2d`): event-driven where the
+/// input is spikes and the cost model (or `sparse = on`) says so.
 fn projections(m: &Module, opts: &Options) -> BTreeMap<NodeId, SparseChoice> {
     let mut out = BTreeMap::new();
     for (h, node) in m.nodes.iter() {
-        let NodeKind::Dense {
-            src,
-            out: n,
-            sparse,
-            rate,
-            ..
-        } = &node.kind
-        else {
-            continue;
+        let (src, sparse, rate) = match &node.kind {
+            NodeKind::Dense {
+                src, sparse, rate, ..
+            }
+            | NodeKind::Conv2d {
+                src, sparse, rate, ..
+            } => (*src, *sparse, *rate),
+            _ => continue,
         };
-        let spikes = is_spike_source(m, *src);
-        if !spikes && *sparse != SparseMode::On {
+        let spikes = is_spike_source(m, src);
+        if !spikes && sparse != SparseMode::On {
             continue;
         }
-        let rows = match m.shape(*src).extent {
+        let samples = match m.shape(src).extent {
             Extent::Static => m.batch,
             _ => m.t * m.batch,
         } as f64;
-        let k = m.shape(*src).features() as f64;
         let measured = opts.calibration.as_ref().and_then(|c| {
             c.rates.get(&node.name).map(|&r| {
                 (
@@ -126,12 +150,30 @@ fn projections(m: &Module, opts: &Options) -> BTreeMap<NodeId, SparseChoice> {
             })
         });
         let (p, rate_source) = match (rate, measured) {
-            (Some(r), _) => (*r, RateSource::Given),
+            (Some(r), _) => (r, RateSource::Given),
             (None, Some(m)) => m,
             (None, None) => (DEFAULT_RATE, RateSource::Assumed),
         };
-        let by_cost_model = spikes && opts.sparse.is_none() && *sparse == SparseMode::Auto;
-        let (dense_s, event_s) = projection_costs(&CPU, rows, k, *n as f64, p as f64);
+        let (dense_s, event_s) = match &node.kind {
+            NodeKind::Conv2d {
+                out_channels,
+                kernel,
+                ..
+            } => {
+                let in_cells = m.shape(src).features() as f64;
+                let c_in = m.shape(src).dims[0] as f64;
+                let positions = (m.shape(h).features() / out_channels) as f64;
+                let kk = c_in * (kernel[0] * kernel[1]) as f64;
+                let c_out = *out_channels as f64;
+                conv_costs(&CPU, samples, in_cells, kk, positions, c_out, p as f64)
+            }
+            NodeKind::Dense { out: n, .. } => {
+                let k = m.shape(src).features() as f64;
+                projection_costs(&CPU, samples, k, *n as f64, p as f64)
+            }
+            _ => unreachable!("matched above"),
+        };
+        let by_cost_model = spikes && opts.sparse.is_none() && sparse == SparseMode::Auto;
         let (sparse_on, reason) = match sparse {
             _ if spikes && opts.sparse.is_some() => {
                 let on = opts.sparse == Some(true);

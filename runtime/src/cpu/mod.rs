@@ -101,10 +101,7 @@ impl CpuDevice {
                 d.n * d.k
             )));
         }
-        if self.transposed.len() <= d.w {
-            self.transposed.resize_with(d.w + 1, || None);
-        }
-        let wt = self.transposed[d.w].get_or_insert_with(|| spike::transpose(w, d.n, d.k));
+        let wt = transposed(&mut self.transposed, d.w, w, d.n, d.k);
         let bias = d
             .bias
             .map(|b| held(&self.weights, b, "gemm", "bias"))
@@ -119,6 +116,21 @@ impl CpuDevice {
         )?;
         spike::spike_dense(x, wt, bias, y, d.rows, d.k, d.n, d.accumulate)
     }
+}
+
+/// The `[k, n]` transposed copy of weight `id` (`w`, `[n, k]`) that the event-driven kernels
+/// read, made on first use; `set_weight` drops it.
+fn transposed<'a>(
+    cache: &'a mut Vec<Option<Vec<f32>>>,
+    id: WeightId,
+    w: &[f32],
+    n: usize,
+    k: usize,
+) -> &'a [f32] {
+    if cache.len() <= id {
+        cache.resize_with(id + 1, || None);
+    }
+    cache[id].get_or_insert_with(|| spike::transpose(w, n, k))
 }
 
 impl std::fmt::Debug for CpuDevice {
@@ -466,6 +478,7 @@ impl Device for CpuDevice {
             .transpose()?;
         let xi = mul(mul(g.c_in, g.h)?, g.w)?;
         let yi = mul(mul(g.c_out, g.h_out)?, g.w_out)?;
+        let kk = mul(mul(g.c_in, g.kh)?, g.kw)?;
         let (x, y) = pair(
             &mut self.slots,
             d.x,
@@ -474,6 +487,10 @@ impl Device for CpuDevice {
             mul(d.images, yi)?,
             "conv2d",
         )?;
+        if d.sparse && w.len() == mul(g.c_out, kk)? {
+            let wt = transposed(&mut self.transposed, d.w, w, g.c_out, kk);
+            return spike::spike_conv2d(x, wt, bias, y, d.images, g, d.accumulate);
+        }
         ops::conv2d(x, w, bias, y, d.images, g, d.accumulate)
     }
 
@@ -527,7 +544,12 @@ impl Device for CpuDevice {
         let (dw, db) = grad_pair(&mut self.grads, d.w, d.bias, "conv2d_dw")?;
         let x = &self.slots[d.x.slot][rx];
         let dy = &self.slots[d.dy.slot][rdy];
-        ops::conv2d_dw(x, dy, dw, db.map(|v| v.as_mut_slice()), d.images, g)
+        let db = db.map(|v| v.as_mut_slice());
+        if d.sparse {
+            spike::spike_conv2d_dw(x, dy, dw, db, d.images, g)
+        } else {
+            ops::conv2d_dw(x, dy, dw, db, d.images, g)
+        }
     }
 
     fn pool2d_dx(&mut self, d: &PoolDxDesc) -> Result<()> {

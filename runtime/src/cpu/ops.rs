@@ -629,6 +629,81 @@ pub(crate) fn check_conv(g: &ConvGeom) -> Result<()> {
     Ok(())
 }
 
+/// Per-image sizes of a convolution: input `c_in * h * w`, output positions
+/// `h_out * w_out`, output `c_out * p`, unfolded rows `c_in * kh * kw`.
+pub(crate) struct ConvSizes {
+    pub xi: usize,
+    pub p: usize,
+    pub yi: usize,
+    pub kk: usize,
+}
+
+/// Checks the geometry and the slice lengths of a forward convolution over `images` images
+/// (`w` is `[c_out, kk]`, or its transpose: the same length).
+pub(crate) fn check_conv2d(
+    what: &str,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &[f32],
+    images: usize,
+    g: &ConvGeom,
+) -> Result<ConvSizes> {
+    check_conv(g)?;
+    let xi = mul(&[g.c_in, g.h, g.w])?;
+    let p = mul(&[g.h_out, g.w_out])?;
+    let yi = mul(&[g.c_out, p])?;
+    let kk = mul(&[g.c_in, g.kh, g.kw])?;
+    check_len(&format!("{what} input"), x.len(), mul(&[images, xi])?)?;
+    check_len(&format!("{what} weight"), w.len(), mul(&[g.c_out, kk])?)?;
+    check_len(&format!("{what} output"), y.len(), mul(&[images, yi])?)?;
+    if let Some(b) = bias {
+        check_len(&format!("{what} bias"), b.len(), g.c_out)?;
+    }
+    mul(&[kk, p])?;
+    Ok(ConvSizes { xi, p, yi, kk })
+}
+
+/// Checks a convolution's weight-gradient operands, then adds the bias gradient: `db[c] +=`
+/// the sum of `dy` over images and positions of channel `c` (summed image by image, position
+/// by position, from zero: the order of `snn_conv_bias_grad` in ops.cuh).
+pub(crate) fn check_conv2d_dw_and_bias(
+    what: &str,
+    x: &[f32],
+    dy: &[f32],
+    dw: &[f32],
+    db: Option<&mut [f32]>,
+    images: usize,
+    g: &ConvGeom,
+) -> Result<ConvSizes> {
+    check_conv(g)?;
+    let xi = mul(&[g.c_in, g.h, g.w])?;
+    let p = mul(&[g.h_out, g.w_out])?;
+    let yi = mul(&[g.c_out, p])?;
+    let kk = mul(&[g.c_in, g.kh, g.kw])?;
+    check_len(&format!("{what} input"), x.len(), mul(&[images, xi])?)?;
+    check_len(&format!("{what} output gradient"), dy.len(), mul(&[images, yi])?)?;
+    check_len(&format!("{what} weight gradient"), dw.len(), mul(&[g.c_out, kk])?)?;
+    if let Some(db) = &db {
+        check_len(&format!("{what} bias gradient"), db.len(), g.c_out)?;
+    }
+    mul(&[kk, p])?;
+    if let Some(db) = db {
+        if yi > 0 {
+            for (c, o) in db.iter_mut().enumerate() {
+                let mut acc = 0.0f32;
+                for img in 0..images {
+                    for &v in &dy[img * yi + c * p..img * yi + (c + 1) * p] {
+                        acc += v;
+                    }
+                }
+                *o += acc;
+            }
+        }
+    }
+    Ok(ConvSizes { xi, p, yi, kk })
+}
+
 /// Unfolds one `[c_in, h, w]` image into `col[c_in * kh * kw, h_out * w_out]`.
 fn im2col(x: &[f32], g: &ConvGeom, col: &mut [f32]) {
     let p = g.h_out * g.w_out;
@@ -674,21 +749,10 @@ pub fn conv2d(
     g: &ConvGeom,
     accumulate: bool,
 ) -> Result<()> {
-    check_conv(g)?;
-    let xi = mul(&[g.c_in, g.h, g.w])?;
-    let p = mul(&[g.h_out, g.w_out])?;
-    let yi = mul(&[g.c_out, p])?;
-    let kk = mul(&[g.c_in, g.kh, g.kw])?;
-    check_len("conv2d input", x.len(), mul(&[images, xi])?)?;
-    check_len("conv2d weight", w.len(), mul(&[g.c_out, kk])?)?;
-    check_len("conv2d output", y.len(), mul(&[images, yi])?)?;
-    if let Some(b) = bias {
-        check_len("conv2d bias", b.len(), g.c_out)?;
-    }
+    let ConvSizes { xi, p, yi, kk } = check_conv2d("conv2d", x, w, bias, y, images, g)?;
     if images == 0 || yi == 0 || xi == 0 {
         return Ok(());
     }
-    mul(&[kk, p])?;
     let direct = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
     let macs_per_image = g.c_out.saturating_mul(p).saturating_mul(kk);
 
@@ -740,7 +804,7 @@ pub fn conv2d(
 /// Runs `one(input image, output image, scratch, gemm parallelism)` for every image: images
 /// in parallel (a scratch buffer per thread, single-threaded GEMMs) when there are enough of
 /// them and enough work, otherwise one after another with threaded GEMMs.
-fn per_image<F>(
+pub(crate) fn per_image<F>(
     out: &mut [f32],
     out_len: usize,
     inp: &[f32],
@@ -956,31 +1020,10 @@ pub fn conv2d_dw(
     images: usize,
     g: &ConvGeom,
 ) -> Result<()> {
-    check_conv(g)?;
-    let xi = mul(&[g.c_in, g.h, g.w])?;
-    let p = mul(&[g.h_out, g.w_out])?;
-    let yi = mul(&[g.c_out, p])?;
-    let kk = mul(&[g.c_in, g.kh, g.kw])?;
-    check_len("conv2d_dw input", x.len(), mul(&[images, xi])?)?;
-    check_len("conv2d_dw output gradient", dy.len(), mul(&[images, yi])?)?;
-    check_len("conv2d_dw weight gradient", dw.len(), mul(&[g.c_out, kk])?)?;
-    if let Some(db) = &db {
-        check_len("conv2d_dw bias gradient", db.len(), g.c_out)?;
-    }
+    let ConvSizes { xi, p, yi, kk } =
+        check_conv2d_dw_and_bias("conv2d_dw", x, dy, dw, db, images, g)?;
     if images == 0 || yi == 0 {
         return Ok(());
-    }
-    mul(&[kk, p])?;
-    if let Some(db) = db {
-        for (c, o) in db.iter_mut().enumerate() {
-            let mut acc = 0.0f32;
-            for img in 0..images {
-                for &v in &dy[img * yi + c * p..img * yi + (c + 1) * p] {
-                    acc += v;
-                }
-            }
-            *o += acc;
-        }
     }
     let direct = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
     let macs_per_image = g.c_out.saturating_mul(p).saturating_mul(kk);

@@ -1,5 +1,5 @@
-//! Event-driven projections: the dense layer and its weight gradient when the input holds
-//! spikes (mostly zeros, the rest 1.0).
+//! Event-driven projections: the dense layer, the conv2d layer (at the end of the file) and
+//! their weight gradients when the input holds spikes (mostly zeros, the rest 1.0).
 //!
 //! * [`spike_dense`]: `y[r, :] (+)= bias + sum over active i of x[r, i] * wt[i, :]`, with
 //!   `wt = w^T` (`[k, n]`, see [`transpose`]): one contiguous `n`-row of the transposed
@@ -30,8 +30,13 @@
 //! increasing source index. With 0/1 inputs each term is exact (`fma(1, w, acc) ==
 //! acc + w`), so the result is the same bits on every path and on the CUDA kernels.
 
-use super::ops::{check_dense, check_dense_dw_and_bias};
+use super::ops::{
+    check_conv2d, check_conv2d_dw_and_bias, check_dense, check_dense_dw_and_bias, per_image,
+    ConvSizes,
+};
 use crate::error::Result;
+use crate::plan::ConvGeom;
+use gemm::Parallelism;
 use rayon::prelude::*;
 
 /// Output rows per register tile.
@@ -331,4 +336,269 @@ pub fn spike_dense_dw(
         dw.chunks_mut(k).enumerate().for_each(add);
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------- event-driven conv2d
+//
+// A convolution of spikes scatters each active input cell `(c, iy, ix)` into the outputs
+// whose window holds it: for every kernel tap `(ki, kj)` that lands on an output position
+// `q`, `acc[q, :] += x * wt[(c, ki, kj), :]`, a contiguous `c_out` row of the transposed
+// weight (`[c_in * kh * kw, c_out]`, [`transpose`] of the `[c_out, c_in * kh * kw]`
+// weight). The accumulator is the image's output in channels-last order (`[p, c_out]`,
+// small enough for L1/L2), transposed back at the end. Work: the active cells times the
+// taps that land, times `c_out` adds, instead of `c_out * p * c_in * kh * kw` multiply-adds.
+//
+// Summation order per output: the old value (plus the bias) first, then the active cells in
+// increasing `(c, iy, ix)`. For a fixed output position that is increasing `(c, ki, kj)`
+// (the tap index grows with the input coordinate), the order `snn_spike_conv2d` in ops.cuh
+// uses: the two devices agree bit for bit.
+
+/// The indices `i < x.len()` with `x[i] != 0`, increasing (branch-free compaction).
+fn active(x: &[f32], out: &mut Vec<u32>) {
+    out.clear();
+    out.resize(x.len(), 0);
+    let mut c = 0;
+    for (i, &v) in x.iter().enumerate() {
+        out[c] = i as u32;
+        c += (v != 0.0) as usize;
+    }
+    out.truncate(c);
+}
+
+/// The output coordinate that kernel tap `k` reads input coordinate `i` from, if any:
+/// `o * stride + k - pad == i`.
+#[inline(always)]
+fn tap(i: usize, k: usize, pad: usize, stride: usize, len_out: usize) -> Option<usize> {
+    let t = (i + pad).checked_sub(k)?;
+    if !t.is_multiple_of(stride) || t / stride >= len_out {
+        return None;
+    }
+    Some(t / stride)
+}
+
+/// `dst += v * src` (a plain add for a spike).
+#[inline(always)]
+fn add_row(dst: &mut [f32], src: &[f32], v: f32) {
+    if v == 1.0 {
+        dst.iter_mut().zip(src).for_each(|(a, &w)| *a += w);
+    } else {
+        dst.iter_mut().zip(src).for_each(|(a, &w)| *a += v * w);
+    }
+}
+
+/// Scatters the active cells `act` of one image `x` into `acc` (`[p, c_out]`).
+#[inline(always)]
+fn scatter_image(x: &[f32], act: &[u32], wt: &[f32], acc: &mut [f32], g: &ConvGeom) {
+    let (hw, n) = (g.h * g.w, g.c_out);
+    for &i in act {
+        let i = i as usize;
+        let v = x[i];
+        let (c, iy, ix) = (i / hw, (i % hw) / g.w, i % g.w);
+        for ki in 0..g.kh {
+            let Some(oy) = tap(iy, ki, g.pad, g.stride, g.h_out) else {
+                continue;
+            };
+            for kj in 0..g.kw {
+                let Some(ox) = tap(ix, kj, g.pad, g.stride, g.w_out) else {
+                    continue;
+                };
+                let r = (c * g.kh + ki) * g.kw + kj;
+                let q = oy * g.w_out + ox;
+                add_row(&mut acc[q * n..(q + 1) * n], &wt[r * n..(r + 1) * n], v);
+            }
+        }
+    }
+}
+
+/// [`scatter_image`] compiled for AVX-512 (the crate targets baseline x86-64): the `c_out`
+/// row adds become zmm adds.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn scatter_image_avx512(x: &[f32], act: &[u32], wt: &[f32], acc: &mut [f32], g: &ConvGeom) {
+    scatter_image(x, act, wt, acc, g)
+}
+
+fn scatter(x: &[f32], act: &[u32], wt: &[f32], acc: &mut [f32], g: &ConvGeom, avx512: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512 {
+        // SAFETY: AVX-512F was detected at run time (`has_avx512`).
+        return unsafe { scatter_image_avx512(x, act, wt, acc, g) };
+    }
+    let _ = avx512;
+    scatter_image(x, act, wt, acc, g)
+}
+
+/// Event-driven conv2d (torch semantics, as [`super::ops::conv2d`]) over `images` images:
+/// `x` `[images, c_in, h, w]` mostly zeros, `wt` the transposed weight
+/// `[c_in * kh * kw, c_out]`, `bias` `[c_out]`, `y` `[images, c_out, h_out, w_out]` (+)=.
+#[allow(clippy::too_many_arguments)]
+pub fn spike_conv2d(
+    x: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    images: usize,
+    g: &ConvGeom,
+    accumulate: bool,
+) -> Result<()> {
+    let ConvSizes { xi, p, yi, kk } = check_conv2d("spike conv2d", x, wt, bias, y, images, g)?;
+    if images == 0 || yi == 0 || xi == 0 {
+        return Ok(());
+    }
+    let n = g.c_out;
+    let avx512 = has_avx512();
+    let one = |x_img: &[f32], y_img: &mut [f32], scratch: &mut Vec<f32>, _: Parallelism| {
+        // scratch: the accumulator `[p, n]`, then the active list (as u32 bits).
+        scratch.resize(p * n, 0.0);
+        let acc = &mut scratch[..];
+        for o in 0..n {
+            let b = bias.map_or(0.0, |b| b[o]);
+            let yo = &y_img[o * p..(o + 1) * p];
+            for q in 0..p {
+                acc[q * n + o] = match (accumulate, bias.is_some()) {
+                    (true, true) => yo[q] + b,
+                    (true, false) => yo[q],
+                    (false, _) => b,
+                };
+            }
+        }
+        ACTIVE.with_borrow_mut(|act| {
+            active(x_img, act);
+            scatter(x_img, act, wt, acc, g, avx512);
+        });
+        for o in 0..n {
+            for (q, d) in y_img[o * p..(o + 1) * p].iter_mut().enumerate() {
+                *d = acc[q * n + o];
+            }
+        }
+    };
+    per_image(y, yi, x, xi, images, n.saturating_mul(p).saturating_mul(kk), one);
+    Ok(())
+}
+
+thread_local! {
+    /// The active-cell list of the image a thread works on (reused between calls).
+    static ACTIVE: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Event-driven weight gradient of a conv2d of spikes over `images` images: `dw`
+/// `[c_out, c_in * kh * kw]` `+= sum over images of dy[img] @ im2col(x[img])^T` over the
+/// non-zero cells of `x` only, and `db` as [`super::ops::conv2d_dw`]. Each active cell adds
+/// `x * dy[img][:, q]` (a `c_out` row of `dy` transposed) into the row of each tap that
+/// lands on a position `q`.
+///
+/// Summation order per weight `(o, r)`: from zero, images ascending, then positions `q`
+/// ascending, then added to `dw`: the order of `snn_spike_conv2d_dw` in ops.cuh. Work is
+/// split by input channel (every image in order within a task): deterministic.
+pub fn spike_conv2d_dw(
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    images: usize,
+    g: &ConvGeom,
+) -> Result<()> {
+    let ConvSizes { xi, p, yi, kk } =
+        check_conv2d_dw_and_bias("spike conv2d_dw", x, dy, dw, db, images, g)?;
+    if images == 0 || yi == 0 || xi == 0 {
+        return Ok(());
+    }
+    let n = g.c_out;
+    let hw = g.h * g.w;
+    let taps = g.kh * g.kw;
+    let par = parallel(images.saturating_mul(n).saturating_mul(p).saturating_mul(kk));
+    // dy transposed per image to `[p, n]`: a position's gradients are one contiguous row.
+    let mut dyt = vec![0.0f32; images * yi];
+    let tr = |(dt, d): (&mut [f32], &[f32])| {
+        for o in 0..n {
+            for (q, &v) in d[o * p..(o + 1) * p].iter().enumerate() {
+                dt[q * n + o] = v;
+            }
+        }
+    };
+    if par {
+        dyt.par_chunks_mut(yi).zip(dy.par_chunks(yi)).for_each(tr);
+    } else {
+        dyt.chunks_mut(yi).zip(dy.chunks(yi)).for_each(tr);
+    }
+    // gt[r, o] for the rows `r` of one input channel: `taps * n` floats per task.
+    let mut gt = vec![0.0f32; kk * n];
+    let avx512 = has_avx512();
+    let channel = |(c, gc): (usize, &mut [f32])| {
+        let mut act = Vec::new();
+        for img in 0..images {
+            let plane = &x[img * xi + c * hw..img * xi + (c + 1) * hw];
+            active(plane, &mut act);
+            gather_plane(plane, &act, &dyt[img * yi..(img + 1) * yi], gc, g, avx512);
+        }
+    };
+    if par {
+        gt.par_chunks_mut(taps * n).enumerate().for_each(channel);
+    } else {
+        gt.chunks_mut(taps * n).enumerate().for_each(channel);
+    }
+    for (o, row) in dw.chunks_mut(kk).enumerate() {
+        for (r, d) in row.iter_mut().enumerate() {
+            *d += gt[r * n + o];
+        }
+    }
+    Ok(())
+}
+
+/// One image plane's share of [`spike_conv2d_dw`]: `gc[(ki, kj), :] += x * dyt[q, :]` for
+/// every active cell and every tap that lands on `q`.
+#[inline(always)]
+fn gather_plane_generic(
+    plane: &[f32],
+    act: &[u32],
+    dyt: &[f32],
+    gc: &mut [f32],
+    g: &ConvGeom,
+) {
+    let n = g.c_out;
+    for &i in act {
+        let i = i as usize;
+        let v = plane[i];
+        let (iy, ix) = (i / g.w, i % g.w);
+        for ki in 0..g.kh {
+            let Some(oy) = tap(iy, ki, g.pad, g.stride, g.h_out) else {
+                continue;
+            };
+            for kj in 0..g.kw {
+                let Some(ox) = tap(ix, kj, g.pad, g.stride, g.w_out) else {
+                    continue;
+                };
+                let t = ki * g.kw + kj;
+                let q = oy * g.w_out + ox;
+                add_row(&mut gc[t * n..(t + 1) * n], &dyt[q * n..(q + 1) * n], v);
+            }
+        }
+    }
+}
+
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gather_plane_avx512(
+    plane: &[f32],
+    act: &[u32],
+    dyt: &[f32],
+    gc: &mut [f32],
+    g: &ConvGeom,
+) {
+    gather_plane_generic(plane, act, dyt, gc, g)
+}
+
+fn gather_plane(plane: &[f32], act: &[u32], dyt: &[f32], gc: &mut [f32], g: &ConvGeom, avx512: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512 {
+        // SAFETY: AVX-512F was detected at run time (`has_avx512`).
+        return unsafe { gather_plane_avx512(plane, act, dyt, gc, g) };
+    }
+    let _ = avx512;
+    gather_plane_generic(plane, act, dyt, gc, g)
 }

@@ -210,6 +210,8 @@ struct OpsKernels {
     transpose: CudaFunction,
     spike_gemm: CudaFunction,
     spike_gemm_dw: CudaFunction,
+    spike_conv2d: CudaFunction,
+    spike_conv2d_dw: CudaFunction,
 }
 
 /// The `kind` argument of `snn_pool2d` / `snn_pool2d_dx` in kernels/cuda/ops.cuh.
@@ -355,6 +357,8 @@ impl CudaDevice {
             transpose: f("snn_transpose")?,
             spike_gemm: f("snn_spike_gemm")?,
             spike_gemm_dw: f("snn_spike_gemm_dw")?,
+            spike_conv2d: f("snn_spike_conv2d")?,
+            spike_conv2d_dw: f("snn_spike_conv2d_dw")?,
         };
 
         let mut kernels = Vec::with_capacity(symbols.len());
@@ -1149,6 +1153,31 @@ impl Device for CudaDevice {
             }
             None => d.accumulate,
         };
+        if d.sparse {
+            let n = d.images * yi;
+            return self.launch_ops(
+                &self.ops.spike_conv2d,
+                n,
+                &[
+                    x,
+                    w,
+                    y,
+                    n as u64,
+                    g.c_in as u64,
+                    g.h as u64,
+                    g.w as u64,
+                    g.kh as u64,
+                    g.kw as u64,
+                    g.stride as u64,
+                    g.pad as u64,
+                    g.h_out as u64,
+                    g.w_out as u64,
+                    g.c_out as u64,
+                    read_dst as u64,
+                ],
+                "spike_conv2d",
+            );
+        }
         let beta = if read_dst { 1.0 } else { 0.0 };
         let direct = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
         // Per image, row-major y[c_out, p] = W[c_out, kk] @ col[kk, p], i.e. column-major
@@ -1375,6 +1404,31 @@ impl Device for CudaDevice {
                 &[db, dy, d.images as u64, g.c_out as u64, p as u64],
                 "conv_bias_grad",
             )?;
+        }
+        if d.sparse {
+            let n = g.c_out * kk;
+            return self.launch_ops(
+                &self.ops.spike_conv2d_dw,
+                n,
+                &[
+                    x,
+                    dy,
+                    dw,
+                    n as u64,
+                    d.images as u64,
+                    g.c_in as u64,
+                    g.h as u64,
+                    g.w as u64,
+                    g.kh as u64,
+                    g.kw as u64,
+                    g.stride as u64,
+                    g.pad as u64,
+                    g.h_out as u64,
+                    g.w_out as u64,
+                    g.c_out as u64,
+                ],
+                "spike_conv2d_dw",
+            );
         }
         // Per image, row-major dW[c_out, kk] += dy[c_out, p] @ col[kk, p]^T, i.e.
         // column-major C(kk x c_out) += (col as p x kk)^T * (dy as p x c_out).

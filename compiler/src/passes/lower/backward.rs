@@ -111,6 +111,7 @@ impl Lowerer<'_> {
                         bias,
                         geom,
                         time,
+                        sparse: super::sparse_projection(m, h),
                     });
                     if let Some(&dx) = mem.grads.get(src) {
                         let mut accumulate = written.contains(&dx);

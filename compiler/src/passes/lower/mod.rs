@@ -950,6 +950,7 @@ impl Lowerer<'_> {
                     geom: self.conv_geom(n),
                     time: time(*delay),
                     accumulate: false,
+                    sparse: sparse_projection(m, n),
                 });
             }
             NodeKind::Pool2d { src, .. } => {
