@@ -1,5 +1,5 @@
-//! Event-driven projections (`dense` of spikes, `Op::Gemm { sparse: true }`) against dense
-//! GEMM on whole models: every model of examples/ and tests/in/ with `--sparse on` and
+//! Event-driven projections (`dense` and `conv2d` of spikes, `Op::Gemm { sparse: true }`,
+//! `Op::Conv2d { sparse: true }`) against dense GEMM and im2col on whole models: every model of examples/ and tests/in/ with `--sparse on` and
 //! `--sparse off`, and the training models' gradients.
 //!
 //! Both forms compute the same sums in a different order. With weights on a dyadic grid
@@ -35,21 +35,28 @@ fn opts(sparse: bool, train: bool) -> Options {
     }
 }
 
-fn gemms(plan: &snn_runtime::plan::Plan) -> (usize, usize) {
+/// Projection ops of a plan (forward and backward): `(all, event-driven, event-driven
+/// convolutions)`.
+fn gemms(plan: &snn_runtime::plan::Plan) -> (usize, usize, usize) {
     use snn_runtime::plan::Op;
-    fn walk(ops: &[Op], acc: &mut (usize, usize)) {
+    fn walk(ops: &[Op], acc: &mut (usize, usize, usize)) {
         for op in ops {
             match op {
                 Op::Gemm { sparse, .. } | Op::GemmDw { sparse, .. } => {
                     acc.0 += 1;
                     acc.1 += *sparse as usize;
                 }
-                Op::StepLoop { body } => walk(body, acc),
+                Op::Conv2d { sparse, .. } | Op::Conv2dDw { sparse, .. } => {
+                    acc.0 += 1;
+                    acc.1 += *sparse as usize;
+                    acc.2 += *sparse as usize;
+                }
+                Op::StepLoop { body } | Op::ReverseStepLoop { body } => walk(body, acc),
                 _ => {}
             }
         }
     }
-    let mut acc = (0, 0);
+    let mut acc = (0, 0, 0);
     walk(&plan.ops, &mut acc);
     if let Some(t) = &plan.train {
         walk(&t.backward, &mut acc);
@@ -59,14 +66,15 @@ fn gemms(plan: &snn_runtime::plan::Plan) -> (usize, usize) {
 
 #[test]
 fn sparse_on_and_off_agree_on_every_model() {
-    let mut event_driven = 0;
+    let (mut event_driven, mut convs) = (0, 0);
     for path in common::model_files() {
         let mut outs = vec![];
         for sparse in [false, true] {
             let program = common::compile_file(&path, opts(sparse, false)).unwrap();
-            let (_, n_sparse) = gemms(&program.plan);
+            let (_, n_sparse, n_conv) = gemms(&program.plan);
             if sparse {
                 event_driven += n_sparse;
+                convs += n_conv;
             } else {
                 assert_eq!(n_sparse, 0, "{}: --sparse off", path.display());
             }
@@ -93,6 +101,8 @@ fn sparse_on_and_off_agree_on_every_model() {
         event_driven >= 10,
         "only {event_driven} event-driven projections"
     );
+    // examples/conv.snn's second layer, tests/in/encoders_pooling.snn's conv of an encoder.
+    assert!(convs >= 2, "only {convs} event-driven convolutions");
 }
 
 #[test]
@@ -104,7 +114,7 @@ fn training_gradients_agree_with_sparse_on_and_off() {
         .filter(|p| p.extension().is_some_and(|e| e == "snn"))
         .collect();
     files.sort();
-    let mut compared = 0;
+    let (mut compared, mut convs) = (0, 0);
     for path in files {
         let mut results = vec![];
         for sparse in [false, true] {
@@ -131,13 +141,15 @@ fn training_gradients_agree_with_sparse_on_and_off() {
             let refs: Vec<&[f32]> = gs.iter().map(|g| g.as_slice()).collect();
             s.backward(&refs, t, b).unwrap();
             let outs: Vec<Vec<f32>> = out.into_iter().map(|(_, t)| t.data).collect();
-            results.push((outs, s.grads().unwrap(), gemms(&program.plan).1));
+            let (_, n_sparse, n_conv) = gemms(&program.plan);
+            results.push((outs, s.grads().unwrap(), n_sparse, n_conv));
         }
         let (off, on) = (&results[0], &results[1]);
         assert_eq!(off.0, on.0, "{}: forward outputs", path.display());
         if on.2 > 0 {
             compared += 1;
         }
+        convs += on.3;
         for (i, (a, b)) in off.1.iter().zip(&on.1).enumerate() {
             let max = a.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             for (x, y) in a.iter().zip(b) {
@@ -153,6 +165,8 @@ fn training_gradients_agree_with_sparse_on_and_off() {
         compared >= 3,
         "only {compared} training models had event-driven ops"
     );
+    // tests/in/train/conv.snn: the conv of pooled spikes, forward and weight gradient.
+    assert!(convs >= 2, "only {convs} event-driven conv ops in training plans");
 }
 
 /// The cost model: a low `rate` makes a wide projection of spikes event-driven, a high one
@@ -268,7 +282,7 @@ fn a_low_measured_rate_flips_a_projection_to_event_driven() {
     let program = c.compile(&parsed).unwrap();
     assert_eq!(
         gemms(&program.plan),
-        (2, 0),
+        (2, 0, 0),
         "the assumed rate keeps both dense"
     );
     let mut loaded = snnc::session::load(&program, Some(&common::cache_dir())).unwrap();
@@ -305,7 +319,7 @@ fn a_low_measured_rate_flips_a_projection_to_event_driven() {
     );
 
     let program = c.compile(&parsed).unwrap();
-    assert_eq!(gemms(&program.plan), (2, 1));
+    assert_eq!(gemms(&program.plan), (2, 1, 0));
     let cache = common::cache_dir();
     let mut re = snnc::session::reload(&program, s, "cpu", Some(&cache)).unwrap();
     assert_eq!(re.session.weights(), s.weights());
@@ -327,14 +341,14 @@ fn a_low_measured_rate_flips_a_projection_to_event_driven() {
     });
     let parsed = c.parse_str("cal.snn", &src("", train)).unwrap();
     let program = c.compile(&parsed).unwrap();
-    assert_eq!(gemms(&program.plan), (4, 0));
+    assert_eq!(gemms(&program.plan), (4, 0, 0));
     let mut loaded = snnc::session::load(&program, Some(&cache)).unwrap();
     let cal = snnc::session::calibrate(&mut c, &parsed, &mut loaded.session, &inputs, t, b)
         .unwrap()
         .unwrap();
     assert!(cal.changed);
     let program = c.compile(&parsed).unwrap();
-    assert_eq!(gemms(&program.plan), (4, 2), "Gemm and GemmDw of h1");
+    assert_eq!(gemms(&program.plan), (4, 2, 0), "Gemm and GemmDw of h1");
 
     // A given rate is the user's word: nothing to calibrate.
     let mut c = snnc::Compiler::new(Options::default());
@@ -381,4 +395,81 @@ fn max_pooled_spikes_are_spikes() {
         !avg.lines().any(|l| l.trim_start().starts_with("h: ")),
         "{avg}"
     );
+}
+
+/// A `conv2d` of spikes: the calibration run counts the cells its convolution reads (a
+/// Bernoulli encoder of a 0/1 image: the image's ones), the cost model weighs im2col + GEMM
+/// against the scatter, `rate =` and `sparse =` work as on `dense`, and the plan dump marks
+/// the event-driven forward and weight gradient.
+#[test]
+fn conv_of_spikes_is_calibrated_and_chosen_by_the_cost_model() {
+    let src = |conv_args: &str| {
+        format!(
+            "model cv {{ T = 4\n batch = 2\n input image: [2, 12, 12]\n x = bernoulli(image)\n \
+             c = conv2d(x, 32, kernel = 3, padding = 1{conv_args})\n s = LIF(c, tau = 2.0)\n \
+             f = flatten(s)\n h = dense(f, 3, sparse = off)\n out = LIF(h)\n output counts(out)\n \
+             train {{\n loss = cross_entropy(counts(out))\n optimizer = adam(lr = 0.01)\n }} }}"
+        )
+    };
+    // The image: 29 ones of 288 cells (about 10%), the same in both samples.
+    let mut data = vec![0.0f32; 2 * 288];
+    for (i, v) in data.iter_mut().enumerate() {
+        if (i % 288) % 10 == 3 {
+            *v = 1.0;
+        }
+    }
+    let ones = data[..288].iter().filter(|&&v| v != 0.0).count() as u64;
+    let image = snn_runtime::Tensor {
+        shape: vec![2, 2, 12, 12],
+        data,
+    };
+    let mut c = snnc::Compiler::new(Options::default());
+    let parsed = c.parse_str("cv.snn", &src("")).unwrap();
+    assert_eq!(
+        snnc::session::calibration_targets(&c, &parsed).unwrap(),
+        ["c"]
+    );
+    let program = c.compile(&parsed).unwrap();
+    let mut loaded = snnc::session::load(&program, Some(&common::cache_dir())).unwrap();
+    let s = &mut loaded.session;
+    let counts = s
+        .projection_input_rates(std::slice::from_ref(&image), 4, 2)
+        .unwrap();
+    assert_eq!(
+        counts,
+        [
+            ("c.weight".to_string(), 4 * 2 * ones, 4 * 2 * 288),
+            ("h.weight".to_string(), counts[1].1, counts[1].2),
+        ]
+    );
+    let cal = snnc::session::calibrate(&mut c, &parsed, s, &[image], 4, 2)
+        .unwrap()
+        .expect("the conv to calibrate");
+    assert_eq!(cal.calibration.rates["c"], ones as f64 / 288.0);
+    let dump = c.dump_after(&parsed, "schedule").unwrap();
+    let line = dump.lines().find(|l| l.starts_with("  c: ")).unwrap();
+    assert!(
+        line.starts_with("  c: event-driven  -- cheaper on the CPU; rate 0.1007 (measured"),
+        "{line}"
+    );
+    assert!(line.contains("im2col + GEMM ~"), "{line}");
+
+    // Layer options, and the plan: the forward conv and its weight gradient.
+    let decide = |args: &str| {
+        let mut c = snnc::Compiler::new(Options {
+            train: true,
+            ..Options::default()
+        });
+        let parsed = c.parse_str("cv.snn", &src(args)).unwrap();
+        let program = c.compile(&parsed).unwrap();
+        let (_, _, convs) = gemms(&program.plan);
+        let plan = c.dump_after(&parsed, "lower").unwrap();
+        (convs, plan)
+    };
+    let (convs, plan) = decide(", rate = 0.02");
+    assert_eq!(convs, 2, "forward and weight gradient");
+    assert!(plan.contains("(all T)  event-driven"), "{plan}");
+    assert_eq!(decide(", rate = 0.9").0, 0);
+    assert_eq!(decide(", rate = 0.9, sparse = on").0, 2);
+    assert_eq!(decide(", rate = 0.01, sparse = off").0, 0);
 }

@@ -320,12 +320,16 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
                 for (&h, c) in &s.projections {
                     let _ = writeln!(
                         out,
-                        "  {}: {}  -- {}; rate {} ({}): dense GEMM ~{}, event-driven ~{}",
+                        "  {}: {}  -- {}; rate {} ({}): {} ~{}, event-driven ~{}",
                         m.nodes[h].name,
                         if c.sparse { "event-driven" } else { "dense" },
                         c.reason,
                         rate(c.rate),
                         c.rate_source,
+                        match m.nodes[h].kind {
+                            NodeKind::Conv2d { .. } => "im2col + GEMM",
+                            _ => "dense GEMM",
+                        },
                         duration(c.dense_s),
                         duration(c.event_s)
                     );

@@ -49,6 +49,9 @@ pub struct Machine {
     /// Adds per second of the event-driven convolution's scatter (`c_out`-wide row adds into
     /// an accumulator in cache, see `runtime/src/cpu/spike.rs`).
     pub scatter_adds: f64,
+    /// Seconds per input cell of the event-driven convolution's fixed work (the scan for
+    /// non-zeros, the accumulator's transposes in and out).
+    pub scatter_scan: f64,
 }
 
 /// The CPU back end: a few AVX2 cores (the numbers matter only relative to each other).
@@ -64,8 +67,14 @@ pub const CPU: Machine = Machine {
     gemm_macs: 170e9,
     event_macs: 100e9,
     event_scan: 0.7e-9,
-    conv_macs: 60e9,
-    scatter_adds: 20e9,
+    // `cargo run --release -p snn-runtime --example spike_conv` (512 images 8x14x14 -> 16,
+    // 3x3, pad 1: the second layer of examples/conv.snn at batch 64), one thread, minimum
+    // of 11 runs, under load (BENCHMARKS.md, 2026-11-23): im2col + GEMM 6.1-6.4 ms at any
+    // rate (18.5 G MAC/s); event-driven 1.6 ms at rate 0, then about 17 ms per unit of rate
+    // between 5% and 50% (6.8 G adds/s). Doubled for the two threads.
+    conv_macs: 37e9,
+    scatter_adds: 13.6e9,
+    scatter_scan: 1.4e-9,
 };
 
 /// The spike rate `auto` assumes without a `rate =`: the top of the usual 5-20%.
@@ -112,7 +121,8 @@ pub fn conv_costs(
     rate: f64,
 ) -> (f64, f64) {
     let dense = images * c_out * p * kk / mc.conv_macs;
-    let event = images * in_cells * mc.event_scan + rate * images * kk * p * c_out / mc.scatter_adds;
+    let event =
+        images * in_cells * mc.scatter_scan + rate * images * kk * p * c_out / mc.scatter_adds;
     (dense, event)
 }
 
