@@ -528,7 +528,7 @@ fn run_calibrates_projections_of_spikes() {
     let err = text(&o.stderr);
     assert!(
         err.contains("calibration on 64 samples x 25 steps: h1 input rate 0.0")
-            && err.contains("-> event-driven (dense GEMM ~")
+            && err.contains("-> event-driven (dense ~")
             && err.contains("(recompiled)"),
         "{err}"
     );

@@ -121,7 +121,7 @@ impl Calibrated {
             .iter()
             .map(|(name, ch)| {
                 format!(
-                    "{name} input rate {:.4} -> {} (dense GEMM ~{}, event-driven ~{})",
+                    "{name} input rate {:.4} -> {} (dense ~{}, event-driven ~{})",
                     ch.rate,
                     if ch.sparse { "event-driven" } else { "dense" },
                     crate::passes::schedule::duration(ch.dense_s),

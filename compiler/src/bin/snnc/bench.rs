@@ -516,8 +516,14 @@ pub fn bench(
                         format!("cannot read {}: {e}", path.display()),
                     )
                 })?;
-                let mut l = load(&src, device, false, sparse)?;
-                let t = l.session.plan().t;
+                // The model's T; the calibration decides the conv of pooled spikes (c2).
+                let t = {
+                    let mut c = Compiler::new(Options::default());
+                    let parsed = c.parse_file(&path)?;
+                    c.compile(&parsed)?.plan.t
+                };
+                let (mut l, cal) =
+                    load_calibrated(&src, device, false, sparse, calibrate, t, b, 7)?;
                 let x = l.session.random_inputs(t, b, 7);
                 l.session
                     .run(&x, t, b)
@@ -531,7 +537,7 @@ pub fn bench(
                     &s,
                     "samples/s",
                     b as f64 / (s.median * 1e-3),
-                    "",
+                    &calibration_json(&cal),
                 );
             }
             "build" => {
