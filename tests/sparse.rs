@@ -166,7 +166,10 @@ fn training_gradients_agree_with_sparse_on_and_off() {
         "only {compared} training models had event-driven ops"
     );
     // tests/in/train/conv.snn: the conv of pooled spikes, forward and weight gradient.
-    assert!(convs >= 2, "only {convs} event-driven conv ops in training plans");
+    assert!(
+        convs >= 2,
+        "only {convs} event-driven conv ops in training plans"
+    );
 }
 
 /// The cost model: a low `rate` makes a wide projection of spikes event-driven, a high one

@@ -342,7 +342,19 @@ int main(int argc, char** argv) {
                 let dw0: Vec<f32> = (0..c_out * kk).map(|_| rnd() - 0.5).collect();
                 let mut bytes = Vec::new();
                 let ho_wo = (g.h_out << 32) | g.w_out;
-                for v in [images, c_in, h, w, c_out, kh, kw, stride, pad, accumulate as usize, ho_wo] {
+                for v in [
+                    images,
+                    c_in,
+                    h,
+                    w,
+                    c_out,
+                    kh,
+                    kw,
+                    stride,
+                    pad,
+                    accumulate as usize,
+                    ho_wo,
+                ] {
                     bytes.extend((v as u64).to_le_bytes());
                 }
                 for v in [&x, &wg, &y0, &dy, &dw0] {

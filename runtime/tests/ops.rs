@@ -256,6 +256,7 @@ fn conv_plan(g: ConvGeom, bias: bool) -> Plan {
         geom: g,
         time: TimeSel::All { delay: 0 },
         accumulate: false,
+        sparse: false,
     }];
     p
 }
@@ -326,6 +327,7 @@ fn conv_accumulate_and_step() {
                 geom: g1,
                 time: TimeSel::Step { delay: 0 },
                 accumulate: false,
+                sparse: false,
             },
             Op::Conv2d {
                 x: 0,
@@ -335,6 +337,7 @@ fn conv_accumulate_and_step() {
                 geom: g3,
                 time: TimeSel::Step { delay: 0 },
                 accumulate: true,
+                sparse: false,
             },
         ],
     }];
@@ -976,6 +979,7 @@ fn conv_weight_gradient_through_a_plan() {
             geom: g,
             time: TimeSel::All { delay },
             accumulate: false,
+            sparse: false,
         },
     ];
     p.train = Some(TrainPlan {
@@ -987,6 +991,7 @@ fn conv_weight_gradient_through_a_plan() {
             bias: Some(1),
             geom: g,
             time: TimeSel::All { delay },
+            sparse: false,
         }],
         loss: LossDecl {
             kind: LossKind::CrossEntropyMaxMembrane,
@@ -1020,6 +1025,7 @@ fn conv_weight_gradient_through_a_plan() {
             bias: Some(0),
             geom: g,
             time: TimeSel::All { delay },
+            sparse: false,
         };
     }
     fix_slots(&mut bad);
@@ -1099,6 +1105,7 @@ fn backward_ops_are_validated() {
         bias: None,
         geom: bad,
         time: all,
+        sparse: false,
     }]);
     assert!(
         e.contains("conv2d_dw") && e.contains("inconsistent geometry"),

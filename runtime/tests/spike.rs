@@ -248,7 +248,16 @@ const GEOMS: [(usize, usize, usize, usize, usize, usize, usize, usize); 6] = [
     (5, 7, 7, 20, 3, 3, 2, 2),
 ];
 
-fn geom(c_in: usize, h: usize, w: usize, c_out: usize, kh: usize, kw: usize, s: usize, pad: usize) -> ConvGeom {
+fn geom(
+    c_in: usize,
+    h: usize,
+    w: usize,
+    c_out: usize,
+    kh: usize,
+    kw: usize,
+    s: usize,
+    pad: usize,
+) -> ConvGeom {
     ConvGeom {
         c_in,
         h,
@@ -265,8 +274,12 @@ fn geom(c_in: usize, h: usize, w: usize, c_out: usize, kh: usize, kw: usize, s: 
 
 /// The input cell that tap `(c, ki, kj)` of output `(oy, ox)` reads, if inside the image.
 fn cell(g: &ConvGeom, c: usize, ki: usize, kj: usize, oy: usize, ox: usize) -> Option<usize> {
-    let iy = (oy * g.stride + ki).checked_sub(g.pad).filter(|&v| v < g.h)?;
-    let ix = (ox * g.stride + kj).checked_sub(g.pad).filter(|&v| v < g.w)?;
+    let iy = (oy * g.stride + ki)
+        .checked_sub(g.pad)
+        .filter(|&v| v < g.h)?;
+    let ix = (ox * g.stride + kj)
+        .checked_sub(g.pad)
+        .filter(|&v| v < g.w)?;
     Some((c * g.h + iy) * g.w + ix)
 }
 
@@ -306,7 +319,9 @@ fn spike_conv2d_matches_conv2d() {
         let images = 5;
         let (xi, yi, kk) = (c_in * h * w, c_out * g.h_out * g.w_out, c_in * kh * kw);
         for &rate in &RATES {
-            for (bias_on, accumulate) in [(false, false), (true, false), (true, true), (false, true)] {
+            for (bias_on, accumulate) in
+                [(false, false), (true, false), (true, true), (false, true)]
+            {
                 let x = r.spikes(images * xi, rate);
                 let wgt = r.uniform(c_out * kk);
                 let bias = r.uniform(c_out);
@@ -336,7 +351,12 @@ fn spike_conv2d_matches_conv2d() {
                     })
                     .collect();
                 let what = format!("{g:?} rate {rate} bias {bias_on} acc {accumulate}");
-                close(&ys, &want, &scale, &format!("{what}: event-driven vs reference"));
+                close(
+                    &ys,
+                    &want,
+                    &scale,
+                    &format!("{what}: event-driven vs reference"),
+                );
                 close(&yd, &want, &scale, &format!("{what}: im2col vs reference"));
             }
         }
@@ -348,7 +368,8 @@ fn spike_conv2d_matches_conv2d() {
 #[test]
 fn spike_conv2d_exact_sums_are_bit_identical() {
     let mut r = Rng(4242);
-    let dyadic = |v: Vec<f32>, q: f32| -> Vec<f32> { v.iter().map(|x| (x * q).round() / q).collect() };
+    let dyadic =
+        |v: Vec<f32>, q: f32| -> Vec<f32> { v.iter().map(|x| (x * q).round() / q).collect() };
     for &(c_in, h, w, c_out, kh, kw, s, pad) in &GEOMS {
         let g = geom(c_in, h, w, c_out, kh, kw, s, pad);
         let images = 3;
@@ -427,10 +448,15 @@ fn cpu_device_runs_the_event_driven_conv() {
     let mut r = Rng(5);
     let x = r.spikes(images * xi, 0.15);
     let mut dev = CpuDevice::new(KernelTable::empty());
-    dev.alloc_slots(&[images * xi, images * yi, images * yi]).unwrap();
+    dev.alloc_slots(&[images * xi, images * yi, images * yi])
+        .unwrap();
     dev.upload(Loc::new(0, 0), &x).unwrap();
     for round in 0..2 {
-        let w: Vec<f32> = r.uniform(16 * kk).iter().map(|v| (v * 128.0).round() / 128.0).collect();
+        let w: Vec<f32> = r
+            .uniform(16 * kk)
+            .iter()
+            .map(|v| (v * 128.0).round() / 128.0)
+            .collect();
         dev.set_weight(0, &w).unwrap();
         dev.set_weight(1, &[0.5; 16]).unwrap();
         for (slot, sparse) in [(1, false), (2, true)] {
@@ -469,7 +495,12 @@ fn cpu_device_runs_the_event_driven_conv() {
             grads.push((gw, gb));
         }
         let scale = vec![images as f32 * 100.0 * 40.0; 16 * kk];
-        close(&grads[1].0, &grads[0].0, &scale, &format!("round {round}: weight gradient"));
+        close(
+            &grads[1].0,
+            &grads[0].0,
+            &scale,
+            &format!("round {round}: weight gradient"),
+        );
         assert_eq!(grads[1].1, grads[0].1, "round {round}: bias gradient");
     }
 }

@@ -175,12 +175,23 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
     for (h, n) in m.nodes.iter() {
         let (l, c) = sources.line_col(n.span.file, n.span.start);
         let what = match &n.kind {
-            NodeKind::Input { dims: d, time_varying } => {
-                format!("input {}{}", if *time_varying { "[T] " } else { "" }, dims(d))
+            NodeKind::Input {
+                dims: d,
+                time_varying,
+            } => {
+                format!(
+                    "input {}{}",
+                    if *time_varying { "[T] " } else { "" },
+                    dims(d)
+                )
             }
             NodeKind::Encode { src, encoding } => match encoding {
-                Encoding::Poisson { max_rate, seed } => format!("poisson({}, max_rate={max_rate:?}, seed={seed})", nm(*src)),
-                Encoding::Bernoulli { gain, seed } => format!("bernoulli({}, gain={gain:?}, seed={seed})", nm(*src)),
+                Encoding::Poisson { max_rate, seed } => {
+                    format!("poisson({}, max_rate={max_rate:?}, seed={seed})", nm(*src))
+                }
+                Encoding::Bernoulli { gain, seed } => {
+                    format!("bernoulli({}, gain={gain:?}, seed={seed})", nm(*src))
+                }
             },
             NodeKind::Dense {
                 src,
@@ -232,9 +243,18 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
                 stride,
                 padding,
                 ..
-            } => format!("{}({}, kernel={kernel}, stride={stride}, padding={padding})", n.kind.op_name(), nm(*src)),
+            } => format!(
+                "{}({}, kernel={kernel}, stride={stride}, padding={padding})",
+                n.kind.op_name(),
+                nm(*src)
+            ),
             NodeKind::Flatten { src } => format!("flatten({})", nm(*src)),
-            NodeKind::Population { inputs, model, args, .. } => {
+            NodeKind::Population {
+                inputs,
+                model,
+                args,
+                ..
+            } => {
                 let ins: Vec<String> = inputs.iter().map(|&i| nm(i)).collect();
                 let mut a: Vec<String> = args
                     .params
@@ -248,8 +268,16 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
                 a.extend(args.flags.iter().map(|(k, v, _)| format!("{k}={v}")));
                 a.extend(args.choices.iter().map(|(k, v, _)| format!("{k}={v}")));
                 a.extend(args.consts.iter().map(|(k, v, _)| format!("{k}={v}")));
-                a.extend(args.schedule.iter().map(|(f, _)| format!("schedule={}", f.name())));
-                let a = if a.is_empty() { String::new() } else { format!(", {}", a.join(", ")) };
+                a.extend(
+                    args.schedule
+                        .iter()
+                        .map(|(f, _)| format!("schedule={}", f.name())),
+                );
+                let a = if a.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", a.join(", "))
+                };
                 format!("{}({}{a})", m.models[*model].name.name, ins.join(" + "))
             }
         };

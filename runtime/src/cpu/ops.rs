@@ -682,8 +682,16 @@ pub(crate) fn check_conv2d_dw_and_bias(
     let yi = mul(&[g.c_out, p])?;
     let kk = mul(&[g.c_in, g.kh, g.kw])?;
     check_len(&format!("{what} input"), x.len(), mul(&[images, xi])?)?;
-    check_len(&format!("{what} output gradient"), dy.len(), mul(&[images, yi])?)?;
-    check_len(&format!("{what} weight gradient"), dw.len(), mul(&[g.c_out, kk])?)?;
+    check_len(
+        &format!("{what} output gradient"),
+        dy.len(),
+        mul(&[images, yi])?,
+    )?;
+    check_len(
+        &format!("{what} weight gradient"),
+        dw.len(),
+        mul(&[g.c_out, kk])?,
+    )?;
     if let Some(db) = &db {
         check_len(&format!("{what} bias gradient"), db.len(), g.c_out)?;
     }

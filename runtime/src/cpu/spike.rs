@@ -573,7 +573,15 @@ pub fn spike_conv2d(
             }
         }
     };
-    per_image(y, yi, x, xi, images, n.saturating_mul(p).saturating_mul(kk), one);
+    per_image(
+        y,
+        yi,
+        x,
+        xi,
+        images,
+        n.saturating_mul(p).saturating_mul(kk),
+        one,
+    );
     Ok(())
 }
 
@@ -607,7 +615,12 @@ pub fn spike_conv2d_dw(
     let n = g.c_out;
     let hw = g.h * g.w;
     let taps_per_channel = g.kh * g.kw;
-    let par = parallel(images.saturating_mul(n).saturating_mul(p).saturating_mul(kk));
+    let par = parallel(
+        images
+            .saturating_mul(n)
+            .saturating_mul(p)
+            .saturating_mul(kk),
+    );
     // dy transposed per image to `[p, n]`: a position's gradients are one contiguous row.
     let mut dyt = vec![0.0f32; images * yi];
     let tr = |(dt, d): (&mut [f32], &[f32])| {
@@ -635,9 +648,13 @@ pub fn spike_conv2d_dw(
         }
     };
     if par {
-        gt.par_chunks_mut(taps_per_channel * n).enumerate().for_each(channel);
+        gt.par_chunks_mut(taps_per_channel * n)
+            .enumerate()
+            .for_each(channel);
     } else {
-        gt.chunks_mut(taps_per_channel * n).enumerate().for_each(channel);
+        gt.chunks_mut(taps_per_channel * n)
+            .enumerate()
+            .for_each(channel);
     }
     for (o, row) in dw.chunks_mut(kk).enumerate() {
         for (r, d) in row.iter_mut().enumerate() {
