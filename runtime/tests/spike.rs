@@ -239,25 +239,16 @@ use snn_runtime::plan::ConvGeom;
 
 /// `(c_in, h, w, c_out, kh, kw, stride, pad)`: odd sizes, strides, padding wider than the
 /// kernel's reach, a 1x1 kernel, more output channels than one 16-lane vector.
-const GEOMS: [(usize, usize, usize, usize, usize, usize, usize, usize); 6] = [
-    (8, 14, 14, 16, 3, 3, 1, 1),
-    (3, 9, 7, 5, 3, 2, 2, 1),
-    (2, 8, 8, 37, 5, 5, 1, 2),
-    (4, 6, 6, 8, 1, 1, 1, 0),
-    (1, 11, 13, 3, 4, 3, 3, 0),
-    (5, 7, 7, 20, 3, 3, 2, 2),
+const GEOMS: [[usize; 8]; 6] = [
+    [8, 14, 14, 16, 3, 3, 1, 1],
+    [3, 9, 7, 5, 3, 2, 2, 1],
+    [2, 8, 8, 37, 5, 5, 1, 2],
+    [4, 6, 6, 8, 1, 1, 1, 0],
+    [1, 11, 13, 3, 4, 3, 3, 0],
+    [5, 7, 7, 20, 3, 3, 2, 2],
 ];
 
-fn geom(
-    c_in: usize,
-    h: usize,
-    w: usize,
-    c_out: usize,
-    kh: usize,
-    kw: usize,
-    s: usize,
-    pad: usize,
-) -> ConvGeom {
+fn geom([c_in, h, w, c_out, kh, kw, s, pad]: [usize; 8]) -> ConvGeom {
     ConvGeom {
         c_in,
         h,
@@ -314,8 +305,8 @@ fn conv_ref(x: &[f32], w: &[f32], g: &ConvGeom, images: usize) -> (Vec<f64>, Vec
 #[test]
 fn spike_conv2d_matches_conv2d() {
     let mut r = Rng(0xC0FFEE);
-    for &(c_in, h, w, c_out, kh, kw, s, pad) in &GEOMS {
-        let g = geom(c_in, h, w, c_out, kh, kw, s, pad);
+    for &[c_in, h, w, c_out, kh, kw, s, pad] in &GEOMS {
+        let g = geom([c_in, h, w, c_out, kh, kw, s, pad]);
         let images = 5;
         let (xi, yi, kk) = (c_in * h * w, c_out * g.h_out * g.w_out, c_in * kh * kw);
         for &rate in &RATES {
@@ -370,8 +361,8 @@ fn spike_conv2d_exact_sums_are_bit_identical() {
     let mut r = Rng(4242);
     let dyadic =
         |v: Vec<f32>, q: f32| -> Vec<f32> { v.iter().map(|x| (x * q).round() / q).collect() };
-    for &(c_in, h, w, c_out, kh, kw, s, pad) in &GEOMS {
-        let g = geom(c_in, h, w, c_out, kh, kw, s, pad);
+    for &[c_in, h, w, c_out, kh, kw, s, pad] in &GEOMS {
+        let g = geom([c_in, h, w, c_out, kh, kw, s, pad]);
         let images = 3;
         let (xi, yi, kk) = (c_in * h * w, c_out * g.h_out * g.w_out, c_in * kh * kw);
         for &rate in &RATES {
@@ -400,8 +391,8 @@ fn spike_conv2d_exact_sums_are_bit_identical() {
 #[test]
 fn spike_conv2d_dw_matches_reference() {
     let mut r = Rng(77);
-    for &(c_in, h, w, c_out, kh, kw, s, pad) in &GEOMS {
-        let g = geom(c_in, h, w, c_out, kh, kw, s, pad);
+    for &[c_in, h, w, c_out, kh, kw, s, pad] in &GEOMS {
+        let g = geom([c_in, h, w, c_out, kh, kw, s, pad]);
         let images = 4;
         let (xi, p, kk) = (c_in * h * w, g.h_out * g.w_out, c_in * kh * kw);
         for &rate in &RATES {
@@ -442,7 +433,7 @@ fn spike_conv2d_dw_matches_reference() {
 /// weight that `set_weight` refreshes; both forms and both weight gradients agree.
 #[test]
 fn cpu_device_runs_the_event_driven_conv() {
-    let g = geom(4, 10, 10, 16, 3, 3, 1, 1);
+    let g = geom([4, 10, 10, 16, 3, 3, 1, 1]);
     let images = 6;
     let (xi, yi, kk) = (4 * 100, 16 * g.h_out * g.w_out, 4 * 9);
     let mut r = Rng(5);
