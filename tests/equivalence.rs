@@ -188,7 +188,7 @@ fn encoders_draw_the_documented_stream() {
         let mut s = common::session_from_str("enc.snn", &src, opts);
         assert_eq!(s.param("sp.seed").unwrap().to_bits(), SEED);
         let x = Tensor::new(vec![b, f], x.clone()).unwrap();
-        let out = s.run(&[x.clone()], t, b).unwrap().remove(0).1;
+        let out = s.run(std::slice::from_ref(&x), t, b).unwrap().remove(0).1;
         assert_eq!(out.shape, [t, b, f]);
         for ti in 0..t {
             for idx in 0..b * f {

@@ -53,7 +53,10 @@ pub fn snn_u01(x: u32) -> f32 {
 #[inline(always)]
 pub fn snn_uniform(seed: u32, idx: usize, t: usize) -> f32 {
     let q = (idx / 4) as u64;
-    let r = snn_philox([q as u32, (q >> 32) as u32, t as u32, 0], [seed, 0x5EED_5EED]);
+    let r = snn_philox(
+        [q as u32, (q >> 32) as u32, t as u32, 0],
+        [seed, 0x5EED_5EED],
+    );
     snn_u01(r[idx % 4])
 }
 
@@ -122,7 +125,10 @@ pub fn snn_uniform_lanes<const W: usize>(seed: u32, i0: usize, t: usize, out: &m
         }
         while l + 4 <= W {
             let q = q0 + (l / 4) as u64;
-            let r = snn_philox([q as u32, (q >> 32) as u32, t as u32, 0], [seed, 0x5EED_5EED]);
+            let r = snn_philox(
+                [q as u32, (q >> 32) as u32, t as u32, 0],
+                [seed, 0x5EED_5EED],
+            );
             out[l] = snn_u01(r[0]);
             out[l + 1] = snn_u01(r[1]);
             out[l + 2] = snn_u01(r[2]);

@@ -162,8 +162,7 @@ fn uniform_seeds(e: &KExpr, out: &mut Vec<usize>) {
             uniform_seeds(b, out);
         }
         KExpr::Call(_, args) => args.iter().for_each(|x| uniform_seeds(x, out)),
-        KExpr::Const(_) | KExpr::Param(_) | KExpr::Weight(_) | KExpr::Var(_) | KExpr::Load(_) => {
-        }
+        KExpr::Const(_) | KExpr::Param(_) | KExpr::Weight(_) | KExpr::Var(_) | KExpr::Load(_) => {}
     }
 }
 
@@ -361,7 +360,10 @@ fn kernel_tokens(k: &Kernel, export: bool) -> TokenStream {
     for c in &k.carried {
         uniform_seeds(&c.init, &mut init_seeds);
     }
-    assert!(init_seeds.is_empty(), "a random draw in a carried value's initial value");
+    assert!(
+        init_seeds.is_empty(),
+        "a random draw in a carried value's initial value"
+    );
     let draw_decls: Vec<TokenStream> = seeds
         .iter()
         .map(|&p| {
