@@ -160,6 +160,55 @@ fn a_seed_set_at_run_time_equals_the_same_seed_in_the_file() {
     assert!((rate - 0.5).abs() < 0.08, "Bernoulli(0.5) rate {rate}");
 }
 
+/// The encoders draw the documented stream (`snn_uniform` in kernels/rust/prelude.rs): spike
+/// `[t, idx]` of `bernoulli(x, seed = s)` is `u < x[idx]` with `u` word `idx % 4` of
+/// Philox4x32-10 at counter `(idx / 4 lo, idx / 4 hi, t, 0)` and key `(s, 0x5EED5EED)`, top 24
+/// bits. Checked on every element with the runtime's Philox, with the T loop inside the
+/// kernel and step by step, on 5 x 1001 neurons: several launch chunks, each walked in
+/// 1024-neuron blocks (64 Philox calls at a time), 16-neuron blocks (one call per 4) and
+/// single neurons.
+#[test]
+fn encoders_draw_the_documented_stream() {
+    use snn_runtime::rng;
+    const SEED: u32 = 123_456;
+    let (t, b, f) = (6, 5, 1001);
+    let src = format!(
+        "model m {{\n  T = {t}\n  input x: [{f}]\n  sp = bernoulli(x, seed = {SEED})\n  output spikes(sp)\n}}\n"
+    );
+    let mut x = vec![0.0f32; b * f];
+    rng::fill_uniform01(&mut x, 99, 0, rng::stream::INPUTS);
+    for opts in [
+        Options::default(),
+        Options {
+            force_steps: true,
+            ..Options::default()
+        },
+    ] {
+        let steps = opts.force_steps;
+        let mut s = common::session_from_str("enc.snn", &src, opts);
+        assert_eq!(s.param("sp.seed").unwrap().to_bits(), SEED);
+        let x = Tensor::new(vec![b, f], x.clone()).unwrap();
+        let out = s.run(std::slice::from_ref(&x), t, b).unwrap().remove(0).1;
+        assert_eq!(out.shape, [t, b, f]);
+        for ti in 0..t {
+            for idx in 0..b * f {
+                let q = (idx / 4) as u64;
+                let r = rng::philox4x32_10(
+                    [q as u32, (q >> 32) as u32, ti as u32, 0],
+                    [SEED, 0x5EED_5EED],
+                );
+                let u = rng::uniform01(r[idx % 4]);
+                let want = if u < x.data[idx] { 1.0 } else { 0.0 };
+                assert_eq!(
+                    out.data[ti * b * f + idx],
+                    want,
+                    "t {ti} idx {idx} (step by step: {steps})"
+                );
+            }
+        }
+    }
+}
+
 /// For every resetless model the parallel schedule (products over the time axis: a
 /// sliding PSN's band, a recurrence's T x T decay matrix) and the sequential one (step after
 /// step) give the same outputs: spikes identical, traces to 1e-5 relative. The input is the

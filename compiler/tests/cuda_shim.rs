@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use snn_runtime::rng::{philox4x32_10, uniform01};
 use snn_runtime::{KernelTable, Session, Tensor};
 use snnc::back::cuda;
 use snnc::ir::kernel::Program;
@@ -106,6 +107,8 @@ fn compile_file(path: &Path) -> Program {
         .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)))
 }
 
+/// `snn_uniform` of the CUDA prelude, compiled for the host, draws the documented stream
+/// bit for bit (and so does the Rust prelude's); literals read back exactly.
 #[test]
 fn prelude_uniform_matches_rust() {
     let Some(cxx) = cxx() else {
@@ -115,8 +118,13 @@ fn prelude_uniform_matches_rust() {
         (0, 0, 0),
         (7, 0, 0),
         (7, 1, 0),
+        (7, 2, 0),
+        (7, 3, 0),
+        (7, 4, 0),
         (7, 0, 1),
         (7, 783, 24),
+        (7, 782, 24),
+        (7, 781, 24),
         (0xDEAD_BEEF, 123_456_789, 99),
         (u32::MAX, u64::MAX, u32::MAX),
         (42, (1u64 << 32) + 5, 3),
@@ -162,9 +170,18 @@ fn prelude_uniform_matches_rust() {
         .lines()
         .map(|l| u32::from_str_radix(l, 16).unwrap())
         .collect();
+    // The documented stream (word idx % 4 of Philox4x32-10 at counter (idx / 4, t, 0), key
+    // (seed, 0x5EED5EED)), by the runtime's Philox; the Rust prelude must agree too.
     let mut want: Vec<u32> = cases
         .iter()
-        .map(|&(seed, idx, t)| rust_prelude::snn_uniform(seed, idx as usize, t as usize).to_bits())
+        .map(|&(seed, idx, t)| {
+            let q = idx / 4;
+            let r = philox4x32_10([q as u32, (q >> 32) as u32, t, 0], [seed, 0x5EED_5EED]);
+            let u = uniform01(r[(idx % 4) as usize]).to_bits();
+            let rust = rust_prelude::snn_uniform(seed, idx as usize, t as usize).to_bits();
+            assert_eq!(rust, u, "Rust prelude, seed {seed} idx {idx} t {t}");
+            u
+        })
         .collect();
     want.extend(lits.iter().map(|v| v.to_bits()));
     assert_eq!(got.len(), want.len());

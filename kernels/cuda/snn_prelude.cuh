@@ -83,18 +83,24 @@ SNN_DEVICE snn_u32x4 snn_philox(snn_u32x4 c, unsigned int k0, unsigned int k1) {
     return c;
 }
 
-/// Uniform in [0, 1) with 24 random bits for neuron `idx` at step `t`: counter
-/// `(idx lo, idx hi, t, 0)`, key `(seed, 0x5EED5EED)`. Bit-identical to `snn_uniform` in
-/// kernels/rust/prelude.rs.
+/// The encoders' random stream: a uniform in [0, 1) with 24 random bits for flat neuron
+/// index `idx` at step `t`. With `q = idx / 4`, it is word `idx % 4` (x, y, z, w) of
+/// Philox4x32-10 with counter `(q lo, q hi, t, 0)` and key `(seed, 0x5EED5EED)`, mapped to
+/// `(word >> 8) * 2^-24`. Bit-identical to `snn_uniform` in kernels/rust/prelude.rs, whose
+/// kernels share one Philox call among the four neurons `4q .. 4q + 4`; here each thread
+/// computes its neuron's call and keeps its word.
 SNN_DEVICE float snn_uniform(unsigned int seed, unsigned long long idx, unsigned int t) {
+    const unsigned long long q = idx >> 2;
     snn_u32x4 c;
-    c.x = (unsigned int)idx;
-    c.y = (unsigned int)(idx >> 32);
+    c.x = (unsigned int)q;
+    c.y = (unsigned int)(q >> 32);
     c.z = t;
     c.w = 0u;
     const snn_u32x4 r = snn_philox(c, seed, 0x5EED5EEDu);
-    // r.x >> 8 < 2^24 converts exactly; the scale is 2^-24.
-    return (float)(r.x >> 8) * 0x1p-24f;
+    const unsigned int lane = (unsigned int)idx & 3u;
+    const unsigned int x = lane == 0u ? r.x : lane == 1u ? r.y : lane == 2u ? r.z : r.w;
+    // x >> 8 < 2^24 converts exactly; the scale is 2^-24.
+    return (float)(x >> 8) * 0x1p-24f;
 }
 
 #endif // SNN_PRELUDE_CUH

@@ -2,9 +2,11 @@
 //!
 //! Counter-based means random numbers are a pure function of `(counter, key)`: any thread or
 //! GPU lane can draw the value for any `(sample, neuron, step)` without shared state, and the
-//! CPU and CUDA back ends produce bit-identical streams. Generated kernels call the same
-//! function (Poisson encoding), so this implementation must match Random123 exactly; the
-//! tests check its known-answer vectors.
+//! CPU and CUDA back ends produce bit-identical streams. Generated kernels compute the same
+//! function (`snn_uniform` in kernels/rust/prelude.rs and kernels/cuda/snn_prelude.cuh: the
+//! Bernoulli and Poisson encoders draw word `idx % 4` of `philox4x32_10([q lo, q hi, t, 0],
+//! [seed, 0x5EED5EED])`, `q = idx / 4`, mapped by [`uniform01`]), so this implementation must
+//! match Random123 exactly; the tests check its known-answer vectors.
 
 const M0: u32 = 0xD251_1F53;
 const M1: u32 = 0xCD9E_8D57;

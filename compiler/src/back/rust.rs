@@ -3,7 +3,9 @@
 //!
 //! Each kernel becomes an `extern "C" fn(*const SnnArgs)` over neuron indices `lo..hi`,
 //! processed in blocks of `LANES` neurons with the carried state of a block in local arrays,
-//! so the inner loop over lanes vectorises. All names are mangled with an index prefix
+//! so the inner loop over lanes vectorises. A kernel with random draws (`KExpr::Uniform`)
+//! fills a `[f32; W]` array of the block's uniforms per step before the lane loop, four
+//! neurons per Philox call (`snn_uniform_lanes`), and the lane loop reads it. All names are mangled with an index prefix
 //! (`p0_tau`, `c1_v`, `l2_type`), so user names never collide with each other or with
 //! Rust keywords.
 
@@ -141,6 +143,28 @@ fn var_ident(k: &Kernel, v: KVar) -> Ident {
 fn carried_array(k: &Kernel, i: usize) -> Ident {
     format_ident!("c{}_{}_lanes", i, clean(&k.carried[i].name))
 }
+/// The block's uniforms of one step drawn with seed parameter `p` (`snn_uniform_lanes`).
+fn uniform_array(k: &Kernel, p: usize) -> Ident {
+    format_ident!("u{}_{}_lanes", p, clean(&k.params[p]))
+}
+
+/// The seed parameters of the `Uniform` draws in `e`, added to `out` once each.
+fn uniform_seeds(e: &KExpr, out: &mut Vec<usize>) {
+    match e {
+        KExpr::Uniform { seed_param } => {
+            if !out.contains(seed_param) {
+                out.push(*seed_param);
+            }
+        }
+        KExpr::Unary(_, x) => uniform_seeds(x, out),
+        KExpr::Binary(_, a, b) => {
+            uniform_seeds(a, out);
+            uniform_seeds(b, out);
+        }
+        KExpr::Call(_, args) => args.iter().for_each(|x| uniform_seeds(x, out)),
+        KExpr::Const(_) | KExpr::Param(_) | KExpr::Weight(_) | KExpr::Var(_) | KExpr::Load(_) => {}
+    }
+}
 
 /// An exact f32 literal: the shortest decimal that round-trips, sign outside.
 fn f32_lit(v: f32) -> TokenStream {
@@ -195,9 +219,10 @@ fn expr(k: &Kernel, e: &KExpr) -> TokenStream {
             let ix = index(k.args[*a].extent);
             quote!((*#b.add(#ix)))
         }
+        // Drawn for the whole block before the lane loop (`kernel_tokens`).
         KExpr::Uniform { seed_param } => {
-            let p = param_ident(k, *seed_param);
-            quote!(snn_uniform(#p.to_bits(), idx, t))
+            let u = uniform_array(k, *seed_param);
+            quote!(#u[l])
         }
         KExpr::Unary(UnOp::Neg, x) => {
             let x = expr(k, x);
@@ -323,6 +348,37 @@ fn kernel_tokens(k: &Kernel, export: bool) -> TokenStream {
         })
         .collect();
     let body: Vec<TokenStream> = k.body.iter().map(|s| stmt(k, s)).collect();
+    // Random draws: each step, before the lane loop, the block's uniforms of every seed in
+    // one array (four neurons per Philox call); the body reads lane `l`. Draws happen only
+    // in the body, where `t` is defined.
+    let mut seeds = Vec::new();
+    for s in &k.body {
+        let (KStmt::Set(_, e) | KStmt::Store(_, e)) = s;
+        uniform_seeds(e, &mut seeds);
+    }
+    let mut init_seeds = Vec::new();
+    for c in &k.carried {
+        uniform_seeds(&c.init, &mut init_seeds);
+    }
+    assert!(
+        init_seeds.is_empty(),
+        "a random draw in a carried value's initial value"
+    );
+    let draw_decls: Vec<TokenStream> = seeds
+        .iter()
+        .map(|&p| {
+            let u = uniform_array(k, p);
+            quote!(let mut #u = [0.0f32; W];)
+        })
+        .collect();
+    let draws: Vec<TokenStream> = seeds
+        .iter()
+        .map(|&p| {
+            let u = uniform_array(k, p);
+            let seed = param_ident(k, p);
+            quote!(snn_uniform_lanes::<W>(#seed.to_bits(), i0, t, &mut #u);)
+        })
+        .collect();
 
     let t_range = if k.reverse {
         quote!((0..a.t_len).rev())
@@ -370,8 +426,10 @@ fn kernel_tokens(k: &Kernel, export: bool) -> TokenStream {
             }
             quote! {
                 #(#init)*
+                #(#draw_decls)*
                 for t in #t_range {
                     let row = t * bn;
+                    #(#draws)*
                     for l in 0..W {
                         let idx = i0 + l;
                         #(#enter)*
@@ -439,6 +497,8 @@ fn kernel_tokens(k: &Kernel, export: bool) -> TokenStream {
                 let t = a.t_step;
                 let row = t * bn;
                 #(#init)*
+                #(#draw_decls)*
+                #(#draws)*
                 for l in 0..W {
                     let idx = i0 + l;
                     #(#enter)*
@@ -482,6 +542,99 @@ fn kernel_tokens(k: &Kernel, export: bool) -> TokenStream {
             #(#weight_decls)*
             #(#param_decls)*
             #inner
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[allow(dead_code, clippy::all)]
+    mod prelude {
+        include!("../../../kernels/rust/prelude.rs");
+    }
+    use snn_runtime::rng::{philox4x32_10, uniform01};
+
+    /// The documented stream: word `idx % 4` of Philox4x32-10 at counter
+    /// `(idx / 4 lo, idx / 4 hi, t, 0)`, key `(seed, 0x5EED5EED)`, by the runtime's Philox.
+    fn defined(seed: u32, idx: u64, t: u32) -> f32 {
+        let q = idx / 4;
+        let r = philox4x32_10([q as u32, (q >> 32) as u32, t, 0], [seed, 0x5EED_5EED]);
+        uniform01(r[(idx % 4) as usize])
+    }
+
+    #[test]
+    fn prelude_uniform_is_the_documented_stream() {
+        let cases: &[(u32, u64, u32)] = &[
+            (0, 0, 0),
+            (7, 0, 0),
+            (7, 1, 0),
+            (7, 2, 0),
+            (7, 3, 0),
+            (7, 4, 0),
+            (7, 0, 1),
+            (7, 783, 24),
+            (0xDEAD_BEEF, 123_456_789, 99),
+            (u32::MAX, u64::MAX, u32::MAX),
+            (42, (1u64 << 34) + 5, 3),
+            (1_065_353_216, 9_999_999_999, 65_536),
+        ];
+        for &(seed, idx, t) in cases {
+            let got = prelude::snn_uniform(seed, idx as usize, t as usize);
+            assert_eq!(
+                got.to_bits(),
+                defined(seed, idx, t).to_bits(),
+                "seed {seed} idx {idx} t {t}"
+            );
+        }
+        // Pinned values (Random123's Philox4x32-10, so any correct implementation agrees):
+        // four neighbours share one call, so they are its four words.
+        let r = philox4x32_10([0, 0, 0, 0], [7, 0x5EED_5EED]);
+        for (i, w) in r.iter().enumerate() {
+            assert_eq!(prelude::snn_uniform(7, i, 0), uniform01(*w));
+        }
+        // Pinned: seed 0, idx 0..4, t 0 are the words of Philox4x32-10 at counter 0 and key
+        // (0, 0x5EED5EED) (computed independently, by a Python Philox that passes the
+        // Random123 known answers), top 24 bits times 2^-24.
+        let pinned = [
+            0x3e6d_1ccc_u32, // 3884851 / 2^24 = 0.23155516
+            0x3f7d_9623,     // 16619043 / 2^24 = 0.99057215
+            0x3de0_97d0,     // 1839866 / 2^24 = 0.10966456
+            0x3e0c_2474,     // 2296093 / 2^24 = 0.13685781
+        ];
+        for (i, bits) in pinned.into_iter().enumerate() {
+            assert_eq!(prelude::snn_uniform(0, i, 0).to_bits(), bits, "idx {i}");
+        }
+    }
+
+    /// A block's draws (the Philox calls shared by four lanes, 64 calls at a time) equal the
+    /// draws one lane at a time, for every block width the kernels use and odd ones, aligned
+    /// and unaligned starts, and counters past 2^32.
+    #[test]
+    fn block_draws_equal_lane_draws() {
+        fn check<const W: usize>(seed: u32, i0: usize, t: usize) {
+            let mut out = [f32::NAN; W];
+            prelude::snn_uniform_lanes::<W>(seed, i0, t, &mut out);
+            for (l, u) in out.iter().enumerate() {
+                assert_eq!(
+                    u.to_bits(),
+                    defined(seed, (i0 + l) as u64, t as u32).to_bits(),
+                    "W {W} i0 {i0} lane {l} t {t}"
+                );
+            }
+        }
+        for &(seed, i0, t) in &[
+            (3u32, 0usize, 0usize),
+            (3, 1024, 5),
+            (3, 1, 5),
+            (3, 6, 5),
+            (0x5EED, (1usize << 34) - 512, 77),
+        ] {
+            check::<1>(seed, i0, t);
+            check::<3>(seed, i0, t);
+            check::<16>(seed, i0, t);
+            check::<256>(seed, i0, t);
+            check::<1024>(seed, i0, t);
+            check::<1300>(seed, i0, t);
         }
     }
 }

@@ -100,8 +100,9 @@ pub enum KExpr {
     Var(KVar),
     /// Read at the current `(t, idx)` of an argument.
     Load(usize),
-    /// Uniform [0, 1) from Philox4x32-10 keyed by the seed parameter's bits, counter
-    /// `(idx, t)`; identical on every back end.
+    /// Uniform [0, 1) from Philox4x32-10 keyed by `(seed bits, 0x5EED5EED)`: word `idx % 4`
+    /// of the call with counter `(idx / 4, t, 0)` (`snn_uniform` in kernels/rust/prelude.rs
+    /// and kernels/cuda/snn_prelude.cuh); identical on every back end.
     Uniform {
         seed_param: usize,
     },
