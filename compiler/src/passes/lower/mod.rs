@@ -1207,7 +1207,8 @@ impl KB {
             weights: vec![],
         }
     }
-    fn finish(self) -> (Kernel, Bind) {
+    fn finish(mut self) -> (Kernel, Bind) {
+        mark_streams(&mut self.k);
         (
             self.k,
             Bind {
@@ -1230,6 +1231,7 @@ impl KB {
             name: name.to_string(),
             extent,
             write,
+            stream: false,
         });
         self.bufs.push(buf);
         self.k.args.len() - 1
