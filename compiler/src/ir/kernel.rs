@@ -56,11 +56,11 @@ pub struct KArg {
     pub name: String,
     pub extent: Extent,
     pub write: bool,
-    /// A `[T, B, F]` output of a `Seq` kernel stored exactly once per step and never read
-    /// back by the kernel (spikes, traces, saved states, input gradients): each element is
-    /// written once and the next reader is another op. A back end may store it with
-    /// non-temporal (streaming) stores when the launch is too large for its outputs to stay
-    /// in cache (set by [`mark_streams`]).
+    /// A `[T, B, F]` output of a forward `Seq` kernel stored exactly once per step and never
+    /// read back by the kernel (spikes, traces, saved states): each element is written once
+    /// and the next reader is another op. A back end may store it with non-temporal
+    /// (streaming) stores when the launch is too large for its outputs to stay in cache (set
+    /// by [`mark_streams`]).
     pub stream: bool,
 }
 
@@ -116,9 +116,12 @@ pub enum KExpr {
     Call(Func, Vec<KExpr>),
 }
 
-/// Sets [`KArg::stream`] on every argument of a `Seq` kernel that is a `[T, B, F]` output
-/// stored exactly once by the step and never loaded: the kernel writes every element of it
-/// once, in whole rows of its index range, and reads none of it.
+/// Sets [`KArg::stream`] on every argument of a forward `Seq` kernel that is a `[T, B, F]`
+/// output stored exactly once by the step and never loaded: the kernel writes every element
+/// of it once, in whole rows of its index range, and reads none of it. Reverse-time
+/// (backward) kernels are left out: they read two streams for each one they write, and
+/// streaming their gradient made `lif-fwdbwd` slower on the dev VM (BENCHMARKS.md,
+/// "non-temporal stores").
 pub fn mark_streams(k: &mut Kernel) {
     let loads = |i: usize| {
         k.body.iter().any(|s| match s {
@@ -138,6 +141,7 @@ pub fn mark_streams(k: &mut Kernel) {
         .map(|i| {
             let a = &k.args[i];
             k.time == LaunchTime::Seq
+                && !k.reverse
                 && a.extent == Extent::Seq
                 && a.write
                 && stores(i) == 1
