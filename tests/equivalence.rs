@@ -230,8 +230,8 @@ fn parallel_and_sequential_schedules_agree() {
     );
 }
 
-/// Outputs a forward kernel writes once per step are marked `stream` in KernelIR, and a
-/// launch whose `[T, B, F]` arguments exceed 32 MiB (`SNN_STREAM_MIN_BYTES` in the generated
+/// With `Options::stream_stores`, outputs a forward kernel writes once per step are marked
+/// `stream` in KernelIR (without it, none is), and a launch whose `[T, B, F]` arguments exceed 32 MiB (`SNN_STREAM_MIN_BYTES` in the generated
 /// Rust) stores them with non-temporal stores, whole 64-byte lines only. Streamed and direct
 /// stores give the same bits: every sample of a large batch (streamed: spikes, trace and
 /// saved membrane; then the backward's input gradient from them) equals the same sample run
@@ -243,14 +243,22 @@ fn streamed_outputs_equal_direct_stores() {
     let src = format!(
         "model big {{\n  T = {t}\n  input x: [T, {f}]\n  s = LIF(x, tau = 2.0)\n  output spikes(s)\n  output trace(s.v)\n  train {{\n    loss = first_spike(s)\n    input_grads = true\n  }}\n}}\n"
     );
-    let mut c = snnc::Compiler::new(common::train_opts());
-    let parsed = c.parse_str("big.snn", &src).unwrap();
-    let program = c.compile(&parsed).unwrap();
-    let streamed: Vec<String> = program
-        .kernels
-        .iter()
-        .flat_map(|k| k.args.iter().filter(|a| a.stream).map(|a| a.name.clone()))
-        .collect();
+    let compile = |stream_stores: bool| {
+        let mut c = snnc::Compiler::new(Options {
+            stream_stores,
+            ..common::train_opts()
+        });
+        let parsed = c.parse_str("big.snn", &src).unwrap();
+        let program = c.compile(&parsed).unwrap();
+        let streamed: Vec<String> = program
+            .kernels
+            .iter()
+            .flat_map(|k| k.args.iter().filter(|a| a.stream).map(|a| a.name.clone()))
+            .collect();
+        (program, streamed)
+    };
+    assert!(compile(false).1.is_empty());
+    let (program, streamed) = compile(true);
     assert_eq!(streamed, ["spikes", "trace_v", "save_v"]);
     // The forward launch (4 tensors) is far over the threshold.
     assert!(4 * t * batch * f * 4 > 32 << 20);

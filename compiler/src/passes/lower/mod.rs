@@ -20,7 +20,7 @@ use super::{pop_outputs, spilled_locals, Options};
 
 mod backward;
 
-pub fn run(m: &Module, _opts: &Options) -> DResult<Program> {
+pub fn run(m: &Module, opts: &Options) -> DResult<Program> {
     let mem = m.memory.as_ref().expect("memory pass has run");
     let mut l = Lowerer {
         m,
@@ -52,6 +52,9 @@ pub fn run(m: &Module, _opts: &Options) -> DResult<Program> {
     l.ops();
     l.io();
     l.backward()?;
+    if opts.stream_stores {
+        l.kernels.iter_mut().for_each(mark_streams);
+    }
     Ok(Program {
         plan: l.plan,
         kernels: l.kernels,
@@ -1212,8 +1215,7 @@ impl KB {
             weights: vec![],
         }
     }
-    fn finish(mut self) -> (Kernel, Bind) {
-        mark_streams(&mut self.k);
+    fn finish(self) -> (Kernel, Bind) {
         (
             self.k,
             Bind {
