@@ -41,9 +41,10 @@ fn recompute_gives_the_saved_gradients_in_less_memory() {
         assert_eq!(a, b, "gradient of weight {i}");
         assert!(b.iter().any(|&v| v != 0.0), "weight {i} gets a gradient");
     }
-    // Saved states: s1 has two (i_syn, v) of 16 neurons, s2 and s3 one each (12, 3).
-    // With `save` all 47 [T, B] planes are live at the turn of forward to backward; with
-    // `recompute` none is, and at most one layer's during its backward step.
+    // Saved states: s1's v of 16 neurons (its backward, saved after the update, needs no
+    // i_syn), s2's and s3's v (12, 3). With `save` all 31 [T, B] planes are live at the turn
+    // of forward to backward; with `recompute` none is, and at most one layer's during its
+    // backward step.
     let plane = t * b * 4;
     assert!(
         rbytes + 15 * plane <= *sbytes,
@@ -83,4 +84,49 @@ fn recompute_kernels_precede_backward_kernels() {
             "{fwd}"
         );
     }
+}
+
+/// A state the backward never reads is not saved, and a population that saves nothing has
+/// nothing to recompute: an LI readout's backward is a function of the incoming adjoints
+/// (`StepAdjoint::saves`). No `out.save.v` buffer, no store of it, no recompute kernel for
+/// `out`, and the same gradients as `checkpoint = save`.
+#[test]
+fn an_li_readout_saves_and_recomputes_nothing() {
+    let src = |checkpoint: &str| {
+        format!(
+            "model m {{\n  T = 10\n  batch = 3\n  input x: [T, 5]\n  h = dense(x, 8, init_gain = 3.0)\n  s = LIF(h, tau = 2.0)\n  o = dense(s, 4, init_gain = 3.0)\n  out = LI(o, tau = 4.0)\n  output trace(out.v)\n  train {{\n    loss = cross_entropy(max(out.v))\n    checkpoint = {checkpoint}\n  }}\n}}\n"
+        )
+    };
+    let mut grads = vec![];
+    for checkpoint in ["recompute", "save"] {
+        let text = src(checkpoint);
+        let mut c = Compiler::new(common::train_opts());
+        let parsed = c.parse_str("m.snn", &text).unwrap();
+        let p = c.compile(&parsed).unwrap();
+        let dump = snnc::ir::dump::program(&p);
+        assert!(!dump.contains("out.save"), "{dump}");
+        assert!(dump.contains("s.save.v"), "{dump}");
+        let names: Vec<&str> = p.kernels.iter().map(|k| k.symbol.as_str()).collect();
+        assert!(
+            !names.iter().any(|n| n.ends_with("_out_recompute")),
+            "{names:?}"
+        );
+        assert_eq!(
+            names.iter().any(|n| n.ends_with("_s_recompute")),
+            checkpoint == "recompute",
+            "{names:?}"
+        );
+        let mut s = load(&text);
+        s.init_weights(3).unwrap();
+        let (t, b) = (10, 3);
+        let x = s.random_inputs(t, b, 9);
+        s.run(&x, t, b).unwrap();
+        let g: Vec<f32> = (0..t * b * 4)
+            .map(|i| ((i % 7) as f32 - 3.0) * 0.1)
+            .collect();
+        s.backward(&[&g], t, b).unwrap();
+        grads.push(s.grads().unwrap());
+    }
+    assert_eq!(grads[0], grads[1]);
+    assert!(grads[0].iter().all(|g| g.iter().any(|&v| v != 0.0)));
 }

@@ -278,3 +278,76 @@ fn parallel_and_sequential_schedules_agree() {
         "only {spikes} spikes: the comparison means little"
     );
 }
+
+/// With `Options::stream_stores`, outputs a forward kernel writes once per step are marked
+/// `stream` in KernelIR (without it, none is), and a launch whose `[T, B, F]` arguments exceed 32 MiB (`SNN_STREAM_MIN_BYTES` in the generated
+/// Rust) stores them with non-temporal stores, whole 64-byte lines only. Streamed and direct
+/// stores give the same bits: every sample of a large batch (streamed: spikes, trace and
+/// saved membrane; then the backward's input gradient from them) equals the same sample run
+/// alone (a small launch). T and F are odd, so the rows of a block start at every alignment
+/// and end anywhere in a line.
+#[test]
+fn streamed_outputs_equal_direct_stores() {
+    let (t, batch, f) = (61, 35, 4099);
+    let src = format!(
+        "model big {{\n  T = {t}\n  input x: [T, {f}]\n  s = LIF(x, tau = 2.0)\n  output spikes(s)\n  output trace(s.v)\n  train {{\n    loss = first_spike(s)\n    input_grads = true\n  }}\n}}\n"
+    );
+    let compile = |stream_stores: bool| {
+        let mut c = snnc::Compiler::new(Options {
+            stream_stores,
+            ..common::train_opts()
+        });
+        let parsed = c.parse_str("big.snn", &src).unwrap();
+        let program = c.compile(&parsed).unwrap();
+        let streamed: Vec<String> = program
+            .kernels
+            .iter()
+            .flat_map(|k| k.args.iter().filter(|a| a.stream).map(|a| a.name.clone()))
+            .collect();
+        (program, streamed)
+    };
+    assert!(compile(false).1.is_empty());
+    let (program, streamed) = compile(true);
+    assert_eq!(streamed, ["spikes", "trace_v", "save_v"]);
+    // The forward launch (4 tensors) is far over the threshold.
+    assert!(4 * t * batch * f * 4 > 32 << 20);
+
+    let mut s = snnc::session::load(&program, Some(&common::cache_dir()))
+        .unwrap()
+        .session;
+    let mut x = s.random_inputs(t, batch, 11).remove(0);
+    x.data.iter_mut().for_each(|v| *v *= 2.5);
+    let mut g = s.random_inputs(t, batch, 12).remove(0);
+    g.data.iter_mut().for_each(|v| *v -= 0.5);
+    let run = |s: &mut snn_runtime::Session, x: &Tensor, g: &[f32], b: usize| {
+        let mut outs: Vec<Vec<f32>> = s
+            .run(std::slice::from_ref(x), t, b)
+            .unwrap()
+            .into_iter()
+            .map(|(_, o)| o.data)
+            .collect();
+        s.backward(&[g], t, b).unwrap();
+        outs.push(s.input_grad("x", t, b).unwrap().data);
+        outs
+    };
+    let all = run(&mut s, &x, &g.data, batch);
+    // Sample `b` of a `[T, B, F]` tensor.
+    let sample = |d: &[f32], b: usize| -> Vec<f32> {
+        (0..t)
+            .flat_map(|ti| d[(ti * batch + b) * f..][..f].to_vec())
+            .collect()
+    };
+    let mut spikes = 0.0;
+    for b in [0, 17, batch - 1] {
+        let xb = Tensor::new(vec![t, 1, f], sample(&x.data, b)).unwrap();
+        let one = run(&mut s, &xb, &sample(&g.data, b), 1);
+        for (i, (big, small)) in all.iter().zip(&one).enumerate() {
+            assert!(
+                sample(big, b) == *small,
+                "output {i} of sample {b}: the large (streamed) launch differs"
+            );
+        }
+        spikes += one[0].iter().sum::<f32>();
+    }
+    assert!(spikes > 1000.0, "only {spikes} spikes");
+}

@@ -32,10 +32,12 @@ pub fn print_program(p: &Program) -> String {
     let lanes = Literal::usize_unsuffixed(LANES);
     let block = Literal::usize_unsuffixed(BLOCK);
     let atomic = atomic_add_item(p);
+    let stream = stream_items(p);
     let tokens = quote! {
         const BLOCK: usize = #block;
         const LANES: usize = #lanes;
         #atomic
+        #stream
 
         /// The calling convention version; the loader refuses a mismatch.
         #[no_mangle]
@@ -65,6 +67,7 @@ pub fn print_module(p: &Program, args_ty: &TokenStream) -> TokenStream {
     let lanes = Literal::usize_unsuffixed(LANES);
     let block = Literal::usize_unsuffixed(BLOCK);
     let atomic = atomic_add_item(p);
+    let stream = stream_items(p);
     let prelude: syn::File = syn::parse_file(PRELUDE).expect("kernels/rust/prelude.rs parses");
     // The prelude minus its `SnnArgs` mirror: here the runtime's own struct is used.
     let helpers = prelude
@@ -77,6 +80,7 @@ pub fn print_module(p: &Program, args_ty: &TokenStream) -> TokenStream {
         const LANES: usize = #lanes;
         #(#helpers)*
         #atomic
+        #stream
         #(#kernels)*
     }
 }
@@ -102,6 +106,108 @@ fn atomic_add_item(p: &Program) -> TokenStream {
                     Err(x) => cur = x,
                 }
             }
+        }
+    }
+}
+
+/// Whether a kernel has an argument it may store with non-temporal stores
+/// ([`KArg::stream`]).
+fn streams(k: &Kernel) -> bool {
+    k.args.iter().any(|a| a.stream)
+}
+
+/// Support for non-temporal (streaming) stores, printed only into programs with a kernel
+/// that has a [`KArg::stream`] argument (so other programs' sources, and their cache keys,
+/// stay the same).
+///
+/// A streamed output's row of a block is computed into a local array (in L1) and then
+/// copied out with `vmovntps`: the stores go to memory without first reading each line
+/// into the cache (a normal store's write-allocate read), so a kernel that reads one
+/// `[T, B, F]` stream and writes one moves two streams instead of three. That only pays when
+/// the outputs would have left the cache before their reader comes anyway: the entry
+/// streams when all of the kernel's `[T, B, F]` arguments together exceed
+/// `SNN_STREAM_MIN_BYTES` (the 32 MiB L3 of the dev VM; smaller launches keep normal stores,
+/// so a next layer reading the output finds it in cache). x86-64 only; other targets copy.
+fn stream_items(p: &Program) -> TokenStream {
+    if !p.kernels.iter().any(streams) {
+        return TokenStream::new();
+    }
+    quote! {
+        /// Launches whose `[T, B, F]` arguments together exceed this many bytes store their
+        /// streamed outputs with non-temporal stores.
+        const SNN_STREAM_MIN_BYTES: usize = 32 << 20;
+
+        /// Whether a launch of a kernel with `seq_args` `[T, B, F]` arguments streams.
+        #[inline(always)]
+        fn snn_stream_wanted(a: &SnnArgs, seq_args: usize) -> bool {
+            cfg!(target_arch = "x86_64")
+                && a.t_len * a.batch * a.features * 4 * seq_args > SNN_STREAM_MIN_BYTES
+        }
+
+        /// `dst[..n] = src[..n]`: non-temporal stores for the whole 64-byte lines of
+        /// `dst`, normal stores for the partial lines at either end (which a neighbouring
+        /// block or thread may share).
+        #[inline(always)]
+        unsafe fn snn_stream(dst: *mut f32, src: *const f32, n: usize) {
+            let head = (((64 - (dst as usize & 63)) & 63) / 4).min(n);
+            snn_stream_part(dst, src, head);
+            let mut i = head;
+            while i + 16 <= n {
+                snn_stream_line(dst.add(i), src.add(i));
+                i += 16;
+            }
+            snn_stream_part(dst.add(i), src.add(i), n - i);
+        }
+
+        /// One 64-byte line, `dst` aligned: one `vmovntps` of a zmm register.
+        #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+        #[inline(always)]
+        unsafe fn snn_stream_line(dst: *mut f32, src: *const f32) {
+            use core::arch::x86_64::*;
+            _mm512_stream_ps(dst, _mm512_loadu_ps(src));
+        }
+
+        /// Fewer than 16 values, normal stores: one masked store.
+        #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+        #[inline(always)]
+        unsafe fn snn_stream_part(dst: *mut f32, src: *const f32, k: usize) {
+            use core::arch::x86_64::*;
+            let m = ((1u32 << k) - 1) as __mmask16;
+            _mm512_mask_storeu_ps(dst, m, _mm512_maskz_loadu_ps(m, src));
+        }
+
+        /// One 64-byte line, `dst` aligned: four `movntps` (SSE, in every x86-64).
+        #[cfg(all(target_arch = "x86_64", not(target_feature = "avx512f")))]
+        #[inline(always)]
+        unsafe fn snn_stream_line(dst: *mut f32, src: *const f32) {
+            use core::arch::x86_64::*;
+            for q in 0..4 {
+                _mm_stream_ps(dst.add(4 * q), _mm_loadu_ps(src.add(4 * q)));
+            }
+        }
+
+        /// Elsewhere: a plain copy (never called: `snn_stream_wanted` is false).
+        #[cfg(not(target_arch = "x86_64"))]
+        #[inline(always)]
+        unsafe fn snn_stream_line(dst: *mut f32, src: *const f32) {
+            snn_stream_part(dst, src, 16);
+        }
+
+        /// A few values, normal stores.
+        #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+        #[inline(always)]
+        unsafe fn snn_stream_part(dst: *mut f32, src: *const f32, k: usize) {
+            for i in 0..k {
+                *dst.add(i) = *src.add(i);
+            }
+        }
+
+        /// Orders this thread's non-temporal stores before its later stores (the launch's
+        /// join), so the next op reads them.
+        #[inline(always)]
+        unsafe fn snn_stream_fence() {
+            #[cfg(target_arch = "x86_64")]
+            core::arch::x86_64::_mm_sfence();
         }
     }
 }
@@ -139,6 +245,10 @@ fn var_ident(k: &Kernel, v: KVar) -> Ident {
         KVar::Carried(i) => format_ident!("c{}_{}", i, clean(&k.carried[i].name)),
         KVar::Local(i) => format_ident!("l{}_{}", i, clean(&k.locals[i])),
     }
+}
+/// The block's row of a streamed argument (`NT` lanes functions).
+fn stream_array(k: &Kernel, i: usize) -> Ident {
+    format_ident!("s{}_{}", i, clean(&k.args[i].name))
 }
 fn carried_array(k: &Kernel, i: usize) -> Ident {
     format_ident!("c{}_{}_lanes", i, clean(&k.carried[i].name))
@@ -300,7 +410,13 @@ fn stmt(k: &Kernel, s: &KStmt) -> TokenStream {
             let b = arg_ident(k, *a);
             let ix = index(k.args[*a].extent);
             let e = expr(k, e);
-            quote!(*#b.add(#ix) = #e;)
+            if k.args[*a].stream {
+                // Into the block's row, copied out after the lanes loop, when streaming.
+                let s = stream_array(k, *a);
+                quote!(*(if NT { #s.as_mut_ptr().add(l) } else { #b.add(#ix) }) = #e;)
+            } else {
+                quote!(*#b.add(#ix) = #e;)
+            }
         }
     }
 }
@@ -424,9 +540,24 @@ fn kernel_tokens(k: &Kernel, export: bool) -> TokenStream {
                     });
                 }
             }
+            // Streamed arguments: the block's row, copied out after the lanes.
+            let mut rows = Vec::new();
+            let mut flush = Vec::new();
+            for (i, _) in k.args.iter().enumerate().filter(|(_, a)| a.stream) {
+                let s = stream_array(k, i);
+                let b = arg_ident(k, i);
+                rows.push(quote!(let mut #s = [0.0f32; W];));
+                flush.push(quote!(snn_stream(#b.add(row + i0), #s.as_ptr(), W);));
+            }
+            let flush = if flush.is_empty() {
+                quote!()
+            } else {
+                quote!(if NT { #(#flush)* })
+            };
             quote! {
                 #(#init)*
                 #(#draw_decls)*
+                #(#rows)*
                 for t in #t_range {
                     let row = t * bn;
                     #(#draws)*
@@ -437,6 +568,7 @@ fn kernel_tokens(k: &Kernel, export: bool) -> TokenStream {
                         #(#body)*
                         #(#leave)*
                     }
+                    #flush
                 }
                 #(#fini)*
             }
@@ -516,27 +648,55 @@ fn kernel_tokens(k: &Kernel, export: bool) -> TokenStream {
     } else {
         quote!(unsafe extern "C" fn #entry)
     };
+    // Kernels with streamed arguments: whole blocks of a large launch stream (`NT`); the
+    // narrow tail blocks and small launches store directly.
+    let (nt_param, off, nt_blocks, fence) = if streams(k) {
+        let seq_args =
+            Literal::usize_unsuffixed(k.args.iter().filter(|a| a.extent == Extent::Seq).count());
+        (
+            quote!(, const NT: bool),
+            quote!(, false),
+            quote! {
+                let nt = snn_stream_wanted(a, #seq_args);
+                if nt {
+                    while i0 + BLOCK <= a.hi {
+                        #lanes_fn::<BLOCK, true>(a, i0);
+                        i0 += BLOCK;
+                    }
+                }
+            },
+            quote! {
+                if nt {
+                    snn_stream_fence();
+                }
+            },
+        )
+    } else {
+        Default::default()
+    };
     quote! {
         #[doc = #doc]
         #head(a: *const SnnArgs) {
             let a = &*a;
             let mut i0 = a.lo;
+            #nt_blocks
             while i0 + BLOCK <= a.hi {
-                #lanes_fn::<BLOCK>(a, i0);
+                #lanes_fn::<BLOCK #off>(a, i0);
                 i0 += BLOCK;
             }
             while i0 + LANES <= a.hi {
-                #lanes_fn::<LANES>(a, i0);
+                #lanes_fn::<LANES #off>(a, i0);
                 i0 += LANES;
             }
             while i0 < a.hi {
-                #lanes_fn::<1>(a, i0);
+                #lanes_fn::<1 #off>(a, i0);
                 i0 += 1;
             }
+            #fence
         }
 
         #[inline(always)]
-        unsafe fn #lanes_fn<const W: usize>(a: &SnnArgs, i0: usize) {
+        unsafe fn #lanes_fn<const W: usize #nt_param>(a: &SnnArgs, i0: usize) {
             let bn = a.batch * a.features;
             #(#arg_decls)*
             #(#weight_decls)*

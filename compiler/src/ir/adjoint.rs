@@ -177,35 +177,69 @@ impl StepAdjoint {
     /// need the state at the start of the step, a value read from the time products or the
     /// input current.
     pub fn post_update_closure(&self) -> Option<Vec<usize>> {
-        fn walk(e: &GExpr, me: &StepAdjoint, need: &mut Vec<bool>) -> bool {
+        let need = self.needed(true)?;
+        Some((0..self.vals.len()).filter(|&j| need[j]).collect())
+    }
+
+    /// The forward values the backward statements read, directly or through the
+    /// definitions of other values, in the form the backward kernel computes them: from
+    /// the saved post-update values (`save_post`, see [`StepAdjoint::post_update_closure`])
+    /// or from the saved start states, the `lin` values and the current.
+    pub fn needed_vals(&self) -> Vec<usize> {
+        let need = self
+            .needed(self.save_post)
+            .expect("save_post is set only when the closure exists");
+        (0..self.vals.len()).filter(|&j| need[j]).collect()
+    }
+
+    /// Which states the backward kernel reads from the forward's save buffers: with
+    /// `save_post` the states whose post-update value it needs, otherwise those whose
+    /// start-of-step value it needs. A state it never reads is not saved (no buffer, no
+    /// store): an LI readout's backward, for one, is a function of the incoming adjoints
+    /// only.
+    pub fn saves(&self) -> Vec<bool> {
+        let need = self.needed_vals();
+        let at = if self.save_post {
+            &self.post_update
+        } else {
+            &self.state_in
+        };
+        at.iter().map(|j| need.contains(j)).collect()
+    }
+
+    /// Marks the values the backward statements need. With `post`, a state's post-update
+    /// value is a leaf (it is loaded), and `None` means a statement needs the start state,
+    /// a `lin` value or the current.
+    fn needed(&self, post: bool) -> Option<Vec<bool>> {
+        fn walk(e: &GExpr, me: &StepAdjoint, post: bool, need: &mut Vec<bool>) -> bool {
             match e {
                 GExpr::Const(_) | GExpr::Param(_) | GExpr::Adj(_) => true,
-                GExpr::Current => false,
+                GExpr::Current => !post,
                 GExpr::Val(j) => {
                     if need[*j] {
                         return true;
                     }
                     need[*j] = true;
-                    if me.post_update.contains(j) {
+                    if post && me.post_update.contains(j) {
                         return true;
                     }
                     match (&me.vals[*j].kind, &me.vals[*j].def) {
-                        (ValKind::StateIn(_) | ValKind::Lin(_), _) | (_, None) => false,
-                        (_, Some(d)) => walk(d, me, need),
+                        (ValKind::StateIn(_) | ValKind::Lin(_), _) | (_, None) => !post,
+                        (_, Some(d)) => walk(d, me, post, need),
                     }
                 }
-                GExpr::Unary(_, x) => walk(x, me, need),
-                GExpr::Binary(_, x, y) => walk(x, me, need) && walk(y, me, need),
-                GExpr::Call(_, args) => args.iter().all(|a| walk(a, me, need)),
+                GExpr::Unary(_, x) => walk(x, me, post, need),
+                GExpr::Binary(_, x, y) => walk(x, me, post, need) && walk(y, me, post, need),
+                GExpr::Call(_, args) => args.iter().all(|a| walk(a, me, post, need)),
             }
         }
         let mut need = vec![false; self.vals.len()];
         for (_, e) in &self.stmts {
-            if !walk(e, self, &mut need) {
+            if !walk(e, self, post, &mut need) {
                 return None;
             }
         }
-        Some((0..self.vals.len()).filter(|&j| need[j]).collect())
+        Some(need)
     }
 
     /// True when the backward statements need only each state's post-update value.
@@ -911,5 +945,32 @@ mod tests {
         step.dump(&eqs, &mut out);
         println!("{out}");
         assert!(out.contains("sg_x = (v.1 - v_threshold)"), "{out}");
+    }
+
+    /// A state is saved only when the backward statements read it: an LI readout's
+    /// backward is a function of the incoming adjoints alone, so nothing is saved (a
+    /// learned `tau` needs the start state, and it is); a CUBALIF saved after its update
+    /// needs only `v`; a LIF needs `v` either way.
+    #[test]
+    fn saves_only_the_states_the_backward_reads() {
+        let saves = |pop: &str, post: Option<bool>| {
+            let src =
+                format!("model m {{ T = 4\n input x: [T, 3]\n s = {pop}\n output spikes(s) }}");
+            let src = if pop.starts_with("LI(") {
+                src.replace("spikes(s)", "trace(s.v)")
+            } else {
+                src
+            };
+            let mut step = derive(&eqs_of(&src, "s"), &GradOptions::default(), 1.0).unwrap();
+            step.save_post = post.unwrap_or_else(|| step.needs_only_post_update());
+            step.saves()
+        };
+        for post in [None, Some(false)] {
+            assert_eq!(saves("LI(x, tau = 4.0)", post), [false]);
+            assert_eq!(saves("LIF(x, tau = 2.0)", post), [true]);
+        }
+        assert_eq!(saves("LI(x, tau = learn(4.0))", None), [true]);
+        assert_eq!(saves("CUBALIF(x)", None), [false, true]);
+        assert_eq!(saves("CUBALIF(x)", Some(false)), [true, true]);
     }
 }

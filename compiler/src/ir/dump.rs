@@ -451,15 +451,23 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
         let _ = writeln!(out, "  backward order: {}", names.join(", "));
         for (&h, step) in &bw.pops {
             let eqs = m.eqs(h).expect("population");
+            let saves = step.saves();
+            let saved: Vec<&str> = eqs
+                .states
+                .iter()
+                .zip(&saves)
+                .filter(|(_, &s)| s)
+                .map(|(s, _)| s.name.as_str())
+                .collect();
             let _ = writeln!(
                 out,
                 "  {} (saves {} per step):",
                 m.nodes[h].name,
-                eqs.states
-                    .iter()
-                    .map(|s| s.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                if saved.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    saved.join(", ")
+                }
             );
             step.dump(eqs, &mut out);
         }

@@ -56,6 +56,12 @@ pub struct KArg {
     pub name: String,
     pub extent: Extent,
     pub write: bool,
+    /// A `[T, B, F]` output of a forward `Seq` kernel stored exactly once per step and never
+    /// read back by the kernel (spikes, traces, saved states): each element is written once
+    /// and the next reader is another op. A back end may store it with non-temporal
+    /// (streaming) stores when the launch is too large for its outputs to stay in cache (set
+    /// by [`mark_streams`]).
+    pub stream: bool,
 }
 
 /// How a carried value enters and leaves a kernel.
@@ -111,7 +117,56 @@ pub enum KExpr {
     Call(Func, Vec<KExpr>),
 }
 
+/// Sets [`KArg::stream`] on every argument of a forward `Seq` kernel that is a `[T, B, F]`
+/// output stored exactly once by the step and never loaded: the kernel writes every element
+/// of it once, in whole rows of its index range, and reads none of it. Reverse-time
+/// (backward) kernels are left out: they read two streams for each one they write, and
+/// streaming their gradient made `lif-fwdbwd` slower on the dev VM (BENCHMARKS.md,
+/// "non-temporal stores").
+pub fn mark_streams(k: &mut Kernel) {
+    let loads = |i: usize| {
+        k.body.iter().any(|s| match s {
+            KStmt::Set(_, e) | KStmt::Store(_, e) => e.loads(i),
+        }) || k
+            .carried
+            .iter()
+            .any(|c| c.buf == Some(i) || c.init.loads(i))
+    };
+    let stores = |i: usize| {
+        k.body
+            .iter()
+            .filter(|s| matches!(s, KStmt::Store(j, _) if *j == i))
+            .count()
+    };
+    let stream: Vec<bool> = (0..k.args.len())
+        .map(|i| {
+            let a = &k.args[i];
+            k.time == LaunchTime::Seq
+                && !k.reverse
+                && a.extent == Extent::Seq
+                && a.write
+                && stores(i) == 1
+                && !loads(i)
+        })
+        .collect();
+    for (a, s) in k.args.iter_mut().zip(stream) {
+        a.stream = s;
+    }
+}
+
 impl KExpr {
+    /// Whether the expression loads argument `a`.
+    pub fn loads(&self, a: usize) -> bool {
+        match self {
+            KExpr::Load(i) => *i == a,
+            KExpr::Const(_) | KExpr::Param(_) | KExpr::Weight(_) | KExpr::Var(_) => false,
+            KExpr::Uniform { .. } => false,
+            KExpr::Unary(_, x) => x.loads(a),
+            KExpr::Binary(_, x, y) => x.loads(a) || y.loads(a),
+            KExpr::Call(_, xs) => xs.iter().any(|x| x.loads(a)),
+        }
+    }
+
     pub fn bin(op: BinOp, a: KExpr, b: KExpr) -> KExpr {
         KExpr::Binary(op, Box::new(a), Box::new(b))
     }
@@ -187,10 +242,11 @@ impl fmt::Display for Kernel {
         for (i, a) in self.args.iter().enumerate() {
             writeln!(
                 f,
-                "  arg {i} {} {:?} {}",
+                "  arg {i} {} {:?} {}{}",
                 a.name,
                 a.extent,
-                if a.write { "write" } else { "read" }
+                if a.write { "write" } else { "read" },
+                if a.stream { " stream" } else { "" }
             )?;
         }
         if !self.params.is_empty() {

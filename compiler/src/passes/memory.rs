@@ -340,7 +340,12 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
                     plan.adjs.insert((h, i), b);
                 }
             }
+            // A save buffer for each state the backward kernel reads.
+            let saves = bw.pops[&h].saves();
             for (i, st) in eqs.states.iter().enumerate() {
+                if !saves[i] {
+                    continue;
+                }
                 let b = add(
                     &mut plan,
                     &mut lives,

@@ -53,6 +53,12 @@ pub struct Options {
     /// Spike rates observed on a calibration batch: the cost model uses them for the
     /// projections it decides (`sparse = auto`) that have no `rate =`.
     pub calibration: Option<Calibration>,
+    /// Non-temporal stores for the large outputs a forward kernel writes once per step
+    /// (`lower` marks them [`crate::ir::kernel::KArg::stream`]; the Rust back end streams
+    /// a launch whose `[T, B, F]` arguments exceed 32 MiB). Off by default: on the dev VM
+    /// it made `lif-fwd` faster in one of its two memory modes and slower in the other
+    /// (BENCHMARKS.md, "non-temporal stores"). `--stream-stores` on the CLI.
+    pub stream_stores: bool,
 }
 
 /// The input spike rate of projections of spikes, counted on a calibration batch (one
@@ -78,6 +84,7 @@ impl Default for Options {
             train: false,
             sparse: None,
             calibration: None,
+            stream_stores: false,
         }
     }
 }

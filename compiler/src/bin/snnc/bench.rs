@@ -2,6 +2,7 @@
 //! the spread are reported as a table or as JSON lines. Issue 7 grows this list; today it
 //! holds what the compiler's first milestone is measured by.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -207,6 +208,9 @@ fn report(json: bool, name: &str, s: &Stats, unit: &str, value: f64, extra: &str
     }
 }
 
+/// `--stream-stores`: every workload compiled with [`Options::stream_stores`].
+static STREAM_STORES: AtomicBool = AtomicBool::new(false);
+
 fn load(
     src: &str,
     device: &str,
@@ -216,6 +220,7 @@ fn load(
     let mut c = Compiler::new(Options {
         train,
         sparse,
+        stream_stores: STREAM_STORES.load(Ordering::Relaxed),
         ..Options::default()
     });
     let parsed = c
@@ -246,6 +251,7 @@ fn load_calibrated(
     let mut c = Compiler::new(Options {
         train,
         sparse,
+        stream_stores: STREAM_STORES.load(Ordering::Relaxed),
         ..Options::default()
     });
     let parsed = c
@@ -292,7 +298,9 @@ pub fn bench(
     psn: &PsnOpts,
     sparse: Option<bool>,
     calibrate: bool,
+    stream_stores: bool,
 ) -> DResult<()> {
+    STREAM_STORES.store(stream_stores, Ordering::Relaxed);
     let ts: Vec<usize> = if psn.ts.is_empty() {
         vec![8, 32, 64, 128]
     } else {

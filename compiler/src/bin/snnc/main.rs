@@ -48,6 +48,9 @@ struct PipelineArgs {
     /// layer's `sparse =` or the cost model.
     #[arg(long, value_parser = ["auto", "on", "off"], default_value = "auto")]
     sparse: String,
+    /// Non-temporal stores for the large outputs of forward kernels (off by default).
+    #[arg(long)]
+    stream_stores: bool,
 }
 
 /// `--sparse auto | on | off` as [`Options::sparse`].
@@ -67,6 +70,7 @@ impl PipelineArgs {
             force_steps: self.step_by_step,
             train: self.train,
             sparse: sparse_opt(&self.sparse),
+            stream_stores: self.stream_stores,
             ..Options::default()
         }
     }
@@ -131,6 +135,10 @@ enum Cmd {
         /// With `--sparse auto`: no calibration run (the MLP workloads keep the assumed rate).
         #[arg(long)]
         no_calibrate: bool,
+        /// Compile the workloads with non-temporal stores for the large outputs of forward
+        /// kernels (`lif-fwd`, `lif-fwdbwd`, the PSN workloads).
+        #[arg(long)]
+        stream_stores: bool,
     },
     /// Train a model (its `train { }` block says how); prints test accuracy at the end.
     Train {
@@ -310,6 +318,7 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
             steps,
             sparse,
             no_calibrate,
+            stream_stores,
         } => {
             if list {
                 for (n, what) in bench::WORKLOADS {
@@ -330,6 +339,7 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
                 &psn,
                 sparse_opt(&sparse),
                 !no_calibrate,
+                stream_stores,
             )
             .map_err(|d| report(&c, &d, color))
         }

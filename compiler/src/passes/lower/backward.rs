@@ -50,7 +50,8 @@ impl Lowerer<'_> {
             i += 1;
             match &m.nodes[h].kind {
                 NodeKind::Population { inputs, .. } if bw.pops.contains_key(&h) => {
-                    if cfg.recompute {
+                    // (Nothing to recompute when the backward reads no saved state.)
+                    if cfg.recompute && bw.pops[&h].saves().contains(&true) {
                         ops.push(self.recompute(h, inputs));
                     }
                     ops.push(self.population_backward_op(h, &mut written, false)?);
@@ -471,19 +472,19 @@ impl Lowerer<'_> {
                 })
             })
             .collect();
-        let save_args: Vec<usize> = eqs
+        // The saved states the step reads (`StepAdjoint::saves`: memory made no buffer
+        // for the others).
+        let save_args: Vec<Option<usize>> = eqs
             .states
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                kb.arg(
-                    &format!("save_{}", s.name),
-                    mem.saves[&(h, i)],
-                    PExtent::Seq,
-                    false,
-                )
+                mem.saves
+                    .get(&(h, i))
+                    .map(|&b| kb.arg(&format!("save_{}", s.name), b, PExtent::Seq, false))
             })
             .collect();
+        let saved = |i: usize| save_args[i].expect("the backward reads only saved states");
         // Incoming gradient terms of S and of each state's value after the step.
         let mut g_spike: Vec<KExpr> = Vec::new();
         let mut g_state: Vec<Vec<KExpr>> = vec![Vec::new(); eqs.states.len()];
@@ -647,11 +648,12 @@ impl Lowerer<'_> {
                 Some(s) => KExpr::bin(BinOp::Add, s, KExpr::Load(a)),
             });
         }
+        // Only the values the adjoint statements use are computed.
         match &post {
             Some(need) => {
                 for &j in need {
                     match step.post_update.iter().position(|&p| p == j) {
-                        Some(i) => kb.set(vals[j], KExpr::Load(save_args[i])),
+                        Some(i) => kb.set(vals[j], KExpr::Load(saved(i))),
                         None => kb.set(
                             vals[j],
                             cv(step.vals[j].def.as_ref().expect("a defined value")),
@@ -661,9 +663,9 @@ impl Lowerer<'_> {
             }
             None => {
                 kb.set(cur, sum.expect("a population has an input"));
-                for (j, v) in step.vals.iter().enumerate() {
-                    match (&v.kind, &v.def) {
-                        (ValKind::StateIn(i), _) => kb.set(vals[j], KExpr::Load(save_args[*i])),
+                for j in step.needed_vals() {
+                    match (&step.vals[j].kind, &step.vals[j].def) {
+                        (ValKind::StateIn(i), _) => kb.set(vals[j], KExpr::Load(saved(*i))),
                         (ValKind::Lin(i), _) => kb.set(
                             vals[j],
                             KExpr::Load(

@@ -20,7 +20,7 @@ use super::{pop_outputs, spilled_locals, Options};
 
 mod backward;
 
-pub fn run(m: &Module, _opts: &Options) -> DResult<Program> {
+pub fn run(m: &Module, opts: &Options) -> DResult<Program> {
     let mem = m.memory.as_ref().expect("memory pass has run");
     let mut l = Lowerer {
         m,
@@ -52,6 +52,9 @@ pub fn run(m: &Module, _opts: &Options) -> DResult<Program> {
     l.ops();
     l.io();
     l.backward()?;
+    if opts.stream_stores {
+        l.kernels.iter_mut().for_each(mark_streams);
+    }
     Ok(Program {
         plan: l.plan,
         kernels: l.kernels,
@@ -634,15 +637,20 @@ impl Lowerer<'_> {
         // Training: the state at the start of every step, for the backward kernel (always
         // saved in a recurrent stage: recomputing it would need the whole cycle again).
         let recompute = m.train.as_ref().is_some_and(|c| c.recompute) && !self.cyclic(h);
-        let save_args: Vec<usize> =
+        // Only the states the backward kernel reads have a save buffer
+        // (`StepAdjoint::saves`): `(state, arg)`.
+        let save_args: Vec<(usize, usize)> =
             if (role == Role::Fused && !recompute) || role == Role::Recompute {
                 eqs.states
                     .iter()
                     .enumerate()
                     .filter_map(|(i, s)| {
-                        mem.saves
-                            .get(&(h, i))
-                            .map(|&b| kb.arg(&format!("save_{}", s.name), b, PExtent::Seq, true))
+                        mem.saves.get(&(h, i)).map(|&b| {
+                            (
+                                i,
+                                kb.arg(&format!("save_{}", s.name), b, PExtent::Seq, true),
+                            )
+                        })
                     })
                     .collect()
             } else {
@@ -706,7 +714,7 @@ impl Lowerer<'_> {
             .and_then(|b| b.pops.get(&h))
             .is_some_and(|s| s.save_post);
         if !save_post {
-            for (i, &a) in save_args.iter().enumerate() {
+            for &(i, a) in &save_args {
                 kb.store(a, KExpr::Var(state_vars[i]));
             }
         }
@@ -734,7 +742,7 @@ impl Lowerer<'_> {
             }
         }
         if save_post {
-            for (i, &a) in save_args.iter().enumerate() {
+            for &(i, a) in &save_args {
                 kb.store(a, KExpr::Var(state_vars[i]));
             }
         }
@@ -1231,6 +1239,7 @@ impl KB {
             name: name.to_string(),
             extent,
             write,
+            stream: false,
         });
         self.bufs.push(buf);
         self.k.args.len() - 1
