@@ -84,6 +84,38 @@ fn build(cxx: &str, dir: &Path, src: &str, out: &str, shared: bool) -> PathBuf {
     out
 }
 
+/// A xorshift64 source of uniforms in `[0, 1)` (deterministic test data).
+fn xorshift(seed: u64) -> impl FnMut() -> f32 {
+    let mut state = seed;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// Runs a shim driver `exe IN OUT` on `words` (as u64) then `arrays` (as f32), all
+/// little-endian in one input file, and returns the f32 it wrote.
+fn run_driver(exe: &Path, dir: &Path, words: &[usize], arrays: &[&Vec<f32>]) -> Vec<f32> {
+    let mut bytes = Vec::new();
+    for &v in words {
+        bytes.extend((v as u64).to_le_bytes());
+    }
+    for v in arrays {
+        bytes.extend(v.iter().flat_map(|f| f.to_le_bytes()));
+    }
+    let (inp, outp) = (dir.join("in.bin"), dir.join("out.bin"));
+    std::fs::write(&inp, bytes).unwrap();
+    let st = Command::new(exe).arg(&inp).arg(&outp).status().unwrap();
+    assert!(st.success(), "{}: {st}", exe.display());
+    std::fs::read(&outp)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
 fn model_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
     for dir in ["examples", "tests/in"] {
@@ -230,13 +262,7 @@ int main(int argc, char** argv) {
 "#;
     std::fs::write(dir.join("spike.cpp"), src).unwrap();
     let exe = build(&cxx, &dir, "spike.cpp", "spike", false);
-    let mut state = 0x2545f4914f6cdd1du64;
-    let mut rnd = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32
-    };
+    let mut rnd = xorshift(0x2545f4914f6cdd1du64);
     for (rows, k, n) in [(37, 53, 70), (9, 200, 130), (4, 3, 1)] {
         for rate in [0.0f32, 0.05, 0.5, 1.0] {
             for accumulate in [false, true] {
@@ -247,22 +273,8 @@ int main(int argc, char** argv) {
                 let y0: Vec<f32> = (0..rows * n).map(|_| rnd() - 0.5).collect();
                 let dy: Vec<f32> = (0..rows * n).map(|_| rnd() - 0.5).collect();
                 let dw0: Vec<f32> = (0..n * k).map(|_| rnd() - 0.5).collect();
-                let mut bytes = Vec::new();
-                for v in [rows, k, n, accumulate as usize] {
-                    bytes.extend((v as u64).to_le_bytes());
-                }
-                for v in [&x, &w, &y0, &dy, &dw0] {
-                    bytes.extend(v.iter().flat_map(|f| f.to_le_bytes()));
-                }
-                let (inp, outp) = (dir.join("in.bin"), dir.join("out.bin"));
-                std::fs::write(&inp, bytes).unwrap();
-                let st = Command::new(&exe).arg(&inp).arg(&outp).status().unwrap();
-                assert!(st.success());
-                let got: Vec<f32> = std::fs::read(&outp)
-                    .unwrap()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                    .collect();
+                let words = [rows, k, n, accumulate as usize];
+                let got = run_driver(&exe, &dir, &words, &[&x, &w, &y0, &dy, &dw0]);
                 let mut y = y0.clone();
                 let wt = spike::transpose(&w, n, k);
                 spike::spike_dense(&x, &wt, None, &mut y, rows, k, n, accumulate).unwrap();
@@ -319,13 +331,7 @@ int main(int argc, char** argv) {
 "#;
     std::fs::write(dir.join("spike_conv.cpp"), src).unwrap();
     let exe = build(&cxx, &dir, "spike_conv.cpp", "spike_conv", false);
-    let mut state = 0x9e3779b97f4a7c15u64;
-    let mut rnd = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32
-    };
+    let mut rnd = xorshift(0x9e3779b97f4a7c15u64);
     let geoms = [
         (8, 14, 14, 16, 3, 3, 1, 1),
         (3, 9, 7, 5, 3, 2, 2, 1),
@@ -357,9 +363,8 @@ int main(int argc, char** argv) {
                 let y0: Vec<f32> = (0..yl).map(|_| rnd() - 0.5).collect();
                 let dy: Vec<f32> = (0..yl).map(|_| rnd() - 0.5).collect();
                 let dw0: Vec<f32> = (0..c_out * kk).map(|_| rnd() - 0.5).collect();
-                let mut bytes = Vec::new();
                 let ho_wo = (g.h_out << 32) | g.w_out;
-                for v in [
+                let words = [
                     images,
                     c_in,
                     h,
@@ -371,21 +376,8 @@ int main(int argc, char** argv) {
                     pad,
                     accumulate as usize,
                     ho_wo,
-                ] {
-                    bytes.extend((v as u64).to_le_bytes());
-                }
-                for v in [&x, &wg, &y0, &dy, &dw0] {
-                    bytes.extend(v.iter().flat_map(|f| f.to_le_bytes()));
-                }
-                let (inp, outp) = (dir.join("in.bin"), dir.join("out.bin"));
-                std::fs::write(&inp, bytes).unwrap();
-                let st = Command::new(&exe).arg(&inp).arg(&outp).status().unwrap();
-                assert!(st.success());
-                let got: Vec<f32> = std::fs::read(&outp)
-                    .unwrap()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                    .collect();
+                ];
+                let got = run_driver(&exe, &dir, &words, &[&x, &wg, &y0, &dy, &dw0]);
                 let mut y = y0.clone();
                 let wt = spike::transpose(&wg, c_out, kk);
                 spike::spike_conv2d(&x, &wt, None, &mut y, images, &g, accumulate).unwrap();

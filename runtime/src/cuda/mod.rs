@@ -214,6 +214,18 @@ struct OpsKernels {
     spike_conv2d_dw: CudaFunction,
 }
 
+/// A conv kernel's arguments (ops.cuh): `lead`, then the geometry in the order every conv
+/// kernel takes it (`c_in, h, w, kh, kw, stride, pad, h_out, w_out`), then `tail`.
+fn conv_args(lead: &[u64], g: &crate::plan::ConvGeom, tail: &[u64]) -> Vec<u64> {
+    let geom = [
+        g.c_in, g.h, g.w, g.kh, g.kw, g.stride, g.pad, g.h_out, g.w_out,
+    ];
+    let mut v = lead.to_vec();
+    v.extend(geom.iter().map(|&x| x as u64));
+    v.extend_from_slice(tail);
+    v
+}
+
 /// The `kind` argument of `snn_pool2d` / `snn_pool2d_dx` in kernels/cuda/ops.cuh.
 fn pool_code(kind: PoolKind) -> u64 {
     match kind {
@@ -1158,23 +1170,7 @@ impl Device for CudaDevice {
             return self.launch_ops(
                 &self.ops.spike_conv2d,
                 n,
-                &[
-                    x,
-                    w,
-                    y,
-                    n as u64,
-                    g.c_in as u64,
-                    g.h as u64,
-                    g.w as u64,
-                    g.kh as u64,
-                    g.kw as u64,
-                    g.stride as u64,
-                    g.pad as u64,
-                    g.h_out as u64,
-                    g.w_out as u64,
-                    g.c_out as u64,
-                    read_dst as u64,
-                ],
+                &conv_args(&[x, w, y, n as u64], g, &[g.c_out as u64, read_dst as u64]),
                 "spike_conv2d",
             );
         }
@@ -1213,20 +1209,7 @@ impl Device for CudaDevice {
             self.launch_ops(
                 &self.ops.im2col,
                 n,
-                &[
-                    xs,
-                    col,
-                    n as u64,
-                    g.c_in as u64,
-                    g.h as u64,
-                    g.w as u64,
-                    g.kh as u64,
-                    g.kw as u64,
-                    g.stride as u64,
-                    g.pad as u64,
-                    g.h_out as u64,
-                    g.w_out as u64,
-                ],
+                &conv_args(&[xs, col, n as u64], g, &[]),
                 "im2col",
             )?;
             self.sgemm(
@@ -1353,21 +1336,7 @@ impl Device for CudaDevice {
             self.launch_ops(
                 &self.ops.col2im,
                 n,
-                &[
-                    col,
-                    dxs,
-                    n as u64,
-                    g.c_in as u64,
-                    g.h as u64,
-                    g.w as u64,
-                    g.kh as u64,
-                    g.kw as u64,
-                    g.stride as u64,
-                    g.pad as u64,
-                    g.h_out as u64,
-                    g.w_out as u64,
-                    d.accumulate as u64,
-                ],
+                &conv_args(&[col, dxs, n as u64], g, &[d.accumulate as u64]),
                 "col2im",
             )?;
             img += m;
@@ -1410,23 +1379,11 @@ impl Device for CudaDevice {
             return self.launch_ops(
                 &self.ops.spike_conv2d_dw,
                 n,
-                &[
-                    x,
-                    dy,
-                    dw,
-                    n as u64,
-                    d.images as u64,
-                    g.c_in as u64,
-                    g.h as u64,
-                    g.w as u64,
-                    g.kh as u64,
-                    g.kw as u64,
-                    g.stride as u64,
-                    g.pad as u64,
-                    g.h_out as u64,
-                    g.w_out as u64,
-                    g.c_out as u64,
-                ],
+                &conv_args(
+                    &[x, dy, dw, n as u64, d.images as u64],
+                    g,
+                    &[g.c_out as u64],
+                ),
                 "spike_conv2d_dw",
             );
         }
@@ -1469,20 +1426,7 @@ impl Device for CudaDevice {
             self.launch_ops(
                 &self.ops.im2col,
                 n,
-                &[
-                    x + 4 * (img * xi) as u64,
-                    col,
-                    n as u64,
-                    g.c_in as u64,
-                    g.h as u64,
-                    g.w as u64,
-                    g.kh as u64,
-                    g.kw as u64,
-                    g.stride as u64,
-                    g.pad as u64,
-                    g.h_out as u64,
-                    g.w_out as u64,
-                ],
+                &conv_args(&[x + 4 * (img * xi) as u64, col, n as u64], g, &[]),
                 "im2col",
             )?;
             for j in 0..m {
