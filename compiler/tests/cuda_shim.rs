@@ -394,22 +394,15 @@ int main(int argc, char** argv) {
 /// Outputs compared and outputs bit-exact, or what differed.
 type Outcome = Result<(usize, usize), String>;
 
-/// One model: the Rust kernels and the shimmed CUDA kernels on the same plan, weights and
-/// inputs, at two `(t, batch)` sizes. Returns (outputs compared, outputs bit-exact).
-fn check_model(cxx: &str, path: &Path) -> Outcome {
-    let name = path.file_stem().unwrap().to_string_lossy().to_string();
-    let program = compile_file(path);
-    let cache = workspace().join("target").join("snnc-test-cache");
-    let mut cpu = snnc::session::load(&program, Some(&cache))
-        .map_err(|d| format!("{name}: Rust kernels: {}", d.message))?
-        .session;
-
-    let dir = work_dir(&name);
+/// The generated CUDA of `program` built through the shim (in `work_dir(name)`) and loaded
+/// as a session of the runtime.
+fn shim_session(cxx: &str, name: &str, program: &Program) -> Result<Session, String> {
+    let dir = work_dir(name);
     let cu = format!("{name}.cu");
-    std::fs::write(dir.join(&cu), cuda::print_program(&program)).unwrap();
+    std::fs::write(dir.join(&cu), cuda::print_program(program)).unwrap();
     std::fs::write(
         dir.join("driver.cpp"),
-        cuda::print_shim_driver(&program, &cu),
+        cuda::print_shim_driver(program, &cu),
     )
     .unwrap();
     let lib = build(
@@ -420,7 +413,20 @@ fn check_model(cxx: &str, path: &Path) -> Outcome {
         true,
     );
     let table = KernelTable::load(&lib, &program.plan).map_err(|e| format!("{name}: {e}"))?;
-    let mut shim = Session::new(program.plan.clone(), table).map_err(|e| format!("{name}: {e}"))?;
+    Session::new(program.plan.clone(), table).map_err(|e| format!("{name}: {e}"))
+}
+
+/// One model: the Rust kernels and the shimmed CUDA kernels on the same plan, weights and
+/// inputs, at two `(t, batch)` sizes. Returns (outputs compared, outputs bit-exact).
+fn check_model(cxx: &str, path: &Path) -> Outcome {
+    let name = path.file_stem().unwrap().to_string_lossy().to_string();
+    let program = compile_file(path);
+    let cache = workspace().join("target").join("snnc-test-cache");
+    let mut cpu = snnc::session::load(&program, Some(&cache))
+        .map_err(|d| format!("{name}: Rust kernels: {}", d.message))?
+        .session;
+
+    let mut shim = shim_session(cxx, &name, &program)?;
 
     // Larger weights than the default init, so that every layer actually spikes.
     for w in &program.plan.weights {
@@ -575,23 +581,7 @@ fn generated_cuda_backward_matches_rust_kernels_on_training_plans() {
         let mut cpu = snnc::session::load(&program, Some(&cache))
             .unwrap_or_else(|d| panic!("{name}: {}", d.message))
             .session;
-        let dir = work_dir(&name);
-        let cu = format!("{name}.cu");
-        std::fs::write(dir.join(&cu), cuda::print_program(&program)).unwrap();
-        std::fs::write(
-            dir.join("driver.cpp"),
-            cuda::print_shim_driver(&program, &cu),
-        )
-        .unwrap();
-        let lib = build(
-            &cxx,
-            &dir,
-            "driver.cpp",
-            &format!("libsnn_cuda_shim_{name}.so"),
-            true,
-        );
-        let table = KernelTable::load(&lib, &program.plan).unwrap();
-        let mut shim = Session::new(program.plan.clone(), table).unwrap();
+        let mut shim = shim_session(&cxx, &name, &program).unwrap();
         for w in &program.plan.weights {
             // Larger dense weights, so that the layers spike; learned parameters as they are.
             let k = if w.name.ends_with(".weight") {
@@ -611,20 +601,7 @@ fn generated_cuda_backward_matches_rust_kernels_on_training_plans() {
             compare(&name, &d.name, d.kind, x, y, t, batch).unwrap();
         }
         // Any fixed loss gradient will do: the same for both.
-        let tp = program.plan.train.as_ref().unwrap();
-        let grads: Vec<Vec<f32>> = std::iter::once(tp.loss.grad)
-            .chain(tp.regularizers.iter().map(|r| r.grad))
-            .map(|buf| {
-                let d = &program.plan.buffers[buf];
-                let rows = match d.extent {
-                    snn_runtime::plan::Extent::Seq => t * batch,
-                    _ => batch,
-                };
-                (0..rows * d.features)
-                    .map(|i| ((i * 13 % 7) as f32 - 3.0) * 0.05)
-                    .collect()
-            })
-            .collect();
+        let grads = fixed_loss_grads(&program, t, batch);
         let refs: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
         cpu.backward(&refs, t, batch).unwrap();
         shim.backward(&refs, t, batch).unwrap();
@@ -650,6 +627,123 @@ fn generated_cuda_backward_matches_rust_kernels_on_training_plans() {
             "cuda_shim: {name}: forward and {} weight gradients match",
             ga.len()
         );
+    }
+}
+
+/// A fixed gradient for the loss and each regulariser of a training plan.
+fn fixed_loss_grads(program: &Program, t: usize, batch: usize) -> Vec<Vec<f32>> {
+    let tp = program.plan.train.as_ref().unwrap();
+    std::iter::once(tp.loss.grad)
+        .chain(tp.regularizers.iter().map(|r| r.grad))
+        .map(|buf| {
+            let d = &program.plan.buffers[buf];
+            let rows = match d.extent {
+                snn_runtime::plan::Extent::Seq => t * batch,
+                _ => batch,
+            };
+            (0..rows * d.features)
+                .map(|i| ((i * 13 % 7) as f32 - 3.0) * 0.05)
+                .collect()
+        })
+        .collect()
+}
+
+/// Prefetched blocks of steps (`Options::prefetch_steps`) change where a kernel loads its
+/// inputs, not what it computes: forward outputs and every weight gradient of training
+/// plans (reverse-time kernels with several prefetched inputs, atomic parameter gradients)
+/// are bit-identical with blocks of 1, 3 and 8 steps, at a T that is not a multiple of the
+/// block (a short last block) and at T = 2 (one short block).
+#[test]
+fn prefetched_steps_compute_what_the_plain_loop_computes() {
+    let Some(cxx) = cxx() else {
+        return skip("prefetched_steps_compute_what_the_plain_loop_computes");
+    };
+    for file in ["train/plif.snn", "train/bpsta.snn", "encoders_pooling.snn"] {
+        let path = workspace().join("tests/in").join(file);
+        let train = file.starts_with("train/");
+        let stem = path.file_stem().unwrap().to_string_lossy().to_string();
+        let mut runs = Vec::new();
+        for steps in [1u32, 3, 8] {
+            let mut c = Compiler::new(Options {
+                train,
+                prefetch_steps: steps,
+                ..Options::default()
+            });
+            let parsed = c.parse_file(&path).unwrap();
+            let program = c
+                .compile(&parsed)
+                .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
+            let source = cuda::print_program(&program);
+            // Not vacuous: blocks are printed, for the backward kernels too.
+            assert_eq!(
+                source.contains(&format!("ts0 += {steps}u")),
+                steps > 1,
+                "{file}: blocks of {steps}"
+            );
+            if train && steps > 1 {
+                assert!(
+                    source.contains("t_len - 1 - (ts0 + k)"),
+                    "{file}: reverse blocks"
+                );
+            }
+            let name = format!("prefetch_{stem}_{steps}");
+            let mut shim = shim_session(&cxx, &name, &program).unwrap();
+            let mut out: Vec<Vec<f32>> = Vec::new();
+            let fixed = program.plan.fixed_steps();
+            let ts = if fixed {
+                vec![program.plan.t]
+            } else {
+                vec![13, 2]
+            };
+            for t in ts {
+                let batch = 3;
+                for w in &program.plan.weights {
+                    let k = if w.name.ends_with(".weight") {
+                        3.0
+                    } else {
+                        1.0
+                    };
+                    let v: Vec<f32> = shim
+                        .weight(&w.name)
+                        .unwrap()
+                        .iter()
+                        .map(|x| x * k)
+                        .collect();
+                    shim.set_weight(&w.name, &v).unwrap();
+                }
+                let inputs = shim.random_inputs(t, batch, 7);
+                out.extend(
+                    shim.run(&inputs, t, batch)
+                        .unwrap()
+                        .into_iter()
+                        .map(|(_, x)| x.data),
+                );
+                if train {
+                    let grads = fixed_loss_grads(&program, t, batch);
+                    let refs: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
+                    shim.backward(&refs, t, batch).unwrap();
+                    let g = shim.grads().unwrap();
+                    assert!(
+                        g.iter().flatten().any(|v| *v != 0.0),
+                        "{file}: zero gradients"
+                    );
+                    out.extend(g);
+                }
+            }
+            runs.push((steps, out));
+        }
+        let (_, plain) = &runs[0];
+        for (steps, out) in &runs[1..] {
+            assert_eq!(out.len(), plain.len());
+            for (i, (a, b)) in plain.iter().zip(out).enumerate() {
+                let same =
+                    a.len() == b.len() && a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
+                assert!(
+                    same,
+                    "{file}: result {i} differs with blocks of {steps} steps"
+                );
+            }
+        }
     }
 }
 

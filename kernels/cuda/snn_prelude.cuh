@@ -14,9 +14,13 @@
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 #define SNN_DEVICE __host__ __device__ __forceinline__
+// Unroll the next loop completely (a prefetched block of steps: its register arrays must
+// be indexed by constants to stay in registers). Plain C++ has no such pragma.
+#define SNN_UNROLL _Pragma("unroll")
 #else
 #include <math.h>
 #define SNN_DEVICE inline
+#define SNN_UNROLL
 #endif
 
 // ------------------------------------------------------------------ bit casts

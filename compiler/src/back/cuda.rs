@@ -28,9 +28,14 @@
 //! carried state in registers; `Step` kernels do step `t_step`, loading carried state from
 //! its `[B, F]` buffer (or `init` at `t == 0`) and storing it back.
 //!
+//! A `Seq` kernel with [`Kernel::prefetch`] `n > 1` runs the T loop in blocks of `n` steps:
+//! each block first loads its [`prefetched`] inputs into register arrays (`s0_in0[n]`),
+//! then computes its steps from them, so a thread has `n` independent loads in flight
+//! instead of one per dependent step.
+//!
 //! Names are mangled with an index prefix as in the Rust back end (`b0_in0`, `p1_tau`,
-//! `c0_v`, `l2_I`), so user names never collide with each other, with C++ keywords or with
-//! the fixed names (`idx`, `t`, `row`, `bn`, `params`). Literals are exact hex floats;
+//! `c0_v`, `l2_I`, `s0_in0`), so user names never collide with each other, with C++ keywords
+//! or with the fixed names (`idx`, `t`, `tr`, `ts0`, `k`, `live`, `row`, `bn`, `params`). Literals are exact hex floats;
 //! comparisons yield `1.0f`/`0.0f`; expressions keep the IR's order and grouping. For results
 //! identical to the CPU, compile with NVRTC `--fmad=false` (the host shim uses
 //! `-ffp-contract=off`); `expf`, `logf`, `tanhf` and `powf` still differ from the CPU's libm
@@ -125,9 +130,9 @@ pub fn print_kernel(k: &Kernel) -> String {
             let _ = writeln!(s, "{ind}float {} = 0.0f;", var_name(k, KVar::Local(i)));
         }
     };
-    let body = |s: &mut String, ind: &str| {
+    let body = |s: &mut String, ind: &str, held: &[usize]| {
         for st in &k.body {
-            let _ = writeln!(s, "{ind}{}", stmt(k, st));
+            let _ = writeln!(s, "{ind}{}", stmt(k, held, st));
         }
     };
 
@@ -139,19 +144,27 @@ pub fn print_kernel(k: &Kernel) -> String {
                     s,
                     "    float {} = {};",
                     var_name(k, KVar::Carried(i)),
-                    expr(k, &c.init)
+                    expr(k, &[], &c.init)
                 );
             }
-            if k.reverse {
-                s.push_str("    for (unsigned long long tr = 0; tr < t_len; ++tr) {\n");
-                s.push_str("        const unsigned long long t = t_len - 1 - tr;\n");
+            let held = prefetched(k);
+            if k.prefetch > 1 && !held.is_empty() {
+                seq_prefetch_loop(&mut s, k, &held, |s| {
+                    locals(s, "            ");
+                    body(s, "            ", &held);
+                });
             } else {
-                s.push_str("    for (unsigned long long t = 0; t < t_len; ++t) {\n");
+                if k.reverse {
+                    s.push_str("    for (unsigned long long tr = 0; tr < t_len; ++tr) {\n");
+                    s.push_str("        const unsigned long long t = t_len - 1 - tr;\n");
+                } else {
+                    s.push_str("    for (unsigned long long t = 0; t < t_len; ++t) {\n");
+                }
+                s.push_str("        const unsigned long long row = t * bn;\n");
+                locals(&mut s, "        ");
+                body(&mut s, "        ", &[]);
+                s.push_str("    }\n");
             }
-            s.push_str("        const unsigned long long row = t * bn;\n");
-            locals(&mut s, "        ");
-            body(&mut s, "        ");
-            s.push_str("    }\n");
             for (i, c) in k.carried.iter().enumerate() {
                 if let (Some(b), true) = (c.buf, c.store) {
                     let _ = writeln!(
@@ -186,7 +199,7 @@ pub fn print_kernel(k: &Kernel) -> String {
                 "t == 0"
             };
             for (i, c) in k.carried.iter().enumerate() {
-                let init = expr(k, &c.init);
+                let init = expr(k, &[], &c.init);
                 let load = match (c.buf, c.init_at_t0) {
                     (Some(b), true) => format!("({first} ? {init} : {}[idx])", arg_name(k, b)),
                     (Some(b), false) => format!("{}[idx]", arg_name(k, b)),
@@ -195,7 +208,7 @@ pub fn print_kernel(k: &Kernel) -> String {
                 let _ = writeln!(s, "    float {} = {load};", var_name(k, KVar::Carried(i)));
             }
             locals(&mut s, "    ");
-            body(&mut s, "    ");
+            body(&mut s, "    ", &[]);
             for (i, c) in k.carried.iter().enumerate() {
                 if let (Some(b), true) = (c.buf, c.store) {
                     let _ = writeln!(
@@ -224,6 +237,78 @@ pub fn print_kernel(k: &Kernel) -> String {
     }
     s.push_str("}\n");
     s
+}
+
+/// The T loop of a `Seq` kernel in blocks of `k.prefetch` steps: each block first loads
+/// the `held` inputs of all its steps into registers (that many loads in flight per
+/// thread), then runs its steps, which read them from there. Steps are counted by `ts`
+/// (`t = ts`, or `t = T - 1 - ts` in reverse) so the last block may be short.
+fn seq_prefetch_loop(s: &mut String, k: &Kernel, held: &[usize], step: impl Fn(&mut String)) {
+    let n = k.prefetch;
+    let t_of = |ts: &str| {
+        if k.reverse {
+            format!("t_len - 1 - ({ts})")
+        } else {
+            ts.to_string()
+        }
+    };
+    let _ = writeln!(
+        s,
+        "    for (unsigned long long ts0 = 0; ts0 < t_len; ts0 += {n}u) {{"
+    );
+    let _ = writeln!(
+        s,
+        "        // Steps ts0..ts0+{n}: their inputs first, {n} loads in flight per input."
+    );
+    for &a in held {
+        let _ = writeln!(s, "        float {}[{n}];", held_name(k, a));
+    }
+    s.push_str(
+        "        SNN_UNROLL
+",
+    );
+    let _ = writeln!(s, "        for (unsigned int k = 0; k < {n}u; ++k) {{");
+    s.push_str(
+        "            const bool live = ts0 + k < t_len;
+",
+    );
+    for &a in held {
+        let _ = writeln!(
+            s,
+            "            {}[k] = live ? {}[({}) * bn + idx] : 0.0f;",
+            held_name(k, a),
+            arg_name(k, a),
+            t_of("ts0 + k")
+        );
+    }
+    s.push_str(
+        "        }
+",
+    );
+    s.push_str(
+        "        SNN_UNROLL
+",
+    );
+    let _ = writeln!(s, "        for (unsigned int k = 0; k < {n}u; ++k) {{");
+    s.push_str(
+        "            if (ts0 + k >= t_len) break;
+",
+    );
+    let _ = writeln!(
+        s,
+        "            const unsigned long long t = {};",
+        t_of("ts0 + k")
+    );
+    s.push_str(
+        "            const unsigned long long row = t * bn;
+",
+    );
+    step(s);
+    s.push_str(
+        "        }
+    }
+",
+    );
 }
 
 /// A C++20 translation unit that runs the generated CUDA of `p` on the host through the
@@ -325,6 +410,11 @@ fn arg_name(k: &Kernel, i: usize) -> String {
     prefixed('b', i, &k.args[i].name)
 }
 
+/// The registers that hold a block of prefetched steps of argument `i`.
+fn held_name(k: &Kernel, i: usize) -> String {
+    prefixed('s', i, &k.args[i].name)
+}
+
 fn param_name(k: &Kernel, i: usize) -> String {
     prefixed('p', i, &k.params[i])
 }
@@ -400,12 +490,14 @@ fn cond(c: String) -> String {
     format!("({c} ? 1.0f : 0.0f)")
 }
 
-fn expr(k: &Kernel, e: &KExpr) -> String {
+/// `held`: the prefetched arguments, read from their registers (`s<i>_<name>[k]`).
+fn expr(k: &Kernel, held: &[usize], e: &KExpr) -> String {
     match e {
         KExpr::Const(v) => f32_literal(*v),
         KExpr::Param(i) => param_name(k, *i),
         KExpr::Weight(i) => weight_name(k, *i),
         KExpr::Var(v) => var_name(k, *v),
+        KExpr::Load(a) if held.contains(a) => format!("{}[k]", held_name(k, *a)),
         KExpr::Load(a) => format!("{}[{}]", arg_name(k, *a), index(k.args[*a].extent)),
         KExpr::Uniform { seed_param } => {
             format!(
@@ -413,10 +505,10 @@ fn expr(k: &Kernel, e: &KExpr) -> String {
                 param_name(k, *seed_param)
             )
         }
-        KExpr::Unary(UnOp::Neg, x) => format!("(-{})", expr(k, x)),
-        KExpr::Unary(UnOp::Not, x) => cond(format!("{} == 0.0f", expr(k, x))),
+        KExpr::Unary(UnOp::Neg, x) => format!("(-{})", expr(k, held, x)),
+        KExpr::Unary(UnOp::Not, x) => cond(format!("{} == 0.0f", expr(k, held, x))),
         KExpr::Binary(op, a, b) => {
-            let (a, b) = (expr(k, a), expr(k, b));
+            let (a, b) = (expr(k, held, a), expr(k, held, b));
             match op {
                 BinOp::Add => format!("({a} + {b})"),
                 BinOp::Sub => format!("({a} - {b})"),
@@ -434,7 +526,7 @@ fn expr(k: &Kernel, e: &KExpr) -> String {
             }
         }
         KExpr::Call(f, args) => {
-            let a: Vec<String> = args.iter().map(|x| expr(k, x)).collect();
+            let a: Vec<String> = args.iter().map(|x| expr(k, held, x)).collect();
             match f {
                 Func::Exp => format!("expf({})", a[0]),
                 Func::Log => format!("logf({})", a[0]),
@@ -453,15 +545,15 @@ fn expr(k: &Kernel, e: &KExpr) -> String {
     }
 }
 
-fn stmt(k: &Kernel, s: &KStmt) -> String {
+fn stmt(k: &Kernel, held: &[usize], s: &KStmt) -> String {
     match s {
-        KStmt::Set(v, e) => format!("{} = {};", var_name(k, *v), expr(k, e)),
+        KStmt::Set(v, e) => format!("{} = {};", var_name(k, *v), expr(k, held, e)),
         KStmt::Store(a, e) => {
             format!(
                 "{}[{}] = {};",
                 arg_name(k, *a),
                 index(k.args[*a].extent),
-                expr(k, e)
+                expr(k, held, e)
             )
         }
     }

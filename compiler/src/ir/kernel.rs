@@ -39,6 +39,14 @@ pub struct Kernel {
     pub locals: Vec<String>,
     /// One time step.
     pub body: Vec<KStmt>,
+    /// `Seq` kernels: the [`prefetched`] inputs are loaded this many steps at a time, all
+    /// steps of a block before any of them is computed ([`mark_prefetch`]); 1: each step
+    /// loads as it runs (every `Step` kernel). The CUDA back end holds a block's inputs in
+    /// registers, so each thread has that many loads in flight: one per thread leaves a GPU
+    /// waiting on memory latency (BENCHMARKS.md, "the fused LIF kernel on an H100"). The
+    /// Rust back end prints the plain loop: its blocks read each step's row as one
+    /// contiguous span, which the CPU's prefetcher already follows.
+    pub prefetch: u32,
 }
 
 /// A weight argument: a learnable parameter's values, or its gradient.
@@ -152,6 +160,43 @@ pub fn mark_streams(k: &mut Kernel) {
     for (a, s) in k.args.iter_mut().zip(stream) {
         a.stream = s;
     }
+}
+
+/// Floats of prefetched inputs a thread may hold ([`mark_prefetch`] shortens the blocks of
+/// a kernel with many inputs): on an H100 about 1000 threads per SM are resident, so 64
+/// registers per thread still keep all of them.
+pub const PREFETCH_FLOATS: u32 = 32;
+
+/// The arguments a `Seq` kernel may load ahead: `[T, B, F]` inputs the body loads and the
+/// kernel never writes, so a load moved before earlier steps reads the same value.
+pub fn prefetched(k: &Kernel) -> Vec<usize> {
+    if k.time != LaunchTime::Seq {
+        return vec![];
+    }
+    (0..k.args.len())
+        .filter(|&i| {
+            let a = &k.args[i];
+            a.extent == Extent::Seq
+                && !a.write
+                && !k.carried.iter().any(|c| c.store && c.buf == Some(i))
+                && k.body
+                    .iter()
+                    .all(|s| !matches!(s, KStmt::Store(j, _) if *j == i))
+                && k.body.iter().any(|s| match s {
+                    KStmt::Set(_, e) | KStmt::Store(_, e) => e.loads(i),
+                })
+        })
+        .collect()
+}
+
+/// Sets [`Kernel::prefetch`] of a `Seq` kernel that has [`prefetched`] inputs to `steps`,
+/// shortened so that the held inputs fit in [`PREFETCH_FLOATS`]; other kernels keep 1.
+pub fn mark_prefetch(k: &mut Kernel, steps: u32) {
+    let n = prefetched(k).len() as u32;
+    k.prefetch = match PREFETCH_FLOATS.checked_div(n) {
+        None => 1,
+        Some(fit) => steps.clamp(1, fit.max(1)),
+    };
 }
 
 impl KExpr {
@@ -290,6 +335,18 @@ impl fmt::Display for Kernel {
                 if c.store { " store" } else { "" }
             )?;
         }
+        if self.prefetch > 1 {
+            let names: Vec<&str> = prefetched(self)
+                .into_iter()
+                .map(|i| self.args[i].name.as_str())
+                .collect();
+            writeln!(
+                f,
+                "  prefetch {} steps of {}",
+                self.prefetch,
+                names.join(", ")
+            )?;
+        }
         writeln!(f, "  over idx in lo..hi, {time}:")?;
         for s in &self.body {
             match s {
@@ -304,5 +361,79 @@ impl fmt::Display for Kernel {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arg(name: &str, extent: Extent, write: bool) -> KArg {
+        KArg {
+            name: name.into(),
+            extent,
+            write,
+            stream: false,
+        }
+    }
+
+    /// A `Seq` kernel reading `reads` `[T, B, F]` inputs, a `[B, F]` one, and writing one
+    /// output it also reads back.
+    fn kernel(reads: usize) -> Kernel {
+        let mut args: Vec<KArg> = (0..reads)
+            .map(|i| arg(&format!("in{i}"), Extent::Seq, false))
+            .collect();
+        args.push(arg("w", Extent::Single, false));
+        args.push(arg("acc", Extent::Seq, true));
+        args.push(arg("unused", Extent::Seq, false));
+        let (w, acc) = (reads, reads + 1);
+        let mut sum = KExpr::Load(w);
+        for i in 0..reads {
+            sum = KExpr::Binary(BinOp::Add, Box::new(sum), Box::new(KExpr::Load(i)));
+        }
+        let acc_plus = KExpr::Binary(BinOp::Add, Box::new(KExpr::Load(acc)), Box::new(sum));
+        Kernel {
+            symbol: "k".into(),
+            doc: String::new(),
+            args,
+            params: vec![],
+            weights: vec![],
+            time: LaunchTime::Seq,
+            reverse: false,
+            carried: vec![],
+            locals: vec![],
+            body: vec![KStmt::Store(acc, acc_plus)],
+            prefetch: 1,
+        }
+    }
+
+    #[test]
+    fn prefetch_takes_read_only_sequences_within_the_register_budget() {
+        let mut k = kernel(2);
+        // Not the [B, F] input, not the output read back, not the argument never loaded.
+        assert_eq!(prefetched(&k), vec![0, 1]);
+        mark_prefetch(&mut k, 8);
+        assert_eq!(k.prefetch, 8);
+        mark_prefetch(&mut k, 0);
+        assert_eq!(k.prefetch, 1);
+        // 5 inputs x 6 steps = 30 <= 32 floats; 40 inputs still get single steps.
+        let mut k = kernel(5);
+        mark_prefetch(&mut k, 8);
+        assert_eq!(k.prefetch, 6);
+        let mut k = kernel(40);
+        mark_prefetch(&mut k, 8);
+        assert_eq!(k.prefetch, 1);
+        // Step kernels and kernels without such inputs load as they go.
+        let mut k = kernel(2);
+        k.time = LaunchTime::Step;
+        mark_prefetch(&mut k, 8);
+        assert_eq!((prefetched(&k).len(), k.prefetch), (0, 1));
+        let mut k = kernel(0);
+        mark_prefetch(&mut k, 8);
+        assert_eq!(k.prefetch, 1);
+        assert!(k.to_string().contains("over idx"));
+        let mut k = kernel(2);
+        mark_prefetch(&mut k, 4);
+        assert!(k.to_string().contains("  prefetch 4 steps of in0, in1\n"));
     }
 }

@@ -59,6 +59,12 @@ pub struct Options {
     /// it made `lif-fwd` faster in one of its two memory modes and slower in the other
     /// (BENCHMARKS.md, "non-temporal stores"). `--stream-stores` on the CLI.
     pub stream_stores: bool,
+    /// Steps of a `Seq` kernel's `[T, B, F]` inputs loaded ahead, all before the block of
+    /// steps is computed (`lower` sets [`crate::ir::kernel::Kernel::prefetch`]; the CUDA
+    /// back end holds them in registers, so a thread keeps that many loads in flight).
+    /// 1: load each step as it runs (the form measured on an H100 at 0.45 of the copy
+    /// bandwidth). `--prefetch-steps` on the CLI.
+    pub prefetch_steps: u32,
 }
 
 /// The input spike rate of projections of spikes, counted on a calibration batch (one
@@ -85,6 +91,7 @@ impl Default for Options {
             sparse: None,
             calibration: None,
             stream_stores: false,
+            prefetch_steps: 8,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! the spread are reported as a table or as JSON lines. Issue 7 grows this list; today it
 //! holds what the compiler's first milestone is measured by.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -210,6 +210,21 @@ fn report(json: bool, name: &str, s: &Stats, unit: &str, value: f64, extra: &str
 
 /// `--stream-stores`: every workload compiled with [`Options::stream_stores`].
 static STREAM_STORES: AtomicBool = AtomicBool::new(false);
+/// `--prefetch-steps`: every workload compiled with [`Options::prefetch_steps`].
+static PREFETCH_STEPS: AtomicU32 = AtomicU32::new(0);
+
+/// The options `--stream-stores` and `--prefetch-steps` set, for every workload.
+fn codegen(train: bool, sparse: Option<bool>) -> Options {
+    let d = Options::default();
+    let steps = PREFETCH_STEPS.load(Ordering::Relaxed);
+    Options {
+        train,
+        sparse,
+        stream_stores: STREAM_STORES.load(Ordering::Relaxed),
+        prefetch_steps: if steps == 0 { d.prefetch_steps } else { steps },
+        ..d
+    }
+}
 
 fn load(
     src: &str,
@@ -217,12 +232,7 @@ fn load(
     train: bool,
     sparse: Option<bool>,
 ) -> DResult<snnc::session::DeviceLoaded> {
-    let mut c = Compiler::new(Options {
-        train,
-        sparse,
-        stream_stores: STREAM_STORES.load(Ordering::Relaxed),
-        ..Options::default()
-    });
+    let mut c = Compiler::new(codegen(train, sparse));
     let parsed = c
         .parse_str("bench.snn", src)
         .map_err(|d| Diagnostic::new(d.kind, d.plain(&c.sources)))?;
@@ -248,12 +258,7 @@ fn load_calibrated(
     snnc::session::DeviceLoaded,
     Option<snnc::session::Calibrated>,
 )> {
-    let mut c = Compiler::new(Options {
-        train,
-        sparse,
-        stream_stores: STREAM_STORES.load(Ordering::Relaxed),
-        ..Options::default()
-    });
+    let mut c = Compiler::new(codegen(train, sparse));
     let parsed = c
         .parse_str("bench.snn", src)
         .map_err(|d| Diagnostic::new(d.kind, d.plain(&c.sources)))?;
@@ -299,8 +304,10 @@ pub fn bench(
     sparse: Option<bool>,
     calibrate: bool,
     stream_stores: bool,
+    prefetch_steps: Option<u32>,
 ) -> DResult<()> {
     STREAM_STORES.store(stream_stores, Ordering::Relaxed);
+    PREFETCH_STEPS.store(prefetch_steps.unwrap_or(0), Ordering::Relaxed);
     let ts: Vec<usize> = if psn.ts.is_empty() {
         vec![8, 32, 64, 128]
     } else {

@@ -51,6 +51,10 @@ struct PipelineArgs {
     /// Non-temporal stores for the large outputs of forward kernels (off by default).
     #[arg(long)]
     stream_stores: bool,
+    /// CUDA: load a fused kernel's inputs this many time steps ahead, into registers
+    /// (default 8; 1 loads each step as it runs).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    prefetch_steps: Option<u32>,
 }
 
 /// `--sparse auto | on | off` as [`Options::sparse`].
@@ -71,6 +75,9 @@ impl PipelineArgs {
             train: self.train,
             sparse: sparse_opt(&self.sparse),
             stream_stores: self.stream_stores,
+            prefetch_steps: self
+                .prefetch_steps
+                .unwrap_or(Options::default().prefetch_steps),
             ..Options::default()
         }
     }
@@ -139,6 +146,9 @@ enum Cmd {
         /// kernels (`lif-fwd`, `lif-fwdbwd`, the PSN workloads).
         #[arg(long)]
         stream_stores: bool,
+        /// CUDA: time steps of a fused kernel's inputs loaded ahead (default 8).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+        prefetch_steps: Option<u32>,
     },
     /// Train a model (its `train { }` block says how); prints test accuracy at the end.
     Train {
@@ -319,6 +329,7 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
             sparse,
             no_calibrate,
             stream_stores,
+            prefetch_steps,
         } => {
             if list {
                 for (n, what) in bench::WORKLOADS {
@@ -340,6 +351,7 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
                 sparse_opt(&sparse),
                 !no_calibrate,
                 stream_stores,
+                prefetch_steps,
             )
             .map_err(|d| report(&c, &d, color))
         }

@@ -55,6 +55,9 @@ pub fn run(m: &Module, opts: &Options) -> DResult<Program> {
     if opts.stream_stores {
         l.kernels.iter_mut().for_each(mark_streams);
     }
+    for k in &mut l.kernels {
+        mark_prefetch(k, opts.prefetch_steps);
+    }
     Ok(Program {
         plan: l.plan,
         kernels: l.kernels,
@@ -1211,6 +1214,7 @@ impl KB {
                 carried: vec![],
                 locals: vec![],
                 body: vec![],
+                prefetch: 1,
             },
             bufs: vec![],
             weights: vec![],
