@@ -188,3 +188,64 @@ fn cuda_matches_cpu_on_every_model() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(nonzero > 10, "only {nonzero} outputs had non-zero values");
 }
+
+/// Transfers through the page-locked staging buffers (`PINNED_MIN` floats and up) and the
+/// direct ones: every upload comes back bit for bit, also when a staging buffer is reused
+/// before the copy out of it ran (two uploads of one length in a row, then downloads), and
+/// when more lengths than buffers kept evict the oldest.
+#[test]
+fn transfers_round_trip_through_pinned_staging() {
+    use snn_runtime::cuda::{CudaDevice, PINNED_MIN};
+    use snn_runtime::device::{Device, Loc};
+    if !snn_runtime::cuda::driver_present() {
+        println!("SKIP: no CUDA device (libcuda.so not found)");
+        return;
+    }
+    let mut d = match CudaDevice::new(0, "", &[], vec![]) {
+        Ok(d) => d,
+        Err(e) if is_unavailable(&e.to_string()) => {
+            println!("SKIP: no CUDA device ({e})");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let big = PINNED_MIN * 4 + 3;
+    // Lengths below and above the threshold, and more staged lengths than are kept.
+    let lens: Vec<usize> = [1, PINNED_MIN - 1, PINNED_MIN, big]
+        .into_iter()
+        .chain((0..10).map(|i| PINNED_MIN + 1000 * i))
+        .collect();
+    d.alloc_slots(&vec![big * 2; lens.len()]).unwrap();
+    let data = |seed: usize, len: usize| -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 2654435761 + seed * 97) % 1_000_003) as f32 * 0.5 - 7.0)
+            .collect()
+    };
+    for round in 0..2 {
+        for (slot, &len) in lens.iter().enumerate() {
+            // Same length twice in a row: the second waits for the first copy to finish.
+            d.upload(Loc::new(slot, 0), &data(slot + round, len))
+                .unwrap();
+            d.upload(Loc::new(slot, len), &data(slot + round + 100, len))
+                .unwrap();
+        }
+        for (slot, &len) in lens.iter().enumerate() {
+            let mut a = vec![0.0f32; len];
+            let mut b = vec![0.0f32; len];
+            d.download(Loc::new(slot, 0), &mut a).unwrap();
+            d.download(Loc::new(slot, len), &mut b).unwrap();
+            assert!(
+                a == data(slot + round, len),
+                "slot {slot} ({len} floats), first copy"
+            );
+            assert!(
+                b == data(slot + round + 100, len),
+                "slot {slot} ({len} floats), second"
+            );
+        }
+    }
+    println!(
+        "round trips of {} lengths through pinned and direct copies",
+        lens.len()
+    );
+}

@@ -9,7 +9,9 @@
 //! the CPU kernels; PTX is cached in memory per (source, headers, architecture).
 //!
 //! All work goes to one stream in submission order; [`Device::download`] and
-//! [`Device::sync`] wait for it.
+//! [`Device::sync`] wait for it. Inputs and outputs of [`PINNED_MIN`] elements or more move
+//! through page-locked host buffers ([`Staging`]): the DMA engine reads them directly, and
+//! an upload returns once its data is in the staging buffer, before the copy runs.
 
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, CString};
@@ -18,7 +20,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::cublas::{result as blas, sys as blas_sys, CudaBlas};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig,
+    PinnedHostSlice, PushKernelArg,
 };
 use cudarc::nvrtc::{result as rtc, sys as rtc_sys, Ptx};
 
@@ -254,8 +257,77 @@ pub struct CudaDevice {
     mix_scratch: Option<Buf>,
     /// A `time_mix_dw`'s products, row sums and a row of ones.
     dw_scratch: Option<Buf>,
+    /// Page-locked host buffers of uploads and downloads, by length.
+    staging: Staging,
     name: String,
     arch: String,
+}
+
+/// Transfers this long or longer (floats: 256 KiB) go through a page-locked buffer; for
+/// shorter ones the extra host copy costs about what the faster DMA saves.
+pub const PINNED_MIN: usize = 64 << 10;
+/// Staging buffers kept; inputs and outputs recur with the same lengths batch after batch.
+const STAGED_MAX: usize = 8;
+
+/// Page-locked host buffers, one per transfer length, each with the event recorded after
+/// the last copy that used it. Event tracking is off on this context (one stream), so the
+/// events are ours: a buffer is rewritten only after its event says the copy is done.
+#[derive(Default)]
+struct Staging {
+    bufs: Vec<(PinnedHostSlice<f32>, Option<CudaEvent>)>,
+}
+
+impl Staging {
+    /// The buffer of exactly `len` floats, free to write: its last copy has finished.
+    fn get(
+        &mut self,
+        ctx: &Arc<CudaContext>,
+        len: usize,
+    ) -> Result<&mut (PinnedHostSlice<f32>, Option<CudaEvent>)> {
+        let at = match self.bufs.iter().position(|(b, _)| b.len() == len) {
+            Some(i) => i,
+            None => {
+                if self.bufs.len() >= STAGED_MAX {
+                    // The oldest goes; its copy must be done before the memory is freed.
+                    let (_, done) = self.bufs.remove(0);
+                    wait(done)?;
+                }
+                // Flags 0 (not write-combined): downloads read it back on the host.
+                // SAFETY: the contents are written before any copy reads them.
+                let host = unsafe { ctx.alloc_pinned_with_flags::<f32>(len, 0) }
+                    .map_err(|e| dev_err("cuMemHostAlloc", e))?;
+                self.bufs.push((host, None));
+                self.bufs.len() - 1
+            }
+        };
+        let entry = &mut self.bufs[at];
+        wait(entry.1.take())?;
+        Ok(entry)
+    }
+
+    /// Waits for every copy still reading or writing a staging buffer.
+    fn drain(&mut self) -> Result<()> {
+        for (_, done) in &mut self.bufs {
+            wait(done.take())?;
+        }
+        Ok(())
+    }
+}
+
+fn wait(done: Option<CudaEvent>) -> Result<()> {
+    match done {
+        Some(e) => e
+            .synchronize()
+            .map_err(|e| dev_err("cuEventSynchronize(staging)", e)),
+        None => Ok(()),
+    }
+}
+
+impl Drop for CudaDevice {
+    fn drop(&mut self) {
+        // Page-locked memory must outlive the copies that use it.
+        let _ = self.staging.drain();
+    }
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -401,6 +473,7 @@ impl CudaDevice {
             scratch: None,
             mix_scratch: None,
             dw_scratch: None,
+            staging: Staging::default(),
             name: format!("cuda:{ordinal} ({gpu}, sm_{major}{minor})"),
             arch,
         })
@@ -761,9 +834,25 @@ impl Device for CudaDevice {
         }
         let b = &mut self.slots[dst.slot];
         let mut view = b.mem.slice_mut(dst.offset..dst.offset + data.len());
+        if data.len() < PINNED_MIN {
+            return self
+                .stream
+                .memcpy_htod(data, &mut view)
+                .map_err(|e| dev_err("cuMemcpyHtoD", e));
+        }
+        let (host, done) = self.staging.get(&self.ctx, data.len())?;
+        host.as_mut_slice()
+            .map_err(|e| dev_err("staging buffer", e))?
+            .copy_from_slice(data);
         self.stream
-            .memcpy_htod(data, &mut view)
-            .map_err(|e| dev_err("cuMemcpyHtoD", e))
+            .memcpy_htod(&*host, &mut view)
+            .map_err(|e| dev_err("cuMemcpyHtoDAsync(pinned)", e))?;
+        *done = Some(
+            self.stream
+                .record_event(None)
+                .map_err(|e| dev_err("cuEventRecord(staging)", e))?,
+        );
+        Ok(())
     }
 
     fn download(&mut self, src: Loc, out: &mut [f32]) -> Result<()> {
@@ -772,10 +861,22 @@ impl Device for CudaDevice {
             return Ok(());
         }
         let b = &self.slots[src.slot];
+        let view = b.mem.slice(src.offset..src.offset + out.len());
+        if out.len() < PINNED_MIN {
+            self.stream
+                .memcpy_dtoh(&view, out)
+                .map_err(|e| dev_err("cuMemcpyDtoH", e))?;
+            return self.sync();
+        }
+        let (host, _) = self.staging.get(&self.ctx, out.len())?;
         self.stream
-            .memcpy_dtoh(&b.mem.slice(src.offset..src.offset + out.len()), out)
-            .map_err(|e| dev_err("cuMemcpyDtoH", e))?;
-        self.sync()
+            .memcpy_dtoh(&view, host)
+            .map_err(|e| dev_err("cuMemcpyDtoHAsync(pinned)", e))?;
+        self.stream
+            .synchronize()
+            .map_err(|e| dev_err("cuStreamSynchronize", e))?;
+        out.copy_from_slice(host.as_slice().map_err(|e| dev_err("staging buffer", e))?);
+        Ok(())
     }
 
     fn zero(&mut self, dst: Loc, len: usize) -> Result<()> {
