@@ -579,3 +579,46 @@ fn generated_kernels_compile_with_nvrtc_without_spills() {
     ));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The CUDA device's disk cache of PTX (no GPU needed): the first compile writes
+/// `ptx/<hash>.ptx`, the second reads it back unchanged; another architecture or source is
+/// another file; a damaged file is recompiled and replaced, never handed to the driver.
+#[test]
+fn ptx_disk_cache_round_trips() {
+    use snn_runtime::cuda::{compile_ptx_cached, ptx_cache_file, PRELUDE, PRELUDE_NAME};
+    if let Err(why) = find_tools() {
+        say(&format!("SKIP nvrtc::ptx_disk_cache_round_trips: {why}"));
+        return;
+    }
+    let dir = common::root().join("target/nvrtc-check/ptx-cache-test");
+    let _ = std::fs::remove_dir_all(&dir);
+    let src = "#include \"snn_prelude.cuh\"\nextern \"C\" __global__ void k(float* x) { x[threadIdx.x] = snn_f32(0x3f800000u); }\n";
+    let headers = [(PRELUDE_NAME, PRELUDE)];
+    let (first, cached) = compile_ptx_cached(&dir, src, &headers, "compute_90").unwrap();
+    assert!(!cached && first.contains(".entry k"));
+    let file = ptx_cache_file(&dir, src, &headers, "compute_90").unwrap();
+    let stored = std::fs::read_to_string(&file).unwrap();
+    assert!(stored.starts_with(&first) && stored.len() > first.len());
+    let (again, cached) = compile_ptx_cached(&dir, src, &headers, "compute_90").unwrap();
+    assert!(cached && again == first);
+    // Other keys, other files.
+    let other_arch = ptx_cache_file(&dir, src, &headers, "compute_80").unwrap();
+    let other_src = ptx_cache_file(&dir, &src.replace("x[", "x[1 + "), &headers, "compute_90");
+    assert!(other_arch != file && other_src.unwrap() != file);
+    let (sm80, cached) = compile_ptx_cached(&dir, src, &headers, "compute_80").unwrap();
+    assert!(!cached && sm80.contains(".target sm_80"));
+    // A file cut short anywhere is not used: compiled again and replaced.
+    for cut in [stored.len() / 3, stored.len() - 2] {
+        std::fs::write(&file, &stored[..cut]).unwrap();
+        let (fresh, cached) = compile_ptx_cached(&dir, src, &headers, "compute_90").unwrap();
+        assert!(!cached && fresh == first, "cut at {cut}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), stored);
+    }
+    // Only finished files are left: no temporaries.
+    let names: Vec<String> = std::fs::read_dir(dir.join("ptx"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.iter().all(|n| n.ends_with(".ptx")), "{names:?}");
+}

@@ -30,20 +30,8 @@ pub struct BuiltLib {
     pub seconds: f64,
 }
 
-/// Where kernel libraries are cached: `$SNNC_CACHE_DIR`, else `$XDG_CACHE_HOME/snnc`, else
-/// `~/.cache/snnc`, else a directory under the system temp dir.
-pub fn cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("SNNC_CACHE_DIR") {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(d).join("snnc");
-    }
-    if let Some(h) = std::env::var_os("HOME") {
-        return PathBuf::from(h).join(".cache").join("snnc");
-    }
-    std::env::temp_dir().join("snnc-cache")
-}
+/// Where kernel libraries are cached (shared with the CUDA device's PTX cache).
+pub use snn_runtime::cache_dir;
 
 fn rustc() -> String {
     std::env::var("SNNC_RUSTC")

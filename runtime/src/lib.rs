@@ -31,3 +31,20 @@ pub use error::{Result, RuntimeError};
 pub use exec::Session;
 pub use kernels::KernelTable;
 pub use tensor::Tensor;
+
+/// Where compiled kernels are cached: `$SNNC_CACHE_DIR`, else `$XDG_CACHE_HOME/snnc`, else
+/// `~/.cache/snnc`, else a directory under the system temp dir. The compiler keeps its CPU
+/// kernel libraries there, the CUDA device its PTX (`ptx/`).
+pub fn cache_dir() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    if let Some(d) = std::env::var_os("SNNC_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(d).join("snnc");
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        return PathBuf::from(h).join(".cache").join("snnc");
+    }
+    std::env::temp_dir().join("snnc-cache")
+}

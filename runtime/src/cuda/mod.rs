@@ -6,7 +6,9 @@
 //! builds and links on machines without a toolkit; [`CudaDevice::new`] checks for them first
 //! and returns a [`RuntimeError::Device`] (never a panic) when one is missing or no device
 //! answers. Generated code is compiled with `--fmad=false` so the neuron updates round like
-//! the CPU kernels; PTX is cached in memory per (source, headers, architecture).
+//! the CPU kernels; PTX is cached in memory per (source, headers, architecture), and on disk
+//! under [`crate::cache_dir`]`/ptx` keyed by a SHA-256 of those and NVRTC's version, so a
+//! model that was run before starts without NVRTC.
 //!
 //! All work goes to one stream in submission order; [`Device::download`] and
 //! [`Device::sync`] wait for it. Inputs and outputs of [`PINNED_MIN`] elements or more move
@@ -16,6 +18,7 @@
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, CString};
 use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::cublas::{result as blas, sys as blas_sys, CudaBlas};
@@ -24,6 +27,7 @@ use cudarc::driver::{
     PinnedHostSlice, PushKernelArg,
 };
 use cudarc::nvrtc::{result as rtc, sys as rtc_sys, Ptx};
+use sha2::{Digest, Sha256};
 
 use crate::device::{
     ConvDesc, ConvDwDesc, ConvDxDesc, Device, GemmDesc, GemmDwDesc, GemmDxDesc, LaunchDesc, Loc,
@@ -132,6 +136,91 @@ pub fn compile_ptx(source: &str, headers: &[(&str, &str)], arch: &str) -> Result
     Ok(ptx)
 }
 
+/// NVRTC options of every compile (part of the disk cache key).
+const NVRTC_OPTIONS: [&str; 2] = ["--fmad=false", "--std=c++17"];
+
+/// NVRTC's `(major, minor)` version.
+pub fn nvrtc_version() -> Result<(i32, i32)> {
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: two valid out-pointers.
+    unsafe { rtc_sys::nvrtcVersion(&mut major, &mut minor) }
+        .result()
+        .map_err(|e| dev_err("nvrtcVersion", e))?;
+    Ok((major, minor))
+}
+
+/// The file in `dir` that caches the PTX of `source` with `headers` for `arch`: a SHA-256
+/// of everything NVRTC's output depends on (its version, the options, the texts).
+pub fn ptx_cache_file(
+    dir: &Path,
+    source: &str,
+    headers: &[(&str, &str)],
+    arch: &str,
+) -> Result<PathBuf> {
+    let (major, minor) = nvrtc_version()?;
+    let mut h = Sha256::new();
+    let mut part = |b: &[u8]| {
+        // Length-prefixed, so that no two lists of parts hash alike.
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    part(b"snnc ptx 1");
+    part(format!("nvrtc {major}.{minor} {arch}").as_bytes());
+    for o in NVRTC_OPTIONS {
+        part(o.as_bytes());
+    }
+    part(source.as_bytes());
+    for (n, t) in headers {
+        part(n.as_bytes());
+        part(t.as_bytes());
+    }
+    let key: String = h
+        .finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(dir.join("ptx").join(format!("{key}.ptx")))
+}
+
+/// [`compile_ptx`] through a disk cache under `dir` (`ptx/<hash>.ptx`, written to a unique
+/// temporary file and renamed into place, so readers never see half a file). Returns the
+/// PTX and whether it came from the disk. A cache that cannot be read or written is only
+/// slower: the error is not the caller's.
+pub fn compile_ptx_cached(
+    dir: &Path,
+    source: &str,
+    headers: &[(&str, &str)],
+    arch: &str,
+) -> Result<(String, bool)> {
+    let file = ptx_cache_file(dir, source, headers, arch)?;
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        if let Some(ptx) = text.strip_suffix(PTX_END) {
+            return Ok((ptx.to_string(), true));
+        }
+    }
+    let ptx = compile_ptx(source, headers, arch)?;
+    store_ptx(&file, &ptx);
+    Ok((ptx, false))
+}
+
+/// The last line of a cache file: a file without it was cut short and is not used.
+const PTX_END: &str = "\n// snnc: end of cached PTX\n";
+
+fn store_ptx(file: &Path, ptx: &str) {
+    static WRITES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = file.with_extension(format!("tmp-{}-{n}", std::process::id()));
+    let ok = file
+        .parent()
+        .is_some_and(|d| std::fs::create_dir_all(d).is_ok())
+        && std::fs::write(&tmp, format!("{ptx}{PTX_END}")).is_ok()
+        && std::fs::rename(&tmp, file).is_ok();
+    if !ok {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
 fn nvrtc_compile(source: &str, headers: &[(&str, &str)], arch: &str) -> Result<String> {
     let src = c_string("CUDA source", source)?;
     let name = c_string("program name", "snn_kernels.cu")?;
@@ -166,11 +255,8 @@ fn nvrtc_compile(source: &str, headers: &[(&str, &str)], arch: &str) -> Result<S
         .result()
         .map_err(|e| dev_err("nvrtcCreateProgram", e))?;
     }
-    let opts = [
-        format!("--gpu-architecture={arch}"),
-        "--fmad=false".to_string(),
-        "--std=c++17".to_string(),
-    ];
+    let mut opts = vec![format!("--gpu-architecture={arch}")];
+    opts.extend(NVRTC_OPTIONS.iter().map(|o| o.to_string()));
     // SAFETY: prog was created above and is destroyed once below.
     let compiled = unsafe { rtc::compile_program(prog, &opts) };
     let out = match compiled {
@@ -421,10 +507,21 @@ impl CudaDevice {
             .map_err(|e| dev_err("cublasSetMathMode", e))?;
         }
 
-        let ops_ptx = compile_ptx(OPS_SOURCE, &[], &arch)?;
-        let ops_mod = ctx
-            .load_module(Ptx::from_src(ops_ptx))
-            .map_err(|e| dev_err("cuModuleLoadData(ops)", e))?;
+        // PTX from the disk cache; if the driver refuses a cached file, compile afresh.
+        let cache = crate::cache_dir();
+        let load = |source: &str, headers: &[(&str, &str)], what: &str| {
+            let (ptx, cached) = compile_ptx_cached(&cache, source, headers, &arch)?;
+            match ctx.load_module(Ptx::from_src(ptx)) {
+                Err(_) if cached => {
+                    let ptx = compile_ptx(source, headers, &arch)?;
+                    store_ptx(&ptx_cache_file(&cache, source, headers, &arch)?, &ptx);
+                    ctx.load_module(Ptx::from_src(ptx))
+                }
+                r => r,
+            }
+            .map_err(|e| dev_err(&format!("cuModuleLoadData({what})"), e))
+        };
+        let ops_mod = load(OPS_SOURCE, &[], "ops")?;
         let f = |name: &str| {
             ops_mod
                 .load_function(name)
@@ -447,10 +544,7 @@ impl CudaDevice {
 
         let mut kernels = Vec::with_capacity(symbols.len());
         if !symbols.is_empty() {
-            let ptx = compile_ptx(cuda_source, headers, &arch)?;
-            let module = ctx
-                .load_module(Ptx::from_src(ptx))
-                .map_err(|e| dev_err("cuModuleLoadData", e))?;
+            let module = load(cuda_source, headers, "generated kernels")?;
             for s in &symbols {
                 kernels.push(module.load_function(s).map_err(|e| {
                     RuntimeError::Device(format!(
