@@ -192,7 +192,7 @@ fn cuda_matches_cpu_on_every_model() {
 /// Transfers through the page-locked staging buffers (`PINNED_MIN` floats and up) and the
 /// direct ones: every upload comes back bit for bit, also when a staging buffer is reused
 /// before the copy out of it ran (two uploads of one length in a row, then downloads), and
-/// when more lengths than buffers kept evict the oldest.
+/// when more lengths than buffers kept evict the oldest; weights too.
 #[test]
 fn transfers_round_trip_through_pinned_staging() {
     use snn_runtime::cuda::{CudaDevice, PINNED_MIN};
@@ -243,6 +243,14 @@ fn transfers_round_trip_through_pinned_staging() {
                 "slot {slot} ({len} floats), second"
             );
         }
+    }
+    // Weights take the same paths (set_weight, then get_weight), long and short.
+    for (id, len) in [(0, big), (1, 5), (2, PINNED_MIN)] {
+        let w = data(id + 7, len);
+        d.set_weight(id, &w).unwrap();
+        let mut back = vec![0.0f32; len];
+        d.get_weight(id, &mut back).unwrap();
+        assert!(back == w, "weight {id} ({len} floats)");
     }
     println!(
         "round trips of {} lengths through pinned and direct copies",

@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::cublas::{result as blas, sys as blas_sys, CudaBlas};
 use cudarc::driver::{
-    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig,
-    PinnedHostSlice, PushKernelArg,
+    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr,
+    LaunchConfig, PinnedHostSlice, PushKernelArg,
 };
 use cudarc::nvrtc::{result as rtc, sys as rtc_sys, Ptx};
 use sha2::{Digest, Sha256};
@@ -358,18 +358,77 @@ const STAGED_MAX: usize = 8;
 /// Page-locked host buffers, one per transfer length, each with the event recorded after
 /// the last copy that used it. Event tracking is off on this context (one stream), so the
 /// events are ours: a buffer is rewritten only after its event says the copy is done.
-#[derive(Default)]
 struct Staging {
+    ctx: Arc<CudaContext>,
     bufs: Vec<(PinnedHostSlice<f32>, Option<CudaEvent>)>,
 }
 
 impl Staging {
-    /// The buffer of exactly `len` floats, free to write: its last copy has finished.
-    fn get(
+    /// Host -> device on `stream`; long copies through a staging buffer, so the call
+    /// returns before the copy runs.
+    fn htod(
         &mut self,
-        ctx: &Arc<CudaContext>,
-        len: usize,
-    ) -> Result<&mut (PinnedHostSlice<f32>, Option<CudaEvent>)> {
+        stream: &Arc<CudaStream>,
+        data: &[f32],
+        dst: &mut CudaViewMut<'_, f32>,
+        what: &str,
+    ) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        if data.len() < PINNED_MIN {
+            return stream
+                .memcpy_htod(data, dst)
+                .map_err(|e| dev_err(&format!("cuMemcpyHtoD({what})"), e));
+        }
+        let (host, done) = self.get(data.len())?;
+        host.as_mut_slice()
+            .map_err(|e| dev_err("staging buffer", e))?
+            .copy_from_slice(data);
+        stream
+            .memcpy_htod(&*host, dst)
+            .map_err(|e| dev_err(&format!("cuMemcpyHtoDAsync({what}, pinned)"), e))?;
+        *done = Some(
+            stream
+                .record_event(None)
+                .map_err(|e| dev_err("cuEventRecord(staging)", e))?,
+        );
+        Ok(())
+    }
+
+    /// Device -> host on `stream`, complete on return (the stream is synchronised).
+    fn dtoh(
+        &mut self,
+        stream: &Arc<CudaStream>,
+        src: &CudaView<'_, f32>,
+        out: &mut [f32],
+        what: &str,
+    ) -> Result<()> {
+        let sync = |stream: &Arc<CudaStream>| {
+            stream
+                .synchronize()
+                .map_err(|e| dev_err("cuStreamSynchronize", e))
+        };
+        if out.is_empty() {
+            return sync(stream);
+        }
+        if out.len() < PINNED_MIN {
+            stream
+                .memcpy_dtoh(src, out)
+                .map_err(|e| dev_err(&format!("cuMemcpyDtoH({what})"), e))?;
+            return sync(stream);
+        }
+        let (host, _) = self.get(out.len())?;
+        stream
+            .memcpy_dtoh(src, host)
+            .map_err(|e| dev_err(&format!("cuMemcpyDtoHAsync({what}, pinned)"), e))?;
+        sync(stream)?;
+        out.copy_from_slice(host.as_slice().map_err(|e| dev_err("staging buffer", e))?);
+        Ok(())
+    }
+
+    /// The buffer of exactly `len` floats, free to write: its last copy has finished.
+    fn get(&mut self, len: usize) -> Result<&mut (PinnedHostSlice<f32>, Option<CudaEvent>)> {
         let at = match self.bufs.iter().position(|(b, _)| b.len() == len) {
             Some(i) => i,
             None => {
@@ -380,7 +439,7 @@ impl Staging {
                 }
                 // Flags 0 (not write-combined): downloads read it back on the host.
                 // SAFETY: the contents are written before any copy reads them.
-                let host = unsafe { ctx.alloc_pinned_with_flags::<f32>(len, 0) }
+                let host = unsafe { self.ctx.alloc_pinned_with_flags::<f32>(len, 0) }
                     .map_err(|e| dev_err("cuMemHostAlloc", e))?;
                 self.bufs.push((host, None));
                 self.bufs.len() - 1
@@ -554,7 +613,7 @@ impl CudaDevice {
             }
         }
         Ok(CudaDevice {
-            ctx,
+            ctx: ctx.clone(),
             stream,
             blas,
             kernels,
@@ -567,7 +626,10 @@ impl CudaDevice {
             scratch: None,
             mix_scratch: None,
             dw_scratch: None,
-            staging: Staging::default(),
+            staging: Staging {
+                ctx,
+                bufs: Vec::new(),
+            },
             name: format!("cuda:{ordinal} ({gpu}, sm_{major}{minor})"),
             arch,
         })
@@ -625,9 +687,18 @@ impl CudaDevice {
         Ok(self.base(&b.mem))
     }
 
-    /// Device -> host copy of a whole weight-sized buffer, then a sync.
-    fn copy_out(&self, b: Option<&Buf>, what: &str, absent: &str, out: &mut [f32]) -> Result<()> {
-        let b = b.ok_or_else(|| RuntimeError::Device(format!("{what} {absent}")))?;
+    /// Device -> host copy of the whole weight (or gradient) `id` of `bufs`, then a sync.
+    fn copy_out(&mut self, grads: bool, id: WeightId, out: &mut [f32]) -> Result<()> {
+        let (what, absent, bufs) = if grads {
+            ("gradient", "was never computed", &self.grads)
+        } else {
+            ("weight", "was never set", &self.weights)
+        };
+        let what = format!("{what} {id}");
+        let b = bufs
+            .get(id)
+            .and_then(|w| w.as_ref())
+            .ok_or_else(|| RuntimeError::Device(format!("{what} {absent}")))?;
         if b.len != out.len() {
             return Err(RuntimeError::Device(format!(
                 "{what} has {} elements, {} requested",
@@ -635,14 +706,8 @@ impl CudaDevice {
                 out.len()
             )));
         }
-        if !out.is_empty() {
-            self.stream
-                .memcpy_dtoh(&b.mem.slice(0..out.len()), out)
-                .map_err(|e| dev_err(&format!("cuMemcpyDtoH({what})"), e))?;
-        }
-        self.stream
-            .synchronize()
-            .map_err(|e| dev_err("cuStreamSynchronize", e))
+        let view = b.mem.slice(0..out.len());
+        self.staging.dtoh(&self.stream, &view, out, &what)
     }
 
     fn grad_ptr(&self, id: WeightId, len: usize, what: &str) -> Result<u64> {
@@ -890,18 +955,12 @@ impl Device for CudaDevice {
         let Some(b) = self.weights[id].as_mut() else {
             unreachable!()
         };
-        if !data.is_empty() {
-            let mut view = b.mem.slice_mut(0..data.len());
-            self.stream
-                .memcpy_htod(data, &mut view)
-                .map_err(|e| dev_err("cuMemcpyHtoD(weight)", e))?;
-        }
-        Ok(())
+        let mut view = b.mem.slice_mut(0..data.len());
+        self.staging.htod(&self.stream, data, &mut view, "weight")
     }
 
     fn get_weight(&mut self, id: WeightId, out: &mut [f32]) -> Result<()> {
-        let b = self.weights.get(id).and_then(|w| w.as_ref());
-        self.copy_out(b, &format!("weight {id}"), "was never set", out)
+        self.copy_out(false, id, out)
     }
 
     fn set_params(&mut self, params: &[f32]) -> Result<()> {
@@ -928,25 +987,7 @@ impl Device for CudaDevice {
         }
         let b = &mut self.slots[dst.slot];
         let mut view = b.mem.slice_mut(dst.offset..dst.offset + data.len());
-        if data.len() < PINNED_MIN {
-            return self
-                .stream
-                .memcpy_htod(data, &mut view)
-                .map_err(|e| dev_err("cuMemcpyHtoD", e));
-        }
-        let (host, done) = self.staging.get(&self.ctx, data.len())?;
-        host.as_mut_slice()
-            .map_err(|e| dev_err("staging buffer", e))?
-            .copy_from_slice(data);
-        self.stream
-            .memcpy_htod(&*host, &mut view)
-            .map_err(|e| dev_err("cuMemcpyHtoDAsync(pinned)", e))?;
-        *done = Some(
-            self.stream
-                .record_event(None)
-                .map_err(|e| dev_err("cuEventRecord(staging)", e))?,
-        );
-        Ok(())
+        self.staging.htod(&self.stream, data, &mut view, "upload")
     }
 
     fn download(&mut self, src: Loc, out: &mut [f32]) -> Result<()> {
@@ -956,21 +997,7 @@ impl Device for CudaDevice {
         }
         let b = &self.slots[src.slot];
         let view = b.mem.slice(src.offset..src.offset + out.len());
-        if out.len() < PINNED_MIN {
-            self.stream
-                .memcpy_dtoh(&view, out)
-                .map_err(|e| dev_err("cuMemcpyDtoH", e))?;
-            return self.sync();
-        }
-        let (host, _) = self.staging.get(&self.ctx, out.len())?;
-        self.stream
-            .memcpy_dtoh(&view, host)
-            .map_err(|e| dev_err("cuMemcpyDtoHAsync(pinned)", e))?;
-        self.stream
-            .synchronize()
-            .map_err(|e| dev_err("cuStreamSynchronize", e))?;
-        out.copy_from_slice(host.as_slice().map_err(|e| dev_err("staging buffer", e))?);
-        Ok(())
+        self.staging.dtoh(&self.stream, &view, out, "download")
     }
 
     fn zero(&mut self, dst: Loc, len: usize) -> Result<()> {
@@ -1330,8 +1357,7 @@ impl Device for CudaDevice {
     }
 
     fn get_grad(&mut self, id: WeightId, out: &mut [f32]) -> Result<()> {
-        let b = self.grads.get(id).and_then(|w| w.as_ref());
-        self.copy_out(b, &format!("gradient {id}"), "was never computed", out)
+        self.copy_out(true, id, out)
     }
 
     fn conv2d(&mut self, d: &ConvDesc) -> Result<()> {
