@@ -270,6 +270,34 @@ fn cuda_requests_fail_with_one_clear_line() {
     assert!(err.contains("no CUDA driver (libcuda.so) found"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(!err.contains("panicked"));
+
+    // The GPU's bandwidth limit needs only the driver: the same one line.
+    let o = snnc(&["bench", "copy", "--device", "cuda", "--repeat", "1"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(err.contains("no CUDA driver (libcuda.so) found"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+/// `copy` is listed and is the GPU's workload: on the CPU it is skipped with a line, and the
+/// rest still runs.
+#[test]
+fn bench_copy_is_listed_and_cuda_only() {
+    let o = snnc(&["bench", "--list"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).lines().any(|l| l.starts_with("copy ")),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = snnc(&["bench", "copy", "triad", "--repeat", "1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("copy         (CUDA-only workload, skipped on cpu)"),
+        "{out}"
+    );
+    assert!(out.contains("GB/s"), "{out}");
 }
 
 /// The CI training run: a few seconds of Yin-Yang whose loss falls and whose accuracy

@@ -256,7 +256,7 @@ pub fn calibrate_loaded(
 }
 
 /// A CUDA set-up error as one clear line (no driver, no device, NVRTC failure).
-fn cuda_diag(e: RuntimeError) -> Diagnostic {
+pub fn cuda_diag(e: RuntimeError) -> Diagnostic {
     let msg = match &e {
         RuntimeError::Device(m) => m.clone(),
         other => other.to_string(),

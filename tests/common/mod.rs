@@ -7,8 +7,19 @@ use snnc::diag::Diagnostic;
 use snnc::ir::kernel::Program;
 use snnc::{Compiler, Options};
 
+/// The repository root: `$SNNC_REPO_ROOT` when set, else the checkout the test was built in,
+/// else the current directory. The first and last serve test binaries carried to another
+/// machine and run from a copy of the repository at another path (scripts/gpu-session.sh).
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    if let Some(dir) = std::env::var_os("SNNC_REPO_ROOT") {
+        return PathBuf::from(dir);
+    }
+    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    if built.join("examples").is_dir() {
+        built
+    } else {
+        std::env::current_dir().expect("the current directory")
+    }
 }
 
 /// Every model the snapshot and equivalence tests cover: the examples and tests/in.

@@ -282,6 +282,105 @@ fn nvrtc_compile(source: &str, headers: &[(&str, &str)], arch: &str) -> Result<S
     out
 }
 
+/// Opens GPU `ordinal` for one in-order stream: no cross-stream events needed, so cudarc's
+/// event tracking is off.
+fn open_context(ordinal: usize) -> Result<Arc<CudaContext>> {
+    let count = CudaContext::device_count()
+        .map_err(|e| RuntimeError::Device(format!("no CUDA device (cuDeviceGetCount: {e:?})")))?;
+    if count <= 0 {
+        return Err(RuntimeError::Device("no CUDA device".into()));
+    }
+    if ordinal >= count as usize {
+        return Err(RuntimeError::Device(format!(
+            "CUDA device {ordinal} does not exist: this machine has {count} (use cuda:0..cuda:{})",
+            count - 1
+        )));
+    }
+    let ctx = CudaContext::new(ordinal)
+        .map_err(|e| RuntimeError::Device(format!("cannot open CUDA device {ordinal}: {e:?}")))?;
+    // SAFETY: nothing has been allocated on this context by us yet.
+    unsafe { ctx.disable_event_tracking() };
+    Ok(ctx)
+}
+
+/// What [`copy_bandwidth`] measured.
+#[derive(Clone, Debug)]
+pub struct CopyTimes {
+    /// `cuda:N (name, sm_XY)`, as [`CudaDevice`] names itself.
+    pub device: String,
+    /// Bytes of one copy (each is read once and written once).
+    pub bytes: usize,
+    /// Milliseconds of each timed copy, in order.
+    pub ms: Vec<f64>,
+}
+
+/// Device-to-device copy bandwidth of GPU `ordinal` (the GPU's counterpart of the CPU's STREAM
+/// triad, `snnc bench copy`): one buffer of `bytes` copied into another with
+/// `cuMemcpyDtoDAsync` on one stream, `warmup` untimed copies, then `repeat` copies, each
+/// between two CUDA events. Needs only the driver (no NVRTC or cuBLAS); without one, or
+/// without the memory, the error names the cause.
+pub fn copy_bandwidth(
+    ordinal: usize,
+    bytes: usize,
+    warmup: usize,
+    repeat: usize,
+) -> Result<CopyTimes> {
+    if !driver_present() {
+        return Err(RuntimeError::Device(
+            "no CUDA driver (libcuda.so) found".into(),
+        ));
+    }
+    catch("CUDA copy benchmark panicked", || {
+        let ctx = open_context(ordinal)?;
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(|e| dev_err("cuDeviceGetAttribute(compute capability)", e))?;
+        let gpu = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        let stream = ctx.default_stream();
+        let n = bytes / 4;
+        let alloc = || {
+            stream.alloc_zeros::<f32>(n.max(1)).map_err(|e| {
+                RuntimeError::Device(format!(
+                    "cannot allocate the copy buffers (2 x {} MiB) on the GPU: {e:?}",
+                    bytes >> 20
+                ))
+            })
+        };
+        let src = alloc()?;
+        let mut dst = alloc()?;
+        let timing = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = ctx
+            .new_event(timing)
+            .map_err(|e| dev_err("cuEventCreate", e))?;
+        let stop = ctx
+            .new_event(timing)
+            .map_err(|e| dev_err("cuEventCreate", e))?;
+        let mut ms = Vec::with_capacity(repeat);
+        for i in 0..warmup + repeat.max(1) {
+            start
+                .record(&stream)
+                .map_err(|e| dev_err("cuEventRecord", e))?;
+            stream
+                .memcpy_dtod(&src, &mut dst)
+                .map_err(|e| dev_err("cuMemcpyDtoDAsync", e))?;
+            stop.record(&stream)
+                .map_err(|e| dev_err("cuEventRecord", e))?;
+            // elapsed_ms waits for both events.
+            let t = start
+                .elapsed_ms(&stop)
+                .map_err(|e| dev_err("cuEventElapsedTime", e))?;
+            if i >= warmup {
+                ms.push(t as f64);
+            }
+        }
+        Ok(CopyTimes {
+            device: format!("cuda:{ordinal} ({gpu}, sm_{major}{minor})"),
+            bytes: 4 * n,
+            ms,
+        })
+    })
+}
+
 /// A device buffer of `len` f32 (at least one element is allocated).
 struct Buf {
     mem: CudaSlice<f32>,
@@ -529,24 +628,7 @@ impl CudaDevice {
         headers: &[(&str, &str)],
         symbols: Vec<String>,
     ) -> Result<CudaDevice> {
-        let count = CudaContext::device_count().map_err(|e| {
-            RuntimeError::Device(format!("no CUDA device (cuDeviceGetCount: {e:?})"))
-        })?;
-        if count <= 0 {
-            return Err(RuntimeError::Device("no CUDA device".into()));
-        }
-        if ordinal >= count as usize {
-            return Err(RuntimeError::Device(format!(
-                "CUDA device {ordinal} does not exist: this machine has {count} (use cuda:0..cuda:{})",
-                count - 1
-            )));
-        }
-        let ctx = CudaContext::new(ordinal).map_err(|e| {
-            RuntimeError::Device(format!("cannot open CUDA device {ordinal}: {e:?}"))
-        })?;
-        // One stream, in-order: no cross-stream events needed.
-        // SAFETY: nothing has been allocated on this context by us yet.
-        unsafe { ctx.disable_event_tracking() };
+        let ctx = open_context(ordinal)?;
         let (major, minor) = ctx
             .compute_capability()
             .map_err(|e| dev_err("cuDeviceGetAttribute(compute capability)", e))?;

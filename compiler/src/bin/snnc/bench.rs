@@ -15,6 +15,11 @@ pub const WORKLOADS: &[(&str, &str)] = &[
         "STREAM triad a = b + s*c on 3 x 16M f32 (the machine's bandwidth limit)",
     ),
     (
+        "copy",
+        "CUDA only: device-to-device copy of a 1 GiB buffer, bytes read + written, each copy \
+         timed by CUDA events (the GPU's bandwidth limit; skipped on cpu)",
+    ),
+    (
         "gemm-peak",
         "dense f32 GEMM 2048 x 2048 x 2048 through the runtime's `gemm` path (the machine's \
          GEMM limit)",
@@ -171,6 +176,18 @@ struct Stats {
     max: f64,
 }
 
+impl Stats {
+    /// Median, min and max of times in ms (at least one).
+    fn of(mut ts: Vec<f64>) -> Stats {
+        ts.sort_by(|a, b| a.total_cmp(b));
+        Stats {
+            median: ts[ts.len() / 2],
+            min: ts[0],
+            max: ts[ts.len() - 1],
+        }
+    }
+}
+
 fn time<F: FnMut() -> DResult<()>>(warmup: usize, repeat: usize, mut f: F) -> DResult<Stats> {
     for _ in 0..warmup {
         f()?;
@@ -181,12 +198,7 @@ fn time<F: FnMut() -> DResult<()>>(warmup: usize, repeat: usize, mut f: F) -> DR
         f()?;
         ts.push(t0.elapsed().as_secs_f64() * 1e3);
     }
-    ts.sort_by(|a, b| a.total_cmp(b));
-    Ok(Stats {
-        median: ts[ts.len() / 2],
-        min: ts[0],
-        max: ts[ts.len() - 1],
-    })
+    Ok(Stats::of(ts))
 }
 
 fn report(json: bool, name: &str, s: &Stats, unit: &str, value: f64, extra: &str) {
@@ -294,6 +306,18 @@ fn calibration_json(cal: &Option<snnc::session::Calibrated>) -> String {
     }
 }
 
+/// The examples (`conv-infer`, `compile`, `build`): those of the checkout snnc was built
+/// in, else `examples/` in the current directory (a binary carried to another machine and run
+/// from a copy of the repository, as scripts/gpu-session.sh does).
+fn examples_dir() -> std::path::PathBuf {
+    let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    if built.is_dir() {
+        built
+    } else {
+        std::path::PathBuf::from("examples")
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn bench(
     names: &[String],
@@ -321,11 +345,14 @@ pub fn bench(
         psn.neurons.clone()
     };
     let all: Vec<String> = WORKLOADS.iter().map(|(n, _)| n.to_string()).collect();
-    let names = if names.is_empty() {
+    let mut names = if names.is_empty() {
         all.clone()
     } else {
         names.to_vec()
     };
+    // The bandwidth limits first, so that the workloads after them can print their fraction
+    // (`of_triad` on the CPU, `of_copy` on CUDA) whatever order they were named in.
+    names.sort_by_key(|n| !matches!(n.as_str(), "triad" | "copy"));
     for n in &names {
         if !all.contains(n) {
             return Err(
@@ -340,14 +367,38 @@ pub fn bench(
             rayon::current_num_threads()
         );
     }
-    let mut triad_gbs = None;
-    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    // The device's bandwidth limit when it was measured: ("of_triad", GB/s) on the CPU,
+    // ("of_copy", GB/s) on CUDA.
+    let mut limit: Option<(&str, f64)> = None;
+    let examples = examples_dir();
     for name in &names {
         match name.as_str() {
             "triad" | "gemm-peak" | "compile" | "build" if device != "cpu" => {
                 if !json {
                     say!("{name:<12} (CPU-only workload, skipped on {device})");
                 }
+            }
+            "copy" if device == "cpu" => {
+                if !json {
+                    say!("{name:<12} (CUDA-only workload, skipped on cpu)");
+                }
+            }
+            "copy" => {
+                let ordinal = snnc::session::parse_device(device)?.unwrap_or(0);
+                let c = snn_runtime::cuda::copy_bandwidth(ordinal, 1 << 30, 3, repeat)
+                    .map_err(snnc::session::cuda_diag)?;
+                let s = Stats::of(c.ms);
+                // Every byte is read once and written once.
+                let gbs = 2.0 * c.bytes as f64 / (s.median * 1e-3) / 1e9;
+                limit = Some(("of_copy", gbs));
+                report(
+                    json,
+                    name,
+                    &s,
+                    "GB/s",
+                    gbs,
+                    &format!(",\"bytes\":{}", c.bytes),
+                );
             }
             "triad" => {
                 let n = 16 << 20;
@@ -366,7 +417,7 @@ pub fn bench(
                 })?;
                 // STREAM counts 3 arrays (2 reads + 1 write).
                 let gbs = 3.0 * n as f64 * 4.0 / (s.median * 1e-3) / 1e9;
-                triad_gbs = Some(gbs);
+                limit = Some(("of_triad", gbs));
                 report(json, name, &s, "GB/s", gbs, "");
             }
             "gemm-peak" => {
@@ -403,8 +454,8 @@ pub fn bench(
                 let steps = (t * b * n) as f64;
                 // Minimum traffic of a fused kernel: currents read once, spikes written once.
                 let gbs = 2.0 * steps * 4.0 / (s.median * 1e-3) / 1e9;
-                let frac = triad_gbs
-                    .map(|tr| format!(",\"GB/s\":{gbs:.2},\"of_triad\":{:.2}", gbs / tr))
+                let frac = limit
+                    .map(|(of, l)| format!(",\"GB/s\":{gbs:.2},\"{of}\":{:.2}", gbs / l))
                     .unwrap_or_else(|| format!(",\"GB/s\":{gbs:.2}"));
                 report(
                     json,
