@@ -214,6 +214,26 @@ bench() {
     fi
 }
 
+# The fused LIF forward with other prefetch blocks (`--prefetch-steps`, default 8): which
+# block length reaches the most of the copy bandwidth (BENCHMARKS.md, "why the fused LIF
+# kernel stopped at 0.45"). Each N in its own file, so the benchmark table keeps the default.
+sweep_prefetch() {
+    local n v file
+    for n in 1 2 4 16; do
+        file=$WORK/prefetch-$n.jsonl
+        limited 60 "$OUT/bench.log" "$SNNC" bench copy lif-fwd --repeat 50 \
+            --prefetch-steps "$n" --device cuda --json
+        grep '^{' "$WORK/last.out" > "$file"
+        v=$(verdict)
+        if [ "$v" = PASS ]; then
+            row "(c) fused LIF forward, --prefetch-steps $n" measured \
+                "$("${REPORT[@]}" bench-line "$file" lif-fwd)"
+        else
+            row "(c) fused LIF forward, --prefetch-steps $n" "$v" "$(why)"
+        fi
+    done
+}
+
 check_ncu() {
     local check="(c) LIF kernel alone under ncu (kernel time, DRAM bytes)"
     if [ -z "$NCU" ]; then
@@ -330,6 +350,7 @@ part1() {
     check_gpu_tests
     check_new_cuda
     bench "(c) copy bandwidth; fused LIF forward [T=64, B=32, N=4096]" 90 copy lif-fwd --repeat 50
+    sweep_prefetch
     check_ncu
     bench "(d) mlp-infer: 784-512-10 LIF MLP, T=25, B=128" 90 mlp-infer --repeat 50
     bench "(e) conv-infer: examples/conv.snn, B=64" 90 conv-infer --repeat 20
