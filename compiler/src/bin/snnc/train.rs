@@ -262,7 +262,7 @@ fn input_of(plan: &Plan, d: &Dataset, sequence: bool) -> DResult<Feed> {
         }
         return Ok(Feed {
             t: plan.t,
-            features: f,
+            sample: inp.shape.clone(),
             time_varying: true,
             sequence: true,
         });
@@ -282,57 +282,49 @@ fn input_of(plan: &Plan, d: &Dataset, sequence: bool) -> DResult<Feed> {
     }
     Ok(Feed {
         t: plan.t,
-        features: f,
+        sample: inp.shape.clone(),
         time_varying: inp.time_varying,
         sequence: false,
     })
 }
 
 /// How dataset samples become the model's input tensor.
-#[derive(Clone, Copy)]
+#[derive(Clone, Debug)]
 struct Feed {
     t: usize,
-    features: usize,
-    /// `[T, B, F]` (the sample repeated each step) rather than `[B, F]`.
+    /// The input's shape per sample and step (`[784]`, `[1, 28, 28]`).
+    sample: Vec<usize>,
+    /// `[T, B, ..sample]` (the sample repeated each step) rather than `[B, ..sample]`.
     time_varying: bool,
     /// Each sample is `[T, F]`: step `t` gets its row `t` (`mnist(.., sequence = rows)`).
     sequence: bool,
 }
 
-/// One batch as the model's input tensor (repeated over time for a per-step input).
-fn batch_tensor(d: &Dataset, idx: &[usize], feed: Feed) -> Tensor {
-    let Feed {
-        t,
-        features: f,
-        time_varying,
-        sequence,
-    } = feed;
-    if sequence {
-        let b = d.sequence_batch(idx);
+/// One batch as the model's input tensor (repeated over time for a per-step input), shaped
+/// as the input is declared.
+fn batch_tensor(d: &Dataset, idx: &[usize], feed: &Feed) -> Tensor {
+    let (t, b) = (feed.t, idx.len());
+    let lead = if feed.time_varying {
+        vec![t, b]
+    } else {
+        vec![b]
+    };
+    let shape: Vec<usize> = lead
+        .into_iter()
+        .chain(feed.sample.iter().copied())
+        .collect();
+    if feed.sequence {
         return Tensor {
-            shape: vec![t, idx.len(), f],
-            data: b.x,
+            shape,
+            data: d.sequence_batch(idx).x,
         };
     }
-    let mut x = Vec::with_capacity(idx.len() * f);
+    let mut x = Vec::with_capacity(b * d.features());
     for &i in idx {
         x.extend_from_slice(d.sample(i));
     }
-    if time_varying {
-        let mut data = Vec::with_capacity(t * x.len());
-        for _ in 0..t {
-            data.extend_from_slice(&x);
-        }
-        Tensor {
-            shape: vec![t, idx.len(), f],
-            data,
-        }
-    } else {
-        Tensor {
-            shape: vec![idx.len(), f],
-            data: x,
-        }
-    }
+    let data = if feed.time_varying { x.repeat(t) } else { x };
+    Tensor { shape, data }
 }
 
 /// Forward only, with the loss and statistics (validation and test batches).
@@ -349,12 +341,12 @@ struct EvalOut {
     spikes_per_sample: f64,
 }
 
-fn evaluate(s: &mut Session, d: &Dataset, batch: usize, feed: Feed) -> DResult<EvalOut> {
+fn evaluate(s: &mut Session, d: &Dataset, batch: usize, feed: &Feed) -> DResult<EvalOut> {
     let (mut loss, mut correct, mut spikes) = (0.0, 0usize, 0.0);
     let idx: Vec<usize> = (0..d.len()).collect();
     for chunk in idx.chunks(batch) {
         let labels: Vec<u32> = chunk.iter().map(|&i| d.y[i]).collect();
-        let x = batch_tensor(d, chunk, feed);
+        let x = batch_tensor(d, chunk, &feed);
         let o = eval_step(s, x, &labels, feed.t)?;
         loss += o.loss * chunk.len() as f64;
         correct += o.correct;
@@ -420,7 +412,7 @@ pub fn train(c: &mut Compiler, mut parsed: Parsed, args: &TrainArgs) -> DResult<
     // that changes a form (forward GEMM and weight gradient alike).
     if !args.no_calibrate {
         let idx: Vec<usize> = (0..cfg.batch.min(train_set.len())).collect();
-        let x = batch_tensor(&train_set, &idx, feed);
+        let x = batch_tensor(&train_set, &idx, &feed);
         session::calibrate_loaded(c, &parsed, &mut loaded, &args.device, &[x], t, idx.len())?;
     }
     let s = &mut loaded.session;
@@ -486,7 +478,7 @@ pub fn train(c: &mut Compiler, mut parsed: Parsed, args: &TrainArgs) -> DResult<
         let mut rates = vec![0.0; rate_names.len()];
         for (bi, idx) in batches.iter().enumerate() {
             let labels: Vec<u32> = idx.iter().map(|&i| train_set.y[i]).collect();
-            let x = batch_tensor(&train_set, idx, feed);
+            let x = batch_tensor(&train_set, idx, &feed);
             let so = trainer
                 .step(s, &[x], &labels, t, lr)
                 .map_err(runtime_diag)?;
@@ -516,7 +508,7 @@ pub fn train(c: &mut Compiler, mut parsed: Parsed, args: &TrainArgs) -> DResult<
             bar.inc(1);
         }
         bar.finish_and_clear();
-        let val = evaluate(s, &val_set, cfg.batch.max(64), feed)?;
+        let val = evaluate(s, &val_set, cfg.batch.max(64), &feed)?;
         let secs = t_epoch.elapsed().as_secs_f64();
         let rate_txt: Vec<String> = rate_names
             .iter()
@@ -553,7 +545,7 @@ pub fn train(c: &mut Compiler, mut parsed: Parsed, args: &TrainArgs) -> DResult<
             .save_checkpoint(s, epoch + 1, &out_dir.join("checkpoint.safetensors"))
             .map_err(runtime_diag)?;
     }
-    let test = evaluate(s, &test_set, cfg.batch.max(64), feed)?;
+    let test = evaluate(s, &test_set, cfg.batch.max(64), &feed)?;
     say(format!(
         "test accuracy: {:.2}% ({} samples, {:.1} spikes per sample, {:.1} s training)",
         100.0 * test.accuracy,
@@ -562,7 +554,7 @@ pub fn train(c: &mut Compiler, mut parsed: Parsed, args: &TrainArgs) -> DResult<
         t_start.elapsed().as_secs_f64()
     ));
     let raster_path = out_dir.join("raster.svg");
-    let layers = raster_of(c, &parsed, s, &args.device, &test_set, feed)?;
+    let layers = raster_of(c, &parsed, s, &args.device, &test_set, &feed)?;
     if !layers.is_empty() {
         let svg = plot::raster(&layers, &format!("{}: test sample 0", plan.name))?;
         write_atomic(&raster_path, svg.as_bytes())?;
@@ -601,7 +593,7 @@ fn raster_of(
     trained: &Session,
     device: &str,
     test: &Dataset,
-    feed: Feed,
+    feed: &Feed,
 ) -> DResult<Vec<plot::RasterLayer>> {
     if test.is_empty() {
         return Ok(vec![]);
@@ -660,7 +652,7 @@ fn raster_of(
     for (name, _, w) in &named {
         s.set_weight(name, w).map_err(runtime_diag)?;
     }
-    let x = batch_tensor(test, &[0], feed);
+    let x = batch_tensor(test, &[0], &feed);
     let outs = s.run(&[x], feed.t, 1).map_err(runtime_diag)?;
     Ok(outs
         .into_iter()
@@ -720,11 +712,11 @@ pub fn eval(
     if calibrate {
         // On the first test batch, with the trained weights.
         let idx: Vec<usize> = (0..batch.min(test.len())).collect();
-        let x = batch_tensor(&test, &idx, feed);
+        let x = batch_tensor(&test, &idx, &feed);
         session::calibrate_loaded(c, &parsed, &mut loaded, device, &[x], feed.t, idx.len())?;
     }
     let s = &mut loaded.session;
-    let r = evaluate(s, &test, batch, feed)?;
+    let r = evaluate(s, &test, batch, &feed)?;
     say(format!(
         "test accuracy: {:.2}% ({} samples), loss {:.4}, {:.1} spikes per sample",
         100.0 * r.accuracy,
