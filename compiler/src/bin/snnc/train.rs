@@ -346,7 +346,7 @@ fn evaluate(s: &mut Session, d: &Dataset, batch: usize, feed: &Feed) -> DResult<
     let idx: Vec<usize> = (0..d.len()).collect();
     for chunk in idx.chunks(batch) {
         let labels: Vec<u32> = chunk.iter().map(|&i| d.y[i]).collect();
-        let x = batch_tensor(d, chunk, &feed);
+        let x = batch_tensor(d, chunk, feed);
         let o = eval_step(s, x, &labels, feed.t)?;
         loss += o.loss * chunk.len() as f64;
         correct += o.correct;
@@ -652,7 +652,7 @@ fn raster_of(
     for (name, _, w) in &named {
         s.set_weight(name, w).map_err(runtime_diag)?;
     }
-    let x = batch_tensor(test, &[0], &feed);
+    let x = batch_tensor(test, &[0], feed);
     let outs = s.run(&[x], feed.t, 1).map_err(runtime_diag)?;
     Ok(outs
         .into_iter()
