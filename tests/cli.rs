@@ -458,16 +458,7 @@ fn train_a_bernoulli_encoded_mlp() {
          optimizer = adam(lr = 0.002)\n    epochs = 20\n    batch = 10\n    validation = 0\n  }\n}\n",
     )
     .unwrap();
-    let o = snnc(&[
-        "train",
-        model.to_str().unwrap(),
-        "-q",
-        "-o",
-        d.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    let stdout = text(&o.stdout);
-    fitted_the_mnist_subset(&stdout, &d);
+    train_on_the_mnist_subset(&d, &model);
 }
 
 /// `snnc train` feeds image-shaped inputs (`input image: [1, 28, 28]`) to a conv net: the
@@ -489,6 +480,12 @@ fn train_a_conv_net_on_image_inputs() {
          epochs = 20\n    batch = 10\n    validation = 0\n  }\n}\n",
     )
     .unwrap();
+    train_on_the_mnist_subset(&d, &model);
+}
+
+/// `snnc train MODEL -q -o DIR` (a model whose `train { }` block reads the MNIST subset)
+/// succeeds and [`fitted_the_mnist_subset`].
+fn train_on_the_mnist_subset(d: &Path, model: &Path) {
     let o = snnc(&[
         "train",
         model.to_str().unwrap(),
@@ -497,7 +494,7 @@ fn train_a_conv_net_on_image_inputs() {
         d.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    fitted_the_mnist_subset(&text(&o.stdout), &d);
+    fitted_the_mnist_subset(&text(&o.stdout), d);
 }
 
 /// A 20-epoch run on the 100-image MNIST subset (`snnc train -o dir`): the loss fell at

@@ -131,7 +131,12 @@ fn model_files() -> Vec<PathBuf> {
 }
 
 fn compile_file(path: &Path) -> Program {
-    let mut c = Compiler::new(Options::default());
+    compile_with(path, Options::default())
+}
+
+/// `path` compiled with `opts`; a diagnostic fails the test with its rendering.
+fn compile_with(path: &Path, opts: Options) -> Program {
+    let mut c = Compiler::new(opts);
     let parsed = c
         .parse_file(path)
         .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
@@ -569,14 +574,13 @@ fn generated_cuda_backward_matches_rust_kernels_on_training_plans() {
     assert!(files.iter().any(|f| f.ends_with("plif.snn")));
     for path in files {
         let name = format!("train_{}", path.file_stem().unwrap().to_string_lossy());
-        let mut c = Compiler::new(Options {
-            train: true,
-            ..Options::default()
-        });
-        let parsed = c.parse_file(&path).unwrap();
-        let program = c
-            .compile(&parsed)
-            .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
+        let program = compile_with(
+            &path,
+            Options {
+                train: true,
+                ..Options::default()
+            },
+        );
         let cache = workspace().join("target").join("snnc-test-cache");
         let mut cpu = snnc::session::load(&program, Some(&cache))
             .unwrap_or_else(|d| panic!("{name}: {}", d.message))
@@ -664,15 +668,14 @@ fn prefetched_steps_compute_what_the_plain_loop_computes() {
         let stem = path.file_stem().unwrap().to_string_lossy().to_string();
         let mut runs = Vec::new();
         for steps in [1u32, 3, 8] {
-            let mut c = Compiler::new(Options {
-                train,
-                prefetch_steps: steps,
-                ..Options::default()
-            });
-            let parsed = c.parse_file(&path).unwrap();
-            let program = c
-                .compile(&parsed)
-                .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
+            let program = compile_with(
+                &path,
+                Options {
+                    train,
+                    prefetch_steps: steps,
+                    ..Options::default()
+                },
+            );
             let source = cuda::print_program(&program);
             // Not vacuous: blocks are printed, for the backward kernels too.
             assert_eq!(

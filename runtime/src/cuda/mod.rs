@@ -532,9 +532,11 @@ impl Staging {
             Some(i) => i,
             None => {
                 if self.bufs.len() >= STAGED_MAX {
-                    // The oldest goes; its copy must be done before the memory is freed.
-                    let (_, done) = self.bufs.remove(0);
+                    // The oldest goes; its copy must be done before the memory is freed
+                    // (`host` is dropped, and freed, only after the wait).
+                    let (host, done) = self.bufs.remove(0);
                     wait(done)?;
+                    drop(host);
                 }
                 // Flags 0 (not write-combined): downloads read it back on the host.
                 // SAFETY: the contents are written before any copy reads them.

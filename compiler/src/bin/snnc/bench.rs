@@ -306,10 +306,14 @@ fn calibration_json(cal: &Option<snnc::session::Calibrated>) -> String {
     }
 }
 
-/// The examples (`conv-infer`, `compile`, `build`): those of the checkout snnc was built
-/// in, else `examples/` in the current directory (a binary carried to another machine and run
-/// from a copy of the repository, as scripts/gpu-session.sh does).
+/// The examples (`conv-infer`, `compile`, `build`): those under `$SNNC_REPO_ROOT` when set,
+/// else those of the checkout snnc was built in, else `examples/` in the current directory (a
+/// binary carried to another machine and run from a copy of the repository, as
+/// scripts/gpu-session.sh does), the order tests/common's `root()` uses.
 fn examples_dir() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("SNNC_REPO_ROOT") {
+        return std::path::PathBuf::from(dir).join("examples");
+    }
     let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     if built.is_dir() {
         built
