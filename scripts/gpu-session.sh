@@ -176,7 +176,7 @@ PY
 }
 
 check_gpu_tests() {
-    limited 300 "$OUT/tests.log" env SNNC_GPU_REFS="$PACK/refs" "$PACK/bin/test-gpu" --nocapture --test-threads 1
+    limited 300 "$OUT/tests.log" env SNNC_GPU_REFS="$PACK/refs" "$PACK/bin/test-gpu" --nocapture --test-threads 1 --skip host_shim
     row "(a) tests/gpu.rs: every model and plan, CPU vs GPU" "$(verdict)" \
         "$("${REPORT[@]}" gpu-test "$WORK/last.out")"
 }

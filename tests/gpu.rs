@@ -1,19 +1,29 @@
-//! CUDA device against the CPU: every model in examples/ and tests/in/, with the same
-//! weights (scaled x4 so every layer spikes, as in tests/equivalence.rs) and inputs, in the
-//! default (layer-by-layer) and the step-by-step plan. Spikes and counts must be identical,
-//! traces equal to 1e-5 relative (cuBLAS sums in another order than the CPU GEMM).
+//! The CUDA device against the CPU, on a GPU when there is one and always on the host shim
+//! (`--device cuda-shim`: the same device code, `runtime/src/cuda/mod.rs`, over host memory,
+//! the generated CUDA C built by the system C++ compiler, and a reference SGEMM with
+//! cuBLAS's argument checks).
 //!
-//! Without a CUDA driver or device the test prints `SKIP: ...` and passes. The NVRTC
-//! compile and register/spill check, which needs no GPU, is tests/nvrtc.rs.
+//! - Forward: every model in examples/ and tests/in/, with the same weights (scaled x4 so
+//!   every layer spikes, as in tests/equivalence.rs) and inputs, in the default
+//!   (layer-by-layer) and the step-by-step plan. Spikes and counts must be identical, traces
+//!   equal to 1e-5 relative (cuBLAS sums in another order than the CPU GEMM).
+//! - Backward: every training plan (tests/in/train/ and the examples with a `train` block):
+//!   forward outputs as above, then the weight gradients of a fixed loss gradient within
+//!   1e-5 (host shim) or 1e-4 (GPU) of the largest of their tensor.
 //!
-//! `SNNC_GPU_REFS=DIR`: CPU outputs are read from `DIR/<model>.<variant>.<output>.npy` when
-//! present, else computed and written there. This runs the comparison on a GPU machine that
-//! has no Rust toolchain to build the CPU kernels: record locally, carry DIR along.
+//! Without a CUDA driver or device the GPU tests print `SKIP: ...` and pass; without a C++
+//! compiler the shim tests do. The NVRTC compile and register/spill check, which needs no
+//! GPU, is tests/nvrtc.rs.
+//!
+//! `SNNC_GPU_REFS=DIR`: CPU outputs and gradients are read from `DIR` when present, else
+//! computed and written there. This runs the comparison on a GPU machine that has no Rust
+//! toolchain to build the CPU kernels: record locally, carry DIR along.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 
+use snn_runtime::cuda::Op;
 use snn_runtime::io::npy;
 use snn_runtime::plan::OutputKind;
 use snn_runtime::Tensor;
@@ -104,18 +114,78 @@ fn is_unavailable(msg: &str) -> bool {
         || msg.contains("no CUDA device")
         || msg.contains("no NVRTC library")
         || msg.contains("no cuBLAS library")
+        || msg.contains("no C++ compiler")
 }
 
-#[test]
-fn cuda_matches_cpu_on_every_model() {
+/// The GPU tests' refs directory (`SNNC_GPU_REFS`), created; `None` when unset.
+fn gpu_refs() -> Option<PathBuf> {
     let refs = std::env::var_os("SNNC_GPU_REFS").map(PathBuf::from);
     if let Some(d) = &refs {
         std::fs::create_dir_all(d).unwrap();
     }
-    if !snn_runtime::cuda::driver_present() && refs.is_none() {
-        println!("SKIP: no CUDA device (libcuda.so not found)");
-        return;
+    refs
+}
+
+/// Whether the host shim can run (a C++ compiler); prints the SKIP line when not.
+fn shim_available(test: &str) -> bool {
+    if snn_runtime::cuda::shim::find_cxx().is_none() {
+        println!("SKIP {test}: no C++ compiler for the CUDA host shim (install g++ or set CXX)");
+        return false;
     }
+    true
+}
+
+/// Loads `program` on `device`; `None` (with the reason) when that device is not there.
+fn load_on(
+    program: &snnc::ir::kernel::Program,
+    device: &str,
+    what: &str,
+) -> Result<snnc::session::DeviceLoaded, String> {
+    match snnc::session::load_device(program, device, Some(&common::cache_dir())) {
+        Ok(l) => Ok(l),
+        Err(d) if is_unavailable(&d.message) => Err(d.message),
+        Err(d) => panic!("{what} on {device}: {}", d.message),
+    }
+}
+
+/// Spikes and counts bit for bit, traces to `tol` relative; pushes a line per mismatch
+/// and returns the largest relative difference.
+fn compare_outputs(
+    what: &str,
+    decl: &snn_runtime::plan::OutputDecl,
+    cpu: &Tensor,
+    dev: &Tensor,
+    tol: f64,
+    failures: &mut Vec<String>,
+) -> f64 {
+    assert_eq!(dev.shape, cpu.shape, "{what}: {}", decl.name);
+    let exact = decl.kind != OutputKind::Trace;
+    let mut bad = 0usize;
+    let mut worst = 0.0f64;
+    for (x, y) in cpu.data.iter().zip(&dev.data) {
+        let rel = ((x - y).abs() / x.abs().max(1.0)) as f64;
+        worst = worst.max(rel);
+        let ok = if exact {
+            x.to_bits() == y.to_bits()
+        } else {
+            rel <= tol
+        };
+        if !ok {
+            bad += 1;
+        }
+    }
+    if bad > 0 {
+        failures.push(format!(
+            "{what}: {} differs in {bad} of {} values (max rel {worst:.3e})",
+            decl.name,
+            cpu.data.len()
+        ));
+    }
+    worst
+}
+
+/// Every model's forward outputs on `device` against the CPU's (or `refs`).
+fn forward_matches_cpu_on_every_model(device: &str, refs: Option<&Path>) {
     let mut skip: Option<String> = None;
     let mut failures: Vec<String> = Vec::new();
     let mut compared = 0;
@@ -125,68 +195,322 @@ fn cuda_matches_cpu_on_every_model() {
         let model = path.file_stem().unwrap().to_string_lossy().into_owned();
         for (variant, opts) in variants() {
             let program = common::compile_file(&path, opts).unwrap();
-            let (case, cpu) = cpu_outputs(&program, &model, variant, refs.as_deref());
+            let (case, cpu) = cpu_outputs(&program, &model, variant, refs);
             if skip.is_some() {
                 continue;
             }
-            let mut loaded = match snnc::session::load_device(&program, "cuda", None) {
+            let what = format!("{model} ({variant})");
+            let mut loaded = match load_on(&program, device, &what) {
                 Ok(l) => l,
-                Err(d) if is_unavailable(&d.message) => {
-                    skip = Some(d.message.clone());
+                Err(why) => {
+                    skip = Some(why);
                     continue;
                 }
-                Err(d) => panic!("{model} ({variant}): {}", d.message),
             };
             let s = &mut loaded.session;
             common::scale_weights(s);
-            let gpu = s
+            let dev = s
                 .run(&case.inputs, case.t, BATCH)
-                .unwrap_or_else(|e| panic!("{model} ({variant}): {e}"));
-            assert_eq!(gpu.len(), cpu.len());
-            let mut line = format!("{model} ({variant}, {}):", loaded.kernels);
-            for ((decl, g), (name, c)) in gpu.iter().zip(&cpu) {
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(dev.len(), cpu.len());
+            let mut line = format!("{what} on {}:", loaded.kernels);
+            for ((decl, g), (name, c)) in dev.iter().zip(&cpu) {
                 assert_eq!(&decl.name, name);
-                assert_eq!(g.shape, c.shape, "{model} ({variant}): {name}");
                 compared += 1;
                 if c.data.iter().any(|&x| x != 0.0) {
                     nonzero += 1;
                 }
-                let exact = decl.kind != OutputKind::Trace;
-                let mut bad = 0usize;
-                let mut worst = 0.0f64;
-                for (x, y) in c.data.iter().zip(&g.data) {
-                    let rel = ((x - y).abs() / x.abs().max(1.0)) as f64;
-                    worst = worst.max(rel);
-                    let ok = if exact {
-                        x.to_bits() == y.to_bits()
-                    } else {
-                        rel <= 1e-5
-                    };
-                    if !ok {
-                        bad += 1;
-                    }
-                }
+                let worst = compare_outputs(&what, decl, c, g, 1e-5, &mut failures);
                 max_rel = max_rel.max(worst);
                 line.push_str(&format!(" {name} max rel {worst:.2e}"));
-                if bad > 0 {
-                    failures.push(format!(
-                        "{model} ({variant}): {name} differs in {bad} of {} values (max rel {worst:.3e})",
-                        c.data.len()
-                    ));
-                }
             }
             println!("{line}");
         }
     }
     if let Some(why) = skip {
-        println!("SKIP: no CUDA device ({why})");
+        println!("SKIP: no {device} device ({why})");
         return;
     }
     println!(
-        "compared {compared} outputs ({nonzero} non-zero), max relative difference {max_rel:.3e}"
+        "{device}: compared {compared} outputs ({nonzero} non-zero), max relative difference {max_rel:.3e}"
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(nonzero > 10, "only {nonzero} outputs had non-zero values");
+}
+
+#[test]
+fn cuda_matches_cpu_on_every_model() {
+    let refs = gpu_refs();
+    if !snn_runtime::cuda::driver_present() && refs.is_none() {
+        println!("SKIP: no CUDA device (libcuda.so not found)");
+        return;
+    }
+    forward_matches_cpu_on_every_model("cuda", refs.as_deref());
+}
+
+#[test]
+fn cuda_device_on_the_host_shim_matches_cpu_on_every_model() {
+    if shim_available("cuda_device_on_the_host_shim_matches_cpu_on_every_model") {
+        forward_matches_cpu_on_every_model("cuda-shim", None);
+        reached_every_kernel(&[
+            Op::Im2col,
+            Op::Bias,
+            Op::Pool2d,
+            Op::Transpose,
+            Op::SpikeGemm,
+            Op::SpikeConv2d,
+        ]);
+    }
+}
+
+/// Asserts that this thread's shim launches reached each of `ops` (ops.cuh's kernels).
+fn reached_every_kernel(ops: &[snn_runtime::cuda::Op]) {
+    let counts = snn_runtime::cuda::shim::op_launches();
+    println!("library kernel launches through the shim: {counts:?}");
+    for op in ops {
+        let n = counts.iter().find(|(o, _)| o == op).map_or(0, |c| c.1);
+        assert!(n > 0, "no model reached {} through the shim", op.symbol());
+    }
+}
+
+/// The training plans: tests/in/train/ and the examples with a `train` block.
+fn training_models() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(common::root().join("tests/in/train"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "snn"))
+        .collect();
+    files.sort();
+    for p in common::model_files() {
+        if p.starts_with(common::root().join("examples"))
+            && std::fs::read_to_string(&p).unwrap().contains("train {")
+        {
+            files.push(p);
+        }
+    }
+    files
+}
+
+/// A fixed gradient for the loss and each regulariser of a training plan.
+fn fixed_loss_grads(plan: &snn_runtime::plan::Plan, t: usize, batch: usize) -> Vec<Vec<f32>> {
+    let tp = plan.train.as_ref().unwrap();
+    std::iter::once(tp.loss.grad)
+        .chain(tp.regularizers.iter().map(|r| r.grad))
+        .map(|buf| {
+            let d = &plan.buffers[buf];
+            let rows = match d.extent {
+                snn_runtime::plan::Extent::Seq => t * batch,
+                _ => batch,
+            };
+            (0..rows * d.features)
+                .map(|i| ((i * 13 % 7) as f32 - 2.0) * 0.05)
+                .collect()
+        })
+        .collect()
+}
+
+/// What the CPU computed for one training plan: inputs, weights, outputs, gradients.
+struct Trained {
+    t: usize,
+    inputs: Vec<Tensor>,
+    weights: Vec<Vec<f32>>,
+    outputs: Vec<Tensor>,
+    grads: Vec<Vec<f32>>,
+}
+
+fn as_tensor(v: &[f32]) -> Tensor {
+    Tensor::new(vec![v.len()], v.to_vec()).unwrap()
+}
+
+/// The CPU's forward and backward of a training plan (read from `refs`/`name` when recorded
+/// there, else computed and, with `refs`, recorded).
+fn cpu_backward(program: &snnc::ir::kernel::Program, name: &str, refs: Option<&Path>) -> Trained {
+    let plan = &program.plan;
+    let dir = refs.map(|r| r.join(name));
+    let file = |kind: &str, i: usize| dir.as_ref().unwrap().join(format!("{kind}{i}.npy"));
+    let count = [
+        ("in", plan.inputs.len()),
+        ("w", plan.weights.len()),
+        ("out", plan.outputs.len()),
+        ("g", plan.weights.len()),
+    ];
+    let t = plan.t.min(20);
+    if dir.is_some()
+        && count
+            .iter()
+            .all(|(k, n)| (0..*n).all(|i| file(k, i).is_file()))
+    {
+        let read = |k: &str, n: usize| -> Vec<Tensor> {
+            (0..n).map(|i| npy::read_npy(file(k, i)).unwrap()).collect()
+        };
+        return Trained {
+            t,
+            inputs: read("in", plan.inputs.len()),
+            weights: read("w", plan.weights.len())
+                .into_iter()
+                .map(|x| x.data)
+                .collect(),
+            outputs: read("out", plan.outputs.len()),
+            grads: read("g", plan.weights.len())
+                .into_iter()
+                .map(|x| x.data)
+                .collect(),
+        };
+    }
+    let mut cpu = snnc::session::load(program, Some(&common::cache_dir()))
+        .unwrap_or_else(|d| panic!("{name}: {}", d.message))
+        .session;
+    for w in &plan.weights {
+        // Larger dense weights, so that the layers spike; learned parameters as they are.
+        let k = if w.name.ends_with(".weight") {
+            3.0
+        } else {
+            1.0
+        };
+        let v: Vec<f32> = cpu.weight(&w.name).unwrap().iter().map(|x| x * k).collect();
+        cpu.set_weight(&w.name, &v).unwrap();
+    }
+    let inputs = cpu.random_inputs(t, BATCH, 99);
+    let outputs: Vec<Tensor> = cpu
+        .run(&inputs, t, BATCH)
+        .unwrap()
+        .into_iter()
+        .map(|(_, x)| x)
+        .collect();
+    let lg = fixed_loss_grads(plan, t, BATCH);
+    let lr: Vec<&[f32]> = lg.iter().map(|g| g.as_slice()).collect();
+    cpu.backward(&lr, t, BATCH).unwrap();
+    let r = Trained {
+        t,
+        inputs,
+        weights: cpu.weights().to_vec(),
+        outputs,
+        grads: cpu.grads().unwrap(),
+    };
+    if let Some(d) = &dir {
+        std::fs::create_dir_all(d).unwrap();
+        let write = |k: &str, xs: Vec<Tensor>| {
+            for (i, x) in xs.iter().enumerate() {
+                npy::write_npy(file(k, i), x).unwrap();
+            }
+        };
+        write("in", r.inputs.clone());
+        write("w", r.weights.iter().map(|w| as_tensor(w)).collect());
+        write("out", r.outputs.clone());
+        write("g", r.grads.iter().map(|g| as_tensor(g)).collect());
+    }
+    r
+}
+
+/// Every training plan's forward outputs and weight gradients on `device` against the
+/// CPU's; gradients within `tol` of the largest of their tensor.
+fn backward_matches_cpu_on_training_plans(device: &str, refs: Option<&Path>, tol: f32) {
+    let mut skip: Option<String> = None;
+    let mut failures: Vec<String> = Vec::new();
+    let mut tensors = 0;
+    // Dense as compiled, then every projection of spikes event-driven.
+    let train_variants = [
+        ("train", common::train_opts()),
+        (
+            "train-sparse",
+            Options {
+                sparse: Some(true),
+                ..common::train_opts()
+            },
+        ),
+    ];
+    for (path, (variant, opts)) in training_models()
+        .iter()
+        .flat_map(|p| train_variants.iter().map(move |v| (p, v)))
+    {
+        let model = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let what = format!("{model} ({variant})");
+        let program = common::compile_file(path, opts.clone()).unwrap();
+        let plan = &program.plan;
+        // Without the device, still record the references (SNNC_GPU_REFS).
+        let cpu = cpu_backward(&program, &format!("{model}.{variant}"), refs);
+        if skip.is_some() {
+            continue;
+        }
+        let mut loaded = match load_on(&program, device, &what) {
+            Ok(l) => l,
+            Err(why) => {
+                skip = Some(why);
+                continue;
+            }
+        };
+        let s = &mut loaded.session;
+        s.set_all_weights(cpu.weights.clone()).unwrap();
+        let outs = s
+            .run(&cpu.inputs, cpu.t, BATCH)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        for ((decl, d), c) in outs.iter().zip(&cpu.outputs) {
+            compare_outputs(&what, decl, c, d, 1e-5, &mut failures);
+        }
+        let lg = fixed_loss_grads(plan, cpu.t, BATCH);
+        let lr: Vec<&[f32]> = lg.iter().map(|g| g.as_slice()).collect();
+        s.backward(&lr, cpu.t, BATCH)
+            .unwrap_or_else(|e| panic!("{what}: backward: {e}"));
+        let grads = s.grads().unwrap();
+        let mut line = format!("{what} on {}:", loaded.kernels);
+        for (w, (x, y)) in plan.weights.iter().zip(cpu.grads.iter().zip(&grads)) {
+            assert!(
+                x.iter().any(|v| *v != 0.0),
+                "{what}: the CPU gradient of `{}` is zero: nothing is compared",
+                w.name
+            );
+            let scale = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let worst = x.iter().zip(y).fold(0.0f32, |m, (p, q)| {
+                // A NaN on either side sticks (f32::max would drop it).
+                let d = (p - q).abs();
+                if d.is_nan() || d > m {
+                    d
+                } else {
+                    m
+                }
+            }) / scale;
+            if worst.is_nan() || worst > tol {
+                failures.push(format!(
+                    "{what}: gradient of `{}` differs by {worst:.3e} of its largest value",
+                    w.name
+                ));
+            }
+            line.push_str(&format!(" {} {worst:.1e}", w.name));
+            tensors += 1;
+        }
+        println!("{line}");
+    }
+    if let Some(why) = skip {
+        println!("SKIP: no {device} device ({why})");
+        return;
+    }
+    println!("{device}: {tensors} weight gradients compared");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn cuda_backward_matches_cpu_on_training_plans() {
+    let refs = gpu_refs();
+    if !snn_runtime::cuda::driver_present() && refs.is_none() {
+        println!("SKIP: no CUDA device (libcuda.so not found)");
+        return;
+    }
+    backward_matches_cpu_on_training_plans("cuda", refs.as_deref(), 1e-4);
+}
+
+#[test]
+fn cuda_device_on_the_host_shim_backward_matches_cpu_on_training_plans() {
+    if shim_available("cuda_device_on_the_host_shim_backward_matches_cpu_on_training_plans") {
+        backward_matches_cpu_on_training_plans("cuda-shim", None, 1e-5);
+        reached_every_kernel(&[
+            Op::BiasGrad,
+            Op::Col2im,
+            Op::ConvBiasGrad,
+            Op::Pool2dDx,
+            Op::SpikeGemmDw,
+            Op::SpikeConv2dDw,
+        ]);
+    }
 }
 
 /// Transfers through the page-locked staging buffers (`PINNED_MIN` floats and up) and the
@@ -256,4 +580,145 @@ fn transfers_round_trip_through_pinned_staging() {
         "round trips of {} lengths through pinned and direct copies",
         lens.len()
     );
+}
+
+/// The host shim's GPU itself: its SGEMM against a plain row-major product in every
+/// transpose combination (batched, strided, beta 0 and 1, the C it must not read when
+/// beta is 0 holding NaN), and the errors a GPU would hide or raise: a leading dimension
+/// cuBLAS rejects, a matrix that reaches past its allocation, a launch with the wrong
+/// number of arguments.
+#[test]
+fn host_shim_gpu_computes_sgemm_and_rejects_bad_arguments() {
+    use snn_runtime::cuda::{Gpu, Kernel, Launch, Sgemm, ShimGpu};
+    let Some(cxx) = snn_runtime::cuda::shim::find_cxx() else {
+        println!("SKIP host_shim_gpu: no C++ compiler (install g++ or set CXX)");
+        return;
+    };
+    let dir = common::cache_dir().join("shim");
+    let mut gpu = ShimGpu::build(&cxx, &dir, "", &[], &[]).unwrap();
+    let vals = |n: usize, seed: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 7919 + seed * 104_729) % 1009) as f32 / 504.5 - 1.0)
+            .collect()
+    };
+    let (m, n, k, batch) = (5, 4, 3, 2);
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        for beta in [0.0f32, 1.0] {
+            // Column-major op(A) is m x k: stored k x m (ld k + 1) when transposed, else
+            // m x k (ld m + 2); padding in the leading dimensions and between batches.
+            let (ra, ca) = if ta { (k, m) } else { (m, k) };
+            let (rb, cb) = if tb { (n, k) } else { (k, n) };
+            let (lda, ldb, ldc) = (ra + 2, rb + 1, m + 3);
+            let (sa, sb, sc) = (lda * ca + 5, ldb * cb + 2, ldc * n + 1);
+            let a = vals(sa * batch, 1);
+            let b = vals(sb * batch, 2);
+            let mut c0 = vals(sc * batch, 3);
+            if beta == 0.0 {
+                c0.iter_mut().for_each(|x| *x = f32::NAN);
+            }
+            let mut ma = gpu.alloc_zeros(a.len()).unwrap();
+            let mut mb = gpu.alloc_zeros(b.len()).unwrap();
+            let mut mc = gpu.alloc_zeros(c0.len()).unwrap();
+            gpu.htod(&a, &mut ma, 0, "a").unwrap();
+            gpu.htod(&b, &mut mb, 0, "b").unwrap();
+            gpu.htod(&c0, &mut mc, 0, "c").unwrap();
+            let g = Sgemm {
+                trans_a: ta,
+                trans_b: tb,
+                m,
+                n,
+                k,
+                a: gpu.addr(&ma),
+                lda,
+                stride_a: sa,
+                b: gpu.addr(&mb),
+                ldb,
+                stride_b: sb,
+                beta,
+                c: gpu.addr(&mc),
+                ldc,
+                stride_c: sc,
+                batch,
+            };
+            gpu.sgemm(&g, "test").unwrap();
+            let mut c = vec![0.0f32; c0.len()];
+            gpu.dtoh(&mc, 0, &mut c, "c").unwrap();
+            for bi in 0..batch {
+                for i in 0..m {
+                    for j in 0..n {
+                        let at = |r: usize, q: usize| a[bi * sa + r + q * lda];
+                        let bt = |r: usize, q: usize| b[bi * sb + r + q * ldb];
+                        let dot: f64 = (0..k)
+                            .map(|l| {
+                                let x = if ta { at(l, i) } else { at(i, l) };
+                                let y = if tb { bt(j, l) } else { bt(l, j) };
+                                x as f64 * y as f64
+                            })
+                            .sum();
+                        let idx = bi * sc + i + j * ldc;
+                        let want = if beta == 0.0 {
+                            dot
+                        } else {
+                            dot + c0[idx] as f64
+                        };
+                        assert!(
+                            (c[idx] as f64 - want).abs() < 1e-6,
+                            "trans ({ta}, {tb}) beta {beta}: C[{bi}][{i}, {j}] = {}, want {want}",
+                            c[idx]
+                        );
+                    }
+                }
+                // Padding rows of C are left alone.
+                for j in 0..n {
+                    for i in m..ldc {
+                        let idx = bi * sc + i + j * ldc;
+                        if idx < c.len() {
+                            assert!(c[idx].to_bits() == c0[idx].to_bits(), "padding written");
+                        }
+                    }
+                }
+            }
+            // A leading dimension cuBLAS rejects.
+            let e = gpu
+                .sgemm(&Sgemm { lda: ra - 1, ..g }, "bad lda")
+                .unwrap_err();
+            assert!(e.to_string().contains("CUBLAS_STATUS_INVALID_VALUE"), "{e}");
+            // One batch too many: C reaches past its allocation.
+            let e = gpu
+                .sgemm(
+                    &Sgemm {
+                        batch: batch + 1,
+                        ..g
+                    },
+                    "overrun",
+                )
+                .unwrap_err();
+            assert!(e.to_string().contains("not inside one allocation"), "{e}");
+        }
+    }
+    // A library kernel with a word missing.
+    let e = gpu
+        .launch(
+            Kernel::Op(Op::Transpose),
+            Launch {
+                blocks: 1,
+                threads: 32,
+            },
+            &[0, 0, 1],
+            "transpose",
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("do not match"), "{e}");
+    let e = gpu
+        .launch(
+            Kernel::Generated(0),
+            Launch {
+                blocks: 1,
+                threads: 1,
+            },
+            &[],
+            "none",
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("has 0 kernels"), "{e}");
 }

@@ -36,37 +36,60 @@ pub struct DeviceLoaded {
     pub kernels: String,
 }
 
-/// Parses `cpu`, `cuda` or `cuda:N` into `None` (CPU) or `Some(ordinal)`.
-pub fn parse_device(device: &str) -> DResult<Option<usize>> {
+/// Where a session runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// `cpu`: the generated Rust kernels.
+    Cpu,
+    /// `cuda`, `cuda:N`: GPU N through the CUDA driver.
+    Cuda(usize),
+    /// `cuda-shim`: the CUDA device with the host standing in for the GPU (the generated
+    /// CUDA C built by the system C++ compiler; slow, for checking without a GPU).
+    CudaShim,
+}
+
+/// Parses `cpu`, `cuda`, `cuda:N` or `cuda-shim`.
+pub fn parse_device(device: &str) -> DResult<DeviceKind> {
     match device {
-        "cpu" => Ok(None),
-        "cuda" => Ok(Some(0)),
+        "cpu" => Ok(DeviceKind::Cpu),
+        "cuda" => Ok(DeviceKind::Cuda(0)),
+        "cuda-shim" => Ok(DeviceKind::CudaShim),
         d => match d.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(n)) => Ok(Some(n)),
+            Some(Ok(n)) => Ok(DeviceKind::Cuda(n)),
             _ => Err(
                 Diagnostic::new(ErrorKind::BadArgument, format!("unknown device `{d}`"))
-                    .hint("use --device cpu, cuda or cuda:N"),
+                    .hint("use --device cpu, cuda, cuda:N or cuda-shim"),
             ),
         },
     }
 }
 
-/// Load `program` on `device` (`cpu`, `cuda`, `cuda:N`); `cache` is the CPU kernel cache.
+/// Load `program` on `device` (`cpu`, `cuda`, `cuda:N`, `cuda-shim`); `cache` is the CPU
+/// kernel cache (and, under `shim/`, the host-shim libraries; default [`cache_dir`]).
 pub fn load_device(program: &Program, device: &str, cache: Option<&Path>) -> DResult<DeviceLoaded> {
-    let Some(ordinal) = parse_device(device)? else {
-        let l = load(program, cache)?;
-        return Ok(DeviceLoaded {
-            session: l.session,
-            kernels: format!(
-                "cpu kernels {} ({:.0} ms)",
-                if l.lib.cached { "cached" } else { "built" },
-                l.lib.seconds * 1e3
-            ),
-        });
-    };
     let start = std::time::Instant::now();
-    let source = crate::back::cuda::print_program(program);
-    let session = Session::new_cuda(program.plan.clone(), ordinal, &source).map_err(cuda_diag)?;
+    let session = match parse_device(device)? {
+        DeviceKind::Cpu => {
+            let l = load(program, cache)?;
+            return Ok(DeviceLoaded {
+                session: l.session,
+                kernels: format!(
+                    "cpu kernels {} ({:.0} ms)",
+                    if l.lib.cached { "cached" } else { "built" },
+                    l.lib.seconds * 1e3
+                ),
+            });
+        }
+        DeviceKind::Cuda(ordinal) => {
+            let source = crate::back::cuda::print_program(program);
+            Session::new_cuda(program.plan.clone(), ordinal, &source).map_err(cuda_diag)?
+        }
+        DeviceKind::CudaShim => {
+            let source = crate::back::cuda::print_program(program);
+            let dir = cache.map_or_else(snn_runtime::cuda::shim::default_dir, |c| c.join("shim"));
+            Session::new_cuda_shim(program.plan.clone(), &source, &dir).map_err(cuda_diag)?
+        }
+    };
     Ok(DeviceLoaded {
         kernels: format!(
             "{} ({:.0} ms to set up)",

@@ -38,16 +38,7 @@ fn work_dir(name: &str) -> PathBuf {
 
 /// The C++ compiler to use, or None (the caller skips).
 fn cxx() -> Option<String> {
-    let candidates: Vec<String> = match std::env::var("CXX") {
-        Ok(c) if !c.is_empty() => vec![c],
-        _ => ["g++", "clang++", "c++"].map(String::from).to_vec(),
-    };
-    candidates.into_iter().find(|c| {
-        Command::new(c)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    })
+    snn_runtime::cuda::shim::find_cxx()
 }
 
 fn skip(test: &str) {

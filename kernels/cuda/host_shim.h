@@ -29,7 +29,10 @@
 
 #include <atomic>
 #include <bit>
+#include <cstdint>
 #include <math.h>
+#include <type_traits>
+#include <utility>
 
 #define SNN_HOST_SHIM 1
 
@@ -90,6 +93,36 @@ void snn_shim_launch(void (*kernel)(P...), dim3 grid, dim3 block, A... args) {
     blockDim = saved_block;
     blockIdx = saved_bi;
     threadIdx = saved_ti;
+}
+
+/// One kernel parameter from a 64-bit word, as the runtime's CUDA device pushes every
+/// argument (runtime/src/cuda): a device pointer or a 64-bit integer. A parameter of another
+/// size would be read wrongly by cuLaunchKernel on a GPU, so it does not compile here.
+template <class T>
+T snn_shim_word(unsigned long long w) {
+    static_assert(sizeof(T) == 8 && (std::is_pointer_v<T> || std::is_integral_v<T>),
+                  "kernel parameters must be pointers or 64-bit integers (one word each)");
+    if constexpr (std::is_pointer_v<T>) {
+        return reinterpret_cast<T>(static_cast<std::uintptr_t>(w));
+    } else {
+        return static_cast<T>(w);
+    }
+}
+
+template <class... P, std::size_t... I>
+void snn_shim_launch_words_(void (*kernel)(P...), dim3 grid, dim3 block,
+                            const unsigned long long* words, std::index_sequence<I...>) {
+    snn_shim_launch(kernel, grid, block, snn_shim_word<P>(words[I])...);
+}
+
+/// `snn_shim_launch` with the arguments as `n` words (the ShimGpu of runtime/src/cuda/shim.rs).
+/// Returns 0, or -1 when `n` is not the kernel's parameter count.
+template <class... P>
+int snn_shim_launch_words(void (*kernel)(P...), dim3 grid, dim3 block,
+                          const unsigned long long* words, unsigned long long n) {
+    if (n != sizeof...(P)) return -1;
+    snn_shim_launch_words_(kernel, grid, block, words, std::index_sequence_for<P...>{});
+    return 0;
 }
 
 #endif // SNN_HOST_SHIM_H

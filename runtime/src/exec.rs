@@ -249,6 +249,21 @@ impl Session {
         Session::with_device(plan, Box::new(dev))
     }
 
+    /// A session on the CUDA device with the host standing in for the GPU
+    /// ([`crate::cuda::ShimGpu`]): `cuda_source` compiled by the system C++ compiler through
+    /// kernels/cuda/host_shim.h, libraries kept in `dir`. Slow; it runs the CUDA device's
+    /// code on machines without a GPU.
+    pub fn new_cuda_shim(plan: Plan, cuda_source: &str, dir: &Path) -> Result<Session> {
+        let cxx = crate::cuda::shim::find_cxx().ok_or_else(|| {
+            RuntimeError::Device(
+                "no C++ compiler for the CUDA host shim; hint: install g++ or set CXX".into(),
+            )
+        })?;
+        let symbols: Vec<String> = plan.kernels.iter().map(|k| k.symbol.clone()).collect();
+        let gpu = crate::cuda::ShimGpu::build(&cxx, dir, cuda_source, &[], &symbols)?;
+        Session::with_device(plan, Box::new(crate::cuda::CudaDevice::with_gpu(gpu)))
+    }
+
     /// A session on any device (the device holds the plan's kernels).
     pub fn with_device(plan: Plan, mut device: Box<dyn Device>) -> Result<Session> {
         let (exec, backward) = validate(&plan, device.num_kernels())?;

@@ -12,22 +12,24 @@
 //!
 //! All work goes to one stream in submission order; [`Device::download`] and
 //! [`Device::sync`] wait for it. Inputs and outputs of [`PINNED_MIN`] elements or more move
-//! through page-locked host buffers ([`Staging`]): the DMA engine reads them directly, and
-//! an upload returns once its data is in the staging buffer, before the copy runs.
+//! through page-locked host buffers: the DMA engine reads them directly, and an upload
+//! returns once its data is in the staging buffer, before the copy runs.
+//!
+//! The device's logic (bounds checks, pointer offsets, launch sizes, the cuBLAS arguments
+//! of each operation) is written once over the [`Gpu`] trait. [`DriverGpu`] is the real
+//! GPU (driver.rs, NVRTC in nvrtc.rs); [`ShimGpu`] (shim.rs) runs the same CUDA C on the
+//! host through `kernels/cuda/host_shim.h` with a reference SGEMM, so CPU-only CI runs every
+//! model through this file too.
 
-use std::collections::HashMap;
-use std::ffi::{c_char, c_int, CString};
-use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+mod driver;
+mod gpu;
+mod nvrtc;
+pub mod shim;
 
-use cudarc::cublas::{result as blas, sys as blas_sys, CudaBlas};
-use cudarc::driver::{
-    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr,
-    LaunchConfig, PinnedHostSlice, PushKernelArg,
-};
-use cudarc::nvrtc::{result as rtc, sys as rtc_sys, Ptx};
-use sha2::{Digest, Sha256};
+pub use driver::{copy_bandwidth, driver_present, CopyTimes, DriverGpu, PINNED_MIN};
+pub use gpu::{Gpu, Kernel, Launch, Op, Sgemm};
+pub use nvrtc::{compile_ptx, compile_ptx_cached, nvrtc_present, nvrtc_version, ptx_cache_file};
+pub use shim::ShimGpu;
 
 use crate::device::{
     ConvDesc, ConvDwDesc, ConvDxDesc, Device, GemmDesc, GemmDwDesc, GemmDxDesc, LaunchDesc, Loc,
@@ -47,359 +49,10 @@ pub const BLOCK: u32 = 256;
 /// Most f32 elements of the im2col scratch buffer (256 MiB); larger convs run in chunks.
 const SCRATCH_MAX: usize = 64 << 20;
 
-fn dev_err(call: &str, e: impl std::fmt::Debug) -> RuntimeError {
-    RuntimeError::Device(format!("{call} failed: {e:?}"))
-}
-
-/// Whether the driver library can be loaded (no GPU needed).
-pub fn driver_present() -> bool {
-    // SAFETY: only tries to dlopen the library.
-    unsafe { cudarc::driver::sys::is_culib_present() }
-}
-
-/// Whether the NVRTC library can be loaded (no GPU needed).
-pub fn nvrtc_present() -> bool {
-    // SAFETY: only tries to dlopen the library.
-    unsafe { rtc_sys::is_culib_present() }
-}
-
-/// Checks the libraries and the device without creating a context's resources; the error
-/// says what is missing.
-fn check_libraries() -> Result<()> {
-    if !driver_present() {
-        return Err(RuntimeError::Device(
-            "no CUDA driver (libcuda.so) found".into(),
-        ));
-    }
-    if !nvrtc_present() {
-        return Err(RuntimeError::Device(
-            "no NVRTC library (libnvrtc.so) found; hint: install the CUDA toolkit or the `nvidia-cuda-nvrtc` package and add its lib directory to LD_LIBRARY_PATH".into(),
-        ));
-    }
-    // SAFETY: as above.
-    if !unsafe { blas_sys::is_culib_present() } {
-        return Err(RuntimeError::Device(
-            "no cuBLAS library (libcublas.so) found; hint: install the CUDA toolkit or the `nvidia-cublas` package and add its lib directory to LD_LIBRARY_PATH".into(),
-        ));
-    }
-    Ok(())
-}
-
-fn catch<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(p) => {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(RuntimeError::Device(format!("{what}: {msg}")))
-        }
-    }
-}
-
-type PtxKey = (u64, String);
-
-fn ptx_cache() -> &'static Mutex<HashMap<PtxKey, String>> {
-    static CACHE: OnceLock<Mutex<HashMap<PtxKey, String>>> = OnceLock::new();
-    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
-fn c_string(what: &str, s: &str) -> Result<CString> {
-    CString::new(s).map_err(|_| RuntimeError::Device(format!("{what} contains a NUL byte")))
-}
-
-fn log_text(raw: &[c_char]) -> String {
-    let bytes: Vec<u8> = raw
-        .iter()
-        .map(|&c| c as u8)
-        .take_while(|&b| b != 0)
-        .collect();
-    String::from_utf8_lossy(&bytes).trim().to_string()
-}
-
-/// Compiles `source` (with in-memory `headers`) to PTX for `arch` (e.g. `compute_90`),
-/// through the process-wide cache.
-pub fn compile_ptx(source: &str, headers: &[(&str, &str)], arch: &str) -> Result<String> {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    source.hash(&mut h);
-    headers.hash(&mut h);
-    let key = (h.finish(), arch.to_string());
-    if let Some(p) = ptx_cache().lock().ok().and_then(|c| c.get(&key).cloned()) {
-        return Ok(p);
-    }
-    let ptx = nvrtc_compile(source, headers, arch)?;
-    if let Ok(mut c) = ptx_cache().lock() {
-        c.insert(key, ptx.clone());
-    }
-    Ok(ptx)
-}
-
-/// NVRTC options of every compile (part of the disk cache key).
-const NVRTC_OPTIONS: [&str; 2] = ["--fmad=false", "--std=c++17"];
-
-/// NVRTC's `(major, minor)` version.
-pub fn nvrtc_version() -> Result<(i32, i32)> {
-    let (mut major, mut minor) = (0, 0);
-    // SAFETY: two valid out-pointers.
-    unsafe { rtc_sys::nvrtcVersion(&mut major, &mut minor) }
-        .result()
-        .map_err(|e| dev_err("nvrtcVersion", e))?;
-    Ok((major, minor))
-}
-
-/// The file in `dir` that caches the PTX of `source` with `headers` for `arch`: a SHA-256
-/// of everything NVRTC's output depends on (its version, the options, the texts).
-pub fn ptx_cache_file(
-    dir: &Path,
-    source: &str,
-    headers: &[(&str, &str)],
-    arch: &str,
-) -> Result<PathBuf> {
-    let (major, minor) = nvrtc_version()?;
-    let mut h = Sha256::new();
-    let mut part = |b: &[u8]| {
-        // Length-prefixed, so that no two lists of parts hash alike.
-        h.update((b.len() as u64).to_le_bytes());
-        h.update(b);
-    };
-    part(b"snnc ptx 1");
-    part(format!("nvrtc {major}.{minor} {arch}").as_bytes());
-    for o in NVRTC_OPTIONS {
-        part(o.as_bytes());
-    }
-    part(source.as_bytes());
-    for (n, t) in headers {
-        part(n.as_bytes());
-        part(t.as_bytes());
-    }
-    let key: String = h
-        .finalize()
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok(dir.join("ptx").join(format!("{key}.ptx")))
-}
-
-/// [`compile_ptx`] through a disk cache under `dir` (`ptx/<hash>.ptx`, written to a unique
-/// temporary file and renamed into place, so readers never see half a file). Returns the
-/// PTX and whether it came from the disk. A cache that cannot be read or written is only
-/// slower: the error is not the caller's.
-pub fn compile_ptx_cached(
-    dir: &Path,
-    source: &str,
-    headers: &[(&str, &str)],
-    arch: &str,
-) -> Result<(String, bool)> {
-    let file = ptx_cache_file(dir, source, headers, arch)?;
-    if let Ok(text) = std::fs::read_to_string(&file) {
-        if let Some(ptx) = text.strip_suffix(PTX_END) {
-            return Ok((ptx.to_string(), true));
-        }
-    }
-    let ptx = compile_ptx(source, headers, arch)?;
-    store_ptx(&file, &ptx);
-    Ok((ptx, false))
-}
-
-/// The last line of a cache file: a file without it was cut short and is not used.
-const PTX_END: &str = "\n// snnc: end of cached PTX\n";
-
-fn store_ptx(file: &Path, ptx: &str) {
-    static WRITES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = file.with_extension(format!("tmp-{}-{n}", std::process::id()));
-    let ok = file
-        .parent()
-        .is_some_and(|d| std::fs::create_dir_all(d).is_ok())
-        && std::fs::write(&tmp, format!("{ptx}{PTX_END}")).is_ok()
-        && std::fs::rename(&tmp, file).is_ok();
-    if !ok {
-        let _ = std::fs::remove_file(&tmp);
-    }
-}
-
-fn nvrtc_compile(source: &str, headers: &[(&str, &str)], arch: &str) -> Result<String> {
-    let src = c_string("CUDA source", source)?;
-    let name = c_string("program name", "snn_kernels.cu")?;
-    let mut texts = Vec::with_capacity(headers.len());
-    let mut names = Vec::with_capacity(headers.len());
-    for (n, t) in headers {
-        names.push(c_string("header name", n)?);
-        texts.push(c_string("header", t)?);
-    }
-    let text_ptrs: Vec<*const c_char> = texts.iter().map(|s| s.as_ptr()).collect();
-    let name_ptrs: Vec<*const c_char> = names.iter().map(|s| s.as_ptr()).collect();
-    let mut prog: rtc_sys::nvrtcProgram = std::ptr::null_mut();
-    // SAFETY: every pointer addresses a live NUL-terminated string; the arrays hold
-    // `headers.len()` entries.
-    unsafe {
-        rtc_sys::nvrtcCreateProgram(
-            &mut prog,
-            src.as_ptr(),
-            name.as_ptr(),
-            headers.len() as c_int,
-            if headers.is_empty() {
-                std::ptr::null()
-            } else {
-                text_ptrs.as_ptr()
-            },
-            if headers.is_empty() {
-                std::ptr::null()
-            } else {
-                name_ptrs.as_ptr()
-            },
-        )
-        .result()
-        .map_err(|e| dev_err("nvrtcCreateProgram", e))?;
-    }
-    let mut opts = vec![format!("--gpu-architecture={arch}")];
-    opts.extend(NVRTC_OPTIONS.iter().map(|o| o.to_string()));
-    // SAFETY: prog was created above and is destroyed once below.
-    let compiled = unsafe { rtc::compile_program(prog, &opts) };
-    let out = match compiled {
-        Ok(()) => {
-            // SAFETY: prog compiled successfully.
-            unsafe { rtc::get_ptx(prog) }
-                .map(|p| log_text(&p))
-                .map_err(|e| dev_err("nvrtcGetPTX", e))
-        }
-        Err(e) => {
-            // SAFETY: prog is live.
-            let log = unsafe { rtc::get_program_log(prog) }
-                .map(|l| log_text(&l))
-                .unwrap_or_default();
-            let head: String = log.lines().take(40).collect::<Vec<_>>().join("\n");
-            Err(RuntimeError::Device(format!(
-                "NVRTC failed ({e:?}): {head}"
-            )))
-        }
-    };
-    // SAFETY: prog is live and not used after this.
-    let _ = unsafe { rtc::destroy_program(prog) };
-    out
-}
-
-/// Opens GPU `ordinal` for one in-order stream: no cross-stream events needed, so cudarc's
-/// event tracking is off.
-fn open_context(ordinal: usize) -> Result<Arc<CudaContext>> {
-    let count = CudaContext::device_count()
-        .map_err(|e| RuntimeError::Device(format!("no CUDA device (cuDeviceGetCount: {e:?})")))?;
-    if count <= 0 {
-        return Err(RuntimeError::Device("no CUDA device".into()));
-    }
-    if ordinal >= count as usize {
-        return Err(RuntimeError::Device(format!(
-            "CUDA device {ordinal} does not exist: this machine has {count} (use cuda:0..cuda:{})",
-            count - 1
-        )));
-    }
-    let ctx = CudaContext::new(ordinal)
-        .map_err(|e| RuntimeError::Device(format!("cannot open CUDA device {ordinal}: {e:?}")))?;
-    // SAFETY: nothing has been allocated on this context by us yet.
-    unsafe { ctx.disable_event_tracking() };
-    Ok(ctx)
-}
-
-/// What [`copy_bandwidth`] measured.
-#[derive(Clone, Debug)]
-pub struct CopyTimes {
-    /// `cuda:N (name, sm_XY)`, as [`CudaDevice`] names itself.
-    pub device: String,
-    /// Bytes of one copy (each is read once and written once).
-    pub bytes: usize,
-    /// Milliseconds of each timed copy, in order.
-    pub ms: Vec<f64>,
-}
-
-/// Device-to-device copy bandwidth of GPU `ordinal` (the GPU's counterpart of the CPU's STREAM
-/// triad, `snnc bench copy`): one buffer of `bytes` copied into another with
-/// `cuMemcpyDtoDAsync` on one stream, `warmup` untimed copies, then `repeat` copies, each
-/// between two CUDA events. Needs only the driver (no NVRTC or cuBLAS); without one, or
-/// without the memory, the error names the cause.
-pub fn copy_bandwidth(
-    ordinal: usize,
-    bytes: usize,
-    warmup: usize,
-    repeat: usize,
-) -> Result<CopyTimes> {
-    if !driver_present() {
-        return Err(RuntimeError::Device(
-            "no CUDA driver (libcuda.so) found".into(),
-        ));
-    }
-    catch("CUDA copy benchmark panicked", || {
-        let ctx = open_context(ordinal)?;
-        let (major, minor) = ctx
-            .compute_capability()
-            .map_err(|e| dev_err("cuDeviceGetAttribute(compute capability)", e))?;
-        let gpu = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
-        let stream = ctx.default_stream();
-        let n = bytes / 4;
-        let alloc = || {
-            stream.alloc_zeros::<f32>(n.max(1)).map_err(|e| {
-                RuntimeError::Device(format!(
-                    "cannot allocate the copy buffers (2 x {} MiB) on the GPU: {e:?}",
-                    bytes >> 20
-                ))
-            })
-        };
-        let src = alloc()?;
-        let mut dst = alloc()?;
-        let timing = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
-        let start = ctx
-            .new_event(timing)
-            .map_err(|e| dev_err("cuEventCreate", e))?;
-        let stop = ctx
-            .new_event(timing)
-            .map_err(|e| dev_err("cuEventCreate", e))?;
-        let mut ms = Vec::with_capacity(repeat);
-        for i in 0..warmup + repeat.max(1) {
-            start
-                .record(&stream)
-                .map_err(|e| dev_err("cuEventRecord", e))?;
-            stream
-                .memcpy_dtod(&src, &mut dst)
-                .map_err(|e| dev_err("cuMemcpyDtoDAsync", e))?;
-            stop.record(&stream)
-                .map_err(|e| dev_err("cuEventRecord", e))?;
-            // elapsed_ms waits for both events.
-            let t = start
-                .elapsed_ms(&stop)
-                .map_err(|e| dev_err("cuEventElapsedTime", e))?;
-            if i >= warmup {
-                ms.push(t as f64);
-            }
-        }
-        Ok(CopyTimes {
-            device: format!("cuda:{ordinal} ({gpu}, sm_{major}{minor})"),
-            bytes: 4 * n,
-            ms,
-        })
-    })
-}
-
 /// A device buffer of `len` f32 (at least one element is allocated).
-struct Buf {
-    mem: CudaSlice<f32>,
+struct Buf<M> {
+    mem: M,
     len: usize,
-}
-
-struct OpsKernels {
-    im2col: CudaFunction,
-    bias: CudaFunction,
-    bias_grad: CudaFunction,
-    pool2d: CudaFunction,
-    col2im: CudaFunction,
-    conv_bias_grad: CudaFunction,
-    pool2d_dx: CudaFunction,
-    transpose: CudaFunction,
-    spike_gemm: CudaFunction,
-    spike_gemm_dw: CudaFunction,
-    spike_conv2d: CudaFunction,
-    spike_conv2d_dw: CudaFunction,
 }
 
 /// A conv kernel's arguments (ops.cuh): `lead`, then the geometry in the order every conv
@@ -422,179 +75,42 @@ fn pool_code(kind: PoolKind) -> u64 {
     }
 }
 
-/// The CUDA device (one GPU, one stream).
-pub struct CudaDevice {
-    ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
-    blas: CudaBlas,
-    kernels: Vec<CudaFunction>,
-    ops: OpsKernels,
-    slots: Vec<Buf>,
-    weights: Vec<Option<Buf>>,
+/// The CUDA device: one GPU (`G`: the driver's, or the host shim's), one stream.
+pub struct CudaDevice<G: Gpu = DriverGpu> {
+    gpu: G,
+    slots: Vec<Buf<G::Mem>>,
+    weights: Vec<Option<Buf<G::Mem>>>,
     /// `[k, n]` transposed copies of the weights an event-driven GEMM reads, made on first
     /// use and dropped by `set_weight`.
-    transposed: Vec<Option<Buf>>,
+    transposed: Vec<Option<Buf<G::Mem>>>,
     /// Weight gradients (allocated by `zero_grads`).
-    grads: Vec<Option<Buf>>,
-    params: Option<Buf>,
-    scratch: Option<Buf>,
+    grads: Vec<Option<Buf<G::Mem>>>,
+    params: Option<Buf<G::Mem>>,
+    scratch: Option<Buf<G::Mem>>,
     /// The matrix and bias of a `time_mix`, uploaded per call.
-    mix_scratch: Option<Buf>,
+    mix_scratch: Option<Buf<G::Mem>>,
     /// A `time_mix_dw`'s products, row sums and a row of ones.
-    dw_scratch: Option<Buf>,
-    /// Page-locked host buffers of uploads and downloads, by length.
-    staging: Staging,
-    name: String,
-    arch: String,
+    dw_scratch: Option<Buf<G::Mem>>,
 }
 
-/// Transfers this long or longer (floats: 256 KiB) go through a page-locked buffer; for
-/// shorter ones the extra host copy costs about what the faster DMA saves.
-pub const PINNED_MIN: usize = 64 << 10;
-/// Staging buffers kept; inputs and outputs recur with the same lengths batch after batch.
-const STAGED_MAX: usize = 8;
-
-/// Page-locked host buffers, one per transfer length, each with the event recorded after
-/// the last copy that used it. Event tracking is off on this context (one stream), so the
-/// events are ours: a buffer is rewritten only after its event says the copy is done.
-struct Staging {
-    ctx: Arc<CudaContext>,
-    bufs: Vec<(PinnedHostSlice<f32>, Option<CudaEvent>)>,
-}
-
-impl Staging {
-    /// Host -> device on `stream`; long copies through a staging buffer, so the call
-    /// returns before the copy runs.
-    fn htod(
-        &mut self,
-        stream: &Arc<CudaStream>,
-        data: &[f32],
-        dst: &mut CudaViewMut<'_, f32>,
-        what: &str,
-    ) -> Result<()> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        if data.len() < PINNED_MIN {
-            return stream
-                .memcpy_htod(data, dst)
-                .map_err(|e| dev_err(&format!("cuMemcpyHtoD({what})"), e));
-        }
-        let (host, done) = self.get(data.len())?;
-        host.as_mut_slice()
-            .map_err(|e| dev_err("staging buffer", e))?
-            .copy_from_slice(data);
-        stream
-            .memcpy_htod(&*host, dst)
-            .map_err(|e| dev_err(&format!("cuMemcpyHtoDAsync({what}, pinned)"), e))?;
-        *done = Some(
-            stream
-                .record_event(None)
-                .map_err(|e| dev_err("cuEventRecord(staging)", e))?,
-        );
-        Ok(())
-    }
-
-    /// Device -> host on `stream`, complete on return (the stream is synchronised).
-    fn dtoh(
-        &mut self,
-        stream: &Arc<CudaStream>,
-        src: &CudaView<'_, f32>,
-        out: &mut [f32],
-        what: &str,
-    ) -> Result<()> {
-        let sync = |stream: &Arc<CudaStream>| {
-            stream
-                .synchronize()
-                .map_err(|e| dev_err("cuStreamSynchronize", e))
-        };
-        if out.is_empty() {
-            return sync(stream);
-        }
-        if out.len() < PINNED_MIN {
-            stream
-                .memcpy_dtoh(src, out)
-                .map_err(|e| dev_err(&format!("cuMemcpyDtoH({what})"), e))?;
-            return sync(stream);
-        }
-        let (host, _) = self.get(out.len())?;
-        stream
-            .memcpy_dtoh(src, host)
-            .map_err(|e| dev_err(&format!("cuMemcpyDtoHAsync({what}, pinned)"), e))?;
-        sync(stream)?;
-        out.copy_from_slice(host.as_slice().map_err(|e| dev_err("staging buffer", e))?);
-        Ok(())
-    }
-
-    /// The buffer of exactly `len` floats, free to write: its last copy has finished.
-    fn get(&mut self, len: usize) -> Result<&mut (PinnedHostSlice<f32>, Option<CudaEvent>)> {
-        let at = match self.bufs.iter().position(|(b, _)| b.len() == len) {
-            Some(i) => i,
-            None => {
-                if self.bufs.len() >= STAGED_MAX {
-                    // The oldest goes; its copy must be done before the memory is freed
-                    // (`host` is dropped, and freed, only after the wait).
-                    let (host, done) = self.bufs.remove(0);
-                    wait(done)?;
-                    drop(host);
-                }
-                // Flags 0 (not write-combined): downloads read it back on the host.
-                // SAFETY: the contents are written before any copy reads them.
-                let host = unsafe { self.ctx.alloc_pinned_with_flags::<f32>(len, 0) }
-                    .map_err(|e| dev_err("cuMemHostAlloc", e))?;
-                self.bufs.push((host, None));
-                self.bufs.len() - 1
-            }
-        };
-        let entry = &mut self.bufs[at];
-        wait(entry.1.take())?;
-        Ok(entry)
-    }
-
-    /// Waits for every copy still reading or writing a staging buffer.
-    fn drain(&mut self) -> Result<()> {
-        for (_, done) in &mut self.bufs {
-            wait(done.take())?;
-        }
-        Ok(())
-    }
-}
-
-fn wait(done: Option<CudaEvent>) -> Result<()> {
-    match done {
-        Some(e) => e
-            .synchronize()
-            .map_err(|e| dev_err("cuEventSynchronize(staging)", e)),
-        None => Ok(()),
-    }
-}
-
-impl Drop for CudaDevice {
-    fn drop(&mut self) {
-        // Page-locked memory must outlive the copies that use it.
-        let _ = self.staging.drain();
-    }
-}
-
-impl std::fmt::Debug for CudaDevice {
+impl<G: Gpu> std::fmt::Debug for CudaDevice<G> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CudaDevice")
-            .field("name", &self.name)
-            .field("kernels", &self.kernels.len())
+            .field("name", &self.gpu.name())
+            .field("kernels", &self.gpu.num_generated())
             .finish()
     }
 }
 
-fn grid(n: usize, what: &str) -> Result<LaunchConfig> {
+fn grid(n: usize, what: &str) -> Result<Launch> {
     let blocks = n.div_ceil(BLOCK as usize);
     let blocks = u32::try_from(blocks)
         .ok()
         .filter(|&b| b < i32::MAX as u32)
         .ok_or_else(|| RuntimeError::Device(format!("{what}: {n} threads is too many")))?;
-    Ok(LaunchConfig {
-        grid_dim: (blocks.max(1), 1, 1),
-        block_dim: (BLOCK, 1, 1),
-        shared_mem_bytes: 0,
+    Ok(Launch {
+        blocks: blocks.max(1),
+        threads: BLOCK,
     })
 }
 
@@ -603,13 +119,7 @@ fn mul(a: usize, b: usize) -> Result<usize> {
         .ok_or_else(|| RuntimeError::Device("operation size overflows".into()))
 }
 
-fn int(v: usize, what: &str) -> Result<c_int> {
-    c_int::try_from(v).map_err(|_| {
-        RuntimeError::Device(format!("{what}: dimension {v} exceeds cuBLAS's int range"))
-    })
-}
-
-impl CudaDevice {
+impl CudaDevice<DriverGpu> {
     /// Opens GPU `ordinal`, compiles `cuda_source` (which may `#include` any of `headers`,
     /// given as `(name, text)`) and looks up the kernels `symbols` in plan order.
     pub fn new(
@@ -618,90 +128,21 @@ impl CudaDevice {
         headers: &[(&str, &str)],
         symbols: Vec<String>,
     ) -> Result<CudaDevice> {
-        check_libraries()?;
-        catch("CUDA initialisation panicked", || {
-            Self::open(ordinal, cuda_source, headers, symbols)
-        })
+        let gpu = DriverGpu::open(ordinal, cuda_source, headers, &symbols)?;
+        Ok(CudaDevice::with_gpu(gpu))
     }
 
-    fn open(
-        ordinal: usize,
-        cuda_source: &str,
-        headers: &[(&str, &str)],
-        symbols: Vec<String>,
-    ) -> Result<CudaDevice> {
-        let ctx = open_context(ordinal)?;
-        let (major, minor) = ctx
-            .compute_capability()
-            .map_err(|e| dev_err("cuDeviceGetAttribute(compute capability)", e))?;
-        let arch = format!("compute_{major}{minor}");
-        let gpu = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
-        let stream = ctx.default_stream();
-        let blas = CudaBlas::new(stream.clone()).map_err(|e| dev_err("cublasCreate", e))?;
-        // Plain FP32 (no TF32 tensor-core rounding), so results stay within float rounding
-        // of the CPU.
-        // SAFETY: the handle is live.
-        unsafe {
-            blas_sys::cublasSetMathMode(
-                *blas.handle(),
-                blas_sys::cublasMath_t::CUBLAS_PEDANTIC_MATH,
-            )
-            .result()
-            .map_err(|e| dev_err("cublasSetMathMode", e))?;
-        }
+    /// The NVRTC architecture the kernels were compiled for, e.g. `compute_90`.
+    pub fn arch(&self) -> &str {
+        self.gpu.arch()
+    }
+}
 
-        // PTX from the disk cache; if the driver refuses a cached file, compile afresh.
-        let cache = crate::cache_dir();
-        let load = |source: &str, headers: &[(&str, &str)], what: &str| {
-            let (ptx, cached) = compile_ptx_cached(&cache, source, headers, &arch)?;
-            match ctx.load_module(Ptx::from_src(ptx)) {
-                Err(_) if cached => {
-                    let ptx = compile_ptx(source, headers, &arch)?;
-                    store_ptx(&ptx_cache_file(&cache, source, headers, &arch)?, &ptx);
-                    ctx.load_module(Ptx::from_src(ptx))
-                }
-                r => r,
-            }
-            .map_err(|e| dev_err(&format!("cuModuleLoadData({what})"), e))
-        };
-        let ops_mod = load(OPS_SOURCE, &[], "ops")?;
-        let f = |name: &str| {
-            ops_mod
-                .load_function(name)
-                .map_err(|e| dev_err(&format!("cuModuleGetFunction({name})"), e))
-        };
-        let ops = OpsKernels {
-            im2col: f("snn_im2col")?,
-            bias: f("snn_bias")?,
-            bias_grad: f("snn_bias_grad")?,
-            pool2d: f("snn_pool2d")?,
-            col2im: f("snn_col2im")?,
-            conv_bias_grad: f("snn_conv_bias_grad")?,
-            pool2d_dx: f("snn_pool2d_dx")?,
-            transpose: f("snn_transpose")?,
-            spike_gemm: f("snn_spike_gemm")?,
-            spike_gemm_dw: f("snn_spike_gemm_dw")?,
-            spike_conv2d: f("snn_spike_conv2d")?,
-            spike_conv2d_dw: f("snn_spike_conv2d_dw")?,
-        };
-
-        let mut kernels = Vec::with_capacity(symbols.len());
-        if !symbols.is_empty() {
-            let module = load(cuda_source, headers, "generated kernels")?;
-            for s in &symbols {
-                kernels.push(module.load_function(s).map_err(|e| {
-                    RuntimeError::Device(format!(
-                        "the compiled CUDA module has no kernel `{s}`: {e:?}"
-                    ))
-                })?);
-            }
-        }
-        Ok(CudaDevice {
-            ctx: ctx.clone(),
-            stream,
-            blas,
-            kernels,
-            ops,
+impl<G: Gpu> CudaDevice<G> {
+    /// The device on `gpu`, which holds the plan's generated kernels.
+    pub fn with_gpu(gpu: G) -> CudaDevice<G> {
+        CudaDevice {
+            gpu,
             slots: Vec::new(),
             weights: Vec::new(),
             transposed: Vec::new(),
@@ -710,24 +151,18 @@ impl CudaDevice {
             scratch: None,
             mix_scratch: None,
             dw_scratch: None,
-            staging: Staging {
-                ctx,
-                bufs: Vec::new(),
-            },
-            name: format!("cuda:{ordinal} ({gpu}, sm_{major}{minor})"),
-            arch,
-        })
+        }
     }
 
-    /// The NVRTC architecture the kernels were compiled for, e.g. `compute_90`.
-    pub fn arch(&self) -> &str {
-        &self.arch
+    /// The GPU underneath.
+    pub fn gpu(&self) -> &G {
+        &self.gpu
     }
 
-    fn alloc(&self, len: usize, what: &str) -> Result<Buf> {
-        let mem = self.stream.alloc_zeros::<f32>(len.max(1)).map_err(|e| {
+    fn alloc(&mut self, len: usize, what: &str) -> Result<Buf<G::Mem>> {
+        let mem = self.gpu.alloc_zeros(len).map_err(|e| {
             RuntimeError::Device(format!(
-                "cannot allocate {what} ({} MiB) on the GPU: {e:?}; hint: reduce T or the batch size",
+                "cannot allocate {what} ({} MiB) on the GPU: {e}; hint: reduce T or the batch size",
                 len.saturating_mul(4) >> 20
             ))
         })?;
@@ -740,7 +175,7 @@ impl CudaDevice {
             RuntimeError::Device(format!("{what}: slot {} does not exist", loc.slot))
         })?;
         match loc.offset.checked_add(len) {
-            Some(end) if end <= b.len => Ok(self.base(&b.mem) + 4 * loc.offset as u64),
+            Some(end) if end <= b.len => Ok(self.gpu.addr(&b.mem) + 4 * loc.offset as u64),
             _ => Err(RuntimeError::Device(format!(
                 "{what}: elements {}..{} are outside slot {} ({} elements)",
                 loc.offset,
@@ -749,11 +184,6 @@ impl CudaDevice {
                 b.len
             ))),
         }
-    }
-
-    fn base(&self, mem: &CudaSlice<f32>) -> u64 {
-        let (p, _sync) = mem.device_ptr(&self.stream);
-        p
     }
 
     fn weight_ptr(&self, id: WeightId, len: usize, what: &str) -> Result<u64> {
@@ -768,10 +198,10 @@ impl CudaDevice {
                 b.len
             )));
         }
-        Ok(self.base(&b.mem))
+        Ok(self.gpu.addr(&b.mem))
     }
 
-    /// Device -> host copy of the whole weight (or gradient) `id` of `bufs`, then a sync.
+    /// Device -> host copy of the whole weight (or gradient) `id`, complete on return.
     fn copy_out(&mut self, grads: bool, id: WeightId, out: &mut [f32]) -> Result<()> {
         let (what, absent, bufs) = if grads {
             ("gradient", "was never computed", &self.grads)
@@ -790,8 +220,7 @@ impl CudaDevice {
                 out.len()
             )));
         }
-        let view = b.mem.slice(0..out.len());
-        self.staging.dtoh(&self.stream, &view, out, &what)
+        self.gpu.dtoh(&b.mem, 0, out, &what)
     }
 
     fn grad_ptr(&self, id: WeightId, len: usize, what: &str) -> Result<u64> {
@@ -806,7 +235,7 @@ impl CudaDevice {
                 b.len
             )));
         }
-        Ok(self.base(&b.mem))
+        Ok(self.gpu.addr(&b.mem))
     }
 
     fn distinct(a: Loc, b: Loc, what: &str) -> Result<()> {
@@ -820,19 +249,13 @@ impl CudaDevice {
     }
 
     /// Launches a library kernel over `n` threads with `u64` arguments.
-    fn launch_ops(&self, f: &CudaFunction, n: usize, args: &[u64], what: &str) -> Result<()> {
+    fn launch_ops(&mut self, op: Op, n: usize, args: &[u64]) -> Result<()> {
         if n == 0 {
             return Ok(());
         }
+        let what = op.symbol();
         let cfg = grid(n, what)?;
-        let mut b = self.stream.launch_builder(f);
-        for a in args {
-            b.arg(a);
-        }
-        // SAFETY: the argument list matches the kernel's signature in ops.cuh; every pointer
-        // was bounds-checked for the `n` elements the kernel touches.
-        unsafe { b.launch(cfg) }.map_err(|e| dev_err(&format!("cuLaunchKernel({what})"), e))?;
-        Ok(())
+        self.gpu.launch(Kernel::Op(op), cfg, args, what)
     }
 
     /// The event-driven form of [`Device::gemm`] (`d.sparse`): the bias as for a dense
@@ -855,16 +278,13 @@ impl CudaDevice {
         }
         if !matches!(&self.transposed[d.w], Some(b) if b.len == len) {
             let t = self.alloc(len, &format!("transposed weight {}", d.w))?;
-            let wt = self.base(&t.mem);
-            self.launch_ops(
-                &self.ops.transpose,
-                len,
-                &[w, wt, d.n as u64, d.k as u64],
-                "transpose",
-            )?;
+            let wt = self.gpu.addr(&t.mem);
             self.transposed[d.w] = Some(t);
+            self.launch_ops(Op::Transpose, len, &[w, wt, d.n as u64, d.k as u64])?;
         }
-        let wt = self.base(&self.transposed[d.w].as_ref().expect("made above").mem);
+        let wt = self
+            .gpu
+            .addr(&self.transposed[d.w].as_ref().expect("made above").mem);
         let read_dst = match bias {
             Some(b) => {
                 self.bias(y, b, d.rows * d.n, 1, d.n, d.accumulate)?;
@@ -873,7 +293,7 @@ impl CudaDevice {
             None => d.accumulate,
         };
         self.launch_ops(
-            &self.ops.spike_gemm,
+            Op::SpikeGemm,
             d.rows * d.n,
             &[
                 x,
@@ -884,12 +304,11 @@ impl CudaDevice {
                 d.n as u64,
                 read_dst as u64,
             ],
-            "spike_gemm",
         )
     }
 
     fn bias(
-        &self,
+        &mut self,
         y: u64,
         b: u64,
         n: usize,
@@ -898,10 +317,9 @@ impl CudaDevice {
         acc: bool,
     ) -> Result<()> {
         self.launch_ops(
-            &self.ops.bias,
+            Op::Bias,
             n,
             &[y, b, n as u64, inner as u64, channels as u64, acc as u64],
-            "bias",
         )
     }
 
@@ -911,13 +329,15 @@ impl CudaDevice {
             self.scratch = None;
             self.scratch = Some(self.alloc(need, what)?);
         }
-        Ok(self.base(&self.scratch.as_ref().expect("allocated above").mem))
+        Ok(self
+            .gpu
+            .addr(&self.scratch.as_ref().expect("allocated above").mem))
     }
 
-    /// Column-major cuBLAS SGEMM (strided batched when `batch > 1`).
+    /// Column-major SGEMM (strided batched when `batch > 1`), alpha 1.
     #[allow(clippy::too_many_arguments)]
     fn sgemm(
-        &self,
+        &mut self,
         (trans_a, trans_b): (bool, bool),
         m: usize,
         n: usize,
@@ -935,73 +355,35 @@ impl CudaDevice {
         batch: usize,
         what: &str,
     ) -> Result<()> {
-        let alpha = 1.0f32;
-        let op_a = if trans_a {
-            blas_sys::cublasOperation_t::CUBLAS_OP_T
-        } else {
-            blas_sys::cublasOperation_t::CUBLAS_OP_N
+        let g = Sgemm {
+            trans_a,
+            trans_b,
+            m,
+            n,
+            k,
+            a,
+            lda,
+            stride_a,
+            b,
+            ldb,
+            stride_b,
+            beta,
+            c,
+            ldc,
+            stride_c,
+            batch,
         };
-        let op_b = if trans_b {
-            blas_sys::cublasOperation_t::CUBLAS_OP_T
-        } else {
-            blas_sys::cublasOperation_t::CUBLAS_OP_N
-        };
-        self.ctx
-            .bind_to_thread()
-            .map_err(|e| dev_err("cuCtxSetCurrent", e))?;
-        // SAFETY: the caller bounds-checked every matrix for these shapes and strides.
-        let r = unsafe {
-            if batch == 1 {
-                blas::sgemm(
-                    *self.blas.handle(),
-                    op_a,
-                    op_b,
-                    int(m, what)?,
-                    int(n, what)?,
-                    int(k, what)?,
-                    &alpha,
-                    a as *const f32,
-                    int(lda, what)?,
-                    b as *const f32,
-                    int(ldb, what)?,
-                    &beta,
-                    c as *mut f32,
-                    int(ldc, what)?,
-                )
-            } else {
-                blas::sgemm_strided_batched(
-                    *self.blas.handle(),
-                    op_a,
-                    op_b,
-                    int(m, what)?,
-                    int(n, what)?,
-                    int(k, what)?,
-                    &alpha,
-                    a as *const f32,
-                    int(lda, what)?,
-                    stride_a as i64,
-                    b as *const f32,
-                    int(ldb, what)?,
-                    stride_b as i64,
-                    &beta,
-                    c as *mut f32,
-                    int(ldc, what)?,
-                    stride_c as i64,
-                    int(batch, what)?,
-                )
-            }
-        };
-        r.map_err(|e| dev_err(&format!("cublasSgemm({what})"), e))
+        self.gpu.sgemm(&g, what)
     }
 }
 
-impl Device for CudaDevice {
+impl<G: Gpu> Device for CudaDevice<G> {
     fn name(&self) -> String {
-        self.name.clone()
+        self.gpu.name()
     }
 
     fn num_kernels(&self) -> usize {
-        self.kernels.len()
+        self.gpu.num_generated()
     }
 
     fn alloc_slots(&mut self, sizes: &[usize]) -> Result<()> {
@@ -1039,8 +421,7 @@ impl Device for CudaDevice {
         let Some(b) = self.weights[id].as_mut() else {
             unreachable!()
         };
-        let mut view = b.mem.slice_mut(0..data.len());
-        self.staging.htod(&self.stream, data, &mut view, "weight")
+        self.gpu.htod(data, &mut b.mem, 0, "weight")
     }
 
     fn get_weight(&mut self, id: WeightId, out: &mut [f32]) -> Result<()> {
@@ -1055,13 +436,7 @@ impl Device for CudaDevice {
         let Some(b) = self.params.as_mut() else {
             unreachable!()
         };
-        if !params.is_empty() {
-            let mut view = b.mem.slice_mut(0..params.len());
-            self.stream
-                .memcpy_htod(params, &mut view)
-                .map_err(|e| dev_err("cuMemcpyHtoD(params)", e))?;
-        }
-        Ok(())
+        self.gpu.htod(params, &mut b.mem, 0, "parameters")
     }
 
     fn upload(&mut self, dst: Loc, data: &[f32]) -> Result<()> {
@@ -1070,8 +445,7 @@ impl Device for CudaDevice {
             return Ok(());
         }
         let b = &mut self.slots[dst.slot];
-        let mut view = b.mem.slice_mut(dst.offset..dst.offset + data.len());
-        self.staging.htod(&self.stream, data, &mut view, "upload")
+        self.gpu.htod(data, &mut b.mem, dst.offset, "upload")
     }
 
     fn download(&mut self, src: Loc, out: &mut [f32]) -> Result<()> {
@@ -1080,8 +454,7 @@ impl Device for CudaDevice {
             return Ok(());
         }
         let b = &self.slots[src.slot];
-        let view = b.mem.slice(src.offset..src.offset + out.len());
-        self.staging.dtoh(&self.stream, &view, out, "download")
+        self.gpu.dtoh(&b.mem, src.offset, out, "download")
     }
 
     fn zero(&mut self, dst: Loc, len: usize) -> Result<()> {
@@ -1090,10 +463,7 @@ impl Device for CudaDevice {
             return Ok(());
         }
         let b = &mut self.slots[dst.slot];
-        let mut view = b.mem.slice_mut(dst.offset..dst.offset + len);
-        self.stream
-            .memset_zeros(&mut view)
-            .map_err(|e| dev_err("cuMemsetD8", e))
+        self.gpu.zero(&mut b.mem, dst.offset, len, "slot")
     }
 
     fn gemm(&mut self, d: &GemmDesc) -> Result<()> {
@@ -1172,11 +542,8 @@ impl Device for CudaDevice {
         let Some(buf) = self.mix_scratch.as_mut() else {
             unreachable!()
         };
-        let mut view = buf.mem.slice_mut(0..host.len());
-        self.stream
-            .memcpy_htod(&host, &mut view)
-            .map_err(|e| dev_err("cuMemcpyHtoD(time_mix)", e))?;
-        let a = self.base(&self.mix_scratch.as_ref().unwrap().mem);
+        self.gpu.htod(&host, &mut buf.mem, 0, "time_mix matrix")?;
+        let a = self.gpu.addr(&buf.mem);
         let read_dst = match d.bias {
             Some(_) => {
                 let b = a + 4 * na as u64;
@@ -1261,22 +628,16 @@ impl Device for CudaDevice {
             return Ok(());
         }
         if let Some(db) = db {
-            self.launch_ops(
-                &self.ops.bias_grad,
-                d.n,
-                &[db, dy, d.rows as u64, d.n as u64],
-                "bias_grad",
-            )?;
+            self.launch_ops(Op::BiasGrad, d.n, &[db, dy, d.rows as u64, d.n as u64])?;
         }
         if d.k == 0 {
             return Ok(());
         }
         if d.sparse {
             return self.launch_ops(
-                &self.ops.spike_gemm_dw,
+                Op::SpikeGemmDw,
                 d.n * d.k,
                 &[x, dy, dw, d.rows as u64, d.k as u64, d.n as u64],
-                "spike_gemm_dw",
             );
         }
         // Row-major dW[n, k] += dy^T @ x is, column-major, C(k x n) += A(k x rows) * B^T
@@ -1336,12 +697,10 @@ impl Device for CudaDevice {
             let Some(buf) = self.dw_scratch.as_mut() else {
                 unreachable!()
             };
-            let mut view = buf.mem.slice_mut(ng + d.rows_out..len);
-            self.stream
-                .memcpy_htod(&ones, &mut view)
-                .map_err(|e| dev_err("cuMemcpyHtoD(time_mix_dw)", e))?;
+            self.gpu
+                .htod(&ones, &mut buf.mem, ng + d.rows_out, "time_mix_dw ones")?;
         }
-        let base = self.base(&self.dw_scratch.as_ref().unwrap().mem);
+        let base = self.gpu.addr(&self.dw_scratch.as_ref().unwrap().mem);
         let (gp, sp, op) = (
             base,
             base + 4 * ng as u64,
@@ -1389,17 +748,11 @@ impl Device for CudaDevice {
             "time_mix_dw sums",
         )?;
         let buf = self.dw_scratch.as_ref().unwrap();
-        if ng > 0 {
-            self.stream
-                .memcpy_dtoh(&buf.mem.slice(0..ng), g)
-                .map_err(|e| dev_err("cuMemcpyDtoH(time_mix_dw)", e))?;
-        }
+        self.gpu.dtoh(&buf.mem, 0, g, "time_mix_dw")?;
         if let Some(s) = sums {
-            self.stream
-                .memcpy_dtoh(&buf.mem.slice(ng..ng + d.rows_out), s)
-                .map_err(|e| dev_err("cuMemcpyDtoH(time_mix_dw)", e))?;
+            self.gpu.dtoh(&buf.mem, ng, s, "time_mix_dw sums")?;
         }
-        self.sync()
+        Ok(())
     }
 
     fn add_grad(&mut self, id: WeightId, data: &[f32]) -> Result<()> {
@@ -1413,10 +766,7 @@ impl Device for CudaDevice {
         let Some(b) = self.grads[id].as_mut() else {
             unreachable!("checked by grad_ptr")
         };
-        let mut view = b.mem.slice_mut(0..host.len());
-        self.stream
-            .memcpy_htod(&host, &mut view)
-            .map_err(|e| dev_err("cuMemcpyHtoD(add_grad)", e))
+        self.gpu.htod(&host, &mut b.mem, 0, "add_grad")
     }
 
     fn zero_grads(&mut self) -> Result<()> {
@@ -1431,10 +781,7 @@ impl Device for CudaDevice {
             }
             if len > 0 {
                 let b = self.grads[i].as_mut().expect("allocated above");
-                let mut view = b.mem.slice_mut(0..len);
-                self.stream
-                    .memset_zeros(&mut view)
-                    .map_err(|e| dev_err("cuMemsetD8(gradient)", e))?;
+                self.gpu.zero(&mut b.mem, 0, len, "gradient")?;
             }
         }
         Ok(())
@@ -1473,10 +820,9 @@ impl Device for CudaDevice {
         if d.sparse {
             let n = d.images * yi;
             return self.launch_ops(
-                &self.ops.spike_conv2d,
+                Op::SpikeConv2d,
                 n,
                 &conv_args(&[x, w, y, n as u64], g, &[g.c_out as u64, read_dst as u64]),
-                "spike_conv2d",
             );
         }
         let beta = if read_dst { 1.0 } else { 0.0 };
@@ -1511,12 +857,7 @@ impl Device for CudaDevice {
             let xs = x + 4 * (img * xi) as u64;
             let ys = y + 4 * (img * yi) as u64;
             let n = m * col_len;
-            self.launch_ops(
-                &self.ops.im2col,
-                n,
-                &conv_args(&[xs, col, n as u64], g, &[]),
-                "im2col",
-            )?;
+            self.launch_ops(Op::Im2col, n, &conv_args(&[xs, col, n as u64], g, &[]))?;
             self.sgemm(
                 (false, false),
                 p,
@@ -1555,7 +896,7 @@ impl Device for CudaDevice {
         let n = planes * pout;
         let kind = pool_code(d.kind);
         self.launch_ops(
-            &self.ops.pool2d,
+            Op::Pool2d,
             n,
             &[
                 x,
@@ -1570,7 +911,6 @@ impl Device for CudaDevice {
                 g.w_out as u64,
                 kind,
             ],
-            "pool2d",
         )
     }
 
@@ -1639,10 +979,9 @@ impl Device for CudaDevice {
             )?;
             let n = m * xi;
             self.launch_ops(
-                &self.ops.col2im,
+                Op::Col2im,
                 n,
                 &conv_args(&[col, dxs, n as u64], g, &[d.accumulate as u64]),
-                "col2im",
             )?;
             img += m;
         }
@@ -1673,30 +1012,28 @@ impl Device for CudaDevice {
         }
         if let Some(db) = db {
             self.launch_ops(
-                &self.ops.conv_bias_grad,
+                Op::ConvBiasGrad,
                 g.c_out,
                 &[db, dy, d.images as u64, g.c_out as u64, p as u64],
-                "conv_bias_grad",
             )?;
         }
         if d.sparse {
             let n = g.c_out * kk;
             return self.launch_ops(
-                &self.ops.spike_conv2d_dw,
+                Op::SpikeConv2dDw,
                 n,
                 &conv_args(
                     &[x, dy, dw, n as u64, d.images as u64],
                     g,
                     &[g.c_out as u64],
                 ),
-                "spike_conv2d_dw",
             );
         }
         // Per image, row-major dW[c_out, kk] += dy[c_out, p] @ col[kk, p]^T, i.e.
         // column-major C(kk x c_out) += (col as p x kk)^T * (dy as p x c_out).
         let direct = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
         let col_len = mul(kk, p)?;
-        let one = |dev: &Self, col: u64, dys: u64| {
+        let one = |dev: &mut Self, col: u64, dys: u64| {
             dev.sgemm(
                 (true, false),
                 kk,
@@ -1729,10 +1066,9 @@ impl Device for CudaDevice {
             let m = chunk.min(d.images - img);
             let n = m * col_len;
             self.launch_ops(
-                &self.ops.im2col,
+                Op::Im2col,
                 n,
                 &conv_args(&[x + 4 * (img * xi) as u64, col, n as u64], g, &[]),
-                "im2col",
             )?;
             for j in 0..m {
                 one(
@@ -1763,7 +1099,7 @@ impl Device for CudaDevice {
         let n = planes * pin;
         let kind = pool_code(d.kind);
         self.launch_ops(
-            &self.ops.pool2d_dx,
+            Op::Pool2dDx,
             n,
             &[
                 x,
@@ -1780,23 +1116,22 @@ impl Device for CudaDevice {
                 kind,
                 d.accumulate as u64,
             ],
-            "pool2d_dx",
         )
     }
 
     fn launch(&mut self, d: &LaunchDesc<'_>) -> Result<()> {
-        let f = self.kernels.get(d.kernel).ok_or_else(|| {
-            RuntimeError::Device(format!(
+        if d.kernel >= self.gpu.num_generated() {
+            return Err(RuntimeError::Device(format!(
                 "launch of kernel {}: the module has {} kernels",
                 d.kernel,
-                self.kernels.len()
-            ))
-        })?;
+                self.gpu.num_generated()
+            )));
+        }
         let params = self
             .params
             .as_ref()
             .ok_or_else(|| RuntimeError::Device("launch: parameters were never set".into()))?;
-        let params_base = self.base(&params.mem);
+        let params_base = self.gpu.addr(&params.mem);
         for g in d.groups {
             if g.params > params.len {
                 return Err(RuntimeError::Device(format!(
@@ -1828,23 +1163,18 @@ impl Device for CudaDevice {
             if n == 0 {
                 continue;
             }
+            // Generated kernels take one pointer per buffer, one per weight, the parameter
+            // pointer and six u64 (compiler/src/back/cuda.rs); every buffer holds B * F
+            // elements and every weight the elements it is read at (checked above); threads
+            // write only their own index, and add into gradients with atomicAdd.
             let cfg = grid(n, "launch")?;
-            let mut b = self.stream.launch_builder(f);
-            for a in &args {
-                b.arg(a);
-            }
-            // SAFETY: generated kernels take one pointer per buffer, one per weight, the
-            // parameter pointer and six u64 (compiler/src/back/cuda.rs); every buffer holds
-            // B * F elements and every weight the elements it is read at (checked above);
-            // threads write only their own index, and add into gradients with atomicAdd.
-            unsafe { b.launch(cfg) }.map_err(|e| dev_err("cuLaunchKernel", e))?;
+            self.gpu
+                .launch(Kernel::Generated(d.kernel), cfg, &args, "generated kernel")?;
         }
         Ok(())
     }
 
     fn sync(&mut self) -> Result<()> {
-        self.stream
-            .synchronize()
-            .map_err(|e| dev_err("cuStreamSynchronize", e))
+        self.gpu.sync()
     }
 }

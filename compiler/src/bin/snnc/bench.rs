@@ -388,7 +388,10 @@ pub fn bench(
                 }
             }
             "copy" => {
-                let ordinal = snnc::session::parse_device(device)?.unwrap_or(0);
+                let ordinal = match snnc::session::parse_device(device)? {
+                    snnc::session::DeviceKind::Cuda(n) => n,
+                    _ => 0,
+                };
                 let c = snn_runtime::cuda::copy_bandwidth(ordinal, 1 << 30, 3, repeat)
                     .map_err(snnc::session::cuda_diag)?;
                 let s = Stats::of(c.ms);

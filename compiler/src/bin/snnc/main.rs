@@ -229,7 +229,7 @@ enum Cmd {
         /// Save the weights used (after initialisation) to this safetensors file.
         #[arg(long)]
         save_weights: Option<PathBuf>,
-        /// Device: cpu, cuda or cuda:N (an NVIDIA GPU; kernels compiled with NVRTC).
+        /// Device: cpu, cuda or cuda:N (an NVIDIA GPU; kernels compiled with NVRTC), or cuda-shim (the CUDA device on the host, through the system C++ compiler: slow, for checking without a GPU).
         #[arg(long, default_value = "cpu")]
         device: String,
         /// No calibration run: projections of spikes left to the cost model (`sparse =
