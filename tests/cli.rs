@@ -632,3 +632,111 @@ fn run_calibrates_projections_of_spikes() {
     let o = snnc(&["ir", m, "--after", "schedule"]);
     assert!(text(&o.stdout).contains("  h1: dense  -- cheaper on the CPU; rate 0.2 (assumed)"));
 }
+
+/// Rows of a `metrics.csv` written by `snnc train`: (train loss, train accuracy, validation
+/// loss, validation accuracy) per epoch.
+fn metrics(dir: &Path) -> Vec<[f64; 4]> {
+    let text = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    let mut lines = text.lines();
+    let head: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| head.iter().position(|h| *h == name).unwrap();
+    let cols = [
+        col("train_loss"),
+        col("train_acc"),
+        col("val_loss"),
+        col("val_acc"),
+    ];
+    lines
+        .map(|l| {
+            let f: Vec<f64> = l
+                .split(',')
+                .map(|v| v.parse().unwrap_or(f64::NAN))
+                .collect();
+            cols.map(|c| f[c])
+        })
+        .collect()
+}
+
+/// `snnc train --device cuda-shim` (the CUDA device with the host standing in for the GPU:
+/// its weight uploads, gradient buffers and downloads, cuBLAS calls and every kernel of the
+/// training plan) follows the CPU run epoch by epoch: Yin-Yang (dense layers, Adam, a
+/// validation split) and a conv net on the MNIST subset (conv, max pooling, flatten). Losses
+/// agree to 1e-4 relative, accuracies to one sample in a thousand: the two devices sum
+/// GEMMs in another order, so their weights drift apart by rounding, not more.
+#[test]
+fn training_on_the_cuda_device_through_the_host_shim_follows_the_cpu() {
+    if snn_runtime::cuda::shim::find_cxx().is_none() {
+        println!("SKIP: no C++ compiler for the CUDA host shim (install g++ or set CXX)");
+        return;
+    }
+    let d = scratch("train-cuda-shim");
+    let cnn = d.join("cnn.snn");
+    std::fs::write(
+        &cnn,
+        "model cnn {\n  T = 6\n  seed = 1\n  input image: [1, 28, 28]\n  \
+         c1 = conv2d(image, 8, kernel = 5, stride = 2, padding = 2, init_gain = 3.0)\n  \
+         s1 = LIF(c1, tau = 2.0)\n  p1 = maxpool2d(s1, 2)\n  f = flatten(p1)\n  \
+         h = dense(f, 10, init_gain = 4.0)\n  out = LI(h, tau = 2.0)\n  output trace(out.v)\n  \
+         train {\n    data = mnist(\"tests/data/mnist-100\")\n    \
+         loss = cross_entropy(mean(out.v))\n    optimizer = adam(lr = 0.005)\n    \
+         epochs = 4\n    batch = 10\n    validation = 20\n  }\n}\n",
+    )
+    .unwrap();
+    let runs: [(&str, &Path, &[&str]); 2] = [
+        (
+            "yinyang",
+            Path::new("examples/yinyang.snn"),
+            &["--epochs", "3", "--limit", "600"],
+        ),
+        ("cnn", &cnn, &[]),
+    ];
+    for (name, model, extra) in runs {
+        let mut rows = Vec::new();
+        for device in ["cpu", "cuda-shim"] {
+            let out = d.join(format!("{name}-{device}"));
+            let mut args = vec![
+                "train",
+                model.to_str().unwrap(),
+                "-q",
+                "--device",
+                device,
+                "-o",
+                out.to_str().unwrap(),
+            ];
+            args.extend_from_slice(extra);
+            let o = snnc(&args);
+            assert_eq!(
+                o.status.code(),
+                Some(0),
+                "{name} on {device}: {}",
+                text(&o.stderr)
+            );
+            rows.push(metrics(&out));
+        }
+        let (cpu, shim) = (&rows[0], &rows[1]);
+        assert!(cpu.len() >= 3, "{name}: {} epochs", cpu.len());
+        assert_eq!(cpu.len(), shim.len(), "{name}");
+        for (e, (a, b)) in cpu.iter().zip(shim).enumerate() {
+            for (i, what) in ["train loss", "train accuracy", "val loss", "val accuracy"]
+                .iter()
+                .enumerate()
+            {
+                let tol = if i % 2 == 0 { 1e-4 * a[i].abs() } else { 1e-3 };
+                assert!(
+                    (a[i] - b[i]).abs() <= tol,
+                    "{name}, epoch {}: {what} {} on the CPU, {} on cuda-shim",
+                    e + 1,
+                    a[i],
+                    b[i]
+                );
+            }
+        }
+        // The runs learned something (so agreement is not two flat lines).
+        assert!(
+            cpu.last().unwrap()[0] < 0.9 * cpu[0][0],
+            "{name}: loss {:?}",
+            cpu
+        );
+        println!("{name}: {} epochs agree: {cpu:?} vs {shim:?}", cpu.len());
+    }
+}
