@@ -722,3 +722,30 @@ fn host_shim_gpu_computes_sgemm_and_rejects_bad_arguments() {
         .unwrap_err();
     assert!(e.to_string().contains("has 0 kernels"), "{e}");
 }
+
+/// The positive control of `scripts/shim-memcheck.sh`: a library kernel launched over more
+/// elements than its buffers hold. Run under the sanitizer (the script) it must abort with
+/// a heap-buffer-overflow report; without it, it must not be run (it would write past a
+/// buffer), hence `#[ignore]`.
+#[test]
+#[ignore]
+fn shim_memcheck_control_overflows_a_buffer() {
+    use snn_runtime::cuda::{Gpu, Kernel, Launch, ShimGpu};
+    assert!(
+        std::env::var_os("SNNC_SHIM_SANITIZE").is_some(),
+        "run through scripts/shim-memcheck.sh"
+    );
+    let cxx = snn_runtime::cuda::shim::find_cxx().expect("a C++ compiler");
+    let mut gpu = ShimGpu::build(&cxx, &common::cache_dir().join("shim"), "", &[], &[]).unwrap();
+    let w = gpu.alloc_zeros(12).unwrap();
+    let wt = gpu.alloc_zeros(12).unwrap();
+    // snn_transpose(w, wt, n, k) touches n * k = 16 elements of buffers of 12.
+    let args = [gpu.addr(&w), gpu.addr(&wt), 4, 4];
+    let cfg = Launch {
+        blocks: 1,
+        threads: 16,
+    };
+    gpu.launch(Kernel::Op(Op::Transpose), cfg, &args, "overflow")
+        .unwrap();
+    println!("no overflow reported: the sanitizer is not active");
+}

@@ -3,8 +3,8 @@
 //! rebuilds. The cache entry is written to a temporary directory and renamed into place,
 //! so a crash or a concurrent build never leaves a half-written library behind.
 
+use snn_runtime::cuda::shim::tool_command;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
@@ -40,7 +40,7 @@ fn rustc() -> String {
 }
 
 fn rustc_version(rustc: &str) -> DResult<String> {
-    let out = Command::new(rustc).arg("-vV").output().map_err(|e| {
+    let out = tool_command(rustc).arg("-vV").output().map_err(|e| {
         Diagnostic::new(ErrorKind::Build, format!("cannot run `{rustc}`: {e}"))
             .hint("snnc builds CPU kernels with rustc: install Rust (https://rustup.rs) or set SNNC_RUSTC")
     })?;
@@ -100,7 +100,7 @@ pub fn build_cdylib(source: &str, cache: Option<&Path>) -> DResult<BuiltLib> {
     let src = tmp.join("kernels.rs");
     std::fs::write(&src, source).map_err(|e| io_err("write", &src, e))?;
     let rc = rustc();
-    let out = Command::new(&rc)
+    let out = tool_command(&rc)
         .args(FLAGS)
         .arg("-o")
         .arg(tmp.join(lib_name()))

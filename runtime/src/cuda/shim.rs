@@ -33,12 +33,39 @@ pub const HOST_SHIM: &str = include_str!("../../../kernels/cuda/host_shim.h");
 /// Flags of every shim build (the numerics of NVRTC with `--fmad=false`).
 const CXX_FLAGS: [&str; 5] = ["-std=c++20", "-O2", "-ffp-contract=off", "-fPIC", "-shared"];
 
+/// `SNNC_SHIM_SANITIZE=address` (or any `-fsanitize=` list) builds the kernels with that
+/// sanitizer: with the sanitizer's runtime preloaded into the process (`scripts/shim-memcheck.sh`),
+/// an out-of-bounds access of a kernel into a buffer of the device is reported where it
+/// happens, as compute-sanitizer's memcheck would on a GPU.
+fn sanitize_flags() -> Vec<String> {
+    match std::env::var("SNNC_SHIM_SANITIZE") {
+        Ok(s) if !s.is_empty() => vec![
+            format!("-fsanitize={s}"),
+            "-fno-omit-frame-pointer".into(),
+            "-fno-sanitize-recover=all".into(),
+            "-g".into(),
+        ],
+        _ => Vec::new(),
+    }
+}
+
 /// The entry points of the shim library:
 /// `int f(unsigned kernel, unsigned blocks, unsigned threads, const u64* words, u64 n)`.
 type CallFn = unsafe extern "C" fn(u32, u32, u32, *const u64, u64) -> c_int;
 
 /// Live allocations: start address -> length in floats.
 type Registry = Arc<Mutex<BTreeMap<u64, usize>>>;
+
+/// A tool run while the sanitizer's runtime is preloaded into this process
+/// (`SNNC_SHIM_SANITIZE`, see [`sanitize_flags`]) must not inherit the preload: rustc and the
+/// C++ compiler are not built for it.
+pub fn tool_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new(program);
+    if std::env::var_os("SNNC_SHIM_SANITIZE").is_some() {
+        c.env_remove("LD_PRELOAD");
+    }
+    c
+}
 
 /// The C++ compiler the shim uses: `$CXX`, else the first of g++, clang++, c++ that runs.
 pub fn find_cxx() -> Option<String> {
@@ -47,7 +74,7 @@ pub fn find_cxx() -> Option<String> {
         _ => ["g++", "clang++", "c++"].map(String::from).to_vec(),
     };
     candidates.into_iter().find(|c| {
-        Command::new(c)
+        tool_command(c)
             .arg("--version")
             .output()
             .is_ok_and(|o| o.status.success())
@@ -201,9 +228,15 @@ impl ShimGpu {
             }
             files.push((n.to_string(), t.to_string()));
         }
+        let extra = sanitize_flags();
         let mut h = Sha256::new();
         h.update(cxx.as_bytes());
-        for f in CXX_FLAGS {
+        for f in CXX_FLAGS
+            .iter()
+            .copied()
+            .chain(extra.iter().map(|s| s.as_str()))
+        {
+            h.update((f.len() as u64).to_le_bytes());
             h.update(f.as_bytes());
         }
         for (n, t) in &files {
@@ -227,8 +260,9 @@ impl ShimGpu {
                 write_if_changed(&src.join(n), t)?;
             }
             let tmp = library.with_extension(format!("so.tmp-{}", std::process::id()));
-            let out = Command::new(cxx)
+            let out = tool_command(cxx)
                 .args(CXX_FLAGS)
+                .args(&extra)
                 .arg("-I")
                 .arg(&src)
                 .arg(src.join("ops_unit.cpp"))
