@@ -45,8 +45,8 @@ grep -q 'AddressSanitizer: heap-buffer-overflow' "$log" || {
 }
 say "control caught: $(grep -m1 -o 'heap-buffer-overflow.*' "$log" | cut -c1-60)..."
 
-say "tests/gpu.rs host-shim tests under AddressSanitizer"
-LD_PRELOAD=$asan "$bin" host_shim --skip shim_memcheck_control > "$log" 2>&1 || {
+say "tests/gpu.rs host-shim and device-optimizer tests under AddressSanitizer"
+LD_PRELOAD=$asan "$bin" host_shim optimizer_ training_resumes --skip shim_memcheck_control > "$log" 2>&1 || {
     cat "$log"
     say "error: a host-shim test failed under AddressSanitizer"
     exit 1

@@ -303,6 +303,10 @@ fn train_step_matches_the_library_trainer() {
             .step(&mut s, std::slice::from_ref(&x), &labels, t, lr)
             .unwrap();
         assert_eq!(a, b_, "step {step}");
+        // The steps ran on the device: both host copies are stale until synced.
+        assert!(net.session().weights_stale() && s.weights_stale());
+        net.session_mut().sync_weights().unwrap();
+        s.sync_weights().unwrap();
         assert_eq!(
             net.session().weights(),
             s.weights(),
@@ -373,6 +377,10 @@ fn conv_train_plan_and_step_match_the_cli() {
         let a = net.train_step(&x, &labels, t, lr).unwrap();
         let b_ = trainer.step(&mut s, &x, &labels, t, lr).unwrap();
         assert_eq!(a, b_, "step {step}");
+        // The steps ran on the device: both host copies are stale until synced.
+        assert!(net.session().weights_stale() && s.weights_stale());
+        net.session_mut().sync_weights().unwrap();
+        s.sync_weights().unwrap();
         assert_eq!(
             net.session().weights(),
             s.weights(),
@@ -436,6 +444,10 @@ fn recurrent_training_plan_through_the_macro() {
         let a = net.train_step(&x, &labels, t, lr).unwrap();
         let b_ = trainer.step(&mut s, &x, &labels, t, lr).unwrap();
         assert_eq!(a, b_, "step {step}");
+        // The steps ran on the device: both host copies are stale until synced.
+        assert!(net.session().weights_stale() && s.weights_stale());
+        net.session_mut().sync_weights().unwrap();
+        s.sync_weights().unwrap();
         assert_eq!(
             net.session().weights(),
             s.weights(),

@@ -376,4 +376,85 @@ extern "C" __global__ void snn_spike_conv2d_dw(
     dw[i] = __fadd_rn(dw[i], acc);
 }
 
+// ---------------------------------------------------------------------------------------
+// The optimizer on the device (runtime/src/train/optim.rs, `Update::apply`): the same f32
+// operations in the same order, compiled without contractions, so a step is bit-identical
+// to the CPU's. Every argument is a 64-bit word; f32 coefficients travel in the low 32 bits.
+
+#define SNN_F32(word) __int_as_float((int)(unsigned int)(word))
+
+/// torch SGD on one element per thread. flags: 1 weight decay, 2 momentum, 4 Nesterov,
+/// 8 first update (the buffer starts as the gradient), 16 scale the gradient (clipping).
+extern "C" __global__ void snn_sgd(
+    float* __restrict__ p,
+    const float* __restrict__ g,
+    float* __restrict__ buf,
+    snn_u64 n, snn_u64 neg_lr_w, snn_u64 wd_w, snn_u64 momentum_w, snn_u64 scale_w,
+    snn_u64 flags)
+{
+    const snn_u64 j = SNN_FLAT_INDEX;
+    if (j >= n) return;
+    const float neg_lr = SNN_F32(neg_lr_w), wd = SNN_F32(wd_w);
+    const float momentum = SNN_F32(momentum_w);
+    float d = g[j];
+    if (flags & 16) d = d * SNN_F32(scale_w);
+    if (flags & 1) d = d + wd * p[j];
+    if (flags & 2) {
+        const float b = (flags & 8) ? d : buf[j] * momentum + d;
+        buf[j] = b;
+        d = (flags & 4) ? d + momentum * b : b;
+    }
+    p[j] = p[j] + neg_lr * d;
+}
+
+/// torch Adam / AdamW (amsgrad off) on one element per thread, in torch's order. flags:
+/// 1 weight decay, 2 decoupled (AdamW), 4 `lerp_`'s small-weight formula, 8 first update
+/// (the moments start at zero), 16 scale the gradient (clipping).
+extern "C" __global__ void snn_adam(
+    float* __restrict__ p,
+    const float* __restrict__ g,
+    float* __restrict__ m,
+    float* __restrict__ v,
+    snn_u64 n, snn_u64 neg_step_size_w, snn_u64 bc2_sqrt_w, snn_u64 decay_w, snn_u64 wd_w,
+    snn_u64 w_w, snn_u64 one_minus_w_w, snn_u64 beta2_w, snn_u64 one_minus_b2_w,
+    snn_u64 eps_w, snn_u64 scale_w, snn_u64 flags)
+{
+    const snn_u64 j = SNN_FLAT_INDEX;
+    if (j >= n) return;
+    float gj = g[j];
+    if (flags & 16) gj = gj * SNN_F32(scale_w);
+    float pj = p[j];
+    if (flags & 1) {
+        if (flags & 2) pj = pj * SNN_F32(decay_w);
+        else gj = gj + SNN_F32(wd_w) * pj;
+    }
+    float mj = (flags & 8) ? 0.0f : m[j];
+    float vj = (flags & 8) ? 0.0f : v[j];
+    const float w = SNN_F32(w_w);
+    mj = (flags & 4) ? mj + w * (gj - mj) : gj - (gj - mj) * SNN_F32(one_minus_w_w);
+    vj = vj * SNN_F32(beta2_w) + SNN_F32(one_minus_b2_w) * gj * gj;
+    const float denom = sqrtf(vj) / SNN_F32(bc2_sqrt_w) + SNN_F32(eps_w);
+    m[j] = mj;
+    v[j] = vj;
+    p[j] = pj + SNN_F32(neg_step_size_w) * mj / denom;
+}
+
+/// Sums of squares for gradient clipping's norm: thread `i < parts` adds, in f64, the
+/// squares of elements `i, i + parts, ...` (adjacent threads read adjacent elements) into
+/// `partial[i]`; the host adds the partials in order.
+extern "C" __global__ void snn_sq_sum(
+    const float* __restrict__ g,
+    double* __restrict__ partial,
+    snn_u64 n, snn_u64 parts)
+{
+    const snn_u64 i = SNN_FLAT_INDEX;
+    if (i >= parts) return;
+    double s = 0.0;
+    for (snn_u64 j = i; j < n; j += parts) {
+        const double x = (double)g[j];
+        s += x * x;
+    }
+    partial[i] = s;
+}
+
 #endif // SNN_OPS_CUH

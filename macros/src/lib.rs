@@ -342,7 +342,8 @@ fn expand(
             /// One training step on a labelled batch with the model's `train { }` settings:
             /// forward, loss (and regularisers), backward, gradient clipping, optimizer
             /// step at learning rate `lr` (see [`Network::lr`]). The weights are left
-            /// unchanged when the loss is not finite.
+            /// unchanged when the loss is not finite. The step runs on the device: the
+            /// session's host copy of the weights is stale until `session_mut().sync_weights()`.
             pub fn train_step(
                 &mut self,
                 inputs: &[::snn::Tensor],
@@ -540,11 +541,13 @@ fn expand(
                     self.session.load_weights(path)
                 }
 
-                /// Saves the weights to a safetensors file.
+                /// Saves the weights to a safetensors file (after copying them from the
+                /// device, where training steps leave them).
                 pub fn save_weights(
-                    &self,
+                    &mut self,
                     path: impl ::core::convert::AsRef<::std::path::Path>,
                 ) -> ::snn::Result<()> {
+                    self.session.sync_weights()?;
                     self.session.save_weights(path)
                 }
 

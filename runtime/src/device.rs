@@ -12,6 +12,7 @@
 
 use crate::error::Result;
 use crate::plan::{ConvGeom, KernelId, LaunchTime, PoolGeom, PoolKind, WeightId};
+use crate::train::optim::Update;
 
 /// Index of a physical memory slot.
 pub type SlotId = usize;
@@ -268,6 +269,23 @@ pub trait Device: Send {
 
     /// Copies the gradient of weight `id` to the host.
     fn get_grad(&mut self, id: WeightId, out: &mut [f32]) -> Result<()>;
+
+    /// Adds the squares of gradient `id`'s elements, in f64, to `start` and returns the
+    /// sum: gradient clipping's total norm, tensor after tensor. The CPU sums in element
+    /// order (torch's result bit for bit); a GPU sums in its own order.
+    fn grad_sq_sum(&mut self, id: WeightId, start: f64) -> Result<f64>;
+
+    /// One optimizer update of weight `id` in place, from its gradient (times
+    /// `grad_scale`) and the optimizer state the device keeps for it (allocated on first
+    /// use): [`Update::apply`]'s arithmetic, so the weights never leave the device.
+    fn optim_step(&mut self, id: WeightId, u: &Update, grad_scale: Option<f32>) -> Result<()>;
+
+    /// State buffer `k` (0: momentum or `exp_avg`, 1: `exp_avg_sq`) of weight `id`: copied
+    /// into `out` (as long as the weight) and `true`, or `false` when the device holds none.
+    fn get_optim_state(&mut self, id: WeightId, k: usize, out: &mut [f32]) -> Result<bool>;
+
+    /// Sets state buffer `k` of weight `id` (a checkpoint's), as long as the weight.
+    fn set_optim_state(&mut self, id: WeightId, k: usize, data: &[f32]) -> Result<()>;
 
     fn conv2d(&mut self, d: &ConvDesc) -> Result<()>;
 

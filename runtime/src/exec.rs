@@ -216,10 +216,45 @@ pub struct Session {
     backward: Option<Vec<Exec>>,
     device: Box<dyn Device>,
     weights: Vec<Vec<f32>>,
+    /// The host copies in `weights` are older than the device's, after optimizer steps on
+    /// the device ([`Session::apply_updates`]), except those in `host_read`.
+    weights_stale: bool,
+    /// Weights the executor reads on the host (time-mixing matrices and biases, built into
+    /// a matrix per call): downloaded after every optimizer step on the device.
+    host_read: Vec<WeightId>,
     params: Vec<f32>,
     weight_index: HashMap<String, WeightId>,
     param_index: HashMap<String, usize>,
     slot_sizes: Option<Vec<usize>>,
+}
+
+/// The weights `ops` read on the host: time-mixing matrices and biases.
+fn host_read_weights(ops: &[Exec], out: &mut Vec<WeightId>) {
+    let matrix = |m: &TimeMatrix| match *m {
+        TimeMatrix::Weight { w } | TimeMatrix::Masked { w, .. } | TimeMatrix::Band { w, .. } => {
+            Some(w)
+        }
+        TimeMatrix::Response { .. } => None,
+    };
+    let bias = |b: &Option<TimeBias>| match *b {
+        Some(TimeBias::Weight(w)) | Some(TimeBias::Scalar(w)) => Some(w),
+        _ => None,
+    };
+    for op in ops {
+        match op {
+            Exec::StepLoop { body, .. } => host_read_weights(body, out),
+            Exec::TimeMix {
+                matrix: m, bias: b, ..
+            }
+            | Exec::TimeMixDw {
+                matrix: m, bias: b, ..
+            } => {
+                out.extend(matrix(m).into_iter().chain(bias(b)));
+            }
+            Exec::TimeMixDx { matrix: m, .. } => out.extend(matrix(m)),
+            _ => {}
+        }
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -281,8 +316,15 @@ impl Session {
             .collect();
         let params: Vec<f32> = plan.params.iter().map(|p| p.value).collect();
         device.set_params(&params)?;
+        let mut host_read = Vec::new();
+        host_read_weights(&exec, &mut host_read);
+        host_read_weights(backward.as_deref().unwrap_or(&[]), &mut host_read);
+        host_read.sort_unstable();
+        host_read.dedup();
         let mut s = Session {
             weights: plan.weights.iter().map(|w| vec![0.0; w.numel()]).collect(),
+            weights_stale: false,
+            host_read,
             plan,
             exec,
             backward,
@@ -411,6 +453,13 @@ impl Session {
     /// Saves every weight and every parameter (as a shape-`[1]` tensor) to a safetensors
     /// file, atomically.
     pub fn save_weights(&self, path: impl AsRef<Path>) -> Result<()> {
+        if self.weights_stale {
+            return Err(RuntimeError::InvalidArgument(
+                "save_weights: the weights changed on the device since the host copy was \
+                 taken; call sync_weights first"
+                    .into(),
+            ));
+        }
         let mut list: Vec<(String, Vec<usize>, &[f32])> = Vec::new();
         for (d, w) in self.plan.weights.iter().zip(&self.weights) {
             list.push((d.name.clone(), d.shape.clone(), w));
@@ -780,9 +829,90 @@ impl Session {
         Ok(out)
     }
 
-    /// All weights, in plan order (the host copy).
+    /// All weights, in plan order (the host copy). After optimizer steps on the device
+    /// ([`Session::apply_updates`], [`crate::train::Trainer::step`]) it is up to date only
+    /// once [`Session::sync_weights`] has run; [`Session::save_weights`] syncs itself.
     pub fn weights(&self) -> &[Vec<f32>] {
         &self.weights
+    }
+
+    /// Whether the host copies of the weights are older than the device's (see
+    /// [`Session::weights`]).
+    pub fn weights_stale(&self) -> bool {
+        self.weights_stale
+    }
+
+    /// Brings the host copies of the weights up to date with the device after optimizer
+    /// steps on it (a no-op otherwise).
+    pub fn sync_weights(&mut self) -> Result<()> {
+        if self.weights_stale {
+            for (i, w) in self.weights.iter_mut().enumerate() {
+                self.device.get_weight(i, w)?;
+            }
+            self.weights_stale = false;
+        }
+        Ok(())
+    }
+
+    /// The total 2-norm of all weight gradients of the last [`Session::backward`] (torch
+    /// `clip_grad_norm_`'s norm: squares summed in f64 tensor after tensor, on the device).
+    pub fn grad_norm(&mut self) -> Result<f32> {
+        let mut acc = 0.0f64;
+        for i in 0..self.plan.weights.len() {
+            acc = self.device.grad_sq_sum(i, acc)?;
+        }
+        Ok(acc.sqrt() as f32)
+    }
+
+    /// One optimizer update of every weight where it lives, `updates[i]` for weight `i`
+    /// ([`crate::train::optim::Optimizer::next_update`]), the gradients times `grad_scale`
+    /// when given. The host copies go stale (see [`Session::weights`]) except the weights
+    /// the executor reads on the host, which are downloaded.
+    pub fn apply_updates(
+        &mut self,
+        updates: &[crate::train::optim::Update],
+        grad_scale: Option<f32>,
+    ) -> Result<()> {
+        if updates.len() != self.plan.weights.len() {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "apply_updates: {} updates for {} weights",
+                updates.len(),
+                self.plan.weights.len()
+            )));
+        }
+        for (i, u) in updates.iter().enumerate() {
+            self.device.optim_step(i, u, grad_scale)?;
+        }
+        self.weights_stale = true;
+        for &i in &self.host_read {
+            self.device.get_weight(i, &mut self.weights[i])?;
+        }
+        Ok(())
+    }
+
+    /// The optimizer state the device holds for weight `i` (`(buf, sq)`: the momentum
+    /// buffer or Adam's moments; empty when it holds none), for a checkpoint.
+    pub fn optim_state(&mut self, i: WeightId) -> Result<(Vec<f32>, Vec<f32>)> {
+        let n = self.plan.weights[i].numel();
+        let mut out = (vec![0.0; n], vec![0.0; n]);
+        if !self.device.get_optim_state(i, 0, &mut out.0)? {
+            out.0.clear();
+        }
+        if !self.device.get_optim_state(i, 1, &mut out.1)? {
+            out.1.clear();
+        }
+        Ok(out)
+    }
+
+    /// Gives the device the optimizer state of weight `i` (a checkpoint's; empty buffers
+    /// are skipped).
+    pub fn set_optim_state(&mut self, i: WeightId, buf: &[f32], sq: &[f32]) -> Result<()> {
+        for (k, b) in [buf, sq].into_iter().enumerate() {
+            if !b.is_empty() {
+                self.device.set_optim_state(i, k, b)?;
+            }
+        }
+        Ok(())
     }
 
     /// Replaces all weights at once (an optimizer step); shapes must match.
@@ -801,6 +931,7 @@ impl Session {
             self.device.set_weight(i, w)?;
         }
         self.weights = new;
+        self.weights_stale = false;
         Ok(())
     }
 

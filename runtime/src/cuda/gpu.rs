@@ -23,11 +23,14 @@ pub enum Op {
     SpikeGemmDw,
     SpikeConv2d,
     SpikeConv2dDw,
+    Sgd,
+    Adam,
+    SqSum,
 }
 
 impl Op {
     /// Every library kernel; a backend keeps its functions in this order.
-    pub const ALL: [Op; 12] = [
+    pub const ALL: [Op; 15] = [
         Op::Im2col,
         Op::Bias,
         Op::BiasGrad,
@@ -40,6 +43,9 @@ impl Op {
         Op::SpikeGemmDw,
         Op::SpikeConv2d,
         Op::SpikeConv2dDw,
+        Op::Sgd,
+        Op::Adam,
+        Op::SqSum,
     ];
 
     /// The kernel's name in ops.cuh.
@@ -57,6 +63,9 @@ impl Op {
             Op::SpikeGemmDw => "snn_spike_gemm_dw",
             Op::SpikeConv2d => "snn_spike_conv2d",
             Op::SpikeConv2dDw => "snn_spike_conv2d_dw",
+            Op::Sgd => "snn_sgd",
+            Op::Adam => "snn_adam",
+            Op::SqSum => "snn_sq_sum",
         }
     }
 

@@ -37,6 +37,7 @@ use crate::device::{
 };
 use crate::error::{Result, RuntimeError};
 use crate::plan::{PoolKind, WeightId};
+use crate::train::optim::Update;
 
 /// The hand-written library kernels (im2col, bias, pooling).
 pub const OPS_SOURCE: &str = include_str!("../../../kernels/cuda/ops.cuh");
@@ -91,7 +92,15 @@ pub struct CudaDevice<G: Gpu = DriverGpu> {
     mix_scratch: Option<Buf<G::Mem>>,
     /// A `time_mix_dw`'s products, row sums and a row of ones.
     dw_scratch: Option<Buf<G::Mem>>,
+    /// Optimizer state per weight (`optim_step`): momentum or `exp_avg`, then `exp_avg_sq`.
+    optim: Vec<[Option<Buf<G::Mem>>; 2]>,
+    /// `snn_sq_sum`'s f64 partial sums (two floats each).
+    sq_scratch: Option<Buf<G::Mem>>,
 }
+
+/// Threads (and f64 partial sums) of `snn_sq_sum`: enough to fill a GPU, few enough that
+/// the partials download in one small copy.
+const SQ_PARTS: usize = 8192;
 
 impl<G: Gpu> std::fmt::Debug for CudaDevice<G> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -151,6 +160,8 @@ impl<G: Gpu> CudaDevice<G> {
             scratch: None,
             mix_scratch: None,
             dw_scratch: None,
+            optim: Vec::new(),
+            sq_scratch: None,
         }
     }
 
@@ -789,6 +800,189 @@ impl<G: Gpu> Device for CudaDevice<G> {
 
     fn get_grad(&mut self, id: WeightId, out: &mut [f32]) -> Result<()> {
         self.copy_out(true, id, out)
+    }
+
+    fn grad_sq_sum(&mut self, id: WeightId, start: f64) -> Result<f64> {
+        let len = self
+            .grads
+            .get(id)
+            .and_then(|g| g.as_ref())
+            .map(|g| g.len)
+            .ok_or_else(|| {
+                RuntimeError::Device(format!("grad_sq_sum: gradient {id} was never computed"))
+            })?;
+        if len == 0 {
+            return Ok(start);
+        }
+        let g = self.grad_ptr(id, len, "grad_sq_sum")?;
+        let parts = len.min(SQ_PARTS);
+        if self.sq_scratch.is_none() {
+            self.sq_scratch = Some(self.alloc(2 * SQ_PARTS, "grad_sq_sum partials")?);
+        }
+        let partial = self
+            .gpu
+            .addr(&self.sq_scratch.as_ref().expect("made above").mem);
+        self.launch_ops(Op::SqSum, parts, &[g, partial, len as u64, parts as u64])?;
+        let mut words = vec![0.0f32; 2 * parts];
+        let buf = self.sq_scratch.as_ref().expect("made above");
+        self.gpu
+            .dtoh(&buf.mem, 0, &mut words, "grad_sq_sum partials")?;
+        // Little-endian f64s, two floats each (the GPU's and the host's byte order).
+        Ok(words.chunks_exact(2).fold(start, |acc, w| {
+            acc + f64::from_bits(w[0].to_bits() as u64 | (w[1].to_bits() as u64) << 32)
+        }))
+    }
+
+    fn optim_step(&mut self, id: WeightId, u: &Update, grad_scale: Option<f32>) -> Result<()> {
+        let len = self
+            .weights
+            .get(id)
+            .and_then(|w| w.as_ref())
+            .map(|w| w.len)
+            .ok_or_else(|| {
+                RuntimeError::Device(format!("optim_step: weight {id} was never set"))
+            })?;
+        let p = self.weight_ptr(id, len, "optim_step")?;
+        let g = self.grad_ptr(id, len, "optim_step")?;
+        if self.optim.len() <= id {
+            self.optim.resize_with(id + 1, Default::default);
+        }
+        let mut state = [0u64; 2];
+        for (k, st) in state.iter_mut().enumerate().take(u.state_buffers()) {
+            if !matches!(&self.optim[id][k], Some(b) if b.len == len) {
+                let b = self.alloc(len, &format!("optimizer state of weight {id}"))?;
+                self.optim[id][k] = Some(b);
+            }
+            *st = self
+                .gpu
+                .addr(&self.optim[id][k].as_ref().expect("made above").mem);
+        }
+        if let Some(t) = self.transposed.get_mut(id) {
+            *t = None;
+        }
+        let f = |x: f32| x.to_bits() as u64;
+        let scale = grad_scale.map_or(0, f);
+        let scaled = (grad_scale.is_some() as u64) << 4;
+        match *u {
+            Update::Sgd {
+                neg_lr,
+                wd,
+                momentum,
+                nesterov,
+                first,
+                use_wd,
+                use_momentum,
+            } => {
+                let flags = use_wd as u64
+                    | (use_momentum as u64) << 1
+                    | (nesterov as u64) << 2
+                    | (first as u64) << 3
+                    | scaled;
+                // Without momentum the buffer is never read: any valid address will do.
+                let buf = if use_momentum { state[0] } else { p };
+                self.launch_ops(
+                    Op::Sgd,
+                    len,
+                    &[
+                        p,
+                        g,
+                        buf,
+                        len as u64,
+                        f(neg_lr),
+                        f(wd),
+                        f(momentum),
+                        scale,
+                        flags,
+                    ],
+                )
+            }
+            Update::Adam {
+                neg_step_size,
+                bc2_sqrt,
+                decay,
+                wd,
+                w,
+                small,
+                one_minus_w,
+                beta2,
+                one_minus_b2,
+                eps,
+                use_wd,
+                decoupled,
+                first,
+            } => {
+                let flags = use_wd as u64
+                    | (decoupled as u64) << 1
+                    | (small as u64) << 2
+                    | (first as u64) << 3
+                    | scaled;
+                self.launch_ops(
+                    Op::Adam,
+                    len,
+                    &[
+                        p,
+                        g,
+                        state[0],
+                        state[1],
+                        len as u64,
+                        f(neg_step_size),
+                        f(bc2_sqrt),
+                        f(decay),
+                        f(wd),
+                        f(w),
+                        f(one_minus_w),
+                        f(beta2),
+                        f(one_minus_b2),
+                        f(eps),
+                        scale,
+                        flags,
+                    ],
+                )
+            }
+        }
+    }
+
+    fn get_optim_state(&mut self, id: WeightId, k: usize, out: &mut [f32]) -> Result<bool> {
+        match self
+            .optim
+            .get(id)
+            .and_then(|s| s.get(k))
+            .and_then(|b| b.as_ref())
+        {
+            Some(b) if b.len == out.len() => {
+                self.gpu.dtoh(&b.mem, 0, out, "optimizer state")?;
+                Ok(true)
+            }
+            Some(b) => Err(RuntimeError::Device(format!(
+                "optimizer state {k} of weight {id} has {} elements, {} requested",
+                b.len,
+                out.len()
+            ))),
+            None => Ok(false),
+        }
+    }
+
+    fn set_optim_state(&mut self, id: WeightId, k: usize, data: &[f32]) -> Result<()> {
+        let n = self
+            .weights
+            .get(id)
+            .and_then(|w| w.as_ref())
+            .map_or(0, |w| w.len);
+        if k > 1 || data.len() != n {
+            return Err(RuntimeError::Device(format!(
+                "set_optim_state: buffer {k} of weight {id} must hold {n} values, not {}",
+                data.len()
+            )));
+        }
+        if self.optim.len() <= id {
+            self.optim.resize_with(id + 1, Default::default);
+        }
+        if !matches!(&self.optim[id][k], Some(b) if b.len == n) {
+            let b = self.alloc(n, &format!("optimizer state of weight {id}"))?;
+            self.optim[id][k] = Some(b);
+        }
+        let b = self.optim[id][k].as_mut().expect("made above");
+        self.gpu.htod(data, &mut b.mem, 0, "optimizer state")
     }
 
     fn conv2d(&mut self, d: &ConvDesc) -> Result<()> {

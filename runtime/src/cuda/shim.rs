@@ -92,17 +92,21 @@ pub struct HostMem {
 // except as addresses handed to kernels that run on the calling thread.
 unsafe impl Send for HostMem {}
 
+/// cudaMalloc's alignment, which kernels may rely on (`snn_sq_sum` writes f64 partials
+/// into a float buffer).
+const ALIGN: usize = 256;
+
+fn layout(len: usize) -> std::alloc::Layout {
+    std::alloc::Layout::from_size_align(len.max(1) * 4, ALIGN).expect("checked by alloc_zeros")
+}
+
 impl Drop for HostMem {
     fn drop(&mut self) {
         if let Ok(mut r) = self.registry.lock() {
             r.remove(&(self.ptr as u64));
         }
-        // SAFETY: `ptr` came from `Box::into_raw` of a slice of `len` floats.
-        unsafe {
-            drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
-                self.ptr, self.len,
-            )))
-        };
+        // SAFETY: `ptr` came from `alloc_zeroed` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr as *mut u8, layout(self.len)) };
     }
 }
 
@@ -370,10 +374,17 @@ impl Gpu for ShimGpu {
 
     fn alloc_zeros(&mut self, len: usize) -> std::result::Result<HostMem, String> {
         let len = len.max(1);
-        let mut v = Vec::new();
-        v.try_reserve_exact(len).map_err(|e| format!("{e}"))?;
-        v.resize(len, 0.0f32);
-        let ptr = Box::into_raw(v.into_boxed_slice()) as *mut f32;
+        if len
+            .checked_mul(4)
+            .is_none_or(|b| b > isize::MAX as usize - ALIGN)
+        {
+            return Err(format!("{len} floats is too large"));
+        }
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout(len)) } as *mut f32;
+        if ptr.is_null() {
+            return Err(format!("out of host memory for {len} floats"));
+        }
         self.registry
             .lock()
             .map_err(|_| "shim allocation registry poisoned".to_string())?

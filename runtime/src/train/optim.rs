@@ -50,6 +50,9 @@ struct Slot {
     buf: Vec<f32>,
     /// Adam `exp_avg_sq`; empty for SGD.
     sq: Vec<f32>,
+    /// Whether the state exists (torch creates it on the first update): an SGD momentum
+    /// buffer starts as the first gradient, Adam's moments as zeros.
+    has_state: bool,
 }
 
 /// One optimizer over a list of tensors (the plan's weights, in order).
@@ -133,10 +136,6 @@ impl Optimizer {
             grads.len(),
             params.len()
         );
-        if self.slots.len() < params.len() {
-            self.slots.resize(params.len(), None);
-        }
-        let lr = widen(lr);
         for (i, (p, g)) in params.iter_mut().zip(grads).enumerate() {
             assert_eq!(
                 p.len(),
@@ -145,11 +144,8 @@ impl Optimizer {
                 g.len(),
                 p.len()
             );
-            let slot = self.slots[i].get_or_insert_with(|| Slot {
-                step: 0,
-                buf: Vec::new(),
-                sq: Vec::new(),
-            });
+            let u = self.next_update(i, lr);
+            let slot = self.slots[i].as_mut().expect("made by next_update");
             for (what, v) in [("momentum/exp_avg", &slot.buf), ("exp_avg_sq", &slot.sq)] {
                 assert!(
                     v.is_empty() || v.len() == p.len(),
@@ -159,24 +155,76 @@ impl Optimizer {
                     p.len()
                 );
             }
-            slot.step += 1;
-            match self.algo {
-                Algorithm::Sgd {
-                    momentum,
-                    nesterov,
-                    weight_decay,
-                } => sgd_update(p, g, slot, lr, momentum, nesterov, weight_decay),
-                Algorithm::Adam {
-                    betas,
-                    eps,
-                    weight_decay,
-                } => adam_update(p, g, slot, lr, betas, eps, weight_decay, false),
-                Algorithm::AdamW {
-                    betas,
-                    eps,
-                    weight_decay,
-                } => adam_update(p, g, slot, lr, betas, eps, weight_decay, true),
+            let k = u.state_buffers();
+            if k >= 1 && slot.buf.is_empty() {
+                slot.buf = vec![0.0; p.len()];
             }
+            if k >= 2 && slot.sq.is_empty() {
+                slot.sq = vec![0.0; p.len()];
+            }
+            u.apply(p, g, None, &mut slot.buf, &mut slot.sq);
+        }
+    }
+
+    /// Advances tensor `i`'s step count and returns its next update at learning rate `lr`
+    /// as plain coefficients, for a device to apply where the weights live
+    /// ([`crate::device::Device::optim_step`]); its state buffers stay with the device.
+    pub fn next_update(&mut self, i: usize, lr: f32) -> Update {
+        if self.slots.len() <= i {
+            self.slots.resize(i + 1, None);
+        }
+        let slot = self.slots[i].get_or_insert_with(|| Slot {
+            step: 0,
+            buf: Vec::new(),
+            sq: Vec::new(),
+            has_state: false,
+        });
+        let first = !slot.has_state;
+        slot.has_state = true;
+        slot.step += 1;
+        let lr = widen(lr);
+        match self.algo {
+            Algorithm::Sgd {
+                momentum,
+                nesterov,
+                weight_decay,
+            } => Update::Sgd {
+                neg_lr: (-lr) as f32,
+                wd: weight_decay as f32,
+                momentum: momentum as f32,
+                nesterov,
+                first,
+                use_wd: weight_decay != 0.0,
+                use_momentum: momentum != 0.0,
+            },
+            Algorithm::Adam {
+                betas,
+                eps,
+                weight_decay,
+            } => adam_coefs(slot.step, lr, betas, eps, weight_decay, false, first),
+            Algorithm::AdamW {
+                betas,
+                eps,
+                weight_decay,
+            } => adam_coefs(slot.step, lr, betas, eps, weight_decay, true, first),
+        }
+    }
+
+    /// Replaces tensor `i`'s state buffers (`buf`: momentum or exp_avg, `sq`: exp_avg_sq)
+    /// with what a device held, so that [`Optimizer::state`] writes them.
+    pub fn set_buffers(&mut self, i: usize, buf: Vec<f32>, sq: Vec<f32>) {
+        if let Some(Some(slot)) = self.slots.get_mut(i) {
+            slot.buf = buf;
+            slot.sq = sq;
+        }
+    }
+
+    /// Tensor `i`'s state buffers as [`Optimizer::set_buffers`] takes them, and whether
+    /// it has state at all (a tensor never updated has none).
+    pub fn buffers(&self, i: usize) -> Option<(&[f32], &[f32])> {
+        match self.slots.get(i) {
+            Some(Some(slot)) if slot.has_state => Some((&slot.buf, &slot.sq)),
+            _ => None,
         }
     }
 
@@ -270,6 +318,7 @@ impl Optimizer {
                     }
                     Some(Slot {
                         step,
+                        has_state: true,
                         buf: buf.unwrap_or_default(),
                         sq: sq.unwrap_or_default(),
                     })
@@ -282,89 +331,177 @@ impl Optimizer {
     }
 }
 
-/// torch `_single_tensor_sgd`, one tensor:
-/// `g += wd*p; buf = g (first step) or momentum*buf + g; g = nesterov ? g + momentum*buf
-/// : buf; p += -lr*g`.
-fn sgd_update(
-    p: &mut [f32],
-    g: &[f32],
-    slot: &mut Slot,
-    lr: f64,
-    momentum: f64,
-    nesterov: bool,
-    weight_decay: f64,
-) {
-    let (wd, mom, neg_lr) = (weight_decay as f32, momentum as f32, (-lr) as f32);
-    let first = slot.buf.is_empty();
-    if momentum != 0.0 && first {
-        slot.buf = vec![0.0; p.len()];
-    }
-    for j in 0..p.len() {
-        let mut d = g[j];
-        if weight_decay != 0.0 {
-            d += wd * p[j];
-        }
-        if momentum != 0.0 {
-            // torch: the buffer starts as a copy of the first gradient (no dampening).
-            let b = if first { d } else { slot.buf[j] * mom + d };
-            slot.buf[j] = b;
-            d = if nesterov { d + mom * b } else { b };
-        }
-        p[j] += neg_lr * d;
-    }
+/// One tensor's update as the f32 coefficients and flags a device applies element by
+/// element: [`Update::apply`] on the host, `snn_sgd` and `snn_adam` in kernels/cuda/ops.cuh
+/// on a GPU, with the same operations in the same order (bit-identical results).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Update {
+    /// torch `_single_tensor_sgd`: `g += wd*p; buf = g (first step) or momentum*buf + g;
+    /// g = nesterov ? g + momentum*buf : buf; p += -lr*g`.
+    Sgd {
+        neg_lr: f32,
+        wd: f32,
+        momentum: f32,
+        nesterov: bool,
+        /// The first update: the momentum buffer starts as the gradient.
+        first: bool,
+        use_wd: bool,
+        use_momentum: bool,
+    },
+    /// torch `_single_tensor_adam` (amsgrad off), in torch's order: decay (`p *= decay`
+    /// for AdamW, `g += wd*p` for Adam); `m.lerp_(g, w)`; `v = v*beta2 + (1-beta2)*g*g`;
+    /// `denom = sqrt(v)/bc2_sqrt + eps`; `p += neg_step_size * m / denom`.
+    Adam {
+        neg_step_size: f32,
+        bc2_sqrt: f32,
+        decay: f32,
+        wd: f32,
+        /// `lerp_`'s weight `1 - beta1`, and which of torch's two formulas it takes.
+        w: f32,
+        small: bool,
+        one_minus_w: f32,
+        beta2: f32,
+        one_minus_b2: f32,
+        eps: f32,
+        use_wd: bool,
+        decoupled: bool,
+        /// The first update: the moments start at zero.
+        first: bool,
+    },
 }
 
-/// torch `_single_tensor_adam` (amsgrad off), one tensor, in torch's order:
-/// decay (`p *= 1 - lr*wd` for AdamW, `g += wd*p` for Adam); `m.lerp_(g, 1-b1)`;
-/// `v = v*b2 + (1-b2)*g*g`; `denom = sqrt(v)/sqrt(1-b2^t) + eps`;
-/// `p += -(lr/(1-b1^t)) * m / denom`.
-#[allow(clippy::too_many_arguments)]
-fn adam_update(
-    p: &mut [f32],
-    g: &[f32],
-    slot: &mut Slot,
+/// Adam's coefficients at step `t` (Python floats: `1 - beta ** step`, `lr / bc1`,
+/// `math.sqrt(bc2)`, then f32 as torch passes them to the tensor ops).
+fn adam_coefs(
+    t: u64,
     lr: f64,
     (b1, b2): (f64, f64),
     eps: f64,
     weight_decay: f64,
     decoupled: bool,
-) {
-    if slot.buf.is_empty() {
-        slot.buf = vec![0.0; p.len()];
-        slot.sq = vec![0.0; p.len()];
-    }
-    let t = slot.step as f64;
-    // Python floats: `1 - beta ** step`, `lr / bc1`, `math.sqrt(bc2)`.
+    first: bool,
+) -> Update {
+    let t = t as f64;
     let bc1 = 1.0 - b1.powf(t);
     let bc2 = 1.0 - b2.powf(t);
-    let neg_step_size = (-(lr / bc1)) as f32;
-    let bc2_sqrt = bc2.sqrt() as f32;
-    let decay = (1.0 - lr * weight_decay) as f32;
-    let wd = weight_decay as f32;
     // `lerp_` with a scalar weight w: `m + w*(g-m)` if |w| < 0.5, else `g - (g-m)*(1-w)`.
     let w = (1.0 - b1) as f32;
-    let small = w.abs() < 0.5;
-    let one_minus_w = 1.0 - w;
-    let (beta2, one_minus_b2, eps) = (b2 as f32, (1.0 - b2) as f32, eps as f32);
-    let (m, v) = (&mut slot.buf, &mut slot.sq);
-    for j in 0..p.len() {
-        let mut gj = g[j];
-        if weight_decay != 0.0 {
-            if decoupled {
-                p[j] *= decay;
-            } else {
-                gj += wd * p[j];
+    Update::Adam {
+        neg_step_size: (-(lr / bc1)) as f32,
+        bc2_sqrt: bc2.sqrt() as f32,
+        decay: (1.0 - lr * weight_decay) as f32,
+        wd: weight_decay as f32,
+        w,
+        small: w.abs() < 0.5,
+        one_minus_w: 1.0 - w,
+        beta2: b2 as f32,
+        one_minus_b2: (1.0 - b2) as f32,
+        eps: eps as f32,
+        use_wd: weight_decay != 0.0,
+        decoupled,
+        first,
+    }
+}
+
+impl Update {
+    /// State buffers the update reads and writes: 0 (SGD without momentum), 1 (the
+    /// momentum buffer), 2 (Adam's `exp_avg` and `exp_avg_sq`).
+    pub fn state_buffers(&self) -> usize {
+        match self {
+            Update::Sgd { use_momentum, .. } => *use_momentum as usize,
+            Update::Adam { .. } => 2,
+        }
+    }
+
+    /// Applies the update to `p` with gradient `g` (times `grad_scale`, gradient clipping's
+    /// coefficient, when given) and state `s0`, `s1` ([`Update::state_buffers`] of them,
+    /// each as long as `p`; the others may be empty). Adam's first update zeroes its
+    /// moments first, as torch creates them.
+    pub fn apply(
+        &self,
+        p: &mut [f32],
+        g: &[f32],
+        grad_scale: Option<f32>,
+        s0: &mut [f32],
+        s1: &mut [f32],
+    ) {
+        let grad = |j: usize| match grad_scale {
+            Some(c) => g[j] * c,
+            None => g[j],
+        };
+        match *self {
+            Update::Sgd {
+                neg_lr,
+                wd,
+                momentum,
+                nesterov,
+                first,
+                use_wd,
+                use_momentum,
+            } => {
+                for j in 0..p.len() {
+                    let mut d = grad(j);
+                    if use_wd {
+                        d += wd * p[j];
+                    }
+                    if use_momentum {
+                        // torch: the buffer starts as a copy of the first gradient.
+                        let b = if first { d } else { s0[j] * momentum + d };
+                        s0[j] = b;
+                        d = if nesterov { d + momentum * b } else { b };
+                    }
+                    p[j] += neg_lr * d;
+                }
+            }
+            Update::Adam {
+                neg_step_size,
+                bc2_sqrt,
+                decay,
+                wd,
+                w,
+                small,
+                one_minus_w,
+                beta2,
+                one_minus_b2,
+                eps,
+                use_wd,
+                decoupled,
+                first,
+            } => {
+                if first {
+                    s0.fill(0.0);
+                    s1.fill(0.0);
+                }
+                let (m, v) = (s0, s1);
+                for j in 0..p.len() {
+                    let mut gj = grad(j);
+                    if use_wd {
+                        if decoupled {
+                            p[j] *= decay;
+                        } else {
+                            gj += wd * p[j];
+                        }
+                    }
+                    m[j] = if small {
+                        m[j] + w * (gj - m[j])
+                    } else {
+                        gj - (gj - m[j]) * one_minus_w
+                    };
+                    v[j] = v[j] * beta2 + one_minus_b2 * gj * gj;
+                    let denom = v[j].sqrt() / bc2_sqrt + eps;
+                    p[j] += neg_step_size * m[j] / denom;
+                }
             }
         }
-        m[j] = if small {
-            m[j] + w * (gj - m[j])
-        } else {
-            gj - (gj - m[j]) * one_minus_w
-        };
-        v[j] = v[j] * beta2 + one_minus_b2 * gj * gj;
-        let denom = v[j].sqrt() / bc2_sqrt + eps;
-        p[j] += neg_step_size * m[j] / denom;
     }
+}
+
+/// Gradient clipping's coefficient for a total norm `norm` (torch `clip_grad_norm_`):
+/// `max_norm / (norm + 1e-6)` in f32, applied when below 1 or NaN (non-finite gradients
+/// propagate, as torch's clamp does); `None` when the gradients stay as they are.
+pub fn clip_coef(max_norm: f32, norm: f32) -> Option<f32> {
+    let coef = max_norm / (norm + 1e-6);
+    (coef < 1.0 || coef.is_nan()).then_some(coef)
 }
 
 /// torch `clip_grad_norm_(max_norm, norm_type=2)` over all tensors: the total 2-norm (here
@@ -378,8 +515,7 @@ pub fn clip_grad_norm(grads: &mut [Vec<f32>], max_norm: f32) -> f32 {
         .map(|&g| g as f64 * g as f64)
         .sum::<f64>()
         .sqrt() as f32;
-    let coef = max_norm / (norm + 1e-6);
-    if coef < 1.0 || coef.is_nan() {
+    if let Some(coef) = clip_coef(max_norm, norm) {
         grads.iter_mut().flatten().for_each(|g| *g *= coef);
     }
     norm

@@ -132,6 +132,12 @@ impl Trainer {
     /// One learning step on a batch: forward, loss, backward, clip, optimizer step with
     /// learning rate `lr`. The weights are updated only when the loss is finite; a NaN or
     /// infinite loss is returned in the stats for the caller to report.
+    ///
+    /// The optimizer runs on the session's device ([`Session::apply_updates`]): weights,
+    /// gradients and the optimizer's state stay there, and only the outputs, the loss
+    /// gradients and (with clipping) one norm per tensor cross to the host. The host copy of
+    /// the weights is stale afterwards until [`Session::sync_weights`];
+    /// [`Trainer::save_checkpoint`] syncs itself.
     pub fn step(
         &mut self,
         s: &mut Session,
@@ -148,19 +154,28 @@ impl Trainer {
         }
         let refs: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
         s.backward(&refs, t, b)?;
-        let mut g = s.grads()?;
-        if let Some(max) = self.clip {
-            optim::clip_grad_norm(&mut g, max);
-        }
-        let mut w = s.weights().to_vec();
-        self.optimizer.step(&mut w, &g, lr);
-        s.set_all_weights(w)?;
+        let scale = match self.clip {
+            Some(max) => optim::clip_coef(max, s.grad_norm()?),
+            None => None,
+        };
+        let updates: Vec<optim::Update> = (0..s.plan().weights.len())
+            .map(|i| self.optimizer.next_update(i, lr))
+            .collect();
+        s.apply_updates(&updates, scale)?;
         Ok(stats)
     }
 
     /// Writes `checkpoint.safetensors`-style state atomically: the weights under their plan
-    /// names, the optimizer state as `optim.*`, and `meta.epoch` (epochs completed).
-    pub fn save_checkpoint(&self, s: &Session, epoch: usize, path: &Path) -> Result<()> {
+    /// names, the optimizer state as `optim.*`, and `meta.epoch` (epochs completed). Both
+    /// are first copied from the device.
+    pub fn save_checkpoint(&mut self, s: &mut Session, epoch: usize, path: &Path) -> Result<()> {
+        s.sync_weights()?;
+        for i in 0..s.plan().weights.len() {
+            if self.optimizer.buffers(i).is_some() {
+                let (buf, sq) = s.optim_state(i)?;
+                self.optimizer.set_buffers(i, buf, sq);
+            }
+        }
         let plan = s.plan();
         let mut list: Vec<(String, Vec<usize>, Vec<f32>)> = plan
             .weights
@@ -215,6 +230,12 @@ impl Trainer {
         };
         s.set_all_weights(weights)?;
         self.optimizer.load_state(state)?;
+        for i in 0..s.plan().weights.len() {
+            if let Some((buf, sq)) = self.optimizer.buffers(i) {
+                let (buf, sq) = (buf.to_vec(), sq.to_vec());
+                s.set_optim_state(i, &buf, &sq)?;
+            }
+        }
         Ok(epoch)
     }
 }

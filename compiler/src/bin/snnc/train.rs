@@ -508,6 +508,9 @@ pub fn train(c: &mut Compiler, mut parsed: Parsed, args: &TrainArgs) -> DResult<
             bar.inc(1);
         }
         bar.finish_and_clear();
+        // The steps updated the weights on the device; the host copy is saved below and
+        // read by the raster and evaluation reloads.
+        s.sync_weights().map_err(runtime_diag)?;
         let val = evaluate(s, &val_set, cfg.batch.max(64), &feed)?;
         let secs = t_epoch.elapsed().as_secs_f64();
         let rate_txt: Vec<String> = rate_names
