@@ -361,6 +361,9 @@ part1() {
 part2() {
     : > "$OUT/train.log"
     : > "$OUT/memcheck.log"
+    : > "$OUT/bench.log"
+    # One training step with the optimizer on the GPU (the peers' `train` column).
+    bench "(f) mlp-train: one training step (forward, backward, Adam on the GPU)" 90 mlp-train --repeat 50
     for run in $TRAIN_RUNS; do check_train "$run"; done
     for ex in examples/*.snn; do check_memcheck_run "$ex"; done
     for run in $TRAIN_RUNS; do check_memcheck_train "$run"; done

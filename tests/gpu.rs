@@ -115,6 +115,8 @@ fn is_unavailable(msg: &str) -> bool {
         || msg.contains("no NVRTC library")
         || msg.contains("no cuBLAS library")
         || msg.contains("no C++ compiler")
+        // The GPU machines run the carried test binary without a Rust toolchain.
+        || msg.contains("cannot run `rustc`")
 }
 
 /// The GPU tests' refs directory (`SNNC_GPU_REFS`), created; `None` when unset.
@@ -750,11 +752,12 @@ fn shim_memcheck_control_overflows_a_buffer() {
     println!("no overflow reported: the sanitizer is not active");
 }
 
-/// The devices `optimizer_*` tests run on: the CPU, the host shim when there is a C++
-/// compiler, a GPU when there is one (`SKIP` lines for the others).
+/// The devices the optimizer tests run on: the CPU (when rustc can build its kernels), the
+/// host shim when there is a C++ compiler, a GPU when there is one (`SKIP` lines for the
+/// others).
 fn optimizer_devices(program: &snnc::ir::kernel::Program) -> Vec<&'static str> {
-    let mut out = vec!["cpu"];
-    for d in ["cuda-shim", "cuda"] {
+    let mut out = Vec::new();
+    for d in ["cpu", "cuda-shim", "cuda"] {
         match load_on(program, d, "optimizer devices") {
             Ok(_) => out.push(d),
             Err(why) => println!("SKIP {d}: {why}"),
@@ -886,11 +889,23 @@ fn training_resumes_from_a_checkpoint_of_device_state() {
             tr.step(&mut resumed, &inputs, &labels, t, 0.02).unwrap();
         }
         resumed.sync_weights().unwrap();
-        assert_eq!(
-            straight.weights(),
-            resumed.weights(),
-            "{device}: resumed weights differ"
-        );
+        for (x, y) in straight
+            .weights()
+            .iter()
+            .flatten()
+            .zip(resumed.weights().iter().flatten())
+        {
+            // Exact, except on a GPU, whose atomics may sum a gradient in another order.
+            let tol = if device == "cuda" {
+                1e-6 * x.abs().max(1e-3)
+            } else {
+                0.0
+            };
+            assert!(
+                (x - y).abs() <= tol,
+                "{device}: resumed weights differ: {x} vs {y}"
+            );
+        }
         assert_ne!(
             straight.weights(),
             new().weights(),
