@@ -6,6 +6,11 @@
 # aborts with a report naming the kernel's line and the buffer's allocation: what
 # compute-sanitizer's memcheck reports on a GPU (scripts/gpu-session.sh part2 runs that one).
 #
+# The same run also reverses every launch's block and thread order (SNNC_SHIM_ORDER=reverse),
+# so a kernel whose threads depend on each other's writes within a launch, a race on a GPU,
+# fails the comparisons with the CPU (tests/gpu.rs::host_shim_reverse_order_* is its
+# control).
+#
 # First a positive control (a launch over more elements than its buffers hold) must be
 # caught; then the tests must pass; then a short `snnc train --device cuda-shim`.
 # Skips with one line when the C++ compiler has no AddressSanitizer runtime.
@@ -45,8 +50,8 @@ grep -q 'AddressSanitizer: heap-buffer-overflow' "$log" || {
 }
 say "control caught: $(grep -m1 -o 'heap-buffer-overflow.*' "$log" | cut -c1-60)..."
 
-say "tests/gpu.rs host-shim and device-optimizer tests under AddressSanitizer"
-LD_PRELOAD=$asan "$bin" host_shim optimizer_ training_resumes --skip shim_memcheck_control > "$log" 2>&1 || {
+say "tests/gpu.rs host-shim and device-optimizer tests under AddressSanitizer, threads in reverse order"
+LD_PRELOAD=$asan SNNC_SHIM_ORDER=reverse "$bin" host_shim optimizer_ training_resumes --skip shim_memcheck_control > "$log" 2>&1 || {
     cat "$log"
     say "error: a host-shim test failed under AddressSanitizer"
     exit 1
@@ -56,7 +61,7 @@ grep -E '^test |test result' "$log"
 say "snnc train --device cuda-shim under AddressSanitizer (Yin-Yang, 1 epoch of 200 samples)"
 out=target/shim-memcheck
 rm -rf "$out"
-LD_PRELOAD=$asan SNNC_CACHE_DIR="$PWD/target/snnc-test-cache" \
+LD_PRELOAD=$asan SNNC_SHIM_ORDER=reverse SNNC_CACHE_DIR="$PWD/target/snnc-test-cache" \
     "target/$snnc_profile/snnc" train examples/yinyang.snn --device cuda-shim --epochs 1 \
     --limit 200 -q -o "$out" > "$log" 2>&1 || {
     cat "$log"

@@ -914,3 +914,51 @@ fn training_resumes_from_a_checkpoint_of_device_state() {
         println!("{device}: 2 + 2 steps through a checkpoint = 4 steps");
     }
 }
+
+/// The shim's reverse launch order (`SNNC_SHIM_ORDER=reverse`, run by
+/// `scripts/shim-memcheck.sh`) really reverses it: an in-place transpose, whose threads
+/// read what other threads of the launch write (a race on a GPU), comes out different in
+/// the two orders, while a kernel without such a dependency does not.
+#[test]
+fn host_shim_reverse_order_exposes_order_dependent_kernels() {
+    use snn_runtime::cuda::{Gpu, Kernel, Launch, ShimGpu};
+    let Some(cxx) = snn_runtime::cuda::shim::find_cxx() else {
+        println!("SKIP host_shim_reverse_order: no C++ compiler (install g++ or set CXX)");
+        return;
+    };
+    let dir = common::cache_dir().join("shim");
+    let (n, k) = (3u64, 5u64);
+    let w: Vec<f32> = (0..n * k).map(|i| i as f32).collect();
+    let run = |reverse: bool, in_place: bool| -> Vec<f32> {
+        let mut gpu = ShimGpu::build_in_order(&cxx, &dir, "", &[], &[], reverse).unwrap();
+        let mut a = gpu.alloc_zeros(w.len()).unwrap();
+        let b = gpu.alloc_zeros(w.len()).unwrap();
+        gpu.htod(&w, &mut a, 0, "w").unwrap();
+        let dst = if in_place { gpu.addr(&a) } else { gpu.addr(&b) };
+        let cfg = Launch {
+            blocks: 1,
+            threads: 32,
+        };
+        gpu.launch(
+            Kernel::Op(Op::Transpose),
+            cfg,
+            &[gpu.addr(&a), dst, n, k],
+            "t",
+        )
+        .unwrap();
+        let mut out = vec![0.0; w.len()];
+        gpu.dtoh(if in_place { &a } else { &b }, 0, &mut out, "out")
+            .unwrap();
+        out
+    };
+    assert_eq!(
+        run(false, false),
+        run(true, false),
+        "out of place: order-free"
+    );
+    assert_ne!(
+        run(false, true),
+        run(true, true),
+        "in place: the orders must differ"
+    );
+}

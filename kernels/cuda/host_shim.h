@@ -70,7 +70,7 @@ inline float __int_as_float(int v) { return std::bit_cast<float>(v); }
 inline float __int_as_float(unsigned int v) { return std::bit_cast<float>(v); }
 
 /// `kernel<<<grid, block>>>(args...)`, sequentially: blocks in order, threads in order
-/// (x fastest). Arguments convert to the kernel's parameter types as in a call.
+/// (x fastest); in reverse order with `-DSNN_SHIM_REVERSE`. Arguments convert to the kernel's parameter types as in a call.
 template <class... P, class... A>
 void snn_shim_launch(void (*kernel)(P...), dim3 grid, dim3 block, A... args) {
     static_assert(sizeof...(P) == sizeof...(A), "snn_shim_launch: wrong number of kernel arguments");
@@ -78,6 +78,22 @@ void snn_shim_launch(void (*kernel)(P...), dim3 grid, dim3 block, A... args) {
     const dim3 saved_bi = blockIdx, saved_ti = threadIdx;
     gridDim = grid;
     blockDim = block;
+#ifdef SNN_SHIM_REVERSE
+    // Last block and thread first: a kernel whose result depends on the order its threads
+    // run in (a thread reading what another writes in the same launch, a race on a GPU)
+    // computes something else here.
+    for (unsigned int bz = grid.z; bz-- > 0;)
+        for (unsigned int by = grid.y; by-- > 0;)
+            for (unsigned int bx = grid.x; bx-- > 0;) {
+                blockIdx = dim3(bx, by, bz);
+                for (unsigned int tz = block.z; tz-- > 0;)
+                    for (unsigned int ty = block.y; ty-- > 0;)
+                        for (unsigned int tx = block.x; tx-- > 0;) {
+                            threadIdx = dim3(tx, ty, tz);
+                            kernel(static_cast<P>(args)...);
+                        }
+            }
+#else
     for (unsigned int bz = 0; bz < grid.z; ++bz)
         for (unsigned int by = 0; by < grid.y; ++by)
             for (unsigned int bx = 0; bx < grid.x; ++bx) {
@@ -89,6 +105,7 @@ void snn_shim_launch(void (*kernel)(P...), dim3 grid, dim3 block, A... args) {
                             kernel(static_cast<P>(args)...);
                         }
             }
+#endif
     gridDim = saved_grid;
     blockDim = saved_block;
     blockIdx = saved_bi;

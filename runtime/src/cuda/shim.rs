@@ -49,6 +49,12 @@ fn sanitize_flags() -> Vec<String> {
     }
 }
 
+/// `SNNC_SHIM_ORDER=reverse`: [`ShimGpu::build`] runs every launch's blocks and threads
+/// last to first (see [`ShimGpu::build_in_order`]).
+fn reverse_from_env() -> bool {
+    std::env::var("SNNC_SHIM_ORDER").is_ok_and(|o| o == "reverse")
+}
+
 /// The entry points of the shim library:
 /// `int f(unsigned kernel, unsigned blocks, unsigned threads, const u64* words, u64 n)`.
 type CallFn = unsafe extern "C" fn(u32, u32, u32, *const u64, u64) -> c_int;
@@ -209,6 +215,20 @@ impl ShimGpu {
         headers: &[(&str, &str)],
         symbols: &[String],
     ) -> Result<ShimGpu> {
+        Self::build_in_order(cxx, dir, cuda_source, headers, symbols, reverse_from_env())
+    }
+
+    /// [`ShimGpu::build`], with `reverse`: every launch runs its blocks and threads last to
+    /// first (`-DSNN_SHIM_REVERSE` in host_shim.h). A kernel whose threads depend on each
+    /// other's writes within a launch, a race on a GPU, then computes something else.
+    pub fn build_in_order(
+        cxx: &str,
+        dir: &Path,
+        cuda_source: &str,
+        headers: &[(&str, &str)],
+        symbols: &[String],
+        reverse: bool,
+    ) -> Result<ShimGpu> {
         for s in symbols {
             if s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(shim_err(format!(
@@ -232,7 +252,10 @@ impl ShimGpu {
             }
             files.push((n.to_string(), t.to_string()));
         }
-        let extra = sanitize_flags();
+        let mut extra = sanitize_flags();
+        if reverse {
+            extra.push("-DSNN_SHIM_REVERSE".into());
+        }
         let mut h = Sha256::new();
         h.update(cxx.as_bytes());
         for f in CXX_FLAGS
