@@ -376,6 +376,22 @@ extern "C" __global__ void snn_spike_conv2d_dw(
     dw[i] = __fadd_rn(dw[i], acc);
 }
 
+/// `out[ch, img * p + q] = in[img, ch, q]`: `[m, c, p]` to channel-major `[c, m*p]` (one
+/// thread per output element), so that one GEMM with K = m*p gives a conv's weight
+/// gradient over a batch of m images (runtime/src/cuda/mod.rs, conv2d_dw).
+extern "C" __global__ void snn_to_channel_major(
+    const float* __restrict__ in,
+    float* __restrict__ out,
+    snn_u64 m, snn_u64 c, snn_u64 p)
+{
+    const snn_u64 i = SNN_FLAT_INDEX;
+    if (i >= m * c * p) return;
+    const snn_u64 q = i % p;
+    const snn_u64 img = (i / p) % m;
+    const snn_u64 ch = i / (p * m);
+    out[i] = in[(img * c + ch) * p + q];
+}
+
 // ---------------------------------------------------------------------------------------
 // The optimizer on the device (runtime/src/train/optim.rs, `Update::apply`): the same f32
 // operations in the same order, compiled without contractions, so a step is bit-identical

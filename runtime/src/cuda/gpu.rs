@@ -26,11 +26,12 @@ pub enum Op {
     Sgd,
     Adam,
     SqSum,
+    ToChannelMajor,
 }
 
 impl Op {
     /// Every library kernel; a backend keeps its functions in this order.
-    pub const ALL: [Op; 15] = [
+    pub const ALL: [Op; 16] = [
         Op::Im2col,
         Op::Bias,
         Op::BiasGrad,
@@ -46,6 +47,7 @@ impl Op {
         Op::Sgd,
         Op::Adam,
         Op::SqSum,
+        Op::ToChannelMajor,
     ];
 
     /// The kernel's name in ops.cuh.
@@ -66,6 +68,7 @@ impl Op {
             Op::Sgd => "snn_sgd",
             Op::Adam => "snn_adam",
             Op::SqSum => "snn_sq_sum",
+            Op::ToChannelMajor => "snn_to_channel_major",
         }
     }
 

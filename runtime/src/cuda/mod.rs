@@ -96,6 +96,8 @@ pub struct CudaDevice<G: Gpu = DriverGpu> {
     optim: Vec<[Option<Buf<G::Mem>>; 2]>,
     /// `snn_sq_sum`'s f64 partial sums (two floats each).
     sq_scratch: Option<Buf<G::Mem>>,
+    /// `conv2d_dw`'s channel-major columns and output gradients.
+    perm_scratch: Option<Buf<G::Mem>>,
 }
 
 /// Threads (and f64 partial sums) of `snn_sq_sum`: enough to fill a GPU, few enough that
@@ -162,6 +164,7 @@ impl<G: Gpu> CudaDevice<G> {
             dw_scratch: None,
             optim: Vec::new(),
             sq_scratch: None,
+            perm_scratch: None,
         }
     }
 
@@ -343,6 +346,18 @@ impl<G: Gpu> CudaDevice<G> {
         Ok(self
             .gpu
             .addr(&self.scratch.as_ref().expect("allocated above").mem))
+    }
+
+    /// `conv2d_dw`'s channel-major copies of columns and output gradients, at least
+    /// `need` elements; its device address.
+    fn perm_scratch(&mut self, need: usize) -> Result<u64> {
+        if self.perm_scratch.as_ref().is_none_or(|s| s.len < need) {
+            self.perm_scratch = None;
+            self.perm_scratch = Some(self.alloc(need, "conv2d_dw channel-major scratch")?);
+        }
+        Ok(self
+            .gpu
+            .addr(&self.perm_scratch.as_ref().expect("allocated above").mem))
     }
 
     /// Column-major SGEMM (strided batched when `batch > 1`), alpha 1.
@@ -1223,21 +1238,60 @@ impl<G: Gpu> Device for CudaDevice<G> {
                 ),
             );
         }
-        // Per image, row-major dW[c_out, kk] += dy[c_out, p] @ col[kk, p]^T, i.e.
-        // column-major C(kk x c_out) += (col as p x kk)^T * (dy as p x c_out).
+        // One GEMM per chunk of m images, not one per image: the chunk's columns (im2col,
+        // or x itself for a 1x1 stride-1 conv) and its dy go channel-major, [kk, m*p] and
+        // [c_out, m*p], so row-major dW[c_out, kk] += dy' @ col'^T sums over images and
+        // positions at once (K = m*p). Column-major: C(kk x c_out) += (col' as (m*p) x
+        // kk)^T * (dy' as (m*p) x c_out).
         let direct = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
         let col_len = mul(kk, p)?;
-        let one = |dev: &mut Self, col: u64, dys: u64| {
-            dev.sgemm(
+        let per_image = col_len + yi + if direct { 0 } else { col_len };
+        let chunk = (SCRATCH_MAX / per_image.max(1)).clamp(1, d.images);
+        let col = if direct {
+            0
+        } else {
+            self.scratch(mul(chunk, col_len)?, "conv2d_dw im2col scratch")?
+        };
+        let perm = self.perm_scratch(mul(chunk, col_len + yi)?)?;
+        let mut img = 0;
+        while img < d.images {
+            let m = chunk.min(d.images - img);
+            let xs = x + 4 * (img * xi) as u64;
+            let src = if direct {
+                xs
+            } else {
+                let n = m * col_len;
+                self.launch_ops(Op::Im2col, n, &conv_args(&[xs, col, n as u64], g, &[]))?;
+                col
+            };
+            let (col_t, dy_t) = (perm, perm + 4 * (m * col_len) as u64);
+            let mp = m * p;
+            self.launch_ops(
+                Op::ToChannelMajor,
+                m * col_len,
+                &[src, col_t, m as u64, kk as u64, p as u64],
+            )?;
+            self.launch_ops(
+                Op::ToChannelMajor,
+                m * yi,
+                &[
+                    dy + 4 * (img * yi) as u64,
+                    dy_t,
+                    m as u64,
+                    g.c_out as u64,
+                    p as u64,
+                ],
+            )?;
+            self.sgemm(
                 (true, false),
                 kk,
                 g.c_out,
-                p,
-                col,
-                p,
+                mp,
+                col_t,
+                mp,
                 0,
-                dys,
-                p,
+                dy_t,
+                mp,
                 0,
                 1.0,
                 dw,
@@ -1245,32 +1299,7 @@ impl<G: Gpu> Device for CudaDevice<G> {
                 0,
                 1,
                 "conv2d_dw",
-            )
-        };
-        if direct {
-            for img in 0..d.images {
-                one(self, x + 4 * (img * xi) as u64, dy + 4 * (img * yi) as u64)?;
-            }
-            return Ok(());
-        }
-        let chunk = (SCRATCH_MAX / col_len.max(1)).clamp(1, d.images);
-        let col = self.scratch(mul(chunk, col_len)?, "conv2d_dw im2col scratch")?;
-        let mut img = 0;
-        while img < d.images {
-            let m = chunk.min(d.images - img);
-            let n = m * col_len;
-            self.launch_ops(
-                Op::Im2col,
-                n,
-                &conv_args(&[x + 4 * (img * xi) as u64, col, n as u64], g, &[]),
             )?;
-            for j in 0..m {
-                one(
-                    self,
-                    col + 4 * (j * col_len) as u64,
-                    dy + 4 * ((img + j) * yi) as u64,
-                )?;
-            }
             img += m;
         }
         Ok(())
