@@ -279,6 +279,47 @@ fn cuda_requests_fail_with_one_clear_line() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 
+/// `--device cuda-shim` without a usable C++ compiler, or with one that fails on the
+/// kernels, is one clear line and exit code 1, never a panic; a misspelt device names the
+/// choices.
+#[test]
+fn cuda_shim_requests_fail_with_one_clear_line() {
+    let run = |cxx: &str| {
+        Command::new(snnc_bin())
+            .args(["run", "examples/mlp.snn", "--device", "cuda-shim"])
+            .current_dir(common::root())
+            .env(
+                "SNNC_CACHE_DIR",
+                scratch(&format!("shim-cxx-{}", cxx.len())),
+            )
+            .env("NO_COLOR", "1")
+            .env("CXX", cxx)
+            .output()
+            .unwrap()
+    };
+    let o = run("/nonexistent/c++");
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("no C++ compiler for the CUDA host shim"),
+        "{err}"
+    );
+    assert!(err.contains("install g++ or set CXX"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // `true --version` succeeds, so it is taken for a compiler, and then writes no library.
+    let o = run("true");
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("wrote no shim library"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let o = snnc(&["run", "examples/mlp.snn", "--device", "cuda_shim"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(err.contains("unknown device `cuda_shim`"), "{err}");
+    assert!(err.contains("cuda-shim"), "{err}");
+}
+
 /// `copy` is listed and is the GPU's workload: on the CPU it is skipped with a line, and the
 /// rest still runs.
 #[test]

@@ -312,6 +312,12 @@ impl ShimGpu {
                     head.join("\n")
                 )));
             }
+            if !tmp.is_file() {
+                return Err(shim_err(format!(
+                    "the C++ compiler `{cxx}` reported success but wrote no shim library; \
+                     hint: set CXX to g++ or clang++"
+                )));
+            }
             std::fs::rename(&tmp, &library)
                 .map_err(|e| shim_err(format!("cannot move the shim library into place: {e}")))?;
         }
