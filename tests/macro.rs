@@ -410,6 +410,63 @@ fn new_cuda_errs_cleanly_or_matches_the_cpu() {
     }
 }
 
+/// `new_cuda_shim` runs the embedded CUDA source through the CUDA device on the host (no
+/// GPU needed): the MLP's counts equal the CPU's, and two training steps of the conv net
+/// (conv, pooling, Adam on the device) give the CPU's losses and weights to float rounding.
+#[test]
+fn new_cuda_shim_matches_the_cpu() {
+    if snn_runtime::cuda::shim::find_cxx().is_none() {
+        println!("SKIP: no C++ compiler for the CUDA host shim");
+        return;
+    }
+    let dir = common::cache_dir().join("shim");
+    let mut cpu = mlp::Network::new().unwrap();
+    let mut shim = mlp::Network::new_cuda_shim(&dir).unwrap();
+    let x = cpu.session().random_inputs(mlp::T, 4, 3);
+    let a = cpu.forward(&x, mlp::T, 4).unwrap();
+    let b = shim.forward(&x, mlp::T, 4).unwrap();
+    assert_eq!(a.s2_counts.data, b.s2_counts.data, "counts on cuda-shim");
+    assert!(
+        a.s2_counts.data.iter().any(|&c| c > 0.0),
+        "no spikes to compare"
+    );
+
+    let mut cpu = convtrain::Network::new().unwrap();
+    let mut shim = convtrain::Network::new_cuda_shim(&dir).unwrap();
+    let (t, b) = (convtrain::T, 4);
+    let x = cpu.session().random_inputs(t, b, 17);
+    let labels = [0u32, 1, 2, 1];
+    for step in 0..2 {
+        let lr = cpu.lr(step);
+        let p = cpu.train_step(&x, &labels, t, lr).unwrap();
+        let q = shim.train_step(&x, &labels, t, lr).unwrap();
+        assert!(
+            (p.loss - q.loss).abs() <= 1e-5 * p.loss.abs(),
+            "step {step}: loss {} vs {}",
+            p.loss,
+            q.loss
+        );
+        assert_eq!(p.correct, q.correct, "step {step}");
+    }
+    for net in [&mut cpu, &mut shim] {
+        net.session_mut().sync_weights().unwrap();
+    }
+    for (w, (p, q)) in cpu
+        .session()
+        .weights()
+        .iter()
+        .zip(shim.session().weights())
+        .enumerate()
+    {
+        for (x, y) in p.iter().zip(q) {
+            assert!(
+                (x - y).abs() <= 1e-5 * x.abs().max(1.0),
+                "weight {w}: {x} vs {y}"
+            );
+        }
+    }
+}
+
 /// A training plan with a reverse step loop (BPTT through a recurrent cycle): `plan_tokens`
 /// prints it exactly, and `train_step` takes the library trainer's steps bit for bit.
 #[test]

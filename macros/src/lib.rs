@@ -517,6 +517,19 @@ fn expand(
                     })
                 }
 
+                /// A network on the CUDA device with the host standing in for the GPU
+                /// (`snn::cuda::ShimGpu`): [`CUDA_SOURCE`] built by the system C++
+                /// compiler into `dir` (once per source). Slow; it runs this network's
+                /// CUDA path where there is no GPU. No C++ compiler is an `Err`.
+                pub fn new_cuda_shim(
+                    dir: impl ::core::convert::AsRef<::std::path::Path>,
+                ) -> ::snn::Result<Network> {
+                    ::core::result::Result::Ok(Network {
+                        session: ::snn::Session::new_cuda_shim(plan(), CUDA_SOURCE, dir.as_ref())?,
+                        #trainer_init
+                    })
+                }
+
                 #train_items
 
                 /// Runs `t` steps on a batch of `batch`: one tensor per input, in `INPUTS`
