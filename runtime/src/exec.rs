@@ -542,7 +542,9 @@ impl Session {
         self.device.set_params(&self.params)
     }
 
-    /// A weight's values (row-major, shape from the plan).
+    /// A weight's values (row-major, shape from the plan): the host copy, stale after
+    /// optimizer steps on the device until [`Session::sync_weights`] (see
+    /// [`Session::weights`]).
     pub fn weight(&self, name: &str) -> Option<&[f32]> {
         self.weight_index
             .get(name)
@@ -831,7 +833,8 @@ impl Session {
 
     /// All weights, in plan order (the host copy). After optimizer steps on the device
     /// ([`Session::apply_updates`], [`crate::train::Trainer::step`]) it is up to date only
-    /// once [`Session::sync_weights`] has run; [`Session::save_weights`] syncs itself.
+    /// once [`Session::sync_weights`] has run ([`Session::save_weights`] refuses stale
+    /// weights; `Trainer::save_checkpoint` syncs itself).
     pub fn weights(&self) -> &[Vec<f32>] {
         &self.weights
     }
