@@ -87,16 +87,23 @@ def compare(ref_dir, got_dir):
 
 def gpu_test(log):
     text = open(log, errors="replace").read().splitlines()
-    pairs = sum(1 for l in text if " (default, " in l or " (steps, " in l)
-    parts = [l.strip() for l in text if l.startswith("compared ")]
-    fails = [l.strip() for l in text if " differs in " in l]
+    # Only the GPU's lines ("... on cuda:0 (...)", "cuda: ..."), not the host shim's.
+    pairs = sum(1 for l in text if (" (default) on cuda:" in l or " (steps) on cuda:" in l))
+    trained = sum(1 for l in text if (" (train) on cuda:" in l or " (train-sparse) on cuda:" in l))
+    parts = [l.strip() for l in text if l.startswith("cuda: compared ")]
+    grads = [l.strip() for l in text if l.startswith("cuda: ") and "weight gradients compared" in l]
+    resumed = [l.strip() for l in text if l.startswith("cuda: 2 + 2 steps")]
+    fails = [l.strip() for l in text if " differs in " in l or " differs by " in l]
     skip = [l[l.index("SKIP:"):].strip() for l in text if "SKIP:" in l]
     out = []
     if pairs:
         out.append(f"{pairs} model/plan pairs")
     out += parts[:1]
+    if trained:
+        out.append(f"{trained} training plans")
+    out += grads[:1] + resumed[:1]
     if fails:
-        out.append(f"{len(fails)} outputs differ, e.g. {fails[0]}")
+        out.append(f"{len(fails)} outputs or gradients differ, e.g. {fails[0]}")
     out += skip[:1]
     panics = [l.strip() for l in text if "panicked at" in l]
     if panics and not fails:
