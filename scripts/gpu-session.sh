@@ -3,12 +3,14 @@
 # Run from the repository root with .gpu/ present (made on the CPU machine by
 # scripts/gpu-pack.sh and carried along):
 #
-#   scripts/gpu-session.sh part1   # (a) tests/gpu.rs: every model, CPU vs GPU
+#   scripts/gpu-session.sh part1   # (a) tests/gpu.rs: every model, every training plan's
+#                                  #     gradients, the optimizer on the GPU, CPU vs GPU
 #                                  # (f) Network::new_cuda (tests/macro.rs)
 #                                  # (c) copy bandwidth, lif-fwd and its fraction of the copy
 #                                  #     (+ the LIF kernel alone under ncu)
 #                                  # (d) mlp-infer  (e) conv-infer, psn-fwd, psn-fwdbwd
-#   scripts/gpu-session.sh part2   # (g) training on the GPU vs the CPU's accuracy
+#   scripts/gpu-session.sh part2   # (h) mlp-train: a training step on the GPU
+#                                  # (g) training on the GPU vs the CPU's accuracy
 #                                  # (b) compute-sanitizer memcheck: `snnc run` of every example
 #                                  #     (outputs compared with the CPU's) and training steps
 #   scripts/gpu-session.sh [all]   # both, one after the other (over 10 minutes at worst)
@@ -177,7 +179,7 @@ PY
 
 check_gpu_tests() {
     limited 300 "$OUT/tests.log" env SNNC_GPU_REFS="$PACK/refs" "$PACK/bin/test-gpu" --nocapture --test-threads 1 --skip host_shim
-    row "(a) tests/gpu.rs: every model and plan, CPU vs GPU" "$(verdict)" \
+    row "(a) tests/gpu.rs: every model and plan, every training plan's gradients, the optimizer on the GPU, CPU vs GPU" "$(verdict)" \
         "$("${REPORT[@]}" gpu-test "$WORK/last.out")"
 }
 
@@ -363,7 +365,7 @@ part2() {
     : > "$OUT/memcheck.log"
     : > "$OUT/bench.log"
     # One training step with the optimizer on the GPU (the peers' `train` column).
-    bench "(f) mlp-train: one training step (forward, backward, Adam on the GPU)" 90 mlp-train --repeat 50
+    bench "(h) mlp-train: one training step (forward, backward, Adam on the GPU)" 90 mlp-train --repeat 50
     for run in $TRAIN_RUNS; do check_train "$run"; done
     for ex in examples/*.snn; do check_memcheck_run "$ex"; done
     for run in $TRAIN_RUNS; do check_memcheck_train "$run"; done
