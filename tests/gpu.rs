@@ -967,3 +967,51 @@ fn host_shim_reverse_order_exposes_order_dependent_kernels() {
         "in place: the orders must differ"
     );
 }
+
+/// `Trainer::step` (the optimizer on the device, the host copy left stale between steps)
+/// against the host path it replaced (download the gradients, clip and step on the host,
+/// upload all weights) for three steps in a row without a sync in between: bit-identical on
+/// the CPU and the shim. On PSN plans this checks that the time-mixing weights the executor
+/// reads on the host are refreshed after every device step (`host_read`).
+#[test]
+fn trainer_steps_on_the_device_match_the_host_path_without_syncing() {
+    use snn_runtime::train::{loss_and_grads, optim, Trainer};
+    for file in ["tests/in/train/psn.snn", "tests/in/train/mlp_4_8_3.snn"] {
+        let path = common::root().join(file);
+        let program = common::compile_file(&path, common::train_opts()).unwrap();
+        let mut settings = program.plan.train.as_ref().unwrap().settings.clone();
+        settings.clip = Some(0.5);
+        let (t, b) = (program.plan.t, 3);
+        let labels = [2u32, 0, 1];
+        for device in optimizer_devices(&program) {
+            if device == "cuda" {
+                continue;
+            }
+            let what = format!("{file} on {device}");
+            let mut dev = load_on(&program, device, &what).unwrap().session;
+            let mut host = load_on(&program, device, &what).unwrap().session;
+            let inputs = dev.random_inputs(t, b, 21);
+            let mut tr = Trainer::new(&settings);
+            let mut reference = Trainer::new(&settings);
+            for step in 0..3 {
+                let a = tr.step(&mut dev, &inputs, &labels, t, 0.05).unwrap();
+                // The host path, as Trainer::step did before the device optimizer.
+                let outs = host.run(&inputs, t, b).unwrap();
+                let (stats, lg) = loss_and_grads(host.plan(), &outs, &labels, t).unwrap();
+                let lr: Vec<&[f32]> = lg.iter().map(|g| g.as_slice()).collect();
+                host.backward(&lr, t, b).unwrap();
+                let mut g = host.grads().unwrap();
+                optim::clip_grad_norm(&mut g, 0.5);
+                let mut w = host.weights().to_vec();
+                reference.optimizer.step(&mut w, &g, 0.05);
+                host.set_all_weights(w).unwrap();
+                assert_eq!(a, stats, "{what}: step {step} stats");
+            }
+            dev.sync_weights().unwrap();
+            let bits =
+                |v: &[Vec<f32>]| -> Vec<u32> { v.iter().flatten().map(|x| x.to_bits()).collect() };
+            assert_eq!(bits(dev.weights()), bits(host.weights()), "{what}: weights");
+            println!("{what}: 3 trainer steps equal the host path");
+        }
+    }
+}
