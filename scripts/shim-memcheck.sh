@@ -51,7 +51,7 @@ grep -q 'AddressSanitizer: heap-buffer-overflow' "$log" || {
 say "control caught: $(grep -m1 -o 'heap-buffer-overflow.*' "$log" | cut -c1-60)..."
 
 say "tests/gpu.rs host-shim and device-optimizer tests under AddressSanitizer, threads in reverse order"
-LD_PRELOAD=$asan SNNC_SHIM_ORDER=reverse "$bin" host_shim optimizer_ training_resumes --skip shim_memcheck_control > "$log" 2>&1 || {
+LD_PRELOAD=$asan SNNC_SHIM_ORDER=reverse "$bin" host_shim optimizer_ training_resumes trainer_steps --skip shim_memcheck_control > "$log" 2>&1 || {
     cat "$log"
     say "error: a host-shim test failed under AddressSanitizer"
     exit 1
