@@ -275,6 +275,16 @@ pub trait Device: Send {
     /// order (torch's result bit for bit); a GPU sums in its own order.
     fn grad_sq_sum(&mut self, id: WeightId, start: f64) -> Result<f64>;
 
+    /// The sum of squares of gradients `0..n`, tensor after tensor as [`Device::grad_sq_sum`]
+    /// adds them (the default); a device may gather the partial sums in one round trip.
+    fn grad_sq_total(&mut self, n: usize) -> Result<f64> {
+        let mut acc = 0.0f64;
+        for i in 0..n {
+            acc = self.grad_sq_sum(i, acc)?;
+        }
+        Ok(acc)
+    }
+
     /// One optimizer update of weight `id` in place, from its gradient (times
     /// `grad_scale`) and the optimizer state the device keeps for it (allocated on first
     /// use): [`Update::apply`]'s arithmetic, so the weights never leave the device.

@@ -860,10 +860,7 @@ impl Session {
     /// The total 2-norm of all weight gradients of the last [`Session::backward`] (torch
     /// `clip_grad_norm_`'s norm: squares summed in f64 tensor after tensor, on the device).
     pub fn grad_norm(&mut self) -> Result<f32> {
-        let mut acc = 0.0f64;
-        for i in 0..self.plan.weights.len() {
-            acc = self.device.grad_sq_sum(i, acc)?;
-        }
+        let acc = self.device.grad_sq_total(self.plan.weights.len())?;
         Ok(acc.sqrt() as f32)
     }
 

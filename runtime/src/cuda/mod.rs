@@ -100,8 +100,8 @@ pub struct CudaDevice<G: Gpu = DriverGpu> {
     perm_scratch: Option<Buf<G::Mem>>,
 }
 
-/// Threads (and f64 partial sums) of `snn_sq_sum`: enough to fill a GPU, few enough that
-/// the partials download in one small copy.
+/// Threads (and f64 partial sums) of `snn_sq_sum` per tensor: enough to fill a GPU, few
+/// enough that the partials of all tensors download in one small copy.
 const SQ_PARTS: usize = 8192;
 
 impl<G: Gpu> std::fmt::Debug for CudaDevice<G> {
@@ -346,6 +346,50 @@ impl<G: Gpu> CudaDevice<G> {
         Ok(self
             .gpu
             .addr(&self.scratch.as_ref().expect("allocated above").mem))
+    }
+
+    /// `start` plus the squares of gradients `ids`, tensor after tensor: `snn_sq_sum`'s
+    /// f64 partials of every tensor into one scratch buffer, one download, the partials
+    /// added in order on the host.
+    fn grad_sq_sums(&mut self, ids: &[WeightId], start: f64) -> Result<f64> {
+        let mut jobs = Vec::with_capacity(ids.len());
+        let mut total = 0;
+        for &id in ids {
+            let len = self
+                .grads
+                .get(id)
+                .and_then(|g| g.as_ref())
+                .map(|g| g.len)
+                .ok_or_else(|| {
+                    RuntimeError::Device(format!("grad_sq_sum: gradient {id} was never computed"))
+                })?;
+            let g = self.grad_ptr(id, len, "grad_sq_sum")?;
+            let parts = len.min(SQ_PARTS);
+            jobs.push((g, len, parts, total));
+            total += parts;
+        }
+        if total == 0 {
+            return Ok(start);
+        }
+        if self.sq_scratch.as_ref().is_none_or(|s| s.len < 2 * total) {
+            self.sq_scratch = None;
+            self.sq_scratch = Some(self.alloc(2 * total, "grad_sq_sum partials")?);
+        }
+        let base = self
+            .gpu
+            .addr(&self.sq_scratch.as_ref().expect("made above").mem);
+        for &(g, len, parts, at) in &jobs {
+            let partial = base + 8 * at as u64;
+            self.launch_ops(Op::SqSum, parts, &[g, partial, len as u64, parts as u64])?;
+        }
+        let mut words = vec![0.0f32; 2 * total];
+        let buf = self.sq_scratch.as_ref().expect("made above");
+        self.gpu
+            .dtoh(&buf.mem, 0, &mut words, "grad_sq_sum partials")?;
+        // Little-endian f64s, two floats each (the GPU's and the host's byte order).
+        Ok(words.chunks_exact(2).fold(start, |acc, w| {
+            acc + f64::from_bits(w[0].to_bits() as u64 | (w[1].to_bits() as u64) << 32)
+        }))
     }
 
     /// `conv2d_dw`'s channel-major copies of columns and output gradients, at least
@@ -818,34 +862,12 @@ impl<G: Gpu> Device for CudaDevice<G> {
     }
 
     fn grad_sq_sum(&mut self, id: WeightId, start: f64) -> Result<f64> {
-        let len = self
-            .grads
-            .get(id)
-            .and_then(|g| g.as_ref())
-            .map(|g| g.len)
-            .ok_or_else(|| {
-                RuntimeError::Device(format!("grad_sq_sum: gradient {id} was never computed"))
-            })?;
-        if len == 0 {
-            return Ok(start);
-        }
-        let g = self.grad_ptr(id, len, "grad_sq_sum")?;
-        let parts = len.min(SQ_PARTS);
-        if self.sq_scratch.is_none() {
-            self.sq_scratch = Some(self.alloc(2 * SQ_PARTS, "grad_sq_sum partials")?);
-        }
-        let partial = self
-            .gpu
-            .addr(&self.sq_scratch.as_ref().expect("made above").mem);
-        self.launch_ops(Op::SqSum, parts, &[g, partial, len as u64, parts as u64])?;
-        let mut words = vec![0.0f32; 2 * parts];
-        let buf = self.sq_scratch.as_ref().expect("made above");
-        self.gpu
-            .dtoh(&buf.mem, 0, &mut words, "grad_sq_sum partials")?;
-        // Little-endian f64s, two floats each (the GPU's and the host's byte order).
-        Ok(words.chunks_exact(2).fold(start, |acc, w| {
-            acc + f64::from_bits(w[0].to_bits() as u64 | (w[1].to_bits() as u64) << 32)
-        }))
+        self.grad_sq_sums(&[id], start)
+    }
+
+    fn grad_sq_total(&mut self, n: usize) -> Result<f64> {
+        let ids: Vec<WeightId> = (0..n).collect();
+        self.grad_sq_sums(&ids, 0.0)
     }
 
     fn optim_step(&mut self, id: WeightId, u: &Update, grad_scale: Option<f32>) -> Result<()> {
