@@ -441,6 +441,8 @@ impl Session {
             self.device.set_weight(i, &w)?;
             self.weights[i] = w;
         }
+        // Every weight was replaced (a missing one is an error above): host and device agree.
+        self.weights_stale = false;
         if !new_params.is_empty() {
             for (i, v) in new_params {
                 self.params[i] = v;
