@@ -313,6 +313,11 @@ fn cuda_shim_requests_fail_with_one_clear_line() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(err.contains("wrote no shim library"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // A correctness device, not a timing one.
+    let o = snnc(&["bench", "mlp-infer", "--device", "cuda-shim"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(err.contains("not for timing"), "{err}");
     let o = snnc(&["run", "examples/mlp.snn", "--device", "cuda_shim"]);
     assert_eq!(o.status.code(), Some(1));
     let err = text(&o.stderr);

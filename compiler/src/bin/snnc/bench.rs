@@ -334,6 +334,14 @@ pub fn bench(
     stream_stores: bool,
     prefetch_steps: Option<u32>,
 ) -> DResult<()> {
+    if snnc::session::parse_device(device)? == snnc::session::DeviceKind::CudaShim {
+        // One host thread walking every GPU thread: its times say nothing about either device.
+        return Err(Diagnostic::new(
+            ErrorKind::BadArgument,
+            "`--device cuda-shim` checks the CUDA path on the host; it is not for timing",
+        )
+        .hint("benchmark with --device cpu, or --device cuda on a GPU"));
+    }
     STREAM_STORES.store(stream_stores, Ordering::Relaxed);
     PREFETCH_STEPS.store(prefetch_steps.unwrap_or(0), Ordering::Relaxed);
     let ts: Vec<usize> = if psn.ts.is_empty() {
