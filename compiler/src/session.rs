@@ -1,7 +1,8 @@
 //! From a compiled [`Program`] to a running [`Session`]: print the Rust kernels, build them
 //! (or take them from the cache), load the library and hand the plan to the runtime; or, for
-//! `cuda[:N]`, print the CUDA kernels and hand them to the runtime's [`CudaDevice`], which
-//! compiles them with NVRTC.
+//! `cuda[:N]`, print the CUDA kernels and hand them to the runtime's
+//! [`snn_runtime::cuda::CudaDevice`], which compiles them with NVRTC (for `cuda-shim`, the
+//! same device over the host shim: [`snn_runtime::cuda::ShimGpu`]).
 
 use std::path::Path;
 
@@ -65,7 +66,7 @@ pub fn parse_device(device: &str) -> DResult<DeviceKind> {
 }
 
 /// Load `program` on `device` (`cpu`, `cuda`, `cuda:N`, `cuda-shim`); `cache` is the CPU
-/// kernel cache (and, under `shim/`, the host-shim libraries; default [`cache_dir`]).
+/// kernel cache (and, under `shim/`, the host-shim libraries; default [`snn_runtime::cache_dir`]).
 pub fn load_device(program: &Program, device: &str, cache: Option<&Path>) -> DResult<DeviceLoaded> {
     let start = std::time::Instant::now();
     let session = match parse_device(device)? {

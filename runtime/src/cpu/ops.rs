@@ -951,7 +951,7 @@ fn col2im(col: &[f32], g: &ConvGeom, dx: &mut [f32], accumulate: bool) {
 
 /// Backward of [`conv2d`] for its input over `images` images: `dx` `[images, c_in, h, w]`
 /// (+)= the transposed convolution of `dy` `[images, c_out, h_out, w_out]`: per image
-/// `col = W^T @ dy` (a GEMM), then [`col2im`]. A pointwise conv (1x1, stride 1, no padding)
+/// `col = W^T @ dy` (a GEMM), then `col2im`. A pointwise conv (1x1, stride 1, no padding)
 /// is the GEMM alone.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_dx(

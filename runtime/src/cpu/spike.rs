@@ -14,7 +14,7 @@
 //! bit whenever the sums are exact (weights on a coarse dyadic grid), to rounding otherwise.
 //!
 //! The kernel: both ops are `out[rr, :] += sum over a list of source rows u of
-//! coef[u, rr] * src[u, :]` for a tile of [`R`] output rows. The list is the *union* of the
+//! coef[u, rr] * src[u, :]` for a tile of `R` output rows. The list is the *union* of the
 //! non-zeros of the tile's rows (inputs active in any of the 4 samples for the forward,
 //! samples active for any of 4 inputs for the gradient), so each loaded row of `src` feeds
 //! `R` accumulators (multiplied by 0 where that row is not active: exact, `acc + 0 * w ==

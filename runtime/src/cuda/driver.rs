@@ -86,7 +86,7 @@ fn open_context(ordinal: usize) -> Result<Arc<CudaContext>> {
 /// What [`copy_bandwidth`] measured.
 #[derive(Clone, Debug)]
 pub struct CopyTimes {
-    /// `cuda:N (name, sm_XY)`, as [`CudaDevice`] names itself.
+    /// `cuda:N (name, sm_XY)`, as [`super::CudaDevice`] names itself.
     pub device: String,
     /// Bytes of one copy (each is read once and written once).
     pub bytes: usize,

@@ -63,7 +63,7 @@ type CallFn = unsafe extern "C" fn(u32, u32, u32, *const u64, u64) -> c_int;
 type Registry = Arc<Mutex<BTreeMap<u64, usize>>>;
 
 /// A tool run while the sanitizer's runtime is preloaded into this process
-/// (`SNNC_SHIM_SANITIZE`, see [`sanitize_flags`]) must not inherit the preload: rustc and the
+/// (`SNNC_SHIM_SANITIZE`, see `sanitize_flags`) must not inherit the preload: rustc and the
 /// C++ compiler are not built for it.
 pub fn tool_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut c = Command::new(program);
