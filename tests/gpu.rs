@@ -277,12 +277,7 @@ fn reached_every_kernel(ops: &[snn_runtime::cuda::Op]) {
 
 /// The training plans: tests/in/train/ and the examples with a `train` block.
 fn training_models() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(common::root().join("tests/in/train"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "snn"))
-        .collect();
-    files.sort();
+    let mut files = common::snn_files("tests/in/train");
     for p in common::model_files() {
         if p.starts_with(common::root().join("examples"))
             && std::fs::read_to_string(&p).unwrap().contains("train {")

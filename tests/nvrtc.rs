@@ -158,12 +158,7 @@ fn units() -> Vec<Unit> {
             jobs.push((path.clone(), tag, opts.clone()));
         }
     }
-    let mut train: Vec<PathBuf> = std::fs::read_dir(common::root().join("tests/in/train"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "snn"))
-        .collect();
-    train.sort();
+    let mut train = common::snn_files("tests/in/train");
     train.push(common::root().join("examples/yinyang.snn"));
     train.push(common::root().join("examples/mnist.snn"));
     for path in train {

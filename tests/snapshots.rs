@@ -91,12 +91,7 @@ fn alternative_plans() {
 /// lowered plan with its backward ops and kernels, and the generated Rust and CUDA.
 #[test]
 fn training_plans() {
-    let mut files: Vec<_> = std::fs::read_dir(common::root().join("tests/in/train"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "snn"))
-        .collect();
-    files.sort();
+    let mut files = common::snn_files("tests/in/train");
     files.push(common::root().join("examples/yinyang.snn"));
     files.push(common::root().join("examples/mnist.snn"));
     files.push(common::root().join("examples/smnist_psn.snn"));

@@ -107,13 +107,7 @@ fn sparse_on_and_off_agree_on_every_model() {
 
 #[test]
 fn training_gradients_agree_with_sparse_on_and_off() {
-    let dir = common::root().join("tests/in/train");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "snn"))
-        .collect();
-    files.sort();
+    let files = common::snn_files("tests/in/train");
     let (mut compared, mut convs) = (0, 0);
     for path in files {
         let mut results = vec![];

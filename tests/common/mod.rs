@@ -22,19 +22,23 @@ pub fn root() -> PathBuf {
     }
 }
 
+/// The `.snn` files directly in `dir` (relative to the repository root), sorted.
+pub fn snn_files(dir: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "snn"))
+        .collect();
+    v.sort();
+    v
+}
+
 /// Every model the snapshot and equivalence tests cover: the examples and tests/in.
 pub fn model_files() -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for dir in ["examples", "tests/in"] {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "snn"))
-            .collect();
-        v.sort();
-        files.extend(v);
-    }
-    files
+    ["examples", "tests/in"]
+        .into_iter()
+        .flat_map(snn_files)
+        .collect()
 }
 
 pub fn compile_file(path: &Path, opts: Options) -> Result<Program, String> {
