@@ -515,18 +515,22 @@ fn train_a_bernoulli_encoded_mlp() {
 fn train_a_conv_net_on_image_inputs() {
     let d = scratch("train-conv");
     let model = d.join("cnn.snn");
-    std::fs::write(
-        &model,
-        "model cnn {\n  T = 6\n  seed = 1\n  input image: [1, 28, 28]\n  \
+    std::fs::write(&model, mnist_cnn(20, 0)).unwrap();
+    train_on_the_mnist_subset(&d, &model);
+}
+
+/// A conv net on the 100-image MNIST subset, as `.snn` text: conv (stride 2) -> LIF -> max
+/// pool -> dense -> LI, Adam, batch 10, `epochs` epochs, `validation` held-out images.
+fn mnist_cnn(epochs: usize, validation: usize) -> String {
+    format!(
+        "model cnn {{\n  T = 6\n  seed = 1\n  input image: [1, 28, 28]\n  \
          c1 = conv2d(image, 8, kernel = 5, stride = 2, padding = 2, init_gain = 3.0)\n  \
          s1 = LIF(c1, tau = 2.0)\n  p1 = maxpool2d(s1, 2)\n  f = flatten(p1)\n  \
          h = dense(f, 10, init_gain = 4.0)\n  out = LI(h, tau = 2.0)\n  output trace(out.v)\n  \
-         train {\n    data = mnist(\"tests/data/mnist-100\")\n    \
+         train {{\n    data = mnist(\"tests/data/mnist-100\")\n    \
          loss = cross_entropy(mean(out.v))\n    optimizer = adam(lr = 0.005)\n    \
-         epochs = 20\n    batch = 10\n    validation = 0\n  }\n}\n",
+         epochs = {epochs}\n    batch = 10\n    validation = {validation}\n  }}\n}}\n"
     )
-    .unwrap();
-    train_on_the_mnist_subset(&d, &model);
 }
 
 /// `snnc train MODEL -q -o DIR` (a model whose `train { }` block reads the MNIST subset)
@@ -717,17 +721,7 @@ fn training_on_the_cuda_device_through_the_host_shim_follows_the_cpu() {
     }
     let d = scratch("train-cuda-shim");
     let cnn = d.join("cnn.snn");
-    std::fs::write(
-        &cnn,
-        "model cnn {\n  T = 6\n  seed = 1\n  input image: [1, 28, 28]\n  \
-         c1 = conv2d(image, 8, kernel = 5, stride = 2, padding = 2, init_gain = 3.0)\n  \
-         s1 = LIF(c1, tau = 2.0)\n  p1 = maxpool2d(s1, 2)\n  f = flatten(p1)\n  \
-         h = dense(f, 10, init_gain = 4.0)\n  out = LI(h, tau = 2.0)\n  output trace(out.v)\n  \
-         train {\n    data = mnist(\"tests/data/mnist-100\")\n    \
-         loss = cross_entropy(mean(out.v))\n    optimizer = adam(lr = 0.005)\n    \
-         epochs = 4\n    batch = 10\n    validation = 20\n  }\n}\n",
-    )
-    .unwrap();
+    std::fs::write(&cnn, mnist_cnn(4, 20)).unwrap();
     let runs: [(&str, &Path, &[&str]); 2] = [
         (
             "yinyang",
