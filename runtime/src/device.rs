@@ -202,6 +202,17 @@ pub struct LaunchDesc<'a> {
     pub batch: usize,
 }
 
+/// [`Device::set_optim_state`]'s argument check: buffer `k` (0 or 1) of a weight of `n`
+/// values gets `len` values.
+pub(crate) fn check_optim_state(id: WeightId, k: usize, n: usize, len: usize) -> Result<()> {
+    if k > 1 || len != n {
+        return Err(crate::error::RuntimeError::Device(format!(
+            "set_optim_state: buffer {k} of weight {id} must hold {n} values, not {len}"
+        )));
+    }
+    Ok(())
+}
+
 /// What the plan executor needs from a device. Calls may be asynchronous; [`Device::sync`]
 /// and [`Device::download`] are the points where results must be complete.
 pub trait Device: Send {

@@ -526,12 +526,7 @@ impl Device for CpuDevice {
 
     fn set_optim_state(&mut self, id: WeightId, k: usize, data: &[f32]) -> Result<()> {
         let n = self.weights.get(id).map_or(0, |w| w.len());
-        if k > 1 || data.len() != n {
-            return Err(RuntimeError::Device(format!(
-                "set_optim_state: buffer {k} of weight {id} must hold {n} values, not {}",
-                data.len()
-            )));
-        }
+        crate::device::check_optim_state(id, k, n, data.len())?;
         if self.optim.len() <= id {
             self.optim.resize_with(id + 1, Default::default);
         }

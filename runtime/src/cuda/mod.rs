@@ -32,8 +32,8 @@ pub use nvrtc::{compile_ptx, compile_ptx_cached, nvrtc_present, nvrtc_version, p
 pub use shim::ShimGpu;
 
 use crate::device::{
-    ConvDesc, ConvDwDesc, ConvDxDesc, Device, GemmDesc, GemmDwDesc, GemmDxDesc, LaunchDesc, Loc,
-    PoolDesc, PoolDxDesc, TimeMixDesc, TimeMixDwDesc,
+    check_optim_state, ConvDesc, ConvDwDesc, ConvDxDesc, Device, GemmDesc, GemmDwDesc, GemmDxDesc,
+    LaunchDesc, Loc, PoolDesc, PoolDxDesc, TimeMixDesc, TimeMixDwDesc,
 };
 use crate::error::{Result, RuntimeError};
 use crate::plan::{PoolKind, WeightId};
@@ -113,6 +113,38 @@ impl<G: Gpu> std::fmt::Debug for CudaDevice<G> {
     }
 }
 
+/// `len` zeroed floats on `gpu`; an allocation failure names `what` and its size.
+fn alloc_on<G: Gpu>(gpu: &mut G, len: usize, what: &str) -> Result<Buf<G::Mem>> {
+    let mem = gpu.alloc_zeros(len).map_err(|e| {
+        RuntimeError::Device(format!(
+            "cannot allocate {what} ({} MiB) on the GPU: {e}; hint: reduce T or the batch size",
+            len.saturating_mul(4) >> 20
+        ))
+    })?;
+    Ok(Buf { mem, len })
+}
+
+/// The scratch buffer in `slot`, reallocated (contents lost) when it holds fewer than
+/// `need` floats.
+fn grown<'a, G: Gpu>(
+    gpu: &mut G,
+    slot: &'a mut Option<Buf<G::Mem>>,
+    need: usize,
+    what: &str,
+) -> Result<&'a mut Buf<G::Mem>> {
+    if slot.as_ref().is_none_or(|s| s.len < need) {
+        // Free the old buffer before allocating its replacement.
+        *slot = None;
+        *slot = Some(alloc_on(gpu, need, what)?);
+    }
+    Ok(slot.as_mut().expect("allocated above"))
+}
+
+/// The length of buffer `id` of `bufs` (weights, gradients), if it exists.
+fn held_len<M>(bufs: &[Option<Buf<M>>], id: WeightId) -> Option<usize> {
+    bufs.get(id).and_then(|b| b.as_ref()).map(|b| b.len)
+}
+
 fn grid(n: usize, what: &str) -> Result<Launch> {
     let blocks = n.div_ceil(BLOCK as usize);
     let blocks = u32::try_from(blocks)
@@ -174,13 +206,7 @@ impl<G: Gpu> CudaDevice<G> {
     }
 
     fn alloc(&mut self, len: usize, what: &str) -> Result<Buf<G::Mem>> {
-        let mem = self.gpu.alloc_zeros(len).map_err(|e| {
-            RuntimeError::Device(format!(
-                "cannot allocate {what} ({} MiB) on the GPU: {e}; hint: reduce T or the batch size",
-                len.saturating_mul(4) >> 20
-            ))
-        })?;
-        Ok(Buf { mem, len })
+        alloc_on(&mut self.gpu, len, what)
     }
 
     /// Device address of element `loc.offset..+len` of a slot, after a bounds check.
@@ -339,13 +365,8 @@ impl<G: Gpu> CudaDevice<G> {
 
     /// The im2col/col2im scratch buffer, at least `need` elements; its device address.
     fn scratch(&mut self, need: usize, what: &str) -> Result<u64> {
-        if self.scratch.as_ref().is_none_or(|s| s.len < need) {
-            self.scratch = None;
-            self.scratch = Some(self.alloc(need, what)?);
-        }
-        Ok(self
-            .gpu
-            .addr(&self.scratch.as_ref().expect("allocated above").mem))
+        let b = grown(&mut self.gpu, &mut self.scratch, need, what)?;
+        Ok(self.gpu.addr(&b.mem))
     }
 
     /// `start` plus the squares of gradients `ids`, tensor after tensor: `snn_sq_sum`'s
@@ -355,14 +376,9 @@ impl<G: Gpu> CudaDevice<G> {
         let mut jobs = Vec::with_capacity(ids.len());
         let mut total = 0;
         for &id in ids {
-            let len = self
-                .grads
-                .get(id)
-                .and_then(|g| g.as_ref())
-                .map(|g| g.len)
-                .ok_or_else(|| {
-                    RuntimeError::Device(format!("grad_sq_sum: gradient {id} was never computed"))
-                })?;
+            let len = held_len(&self.grads, id).ok_or_else(|| {
+                RuntimeError::Device(format!("grad_sq_sum: gradient {id} was never computed"))
+            })?;
             let g = self.grad_ptr(id, len, "grad_sq_sum")?;
             let parts = len.min(SQ_PARTS);
             jobs.push((g, len, parts, total));
@@ -371,13 +387,13 @@ impl<G: Gpu> CudaDevice<G> {
         if total == 0 {
             return Ok(start);
         }
-        if self.sq_scratch.as_ref().is_none_or(|s| s.len < 2 * total) {
-            self.sq_scratch = None;
-            self.sq_scratch = Some(self.alloc(2 * total, "grad_sq_sum partials")?);
-        }
-        let base = self
-            .gpu
-            .addr(&self.sq_scratch.as_ref().expect("made above").mem);
+        let b = grown(
+            &mut self.gpu,
+            &mut self.sq_scratch,
+            2 * total,
+            "grad_sq_sum partials",
+        )?;
+        let base = self.gpu.addr(&b.mem);
         for &(g, len, parts, at) in &jobs {
             let partial = base + 8 * at as u64;
             self.launch_ops(Op::SqSum, parts, &[g, partial, len as u64, parts as u64])?;
@@ -395,13 +411,9 @@ impl<G: Gpu> CudaDevice<G> {
     /// `conv2d_dw`'s channel-major copies of columns and output gradients, at least
     /// `need` elements; its device address.
     fn perm_scratch(&mut self, need: usize) -> Result<u64> {
-        if self.perm_scratch.as_ref().is_none_or(|s| s.len < need) {
-            self.perm_scratch = None;
-            self.perm_scratch = Some(self.alloc(need, "conv2d_dw channel-major scratch")?);
-        }
-        Ok(self
-            .gpu
-            .addr(&self.perm_scratch.as_ref().expect("allocated above").mem))
+        let what = "conv2d_dw channel-major scratch";
+        let b = grown(&mut self.gpu, &mut self.perm_scratch, need, what)?;
+        Ok(self.gpu.addr(&b.mem))
     }
 
     /// Column-major SGEMM (strided batched when `batch > 1`), alpha 1.
@@ -605,13 +617,8 @@ impl<G: Gpu> Device for CudaDevice<G> {
         // mix's GEMM ahead of this upload).
         let mut host = d.a.to_vec();
         host.extend(d.bias.unwrap_or(&[]));
-        if self.mix_scratch.as_ref().is_none_or(|s| s.len < host.len()) {
-            self.mix_scratch = None;
-            self.mix_scratch = Some(self.alloc(host.len(), "time_mix matrix")?);
-        }
-        let Some(buf) = self.mix_scratch.as_mut() else {
-            unreachable!()
-        };
+        let what = "time_mix matrix";
+        let buf = grown(&mut self.gpu, &mut self.mix_scratch, host.len(), what)?;
         self.gpu.htod(&host, &mut buf.mem, 0, "time_mix matrix")?;
         let a = self.gpu.addr(&buf.mem);
         let read_dst = match d.bias {
@@ -758,19 +765,12 @@ impl<G: Gpu> Device for CudaDevice<G> {
         // Scratch: the products, the row sums, then `cols` ones (the band is computed in
         // full: the caller reads only its diagonals).
         let len = ng + d.rows_out + d.cols;
-        if self.dw_scratch.as_ref().is_none_or(|s| s.len < len) {
-            self.dw_scratch = None;
-            self.dw_scratch = Some(self.alloc(len, "time_mix_dw scratch")?);
-        }
         let ones = vec![1.0f32; d.cols];
-        {
-            let Some(buf) = self.dw_scratch.as_mut() else {
-                unreachable!()
-            };
-            self.gpu
-                .htod(&ones, &mut buf.mem, ng + d.rows_out, "time_mix_dw ones")?;
-        }
-        let base = self.gpu.addr(&self.dw_scratch.as_ref().unwrap().mem);
+        let what = "time_mix_dw scratch";
+        let buf = grown(&mut self.gpu, &mut self.dw_scratch, len, what)?;
+        self.gpu
+            .htod(&ones, &mut buf.mem, ng + d.rows_out, "time_mix_dw ones")?;
+        let base = self.gpu.addr(&buf.mem);
         let (gp, sp, op) = (
             base,
             base + 4 * ng as u64,
@@ -871,14 +871,9 @@ impl<G: Gpu> Device for CudaDevice<G> {
     }
 
     fn optim_step(&mut self, id: WeightId, u: &Update, grad_scale: Option<f32>) -> Result<()> {
-        let len = self
-            .weights
-            .get(id)
-            .and_then(|w| w.as_ref())
-            .map(|w| w.len)
-            .ok_or_else(|| {
-                RuntimeError::Device(format!("optim_step: weight {id} was never set"))
-            })?;
+        let len = held_len(&self.weights, id).ok_or_else(|| {
+            RuntimeError::Device(format!("optim_step: weight {id} was never set"))
+        })?;
         let p = self.weight_ptr(id, len, "optim_step")?;
         let g = self.grad_ptr(id, len, "optim_step")?;
         if self.optim.len() <= id {
@@ -1000,17 +995,8 @@ impl<G: Gpu> Device for CudaDevice<G> {
     }
 
     fn set_optim_state(&mut self, id: WeightId, k: usize, data: &[f32]) -> Result<()> {
-        let n = self
-            .weights
-            .get(id)
-            .and_then(|w| w.as_ref())
-            .map_or(0, |w| w.len);
-        if k > 1 || data.len() != n {
-            return Err(RuntimeError::Device(format!(
-                "set_optim_state: buffer {k} of weight {id} must hold {n} values, not {}",
-                data.len()
-            )));
-        }
+        let n = held_len(&self.weights, id).unwrap_or(0);
+        check_optim_state(id, k, n, data.len())?;
         if self.optim.len() <= id {
             self.optim.resize_with(id + 1, Default::default);
         }
