@@ -630,7 +630,7 @@ fn learned_parameters_and_the_parallel_schedule() {
             .plan
             .ops
             .iter()
-            .any(|op| matches!(op, snn::plan::Op::TimeMix { .. })),
+            .any(|op| matches!(op, snn::plan::Op::TimeMix(_))),
         "a learned tau runs sequentially"
     );
     expect(

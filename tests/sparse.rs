@@ -1,5 +1,5 @@
-//! Event-driven projections (`dense` and `conv2d` of spikes, `Op::Gemm { sparse: true }`,
-//! `Op::Conv2d { sparse: true }`) against dense GEMM and im2col on whole models: every model of examples/ and tests/in/ with `--sparse on` and
+//! Event-driven projections (`dense` and `conv2d` of spikes, `Op::Gemm(Gemm { sparse: true })`,
+//! `Op::Conv2d(Conv2d { sparse: true })`) against dense GEMM and im2col on whole models: every model of examples/ and tests/in/ with `--sparse on` and
 //! `--sparse off`, and the training models' gradients.
 //!
 //! Both forms compute the same sums in a different order. With weights on a dyadic grid
@@ -38,15 +38,15 @@ fn opts(sparse: bool, train: bool) -> Options {
 /// Projection ops of a plan (forward and backward): `(all, event-driven, event-driven
 /// convolutions)`.
 fn gemms(plan: &snn_runtime::plan::Plan) -> (usize, usize, usize) {
-    use snn_runtime::plan::Op;
+    use snn_runtime::plan::{Conv2d, Conv2dDw, Gemm, GemmDw, Op};
     fn walk(ops: &[Op], acc: &mut (usize, usize, usize)) {
         for op in ops {
             match op {
-                Op::Gemm { sparse, .. } | Op::GemmDw { sparse, .. } => {
+                Op::Gemm(Gemm { sparse, .. }) | Op::GemmDw(GemmDw { sparse, .. }) => {
                     acc.0 += 1;
                     acc.1 += *sparse as usize;
                 }
-                Op::Conv2d { sparse, .. } | Op::Conv2dDw { sparse, .. } => {
+                Op::Conv2d(Conv2d { sparse, .. }) | Op::Conv2dDw(Conv2dDw { sparse, .. }) => {
                     acc.0 += 1;
                     acc.1 += *sparse as usize;
                     acc.2 += *sparse as usize;

@@ -19,6 +19,7 @@ pub mod error;
 pub mod exec;
 pub mod io;
 pub mod kernels;
+pub mod op;
 pub mod plan;
 pub mod rng;
 pub mod tensor;

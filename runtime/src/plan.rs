@@ -10,6 +10,12 @@
 //! (`Single`: one step of state, carried between step launches). `F` is the product of the
 //! per-sample feature shape.
 
+pub use crate::op::conv::{Conv2d, Conv2dDw, Conv2dDx};
+pub use crate::op::dense::{Gemm, GemmDw, GemmDx};
+pub use crate::op::pool::{Pool2d, Pool2dDx};
+pub use crate::op::time_mix::{TimeBias, TimeMatrix, TimeMix, TimeMixDw, TimeMixDx};
+use crate::op::LibraryOp;
+
 /// Index into [`Plan::buffers`].
 pub type BufId = usize;
 /// Index into [`Plan::weights`].
@@ -48,8 +54,8 @@ impl Plan {
     pub fn fixed_steps(&self) -> bool {
         fn any(ops: &[Op]) -> bool {
             ops.iter().any(|op| match op {
-                Op::TimeMix { matrix, .. } => matches!(
-                    matrix,
+                Op::TimeMix(m) => matches!(
+                    m.matrix,
                     TimeMatrix::Weight { .. } | TimeMatrix::Masked { .. }
                 ),
                 Op::StepLoop { body } | Op::ReverseStepLoop { body } => any(body),
@@ -406,40 +412,6 @@ pub struct PoolGeom {
     pub w_out: usize,
 }
 
-/// The `[T, T]` matrix `A` of an [`Op::TimeMix`] (row = output step, column = input step).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum TimeMatrix {
-    /// `A = W`, a `[T0, T0]` weight: every step reads every step (PSN). Runs only at `T = T0`.
-    Weight { w: WeightId },
-    /// `A = (lambda * band_k + (1 - lambda)) * W` elementwise, `band_k[t][j] = 1` iff
-    /// `t - k < j <= t`; `lambda` is the flat parameter at index `lambda` (masked PSN: the
-    /// mask is annealed from 0 to 1 during training). `[T0, T0]` weight, runs only at `T0`.
-    Masked {
-        w: WeightId,
-        k: usize,
-        lambda: usize,
-    },
-    /// Causal Toeplitz band of a `[k]` weight: `A[t][j] = w[k - 1 - (t - j)]` for
-    /// `0 <= t - j < k` (sliding PSN, a causal FIR filter over time): any `T`.
-    Band { w: WeightId, k: usize },
-    /// Causal Toeplitz of a response computed in the plan: `A[t][j] = r[t - j]`, where
-    /// `r[n]` is element `(n, 0, 0)` of the `Seq` buffer `r` (features 1): the impulse
-    /// response of a linear recurrence (a resetless LIF's decay `a^n b`).
-    Response { r: BufId },
-}
-
-/// The per-step bias of an [`Op::TimeMix`]: `bias[t]` is added to every column of row `t`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum TimeBias {
-    /// A `[T0, 1]` weight (PSN, masked PSN): one value per step; runs only at `T0`.
-    Weight(WeightId),
-    /// A `[]` weight (one value, sliding PSN) added at every step.
-    Scalar(WeightId),
-    /// Element `(t, 0, 0)` of a `Seq` buffer (features 1): a linear recurrence's response
-    /// to its initial state and constant drive.
-    Response(BufId),
-}
-
 /// One launch group: a population (or encoder) run by a kernel. Several groups of one
 /// kernel form a merged launch (same model, same code, different buffers and parameters).
 #[derive(Clone, Debug, PartialEq)]
@@ -461,45 +433,14 @@ pub enum LaunchTime {
     Step,
 }
 
+/// One step of a plan: a control op (zero a buffer, launch a generated kernel, loop over
+/// time) or a library op, whose plan struct, validation, interpretation, text form and device
+/// trait live together in its family module under [`crate::op`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     /// Fill a buffer with zeros.
-    Zero { buf: BufId },
-    /// `y[rows, n] (+)= x[rows, k] @ W^T (+ bias)`, `W` is `[n, k]` (torch Linear).
-    /// `sparse`: `x` holds spikes (mostly zeros), so the device runs the event-driven form,
-    /// `y[r, :] (+)= bias + sum over the non-zero x[r, i] of x[r, i] * W[:, i]`: the same
-    /// result up to the summation order, for any `x`; the compiler's cost model sets it.
-    Gemm {
-        x: BufId,
-        w: WeightId,
-        bias: Option<WeightId>,
-        y: BufId,
-        k: usize,
-        n: usize,
-        time: TimeSel,
-        accumulate: bool,
-        sparse: bool,
-    },
-    /// 2-D convolution (cross-correlation, torch Conv2d) over every `(t, b)` image.
-    /// `sparse`: `x` holds spikes, so the device scatters its non-zero cells through the
-    /// kernel taps instead of unfolding every window into a GEMM: the same result up to the
-    /// summation order (as for [`Op::Gemm`]).
-    Conv2d {
-        x: BufId,
-        w: WeightId,
-        bias: Option<WeightId>,
-        y: BufId,
-        geom: ConvGeom,
-        time: TimeSel,
-        accumulate: bool,
-        sparse: bool,
-    },
-    Pool2d {
-        x: BufId,
-        y: BufId,
-        kind: PoolKind,
-        geom: PoolGeom,
-        time: TimeSel,
+    Zero {
+        buf: BufId,
     },
     /// Run a generated kernel over every group.
     Launch {
@@ -508,106 +449,46 @@ pub enum Op {
         time: LaunchTime,
     },
     /// `for t in 0..T { body }`; ops inside use `TimeSel::Step` / `LaunchTime::Step`.
-    StepLoop { body: Vec<Op> },
+    StepLoop {
+        body: Vec<Op>,
+    },
     /// `for t in (0..T).rev() { body }`: the backward of a [`Op::StepLoop`] (training plans),
     /// with the same rules inside. A `Step` kernel with `reverse` starts at `t = T - 1`.
-    ReverseStepLoop { body: Vec<Op> },
-    /// Mixing over the time axis: `y[t, c] (+)= sum_j A[t][j] * x[j, c] (+ bias[t])` for
-    /// every column `c` of the `B * F` values of a step (the parallel schedule: one GEMM
-    /// `[T, T] x [T, B*F]`). `TimeSel::All { delay: 0 }` computes every row;
-    /// `TimeSel::Step { delay: 0 }` inside a step loop computes row `t` only, reading rows
-    /// `<= t` (a causal matrix only: `Band` or `Response`). A `Static` `x` is the same at
-    /// every step: `y[t] = (sum_j A[t][j]) x + bias[t]`.
-    TimeMix {
-        x: BufId,
-        y: BufId,
-        matrix: TimeMatrix,
-        bias: Option<TimeBias>,
-        time: TimeSel,
-        accumulate: bool,
+    ReverseStepLoop {
+        body: Vec<Op>,
     },
-    /// Backward of [`Op::TimeMix`] for its input: `dx[j, c] (+)= sum_t A[t][j] * dy[t, c]`
-    /// (`A^T dy` over all T rows); a `Static` `dx` gets `sum_t (sum_j A[t][j]) dy[t, c]`.
-    TimeMixDx {
-        dy: BufId,
-        dx: BufId,
-        matrix: TimeMatrix,
-        accumulate: bool,
-    },
-    /// Backward of [`Op::TimeMix`] for its learnable matrix and bias. With
-    /// `G[t][j] = sum_c dy[t, c] * x[j, c]`: a `Weight` matrix's gradient gets `+= G`, a
-    /// `Masked` one `+= G * (lambda * band_k + 1 - lambda)`, a `Band`'s `[k]` weight
-    /// `grad[k - 1 - d] += sum_t G[t][t - d]` (the sum along each diagonal); a `Weight` bias
-    /// gets `+= sum_c dy[t, c]` per row, a `Scalar` one the sum over every row. A `Response`
-    /// matrix has no weight (nothing to do for it).
-    TimeMixDw {
-        x: BufId,
-        dy: BufId,
-        matrix: TimeMatrix,
-        bias: Option<TimeBias>,
-    },
-    /// Backward of [`Op::Gemm`] for its input: `dx[rows, k] (+)= dy[rows, n] @ W`.
-    GemmDx {
-        dy: BufId,
-        w: WeightId,
-        dx: BufId,
-        k: usize,
-        n: usize,
-        time: TimeSel,
-        accumulate: bool,
-    },
-    /// Backward of [`Op::Gemm`] for its weights: the gradient of `w` gets
-    /// `+= dy[rows, n]^T @ x[rows, k]` and that of `bias` gets `+= sum over rows of dy`.
-    /// `sparse`: `x` holds spikes; event-driven over its non-zeros (as for [`Op::Gemm`]).
-    GemmDw {
-        x: BufId,
-        dy: BufId,
-        w: WeightId,
-        bias: Option<WeightId>,
-        k: usize,
-        n: usize,
-        time: TimeSel,
-        sparse: bool,
-    },
-    /// Backward of [`Op::Conv2d`] for its input (a transposed convolution, col2im):
-    /// `dx[img] (+)= sum over c_out, window of W * dy[img]` for every `(t, b)` image, with the
-    /// forward op's geometry; rows map like the forward op's (`dx` plays `x`, `dy` plays
-    /// `y`).
-    Conv2dDx {
-        dy: BufId,
-        w: WeightId,
-        dx: BufId,
-        geom: ConvGeom,
-        time: TimeSel,
-        accumulate: bool,
-    },
-    /// Backward of [`Op::Conv2d`] for its weights: the gradient of `w` gets
-    /// `+= sum over images of dy[img] (x) unfold(x[img])` and that of `bias` the sum of `dy`
-    /// over images and positions, per output channel (accumulated over T and batch).
-    /// `sparse`: `x` holds spikes; event-driven over its non-zero cells.
-    Conv2dDw {
-        x: BufId,
-        dy: BufId,
-        w: WeightId,
-        bias: Option<WeightId>,
-        geom: ConvGeom,
-        time: TimeSel,
-        sparse: bool,
-    },
-    /// Backward of [`Op::Pool2d`]: `dx (+)= ` the gradient `dy` of every window routed to its
-    /// input cells. Max: all of it to the window's maximum, recomputed from the forward input
-    /// `x` (the first maximum in row-major order on ties, padding never wins); average: `dy /
-    /// k^2` to every cell of the window inside the image (padding counted, as in the
-    /// forward). `x` has `dx`'s layout.
-    Pool2dDx {
-        x: BufId,
-        dy: BufId,
-        dx: BufId,
-        kind: PoolKind,
-        geom: PoolGeom,
-        time: TimeSel,
-        accumulate: bool,
-    },
+    Gemm(Gemm),
+    GemmDx(GemmDx),
+    GemmDw(GemmDw),
+    Conv2d(Conv2d),
+    Conv2dDx(Conv2dDx),
+    Conv2dDw(Conv2dDw),
+    Pool2d(Pool2d),
+    Pool2dDx(Pool2dDx),
+    TimeMix(TimeMix),
+    TimeMixDx(TimeMixDx),
+    TimeMixDw(TimeMixDw),
+}
+
+impl Op {
+    /// The library op, for every op that is not a control op.
+    pub fn library(&self) -> Option<&dyn LibraryOp> {
+        Some(match self {
+            Op::Zero { .. } | Op::Launch { .. } | Op::StepLoop { .. } => return None,
+            Op::ReverseStepLoop { .. } => return None,
+            Op::Gemm(o) => o,
+            Op::GemmDx(o) => o,
+            Op::GemmDw(o) => o,
+            Op::Conv2d(o) => o,
+            Op::Conv2dDx(o) => o,
+            Op::Conv2dDw(o) => o,
+            Op::Pool2d(o) => o,
+            Op::Pool2dDx(o) => o,
+            Op::TimeMix(o) => o,
+            Op::TimeMixDx(o) => o,
+            Op::TimeMixDw(o) => o,
+        })
+    }
 }
 
 /// The C ABI of a generated kernel: `extern "C" fn(*const KernelArgs)`.

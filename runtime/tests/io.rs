@@ -174,7 +174,7 @@ fn model() -> Session {
         buffer: 1,
         shape: vec![3],
     }];
-    p.ops = vec![Op::Gemm {
+    p.ops = vec![Op::Gemm(Gemm {
         x: 0,
         w: 0,
         bias: Some(1),
@@ -184,7 +184,7 @@ fn model() -> Session {
         time: TimeSel::All { delay: 0 },
         accumulate: false,
         sparse: false,
-    }];
+    })];
     fix_slots(&mut p);
     Session::new(p, KernelTable::empty()).unwrap()
 }

@@ -57,7 +57,7 @@ fn gemm(
     time: TimeSel,
     accumulate: bool,
 ) -> Op {
-    Op::Gemm {
+    Op::Gemm(Gemm {
         x,
         w,
         bias,
@@ -67,7 +67,7 @@ fn gemm(
         time,
         accumulate,
         sparse: false,
-    }
+    })
 }
 
 #[test]
@@ -248,7 +248,7 @@ fn conv_plan(g: ConvGeom, bias: bool) -> Plan {
         1,
         &[g.c_out, g.h_out, g.w_out],
     )];
-    p.ops = vec![Op::Conv2d {
+    p.ops = vec![Op::Conv2d(Conv2d {
         x: 0,
         w: 0,
         bias: if bias { Some(1) } else { None },
@@ -257,7 +257,7 @@ fn conv_plan(g: ConvGeom, bias: bool) -> Plan {
         time: TimeSel::All { delay: 0 },
         accumulate: false,
         sparse: false,
-    }];
+    })];
     p
 }
 
@@ -319,7 +319,7 @@ fn conv_accumulate_and_step() {
     p.outputs = vec![output("y", OutputKind::Trace, 1, &[4, 6, 5])];
     p.ops = vec![Op::StepLoop {
         body: vec![
-            Op::Conv2d {
+            Op::Conv2d(Conv2d {
                 x: 0,
                 w: 0,
                 bias: None,
@@ -328,8 +328,8 @@ fn conv_accumulate_and_step() {
                 time: TimeSel::Step { delay: 0 },
                 accumulate: false,
                 sparse: false,
-            },
-            Op::Conv2d {
+            }),
+            Op::Conv2d(Conv2d {
                 x: 0,
                 w: 1,
                 bias: Some(2),
@@ -338,7 +338,7 @@ fn conv_accumulate_and_step() {
                 time: TimeSel::Step { delay: 0 },
                 accumulate: true,
                 sparse: false,
-            },
+            }),
         ],
     }];
     let mut s = session(p);
@@ -359,13 +359,13 @@ fn check_pool(kind: PoolKind, g: PoolGeom, t: usize, b: usize) {
     ];
     p.inputs = vec![input("x", 0, &[g.c, g.h, g.w], true)];
     p.outputs = vec![output("y", OutputKind::Trace, 1, &[g.c, g.h_out, g.w_out])];
-    p.ops = vec![Op::Pool2d {
+    p.ops = vec![Op::Pool2d(Pool2d {
         x: 0,
         y: 1,
         kind,
         geom: g,
         time: TimeSel::All { delay: 0 },
-    }];
+    })];
     let mut s = session(p);
     let f = g.c * g.h * g.w;
     // Negative values: a max window touching the padding must not report 0.
@@ -459,14 +459,14 @@ fn mix_plan(t: usize, f: usize, x_seq: bool, ops: Vec<Op>, weights: Vec<WeightDe
 }
 
 fn mix(matrix: TimeMatrix, bias: Option<TimeBias>, time: TimeSel, accumulate: bool) -> Op {
-    Op::TimeMix {
+    Op::TimeMix(TimeMix {
         x: 0,
         y: 1,
         matrix,
         bias,
         time,
         accumulate,
-    }
+    })
 }
 
 #[test]
@@ -971,7 +971,7 @@ fn conv_weight_gradient_through_a_plan() {
     p.outputs = vec![output("y", OutputKind::Trace, 1, &[3, g.h_out, g.w_out])];
     p.ops = vec![
         Op::Zero { buf: 1 },
-        Op::Conv2d {
+        Op::Conv2d(Conv2d {
             x: 0,
             w: 0,
             bias: Some(1),
@@ -980,11 +980,11 @@ fn conv_weight_gradient_through_a_plan() {
             time: TimeSel::All { delay },
             accumulate: false,
             sparse: false,
-        },
+        }),
     ];
     p.train = Some(TrainPlan {
         input_grads: vec![],
-        backward: vec![Op::Conv2dDw {
+        backward: vec![Op::Conv2dDw(Conv2dDw {
             x: 0,
             dy: 2,
             w: 0,
@@ -992,7 +992,7 @@ fn conv_weight_gradient_through_a_plan() {
             geom: g,
             time: TimeSel::All { delay },
             sparse: false,
-        }],
+        })],
         loss: LossDecl {
             kind: LossKind::CrossEntropyMaxMembrane,
             output: 0,
@@ -1018,7 +1018,7 @@ fn conv_weight_gradient_through_a_plan() {
     });
     let mut bad = p.clone();
     if let Some(tp) = &mut bad.train {
-        tp.backward[0] = Op::Conv2dDw {
+        tp.backward[0] = Op::Conv2dDw(Conv2dDw {
             x: 0,
             dy: 2,
             w: 0,
@@ -1026,7 +1026,7 @@ fn conv_weight_gradient_through_a_plan() {
             geom: g,
             time: TimeSel::All { delay },
             sparse: false,
-        };
+        });
     }
     fix_slots(&mut bad);
     let e = Session::new(bad, KernelTable::empty())
@@ -1077,28 +1077,28 @@ fn backward_ops_are_validated() {
     };
     let all = TimeSel::All { delay: 0 };
     assert_eq!(
-        base(vec![Op::Conv2dDx {
+        base(vec![Op::Conv2dDx(Conv2dDx {
             dy: 1,
             w: 0,
             dx: 2,
             geom: g,
             time: all,
             accumulate: false
-        }]),
+        })]),
         ""
     );
-    let e = base(vec![Op::Conv2dDx {
+    let e = base(vec![Op::Conv2dDx(Conv2dDx {
         dy: 3,
         w: 0,
         dx: 2,
         geom: g,
         time: all,
         accumulate: false,
-    }]);
+    })]);
     assert!(e.contains("conv2d_dx") && e.contains("features"), "{e}");
     let mut bad = g;
     bad.h_out = 9;
-    let e = base(vec![Op::Conv2dDw {
+    let e = base(vec![Op::Conv2dDw(Conv2dDw {
         x: 0,
         dy: 1,
         w: 0,
@@ -1106,13 +1106,13 @@ fn backward_ops_are_validated() {
         geom: bad,
         time: all,
         sparse: false,
-    }]);
+    })]);
     assert!(
         e.contains("conv2d_dw") && e.contains("inconsistent geometry"),
         "{e}"
     );
     let pool = |x: BufId, dx: BufId| {
-        vec![Op::Pool2dDx {
+        vec![Op::Pool2dDx(Pool2dDx {
             x,
             dy: 3,
             dx,
@@ -1120,7 +1120,7 @@ fn backward_ops_are_validated() {
             geom: pg,
             time: all,
             accumulate: false,
-        }]
+        })]
     };
     assert_eq!(base(pool(0, 2)), "");
     let e = base(pool(4, 2));

@@ -106,7 +106,7 @@ fn outputs(spk1: BufId, cnt1: BufId, spk2: BufId, cnt2: BufId) -> Vec<OutputDecl
 }
 
 fn gemm(x: BufId, w: WeightId, y: BufId, n: usize, time: TimeSel) -> Op {
-    Op::Gemm {
+    Op::Gemm(Gemm {
         x,
         w,
         bias: None,
@@ -116,7 +116,7 @@ fn gemm(x: BufId, w: WeightId, y: BufId, n: usize, time: TimeSel) -> Op {
         time,
         accumulate: false,
         sparse: false,
-    }
+    })
 }
 
 /// x -> fc1 -> s1 and x -> fc2 -> s2, the two populations in one merged launch.

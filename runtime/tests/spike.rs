@@ -4,7 +4,8 @@
 //! sums are exact; the CPU device's transposed copy follows `set_weight`.
 
 use snn_runtime::cpu::{ops, spike, CpuDevice};
-use snn_runtime::device::{Device, GemmDesc, GemmDwDesc, Loc};
+use snn_runtime::device::prelude::*;
+use snn_runtime::device::{GemmDesc, GemmDwDesc, Loc};
 use snn_runtime::kernels::KernelTable;
 
 struct Rng(u64);

@@ -325,7 +325,7 @@ fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
             let buf = usize_lit(*buf);
             quote!(#m::Op::Zero { buf: #buf })
         }
-        Op::Gemm {
+        Op::Gemm(Gemm {
             x,
             w,
             bias,
@@ -335,7 +335,7 @@ fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
             time,
             accumulate,
             sparse,
-        } => {
+        }) => {
             let (x, w, y, k, n) = (
                 usize_lit(*x),
                 usize_lit(*w),
@@ -345,9 +345,9 @@ fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
             );
             let bias = opt_weight(*bias);
             let time = time_sel(*time, m);
-            quote!(#m::Op::Gemm { x: #x, w: #w, bias: #bias, y: #y, k: #k, n: #n, time: #time, accumulate: #accumulate, sparse: #sparse })
+            quote!(#m::Op::Gemm(#m::Gemm { x: #x, w: #w, bias: #bias, y: #y, k: #k, n: #n, time: #time, accumulate: #accumulate, sparse: #sparse }))
         }
-        Op::Conv2d {
+        Op::Conv2d(Conv2d {
             x,
             w,
             bias,
@@ -356,52 +356,52 @@ fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
             time,
             accumulate,
             sparse,
-        } => {
+        }) => {
             let (x, w, y) = (usize_lit(*x), usize_lit(*w), usize_lit(*y));
             let bias = opt_weight(*bias);
             let time = time_sel(*time, m);
             let geom = conv_geom(geom, m);
-            quote!(#m::Op::Conv2d {
+            quote!(#m::Op::Conv2d(#m::Conv2d {
                 x: #x, w: #w, bias: #bias, y: #y,
                 geom: #geom,
                 time: #time, accumulate: #accumulate, sparse: #sparse,
-            })
+            }))
         }
-        Op::Pool2d {
+        Op::Pool2d(Pool2d {
             x,
             y,
             kind,
             geom,
             time,
-        } => {
+        }) => {
             let (x, y) = (usize_lit(*x), usize_lit(*y));
             let kind = pool_kind(*kind, m);
             let geom = pool_geom(geom, m);
             let time = time_sel(*time, m);
-            quote!(#m::Op::Pool2d {
+            quote!(#m::Op::Pool2d(#m::Pool2d {
                 x: #x, y: #y, kind: #kind,
                 geom: #geom,
                 time: #time,
-            })
+            }))
         }
-        Op::Conv2dDx {
+        Op::Conv2dDx(Conv2dDx {
             dy,
             w,
             dx,
             geom,
             time,
             accumulate,
-        } => {
+        }) => {
             let (dy, w, dx) = (usize_lit(*dy), usize_lit(*w), usize_lit(*dx));
             let geom = conv_geom(geom, m);
             let time = time_sel(*time, m);
-            quote!(#m::Op::Conv2dDx {
+            quote!(#m::Op::Conv2dDx(#m::Conv2dDx {
                 dy: #dy, w: #w, dx: #dx,
                 geom: #geom,
                 time: #time, accumulate: #accumulate,
-            })
+            }))
         }
-        Op::Conv2dDw {
+        Op::Conv2dDw(Conv2dDw {
             x,
             dy,
             w,
@@ -409,18 +409,18 @@ fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
             geom,
             time,
             sparse,
-        } => {
+        }) => {
             let (x, dy, w) = (usize_lit(*x), usize_lit(*dy), usize_lit(*w));
             let bias = opt_weight(*bias);
             let geom = conv_geom(geom, m);
             let time = time_sel(*time, m);
-            quote!(#m::Op::Conv2dDw {
+            quote!(#m::Op::Conv2dDw(#m::Conv2dDw {
                 x: #x, dy: #dy, w: #w, bias: #bias,
                 geom: #geom,
                 time: #time, sparse: #sparse,
-            })
+            }))
         }
-        Op::Pool2dDx {
+        Op::Pool2dDx(Pool2dDx {
             x,
             dy,
             dx,
@@ -428,16 +428,16 @@ fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
             geom,
             time,
             accumulate,
-        } => {
+        }) => {
             let (x, dy, dx) = (usize_lit(*x), usize_lit(*dy), usize_lit(*dx));
             let kind = pool_kind(*kind, m);
             let geom = pool_geom(geom, m);
             let time = time_sel(*time, m);
-            quote!(#m::Op::Pool2dDx {
+            quote!(#m::Op::Pool2dDx(#m::Pool2dDx {
                 x: #x, dy: #dy, dx: #dx, kind: #kind,
                 geom: #geom,
                 time: #time, accumulate: #accumulate,
-            })
+            }))
         }
         Op::Launch {
             kernel,
@@ -458,7 +458,7 @@ fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
             };
             quote!(#m::Op::Launch { kernel: #kernel, groups: ::std::vec![#(#groups),*], time: #time })
         }
-        Op::GemmDx {
+        Op::GemmDx(GemmDx {
             dy,
             w,
             dx,
@@ -466,7 +466,7 @@ fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
             n,
             time,
             accumulate,
-        } => {
+        }) => {
             let (dy, w, dx, k, n) = (
                 usize_lit(*dy),
                 usize_lit(*w),
@@ -475,9 +475,9 @@ fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
                 usize_lit(*n),
             );
             let time = time_sel(*time, m);
-            quote!(#m::Op::GemmDx { dy: #dy, w: #w, dx: #dx, k: #k, n: #n, time: #time, accumulate: #accumulate })
+            quote!(#m::Op::GemmDx(#m::GemmDx { dy: #dy, w: #w, dx: #dx, k: #k, n: #n, time: #time, accumulate: #accumulate }))
         }
-        Op::GemmDw {
+        Op::GemmDw(GemmDw {
             x,
             dy,
             w,
@@ -486,7 +486,7 @@ fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
             n,
             time,
             sparse,
-        } => {
+        }) => {
             let (x, dy, w, k, n) = (
                 usize_lit(*x),
                 usize_lit(*dy),
@@ -496,28 +496,28 @@ fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
             );
             let bias = opt_weight(*bias);
             let time = time_sel(*time, m);
-            quote!(#m::Op::GemmDw { x: #x, dy: #dy, w: #w, bias: #bias, k: #k, n: #n, time: #time, sparse: #sparse })
+            quote!(#m::Op::GemmDw(#m::GemmDw { x: #x, dy: #dy, w: #w, bias: #bias, k: #k, n: #n, time: #time, sparse: #sparse }))
         }
-        Op::TimeMixDx {
+        Op::TimeMixDx(TimeMixDx {
             dy,
             dx,
             matrix,
             accumulate,
-        } => {
+        }) => {
             let (dy, dx) = (usize_lit(*dy), usize_lit(*dx));
             let matrix = time_matrix(matrix, m);
-            quote!(#m::Op::TimeMixDx { dy: #dy, dx: #dx, matrix: #matrix, accumulate: #accumulate })
+            quote!(#m::Op::TimeMixDx(#m::TimeMixDx { dy: #dy, dx: #dx, matrix: #matrix, accumulate: #accumulate }))
         }
-        Op::TimeMixDw {
+        Op::TimeMixDw(TimeMixDw {
             x,
             dy,
             matrix,
             bias,
-        } => {
+        }) => {
             let (x, dy) = (usize_lit(*x), usize_lit(*dy));
             let matrix = time_matrix(matrix, m);
             let bias = time_bias(bias, m);
-            quote!(#m::Op::TimeMixDw { x: #x, dy: #dy, matrix: #matrix, bias: #bias })
+            quote!(#m::Op::TimeMixDw(#m::TimeMixDw { x: #x, dy: #dy, matrix: #matrix, bias: #bias }))
         }
         Op::StepLoop { body } => {
             let body = ops(body, m);
@@ -527,19 +527,19 @@ fn op_tokens(op: &Op, m: &TokenStream) -> TokenStream {
             let body = ops(body, m);
             quote!(#m::Op::ReverseStepLoop { body: #body })
         }
-        Op::TimeMix {
+        Op::TimeMix(TimeMix {
             x,
             y,
             matrix,
             bias,
             time,
             accumulate,
-        } => {
+        }) => {
             let (x, y) = (usize_lit(*x), usize_lit(*y));
             let matrix = time_matrix(matrix, m);
             let bias = time_bias(bias, m);
             let time = time_sel(*time, m);
-            quote!(#m::Op::TimeMix { x: #x, y: #y, matrix: #matrix, bias: #bias, time: #time, accumulate: #accumulate })
+            quote!(#m::Op::TimeMix(#m::TimeMix { x: #x, y: #y, matrix: #matrix, bias: #bias, time: #time, accumulate: #accumulate }))
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::front::ast::{self, Expr, ExprKind};
 use crate::ir::kernel::Program;
 use crate::ir::net::*;
 use crate::ir::sched::StageKind;
-use snn_runtime::plan::{Op, Plan, TimeSel};
+use snn_runtime::plan::{Op, Plan};
 
 pub fn expr(e: &Expr) -> String {
     match &e.kind {
@@ -517,15 +517,6 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
     out
 }
 
-fn time(t: &TimeSel) -> String {
-    match t {
-        TimeSel::All { delay: 0 } => "all T".into(),
-        TimeSel::All { delay } => format!("all T, delay {delay}"),
-        TimeSel::Step { delay: 0 } => "step t".into(),
-        TimeSel::Step { delay } => format!("step t, reads t-{delay}"),
-    }
-}
-
 fn ops(out: &mut String, p: &Plan, ops_: &[Op], indent: usize) {
     let pad = " ".repeat(indent);
     let b = |i: usize| p.buffers[i].name.clone();
@@ -533,88 +524,6 @@ fn ops(out: &mut String, p: &Plan, ops_: &[Op], indent: usize) {
         match op {
             Op::Zero { buf } => {
                 let _ = writeln!(out, "{pad}zero {}", b(*buf));
-            }
-            Op::Gemm {
-                x,
-                w,
-                bias,
-                y,
-                k,
-                n,
-                time: t,
-                accumulate,
-                sparse,
-            } => {
-                let bias = bias
-                    .map(|i| format!(" + {}", p.weights[i].name))
-                    .unwrap_or_default();
-                let _ = writeln!(
-                    out,
-                    "{pad}gemm {} {}= {} [.., {k}] @ {}^T [{k} -> {n}]{bias}  ({}){}",
-                    b(*y),
-                    if *accumulate { "+" } else { "" },
-                    b(*x),
-                    p.weights[*w].name,
-                    time(t),
-                    if *sparse { "  event-driven" } else { "" }
-                );
-            }
-            Op::Conv2d {
-                x,
-                w,
-                bias,
-                y,
-                geom: g,
-                time: t,
-                sparse,
-                ..
-            } => {
-                let bias = bias
-                    .map(|i| format!(" + {}", p.weights[i].name))
-                    .unwrap_or_default();
-                let _ = writeln!(
-                    out,
-                    "{pad}conv2d {} = {} [{}x{}x{}] * {} [{}x{}, stride {}, pad {}] -> [{}x{}x{}]{bias}  ({}){}",
-                    b(*y),
-                    b(*x),
-                    g.c_in,
-                    g.h,
-                    g.w,
-                    p.weights[*w].name,
-                    g.kh,
-                    g.kw,
-                    g.stride,
-                    g.pad,
-                    g.c_out,
-                    g.h_out,
-                    g.w_out,
-                    time(t),
-                    if *sparse { "  event-driven" } else { "" }
-                );
-            }
-            Op::Pool2d {
-                x,
-                y,
-                kind,
-                geom: g,
-                time: t,
-            } => {
-                let _ = writeln!(
-                    out,
-                    "{pad}{:?}pool {} = {} [{}x{}x{}] window {} stride {} pad {} -> [{}x{}]  ({})",
-                    kind,
-                    b(*y),
-                    b(*x),
-                    g.c,
-                    g.h,
-                    g.w,
-                    g.k,
-                    g.stride,
-                    g.pad,
-                    g.h_out,
-                    g.w_out,
-                    time(t)
-                );
             }
             Op::Launch {
                 kernel,
@@ -652,196 +561,18 @@ fn ops(out: &mut String, p: &Plan, ops_: &[Op], indent: usize) {
                     );
                 }
             }
-            Op::TimeMix {
-                x,
-                y,
-                matrix,
-                bias,
-                time: t,
-                accumulate,
-            } => {
-                let (a, bias) = mix_text(p, matrix, bias);
-                let _ = writeln!(
-                    out,
-                    "{pad}time_mix {} {}= {a} @ {}{bias}  ({})",
-                    b(*y),
-                    if *accumulate { "+" } else { "" },
-                    b(*x),
-                    time(t)
-                );
-            }
             Op::StepLoop { body } => {
                 let _ = writeln!(out, "{pad}for t in 0..T:");
-                crate::ir::dump::ops(out, p, body, indent + 2);
+                ops(out, p, body, indent + 2);
             }
             Op::ReverseStepLoop { body } => {
                 let _ = writeln!(out, "{pad}for t in (0..T).rev():");
-                crate::ir::dump::ops(out, p, body, indent + 2);
+                ops(out, p, body, indent + 2);
             }
-            Op::TimeMixDx {
-                dy,
-                dx,
-                matrix,
-                accumulate,
-            } => {
-                let (a, _) = mix_text(p, matrix, &None);
-                let _ = writeln!(
-                    out,
-                    "{pad}time_mix_dx {} {}= ({a})^T @ {}  (all T)",
-                    b(*dx),
-                    if *accumulate { "+" } else { "" },
-                    b(*dy),
-                );
-            }
-            Op::TimeMixDw {
-                x,
-                dy,
-                matrix,
-                bias,
-            } => {
-                let (a, _) = mix_text(p, matrix, &None);
-                let bias = match bias {
-                    Some(snn_runtime::plan::TimeBias::Weight(w)) => {
-                        format!(", grad {} += rowsum({})", p.weights[*w].name, b(*dy))
-                    }
-                    Some(snn_runtime::plan::TimeBias::Scalar(w)) => {
-                        format!(", grad {} += sum({})", p.weights[*w].name, b(*dy))
-                    }
-                    _ => String::new(),
-                };
-                let _ = writeln!(
-                    out,
-                    "{pad}time_mix_dw grad of {a} += {} @ {}^T{bias}  (all T)",
-                    b(*dy),
-                    b(*x),
-                );
-            }
-            Op::GemmDx {
-                dy,
-                w,
-                dx,
-                k,
-                n,
-                time: t,
-                accumulate,
-            } => {
-                let _ = writeln!(
-                    out,
-                    "{pad}gemm_dx {} {}= {} [.., {n}] @ {} [{n} -> {k}]  ({})",
-                    b(*dx),
-                    if *accumulate { "+" } else { "" },
-                    b(*dy),
-                    p.weights[*w].name,
-                    match t {
-                        // dx plays the source: row t of dy goes to row t - delay.
-                        TimeSel::Step { delay } if *delay > 0 => {
-                            format!("step t, into t-{delay}")
-                        }
-                        _ => time(t),
-                    }
-                );
-            }
-            Op::Conv2dDx {
-                dy,
-                w,
-                dx,
-                geom: g,
-                time: t,
-                accumulate,
-            } => {
-                let _ = writeln!(
-                    out,
-                    "{pad}conv2d_dx {} {}= {} [{}x{}x{}] *T {} [{}x{}, stride {}, pad {}] -> [{}x{}x{}]  ({})",
-                    b(*dx),
-                    if *accumulate { "+" } else { "" },
-                    b(*dy),
-                    g.c_out,
-                    g.h_out,
-                    g.w_out,
-                    p.weights[*w].name,
-                    g.kh,
-                    g.kw,
-                    g.stride,
-                    g.pad,
-                    g.c_in,
-                    g.h,
-                    g.w,
-                    time(t)
-                );
-            }
-            Op::Conv2dDw {
-                x,
-                dy,
-                w,
-                bias,
-                geom: g,
-                time: t,
-                sparse,
-            } => {
-                let bias = bias
-                    .map(|i| format!(", grad {} += chansum({})", p.weights[i].name, b(*dy)))
-                    .unwrap_or_default();
-                let _ = writeln!(
-                    out,
-                    "{pad}conv2d_dw grad {} += {} (x) unfold({}) [{}x{}, stride {}, pad {}]{bias}  ({}){}",
-                    p.weights[*w].name,
-                    b(*dy),
-                    b(*x),
-                    g.kh,
-                    g.kw,
-                    g.stride,
-                    g.pad,
-                    time(t),
-                    if *sparse { "  event-driven" } else { "" }
-                );
-            }
-            Op::Pool2dDx {
-                x,
-                dy,
-                dx,
-                kind,
-                geom: g,
-                time: t,
-                accumulate,
-            } => {
-                let _ = writeln!(
-                    out,
-                    "{pad}{:?}pool_dx {} {}= {} routed through {} [{}x{}x{}] window {} stride {} pad {}  ({})",
-                    kind,
-                    b(*dx),
-                    if *accumulate { "+" } else { "" },
-                    b(*dy),
-                    b(*x),
-                    g.c,
-                    g.h,
-                    g.w,
-                    g.k,
-                    g.stride,
-                    g.pad,
-                    time(t)
-                );
-            }
-            Op::GemmDw {
-                x,
-                dy,
-                w,
-                bias,
-                time: t,
-                sparse,
-                ..
-            } => {
-                let bias = bias
-                    .map(|i| format!(", grad {} += rowsum({})", p.weights[i].name, b(*dy)))
-                    .unwrap_or_default();
-                let _ = writeln!(
-                    out,
-                    "{pad}gemm_dw grad {} += {}^T @ {}{bias}  ({}){}",
-                    p.weights[*w].name,
-                    b(*dy),
-                    b(*x),
-                    time(t),
-                    if *sparse { "  event-driven" } else { "" }
-                );
+            _ => {
+                if let Some(lib) = op.library() {
+                    let _ = writeln!(out, "{pad}{}", lib.print(p));
+                }
             }
         }
     }
@@ -922,34 +653,6 @@ pub fn program(p: &Program) -> String {
         out.push_str(&k.to_string());
     }
     out
-}
-
-/// The matrix and bias of a time mix as the dump prints them.
-fn mix_text(
-    p: &snn_runtime::plan::Plan,
-    matrix: &snn_runtime::plan::TimeMatrix,
-    bias: &Option<snn_runtime::plan::TimeBias>,
-) -> (String, String) {
-    use snn_runtime::plan::{TimeBias, TimeMatrix};
-    let wn = |i: usize| p.weights[i].name.clone();
-    let b = |i: usize| p.buffers[i].name.clone();
-    let a = match *matrix {
-        TimeMatrix::Weight { w } => format!("{} [T, T]", wn(w)),
-        TimeMatrix::Masked { w, k, lambda } => format!(
-            "({} * band{k}(param.{})) [T, T]",
-            wn(w),
-            p.params[lambda].name
-        ),
-        TimeMatrix::Band { w, k } => format!("band({}) [k={k}]", wn(w)),
-        TimeMatrix::Response { r } => format!("toeplitz({})", b(r)),
-    };
-    let bias = match bias {
-        None => String::new(),
-        Some(TimeBias::Weight(w)) => format!(" + {}[t]", wn(*w)),
-        Some(TimeBias::Scalar(w)) => format!(" + {}", wn(*w)),
-        Some(TimeBias::Response(r)) => format!(" + {}[t]", b(*r)),
-    };
-    (a, bias)
 }
 
 /// A spike rate as the dump shows it: 4 significant digits at most, trailing zeros dropped

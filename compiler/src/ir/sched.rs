@@ -56,7 +56,7 @@ pub struct Schedule {
 /// The form of a projection of spikes (`dense` of a spiking population or an encoder).
 #[derive(Clone, Debug)]
 pub struct SparseChoice {
-    /// Event-driven (`Op::Gemm { sparse: true }`) rather than a dense GEMM.
+    /// Event-driven (`Op::Gemm(Gemm { sparse: true })`) rather than a dense GEMM.
     pub sparse: bool,
     /// The spike rate the estimates assume, and where it came from.
     pub rate: f32,

@@ -1,31 +1,38 @@
 //! The CPU device: host memory, GEMM/conv through the `gemm` crate, generated kernels
-//! called through their C ABI on rayon threads.
-//!
-//! Kernel launches split each group's `B * F` index space into chunks aligned to 64 indices
-//! (a few per thread, so uneven chunks balance out); all groups of one launch share one
-//! parallel region. Small launches run as a single chunk on the calling thread, where
-//! threading would cost more than it saves.
+//! called through their C ABI on rayon threads. This file holds the device's memory (the
+//! [`Memory`] trait); each other concern and op family implements its trait in a file of its
+//! own (`dense.rs`, `conv.rs`, `pool.rs`, `time_mix.rs`, `launch.rs`, `optim.rs`), with the
+//! numerics on host slices beside it. [`ops`] gathers the slice-level functions for tests.
 
+pub(crate) mod conv;
+pub(crate) mod dense;
+mod launch;
+pub(crate) mod matmul;
 pub mod ops;
+mod optim;
+pub(crate) mod pool;
 pub mod spike;
+mod time_mix;
 
-use crate::device::{
-    ConvDesc, ConvDwDesc, ConvDxDesc, Device, GemmDesc, GemmDwDesc, GemmDxDesc, LaunchDesc, Loc,
-    PoolDesc, PoolDxDesc, TimeMixDesc, TimeMixDwDesc,
-};
+use crate::device::{Loc, Memory};
 use crate::error::{Result, RuntimeError};
 use crate::kernels::KernelTable;
-use crate::plan::{KernelArgs, LaunchTime, WeightId};
-use crate::train::optim::Update;
+use crate::plan::WeightId;
 use rayon::prelude::*;
 use std::ops::Range;
 
-/// Launches with fewer neuron-steps than this run as one chunk on the calling thread.
-const SMALL_WORK: usize = 1 << 14;
-/// Chunks per thread for a large launch.
-const CHUNKS_PER_THREAD: usize = 4;
-/// Chunk boundaries are multiples of this many indices.
-const CHUNK_ALIGN: usize = 64;
+/// Whether this CPU runs the AVX-512 code paths (`avx512f` with `fma`, the features they
+/// are compiled for); the rest of the runtime is built for baseline x86-64.
+pub(crate) fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
 /// Host copies (upload, download, zero) of at least this many elements are split into
 /// pieces of `COPY_PIECE` run on the rayon threads: one core does not saturate the memory
 /// bus, and pieces this size stay below glibc's non-temporal `memcpy` threshold, whose
@@ -93,38 +100,9 @@ impl CpuDevice {
     }
 }
 
-impl CpuDevice {
-    /// The event-driven form of [`Device::gemm`] (`d.sparse`), on the transposed weight.
-    fn spike_gemm(&mut self, d: &GemmDesc) -> Result<()> {
-        let w = held(&self.weights, d.w, "gemm", "weight")?;
-        if w.len() != mul(d.n, d.k)? {
-            return Err(RuntimeError::Device(format!(
-                "gemm: weight {} has {} elements, the operation needs {}",
-                d.w,
-                w.len(),
-                d.n * d.k
-            )));
-        }
-        let wt = transposed(&mut self.transposed, d.w, w, d.n, d.k);
-        let bias = d
-            .bias
-            .map(|b| held(&self.weights, b, "gemm", "bias"))
-            .transpose()?;
-        let (x, y) = pair(
-            &mut self.slots,
-            d.x,
-            mul(d.rows, d.k)?,
-            d.y,
-            mul(d.rows, d.n)?,
-            "gemm",
-        )?;
-        spike::spike_dense(x, wt, bias, y, d.rows, d.k, d.n, d.accumulate)
-    }
-}
-
 /// The `[k, n]` transposed copy of weight `id` (`w`, `[n, k]`) that the event-driven kernels
 /// read, made on first use; `set_weight` drops it.
-fn transposed<'a>(
+pub(crate) fn transposed<'a>(
     cache: &'a mut Vec<Option<Vec<f32>>>,
     id: WeightId,
     w: &[f32],
@@ -146,7 +124,7 @@ impl std::fmt::Debug for CpuDevice {
     }
 }
 
-fn range(slots: &[Vec<f32>], loc: Loc, len: usize, what: &str) -> Result<Range<usize>> {
+pub(crate) fn range(slots: &[Vec<f32>], loc: Loc, len: usize, what: &str) -> Result<Range<usize>> {
     let slot = slots
         .get(loc.slot)
         .ok_or_else(|| RuntimeError::Device(format!("{what}: slot {} does not exist", loc.slot)))?;
@@ -164,7 +142,7 @@ fn range(slots: &[Vec<f32>], loc: Loc, len: usize, what: &str) -> Result<Range<u
 }
 
 /// `(&slots[a][ra], &mut slots[b][rb])` for distinct slots.
-fn pair<'a>(
+pub(crate) fn pair<'a>(
     slots: &'a mut [Vec<f32>],
     a: Loc,
     alen: usize,
@@ -192,14 +170,24 @@ fn pair<'a>(
 
 /// Copies a whole weight-sized host buffer into `out`.
 /// A weight the device holds, or an error naming the operation and the weight's role.
-fn held<'a>(weights: &'a [Vec<f32>], id: WeightId, op: &str, role: &str) -> Result<&'a [f32]> {
+pub(crate) fn held<'a>(
+    weights: &'a [Vec<f32>],
+    id: WeightId,
+    op: &str,
+    role: &str,
+) -> Result<&'a [f32]> {
     weights
         .get(id)
         .map(Vec::as_slice)
         .ok_or_else(|| RuntimeError::Device(format!("{op}: {role} {id} was never set")))
 }
 
-fn copy_out(src: Option<&Vec<f32>>, what: &str, absent: &str, out: &mut [f32]) -> Result<()> {
+pub(crate) fn copy_out(
+    src: Option<&Vec<f32>>,
+    what: &str,
+    absent: &str,
+    out: &mut [f32],
+) -> Result<()> {
     let src = src.ok_or_else(|| RuntimeError::Device(format!("{what} {absent}")))?;
     if src.len() != out.len() {
         return Err(RuntimeError::Device(format!(
@@ -212,13 +200,13 @@ fn copy_out(src: Option<&Vec<f32>>, what: &str, absent: &str, out: &mut [f32]) -
     Ok(())
 }
 
-fn mul(a: usize, b: usize) -> Result<usize> {
+pub(crate) fn mul2(a: usize, b: usize) -> Result<usize> {
     a.checked_mul(b)
         .ok_or_else(|| RuntimeError::Device("operation size overflows".into()))
 }
 
 /// The gradients of a weight and of its bias, both mutable.
-fn grad_pair<'a>(
+pub(crate) fn grad_pair<'a>(
     grads: &'a mut [Vec<f32>],
     w: WeightId,
     bias: Option<WeightId>,
@@ -249,23 +237,9 @@ fn grad_pair<'a>(
     })
 }
 
-/// Raw pointers shared by the threads of one launch.
-struct LaunchShared {
-    bufs: Vec<Vec<*mut f32>>,
-    params: Vec<*const f32>,
-}
-// SAFETY: the pointers address slot, weight and gradient memory owned by the device, which
-// outlives the launch; the kernels write disjoint index ranges of the slots (the kernel ABI
-// contract), read weights only, and add into gradients with atomic operations.
-unsafe impl Sync for LaunchShared {}
-
-impl Device for CpuDevice {
+impl Memory for CpuDevice {
     fn name(&self) -> String {
         format!("cpu ({} threads)", rayon::current_num_threads())
-    }
-
-    fn num_kernels(&self) -> usize {
-        self.kernels.len()
     }
 
     fn alloc_slots(&mut self, sizes: &[usize]) -> Result<()> {
@@ -342,102 +316,6 @@ impl Device for CpuDevice {
             .count())
     }
 
-    fn gemm(&mut self, d: &GemmDesc) -> Result<()> {
-        if d.sparse {
-            return self.spike_gemm(d);
-        }
-        let w = held(&self.weights, d.w, "gemm", "weight")?;
-        let bias = d
-            .bias
-            .map(|b| held(&self.weights, b, "gemm", "bias"))
-            .transpose()?;
-        let (x, y) = pair(
-            &mut self.slots,
-            d.x,
-            mul(d.rows, d.k)?,
-            d.y,
-            mul(d.rows, d.n)?,
-            "gemm",
-        )?;
-        ops::dense(x, w, bias, y, d.rows, d.k, d.n, d.accumulate)
-    }
-
-    fn time_mix(&mut self, d: &TimeMixDesc<'_>) -> Result<()> {
-        let (x, y) = pair(
-            &mut self.slots,
-            d.x,
-            mul(d.rows_in, d.cols)?,
-            d.y,
-            mul(d.rows_out, d.cols)?,
-            "time_mix",
-        )?;
-        ops::time_mix(
-            d.a,
-            d.bias,
-            x,
-            y,
-            d.rows_out,
-            d.rows_in,
-            d.cols,
-            d.accumulate,
-        )
-    }
-
-    fn gemm_dx(&mut self, d: &GemmDxDesc) -> Result<()> {
-        let w = held(&self.weights, d.w, "gemm_dx", "weight")?;
-        let (dy, dx) = pair(
-            &mut self.slots,
-            d.dy,
-            mul(d.rows, d.n)?,
-            d.dx,
-            mul(d.rows, d.k)?,
-            "gemm_dx",
-        )?;
-        ops::dense_dx(dy, w, dx, d.rows, d.k, d.n, d.accumulate)
-    }
-
-    fn gemm_dw(&mut self, d: &GemmDwDesc) -> Result<()> {
-        let rx = range(&self.slots, d.x, mul(d.rows, d.k)?, "gemm_dw input")?;
-        let rdy = range(
-            &self.slots,
-            d.dy,
-            mul(d.rows, d.n)?,
-            "gemm_dw output gradient",
-        )?;
-        if self.grads.len() < self.weights.len() {
-            return Err(RuntimeError::Device(
-                "gemm_dw: gradients are not allocated (zero_grads first)".into(),
-            ));
-        }
-        let (dw, db) = grad_pair(&mut self.grads, d.w, d.bias, "gemm_dw")?;
-        let x = &self.slots[d.x.slot][rx];
-        let dy = &self.slots[d.dy.slot][rdy];
-        let db = db.map(|v| v.as_mut_slice());
-        if d.sparse {
-            spike::spike_dense_dw(x, dy, dw, db, d.rows, d.k, d.n)
-        } else {
-            ops::dense_dw(x, dy, dw, db, d.rows, d.k, d.n)
-        }
-    }
-
-    fn time_mix_dw(
-        &mut self,
-        d: &TimeMixDwDesc,
-        g: &mut [f32],
-        sums: Option<&mut [f32]>,
-    ) -> Result<()> {
-        let rdy = range(
-            &self.slots,
-            d.dy,
-            mul(d.rows_out, d.cols)?,
-            "time_mix_dw dy",
-        )?;
-        let rx = range(&self.slots, d.x, mul(d.rows_in, d.cols)?, "time_mix_dw x")?;
-        let dy = &self.slots[d.dy.slot][rdy];
-        let x = &self.slots[d.x.slot][rx];
-        ops::time_mix_dw(dy, x, g, sums, d.rows_out, d.rows_in, d.cols, d.band)
-    }
-
     fn add_grad(&mut self, id: WeightId, data: &[f32]) -> Result<()> {
         let g = self.grads.get_mut(id).ok_or_else(|| {
             RuntimeError::Device(format!(
@@ -471,294 +349,6 @@ impl Device for CpuDevice {
             "was never computed",
             out,
         )
-    }
-
-    fn grad_sq_sum(&mut self, id: WeightId, start: f64) -> Result<f64> {
-        let g = self.grads.get(id).ok_or_else(|| {
-            RuntimeError::Device(format!("grad_sq_sum: gradient {id} was never computed"))
-        })?;
-        Ok(g.iter().fold(start, |acc, &x| acc + x as f64 * x as f64))
-    }
-
-    fn optim_step(&mut self, id: WeightId, u: &Update, grad_scale: Option<f32>) -> Result<()> {
-        let (Some(w), Some(g)) = (self.weights.get_mut(id), self.grads.get(id)) else {
-            return Err(RuntimeError::Device(format!(
-                "optim_step: weight {id} or its gradient does not exist (zero_grads first)"
-            )));
-        };
-        if g.len() != w.len() {
-            return Err(RuntimeError::Device(format!(
-                "optim_step: gradient {id} has {} elements, the weight {}",
-                g.len(),
-                w.len()
-            )));
-        }
-        if self.optim.len() <= id {
-            self.optim.resize_with(id + 1, Default::default);
-        }
-        let [s0, s1] = &mut self.optim[id];
-        for s in [&mut *s0, &mut *s1].into_iter().take(u.state_buffers()) {
-            if s.len() != w.len() {
-                *s = vec![0.0; w.len()];
-            }
-        }
-        u.apply(w, g, grad_scale, s0, s1);
-        if let Some(t) = self.transposed.get_mut(id) {
-            *t = None;
-        }
-        Ok(())
-    }
-
-    fn get_optim_state(&mut self, id: WeightId, k: usize, out: &mut [f32]) -> Result<bool> {
-        match self.optim.get(id).map(|s| &s[k.min(1)]) {
-            Some(s) if !s.is_empty() => {
-                copy_out(
-                    Some(s),
-                    &format!("optimizer state {k} of weight {id}"),
-                    "",
-                    out,
-                )?;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
-
-    fn set_optim_state(&mut self, id: WeightId, k: usize, data: &[f32]) -> Result<()> {
-        let n = self.weights.get(id).map_or(0, |w| w.len());
-        crate::device::check_optim_state(id, k, n, data.len())?;
-        if self.optim.len() <= id {
-            self.optim.resize_with(id + 1, Default::default);
-        }
-        self.optim[id][k] = data.to_vec();
-        Ok(())
-    }
-
-    fn conv2d(&mut self, d: &ConvDesc) -> Result<()> {
-        let g = &d.geom;
-        let w = held(&self.weights, d.w, "conv2d", "weight")?;
-        let bias = d
-            .bias
-            .map(|b| held(&self.weights, b, "conv2d", "bias"))
-            .transpose()?;
-        let xi = mul(mul(g.c_in, g.h)?, g.w)?;
-        let yi = mul(mul(g.c_out, g.h_out)?, g.w_out)?;
-        let kk = mul(mul(g.c_in, g.kh)?, g.kw)?;
-        let (x, y) = pair(
-            &mut self.slots,
-            d.x,
-            mul(d.images, xi)?,
-            d.y,
-            mul(d.images, yi)?,
-            "conv2d",
-        )?;
-        if d.sparse && w.len() == mul(g.c_out, kk)? {
-            let wt = transposed(&mut self.transposed, d.w, w, g.c_out, kk);
-            return spike::spike_conv2d(x, wt, bias, y, d.images, g, d.accumulate);
-        }
-        ops::conv2d(x, w, bias, y, d.images, g, d.accumulate)
-    }
-
-    fn pool2d(&mut self, d: &PoolDesc) -> Result<()> {
-        let g = &d.geom;
-        let xi = mul(mul(g.c, g.h)?, g.w)?;
-        let yi = mul(mul(g.c, g.h_out)?, g.w_out)?;
-        let (x, y) = pair(
-            &mut self.slots,
-            d.x,
-            mul(d.images, xi)?,
-            d.y,
-            mul(d.images, yi)?,
-            "pool2d",
-        )?;
-        ops::pool2d(x, y, d.images, d.kind, g)
-    }
-
-    fn conv2d_dx(&mut self, d: &ConvDxDesc) -> Result<()> {
-        let g = &d.geom;
-        let w = held(&self.weights, d.w, "conv2d_dx", "weight")?;
-        let xi = mul(mul(g.c_in, g.h)?, g.w)?;
-        let yi = mul(mul(g.c_out, g.h_out)?, g.w_out)?;
-        let (dy, dx) = pair(
-            &mut self.slots,
-            d.dy,
-            mul(d.images, yi)?,
-            d.dx,
-            mul(d.images, xi)?,
-            "conv2d_dx",
-        )?;
-        ops::conv2d_dx(dy, w, dx, d.images, g, d.accumulate)
-    }
-
-    fn conv2d_dw(&mut self, d: &ConvDwDesc) -> Result<()> {
-        let g = &d.geom;
-        let xi = mul(mul(g.c_in, g.h)?, g.w)?;
-        let yi = mul(mul(g.c_out, g.h_out)?, g.w_out)?;
-        let rx = range(&self.slots, d.x, mul(d.images, xi)?, "conv2d_dw input")?;
-        let rdy = range(
-            &self.slots,
-            d.dy,
-            mul(d.images, yi)?,
-            "conv2d_dw output gradient",
-        )?;
-        if self.grads.len() < self.weights.len() {
-            return Err(RuntimeError::Device(
-                "conv2d_dw: gradients are not allocated (zero_grads first)".into(),
-            ));
-        }
-        let (dw, db) = grad_pair(&mut self.grads, d.w, d.bias, "conv2d_dw")?;
-        let x = &self.slots[d.x.slot][rx];
-        let dy = &self.slots[d.dy.slot][rdy];
-        let db = db.map(|v| v.as_mut_slice());
-        if d.sparse {
-            spike::spike_conv2d_dw(x, dy, dw, db, d.images, g)
-        } else {
-            ops::conv2d_dw(x, dy, dw, db, d.images, g)
-        }
-    }
-
-    fn pool2d_dx(&mut self, d: &PoolDxDesc) -> Result<()> {
-        let g = &d.geom;
-        let xi = mul(mul(g.c, g.h)?, g.w)?;
-        let yi = mul(mul(g.c, g.h_out)?, g.w_out)?;
-        let rx = range(&self.slots, d.x, mul(d.images, xi)?, "pool2d_dx input")?;
-        let rdy = range(
-            &self.slots,
-            d.dy,
-            mul(d.images, yi)?,
-            "pool2d_dx output gradient",
-        )?;
-        let rdx = range(
-            &self.slots,
-            d.dx,
-            mul(d.images, xi)?,
-            "pool2d_dx input gradient",
-        )?;
-        if d.dx.slot == d.x.slot || d.dx.slot == d.dy.slot {
-            return Err(RuntimeError::Device(format!(
-                "pool2d_dx: the input gradient shares slot {} with an input",
-                d.dx.slot
-            )));
-        }
-        // Take the written slot out, so the two read slots stay borrowable.
-        let mut dxs = std::mem::take(&mut self.slots[d.dx.slot]);
-        let r = ops::pool2d_dx(
-            &self.slots[d.x.slot][rx],
-            &self.slots[d.dy.slot][rdy],
-            &mut dxs[rdx],
-            d.images,
-            d.kind,
-            g,
-            d.accumulate,
-        );
-        self.slots[d.dx.slot] = dxs;
-        r
-    }
-
-    fn launch(&mut self, d: &LaunchDesc<'_>) -> Result<()> {
-        let f = self.kernels.get(d.kernel).ok_or_else(|| {
-            RuntimeError::Device(format!(
-                "launch of kernel {}: the kernel table has {} kernels",
-                d.kernel,
-                self.kernels.len()
-            ))
-        })?;
-        let mut shared = LaunchShared {
-            bufs: Vec::with_capacity(d.groups.len()),
-            params: Vec::with_capacity(d.groups.len()),
-        };
-        let mut sizes = Vec::with_capacity(d.groups.len());
-        for g in d.groups {
-            if g.params > self.params.len() {
-                return Err(RuntimeError::Device(format!(
-                    "launch: parameter offset {} is beyond the {} parameters",
-                    g.params,
-                    self.params.len()
-                )));
-            }
-            let n = mul(d.batch, g.features)?;
-            let mut ptrs = Vec::with_capacity(g.slots.len() + g.weights.len());
-            for &s in &g.slots {
-                range(&self.slots, Loc::new(s, 0), n, "launch")?;
-                ptrs.push(self.slots[s].as_mut_ptr());
-            }
-            for w in &g.weights {
-                let (store, what) = if w.grad {
-                    (&mut self.grads, "gradient")
-                } else {
-                    (&mut self.weights, "weight")
-                };
-                let v = store
-                    .get_mut(w.id)
-                    .filter(|v| v.len() == w.len)
-                    .ok_or_else(|| {
-                        RuntimeError::Device(format!(
-                            "launch: {what} {} is not allocated with {} elements{}",
-                            w.id,
-                            w.len,
-                            if w.grad { " (zero_grads first)" } else { "" }
-                        ))
-                    })?;
-                // Read-only for a weight; the kernel adds into a gradient atomically.
-                ptrs.push(v.as_mut_ptr());
-            }
-            shared.bufs.push(ptrs);
-            // SAFETY: g.params <= params.len() (one past the end at most).
-            shared
-                .params
-                .push(unsafe { self.params.as_ptr().add(g.params) });
-            sizes.push(n);
-        }
-
-        let threads = rayon::current_num_threads().max(1);
-        let steps = match d.time {
-            LaunchTime::Seq => d.t_len.max(1),
-            LaunchTime::Step => 1,
-        };
-        let mut tasks: Vec<(usize, usize, usize)> = Vec::new();
-        for (gi, &n) in sizes.iter().enumerate() {
-            if n == 0 {
-                continue;
-            }
-            if threads == 1 || n.saturating_mul(steps) < SMALL_WORK {
-                tasks.push((gi, 0, n));
-                continue;
-            }
-            let chunk = n
-                .div_ceil(threads * CHUNKS_PER_THREAD)
-                .next_multiple_of(CHUNK_ALIGN)
-                .max(CHUNK_ALIGN);
-            let mut lo = 0;
-            while lo < n {
-                let hi = (lo + chunk).min(n);
-                tasks.push((gi, lo, hi));
-                lo = hi;
-            }
-        }
-
-        // Capture the whole (Sync) struct, not its fields.
-        let shared = &shared;
-        let run = |&(gi, lo, hi): &(usize, usize, usize)| {
-            let args = KernelArgs {
-                bufs: shared.bufs[gi].as_ptr(),
-                params: shared.params[gi],
-                t_len: d.t_len,
-                t_step: d.t_step,
-                batch: d.batch,
-                features: d.groups[gi].features,
-                lo,
-                hi,
-            };
-            // SAFETY: the kernel follows the KernelArgs ABI; its buffers are the slots the
-            // plan assigned, sized by the executor for (t_len, batch).
-            unsafe { f(&args) };
-        };
-        if tasks.len() <= 1 {
-            tasks.iter().for_each(run);
-        } else {
-            tasks.par_iter().for_each(run);
-        }
-        Ok(())
     }
 
     fn sync(&mut self) -> Result<()> {

@@ -30,10 +30,10 @@
 //! increasing source index. With 0/1 inputs each term is exact (`fma(1, w, acc) ==
 //! acc + w`), so the result is the same bits on every path and on the CUDA kernels.
 
-use super::ops::{
-    check_conv2d, check_conv2d_dw_and_bias, check_dense, check_dense_dw_and_bias, per_image,
-    ConvSizes,
-};
+use super::conv::per_image;
+use super::conv::{check_conv2d, check_conv2d_dw_and_bias, ConvSizes};
+use super::dense::{check_dense, check_dense_dw_and_bias};
+use super::has_avx512;
 use crate::error::Result;
 use crate::plan::ConvGeom;
 use gemm::Parallelism;
@@ -196,17 +196,6 @@ unsafe fn tile_avx512(
         for (q, v) in row.iter().enumerate() {
             _mm512_storeu_ps(out.add(rr * out_stride + 16 * q), *v);
         }
-    }
-}
-
-fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
     }
 }
 

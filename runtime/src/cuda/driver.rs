@@ -288,7 +288,7 @@ pub struct DriverGpu {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     blas: CudaBlas,
-    /// ops.cuh's kernels, in [`Op::ALL`]'s order.
+    /// ops.cuh's kernels, in [`Op::all`]'s order.
     ops: Vec<CudaFunction>,
     generated: Vec<CudaFunction>,
     staging: Staging,
@@ -352,12 +352,12 @@ impl DriverGpu {
             .map_err(|e| dev_err(&format!("cuModuleLoadData({what})"), e))
         };
         let ops_mod = load(OPS_SOURCE, &[], "ops")?;
-        let ops = Op::ALL
+        let ops = Op::all()
             .iter()
-            .map(|op| {
+            .map(|&symbol| {
                 ops_mod
-                    .load_function(op.symbol())
-                    .map_err(|e| dev_err(&format!("cuModuleGetFunction({})", op.symbol()), e))
+                    .load_function(symbol)
+                    .map_err(|e| dev_err(&format!("cuModuleGetFunction({symbol})"), e))
             })
             .collect::<Result<Vec<_>>>()?;
 

@@ -8,74 +8,52 @@
 
 use crate::error::Result;
 
-/// The hand-written library kernels of `kernels/cuda/ops.cuh`, in [`Op::ALL`]'s order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
-    Im2col,
-    Bias,
-    BiasGrad,
-    Pool2d,
-    Col2im,
-    ConvBiasGrad,
-    Pool2dDx,
-    Transpose,
-    SpikeGemm,
-    SpikeGemmDw,
-    SpikeConv2d,
-    SpikeConv2dDw,
-    Sgd,
-    Adam,
-    SqSum,
-    ToChannelMajor,
-}
+/// A hand-written library kernel of `kernels/cuda/ops.cuh`: its position among the file's
+/// `extern "C" __global__` kernels ([`Op::all`]). The list is read from the source itself, so
+/// a new kernel needs no entry here; devices look kernels up by name ([`Op::named`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Op(usize);
 
 impl Op {
-    /// Every library kernel; a backend keeps its functions in this order.
-    pub const ALL: [Op; 16] = [
-        Op::Im2col,
-        Op::Bias,
-        Op::BiasGrad,
-        Op::Pool2d,
-        Op::Col2im,
-        Op::ConvBiasGrad,
-        Op::Pool2dDx,
-        Op::Transpose,
-        Op::SpikeGemm,
-        Op::SpikeGemmDw,
-        Op::SpikeConv2d,
-        Op::SpikeConv2dDw,
-        Op::Sgd,
-        Op::Adam,
-        Op::SqSum,
-        Op::ToChannelMajor,
-    ];
+    /// Every library kernel's name, in ops.cuh's order.
+    pub fn all() -> &'static [&'static str] {
+        static ALL: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+        ALL.get_or_init(|| kernel_names(super::OPS_SOURCE))
+    }
 
-    /// The kernel's name in ops.cuh.
-    pub fn symbol(self) -> &'static str {
-        match self {
-            Op::Im2col => "snn_im2col",
-            Op::Bias => "snn_bias",
-            Op::BiasGrad => "snn_bias_grad",
-            Op::Pool2d => "snn_pool2d",
-            Op::Col2im => "snn_col2im",
-            Op::ConvBiasGrad => "snn_conv_bias_grad",
-            Op::Pool2dDx => "snn_pool2d_dx",
-            Op::Transpose => "snn_transpose",
-            Op::SpikeGemm => "snn_spike_gemm",
-            Op::SpikeGemmDw => "snn_spike_gemm_dw",
-            Op::SpikeConv2d => "snn_spike_conv2d",
-            Op::SpikeConv2dDw => "snn_spike_conv2d_dw",
-            Op::Sgd => "snn_sgd",
-            Op::Adam => "snn_adam",
-            Op::SqSum => "snn_sq_sum",
-            Op::ToChannelMajor => "snn_to_channel_major",
+    /// The library kernel called `symbol`, or an error naming the kernels there are.
+    pub fn named(symbol: &str) -> Result<Op> {
+        match Op::all().iter().position(|&s| s == symbol) {
+            Some(i) => Ok(Op(i)),
+            None => Err(crate::error::RuntimeError::Device(format!(
+                "ops.cuh has no kernel `{symbol}` (it has {})",
+                Op::all().join(", ")
+            ))),
         }
     }
 
-    /// Position in [`Op::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
+    /// The kernel's name in ops.cuh.
+    pub fn symbol(self) -> &'static str {
+        Op::all()[self.0]
     }
+
+    /// Position in [`Op::all`].
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
+/// The names of the `extern "C" __global__ void NAME(` kernels of a CUDA source, in order.
+pub fn kernel_names(source: &str) -> Vec<&str> {
+    const MARK: &str = "extern \"C\" __global__ void ";
+    source
+        .match_indices(MARK)
+        .filter_map(|(i, _)| {
+            let rest = &source[i + MARK.len()..];
+            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))?;
+            Some(&rest[..end])
+        })
+        .collect()
 }
 
 /// A kernel to launch: a library kernel, or the plan's generated kernel number `i`.

@@ -6,7 +6,7 @@
 //!
 //! It exists so that CPU-only CI runs the CUDA device's own code, every bounds check,
 //! pointer offset, launch size and cuBLAS argument, on every model, against the CPU device
-//! (tests/cuda_device_shim.rs). `snnc run --device cuda-shim` uses it too: the CUDA path of
+//! (tests/gpu.rs). `snnc run --device cuda-shim` uses it too: the CUDA path of
 //! a model, debuggable with host tools. It is slow (one host thread walks every GPU
 //! thread) and it cannot see what only a GPU shows: races between threads, the driver's own
 //! errors, timing.
@@ -117,10 +117,10 @@ impl Drop for HostMem {
 }
 
 thread_local! {
-    /// Launches of each library kernel ([`Op::ALL`]'s order) through the shim on this
+    /// Launches of each library kernel ([`Op::all`]'s order) through the shim on this
     /// thread (a shim launch runs on the thread that makes it).
-    static OP_LAUNCHES: std::cell::RefCell<[usize; Op::ALL.len()]> =
-        const { std::cell::RefCell::new([0; Op::ALL.len()]) };
+    static OP_LAUNCHES: std::cell::RefCell<Vec<usize>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// How often each library kernel has been launched through the shim on this thread: tests
@@ -128,7 +128,12 @@ thread_local! {
 pub fn op_launches() -> Vec<(Op, usize)> {
     OP_LAUNCHES.with(|c| {
         let c = c.borrow();
-        Op::ALL.iter().map(|&op| (op, c[op.index()])).collect()
+        (0..Op::all().len())
+            .map(|i| {
+                let op = Op::named(Op::all()[i]).expect("a listed kernel");
+                (op, c.get(i).copied().unwrap_or(0))
+            })
+            .collect()
     })
 }
 
@@ -164,11 +169,9 @@ fn ops_unit() -> String {
          \x20                                const unsigned long long* w, unsigned long long n) {\n\
          \x20   switch (k) {\n",
     );
-    for op in Op::ALL {
+    for (i, symbol) in Op::all().iter().enumerate() {
         s.push_str(&format!(
-            "    case {}: return snn_shim_launch_words({}, dim3(blocks), dim3(threads), w, n);\n",
-            op.index(),
-            op.symbol()
+            "    case {i}: return snn_shim_launch_words({symbol}, dim3(blocks), dim3(threads), w, n);\n"
         ));
     }
     s.push_str("    default: return -2;\n    }\n}\n");
@@ -489,7 +492,13 @@ impl Gpu for ShimGpu {
         match r {
             0 => {
                 if let Kernel::Op(op) = kernel {
-                    OP_LAUNCHES.with(|c| c.borrow_mut()[op.index()] += 1);
+                    OP_LAUNCHES.with(|c| {
+                        let mut c = c.borrow_mut();
+                        if c.len() <= op.index() {
+                            c.resize(op.index() + 1, 0);
+                        }
+                        c[op.index()] += 1;
+                    });
                 }
                 Ok(())
             }

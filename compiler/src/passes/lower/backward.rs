@@ -17,8 +17,8 @@ use crate::ir::eqn::{BinOp, Func};
 use crate::ir::kernel::*;
 use crate::ir::net::*;
 use snn_runtime::plan::{
-    BufId, Extent as PExtent, LaunchGroup, LaunchTime, LossDecl, Op, RegDecl, TimeMatrix, TimeSel,
-    TrainPlan,
+    BufId, Conv2dDw, Conv2dDx, Extent as PExtent, GemmDw, GemmDx, LaunchGroup, LaunchTime,
+    LossDecl, Op, Pool2dDx, RegDecl, TimeMatrix, TimeMixDw, TimeMixDx, TimeSel, TrainPlan,
 };
 
 impl Lowerer<'_> {
@@ -68,7 +68,7 @@ impl Lowerer<'_> {
                     let (w, bias) = self.weight_of[&h];
                     let k = m.shape(*src).features();
                     let time = TimeSel::All { delay: *delay };
-                    ops.push(Op::GemmDw {
+                    ops.push(Op::GemmDw(GemmDw {
                         x: mem.node_out[src],
                         dy,
                         w,
@@ -77,7 +77,7 @@ impl Lowerer<'_> {
                         n: *n,
                         time,
                         sparse: super::sparse_projection(m, h),
-                    });
+                    }));
                     if let Some(&dx) = mem.grads.get(src) {
                         let mut accumulate = written.contains(&dx);
                         if *delay > 0 && !accumulate {
@@ -85,7 +85,7 @@ impl Lowerer<'_> {
                             ops.push(Op::Zero { buf: dx });
                             accumulate = true;
                         }
-                        ops.push(Op::GemmDx {
+                        ops.push(Op::GemmDx(GemmDx {
                             dy,
                             w,
                             dx,
@@ -93,7 +93,7 @@ impl Lowerer<'_> {
                             n: *n,
                             time,
                             accumulate,
-                        });
+                        }));
                         written.insert(dx);
                     }
                 }
@@ -105,7 +105,7 @@ impl Lowerer<'_> {
                     let (w, bias) = self.weight_of[&h];
                     let geom = self.conv_geom(h);
                     let time = TimeSel::All { delay: *delay };
-                    ops.push(Op::Conv2dDw {
+                    ops.push(Op::Conv2dDw(Conv2dDw {
                         x: mem.node_out[src],
                         dy,
                         w,
@@ -113,21 +113,21 @@ impl Lowerer<'_> {
                         geom,
                         time,
                         sparse: super::sparse_projection(m, h),
-                    });
+                    }));
                     if let Some(&dx) = mem.grads.get(src) {
                         let mut accumulate = written.contains(&dx);
                         if *delay > 0 && !accumulate {
                             ops.push(Op::Zero { buf: dx });
                             accumulate = true;
                         }
-                        ops.push(Op::Conv2dDx {
+                        ops.push(Op::Conv2dDx(Conv2dDx {
                             dy,
                             w,
                             dx,
                             geom,
                             time,
                             accumulate,
-                        });
+                        }));
                         written.insert(dx);
                     }
                 }
@@ -140,7 +140,7 @@ impl Lowerer<'_> {
                         continue;
                     }
                     let (kind, geom) = self.pool_geom(h);
-                    ops.push(Op::Pool2dDx {
+                    ops.push(Op::Pool2dDx(Pool2dDx {
                         x: mem.node_out[src],
                         dy,
                         dx,
@@ -148,7 +148,7 @@ impl Lowerer<'_> {
                         geom,
                         time: TimeSel::All { delay: 0 },
                         accumulate: written.contains(&dx),
-                    });
+                    }));
                     written.insert(dx);
                 }
                 _ => {}
@@ -241,7 +241,7 @@ impl Lowerer<'_> {
                     let (w, bias) = self.weight_of[&h];
                     let k = m.shape(*src).features();
                     if let Some(&dx) = mem.grads.get(src) {
-                        body.push(Op::GemmDx {
+                        body.push(Op::GemmDx(GemmDx {
                             dy,
                             w,
                             dx,
@@ -249,9 +249,9 @@ impl Lowerer<'_> {
                             n: *n,
                             time: TimeSel::Step { delay: *delay },
                             accumulate: true,
-                        });
+                        }));
                     }
-                    after.push(Op::GemmDw {
+                    after.push(Op::GemmDw(GemmDw {
                         x: mem.node_out[src],
                         dy,
                         w,
@@ -260,7 +260,7 @@ impl Lowerer<'_> {
                         n: *n,
                         time: TimeSel::All { delay: *delay },
                         sparse: super::sparse_projection(m, h),
-                    });
+                    }));
                 }
                 _ => {}
             }
@@ -369,30 +369,30 @@ impl Lowerer<'_> {
             };
             let r = mem.resp[&(h, i)].0;
             for &dx in &targets {
-                ops.push(Op::TimeMixDx {
+                ops.push(Op::TimeMixDx(TimeMixDx {
                     dy: gl,
                     dx,
                     matrix: TimeMatrix::Response { r },
                     accumulate: true,
-                });
+                }));
             }
         }
         if let (Some(gm), Some((matrix, bias))) = (mixed, self.mix_matrix(h)) {
             for (n, src) in inputs.iter().enumerate() {
                 if let Some(&dx) = mem.grads.get(src) {
-                    ops.push(Op::TimeMixDx {
+                    ops.push(Op::TimeMixDx(TimeMixDx {
                         dy: gm,
                         dx,
                         matrix,
                         accumulate: false,
-                    });
+                    }));
                 }
-                ops.push(Op::TimeMixDw {
+                ops.push(Op::TimeMixDw(TimeMixDw {
                     x: mem.node_out[src],
                     dy: gm,
                     matrix,
                     bias: (n == 0).then_some(bias),
-                });
+                }));
             }
         }
         ops

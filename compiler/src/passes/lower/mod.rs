@@ -11,9 +11,9 @@ use crate::ir::linear::{self, LinearStep};
 use crate::ir::net::*;
 use crate::ir::sched::{FuseMode, KernelGroup, MemoryPlan, StageKind};
 use snn_runtime::plan::{
-    self, BufId, ConvGeom, Extent as PExtent, Init, KernelDecl, LaunchGroup, LaunchTime, Op,
-    ParamCheck, ParamDecl, Plan, PoolGeom, TimeBias, TimeMatrix, TimeSel, WeightDecl, WeightId,
-    WeightUse,
+    self, BufId, Conv2d, ConvGeom, Extent as PExtent, Gemm, Init, KernelDecl, LaunchGroup,
+    LaunchTime, Op, ParamCheck, ParamDecl, Plan, Pool2d, PoolGeom, TimeBias, TimeMatrix, TimeMix,
+    TimeSel, WeightDecl, WeightId, WeightUse,
 };
 
 use super::{pop_outputs, spilled_locals, Options};
@@ -936,7 +936,7 @@ impl Lowerer<'_> {
                     pre.push(Op::Zero { buf: out(n) });
                 }
                 let (w, bias) = self.weight_of[&n];
-                body.push(Op::Gemm {
+                body.push(Op::Gemm(Gemm {
                     x: out(*src),
                     w,
                     bias,
@@ -946,14 +946,14 @@ impl Lowerer<'_> {
                     time: time(*delay),
                     accumulate: false,
                     sparse: sparse_projection(m, n),
-                });
+                }));
             }
             NodeKind::Conv2d { src, delay, .. } => {
                 if *delay > 0 {
                     pre.push(Op::Zero { buf: out(n) });
                 }
                 let (w, bias) = self.weight_of[&n];
-                body.push(Op::Conv2d {
+                body.push(Op::Conv2d(Conv2d {
                     x: out(*src),
                     w,
                     bias,
@@ -962,17 +962,17 @@ impl Lowerer<'_> {
                     time: time(*delay),
                     accumulate: false,
                     sparse: sparse_projection(m, n),
-                });
+                }));
             }
             NodeKind::Pool2d { src, .. } => {
                 let (kind, geom) = self.pool_geom(n);
-                body.push(Op::Pool2d {
+                body.push(Op::Pool2d(Pool2d {
                     x: out(*src),
                     y: out(n),
                     kind,
                     geom,
                     time: time(0),
-                });
+                }));
             }
             NodeKind::Encode { .. } | NodeKind::Population { .. } => {
                 let fusion = m.fusion.as_ref().unwrap();
@@ -1025,13 +1025,15 @@ impl Lowerer<'_> {
         inputs
             .iter()
             .enumerate()
-            .map(|(i, &src)| Op::TimeMix {
-                x: self.mem.node_out[&src],
-                y: self.mem.mixed[&h],
-                matrix,
-                bias: (i == 0).then_some(bias),
-                time,
-                accumulate: i > 0,
+            .map(|(i, &src)| {
+                Op::TimeMix(TimeMix {
+                    x: self.mem.node_out[&src],
+                    y: self.mem.mixed[&h],
+                    matrix,
+                    bias: (i == 0).then_some(bias),
+                    time,
+                    accumulate: i > 0,
+                })
             })
             .collect()
     }
@@ -1089,14 +1091,14 @@ impl Lowerer<'_> {
         for i in 0..eqs.states.len() {
             let (r, z) = self.mem.resp[&(h, i)];
             for (j, &x) in sources.iter().enumerate() {
-                ops.push(Op::TimeMix {
+                ops.push(Op::TimeMix(TimeMix {
                     x,
                     y: self.mem.lin[&(h, i)],
                     matrix: TimeMatrix::Response { r },
                     bias: (j == 0).then_some(TimeBias::Response(z)),
                     time: TimeSel::All { delay: 0 },
                     accumulate: j > 0,
-                });
+                }));
             }
         }
         ops
