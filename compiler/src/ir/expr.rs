@@ -216,6 +216,25 @@ impl<L> Expr<L> {
         })
     }
 
+    /// The same operator over new operands, `f` of each operand left to right (one level:
+    /// `f` decides whether to go deeper); a constant or a leaf is returned as it is.
+    pub fn try_map_operands<E>(
+        &self,
+        mut f: impl FnMut(&Expr<L>) -> Result<Expr<L>, E>,
+    ) -> Result<Expr<L>, E>
+    where
+        L: Clone,
+    {
+        Ok(match self {
+            Expr::Const(_) | Expr::Leaf(_) => self.clone(),
+            Expr::Unary(op, x) => Expr::unary(*op, f(x)?),
+            Expr::Binary(op, a, b) => Expr::bin(*op, f(a)?, f(b)?),
+            Expr::Call(func, args) => {
+                Expr::Call(*func, args.iter().map(f).collect::<Result<_, _>>()?)
+            }
+        })
+    }
+
     /// The value in f64 when every leaf has one (`leaf` returns `None` otherwise), with the
     /// operators' f32 semantics: comparisons and logic give 1.0 or 0.0.
     pub fn eval(&self, leaf: impl Fn(&L) -> Option<f64>) -> Option<f64> {

@@ -164,7 +164,7 @@ impl Aff {
         let of = |x: &EExpr| Aff::of(eqs, x, cur, locals);
         let nonlinear = || format!("`{}`", eqs.show(e));
         Ok(match e {
-            EExpr::Const(_) | EExpr::Leaf(EqLeaf::Param(_)) | EExpr::Leaf(EqLeaf::Dt) => {
+            EExpr::Const(_) | EExpr::Leaf(EqLeaf::Param(_) | EqLeaf::Dt) => {
                 Aff::constant(n, e.clone())
             }
             EExpr::Leaf(EqLeaf::State(i)) => cur[*i].clone(),
@@ -203,38 +203,16 @@ impl Aff {
             }
             // Anything else is linear only when it does not depend on state or input.
             EExpr::Unary(..) | EExpr::Binary(..) | EExpr::Call(..) => {
+                // A constant: rebuilt from the constant parts (locals substituted).
                 let mut dep = false;
-                let mut check = |x: &EExpr| -> Result<(), String> {
+                let rebuilt = e.try_map_operands(|x| -> Result<EExpr, String> {
                     let f = of(x)?;
                     dep |= !f.is_constant();
-                    Ok(())
-                };
-                match e {
-                    EExpr::Unary(_, x) => check(x)?,
-                    EExpr::Binary(_, x, y) => {
-                        check(x)?;
-                        check(y)?;
-                    }
-                    EExpr::Call(_, args) => {
-                        for a in args {
-                            check(a)?;
-                        }
-                    }
-                    _ => unreachable!(),
-                }
+                    Ok(f.k)
+                })?;
                 if dep {
                     return Err(nonlinear());
                 }
-                // A constant: rebuild it from the constant parts (locals substituted).
-                let k = |x: &EExpr| of(x).map(|f| f.k);
-                let rebuilt = match e {
-                    EExpr::Unary(op, x) => EExpr::Unary(*op, Box::new(k(x)?)),
-                    EExpr::Binary(op, x, y) => EExpr::bin(*op, k(x)?, k(y)?),
-                    EExpr::Call(f, args) => {
-                        EExpr::Call(*f, args.iter().map(k).collect::<Result<_, _>>()?)
-                    }
-                    _ => unreachable!(),
-                };
                 Aff::constant(n, rebuilt)
             }
         })

@@ -561,11 +561,9 @@ impl Env<'_> {
             ExprKind::Ident(n) => {
                 let v = self.lookup(n);
                 match v {
-                    Some(
-                        EExpr::Leaf(EqLeaf::State(_))
-                        | EExpr::Leaf(EqLeaf::Local(_))
-                        | EExpr::Leaf(EqLeaf::Current),
-                    ) if init => {
+                    Some(EExpr::Leaf(EqLeaf::State(_) | EqLeaf::Local(_) | EqLeaf::Current))
+                        if init =>
+                    {
                         return Err(Diagnostic::new(
                             ErrorKind::BadArgument,
                             format!("an initial value may not read `{n}`"),
