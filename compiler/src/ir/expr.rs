@@ -3,7 +3,7 @@
 //! share its operators and differ only in their leaves (what a name refers to at that stage).
 //!
 //! Every walk goes through [`Expr::fold`]; the visitors, the leaf maps that carry an
-//! expression from one stage to the next, the evaluator, the printer ([`print`]) and the
+//! expression from one stage to the next, the evaluator, the printer ([`print()`]) and the
 //! simplifying constructors ([`Rules`]) are written once here for every leaf type.
 //! Comparisons yield 1.0 or 0.0; all arithmetic is f32 in the written order.
 

@@ -1,9 +1,9 @@
 //! The one printer: a [`Syntax`] spells the parts (leaves, constants, operators, calls) and
-//! [`print`] walks the tree and decides the parentheses.
+//! [`print()`] walks the tree and decides the parentheses.
 
 use super::{BinOp, Expr, Func, Node, UnOp};
 
-/// Where [`print`] puts parentheses.
+/// Where [`print()`] puts parentheses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Parens {
     /// Only where precedence needs them (`a - (b + c)`, `-(a * b)`); operators are
