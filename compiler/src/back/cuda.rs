@@ -43,7 +43,7 @@
 
 use std::fmt::Write;
 
-use crate::ir::eqn::{BinOp, Func, UnOp};
+use crate::ir::expr::{print, BinOp, Func, Parens, Syntax, UnOp};
 use crate::ir::kernel::*;
 use snn_runtime::plan::{Extent, LaunchTime, KERNEL_ABI_VERSION};
 
@@ -492,56 +492,80 @@ fn cond(c: String) -> String {
 
 /// `held`: the prefetched arguments, read from their registers (`s<i>_<name>[k]`).
 fn expr(k: &Kernel, held: &[usize], e: &KExpr) -> String {
-    match e {
-        KExpr::Const(v) => f32_literal(*v),
-        KExpr::Param(i) => param_name(k, *i),
-        KExpr::Weight(i) => weight_name(k, *i),
-        KExpr::Var(v) => var_name(k, *v),
-        KExpr::Load(a) if held.contains(a) => format!("{}[k]", held_name(k, *a)),
-        KExpr::Load(a) => format!("{}[{}]", arg_name(k, *a), index(k.args[*a].extent)),
-        KExpr::Uniform { seed_param } => {
-            format!(
-                "snn_uniform(snn_bits({}), idx, (unsigned int)t)",
-                param_name(k, *seed_param)
-            )
-        }
-        KExpr::Unary(UnOp::Neg, x) => format!("(-{})", expr(k, held, x)),
-        KExpr::Unary(UnOp::Not, x) => cond(format!("{} == 0.0f", expr(k, held, x))),
-        KExpr::Binary(op, a, b) => {
-            let (a, b) = (expr(k, held, a), expr(k, held, b));
-            match op {
-                BinOp::Add => format!("({a} + {b})"),
-                BinOp::Sub => format!("({a} - {b})"),
-                BinOp::Mul => format!("({a} * {b})"),
-                BinOp::Div => format!("({a} / {b})"),
-                BinOp::Pow => format!("powf({a}, {b})"),
-                BinOp::Lt => cond(format!("{a} < {b}")),
-                BinOp::Le => cond(format!("{a} <= {b}")),
-                BinOp::Gt => cond(format!("{a} > {b}")),
-                BinOp::Ge => cond(format!("{a} >= {b}")),
-                BinOp::Eq => cond(format!("{a} == {b}")),
-                BinOp::Ne => cond(format!("{a} != {b}")),
-                BinOp::And => cond(format!("{a} != 0.0f && {b} != 0.0f")),
-                BinOp::Or => cond(format!("{a} != 0.0f || {b} != 0.0f")),
+    print(&Cuda { k, held }, e)
+}
+
+/// CUDA C spellings of one kernel's expressions.
+struct Cuda<'a> {
+    k: &'a Kernel,
+    held: &'a [usize],
+}
+
+impl Syntax<KLeaf> for Cuda<'_> {
+    type Out = String;
+    fn parens(&self) -> Parens {
+        Parens::Spelled
+    }
+    fn constant(&self, c: f32) -> String {
+        f32_literal(c)
+    }
+    fn leaf(&self, l: &KLeaf) -> String {
+        let k = self.k;
+        match l {
+            KLeaf::Param(i) => param_name(k, *i),
+            KLeaf::Weight(i) => weight_name(k, *i),
+            KLeaf::Var(v) => var_name(k, *v),
+            KLeaf::Load(a) if self.held.contains(a) => format!("{}[k]", held_name(k, *a)),
+            KLeaf::Load(a) => format!("{}[{}]", arg_name(k, *a), index(k.args[*a].extent)),
+            KLeaf::Uniform { seed_param } => {
+                format!(
+                    "snn_uniform(snn_bits({}), idx, (unsigned int)t)",
+                    param_name(k, *seed_param)
+                )
             }
         }
-        KExpr::Call(f, args) => {
-            let a: Vec<String> = args.iter().map(|x| expr(k, held, x)).collect();
-            match f {
-                Func::Exp => format!("expf({})", a[0]),
-                Func::Log => format!("logf({})", a[0]),
-                Func::Sqrt => format!("sqrtf({})", a[0]),
-                Func::Abs => format!("fabsf({})", a[0]),
-                Func::Tanh => format!("tanhf({})", a[0]),
-                Func::Floor => format!("floorf({})", a[0]),
-                Func::Sigmoid => format!("(1.0f / (1.0f + expf((-{}))))", a[0]),
-                Func::Step => cond(format!("{} >= 0.0f", a[0])),
-                Func::Min => format!("fminf({}, {})", a[0], a[1]),
-                Func::Max => format!("fmaxf({}, {})", a[0], a[1]),
-                Func::Select => format!("({} != 0.0f ? {} : {})", a[0], a[1], a[2]),
-                Func::Clamp => format!("fminf(fmaxf({}, {}), {})", a[0], a[1], a[2]),
-            }
+    }
+    fn unary(&self, op: UnOp, x: String) -> String {
+        match op {
+            UnOp::Neg => format!("(-{x})"),
+            UnOp::Not => cond(format!("{x} == 0.0f")),
         }
+    }
+    fn binary(&self, op: BinOp, a: String, b: String) -> String {
+        match op {
+            BinOp::Add => format!("({a} + {b})"),
+            BinOp::Sub => format!("({a} - {b})"),
+            BinOp::Mul => format!("({a} * {b})"),
+            BinOp::Div => format!("({a} / {b})"),
+            BinOp::Pow => format!("powf({a}, {b})"),
+            BinOp::Lt => cond(format!("{a} < {b}")),
+            BinOp::Le => cond(format!("{a} <= {b}")),
+            BinOp::Gt => cond(format!("{a} > {b}")),
+            BinOp::Ge => cond(format!("{a} >= {b}")),
+            BinOp::Eq => cond(format!("{a} == {b}")),
+            BinOp::Ne => cond(format!("{a} != {b}")),
+            BinOp::And => cond(format!("{a} != 0.0f && {b} != 0.0f")),
+            BinOp::Or => cond(format!("{a} != 0.0f || {b} != 0.0f")),
+        }
+    }
+    fn call(&self, f: Func, a: Vec<String>) -> String {
+        match f {
+            Func::Exp => format!("expf({})", a[0]),
+            Func::Log => format!("logf({})", a[0]),
+            Func::Sqrt => format!("sqrtf({})", a[0]),
+            Func::Abs => format!("fabsf({})", a[0]),
+            Func::Tanh => format!("tanhf({})", a[0]),
+            Func::Floor => format!("floorf({})", a[0]),
+            Func::Sigmoid => format!("(1.0f / (1.0f + expf((-{}))))", a[0]),
+            Func::Step => cond(format!("{} >= 0.0f", a[0])),
+            Func::Min => format!("fminf({}, {})", a[0], a[1]),
+            Func::Max => format!("fmaxf({}, {})", a[0], a[1]),
+            Func::Select => format!("({} != 0.0f ? {} : {})", a[0], a[1], a[2]),
+            Func::Clamp => format!("fminf(fmaxf({}, {}), {})", a[0], a[1], a[2]),
+        }
+    }
+    fn group(&self, x: String) -> String {
+        format!("({x})")
     }
 }
 

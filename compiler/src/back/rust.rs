@@ -3,7 +3,7 @@
 //!
 //! Each kernel becomes an `extern "C" fn(*const SnnArgs)` over neuron indices `lo..hi`,
 //! processed in blocks of `LANES` neurons with the carried state of a block in local arrays,
-//! so the inner loop over lanes vectorises. A kernel with random draws (`KExpr::Uniform`)
+//! so the inner loop over lanes vectorises. A kernel with random draws (`KLeaf::Uniform`)
 //! fills a `[f32; W]` array of the block's uniforms per step before the lane loop, four
 //! neurons per Philox call (`snn_uniform_lanes`), and the lane loop reads it. All names are mangled with an index prefix
 //! (`p0_tau`, `c1_v`, `l2_type`), so user names never collide with each other or with
@@ -12,7 +12,7 @@
 use proc_macro2::{Ident, Literal, Span, TokenStream};
 use quote::{format_ident, quote};
 
-use crate::ir::eqn::{BinOp, Func, UnOp};
+use crate::ir::expr::{print, BinOp, Func, Parens, Syntax, UnOp};
 use crate::ir::kernel::*;
 use snn_runtime::plan::{Extent, LaunchTime, KERNEL_ABI_VERSION};
 
@@ -260,20 +260,13 @@ fn uniform_array(k: &Kernel, p: usize) -> Ident {
 
 /// The seed parameters of the `Uniform` draws in `e`, added to `out` once each.
 fn uniform_seeds(e: &KExpr, out: &mut Vec<usize>) {
-    match e {
-        KExpr::Uniform { seed_param } => {
+    e.visit_leaves(&mut |l| {
+        if let KLeaf::Uniform { seed_param } = l {
             if !out.contains(seed_param) {
                 out.push(*seed_param);
             }
         }
-        KExpr::Unary(_, x) => uniform_seeds(x, out),
-        KExpr::Binary(_, a, b) => {
-            uniform_seeds(a, out);
-            uniform_seeds(b, out);
-        }
-        KExpr::Call(_, args) => args.iter().for_each(|x| uniform_seeds(x, out)),
-        KExpr::Const(_) | KExpr::Param(_) | KExpr::Weight(_) | KExpr::Var(_) | KExpr::Load(_) => {}
-    }
+    })
 }
 
 /// An exact f32 literal: the shortest decimal that round-trips, sign outside.
@@ -304,98 +297,113 @@ fn index(e: Extent) -> TokenStream {
 }
 
 fn expr(k: &Kernel, e: &KExpr) -> TokenStream {
-    let one = quote!(1.0f32);
-    let zero = quote!(0.0f32);
-    match e {
-        KExpr::Const(v) => f32_lit(*v),
-        KExpr::Param(i) => {
-            let p = param_ident(k, *i);
-            quote!(#p)
-        }
-        KExpr::Weight(i) => {
-            let w = weight_ident(k, *i);
-            if k.weights[*i].per_neuron {
-                quote!((*#w.add(idx % a.features)))
-            } else {
-                quote!(#w)
+    print(&RustSyntax(k), e)
+}
+
+/// Rust spellings of one kernel's expressions.
+struct RustSyntax<'a>(&'a Kernel);
+
+impl Syntax<KLeaf> for RustSyntax<'_> {
+    type Out = TokenStream;
+    fn parens(&self) -> Parens {
+        Parens::Spelled
+    }
+    fn constant(&self, c: f32) -> TokenStream {
+        f32_lit(c)
+    }
+    fn leaf(&self, l: &KLeaf) -> TokenStream {
+        let k = self.0;
+        match l {
+            KLeaf::Param(i) => {
+                let p = param_ident(k, *i);
+                quote!(#p)
             }
-        }
-        KExpr::Var(v) => {
-            let v = var_ident(k, *v);
-            quote!(#v)
-        }
-        KExpr::Load(a) => {
-            let b = arg_ident(k, *a);
-            let ix = index(k.args[*a].extent);
-            quote!((*#b.add(#ix)))
-        }
-        // Drawn for the whole block before the lane loop (`kernel_tokens`).
-        KExpr::Uniform { seed_param } => {
-            let u = uniform_array(k, *seed_param);
-            quote!(#u[l])
-        }
-        KExpr::Unary(UnOp::Neg, x) => {
-            let x = expr(k, x);
-            quote!((-#x))
-        }
-        KExpr::Unary(UnOp::Not, x) => {
-            let x = expr(k, x);
-            quote!((if #x == 0.0f32 { #one } else { #zero }))
-        }
-        KExpr::Binary(op, a, b) => {
-            let a = expr(k, a);
-            let b = expr(k, b);
-            match op {
-                BinOp::Add => quote!((#a + #b)),
-                BinOp::Sub => quote!((#a - #b)),
-                BinOp::Mul => quote!((#a * #b)),
-                BinOp::Div => quote!((#a / #b)),
-                BinOp::Pow => quote!((#a).powf(#b)),
-                BinOp::Lt => quote!((if #a < #b { #one } else { #zero })),
-                BinOp::Le => quote!((if #a <= #b { #one } else { #zero })),
-                BinOp::Gt => quote!((if #a > #b { #one } else { #zero })),
-                BinOp::Ge => quote!((if #a >= #b { #one } else { #zero })),
-                BinOp::Eq => quote!((if #a == #b { #one } else { #zero })),
-                BinOp::Ne => quote!((if #a != #b { #one } else { #zero })),
-                BinOp::And => quote!((if #a != 0.0f32 && #b != 0.0f32 { #one } else { #zero })),
-                BinOp::Or => quote!((if #a != 0.0f32 || #b != 0.0f32 { #one } else { #zero })),
-            }
-        }
-        KExpr::Call(f, args) => {
-            let a: Vec<TokenStream> = args.iter().map(|x| expr(k, x)).collect();
-            match f {
-                Func::Exp => quote!((#(#a)*).exp()),
-                Func::Log => quote!((#(#a)*).ln()),
-                Func::Sqrt => quote!((#(#a)*).sqrt()),
-                Func::Abs => quote!((#(#a)*).abs()),
-                Func::Tanh => quote!((#(#a)*).tanh()),
-                Func::Floor => quote!((#(#a)*).floor()),
-                Func::Sigmoid => {
-                    let x = &a[0];
-                    quote!((1.0f32 / (1.0f32 + (-#x).exp())))
-                }
-                Func::Step => {
-                    let x = &a[0];
-                    quote!((if #x >= 0.0f32 { #one } else { #zero }))
-                }
-                Func::Min => {
-                    let (x, y) = (&a[0], &a[1]);
-                    quote!((#x).min(#y))
-                }
-                Func::Max => {
-                    let (x, y) = (&a[0], &a[1]);
-                    quote!((#x).max(#y))
-                }
-                Func::Select => {
-                    let (c, x, y) = (&a[0], &a[1], &a[2]);
-                    quote!((if #c != 0.0f32 { #x } else { #y }))
-                }
-                Func::Clamp => {
-                    let (x, lo, hi) = (&a[0], &a[1], &a[2]);
-                    quote!((#x).max(#lo).min(#hi))
+            KLeaf::Weight(i) => {
+                let w = weight_ident(k, *i);
+                if k.weights[*i].per_neuron {
+                    quote!((*#w.add(idx % a.features)))
+                } else {
+                    quote!(#w)
                 }
             }
+            KLeaf::Var(v) => {
+                let v = var_ident(k, *v);
+                quote!(#v)
+            }
+            KLeaf::Load(a) => {
+                let b = arg_ident(k, *a);
+                let ix = index(k.args[*a].extent);
+                quote!((*#b.add(#ix)))
+            }
+            // Drawn for the whole block before the lane loop (`kernel_tokens`).
+            KLeaf::Uniform { seed_param } => {
+                let u = uniform_array(k, *seed_param);
+                quote!(#u[l])
+            }
         }
+    }
+    fn unary(&self, op: UnOp, x: TokenStream) -> TokenStream {
+        let (one, zero) = (quote!(1.0f32), quote!(0.0f32));
+        match op {
+            UnOp::Neg => quote!((-#x)),
+            UnOp::Not => quote!((if #x == 0.0f32 { #one } else { #zero })),
+        }
+    }
+    fn binary(&self, op: BinOp, a: TokenStream, b: TokenStream) -> TokenStream {
+        let (one, zero) = (quote!(1.0f32), quote!(0.0f32));
+        match op {
+            BinOp::Add => quote!((#a + #b)),
+            BinOp::Sub => quote!((#a - #b)),
+            BinOp::Mul => quote!((#a * #b)),
+            BinOp::Div => quote!((#a / #b)),
+            BinOp::Pow => quote!((#a).powf(#b)),
+            BinOp::Lt => quote!((if #a < #b { #one } else { #zero })),
+            BinOp::Le => quote!((if #a <= #b { #one } else { #zero })),
+            BinOp::Gt => quote!((if #a > #b { #one } else { #zero })),
+            BinOp::Ge => quote!((if #a >= #b { #one } else { #zero })),
+            BinOp::Eq => quote!((if #a == #b { #one } else { #zero })),
+            BinOp::Ne => quote!((if #a != #b { #one } else { #zero })),
+            BinOp::And => quote!((if #a != 0.0f32 && #b != 0.0f32 { #one } else { #zero })),
+            BinOp::Or => quote!((if #a != 0.0f32 || #b != 0.0f32 { #one } else { #zero })),
+        }
+    }
+    fn call(&self, f: Func, a: Vec<TokenStream>) -> TokenStream {
+        let (one, zero) = (quote!(1.0f32), quote!(0.0f32));
+        match f {
+            Func::Exp => quote!((#(#a)*).exp()),
+            Func::Log => quote!((#(#a)*).ln()),
+            Func::Sqrt => quote!((#(#a)*).sqrt()),
+            Func::Abs => quote!((#(#a)*).abs()),
+            Func::Tanh => quote!((#(#a)*).tanh()),
+            Func::Floor => quote!((#(#a)*).floor()),
+            Func::Sigmoid => {
+                let x = &a[0];
+                quote!((1.0f32 / (1.0f32 + (-#x).exp())))
+            }
+            Func::Step => {
+                let x = &a[0];
+                quote!((if #x >= 0.0f32 { #one } else { #zero }))
+            }
+            Func::Min => {
+                let (x, y) = (&a[0], &a[1]);
+                quote!((#x).min(#y))
+            }
+            Func::Max => {
+                let (x, y) = (&a[0], &a[1]);
+                quote!((#x).max(#y))
+            }
+            Func::Select => {
+                let (c, x, y) = (&a[0], &a[1], &a[2]);
+                quote!((if #c != 0.0f32 { #x } else { #y }))
+            }
+            Func::Clamp => {
+                let (x, lo, hi) = (&a[0], &a[1], &a[2]);
+                quote!((#x).max(#lo).min(#hi))
+            }
+        }
+    }
+    fn group(&self, x: TokenStream) -> TokenStream {
+        quote!((#x))
     }
 }
 

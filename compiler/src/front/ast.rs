@@ -1,6 +1,8 @@
 //! The syntax tree of a `.snn` file. Every node keeps its span.
 
 use crate::diag::Span;
+/// The operators are the IR's: equations keep them as written.
+pub use crate::ir::expr::{BinOp, UnOp};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Ident {
@@ -152,49 +154,6 @@ pub struct Binding {
 pub struct Expr {
     pub kind: ExprKind,
     pub span: Span,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BinOp {
-    Or,
-    And,
-    Eq,
-    Ne,
-    Ge,
-    Le,
-    Gt,
-    Lt,
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Pow,
-}
-
-impl BinOp {
-    pub fn symbol(self) -> &'static str {
-        match self {
-            BinOp::Or => "||",
-            BinOp::And => "&&",
-            BinOp::Eq => "==",
-            BinOp::Ne => "!=",
-            BinOp::Ge => ">=",
-            BinOp::Le => "<=",
-            BinOp::Gt => ">",
-            BinOp::Lt => "<",
-            BinOp::Add => "+",
-            BinOp::Sub => "-",
-            BinOp::Mul => "*",
-            BinOp::Div => "/",
-            BinOp::Pow => "^",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UnOp {
-    Neg,
-    Not,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -11,9 +11,8 @@
 //! update when that is all the statements need: [`StepAdjoint::save_post`]) and then runs
 //! these statements; everything stays in registers.
 
-use std::fmt;
-
-use crate::ir::eqn::{BinOp, EExpr, Func, NeuronEqs, ParamKind, UnOp, Var};
+use crate::ir::eqn::{EExpr, EqLeaf, NeuronEqs, ParamKind, Var};
+use crate::ir::expr::{print, BinOp, Expr, Func, Parens, Rules, Text, UnOp};
 
 /// The derivative that replaces the spike's Heaviside step.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -93,10 +92,9 @@ pub struct GradOptions {
     pub bpsta_temporal: Option<f32>,
 }
 
-/// An expression of the backward step.
-#[derive(Clone, Debug, PartialEq)]
-pub enum GExpr {
-    Const(f32),
+/// What a name in the backward step refers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AdjLeaf {
     Param(usize),
     /// The step's input current.
     Current,
@@ -104,9 +102,18 @@ pub enum GExpr {
     Val(usize),
     /// A backward temporary (adjoint or surrogate term).
     Adj(usize),
-    Unary(UnOp, Box<GExpr>),
-    Binary(BinOp, Box<GExpr>, Box<GExpr>),
-    Call(Func, Vec<GExpr>),
+}
+
+/// An expression of the backward step.
+pub type GExpr = Expr<AdjLeaf>;
+
+impl GExpr {
+    pub fn val(j: usize) -> GExpr {
+        Expr::Leaf(AdjLeaf::Val(j))
+    }
+    pub fn adj(k: usize) -> GExpr {
+        Expr::Leaf(AdjLeaf::Adj(k))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -212,10 +219,10 @@ impl StepAdjoint {
     /// a `lin` value or the current.
     fn needed(&self, post: bool) -> Option<Vec<bool>> {
         fn walk(e: &GExpr, me: &StepAdjoint, post: bool, need: &mut Vec<bool>) -> bool {
-            match e {
-                GExpr::Const(_) | GExpr::Param(_) | GExpr::Adj(_) => true,
-                GExpr::Current => !post,
-                GExpr::Val(j) => {
+            e.all_leaves(|l| match l {
+                AdjLeaf::Param(_) | AdjLeaf::Adj(_) => true,
+                AdjLeaf::Current => !post,
+                AdjLeaf::Val(j) => {
                     if need[*j] {
                         return true;
                     }
@@ -228,10 +235,7 @@ impl StepAdjoint {
                         (_, Some(d)) => walk(d, me, post, need),
                     }
                 }
-                GExpr::Unary(_, x) => walk(x, me, post, need),
-                GExpr::Binary(_, x, y) => walk(x, me, post, need) && walk(y, me, post, need),
-                GExpr::Call(_, args) => args.iter().all(|a| walk(a, me, post, need)),
-            }
+            })
         }
         let mut need = vec![false; self.vals.len()];
         for (_, e) in &self.stmts {
@@ -291,7 +295,7 @@ fn derive_with(
 
     // The local the spike condition names, if any: its assignment *is* the spike.
     let spike_local = match &eqs.spike {
-        Some(EExpr::Local(l)) => Some(*l),
+        Some(EExpr::Leaf(EqLeaf::Local(l))) => Some(*l),
         _ => None,
     };
     let mut spike_val: Option<usize> = None;
@@ -372,7 +376,7 @@ fn derive_with(
                 ValKind::Reset,
                 Some(GExpr::Call(
                     Func::Select,
-                    vec![GExpr::Val(s), e, GExpr::Val(cur_state[i])],
+                    vec![GExpr::val(s), e, GExpr::val(cur_state[i])],
                 )),
             );
             cur_state[i] = v;
@@ -383,11 +387,11 @@ fn derive_with(
     d.contrib = vec![Vec::new(); d.vals.len()];
     for (i, s) in eqs.states.iter().enumerate() {
         let a = d.adj(format!("g_{}.out", s.name));
-        d.contrib[cur_state[i]].push(GExpr::Adj(a));
+        d.contrib[cur_state[i]].push(GExpr::adj(a));
     }
     if let Some(s) = spike_val {
         let a = d.adj("g_S.out".into());
-        d.contrib[s].push(GExpr::Adj(a));
+        d.contrib[s].push(GExpr::adj(a));
     }
     let mut grad_lin = vec![None; n_states];
     for j in (0..d.vals.len()).rev() {
@@ -407,23 +411,27 @@ fn derive_with(
                 };
                 // x = l - r for `l >= r` / `l > r`, r - l for `<=` / `<`; u is the membrane.
                 let (x, u) = match op {
-                    BinOp::Ge | BinOp::Gt => (sub((**l).clone(), (**r).clone()), (**l).clone()),
-                    _ => (sub((**r).clone(), (**l).clone()), (**r).clone()),
+                    BinOp::Ge | BinOp::Gt => (R.sub((**l).clone(), (**r).clone()), (**l).clone()),
+                    _ => (R.sub((**r).clone(), (**l).clone()), (**r).clone()),
                 };
                 let sg = if opts.bpsta_spatial {
                     // select(S, 1/u, 0)
                     GExpr::Call(
                         Func::Select,
-                        vec![GExpr::Val(j), div(GExpr::Const(1.0), u), GExpr::Const(0.0)],
+                        vec![
+                            GExpr::val(j),
+                            R.div(GExpr::Const(1.0), u),
+                            GExpr::Const(0.0),
+                        ],
                     )
                 } else {
                     let xv = d.adj("sg_x".into());
                     d.stmts.push((xv, x.clone()));
-                    surrogate(opts.surrogate, GExpr::Adj(xv))
+                    surrogate(opts.surrogate, GExpr::adj(xv))
                 };
                 let sgv = d.adj("sg".into());
                 d.stmts.push((sgv, sg));
-                let g = mul(GExpr::Adj(a), GExpr::Adj(sgv));
+                let g = R.mul(GExpr::adj(a), GExpr::adj(sgv));
                 d.push(&x, g);
             }
             ValKind::Reset => {
@@ -431,15 +439,15 @@ fn derive_with(
                     unreachable!("reset values are selects")
                 };
                 let (s, e, prev) = (&args[0], &args[1], &args[2]);
-                d.push(e, select(s.clone(), GExpr::Adj(a), GExpr::Const(0.0)));
-                d.push(prev, select(s.clone(), GExpr::Const(0.0), GExpr::Adj(a)));
+                d.push(e, R.select(s.clone(), GExpr::adj(a), GExpr::Const(0.0)));
+                d.push(prev, R.select(s.clone(), GExpr::Const(0.0), GExpr::adj(a)));
                 if let Some(gamma) = opts.bpsta_temporal {
-                    d.push(s, mul(GExpr::Const(gamma), GExpr::Adj(a)));
+                    d.push(s, R.mul(GExpr::Const(gamma), GExpr::adj(a)));
                 } else if !opts.detach_reset {
-                    d.push(s, mul(GExpr::Adj(a), sub(e.clone(), prev.clone())));
+                    d.push(s, R.mul(GExpr::adj(a), R.sub(e.clone(), prev.clone())));
                 }
             }
-            _ => d.push(&def, GExpr::Adj(a)),
+            _ => d.push(&def, GExpr::adj(a)),
         }
     }
     let grad_state_in = cur_state_in(&d, n_states)
@@ -518,7 +526,7 @@ impl Deriver {
         if terms.is_empty() {
             return None;
         }
-        if let [GExpr::Adj(a)] = terms.as_slice() {
+        if let [GExpr::Leaf(AdjLeaf::Adj(a))] = terms.as_slice() {
             return Some(*a);
         }
         let name = format!("g_{}", self.vals[j].name);
@@ -527,7 +535,7 @@ impl Deriver {
     fn sum_into(&mut self, name: String, terms: Vec<GExpr>) -> usize {
         let mut it = terms.into_iter();
         let first = it.next().expect("a term");
-        let e = it.fold(first, add);
+        let e = it.fold(first, |a, b| R.add(a, b));
         let a = self.adj(name);
         self.stmts.push((a, e));
         a
@@ -538,11 +546,11 @@ impl Deriver {
             return;
         }
         match e {
-            GExpr::Param(i) => self.param_terms[*i].push(a),
-            GExpr::Const(_) | GExpr::Adj(_) => {}
-            GExpr::Current => self.current.push(a),
-            GExpr::Val(j) => self.contrib[*j].push(a),
-            GExpr::Unary(UnOp::Neg, x) => self.push(x, neg(a)),
+            GExpr::Leaf(AdjLeaf::Param(i)) => self.param_terms[*i].push(a),
+            GExpr::Const(_) | GExpr::Leaf(AdjLeaf::Adj(_)) => {}
+            GExpr::Leaf(AdjLeaf::Current) => self.current.push(a),
+            GExpr::Leaf(AdjLeaf::Val(j)) => self.contrib[*j].push(a),
+            GExpr::Unary(UnOp::Neg, x) => self.push(x, R.neg(a)),
             GExpr::Unary(UnOp::Not, _) => {}
             GExpr::Binary(op, x, y) => {
                 let (x, y) = (&**x, &**y);
@@ -553,32 +561,32 @@ impl Deriver {
                     }
                     BinOp::Sub => {
                         self.push(x, a.clone());
-                        self.push(y, neg(a));
+                        self.push(y, R.neg(a));
                     }
                     BinOp::Mul => {
-                        self.push(x, mul(a.clone(), y.clone()));
-                        self.push(y, mul(a, x.clone()));
+                        self.push(x, R.mul(a.clone(), y.clone()));
+                        self.push(y, R.mul(a, x.clone()));
                     }
                     BinOp::Div => {
-                        self.push(x, div(a.clone(), y.clone()));
+                        self.push(x, R.div(a.clone(), y.clone()));
                         // d(x/y)/dy = -x / y^2
-                        let dy = neg(div(mul(a, x.clone()), mul(y.clone(), y.clone())));
+                        let dy = R.neg(R.div(R.mul(a, x.clone()), R.mul(y.clone(), y.clone())));
                         self.push(y, dy);
                     }
                     BinOp::Pow => {
                         // d(x^y)/dx = y * x^(y-1); d/dy = x^y * ln x
-                        let px = mul(
-                            mul(a.clone(), y.clone()),
+                        let px = R.mul(
+                            R.mul(a.clone(), y.clone()),
                             GExpr::Binary(
                                 BinOp::Pow,
                                 Box::new(x.clone()),
-                                Box::new(sub(y.clone(), GExpr::Const(1.0))),
+                                Box::new(R.sub(y.clone(), GExpr::Const(1.0))),
                             ),
                         );
                         self.push(x, px);
                         if self.depends(y) {
                             let py =
-                                mul(mul(a, e.clone()), GExpr::Call(Func::Log, vec![x.clone()]));
+                                R.mul(R.mul(a, e.clone()), GExpr::Call(Func::Log, vec![x.clone()]));
                             self.push(y, py);
                         }
                     }
@@ -590,28 +598,28 @@ impl Deriver {
             GExpr::Call(f, args) => {
                 let x = args[0].clone();
                 match f {
-                    Func::Exp => self.push(&x, mul(a, e.clone())),
-                    Func::Log => self.push(&x, div(a, x.clone())),
-                    Func::Sqrt => self.push(&x, div(a, mul(GExpr::Const(2.0), e.clone()))),
+                    Func::Exp => self.push(&x, R.mul(a, e.clone())),
+                    Func::Log => self.push(&x, R.div(a, x.clone())),
+                    Func::Sqrt => self.push(&x, R.div(a, R.mul(GExpr::Const(2.0), e.clone()))),
                     Func::Abs => self.push(
                         &x,
-                        select(
+                        R.select(
                             GExpr::Binary(
                                 BinOp::Ge,
                                 Box::new(x.clone()),
                                 Box::new(GExpr::Const(0.0)),
                             ),
                             a.clone(),
-                            neg(a),
+                            R.neg(a),
                         ),
                     ),
                     Func::Tanh => self.push(
                         &x,
-                        mul(a, sub(GExpr::Const(1.0), mul(e.clone(), e.clone()))),
+                        R.mul(a, R.sub(GExpr::Const(1.0), R.mul(e.clone(), e.clone()))),
                     ),
                     Func::Sigmoid => self.push(
                         &x,
-                        mul(mul(a, e.clone()), sub(GExpr::Const(1.0), e.clone())),
+                        R.mul(R.mul(a, e.clone()), R.sub(GExpr::Const(1.0), e.clone())),
                     ),
                     Func::Floor | Func::Step => {}
                     Func::Min | Func::Max => {
@@ -622,13 +630,13 @@ impl Deriver {
                             BinOp::Ge
                         };
                         let c = GExpr::Binary(op, Box::new(x.clone()), Box::new(y.clone()));
-                        self.push(&x, select(c.clone(), a.clone(), GExpr::Const(0.0)));
-                        self.push(&y, select(c, GExpr::Const(0.0), a));
+                        self.push(&x, R.select(c.clone(), a.clone(), GExpr::Const(0.0)));
+                        self.push(&y, R.select(c, GExpr::Const(0.0), a));
                     }
                     Func::Select => {
                         let c = args[0].clone();
-                        self.push(&args[1], select(c.clone(), a.clone(), GExpr::Const(0.0)));
-                        self.push(&args[2], select(c, GExpr::Const(0.0), a));
+                        self.push(&args[1], R.select(c.clone(), a.clone(), GExpr::Const(0.0)));
+                        self.push(&args[2], R.select(c, GExpr::Const(0.0), a));
                     }
                     Func::Clamp => {
                         let (lo, hi) = (args[1].clone(), args[2].clone());
@@ -641,9 +649,9 @@ impl Deriver {
                             Box::new(GExpr::Unary(UnOp::Not, Box::new(below.clone()))),
                             Box::new(GExpr::Unary(UnOp::Not, Box::new(above.clone()))),
                         );
-                        self.push(&x, select(inside, a.clone(), GExpr::Const(0.0)));
-                        self.push(&lo, select(below, a.clone(), GExpr::Const(0.0)));
-                        self.push(&hi, select(above, a, GExpr::Const(0.0)));
+                        self.push(&x, R.select(inside, a.clone(), GExpr::Const(0.0)));
+                        self.push(&lo, R.select(below, a.clone(), GExpr::Const(0.0)));
+                        self.push(&hi, R.select(above, a, GExpr::Const(0.0)));
                     }
                 }
             }
@@ -655,14 +663,11 @@ impl Deriver {
     /// Whether an expression depends on anything with a gradient (values, the current, a
     /// learned parameter).
     fn depends(&self, e: &GExpr) -> bool {
-        match e {
-            GExpr::Val(_) | GExpr::Current => true,
-            GExpr::Param(i) => self.learned.get(*i).copied().unwrap_or(false),
-            GExpr::Const(_) | GExpr::Adj(_) => false,
-            GExpr::Unary(_, x) => self.depends(x),
-            GExpr::Binary(_, x, y) => self.depends(x) || self.depends(y),
-            GExpr::Call(_, args) => args.iter().any(|a| self.depends(a)),
-        }
+        e.any_leaf(|l| match l {
+            AdjLeaf::Val(_) | AdjLeaf::Current => true,
+            AdjLeaf::Param(i) => self.learned.get(*i).copied().unwrap_or(false),
+            AdjLeaf::Adj(_) => false,
+        })
     }
 }
 
@@ -679,20 +684,18 @@ fn ssa(
     locals: &[Option<usize>],
     dt: f32,
 ) -> Result<GExpr, AdjointError> {
-    let c = |x: &EExpr| ssa(x, states, locals, dt);
-    Ok(match e {
-        EExpr::Const(v) => GExpr::Const(*v),
-        EExpr::Param(i) => GExpr::Param(*i),
-        EExpr::State(i) => GExpr::Val(states[*i]),
-        EExpr::Local(i) => GExpr::Val(
-            locals[*i].ok_or_else(|| AdjointError("a local is read before it is set".into()))?,
-        ),
-        EExpr::Current => GExpr::Current,
-        // The forward kernels fold dt to a constant too.
-        EExpr::Dt => GExpr::Const(dt),
-        EExpr::Unary(op, x) => GExpr::Unary(*op, Box::new(c(x)?)),
-        EExpr::Binary(op, x, y) => GExpr::Binary(*op, Box::new(c(x)?), Box::new(c(y)?)),
-        EExpr::Call(f, args) => GExpr::Call(*f, args.iter().map(c).collect::<Result<_, _>>()?),
+    e.try_map_leaves(&mut |l| {
+        Ok(match l {
+            EqLeaf::Param(i) => GExpr::Leaf(AdjLeaf::Param(*i)),
+            EqLeaf::State(i) => GExpr::val(states[*i]),
+            EqLeaf::Local(i) => GExpr::val(
+                locals[*i]
+                    .ok_or_else(|| AdjointError("a local is read before it is set".into()))?,
+            ),
+            EqLeaf::Current => GExpr::Leaf(AdjLeaf::Current),
+            // The forward kernels fold dt to a constant too.
+            EqLeaf::Dt => GExpr::Const(dt),
+        })
     })
 }
 
@@ -703,31 +706,31 @@ fn surrogate(s: Surrogate, x: GExpr) -> GExpr {
     match s.kind {
         SurrogateKind::Atan => {
             // alpha/2 / (1 + (pi/2 * alpha * x)^2)
-            let k = mul(GExpr::Const(std::f32::consts::FRAC_PI_2 * al), x.clone());
-            div(
+            let k = R.mul(GExpr::Const(std::f32::consts::FRAC_PI_2 * al), x.clone());
+            R.div(
                 GExpr::Const(al / 2.0),
-                add(GExpr::Const(1.0), mul(k.clone(), k)),
+                R.add(GExpr::Const(1.0), R.mul(k.clone(), k)),
             )
         }
         SurrogateKind::Sigmoid => {
-            let sg = GExpr::Call(Func::Sigmoid, vec![mul(GExpr::Const(al), x.clone())]);
-            mul(
-                mul(GExpr::Const(al), sg.clone()),
-                sub(GExpr::Const(1.0), sg),
+            let sg = GExpr::Call(Func::Sigmoid, vec![R.mul(GExpr::Const(al), x.clone())]);
+            R.mul(
+                R.mul(GExpr::Const(al), sg.clone()),
+                R.sub(GExpr::Const(1.0), sg),
             )
         }
         SurrogateKind::FastSigmoid => {
-            let d = add(mul(GExpr::Const(al), absx()), GExpr::Const(1.0));
-            div(GExpr::Const(1.0), mul(d.clone(), d))
+            let d = R.add(R.mul(GExpr::Const(al), absx()), GExpr::Const(1.0));
+            R.div(GExpr::Const(1.0), R.mul(d.clone(), d))
         }
         SurrogateKind::Triangle => GExpr::Call(
             Func::Max,
             vec![
                 GExpr::Const(0.0),
-                sub(GExpr::Const(al), mul(GExpr::Const(al * al), absx())),
+                R.sub(GExpr::Const(al), R.mul(GExpr::Const(al * al), absx())),
             ],
         ),
-        SurrogateKind::Rectangle => select(
+        SurrogateKind::Rectangle => R.select(
             GExpr::Binary(
                 BinOp::Lt,
                 Box::new(absx()),
@@ -739,112 +742,33 @@ fn surrogate(s: Surrogate, x: GExpr) -> GExpr {
     }
 }
 
-// ---------------------------------------------------------------- folding constructors
+// ---------------------------------------------------------------- simplifying constructors
 
-fn add(a: GExpr, b: GExpr) -> GExpr {
-    match (&a, &b) {
-        (GExpr::Const(x), _) if *x == 0.0 => b,
-        (_, GExpr::Const(y)) if *y == 0.0 => a,
-        _ => GExpr::Binary(BinOp::Add, Box::new(a), Box::new(b)),
-    }
-}
-
-fn sub(a: GExpr, b: GExpr) -> GExpr {
-    match (&a, &b) {
-        (_, GExpr::Const(y)) if *y == 0.0 => a,
-        (GExpr::Const(x), _) if *x == 0.0 => neg(b),
-        _ => GExpr::Binary(BinOp::Sub, Box::new(a), Box::new(b)),
-    }
-}
-
-fn mul(a: GExpr, b: GExpr) -> GExpr {
-    match (&a, &b) {
-        (GExpr::Const(x), _) if *x == 0.0 => GExpr::Const(0.0),
-        (_, GExpr::Const(y)) if *y == 0.0 => GExpr::Const(0.0),
-        (GExpr::Const(x), _) if *x == 1.0 => b,
-        (_, GExpr::Const(y)) if *y == 1.0 => a,
-        (GExpr::Const(x), GExpr::Const(y)) => GExpr::Const(x * y),
-        _ => GExpr::Binary(BinOp::Mul, Box::new(a), Box::new(b)),
-    }
-}
-
-fn div(a: GExpr, b: GExpr) -> GExpr {
-    match (&a, &b) {
-        (GExpr::Const(x), _) if *x == 0.0 => GExpr::Const(0.0),
-        (_, GExpr::Const(y)) if *y == 1.0 => a,
-        _ => GExpr::Binary(BinOp::Div, Box::new(a), Box::new(b)),
-    }
-}
-
-fn neg(a: GExpr) -> GExpr {
-    match a {
-        GExpr::Const(x) => GExpr::Const(-x),
-        GExpr::Unary(UnOp::Neg, x) => *x,
-        _ => GExpr::Unary(UnOp::Neg, Box::new(a)),
-    }
-}
-
-fn select(c: GExpr, a: GExpr, b: GExpr) -> GExpr {
-    if a == b {
-        return a;
-    }
-    GExpr::Call(Func::Select, vec![c, a, b])
-}
+/// The adjoint statements are pinned as the identities alone simplify them.
+const R: Rules = Rules::IDENTITIES;
 
 // ---------------------------------------------------------------- text dump
 
-/// Prints a [`GExpr`] with the names of one model and step.
-pub struct GShow<'a> {
-    pub eqs: &'a NeuronEqs,
-    pub step: &'a StepAdjoint,
-    pub expr: &'a GExpr,
-}
-
-impl fmt::Display for GShow<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sub = |e| GShow {
-            eqs: self.eqs,
-            step: self.step,
-            expr: e,
-        };
-        match self.expr {
-            GExpr::Const(c) => write!(f, "{c:?}"),
-            GExpr::Param(i) => write!(f, "{}", self.eqs.params[*i].name),
-            GExpr::Current => write!(f, "I"),
-            GExpr::Val(j) => write!(f, "{}", self.step.vals[*j].name),
-            GExpr::Adj(k) => write!(f, "{}", self.step.adj_names[*k]),
-            GExpr::Unary(op, x) => {
-                write!(
-                    f,
-                    "{}({})",
-                    if *op == UnOp::Neg { "-" } else { "!" },
-                    sub(x)
-                )
-            }
-            GExpr::Binary(op, x, y) => write!(f, "({} {} {})", sub(x), op.symbol(), sub(y)),
-            GExpr::Call(func, args) => {
-                write!(f, "{}(", func.name())?;
-                for (i, a) in args.iter().enumerate() {
-                    if i > 0 {
-                        write!(f, ", ")?;
-                    }
-                    write!(f, "{}", sub(a))?;
-                }
-                write!(f, ")")
-            }
-        }
-    }
+/// `e` with the names of one model and step, every operation parenthesised.
+pub fn show(eqs: &NeuronEqs, step: &StepAdjoint, e: &GExpr) -> String {
+    let leaf = |l: &AdjLeaf| match l {
+        AdjLeaf::Param(i) => eqs.params[*i].name.clone(),
+        AdjLeaf::Current => "I".into(),
+        AdjLeaf::Val(j) => step.vals[*j].name.clone(),
+        AdjLeaf::Adj(k) => step.adj_names[*k].clone(),
+    };
+    let text = Text {
+        parens: Parens::Full,
+        leaf,
+    };
+    print(&text, e)
 }
 
 impl StepAdjoint {
     /// A readable listing for `snnc ir --after autodiff`.
     pub fn dump(&self, eqs: &NeuronEqs, out: &mut String) {
         use std::fmt::Write;
-        let show = |e| GShow {
-            eqs,
-            step: self,
-            expr: e,
-        };
+        let show = |e| show(eqs, self, e);
         let _ = writeln!(out, "      forward (recomputed from the saved state):");
         for v in &self.vals {
             match (&v.kind, &v.def) {

@@ -6,7 +6,8 @@
 
 use std::fmt;
 
-pub use crate::front::ast::{BinOp, UnOp};
+use crate::ir::expr::{print, Expr, Parens, Text};
+pub use crate::ir::expr::{BinOp, Func, UnOp};
 use snn_runtime::plan::ParamCheck;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -112,67 +113,9 @@ pub struct Assign {
     pub value: EExpr,
 }
 
+/// What a name in a neuron equation refers to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Func {
-    Exp,
-    Log,
-    Sqrt,
-    Abs,
-    Tanh,
-    Floor,
-    Sigmoid,
-    /// Heaviside with `step(0) = 1`.
-    Step,
-    Min,
-    Max,
-    /// `select(c, a, b)`: `a` where `c != 0`, else `b`.
-    Select,
-    Clamp,
-}
-
-impl Func {
-    pub fn from_name(name: &str) -> Option<(Func, usize)> {
-        Some(match name {
-            "exp" => (Func::Exp, 1),
-            "log" => (Func::Log, 1),
-            "sqrt" => (Func::Sqrt, 1),
-            "abs" => (Func::Abs, 1),
-            "tanh" => (Func::Tanh, 1),
-            "floor" => (Func::Floor, 1),
-            "sigmoid" => (Func::Sigmoid, 1),
-            "step" => (Func::Step, 1),
-            "min" => (Func::Min, 2),
-            "max" => (Func::Max, 2),
-            "select" => (Func::Select, 3),
-            "clamp" => (Func::Clamp, 3),
-            _ => return None,
-        })
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            Func::Exp => "exp",
-            Func::Log => "log",
-            Func::Sqrt => "sqrt",
-            Func::Abs => "abs",
-            Func::Tanh => "tanh",
-            Func::Floor => "floor",
-            Func::Sigmoid => "sigmoid",
-            Func::Step => "step",
-            Func::Min => "min",
-            Func::Max => "max",
-            Func::Select => "select",
-            Func::Clamp => "clamp",
-        }
-    }
-    pub const NAMES: &'static [&'static str] = &[
-        "exp", "log", "sqrt", "abs", "tanh", "floor", "sigmoid", "step", "min", "max", "select",
-        "clamp",
-    ];
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum EExpr {
-    Const(f32),
+pub enum EqLeaf {
     Param(usize),
     State(usize),
     Local(usize),
@@ -180,136 +123,47 @@ pub enum EExpr {
     Current,
     /// The model's step length.
     Dt,
-    Unary(UnOp, Box<EExpr>),
-    Binary(BinOp, Box<EExpr>, Box<EExpr>),
-    Call(Func, Vec<EExpr>),
 }
+
+pub type EExpr = Expr<EqLeaf>;
 
 impl EExpr {
     pub fn var(v: Var) -> EExpr {
         match v {
-            Var::State(i) => EExpr::State(i),
-            Var::Local(i) => EExpr::Local(i),
+            Var::State(i) => EExpr::Leaf(EqLeaf::State(i)),
+            Var::Local(i) => EExpr::Leaf(EqLeaf::Local(i)),
         }
     }
     /// Visit every parameter read.
     pub fn visit_params(&self, f: &mut impl FnMut(usize)) {
-        match self {
-            EExpr::Param(i) => f(*i),
-            EExpr::Unary(_, x) => x.visit_params(f),
-            EExpr::Binary(_, a, b) => {
-                a.visit_params(f);
-                b.visit_params(f);
+        self.visit_leaves(&mut |l| {
+            if let EqLeaf::Param(i) = l {
+                f(*i)
             }
-            EExpr::Call(_, args) => args.iter().for_each(|a| a.visit_params(f)),
-            EExpr::Const(_) | EExpr::State(_) | EExpr::Local(_) | EExpr::Current | EExpr::Dt => {}
-        }
-    }
-    /// Visit every variable read.
-    pub fn visit_vars(&self, f: &mut impl FnMut(Var)) {
-        match self {
-            EExpr::State(i) => f(Var::State(*i)),
-            EExpr::Local(i) => f(Var::Local(*i)),
-            EExpr::Unary(_, e) => e.visit_vars(f),
-            EExpr::Binary(_, a, b) => {
-                a.visit_vars(f);
-                b.visit_vars(f);
-            }
-            EExpr::Call(_, args) => args.iter().for_each(|a| a.visit_vars(f)),
-            EExpr::Const(_) | EExpr::Param(_) | EExpr::Current | EExpr::Dt => {}
-        }
+        })
     }
     pub fn reads_current(&self) -> bool {
-        match self {
-            EExpr::Current => true,
-            EExpr::Unary(_, e) => e.reads_current(),
-            EExpr::Binary(_, a, b) => a.reads_current() || b.reads_current(),
-            EExpr::Call(_, args) => args.iter().any(EExpr::reads_current),
-            _ => false,
-        }
-    }
-}
-
-/// Prints expressions with the names of one model, fully parenthesised where needed.
-pub struct ExprPrinter<'a> {
-    pub eqs: &'a NeuronEqs,
-    pub expr: &'a EExpr,
-}
-
-fn prec(e: &EExpr) -> u8 {
-    match e {
-        EExpr::Binary(op, _, _) => match op {
-            BinOp::Or => 1,
-            BinOp::And => 2,
-            BinOp::Eq | BinOp::Ne => 3,
-            BinOp::Ge | BinOp::Le | BinOp::Gt | BinOp::Lt => 4,
-            BinOp::Add | BinOp::Sub => 5,
-            BinOp::Mul | BinOp::Div => 6,
-            BinOp::Pow => 8,
-        },
-        EExpr::Unary(..) => 7,
-        _ => 9,
-    }
-}
-
-impl<'a> fmt::Display for ExprPrinter<'a> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sub = |e: &'a EExpr| ExprPrinter {
-            eqs: self.eqs,
-            expr: e,
-        };
-        match self.expr {
-            EExpr::Const(c) => write!(f, "{c:?}"),
-            EExpr::Param(i) => write!(f, "{}", self.eqs.params[*i].name),
-            EExpr::State(i) => write!(f, "{}", self.eqs.states[*i].name),
-            EExpr::Local(i) => write!(f, "{}", self.eqs.locals[*i]),
-            EExpr::Current => write!(f, "I"),
-            EExpr::Dt => write!(f, "dt"),
-            EExpr::Unary(op, e) => {
-                let o = if *op == UnOp::Neg { "-" } else { "!" };
-                if prec(e) < 7 {
-                    write!(f, "{o}({})", sub(e))
-                } else {
-                    write!(f, "{o}{}", sub(e))
-                }
-            }
-            EExpr::Binary(op, a, b) => {
-                let p = prec(self.expr);
-                // Left-associative: the right operand needs parentheses at equal precedence.
-                let (lp, rp) = if *op == BinOp::Pow {
-                    (p + 1, p)
-                } else {
-                    (p, p + 1)
-                };
-                if prec(a) < lp {
-                    write!(f, "({})", sub(a))?;
-                } else {
-                    write!(f, "{}", sub(a))?;
-                }
-                write!(f, " {} ", op.symbol())?;
-                if prec(b) < rp {
-                    write!(f, "({})", sub(b))
-                } else {
-                    write!(f, "{}", sub(b))
-                }
-            }
-            EExpr::Call(func, args) => {
-                write!(f, "{}(", func.name())?;
-                for (i, a) in args.iter().enumerate() {
-                    if i > 0 {
-                        write!(f, ", ")?;
-                    }
-                    write!(f, "{}", sub(a))?;
-                }
-                write!(f, ")")
-            }
-        }
+        self.any_leaf(|l| *l == EqLeaf::Current)
     }
 }
 
 impl NeuronEqs {
-    pub fn show<'a>(&'a self, e: &'a EExpr) -> ExprPrinter<'a> {
-        ExprPrinter { eqs: self, expr: e }
+    /// `e` with this model's names, parenthesised only where needed.
+    pub fn show(&self, e: &EExpr) -> String {
+        let leaf = |l: &EqLeaf| match l {
+            EqLeaf::Param(i) => self.params[*i].name.clone(),
+            EqLeaf::State(i) => self.states[*i].name.clone(),
+            EqLeaf::Local(i) => self.locals[*i].clone(),
+            EqLeaf::Current => "I".into(),
+            EqLeaf::Dt => "dt".into(),
+        };
+        print(
+            &Text {
+                parens: Parens::Minimal,
+                leaf,
+            },
+            e,
+        )
     }
     pub fn var_name(&self, v: Var) -> &str {
         match v {

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use crate::ir::eqn::{BinOp, Func, UnOp};
+use crate::ir::expr::{print, Expr, Parens, Text};
 use snn_runtime::plan::{Extent, LaunchTime, Plan};
 
 #[derive(Clone, Debug)]
@@ -105,9 +105,9 @@ pub enum KStmt {
     Store(usize, KExpr),
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub enum KExpr {
-    Const(f32),
+/// What a name in a kernel body refers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KLeaf {
     Param(usize),
     /// A learnable parameter: weight argument `i` at 0, or at `idx % F` when per neuron.
     Weight(usize),
@@ -120,10 +120,9 @@ pub enum KExpr {
     Uniform {
         seed_param: usize,
     },
-    Unary(UnOp, Box<KExpr>),
-    Binary(BinOp, Box<KExpr>, Box<KExpr>),
-    Call(Func, Vec<KExpr>),
 }
+
+pub type KExpr = Expr<KLeaf>;
 
 /// Sets [`KArg::stream`] on every argument of a forward `Seq` kernel that is a `[T, B, F]`
 /// output stored exactly once by the step and never loaded: the kernel writes every element
@@ -200,65 +199,41 @@ pub fn mark_prefetch(k: &mut Kernel, steps: u32) {
 }
 
 impl KExpr {
+    pub fn var(v: KVar) -> KExpr {
+        Expr::Leaf(KLeaf::Var(v))
+    }
+    /// A read at the current `(t, idx)` of argument `a`.
+    pub fn load(a: usize) -> KExpr {
+        Expr::Leaf(KLeaf::Load(a))
+    }
     /// Whether the expression loads argument `a`.
     pub fn loads(&self, a: usize) -> bool {
-        match self {
-            KExpr::Load(i) => *i == a,
-            KExpr::Const(_) | KExpr::Param(_) | KExpr::Weight(_) | KExpr::Var(_) => false,
-            KExpr::Uniform { .. } => false,
-            KExpr::Unary(_, x) => x.loads(a),
-            KExpr::Binary(_, x, y) => x.loads(a) || y.loads(a),
-            KExpr::Call(_, xs) => xs.iter().any(|x| x.loads(a)),
-        }
-    }
-
-    pub fn bin(op: BinOp, a: KExpr, b: KExpr) -> KExpr {
-        KExpr::Binary(op, Box::new(a), Box::new(b))
+        self.any_leaf(|l| *l == KLeaf::Load(a))
     }
 }
 
 // ------------------------------------------------------------------ text dump
 
-struct E<'a>(&'a Kernel, &'a KExpr);
-
-impl fmt::Display for E<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let k = self.0;
-        match self.1 {
-            KExpr::Const(c) => write!(f, "{c:?}"),
-            KExpr::Param(i) => write!(f, "param.{}", k.params[*i]),
-            KExpr::Weight(i) => {
-                let w = &k.weights[*i];
-                write!(f, "weight.{}", w.name)?;
-                if w.per_neuron {
-                    write!(f, "[idx % F]")?;
-                }
-                Ok(())
-            }
-            KExpr::Var(v) => write!(f, "{}", var_name(k, *v)),
-            KExpr::Load(a) => write!(f, "{}[{}]", k.args[*a].name, index(k.args[*a].extent)),
-            KExpr::Uniform { seed_param } => {
-                write!(f, "uniform(seed = param.{}, idx, t)", k.params[*seed_param])
-            }
-            KExpr::Unary(op, e) => write!(
-                f,
-                "{}({})",
-                if *op == UnOp::Neg { "-" } else { "!" },
-                E(k, e)
-            ),
-            KExpr::Binary(op, a, b) => write!(f, "({} {} {})", E(k, a), op.symbol(), E(k, b)),
-            KExpr::Call(func, args) => {
-                write!(f, "{}(", func.name())?;
-                for (i, a) in args.iter().enumerate() {
-                    if i > 0 {
-                        write!(f, ", ")?;
-                    }
-                    write!(f, "{}", E(k, a))?;
-                }
-                write!(f, ")")
-            }
+/// `e` with the names of kernel `k`, every operation parenthesised.
+fn show(k: &Kernel, e: &KExpr) -> String {
+    let leaf = |l: &KLeaf| match l {
+        KLeaf::Param(i) => format!("param.{}", k.params[*i]),
+        KLeaf::Weight(i) => {
+            let w = &k.weights[*i];
+            let at = if w.per_neuron { "[idx % F]" } else { "" };
+            format!("weight.{}{at}", w.name)
         }
-    }
+        KLeaf::Var(v) => var_name(k, *v),
+        KLeaf::Load(a) => format!("{}[{}]", k.args[*a].name, index(k.args[*a].extent)),
+        KLeaf::Uniform { seed_param } => {
+            format!("uniform(seed = param.{}, idx, t)", k.params[*seed_param])
+        }
+    };
+    let text = Text {
+        parens: Parens::Full,
+        leaf,
+    };
+    print(&text, e)
 }
 
 fn index(e: Extent) -> &'static str {
@@ -326,7 +301,7 @@ impl fmt::Display for Kernel {
                 f,
                 "  carried {}' = {}{buf}{}{}{grad}",
                 c.name,
-                E(self, &c.init),
+                show(self, &c.init),
                 match (c.init_at_t0, self.reverse && self.time == LaunchTime::Step) {
                     (true, true) => " init@T-1",
                     (true, false) => " init@t0",
@@ -350,13 +325,13 @@ impl fmt::Display for Kernel {
         writeln!(f, "  over idx in lo..hi, {time}:")?;
         for s in &self.body {
             match s {
-                KStmt::Set(v, e) => writeln!(f, "    {} = {}", var_name(self, *v), E(self, e))?,
+                KStmt::Set(v, e) => writeln!(f, "    {} = {}", var_name(self, *v), show(self, e))?,
                 KStmt::Store(a, e) => writeln!(
                     f,
                     "    {}[{}] <- {}",
                     self.args[*a].name,
                     index(self.args[*a].extent),
-                    E(self, e)
+                    show(self, e)
                 )?,
             }
         }
@@ -367,6 +342,7 @@ impl fmt::Display for Kernel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ir::expr::BinOp;
 
     fn arg(name: &str, extent: Extent, write: bool) -> KArg {
         KArg {
@@ -387,11 +363,11 @@ mod tests {
         args.push(arg("acc", Extent::Seq, true));
         args.push(arg("unused", Extent::Seq, false));
         let (w, acc) = (reads, reads + 1);
-        let mut sum = KExpr::Load(w);
+        let mut sum = KExpr::load(w);
         for i in 0..reads {
-            sum = KExpr::Binary(BinOp::Add, Box::new(sum), Box::new(KExpr::Load(i)));
+            sum = KExpr::bin(BinOp::Add, sum, KExpr::load(i));
         }
-        let acc_plus = KExpr::Binary(BinOp::Add, Box::new(KExpr::Load(acc)), Box::new(sum));
+        let acc_plus = KExpr::bin(BinOp::Add, KExpr::load(acc), sum);
         Kernel {
             symbol: "k".into(),
             doc: String::new(),

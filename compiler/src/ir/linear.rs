@@ -19,7 +19,8 @@
 
 use std::fmt;
 
-use super::eqn::{BinOp, EExpr, NeuronEqs, UnOp, Var};
+use super::eqn::{EExpr, EqLeaf, NeuronEqs, Var};
+use super::expr::{BinOp, Rules, UnOp};
 
 /// The affine step of a linear population.
 #[derive(Clone, Debug, PartialEq)]
@@ -109,77 +110,11 @@ fn zero() -> EExpr {
 }
 
 pub fn is_zero(e: &EExpr) -> bool {
-    matches!(e, EExpr::Const(c) if *c == 0.0)
+    e.is_const(0.0)
 }
 
-fn is_one(e: &EExpr) -> bool {
-    matches!(e, EExpr::Const(c) if *c == 1.0)
-}
-
-/// Written with a leading minus: `-x`, `-2.0`, `-1.0 / tau`.
-fn negative(e: &EExpr) -> bool {
-    match e {
-        EExpr::Const(c) => c.is_sign_negative() && *c != 0.0,
-        EExpr::Unary(UnOp::Neg, _) => true,
-        EExpr::Binary(BinOp::Mul | BinOp::Div, a, _) => negative(a),
-        _ => false,
-    }
-}
-
-fn bin(op: BinOp, a: EExpr, b: EExpr) -> EExpr {
-    EExpr::Binary(op, Box::new(a), Box::new(b))
-}
-
-/// Simplifying constructors: the coefficients stay readable in dumps and cheap in kernels.
-pub fn neg(e: EExpr) -> EExpr {
-    match e {
-        EExpr::Const(c) => EExpr::Const(-c),
-        EExpr::Unary(UnOp::Neg, x) => *x,
-        EExpr::Binary(op @ (BinOp::Mul | BinOp::Div), a, b) if negative(&a) => {
-            EExpr::Binary(op, Box::new(neg(*a)), b)
-        }
-        e => EExpr::Unary(UnOp::Neg, Box::new(e)),
-    }
-}
-
-pub fn add(a: EExpr, b: EExpr) -> EExpr {
-    match (&a, &b) {
-        _ if is_zero(&a) => b,
-        _ if is_zero(&b) => a,
-        (EExpr::Const(x), EExpr::Const(y)) => EExpr::Const(x + y),
-        _ if negative(&b) => bin(BinOp::Sub, a, neg(b)),
-        _ => bin(BinOp::Add, a, b),
-    }
-}
-
-pub fn sub(a: EExpr, b: EExpr) -> EExpr {
-    match (&a, &b) {
-        _ if is_zero(&b) => a,
-        _ if is_zero(&a) => neg(b),
-        (EExpr::Const(x), EExpr::Const(y)) => EExpr::Const(x - y),
-        _ if negative(&b) => bin(BinOp::Add, a, neg(b)),
-        _ => bin(BinOp::Sub, a, b),
-    }
-}
-
-pub fn mul(a: EExpr, b: EExpr) -> EExpr {
-    match (&a, &b) {
-        _ if is_zero(&a) || is_zero(&b) => zero(),
-        _ if is_one(&a) => b,
-        _ if is_one(&b) => a,
-        (EExpr::Const(x), EExpr::Const(y)) => EExpr::Const(x * y),
-        _ => bin(BinOp::Mul, a, b),
-    }
-}
-
-fn div(a: EExpr, b: EExpr) -> EExpr {
-    match (&a, &b) {
-        _ if is_zero(&a) => zero(),
-        _ if is_one(&b) => a,
-        (EExpr::Const(x), EExpr::Const(y)) => EExpr::Const(x / y),
-        _ => bin(BinOp::Div, a, b),
-    }
-}
+/// The coefficients stay readable in dumps and cheap in kernels: every rule applies.
+const R: Rules = Rules::ALL;
 
 impl Aff {
     fn constant(n: usize, k: EExpr) -> Aff {
@@ -229,29 +164,31 @@ impl Aff {
         let of = |x: &EExpr| Aff::of(eqs, x, cur, locals);
         let nonlinear = || format!("`{}`", eqs.show(e));
         Ok(match e {
-            EExpr::Const(_) | EExpr::Param(_) | EExpr::Dt => Aff::constant(n, e.clone()),
-            EExpr::State(i) => cur[*i].clone(),
-            EExpr::Local(i) => match &locals[*i] {
+            EExpr::Const(_) | EExpr::Leaf(EqLeaf::Param(_) | EqLeaf::Dt) => {
+                Aff::constant(n, e.clone())
+            }
+            EExpr::Leaf(EqLeaf::State(i)) => cur[*i].clone(),
+            EExpr::Leaf(EqLeaf::Local(i)) => match &locals[*i] {
                 Some(Ok(a)) => a.clone(),
                 Some(Err(why)) => return Err(format!("{why} (through `{}`)", eqs.locals[*i])),
                 None => return Err(format!("`{}` is read before it is set", eqs.locals[*i])),
             },
-            EExpr::Current => {
+            EExpr::Leaf(EqLeaf::Current) => {
                 let mut a = Aff::constant(n, zero());
                 a.inp = EExpr::Const(1.0);
                 a
             }
-            EExpr::Unary(UnOp::Neg, x) => of(x)?.map(neg),
-            EExpr::Binary(BinOp::Add, x, y) => of(x)?.zip(of(y)?, add),
-            EExpr::Binary(BinOp::Sub, x, y) => of(x)?.zip(of(y)?, sub),
+            EExpr::Unary(UnOp::Neg, x) => of(x)?.map(|e| R.neg(e)),
+            EExpr::Binary(BinOp::Add, x, y) => of(x)?.zip(of(y)?, |a, b| R.add(a, b)),
+            EExpr::Binary(BinOp::Sub, x, y) => of(x)?.zip(of(y)?, |a, b| R.sub(a, b)),
             EExpr::Binary(BinOp::Mul, x, y) => {
                 let (fx, fy) = (of(x)?, of(y)?);
                 if fx.is_constant() {
                     let s = fx.k;
-                    fy.map(|c| mul(s.clone(), c))
+                    fy.map(|c| R.mul(s.clone(), c))
                 } else if fy.is_constant() {
                     let s = fy.k;
-                    fx.map(|c| mul(c, s.clone()))
+                    fx.map(|c| R.mul(c, s.clone()))
                 } else {
                     return Err(nonlinear());
                 }
@@ -262,42 +199,20 @@ impl Aff {
                     return Err(nonlinear());
                 }
                 let d = fy.k;
-                fx.map(|c| div(c, d.clone()))
+                fx.map(|c| R.div(c, d.clone()))
             }
             // Anything else is linear only when it does not depend on state or input.
             EExpr::Unary(..) | EExpr::Binary(..) | EExpr::Call(..) => {
+                // A constant: rebuilt from the constant parts (locals substituted).
                 let mut dep = false;
-                let mut check = |x: &EExpr| -> Result<(), String> {
+                let rebuilt = e.try_map_operands(|x| -> Result<EExpr, String> {
                     let f = of(x)?;
                     dep |= !f.is_constant();
-                    Ok(())
-                };
-                match e {
-                    EExpr::Unary(_, x) => check(x)?,
-                    EExpr::Binary(_, x, y) => {
-                        check(x)?;
-                        check(y)?;
-                    }
-                    EExpr::Call(_, args) => {
-                        for a in args {
-                            check(a)?;
-                        }
-                    }
-                    _ => unreachable!(),
-                }
+                    Ok(f.k)
+                })?;
                 if dep {
                     return Err(nonlinear());
                 }
-                // A constant: rebuild it from the constant parts (locals substituted).
-                let k = |x: &EExpr| of(x).map(|f| f.k);
-                let rebuilt = match e {
-                    EExpr::Unary(op, x) => EExpr::Unary(*op, Box::new(k(x)?)),
-                    EExpr::Binary(op, x, y) => bin(*op, k(x)?, k(y)?),
-                    EExpr::Call(f, args) => {
-                        EExpr::Call(*f, args.iter().map(k).collect::<Result<_, _>>()?)
-                    }
-                    _ => unreachable!(),
-                };
                 Aff::constant(n, rebuilt)
             }
         })

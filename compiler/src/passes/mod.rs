@@ -11,7 +11,7 @@ pub mod resolve;
 pub mod schedule;
 pub mod shapes;
 
-use crate::ir::eqn::{EExpr, NeuronEqs, Var};
+use crate::ir::eqn::{EExpr, EqLeaf, NeuronEqs};
 use crate::ir::net::*;
 
 /// Pass names in pipeline order, as `--after` accepts them.
@@ -136,9 +136,9 @@ pub fn pop_outputs(m: &Module, h: NodeId) -> PopOutputs {
 pub fn spilled_locals(eqs: &NeuronEqs) -> Vec<usize> {
     let mut used = Vec::new();
     let mut visit = |e: &EExpr| {
-        e.visit_vars(&mut |v| {
-            if let Var::Local(i) = v {
-                used.push(i);
+        e.visit_leaves(&mut |l| {
+            if let EqLeaf::Local(i) = l {
+                used.push(*i);
             }
         });
         if e.reads_current() {

@@ -498,11 +498,8 @@ impl Env<'_> {
                     let mut v = self.expr(value, false)?;
                     if matches!(s, Stmt::Ode { .. }) {
                         // x' = f  ->  x = x + dt * f
-                        v = EExpr::Binary(
-                            BinOp::Add,
-                            Box::new(EExpr::var(target)),
-                            Box::new(EExpr::Binary(BinOp::Mul, Box::new(EExpr::Dt), Box::new(v))),
-                        );
+                        let dt_f = EExpr::bin(BinOp::Mul, EExpr::Leaf(EqLeaf::Dt), v);
+                        v = EExpr::bin(BinOp::Add, EExpr::var(target), dt_f);
                     }
                     out.push(Assign { target, value: v });
                 }
@@ -533,22 +530,22 @@ impl Env<'_> {
 
     fn lookup(&self, name: &str) -> Option<EExpr> {
         if let Some(i) = self.eqs.locals.iter().position(|s| s == name) {
-            return Some(EExpr::Local(i));
+            return Some(EExpr::Leaf(EqLeaf::Local(i)));
         }
         if let Some(i) = self.eqs.states.iter().position(|s| s.name == name) {
-            return Some(EExpr::State(i));
+            return Some(EExpr::Leaf(EqLeaf::State(i)));
         }
         if let Some(i) = self.eqs.params.iter().position(|s| s.name == name) {
-            return Some(EExpr::Param(i));
+            return Some(EExpr::Leaf(EqLeaf::Param(i)));
         }
         if name == self.current {
-            return Some(EExpr::Current);
+            return Some(EExpr::Leaf(EqLeaf::Current));
         }
         if let Some((_, v)) = self.consts.iter().find(|(n, _)| n == name) {
             return Some(EExpr::Const(*v as f32));
         }
         if name == "dt" {
-            return Some(EExpr::Dt);
+            return Some(EExpr::Leaf(EqLeaf::Dt));
         }
         None
     }
@@ -564,7 +561,9 @@ impl Env<'_> {
             ExprKind::Ident(n) => {
                 let v = self.lookup(n);
                 match v {
-                    Some(EExpr::State(_) | EExpr::Local(_) | EExpr::Current) if init => {
+                    Some(EExpr::Leaf(EqLeaf::State(_) | EqLeaf::Local(_) | EqLeaf::Current))
+                        if init =>
+                    {
                         return Err(Diagnostic::new(
                             ErrorKind::BadArgument,
                             format!("an initial value may not read `{n}`"),
@@ -772,55 +771,9 @@ pub(crate) fn learn_call(e: &Expr) -> DResult<Option<(&Expr, Learn)>> {
 
 /// A compile-time value of an expression over numbers and parameters, in f64.
 fn const_eval(e: &EExpr, params: &[EqParam]) -> Option<f64> {
-    let c = |x: &EExpr| const_eval(x, params);
-    let b = |v: bool| if v { 1.0 } else { 0.0 };
-    Some(match e {
-        EExpr::Const(v) => *v as f64,
-        EExpr::Param(i) => params[*i].value as f64,
-        EExpr::Unary(UnOp::Neg, x) => -c(x)?,
-        EExpr::Unary(UnOp::Not, x) => b(c(x)? == 0.0),
-        EExpr::Binary(op, x, y) => {
-            let (x, y) = (c(x)?, c(y)?);
-            match op {
-                BinOp::Add => x + y,
-                BinOp::Sub => x - y,
-                BinOp::Mul => x * y,
-                BinOp::Div => x / y,
-                BinOp::Pow => x.powf(y),
-                BinOp::Lt => b(x < y),
-                BinOp::Le => b(x <= y),
-                BinOp::Gt => b(x > y),
-                BinOp::Ge => b(x >= y),
-                BinOp::Eq => b(x == y),
-                BinOp::Ne => b(x != y),
-                BinOp::And => b(x != 0.0 && y != 0.0),
-                BinOp::Or => b(x != 0.0 || y != 0.0),
-            }
-        }
-        EExpr::Call(f, args) => {
-            let a: Vec<f64> = args.iter().map(c).collect::<Option<_>>()?;
-            match f {
-                Func::Exp => a[0].exp(),
-                Func::Log => a[0].ln(),
-                Func::Sqrt => a[0].sqrt(),
-                Func::Abs => a[0].abs(),
-                Func::Tanh => a[0].tanh(),
-                Func::Floor => a[0].floor(),
-                Func::Sigmoid => 1.0 / (1.0 + (-a[0]).exp()),
-                Func::Step => b(a[0] >= 0.0),
-                Func::Min => a[0].min(a[1]),
-                Func::Max => a[0].max(a[1]),
-                Func::Select => {
-                    if a[0] != 0.0 {
-                        a[1]
-                    } else {
-                        a[2]
-                    }
-                }
-                Func::Clamp => a[0].max(a[1]).min(a[2]),
-            }
-        }
-        EExpr::State(_) | EExpr::Local(_) | EExpr::Current | EExpr::Dt => return None,
+    e.eval(|l| match l {
+        EqLeaf::Param(i) => Some(params[*i].value as f64),
+        _ => None,
     })
 }
 

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 
 use crate::diag::{DResult, Diagnostic, ErrorKind, Span};
 use crate::ir::eqn::{BinOp, EExpr, Func, Mix, NeuronEqs};
+use crate::ir::expr::Node;
 use crate::ir::linear::{self, LinearStep};
 use crate::ir::net::*;
 use crate::ir::sched::{Cost, PopTime, RateSource, Schedule, SparseChoice, Stage, StageKind};
@@ -487,20 +488,18 @@ fn refuse(name: &str, span: Span, form: TimeForm, why: &str, hint: &str) -> Diag
 
 /// FLOPs of one evaluation of an expression (a transcendental function counts 8).
 fn expr_flops(e: &EExpr) -> f64 {
-    match e {
-        EExpr::Unary(_, x) => 1.0 + expr_flops(x),
-        EExpr::Binary(op, a, b) => {
-            (if *op == BinOp::Pow { 8.0 } else { 1.0 }) + expr_flops(a) + expr_flops(b)
-        }
-        EExpr::Call(f, args) => {
+    e.fold(&mut |n| match n {
+        Node::Const(_) | Node::Leaf(_) => 0.0,
+        Node::Unary(_, x) => 1.0 + x,
+        Node::Binary(op, a, b) => (if op == BinOp::Pow { 8.0 } else { 1.0 }) + a + b,
+        Node::Call(f, args) => {
             let own = match f {
                 Func::Exp | Func::Log | Func::Tanh | Func::Sigmoid => 8.0,
                 _ => 1.0,
             };
-            own + args.iter().map(expr_flops).sum::<f64>()
+            own + args.iter().sum::<f64>()
         }
-        _ => 0.0,
-    }
+    })
 }
 
 /// FLOPs of one neuron-step of the fused kernel.

@@ -11,9 +11,8 @@ use std::collections::BTreeSet;
 
 use super::{ext, kernel_decl, mangle, symbol_part, Bind, Lowerer, Role, KB};
 use crate::diag::{DResult, Diagnostic, ErrorKind};
-use crate::ir::adjoint::{GExpr, StepAdjoint, ValKind};
-use crate::ir::eqn::ParamKind;
-use crate::ir::eqn::{BinOp, Func};
+use crate::ir::adjoint::{AdjLeaf, GExpr, StepAdjoint, ValKind};
+use crate::ir::eqn::{BinOp, ParamKind};
 use crate::ir::kernel::*;
 use crate::ir::net::*;
 use snn_runtime::plan::{
@@ -491,9 +490,9 @@ impl Lowerer<'_> {
         if let Some(&g) = mem.grads.get(&h).filter(|g| written.contains(g)) {
             let a = kb.arg("grad_out", g, PExtent::Seq, false);
             if eqs.spikes() {
-                g_spike.push(KExpr::Load(a));
+                g_spike.push(KExpr::load(a));
             } else {
-                g_state[0].push(KExpr::Load(a));
+                g_state[0].push(KExpr::load(a));
             }
         }
         let loss_like = std::iter::once((bw.loss_output, mem.loss_grads[0])).chain(
@@ -510,11 +509,11 @@ impl Lowerer<'_> {
             match o.kind {
                 OutputKind::Counts => {
                     let a = kb.arg(&format!("grad_counts{n}"), g, PExtent::Static, false);
-                    g_spike.push(KExpr::Load(a));
+                    g_spike.push(KExpr::load(a));
                 }
                 OutputKind::Spikes => {
                     let a = kb.arg(&format!("grad_spikes{n}"), g, PExtent::Seq, false);
-                    g_spike.push(KExpr::Load(a));
+                    g_spike.push(KExpr::load(a));
                 }
                 OutputKind::Trace => {
                     let s = o.state.as_ref().and_then(|s| s.1).expect("resolved state");
@@ -524,7 +523,7 @@ impl Lowerer<'_> {
                         PExtent::Seq,
                         false,
                     );
-                    g_state[s].push(KExpr::Load(a));
+                    g_state[s].push(KExpr::load(a));
                 }
             }
         }
@@ -644,8 +643,8 @@ impl Lowerer<'_> {
         let mut sum: Option<KExpr> = None;
         for &a in &in_args {
             sum = Some(match sum {
-                None => KExpr::Load(a),
-                Some(s) => KExpr::bin(BinOp::Add, s, KExpr::Load(a)),
+                None => KExpr::load(a),
+                Some(s) => KExpr::bin(BinOp::Add, s, KExpr::load(a)),
             });
         }
         // Only the values the adjoint statements use are computed.
@@ -653,7 +652,7 @@ impl Lowerer<'_> {
             Some(need) => {
                 for &j in need {
                     match step.post_update.iter().position(|&p| p == j) {
-                        Some(i) => kb.set(vals[j], KExpr::Load(saved(i))),
+                        Some(i) => kb.set(vals[j], KExpr::load(saved(i))),
                         None => kb.set(
                             vals[j],
                             cv(step.vals[j].def.as_ref().expect("a defined value")),
@@ -665,10 +664,10 @@ impl Lowerer<'_> {
                 kb.set(cur, sum.expect("a population has an input"));
                 for j in step.needed_vals() {
                     match (&step.vals[j].kind, &step.vals[j].def) {
-                        (ValKind::StateIn(i), _) => kb.set(vals[j], KExpr::Load(saved(*i))),
+                        (ValKind::StateIn(i), _) => kb.set(vals[j], KExpr::load(saved(*i))),
                         (ValKind::Lin(i), _) => kb.set(
                             vals[j],
-                            KExpr::Load(
+                            KExpr::load(
                                 lin_args[*i].expect("the parallel schedule has `lin` values"),
                             ),
                         ),
@@ -684,7 +683,7 @@ impl Lowerer<'_> {
                 .fold(first, |acc, e| KExpr::bin(BinOp::Add, acc, e))
         };
         for (i, terms) in g_state.into_iter().enumerate() {
-            kb.set(adjs[i], add_all(KExpr::Var(KVar::Carried(i)), terms));
+            kb.set(adjs[i], add_all(KExpr::var(KVar::Carried(i)), terms));
         }
         if let Some(si) = step.incoming_spike() {
             let e = match g_spike.len() {
@@ -702,25 +701,25 @@ impl Lowerer<'_> {
         }
         let g_cur = step
             .grad_current
-            .map(|a| KExpr::Var(adjs[a]))
+            .map(|a| KExpr::var(adjs[a]))
             .unwrap_or(KExpr::Const(0.0));
         for (n, &(a, _)) in out_args.iter().enumerate() {
             match acc_of[n] {
-                Some(acc) => kb.set(acc, KExpr::bin(BinOp::Add, KExpr::Var(acc), g_cur.clone())),
+                Some(acc) => kb.set(acc, KExpr::bin(BinOp::Add, KExpr::var(acc), g_cur.clone())),
                 None => kb.store(a, g_cur.clone()),
             }
         }
         for &(acc, g) in &param_accs {
             kb.set(
                 acc,
-                KExpr::bin(BinOp::Add, KExpr::Var(acc), KExpr::Var(adjs[g])),
+                KExpr::bin(BinOp::Add, KExpr::var(acc), KExpr::var(adjs[g])),
             );
         }
         for &(a, g) in &grad_lin_args {
-            kb.store(a, g.map_or(KExpr::Const(0.0), |g| KExpr::Var(adjs[g])));
+            kb.store(a, g.map_or(KExpr::Const(0.0), |g| KExpr::var(adjs[g])));
         }
         for (i, g) in step.grad_state_in.iter().enumerate() {
-            let e = g.map(|a| KExpr::Var(adjs[a])).unwrap_or(KExpr::Const(0.0));
+            let e = g.map(|a| KExpr::var(adjs[a])).unwrap_or(KExpr::Const(0.0));
             kb.set(KVar::Carried(i), e);
         }
         Ok(kb.finish())
@@ -728,18 +727,10 @@ impl Lowerer<'_> {
 }
 
 fn gconv(e: &GExpr, params: &[KExpr], cur: KVar, vals: &[KVar], adjs: &[KVar]) -> KExpr {
-    let c = |x: &GExpr| gconv(x, params, cur, vals, adjs);
-    match e {
-        GExpr::Const(v) => KExpr::Const(*v),
-        GExpr::Param(i) => params[*i].clone(),
-        GExpr::Current => KExpr::Var(cur),
-        GExpr::Val(j) => KExpr::Var(vals[*j]),
-        GExpr::Adj(k) => KExpr::Var(adjs[*k]),
-        GExpr::Unary(op, x) => KExpr::Unary(*op, Box::new(c(x))),
-        GExpr::Binary(op, x, y) => KExpr::bin(*op, c(x), c(y)),
-        GExpr::Call(f, args) => {
-            debug_assert!(!matches!(f, Func::Step) || args.len() == 1);
-            KExpr::Call(*f, args.iter().map(c).collect())
-        }
-    }
+    e.map_leaves(&mut |l| match l {
+        AdjLeaf::Param(i) => params[*i].clone(),
+        AdjLeaf::Current => KExpr::var(cur),
+        AdjLeaf::Val(j) => KExpr::var(vals[*j]),
+        AdjLeaf::Adj(k) => KExpr::var(adjs[*k]),
+    })
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::diag::DResult;
-use crate::ir::eqn::{BinOp, EExpr, Func, Mix, NeuronEqs, ParamKind, UnOp, Var};
+use crate::ir::eqn::{BinOp, EExpr, EqLeaf, Func, Mix, NeuronEqs, ParamKind, UnOp, Var};
 use crate::ir::kernel::*;
 use crate::ir::linear::{self, LinearStep};
 use crate::ir::net::*;
@@ -345,7 +345,7 @@ impl Lowerer<'_> {
             };
             for (k, a) in lin.a[i].iter().enumerate() {
                 if !linear::is_zero(a) {
-                    push(KExpr::bin(BinOp::Mul, c(a), KExpr::Var(old[k])));
+                    push(KExpr::bin(BinOp::Mul, c(a), KExpr::var(old[k])));
                 }
             }
             if let Some(x) = extra {
@@ -361,16 +361,16 @@ impl Lowerer<'_> {
             .collect();
         for i in 0..n {
             let drive = (!linear::is_zero(&lin.b[i]))
-                .then(|| KExpr::bin(BinOp::Mul, c(&lin.b[i]), KExpr::Var(pulse)));
+                .then(|| KExpr::bin(BinOp::Mul, c(&lin.b[i]), KExpr::var(pulse)));
             kb.set(nk[i], affine(&kv, drive, i));
             let konst = (!linear::is_zero(&lin.c[i])).then(|| c(&lin.c[i]));
             kb.set(nz[i], affine(&zv, konst, i));
         }
         for i in 0..n {
-            kb.set(kv[i], KExpr::Var(nk[i]));
-            kb.set(zv[i], KExpr::Var(nz[i]));
-            kb.store(args[i].0, KExpr::Var(kv[i]));
-            kb.store(args[i].1, KExpr::Var(zv[i]));
+            kb.set(kv[i], KExpr::var(nk[i]));
+            kb.set(zv[i], KExpr::var(nz[i]));
+            kb.store(args[i].0, KExpr::var(kv[i]));
+            kb.store(args[i].1, KExpr::var(zv[i]));
         }
         kb.set(pulse, KExpr::Const(0.0));
         (kb.k, kb.bufs)
@@ -421,7 +421,7 @@ impl Lowerer<'_> {
         ];
         let xv = kb.local("x");
         let pv = kb.local("p");
-        kb.set(xv, KExpr::Load(x));
+        kb.set(xv, KExpr::load(x));
         let p = match enc {
             // p = 1 - exp(-(max_rate * x * dt))
             Encoding::Poisson { .. } => KExpr::bin(
@@ -433,18 +433,24 @@ impl Lowerer<'_> {
                         UnOp::Neg,
                         Box::new(KExpr::bin(
                             BinOp::Mul,
-                            KExpr::bin(BinOp::Mul, KExpr::Param(1), KExpr::Var(xv)),
+                            KExpr::bin(BinOp::Mul, KExpr::Leaf(KLeaf::Param(1)), KExpr::var(xv)),
                             KExpr::Const(m.dt),
                         )),
                     )],
                 ),
             ),
-            Encoding::Bernoulli { .. } => KExpr::bin(BinOp::Mul, KExpr::Param(1), KExpr::Var(xv)),
+            Encoding::Bernoulli { .. } => {
+                KExpr::bin(BinOp::Mul, KExpr::Leaf(KLeaf::Param(1)), KExpr::var(xv))
+            }
         };
         kb.set(pv, p);
         kb.store(
             out,
-            KExpr::bin(BinOp::Lt, KExpr::Uniform { seed_param: 0 }, KExpr::Var(pv)),
+            KExpr::bin(
+                BinOp::Lt,
+                KExpr::Leaf(KLeaf::Uniform { seed_param: 0 }),
+                KExpr::var(pv),
+            ),
         );
         kb.finish()
     }
@@ -468,11 +474,11 @@ impl Lowerer<'_> {
             .map(|(i, p)| match p.kind {
                 ParamKind::Runtime => {
                     kb.k.params.push(p.name.clone());
-                    KExpr::Param(kb.k.params.len() - 1)
+                    KExpr::Leaf(KLeaf::Param(kb.k.params.len() - 1))
                 }
                 ParamKind::Learned { per_neuron } => {
                     let w = learned.expect("learned parameters have weights")[&i];
-                    KExpr::Weight(kb.weight(&p.name, w, per_neuron, false))
+                    KExpr::Leaf(KLeaf::Weight(kb.weight(&p.name, w, per_neuron, false)))
                 }
                 // Never read by the equations (see `passes::neurons`).
                 ParamKind::InitOnly => KExpr::Const(p.value),
@@ -706,7 +712,7 @@ impl Lowerer<'_> {
         // Spilled temporaries are read back in the fire and reset kernels.
         if matches!(role, Role::Fire | Role::Reset) {
             for (&l, &a) in &spill_args {
-                kb.set(lmap[l], KExpr::Load(a));
+                kb.set(lmap[l], KExpr::load(a));
             }
         }
         // Saved: each state at the start of the step, or after its update (`save_post`:
@@ -718,15 +724,15 @@ impl Lowerer<'_> {
             .is_some_and(|s| s.save_post);
         if !save_post {
             for &(i, a) in &save_args {
-                kb.store(a, KExpr::Var(state_vars[i]));
+                kb.store(a, KExpr::var(state_vars[i]));
             }
         }
         if matches!(role, Role::Fused | Role::Charge | Role::Recompute) {
             let mut sum: Option<KExpr> = None;
             for &a in &in_args {
                 sum = Some(match sum {
-                    None => KExpr::Load(a),
-                    Some(s) => KExpr::bin(BinOp::Add, s, KExpr::Load(a)),
+                    None => KExpr::load(a),
+                    Some(s) => KExpr::bin(BinOp::Add, s, KExpr::load(a)),
                 });
             }
             if let Some(sum) = sum {
@@ -734,19 +740,19 @@ impl Lowerer<'_> {
             }
             for (j, a) in eqs.update.iter().enumerate() {
                 match replaced.get(&j) {
-                    Some(i) => kb.set(target(a.target), KExpr::Load(lin_args[i])),
+                    Some(i) => kb.set(target(a.target), KExpr::load(lin_args[i])),
                     None => kb.set(target(a.target), cv(&a.value)),
                 }
             }
             if role == Role::Charge {
                 for (&l, &a) in &spill_args {
-                    kb.store(a, KExpr::Var(lmap[l]));
+                    kb.store(a, KExpr::var(lmap[l]));
                 }
             }
         }
         if save_post {
             for &(i, a) in &save_args {
-                kb.store(a, KExpr::Var(state_vars[i]));
+                kb.store(a, KExpr::var(state_vars[i]));
             }
         }
         if let (Some(spike), true) = (
@@ -762,15 +768,15 @@ impl Lowerer<'_> {
                 ),
             );
             if let Some(a) = spikes_arg {
-                kb.store(a, KExpr::Var(s_var));
+                kb.store(a, KExpr::var(s_var));
             }
             if let Some(c) = count {
-                kb.set(c, KExpr::bin(BinOp::Add, KExpr::Var(c), KExpr::Var(s_var)));
+                kb.set(c, KExpr::bin(BinOp::Add, KExpr::var(c), KExpr::var(s_var)));
             }
         }
         if eqs.spikes() && matches!(role, Role::Fused | Role::Reset | Role::Recompute) {
             if role == Role::Reset {
-                kb.set(s_var, KExpr::Load(spikes_arg.expect("spiking population")));
+                kb.set(s_var, KExpr::load(spikes_arg.expect("spiking population")));
             }
             // x = S ? e : x, in order.
             for a in &eqs.reset {
@@ -779,13 +785,13 @@ impl Lowerer<'_> {
                     t,
                     KExpr::Call(
                         Func::Select,
-                        vec![KExpr::Var(s_var), cv(&a.value), KExpr::Var(t)],
+                        vec![KExpr::var(s_var), cv(&a.value), KExpr::var(t)],
                     ),
                 );
             }
         }
         for &(s, a) in &trace_args {
-            kb.store(a, KExpr::Var(state_vars[s]));
+            kb.store(a, KExpr::var(state_vars[s]));
         }
         kb.finish()
     }
@@ -1271,18 +1277,13 @@ fn conv_vars(
     locals: &[KVar],
     dt: f32,
 ) -> KExpr {
-    let c = |x: &EExpr| conv_vars(eqs, x, params, states, locals, dt);
-    match e {
-        EExpr::Const(v) => KExpr::Const(*v),
-        EExpr::Param(i) => params[*i].clone(),
-        EExpr::State(i) => KExpr::Var(states[*i]),
-        EExpr::Local(i) => KExpr::Var(locals[*i]),
-        EExpr::Current => KExpr::Var(locals[eqs.locals.len()]),
-        EExpr::Dt => KExpr::Const(dt),
-        EExpr::Unary(op, x) => KExpr::Unary(*op, Box::new(c(x))),
-        EExpr::Binary(op, a, b) => KExpr::bin(*op, c(a), c(b)),
-        EExpr::Call(f, args) => KExpr::Call(*f, args.iter().map(c).collect()),
-    }
+    e.map_leaves(&mut |l| match l {
+        EqLeaf::Param(i) => params[*i].clone(),
+        EqLeaf::State(i) => KExpr::var(states[*i]),
+        EqLeaf::Local(i) => KExpr::var(locals[*i]),
+        EqLeaf::Current => KExpr::var(locals[eqs.locals.len()]),
+        EqLeaf::Dt => KExpr::Const(dt),
+    })
 }
 
 /// Whether the projection `h` runs event-driven (the `schedule` pass's decision).
