@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-pub use crate::front::ast::{BinOp, UnOp};
+pub use super::op::{BinOp, UnOp};
 use snn_runtime::plan::ParamCheck;
 
 #[derive(Clone, Debug, PartialEq)]

@@ -3,9 +3,12 @@
 
 pub mod adjoint;
 pub mod arena;
+pub mod cost;
 pub mod dump;
 pub mod eqn;
 pub mod kernel;
 pub mod linear;
 pub mod net;
+pub mod op;
 pub mod sched;
+pub mod train;

@@ -10,6 +10,7 @@ pub mod recurrence;
 pub mod resolve;
 pub mod schedule;
 pub mod shapes;
+pub mod train_block;
 
 use crate::ir::eqn::{EExpr, NeuronEqs, Var};
 use crate::ir::net::*;

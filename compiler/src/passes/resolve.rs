@@ -21,8 +21,9 @@ const OPS: &[&str] = &[
 ];
 const SETTINGS: &[&str] = &["T", "dt", "seed", "batch"];
 
-pub fn run(parsed: &Parsed) -> DResult<Module> {
-    // Neuron models from every file, prelude first.
+/// The neuron models visible to the root model: every file's, prelude first, each name
+/// defined once. `resolve` checks instances against them; `neurons` lowers them.
+pub fn neuron_models(parsed: &Parsed) -> DResult<Vec<ast::NeuronDef>> {
     let mut models: Vec<ast::NeuronDef> = Vec::new();
     for (_, f) in &parsed.files {
         for n in &f.neurons {
@@ -38,6 +39,11 @@ pub fn run(parsed: &Parsed) -> DResult<Module> {
             models.push(n.clone());
         }
     }
+    Ok(models)
+}
+
+pub fn run(parsed: &Parsed) -> DResult<Module> {
+    let models = neuron_models(parsed)?;
     let root = &parsed
         .files
         .iter()
@@ -73,7 +79,6 @@ pub fn run(parsed: &Parsed) -> DResult<Module> {
             nodes: Arena::default(),
             inputs: vec![],
             outputs: vec![],
-            models: models.clone(),
             span: model.span,
             recurrence: None,
             schedule: None,
@@ -89,8 +94,12 @@ pub fn run(parsed: &Parsed) -> DResult<Module> {
     r.bindings(model)?;
     r.outputs(model)?;
     if let Some(tb) = &model.train {
-        r.module.train = Some(crate::train::config(&tb.settings, tb.span, r.module.batch)?);
-        crate::train::check_data_input(&r.module)?;
+        r.module.train = Some(super::train_block::config(
+            &tb.settings,
+            tb.span,
+            r.module.batch,
+        )?);
+        super::train_block::check_data_input(&r.module)?;
     }
     Ok(r.module)
 }
@@ -659,7 +668,7 @@ impl Resolver<'_> {
         }
         Ok(NodeKind::Population {
             inputs,
-            model: mi,
+            model: model.name.name.clone(),
             args: pa,
             eqs: None,
         })
