@@ -2,6 +2,7 @@
 //! `snnc ir FILE --after PASS`.
 
 pub mod autodiff;
+pub mod bind;
 pub mod fuse;
 pub mod lower;
 pub mod memory;

@@ -6,6 +6,7 @@
 //! `snnc train --set name=expr` overrides a setting with the same syntax. Errors point at
 //! the setting with a hint listing what is accepted.
 
+use super::bind::{self, Range, Signature};
 use crate::diag::{did_you_mean, DResult, Diagnostic, ErrorKind, Span};
 use crate::front::ast::{Arg, Binding, Expr, ExprKind};
 use crate::ir::adjoint::{GradOptions, Surrogate, SurrogateKind};
@@ -45,86 +46,6 @@ fn call_of(e: &Expr) -> Option<(&str, &[Arg])> {
         ExprKind::Ident(n) => Some((n.as_str(), &[])),
         ExprKind::Call { func, args } => Some((func.name.as_str(), args.as_slice())),
         _ => None,
-    }
-}
-
-/// Named and positional arguments of a call, checked against `names` (positional ones
-/// fill `names` in order).
-struct Args<'a> {
-    vals: Vec<Option<&'a Expr>>,
-    names: &'a [&'a str],
-}
-
-impl<'a> Args<'a> {
-    fn new(func: &str, args: &'a [Arg], names: &'a [&'a str], span: Span) -> DResult<Args<'a>> {
-        let mut vals = vec![None; names.len()];
-        for (i, a) in args.iter().enumerate() {
-            let slot = match &a.name {
-                Some(n) => names.iter().position(|x| *x == n.name).ok_or_else(|| {
-                    let d = err(
-                        n.span,
-                        format!("`{func}` has no argument `{}`", n.name),
-                        format!("its arguments: {}", names.join(", ")),
-                    );
-                    match did_you_mean(&n.name, names.iter().copied()) {
-                        Some(s) => d.hint(format!(
-                            "did you mean `{s}`? (arguments: {})",
-                            names.join(", ")
-                        )),
-                        None => d,
-                    }
-                })?,
-                None if i < names.len() => i,
-                None => {
-                    return Err(err(
-                        a.value.span,
-                        format!("`{func}` takes at most {} arguments", names.len()),
-                        format!("its arguments: {}", names.join(", ")),
-                    ))
-                }
-            };
-            vals[slot] = Some(&a.value);
-        }
-        let _ = span;
-        Ok(Args { vals, names })
-    }
-    fn get(&self, name: &str) -> Option<&'a Expr> {
-        self.vals[self
-            .names
-            .iter()
-            .position(|n| *n == name)
-            .expect("known arg")]
-    }
-    fn f32(&self, name: &str, default: f32) -> DResult<f32> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(e) => num_f32(e, name),
-        }
-    }
-    fn usize(&self, name: &str, default: usize) -> DResult<usize> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(e) => int(e, name),
-        }
-    }
-    fn bool(&self, name: &str, default: bool) -> DResult<bool> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(e) => boolean(e, name),
-        }
-    }
-    fn string(&self, name: &str) -> DResult<Option<String>> {
-        match self.get(name) {
-            None => Ok(None),
-            Some(e) => match &e.kind {
-                ExprKind::Str(s) => Ok(Some(s.clone())),
-                _ => Err(err(
-                    e.span,
-                    format!("`{name}` must be a string"),
-                    "e.g. \"data/x.npy\"",
-                )),
-            },
-        }
     }
 }
 
@@ -204,7 +125,8 @@ fn loss(e: &Expr) -> DResult<LossSpec> {
     let span = e.span;
     match f {
         "cross_entropy" | "ce" => {
-            let a = Args::new(f, args, &["of"], span)?;
+            let sig = Signature::builtin(f, &["of"]);
+            let a = bind::call(&sig, args, span)?;
             let of = a
                 .get("of")
                 .ok_or_else(|| err(span, "cross_entropy needs what it reads", HINT))?;
@@ -249,7 +171,8 @@ fn loss(e: &Expr) -> DResult<LossSpec> {
             }
         }
         "mse" => {
-            let a = Args::new(f, args, &["of", "on", "off", "groups"], span)?;
+            let sig = Signature::builtin(f, &["of", "on", "off", "groups"]);
+            let a = bind::call(&sig, args, span)?;
             let of = a
                 .get("of")
                 .ok_or_else(|| err(span, "mse needs what it reads", HINT))?;
@@ -261,18 +184,11 @@ fn loss(e: &Expr) -> DResult<LossSpec> {
                     HINT,
                 ));
             }
-            let groups = a.usize("groups", 1)?;
-            if groups == 0 {
-                return Err(err(
-                    span,
-                    "`groups` must be >= 1",
-                    "neurons voting for each class",
-                ));
-            }
+            let groups = a.usize("groups", 1, 1)?;
             Ok(LossSpec {
                 kind: LossKind::MseCounts {
-                    on: a.f32("on", 1.0)?,
-                    off: a.f32("off", 0.0)?,
+                    on: a.f32("on", 1.0, Range::Any)?,
+                    off: a.f32("off", 0.0, Range::Any)?,
                     groups,
                 },
                 target: t,
@@ -280,7 +196,8 @@ fn loss(e: &Expr) -> DResult<LossSpec> {
             })
         }
         "first_spike" => {
-            let a = Args::new(f, args, &["of"], span)?;
+            let sig = Signature::builtin(f, &["of"]);
+            let a = bind::call(&sig, args, span)?;
             let of = a
                 .get("of")
                 .ok_or_else(|| err(span, "first_spike needs a population", HINT))?;
@@ -319,7 +236,8 @@ fn regularizers(e: &Expr) -> DResult<Vec<RegSpec>> {
         if f != "rate" {
             return Err(err(it.span, format!("unknown regulariser `{f}`"), HINT));
         }
-        let a = Args::new(f, args, &["of", "lambda", "target"], it.span)?;
+        let sig = Signature::builtin(f, &["of", "lambda", "target"]);
+        let a = bind::call(&sig, args, it.span)?;
         let of = a
             .get("of")
             .ok_or_else(|| err(it.span, "rate needs a population", HINT))?;
@@ -329,8 +247,8 @@ fn regularizers(e: &Expr) -> DResult<Vec<RegSpec>> {
             .to_string();
         out.push(RegSpec {
             population,
-            lambda: a.f32("lambda", 0.1)?,
-            target: a.f32("target", 0.0)?,
+            lambda: a.f32("lambda", 0.1, Range::Any)?,
+            target: a.f32("target", 0.0, Range::Any)?,
             span: it.span,
         });
     }
@@ -353,11 +271,14 @@ fn optimizer(e: &Expr) -> DResult<OptimizerDecl> {
             });
         }
     };
-    let a = Args::new(f, args, names, e.span)?;
-    let lr = a.f32("lr", if kind == 0 { 0.1 } else { 1e-3 })?;
-    positive(e, lr, "lr")?;
+    let sig = Signature::builtin(f, names);
+    let a = bind::call(&sig, args, e.span)?;
+    let lr = a.f32("lr", if kind == 0 { 0.1 } else { 1e-3 }, Range::Positive)?;
     let (momentum, nesterov) = if kind == 0 {
-        (a.f32("momentum", 0.0)?, a.bool("nesterov", false)?)
+        (
+            a.f32("momentum", 0.0, Range::Any)?,
+            a.bool("nesterov", false)?,
+        )
     } else {
         (0.0, false)
     };
@@ -375,7 +296,7 @@ fn optimizer(e: &Expr) -> DResult<OptimizerDecl> {
             lr,
             betas: (0.9, 0.999),
             eps: 1e-8,
-            weight_decay: a.f32("weight_decay", 0.0)?,
+            weight_decay: a.f32("weight_decay", 0.0, Range::Any)?,
         },
         _ => OptimizerDecl {
             kind: if kind == 1 {
@@ -384,9 +305,16 @@ fn optimizer(e: &Expr) -> DResult<OptimizerDecl> {
                 OptimizerKind::AdamW
             },
             lr,
-            betas: (a.f32("beta1", 0.9)?, a.f32("beta2", 0.999)?),
-            eps: a.f32("eps", 1e-8)?,
-            weight_decay: a.f32("weight_decay", if kind == 1 { 0.0 } else { 1e-2 })?,
+            betas: (
+                a.f32("beta1", 0.9, Range::Any)?,
+                a.f32("beta2", 0.999, Range::Any)?,
+            ),
+            eps: a.f32("eps", 1e-8, Range::Any)?,
+            weight_decay: a.f32(
+                "weight_decay",
+                if kind == 1 { 0.0 } else { 1e-2 },
+                Range::Any,
+            )?,
         },
     })
 }
@@ -397,17 +325,19 @@ fn lr_schedule(e: &Expr) -> DResult<LrScheduleDecl> {
     Ok(match f {
         "constant" => LrScheduleDecl::Constant,
         "step" => {
-            let a = Args::new(f, args, &["step_size", "gamma"], e.span)?;
-            let step_size = a.usize("step_size", 10)?.max(1);
+            let sig = Signature::builtin(f, &["step_size", "gamma"]);
+            let a = bind::call(&sig, args, e.span)?;
+            let step_size = a.usize("step_size", 10, 0)?.max(1);
             LrScheduleDecl::Step {
                 step_size,
-                gamma: a.f32("gamma", 0.1)?,
+                gamma: a.f32("gamma", 0.1, Range::Any)?,
             }
         }
         "cosine" => {
-            let a = Args::new(f, args, &["eta_min"], e.span)?;
+            let sig = Signature::builtin(f, &["eta_min"]);
+            let a = bind::call(&sig, args, e.span)?;
             LrScheduleDecl::Cosine {
-                eta_min: a.f32("eta_min", 0.0)?,
+                eta_min: a.f32("eta_min", 0.0, Range::Any)?,
             }
         }
         other => return Err(err(e.span, format!("unknown schedule `{other}`"), HINT)),
@@ -421,7 +351,8 @@ fn data(e: &Expr) -> DResult<DataDecl> {
     Ok(match f {
         "yinyang" => DataDecl::YinYang,
         "mnist" | "fashion_mnist" => {
-            let a = Args::new(f, args, &["dir", "sequence"], e.span)?;
+            let sig = Signature::builtin(f, &["dir", "sequence"]);
+            let a = bind::call(&sig, args, e.span)?;
             let default = if f == "mnist" {
                 "data/mnist"
             } else {
@@ -450,7 +381,8 @@ fn data(e: &Expr) -> DResult<DataDecl> {
             }
         }
         "npy" => {
-            let a = Args::new(f, args, &["x", "y", "test_x", "test_y"], e.span)?;
+            let sig = Signature::builtin(f, &["x", "y", "test_x", "test_y"]);
+            let a = bind::call(&sig, args, e.span)?;
             let need = |n: &str| {
                 a.string(n)?
                     .ok_or_else(|| err(e.span, format!("npy needs `{n} = \"...\"`"), HINT))
@@ -489,9 +421,9 @@ fn surrogate(e: &Expr) -> DResult<Surrogate> {
             },
         );
     };
-    let a = Args::new(f, args, &["alpha"], e.span)?;
-    let alpha = a.f32("alpha", kind.default_alpha())?;
-    positive(e, alpha, "alpha")?;
+    let sig = Signature::builtin(f, &["alpha"]);
+    let a = bind::call(&sig, args, e.span)?;
+    let alpha = a.f32("alpha", kind.default_alpha(), Range::Positive)?;
     Ok(Surrogate { kind, alpha })
 }
 
@@ -506,9 +438,10 @@ fn adjust(e: &Expr, g: &mut GradOptions) -> DResult<()> {
             g.bpsta_temporal = None;
         }
         "bpsta" => {
-            let a = Args::new(f, args, &["spatial", "temporal", "gamma"], e.span)?;
+            let sig = Signature::builtin(f, &["spatial", "temporal", "gamma"]);
+            let a = bind::call(&sig, args, e.span)?;
             g.bpsta_spatial = a.bool("spatial", true)?;
-            let gamma = a.f32("gamma", 0.2)?;
+            let gamma = a.f32("gamma", 0.2, Range::Any)?;
             g.bpsta_temporal = a.bool("temporal", true)?.then_some(gamma);
         }
         other => return Err(err(e.span, format!("unknown adjustment `{other}`"), HINT)),
