@@ -238,53 +238,63 @@ impl<'a> Bound<'a, '_> {
     }
 
     pub fn usize(&self, name: &str, default: usize, min: usize) -> DResult<usize> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(e) => whole(e).filter(|v| *v >= min).ok_or_else(|| {
-                self.bad_value(e, format!("`{name}` must be a whole number >= {min}"))
-            }),
-        }
+        self.read(name, default, |e| read_usize(e, name, min))
     }
 
     pub fn f32(&self, name: &str, default: f32, range: Range) -> DResult<f32> {
-        let Some(e) = self.get(name) else {
-            return Ok(default);
-        };
-        let v = e.as_f32().filter(|v| v.is_finite());
-        match (v, range) {
-            (Some(v), Range::Any) => Ok(v),
-            (Some(v), Range::NonNegative) if v >= 0.0 => Ok(v),
-            (Some(v), Range::Positive) if v > 0.0 => Ok(v),
-            (_, Range::Any) => Err(self.bad_value(e, format!("`{name}` must be a number"))),
-            (_, Range::NonNegative) => {
-                Err(self.bad_value(e, format!("`{name}` must be a non-negative number")))
-            }
-            (_, Range::Positive) => {
-                Err(self.bad_value(e, format!("`{name}` must be a number > 0")))
-            }
-        }
+        self.read(name, default, |e| read_f32(e, name, range))
     }
 
     pub fn bool(&self, name: &str, default: bool) -> DResult<bool> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(Expr {
-                kind: ExprKind::Bool(b),
-                ..
-            }) => Ok(*b),
-            Some(e) => Err(self.bad_value(e, format!("`{name}` must be true or false"))),
-        }
+        self.read(name, default, |e| read_bool(e, name))
     }
 
     pub fn string(&self, name: &str) -> DResult<Option<String>> {
+        self.read(name, None, |e| match &e.kind {
+            ExprKind::Str(s) => Ok(Some(s.clone())),
+            _ => Err(format!("`{name}` must be a string")),
+        })
+    }
+
+    /// `name`'s value read by `read` (its error is the message), `default` without one.
+    fn read<T>(
+        &self,
+        name: &str,
+        default: T,
+        read: impl FnOnce(&Expr) -> Result<T, String>,
+    ) -> DResult<T> {
         match self.get(name) {
-            None => Ok(None),
-            Some(Expr {
-                kind: ExprKind::Str(s),
-                ..
-            }) => Ok(Some(s.clone())),
-            Some(e) => Err(self.bad_value(e, format!("`{name}` must be a string"))),
+            None => Ok(default),
+            Some(e) => read(e).map_err(|msg| self.bad_value(e, msg)),
         }
+    }
+}
+
+/// `e` as a whole number `>= min`; the error message names it `name`.
+pub fn read_usize(e: &Expr, name: &str, min: usize) -> Result<usize, String> {
+    whole(e)
+        .filter(|v| *v >= min)
+        .ok_or_else(|| format!("`{name}` must be a whole number >= {min}"))
+}
+
+/// `e` as a finite number in `range`; the error message names it `name`.
+pub fn read_f32(e: &Expr, name: &str, range: Range) -> Result<f32, String> {
+    let v = e.as_f32().filter(|v| v.is_finite());
+    match (v, range) {
+        (Some(v), Range::Any) => Ok(v),
+        (Some(v), Range::NonNegative) if v >= 0.0 => Ok(v),
+        (Some(v), Range::Positive) if v > 0.0 => Ok(v),
+        (_, Range::Any) => Err(format!("`{name}` must be a number")),
+        (_, Range::NonNegative) => Err(format!("`{name}` must be a non-negative number")),
+        (_, Range::Positive) => Err(format!("`{name}` must be a number > 0")),
+    }
+}
+
+/// `e` as `true` or `false`; the error message names it `name`.
+pub fn read_bool(e: &Expr, name: &str) -> Result<bool, String> {
+    match e.kind {
+        ExprKind::Bool(b) => Ok(b),
+        _ => Err(format!("`{name}` must be true or false")),
     }
 }
 

@@ -49,46 +49,17 @@ fn call_of(e: &Expr) -> Option<(&str, &[Arg])> {
     }
 }
 
-fn num_f32(e: &Expr, what: &str) -> DResult<f32> {
-    e.as_f32()
-        .filter(|v| v.is_finite())
-        .ok_or_else(|| err(e.span, format!("`{what}` must be a number"), "e.g. `1e-3`"))
+// The settings' values, read with the binder's rules.
+fn number(e: &Expr, what: &str, range: Range) -> DResult<f32> {
+    bind::read_f32(e, what, range).map_err(|m| err(e.span, m, "e.g. `1e-3`"))
 }
 
 fn int(e: &Expr, what: &str) -> DResult<usize> {
-    e.as_number()
-        .filter(|v| *v >= 0.0 && v.fract() == 0.0 && *v < 1e12)
-        .map(|v| v as usize)
-        .ok_or_else(|| {
-            err(
-                e.span,
-                format!("`{what}` must be a whole number >= 0"),
-                "e.g. `10`",
-            )
-        })
+    bind::read_usize(e, what, 0).map_err(|m| err(e.span, m, "e.g. `10`"))
 }
 
 fn boolean(e: &Expr, what: &str) -> DResult<bool> {
-    match e.kind {
-        ExprKind::Bool(b) => Ok(b),
-        _ => Err(err(
-            e.span,
-            format!("`{what}` must be true or false"),
-            "e.g. `true`",
-        )),
-    }
-}
-
-fn positive(e: &Expr, v: f32, what: &str) -> DResult<f32> {
-    if v > 0.0 {
-        Ok(v)
-    } else {
-        Err(err(
-            e.span,
-            format!("`{what}` must be > 0, found {v}"),
-            "e.g. `1e-3`",
-        ))
-    }
+    bind::read_bool(e, what).map_err(|m| err(e.span, m, "e.g. `true`"))
 }
 
 /// `counts(P)`, `spikes(P)`, or `P.state` (inside `max(..)` / `mean(..)`).
@@ -506,8 +477,7 @@ pub fn config(block: &[Binding], span: Span, model_batch: usize) -> DResult<Trai
                 data_span = Some(v.span);
             }
             "clip" => {
-                let c = num_f32(v, "clip")?;
-                settings.clip = Some(positive(v, c, "clip")?);
+                settings.clip = Some(number(v, "clip", Range::Positive)?);
             }
             "validation" => settings.validation = int(v, "validation")?,
             "checkpoint" => {
