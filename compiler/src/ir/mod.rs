@@ -8,6 +8,7 @@ pub mod dump;
 pub mod eqn;
 pub mod kernel;
 pub mod linear;
+pub mod names;
 pub mod net;
 pub mod op;
 pub mod sched;

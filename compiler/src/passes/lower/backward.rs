@@ -9,12 +9,13 @@
 
 use std::collections::BTreeSet;
 
-use super::{ext, kernel_decl, mangle, symbol_part, Bind, Lowerer, Role, KB};
+use super::{ext, kernel_decl, mangle, Bind, Lowerer, Role, KB};
 use crate::diag::{DResult, Diagnostic, ErrorKind};
 use crate::ir::adjoint::{GExpr, StepAdjoint, ValKind};
 use crate::ir::eqn::ParamKind;
 use crate::ir::eqn::{BinOp, Func};
 use crate::ir::kernel::*;
+use crate::ir::names;
 use crate::ir::net::*;
 use snn_runtime::plan::{
     BufId, Extent as PExtent, LaunchGroup, LaunchTime, LossDecl, Op, RegDecl, TimeMatrix, TimeSel,
@@ -303,7 +304,7 @@ impl Lowerer<'_> {
             }
         }
         let id = self.kernels.len();
-        k.symbol = format!("snn_k{id}_{}_backward", symbol_part(&m.nodes[h].name));
+        k.symbol = names::kernel_symbol(id, &m.nodes[h].name, "_backward");
         self.plan.kernels.push(kernel_decl(&k));
         self.kernels.push(k);
         Ok(Op::Launch {
@@ -540,7 +541,7 @@ impl Lowerer<'_> {
                         let e = ext(m.shape(*src).extent);
                         (
                             kb.arg(
-                                &format!("grad_{}", symbol_part(&m.nodes[*src].name)),
+                                &format!("grad_{}", names::part(&m.nodes[*src].name)),
                                 g,
                                 e,
                                 true,
