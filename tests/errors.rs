@@ -719,6 +719,25 @@ fn arguments_and_settings_bound_once() {
         "positional argument after a named one",
         "test.snn:8:21",
     );
+    // The same binder's other rules, in a train block's call.
+    let src = train("optimizer = sgd(lrr = 0.1)");
+    expect(
+        &src,
+        ErrorKind::UnknownName,
+        "test.snn:8:21",
+        "`sgd` has no argument `lrr`",
+    );
+    let (d, _) = common::compile_str(&src).unwrap_err();
+    assert_eq!(
+        d.hint.as_deref(),
+        Some("did you mean `lr`? usage: sgd(lr, momentum, nesterov, weight_decay)")
+    );
+    expect(
+        &train("optimizer = sgd(0.1, 0.9, false, 0.0, 1.0)"),
+        ErrorKind::BadArgument,
+        "test.snn:8:43",
+        "too many arguments for `sgd`",
+    );
     // `T` is set on line 2 already; the others first on line 6.
     for setting in ["T", "batch", "seed", "dt"] {
         let src = MLP.replace(

@@ -1,5 +1,7 @@
-//! The intermediate representations: NetIR (`net`, with neuron equations in `eqn` and pass
-//! decisions in `sched`), KernelIR (`kernel`), and their text dumps (`dump`).
+//! The intermediate representations: NetIR (`net`, with neuron equations in `eqn`, pass
+//! decisions in `sched` and training settings in `train`), KernelIR (`kernel`, its names
+//! from `names`), and their text dumps (`dump`). The bottom layer: nothing here names the
+//! syntax tree, the passes or the back ends (`compiler/tests/layering.rs`).
 
 pub mod adjoint;
 pub mod arena;
