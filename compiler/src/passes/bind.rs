@@ -22,8 +22,9 @@ pub struct Signature<'s> {
     pub positional: usize,
     /// How to call it (the hint of every error), e.g. `usage: dense(input, out_features, ..)`.
     pub usage: Option<String>,
-    /// Where the callee is defined (a note on unknown names), for user-defined ones.
-    pub defined: Option<Span>,
+    /// Where the callee is defined and how the note says so (on unknown names), for
+    /// user-defined callees, e.g. `(span, "model defined here")`.
+    pub defined: Option<(Span, &'static str)>,
 }
 
 impl<'s> Signature<'s> {
@@ -137,7 +138,7 @@ fn unknown(sig: &Signature, n: &Ident) -> Diagnostic {
     )
     .at(n.span, format!("unknown {}", sig.noun));
     let d = match sig.defined {
-        Some(at) => d.note(at, "defined here"),
+        Some((at, label)) => d.note(at, label),
         None => d,
     };
     match did_you_mean(&n.name, sig.params.iter().copied()) {

@@ -555,8 +555,9 @@ impl Resolver<'_> {
         for t in terms {
             inputs.push(self.operand(name, t)?);
         }
-        // The input current, then every parameter, const, flag and choice of the model.
-        let mut params: Vec<&str> = vec!["input"];
+        // The input current (by position only: no identifier has a space, so no parameter
+        // of the model can clash with it), then every parameter, const, flag and choice.
+        let mut params: Vec<&str> = vec!["input current"];
         params.extend(model.params.iter().map(|p| p.name.name.as_str()));
         params.extend(model.consts.iter().map(|p| p.name.name.as_str()));
         params.extend(model.flags.iter().map(|f| f.name.name.as_str()));
@@ -570,7 +571,7 @@ impl Resolver<'_> {
             params: &params,
             positional: 1,
             usage: None,
-            defined: Some(model.name.span),
+            defined: Some((model.name.span, "model defined here")),
         };
         bind::call(&sig, args, span)?;
         let mut pa = PopArgs::default();
