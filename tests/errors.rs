@@ -671,3 +671,110 @@ fn psn_and_the_parallel_schedule_are_differentiable() {
         assert!(dump.contains(op), "{pop}: no `{op}` in\n{dump}");
     }
 }
+
+/// Compile `src`, expect an error of `kind` at `loc` whose message contains `msg`, with a
+/// hint and, for a second binding, a note at the first one (`first`).
+fn expect_twice(src: &str, kind: ErrorKind, loc: &str, msg: &str, first: &str) {
+    expect(src, kind, loc, msg);
+    let mut c = Compiler::new(Options::default());
+    let parsed = c.parse_str("test.snn", src).unwrap();
+    let d = c.compile(&parsed).unwrap_err();
+    let notes: Vec<String> = d
+        .notes
+        .iter()
+        .map(|(s, _)| c.sources.location(*s))
+        .collect();
+    assert_eq!(notes, [first], "notes of `{}`", d.message);
+}
+
+/// One binder for every call and the model's settings: positional arguments first, each
+/// parameter bound once (by position or by name), each setting set once. The second
+/// binding is the error, with a note at the first.
+#[test]
+fn arguments_and_settings_bound_once() {
+    let train = |setting: &str| {
+        format!(
+            "model m {{\n  T = 4\n  input x: [3]\n  s = LIF(dense(x, 2))\n  output counts(s)\n  train {{\n    loss = cross_entropy(counts(s))\n    {setting}\n  }}\n}}\n"
+        )
+    };
+    expect_twice(
+        &train("optimizer = sgd(lr = 0.1, lr = 0.5)"),
+        ErrorKind::Duplicate,
+        "test.snn:8:31",
+        "`lr` is given twice",
+        "test.snn:8:21",
+    );
+    // Positional by position and then by name: the same parameter twice.
+    expect_twice(
+        &train("optimizer = sgd(0.1, lr = 0.5)"),
+        ErrorKind::Duplicate,
+        "test.snn:8:26",
+        "`lr` is given twice",
+        "test.snn:8:21",
+    );
+    expect_twice(
+        &train("optimizer = sgd(momentum = 0.9, 0.01)"),
+        ErrorKind::BadArgument,
+        "test.snn:8:37",
+        "positional argument after a named one",
+        "test.snn:8:21",
+    );
+    // The same binder's other rules, in a train block's call.
+    let src = train("optimizer = sgd(lrr = 0.1)");
+    expect(
+        &src,
+        ErrorKind::UnknownName,
+        "test.snn:8:21",
+        "`sgd` has no argument `lrr`",
+    );
+    let (d, _) = common::compile_str(&src).unwrap_err();
+    assert_eq!(
+        d.hint.as_deref(),
+        Some("did you mean `lr`? usage: sgd(lr, momentum, nesterov, weight_decay)")
+    );
+    expect(
+        &train("optimizer = sgd(0.1, 0.9, false, 0.0, 1.0)"),
+        ErrorKind::BadArgument,
+        "test.snn:8:43",
+        "too many arguments for `sgd`",
+    );
+    // `T` is set on line 2 already; the others first on line 6.
+    for setting in ["T", "batch", "seed", "dt"] {
+        let src = MLP.replace(
+            "  output counts(s)\n",
+            &format!("  {setting} = 2\n  output counts(s)\n  {setting} = 3\n"),
+        );
+        let (loc, first) = match setting {
+            "T" => ("test.snn:6:3", "test.snn:2:3"),
+            _ => ("test.snn:8:3", "test.snn:6:3"),
+        };
+        expect_twice(
+            &src,
+            ErrorKind::Duplicate,
+            loc,
+            &format!("`{setting}` is set twice"),
+            first,
+        );
+    }
+    expect_twice(
+        &MLP.replace("dense(x, 2)", "dense(x, 2, bias = false, bias = true)"),
+        ErrorKind::Duplicate,
+        "test.snn:4:33",
+        "`bias` is given twice",
+        "test.snn:4:19",
+    );
+    expect_twice(
+        &MLP.replace("dense(x, 2)", "dense(x, 2, out_features = 3)"),
+        ErrorKind::Duplicate,
+        "test.snn:4:19",
+        "`out_features` is given twice",
+        "test.snn:4:16",
+    );
+    expect_twice(
+        &MLP.replace("tau = 2.0", "tau = 2.0, tau = 3.0"),
+        ErrorKind::Duplicate,
+        "test.snn:5:25",
+        "`tau` is given twice",
+        "test.snn:5:14",
+    );
+}

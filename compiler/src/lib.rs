@@ -17,7 +17,6 @@ pub mod front;
 pub mod ir;
 pub mod passes;
 pub mod session;
-pub mod train;
 
 use std::path::Path;
 
@@ -70,7 +69,9 @@ impl Compiler {
         for pass in &order[1..=stop] {
             match *pass {
                 "shapes" => passes::shapes::run(&mut m)?,
-                "neurons" => passes::neurons::run(&mut m)?,
+                "neurons" => {
+                    passes::neurons::run(&mut m, &passes::resolve::neuron_models(parsed)?)?
+                }
                 "recurrence" => passes::recurrence::run(&mut m)?,
                 "schedule" => passes::schedule::run(&mut m, &self.opts)?,
                 "autodiff" => passes::autodiff::run(&mut m, &self.opts)?,
@@ -98,7 +99,7 @@ impl Compiler {
                     .find(|(id, _)| *id == parsed.root)
                     .expect("root")
                     .1;
-                Ok(ir::dump::ast_file(root))
+                Ok(front::dump::ast_file(root))
             }
             "lower" => Ok(ir::dump::program(&self.compile(parsed)?)),
             "rust" => Ok(back::rust::print_program(&self.compile(parsed)?)),

@@ -45,6 +45,7 @@ use std::fmt::Write;
 
 use crate::ir::expr::{print, BinOp, Func, Parens, Syntax, UnOp};
 use crate::ir::kernel::*;
+use crate::ir::names;
 use snn_runtime::plan::{Extent, LaunchTime, KERNEL_ABI_VERSION};
 
 /// Hand-written device support (Philox, bit casts) and the name generated files include it
@@ -384,55 +385,33 @@ fn comment_text(s: &str) -> String {
         .collect()
 }
 
-/// `[A-Za-z0-9_]` only, runs of `_` collapsed (no reserved `__` names); the index prefix
-/// keeps names unique.
-fn clean(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        let c = if c.is_ascii_alphanumeric() { c } else { '_' };
-        if !(c == '_' && out.ends_with('_')) {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn prefixed(prefix: char, i: usize, name: &str) -> String {
-    let name = clean(name);
-    if name.starts_with('_') {
-        format!("{prefix}{i}{name}")
-    } else {
-        format!("{prefix}{i}_{name}")
-    }
-}
-
 fn arg_name(k: &Kernel, i: usize) -> String {
-    prefixed('b', i, &k.args[i].name)
+    names::local("b", i, &k.args[i].name)
 }
 
 /// The registers that hold a block of prefetched steps of argument `i`.
 fn held_name(k: &Kernel, i: usize) -> String {
-    prefixed('s', i, &k.args[i].name)
+    names::local("s", i, &k.args[i].name)
 }
 
 fn param_name(k: &Kernel, i: usize) -> String {
-    prefixed('p', i, &k.params[i])
+    names::local("p", i, &k.params[i])
 }
 
 /// The pointer argument of weight `i`.
 fn weight_ptr(k: &Kernel, i: usize) -> String {
-    format!("w{}", prefixed('p', i, &k.weights[i].name))
+    format!("w{}", names::local("p", i, &k.weights[i].name))
 }
 
 /// The value of a weight that is read, loaded once per thread.
 fn weight_name(k: &Kernel, i: usize) -> String {
-    prefixed('w', i, &k.weights[i].name)
+    names::local("w", i, &k.weights[i].name)
 }
 
 fn var_name(k: &Kernel, v: KVar) -> String {
     match v {
-        KVar::Carried(i) => prefixed('c', i, &k.carried[i].name),
-        KVar::Local(i) => prefixed('l', i, &k.locals[i]),
+        KVar::Carried(i) => names::local("c", i, &k.carried[i].name),
+        KVar::Local(i) => names::local("l", i, &k.locals[i]),
     }
 }
 
@@ -603,13 +582,5 @@ mod tests {
         assert_eq!(f32_literal(f32::INFINITY), "snn_f32(0x7F800000u)");
         assert_eq!(f32_literal(f32::NEG_INFINITY), "snn_f32(0xFF800000u)");
         assert_eq!(f32_literal(16_777_216.0), "0x1p+24f /* 16777216.0 */");
-    }
-
-    #[test]
-    fn names_are_clean_and_prefixed() {
-        assert_eq!(clean("a.b__c"), "a_b_c");
-        assert_eq!(prefixed('l', 3, "float"), "l3_float");
-        assert_eq!(prefixed('l', 0, "_x"), "l0_x");
-        assert_eq!(prefixed('c', 1, "v'"), "c1_v_");
     }
 }

@@ -14,6 +14,7 @@ use quote::{format_ident, quote};
 
 use crate::ir::expr::{print, BinOp, Func, Parens, Syntax, UnOp};
 use crate::ir::kernel::*;
+use crate::ir::names;
 use snn_runtime::plan::{Extent, LaunchTime, KERNEL_ABI_VERSION};
 
 /// Hand-written support code (Philox, argument struct), pasted verbatim.
@@ -217,45 +218,39 @@ pub fn module_kernel_ident(k: &Kernel) -> Ident {
     format_ident!("{}", k.symbol)
 }
 
-fn clean(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 fn arg_ident(k: &Kernel, i: usize) -> Ident {
-    format_ident!("b{}_{}", i, clean(&k.args[i].name))
+    format_ident!("{}", names::local("b", i, &k.args[i].name))
 }
 fn param_ident(k: &Kernel, i: usize) -> Ident {
-    format_ident!("p{}_{}", i, clean(&k.params[i]))
+    format_ident!("{}", names::local("p", i, &k.params[i]))
 }
 /// A weight argument: its value for a shared weight that is read (loaded once), its
 /// pointer otherwise.
 fn weight_ident(k: &Kernel, i: usize) -> Ident {
-    format_ident!("w{}_{}", i, clean(&k.weights[i].name))
+    format_ident!("{}", names::local("w", i, &k.weights[i].name))
 }
 fn var_ident(k: &Kernel, v: KVar) -> Ident {
     match v {
-        KVar::Carried(i) => format_ident!("c{}_{}", i, clean(&k.carried[i].name)),
-        KVar::Local(i) => format_ident!("l{}_{}", i, clean(&k.locals[i])),
+        KVar::Carried(i) => format_ident!("{}", names::local("c", i, &k.carried[i].name)),
+        KVar::Local(i) => format_ident!("{}", names::local("l", i, &k.locals[i])),
     }
 }
 /// The block's row of a streamed argument (`NT` lanes functions).
 fn stream_array(k: &Kernel, i: usize) -> Ident {
-    format_ident!("s{}_{}", i, clean(&k.args[i].name))
+    format_ident!("{}", names::local("s", i, &k.args[i].name))
 }
 fn carried_array(k: &Kernel, i: usize) -> Ident {
-    format_ident!("c{}_{}_lanes", i, clean(&k.carried[i].name))
+    format_ident!(
+        "{}",
+        names::local("c", i, &format!("{}_lanes", k.carried[i].name))
+    )
 }
 /// The block's uniforms of one step drawn with seed parameter `p` (`snn_uniform_lanes`).
 fn uniform_array(k: &Kernel, p: usize) -> Ident {
-    format_ident!("u{}_{}_lanes", p, clean(&k.params[p]))
+    format_ident!(
+        "{}",
+        names::local("u", p, &format!("{}_lanes", k.params[p]))
+    )
 }
 
 /// The seed parameters of the `Uniform` draws in `e`, added to `out` once each.

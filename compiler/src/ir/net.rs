@@ -5,7 +5,6 @@
 use super::arena::{Arena, Handle};
 use super::eqn::NeuronEqs;
 use crate::diag::Span;
-use crate::front::ast;
 
 pub type NodeId = Handle<Node>;
 
@@ -22,8 +21,6 @@ pub struct Module {
     pub nodes: Arena<Node>,
     pub inputs: Vec<NodeId>,
     pub outputs: Vec<Output>,
-    /// Neuron model definitions visible to the model (prelude, includes, the file).
-    pub models: Vec<ast::NeuronDef>,
     pub span: Span,
     /// Filled by `passes::recurrence`.
     pub recurrence: Option<super::sched::Recurrence>,
@@ -34,7 +31,7 @@ pub struct Module {
     /// Filled by `passes::memory`.
     pub memory: Option<super::sched::MemoryPlan>,
     /// The model's `train { }` settings (checked by `passes::resolve`).
-    pub train: Option<crate::train::TrainConfig>,
+    pub train: Option<super::train::TrainConfig>,
     /// Filled by `passes::autodiff` when compiling for training.
     pub backward: Option<super::sched::Backward>,
 }
@@ -154,7 +151,8 @@ pub enum NodeKind {
     /// A neuron population; its input current is the sum of `inputs`.
     Population {
         inputs: Vec<NodeId>,
-        model: usize,
+        /// The neuron model's name (`passes::neurons` lowers its definition).
+        model: String,
         args: PopArgs,
         /// Filled by `passes::neurons`. Boxed: equations are large, other nodes small.
         eqs: Option<Box<NeuronEqs>>,
@@ -284,4 +282,9 @@ impl Module {
     pub fn shape(&self, h: NodeId) -> &Shape {
         self.nodes[h].shape.as_ref().expect("shapes pass has run")
     }
+}
+
+/// Whether a node reads itself directly.
+pub fn self_loop(m: &Module, h: NodeId) -> bool {
+    m.nodes[h].kind.sources().iter().any(|(s, _)| *s == h)
 }

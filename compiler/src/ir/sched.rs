@@ -78,7 +78,7 @@ pub enum RateSource {
     /// Counted on a calibration batch (`Options::calibration`): `samples` samples at
     /// `steps` time steps.
     Measured { samples: usize, steps: usize },
-    /// Nothing known: [`crate::passes::schedule::DEFAULT_RATE`].
+    /// Nothing known: the default rate of `passes::schedule` (`DEFAULT_RATE`).
     Assumed,
 }
 

@@ -19,7 +19,7 @@ use crate::diag::{DResult, Diagnostic, ErrorKind};
 use crate::ir::adjoint;
 use crate::ir::net::*;
 use crate::ir::sched::{Backward, StageKind};
-use crate::train::LossTarget;
+use crate::ir::train::LossTarget;
 use snn_runtime::plan::LossKind;
 
 use super::Options;
@@ -176,7 +176,7 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
         }
     };
     if matches!(loss.kind, LossKind::FirstSpikeTime) && kind != OutputKind::Spikes {
-        unreachable!("first_spike reads spikes (checked by train::config)");
+        unreachable!("first_spike reads spikes (checked by train_block::config)");
     }
     let loss_output = ensure_output(m, lp, kind, state, loss.span);
     let mut reg_outputs = Vec::new();

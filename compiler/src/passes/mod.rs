@@ -2,6 +2,7 @@
 //! `snnc ir FILE --after PASS`.
 
 pub mod autodiff;
+pub mod bind;
 pub mod fuse;
 pub mod lower;
 pub mod memory;
@@ -10,6 +11,7 @@ pub mod recurrence;
 pub mod resolve;
 pub mod schedule;
 pub mod shapes;
+pub mod train_block;
 
 use crate::ir::eqn::{EExpr, EqLeaf, NeuronEqs};
 use crate::ir::net::*;

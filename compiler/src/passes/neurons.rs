@@ -11,13 +11,18 @@ use crate::ir::eqn::*;
 use crate::ir::net::*;
 use snn_runtime::plan::ParamCheck;
 
-pub fn run(m: &mut Module) -> DResult<()> {
+/// `models`: the definitions `resolve` checked the populations against
+/// ([`super::resolve::neuron_models`]).
+pub fn run(m: &mut Module, models: &[ast::NeuronDef]) -> DResult<()> {
     for h in m.nodes.handles().collect::<Vec<_>>() {
         let NodeKind::Population { model, args, .. } = &m.nodes[h].kind else {
             continue;
         };
-        let def = m.models[*model].clone();
-        let eqs = lower(&def, args)?;
+        let def = models
+            .iter()
+            .find(|d| d.name.name == *model)
+            .expect("resolve checked the model exists");
+        let eqs = lower(def, args)?;
         if let NodeKind::Population { eqs: slot, .. } = &mut m.nodes[h].kind {
             *slot = Some(Box::new(eqs));
         }

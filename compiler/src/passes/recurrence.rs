@@ -137,8 +137,3 @@ fn tarjan(n: usize, deps: &[Vec<(usize, usize)>]) -> Vec<Vec<usize>> {
     }
     t.out
 }
-
-/// Whether a node reads itself directly.
-pub fn self_loop(m: &Module, h: NodeId) -> bool {
-    m.nodes[h].kind.sources().iter().any(|(s, _)| *s == h)
-}

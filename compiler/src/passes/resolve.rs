@@ -10,6 +10,8 @@ use crate::front::Parsed;
 use crate::ir::arena::Arena;
 use crate::ir::net::*;
 
+use super::bind::{self, whole, Bound, Range, Signature};
+
 const OPS: &[&str] = &[
     "dense",
     "conv2d",
@@ -21,8 +23,9 @@ const OPS: &[&str] = &[
 ];
 const SETTINGS: &[&str] = &["T", "dt", "seed", "batch"];
 
-pub fn run(parsed: &Parsed) -> DResult<Module> {
-    // Neuron models from every file, prelude first.
+/// The neuron models visible to the root model: every file's, prelude first, each name
+/// defined once. `resolve` checks instances against them; `neurons` lowers them.
+pub fn neuron_models(parsed: &Parsed) -> DResult<Vec<ast::NeuronDef>> {
     let mut models: Vec<ast::NeuronDef> = Vec::new();
     for (_, f) in &parsed.files {
         for n in &f.neurons {
@@ -38,6 +41,11 @@ pub fn run(parsed: &Parsed) -> DResult<Module> {
             models.push(n.clone());
         }
     }
+    Ok(models)
+}
+
+pub fn run(parsed: &Parsed) -> DResult<Module> {
+    let models = neuron_models(parsed)?;
     let root = &parsed
         .files
         .iter()
@@ -73,7 +81,6 @@ pub fn run(parsed: &Parsed) -> DResult<Module> {
             nodes: Arena::default(),
             inputs: vec![],
             outputs: vec![],
-            models: models.clone(),
             span: model.span,
             recurrence: None,
             schedule: None,
@@ -89,8 +96,12 @@ pub fn run(parsed: &Parsed) -> DResult<Module> {
     r.bindings(model)?;
     r.outputs(model)?;
     if let Some(tb) = &model.train {
-        r.module.train = Some(crate::train::config(&tb.settings, tb.span, r.module.batch)?);
-        crate::train::check_data_input(&r.module)?;
+        r.module.train = Some(super::train_block::config(
+            &tb.settings,
+            tb.span,
+            r.module.batch,
+        )?);
+        super::train_block::check_data_input(&r.module)?;
     }
     Ok(r.module)
 }
@@ -107,24 +118,14 @@ fn bad_value(span: Span, msg: String, hint: &str) -> Diagnostic {
         .hint(hint)
 }
 
-/// A non-negative integer literal.
-fn int_of(e: &Expr) -> Option<usize> {
-    let v = e.as_number()?;
-    (v >= 0.0 && v.fract() == 0.0 && v < 1e12).then_some(v as usize)
-}
-
 impl Resolver<'_> {
     fn settings(&mut self, m: &ast::ModelDef) -> DResult<()> {
         let mut t_seen = false;
-        for b in m
-            .bindings
-            .iter()
-            .filter(|b| SETTINGS.contains(&b.name.name.as_str()))
-        {
+        for b in bind::settings(&m.bindings, SETTINGS)?.into_iter().flatten() {
             let v = &b.value;
             match b.name.name.as_str() {
                 "T" => {
-                    self.module.t = match int_of(v) {
+                    self.module.t = match whole(v) {
                         Some(t) if t >= 1 => t,
                         _ => {
                             return Err(bad_value(
@@ -152,7 +153,7 @@ impl Resolver<'_> {
                     }
                 }
                 "seed" => {
-                    self.module.seed = int_of(v).ok_or_else(|| {
+                    self.module.seed = whole(v).ok_or_else(|| {
                         bad_value(
                             v.span,
                             "seed must be a whole number >= 0".into(),
@@ -161,7 +162,7 @@ impl Resolver<'_> {
                     })? as u64
                 }
                 "batch" => {
-                    self.module.batch = match int_of(v) {
+                    self.module.batch = match whole(v) {
                         Some(b) if b >= 1 => b,
                         _ => {
                             return Err(bad_value(
@@ -233,7 +234,7 @@ impl Resolver<'_> {
                     time_varying = true;
                     continue;
                 }
-                match int_of(d) {
+                match whole(d) {
                     Some(n) if n >= 1 => dims.push(n),
                     _ => {
                         return Err(bad_value(
@@ -388,42 +389,86 @@ impl Resolver<'_> {
             .at(span, "here")
             .hint("it marks a neuron parameter as learnable: `s1 = LIF(h1, tau = learn(2.0))`"));
         }
-        let mut a = Args::new(func, args, span)?;
+        let Some((params, positional)) = op_params(&func.name) else {
+            let mut cands: Vec<&str> = OPS.to_vec();
+            cands.extend(self.models.iter().map(|m| m.name.name.as_str()));
+            let d = Diagnostic::new(
+                ErrorKind::UnknownModel,
+                format!("unknown neuron model or operation `{}`", func.name),
+            )
+            .at(func.span, "not defined");
+            return Err(match did_you_mean(&func.name, cands.iter().copied()) {
+                Some(s) => d.hint(format!("did you mean `{s}`?")),
+                None => d.hint(format!(
+                    "built-in operations: {}; neuron models: {}",
+                    OPS.join(", "),
+                    self.models
+                        .iter()
+                        .map(|m| m.name.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            });
+        };
+        for a in args {
+            if let ExprKind::Call { func: f, .. } = &a.value.kind {
+                if f.name == "learn" {
+                    return Err(Diagnostic::new(
+                        ErrorKind::BadArgument,
+                        format!("an argument of `{}` cannot be learned", func.name),
+                    )
+                    .at(a.value.span, "learned here")
+                    .hint(
+                        "only neuron parameters are learnable, e.g. \
+                         `s1 = LIF(h1, tau = learn(2.0))`; dense and conv weights are \
+                         always trained",
+                    ));
+                }
+            }
+        }
+        let sig = Signature {
+            positional,
+            usage: Some(usage(&func.name)),
+            ..Signature::builtin(&func.name, params)
+        };
+        let a = bind::call(&sig, args, span)?;
         let kind = match func.name.as_str() {
             "dense" => {
-                let src = self.operand(name, a.pos(0, "the input")?)?;
-                let out = a.pos_usize(1, "the number of output features", 1)?;
+                let src = self.operand(name, a.required("input", "the input")?)?;
+                let out = a.required_usize("out_features", "the number of output features", 1)?;
                 NodeKind::Dense {
                     src,
                     out,
                     bias: a.bool("bias", true)?,
                     delay: a.usize("delay", 0, 0)?,
-                    init_gain: a.f32("init_gain", 1.0, true)?,
-                    sparse: a.sparse()?,
-                    rate: a.rate()?,
+                    init_gain: a.f32("init_gain", 1.0, Range::NonNegative)?,
+                    sparse: sparse(&a)?,
+                    rate: rate(&a)?,
                 }
             }
             "conv2d" => {
-                let src = self.operand(name, a.pos(0, "the input")?)?;
-                let out_channels = a.pos_usize(1, "the number of output channels", 1)?;
+                let src = self.operand(name, a.required("input", "the input")?)?;
+                let out_channels =
+                    a.required_usize("out_channels", "the number of output channels", 1)?;
                 NodeKind::Conv2d {
                     src,
                     out_channels,
-                    kernel: a.pair("kernel", 3)?,
+                    kernel: pair(&a, "kernel", 3)?,
                     stride: a.usize("stride", 1, 1)?,
                     padding: a.usize("padding", 0, 0)?,
                     bias: a.bool("bias", true)?,
                     delay: a.usize("delay", 0, 0)?,
-                    init_gain: a.f32("init_gain", 1.0, true)?,
-                    sparse: a.sparse()?,
-                    rate: a.rate()?,
+                    init_gain: a.f32("init_gain", 1.0, Range::NonNegative)?,
+                    sparse: sparse(&a)?,
+                    rate: rate(&a)?,
                 }
             }
             "maxpool2d" | "avgpool2d" => {
-                let src = self.operand(name, a.pos(0, "the input")?)?;
-                let kernel = match a.positional.get(1) {
-                    Some(_) => a.pos_usize(1, "the window size", 1)?,
-                    None => a.usize("kernel", 2, 1)?,
+                let src = self.operand(name, a.required("input", "the input")?)?;
+                let kernel = if a.by_position("kernel") {
+                    a.required_usize("kernel", "the window size", 1)?
+                } else {
+                    a.usize("kernel", 2, 1)?
                 };
                 NodeKind::Pool2d {
                     src,
@@ -438,10 +483,10 @@ impl Resolver<'_> {
                 }
             }
             "flatten" => NodeKind::Flatten {
-                src: self.operand(name, a.pos(0, "the input")?)?,
+                src: self.operand(name, a.required("input", "the input")?)?,
             },
             "poisson" | "bernoulli" => {
-                let src = self.operand(name, a.pos(0, "the input")?)?;
+                let src = self.operand(name, a.required("input", "the input")?)?;
                 // Each encoder gets its own stream unless the user pins a seed.
                 let default_seed = (self.module.seed as u32)
                     .wrapping_mul(0x9E37_79B9)
@@ -456,40 +501,19 @@ impl Resolver<'_> {
                 })?;
                 let encoding = if func.name == "poisson" {
                     Encoding::Poisson {
-                        max_rate: a.f32("max_rate", 1.0, true)?,
+                        max_rate: a.f32("max_rate", 1.0, Range::NonNegative)?,
                         seed,
                     }
                 } else {
                     Encoding::Bernoulli {
-                        gain: a.f32("gain", 1.0, true)?,
+                        gain: a.f32("gain", 1.0, Range::NonNegative)?,
                         seed,
                     }
                 };
                 NodeKind::Encode { src, encoding }
             }
-            _ => {
-                let mut cands: Vec<&str> = OPS.to_vec();
-                cands.extend(self.models.iter().map(|m| m.name.name.as_str()));
-                let d = Diagnostic::new(
-                    ErrorKind::UnknownModel,
-                    format!("unknown neuron model or operation `{}`", func.name),
-                )
-                .at(func.span, "not defined");
-                return Err(match did_you_mean(&func.name, cands.iter().copied()) {
-                    Some(s) => d.hint(format!("did you mean `{s}`?")),
-                    None => d.hint(format!(
-                        "built-in operations: {}; neuron models: {}",
-                        OPS.join(", "),
-                        self.models
-                            .iter()
-                            .map(|m| m.name.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )),
-                });
-            }
+            _ => unreachable!("op_params knows only these"),
         };
-        a.finish()?;
         Ok(kind)
     }
 
@@ -531,21 +555,28 @@ impl Resolver<'_> {
         for t in terms {
             inputs.push(self.operand(name, t)?);
         }
+        // The input current (by position only: no identifier has a space, so no parameter
+        // of the model can clash with it), then every parameter, const, flag and choice.
+        let mut params: Vec<&str> = vec!["input current"];
+        params.extend(model.params.iter().map(|p| p.name.name.as_str()));
+        params.extend(model.consts.iter().map(|p| p.name.name.as_str()));
+        params.extend(model.flags.iter().map(|f| f.name.name.as_str()));
+        params.extend(model.choices.iter().map(|c| c.name.name.as_str()));
+        if !params.contains(&"schedule") {
+            params.push("schedule");
+        }
+        let sig = Signature {
+            callee: format!("neuron model `{}`", model.name.name),
+            noun: "parameter",
+            params: &params,
+            positional: 1,
+            usage: None,
+            defined: Some((model.name.span, "model defined here")),
+        };
+        bind::call(&sig, args, span)?;
         let mut pa = PopArgs::default();
         for a in args.iter() {
             let Some(n) = &a.name else { continue };
-            let dup = pa.params.iter().any(|p| p.0 == n.name)
-                || pa.flags.iter().any(|p| p.0 == n.name)
-                || pa.choices.iter().any(|p| p.0 == n.name)
-                || pa.consts.iter().any(|p| p.0 == n.name)
-                || (n.name == "schedule" && pa.schedule.is_some());
-            if dup {
-                return Err(Diagnostic::new(
-                    ErrorKind::Duplicate,
-                    format!("`{}` is given twice", n.name),
-                )
-                .at(n.span, "repeated argument"));
-            }
             let learn = crate::passes::neurons::learn_call(&a.value)?;
             let own = |x: &str| {
                 model.params.iter().any(|p| p.name.name == x)
@@ -636,30 +667,12 @@ impl Resolver<'_> {
                     }
                 }
             } else {
-                let mut known: Vec<&str> =
-                    model.params.iter().map(|p| p.name.name.as_str()).collect();
-                known.extend(model.consts.iter().map(|p| p.name.name.as_str()));
-                known.extend(model.flags.iter().map(|f| f.name.name.as_str()));
-                known.extend(model.choices.iter().map(|c| c.name.name.as_str()));
-                known.push("schedule");
-                let d = Diagnostic::new(
-                    ErrorKind::UnknownName,
-                    format!(
-                        "neuron model `{}` has no parameter `{}`",
-                        model.name.name, n.name
-                    ),
-                )
-                .at(n.span, "unknown parameter")
-                .note(model.name.span, "model defined here");
-                return Err(match did_you_mean(&n.name, known.iter().copied()) {
-                    Some(s) => d.hint(format!("did you mean `{s}`?")),
-                    None => d.hint(format!("`{}` takes: {}", model.name.name, known.join(", "))),
-                });
+                unreachable!("bind::call checked `{}` is a parameter", n.name);
             }
         }
         Ok(NodeKind::Population {
             inputs,
-            model: mi,
+            model: model.name.name.clone(),
             args: pa,
             eqs: None,
         })
@@ -785,220 +798,98 @@ fn snippet(e: &Expr) -> String {
     }
 }
 
-/// The arguments of an operation call, consumed as they are read.
-struct Args<'a> {
-    func: &'a Ident,
-    positional: Vec<&'a Expr>,
-    named: Vec<(&'a Ident, &'a Expr, bool)>,
-    known: Vec<&'static str>,
-    span: Span,
+/// An operation's parameters, the positional ones first, and how many those are.
+fn op_params(func: &str) -> Option<(&'static [&'static str], usize)> {
+    Some(match func {
+        "dense" => (
+            &[
+                "input",
+                "out_features",
+                "bias",
+                "delay",
+                "init_gain",
+                "sparse",
+                "rate",
+            ],
+            2,
+        ),
+        "conv2d" => (
+            &[
+                "input",
+                "out_channels",
+                "kernel",
+                "stride",
+                "padding",
+                "bias",
+                "delay",
+                "init_gain",
+                "sparse",
+                "rate",
+            ],
+            2,
+        ),
+        "maxpool2d" | "avgpool2d" => (&["input", "kernel", "stride", "padding"], 2),
+        "flatten" => (&["input"], 1),
+        "poisson" => (&["input", "max_rate", "seed"], 1),
+        "bernoulli" => (&["input", "gain", "seed"], 1),
+        _ => return None,
+    })
 }
 
-impl<'a> Args<'a> {
-    fn new(func: &'a Ident, args: &'a [Arg], span: Span) -> DResult<Args<'a>> {
-        let mut positional = Vec::new();
-        let mut named = Vec::new();
-        for a in args {
-            if let ExprKind::Call { func: f, .. } = &a.value.kind {
-                if f.name == "learn" {
-                    return Err(Diagnostic::new(
-                        ErrorKind::BadArgument,
-                        format!("an argument of `{}` cannot be learned", func.name),
-                    )
-                    .at(a.value.span, "learned here")
-                    .hint(
-                        "only neuron parameters are learnable, e.g. \
-                         `s1 = LIF(h1, tau = learn(2.0))`; dense and conv weights are \
-                         always trained",
-                    ));
-                }
-            }
-            match &a.name {
-                None if !named.is_empty() => {
-                    return Err(Diagnostic::new(
-                        ErrorKind::BadArgument,
-                        "positional argument after a named one",
-                    )
-                    .at(a.value.span, "positional")
-                    .hint("put positional arguments first"))
-                }
-                None => positional.push(&a.value),
-                Some(n) => named.push((n, &a.value, false)),
-            }
+/// `kernel = 3` or `kernel = [h, w]`.
+fn pair(a: &Bound, name: &str, default: usize) -> DResult<[usize; 2]> {
+    let Some(e) = a.get(name) else {
+        return Ok([default, default]);
+    };
+    let bad = || {
+        bad_value(
+            e.span,
+            format!("`{name}` must be a size >= 1 or a pair `[h, w]`"),
+            "e.g. `kernel = 3` or `kernel = [3, 5]`",
+        )
+    };
+    match &e.kind {
+        ExprKind::List(items) if items.len() == 2 => {
+            let h = whole(&items[0]).filter(|v| *v >= 1).ok_or_else(bad)?;
+            let w = whole(&items[1]).filter(|v| *v >= 1).ok_or_else(bad)?;
+            Ok([h, w])
         }
-        Ok(Args {
-            func,
-            positional,
-            named,
-            known: vec![],
-            span,
-        })
+        _ => {
+            let v = whole(e).filter(|v| *v >= 1).ok_or_else(bad)?;
+            Ok([v, v])
+        }
     }
+}
 
-    fn pos(&self, i: usize, what: &str) -> DResult<&'a Expr> {
-        self.positional.get(i).copied().ok_or_else(|| {
-            Diagnostic::new(
-                ErrorKind::BadArgument,
-                format!("`{}` needs {what} as argument {}", self.func.name, i + 1),
-            )
-            .at(self.span, "missing argument")
-            .hint(usage(&self.func.name))
-        })
-    }
-
-    fn pos_usize(&self, i: usize, what: &str, min: usize) -> DResult<usize> {
-        let e = self.pos(i, what)?;
-        match int_of(e) {
-            Some(v) if v >= min => Ok(v),
+/// `sparse = auto | on | off` (a projection of spikes: event-driven or dense GEMM).
+fn sparse(a: &Bound) -> DResult<SparseMode> {
+    match a.get("sparse") {
+        None => Ok(SparseMode::Auto),
+        Some(e) => match &e.kind {
+            ExprKind::Ident(w) if w == "auto" => Ok(SparseMode::Auto),
+            ExprKind::Ident(w) if w == "on" => Ok(SparseMode::On),
+            ExprKind::Ident(w) if w == "off" => Ok(SparseMode::Off),
             _ => Err(bad_value(
                 e.span,
-                format!(
-                    "{what} of `{}` must be a whole number >= {min}",
-                    self.func.name
-                ),
-                &usage(&self.func.name),
+                "`sparse` must be `auto`, `on` or `off`".into(),
+                "`sparse = on` runs the projection of spikes event-driven (work per input spike), `off` as a dense GEMM, `auto` (the default) lets the cost model choose from `rate`",
             )),
-        }
+        },
     }
+}
 
-    fn named(&mut self, name: &'static str) -> Option<&'a Expr> {
-        self.known.push(name);
-        let hit = self.named.iter_mut().find(|(n, _, _)| n.name == name)?;
-        hit.2 = true;
-        Some(hit.1)
-    }
-
-    fn usize(&mut self, name: &'static str, default: usize, min: usize) -> DResult<usize> {
-        match self.named(name) {
-            None => Ok(default),
-            Some(e) => match int_of(e) {
-                Some(v) if v >= min => Ok(v),
-                _ => Err(bad_value(
-                    e.span,
-                    format!("`{name}` must be a whole number >= {min}"),
-                    &usage(&self.func.name),
-                )),
-            },
-        }
-    }
-
-    fn pair(&mut self, name: &'static str, default: usize) -> DResult<[usize; 2]> {
-        match self.named(name) {
-            None => Ok([default, default]),
-            Some(e) => {
-                let bad = || {
-                    bad_value(
-                        e.span,
-                        format!("`{name}` must be a size >= 1 or a pair `[h, w]`"),
-                        "e.g. `kernel = 3` or `kernel = [3, 5]`",
-                    )
-                };
-                match &e.kind {
-                    ExprKind::List(items) if items.len() == 2 => {
-                        let h = int_of(&items[0]).filter(|v| *v >= 1).ok_or_else(bad)?;
-                        let w = int_of(&items[1]).filter(|v| *v >= 1).ok_or_else(bad)?;
-                        Ok([h, w])
-                    }
-                    _ => {
-                        let v = int_of(e).filter(|v| *v >= 1).ok_or_else(bad)?;
-                        Ok([v, v])
-                    }
-                }
-            }
-        }
-    }
-
-    /// `sparse = auto | on | off` (a projection of spikes: event-driven or dense GEMM).
-    fn sparse(&mut self) -> DResult<SparseMode> {
-        match self.named("sparse") {
-            None => Ok(SparseMode::Auto),
-            Some(e) => match &e.kind {
-                ExprKind::Ident(w) if w == "auto" => Ok(SparseMode::Auto),
-                ExprKind::Ident(w) if w == "on" => Ok(SparseMode::On),
-                ExprKind::Ident(w) if w == "off" => Ok(SparseMode::Off),
-                _ => Err(bad_value(
-                    e.span,
-                    "`sparse` must be `auto`, `on` or `off`".into(),
-                    "`sparse = on` runs the projection of spikes event-driven (work per input spike), `off` as a dense GEMM, `auto` (the default) lets the cost model choose from `rate`",
-                )),
-            },
-        }
-    }
-
-    /// `rate = p`, `0 <= p <= 1`: the expected fraction of non-zero inputs.
-    fn rate(&mut self) -> DResult<Option<f32>> {
-        match self.named("rate") {
-            None => Ok(None),
-            Some(e) => match e.as_f32() {
-                Some(v) if (0.0..=1.0).contains(&v) => Ok(Some(v)),
-                _ => Err(bad_value(
-                    e.span,
-                    "`rate` must be a number between 0 and 1".into(),
-                    "the expected fraction of inputs that spike at a step, e.g. `rate = 0.1`",
-                )),
-            },
-        }
-    }
-
-    fn bool(&mut self, name: &'static str, default: bool) -> DResult<bool> {
-        match self.named(name) {
-            None => Ok(default),
-            Some(Expr {
-                kind: ExprKind::Bool(b),
-                ..
-            }) => Ok(*b),
-            Some(e) => Err(bad_value(
+/// `rate = p`, `0 <= p <= 1`: the expected fraction of non-zero inputs.
+fn rate(a: &Bound) -> DResult<Option<f32>> {
+    match a.get("rate") {
+        None => Ok(None),
+        Some(e) => match e.as_f32() {
+            Some(v) if (0.0..=1.0).contains(&v) => Ok(Some(v)),
+            _ => Err(bad_value(
                 e.span,
-                format!("`{name}` must be true or false"),
-                &usage(&self.func.name),
+                "`rate` must be a number between 0 and 1".into(),
+                "the expected fraction of inputs that spike at a step, e.g. `rate = 0.1`",
             )),
-        }
-    }
-
-    fn f32(&mut self, name: &'static str, default: f32, non_negative: bool) -> DResult<f32> {
-        match self.named(name) {
-            None => Ok(default),
-            Some(e) => match e.as_f32() {
-                Some(v) if v.is_finite() && (!non_negative || v >= 0.0) => Ok(v),
-                _ => Err(bad_value(
-                    e.span,
-                    format!(
-                        "`{name}` must be a{} number",
-                        if non_negative { " non-negative" } else { "" }
-                    ),
-                    &usage(&self.func.name),
-                )),
-            },
-        }
-    }
-
-    fn finish(self) -> DResult<()> {
-        let max_pos = match self.func.name.as_str() {
-            "dense" | "conv2d" | "maxpool2d" | "avgpool2d" => 2,
-            _ => 1,
-        };
-        if let Some(extra) = self.positional.get(max_pos) {
-            return Err(Diagnostic::new(
-                ErrorKind::BadArgument,
-                format!("too many arguments for `{}`", self.func.name),
-            )
-            .at(extra.span, "extra argument")
-            .hint(usage(&self.func.name)));
-        }
-        for (n, _, used) in &self.named {
-            if !used {
-                let d = Diagnostic::new(
-                    ErrorKind::UnknownName,
-                    format!("`{}` has no argument `{}`", self.func.name, n.name),
-                )
-                .at(n.span, "unknown argument");
-                return Err(match did_you_mean(&n.name, self.known.iter().copied()) {
-                    Some(s) => d.hint(format!("did you mean `{s}`? {}", usage(&self.func.name))),
-                    None => d.hint(usage(&self.func.name)),
-                });
-            }
-        }
-        Ok(())
+        },
     }
 }
 

@@ -9,11 +9,12 @@
 
 use std::collections::BTreeSet;
 
-use super::{ext, kernel_decl, mangle, symbol_part, Bind, Lowerer, Role, KB};
+use super::{ext, kernel_decl, mangle, Bind, Lowerer, Role, KB};
 use crate::diag::{DResult, Diagnostic, ErrorKind};
 use crate::ir::adjoint::{AdjLeaf, GExpr, StepAdjoint, ValKind};
 use crate::ir::eqn::{BinOp, ParamKind};
 use crate::ir::kernel::*;
+use crate::ir::names;
 use crate::ir::net::*;
 use snn_runtime::plan::{
     BufId, Conv2dDw, Conv2dDx, Extent as PExtent, GemmDw, GemmDx, LaunchGroup, LaunchTime,
@@ -302,7 +303,7 @@ impl Lowerer<'_> {
             }
         }
         let id = self.kernels.len();
-        k.symbol = format!("snn_k{id}_{}_backward", symbol_part(&m.nodes[h].name));
+        k.symbol = names::kernel_symbol(id, &m.nodes[h].name, "_backward");
         self.plan.kernels.push(kernel_decl(&k));
         self.kernels.push(k);
         Ok(Op::Launch {
@@ -539,7 +540,7 @@ impl Lowerer<'_> {
                         let e = ext(m.shape(*src).extent);
                         (
                             kb.arg(
-                                &format!("grad_{}", symbol_part(&m.nodes[*src].name)),
+                                &format!("grad_{}", names::part(&m.nodes[*src].name)),
                                 g,
                                 e,
                                 true,

@@ -276,7 +276,7 @@ impl Lowerer<'_> {
             }
             let (mut k, _) = self.response(h, lin);
             let id = self.kernels.len();
-            k.symbol = format!("snn_k{id}_{}_response", symbol_part(&self.m.nodes[h].name));
+            k.symbol = crate::ir::names::kernel_symbol(id, &self.m.nodes[h].name, "_response");
             self.plan.kernels.push(kernel_decl(&k));
             self.kernels.push(k);
             self.response_kernel.insert(h, id);
@@ -1149,13 +1149,12 @@ fn ext(e: Extent) -> PExtent {
     }
 }
 
-/// Symbol names: an index makes them unique; the rest is for people reading a profile.
+/// A kernel's symbol ([`crate::ir::names::kernel_symbol`]): the node's name, an encoder's op.
 fn mangle(id: usize, node: &Node, role: Role) -> String {
-    let base: String = match &node.kind {
-        NodeKind::Encode { .. } => node.kind.op_name().to_string(),
-        _ => node.name.clone(),
+    let base: &str = match &node.kind {
+        NodeKind::Encode { .. } => node.kind.op_name(),
+        _ => &node.name,
     };
-    let clean = symbol_part(&base);
     let role = match role {
         Role::Fused => "",
         Role::Charge => "_charge",
@@ -1163,20 +1162,7 @@ fn mangle(id: usize, node: &Node, role: Role) -> String {
         Role::Reset => "_reset",
         Role::Recompute => "_recompute",
     };
-    format!("snn_k{id}_{clean}{role}")
-}
-
-/// A node name as part of a kernel symbol: lowercase ASCII alphanumerics and `_`.
-fn symbol_part(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    crate::ir::names::kernel_symbol(id, base, role)
 }
 
 /// The plan's declaration of a kernel.

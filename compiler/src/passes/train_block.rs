@@ -1,68 +1,19 @@
-//! The `train { ... }` block of a model: typed training settings.
+//! Part of `resolve`: the `train { ... }` block of a model read into typed training
+//! settings ([`TrainConfig`]).
 //!
 //! Each setting is `name = expr` in the language's own expression syntax, e.g.
 //! `loss = cross_entropy(counts(s2))`, `optimizer = adam(lr = 1e-3)`, `epochs = 20`.
 //! `snnc train --set name=expr` overrides a setting with the same syntax. Errors point at
 //! the setting with a hint listing what is accepted.
 
+use super::bind::{self, Range, Signature};
 use crate::diag::{did_you_mean, DResult, Diagnostic, ErrorKind, Span};
 use crate::front::ast::{Arg, Binding, Expr, ExprKind};
 use crate::ir::adjoint::{GradOptions, Surrogate, SurrogateKind};
+use crate::ir::train::{LossSpec, LossTarget, RegSpec, TrainConfig};
 use snn_runtime::plan::{
     DataDecl, ImageSequence, LossKind, LrScheduleDecl, OptimizerDecl, OptimizerKind, TrainSettings,
 };
-
-/// What the loss reads: a population's counts, spikes or a state trace.
-#[derive(Clone, Debug, PartialEq)]
-pub enum LossTarget {
-    Counts(String),
-    Spikes(String),
-    /// `(population, state)`.
-    Trace(String, String),
-}
-
-impl LossTarget {
-    pub fn population(&self) -> &str {
-        match self {
-            LossTarget::Counts(p) | LossTarget::Spikes(p) | LossTarget::Trace(p, _) => p,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct LossSpec {
-    pub kind: LossKind,
-    pub target: LossTarget,
-    pub span: Span,
-}
-
-/// `rate(pop, lambda = .., target = ..)`: a spike-rate regulariser on a population.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RegSpec {
-    pub population: String,
-    pub lambda: f32,
-    pub target: f32,
-    pub span: Span,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct TrainConfig {
-    pub loss: LossSpec,
-    pub regularizers: Vec<RegSpec>,
-    pub grad: GradOptions,
-    /// `checkpoint = recompute`: forward kernels keep no per-step state for the backward
-    /// pass; each population's backward is preceded by a kernel that recomputes its states
-    /// from its inputs into a buffer that lives only for that backward step, so the saved
-    /// states of all layers are never resident at once (one layer's instead).
-    pub recompute: bool,
-    /// `input_grads = true`: the backward pass also computes dLoss/d(input) for every input
-    /// on the gradient path (saliency, adversarial examples, benchmarks against frameworks
-    /// that differentiate their inputs); `Session::input_grad` reads them.
-    pub input_grads: bool,
-    pub settings: TrainSettings,
-    /// Where `data = ...` was set (the last setting wins), for shape errors against it.
-    pub data_span: Option<Span>,
-}
 
 pub const SETTINGS: &[&str] = &[
     "loss",
@@ -98,126 +49,17 @@ fn call_of(e: &Expr) -> Option<(&str, &[Arg])> {
     }
 }
 
-/// Named and positional arguments of a call, checked against `names` (positional ones
-/// fill `names` in order).
-struct Args<'a> {
-    vals: Vec<Option<&'a Expr>>,
-    names: &'a [&'a str],
-}
-
-impl<'a> Args<'a> {
-    fn new(func: &str, args: &'a [Arg], names: &'a [&'a str], span: Span) -> DResult<Args<'a>> {
-        let mut vals = vec![None; names.len()];
-        for (i, a) in args.iter().enumerate() {
-            let slot = match &a.name {
-                Some(n) => names.iter().position(|x| *x == n.name).ok_or_else(|| {
-                    let d = err(
-                        n.span,
-                        format!("`{func}` has no argument `{}`", n.name),
-                        format!("its arguments: {}", names.join(", ")),
-                    );
-                    match did_you_mean(&n.name, names.iter().copied()) {
-                        Some(s) => d.hint(format!(
-                            "did you mean `{s}`? (arguments: {})",
-                            names.join(", ")
-                        )),
-                        None => d,
-                    }
-                })?,
-                None if i < names.len() => i,
-                None => {
-                    return Err(err(
-                        a.value.span,
-                        format!("`{func}` takes at most {} arguments", names.len()),
-                        format!("its arguments: {}", names.join(", ")),
-                    ))
-                }
-            };
-            vals[slot] = Some(&a.value);
-        }
-        let _ = span;
-        Ok(Args { vals, names })
-    }
-    fn get(&self, name: &str) -> Option<&'a Expr> {
-        self.vals[self
-            .names
-            .iter()
-            .position(|n| *n == name)
-            .expect("known arg")]
-    }
-    fn f32(&self, name: &str, default: f32) -> DResult<f32> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(e) => num_f32(e, name),
-        }
-    }
-    fn usize(&self, name: &str, default: usize) -> DResult<usize> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(e) => int(e, name),
-        }
-    }
-    fn bool(&self, name: &str, default: bool) -> DResult<bool> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(e) => boolean(e, name),
-        }
-    }
-    fn string(&self, name: &str) -> DResult<Option<String>> {
-        match self.get(name) {
-            None => Ok(None),
-            Some(e) => match &e.kind {
-                ExprKind::Str(s) => Ok(Some(s.clone())),
-                _ => Err(err(
-                    e.span,
-                    format!("`{name}` must be a string"),
-                    "e.g. \"data/x.npy\"",
-                )),
-            },
-        }
-    }
-}
-
-fn num_f32(e: &Expr, what: &str) -> DResult<f32> {
-    e.as_f32()
-        .filter(|v| v.is_finite())
-        .ok_or_else(|| err(e.span, format!("`{what}` must be a number"), "e.g. `1e-3`"))
+// The settings' values, read with the binder's rules.
+fn number(e: &Expr, what: &str, range: Range) -> DResult<f32> {
+    bind::read_f32(e, what, range).map_err(|m| err(e.span, m, "e.g. `1e-3`"))
 }
 
 fn int(e: &Expr, what: &str) -> DResult<usize> {
-    e.as_number()
-        .filter(|v| *v >= 0.0 && v.fract() == 0.0 && *v < 1e12)
-        .map(|v| v as usize)
-        .ok_or_else(|| {
-            err(
-                e.span,
-                format!("`{what}` must be a whole number >= 0"),
-                "e.g. `10`",
-            )
-        })
+    bind::read_usize(e, what, 0).map_err(|m| err(e.span, m, "e.g. `10`"))
 }
 
 fn boolean(e: &Expr, what: &str) -> DResult<bool> {
-    match e.kind {
-        ExprKind::Bool(b) => Ok(b),
-        _ => Err(err(
-            e.span,
-            format!("`{what}` must be true or false"),
-            "e.g. `true`",
-        )),
-    }
-}
-
-fn positive(e: &Expr, v: f32, what: &str) -> DResult<f32> {
-    if v > 0.0 {
-        Ok(v)
-    } else {
-        Err(err(
-            e.span,
-            format!("`{what}` must be > 0, found {v}"),
-            "e.g. `1e-3`",
-        ))
-    }
+    bind::read_bool(e, what).map_err(|m| err(e.span, m, "e.g. `true`"))
 }
 
 /// `counts(P)`, `spikes(P)`, or `P.state` (inside `max(..)` / `mean(..)`).
@@ -254,7 +96,8 @@ fn loss(e: &Expr) -> DResult<LossSpec> {
     let span = e.span;
     match f {
         "cross_entropy" | "ce" => {
-            let a = Args::new(f, args, &["of"], span)?;
+            let sig = Signature::builtin(f, &["of"]);
+            let a = bind::call(&sig, args, span)?;
             let of = a
                 .get("of")
                 .ok_or_else(|| err(span, "cross_entropy needs what it reads", HINT))?;
@@ -299,7 +142,8 @@ fn loss(e: &Expr) -> DResult<LossSpec> {
             }
         }
         "mse" => {
-            let a = Args::new(f, args, &["of", "on", "off", "groups"], span)?;
+            let sig = Signature::builtin(f, &["of", "on", "off", "groups"]);
+            let a = bind::call(&sig, args, span)?;
             let of = a
                 .get("of")
                 .ok_or_else(|| err(span, "mse needs what it reads", HINT))?;
@@ -311,18 +155,11 @@ fn loss(e: &Expr) -> DResult<LossSpec> {
                     HINT,
                 ));
             }
-            let groups = a.usize("groups", 1)?;
-            if groups == 0 {
-                return Err(err(
-                    span,
-                    "`groups` must be >= 1",
-                    "neurons voting for each class",
-                ));
-            }
+            let groups = a.usize("groups", 1, 1)?;
             Ok(LossSpec {
                 kind: LossKind::MseCounts {
-                    on: a.f32("on", 1.0)?,
-                    off: a.f32("off", 0.0)?,
+                    on: a.f32("on", 1.0, Range::Any)?,
+                    off: a.f32("off", 0.0, Range::Any)?,
                     groups,
                 },
                 target: t,
@@ -330,7 +167,8 @@ fn loss(e: &Expr) -> DResult<LossSpec> {
             })
         }
         "first_spike" => {
-            let a = Args::new(f, args, &["of"], span)?;
+            let sig = Signature::builtin(f, &["of"]);
+            let a = bind::call(&sig, args, span)?;
             let of = a
                 .get("of")
                 .ok_or_else(|| err(span, "first_spike needs a population", HINT))?;
@@ -369,7 +207,8 @@ fn regularizers(e: &Expr) -> DResult<Vec<RegSpec>> {
         if f != "rate" {
             return Err(err(it.span, format!("unknown regulariser `{f}`"), HINT));
         }
-        let a = Args::new(f, args, &["of", "lambda", "target"], it.span)?;
+        let sig = Signature::builtin(f, &["of", "lambda", "target"]);
+        let a = bind::call(&sig, args, it.span)?;
         let of = a
             .get("of")
             .ok_or_else(|| err(it.span, "rate needs a population", HINT))?;
@@ -379,8 +218,8 @@ fn regularizers(e: &Expr) -> DResult<Vec<RegSpec>> {
             .to_string();
         out.push(RegSpec {
             population,
-            lambda: a.f32("lambda", 0.1)?,
-            target: a.f32("target", 0.0)?,
+            lambda: a.f32("lambda", 0.1, Range::Any)?,
+            target: a.f32("target", 0.0, Range::Any)?,
             span: it.span,
         });
     }
@@ -403,11 +242,14 @@ fn optimizer(e: &Expr) -> DResult<OptimizerDecl> {
             });
         }
     };
-    let a = Args::new(f, args, names, e.span)?;
-    let lr = a.f32("lr", if kind == 0 { 0.1 } else { 1e-3 })?;
-    positive(e, lr, "lr")?;
+    let sig = Signature::builtin(f, names);
+    let a = bind::call(&sig, args, e.span)?;
+    let lr = a.f32("lr", if kind == 0 { 0.1 } else { 1e-3 }, Range::Positive)?;
     let (momentum, nesterov) = if kind == 0 {
-        (a.f32("momentum", 0.0)?, a.bool("nesterov", false)?)
+        (
+            a.f32("momentum", 0.0, Range::Any)?,
+            a.bool("nesterov", false)?,
+        )
     } else {
         (0.0, false)
     };
@@ -425,7 +267,7 @@ fn optimizer(e: &Expr) -> DResult<OptimizerDecl> {
             lr,
             betas: (0.9, 0.999),
             eps: 1e-8,
-            weight_decay: a.f32("weight_decay", 0.0)?,
+            weight_decay: a.f32("weight_decay", 0.0, Range::Any)?,
         },
         _ => OptimizerDecl {
             kind: if kind == 1 {
@@ -434,9 +276,16 @@ fn optimizer(e: &Expr) -> DResult<OptimizerDecl> {
                 OptimizerKind::AdamW
             },
             lr,
-            betas: (a.f32("beta1", 0.9)?, a.f32("beta2", 0.999)?),
-            eps: a.f32("eps", 1e-8)?,
-            weight_decay: a.f32("weight_decay", if kind == 1 { 0.0 } else { 1e-2 })?,
+            betas: (
+                a.f32("beta1", 0.9, Range::Any)?,
+                a.f32("beta2", 0.999, Range::Any)?,
+            ),
+            eps: a.f32("eps", 1e-8, Range::Any)?,
+            weight_decay: a.f32(
+                "weight_decay",
+                if kind == 1 { 0.0 } else { 1e-2 },
+                Range::Any,
+            )?,
         },
     })
 }
@@ -447,17 +296,19 @@ fn lr_schedule(e: &Expr) -> DResult<LrScheduleDecl> {
     Ok(match f {
         "constant" => LrScheduleDecl::Constant,
         "step" => {
-            let a = Args::new(f, args, &["step_size", "gamma"], e.span)?;
-            let step_size = a.usize("step_size", 10)?.max(1);
+            let sig = Signature::builtin(f, &["step_size", "gamma"]);
+            let a = bind::call(&sig, args, e.span)?;
+            let step_size = a.usize("step_size", 10, 0)?.max(1);
             LrScheduleDecl::Step {
                 step_size,
-                gamma: a.f32("gamma", 0.1)?,
+                gamma: a.f32("gamma", 0.1, Range::Any)?,
             }
         }
         "cosine" => {
-            let a = Args::new(f, args, &["eta_min"], e.span)?;
+            let sig = Signature::builtin(f, &["eta_min"]);
+            let a = bind::call(&sig, args, e.span)?;
             LrScheduleDecl::Cosine {
-                eta_min: a.f32("eta_min", 0.0)?,
+                eta_min: a.f32("eta_min", 0.0, Range::Any)?,
             }
         }
         other => return Err(err(e.span, format!("unknown schedule `{other}`"), HINT)),
@@ -471,7 +322,8 @@ fn data(e: &Expr) -> DResult<DataDecl> {
     Ok(match f {
         "yinyang" => DataDecl::YinYang,
         "mnist" | "fashion_mnist" => {
-            let a = Args::new(f, args, &["dir", "sequence"], e.span)?;
+            let sig = Signature::builtin(f, &["dir", "sequence"]);
+            let a = bind::call(&sig, args, e.span)?;
             let default = if f == "mnist" {
                 "data/mnist"
             } else {
@@ -500,7 +352,8 @@ fn data(e: &Expr) -> DResult<DataDecl> {
             }
         }
         "npy" => {
-            let a = Args::new(f, args, &["x", "y", "test_x", "test_y"], e.span)?;
+            let sig = Signature::builtin(f, &["x", "y", "test_x", "test_y"]);
+            let a = bind::call(&sig, args, e.span)?;
             let need = |n: &str| {
                 a.string(n)?
                     .ok_or_else(|| err(e.span, format!("npy needs `{n} = \"...\"`"), HINT))
@@ -539,9 +392,9 @@ fn surrogate(e: &Expr) -> DResult<Surrogate> {
             },
         );
     };
-    let a = Args::new(f, args, &["alpha"], e.span)?;
-    let alpha = a.f32("alpha", kind.default_alpha())?;
-    positive(e, alpha, "alpha")?;
+    let sig = Signature::builtin(f, &["alpha"]);
+    let a = bind::call(&sig, args, e.span)?;
+    let alpha = a.f32("alpha", kind.default_alpha(), Range::Positive)?;
     Ok(Surrogate { kind, alpha })
 }
 
@@ -556,9 +409,10 @@ fn adjust(e: &Expr, g: &mut GradOptions) -> DResult<()> {
             g.bpsta_temporal = None;
         }
         "bpsta" => {
-            let a = Args::new(f, args, &["spatial", "temporal", "gamma"], e.span)?;
+            let sig = Signature::builtin(f, &["spatial", "temporal", "gamma"]);
+            let a = bind::call(&sig, args, e.span)?;
             g.bpsta_spatial = a.bool("spatial", true)?;
-            let gamma = a.f32("gamma", 0.2)?;
+            let gamma = a.f32("gamma", 0.2, Range::Any)?;
             g.bpsta_temporal = a.bool("temporal", true)?.then_some(gamma);
         }
         other => return Err(err(e.span, format!("unknown adjustment `{other}`"), HINT)),
@@ -623,8 +477,7 @@ pub fn config(block: &[Binding], span: Span, model_batch: usize) -> DResult<Trai
                 data_span = Some(v.span);
             }
             "clip" => {
-                let c = num_f32(v, "clip")?;
-                settings.clip = Some(positive(v, c, "clip")?);
+                settings.clip = Some(number(v, "clip", Range::Positive)?);
             }
             "validation" => settings.validation = int(v, "validation")?,
             "checkpoint" => {

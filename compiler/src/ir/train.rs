@@ -1,0 +1,59 @@
+//! A model's training settings (its `train { }` block, read by
+//! `passes::train_block`): the loss, regularisers, gradient options and the runtime's
+//! [`TrainSettings`].
+
+use super::adjoint::GradOptions;
+use crate::diag::Span;
+use snn_runtime::plan::{LossKind, TrainSettings};
+
+/// What the loss reads: a population's counts, spikes or a state trace.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LossTarget {
+    Counts(String),
+    Spikes(String),
+    /// `(population, state)`.
+    Trace(String, String),
+}
+
+impl LossTarget {
+    pub fn population(&self) -> &str {
+        match self {
+            LossTarget::Counts(p) | LossTarget::Spikes(p) | LossTarget::Trace(p, _) => p,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LossSpec {
+    pub kind: LossKind,
+    pub target: LossTarget,
+    pub span: Span,
+}
+
+/// `rate(pop, lambda = .., target = ..)`: a spike-rate regulariser on a population.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegSpec {
+    pub population: String,
+    pub lambda: f32,
+    pub target: f32,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    pub loss: LossSpec,
+    pub regularizers: Vec<RegSpec>,
+    pub grad: GradOptions,
+    /// `checkpoint = recompute`: forward kernels keep no per-step state for the backward
+    /// pass; each population's backward is preceded by a kernel that recomputes its states
+    /// from its inputs into a buffer that lives only for that backward step, so the saved
+    /// states of all layers are never resident at once (one layer's instead).
+    pub recompute: bool,
+    /// `input_grads = true`: the backward pass also computes dLoss/d(input) for every input
+    /// on the gradient path (saliency, adversarial examples, benchmarks against frameworks
+    /// that differentiate their inputs); `Session::input_grad` reads them.
+    pub input_grads: bool,
+    pub settings: TrainSettings,
+    /// Where `data = ...` was set (the last setting wins), for shape errors against it.
+    pub data_span: Option<Span>,
+}
