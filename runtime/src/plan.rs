@@ -10,6 +10,11 @@
 //! (`Single`: one step of state, carried between step launches). `F` is the product of the
 //! per-sample feature shape.
 
+use serde::{Deserialize, Serialize};
+
+mod codec;
+pub use codec::{decode, encode, EmbeddedPlan};
+
 /// Index into [`Plan::buffers`].
 pub type BufId = usize;
 /// Index into [`Plan::weights`].
@@ -17,7 +22,7 @@ pub type WeightId = usize;
 /// Index into [`Plan::kernels`].
 pub type KernelId = usize;
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     /// The model's name.
     pub name: String,
@@ -62,7 +67,7 @@ impl Plan {
 
 /// What the compiler derived for training: the backward ops (run after the forward ops,
 /// once the loss gradient is in place) and the settings of the model's `train { }` block.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainPlan {
     pub backward: Vec<Op>,
     pub loss: LossDecl,
@@ -74,7 +79,7 @@ pub struct TrainPlan {
     pub settings: TrainSettings,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum LossKind {
     /// Cross-entropy of softmax(spike counts) (`[B, C]` output).
     CrossEntropyCounts,
@@ -90,7 +95,7 @@ pub enum LossKind {
     FirstSpikeTime,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LossDecl {
     pub kind: LossKind,
     /// Index into [`Plan::outputs`] of the value the loss reads.
@@ -101,7 +106,7 @@ pub struct LossDecl {
 }
 
 /// `lambda * mean((counts / T - target)^2)` on a population's spike counts.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RegDecl {
     pub output: usize,
     pub grad: BufId,
@@ -109,14 +114,14 @@ pub struct RegDecl {
     pub target: f32,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum OptimizerKind {
     Sgd { momentum: f32, nesterov: bool },
     Adam,
     AdamW,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OptimizerDecl {
     pub kind: OptimizerKind,
     pub lr: f32,
@@ -125,7 +130,7 @@ pub struct OptimizerDecl {
     pub weight_decay: f32,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum LrScheduleDecl {
     Constant,
     /// torch StepLR: multiply by `gamma` every `step_size` epochs.
@@ -141,7 +146,7 @@ pub enum LrScheduleDecl {
 
 /// How an image dataset is fed as a sequence (`mnist("DIR", sequence = rows)`): the input
 /// is `[T, F]` and each image is `T` steps of `F` pixels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ImageSequence {
     /// Step `t` is row `t` of the image (`H` steps of `W` pixels): row-by-row digits.
     Rows,
@@ -167,7 +172,7 @@ impl ImageSequence {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum DataDecl {
     /// The Yin-Yang dataset, generated (standard splits).
     YinYang,
@@ -190,7 +195,7 @@ pub enum DataDecl {
     },
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainSettings {
     pub optimizer: OptimizerDecl,
     pub schedule: LrScheduleDecl,
@@ -205,7 +210,7 @@ pub struct TrainSettings {
     pub validation: usize,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Extent {
     /// `[T, B, F]`.
     Seq,
@@ -215,7 +220,7 @@ pub enum Extent {
     Single,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BufferDecl {
     /// Readable name for dumps and errors, e.g. `s1.spikes`.
     pub name: String,
@@ -236,7 +241,7 @@ impl BufferDecl {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Init {
     /// torch `nn.Linear`/`nn.Conv2d` default scaled by `gain`:
     /// `U(-gain/sqrt(fan_in), gain/sqrt(fan_in))` (gain 1 is torch's init).
@@ -255,7 +260,7 @@ pub enum Init {
     },
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WeightDecl {
     /// Tensor name in safetensors files, e.g. `fc1.weight`.
     pub name: String,
@@ -270,7 +275,7 @@ impl WeightDecl {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ParamDecl {
     /// `population.param`, e.g. `s1.tau`.
     pub name: String,
@@ -279,7 +284,7 @@ pub struct ParamDecl {
     pub check: ParamCheck,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ParamCheck {
     Any,
     Positive,
@@ -311,7 +316,7 @@ impl ParamCheck {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InputDecl {
     pub name: String,
     pub buffer: BufId,
@@ -321,7 +326,7 @@ pub struct InputDecl {
     pub time_varying: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OutputKind {
     /// `[T, B, ...]` 0/1 spikes.
     Spikes,
@@ -331,7 +336,7 @@ pub enum OutputKind {
     Trace,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OutputDecl {
     /// e.g. `s2.counts`, `s2.v`.
     pub name: String,
@@ -340,7 +345,7 @@ pub struct OutputDecl {
     pub shape: Vec<usize>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KernelDecl {
     /// Exported symbol of the generated kernel.
     pub symbol: String,
@@ -352,7 +357,7 @@ pub struct KernelDecl {
 }
 
 /// How a kernel uses one weight argument.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WeightUse {
     /// One value per neuron (`[F]`, read at `idx % F`) rather than one per population
     /// (`[1]`).
@@ -363,7 +368,7 @@ pub struct WeightUse {
 }
 
 /// Which time rows an op touches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TimeSel {
     /// Whole sequence: destination rows `t in delay..T` read source rows `t - delay`.
     /// For `Static` source and destination (delay 0) the op runs once on `[B, F]`.
@@ -373,7 +378,7 @@ pub enum TimeSel {
     Step { delay: usize },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConvGeom {
     pub c_in: usize,
     pub h: usize,
@@ -387,14 +392,14 @@ pub struct ConvGeom {
     pub w_out: usize,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PoolKind {
     Max,
     /// Average over the window; padded cells count as zeros (torch `count_include_pad=True`).
     Avg,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolGeom {
     pub c: usize,
     pub h: usize,
@@ -407,7 +412,7 @@ pub struct PoolGeom {
 }
 
 /// The `[T, T]` matrix `A` of an [`Op::TimeMix`] (row = output step, column = input step).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum TimeMatrix {
     /// `A = W`, a `[T0, T0]` weight: every step reads every step (PSN). Runs only at `T = T0`.
     Weight { w: WeightId },
@@ -429,7 +434,7 @@ pub enum TimeMatrix {
 }
 
 /// The per-step bias of an [`Op::TimeMix`]: `bias[t]` is added to every column of row `t`.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum TimeBias {
     /// A `[T0, 1]` weight (PSN, masked PSN): one value per step; runs only at `T0`.
     Weight(WeightId),
@@ -442,7 +447,7 @@ pub enum TimeBias {
 
 /// One launch group: a population (or encoder) run by a kernel. Several groups of one
 /// kernel form a merged launch (same model, same code, different buffers and parameters).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LaunchGroup {
     pub args: Vec<BufId>,
     /// One weight per [`KernelDecl::weights`] entry (its value or its gradient).
@@ -453,7 +458,7 @@ pub struct LaunchGroup {
     pub features: usize,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LaunchTime {
     /// The kernel loops over all T itself (state in registers).
     Seq,
@@ -461,7 +466,7 @@ pub enum LaunchTime {
     Step,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
     /// Fill a buffer with zeros.
     Zero { buf: BufId },
