@@ -154,9 +154,9 @@ pub fn check_f64_params(
     loss: impl Fn(&[f64]) -> f64,
 ) {
     assert_eq!(grads.len(), p.len(), "one gradient per parameter");
-    for i in 0..p.len() {
+    for (i, &g) in grads.iter().enumerate() {
         let fd = central_difference_f64(p, i, h, &loss);
-        let an = grads[i] as f64;
+        let an = g as f64;
         assert!(
             tol.holds(an, fd, 0.0),
             "{}: backward {an} vs finite difference {fd}",
