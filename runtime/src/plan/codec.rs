@@ -16,7 +16,7 @@ fn header() -> String {
     format!("snn-plan {}\n", env!("CARGO_PKG_VERSION"))
 }
 
-/// The plan as bytes: [`header`], then the postcard encoding.
+/// The plan as bytes: a header (`snn-plan VERSION\n`), then the postcard encoding.
 pub fn encode(plan: &Plan) -> Result<Vec<u8>> {
     let mut bytes = header().into_bytes();
     let body = postcard::to_stdvec(plan)
