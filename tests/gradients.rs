@@ -6,6 +6,7 @@ mod common;
 use serde_json::Value;
 use snnc::{Compiler, Options};
 
+use common::grad::{self, Tol};
 use common::train_opts;
 
 fn flat(v: &Value) -> Vec<f32> {
@@ -14,27 +15,6 @@ fn flat(v: &Value) -> Vec<f32> {
         Value::Number(n) => vec![n.as_f64().unwrap() as f32],
         _ => panic!("not a tensor"),
     }
-}
-
-/// torch `cross_entropy(logits, labels)` (mean over the batch) and its gradient.
-fn cross_entropy(logits: &[f32], labels: &[usize], c: usize) -> (f64, Vec<f32>) {
-    let b = labels.len();
-    let mut loss = 0.0;
-    let mut g = vec![0.0f32; logits.len()];
-    for (i, &y) in labels.iter().enumerate() {
-        let row: Vec<f64> = logits[i * c..(i + 1) * c]
-            .iter()
-            .map(|&v| v as f64)
-            .collect();
-        let mx = row.iter().cloned().fold(f64::MIN, f64::max);
-        let z: f64 = row.iter().map(|v| (v - mx).exp()).sum();
-        loss += -(row[y] - mx - z.ln());
-        for j in 0..c {
-            let p = (row[j] - mx).exp() / z;
-            g[i * c + j] = ((p - if j == y { 1.0 } else { 0.0 }) / b as f64) as f32;
-        }
-    }
-    (loss / b as f64, g)
 }
 
 fn load(path: &str) -> snn_runtime::Session {
@@ -65,7 +45,7 @@ fn mlp_4_8_3_matches_spikingjelly_bptt() {
     let out = s.run(&[x], 20, 5).unwrap();
     let counts = &out.iter().find(|(o, _)| o.name == "s2.counts").unwrap().1;
     assert_eq!(counts.data, flat(&v["counts"]), "forward spike counts");
-    let (loss, g) = cross_entropy(&counts.data, &labels, 3);
+    let (loss, g) = grad::cross_entropy_f32(&counts.data, &labels, 3);
     let want_loss = v["loss"].as_f64().unwrap();
     assert!(
         (loss - want_loss).abs() < 1e-6,
@@ -80,15 +60,8 @@ fn mlp_4_8_3_matches_spikingjelly_bptt() {
             "h2.weight" => "W2",
             _ => "b2",
         };
-        let want = flat(&v["grads"][key]);
-        let scale = want.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-        for (j, (a, b)) in grads[i].iter().zip(&want).enumerate() {
-            assert!(
-                (a - b).abs() <= 1e-4 * b.abs().max(1e-2 * scale),
-                "{}[{j}]: {a} vs SpikingJelly {b}",
-                w.name
-            );
-        }
+        let want = grad::f64s(&flat(&v["grads"][key]));
+        grad::assert_close(&w.name, &grads[i], &want, grad::REFERENCE, "SpikingJelly");
         println!("{}: {:?}", w.name, &grads[i][..4.min(grads[i].len())]);
     }
 }
@@ -115,7 +88,7 @@ fn smooth_model_matches_finite_differences() {
         for k in 0..b * c {
             logits[k] = (0..t).map(|st| tr[st * b * c + k]).sum::<f32>() / t as f32;
         }
-        let (l, g) = cross_entropy(&logits, &labels, c);
+        let (l, g) = grad::cross_entropy_f32(&logits, &labels, c);
         let mut gt = vec![0.0f32; t * b * c];
         for st in 0..t {
             for k in 0..b * c {
@@ -127,32 +100,17 @@ fn smooth_model_matches_finite_differences() {
     let (_, g) = loss_of(&mut s);
     s.backward(&[&g], t, b).unwrap();
     let grads = s.grads().unwrap();
-    let mut checked = 0;
-    for (wi, decl) in s.plan().weights.clone().iter().enumerate() {
-        let base = s.weight(&decl.name).unwrap().to_vec();
-        for j in 0..base.len() {
-            // The forward pass is f32: a smaller step drowns in rounding, a larger one
-            // crosses the kinks of min/max/abs/clamp/select.
-            let h = 3e-3f32;
-            let mut w = base.clone();
-            w[j] = base[j] + h;
-            s.set_weight(&decl.name, &w).unwrap();
-            let (lp, _) = loss_of(&mut s);
-            w[j] = base[j] - h;
-            s.set_weight(&decl.name, &w).unwrap();
-            let (lm, _) = loss_of(&mut s);
-            s.set_weight(&decl.name, &base).unwrap();
-            let fd = (lp - lm) / (2.0 * h as f64);
-            let an = grads[wi][j] as f64;
-            assert!(
-                (an - fd).abs() <= 2e-3 * fd.abs() + 5e-5,
-                "{}[{j}]: backward {an} vs finite difference {fd}",
-                decl.name
-            );
-            checked += 1;
-        }
-    }
-    assert_eq!(checked, 3 * 4 + 3);
+    // The forward pass is f32: a smaller step drowns in rounding, a larger one crosses the
+    // kinks of min/max/abs/clamp/select.
+    let checked = grad::check_weights(
+        &mut s,
+        &grads,
+        &[3e-3],
+        Tol::sum(2e-3, 0.0, 5e-5),
+        "",
+        |s| loss_of(s).0,
+    );
+    assert_eq!(checked.len(), 3 * 4 + 3);
 }
 
 /// BPSTA's spatial (dS/du = 1/u for a neuron that fired, 0 otherwise) and temporal (the
@@ -283,26 +241,22 @@ fn learned_parameters_match_finite_differences_in_f64() {
             *m += y / t as f32;
         }
     }
-    let (_, g) = cross_entropy(&mean, &labels, n);
+    let (_, g) = grad::cross_entropy_f32(&mean, &labels, n);
     let gy: Vec<f32> = (0..t * b * n).map(|i| g[i % (b * n)] / t as f32).collect();
     s.backward(&[&gy], t, b).unwrap();
     let grads: Vec<f32> = s.grads().unwrap().concat();
 
-    let h = 1e-5;
-    for i in 0..p.len() {
-        let mut q = p.clone();
-        q[i] = p[i] + h;
-        let lp = forward(&q).0;
-        q[i] = p[i] - h;
-        let lm = forward(&q).0;
-        let fd = (lp - lm) / (2.0 * h);
-        let an = grads[i] as f64;
-        assert!(
-            (an - fd).abs() <= 1e-4 * fd.abs() + 1e-7,
-            "parameter {i} ({}): backward {an} vs finite difference {fd}",
-            if i < n * k + n { "dense" } else { "learned" }
-        );
-    }
+    grad::check_f64_params(
+        &grads,
+        &p,
+        1e-5,
+        Tol::sum(1e-4, 0.0, 1e-7),
+        |i| {
+            let kind = if i < n * k + n { "dense" } else { "learned" };
+            format!("parameter {i} ({kind})")
+        },
+        |q| forward(q).0,
+    );
     // The learned ones are not negligible.
     assert!(
         grads[n * k + n].abs() > 1e-3,
@@ -350,7 +304,7 @@ fn plif_network_matches_a_hand_written_bptt() {
         )
         .unwrap();
     let counts = out[0].1.data.clone();
-    let (_, gc) = cross_entropy(&counts, &labels, n2);
+    let (_, gc) = grad::cross_entropy_f32(&counts, &labels, n2);
     s.backward(&[&gc], t, b).unwrap();
     let grads = s.grads().unwrap();
     let names: Vec<String> = s.plan().weights.iter().map(|w| w.name.clone()).collect();
@@ -491,14 +445,11 @@ fn plif_network_matches_a_hand_written_bptt() {
     ];
     for (name, want) in want {
         let got = grad(name);
-        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        assert!(scale > 1e-4, "{name}: the reference gradient vanishes");
-        for (j, (a, r)) in got.iter().zip(&want).enumerate() {
-            assert!(
-                (*a as f64 - r).abs() <= 1e-4 * r.abs().max(1e-2 * scale),
-                "{name}[{j}]: backward {a} vs hand-written BPTT {r}"
-            );
-        }
+        assert!(
+            grad::max_abs(&want) > 1e-4,
+            "{name}: the reference gradient vanishes"
+        );
+        grad::assert_close(name, &got, &want, grad::REFERENCE, "hand-written BPTT");
         println!("{name}: {:?}", &got[..got.len().min(3)]);
     }
 }
@@ -625,7 +576,7 @@ fn training_moves_the_learned_time_constants() {
     let mut losses = Vec::new();
     for _ in 0..60 {
         let out = s.run(std::slice::from_ref(&x0), t, b).unwrap();
-        let (loss, g) = cross_entropy(&out[0].1.data, &labels, 3);
+        let (loss, g) = grad::cross_entropy_f32(&out[0].1.data, &labels, 3);
         losses.push(loss);
         s.backward(&[&g], t, b).unwrap();
         let grads = s.grads().unwrap();
@@ -689,7 +640,7 @@ fn input_gradients_match_finite_differences() {
             let logits: Vec<f32> = (0..b * c)
                 .map(|k| (0..t).map(|st| tr[st * b * c + k]).sum::<f32>() / t as f32)
                 .collect();
-            let (l, g) = cross_entropy(&logits, &labels, c);
+            let (l, g) = grad::cross_entropy_f32(&logits, &labels, c);
             (
                 l,
                 (0..t * b * c).map(|i| g[i % (b * c)] / t as f32).collect(),
@@ -699,17 +650,17 @@ fn input_gradients_match_finite_differences() {
         s.backward(&[&g], t, b).unwrap();
         let dx = s.input_grad("xs", t, b).unwrap();
         assert_eq!(dx.shape, x.shape, "{body}");
+        let tol = Tol::sum(2e-3, 0.0, 5e-5);
         for j in 0..n {
-            let (base, h) = (x.data[j], 3e-3f32);
-            x.data[j] = base + h;
-            let (lp, _) = loss_of(&mut s, &x);
-            x.data[j] = base - h;
-            let (lm, _) = loss_of(&mut s, &x);
+            let base = x.data[j];
+            let fd = grad::central_difference(base, 3e-3, |v| {
+                x.data[j] = v;
+                loss_of(&mut s, &x).0
+            });
             x.data[j] = base;
-            let fd = (lp - lm) / (2.0 * h as f64);
             let an = dx.data[j] as f64;
             assert!(
-                (an - fd).abs() <= 2e-3 * fd.abs() + 5e-5,
+                tol.holds(an, fd, 0.0),
                 "{body}: d/dxs[{j}]: backward {an} vs finite difference {fd}"
             );
         }
@@ -764,7 +715,7 @@ fn conv_and_pooling_match_finite_differences() {
         for k in 0..b * c {
             logits[k] = (0..t).map(|st| tr[st * b * c + k]).sum::<f32>() / t as f32;
         }
-        let (l, g) = cross_entropy(&logits, &labels, c);
+        let (l, g) = grad::cross_entropy_f32(&logits, &labels, c);
         let mut gt = vec![0.0f32; t * b * c];
         for st in 0..t {
             for k in 0..b * c {
@@ -776,45 +727,23 @@ fn conv_and_pooling_match_finite_differences() {
     let (_, g) = loss_of(&mut s);
     s.backward(&[&g], t, b).unwrap();
     let grads = s.grads().unwrap();
-    let mut checked = 0;
-    let mut worst = 0.0f64;
-    for (wi, decl) in s.plan().weights.clone().iter().enumerate() {
-        let base = s.weight(&decl.name).unwrap().to_vec();
-        let scale = grads[wi].iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64;
-        assert!(scale > 0.0, "{}: zero gradient", decl.name);
-        for j in 0..base.len() {
-            let mut fd_at = |h: f32| {
-                let mut w = base.clone();
-                w[j] = base[j] + h;
-                s.set_weight(&decl.name, &w).unwrap();
-                let (lp, _) = loss_of(&mut s);
-                w[j] = base[j] - h;
-                s.set_weight(&decl.name, &w).unwrap();
-                let (lm, _) = loss_of(&mut s);
-                s.set_weight(&decl.name, &base).unwrap();
-                (lp - lm) / (2.0 * h as f64)
-            };
-            let an = grads[wi][j] as f64;
-            let ok = |fd: f64| (an - fd).abs() <= 2e-2 * fd.abs() + 2e-3 * scale + 2e-5;
-            // A step that moves some window's maximum to another cell crosses a kink of max
-            // pooling, and its difference quotient is off; a smaller step does not cross it
-            // (a wrong gradient is wrong at every step).
-            let mut fd = fd_at(1e-3);
-            if !ok(fd) {
-                fd = fd_at(3e-4);
-            }
-            worst = worst.max((an - fd).abs() / (fd.abs() + 1e-3 * scale));
-            assert!(
-                ok(fd),
-                "{}[{j}]: backward {an} vs finite difference {fd}",
-                decl.name
-            );
-            checked += 1;
-        }
+    for (decl, g) in s.plan().weights.iter().zip(&grads) {
+        assert!(grad::max_abs_f32(g) > 0.0, "{}: zero gradient", decl.name);
     }
-    println!("checked {checked} weights, worst relative error {worst:.2e}");
+    // A step of 1e-3 that moves some window's maximum to another cell crosses a kink of max
+    // pooling: 3e-4 then (see check_weights).
+    let tol = Tol::sum(2e-2, 2e-3, 2e-5);
+    let checked = grad::check_weights(&mut s, &grads, &[1e-3, 3e-4], tol, "", |s| loss_of(s).0);
+    let worst = checked
+        .iter()
+        .map(|c| (c.backward - c.fd).abs() / (c.fd.abs() + 1e-3 * c.max))
+        .fold(0.0f64, f64::max);
+    println!(
+        "checked {} weights, worst relative error {worst:.2e}",
+        checked.len()
+    );
     // c1 3x2x3x3 + 3, c2 2x3x2x3 + 2, h 3x12 + 3
-    assert_eq!(checked, 54 + 3 + 36 + 2 + 36 + 3);
+    assert_eq!(checked.len(), 54 + 3 + 36 + 2 + 36 + 3);
 }
 
 /// The spiking conv net of tests/in/train/conv.snn (conv -> LIF -> max pool -> conv ->
@@ -847,7 +776,7 @@ fn conv_network_loss_falls() {
     let mut losses = Vec::new();
     for _ in 0..40 {
         let out = s.run(std::slice::from_ref(&x), t, b).unwrap();
-        let (loss, g) = cross_entropy(&out[0].1.data, &labels, 3);
+        let (loss, g) = grad::cross_entropy_f32(&out[0].1.data, &labels, 3);
         losses.push(loss);
         s.backward(&[&g], t, b).unwrap();
         let grads = s.grads().unwrap();

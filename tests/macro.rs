@@ -130,8 +130,8 @@ fn scaled_weights(s: &mut snn::Session, name: &str) -> std::path::PathBuf {
 fn inline_file_and_cli_agree_on_mlp() {
     let program =
         common::compile_file(&common::root().join("examples/mlp.snn"), Options::default()).unwrap();
-    assert_eq!(inline::mlp::plan(), program.plan);
-    assert_eq!(mlp::plan(), program.plan);
+    assert_eq!(inline::mlp::plan().unwrap(), &program.plan);
+    assert_eq!(mlp::plan().unwrap(), &program.plan);
     assert_eq!(mlp::OUTPUTS, ["s2.counts", "s1.spikes", "s2.v"]);
     assert_eq!(mlp::INPUTS, ["image"]);
 
@@ -245,26 +245,34 @@ fn ui_errors() {
     t.compile_fail("tests/ui/*.rs");
 }
 
-/// What the macros do at build time (parse, passes, print the kernels and the plan as
-/// tokens) takes milliseconds. `cargo test --test macro expansion -- --nocapture` prints it.
+/// What the macros do at build time (parse, passes, print the kernels, encode the plan as
+/// bytes) takes milliseconds, for the largest models here too (the conv net compiled for
+/// training). `cargo test --test macro expansion -- --nocapture` prints it.
 #[test]
 fn expansion_time() {
-    for path in ["examples/mlp.snn", "examples/conv.snn"] {
+    for (path, opts) in [
+        ("examples/mlp.snn", Options::default()),
+        ("examples/conv.snn", Options::default()),
+        ("tests/in/train/conv.snn", common::train_opts()),
+        ("examples/smnist_psn.snn", common::train_opts()),
+    ] {
         let start = std::time::Instant::now();
         let n = 20;
-        let mut len = 0;
+        let (mut len, mut plan_len) = (0, 0);
         for _ in 0..n {
-            let program =
-                common::compile_file(&common::root().join(path), Options::default()).unwrap();
+            let program = common::compile_file(&common::root().join(path), opts.clone()).unwrap();
             let kernels =
                 snnc::back::rust::print_module(&program, &quote::quote!(::snn::plan::KernelArgs));
-            let plan =
-                snnc::back::plan_tokens::plan_tokens(&program.plan, &quote::quote!(::snn::plan));
+            let plan = snn_runtime::plan::encode(&program.plan).unwrap();
+            plan_len = plan.len();
+            let plan = proc_macro2::Literal::byte_string(&plan);
             let cuda = snnc::back::cuda::print_program(&program);
             len = kernels.to_string().len() + plan.to_string().len() + cuda.len();
         }
         let ms = start.elapsed().as_secs_f64() * 1e3 / n as f64;
-        println!("{path}: compile + print {ms:.2} ms ({len} bytes of tokens)");
+        println!(
+            "{path}: compile + print {ms:.2} ms ({len} bytes of tokens, plan {plan_len} bytes)"
+        );
         assert!(ms < 2000.0, "{path}: {ms} ms");
     }
 }
@@ -291,7 +299,7 @@ fn train_step_matches_the_library_trainer() {
     let mut s = snnc::session::load(&program, Some(&common::cache_dir()))
         .unwrap()
         .session;
-    assert_eq!(&mlp483::plan(), s.plan());
+    assert_eq!(mlp483::plan().unwrap(), s.plan());
     let mut trainer = snn::train::Trainer::new(&program.plan.train.as_ref().unwrap().settings);
     let first = net.session().weights().to_vec();
     for step in 0..3 {
@@ -332,7 +340,7 @@ fn smnist_psn_train_plan_matches_the_cli() {
         },
     )
     .unwrap();
-    assert_eq!(smnist_psn::plan(), program.plan);
+    assert_eq!(smnist_psn::plan().unwrap(), &program.plan);
     assert_eq!(
         program.plan.train.as_ref().unwrap().settings.data,
         Some(snn_runtime::plan::DataDecl::Mnist {
@@ -342,8 +350,8 @@ fn smnist_psn_train_plan_matches_the_cli() {
     );
 }
 
-/// The backward ops of conv and pooling layers print exactly (`plan_tokens`): the embedded
-/// training plan equals the CLI's, and `train_step` matches the library trainer bit for bit.
+/// The backward ops of conv and pooling layers survive the embedding (`plan::encode`): the
+/// embedded training plan equals the CLI's, and `train_step` matches the library trainer bit for bit.
 #[test]
 fn conv_train_plan_and_step_match_the_cli() {
     let program = common::compile_file(
@@ -354,7 +362,7 @@ fn conv_train_plan_and_step_match_the_cli() {
         },
     )
     .unwrap();
-    assert_eq!(convtrain::plan(), program.plan);
+    assert_eq!(convtrain::plan().unwrap(), &program.plan);
     let backward = &program.plan.train.as_ref().unwrap().backward;
     for kind in ["Conv2dDx", "Conv2dDw", "Pool2dDx"] {
         assert!(
@@ -467,8 +475,8 @@ fn new_cuda_shim_matches_the_cpu() {
     }
 }
 
-/// A training plan with a reverse step loop (BPTT through a recurrent cycle): `plan_tokens`
-/// prints it exactly, and `train_step` takes the library trainer's steps bit for bit.
+/// A training plan with a reverse step loop (BPTT through a recurrent cycle): the embedded
+/// plan equals the CLI's, and `train_step` takes the library trainer's steps bit for bit.
 #[test]
 fn recurrent_training_plan_through_the_macro() {
     let program = common::compile_file(
@@ -482,7 +490,7 @@ fn recurrent_training_plan_through_the_macro() {
     let mut s = snnc::session::load(&program, Some(&common::cache_dir()))
         .unwrap()
         .session;
-    assert_eq!(&recurrent_train::plan(), s.plan());
+    assert_eq!(recurrent_train::plan().unwrap(), s.plan());
     assert!(s
         .plan()
         .train

@@ -16,6 +16,7 @@ mod common;
 
 use std::f64::consts::PI;
 
+use common::grad::{self, max_abs, Tol};
 use snn_runtime::plan::LossKind;
 use snn_runtime::train::loss::{self, Reduce};
 use snn_runtime::train::optim::Optimizer;
@@ -539,20 +540,9 @@ fn dense_back(
     (dw, db, dx)
 }
 
-/// Softmax cross-entropy, mean over the batch, and its gradient (written out again here,
-/// independently of `snn_runtime::train::loss`).
+/// Softmax cross-entropy of the test's labels, mean over the batch, and its gradient.
 fn ce(logits: &[f64], c: usize) -> (f64, Vec<f64>) {
-    let mut loss = 0.0;
-    let mut g = vec![0.0; B * c];
-    for (b, &y) in LABELS.iter().enumerate() {
-        let row = &logits[b * c..(b + 1) * c];
-        let z: f64 = row.iter().map(|v| v.exp()).sum();
-        loss += z.ln() - row[y];
-        for j in 0..c {
-            g[b * c + j] = (row[j].exp() / z - f64::from(u8::from(j == y))) / B as f64;
-        }
-    }
-    (loss / B as f64, g)
+    grad::cross_entropy(logits, &LABELS, c)
 }
 
 struct Reference {
@@ -866,26 +856,13 @@ impl Rng {
     }
 }
 
-fn max_abs(v: &[f64]) -> f64 {
-    v.iter().fold(0.0, |m, x| m.max(x.abs()))
-}
-
-/// `|got - want| <= 1e-4 |want| + 1e-6 max|want|` for every element.
-fn assert_grads(what: &str, got: &[f32], want: &[f64]) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let floor = 1e-6 * max_abs(want) + 1e-9;
-    for (j, (&a, &b)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (a as f64 - b).abs() <= 1e-4 * b.abs() + floor,
-            "{what}[{j}]: compiled {a} vs reference {b}"
-        );
-    }
-}
-
 /// Compile the case's model, run it on the reference's weights and inputs, compute the
 /// loss with `snn_runtime::train::loss` as `snnc train` does, run the backward pass and
 /// compare every weight and bias gradient; then take one SGD step with the runtime's
 /// optimizer and check the weights it writes back. Returns the reference.
+/// `|got - want| <= 1e-4 |want| + 1e-6 max|want| + 1e-9` for every gradient element.
+const GRADS: Tol = Tol::sum(1e-4, 1e-6, 1e-9);
+
 fn check(case: &Case) -> Reference {
     let (wt, r) = case.weights();
     let mut s = load(case.file);
@@ -980,7 +957,8 @@ fn check(case: &Case) -> Reference {
     s.backward(&refs, T, B).unwrap();
     let grads = s.grads().unwrap();
     for (i, name) in names.iter().enumerate() {
-        assert_grads(&format!("{}: {name}", case.file), &grads[i], &r.grads[i]);
+        let what = format!("{}: {name}", case.file);
+        grad::assert_close(&what, &grads[i], &r.grads[i], GRADS, "reference");
     }
 
     // One training step: plain SGD, w -= lr * grad, written back to the device.
@@ -1545,36 +1523,17 @@ fn smooth_stand_ins_match_finite_differences() {
     let (_, g) = loss_of(&mut s);
     s.backward(&[&g], t, B).unwrap();
     let grads = s.grads().unwrap();
-    let (mut checked, mut above_floor, mut worst) = (0, 0, 0.0f64);
-    for (wi, d) in decls.iter().enumerate() {
-        let base = s.weight(&d.name).unwrap().to_vec();
-        for j in 0..base.len() {
-            // The f32 forward pass leaves about 5e-6 of noise in the quotient at any step
-            // from 2e-3 to 2e-2; the truncation error of 1e-2 is below that.
-            let h = 1e-2f32;
-            let mut w = base.clone();
-            w[j] = base[j] + h;
-            s.set_weight(&d.name, &w).unwrap();
-            let lp = loss_of(&mut s).0;
-            w[j] = base[j] - h;
-            s.set_weight(&d.name, &w).unwrap();
-            let lm = loss_of(&mut s).0;
-            s.set_weight(&d.name, &base).unwrap();
-            let fd = (lp - lm) / ((base[j] + h) as f64 - (base[j] - h) as f64);
-            let an = grads[wi][j] as f64;
-            let floor = 1e-5;
-            assert!(
-                (an - fd).abs() <= 1e-3 * fd.abs() + floor,
-                "{}[{j}]: backward {an} vs finite difference {fd}",
-                d.name
-            );
-            checked += 1;
-            if fd.abs() > 100.0 * floor {
-                above_floor += 1;
-                worst = worst.max((an - fd).abs() / fd.abs());
-            }
-        }
-    }
+    // The f32 forward pass leaves about 5e-6 of noise in the quotient at any step from 2e-3
+    // to 2e-2; the truncation error of 1e-2 is below that.
+    let floor = 1e-5;
+    let tol = Tol::sum(1e-3, 0.0, floor);
+    let all = grad::check_weights(&mut s, &grads, &[1e-2], tol, "", |s| loss_of(s).0);
+    let above: Vec<&grad::Checked> = all.iter().filter(|c| c.fd.abs() > 100.0 * floor).collect();
+    let worst = above
+        .iter()
+        .map(|c| (c.backward - c.fd).abs() / c.fd.abs())
+        .fold(0.0f64, f64::max);
+    let (checked, above_floor) = (all.len(), above.len());
     println!(
         "{checked} weights, {above_floor} with |grad| > 1e-3, worst relative error {worst:.2e}"
     );

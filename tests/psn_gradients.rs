@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::grad::{self, Tol};
 use serde_json::Value;
 use snn_runtime::plan::Extent;
 
@@ -92,15 +93,16 @@ fn psn_family_gradients_match_spikingjelly() {
         let names: Vec<String> = s.plan().weights.iter().map(|w| w.name.clone()).collect();
         for (name, want) in [("s.weight", "grad_weight"), ("s.bias", "grad_bias")] {
             let i = names.iter().position(|w| w == name).unwrap();
-            let want = flat(&case[want]);
-            assert_eq!(grads[i].len(), want.len(), "{kind} {name}");
-            let scale = want.iter().fold(0.0f32, |a, v| a.max(v.abs())).max(1e-6);
-            for (j, (g, w)) in grads[i].iter().zip(&want).enumerate() {
-                assert!(
-                    (g - w).abs() <= 1e-5 * scale,
-                    "{kind} {name}[{j}]: {g} vs SpikingJelly {w}"
-                );
-            }
+            let want = grad::f64s(&flat(&case[want]));
+            // 1e-5 of the largest (at least 1e-6).
+            let tol = Tol::larger(0.0, 1e-5, 1e-11);
+            grad::assert_close(
+                &format!("{kind} {name}"),
+                &grads[i],
+                &want,
+                tol,
+                "SpikingJelly",
+            );
         }
     }
 }
@@ -168,57 +170,26 @@ neuron SLeakySliding {
         let loss_of = |s: &mut snn_runtime::Session| -> (f64, Vec<f32>) {
             let out = s.run(std::slice::from_ref(&x), t, b).unwrap();
             let tr = &out[0].1.data;
-            let mut l = 0.0;
-            let mut gt = vec![0.0f32; t * b * c];
-            for (i, &y) in labels.iter().enumerate() {
-                let z: Vec<f64> = (0..c)
-                    .map(|k| {
-                        (0..t)
-                            .map(|st| tr[st * b * c + i * c + k] as f64)
-                            .sum::<f64>()
-                            / t as f64
-                    })
-                    .collect();
-                let mx = z.iter().cloned().fold(f64::MIN, f64::max);
-                let se: f64 = z.iter().map(|v| (v - mx).exp()).sum();
-                l += -(z[y] - mx - se.ln()) / b as f64;
-                for k in 0..c {
-                    let p = (z[k] - mx).exp() / se;
-                    let g = (p - if k == y { 1.0 } else { 0.0 }) / b as f64 / t as f64;
-                    for st in 0..t {
-                        gt[st * b * c + i * c + k] = g as f32;
-                    }
-                }
-            }
+            let logits: Vec<f64> = (0..b * c)
+                .map(|k| (0..t).map(|st| tr[st * b * c + k] as f64).sum::<f64>() / t as f64)
+                .collect();
+            let (l, g) = grad::cross_entropy(&logits, &labels, c);
+            let gt = (0..t * b * c)
+                .map(|i| (g[i % (b * c)] / t as f64) as f32)
+                .collect();
             (l, gt)
         };
         let (_, g) = loss_of(&mut s);
         s.backward(&[&g], t, b).unwrap();
         let grads = s.grads().unwrap();
-        let mut checked = 0;
-        for (wi, decl) in s.plan().weights.clone().iter().enumerate() {
-            let base = s.weight(&decl.name).unwrap().to_vec();
-            for j in 0..base.len() {
-                let h = 2e-3f32;
-                let mut w = base.clone();
-                w[j] = base[j] + h;
-                s.set_weight(&decl.name, &w).unwrap();
-                let (lp, _) = loss_of(&mut s);
-                w[j] = base[j] - h;
-                s.set_weight(&decl.name, &w).unwrap();
-                let (lm, _) = loss_of(&mut s);
-                s.set_weight(&decl.name, &base).unwrap();
-                let fd = (lp - lm) / (2.0 * h as f64);
-                let an = grads[wi][j] as f64;
-                assert!(
-                    (an - fd).abs() <= 3e-3 * fd.abs() + 5e-5,
-                    "{pop}: {}[{j}]: backward {an} vs finite difference {fd}",
-                    decl.name
-                );
-                checked += 1;
-            }
-        }
-        assert!(checked >= 15, "{pop}: {checked} weights checked");
+        let tol = Tol::sum(3e-3, 0.0, 5e-5);
+        let what = format!("{pop}: ");
+        let checked = grad::check_weights(&mut s, &grads, &[2e-3], tol, &what, |s| loss_of(s).0);
+        assert!(
+            checked.len() >= 15,
+            "{pop}: {} weights checked",
+            checked.len()
+        );
     }
 }
 
@@ -285,14 +256,11 @@ neuron LeakySliding {
         let (p, q) = (&grads[0], &grads[1]);
         assert_eq!(p.len(), q.len(), "{pop}");
         for (wi, (a, c)) in p.iter().zip(q).enumerate() {
-            let scale = a.iter().chain(c).fold(0.0f32, |m, v| m.max(v.abs()));
+            let scale = grad::max_abs_f32(a).max(grad::max_abs_f32(c));
             assert!(scale > 0.0, "{pop}: weight {wi} has no gradient");
-            for (j, (x, y)) in a.iter().zip(c).enumerate() {
-                assert!(
-                    (x - y).abs() <= 1e-5 * scale,
-                    "{pop}: weight {wi}[{j}]: parallel {x} vs sequential {y} (scale {scale})"
-                );
-            }
+            let what = format!("{pop}: weight {wi} (parallel; scale {scale})");
+            let tol = Tol::sum(0.0, 1e-5, 0.0);
+            grad::assert_close_at(&what, a, &grad::f64s(c), scale, tol, "sequential");
         }
     }
 }

@@ -7,26 +7,10 @@
 
 mod common;
 
+use common::grad::{self, cross_entropy, Tol};
+
 fn load_src(src: &str) -> snn_runtime::Session {
     common::session_from_str("rec.snn", src, common::train_opts())
-}
-
-/// torch `cross_entropy(logits, labels)` (mean over the batch) and its gradient.
-fn cross_entropy(logits: &[f64], labels: &[usize], c: usize) -> (f64, Vec<f64>) {
-    let b = labels.len();
-    let mut loss = 0.0;
-    let mut g = vec![0.0; logits.len()];
-    for (i, &y) in labels.iter().enumerate() {
-        let row = &logits[i * c..(i + 1) * c];
-        let mx = row.iter().cloned().fold(f64::MIN, f64::max);
-        let z: f64 = row.iter().map(|v| (v - mx).exp()).sum();
-        loss += -(row[y] - mx - z.ln());
-        for j in 0..c {
-            let p = (row[j] - mx).exp() / z;
-            g[i * c + j] = (p - if j == y { 1.0 } else { 0.0 }) / b as f64;
-        }
-    }
-    (loss / b as f64, g)
 }
 
 fn sigmoid(x: f64) -> f64 {
@@ -134,21 +118,17 @@ fn smooth_cycle(delay: usize) {
         .collect();
     s.backward(&[&gy], t, b).unwrap();
     let grads: Vec<f32> = s.grads().unwrap().concat();
-    let h = 1e-5;
-    for i in 0..p.len() {
-        let mut q = p.clone();
-        q[i] = p[i] + h;
-        let lp = forward(&q).0;
-        q[i] = p[i] - h;
-        let lm = forward(&q).0;
-        let fd = (lp - lm) / (2.0 * h);
-        let an = grads[i] as f64;
-        let which = &names[at.iter().rposition(|&a| a <= i).unwrap()];
-        assert!(
-            (an - fd).abs() <= 1e-4 * fd.abs() + 1e-7,
-            "delay {delay}, parameter {i} ({which}): backward {an} vs finite difference {fd}"
-        );
-    }
+    grad::check_f64_params(
+        &grads,
+        &p,
+        1e-5,
+        Tol::sum(1e-4, 0.0, 1e-7),
+        |i| {
+            let which = &names[at.iter().rposition(|&a| a <= i).unwrap()];
+            format!("delay {delay}, parameter {i} ({which})")
+        },
+        |q| forward(q).0,
+    );
     // The recurrent weights and the learned leak matter.
     let rw = &grads[at[2]..at[3]];
     assert!(rw.iter().any(|g| g.abs() > 1e-3), "dL/dr.weight = {rw:?}");
@@ -351,14 +331,12 @@ fn lif_cycle(delay: usize) {
     ];
     for (name, want) in want {
         let got = grad(name);
-        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        assert!(scale > 1e-4, "{name}: the reference gradient vanishes");
-        for (j, (a, r)) in got.iter().zip(&want).enumerate() {
-            assert!(
-                (*a as f64 - r).abs() <= 1e-4 * r.abs().max(1e-2 * scale),
-                "delay {delay}, {name}[{j}]: backward {a} vs hand-written BPTT {r}"
-            );
-        }
+        assert!(
+            grad::max_abs(&want) > 1e-4,
+            "{name}: the reference gradient vanishes"
+        );
+        let what = format!("delay {delay}, {name}");
+        grad::assert_close(&what, &got, &want, grad::REFERENCE, "hand-written BPTT");
         println!("delay {delay}, {name}: {:?}", &got[..got.len().min(3)]);
     }
 }

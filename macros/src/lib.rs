@@ -6,7 +6,7 @@
 //! ```text
 //! pub mod <model> {
 //!     pub const NAME, T, BATCH, SEED, INPUTS, OUTPUTS;
-//!     pub fn plan() -> ::snn::plan::Plan;        // the execution plan, rebuilt exactly
+//!     pub fn plan() -> ::snn::Result<&'static ::snn::plan::Plan>; // decoded on first use
 //!     pub fn kernels() -> ::snn::KernelTable;    // the generated kernels, statically linked
 //!     pub struct Network { .. }                  // new, forward, run, load_weights, session
 //!     pub struct Outputs { pub <output>: ::snn::Tensor, .. }
@@ -16,7 +16,8 @@
 //! The kernels are plain (not exported) `extern "C"` functions inside that module, so any
 //! number of networks can live in one crate. Generated code refers to the runtime only as
 //! `::snn::...` (the user needs only the `snn` crate) and allows the lints generated code
-//! trips, so it builds under `#![deny(warnings)]`.
+//! trips, so it builds under `#![deny(warnings)]`. The plan is embedded as bytes
+//! (`snn_runtime::plan::encode`, serde + postcard) and decoded once, on the first `plan()`.
 //!
 //! Errors are compile errors: in `snn!` on the offending token (source byte offsets are
 //! mapped back to the tokens the text was built from), in `include_snn!` on the path with
@@ -328,14 +329,19 @@ fn expand(
 ) -> Tokens {
     let plan = &program.plan;
     let module = rename.unwrap_or_else(|| rust_ident(&plan.name));
-    let plan_mod = quote!(::snn::plan);
     let kernel_items = snnc::back::rust::print_module(program, &quote!(::snn::plan::KernelArgs));
     let kernel_fns = program
         .kernels
         .iter()
         .map(snnc::back::rust::module_kernel_ident);
     let kernel_names = program.plan.kernels.iter().map(|k| &k.symbol);
-    let plan_expr = snnc::back::plan_tokens::plan_tokens(plan, &plan_mod);
+    let plan_bytes = match snn_runtime::plan::encode(plan) {
+        Ok(bytes) => proc_macro2::Literal::byte_string(&bytes),
+        Err(e) => {
+            let msg = e.to_string();
+            return quote!(::core::compile_error! { #msg });
+        }
+    };
     let cuda_source = snnc::back::cuda::print_program(program);
     let train_items = if plan.train.is_some() {
         quote! {
@@ -372,7 +378,7 @@ fn expand(
         (
             quote!(trainer: ::snn::train::Trainer,),
             quote!(trainer: ::snn::train::Trainer::new(
-                &plan().train.expect("compiled for training").settings
+                &plan()?.train.as_ref().expect("compiled for training").settings
             ),),
         )
     } else {
@@ -454,9 +460,12 @@ fn expand(
 
             #kernel_items
 
-            /// The execution plan, exactly as snnc compiled it.
-            pub fn plan() -> ::snn::plan::Plan {
-                #plan_expr
+            /// The execution plan, exactly as snnc compiled it: decoded from the bytes
+            /// embedded at build time on the first call (an `Err`, never a panic, if they
+            /// do not decode).
+            pub fn plan() -> ::snn::Result<&'static ::snn::plan::Plan> {
+                static PLAN: ::snn::plan::EmbeddedPlan = ::snn::plan::EmbeddedPlan::new(#plan_bytes);
+                PLAN.get()
             }
 
             /// The same kernels as CUDA C (the CUDA back end's output), compiled by NVRTC
@@ -502,7 +511,7 @@ fn expand(
                 /// A network on the CPU with weights initialised from the model's seed.
                 pub fn new() -> ::snn::Result<Network> {
                     ::core::result::Result::Ok(Network {
-                        session: ::snn::Session::new(plan(), kernels())?,
+                        session: ::snn::Session::new(plan()?.clone(), kernels())?,
                         #trainer_init
                     })
                 }
@@ -512,7 +521,7 @@ fn expand(
                 /// is an `Err` naming the cause.
                 pub fn new_cuda(ordinal: usize) -> ::snn::Result<Network> {
                     ::core::result::Result::Ok(Network {
-                        session: ::snn::Session::new_cuda(plan(), ordinal, CUDA_SOURCE)?,
+                        session: ::snn::Session::new_cuda(plan()?.clone(), ordinal, CUDA_SOURCE)?,
                         #trainer_init
                     })
                 }
@@ -525,7 +534,7 @@ fn expand(
                     dir: impl ::core::convert::AsRef<::std::path::Path>,
                 ) -> ::snn::Result<Network> {
                     ::core::result::Result::Ok(Network {
-                        session: ::snn::Session::new_cuda_shim(plan(), CUDA_SOURCE, dir.as_ref())?,
+                        session: ::snn::Session::new_cuda_shim(plan()?.clone(), CUDA_SOURCE, dir.as_ref())?,
                         #trainer_init
                     })
                 }

@@ -10,6 +10,11 @@
 //! (`Single`: one step of state, carried between step launches). `F` is the product of the
 //! per-sample feature shape.
 
+use serde::{Deserialize, Serialize};
+
+mod codec;
+pub use codec::{decode, encode, EmbeddedPlan};
+
 pub use crate::op::conv::{Conv2d, Conv2dDw, Conv2dDx};
 pub use crate::op::dense::{Gemm, GemmDw, GemmDx};
 pub use crate::op::pool::{Pool2d, Pool2dDx};
@@ -23,7 +28,7 @@ pub type WeightId = usize;
 /// Index into [`Plan::kernels`].
 pub type KernelId = usize;
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     /// The model's name.
     pub name: String,
@@ -68,7 +73,7 @@ impl Plan {
 
 /// What the compiler derived for training: the backward ops (run after the forward ops,
 /// once the loss gradient is in place) and the settings of the model's `train { }` block.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainPlan {
     pub backward: Vec<Op>,
     pub loss: LossDecl,
@@ -80,7 +85,7 @@ pub struct TrainPlan {
     pub settings: TrainSettings,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum LossKind {
     /// Cross-entropy of softmax(spike counts) (`[B, C]` output).
     CrossEntropyCounts,
@@ -96,7 +101,7 @@ pub enum LossKind {
     FirstSpikeTime,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LossDecl {
     pub kind: LossKind,
     /// Index into [`Plan::outputs`] of the value the loss reads.
@@ -107,7 +112,7 @@ pub struct LossDecl {
 }
 
 /// `lambda * mean((counts / T - target)^2)` on a population's spike counts.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RegDecl {
     pub output: usize,
     pub grad: BufId,
@@ -115,14 +120,14 @@ pub struct RegDecl {
     pub target: f32,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum OptimizerKind {
     Sgd { momentum: f32, nesterov: bool },
     Adam,
     AdamW,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OptimizerDecl {
     pub kind: OptimizerKind,
     pub lr: f32,
@@ -131,7 +136,7 @@ pub struct OptimizerDecl {
     pub weight_decay: f32,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum LrScheduleDecl {
     Constant,
     /// torch StepLR: multiply by `gamma` every `step_size` epochs.
@@ -147,7 +152,7 @@ pub enum LrScheduleDecl {
 
 /// How an image dataset is fed as a sequence (`mnist("DIR", sequence = rows)`): the input
 /// is `[T, F]` and each image is `T` steps of `F` pixels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ImageSequence {
     /// Step `t` is row `t` of the image (`H` steps of `W` pixels): row-by-row digits.
     Rows,
@@ -173,7 +178,7 @@ impl ImageSequence {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum DataDecl {
     /// The Yin-Yang dataset, generated (standard splits).
     YinYang,
@@ -196,7 +201,7 @@ pub enum DataDecl {
     },
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainSettings {
     pub optimizer: OptimizerDecl,
     pub schedule: LrScheduleDecl,
@@ -211,7 +216,7 @@ pub struct TrainSettings {
     pub validation: usize,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Extent {
     /// `[T, B, F]`.
     Seq,
@@ -221,7 +226,7 @@ pub enum Extent {
     Single,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BufferDecl {
     /// Readable name for dumps and errors, e.g. `s1.spikes`.
     pub name: String,
@@ -242,7 +247,7 @@ impl BufferDecl {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Init {
     /// torch `nn.Linear`/`nn.Conv2d` default scaled by `gain`:
     /// `U(-gain/sqrt(fan_in), gain/sqrt(fan_in))` (gain 1 is torch's init).
@@ -261,7 +266,7 @@ pub enum Init {
     },
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WeightDecl {
     /// Tensor name in safetensors files, e.g. `fc1.weight`.
     pub name: String,
@@ -276,7 +281,7 @@ impl WeightDecl {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ParamDecl {
     /// `population.param`, e.g. `s1.tau`.
     pub name: String,
@@ -285,7 +290,7 @@ pub struct ParamDecl {
     pub check: ParamCheck,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ParamCheck {
     Any,
     Positive,
@@ -317,7 +322,7 @@ impl ParamCheck {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InputDecl {
     pub name: String,
     pub buffer: BufId,
@@ -327,7 +332,7 @@ pub struct InputDecl {
     pub time_varying: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OutputKind {
     /// `[T, B, ...]` 0/1 spikes.
     Spikes,
@@ -337,7 +342,7 @@ pub enum OutputKind {
     Trace,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OutputDecl {
     /// e.g. `s2.counts`, `s2.v`.
     pub name: String,
@@ -346,7 +351,7 @@ pub struct OutputDecl {
     pub shape: Vec<usize>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KernelDecl {
     /// Exported symbol of the generated kernel.
     pub symbol: String,
@@ -358,7 +363,7 @@ pub struct KernelDecl {
 }
 
 /// How a kernel uses one weight argument.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WeightUse {
     /// One value per neuron (`[F]`, read at `idx % F`) rather than one per population
     /// (`[1]`).
@@ -369,7 +374,7 @@ pub struct WeightUse {
 }
 
 /// Which time rows an op touches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TimeSel {
     /// Whole sequence: destination rows `t in delay..T` read source rows `t - delay`.
     /// For `Static` source and destination (delay 0) the op runs once on `[B, F]`.
@@ -379,7 +384,7 @@ pub enum TimeSel {
     Step { delay: usize },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConvGeom {
     pub c_in: usize,
     pub h: usize,
@@ -393,14 +398,14 @@ pub struct ConvGeom {
     pub w_out: usize,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PoolKind {
     Max,
     /// Average over the window; padded cells count as zeros (torch `count_include_pad=True`).
     Avg,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolGeom {
     pub c: usize,
     pub h: usize,
@@ -414,7 +419,7 @@ pub struct PoolGeom {
 
 /// One launch group: a population (or encoder) run by a kernel. Several groups of one
 /// kernel form a merged launch (same model, same code, different buffers and parameters).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LaunchGroup {
     pub args: Vec<BufId>,
     /// One weight per [`KernelDecl::weights`] entry (its value or its gradient).
@@ -425,7 +430,7 @@ pub struct LaunchGroup {
     pub features: usize,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LaunchTime {
     /// The kernel loops over all T itself (state in registers).
     Seq,
@@ -436,7 +441,7 @@ pub enum LaunchTime {
 /// One step of a plan: a control op (zero a buffer, launch a generated kernel, loop over
 /// time) or a library op, whose plan struct, validation, interpretation, text form and device
 /// trait live together in its family module under [`crate::op`].
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
     /// Fill a buffer with zeros.
     Zero {

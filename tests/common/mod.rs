@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code)]
 
+pub mod grad;
+
 use std::path::{Path, PathBuf};
 
 use snnc::diag::Diagnostic;

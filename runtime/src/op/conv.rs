@@ -7,12 +7,13 @@ use crate::error::{Result, RuntimeError};
 use crate::exec::interp::Runner;
 use crate::exec::validate::{sat, Checker};
 use crate::plan::{BufId, BufferDecl, ConvGeom, Plan, TimeSel, WeightId};
+use serde::{Deserialize, Serialize};
 
 /// 2-D convolution (cross-correlation, torch Conv2d) over every `(t, b)` image.
 /// `sparse`: `x` holds spikes, so the device scatters its non-zero cells through the
 /// kernel taps instead of unfolding every window into a GEMM: the same result up to the
 /// summation order (as for [`super::dense::Gemm`]).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Conv2d {
     pub x: BufId,
     pub w: WeightId,
@@ -28,7 +29,7 @@ pub struct Conv2d {
 /// `dx[img] (+)= sum over c_out, window of W * dy[img]` for every `(t, b)` image, with the
 /// forward op's geometry; rows map like the forward op's (`dx` plays `x`, `dy` plays
 /// `y`).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Conv2dDx {
     pub dy: BufId,
     pub w: WeightId,
@@ -42,7 +43,7 @@ pub struct Conv2dDx {
 /// `+= sum over images of dy[img] (x) unfold(x[img])` and that of `bias` the sum of `dy`
 /// over images and positions, per output channel (accumulated over T and batch).
 /// `sparse`: `x` holds spikes; event-driven over its non-zero cells.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Conv2dDw {
     pub x: BufId,
     pub dy: BufId,

@@ -6,12 +6,13 @@ use crate::error::Result;
 use crate::exec::interp::Runner;
 use crate::exec::validate::Checker;
 use crate::plan::{BufId, Plan, TimeSel, WeightId};
+use serde::{Deserialize, Serialize};
 
 /// `y[rows, n] (+)= x[rows, k] @ W^T (+ bias)`, `W` is `[n, k]` (torch Linear).
 /// `sparse`: `x` holds spikes (mostly zeros), so the device runs the event-driven form,
 /// `y[r, :] (+)= bias + sum over the non-zero x[r, i] of x[r, i] * W[:, i]`: the same
 /// result up to the summation order, for any `x`; the compiler's cost model sets it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Gemm {
     pub x: BufId,
     pub w: WeightId,
@@ -25,7 +26,7 @@ pub struct Gemm {
 }
 
 /// Backward of [`Gemm`] for its input: `dx[rows, k] (+)= dy[rows, n] @ W`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GemmDx {
     pub dy: BufId,
     pub w: WeightId,
@@ -39,7 +40,7 @@ pub struct GemmDx {
 /// Backward of [`Gemm`] for its weights: the gradient of `w` gets
 /// `+= dy[rows, n]^T @ x[rows, k]` and that of `bias` gets `+= sum over rows of dy`.
 /// `sparse`: `x` holds spikes; event-driven over its non-zeros (as for [`Gemm`]).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GemmDw {
     pub x: BufId,
     pub dy: BufId,

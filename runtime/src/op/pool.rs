@@ -6,8 +6,9 @@ use crate::error::{Result, RuntimeError};
 use crate::exec::interp::Runner;
 use crate::exec::validate::{ext_name, sat, Checker};
 use crate::plan::{BufId, BufferDecl, Plan, PoolGeom, PoolKind, TimeSel};
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Pool2d {
     pub x: BufId,
     pub y: BufId,
@@ -21,7 +22,7 @@ pub struct Pool2d {
 /// `x` (the first maximum in row-major order on ties, padding never wins); average: `dy /
 /// k^2` to every cell of the window inside the image (padding counted, as in the
 /// forward). `x` has `dx`'s layout.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Pool2dDx {
     pub x: BufId,
     pub dy: BufId,

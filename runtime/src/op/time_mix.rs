@@ -8,10 +8,11 @@ use crate::error::{fmt_shape, Result, RuntimeError};
 use crate::exec::interp::{buffer_len, Runner};
 use crate::exec::validate::Checker;
 use crate::plan::{BufId, Extent, Plan, TimeSel, WeightId};
+use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
 /// The `[T, T]` matrix `A` of a [`TimeMix`] (row = output step, column = input step).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum TimeMatrix {
     /// `A = W`, a `[T0, T0]` weight: every step reads every step (PSN). Runs only at `T = T0`.
     Weight { w: WeightId },
@@ -45,7 +46,7 @@ impl TimeMatrix {
 }
 
 /// The per-step bias of a [`TimeMix`]: `bias[t]` is added to every column of row `t`.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum TimeBias {
     /// A `[T0, 1]` weight (PSN, masked PSN): one value per step; runs only at `T0`.
     Weight(WeightId),
@@ -72,7 +73,7 @@ impl TimeBias {
 /// `TimeSel::Step { delay: 0 }` inside a step loop computes row `t` only, reading rows
 /// `<= t` (a causal matrix only: `Band` or `Response`). A `Static` `x` is the same at
 /// every step: `y[t] = (sum_j A[t][j]) x + bias[t]`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TimeMix {
     pub x: BufId,
     pub y: BufId,
@@ -84,7 +85,7 @@ pub struct TimeMix {
 
 /// Backward of [`TimeMix`] for its input: `dx[j, c] (+)= sum_t A[t][j] * dy[t, c]`
 /// (`A^T dy` over all T rows); a `Static` `dx` gets `sum_t (sum_j A[t][j]) dy[t, c]`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TimeMixDx {
     pub dy: BufId,
     pub dx: BufId,
@@ -98,7 +99,7 @@ pub struct TimeMixDx {
 /// `grad[k - 1 - d] += sum_t G[t][t - d]` (the sum along each diagonal); a `Weight` bias
 /// gets `+= sum_c dy[t, c]` per row, a `Scalar` one the sum over every row. A `Response`
 /// matrix has no weight (nothing to do for it).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TimeMixDw {
     pub x: BufId,
     pub dy: BufId,
