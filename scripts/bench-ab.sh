@@ -3,7 +3,7 @@
 # workload on OLD then NEW (alternating, so drift and noise hit both alike), and prints per
 # workload the median over rounds of NEW/OLD (each round's own median time). Used to show a
 # refactor left the speed unchanged (issue 17: within 3%).
-#   scripts/bench-ab.sh OLD_SNNC NEW_SNNC [ROUNDS] [WORKLOAD...]
+#   [REPEAT=10] scripts/bench-ab.sh OLD_SNNC NEW_SNNC [ROUNDS] [WORKLOAD...]
 set -euo pipefail
 old=$1 new=$2 rounds=${3:-10}
 shift $(( $# >= 3 ? 3 : $# ))
@@ -16,7 +16,7 @@ for r in $(seq 1 "$rounds"); do
     [ "$w" = psn-fwdbwd ] && extra=(--t 32)
     for side in old new; do
       bin=$old; [ $side = new ] && bin=$new
-      "$bin" bench "$w" "${extra[@]}" --repeat 10 --json 2>/dev/null \
+      "$bin" bench "$w" "${extra[@]}" --repeat "${REPEAT:-10}" --json 2>/dev/null \
         | sed "s/^/$side $r /" >> "$out/runs.txt"
     done
   done
