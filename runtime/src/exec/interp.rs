@@ -1,5 +1,5 @@
 //! The interpreter: walks a validated plan's ops on a device. Control ops (zero, launch, step
-//! loops) are handled here; every library op runs itself ([`LibraryOp::run`]) through a
+//! loops) are handled here; every library op runs itself ([`crate::op::LibraryOp::run`]) through a
 //! [`Runner`], which resolves time selections into row blocks ([`Runner::blocks`]).
 
 use super::validate::ValidPlan;
@@ -100,7 +100,7 @@ pub struct Block {
     pub x_again: bool,
 }
 
-/// The blocks of a [`Span`].
+/// The blocks of one op at one step (see [`Runner::blocks`]).
 pub struct Blocks {
     span: Option<Span>,
     i: usize,

@@ -1,4 +1,4 @@
-//! Running a plan: [`validate`] checks it once and returns a [`ValidPlan`]; the
+//! Running a plan: [`validate()`] checks it once and returns a [`ValidPlan`]; the
 //! [`interp`]reter walks a valid plan's ops on a device; a [`Session`] owns both, the
 //! device, the weights and the parameters.
 

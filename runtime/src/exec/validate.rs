@@ -1,7 +1,7 @@
 //! The plan validator: checks every index, shape and extent of a plan once, and returns it as
 //! a [`ValidPlan`] with a side table ([`PlanInfo`], the way naga's validator returns a
 //! `ModuleInfo`) of what the interpreter needs resolved. Control ops are checked here; each
-//! library op checks itself ([`LibraryOp::check`]) with the helpers of [`Checker`].
+//! library op checks itself ([`crate::op::LibraryOp::check`]) with the helpers of [`Checker`].
 
 use crate::device::{GroupDesc, WeightArg};
 use crate::error::{fmt_shape, Result, RuntimeError};

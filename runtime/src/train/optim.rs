@@ -168,7 +168,7 @@ impl Optimizer {
 
     /// Advances tensor `i`'s step count and returns its next update at learning rate `lr`
     /// as plain coefficients, for a device to apply where the weights live
-    /// ([`crate::device::Device::optim_step`]); its state buffers stay with the device.
+    /// ([`crate::device::Optimizer::optim_step`]); its state buffers stay with the device.
     pub fn next_update(&mut self, i: usize, lr: f32) -> Update {
         if self.slots.len() <= i {
             self.slots.resize(i + 1, None);
