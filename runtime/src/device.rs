@@ -20,6 +20,8 @@ use crate::error::Result;
 use crate::plan::{KernelId, LaunchTime, WeightId};
 use crate::train::optim::Update;
 
+// The family traits, and their descriptors for callers outside the crate (devices import
+// them from their family module in `crate::op`).
 pub use crate::op::conv::{ConvDesc, ConvDwDesc, ConvDxDesc, ConvOps};
 pub use crate::op::dense::{DenseOps, GemmDesc, GemmDwDesc, GemmDxDesc};
 pub use crate::op::pool::{PoolDesc, PoolDxDesc, PoolOps};

@@ -3,8 +3,8 @@
 
 use super::matmul::{check_len, mul, parallelism, sgemm, PAR_MACS};
 use super::*;
-use crate::device::{ConvDesc, ConvDwDesc, ConvDxDesc, ConvOps};
 use crate::error::{Result, RuntimeError};
+use crate::op::conv::{ConvDesc, ConvDwDesc, ConvDxDesc, ConvOps};
 use crate::plan::ConvGeom;
 use ::gemm::Parallelism;
 use rayon::prelude::*;

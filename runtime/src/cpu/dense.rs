@@ -5,8 +5,8 @@
 use super::matmul::{check_len, mul, parallelism, sgemm};
 use super::mul2;
 use super::*;
-use crate::device::{DenseOps, GemmDesc, GemmDwDesc, GemmDxDesc};
 use crate::error::{Result, RuntimeError};
+use crate::op::dense::{DenseOps, GemmDesc, GemmDwDesc, GemmDxDesc};
 
 /// Writes (or adds) `bias` into every `n`-row of `y`; returns whether `y` now holds data to
 /// accumulate into.

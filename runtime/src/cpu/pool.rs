@@ -2,8 +2,8 @@
 
 use super::matmul::{check_len, mul};
 use super::*;
-use crate::device::{PoolDesc, PoolDxDesc, PoolOps};
 use crate::error::{Result, RuntimeError};
+use crate::op::pool::{PoolDesc, PoolDxDesc, PoolOps};
 use crate::plan::{PoolGeom, PoolKind};
 
 pub(crate) fn check_pool(g: &PoolGeom) -> Result<()> {

@@ -3,8 +3,8 @@
 
 use super::matmul::{check_len, mul, parallelism, sgemm, PAR_MACS};
 use super::*;
-use crate::device::{TimeMixDesc, TimeMixDwDesc, TimeMixOps};
 use crate::error::Result;
+use crate::op::time_mix::{TimeMixDesc, TimeMixDwDesc, TimeMixOps};
 use ::gemm::Parallelism;
 use rayon::prelude::*;
 

@@ -2,7 +2,7 @@
 //! the scratch buffer, col2im for the input gradient, and the event-driven kernels.
 
 use super::*;
-use crate::device::{ConvDesc, ConvDwDesc, ConvDxDesc, ConvOps};
+use crate::op::conv::{ConvDesc, ConvDwDesc, ConvDxDesc, ConvOps};
 
 impl<G: Gpu> CudaDevice<G> {
     /// The im2col/col2im scratch buffer, at least `need` elements; its device address.

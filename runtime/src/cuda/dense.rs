@@ -2,7 +2,7 @@
 //! for spike inputs, and the bias kernels.
 
 use super::*;
-use crate::device::{DenseOps, GemmDesc, GemmDwDesc, GemmDxDesc};
+use crate::op::dense::{DenseOps, GemmDesc, GemmDwDesc, GemmDxDesc};
 
 impl<G: Gpu> CudaDevice<G> {
     /// The event-driven form of [`Device::gemm`] (`d.sparse`): the bias as for a dense

@@ -1,7 +1,7 @@
 //! Pooling on the CUDA device (ops.cuh's pooling kernels).
 
 use super::*;
-use crate::device::{PoolDesc, PoolDxDesc, PoolOps};
+use crate::op::pool::{PoolDesc, PoolDxDesc, PoolOps};
 
 impl<G: Gpu> PoolOps for CudaDevice<G> {
     fn pool2d(&mut self, d: &PoolDesc) -> Result<()> {

@@ -2,7 +2,7 @@
 //! GEMM.
 
 use super::*;
-use crate::device::{TimeMixDesc, TimeMixDwDesc, TimeMixOps};
+use crate::op::time_mix::{TimeMixDesc, TimeMixDwDesc, TimeMixOps};
 
 impl<G: Gpu> CudaDevice<G> {
     /// `conv2d_dw`'s channel-major copies of columns and output gradients, at least
