@@ -10,7 +10,7 @@ use crate::front::Parsed;
 use crate::ir::arena::Arena;
 use crate::ir::net::*;
 
-use super::bind::{self, whole, Bound, Range, Signature};
+use super::bind::{self, whole, whole_rule, Bound, Range, Signature};
 
 const OPS: &[&str] = &[
     "dense",
@@ -131,7 +131,8 @@ impl Resolver<'_> {
                             return Err(bad_value(
                                 v.span,
                                 format!(
-                                    "T must be a whole number of time steps >= 1, found `{}`",
+                                    "T must be {} time steps, found `{}`",
+                                    whole_rule(v, 1),
                                     snippet(v)
                                 ),
                                 "e.g. `T = 25`",
@@ -156,7 +157,7 @@ impl Resolver<'_> {
                     self.module.seed = whole(v).ok_or_else(|| {
                         bad_value(
                             v.span,
-                            "seed must be a whole number >= 0".into(),
+                            format!("seed must be {}", whole_rule(v, 0)),
                             "e.g. `seed = 42`",
                         )
                     })? as u64
@@ -167,7 +168,7 @@ impl Resolver<'_> {
                         _ => {
                             return Err(bad_value(
                                 v.span,
-                                "batch must be a whole number >= 1".into(),
+                                format!("batch must be {}", whole_rule(v, 1)),
                                 "e.g. `batch = 32`",
                             ))
                         }
@@ -240,7 +241,8 @@ impl Resolver<'_> {
                         return Err(bad_value(
                             d.span,
                             format!(
-                                "an input dimension must be a whole number >= 1, found `{}`",
+                                "an input dimension must be {}, found `{}`",
+                                whole_rule(d, 1),
                                 snippet(d)
                             ),
                             "e.g. `input x: [1, 28, 28]`",
