@@ -553,9 +553,26 @@ impl Resolver<'_> {
         };
         let mut terms = Vec::new();
         flatten_sum(input, &mut terms);
-        let mut inputs = Vec::new();
+        let mut inputs: Vec<NodeId> = Vec::new();
+        let mut first: Vec<Span> = Vec::new();
         for t in terms {
-            inputs.push(self.operand(name, t)?);
+            let h = self.operand(name, t)?;
+            // Each input is one argument of the population's kernel, read once: a repeated
+            // operand would give two arguments one buffer.
+            if let Some(i) = inputs.iter().position(|&seen| seen == h) {
+                return Err(Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    format!(
+                        "`{}` appears more than once in the input sum of `{name}`",
+                        snippet(t)
+                    ),
+                )
+                .at(t.span, "repeated here")
+                .note(first[i], "first here")
+                .hint("sum distinct currents; to scale a current, scale the weights of its layer"));
+            }
+            inputs.push(h);
+            first.push(t.span);
         }
         // The input current (by position only: no identifier has a space, so no parameter
         // of the model can clash with it), then every parameter, const, flag and choice.
