@@ -318,9 +318,14 @@ pub fn too_large(e: &Expr) -> bool {
 
 /// The rule a whole number `>= min` breaks: its range when it is too large.
 pub fn whole_rule(e: &Expr, min: usize) -> String {
+    format!("a whole number {}", whole_bounds(e, min))
+}
+
+/// `>= min`, or `between min and WHOLE_MAX` when `e` is too large.
+pub fn whole_bounds(e: &Expr, min: usize) -> String {
     if too_large(e) {
-        format!("a whole number between {min} and {WHOLE_MAX}")
+        format!("between {min} and {WHOLE_MAX}")
     } else {
-        format!("a whole number >= {min}")
+        format!(">= {min}")
     }
 }

@@ -131,8 +131,8 @@ impl Resolver<'_> {
                             return Err(bad_value(
                                 v.span,
                                 format!(
-                                    "T must be {} time steps, found `{}`",
-                                    whole_rule(v, 1),
+                                    "T must be a whole number of time steps {}, found `{}`",
+                                    bind::whole_bounds(v, 1),
                                     snippet(v)
                                 ),
                                 "e.g. `T = 25`",
