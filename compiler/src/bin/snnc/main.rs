@@ -265,7 +265,7 @@ fn main() -> ExitCode {
 /// `--limit N`: a whole number of samples, at least 1 (0 would leave nothing to run).
 fn at_least_one_sample(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
-        Ok(0) => Err("`--limit 0`: at least 1 sample".into()),
+        Ok(0) => Err("at least 1 sample".into()),
         Ok(n) => Ok(n),
         Err(_) => Err(format!("`{s}` is not a whole number of samples")),
     }
