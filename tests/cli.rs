@@ -853,12 +853,22 @@ fn empty_runs_name_the_setting() {
     assert!(text(&o.stderr).contains("`--repeat 0`"));
     for cmd in [
         &["train", "examples/yinyang.snn", "--limit", "0"][..],
-        &["eval", "examples/yinyang.snn", "--weights", "w.safetensors", "--limit", "0"],
+        &[
+            "eval",
+            "examples/yinyang.snn",
+            "--weights",
+            "w.safetensors",
+            "--limit",
+            "0",
+        ],
     ] {
         let o = snnc(cmd);
         assert_eq!(o.status.code(), Some(2));
         let e = text(&o.stderr);
-        assert!(e.contains("'0' for '--limit") && e.contains("at least 1 sample"), "{e}");
+        assert!(
+            e.contains("'0' for '--limit") && e.contains("at least 1 sample"),
+            "{e}"
+        );
     }
 
     let d = temp_scratch("empty");
@@ -881,7 +891,15 @@ fn empty_runs_name_the_setting() {
     let m = d.join("m.snn");
     std::fs::write(&m, model(600)).unwrap();
     let out = d.join("run");
-    let train = || snnc(&["train", m.to_str().unwrap(), "-q", "-o", out.to_str().unwrap()]);
+    let train = || {
+        snnc(&[
+            "train",
+            m.to_str().unwrap(),
+            "-q",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+    };
     snn_runtime::io::npy::write_npy(&fx, &snn_runtime::Tensor::zeros(&[5, 2])).unwrap();
     snn_runtime::io::npy::write_npy(&fy, &snn_runtime::Tensor::zeros(&[5])).unwrap();
     let o = train();

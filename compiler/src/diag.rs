@@ -330,7 +330,10 @@ mod tests {
             .hint("e.g. `T = 25`");
         let empty = SourceMap::default();
         let r = d.render(&empty, false);
-        assert!(r.contains("T must be a whole number") && r.contains("T = 25"), "{r}");
+        assert!(
+            r.contains("T must be a whole number") && r.contains("T = 25"),
+            "{r}"
+        );
         assert!(d.plain(&empty).starts_with("error[E-bad-value]"));
         let mut one = SourceMap::default();
         let id = one.add("a.snn".into(), None, "ab".into());
@@ -339,7 +342,10 @@ mod tests {
         let split = Diagnostic::new(ErrorKind::Syntax, "oops");
         let mut utf = SourceMap::default();
         let id = utf.add("u.snn".into(), None, "é".into());
-        assert!(split.at(Span::new(id, 1, 2), "x").render(&utf, false).contains("oops"));
+        assert!(split
+            .at(Span::new(id, 1, 2), "x")
+            .render(&utf, false)
+            .contains("oops"));
         assert_eq!(utf.location(Span::new(id, 1, 2)), "u.snn:1:1");
     }
 }

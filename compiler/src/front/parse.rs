@@ -195,8 +195,7 @@ fn malformed_number(file: FileId, text: &str, at: usize) -> Option<Diagnostic> {
     let token = &text[s..e];
     // Not part of a name (`x1.2`), holds a digit and more than one dot.
     let after_name = s > 0 && (b[s - 1].is_ascii_alphabetic() || b[s - 1] == b'_');
-    if after_name || !token.bytes().any(|c| c.is_ascii_digit()) || token.matches('.').count() < 2
-    {
+    if after_name || !token.bytes().any(|c| c.is_ascii_digit()) || token.matches('.').count() < 2 {
         return None;
     }
     Some(

@@ -569,7 +569,9 @@ impl Resolver<'_> {
                 )
                 .at(t.span, "repeated here")
                 .note(first[i], "first here")
-                .hint("sum distinct currents; to scale a current, scale the weights of its layer"));
+                .hint(
+                    "sum distinct currents; to scale a current, scale the weights of its layer",
+                ));
             }
             inputs.push(h);
             first.push(t.span);

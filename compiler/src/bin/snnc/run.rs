@@ -101,7 +101,10 @@ pub fn run(c: &mut Compiler, parsed: &Parsed, args: &RunArgs) -> DResult<()> {
         if b == 0 {
             return Err(Diagnostic::new(
                 ErrorKind::Shape,
-                format!("the .npy file `{}` holds 0 samples", args.inputs[0].display()),
+                format!(
+                    "the .npy file `{}` holds 0 samples",
+                    args.inputs[0].display()
+                ),
             )
             .hint("an input needs a batch of at least 1 sample"));
         }
