@@ -828,6 +828,14 @@ fn lexical_mistakes_are_named() {
         "test.snn:3:3",
         "unterminated block comment",
     );
+    // An earlier mistake is reported first.
+    expect(
+        &MLP.replace("dense(x, 2)", "dense(x, 2")
+            .replace("  output", "  /* output"),
+        ErrorKind::Syntax,
+        "test.snn:5:3",
+        "syntax error: expected",
+    );
     // A closed comment, and a `/*` inside a string or a line comment, are no error.
     let ok = MLP.replace("  input x", "  // a /* b\n  /* c */ input x");
     assert!(common::compile_str(&ok).is_ok());

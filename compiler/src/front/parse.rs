@@ -84,7 +84,7 @@ fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>) -> Diagno
         InputLocation::Span((s, e)) => (s, e),
     };
     // Mistakes the grammar only sees as a stray token: say what they are.
-    if let Some(d) = unterminated_comment(file, text) {
+    if let Some(d) = unterminated_comment(file, text, start) {
         return d;
     }
     if let Some(d) = malformed_number(file, text, start) {
@@ -148,11 +148,12 @@ fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>) -> Diagno
         .hint(hint)
 }
 
-/// A `/*` with no `*/` after it (outside strings and line comments).
-fn unterminated_comment(file: FileId, text: &str) -> Option<Diagnostic> {
+/// A `/*` with no `*/` after it (outside strings and line comments), at or before the
+/// position where parsing failed.
+fn unterminated_comment(file: FileId, text: &str, failed_at: usize) -> Option<Diagnostic> {
     let b = text.as_bytes();
     let mut i = 0;
-    while i < b.len() {
+    while i < b.len() && i <= failed_at {
         if b[i] == b'"' {
             i += 1;
             while i < b.len() && b[i] != b'"' && b[i] != b'\n' {
