@@ -137,21 +137,6 @@ fn data_err(msg: String) -> Diagnostic {
     Diagnostic::new(ErrorKind::MissingFile, msg)
 }
 
-/// `validation` samples split off `all`, leaving at least one to train on.
-fn split_validation(all: &Dataset, validation: usize, seed: u64) -> DResult<(Dataset, Dataset)> {
-    if validation >= all.len() {
-        return Err(Diagnostic::new(
-            ErrorKind::BadValue,
-            format!(
-                "validation = {validation} but the training set has {} samples",
-                all.len()
-            ),
-        )
-        .hint("set `validation` in the train block below the number of training samples"));
-    }
-    Ok(all.split_off_validation(validation, seed))
-}
-
 /// (train, validation, test) splits of the configured dataset.
 fn load_data(
     decl: &DataDecl,
@@ -173,7 +158,7 @@ fn load_data(
                 train = train.image_sequence(*order).map_err(rt)?;
                 test = test.image_sequence(*order).map_err(rt)?;
             }
-            let (train, val) = split_validation(&train, validation, seed)?;
+            let (train, val) = train.split_off_validation(validation, seed);
             (train, val, test)
         }
         DataDecl::Npy {
@@ -183,7 +168,7 @@ fn load_data(
             test_y,
         } => {
             let all = Dataset::from_npy(Path::new(x), Path::new(y)).map_err(rt)?;
-            let (train, val) = split_validation(&all, validation, seed)?;
+            let (train, val) = all.split_off_validation(validation, seed);
             let test = match (test_x, test_y) {
                 (Some(tx), Some(ty)) => {
                     Dataset::from_npy(Path::new(tx), Path::new(ty)).map_err(rt)?
@@ -396,6 +381,18 @@ pub fn train(c: &mut Compiler, mut parsed: Parsed, args: &TrainArgs) -> DResult<
         .hint("add e.g. `data = yinyang` or `data = mnist(\"data/mnist\")` to its train block, or `--set data=yinyang`"));
     };
     let (mut train_set, val_set, test_set) = load_data(data, cfg.validation, seed)?;
+    // The split takes what it can: a split of everything leaves nothing to train on.
+    if train_set.is_empty() && cfg.validation > 0 {
+        return Err(Diagnostic::new(
+            ErrorKind::BadValue,
+            format!(
+                "validation = {} but the training set has {} samples",
+                cfg.validation,
+                val_set.len()
+            ),
+        )
+        .hint("set `validation` in the train block below the number of training samples"));
+    }
     if let Some(n) = args.limit {
         train_set = train_set.subset(0..n.min(train_set.len()));
     }
