@@ -780,3 +780,141 @@ fn training_on_the_cuda_device_through_the_host_shim_follows_the_cpu() {
         println!("{name}: {} epochs agree: {cpu:?} vs {shim:?}", cpu.len());
     }
 }
+
+/// A fresh directory under the system's temporary directory (never the checkout).
+fn temp_scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("snnc-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Issue 18: `snnc check` and `snnc run` agree on a sum with a repeated operand: both
+/// refuse it at its location (no internal "two arguments share slot").
+#[test]
+fn check_and_run_refuse_a_repeated_operand_alike() {
+    let d = temp_scratch("repeat");
+    let f = d.join("hh.snn");
+    std::fs::write(
+        &f,
+        "model m {\n  T = 4\n  input x: [3]\n  h = dense(x, 2)\n  s = LIF(h + h)\n  output counts(s)\n}\n",
+    )
+    .unwrap();
+    for cmd in ["check", "run"] {
+        let o = snnc(&[cmd, f.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1), "{cmd}");
+        let e = text(&o.stderr);
+        assert!(
+            e.contains("`h` appears more than once in the input sum of `s`")
+                && e.contains("hh.snn:5:15")
+                && !e.contains("share slot"),
+            "{cmd}: {e}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Issue 18: source files that are not plain UTF-8 text.
+#[test]
+fn byte_order_mark_and_invalid_utf8() {
+    let d = temp_scratch("utf8");
+    let mlp = std::fs::read(common::root().join("examples/mlp.snn")).unwrap();
+    let bom = d.join("bom.snn");
+    std::fs::write(&bom, [b"\xef\xbb\xbf".as_slice(), &mlp].concat()).unwrap();
+    let o = snnc(&["check", bom.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+
+    let bad = d.join("bad.snn");
+    std::fs::write(&bad, b"model m {\n  T = 4\n  input x: [3] \xff\n}\n").unwrap();
+    let o = snnc(&["check", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = text(&o.stderr);
+    assert!(
+        e.contains("is not valid UTF-8 (byte 0xff)") && e.contains("bad.snn:3:16"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Issue 18: settings of a command that leave nothing to run name the setting, and no
+/// diagnostic of a generated model (bench) panics.
+#[test]
+fn empty_runs_name_the_setting() {
+    let o = snnc(&["bench", "psn-fwd", "--t", "0"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = text(&o.stderr);
+    assert!(
+        e.contains("`--t 0`: a PSN sequence length must be at least 1 time step")
+            && !e.contains("internal compiler error"),
+        "{e}"
+    );
+    let o = snnc(&["bench", "lif-fwd", "--repeat", "0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("`--repeat 0`"));
+    for cmd in [
+        &["train", "examples/yinyang.snn", "--limit", "0"][..],
+        &[
+            "eval",
+            "examples/yinyang.snn",
+            "--weights",
+            "w.safetensors",
+            "--limit",
+            "0",
+        ],
+    ] {
+        let o = snnc(cmd);
+        assert_eq!(o.status.code(), Some(2));
+        let e = text(&o.stderr);
+        assert!(
+            e.contains("'0' for '--limit") && e.contains("at least 1 sample"),
+            "{e}"
+        );
+    }
+
+    let d = temp_scratch("empty");
+    let x = d.join("x.npy");
+    snn_runtime::io::npy::write_npy(&x, &snn_runtime::Tensor::zeros(&[0, 784])).unwrap();
+    let o = snnc(&["run", "examples/mlp.snn", "--input", x.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = text(&o.stderr);
+    assert!(e.contains("x.npy` holds 0 samples"), "{e}");
+
+    // A training set from .npy files: 5 samples, then none.
+    let (fx, fy) = (d.join("fx.npy"), d.join("fy.npy"));
+    let model = |validation: usize| {
+        format!(
+            "model m {{\n  T = 4\n  input x: [2]\n  s = LI(dense(x, 2))\n  output trace(s.v)\n  train {{\n    data = npy(x = \"{}\", y = \"{}\")\n    loss = cross_entropy(max(s.v))\n    epochs = 1\n    validation = {validation}\n  }}\n}}\n",
+            fx.display(),
+            fy.display()
+        )
+    };
+    let m = d.join("m.snn");
+    std::fs::write(&m, model(600)).unwrap();
+    let out = d.join("run");
+    let train = || {
+        snnc(&[
+            "train",
+            m.to_str().unwrap(),
+            "-q",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+    };
+    snn_runtime::io::npy::write_npy(&fx, &snn_runtime::Tensor::zeros(&[5, 2])).unwrap();
+    snn_runtime::io::npy::write_npy(&fy, &snn_runtime::Tensor::zeros(&[5])).unwrap();
+    let o = train();
+    assert_eq!(o.status.code(), Some(1));
+    let e = text(&o.stderr);
+    assert!(
+        e.contains("validation = 600 but the training set has 5 samples"),
+        "{e}"
+    );
+    snn_runtime::io::npy::write_npy(&fx, &snn_runtime::Tensor::zeros(&[0, 2])).unwrap();
+    snn_runtime::io::npy::write_npy(&fy, &snn_runtime::Tensor::zeros(&[0])).unwrap();
+    std::fs::write(&m, model(0)).unwrap();
+    let o = train();
+    assert_eq!(o.status.code(), Some(1));
+    let e = text(&o.stderr);
+    assert!(e.contains("fx.npy") && e.contains("holds 0 samples"), "{e}");
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -778,3 +778,105 @@ fn arguments_and_settings_bound_once() {
         "test.snn:5:14",
     );
 }
+
+/// Issue 18: a population's input sum with one operand twice (`h + h`) is refused at the
+/// source, located at the repeat with a note at the first, instead of passing `check` and
+/// failing in `run` with an internal "two arguments share slot".
+#[test]
+fn repeated_operand_in_an_input_sum() {
+    expect_twice(
+        &MLP.replace("LIF(h,", "LIF(h + h,"),
+        ErrorKind::BadArgument,
+        "test.snn:5:15",
+        "`h` appears more than once in the input sum of `s`",
+        "test.snn:5:11",
+    );
+    let src = "model m {\n  T = 4\n  input x: [3]\n  s = LIF(x + dense(x, 3) + x)\n  output counts(s)\n}\n";
+    expect_twice(
+        src,
+        ErrorKind::BadArgument,
+        "test.snn:4:29",
+        "`x` appears more than once",
+        "test.snn:4:11",
+    );
+    // Distinct operands still sum.
+    let src = MLP.replace("LIF(h,", "LIF(h + dense(x, 2),");
+    assert!(common::compile_str(&src).is_ok());
+}
+
+/// Issue 18: lexical mistakes get a message that says what they are, where they are.
+#[test]
+fn lexical_mistakes_are_named() {
+    // A leading UTF-8 byte-order mark is accepted silently.
+    let with_bom = format!("\u{feff}{MLP}");
+    assert!(common::compile_str(&with_bom).is_ok());
+    expect(
+        &MLP.replace("dense(x, 2)", "dense(x, 2.0.0)"),
+        ErrorKind::Syntax,
+        "test.snn:4:16",
+        "malformed number `2.0.0`",
+    );
+    expect(
+        &MLP.replace("tau = 2.0", "tau = 1.5.2"),
+        ErrorKind::Syntax,
+        "test.snn:5:20",
+        "malformed number `1.5.2`",
+    );
+    expect(
+        &MLP.replace("  input x", "  /* input x"),
+        ErrorKind::Syntax,
+        "test.snn:3:3",
+        "unterminated block comment",
+    );
+    // An earlier mistake is reported first.
+    expect(
+        &MLP.replace("dense(x, 2)", "dense(x, 2")
+            .replace("  output", "  /* output"),
+        ErrorKind::Syntax,
+        "test.snn:5:3",
+        "syntax error: expected",
+    );
+    // A closed comment, and a `/*` inside a string or a line comment, are no error.
+    let ok = MLP.replace("  input x", "  // a /* b\n  /* c */ input x");
+    assert!(common::compile_str(&ok).is_ok());
+}
+
+/// Issue 18: a whole number too large for its setting says the limit.
+#[test]
+fn too_large_whole_numbers_name_the_limit() {
+    let big = "99999999999999";
+    expect(
+        &MLP.replace("T = 4", &format!("T = {big}")),
+        ErrorKind::BadValue,
+        "test.snn:2:7",
+        "T must be a whole number of time steps between 1 and 999999999999",
+    );
+    expect(
+        &MLP.replace("dense(x, 2)", &format!("dense(x, {big})")),
+        ErrorKind::BadValue,
+        "test.snn:4:16",
+        "between 1 and 999999999999",
+    );
+    expect(
+        &MLP.replace("[3]", &format!("[{big}]")),
+        ErrorKind::BadValue,
+        "test.snn:3:13",
+        "an input dimension must be a whole number between 1 and 999999999999",
+    );
+    expect(
+        &MLP.replace("T = 4", &format!("T = 4\n  seed = {big}")),
+        ErrorKind::BadValue,
+        "test.snn:3:10",
+        "seed must be a whole number between 0 and 999999999999",
+    );
+    let train = MLP.replace(
+        "output counts(s)",
+        &format!("output counts(s)\n  train {{\n    loss = cross_entropy(counts(s))\n    epochs = {big}\n  }}"),
+    );
+    expect(
+        &train,
+        ErrorKind::BadValue,
+        "test.snn:9:14",
+        "`epochs` must be a whole number between 0 and 999999999999",
+    );
+}

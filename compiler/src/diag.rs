@@ -59,6 +59,19 @@ impl SourceMap {
     pub fn file(&self, id: FileId) -> &SourceFile {
         &self.files[id.0 as usize]
     }
+    /// The file a span points into, if this map holds it: a diagnostic from a model compiled
+    /// elsewhere (bench, macro) may carry a span of another map.
+    pub fn get(&self, id: FileId) -> Option<&SourceFile> {
+        self.files.get(id.0 as usize)
+    }
+    /// Whether `span` lies inside a file of this map, on character boundaries.
+    pub fn contains(&self, span: Span) -> bool {
+        self.get(span.file).is_some_and(|f| {
+            span.start <= span.end
+                && f.text.is_char_boundary(span.start as usize)
+                && f.text.is_char_boundary(span.end as usize)
+        })
+    }
     pub fn find(&self, path: &Path) -> Option<FileId> {
         self.files
             .iter()
@@ -67,8 +80,14 @@ impl SourceMap {
     }
     /// 1-based line and column (in characters) of a byte offset.
     pub fn line_col(&self, file: FileId, offset: u32) -> (usize, usize) {
-        let text = &self.file(file).text;
-        let offset = (offset as usize).min(text.len());
+        let Some(f) = self.get(file) else {
+            return (1, 1);
+        };
+        let text = &f.text;
+        let mut offset = (offset as usize).min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
         let before = &text[..offset];
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
@@ -77,10 +96,16 @@ impl SourceMap {
     }
     /// `file:line:col` of a span's start.
     pub fn location(&self, span: Span) -> String {
+        let Some(f) = self.get(span.file) else {
+            return "<unknown source>".into();
+        };
         let (l, c) = self.line_col(span.file, span.start);
-        format!("{}:{}:{}", self.file(span.file).name, l, c)
+        format!("{}:{}:{}", f.name, l, c)
     }
     pub fn snippet(&self, span: Span) -> &str {
+        if !self.contains(span) {
+            return "";
+        }
         let text = &self.file(span.file).text;
         let s = (span.start as usize).min(text.len());
         let e = (span.end as usize).min(text.len()).max(s);
@@ -177,6 +202,14 @@ impl Diagnostic {
             }
             return s;
         };
+        // A span this map cannot show (another compilation's, or out of range): no snippet.
+        if !sources.contains(span) {
+            return Diagnostic {
+                span: None,
+                ..self.clone()
+            }
+            .render(sources, color);
+        }
         use ariadne::{Config, Label, Report, ReportKind};
         let name = |id: FileId| sources.file(id).name.clone();
         let mut cache = ariadne::sources(
@@ -197,7 +230,7 @@ impl Diagnostic {
             .with_message(format!("{}  ({})", self.message, sources.location(span)))
             .with_config(Config::default().with_color(color))
             .with_label(Label::new((name(span.file), range(span))).with_message(&self.label));
-        for (sp, text) in &self.notes {
+        for (sp, text) in self.notes.iter().filter(|(sp, _)| sources.contains(*sp)) {
             report = report.with_label(Label::new((name(sp.file), range(*sp))).with_message(text));
         }
         if let Some(h) = &self.hint {
@@ -214,6 +247,7 @@ impl Diagnostic {
     pub fn plain(&self, sources: &SourceMap) -> String {
         let loc = self
             .span
+            .filter(|s| sources.contains(*s))
             .map(|s| format!("{}: ", sources.location(s)))
             .unwrap_or_default();
         let hint = self
@@ -280,4 +314,38 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     d[a.len()][b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A span of another compilation's map, or past the end of its file, renders without a
+    /// snippet instead of panicking.
+    #[test]
+    fn render_survives_foreign_and_out_of_range_spans() {
+        let d = Diagnostic::new(ErrorKind::BadValue, "T must be a whole number")
+            .at(Span::new(FileId(3), 5, 9), "here")
+            .note(Span::new(FileId(7), 0, 1), "there")
+            .hint("e.g. `T = 25`");
+        let empty = SourceMap::default();
+        let r = d.render(&empty, false);
+        assert!(
+            r.contains("T must be a whole number") && r.contains("T = 25"),
+            "{r}"
+        );
+        assert!(d.plain(&empty).starts_with("error[E-bad-value]"));
+        let mut one = SourceMap::default();
+        let id = one.add("a.snn".into(), None, "ab".into());
+        let past = Diagnostic::new(ErrorKind::Syntax, "oops").at(Span::new(id, 10, 12), "x");
+        assert!(past.render(&one, false).contains("oops"));
+        let split = Diagnostic::new(ErrorKind::Syntax, "oops");
+        let mut utf = SourceMap::default();
+        let id = utf.add("u.snn".into(), None, "é".into());
+        assert!(split
+            .at(Span::new(id, 1, 2), "x")
+            .render(&utf, false)
+            .contains("oops"));
+        assert_eq!(utf.location(Span::new(id, 1, 2)), "u.snn:1:1");
+    }
 }

@@ -51,6 +51,7 @@ pub fn load_str(
 ) -> DResult<Parsed> {
     let mut out = Parsed::default();
     load_prelude(sources, &mut out)?;
+    let text = without_bom(text);
     let id = sources.add(name.to_string(), None, text.to_string());
     let file = parse::parse_file(id, text)?;
     let mut stack = vec![PathBuf::from(name)];
@@ -108,7 +109,7 @@ fn load_rec(
     if let Some(id) = sources.find(&canon) {
         return Ok(id); // already loaded (diamond include)
     }
-    let text = std::fs::read_to_string(&canon).map_err(|e| {
+    let bytes = std::fs::read(&canon).map_err(|e| {
         let mut d = Diagnostic::new(
             ErrorKind::Io,
             format!("cannot read `{display}`: {}", io_reason(&e)),
@@ -118,7 +119,24 @@ fn load_rec(
         }
         d
     })?;
-    let id = sources.add(display, Some(canon.clone()), text);
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            // Keep the file (lossily) so the error points at the first bad byte.
+            let at = e.utf8_error().valid_up_to();
+            let byte = e.as_bytes()[at];
+            let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            let id = sources.add(display.clone(), Some(canon), lossy);
+            let span = Span::new(id, at, at + '\u{fffd}'.len_utf8());
+            return Err(Diagnostic::new(
+                ErrorKind::Io,
+                format!("`{display}` is not valid UTF-8 (byte 0x{byte:02x})"),
+            )
+            .at(span, "not UTF-8")
+            .hint("save the file as UTF-8"));
+        }
+    };
+    let id = sources.add(display, Some(canon.clone()), without_bom(&text).to_string());
     let file = parse::parse_file(id, &sources.file(id).text.clone())?;
     stack.push(canon.clone());
     let dir = canon.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -147,4 +165,10 @@ fn io_reason(e: &std::io::Error) -> String {
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),
         _ => e.to_string(),
     }
+}
+
+/// Source text without a leading UTF-8 byte-order mark, which some editors write and
+/// which means nothing in a `.snn` file.
+fn without_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
 }

@@ -83,6 +83,13 @@ fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>) -> Diagno
         InputLocation::Pos(p) => (p, p),
         InputLocation::Span((s, e)) => (s, e),
     };
+    // Mistakes the grammar only sees as a stray token: say what they are.
+    if let Some(d) = unterminated_comment(file, text, start) {
+        return d;
+    }
+    if let Some(d) = malformed_number(file, text, start) {
+        return d;
+    }
     let found: String = text[start.min(text.len())..]
         .chars()
         .take_while(|c| !c.is_whitespace())
@@ -139,6 +146,67 @@ fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>) -> Diagno
             label,
         )
         .hint(hint)
+}
+
+/// A `/*` with no `*/` after it (outside strings and line comments), at or before the
+/// position where parsing failed.
+fn unterminated_comment(file: FileId, text: &str, failed_at: usize) -> Option<Diagnostic> {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() && i <= failed_at {
+        if b[i] == b'"' {
+            i += 1;
+            while i < b.len() && b[i] != b'"' && b[i] != b'\n' {
+                i += 1;
+            }
+        } else if b[i..].starts_with(b"//") {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+        } else if b[i..].starts_with(b"/*") {
+            match text[i + 2..].find("*/") {
+                Some(close) => i += 2 + close + 1,
+                None => {
+                    return Some(
+                        Diagnostic::new(ErrorKind::Syntax, "unterminated block comment")
+                            .at(Span::new(file, i, i + 2), "this `/*` is never closed")
+                            .hint("close the comment with `*/`"),
+                    );
+                }
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// A number with more than one `.` (`2.0.0`) around the error position.
+fn malformed_number(file: FileId, text: &str, at: usize) -> Option<Diagnostic> {
+    let b = text.as_bytes();
+    let part = |c: u8| c.is_ascii_digit() || c == b'.';
+    let at = at.min(b.len());
+    let mut s = at;
+    while s > 0 && part(b[s - 1]) {
+        s -= 1;
+    }
+    let mut e = at;
+    while e < b.len() && part(b[e]) {
+        e += 1;
+    }
+    let token = &text[s..e];
+    // Not part of a name (`x1.2`), holds a digit and more than one dot.
+    let after_name = s > 0 && (b[s - 1].is_ascii_alphabetic() || b[s - 1] == b'_');
+    if after_name || !token.bytes().any(|c| c.is_ascii_digit()) || token.matches('.').count() < 2 {
+        return None;
+    }
+    Some(
+        Diagnostic::new(
+            ErrorKind::Syntax,
+            format!("malformed number `{token}`: a number has at most one `.`"),
+        )
+        .at(Span::new(file, s, e), "not a number")
+        .hint("write a number like `2.0` or `0.5`"),
+    )
 }
 
 struct Builder {

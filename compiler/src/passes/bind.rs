@@ -231,8 +231,9 @@ impl<'a> Bound<'a, '_> {
             self.bad_value(
                 e,
                 format!(
-                    "{what} of {} must be a whole number >= {min}",
-                    self.sig.callee
+                    "{what} of {} must be {}",
+                    self.sig.callee,
+                    whole_rule(e, min)
                 ),
             )
         })
@@ -275,7 +276,7 @@ impl<'a> Bound<'a, '_> {
 pub fn read_usize(e: &Expr, name: &str, min: usize) -> Result<usize, String> {
     whole(e)
         .filter(|v| *v >= min)
-        .ok_or_else(|| format!("`{name}` must be a whole number >= {min}"))
+        .ok_or_else(|| format!("`{name}` must be {}", whole_rule(e, min)))
 }
 
 /// `e` as a finite number in `range`; the error message names it `name`.
@@ -299,8 +300,32 @@ pub fn read_bool(e: &Expr, name: &str) -> Result<bool, String> {
     }
 }
 
+/// The largest whole number a literal may give (larger ones are beyond any real use and
+/// beyond exact `f64`-to-`usize` conversion).
+pub const WHOLE_MAX: usize = 999_999_999_999;
+
 /// A whole-number literal `>= 0`.
 pub fn whole(e: &Expr) -> Option<usize> {
     let v = e.as_number()?;
-    (v >= 0.0 && v.fract() == 0.0 && v < 1e12).then_some(v as usize)
+    (v >= 0.0 && v.fract() == 0.0 && v <= WHOLE_MAX as f64).then_some(v as usize)
+}
+
+/// Whether `e` is a whole number too large for [`whole`], so that a message can name the limit.
+pub fn too_large(e: &Expr) -> bool {
+    e.as_number()
+        .is_some_and(|v| v.fract() == 0.0 && v > WHOLE_MAX as f64)
+}
+
+/// The rule a whole number `>= min` breaks: its range when it is too large.
+pub fn whole_rule(e: &Expr, min: usize) -> String {
+    format!("a whole number {}", whole_bounds(e, min))
+}
+
+/// `>= min`, or `between min and WHOLE_MAX` when `e` is too large.
+pub fn whole_bounds(e: &Expr, min: usize) -> String {
+    if too_large(e) {
+        format!("between {min} and {WHOLE_MAX}")
+    } else {
+        format!(">= {min}")
+    }
 }

@@ -10,7 +10,7 @@ use crate::front::Parsed;
 use crate::ir::arena::Arena;
 use crate::ir::net::*;
 
-use super::bind::{self, whole, Bound, Range, Signature};
+use super::bind::{self, whole, whole_rule, Bound, Range, Signature};
 
 const OPS: &[&str] = &[
     "dense",
@@ -131,7 +131,8 @@ impl Resolver<'_> {
                             return Err(bad_value(
                                 v.span,
                                 format!(
-                                    "T must be a whole number of time steps >= 1, found `{}`",
+                                    "T must be a whole number of time steps {}, found `{}`",
+                                    bind::whole_bounds(v, 1),
                                     snippet(v)
                                 ),
                                 "e.g. `T = 25`",
@@ -156,7 +157,7 @@ impl Resolver<'_> {
                     self.module.seed = whole(v).ok_or_else(|| {
                         bad_value(
                             v.span,
-                            "seed must be a whole number >= 0".into(),
+                            format!("seed must be {}", whole_rule(v, 0)),
                             "e.g. `seed = 42`",
                         )
                     })? as u64
@@ -167,7 +168,7 @@ impl Resolver<'_> {
                         _ => {
                             return Err(bad_value(
                                 v.span,
-                                "batch must be a whole number >= 1".into(),
+                                format!("batch must be {}", whole_rule(v, 1)),
                                 "e.g. `batch = 32`",
                             ))
                         }
@@ -240,7 +241,8 @@ impl Resolver<'_> {
                         return Err(bad_value(
                             d.span,
                             format!(
-                                "an input dimension must be a whole number >= 1, found `{}`",
+                                "an input dimension must be {}, found `{}`",
+                                whole_rule(d, 1),
                                 snippet(d)
                             ),
                             "e.g. `input x: [1, 28, 28]`",
@@ -551,9 +553,28 @@ impl Resolver<'_> {
         };
         let mut terms = Vec::new();
         flatten_sum(input, &mut terms);
-        let mut inputs = Vec::new();
+        let mut inputs: Vec<NodeId> = Vec::new();
+        let mut first: Vec<Span> = Vec::new();
         for t in terms {
-            inputs.push(self.operand(name, t)?);
+            let h = self.operand(name, t)?;
+            // Each input is one argument of the population's kernel, read once: a repeated
+            // operand would give two arguments one buffer.
+            if let Some(i) = inputs.iter().position(|&seen| seen == h) {
+                return Err(Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    format!(
+                        "`{}` appears more than once in the input sum of `{name}`",
+                        snippet(t)
+                    ),
+                )
+                .at(t.span, "repeated here")
+                .note(first[i], "first here")
+                .hint(
+                    "sum distinct currents; to scale a current, scale the weights of its layer",
+                ));
+            }
+            inputs.push(h);
+            first.push(t.span);
         }
         // The input current (by position only: no identifier has a space, so no parameter
         // of the model can clash with it), then every parameter, const, flag and choice.

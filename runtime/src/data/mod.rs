@@ -205,6 +205,13 @@ impl Dataset {
                 ),
             ));
         }
+        if x.shape[0] == 0 {
+            return Err(RuntimeError::format(
+                x_path,
+                KIND,
+                "the .npy file holds 0 samples; a dataset needs at least 1",
+            ));
+        }
         let mut labels = Vec::with_capacity(y.data.len());
         for (i, &v) in y.data.iter().enumerate() {
             // f32 holds every integer up to 2^24 exactly; class indices are far below.

@@ -342,6 +342,20 @@ pub fn bench(
         )
         .hint("benchmark with --device cpu, or --device cuda on a GPU"));
     }
+    if repeat == 0 {
+        return Err(Diagnostic::new(
+            ErrorKind::BadArgument,
+            "`--repeat 0`: a workload needs at least 1 repetition",
+        )
+        .hint("e.g. --repeat 20 (the default)"));
+    }
+    if let Some(t) = psn.ts.iter().find(|&&t| t == 0) {
+        return Err(Diagnostic::new(
+            ErrorKind::BadArgument,
+            format!("`--t {t}`: a PSN sequence length must be at least 1 time step"),
+        )
+        .hint("e.g. --t 8,32 (default 8,32,64,128)"));
+    }
     STREAM_STORES.store(stream_stores, Ordering::Relaxed);
     PREFETCH_STEPS.store(prefetch_steps.unwrap_or(0), Ordering::Relaxed);
     let ts: Vec<usize> = if psn.ts.is_empty() {

@@ -174,7 +174,7 @@ enum Cmd {
         #[arg(long)]
         resume: Option<PathBuf>,
         /// Use only the first N training samples (quick runs).
-        #[arg(long)]
+        #[arg(long, value_parser = at_least_one_sample)]
         limit: Option<usize>,
         /// No progress bar.
         #[arg(long, short)]
@@ -191,7 +191,7 @@ enum Cmd {
         #[arg(long)]
         weights: PathBuf,
         /// Use only the first N test samples.
-        #[arg(long)]
+        #[arg(long, value_parser = at_least_one_sample)]
         limit: Option<usize>,
         /// Override a training setting, e.g. `--set data="mnist(\"DIR\")"`.
         #[arg(long = "set", value_name = "NAME=EXPR")]
@@ -259,6 +259,15 @@ fn main() -> ExitCode {
             eprintln!("error: internal compiler error (a bug in snnc); please report it with the input file");
             ExitCode::from(101)
         }
+    }
+}
+
+/// `--limit N`: a whole number of samples, at least 1 (0 would leave nothing to run).
+fn at_least_one_sample(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("at least 1 sample".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{s}` is not a whole number of samples")),
     }
 }
 

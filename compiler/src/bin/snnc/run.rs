@@ -98,6 +98,16 @@ pub fn run(c: &mut Compiler, parsed: &Parsed, args: &RunArgs) -> DResult<()> {
         }
         .copied()
         .unwrap_or(0);
+        if b == 0 {
+            return Err(Diagnostic::new(
+                ErrorKind::Shape,
+                format!(
+                    "the .npy file `{}` holds 0 samples",
+                    args.inputs[0].display()
+                ),
+            )
+            .hint("an input needs a batch of at least 1 sample"));
+        }
         if let Some(want) = args.batch {
             if want != b {
                 return Err(Diagnostic::new(

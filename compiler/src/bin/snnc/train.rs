@@ -381,6 +381,18 @@ pub fn train(c: &mut Compiler, mut parsed: Parsed, args: &TrainArgs) -> DResult<
         .hint("add e.g. `data = yinyang` or `data = mnist(\"data/mnist\")` to its train block, or `--set data=yinyang`"));
     };
     let (mut train_set, val_set, test_set) = load_data(data, cfg.validation, seed)?;
+    // The split takes what it can: a split of everything leaves nothing to train on.
+    if train_set.is_empty() && cfg.validation > 0 {
+        return Err(Diagnostic::new(
+            ErrorKind::BadValue,
+            format!(
+                "validation = {} but the training set has {} samples",
+                cfg.validation,
+                val_set.len()
+            ),
+        )
+        .hint("set `validation` in the train block below the number of training samples"));
+    }
     if let Some(n) = args.limit {
         train_set = train_set.subset(0..n.min(train_set.len()));
     }
