@@ -96,7 +96,10 @@ fn io_err(path: &Path, e: std::io::Error) -> Diagnostic {
 pub fn resumed_metrics(old: &str, header: &str, epoch: usize) -> String {
     let mut rows: Vec<Option<&str>> = vec![None; epoch];
     for line in old.lines().skip(1) {
-        let e = line.split(',').next().and_then(|e| e.trim().parse::<usize>().ok());
+        let e = line
+            .split(',')
+            .next()
+            .and_then(|e| e.trim().parse::<usize>().ok());
         if let Some(e) = e.filter(|e| (1..=epoch).contains(e)) {
             rows[e - 1] = Some(line);
         }
