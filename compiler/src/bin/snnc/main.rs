@@ -168,7 +168,7 @@ enum Cmd {
         #[arg(long)]
         seed: Option<u64>,
         /// Output directory for checkpoints and metrics (default: runs/<model>; a folder that
-        /// holds an earlier run is kept and DIR-2, DIR-3, ... is used instead).
+        /// holds an earlier run's files is kept and DIR-2, DIR-3, ... is used instead).
         #[arg(short, long)]
         out: Option<PathBuf>,
         /// Continue from a checkpoint.safetensors written by `snnc train`.

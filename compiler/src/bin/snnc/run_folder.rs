@@ -1,13 +1,23 @@
 //! Where `snnc train` writes a run, so that no run replaces another's files.
 //!
 //! The policy (README, docs/training.md): a run goes into `--out DIR` or `runs/<model>`; when
-//! that folder already holds files, the run takes the first free numbered sibling (`DIR-2`,
-//! `DIR-3`, ...), the way most trainers do. `--resume` continues in the checkpoint's own
+//! that folder already holds a run's files (`RUN_FILES`), the run takes the first free
+//! numbered sibling (`DIR-2`, `DIR-3`, ...), the way most trainers do. `--resume` continues in the checkpoint's own
 //! folder (unless `--out` names another), since it is the same run.
 
 use std::path::{Path, PathBuf};
 
 use snnc::diag::{DResult, Diagnostic, ErrorKind};
+
+/// What `snnc train` writes into its folder: a folder holding any of them holds a run. Other
+/// files (a model written beside its outputs) are nobody's run and are left alone.
+const RUN_FILES: [&str; 5] = [
+    "metrics.csv",
+    "checkpoint.safetensors",
+    "weights.safetensors",
+    "training.svg",
+    "raster.svg",
+];
 
 /// The folder a run writes into, created (or found empty) and so claimed for this run.
 pub struct RunFolder {
@@ -38,10 +48,10 @@ pub fn claim(out: Option<&Path>, resume: Option<&Path>, model: &str) -> DResult<
     for n in 1.. {
         let dir = numbered(&base, n);
         // `create_dir` fails on an existing folder, so two runs started at once never
-        // share one; an existing empty folder holds nobody's work and is taken as is.
+        // share a new one; an existing folder without a run's files is taken as is.
         let free = match std::fs::create_dir(&dir) {
             Ok(()) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => is_empty_dir(&dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => holds_no_run(&dir),
             Err(e) => return Err(io_err(&dir, e)),
         };
         if free {
@@ -78,8 +88,8 @@ fn same_folder(a: &Path, b: &Path) -> bool {
     }
 }
 
-fn is_empty_dir(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none())
+fn holds_no_run(dir: &Path) -> bool {
+    dir.is_dir() && RUN_FILES.iter().all(|f| !dir.join(f).exists())
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> Diagnostic {
@@ -140,7 +150,8 @@ mod tests {
         let first = claim(Some(&base), None, "m").unwrap();
         assert_eq!(first.dir, base);
         assert!(first.instead_of.is_none());
-        // Still empty: the next run may take it.
+        // Without a run's files (a model beside them is no run): the next run may take it.
+        std::fs::write(base.join("m.snn"), "model m {}").unwrap();
         assert_eq!(claim(Some(&base), None, "m").unwrap().dir, base);
         std::fs::write(base.join("metrics.csv"), "x").unwrap();
         let second = claim(Some(&base), None, "m").unwrap();
