@@ -31,9 +31,14 @@ fn snnc_bin() -> PathBuf {
 }
 
 fn snnc(args: &[&str]) -> Output {
+    snnc_in(&common::root(), args)
+}
+
+/// `snnc` run in `dir` (relative paths, the default `runs/<model>`, resolve there).
+fn snnc_in(dir: &Path, args: &[&str]) -> Output {
     Command::new(snnc_bin())
         .args(args)
-        .current_dir(common::root())
+        .current_dir(dir)
         .env("SNNC_CACHE_DIR", common::cache_dir())
         .env("NO_COLOR", "1")
         .output()
@@ -44,8 +49,15 @@ fn text(o: &[u8]) -> String {
     String::from_utf8_lossy(o).into_owned()
 }
 
+/// An empty folder under the system's temporary directory, one per checkout (so two
+/// checkouts' test runs do not share it), never inside the checkout.
 fn scratch(name: &str) -> PathBuf {
-    let d = common::root().join("target").join("cli-test").join(name);
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    common::root().hash(&mut h);
+    let d = std::env::temp_dir()
+        .join(format!("snnc-cli-test-{:016x}", h.finish()))
+        .join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -917,4 +929,174 @@ fn empty_runs_name_the_setting() {
     let e = text(&o.stderr);
     assert!(e.contains("fx.npy") && e.contains("holds 0 samples"), "{e}");
     let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Every file in `dir` (names sorted) with its bytes.
+fn files_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// A second `snnc train` into the default folder keeps the first run's files byte for byte
+/// and writes a numbered folder; `--epochs 0` and a finished `--resume` list only what they
+/// wrote (the raster), and the resumed run's other files stay as they were.
+#[test]
+fn a_second_training_never_replaces_the_first() {
+    let d = scratch("train-twice");
+    std::fs::copy(
+        common::root().join("examples/yinyang.snn"),
+        d.join("yinyang.snn"),
+    )
+    .unwrap();
+    let quick = [
+        "train",
+        "yinyang.snn",
+        "--epochs",
+        "1",
+        "--limit",
+        "200",
+        "-q",
+    ];
+    let o = snnc_in(&d, &quick);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let first = d.join("runs/yinyang");
+    let before = files_of(&first);
+    let names: Vec<&str> = before.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "checkpoint.safetensors",
+            "metrics.csv",
+            "raster.svg",
+            "training.svg",
+            "weights.safetensors"
+        ]
+    );
+
+    let o = snnc_in(&d, &quick);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let e = text(&o.stderr);
+    assert!(
+        e.contains("writing to runs/yinyang-2 (runs/yinyang holds an earlier run)")
+            && e.contains("metrics: runs/yinyang-2/metrics.csv"),
+        "{e}"
+    );
+    assert!(files_of(&first) == before, "the first run's files changed");
+    assert_eq!(files_of(&d.join("runs/yinyang-2")).len(), 5);
+
+    // No epochs: nothing trained, so no weights, checkpoint or metrics to list.
+    let o = snnc_in(&d, &["train", "yinyang.snn", "--epochs", "0", "-q"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let e = text(&o.stderr);
+    assert!(
+        !e.contains("weights:") && !e.contains("checkpoint:") && !e.contains("metrics:"),
+        "{e}"
+    );
+    assert!(e.contains("plots: runs/yinyang-3/raster.svg"), "{e}");
+    let third: Vec<String> = files_of(&d.join("runs/yinyang-3"))
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(third, ["raster.svg"]);
+
+    // A resume with no epochs left writes on in its folder, and only the raster.
+    let o = snnc_in(
+        &d,
+        &[
+            "train",
+            "yinyang.snn",
+            "--epochs",
+            "1",
+            "-q",
+            "--resume",
+            "runs/yinyang/checkpoint.safetensors",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let e = text(&o.stderr);
+    assert!(
+        !e.contains("metrics:") && e.contains("plots: runs/yinyang/raster.svg"),
+        "{e}"
+    );
+    let kept = |v: Vec<(String, Vec<u8>)>| -> Vec<(String, Vec<u8>)> {
+        v.into_iter().filter(|(n, _)| n != "raster.svg").collect()
+    };
+    assert!(kept(files_of(&first)) == kept(before));
+    assert!(!d.join("runs/yinyang-4").exists());
+}
+
+/// A run killed after writing epoch 3's metrics row but before its checkpoint resumes from
+/// epoch 2 and trains epoch 3 again: `metrics.csv` has one row per epoch, the new one.
+#[test]
+fn a_resumed_run_has_one_metrics_row_per_epoch() {
+    let d = scratch("train-killed");
+    let run = d.join("run");
+    let out = run.to_str().unwrap();
+    let quick = |epochs: &'static str| {
+        [
+            "train",
+            "examples/yinyang.snn",
+            "--epochs",
+            epochs,
+            "--limit",
+            "200",
+            "-q",
+            "-o",
+            out,
+        ]
+    };
+    let o = snnc(&quick("2"));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    // What the killed epoch 3 left behind.
+    let csv = run.join("metrics.csv");
+    let mut text_before = std::fs::read_to_string(&csv).unwrap();
+    text_before.push_str("3,0.01,9,0,9,0,0,0\n");
+    std::fs::write(&csv, text_before).unwrap();
+
+    let ck = run.join("checkpoint.safetensors");
+    let mut args = quick("3").to_vec();
+    args.extend(["--resume", ck.to_str().unwrap()]);
+    let o = snnc(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("resuming after epoch 2"));
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    let epochs: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(epochs, ["1", "2", "3"], "{csv}");
+    assert!(
+        metrics(&run)[2][0] < 9.0,
+        "the killed epoch's row was kept: {csv}"
+    );
+}
+
+/// The README's main command (`snnc train examples/yinyang.snn`) writes into `runs/yinyang/`,
+/// which git ignores and nothing committed lives in: it leaves `git status` clean.
+#[test]
+fn the_default_run_folder_is_ignored_by_git() {
+    let root = common::root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(readme.contains("cargo run --release -p snnc -- train examples/yinyang.snn   #"));
+    let git = |args: &[&str]| Command::new("git").args(args).current_dir(&root).output();
+    match git(&["rev-parse", "--is-inside-work-tree"]) {
+        Ok(o) if o.status.success() => {}
+        _ => {
+            println!("SKIP: not a git checkout (or no git)");
+            return;
+        }
+    }
+    let o = git(&["check-ignore", "-q", "runs/yinyang/metrics.csv"]).unwrap();
+    assert!(o.status.success(), "runs/ is not ignored by git");
+    let o = git(&["ls-files", "runs"]).unwrap();
+    assert_eq!(text(&o.stdout), "", "committed files under runs/");
 }

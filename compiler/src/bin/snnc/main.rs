@@ -167,7 +167,8 @@ enum Cmd {
         /// Seed for the weight initialisation and shuffling (default: the model's seed).
         #[arg(long)]
         seed: Option<u64>,
-        /// Output directory for checkpoints and metrics (default: runs/<model>).
+        /// Output directory for checkpoints and metrics (default: runs/<model>; a folder that
+        /// holds an earlier run's files is kept and DIR-2, DIR-3, ... is used instead).
         #[arg(short, long)]
         out: Option<PathBuf>,
         /// Continue from a checkpoint.safetensors written by `snnc train`.
@@ -543,4 +544,5 @@ fn compile(
 mod bench;
 mod plot;
 mod run;
+mod run_folder;
 mod train;

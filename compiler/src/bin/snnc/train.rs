@@ -19,7 +19,7 @@ use snnc::front::Parsed;
 use snnc::session::{self, runtime_diag};
 use snnc::Compiler;
 
-use crate::plot;
+use crate::{plot, run_folder};
 
 pub struct TrainArgs {
     /// `key=expr` overrides of the `train { }` settings.
@@ -404,12 +404,6 @@ pub fn train(c: &mut Compiler, mut parsed: Parsed, args: &TrainArgs) -> DResult<
     if args.seed.is_some() {
         s.init_weights(seed).map_err(runtime_diag)?;
     }
-    let out_dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("runs/{}", plan.name)));
-    std::fs::create_dir_all(&out_dir).map_err(|e| io_err("cannot create", &out_dir, e))?;
-
     let mut trainer = Trainer::new(&cfg);
     let mut first_epoch = 0;
     if let Some(r) = &args.resume {
@@ -429,14 +423,29 @@ pub fn train(c: &mut Compiler, mut parsed: Parsed, args: &TrainArgs) -> DResult<
     }
     let s = &mut loaded.session;
 
+    // Claimed once the model, data and checkpoint have loaded: a failed start leaves no folder.
+    let folder = run_folder::claim(args.out.as_deref(), args.resume.as_deref(), &plan.name)?;
+    let out_dir = folder.dir;
+    if let Some(asked) = &folder.instead_of {
+        eprintln!(
+            "writing to {} ({} holds an earlier run)",
+            out_dir.display(),
+            asked.display()
+        );
+    }
     let csv_path = out_dir.join("metrics.csv");
-    let mut csv =
-        String::from("epoch,lr,train_loss,train_acc,val_loss,val_acc,seconds,spikes_per_sample\n");
-    if first_epoch > 0 {
-        if let Ok(old) = std::fs::read_to_string(&csv_path) {
-            csv = old;
+    let header = "epoch,lr,train_loss,train_acc,val_loss,val_acc,seconds,spikes_per_sample\n";
+    let mut csv = header.to_string();
+    if let Some(r) = args.resume.as_deref().filter(|_| first_epoch > 0) {
+        // The resumed run's rows up to its checkpoint, not those of epochs trained after it
+        // (a run killed between its metrics and its checkpoint trains that epoch again).
+        let old_path = r.with_file_name("metrics.csv");
+        if let Ok(old) = std::fs::read_to_string(&old_path) {
+            csv = run_folder::resumed_metrics(&old, header, first_epoch);
         }
     }
+    // What this run wrote, printed at the end (labels as `weights: PATH`).
+    let mut written: Vec<(&str, PathBuf)> = vec![];
     eprintln!(
         "training `{}` on {} ({} train / {} validation / {} test samples), {} epochs, batch {}, device {}",
         plan.name,
@@ -560,6 +569,14 @@ pub fn train(c: &mut Compiler, mut parsed: Parsed, args: &TrainArgs) -> DResult<
             .save_checkpoint(s, epoch + 1, &out_dir.join("checkpoint.safetensors"))
             .map_err(runtime_diag)?;
     }
+    if first_epoch < cfg.epochs {
+        written.extend([
+            ("weights", out_dir.join("weights.safetensors")),
+            ("checkpoint", out_dir.join("checkpoint.safetensors")),
+            ("metrics", csv_path.clone()),
+            ("plots", out_dir.join("training.svg")),
+        ]);
+    }
     let test = evaluate(s, &test_set, cfg.batch.max(64), &feed)?;
     say(format!(
         "test accuracy: {:.2}% ({} samples, {:.1} spikes per sample, {:.1} s training)",
@@ -573,20 +590,30 @@ pub fn train(c: &mut Compiler, mut parsed: Parsed, args: &TrainArgs) -> DResult<
     if !layers.is_empty() {
         let svg = plot::raster(&layers, &format!("{}: test sample 0", plan.name))?;
         write_atomic(&raster_path, svg.as_bytes())?;
+        written.push(("plots", raster_path));
     }
-    eprintln!(
-        "weights: {}   checkpoint: {}   metrics: {}   plots: {}{}",
-        out_dir.join("weights.safetensors").display(),
-        out_dir.join("checkpoint.safetensors").display(),
-        csv_path.display(),
-        out_dir.join("training.svg").display(),
-        if layers.is_empty() {
-            String::new()
-        } else {
-            format!(", {}", raster_path.display())
-        }
-    );
+    print_written(&written);
     Ok(())
+}
+
+/// `weights: PATH   ...   plots: A, B`: one label per kind, in the order written.
+fn print_written(written: &[(&str, PathBuf)]) {
+    let mut parts: Vec<(&str, Vec<String>)> = vec![];
+    for (label, path) in written {
+        let shown = path.display().to_string();
+        match parts.iter_mut().find(|(l, _)| l == label) {
+            Some((_, paths)) => paths.push(shown),
+            None => parts.push((label, vec![shown])),
+        }
+    }
+    if parts.is_empty() {
+        return;
+    }
+    let line: Vec<String> = parts
+        .iter()
+        .map(|(label, paths)| format!("{label}: {}", paths.join(", ")))
+        .collect();
+    eprintln!("{}", line.join("   "));
 }
 
 fn say(s: String) {
