@@ -1146,28 +1146,20 @@ fn corrupt_cached_kernels_are_rebuilt_and_stale_builds_removed() {
     assert!(manifest.is_file(), "a published entry has its manifest");
 
     let half = size / 2;
-    let corruptions: [(&str, String, Box<dyn Fn()>); 3] = [
-        (
-            "half",
-            format!("(size {half}, expected {size})"),
-            Box::new(|| {
+    let corruptions = [
+        ("half", format!("(size {half}, expected {size})")),
+        ("empty", format!("(size 0, expected {size})")),
+        ("no-manifest", format!("(size {size}, no manifest)")),
+    ];
+    for (name, why) in corruptions {
+        match name {
+            "half" => {
                 let f = std::fs::OpenOptions::new().write(true).open(&lib).unwrap();
                 f.set_len(half).unwrap();
-            }),
-        ),
-        (
-            "empty",
-            format!("(size 0, expected {size})"),
-            Box::new(|| std::fs::write(&lib, b"").unwrap()),
-        ),
-        (
-            "no-manifest",
-            format!("(size {size}, no manifest)"),
-            Box::new(|| std::fs::remove_file(&manifest).unwrap()),
-        ),
-    ];
-    for (name, why, corrupt) in corruptions {
-        corrupt();
+            }
+            "empty" => std::fs::write(&lib, b"").unwrap(),
+            _ => std::fs::remove_file(&manifest).unwrap(),
+        }
         let out = d.join(name);
         let o = run(&out);
         let err = text(&o.stderr);
