@@ -1100,3 +1100,99 @@ fn the_default_run_folder_is_ignored_by_git() {
     let o = git(&["ls-files", "runs"]).unwrap();
     assert_eq!(text(&o.stdout), "", "committed files under runs/");
 }
+
+/// The kernel cache checks itself (issue 18): a truncated, emptied or manifest-less cached
+/// library is rebuilt with one line saying so, never loaded (that was a SIGBUS); the outputs
+/// stay the same. Temporary build directories of dead processes are removed, live ones kept.
+#[test]
+fn corrupt_cached_kernels_are_rebuilt_and_stale_builds_removed() {
+    let d = scratch("kernel-cache");
+    let cache = d.join("cache");
+    let run = |out: &Path| {
+        Command::new(snnc_bin())
+            .args(["run", "examples/mlp.snn", "--steps", "4", "-o"])
+            .arg(out)
+            .current_dir(common::root())
+            .env("SNNC_CACHE_DIR", &cache)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+    let counts = |out: &Path| {
+        snn_runtime::io::npy::read_npy(out.join("s2.counts.npy"))
+            .unwrap()
+            .data
+    };
+    let o = run(&d.join("out0"));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(!text(&o.stderr).contains("corrupt"), "{}", text(&o.stderr));
+    let expected = counts(&d.join("out0"));
+
+    let lib_name = format!(
+        "{}snnkernels{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    );
+    let entries: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join(&lib_name).is_file())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = &entries[0];
+    let lib = entry.join(&lib_name);
+    let manifest = entry.join("manifest.txt");
+    let size = std::fs::metadata(&lib).unwrap().len();
+    assert!(manifest.is_file(), "a published entry has its manifest");
+
+    let half = size / 2;
+    let corruptions = [
+        ("half", format!("(size {half}, expected {size})")),
+        ("empty", format!("(size 0, expected {size})")),
+        ("no-manifest", format!("(size {size}, no manifest)")),
+    ];
+    for (name, why) in corruptions {
+        match name {
+            "half" => {
+                let f = std::fs::OpenOptions::new().write(true).open(&lib).unwrap();
+                f.set_len(half).unwrap();
+            }
+            "empty" => std::fs::write(&lib, b"").unwrap(),
+            _ => std::fs::remove_file(&manifest).unwrap(),
+        }
+        let out = d.join(name);
+        let o = run(&out);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{name}: {err}");
+        let said: Vec<&str> = err.lines().filter(|l| l.contains("corrupt")).collect();
+        assert_eq!(said.len(), 1, "{name}: {err}");
+        assert!(
+            said[0].starts_with("snnc: cached kernels in ")
+                && said[0].ends_with(&format!("were corrupt {why}; rebuilding")),
+            "{name}: {err}"
+        );
+        assert_eq!(counts(&out), expected, "{name}");
+        // Rebuilt and published again with its manifest: the next run uses it silently.
+        assert_eq!(std::fs::metadata(&lib).unwrap().len(), size, "{name}");
+        assert!(manifest.is_file(), "{name}");
+        let o = run(&d.join(format!("{name}-again")));
+        assert!(!text(&o.stderr).contains("corrupt"), "{}", text(&o.stderr));
+    }
+
+    // Stale temporary build directories: a dead PID's is removed, a live one's (this test
+    // process's) is kept. Liveness is read from /proc on Linux (elsewhere by age).
+    if cfg!(target_os = "linux") {
+        let key = entry.file_name().unwrap().to_str().unwrap();
+        let dead = cache.join(format!("{key}.tmp-999999"));
+        let live = cache.join(format!("{key}.tmp-{}-0", std::process::id()));
+        assert!(!Path::new("/proc/999999").exists(), "PID 999999 is alive");
+        for dir in [&dead, &live] {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("kernels.rs"), "// half-built").unwrap();
+        }
+        let o = run(&d.join("sweep"));
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+        assert!(!dead.exists(), "the dead build's directory is removed");
+        assert!(live.join("kernels.rs").is_file(), "a live build's is kept");
+    }
+}

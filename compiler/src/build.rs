@@ -1,7 +1,10 @@
 //! Build generated Rust kernels into a small cdylib with `rustc -O`, cached by a content
 //! hash of the source, the compiler version and the flags, so an unchanged model never
 //! rebuilds. The cache entry is written to a temporary directory and renamed into place,
-//! so a crash or a concurrent build never leaves a half-written library behind.
+//! so a crash or a concurrent build never leaves a half-written library behind; a cached
+//! library is checked against the length and checksum recorded at publish before it is used.
+
+mod cache_check;
 
 use snn_runtime::cuda::shim::tool_command;
 use std::path::{Path, PathBuf};
@@ -55,6 +58,8 @@ pub fn cache_key(source: &str) -> DResult<String> {
     for f in FLAGS {
         h.update(f.as_bytes());
     }
+    // The entry layout (library + manifest): entries from before the manifest are not reused.
+    h.update(cache_check::MANIFEST.as_bytes());
     let digest = h.finalize();
     Ok(digest.iter().take(12).map(|b| format!("{b:02x}")).collect())
 }
@@ -76,12 +81,24 @@ pub fn build_cdylib(source: &str, cache: Option<&Path>) -> DResult<BuiltLib> {
     let key = cache_key(source)?;
     let final_dir = dir.join(&key);
     let lib = final_dir.join(lib_name());
-    if lib.is_file() {
-        return Ok(BuiltLib {
-            path: lib,
-            cached: true,
-            seconds: start.elapsed().as_secs_f64(),
-        });
+    cache_check::remove_stale_tmp(&dir);
+    if final_dir.exists() {
+        match cache_check::problem(&final_dir, &lib) {
+            None => {
+                return Ok(BuiltLib {
+                    path: lib,
+                    cached: true,
+                    seconds: start.elapsed().as_secs_f64(),
+                })
+            }
+            Some(why) => {
+                eprintln!(
+                    "snnc: cached kernels in {} were corrupt ({why}); rebuilding",
+                    final_dir.display()
+                );
+                discard(&dir, &final_dir);
+            }
+        }
     }
     let io_err = |what: &str, p: &Path, e: std::io::Error| {
         Diagnostic::new(
@@ -122,14 +139,21 @@ pub fn build_cdylib(source: &str, cache: Option<&Path>) -> DResult<BuiltLib> {
         )
         .hint("this is a bug in snnc's Rust back end; please report it with the .snn file"));
     }
+    // The manifest goes in before the rename, so every published entry has one.
+    cache_check::write_manifest(&tmp, &tmp.join(lib_name()))
+        .map_err(|e| io_err("write the manifest in", &tmp, e))?;
     // Publish atomically; a concurrent build of the same key may have won the race.
     if std::fs::rename(&tmp, &final_dir).is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
-        if !lib.is_file() {
+        if let Some(why) = cache_check::problem(&final_dir, &lib) {
             return Err(Diagnostic::new(
                 ErrorKind::Io,
-                format!("cannot publish kernels to `{}`", final_dir.display()),
-            ));
+                format!(
+                    "cannot publish kernels to `{}` (the entry there is unusable: {why})",
+                    final_dir.display()
+                ),
+            )
+            .hint("remove that directory or set SNNC_CACHE_DIR to another one"));
         }
     }
     Ok(BuiltLib {
@@ -137,4 +161,19 @@ pub fn build_cdylib(source: &str, cache: Option<&Path>) -> DResult<BuiltLib> {
         cached: false,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Takes a corrupt entry out of the cache: renamed aside first (atomic, so a concurrent build
+/// publishing the same key never sees half of it removed), then deleted.
+fn discard(cache: &Path, entry: &Path) {
+    static DISCARDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = DISCARDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = entry.file_name().unwrap_or_default().to_string_lossy();
+    let aside = cache.join(format!("{name}.tmp-{}-corrupt{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&aside);
+    if std::fs::rename(entry, &aside).is_ok() {
+        let _ = std::fs::remove_dir_all(&aside);
+    } else {
+        let _ = std::fs::remove_dir_all(entry);
+    }
 }
