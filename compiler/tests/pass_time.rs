@@ -20,8 +20,8 @@ const TERMS: usize = 200;
 /// has a gradient of about n^3 nodes (polynomial, but 200 terms print ~200 MB of Rust).
 const TRAIN_TERMS: usize = 30;
 
-/// Per model, for every pass, the dumps and the printer (the slowest chains took 80 ms for
-/// inference and 0.6 s for training, optimised dev profile, on an idle 2-core machine).
+/// Per model, for every pass, the dumps and the printer (the slowest chains took 25-80 ms
+/// for inference and 0.2-0.7 s for training, dev profile, on a busy 2-core machine).
 const BUDGET: Duration = Duration::from_secs(10);
 const TRAIN_BUDGET: Duration = Duration::from_secs(60);
 
@@ -57,13 +57,37 @@ fn nested(leaf: &str, op: &str, other: &str, left: bool, terms: usize) -> String
     s
 }
 
-/// The neuron updates under test, each named for the failure message.
+/// The neuron updates under test (statements), each named for the failure message.
 fn updates(n: usize) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = expressions(n)
+        .into_iter()
+        .map(|(shape, e)| (format!("v = {shape}"), format!("v = {e}")))
+        .collect();
+    // Statements that read the previous one twice: a form copied per read doubles.
+    let lets: String = (1..n)
+        .map(|i| format!("let a{i} = a{} + a{};\n", i - 1, i - 1))
+        .collect();
+    out.push((
+        "let a1 = a0 + a0; let a2 = a1 + a1; ...".into(),
+        format!("let a0 = v_threshold * v + I;\n{lets}v = a{}", n - 1),
+    ));
+    out.push((
+        "v = v_threshold * v + I; v = v + v; ...".into(),
+        format!("v = v_threshold * v + I\n{}", "v = v + v\n".repeat(n - 1)),
+    ));
+    out
+}
+
+/// The expressions under test, each named for the failure message.
+fn expressions(n: usize) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for op in BINARY {
         let shapes = [
             ("I op 1.0 op 1.0 ...", flat("I", op, "1.0", n)),
-            ("1.0 op 1.0 ... op I", format!("{} {op} I", flat("1.0", op, "1.0", n - 1))),
+            (
+                "1.0 op 1.0 ... op I",
+                format!("{} {op} I", flat("1.0", op, "1.0", n - 1)),
+            ),
             ("v op I op v op I ...", flat("v", op, "I", n)),
             ("((I op 1.0) op 1.0) ...", nested("I", op, "1.0", true, n)),
             ("1.0 op (1.0 op (... I))", nested("I", op, "1.0", false, n)),
@@ -91,14 +115,14 @@ fn source(update: &str) -> String {
         "neuron N {{
   param v_threshold = 1.0
   state v = 0.0
-  update {{ v = {update} }}
+  update {{ {update} }}
   spike v >= v_threshold
   on_spike {{ v = 0.0 }}
 }}
 neuron R {{
   param v_threshold = 1.0
   state v = 0.0
-  update {{ v = {update} }}
+  update {{ {update} }}
   spike v >= v_threshold
 }}
 model m {{
@@ -151,15 +175,18 @@ fn check_all(n: usize, train: bool) -> (Duration, String) {
         // An exponential pass never returns: leave its thread behind and fail.
         match rx.recv_timeout(budget) {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("`v = {shape}` ({n} terms, {mode}) does not compile:\n{e}"),
-            Err(_) => panic!("`v = {shape}` ({n} terms, {mode}) took over {budget:?}"),
+            Ok(Err(e)) => panic!("`{shape}` ({n} terms, {mode}) does not compile:\n{e}"),
+            Err(_) => panic!("`{shape}` ({n} terms, {mode}) took over {budget:?}"),
         }
         let took = t0.elapsed();
         if took > slowest.0 {
             slowest = (took, shape);
         }
     }
-    eprintln!("slowest {mode} chain of {n} terms: `v = {}` in {:?}", slowest.1, slowest.0);
+    eprintln!(
+        "slowest {mode} chain of {n} terms: `{}` in {:?}",
+        slowest.1, slowest.0
+    );
     slowest
 }
 

@@ -398,7 +398,9 @@ mod tests {
         let doubled = "v = v + v\n".repeat(200);
         let e = analyse(&eqs_of_update(&format!("v = g * v + I\n{doubled}"))).unwrap_err();
         assert!(
-            e.starts_with("the update `v = v + v` is too large to prove linear: its coefficients grow past"),
+            e.starts_with(
+                "the update `v = v + v` is too large to prove linear: its coefficients grow past"
+            ),
             "{e}"
         );
         // Below the bound the proof goes through.
