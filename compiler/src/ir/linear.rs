@@ -20,7 +20,7 @@
 use std::fmt;
 
 use super::eqn::{EExpr, EqLeaf, NeuronEqs, Var};
-use super::expr::{BinOp, Rules, UnOp};
+use super::expr::{BinOp, Node, Rules, UnOp};
 
 /// The affine step of a linear population.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,15 +60,32 @@ pub fn analyse(eqs: &NeuronEqs) -> Result<LinearStep, String> {
         let v = Aff::of(eqs, &a.value, &cur, &locals);
         match a.target {
             Var::State(i) => {
-                cur[i] = v.map_err(|why| {
+                let f = v.map_err(|why| {
                     format!(
                         "the update `{} = {}` is not linear in the state and the input: {why}",
                         eqs.states[i].name,
                         eqs.show(&a.value)
                     )
                 })?;
+                if f.nodes() > MAX_NODES {
+                    return Err(format!(
+                        "the update `{} = {}` is too large to prove linear: {}",
+                        eqs.states[i].name,
+                        eqs.show(&a.value),
+                        too_large()
+                    ));
+                }
+                cur[i] = f;
             }
-            Var::Local(i) => locals[i] = Some(v),
+            Var::Local(i) => {
+                locals[i] = Some(v.and_then(|f| {
+                    if f.nodes() > MAX_NODES {
+                        Err(format!("the proof gives up: {}", too_large()))
+                    } else {
+                        Ok(f)
+                    }
+                }))
+            }
         }
     }
     // The time products are built from fixed coefficients: a learned one would need their
@@ -97,6 +114,19 @@ pub fn analyse(eqs: &NeuronEqs) -> Result<LinearStep, String> {
     })
 }
 
+/// The most expression nodes the coefficients of one affine form may hold. Each read of a
+/// state or `let` copies its form, so forms read twice per statement (`let a2 = a1 + a1`)
+/// double per statement: the bound keeps the proof, and the kernels built from it,
+/// polynomial in the size of the model. Real steps need tens of nodes.
+const MAX_NODES: usize = 10_000;
+
+fn too_large() -> String {
+    format!(
+        "its coefficients grow past {MAX_NODES} expression nodes (a state or `let` read \
+         repeatedly doubles them)"
+    )
+}
+
 /// `sum_k st[k] * state_k + inp * I + k`.
 #[derive(Clone, Debug, PartialEq)]
 struct Aff {
@@ -111,6 +141,15 @@ fn zero() -> EExpr {
 
 pub fn is_zero(e: &EExpr) -> bool {
     e.is_const(0.0)
+}
+
+fn nodes(e: &EExpr) -> usize {
+    e.fold(&mut |n| match n {
+        Node::Const(_) | Node::Leaf(_) => 1,
+        Node::Unary(_, x) => 1 + x,
+        Node::Binary(_, x, y) => 1 + x + y,
+        Node::Call(_, args) => 1 + args.iter().sum::<usize>(),
+    })
 }
 
 /// The coefficients stay readable in dumps and cheap in kernels: every rule applies.
@@ -128,6 +167,10 @@ impl Aff {
         let mut a = Aff::constant(n, zero());
         a.st[i] = EExpr::Const(1.0);
         a
+    }
+    /// The expression nodes of all its coefficients.
+    fn nodes(&self) -> usize {
+        self.st.iter().chain([&self.inp, &self.k]).map(nodes).sum()
     }
     fn is_constant(&self) -> bool {
         is_zero(&self.inp) && self.st.iter().all(is_zero)
@@ -170,6 +213,9 @@ impl Aff {
             EExpr::Leaf(EqLeaf::State(i)) => cur[*i].clone(),
             EExpr::Leaf(EqLeaf::Local(i)) => match &locals[*i] {
                 Some(Ok(a)) => a.clone(),
+                // The innermost temporary names the cause; each outer one of a chain of
+                // `let`s would lengthen the message by one.
+                Some(Err(why)) if why.contains(" (through `") => return Err(why.clone()),
                 Some(Err(why)) => return Err(format!("{why} (through `{}`)", eqs.locals[*i])),
                 None => return Err(format!("`{}` is read before it is set", eqs.locals[*i])),
             },
@@ -286,6 +332,23 @@ mod tests {
         }
     }
 
+    /// The equations of neuron model `N` with this update, no reset.
+    fn eqs_of_update(update: &str) -> NeuronEqs {
+        let src = format!(
+            "neuron N {{\n param g = 0.5\n state v = 0.0\n update {{ {update} }}\n \
+             spike v >= 1.0\n}}\nmodel m {{ T = 4\n input x: [T, 3]\n s = N(x)\n \
+             output spikes(s) }}"
+        );
+        let mut c = crate::Compiler::default();
+        let parsed = c.parse_str("t.snn", &src).unwrap();
+        let m = c.module_until(&parsed, "neurons").unwrap();
+        let h = m.node_by_name("s").unwrap();
+        match &m.nodes[h].kind {
+            NodeKind::Population { eqs: Some(e), .. } => (**e).clone(),
+            _ => panic!(),
+        }
+    }
+
     fn show(pop: &str) -> Result<String, String> {
         let eqs = eqs_of(pop);
         analyse(&eqs).map(|l| ShowLinear(&eqs, &l).to_string())
@@ -316,6 +379,39 @@ mod tests {
         let psn = eqs_of("PSN(x)");
         assert!(!analyse(&psn).unwrap().recurrent());
         assert!(analyse(&eqs_of("LI(x)")).unwrap().recurrent());
+    }
+
+    #[test]
+    fn forms_read_twice_per_statement_stay_bounded() {
+        // Each statement doubles the coefficients: 2^200 nodes without the bound.
+        let lets: String = (1..=200)
+            .map(|i| format!("let a{i} = a{} + a{};\n", i - 1, i - 1))
+            .collect();
+        let eqs = eqs_of_update(&format!("let a0 = g * I + v;\n{lets} v = a200"));
+        let e = analyse(&eqs).unwrap_err();
+        assert!(
+            e.starts_with("the update `v = a200` is not linear in the state and the input: the proof gives up: its coefficients grow past 10000 expression nodes"),
+            "{e}"
+        );
+        // The innermost temporary past the bound, not all 200.
+        assert_eq!(e.matches("(through").count(), 1, "{e}");
+        let doubled = "v = v + v\n".repeat(200);
+        let e = analyse(&eqs_of_update(&format!("v = g * v + I\n{doubled}"))).unwrap_err();
+        assert!(
+            e.starts_with(
+                "the update `v = v + v` is too large to prove linear: its coefficients grow past"
+            ),
+            "{e}"
+        );
+        // Below the bound the proof goes through.
+        let lets: String = (1..=4)
+            .map(|i| format!("let a{i} = a{} + a{};\n", i - 1, i - 1))
+            .collect();
+        let eqs = eqs_of_update(&format!("let a0 = g * I;\n{lets} v = a4"));
+        assert_eq!(
+            ShowLinear(&eqs, &analyse(&eqs).unwrap()).to_string(),
+            "v = (g + g + (g + g) + (g + g + (g + g)) + (g + g + (g + g) + (g + g + (g + g)))) * I"
+        );
     }
 
     #[test]
