@@ -14,6 +14,8 @@ pub mod back;
 pub mod build;
 pub mod diag;
 pub mod front;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ir;
 pub mod passes;
 pub mod session;
