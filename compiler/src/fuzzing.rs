@@ -54,7 +54,12 @@ fn compile_text(text: &str, opts: Options) {
             train,
             ..opts.clone()
         });
-        let parsed = match front::load_str(&mut c.sources, "fuzz.snn", text, Some(Path::new(INCLUDE_DIR))) {
+        let parsed = match front::load_str(
+            &mut c.sources,
+            "fuzz.snn",
+            text,
+            Some(Path::new(INCLUDE_DIR)),
+        ) {
             Ok(p) => p,
             Err(d) => return render(&c.sources, &d),
         };
@@ -102,7 +107,10 @@ fn from_file(bytes: &[u8]) {
 /// Renders a diagnostic both ways; its locations must lie in the sources it came with.
 fn render(sources: &SourceMap, d: &Diagnostic) {
     if let Some(span) = d.span {
-        assert!(sources.contains(span), "diagnostic outside its sources: {d}");
+        assert!(
+            sources.contains(span),
+            "diagnostic outside its sources: {d}"
+        );
     }
     drop(d.render(sources, false));
     drop(d.plain(sources));

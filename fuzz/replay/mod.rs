@@ -140,7 +140,12 @@ pub fn mutate(rng: &mut Rng, input: &[u8], other: &[u8], max_len: usize) -> Vec<
                 let times = [2, 10, 100, 1000][rng.below(4)];
                 let piece = v[s..e].to_vec();
                 let at = rng.below(v.len() + 1);
-                let rep: Vec<u8> = piece.iter().copied().cycle().take(piece.len() * times).collect();
+                let rep: Vec<u8> = piece
+                    .iter()
+                    .copied()
+                    .cycle()
+                    .take(piece.len() * times)
+                    .collect();
                 v.splice(at..at, rep);
             }
             5 => {

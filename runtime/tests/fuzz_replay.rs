@@ -14,5 +14,11 @@ fn corpus_and_regressions() {
 /// Sized to take a few seconds in the dev profile on the 2-core CI machine.
 #[test]
 fn random_mutations() {
-    replay::mutate_run("data", snn_runtime::fuzzing::data, 0x5eed_0002, 20_000, 64 << 10);
+    replay::mutate_run(
+        "data",
+        snn_runtime::fuzzing::data,
+        0x5eed_0002,
+        20_000,
+        64 << 10,
+    );
 }
