@@ -1043,8 +1043,20 @@ fn a_second_training_never_replaces_the_first() {
     assert!(files_of(&first) == before, "the first run's files changed");
     assert_eq!(files_of(&d.join("runs/yinyang-2")).len(), 5);
 
-    // No epochs: nothing trained, so no weights, checkpoint or metrics to list.
-    let o = snnc_in(&d, &["train", "yinyang.snn", "--epochs", "0", "-q"]);
+    // No epochs: nothing trained, so no weights, checkpoint or metrics to list. (On the
+    // command line a later flag wins over an earlier `--set` of the same setting.)
+    let o = snnc_in(
+        &d,
+        &[
+            "train",
+            "yinyang.snn",
+            "--set",
+            "epochs=5",
+            "--epochs",
+            "0",
+            "-q",
+        ],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let e = text(&o.stderr);
     assert!(

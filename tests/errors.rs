@@ -892,3 +892,19 @@ fn output_of_a_field_of_a_field() {
         "`trace` outputs a population or one of its states",
     );
 }
+
+/// A `train { }` setting written twice in the file is refused (command-line overrides,
+/// from another file, still replace it).
+#[test]
+fn training_setting_given_twice() {
+    let src = MLP.replace(
+        "output counts(s)\n",
+        "output counts(s)\n  train {\n    loss = cross_entropy(counts(s))\n    epochs = 2\n    epochs = 3\n  }\n",
+    );
+    expect(
+        &src,
+        ErrorKind::Duplicate,
+        "test.snn:10:5",
+        "training setting `epochs` is given twice",
+    );
+}
