@@ -826,6 +826,57 @@ fn check_and_run_refuse_a_repeated_operand_alike() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// Issue 18, item 1: a 10,000-term sum and 10,000 nested brackets are refused at the source
+/// by every command that compiles, with the limit and the place (they once overflowed the
+/// stack in `check` or in code generation).
+#[test]
+fn check_compile_and_ir_refuse_expressions_past_the_depth_limit() {
+    let d = temp_scratch("deep");
+    let sum = d.join("sum.snn");
+    let terms = " + 1.0".repeat(10_000);
+    std::fs::write(
+        &sum,
+        format!("model m {{\n  T = 4\n  input x: [3]\n  h = dense(x, 2)\n  s = LIF(h, tau = 2.0{terms})\n  output counts(s)\n}}\n"),
+    )
+    .unwrap();
+    let parens = d.join("parens.snn");
+    let (open, close) = ("(".repeat(10_000), ")".repeat(10_000));
+    std::fs::write(
+        &parens,
+        format!("model m {{\n  T = 4\n  input x: [3]\n  h = dense({open}x{close}, 2)\n}}\n"),
+    )
+    .unwrap();
+    let out = d.join("out");
+    for (file, msg, at) in [
+        (
+            &sum,
+            "expression nested too deeply: more than 256 levels",
+            "sum.snn:5:20",
+        ),
+        (
+            &parens,
+            "brackets nested too deeply: more than 256 levels",
+            "parens.snn:4:267",
+        ),
+    ] {
+        let f = file.to_str().unwrap();
+        for args in [
+            vec!["check", f],
+            vec!["ir", f],
+            vec!["compile", f, "-o", out.to_str().unwrap()],
+        ] {
+            let o = snnc(&args);
+            let e = text(&o.stderr);
+            assert_eq!(o.status.code(), Some(1), "{args:?}: {e}");
+            assert!(
+                e.contains(msg) && e.contains(at) && e.contains("Help"),
+                "{args:?}: {e}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 /// Issue 18: source files that are not plain UTF-8 text.
 #[test]
 fn byte_order_mark_and_invalid_utf8() {
@@ -992,8 +1043,20 @@ fn a_second_training_never_replaces_the_first() {
     assert!(files_of(&first) == before, "the first run's files changed");
     assert_eq!(files_of(&d.join("runs/yinyang-2")).len(), 5);
 
-    // No epochs: nothing trained, so no weights, checkpoint or metrics to list.
-    let o = snnc_in(&d, &["train", "yinyang.snn", "--epochs", "0", "-q"]);
+    // No epochs: nothing trained, so no weights, checkpoint or metrics to list. (On the
+    // command line a later flag wins over an earlier `--set` of the same setting.)
+    let o = snnc_in(
+        &d,
+        &[
+            "train",
+            "yinyang.snn",
+            "--set",
+            "epochs=5",
+            "--epochs",
+            "0",
+            "-q",
+        ],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let e = text(&o.stderr);
     assert!(

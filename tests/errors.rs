@@ -880,3 +880,31 @@ fn too_large_whole_numbers_name_the_limit() {
         "`epochs` must be a whole number between 0 and 999999999999",
     );
 }
+
+/// Issue 18: an output of something that is not a name (`s.v.v`) names what outputs take.
+#[test]
+fn output_of_a_field_of_a_field() {
+    let src = MLP.replace("output counts(s)", "output trace(s.v.v)");
+    expect(
+        &src,
+        ErrorKind::BadArgument,
+        "test.snn:6:16",
+        "`trace` outputs a population or one of its states",
+    );
+}
+
+/// A `train { }` setting written twice in the file is refused (command-line overrides,
+/// from another file, still replace it).
+#[test]
+fn training_setting_given_twice() {
+    let src = MLP.replace(
+        "output counts(s)\n",
+        "output counts(s)\n  train {\n    loss = cross_entropy(counts(s))\n    epochs = 2\n    epochs = 3\n  }\n",
+    );
+    expect(
+        &src,
+        ErrorKind::Duplicate,
+        "test.snn:10:5",
+        "training setting `epochs` is given twice",
+    );
+}

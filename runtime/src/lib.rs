@@ -11,6 +11,7 @@
 //! the Philox RNG shared with the generated kernels ([`rng`]), and kernel-library loading
 //! ([`KernelTable`]).
 
+pub mod cache_tmp;
 pub mod cpu;
 pub mod cuda;
 pub mod data;

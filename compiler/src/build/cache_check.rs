@@ -4,7 +4,6 @@
 //! Temporary build directories of processes that are gone are swept away.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
@@ -63,55 +62,14 @@ pub fn problem(entry: &Path, lib: &Path) -> Option<String> {
     (actual != sum).then(|| format!("size {size}, checksum differs"))
 }
 
-/// The PID in a temporary build directory's name: `<key>.tmp-<pid>` or `<key>.tmp-<pid>-<n>`.
-fn tmp_pid(name: &str) -> Option<u32> {
-    let rest = &name[name.find(".tmp-")? + ".tmp-".len()..];
-    rest.split('-').next()?.parse().ok()
-}
-
-/// Whether the process `pid` may still be building: on Linux, whether `/proc/<pid>` exists;
-/// elsewhere (or without /proc), whether the directory was touched within the last hour.
-fn may_be_alive(pid: u32, dir: &Path) -> bool {
-    if pid == std::process::id() {
-        return true;
-    }
-    if cfg!(target_os = "linux") && Path::new("/proc/self").exists() {
-        return Path::new("/proc").join(pid.to_string()).exists();
-    }
-    let age = std::fs::metadata(dir)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| SystemTime::now().duration_since(t).ok());
-    age.is_none_or(|a| a < Duration::from_secs(3600))
-}
-
 /// Removes the temporary build directories in `cache` whose process is gone.
 pub fn remove_stale_tmp(cache: &Path) {
-    let Ok(entries) = std::fs::read_dir(cache) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let path = e.path();
-        let Some(pid) = e.file_name().to_str().and_then(tmp_pid) else {
-            continue;
-        };
-        if path.is_dir() && !may_be_alive(pid, &path) {
-            let _ = std::fs::remove_dir_all(&path);
-        }
-    }
+    snn_runtime::cache_tmp::remove_stale_tmp(cache)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tmp_names_give_their_pid() {
-        assert_eq!(tmp_pid("0123abcd.tmp-4242-3"), Some(4242));
-        assert_eq!(tmp_pid("0123abcd.tmp-999999"), Some(999999));
-        assert_eq!(tmp_pid("0123abcd"), None);
-        assert_eq!(tmp_pid("0123abcd.tmp-x"), None);
-    }
 
     #[test]
     fn a_library_matches_its_manifest_until_changed() {

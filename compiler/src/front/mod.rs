@@ -2,6 +2,7 @@
 //! return ASTs. The built-in neuron prelude is always file 0.
 
 pub mod ast;
+pub mod depth;
 pub mod dump;
 pub mod parse;
 

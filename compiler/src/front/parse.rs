@@ -1,10 +1,10 @@
 //! Text -> AST with pest (grammar/snn.pest). Syntax errors become diagnostics.
 
 use pest::iterators::Pair;
-use pest::pratt_parser::{Assoc, Op, PrattParser};
 use pest::Parser;
 
 use super::ast::*;
+use super::depth;
 use crate::diag::{Diagnostic, ErrorKind, FileId, Span};
 
 #[derive(pest_derive::Parser)]
@@ -13,6 +13,7 @@ struct SnnParser;
 
 /// Parse one source file.
 pub fn parse_file(file: FileId, text: &str) -> Result<File, Diagnostic> {
+    depth::check_brackets(file, text)?;
     let mut pairs = SnnParser::parse(Rule::file, text).map_err(|e| syntax_error(file, text, e))?;
     let root = pairs.next().expect("pest returns the file rule");
     let p = Builder { file };
@@ -28,7 +29,7 @@ pub fn parse_file(file: FileId, text: &str) -> Result<File, Diagnostic> {
                 });
             }
             Rule::neuron_def => out.neurons.push(p.neuron(item)?),
-            Rule::model_def => out.models.push(p.model(item)),
+            Rule::model_def => out.models.push(p.model(item)?),
             Rule::EOI => {}
             r => unreachable!("grammar item {r:?}"),
         }
@@ -255,8 +256,8 @@ impl Builder {
             match rule {
                 Rule::param_decl => {
                     let name = self.ident(parts.next().unwrap());
-                    let default = self.expr(parts.next().unwrap());
-                    let check = parts.next().map(|e| self.expr(e));
+                    let default = self.expr(parts.next().unwrap())?;
+                    let check = parts.next().map(|e| self.expr(e)).transpose()?;
                     def.params.push(ParamDecl {
                         name,
                         default,
@@ -266,8 +267,8 @@ impl Builder {
                 }
                 Rule::const_decl => {
                     let name = self.ident(parts.next().unwrap());
-                    let default = self.expr(parts.next().unwrap());
-                    let check = parts.next().map(|e| self.expr(e));
+                    let default = self.expr(parts.next().unwrap())?;
+                    let check = parts.next().map(|e| self.expr(e)).transpose()?;
                     def.consts.push(ParamDecl {
                         name,
                         default,
@@ -279,7 +280,7 @@ impl Builder {
                     if def.mix.is_some() {
                         return Err(dup_block("mix", span));
                     }
-                    let spec = self.primary(parts.next().unwrap());
+                    let spec = self.primary(parts.next().unwrap())?;
                     let (kind, args) = match spec.kind {
                         ExprKind::Call { func, args } => {
                             let mut names = Vec::new();
@@ -332,7 +333,7 @@ impl Builder {
                 }
                 Rule::state_decl => {
                     let name = self.ident(parts.next().unwrap());
-                    let init = self.expr(parts.next().unwrap());
+                    let init = self.expr(parts.next().unwrap())?;
                     def.states.push(StateDecl { name, init, span });
                 }
                 Rule::current_decl => def.current = Some(self.ident(parts.next().unwrap())),
@@ -340,19 +341,19 @@ impl Builder {
                     if !def.update.is_empty() {
                         return Err(dup_block("update", span));
                     }
-                    def.update = self.block(parts.next().unwrap());
+                    def.update = self.block(parts.next().unwrap(), 1)?;
                 }
                 Rule::spike_decl => {
                     if def.spike.is_some() {
                         return Err(dup_block("spike", span));
                     }
-                    def.spike = Some(self.expr(parts.next().unwrap()));
+                    def.spike = Some(self.expr(parts.next().unwrap())?);
                 }
                 Rule::on_spike_block => {
                     if !def.on_spike.is_empty() {
                         return Err(dup_block("on_spike", span));
                     }
-                    def.on_spike = self.block(parts.next().unwrap());
+                    def.on_spike = self.block(parts.next().unwrap(), 1)?;
                 }
                 r => unreachable!("neuron item {r:?}"),
             }
@@ -360,44 +361,54 @@ impl Builder {
         Ok(def)
     }
 
-    fn block(&self, p: Pair<Rule>) -> Vec<Stmt> {
-        p.into_inner().map(|s| self.stmt(s)).collect()
+    /// The statements of a block `level` statements deep (1: an `update` or `on_spike`).
+    fn block(&self, p: Pair<Rule>, level: usize) -> Result<Vec<Stmt>, Diagnostic> {
+        p.into_inner().map(|s| self.stmt(s, level)).collect()
     }
 
-    fn stmt(&self, p: Pair<Rule>) -> Stmt {
+    /// A statement `level` deep: each block inside an `if` and each `else if` link adds one
+    /// (an `else if` chain nests like brackets without writing them).
+    fn stmt(&self, p: Pair<Rule>, level: usize) -> Result<Stmt, Diagnostic> {
         let span = self.span(&p);
+        if level > depth::MAX_DEPTH {
+            // The statement's first word: the whole chain below it would fill the screen.
+            let word = p.as_str().find(char::is_whitespace).unwrap_or(1);
+            let start = span.start as usize;
+            let at = Span::new(self.file, start, start + word);
+            return Err(depth::too_deep(at, "statements"));
+        }
         let rule = p.as_rule();
         let mut parts = p.into_inner();
         match rule {
             Rule::if_stmt => {
-                let cond = self.expr(parts.next().unwrap());
-                let then = self.block(parts.next().unwrap());
+                let cond = self.expr(parts.next().unwrap())?;
+                let then = self.block(parts.next().unwrap(), level + 1)?;
                 let otherwise = match parts.next() {
                     None => vec![],
-                    Some(e) if e.as_rule() == Rule::block => self.block(e),
-                    Some(e) => vec![self.stmt(e)],
+                    Some(e) if e.as_rule() == Rule::block => self.block(e, level + 1)?,
+                    Some(e) => vec![self.stmt(e, level + 1)?],
                 };
-                Stmt::If {
+                Ok(Stmt::If {
                     cond,
                     then,
                     otherwise,
                     span,
-                }
+                })
             }
             Rule::let_stmt | Rule::assign_stmt | Rule::ode_stmt => {
                 let name = self.ident(parts.next().unwrap());
-                let value = self.expr(parts.next().unwrap());
-                match rule {
+                let value = self.expr(parts.next().unwrap())?;
+                Ok(match rule {
                     Rule::let_stmt => Stmt::Let { name, value, span },
                     Rule::assign_stmt => Stmt::Assign { name, value, span },
                     _ => Stmt::Ode { name, value, span },
-                }
+                })
             }
             r => unreachable!("statement {r:?}"),
         }
     }
 
-    fn model(&self, p: Pair<Rule>) -> ModelDef {
+    fn model(&self, p: Pair<Rule>) -> Result<ModelDef, Diagnostic> {
         let span = self.span(&p);
         let mut it = p.into_inner();
         let name = self.ident(it.next().unwrap());
@@ -416,12 +427,12 @@ impl Builder {
             match rule {
                 Rule::input_stmt => {
                     let name = self.ident(parts.next().unwrap());
-                    let shape = self.primary(parts.next().unwrap());
+                    let shape = self.primary(parts.next().unwrap())?;
                     m.inputs.push(InputStmt { name, shape, span });
                 }
                 Rule::output_stmt => {
                     let kind = self.ident(parts.next().unwrap());
-                    let target = self.expr(parts.next().unwrap());
+                    let target = self.expr(parts.next().unwrap())?;
                     let alias = parts.next().map(|a| self.ident(a));
                     m.outputs.push(OutputStmt {
                         kind,
@@ -432,7 +443,7 @@ impl Builder {
                 }
                 Rule::binding => {
                     let name = self.ident(parts.next().unwrap());
-                    let value = self.expr(parts.next().unwrap());
+                    let value = self.expr(parts.next().unwrap())?;
                     m.bindings.push(Binding { name, value, span });
                 }
                 Rule::train_block => {
@@ -441,7 +452,7 @@ impl Builder {
                         let bspan = self.span(&b);
                         let mut bp = b.into_inner();
                         let name = self.ident(bp.next().unwrap());
-                        let value = self.expr(bp.next().unwrap());
+                        let value = self.expr(bp.next().unwrap())?;
                         settings.push(Binding {
                             name,
                             value,
@@ -453,108 +464,183 @@ impl Builder {
                 r => unreachable!("model item {r:?}"),
             }
         }
-        m
+        Ok(m)
     }
 
-    fn expr(&self, p: Pair<Rule>) -> Expr {
+    fn expr(&self, p: Pair<Rule>) -> Result<Expr, Diagnostic> {
+        Ok(self.expr_levels(p)?.0)
+    }
+
+    /// An expression and its depth, assembled by operator precedence without recursion (a
+    /// chain of 10,000 operators is one loop, not 10,000 calls); only brackets recurse, and
+    /// [`depth::check_brackets`] has bounded those. Precedence, loosest first: `||`, `&&`,
+    /// `==` `!=`, comparisons, `+` `-`, `*` `/`, prefix `-` `!`, `^` (right-associative),
+    /// then `.field`. Refuses a node deeper than [`depth::MAX_DEPTH`] as soon as it is built.
+    fn expr_levels(&self, p: Pair<Rule>) -> Result<(Expr, usize), Diagnostic> {
         debug_assert_eq!(p.as_rule(), Rule::expr);
-        let pratt = PrattParser::new()
-            .op(Op::infix(Rule::or, Assoc::Left))
-            .op(Op::infix(Rule::and, Assoc::Left))
-            .op(Op::infix(Rule::eq, Assoc::Left) | Op::infix(Rule::ne, Assoc::Left))
-            .op(Op::infix(Rule::ge, Assoc::Left)
-                | Op::infix(Rule::le, Assoc::Left)
-                | Op::infix(Rule::gt, Assoc::Left)
-                | Op::infix(Rule::lt, Assoc::Left))
-            .op(Op::infix(Rule::add, Assoc::Left) | Op::infix(Rule::sub, Assoc::Left))
-            .op(Op::infix(Rule::mul, Assoc::Left) | Op::infix(Rule::div, Assoc::Left))
-            .op(Op::prefix(Rule::neg) | Op::prefix(Rule::not))
-            .op(Op::infix(Rule::pow, Assoc::Right))
-            .op(Op::postfix(Rule::field));
-        pratt
-            .map_primary(|p| self.primary(p))
-            .map_prefix(|op, e| {
-                let span = self.span(&op).to(e.span);
-                let op = if op.as_rule() == Rule::neg {
-                    UnOp::Neg
-                } else {
-                    UnOp::Not
-                };
-                Expr {
-                    kind: ExprKind::Unary {
+        let mut operands: Vec<(Expr, usize)> = Vec::new();
+        let mut pending: Vec<Pending> = Vec::new();
+        for part in p.into_inner() {
+            match part.as_rule() {
+                Rule::neg | Rule::not => {
+                    let op = if part.as_rule() == Rule::neg {
+                        UnOp::Neg
+                    } else {
+                        UnOp::Not
+                    };
+                    pending.push(Pending::Prefix(op, self.span(&part)));
+                }
+                Rule::field => {
+                    let (base, levels) = operands.pop().expect("a field follows an operand");
+                    let field = self.ident(part.into_inner().next().unwrap());
+                    let span = base.span.to(field.span);
+                    let base = Box::new(base);
+                    operands.push(self.node(ExprKind::Field { base, field }, span, levels)?);
+                }
+                rule => match infix_op(rule) {
+                    Some((op, bp)) => {
+                        while let Some(top) = pending.last() {
+                            let top_bp = top.binding_power();
+                            // `^` groups to the right: an equal power waits.
+                            if top_bp > bp || (top_bp == bp && op != BinOp::Pow) {
+                                let top = pending.pop().unwrap();
+                                self.reduce(top, &mut operands)?;
+                            } else {
+                                break;
+                            }
+                        }
+                        pending.push(Pending::Infix(op, bp));
+                    }
+                    None => operands.push(self.primary_levels(part)?),
+                },
+            }
+        }
+        while let Some(top) = pending.pop() {
+            self.reduce(top, &mut operands)?;
+        }
+        let out = operands.pop().expect("an expression has an operand");
+        debug_assert!(operands.is_empty());
+        Ok(out)
+    }
+
+    /// Apply a pending operator to the operands on top of the stack.
+    fn reduce(&self, op: Pending, operands: &mut Vec<(Expr, usize)>) -> Result<(), Diagnostic> {
+        let node = match op {
+            Pending::Prefix(op, at) => {
+                let (e, levels) = operands.pop().expect("a prefix has an operand");
+                let span = at.to(e.span);
+                self.node(
+                    ExprKind::Unary {
                         op,
                         expr: Box::new(e),
                     },
                     span,
-                }
-            })
-            .map_postfix(|e, op| {
-                let span = e.span.to(self.span(&op));
-                let field = self.ident(op.into_inner().next().unwrap());
-                Expr {
-                    kind: ExprKind::Field {
-                        base: Box::new(e),
-                        field,
-                    },
-                    span,
-                }
-            })
-            .map_infix(|lhs, op, rhs| {
-                let op = match op.as_rule() {
-                    Rule::or => BinOp::Or,
-                    Rule::and => BinOp::And,
-                    Rule::eq => BinOp::Eq,
-                    Rule::ne => BinOp::Ne,
-                    Rule::ge => BinOp::Ge,
-                    Rule::le => BinOp::Le,
-                    Rule::gt => BinOp::Gt,
-                    Rule::lt => BinOp::Lt,
-                    Rule::add => BinOp::Add,
-                    Rule::sub => BinOp::Sub,
-                    Rule::mul => BinOp::Mul,
-                    Rule::div => BinOp::Div,
-                    Rule::pow => BinOp::Pow,
-                    r => unreachable!("infix {r:?}"),
-                };
+                    levels,
+                )?
+            }
+            Pending::Infix(op, _) => {
+                let (rhs, r) = operands.pop().expect("an infix has a right operand");
+                let (lhs, l) = operands.pop().expect("an infix has a left operand");
                 let span = lhs.span.to(rhs.span);
-                Expr {
-                    kind: ExprKind::Binary {
-                        op,
-                        lhs: Box::new(lhs),
-                        rhs: Box::new(rhs),
-                    },
-                    span,
-                }
-            })
-            .parse(p.into_inner())
+                let (lhs, rhs) = (Box::new(lhs), Box::new(rhs));
+                self.node(ExprKind::Binary { op, lhs, rhs }, span, l.max(r))?
+            }
+        };
+        operands.push(node);
+        Ok(())
     }
 
-    fn primary(&self, p: Pair<Rule>) -> Expr {
+    /// A node one level above its deepest operand (`below` levels), unless that is too deep.
+    fn node(&self, kind: ExprKind, span: Span, below: usize) -> Result<(Expr, usize), Diagnostic> {
+        let levels = below + 1;
+        if levels > depth::MAX_DEPTH {
+            return Err(depth::too_deep(span, "expression"));
+        }
+        Ok((Expr { kind, span }, levels))
+    }
+
+    fn primary(&self, p: Pair<Rule>) -> Result<Expr, Diagnostic> {
+        Ok(self.primary_levels(p)?.0)
+    }
+
+    fn primary_levels(&self, p: Pair<Rule>) -> Result<(Expr, usize), Diagnostic> {
         let span = self.span(&p);
-        let kind = match p.as_rule() {
-            Rule::expr => return self.expr(p),
-            Rule::number => ExprKind::Number(p.as_str().to_string()),
-            Rule::boolean => ExprKind::Bool(p.as_str() == "true"),
-            Rule::string => ExprKind::Str(p.into_inner().next().unwrap().as_str().to_string()),
-            Rule::ident => ExprKind::Ident(p.as_str().to_string()),
-            Rule::list => ExprKind::List(p.into_inner().map(|e| self.expr(e)).collect()),
+        let (kind, below) = match p.as_rule() {
+            Rule::expr => return self.expr_levels(p),
+            Rule::number => (ExprKind::Number(p.as_str().to_string()), 0),
+            Rule::boolean => (ExprKind::Bool(p.as_str() == "true"), 0),
+            Rule::string => (
+                ExprKind::Str(p.into_inner().next().unwrap().as_str().to_string()),
+                0,
+            ),
+            Rule::ident => (ExprKind::Ident(p.as_str().to_string()), 0),
+            Rule::list => {
+                let mut items = Vec::new();
+                let mut below = 0;
+                for e in p.into_inner() {
+                    let (e, levels) = self.expr_levels(e)?;
+                    below = below.max(levels);
+                    items.push(e);
+                }
+                (ExprKind::List(items), below)
+            }
             Rule::call => {
                 let mut it = p.into_inner();
                 let func = self.ident(it.next().unwrap());
-                let args = it
-                    .map(|a| {
-                        let mut parts: Vec<Pair<Rule>> = a.into_inner().collect();
-                        let value = self.expr(parts.pop().unwrap());
-                        let name = parts.pop().map(|n| self.ident(n));
-                        Arg { name, value }
-                    })
-                    .collect();
-                ExprKind::Call { func, args }
+                let mut args = Vec::new();
+                let mut below = 0;
+                for a in it {
+                    let mut parts: Vec<Pair<Rule>> = a.into_inner().collect();
+                    let (value, levels) = self.expr_levels(parts.pop().unwrap())?;
+                    below = below.max(levels);
+                    let name = parts.pop().map(|n| self.ident(n));
+                    args.push(Arg { name, value });
+                }
+                (ExprKind::Call { func, args }, below)
             }
             r => unreachable!("primary {r:?}"),
         };
-        Expr { kind, span }
+        self.node(kind, span, below)
     }
+}
+
+/// An operator waiting for its right operand while a chain is assembled.
+enum Pending {
+    Prefix(UnOp, Span),
+    Infix(BinOp, u8),
+}
+
+/// How tightly prefix `-` and `!` bind: tighter than `*`, looser than `^` (`-x^2` is
+/// `-(x^2)`).
+const PREFIX_POWER: u8 = 7;
+
+impl Pending {
+    fn binding_power(&self) -> u8 {
+        match self {
+            Pending::Prefix(..) => PREFIX_POWER,
+            Pending::Infix(_, bp) => *bp,
+        }
+    }
+}
+
+/// An infix operator's meaning and binding power (higher binds tighter).
+fn infix_op(rule: Rule) -> Option<(BinOp, u8)> {
+    Some(match rule {
+        Rule::or => (BinOp::Or, 1),
+        Rule::and => (BinOp::And, 2),
+        Rule::eq => (BinOp::Eq, 3),
+        Rule::ne => (BinOp::Ne, 3),
+        Rule::ge => (BinOp::Ge, 4),
+        Rule::le => (BinOp::Le, 4),
+        Rule::gt => (BinOp::Gt, 4),
+        Rule::lt => (BinOp::Lt, 4),
+        Rule::add => (BinOp::Add, 5),
+        Rule::sub => (BinOp::Sub, 5),
+        Rule::mul => (BinOp::Mul, 6),
+        Rule::div => (BinOp::Div, 6),
+        Rule::pow => (BinOp::Pow, 8),
+        _ => return None,
+    })
 }
 
 fn dup_block(what: &str, span: Span) -> Diagnostic {

@@ -718,10 +718,20 @@ impl Resolver<'_> {
                 ExprKind::Field { base, field } => (base.as_ref(), Some(field)),
                 _ => (&o.target, None),
             };
-            let node = match target.as_ident().and_then(|n| self.names.get(n)) {
+            let Some(n) = target.as_ident() else {
+                return Err(Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    format!(
+                        "`{}` outputs a population or one of its states",
+                        o.kind.name
+                    ),
+                )
+                .at(target.span, "not a population's name")
+                .hint("write `output counts(s2)`, `output spikes(s2)` or `output trace(s2.v)`"));
+            };
+            let node = match self.names.get(n) {
                 Some((h, _)) => *h,
                 None => {
-                    let n = target.as_ident().unwrap_or("?");
                     let d = Diagnostic::new(
                         ErrorKind::UnknownName,
                         format!("unknown name `{n}` in output"),

@@ -420,6 +420,25 @@ fn adjust(e: &Expr, g: &mut GradOptions) -> DResult<()> {
     Ok(())
 }
 
+/// A setting written twice in one file's `train { }` is a mistake, not an override (which
+/// one counts would depend on the order). Overrides come from another file (`--set`, the
+/// `<command line>`) and are meant to replace the block's.
+fn refuse_repeats(block: &[Binding]) -> DResult<()> {
+    for (i, b) in block.iter().enumerate() {
+        let same = |p: &&Binding| p.name.name == b.name.name && p.span.file == b.span.file;
+        if let Some(first) = block[..i].iter().find(same) {
+            return Err(Diagnostic::new(
+                ErrorKind::Duplicate,
+                format!("training setting `{}` is given twice", b.name.name),
+            )
+            .at(b.name.span, "second setting")
+            .note(first.name.span, "first given here")
+            .hint("keep one of them; to change a setting for one run, use `--set NAME=EXPR`"));
+        }
+    }
+    Ok(())
+}
+
 /// Reads the settings (the block's, then `overrides` in order; a later one wins).
 pub fn config(block: &[Binding], span: Span, model_batch: usize) -> DResult<TrainConfig> {
     let mut loss_spec = None;
@@ -444,6 +463,7 @@ pub fn config(block: &[Binding], span: Span, model_batch: usize) -> DResult<Trai
         clip: None,
         validation: 0,
     };
+    refuse_repeats(block)?;
     for b in block {
         let v = &b.value;
         match b.name.name.as_str() {

@@ -115,6 +115,10 @@ pub fn compile_ptx_cached(
     arch: &str,
 ) -> Result<(String, bool)> {
     let file = ptx_cache_file(dir, source, headers, arch)?;
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    if let Some(ptx_dir) = file.parent() {
+        SWEPT.call_once(|| crate::cache_tmp::remove_stale_tmp(ptx_dir));
+    }
     if let Ok(text) = std::fs::read_to_string(&file) {
         if let Some(ptx) = text.strip_suffix(PTX_END) {
             return Ok((ptx.to_string(), true));

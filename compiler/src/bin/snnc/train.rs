@@ -128,7 +128,15 @@ pub fn apply_overrides(c: &mut Compiler, parsed: &mut Parsed, args: &TrainArgs) 
             settings.extend(t.settings);
         }
     }
-    block.settings.extend(settings);
+    // On the command line a later flag wins (`--epochs 3` after `--set epochs=2`); only the
+    // file's own block refuses a repeated setting.
+    let mut last: Vec<snnc::front::ast::Binding> = Vec::new();
+    for b in settings.into_iter().rev() {
+        if !last.iter().any(|k| k.name.name == b.name.name) {
+            last.push(b);
+        }
+    }
+    block.settings.extend(last.into_iter().rev());
     Ok(())
 }
 

@@ -46,6 +46,11 @@ pub fn run(m: &Module, opts: &Options) -> DResult<Program> {
         learned: BTreeMap::new(),
         group_kernels: vec![],
         response_kernel: BTreeMap::new(),
+        stage_of: m
+            .schedule
+            .as_ref()
+            .expect("schedule pass has run")
+            .stage_of(),
     };
     l.params_and_weights();
     l.kernels();
@@ -80,6 +85,9 @@ struct Lowerer<'a> {
     /// The impulse/free response kernel of each recurrent population on the parallel
     /// schedule.
     response_kernel: BTreeMap<NodeId, usize>,
+    /// The schedule's stage of each node, looked up once per node (built once: a net of
+    /// n layers asks n times).
+    stage_of: BTreeMap<NodeId, usize>,
 }
 
 /// Which part of a population's step a kernel computes.
@@ -458,8 +466,7 @@ impl Lowerer<'_> {
     /// Whether node `h` runs in a recurrent (step-by-step) stage.
     fn cyclic(&self, h: NodeId) -> bool {
         let sched = self.m.schedule.as_ref().expect("schedule pass has run");
-        sched
-            .stage_of()
+        self.stage_of
             .get(&h)
             .is_some_and(|&s| matches!(sched.stages[s].kind, StageKind::Steps(_)))
     }
