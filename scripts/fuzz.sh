@@ -59,12 +59,16 @@ for t in "${targets[@]}"; do
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 \
         -fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1 \
         -print_final_stats=1 ${FUZZ_ARGS:-} 2>&1 | tee "target/fuzz-$t.log" | grep -E '^#|INFO: fuzzed for|crash|timeout|oom|stat::' || true
-    # Keep only the new inputs that add coverage to the committed corpus.
-    nice -n 19 "${run[@]}" "$t" "corpus/$t" "$new" -- -merge=1 >"target/merge-$t.log" 2>&1
+    # Keep only the new inputs that reach new edges (hit counts aside): a small committed corpus.
+    nice -n 19 "${run[@]}" "$t" "corpus/$t" "$new" -- -merge=1 -use_counters=0 \
+        >"target/merge-$t.log" 2>&1
     rm -rf "$new"
 done
 
-echo "fuzz: crashes, timeouts and out-of-memory inputs (none listed: none found):"
-for t in "${targets[@]}"; do
-    find "artifacts/$t" -type f | sed 's/^/  fuzz\//'
-done
+echo "fuzz: findings (crashes, timeouts, out-of-memory inputs):"
+found=$(for t in "${targets[@]}"; do find "artifacts/$t" -type f; done)
+if [[ -n $found ]]; then
+    sed 's/^/  fuzz\//' <<<"$found"
+else
+    echo "  none"
+fi
