@@ -14,5 +14,5 @@ fn corpus_and_regressions() {
 /// Sized to take a few seconds in the dev profile on the 2-core CI machine.
 #[test]
 fn random_mutations() {
-    replay::mutate_run("source", snnc::fuzzing::source, 0x5eed_0001, 600, 16 << 10);
+    replay::mutate_run("source", snnc::fuzzing::source, 0x5eed_0001, 1500, 16 << 10);
 }

@@ -18,7 +18,7 @@ fn random_mutations() {
         "data",
         snn_runtime::fuzzing::data,
         0x5eed_0002,
-        20_000,
+        60_000,
         64 << 10,
     );
 }
