@@ -3,8 +3,10 @@
 //! Parameters live in one flat `f32` array the kernels read at run time, so changing a
 //! parameter never needs a recompilation.
 
+use super::footprint::Footprint;
 use super::interp::{self, buffer_len, Pass, Runner};
 use super::validate::{validate, ValidPlan};
+use crate::budget::Budget;
 use crate::cpu::CpuDevice;
 use crate::device::{Device, Loc};
 use crate::error::{fmt_shape, Result, RuntimeError};
@@ -28,6 +30,8 @@ pub struct Session {
     weight_index: HashMap<String, WeightId>,
     param_index: HashMap<String, usize>,
     slot_sizes: Option<Vec<usize>>,
+    /// What the weights and each run's slots may take; checked before allocating.
+    budget: Budget,
 }
 
 impl std::fmt::Debug for Session {
@@ -72,8 +76,11 @@ impl Session {
         Session::with_device(plan, Box::new(crate::cuda::CudaDevice::with_gpu(gpu)))
     }
 
-    /// A session on any device (the device holds the plan's kernels).
+    /// A session on any device (the device holds the plan's kernels). The weights are
+    /// sized against [`Budget::current`] before they are allocated.
     pub fn with_device(plan: Plan, mut device: Box<dyn Device>) -> Result<Session> {
+        let budget = Budget::current();
+        Footprint::weights(&plan, plan.train.is_some()).check(&budget)?;
         let plan = validate(plan, device.num_kernels())?;
         let weight_index = plan
             .plan()
@@ -102,6 +109,7 @@ impl Session {
             weight_index,
             param_index,
             slot_sizes: None,
+            budget,
         };
         s.init_weights(s.plan.plan().seed)?;
         Ok(s)
@@ -384,6 +392,24 @@ impl Session {
             .collect()
     }
 
+    /// The memory budget runs are checked against (from [`Budget::current`] when the
+    /// session was made).
+    pub fn memory_budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// Changes the memory budget for later runs.
+    pub fn set_memory_budget(&mut self, budget: Budget) {
+        self.budget = budget;
+    }
+
+    /// The bytes a run for `(t, batch)` needs: weights (with gradients and optimizer state
+    /// for a training plan), slots, host copies of inputs and outputs.
+    pub fn footprint(&self, t: usize, batch: usize) -> Footprint {
+        let plan = self.plan.plan();
+        Footprint::run(plan, t, batch, plan.train.is_some())
+    }
+
     /// Slot sizes (elements) for `(t, batch)`.
     pub fn slot_sizes(&self, t: usize, batch: usize) -> Result<Vec<usize>> {
         let mut sizes = vec![0usize; self.plan.plan().slots];
@@ -484,6 +510,8 @@ impl Session {
             x.validate()?;
         }
 
+        // Sized before anything is allocated (an overflow is over budget too).
+        self.footprint(t, batch).check(&self.budget)?;
         let sizes = self.slot_sizes(t, batch)?;
         if self.slot_sizes.as_ref() != Some(&sizes) {
             self.device.alloc_slots(&sizes)?;

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use snn_runtime::exec::Footprint;
 use snn_runtime::io::npy;
 use snn_runtime::plan::OutputKind;
 use snn_runtime::Tensor;
@@ -11,6 +12,8 @@ use snnc::diag::{DResult, Diagnostic, ErrorKind};
 use snnc::front::Parsed;
 use snnc::session::{self, runtime_diag};
 use snnc::Compiler;
+
+use crate::check_memory;
 
 pub struct RunArgs {
     pub weights: Option<PathBuf>,
@@ -31,6 +34,19 @@ pub fn run(c: &mut Compiler, parsed: &Parsed, args: &RunArgs) -> DResult<()> {
     let t0 = Instant::now();
     let program = c.compile(parsed)?;
     let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
+    // Sized before anything is allocated: with random inputs the whole run, with input
+    // files (whose batch is known once read) the weights now and the run below.
+    let plan = &program.plan;
+    let before_load = match args.inputs.is_empty() {
+        true => Footprint::run(
+            plan,
+            args.steps.unwrap_or(plan.t).max(1),
+            args.batch.unwrap_or(plan.batch).max(1),
+            false,
+        ),
+        false => Footprint::weights(plan, false),
+    };
+    check_memory::ensure(c, parsed, &before_load)?;
     let mut loaded = session::load_device(&program, &args.device, None)?;
     let s = &mut loaded.session;
     let plan = program.plan.clone();
@@ -118,6 +134,7 @@ pub fn run(c: &mut Compiler, parsed: &Parsed, args: &RunArgs) -> DResult<()> {
         }
         (v, b)
     };
+    check_memory::ensure(c, parsed, &Footprint::run(&plan, steps, batch, false))?;
     // Projections of spikes left to the cost model with no known rate: count the rates on
     // these inputs, and recompile if that changes a form.
     if !args.no_calibrate {
