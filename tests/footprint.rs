@@ -12,7 +12,12 @@ use snn_runtime::exec::footprint::PartKind;
 fn resident() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line[6..].trim().trim_end_matches("kB").trim().parse().ok()?;
+    let kb: u64 = line[6..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
     Some(kb * 1024)
 }
 
@@ -35,7 +40,12 @@ fn estimate_is_within_a_factor_of_two_of_what_a_run_holds() {
         .filter(|p| p.kind != PartKind::Weight)
         .map(|p| p.bytes)
         .sum();
-    let slots: u64 = s.slot_sizes(t, batch).unwrap().iter().map(|&n| n as u64 * 4).sum();
+    let slots: u64 = s
+        .slot_sizes(t, batch)
+        .unwrap()
+        .iter()
+        .map(|&n| n as u64 * 4)
+        .sum();
     assert_eq!(
         slots,
         (fp.parts.iter())

@@ -35,7 +35,7 @@ pub fn by_layer(m: &Module, fp: &Footprint) -> Vec<(NodeId, u64)> {
             None => sums.push((h, p.bytes)),
         }
     }
-    sums.sort_by(|a, b| b.1.cmp(&a.1));
+    sums.sort_by_key(|s| std::cmp::Reverse(s.1));
     sums
 }
 

@@ -566,7 +566,11 @@ fn memory_budget_refuses_before_allocating() {
     let mut p = seq_plan();
     p.weights[0].shape = vec![usize::MAX, 3];
     let e = Session::new(p, KernelTable::from_fns(vec![lif_seq])).unwrap_err();
-    assert!(e.to_string().starts_with("the model's weights need more than 18.4 EB"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("the model's weights need more than 18.4 EB"),
+        "{e}"
+    );
 
     let mut s = seq_session();
     let x = s.random_inputs(8, 2, 1);
