@@ -510,9 +510,13 @@ impl Session {
             x.validate()?;
         }
 
-        // Sized before anything is allocated (an overflow is over budget too).
-        self.footprint(t, batch).check(&self.budget)?;
-        let sizes = self.slot_sizes(t, batch)?;
+        // Sized before anything is allocated, whenever the sizes change (an overflow is over
+        // budget too).
+        let sizes = self.slot_sizes(t, batch);
+        if sizes.as_ref().ok() != self.slot_sizes.as_ref() {
+            self.footprint(t, batch).check(&self.budget)?;
+        }
+        let sizes = sizes?;
         if self.slot_sizes.as_ref() != Some(&sizes) {
             self.device.alloc_slots(&sizes)?;
             self.slot_sizes = Some(sizes);
