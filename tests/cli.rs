@@ -1318,6 +1318,31 @@ fn gigantic_models_are_refused_before_allocating() {
         );
     }
 
+    // `train` sizes the training step (gradients, optimizer state, backward buffers).
+    let runs = d.join("runs");
+    let o = snnc_budget(
+        &[
+            "train",
+            "--max-memory",
+            "100K",
+            "examples/yinyang.snn",
+            "--out",
+            runs.to_str().unwrap(),
+        ],
+        None,
+    );
+    let e = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    for want in [
+        "[E-memory] Error: the model needs 1.0 MB to train for T=20, batch=32 (budget 100.0 kB: --max-memory)",
+        "yinyang.snn:12:3",
+        "layer `s1` (LIF [120]) needs 952.3 kB",
+        "Help: lower the batch (the train block's `batch`, or --batch)",
+    ] {
+        assert!(e.contains(want), "train lacks `{want}`: {e}");
+    }
+    assert!(!runs.exists(), "nothing written before the refusal");
+
     // The default budget is a share of physical memory; SNN_MAX_MEMORY replaces it and
     // --max-memory replaces both.
     let o = snnc_budget(&["run", &dense], None);

@@ -931,7 +931,7 @@ fn memory_budget_names_the_layer() {
     let m = c.module_until(&parsed, "shapes").unwrap();
     let fp = Footprint::run(&program.plan, 8, 32, false);
     let budget = Budget::given(1_000_000_000, "--max-memory");
-    let d = snnc::footprint::check(&m, &fp, &budget).unwrap_err();
+    let d = snnc::footprint::check(&m, &fp, &budget, snnc::footprint::RUN_HINT).unwrap_err();
     assert_eq!(d.kind, ErrorKind::Memory);
     assert_eq!(c.sources.location(d.span.unwrap()), "test.snn:4:3");
     assert_eq!(
@@ -944,5 +944,5 @@ fn memory_budget_names_the_layer() {
     );
     assert!(d.hint.as_deref().unwrap().contains("raise --max-memory"));
     // The same model under a budget that holds it: no error.
-    assert!(snnc::footprint::check(&m, &fp, &Budget::given(fp.total, "x")).is_ok());
+    assert!(snnc::footprint::check(&m, &fp, &Budget::given(fp.total, "x"), "").is_ok());
 }

@@ -60,8 +60,13 @@ pub fn describe_layer(m: &Module, h: NodeId) -> String {
     }
 }
 
-/// `Err` located at the layer that needs the most when `fp` is over `budget`.
-pub fn check(m: &Module, fp: &Footprint, budget: &Budget) -> DResult<()> {
+/// The hint of a budget error for `snnc run` ([`check`] takes another for other callers).
+pub const RUN_HINT: &str =
+    "lower --batch or --steps, shrink the layer, or raise --max-memory (e.g. --max-memory 64G)";
+
+/// `Err` located at the layer that needs the most when `fp` is over `budget`; `hint` says
+/// what the caller can change (e.g. [`RUN_HINT`]).
+pub fn check(m: &Module, fp: &Footprint, budget: &Budget, hint: &str) -> DResult<()> {
     if fp.total <= budget.bytes {
         return Ok(());
     }
@@ -69,9 +74,7 @@ pub fn check(m: &Module, fp: &Footprint, budget: &Budget) -> DResult<()> {
         ErrorKind::Memory,
         format!("{} (budget {budget})", fp.describe()),
     )
-    .hint(
-        "lower --batch or --steps, shrink the layer, or raise --max-memory (e.g. --max-memory 64G)",
-    );
+    .hint(hint);
     if let Some(&(h, bytes)) = by_layer(m, fp).first() {
         d = d.at(
             m.nodes[h].span,

@@ -69,12 +69,15 @@ fn train_batch(plan: &Plan) -> usize {
     plan.train.as_ref().map_or(plan.batch, |t| t.settings.batch)
 }
 
+/// The hint of `snnc train` and `eval`, which have no --steps.
+pub const TRAIN_HINT: &str = "lower the batch (the train block's `batch`, or --batch), shrink the layer, or raise --max-memory (e.g. --max-memory 64G)";
+
 /// Refuses, located at the layer that needs the most, a footprint over the current budget.
-pub fn ensure(c: &Compiler, parsed: &Parsed, fp: &Footprint) -> DResult<()> {
+pub fn ensure(c: &Compiler, parsed: &Parsed, fp: &Footprint, hint: &str) -> DResult<()> {
     let budget = Budget::current();
     if fp.total <= budget.bytes {
         return Ok(());
     }
     let m = c.module_until(parsed, "shapes")?;
-    footprint::check(&m, fp, &budget)
+    footprint::check(&m, fp, &budget, hint)
 }

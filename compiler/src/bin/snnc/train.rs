@@ -376,7 +376,8 @@ pub fn train(c: &mut Compiler, mut parsed: Parsed, args: &TrainArgs) -> DResult<
     // Sized before the data or the weights are loaded: the training batch, then the batch
     // of the validation and test runs.
     for b in [cfg.batch, cfg.batch.max(64)] {
-        check_memory::ensure(c, &parsed, &Footprint::run(&plan, plan.t, b, true))?;
+        let fp = Footprint::run(&plan, plan.t, b, true);
+        check_memory::ensure(c, &parsed, &fp, check_memory::TRAIN_HINT)?;
     }
     let seed = args.seed.unwrap_or(plan.seed);
     let Some(data) = &cfg.data else {
@@ -743,7 +744,7 @@ pub fn eval(
     let plan = program.plan.clone();
     let cfg = plan.train.as_ref().expect("training plan").settings.clone();
     let fp = Footprint::run(&plan, plan.t, cfg.batch.max(64), true);
-    check_memory::ensure(c, &parsed, &fp)?;
+    check_memory::ensure(c, &parsed, &fp, check_memory::TRAIN_HINT)?;
     let Some(data) = &cfg.data else {
         return Err(
             Diagnostic::new(ErrorKind::BadArgument, "the model names no data")
