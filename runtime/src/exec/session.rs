@@ -381,6 +381,8 @@ impl Session {
 
     /// Seeded uniform `[0, 1)` inputs of the right shapes: input `i` is the Philox stream
     /// `(seed, i, rng::stream::INPUTS)`.
+    /// They are allocated here, before [`Session::run`] sizes the run: for sizes that may
+    /// not fit, check [`Session::footprint`] against [`Session::memory_budget`] first.
     pub fn random_inputs(&self, t: usize, batch: usize, seed: u64) -> Vec<Tensor> {
         (0..self.plan.plan().inputs.len())
             .map(|i| {
