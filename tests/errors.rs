@@ -908,3 +908,69 @@ fn training_setting_given_twice() {
         "training setting `epochs` is given twice",
     );
 }
+
+/// Issue 18: an element count past 64 bits (a layer's per-sample size or its weight) is a
+/// located "too large" error, never a wrap or a panic; smaller ones are left to the memory
+/// budget.
+#[test]
+fn element_counts_past_64_bits_are_too_large() {
+    expect(
+        &MLP.replace("[3]", "[100000000, 100000000, 100000000, 100000000]")
+            .replace("dense(x, 2)", "dense(flatten(x), 2)"),
+        ErrorKind::Memory,
+        "test.snn:3:3",
+        "`x` is too large: each sample has 100000000 x 100000000 x 100000000 x 100000000 elements, more than 64 bits count",
+    );
+    expect(
+        &MLP.replace("[3]", "[10000000000]")
+            .replace("dense(x, 2)", "dense(x, 10000000000)"),
+        ErrorKind::Memory,
+        "test.snn:4:3",
+        "`h` is too large: its weight has 10000000000 x 10000000000 elements",
+    );
+    let conv = "model m {\n  T = 4\n  input x: [1, 8, 8]\n  c = conv2d(x, 100000, kernel = 100000000000, padding = 100000000000)\n  s = LIF(c)\n  output counts(s)\n}\n";
+    expect(
+        conv,
+        ErrorKind::Memory,
+        "test.snn:4:3",
+        "`c` is too large: its weight has 100000 x 1 x 100000000000 x 100000000000 elements",
+    );
+    // A small kernel with a gigantic padding: the output map itself is past 64 bits.
+    expect(
+        &conv.replace("kernel = 100000000000", "kernel = 3"),
+        ErrorKind::Memory,
+        "test.snn:4:3",
+        "`c` is too large: each sample has 100000 x 200000000006 x 200000000006 elements",
+    );
+}
+
+/// Issue 18: over the memory budget, the error says what the model needs for which T and
+/// batch, the budget and where it came from, and points at the layer that needs the most.
+#[test]
+fn memory_budget_names_the_layer() {
+    use snn_runtime::exec::Footprint;
+    use snn_runtime::Budget;
+    let src = MLP
+        .replace("[3]", "[1000]")
+        .replace("dense(x, 2)", "dense(x, 10000000000)");
+    let mut c = Compiler::new(Options::default());
+    let parsed = c.parse_str("test.snn", &src).unwrap();
+    let program = c.compile(&parsed).expect("a plan is only sizes");
+    let m = c.module_until(&parsed, "shapes").unwrap();
+    let fp = Footprint::run(&program.plan, 8, 32, false);
+    let budget = Budget::given(1_000_000_000, "--max-memory");
+    let d = snnc::footprint::check(&m, &fp, &budget, snnc::footprint::RUN_HINT).unwrap_err();
+    assert_eq!(d.kind, ErrorKind::Memory);
+    assert_eq!(c.sources.location(d.span.unwrap()), "test.snn:4:3");
+    assert_eq!(
+        d.message,
+        "the model needs 94.2 TB for T=8, batch=32 (budget 1.0 GB: --max-memory)"
+    );
+    assert_eq!(
+        d.label,
+        "layer `h` (dense, 10000000000 outputs) needs 81.4 TB"
+    );
+    assert!(d.hint.as_deref().unwrap().contains("raise --max-memory"));
+    // The same model under a budget that holds it: no error.
+    assert!(snnc::footprint::check(&m, &fp, &Budget::given(fp.total, "x"), "").is_ok());
+}

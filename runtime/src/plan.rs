@@ -276,8 +276,9 @@ pub struct WeightDecl {
 }
 
 impl WeightDecl {
+    /// Elements (saturated: a gigantic shape is refused by the memory budget, not wrapped).
     pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+        self.shape.iter().fold(1, |n, &d| n.saturating_mul(d))
     }
 }
 

@@ -97,9 +97,9 @@ fn projections(m: &Module, opts: &Options) -> BTreeMap<NodeId, SparseChoice> {
             continue;
         }
         let samples = match m.shape(src).extent {
-            Extent::Static => m.batch,
-            _ => m.t * m.batch,
-        } as f64;
+            Extent::Static => m.batch as f64,
+            _ => m.t as f64 * m.batch as f64,
+        };
         let measured = opts.calibration.as_ref().and_then(|c| {
             c.rates.get(&node.name).map(|&r| {
                 (
@@ -462,7 +462,7 @@ fn estimate(
         unreachable!()
     };
     let t = m.t as f64;
-    let bn = (m.batch * m.shape(h).features()) as f64;
+    let bn = m.batch as f64 * m.shape(h).features() as f64;
     let tbn = t * bn;
     let outs = pop_outputs(m, h);
     let written = (usize::from(outs.spikes) + outs.traces.len()) as f64;

@@ -14,12 +14,42 @@ pub fn run(m: &mut Module) -> DResult<()> {
     // Checks that a recurrent cycle may have postponed until every shape was known.
     for h in m.nodes.handles() {
         match m.nodes[h].kind.clone() {
-            NodeKind::Dense { src, .. } => check_dense_src(m, h, src)?,
+            NodeKind::Dense { src, out, .. } => {
+                check_dense_src(m, h, src)?;
+                let weight = [out, m.shape(src).features()];
+                check_count(m, h, &weight, "its weight")?;
+            }
             NodeKind::Population { inputs, .. } => check_sum(m, h, &inputs)?,
             _ => {}
         }
     }
     Ok(())
+}
+
+/// An element count past 64 bits is refused here, where it is first known, so that no later
+/// pass or the runtime ever multiplies it out; anything smaller is left to the memory
+/// budget (`snnc::footprint`), which sizes the whole model for the run's T and batch.
+fn check_count(m: &Module, h: NodeId, dims: &[usize], what: &str) -> DResult<()> {
+    if dims
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+        .is_some()
+    {
+        return Ok(());
+    }
+    Err(Diagnostic::new(
+        ErrorKind::Memory,
+        format!(
+            "`{}` is too large: {what} has {} elements, more than 64 bits count (the model needs more than 18.4 EB)",
+            m.nodes[h].name,
+            dims.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(" x ")
+        ),
+    )
+    .at(m.nodes[h].span, "too large")
+    .hint("shrink the layer"))
 }
 
 fn cycle_err(m: &Module, h: NodeId) -> Diagnostic {
@@ -177,7 +207,7 @@ fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Option<Sh
                     "declare image inputs as `input x: [1, 28, 28]`",
                 ));
             };
-            let _ = c;
+            check_count(m, h, &[out_channels, c, kernel[0], kernel[1]], "its weight")?;
             let (ho, wo) = window_out(hh, ww, kernel, stride, padding).ok_or_else(|| {
                 shape_err(
                     format!(
@@ -274,6 +304,7 @@ fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Option<Sh
             }
         }
     };
+    check_count(m, h, &shape.dims, "each sample")?;
     m.nodes[h].shape = Some(shape.clone());
     state[h.index()] = Visit::Done;
     Ok(Some(shape))
@@ -297,8 +328,8 @@ pub fn window_out(
     stride: usize,
     pad: usize,
 ) -> Option<(usize, usize)> {
-    let hp = h + 2 * pad;
-    let wp = w + 2 * pad;
+    let hp = pad.checked_mul(2)?.checked_add(h)?;
+    let wp = pad.checked_mul(2)?.checked_add(w)?;
     if k[0] > hp || k[1] > wp {
         return None;
     }

@@ -3,8 +3,10 @@
 //! Parameters live in one flat `f32` array the kernels read at run time, so changing a
 //! parameter never needs a recompilation.
 
+use super::footprint::Footprint;
 use super::interp::{self, buffer_len, Pass, Runner};
 use super::validate::{validate, ValidPlan};
+use crate::budget::Budget;
 use crate::cpu::CpuDevice;
 use crate::device::{Device, Loc};
 use crate::error::{fmt_shape, Result, RuntimeError};
@@ -28,6 +30,8 @@ pub struct Session {
     weight_index: HashMap<String, WeightId>,
     param_index: HashMap<String, usize>,
     slot_sizes: Option<Vec<usize>>,
+    /// What the weights and each run's slots may take; checked before allocating.
+    budget: Budget,
 }
 
 impl std::fmt::Debug for Session {
@@ -72,8 +76,11 @@ impl Session {
         Session::with_device(plan, Box::new(crate::cuda::CudaDevice::with_gpu(gpu)))
     }
 
-    /// A session on any device (the device holds the plan's kernels).
+    /// A session on any device (the device holds the plan's kernels). The weights are
+    /// sized against [`Budget::current`] before they are allocated.
     pub fn with_device(plan: Plan, mut device: Box<dyn Device>) -> Result<Session> {
+        let budget = Budget::current();
+        Footprint::weights(&plan, plan.train.is_some()).check(&budget)?;
         let plan = validate(plan, device.num_kernels())?;
         let weight_index = plan
             .plan()
@@ -102,6 +109,7 @@ impl Session {
             weight_index,
             param_index,
             slot_sizes: None,
+            budget,
         };
         s.init_weights(s.plan.plan().seed)?;
         Ok(s)
@@ -373,6 +381,8 @@ impl Session {
 
     /// Seeded uniform `[0, 1)` inputs of the right shapes: input `i` is the Philox stream
     /// `(seed, i, rng::stream::INPUTS)`.
+    /// They are allocated here, before [`Session::run`] sizes the run: for sizes that may
+    /// not fit, check [`Session::footprint`] against [`Session::memory_budget`] first.
     pub fn random_inputs(&self, t: usize, batch: usize, seed: u64) -> Vec<Tensor> {
         (0..self.plan.plan().inputs.len())
             .map(|i| {
@@ -382,6 +392,24 @@ impl Session {
                 x
             })
             .collect()
+    }
+
+    /// The memory budget runs are checked against (from [`Budget::current`] when the
+    /// session was made).
+    pub fn memory_budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// Changes the memory budget for later runs.
+    pub fn set_memory_budget(&mut self, budget: Budget) {
+        self.budget = budget;
+    }
+
+    /// The bytes a run for `(t, batch)` needs: weights (with gradients and optimizer state
+    /// for a training plan), slots, host copies of inputs and outputs.
+    pub fn footprint(&self, t: usize, batch: usize) -> Footprint {
+        let plan = self.plan.plan();
+        Footprint::run(plan, t, batch, plan.train.is_some())
     }
 
     /// Slot sizes (elements) for `(t, batch)`.
@@ -484,7 +512,13 @@ impl Session {
             x.validate()?;
         }
 
-        let sizes = self.slot_sizes(t, batch)?;
+        // Sized before anything is allocated, whenever the sizes change (an overflow is over
+        // budget too).
+        let sizes = self.slot_sizes(t, batch);
+        if sizes.as_ref().ok() != self.slot_sizes.as_ref() {
+            self.footprint(t, batch).check(&self.budget)?;
+        }
+        let sizes = sizes?;
         if self.slot_sizes.as_ref() != Some(&sizes) {
             self.device.alloc_slots(&sizes)?;
             self.slot_sizes = Some(sizes);
