@@ -984,6 +984,83 @@ def make_schedule():
     })
 
 
+# ------------------------------------------------------------------------------------------------
+# Composition: one Kheradpisheh layer-1 and layer-2 training step
+# ------------------------------------------------------------------------------------------------
+def make_layers(dog_case):
+    t, th1, th2 = 15, 10.0, 1.0
+    x = spyker.code(f32(dog_case["thresholded"]), t)                 # [2, 15, 2, 12, 12]
+    k1 = f32(RNG.normal(0.8, 0.05, (4, 2, 5, 5)))
+    k2 = f32(RNG.normal(0.8, 0.05, (6, 4, 2, 2)))
+    conv1, conv2 = spyker.Conv(2, 4, 5, pad=2), spyker.Conv(4, 6, 2, pad=1)
+    spyker.to_tensor(k1).to(conv1.kernel)
+    spyker.to_tensor(k2).to(conv2.kernel)
+    conv1.stdpconfig = [spyker.STDPConfig(0.004, -0.003)]
+    conv2.stdpconfig = [spyker.STDPConfig(0.004, -0.003)]
+
+    # train1 (examples/kheradpisheh_mnist_dense.py:62-64)
+    v1 = conv1(x)
+    margin1 = float(np.abs(v1.astype(np.float64) - th1).min())
+    out1 = spyker.inhibit(spyker.threshold(v1.copy(), th1))
+    w1 = spyker.convwta(out1, 2, 5)
+    s1 = spyker.fire(out1)
+    conv1.stdp(x, w1, s1)
+    k1_after = spyker.to_numpy(conv1.kernel).copy()
+    # the same step from the numpy formulas (sequential f32 conv matches oneDNN here; see conv_fire.json)
+    r1 = conv_np_seq_f32(x, k1, (2, 2, 2, 2))
+    assert same(r1, v1)
+    r_out1 = inhibit_np(np.where(r1 <= np.float32(th1), np.float32(0), r1))
+    assert same(r_out1, out1) and jwinners(w1) == convwta_np(r_out1, (2, 2), 5)
+    r_k1, _ = stdp_np(x, k1, (r_out1 > 0).astype(np.uint8), [cfg_dict(conv1.stdpconfig[0])], jwinners(w1), (1, 1), (2,) * 4)
+    assert same(r_k1, k1_after)
+
+    # train2 with the updated layer 1 (examples/kheradpisheh_mnist_dense.py:71-74)
+    a = spyker.pool(spyker.fire(conv1(x), th1), 2, pad=1)            # [2, 15, 4, 7, 7]
+    a_before = a.copy()
+    v2 = conv2(spyker.inhibit(a))                                     # inhibit works in place: a is changed
+    assert not same(a, a_before)
+    margin2 = float(np.abs(v2.astype(np.float64) - th2).min())
+    out2 = spyker.inhibit(spyker.threshold(v2.copy(), th2))
+    w2 = spyker.convwta(out2, 1, 8)
+    s2 = spyker.fire(out2)
+    conv2.stdp(a, w2, s2)                                             # STDP sees the inhibited input
+    k2_after = spyker.to_numpy(conv2.kernel).copy()
+    r_k2_inh, _ = stdp_np(a, k2, s2, [cfg_dict(conv2.stdpconfig[0])], jwinners(w2), (1, 1), (1,) * 4)
+    r_k2_raw, _ = stdp_np(a_before, k2, s2, [cfg_dict(conv2.stdpconfig[0])], jwinners(w2), (1, 1), (1,) * 4)
+    assert same(r_k2_inh, k2_after) and not same(r_k2_raw, k2_after)
+
+    # features (examples/kheradpisheh_mnist_dense.py:76-79): spike-any over time per map location
+    f = spyker.pool(spyker.fire(conv1(x), th1), 2, pad=1)
+    f = spyker.pool(spyker.fire(conv2(f), th2), 2, pad=1)
+    feats = f.max(axis=1).reshape(f.shape[0], -1)
+    write("layers.json", {
+        "block": "composition: one Kheradpisheh layer-1 step, one layer-2 step and the feature readout (2 images)",
+        "calls": ["x = spyker.code(thresholded_dog, 15)",
+                  "out1 = spyker.inhibit(spyker.threshold(conv1(x), 10)); w1 = spyker.convwta(out1, 2, 5)",
+                  "conv1.stdp(x, w1, spyker.fire(out1))",
+                  "a = spyker.pool(spyker.fire(conv1(x), 10), 2, pad=1)",
+                  "out2 = spyker.inhibit(spyker.threshold(conv2(spyker.inhibit(a)), 1)); w2 = spyker.convwta(out2, 1, 8)",
+                  "conv2.stdp(a, w2, spyker.fire(out2))  # a was inhibited in place",
+                  "f = spyker.pool(spyker.fire(conv2(spyker.pool(spyker.fire(conv1(x), 10), 2, pad=1)), 1), 2, pad=1)",
+                  "features = f.max(axis=1).reshape(B, -1)"],
+        "source": ["examples/kheradpisheh_mnist_dense.py:43-79"],
+        "note": ("The examples' composition at toy size: conv1 2->4 (5x5, pad 2, theta 10), conv2 4->6 (2x2, pad 1, "
+                 "theta 1), weights f32(N(0.8, 0.05)), rates (0.004, -0.003), stabilizer on. Waves are given as "
+                 "first-spike-time maps (T = 15 = never) to keep the file small: scatter them to get the wave. The "
+                 "layer-2 STDP reads the INHIBITED pooled wave (inhibit is in place; checked: the un-inhibited wave "
+                 "gives a different kernel), while the feature pass does not inhibit. Potentials go through oneDNN "
+                 "(tolerance 1e-6 relative); every spike and winner decision has a margin far above it "
+                 "(threshold_margin1/2), and on this machine a sequential f32 conv reproduced Spyker exactly, so "
+                 "the chain was re-derived bit for bit by the script. features: u8 [B, 6*5*5]."),
+        "T": t, "thresholds": [th1, th2], "input_first_spike": ji(spyker.gather(x)),
+        "conv1_kernel": jf(k1), "conv1_out_first_spike": ji(spyker.gather(s1)), "conv1_winners": jwinners(w1),
+        "conv1_kernel_after": jf(k1_after), "threshold_margin1": margin1,
+        "pooled_first_spike": ji(spyker.gather(a_before)), "pooled_inhibited_first_spike": ji(spyker.gather(a)),
+        "conv2_kernel": jf(k2), "conv2_out_first_spike": ji(spyker.gather(s2)), "conv2_winners": jwinners(w2),
+        "conv2_kernel_after": jf(k2_after), "threshold_margin2": margin2, "features": ji(feats),
+    })
+
+
 def main():
     dog = make_dog()
     make_log()
@@ -997,6 +1074,7 @@ def main():
     make_stdp()
     make_rstdp()
     make_schedule()
+    make_layers(dog)
     total = sum(os.path.getsize(os.path.join(HERE, f)) for f in os.listdir(HERE) if f.endswith(".json"))
     print(f"wrote {len([f for f in os.listdir(HERE) if f.endswith('.json')])} files, {total} bytes, "
           f"spyker {SPYKER_VERSION}, oneDNN {DNNL_VERSION}")
