@@ -194,7 +194,9 @@ def rank_code_np(x, t, sort):
             times[order] = [int(np.float32(np.float32(i) * scale)) for i in range(len(s))]
         else:
             scale = np.float32(end / np.float32(mx - mn))
-            times = np.array([int(np.float32(end - np.float32(scale * np.float32(v - mn)))) for v in s])
+            # end - scale * d is one fused multiply-subtract in the wheel (one rounding): in f64 the
+            # product of two f32 and the difference are exact here, so one cast to f32 is that rounding
+            times = np.array([int(np.float32(float(end) - float(scale) * float(np.float32(v - mn)))) for v in s])
         out.append(np.minimum(times, t))
     return np.array(out).reshape((x.shape[0],) + x.shape[1:])
 
@@ -467,8 +469,30 @@ def make_code(dog_case):
     edges = []
     for sort in (True, False):
         w = spyker.code(flat, t, sort=sort)
-        edges.append({"sort": sort, "input": jf(flat), "first_spike": ji(spyker.gather(w))})
+        edges.append({"sort": sort, "name": "all_equal", "input": jf(flat), "first_spike": ji(spyker.gather(w))})
         assert (spyker.gather(w) == 0).all()
+    # Edge: sort=False values within 2 ulps of every bin edge (min 0, max 1). Spyker's
+    # trunc(fma(-scale, x - min, end)) is compared with two roundings and with the real-number formula.
+    end = np.float32(np.float32(t) + np.float32(1e-5))
+    near = []
+    for k in range(1, t):
+        c = np.float32(1 - k / (t + 1e-5))
+        for _ in range(2):
+            c = np.nextafter(c, np.float32(-1))
+        for _ in range(5):
+            near.append(c)
+            c = np.nextafter(c, np.float32(2))
+    bx = f32([[0.0, 1.0] + near])                                    # [1, 72]: min 0, max 1
+    bfirst = spyker.gather(spyker.code(bx, t, sort=False))
+    assert same(bfirst.astype(np.int64), rank_code_np(bx, t, False))
+    scale = np.float32(end / np.float32(1.0))
+    two = [min(int(np.float32(end - np.float32(scale * v))), t) for v in bx[0]]
+    real = [min(int(np.floor((t + 1e-5) * (1 - float(v)))), t) for v in bx[0]]
+    assert two != ji(bfirst[0])                                       # the fused rounding matters
+    edges.append({"sort": False, "name": "bin_edges", "input": jf(bx), "first_spike": ji(bfirst),
+                  "two_roundings_f32": two, "real_number_formula": real,
+                  "differs_two_roundings": sum(a != b for a, b in zip(two, ji(bfirst[0]))),
+                  "differs_real_number": sum(a != b for a, b in zip(real, ji(bfirst[0])))})
     write("code.json", {
         "block": "rank-order latency coding code(x, T, sort) + gather/scatter (first-spike-time maps)",
         "calls": ["wave = spyker.code(x, 15, sort=True)", "wave = spyker.code(x, 15, sort=False)",
@@ -481,8 +505,13 @@ def make_code(dog_case):
                  "into one time bin (checked by the script); the minimum group (the zeros) never fires. Spyker's "
                  "std::sort is unstable, so inputs with a tie group straddling a bin boundary have no defined "
                  "answer. edge_all_equal: a sample with max == min fires EVERY neuron at t = 0 in both modes "
-                 "(NaN/inf converted to u16 gives 0 on x86; undefined behaviour in C++ but what the wheel does)."),
-        "T": t, "input": jf(x), "cases": cases, "edge_all_equal": edges,
+                 "(NaN/inf converted to u16 gives 0 on x86; undefined behaviour in C++ but what the wheel does). "
+                 "edges 'bin_edges': sort=False on [0, 1, v...] ([1, 72], not an image) with v within 2 f32 ulps "
+                 "of every bin edge. The wheel computes end - scale*(x - min) as ONE fused multiply-subtract "
+                 "(one rounding to f32, then trunc); two_roundings_f32 (product rounded, then difference) and "
+                 "real_number_formula (floor((T+eps)(1 - (x-min)/(max-min))) in f64) both disagree with it on "
+                 "some of these values."),
+        "T": t, "input": jf(x), "cases": cases, "edges": edges,
     })
 
 
