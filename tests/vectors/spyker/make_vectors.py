@@ -22,7 +22,6 @@ VENV = os.environ.get("SPYKER_VENV", "/work/.venvs/spyker")
 
 # One thread: oneDNN's and OpenMP's work split must not depend on the machine's load.
 os.environ["OMP_NUM_THREADS"] = "1"
-os.environ["DNNL_VERBOSE"] = "0"
 
 try:
     import numpy as np
@@ -91,7 +90,6 @@ def write(name, doc):
     lines.append("}")
     with open(os.path.join(HERE, name), "w") as f:
         f.write("\n".join(lines) + "\n")
-
 
 
 # ------------------------------------------------------------------------------------------------
@@ -350,7 +348,9 @@ def make_dog():
                    "src/spyker/cpu/fire.cpp:41-57 (threshold: x <= thr -> 0)"],
         "note": ("kernel is bit-exact (f64 construction then one rounding to f32). output goes through oneDNN's "
                  "f32 convolution, whose summation order is not specified: compare with |a-b| <= 1e-6 "
-                 "(max_abs_err_vs_f64 is Spyker's own error against an exact f64 reference; max_abs_diff_sequential_f32 is the difference to a plain f32 loop over (ky, kx) then max(g1 - g2, 0) in f32). threshold_margin is "
+                 "(max_abs_err_vs_f64 is Spyker's own error against an exact f64 reference; "
+                 "max_abs_diff_sequential_f32 is the difference to a plain f32 loop over (ky, kx) then max(g1 - "
+                 "g2, 0) in f32). threshold_margin is "
                  "the smallest |output - f32(threshold)|; when it exceeds the tolerance the thresholded map's zero "
                  "pattern is exact. images = f32(u8 pixel) / f32(255), as the examples do. Output channel order for "
                  "a multi-channel input is c_in * n + filter."),
@@ -422,7 +422,9 @@ def make_gabor():
                    "divided by the f64 kernel sum)",
                    "src/spyker/opers.cpp:739-754, src/spyker/cpu/dog.cpp:94 (plain convolution, no max(., 0))"],
         "note": ("Filters are applied as cross-correlation (no kernel flip; checked: the flipped kernel gives a "
-                 "different output). GaborFilter's theta is in DEGREES (the Python docstring says radians): it is multiplied by 0.017453292519943295 in f64; psi stays in radians. Negative outputs stay. kernel bit-exact; output to 1e-6 (oneDNN). "
+                 "different output). GaborFilter's theta is in DEGREES (the Python docstring says radians): it "
+                 "is multiplied by 0.017453292519943295 in f64; psi stays in radians. Negative outputs stay. "
+                 "kernel bit-exact; output to 1e-6 (oneDNN). "
                  "PI = 3.14159265358979323846."),
         "filters": [{"sigma": p[0], "theta_degrees": p[1], "theta_radians": f.theta, "gamma": p[2], "lambda": p[3],
                      "psi": p[4]} for p, f in zip(params, filters)],
@@ -504,7 +506,7 @@ def make_code(dog_case):
                  "unstable order does not matter for this x: every group of equal values above the minimum falls "
                  "into one time bin (checked by the script); the minimum group (the zeros) never fires. Spyker's "
                  "std::sort is unstable, so inputs with a tie group straddling a bin boundary have no defined "
-                 "answer. edge_all_equal: a sample with max == min fires EVERY neuron at t = 0 in both modes "
+                 "answer. edges 'all_equal': a sample with max == min fires EVERY neuron at t = 0 in both modes "
                  "(NaN/inf converted to u16 gives 0 on x86; undefined behaviour in C++ but what the wheel does). "
                  "edges 'bin_edges': sort=False on [0, 1, v...] ([1, 72], not an image) with v within 2 f32 ulps "
                  "of every bin edge. The wheel computes end - scale*(x - min) as ONE fused multiply-subtract "
@@ -590,7 +592,9 @@ def make_conv_fire():
                  "(equal_to_threshold of them), which must NOT fire. 'normal' weights are f32(N(0.8, 0.05)) like "
                  "the examples' init: compare potentials with |a-b| <= 1e-6 * max(1, |b|) (oneDNN order; "
                  "max_abs_err_vs_f64 is Spyker's own error); spikes are exact because threshold_margin is far "
-                 "above the tolerance. max_rel_diff_sequential_f32: a plain f32 loop in (c_in, ky, kx) order against Spyker, max of |a-b| / max(1, |b|). threshold and fire take theta as f32. The examples call threshold in place "
+                 "above the tolerance. max_rel_diff_sequential_f32: a plain f32 loop in (c_in, ky, kx) order "
+                 "against Spyker, max of |a-b| / max(1, |b|). threshold and fire take theta as f32. The "
+                 "examples call threshold in place "
                  "and then fire(thresholded) with theta = 0."),
         "T": t, "pad": 2, "wave": ji(wave), "cases": cases,
     })
@@ -957,7 +961,8 @@ def make_rstdp():
                    "src/spyker/cpu/stdp.cpp:121-154"],
         "note": ("Three cases from the same kernel_before and forward pass, differing only in the targets: "
                  "'reward' (samples 0 and 1 right: config c=0), 'punish' (both wrong: c=1), 'mixed' (0 right, 1 "
-                 "wrong, applied in that order). Sample 2 is silent (no winner: no update, label -1). t_post = T-1 (fire of the infinite-threshold output), so every "
+                 "wrong, applied in that order). Sample 2 is silent (no winner: no update, label -1). t_post = "
+                 "T-1 (fire of the infinite-threshold output), so every "
                  "input that spiked at all is potentiated by the config's 'positive' and silent inputs get "
                  "'negative'; no stabilizer; clamp to [0.2, 0.8] (initial weights outside stay outside until "
                  "touched). Bit-exact. rate_scaling: after every 1024 images (counter perf_batch[3] % 1024 == 0, "
