@@ -1,0 +1,287 @@
+//! Generated code of bounded depth (issue 18): neuron updates at the front end's depth
+//! limit (a 256-term flat sum, 256 nested levels of every operator) and a population fed by
+//! 256 projections compile to Rust that rustc builds and that computes what the equations
+//! say (checked against the same arithmetic written out here, in f32), and no generated
+//! Rust or CUDA text, of these models or of any model in examples/ and tests/in, nests
+//! parentheses deeper than the bound `passes::lower::split_deep` keeps.
+
+mod common;
+
+use snn_runtime::{Session, Tensor};
+use snnc::ir::kernel::Program;
+use snnc::passes::lower::MAX_DEPTH;
+use snnc::{Compiler, Options};
+
+/// The front end's limit: terms of a flat chain, levels of a nested expression.
+const N: usize = 256;
+
+/// Parentheses a printed expression of [`MAX_DEPTH`] levels may nest: an operation opens at
+/// most three (`(1.0f32 / (1.0f32 + (-x).exp()))`, a sigmoid), a load two more, and the
+/// statement around it a few.
+const MAX_PARENS: usize = 3 * MAX_DEPTH + 8;
+
+const BINARY: &[&str] = &[
+    "+", "-", "*", "/", "^", "<", "<=", ">", ">=", "==", "!=", "&&", "||",
+];
+
+const T: usize = 3;
+const B: usize = 2;
+const F: usize = 4;
+
+fn b2f(b: bool) -> f32 {
+    if b {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+fn apply(op: &str, a: f32, b: f32) -> f32 {
+    match op {
+        "+" => a + b,
+        "-" => a - b,
+        "*" => a * b,
+        "/" => a / b,
+        "^" => a.powf(b),
+        "<" => b2f(a < b),
+        "<=" => b2f(a <= b),
+        ">" => b2f(a > b),
+        ">=" => b2f(a >= b),
+        "==" => b2f(a == b),
+        "!=" => b2f(a != b),
+        "&&" => b2f(a != 0.0 && b != 0.0),
+        "||" => b2f(a != 0.0 || b != 0.0),
+        _ => unreachable!("{op}"),
+    }
+}
+
+/// The other operand of each operator: not an identity (`x * 1.0` could be simplified
+/// away), and the values stay finite over 256 levels for currents in (0.2, 1.4).
+fn operand(op: &str) -> f32 {
+    match op {
+        "+" | "-" => 0.5,
+        "*" | "/" | "^" => 1.001,
+        _ => 0.7,
+    }
+}
+
+/// One neuron update under test: its text and its value from `(v, I)`, in f32 in the
+/// order the equations write.
+struct Case {
+    name: String,
+    update: String,
+    value: Box<dyn Fn(f32, f32) -> f32>,
+}
+
+fn cases() -> Vec<Case> {
+    let mut out = Vec::new();
+    // v * 0.5 + I + I + ... : N terms, the state carried from step to step.
+    out.push(Case {
+        name: "v * 0.5 + I + I ...".into(),
+        update: format!("v = v * 0.5{}", " + I".repeat(N - 1)),
+        value: Box::new(|v, i| (1..N).fold(v * 0.5, |s, _| s + i)),
+    });
+    for &op in BINARY {
+        // (c op (c op (... I))): N - 1 levels of brackets around I.
+        let c = operand(op);
+        let mut e = "I".to_string();
+        for _ in 1..N {
+            e = format!("({c:?} {op} {e})");
+        }
+        out.push(Case {
+            name: format!("({c:?} {op} (... I))"),
+            update: format!("v = {e}"),
+            value: Box::new(move |_, i| (1..N).fold(i, |x, _| apply(op, c, x))),
+        });
+    }
+    out.push(Case {
+        name: "----I".into(),
+        update: format!("v = {}I", "-".repeat(N - 1)),
+        value: Box::new(|_, i| if (N - 1) % 2 == 0 { i } else { -i }),
+    });
+    out.push(Case {
+        name: "!!!!I".into(),
+        update: format!("v = {}I", "!".repeat(N - 1)),
+        value: Box::new(|_, i| (1..N).fold(i, |x, _| b2f(x == 0.0))),
+    });
+    out.push(Case {
+        name: "tanh(tanh(... I))".into(),
+        update: format!("v = {}I{}", "tanh(".repeat(N - 1), ")".repeat(N - 1)),
+        value: Box::new(|_, i| (1..N).fold(i, |x, _| x.tanh())),
+    });
+    out
+}
+
+/// Every case as one non-spiking population reading the input, each with its trace.
+fn cases_model(cases: &[Case]) -> String {
+    let mut s = String::new();
+    for (k, c) in cases.iter().enumerate() {
+        s += &format!(
+            "neuron D{k} {{\n  state v = 0.0\n  update {{ {} }}\n}}\n",
+            c.update
+        );
+    }
+    s += &format!("model deep {{\n  T = {T}\n  batch = {B}\n  input x: [T, {F}]\n");
+    for k in 0..cases.len() {
+        s += &format!("  p{k} = D{k}(x)\n  output trace(p{k}.v)\n");
+    }
+    s + "}\n"
+}
+
+/// The largest nesting of `(` in `text`.
+fn max_parens(text: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    for c in text.chars() {
+        match c {
+            '(' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            ')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+fn assert_shallow(what: &str, p: &Program) {
+    let rust = snnc::back::rust::print_program(p);
+    let cuda = snnc::back::cuda::print_program(p);
+    for (lang, text) in [("Rust", rust), ("CUDA", cuda)] {
+        let d = max_parens(&text);
+        assert!(
+            d <= MAX_PARENS,
+            "{what}: the generated {lang} nests {d} parentheses (bound {MAX_PARENS})"
+        );
+    }
+}
+
+/// Compiles `src` on a thread with room for the recursive passes (the front end's limit,
+/// not this test, bounds their depth), then prints and builds it with a fresh kernel cache.
+fn compile(name: &str, src: String) -> Program {
+    let name = name.to_string();
+    std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(move || {
+            let mut c = Compiler::new(Options::default());
+            let parsed = c
+                .parse_str(&name, &src)
+                .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
+            c.compile(&parsed)
+                .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)))
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+/// Loads `p` with its kernels built by rustc into a temporary cache (removed after).
+fn load(name: &str, p: &Program) -> Session {
+    let cache = std::env::temp_dir().join(format!("snnc-deep-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let loaded = snnc::session::load(p, Some(&cache))
+        .unwrap_or_else(|d| panic!("{name}: {}", d.message));
+    let _ = std::fs::remove_dir_all(&cache);
+    loaded.session
+}
+
+/// Currents in (0.2, 1.4), `[T, B, width]`.
+fn input(width: usize) -> Tensor {
+    Tensor {
+        shape: vec![T, B, width],
+        data: (0..T * B * width)
+            .map(|i| 0.2 + (i * 7 % 13) as f32 * 0.1)
+            .collect(),
+    }
+}
+
+fn close(got: f32, want: f32) -> bool {
+    got == want || (got - want).abs() <= 1e-5 * want.abs().max(1.0)
+}
+
+#[test]
+fn updates_at_the_depth_limit_build_and_compute_their_equations() {
+    let cases = cases();
+    let p = compile("deep.snn", cases_model(&cases));
+    assert_shallow("deep.snn", &p);
+    let mut s = load("updates", &p);
+    let x = input(F);
+    let out = s.run(std::slice::from_ref(&x), T, B).unwrap();
+    assert_eq!(out.len(), cases.len());
+    for (c, (_, trace)) in cases.iter().zip(&out) {
+        for n in 0..B * F {
+            let mut v = 0.0f32;
+            for t in 0..T {
+                v = (c.value)(v, x.data[t * B * F + n]);
+                let got = trace.data[t * B * F + n];
+                assert!(close(got, v), "`{}` at t {t}, neuron {n}: {got} vs {v}", c.name);
+            }
+        }
+    }
+}
+
+/// `D(d0 + d1 + ... )`: the compiler's own sum of the projections' currents, as deep as
+/// the source's chain of names.
+#[test]
+fn a_population_fed_by_256_projections_builds_and_sums_them() {
+    let mut src =
+        format!("model fan {{\n  T = {T}\n  batch = {B}\n  input x: [T, 1]\n");
+    for k in 0..N {
+        src += &format!("  d{k} = dense(x, {F})\n");
+    }
+    let sum: Vec<String> = (0..N).map(|k| format!("d{k}")).collect();
+    src += &format!("  s = LI(x_sum, tau = 2.0)\n  output trace(s.v)\n}}\n");
+    let src = src.replace("x_sum", &sum.join(" + "));
+    let p = compile("fan.snn", src);
+    assert_shallow("fan.snn", &p);
+    let mut s = load("fan", &p);
+    // Projection k: weight (k + 1) / 1024 to every output (exact in f32), bias k / 4096.
+    let w = |k: usize| (k + 1) as f32 / 1024.0;
+    let bias = |k: usize| k as f32 / 4096.0;
+    for k in 0..N {
+        s.set_weight(&format!("d{k}.weight"), &[w(k); F]).unwrap();
+        s.set_weight(&format!("d{k}.bias"), &[bias(k); F]).unwrap();
+    }
+    let x = input(1);
+    let out = s.run(std::slice::from_ref(&x), T, B).unwrap();
+    let trace = &out[0].1;
+    // LI with tau = 2: v = v + (I - v) / 2, the current summed left to right.
+    let eqs = "v + (I - v) / 2.0";
+    for b in 0..B {
+        let mut v = 0.0f32;
+        for t in 0..T {
+            let xi = x.data[t * B + b];
+            let i = (0..N).fold(0.0f32, |acc, k| {
+                let d = xi * w(k) + bias(k);
+                if k == 0 {
+                    d
+                } else {
+                    acc + d
+                }
+            });
+            v = v + (i - (v - 0.0)) / 2.0;
+            for f in 0..F {
+                let got = trace.data[(t * B + b) * F + f];
+                assert!(close(got, v), "{eqs} at t {t}, sample {b}: {got} vs {v}");
+            }
+        }
+    }
+}
+
+/// Every model the snapshots cover stays within the bound (and, far below it, unchanged by
+/// the split: the snapshots pin that).
+#[test]
+fn every_model_prints_within_the_bound() {
+    for path in common::model_files() {
+        for train in [false, true] {
+            let opts = Options {
+                train,
+                ..Options::default()
+            };
+            // Models that do not train (no train block) are refused with `train`.
+            if let Ok(p) = common::compile_file(&path, opts) {
+                assert_shallow(&path.display().to_string(), &p);
+            }
+        }
+    }
+}
