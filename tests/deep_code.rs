@@ -156,14 +156,50 @@ fn assert_shallow(what: &str, p: &Program) {
     }
 }
 
+/// A state whose initial value is a 256-term sum of a parameter, on both schedules (the
+/// initial value is computed before the time loop, or at the first step).
+#[test]
+fn a_deep_initial_value_builds_and_starts_where_it_says() {
+    let src = format!(
+        "neuron D {{\n  param p = 0.001\n  state v = p{}\n  update {{ v = v + I }}\n}}\n\
+         model init {{\n  T = {T}\n  batch = {B}\n  input x: [T, {F}]\n  s = D(x)\n  \
+         output trace(s.v)\n}}\n",
+        " + p".repeat(N - 1)
+    );
+    let v0 = (1..N).fold(0.001f32, |s, _| s + 0.001);
+    for force_steps in [false, true] {
+        let opts = Options {
+            force_steps,
+            ..Options::default()
+        };
+        let p = compile_with("init.snn", src.clone(), opts);
+        assert_shallow("init.snn", &p);
+        let mut s = load(&format!("init{}", force_steps as u8), &p);
+        let x = input(F);
+        let out = s.run(std::slice::from_ref(&x), T, B).unwrap();
+        for n in 0..B * F {
+            let mut v = v0;
+            for t in 0..T {
+                v += x.data[t * B * F + n];
+                let got = out[0].1.data[t * B * F + n];
+                assert!(close(got, v), "steps {force_steps}, t {t}, neuron {n}: {got} vs {v}");
+            }
+        }
+    }
+}
+
 /// Compiles `src` on a thread with room for the recursive passes (the front end's limit,
 /// not this test, bounds their depth), then prints and builds it with a fresh kernel cache.
 fn compile(name: &str, src: String) -> Program {
+    compile_with(name, src, Options::default())
+}
+
+fn compile_with(name: &str, src: String, opts: Options) -> Program {
     let name = name.to_string();
     std::thread::Builder::new()
         .stack_size(64 << 20)
         .spawn(move || {
-            let mut c = Compiler::new(Options::default());
+            let mut c = Compiler::new(opts);
             let parsed = c
                 .parse_str(&name, &src)
                 .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
@@ -265,6 +301,26 @@ fn a_population_fed_by_256_projections_builds_and_sums_them() {
                 assert!(close(got, v), "{eqs} at t {t}, sample {b}: {got} vs {v}");
             }
         }
+    }
+}
+
+/// The backward kernels of the same updates (their adjoints and recomputed forward values)
+/// print within the bound too.
+#[test]
+fn training_plans_at_the_depth_limit_print_within_the_bound() {
+    for c in cases() {
+        let src = format!(
+            "neuron N {{\n  param v_threshold = 1.0\n  state v = 0.0\n  update {{ {} }}\n  \
+             spike v >= v_threshold\n  on_spike {{ v = 0.0 }}\n}}\n\
+             model m {{\n  T = {T}\n  batch = {B}\n  input x: [T, 3]\n  s = N(dense(x, 3))\n  \
+             output counts(s)\n  train {{ loss = cross_entropy(counts(s)) }}\n}}\n",
+            c.update
+        );
+        let opts = Options {
+            train: true,
+            ..Options::default()
+        };
+        assert_shallow(&c.name, &compile_with(&c.name, src, opts));
     }
 }
 

@@ -9,24 +9,90 @@
 //! iterative: a compiler-built sum may be deeper than any source expression.
 
 use crate::ir::expr::{BinOp, Expr, Func, UnOp};
-use crate::ir::kernel::{KExpr, KLeaf, KStmt, KVar, Kernel};
+use crate::ir::kernel::{Carried, KExpr, KLeaf, KStmt, KVar, Kernel};
 
 /// The deepest expression tree (in nodes, a leaf is 1) a kernel statement keeps.
 pub const MAX_DEPTH: usize = 32;
 
-/// Splits every statement of `k`'s body deeper than [`MAX_DEPTH`].
+/// Splits every statement of `k`'s body and every carried value's initial value deeper
+/// than [`MAX_DEPTH`].
 pub fn split_deep(k: &mut Kernel) {
-    if !k.body.iter().any(|s| deeper(stmt_expr(s))) {
-        return;
+    if k.body.iter().any(|s| deeper(stmt_expr(s))) {
+        split_body(k);
     }
+    if k.carried.iter().any(|c| deeper(&c.init)) {
+        split_inits(k);
+    }
+}
+
+fn split_body(k: &mut Kernel) {
     let body = std::mem::take(&mut k.body);
     for s in body {
+        let mut hoist = |k: &mut Kernel, e: KExpr| {
+            k.locals.push("deep".into());
+            let v = KVar::Local(k.locals.len() - 1);
+            k.body.push(KStmt::Set(v, e));
+            Expr::Leaf(KLeaf::Var(v))
+        };
         let s = match s {
-            KStmt::Set(v, e) if deeper(&e) => KStmt::Set(v, split(k, e)),
-            KStmt::Store(a, e) if deeper(&e) => KStmt::Store(a, split(k, e)),
+            KStmt::Set(v, e) if deeper(&e) => KStmt::Set(v, split(e, &mut |e| hoist(k, e))),
+            KStmt::Store(a, e) if deeper(&e) => KStmt::Store(a, split(e, &mut |e| hoist(k, e))),
             s => s,
         };
         k.body.push(s);
+    }
+}
+
+/// A deep initial value (parameters, weights and constants only) is split into carried
+/// values of its own, placed just before the value that reads them: an initial value may
+/// read the carried values before it, which the back ends compute first. The carried values
+/// after them are renumbered in the body.
+fn split_inits(k: &mut Kernel) {
+    let old = std::mem::take(&mut k.carried);
+    let mut renumber = Vec::with_capacity(old.len());
+    for mut c in old {
+        if deeper(&c.init) {
+            // The parts, numbered from 0 until their place is known.
+            let mut parts: Vec<KExpr> = Vec::new();
+            let root = split(c.init, &mut |e| {
+                parts.push(e);
+                Expr::Leaf(KLeaf::Var(KVar::Local(parts.len() - 1)))
+            });
+            let base = k.carried.len();
+            // Initial values read no locals: every `Local` here is a part.
+            let place = |e: &KExpr| {
+                e.map_leaves(&mut |l| match l {
+                    KLeaf::Var(KVar::Local(n)) => Expr::Leaf(KLeaf::Var(KVar::Carried(base + n))),
+                    l => Expr::Leaf(*l),
+                })
+            };
+            for part in &parts {
+                k.carried.push(Carried {
+                    name: "deep".into(),
+                    init: place(part),
+                    buf: None,
+                    init_at_t0: false,
+                    store: false,
+                    grad: None,
+                });
+            }
+            c.init = place(&root);
+        }
+        renumber.push(k.carried.len());
+        k.carried.push(c);
+    }
+    let at = |l: &KLeaf| match l {
+        KLeaf::Var(KVar::Carried(i)) => Expr::Leaf(KLeaf::Var(KVar::Carried(renumber[*i]))),
+        l => Expr::Leaf(*l),
+    };
+    for s in &mut k.body {
+        *s = match &*s {
+            KStmt::Set(KVar::Carried(i), e) => {
+                KStmt::Set(KVar::Carried(renumber[*i]), e.map_leaves(&mut |l| at(l)))
+            }
+            KStmt::Set(v, e) => KStmt::Set(*v, e.map_leaves(&mut |l| at(l))),
+            KStmt::Store(a, e) => KStmt::Store(*a, e.map_leaves(&mut |l| at(l))),
+        };
     }
 }
 
@@ -65,11 +131,11 @@ enum Work {
     Call(Func, usize),
 }
 
-/// `e` with each subtree that reaches [`MAX_DEPTH`] (other than `e` itself) set into a new
-/// local of `k` by a statement pushed onto `k.body`, innermost first; returns what is left
-/// of `e` (at most [`MAX_DEPTH`] deep). Operands are rebuilt left to right, so the locals
-/// come in the order a recursive walk would make them.
-fn split(k: &mut Kernel, e: KExpr) -> KExpr {
+/// `e` with each subtree that reaches [`MAX_DEPTH`] (other than `e` itself) replaced by
+/// what `hoist` makes of it (a variable set to it), innermost first; returns what is left of
+/// `e` (at most [`MAX_DEPTH`] deep). Operands are rebuilt left to right, so the parts come
+/// in the order a recursive walk would make them.
+fn split(e: KExpr, hoist: &mut impl FnMut(KExpr) -> KExpr) -> KExpr {
     let mut work = vec![Work::Visit(e)];
     // Rebuilt operands and their depths.
     let mut done: Vec<(KExpr, usize)> = Vec::new();
@@ -109,10 +175,7 @@ fn split(k: &mut Kernel, e: KExpr) -> KExpr {
         };
         // The root stays the statement's own expression.
         if depth >= MAX_DEPTH && !work.is_empty() {
-            k.locals.push("deep".into());
-            let v = KVar::Local(k.locals.len() - 1);
-            k.body.push(KStmt::Set(v, node));
-            done.push((Expr::Leaf(KLeaf::Var(v)), 1));
+            done.push((hoist(node), 1));
         } else {
             done.push((node, depth));
         }
