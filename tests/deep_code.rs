@@ -182,7 +182,10 @@ fn a_deep_initial_value_builds_and_starts_where_it_says() {
             for t in 0..T {
                 v += x.data[t * B * F + n];
                 let got = out[0].1.data[t * B * F + n];
-                assert!(close(got, v), "steps {force_steps}, t {t}, neuron {n}: {got} vs {v}");
+                assert!(
+                    close(got, v),
+                    "steps {force_steps}, t {t}, neuron {n}: {got} vs {v}"
+                );
             }
         }
     }
@@ -215,8 +218,8 @@ fn compile_with(name: &str, src: String, opts: Options) -> Program {
 fn load(name: &str, p: &Program) -> Session {
     let cache = std::env::temp_dir().join(format!("snnc-deep-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&cache);
-    let loaded = snnc::session::load(p, Some(&cache))
-        .unwrap_or_else(|d| panic!("{name}: {}", d.message));
+    let loaded =
+        snnc::session::load(p, Some(&cache)).unwrap_or_else(|d| panic!("{name}: {}", d.message));
     let _ = std::fs::remove_dir_all(&cache);
     loaded.session
 }
@@ -250,7 +253,11 @@ fn updates_at_the_depth_limit_build_and_compute_their_equations() {
             for t in 0..T {
                 v = (c.value)(v, x.data[t * B * F + n]);
                 let got = trace.data[t * B * F + n];
-                assert!(close(got, v), "`{}` at t {t}, neuron {n}: {got} vs {v}", c.name);
+                assert!(
+                    close(got, v),
+                    "`{}` at t {t}, neuron {n}: {got} vs {v}",
+                    c.name
+                );
             }
         }
     }
@@ -260,8 +267,7 @@ fn updates_at_the_depth_limit_build_and_compute_their_equations() {
 /// the source's chain of names.
 #[test]
 fn a_population_fed_by_256_projections_builds_and_sums_them() {
-    let mut src =
-        format!("model fan {{\n  T = {T}\n  batch = {B}\n  input x: [T, 1]\n");
+    let mut src = format!("model fan {{\n  T = {T}\n  batch = {B}\n  input x: [T, 1]\n");
     for k in 0..N {
         src += &format!("  d{k} = dense(x, {F})\n");
     }

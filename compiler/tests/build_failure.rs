@@ -12,7 +12,8 @@ fn a_failed_build_leaves_no_directory_in_the_cache() {
     std::env::set_var("SNNC_RUSTC", "false");
     let err = snnc::build::build_cdylib("pub fn f() {}", Some(&cache)).unwrap_err();
     assert!(
-        err.message.starts_with("rustc failed on the generated kernels"),
+        err.message
+            .starts_with("rustc failed on the generated kernels"),
         "{}",
         err.message
     );

@@ -156,7 +156,10 @@ fn compile_everything(src: &str, train: bool) -> Result<usize, String> {
     let parsed = c.parse_str("chain.snn", src).map_err(|d| d.to_string())?;
     let mut rust = 0;
     for pass in ["schedule", "memory", "rust"] {
-        rust = c.dump_after(&parsed, pass).map_err(|d| d.to_string())?.len();
+        rust = c
+            .dump_after(&parsed, pass)
+            .map_err(|d| d.to_string())?
+            .len();
     }
     Ok(rust)
 }

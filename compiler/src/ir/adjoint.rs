@@ -661,27 +661,34 @@ impl Deriver {
     }
 }
 
-/// Forward expressions of more nodes than this are differentiated through temporaries
-/// ([`Deriver::shared`]). Reverse mode over a tree writes each operand's adjoint as a copy
-/// of its sibling operands and of the adjoint above it, so a nested quotient or power of n
-/// levels has a backward step of about n^3 nodes (200 levels printed ~200 MB of Rust);
-/// over temporaries it is linear. Every built-in and test model's expressions are smaller,
-/// so their backward steps are unchanged.
+/// Forward expressions of more nodes than this, or deeper than [`SHARE_DEEPER`], are
+/// differentiated through temporaries ([`Deriver::shared`]). Reverse mode over a tree writes
+/// each operand's adjoint as a copy of its sibling operands and of the adjoint above it, so
+/// a nested quotient or power of n levels has a backward step of about n^3 nodes (100 levels
+/// printed 240-600 MB of Rust); over temporaries it is linear. Every built-in and test
+/// model's expressions are smaller (at most 24 nodes, 7 deep), so their backward steps are
+/// unchanged; the largest backward step a smaller expression makes (a 10-level nested power
+/// of the membrane) prints about 70 KB of Rust.
 const SHARE_ABOVE: usize = 32;
+/// See [`SHARE_ABOVE`].
+const SHARE_DEEPER: usize = 10;
 
 impl Deriver {
-    /// `e` (the definition of value `name`) as it is differentiated: itself when small,
-    /// otherwise its root operation over a forward value per interior node that depends on
+    /// `e` (the definition of value `name`) as it is differentiated: itself when small and
+    /// shallow, otherwise its root operation over a forward value per interior node that depends on
     /// something with a gradient (`name.t1`, `name.t2`, ..., innermost first), so that each
     /// adjoint is a short expression of values and adjoint temporaries.
     fn shared(&mut self, e: GExpr, name: &str) -> GExpr {
-        let nodes = e.fold(&mut |n: Node<'_, AdjLeaf, usize>| match n {
-            Node::Const(_) | Node::Leaf(_) => 1,
-            Node::Unary(_, x) => x + 1,
-            Node::Binary(_, a, b) => a + b + 1,
-            Node::Call(_, args) => args.into_iter().sum::<usize>() + 1,
+        // (nodes, depth)
+        let (nodes, depth) = e.fold(&mut |n: Node<'_, AdjLeaf, (usize, usize)>| match n {
+            Node::Const(_) | Node::Leaf(_) => (1, 1),
+            Node::Unary(_, (n, d)) => (n + 1, d + 1),
+            Node::Binary(_, (na, da), (nb, db)) => (na + nb + 1, da.max(db) + 1),
+            Node::Call(_, args) => args
+                .into_iter()
+                .fold((1, 1), |(n, d), (na, da)| (n + na, d.max(da + 1))),
         });
-        if nodes <= SHARE_ABOVE {
+        if nodes <= SHARE_ABOVE && depth <= SHARE_DEEPER {
             return e;
         }
         let mut count = 0;
@@ -703,11 +710,7 @@ impl Deriver {
     }
 
     /// The same operation over `f` of each operand, left to right (a leaf as it is).
-    fn operands(
-        &mut self,
-        e: GExpr,
-        f: &mut impl FnMut(&mut Deriver, GExpr) -> GExpr,
-    ) -> GExpr {
+    fn operands(&mut self, e: GExpr, f: &mut impl FnMut(&mut Deriver, GExpr) -> GExpr) -> GExpr {
         match e {
             GExpr::Unary(op, x) => GExpr::unary(op, f(self, *x)),
             GExpr::Binary(op, a, b) => {

@@ -270,9 +270,7 @@ mod tests {
         for n in [MAX_DEPTH, MAX_DEPTH + 1, 3 * MAX_DEPTH, 10_000] {
             let shapes: Vec<KExpr> = vec![
                 (1..n).fold(p(), |e, _| Expr::bin(BinOp::Add, e, p())),
-                (1..n).fold(p(), |e, i| {
-                    Expr::bin(BinOp::Sub, Expr::Const(i as f32), e)
-                }),
+                (1..n).fold(p(), |e, i| Expr::bin(BinOp::Sub, Expr::Const(i as f32), e)),
                 (1..n).fold(p(), |e, _| {
                     Expr::Call(Func::Select, vec![p(), Expr::unary(UnOp::Neg, e), p()])
                 }),
