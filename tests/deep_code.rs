@@ -97,7 +97,7 @@ fn cases() -> Vec<Case> {
     out.push(Case {
         name: "----I".into(),
         update: format!("v = {}I", "-".repeat(N - 1)),
-        value: Box::new(|_, i| if (N - 1) % 2 == 0 { i } else { -i }),
+        value: Box::new(|_, i| (1..N).fold(i, |x, _| -x)),
     });
     out.push(Case {
         name: "!!!!I".into(),
@@ -272,8 +272,10 @@ fn a_population_fed_by_256_projections_builds_and_sums_them() {
         src += &format!("  d{k} = dense(x, {F})\n");
     }
     let sum: Vec<String> = (0..N).map(|k| format!("d{k}")).collect();
-    src += &format!("  s = LI(x_sum, tau = 2.0)\n  output trace(s.v)\n}}\n");
-    let src = src.replace("x_sum", &sum.join(" + "));
+    src += &format!(
+        "  s = LI({}, tau = 2.0)\n  output trace(s.v)\n}}\n",
+        sum.join(" + ")
+    );
     let p = compile("fan.snn", src);
     assert_shallow("fan.snn", &p);
     let mut s = load("fan", &p);
@@ -311,7 +313,7 @@ fn a_population_fed_by_256_projections_builds_and_sums_them() {
 }
 
 /// The backward kernels of the same updates (their adjoints and recomputed forward values)
-/// print within the bound too.
+/// print within the bound too; those of the nested quotient and power build and run.
 #[test]
 fn training_plans_at_the_depth_limit_print_within_the_bound() {
     for c in cases() {
@@ -326,7 +328,19 @@ fn training_plans_at_the_depth_limit_print_within_the_bound() {
             train: true,
             ..Options::default()
         };
-        assert_shallow(&c.name, &compile_with(&c.name, src, opts));
+        let p = compile_with(&c.name, src, opts);
+        assert_shallow(&c.name, &p);
+        // The backward kernels of the nested quotient and power build and run too.
+        if c.name.contains(" / ") || c.name.contains(" ^ ") {
+            let mut s = load("train", &p);
+            let out = s.run(&[input(3)], T, B).unwrap();
+            let (_, g) = common::grad::cross_entropy_f32(&out[0].1.data, &[0, 1], 3);
+            s.backward(&[&g], T, B).unwrap();
+            let names: Vec<String> = s.plan().weights.iter().map(|w| w.name.clone()).collect();
+            for (w, g) in names.iter().zip(s.grads().unwrap()) {
+                assert!(g.iter().all(|v| v.is_finite()), "{}: {w}: {g:?}", c.name);
+            }
+        }
     }
 }
 

@@ -28,7 +28,7 @@ pub fn split_deep(k: &mut Kernel) {
 fn split_body(k: &mut Kernel) {
     let body = std::mem::take(&mut k.body);
     for s in body {
-        let mut hoist = |k: &mut Kernel, e: KExpr| {
+        let hoist = |k: &mut Kernel, e: KExpr| {
             k.locals.push("deep".into());
             let v = KVar::Local(k.locals.len() - 1);
             k.body.push(KStmt::Set(v, e));
