@@ -344,11 +344,12 @@ fn training_plans_at_the_depth_limit_print_within_the_bound() {
     }
 }
 
-/// Every model the snapshots cover stays within the bound (and, far below it, unchanged by
+/// Every model the snapshots cover, and the training models, stay within the bound (and, far below it, unchanged by
 /// the split: the snapshots pin that).
 #[test]
 fn every_model_prints_within_the_bound() {
-    for path in common::model_files() {
+    let train_models = common::snn_files("tests/in/train");
+    for path in common::model_files().into_iter().chain(train_models) {
         for train in [false, true] {
             let opts = Options {
                 train,
