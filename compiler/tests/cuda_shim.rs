@@ -565,8 +565,9 @@ fn deep_expressions_match_rust_kernels() {
         } else {
             "0.7"
         };
+        // The neuron's and the update's braces count as bracket levels.
         let mut e = "I".to_string();
-        for _ in 1..n {
+        for _ in 1..n - 2 {
             e = format!("({c} {op} {e})");
         }
         src += &format!(

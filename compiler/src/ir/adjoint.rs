@@ -675,11 +675,10 @@ const SHARE_DEEPER: usize = 10;
 
 impl Deriver {
     /// `e` (the definition of value `name`) as it is differentiated: itself when small and
-    /// shallow, otherwise its root operation over a forward value per interior node that depends on
-    /// something with a gradient (`name.t1`, `name.t2`, ..., innermost first), so that each
-    /// adjoint is a short expression of values and adjoint temporaries.
+    /// shallow, otherwise its root operation over a forward value per interior node that
+    /// depends on something with a gradient (`name.t1`, `name.t2`, ..., innermost first), so
+    /// that each adjoint is a short expression of values and adjoint temporaries.
     fn shared(&mut self, e: GExpr, name: &str) -> GExpr {
-        // (nodes, depth)
         let (nodes, depth) = e.fold(&mut |n: Node<'_, AdjLeaf, (usize, usize)>| match n {
             Node::Const(_) | Node::Leaf(_) => (1, 1),
             Node::Unary(_, (n, d)) => (n + 1, d + 1),
