@@ -19,6 +19,9 @@ use snn_runtime::plan::{
 use super::{pop_outputs, spilled_locals, Options};
 
 mod backward;
+mod split_deep;
+
+pub use split_deep::MAX_DEPTH;
 
 pub fn run(m: &Module, opts: &Options) -> DResult<Program> {
     let mem = m.memory.as_ref().expect("memory pass has run");
@@ -57,6 +60,8 @@ pub fn run(m: &Module, opts: &Options) -> DResult<Program> {
     l.ops();
     l.io();
     l.backward()?;
+    // Before anything reads the bodies: rustc and NVRTC must never see a deep tree.
+    l.kernels.iter_mut().for_each(split_deep::split_deep);
     if opts.stream_stores {
         l.kernels.iter_mut().for_each(mark_streams);
     }
