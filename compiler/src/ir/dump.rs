@@ -472,7 +472,15 @@ pub fn program(p: &Program) -> String {
     }
     let _ = writeln!(out, "weights:");
     for w in &plan.weights {
-        let _ = writeln!(out, "  {} {} {:?}", w.name, dims(&w.shape), w.init);
+        let init = match &w.init {
+            // The values are the compiler's; the dump names them rather than listing them.
+            snn_runtime::plan::Init::Frozen(v) => format!(
+                "Frozen({} values built at compile time, not trained)",
+                v.len()
+            ),
+            other => format!("{other:?}"),
+        };
+        let _ = writeln!(out, "  {} {} {init}", w.name, dims(&w.shape));
     }
     let _ = writeln!(out, "params:");
     for (i, pd) in plan.params.iter().enumerate() {

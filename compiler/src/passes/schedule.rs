@@ -255,6 +255,13 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
             if parallel(n) {
                 flush(&mut run, &mut stages);
                 stages.push(parallel_stage(n));
+            } else if matches!(m.nodes[n].kind, NodeKind::Latency { .. }) {
+                // A sample's spike times come from all its values at once: one op, all T.
+                flush(&mut run, &mut stages);
+                stages.push(Stage {
+                    kind: StageKind::Layer(n),
+                    reason: "rank-order coding: one op writes all T".into(),
+                });
             } else {
                 run.push(n);
             }
