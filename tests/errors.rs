@@ -1073,6 +1073,15 @@ fn spyker_filters_and_latency_coding() {
         "`latency` codes a static map into spike times, but `x` is a sequence",
     );
     expect(
+        &with(
+            "output spikes(s)",
+            "output spikes(s)\n  train {\n    loss = first_spike(s)\n    input_grads = true\n  }",
+        ),
+        ErrorKind::Shape,
+        "test.snn:4:3",
+        "`dog` passes no gradient to `x`",
+    );
+    expect(
         &with("latency(f)", "latency(f, sort = 1)"),
         ErrorKind::BadValue,
         "test.snn:5:25",

@@ -322,3 +322,22 @@ fn frozen_kernels_are_neither_saved_nor_required_nor_trained() {
     assert_eq!(l.session.weight("f.kernel").unwrap(), &before[..]);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Training a network behind a filter: the filter's kernel gets no gradient op and the
+/// layers after it train as usual.
+#[test]
+fn a_filter_is_frozen_when_training() {
+    let src = "model t {\n  T = 6\n  input x: [1, 12, 12]\n  f = dog(x, size = 5, sigmas = [1.0, 2.0], threshold = 0.01)\n  s = latency(f)\n  h = LIF(flatten(conv2d(s, 2, kernel = 3)), tau = 2.0)\n  o = LIF(dense(h, 3), tau = 2.0)\n  output counts(o)\n  train {\n    loss = cross_entropy(counts(o))\n  }\n}\n";
+    let mut c = snnc::Compiler::new(common::train_opts());
+    let parsed = c.parse_str("t.snn", src).unwrap();
+    let p = c.compile(&parsed).unwrap_or_else(|d| panic!("{}", d.message));
+    let kernel = p.plan.weights.iter().position(|w| w.name == "f.kernel").unwrap();
+    assert!(p.plan.weights[kernel].frozen());
+    let backward = format!("{:?}", p.plan.train.as_ref().unwrap().backward);
+    assert!(backward.contains("Conv2dDw"), "the conv after the filter trains");
+    for op in &p.plan.train.as_ref().unwrap().backward {
+        if let snn_runtime::plan::Op::Conv2dDw(d) = op {
+            assert_ne!(d.w, kernel, "a gradient op for the frozen kernel");
+        }
+    }
+}

@@ -302,6 +302,15 @@ fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Option<Sh
                     "apply the filter to an input declared `input x: [1, 28, 28]`",
                 ));
             }
+            if m.train.as_ref().is_some_and(|t| t.input_grads) {
+                return Err(shape_err(
+                    format!("`{what}` passes no gradient to `{}`, but the model sets `input_grads = true`", m.nodes[src].name),
+                    m,
+                    h,
+                    "a frozen filter of the input",
+                    "filters are frozen and not differentiated: drop `input_grads = true`",
+                ));
+            }
             let [c, hh, ww] = s.dims[..] else {
                 return Err(shape_err(
                     format!(
