@@ -1021,7 +1021,10 @@ fn spyker_filters_and_latency_coding() {
         "`dog` needs the standard deviations",
     );
     expect(
-        &with("log", "log").replace("dog(x, size = 7, sigmas = [1.0, 2.0])", "log(x, size = 7, sigmas = [-1.0])"),
+        &with("log", "log").replace(
+            "dog(x, size = 7, sigmas = [1.0, 2.0])",
+            "log(x, size = 7, sigmas = [-1.0])",
+        ),
         ErrorKind::BadValue,
         "test.snn:4:33",
         "must be > 0",
@@ -1036,13 +1039,19 @@ fn spyker_filters_and_latency_coding() {
         "five numbers per filter",
     );
     expect(
-        &with("sigmas = [1.0, 2.0]", "sigmas = [1.0, 2.0], pad = [3, 3, 3, 2]"),
+        &with(
+            "sigmas = [1.0, 2.0]",
+            "sigmas = [1.0, 2.0], pad = [3, 3, 3, 2]",
+        ),
         ErrorKind::BadValue,
         "test.snn:4:51",
         "asymmetric filter padding",
     );
     expect(
-        &with("sigmas = [1.0, 2.0]", "sigmas = [1.0, 2.0], threshold = true"),
+        &with(
+            "sigmas = [1.0, 2.0]",
+            "sigmas = [1.0, 2.0], threshold = true",
+        ),
         ErrorKind::BadValue,
         "test.snn:4:57",
         "`threshold` must be a number",
@@ -1055,7 +1064,10 @@ fn spyker_filters_and_latency_coding() {
     );
     // Filters read the image; coding reads a static map.
     expect(
-        &with("f = dog(x,", "g = dog(x, size = 3, sigmas = [1.0, 2.0])\n  f = dog(g,"),
+        &with(
+            "f = dog(x,",
+            "g = dog(x, size = 3, sigmas = [1.0, 2.0])\n  f = dog(g,",
+        ),
         ErrorKind::Shape,
         "test.snn:5:3",
         "filters a static image input, but `g` is not a model input",

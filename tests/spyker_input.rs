@@ -52,7 +52,13 @@ fn expose(p: &mut Program, name: &str) {
 }
 
 /// Runs `p` on `device` (`cpu` or `cuda-shim`); `None` when the shim has no C++ compiler.
-fn run(p: &Program, device: &str, inputs: &[Tensor], t: usize, batch: usize) -> Option<Vec<Tensor>> {
+fn run(
+    p: &Program,
+    device: &str,
+    inputs: &[Tensor],
+    t: usize,
+    batch: usize,
+) -> Option<Vec<Tensor>> {
     if device == "cuda-shim" && snn_runtime::cuda::shim::find_cxx().is_none() {
         println!("SKIP cuda-shim: no C++ compiler");
         return None;
@@ -91,7 +97,12 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], zeros: bool) {
 }
 
 fn frozen_kernel(p: &Program) -> &[f32] {
-    let w = p.plan.weights.iter().find(|w| w.name == "f.kernel").unwrap();
+    let w = p
+        .plan
+        .weights
+        .iter()
+        .find(|w| w.name == "f.kernel")
+        .unwrap();
     match &w.init {
         Init::Frozen(v) => v,
         other => panic!("f.kernel is {other:?}, not frozen"),
@@ -116,23 +127,36 @@ fn filter_cases() -> (Vec<FilterCase>, Vec<Value>) {
     let mut cases = Vec::new();
     let dog = vectors("dog");
     for c in dog["cases"].as_array().unwrap() {
-        let sigmas = num_list(c["filters"].as_array().unwrap().iter().flat_map(|f| {
-            [f["std1"].as_f64().unwrap(), f["std2"].as_f64().unwrap()]
-        }));
+        let sigmas = num_list(
+            c["filters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|f| [f["std1"].as_f64().unwrap(), f["std2"].as_f64().unwrap()]),
+        );
         let size = 2 * c["size"].as_u64().unwrap() + 1;
         let pad = c["pad"].as_u64().unwrap();
         let call = format!("dog(x, size = {size}, sigmas = [{sigmas}], pad = {pad}");
         cases.push(FilterCase {
             name: format!("dog {}", c["name"].as_str().unwrap()),
             call: format!("{call})"),
-            thresholded_call: Some(format!("{call}, threshold = {:?})", c["threshold"].as_f64().unwrap())),
+            thresholded_call: Some(format!(
+                "{call}, threshold = {:?})",
+                c["threshold"].as_f64().unwrap()
+            )),
             kernel: flat(&c["kernel"]),
             output: flat(&c["output"]),
             thresholded: Some(flat(&c["thresholded"])),
         });
     }
     let log = vectors("log");
-    let stds = num_list(log["stds"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()));
+    let stds = num_list(
+        log["stds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap()),
+    );
     let call = format!(
         "log(x, size = {}, sigmas = [{stds}], pad = {}",
         2 * log["size"].as_u64().unwrap() + 1,
@@ -141,7 +165,10 @@ fn filter_cases() -> (Vec<FilterCase>, Vec<Value>) {
     cases.push(FilterCase {
         name: "log".into(),
         call: format!("{call})"),
-        thresholded_call: Some(format!("{call}, threshold = {:?})", log["threshold"].as_f64().unwrap())),
+        thresholded_call: Some(format!(
+            "{call}, threshold = {:?})",
+            log["threshold"].as_f64().unwrap()
+        )),
         kernel: flat(&log["kernel"]),
         output: flat(&log["output"]),
         thresholded: Some(flat(&log["thresholded"])),
@@ -177,7 +204,12 @@ fn filter_kernels_are_spykers_bit_for_bit() {
         let k = frozen_kernel(&p);
         assert_eq!(k.len(), c.kernel.len(), "{}", c.name);
         for (i, (a, b)) in k.iter().zip(&c.kernel).enumerate() {
-            assert_eq!(a.to_bits(), b.to_bits(), "{} kernel[{i}]: {a} vs {b}", c.name);
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "{} kernel[{i}]: {a} vs {b}",
+                c.name
+            );
         }
     }
 }
@@ -192,16 +224,24 @@ fn filter_outputs_match_spyker(device: &str) {
     };
     for c in cases {
         let x = images(file_of(&c.name));
-        let calls = [(&c.call, &c.output, false)]
-            .into_iter()
-            .chain(c.thresholded_call.iter().zip(&c.thresholded).map(|(a, b)| (a, b, true)));
+        let calls = [(&c.call, &c.output, false)].into_iter().chain(
+            c.thresholded_call
+                .iter()
+                .zip(&c.thresholded)
+                .map(|(a, b)| (a, b, true)),
+        );
         for (call, want, zeros) in calls {
             let mut p = compile(&filter_model(call));
             expose(&mut p, "f");
             let Some(out) = run(&p, device, std::slice::from_ref(&x), 15, 2) else {
                 return;
             };
-            assert_close(&format!("{} {call} on {device}", c.name), &out[1].data, want, zeros);
+            assert_close(
+                &format!("{} {call} on {device}", c.name),
+                &out[1].data,
+                want,
+                zeros,
+            );
         }
     }
 }
@@ -224,7 +264,11 @@ fn first_spikes(wave: &[f32], t: usize, n: usize) -> Vec<f32> {
 }
 
 fn latency_model(dims: &[usize], sort: bool) -> Program {
-    let d = dims.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ");
+    let d = dims
+        .iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     compile(&format!(
         "model c {{\n  T = 15\n  input x: [{d}]\n  s = latency(x, sort = {sort})\n  output spikes(s)\n}}\n"
     ))
@@ -250,7 +294,11 @@ fn latency_matches_spyker(device: &str) -> Option<()> {
                 assert_eq!(got, exp, "sort = {sort}: sample {b}, step {s} on {device}");
             }
         }
-        assert_eq!(first_spikes(wave, t, 2 * n), flat(&c["first_spike"]), "sort = {sort}");
+        assert_eq!(
+            first_spikes(wave, t, 2 * n),
+            flat(&c["first_spike"]),
+            "sort = {sort}"
+        );
     }
     for e in v["edges"].as_array().unwrap() {
         let sort = e["sort"].as_bool().unwrap();
@@ -300,7 +348,13 @@ fn latency_ties_go_to_the_lower_index_on_both_devices() {
         let rank = [7, 1, 2, 0, 3, 4, 5, 6];
         let want: Vec<f32> = rank
             .iter()
-            .map(|&r: &i32| if r >= 7 { 4.0 } else { (r as f32 * scale).trunc() })
+            .map(|&r: &i32| {
+                if r >= 7 {
+                    4.0
+                } else {
+                    (r as f32 * scale).trunc()
+                }
+            })
             .collect();
         assert_eq!(first_spikes(&out[0].data, 4, 8), want, "{device}");
     }
@@ -308,7 +362,9 @@ fn latency_ties_go_to_the_lower_index_on_both_devices() {
 
 #[test]
 fn frozen_kernels_are_neither_saved_nor_required_nor_trained() {
-    let p = compile(&filter_model("dog(x, size = 7, sigmas = [1.0, 2.0, 2.0, 1.0], threshold = 0.01)"));
+    let p = compile(&filter_model(
+        "dog(x, size = 7, sigmas = [1.0, 2.0, 2.0, 1.0], threshold = 0.01)",
+    ));
     let mut l = snnc::session::load(&p, Some(&common::cache_dir())).unwrap();
     let before = l.session.weight("f.kernel").unwrap().to_vec();
     let dir = std::env::temp_dir().join(format!("snnc-spyker-input-{}", std::process::id()));
@@ -316,7 +372,10 @@ fn frozen_kernels_are_neither_saved_nor_required_nor_trained() {
     let path = dir.join("w.safetensors");
     l.session.save_weights(&path).unwrap();
     let saved = snn_runtime::io::weights::load(&path).unwrap();
-    assert!(saved.iter().all(|(n, _, _)| n != "f.kernel"), "a frozen kernel was saved");
+    assert!(
+        saved.iter().all(|(n, _, _)| n != "f.kernel"),
+        "a frozen kernel was saved"
+    );
     // A file without it loads, and the kernel stays the compiler's.
     l.session.load_weights(&path).unwrap();
     assert_eq!(l.session.weight("f.kernel").unwrap(), &before[..]);
@@ -330,11 +389,21 @@ fn a_filter_is_frozen_when_training() {
     let src = "model t {\n  T = 6\n  input x: [1, 12, 12]\n  f = dog(x, size = 5, sigmas = [1.0, 2.0], threshold = 0.01)\n  s = latency(f)\n  h = LIF(flatten(conv2d(s, 2, kernel = 3)), tau = 2.0)\n  o = LIF(dense(h, 3), tau = 2.0)\n  output counts(o)\n  train {\n    loss = cross_entropy(counts(o))\n  }\n}\n";
     let mut c = snnc::Compiler::new(common::train_opts());
     let parsed = c.parse_str("t.snn", src).unwrap();
-    let p = c.compile(&parsed).unwrap_or_else(|d| panic!("{}", d.message));
-    let kernel = p.plan.weights.iter().position(|w| w.name == "f.kernel").unwrap();
+    let p = c
+        .compile(&parsed)
+        .unwrap_or_else(|d| panic!("{}", d.message));
+    let kernel = p
+        .plan
+        .weights
+        .iter()
+        .position(|w| w.name == "f.kernel")
+        .unwrap();
     assert!(p.plan.weights[kernel].frozen());
     let backward = format!("{:?}", p.plan.train.as_ref().unwrap().backward);
-    assert!(backward.contains("Conv2dDw"), "the conv after the filter trains");
+    assert!(
+        backward.contains("Conv2dDw"),
+        "the conv after the filter trains"
+    );
     for op in &p.plan.train.as_ref().unwrap().backward {
         if let snn_runtime::plan::Op::Conv2dDw(d) = op {
             assert_ne!(d.w, kernel, "a gradient op for the frozen kernel");

@@ -26,8 +26,8 @@ pub use crate::op::conv::{ConvDesc, ConvDwDesc, ConvDxDesc, ConvOps};
 pub use crate::op::dense::{DenseOps, GemmDesc, GemmDwDesc, GemmDxDesc};
 pub use crate::op::filter::{FilterDesc, FilterOps};
 pub use crate::op::pool::{PoolDesc, PoolDxDesc, PoolOps};
-pub use crate::op::wave::{RankCodeDesc, WaveOps};
 pub use crate::op::time_mix::{TimeMixDesc, TimeMixDwDesc, TimeMixOps};
+pub use crate::op::wave::{RankCodeDesc, WaveOps};
 
 /// Index of a physical memory slot.
 pub type SlotId = usize;
@@ -93,12 +93,30 @@ pub(crate) fn check_optim_state(id: WeightId, k: usize, n: usize, len: usize) ->
 /// implements the concern traits. Calls may be asynchronous; [`Memory::sync`] and
 /// [`Memory::download`] are the points where results must be complete.
 pub trait Device:
-    Memory + Kernels + Optimizer + DenseOps + ConvOps + PoolOps + TimeMixOps + FilterOps + WaveOps + Send
+    Memory
+    + Kernels
+    + Optimizer
+    + DenseOps
+    + ConvOps
+    + PoolOps
+    + TimeMixOps
+    + FilterOps
+    + WaveOps
+    + Send
 {
 }
 
 impl<D> Device for D where
-    D: Memory + Kernels + Optimizer + DenseOps + ConvOps + PoolOps + TimeMixOps + FilterOps + WaveOps + Send
+    D: Memory
+        + Kernels
+        + Optimizer
+        + DenseOps
+        + ConvOps
+        + PoolOps
+        + TimeMixOps
+        + FilterOps
+        + WaveOps
+        + Send
 {
 }
 

@@ -560,7 +560,12 @@ fn filter_params(bank: &crate::ir::filter::FilterBank) -> String {
     match bank {
         FilterBank::Dog { pairs } => format!(
             "sigmas=[{}]",
-            list(pairs.iter().map(|(a, b)| format!("({a:?}, {b:?})")).collect())
+            list(
+                pairs
+                    .iter()
+                    .map(|(a, b)| format!("({a:?}, {b:?})"))
+                    .collect()
+            )
         ),
         FilterBank::Log { stds } => format!(
             "sigmas=[{}]",

@@ -22,16 +22,22 @@ pub struct Gabor {
 #[derive(Clone, Debug, PartialEq)]
 pub enum FilterBank {
     /// `(std1, std2)` per output channel: `max(G(std1) * I - G(std2) * I, 0)`.
-    Dog { pairs: Vec<(f64, f64)> },
+    Dog {
+        pairs: Vec<(f64, f64)>,
+    },
     /// One std per ON/OFF pair: Spyker's "LoG", a DoG of `G(std / sqrt 2)` and
     /// `G(std * sqrt 2)`.
-    Log { stds: Vec<f64> },
-    Gabor { filters: Vec<Gabor> },
+    Log {
+        stds: Vec<f64>,
+    },
+    Gabor {
+        filters: Vec<Gabor>,
+    },
 }
 
-/// Spyker's `theta` conversion constant (degrees to radians, an f64 multiplication).
+/// Spyker's `theta` conversion constant (degrees to radians, an f64 multiplication; its
+/// `PI = 3.14159265358979323846` is `std::f64::consts::PI`).
 const DEGREE: f64 = 0.017453292519943295;
-const PI: f64 = 3.141_592_653_589_793;
 
 impl FilterBank {
     /// The layer's name in the language.
@@ -131,7 +137,7 @@ pub fn gabor(half: usize, g: &Gabor) -> Vec<f32> {
             let x = fi * cos + fj * sin;
             let y = -fi * sin + fj * cos;
             let a = (-(x * x + g.gamma * g.gamma * y * y) / (2.0 * g.sigma * g.sigma)).exp();
-            let b = (2.0 * PI * x / g.lambda + g.psi).cos();
+            let b = (2.0 * std::f64::consts::PI * x / g.lambda + g.psi).cos();
             k.push(a * b);
         }
     }

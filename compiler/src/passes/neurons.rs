@@ -86,7 +86,10 @@ pub fn run(m: &mut Module, models: &[ast::NeuronDef]) -> DResult<()> {
                 ))
             }
             (OutputKind::Spikes, None)
-                if !matches!(node.kind, NodeKind::Encode { .. } | NodeKind::Latency { .. }) =>
+                if !matches!(
+                    node.kind,
+                    NodeKind::Encode { .. } | NodeKind::Latency { .. }
+                ) =>
             {
                 return Err(Diagnostic::new(
                     ErrorKind::BadArgument,

@@ -284,8 +284,7 @@ fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Option<Sh
             let what = bank.op_name();
             // Spyker filters the grey image once, and the filter passes no gradient: it
             // reads a model input.
-            if !matches!(m.nodes[src].kind, NodeKind::Input { .. }) || s.extent != Extent::Static
-            {
+            if !matches!(m.nodes[src].kind, NodeKind::Input { .. }) || s.extent != Extent::Static {
                 return Err(shape_err(
                     format!(
                         "`{what}` filters a static image input, but `{}` is {}",

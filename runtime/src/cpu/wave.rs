@@ -7,14 +7,7 @@ impl WaveOps for CpuDevice {
     fn rank_code(&mut self, d: &RankCodeDesc) -> Result<()> {
         let f = d.features;
         let n = mul2(d.batch, f)?;
-        let (x, y) = pair(
-            &mut self.slots,
-            d.x,
-            n,
-            d.y,
-            mul2(d.t_len, n)?,
-            "rank_code",
-        )?;
+        let (x, y) = pair(&mut self.slots, d.x, n, d.y, mul2(d.t_len, n)?, "rank_code")?;
         if n == 0 || d.t_len == 0 {
             return Ok(());
         }

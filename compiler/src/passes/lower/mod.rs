@@ -13,8 +13,8 @@ use crate::ir::net::*;
 use crate::ir::sched::{FuseMode, KernelGroup, MemoryPlan, StageKind};
 use snn_runtime::plan::{
     self, BufId, Conv2d, ConvGeom, Extent as PExtent, FilterOut, Gemm, Init, KernelDecl,
-    LaunchGroup, LaunchTime, Op, ParamCheck, ParamDecl, Plan, Pool2d, PoolGeom, RankCode,
-    TimeBias, TimeMatrix, TimeMix, TimeSel, WeightDecl, WeightId, WeightUse,
+    LaunchGroup, LaunchTime, Op, ParamCheck, ParamDecl, Plan, Pool2d, PoolGeom, RankCode, TimeBias,
+    TimeMatrix, TimeMix, TimeSel, WeightDecl, WeightId, WeightUse,
 };
 
 use super::{pop_outputs, spilled_locals, Options};
@@ -230,7 +230,8 @@ impl Lowerer<'_> {
                         shape: vec![c_in * raw, c_in, *size, *size],
                         init: Init::Frozen(filter::block_weight(&kernels, raw, c_in, *size)),
                     });
-                    self.weight_of.insert(h, (self.plan.weights.len() - 1, None));
+                    self.weight_of
+                        .insert(h, (self.plan.weights.len() - 1, None));
                 }
                 _ => {}
             }

@@ -27,13 +27,23 @@ fn bad(a: &Bound, e: &Expr, msg: String) -> Diagnostic {
 fn numbers<'e>(a: &Bound<'e, '_>, name: &str, what: &str) -> DResult<(Vec<f64>, &'e Expr)> {
     let e = a.required(name, what)?;
     let ExprKind::List(items) = &e.kind else {
-        return Err(bad(a, e, format!("`{name}` must be a list of numbers `[..]`")));
+        return Err(bad(
+            a,
+            e,
+            format!("`{name}` must be a list of numbers `[..]`"),
+        ));
     };
     let mut out = Vec::new();
     for it in items {
         match it.as_number().filter(|v| v.is_finite()) {
             Some(v) => out.push(v),
-            None => return Err(bad(a, it, format!("every element of `{name}` must be a number"))),
+            None => {
+                return Err(bad(
+                    a,
+                    it,
+                    format!("every element of `{name}` must be a number"),
+                ))
+            }
         }
     }
     if out.is_empty() {
