@@ -51,7 +51,8 @@ fn expose(p: &mut Program, name: &str) {
     });
 }
 
-/// Runs `p` on `device` (`cpu` or `cuda-shim`); `None` when the shim has no C++ compiler.
+/// Runs `p` on `device` (`cpu`, `cuda-shim` or `cuda`); `None` when that device is not
+/// there (no C++ compiler for the shim, no GPU).
 fn run(
     p: &Program,
     device: &str,
@@ -61,6 +62,10 @@ fn run(
 ) -> Option<Vec<Tensor>> {
     if device == "cuda-shim" && snn_runtime::cuda::shim::find_cxx().is_none() {
         println!("SKIP cuda-shim: no C++ compiler");
+        return None;
+    }
+    if device == "cuda" && !snn_runtime::cuda::driver_present() {
+        println!("SKIP cuda: no CUDA device (libcuda.so not found)");
         return None;
     }
     let mut l = snnc::session::load_device(p, device, Some(&common::cache_dir()))
@@ -329,6 +334,12 @@ fn latency_matches_spyker_code_on_cpu() {
 #[test]
 fn latency_matches_spyker_code_through_the_cuda_host_shim() {
     latency_matches_spyker("cuda-shim");
+}
+
+#[test]
+fn filters_and_latency_match_spyker_on_a_gpu() {
+    filter_outputs_match_spyker("cuda");
+    latency_matches_spyker("cuda");
 }
 
 /// Ties straddling a bin: snnc's documented rule (lower index first), the same on both

@@ -58,14 +58,15 @@ pub fn first_spike_times(x: &[f32], t_len: usize, sort: bool) -> Vec<u32> {
     if sort {
         let n = x.iter().filter(|&&v| v > lo).count();
         let scale = end / n as f32;
-        (0..x.len())
-            .map(|i| {
-                let v = x[i];
-                let rank = x.iter().filter(|&&u| u > v).count()
-                    + x[..i].iter().filter(|&&u| u == v).count();
-                to_u16(rank as f32 * scale)
-            })
-            .collect()
+        // Descending, and stable: equal values keep their index order, which is the
+        // CUDA kernel's count `#{u > v} + #{u == v before}` in O(n log n).
+        let mut order: Vec<usize> = (0..x.len()).collect();
+        order.sort_by(|&a, &b| x[b].partial_cmp(&x[a]).unwrap_or(std::cmp::Ordering::Equal));
+        let mut times = vec![0u32; x.len()];
+        for (rank, &i) in order.iter().enumerate() {
+            times[i] = to_u16(rank as f32 * scale);
+        }
+        times
     } else {
         let scale = end / (hi - lo);
         x.iter()
@@ -125,5 +126,32 @@ impl LibraryOp for RankCode {
             "rank_code {} = latency({}, sort = {}) [{}] -> cumulative wave  (all T)",
             p.buffers[self.y].name, p.buffers[self.x].name, self.sort, self.features
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_convert_to_u16_as_spykers_x86_wheel() {
+        assert_eq!(to_u16(3.99), 3);
+        assert_eq!(to_u16(-0.5), 0);
+        assert_eq!(to_u16(f32::NAN), 0);
+        assert_eq!(to_u16(f32::INFINITY), 0);
+        assert_eq!(to_u16(65537.0), 1);
+        assert_eq!(to_u16(3e9), 0);
+    }
+
+    #[test]
+    fn ranks_break_ties_by_lower_index_and_the_minimum_never_fires() {
+        // n = 3 values above the minimum 0; T = 3: scale = (3 + 1e-5) / 3 just above 1.
+        let t = first_spike_times(&[0.5, 0.0, 0.9, 0.5], 3, true);
+        assert_eq!(t, [1, 3, 0, 2]);
+        // All equal: NaN / inf times fire at 0, both modes.
+        assert_eq!(first_spike_times(&[0.0; 4], 3, true), [0; 4]);
+        assert_eq!(first_spike_times(&[0.0; 4], 3, false), [0; 4]);
+        // By value: the maximum at 0, the minimum at T (never).
+        assert_eq!(first_spike_times(&[0.0, 1.0, 0.5], 4, false), [4, 0, 2]);
     }
 }
