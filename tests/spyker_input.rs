@@ -421,3 +421,37 @@ fn a_filter_is_frozen_when_training() {
         }
     }
 }
+
+/// Several input channels: each is filtered on its own and its channels come together
+/// (Spyker views `[B, C, H, W]` as `[B * C, 1, H, W]`): a 2-channel image made of the two
+/// vector images gives, per channel, that image's Spyker output.
+#[test]
+fn each_input_channel_is_filtered_on_its_own() {
+    let (cases, files) = filter_cases();
+    for c in cases
+        .iter()
+        .filter(|c| c.name == "dog kheradpisheh" || c.name == "log")
+    {
+        let file = if c.name == "log" {
+            &files[1]
+        } else {
+            &files[0]
+        };
+        let src = filter_model(&c.call).replace("[1, 12, 12]", "[2, 12, 12]");
+        let mut p = compile(&src);
+        expose(&mut p, "f");
+        // One sample whose two channels are the vectors' two images.
+        let x = tensor(vec![1, 2, 12, 12], flat(&file["images"]));
+        for device in ["cpu", "cuda-shim"] {
+            let Some(out) = run(&p, device, std::slice::from_ref(&x), 15, 1) else {
+                continue;
+            };
+            assert_close(
+                &format!("{} with 2 channels on {device}", c.name),
+                &out[1].data,
+                &c.output,
+                false,
+            );
+        }
+    }
+}
