@@ -189,10 +189,20 @@ fn filter_cases() -> (Vec<FilterCase>, Vec<Value>) {
             2 * gabor["size"].as_u64().unwrap() + 1,
             gabor["pad"].as_u64().unwrap()
         ),
-        thresholded_call: None,
+        // Spyker's `threshold` on the Gabor output (no vector of its own: applied here).
+        thresholded_call: Some(format!(
+            "gabor(x, size = {}, filters = [{filters}], pad = {}, threshold = 0.05)",
+            2 * gabor["size"].as_u64().unwrap() + 1,
+            gabor["pad"].as_u64().unwrap()
+        )),
         kernel: flat(&gabor["kernel"]),
         output: flat(&gabor["output"]),
-        thresholded: None,
+        thresholded: Some(
+            flat(&gabor["output"])
+                .into_iter()
+                .map(|v| if v <= 0.05f32 { 0.0 } else { v })
+                .collect(),
+        ),
     });
     (cases, vec![dog, log, gabor])
 }
