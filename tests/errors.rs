@@ -974,3 +974,129 @@ fn memory_budget_names_the_layer() {
     // The same model under a budget that holds it: no error.
     assert!(snnc::footprint::check(&m, &fp, &Budget::given(fp.total, "x"), "").is_ok());
 }
+
+/// Spyker's filters and latency coding (`dog`, `log`, `gabor`, `latency`).
+const SPYKER: &str = "model m {\n  T = 15\n  input x: [1, 12, 12]\n  f = dog(x, size = 7, sigmas = [1.0, 2.0])\n  s = latency(f)\n  output spikes(s)\n}\n";
+
+#[test]
+fn spyker_filters_and_latency_coding() {
+    assert!(common::compile_str(SPYKER).is_ok());
+    let with = |from: &str, to: &str| SPYKER.replace(from, to);
+    for size in ["6", "0", "2.5"] {
+        expect(
+            &with("size = 7", &format!("size = {size}")),
+            ErrorKind::BadValue,
+            "test.snn:4:21",
+            "must be an odd window size",
+        );
+    }
+    expect(
+        &with("[1.0, 2.0]", "[1.0, 0.0]"),
+        ErrorKind::BadValue,
+        "test.snn:4:33",
+        "every element of `sigmas` must be > 0",
+    );
+    expect(
+        &with("[1.0, 2.0]", "[1.0, 2.0, 3.0]"),
+        ErrorKind::BadValue,
+        "test.snn:4:33",
+        "holds pairs (std1, std2)",
+    );
+    expect(
+        &with("[1.0, 2.0]", "[]"),
+        ErrorKind::BadValue,
+        "test.snn:4:33",
+        "must not be empty",
+    );
+    expect(
+        &with("sigmas = [1.0, 2.0]", "sigmas = 1.0"),
+        ErrorKind::BadValue,
+        "test.snn:4:33",
+        "must be a list of numbers",
+    );
+    expect(
+        &with(", sigmas = [1.0, 2.0]", ""),
+        ErrorKind::BadArgument,
+        "test.snn:4:7",
+        "`dog` needs the standard deviations",
+    );
+    expect(
+        &with("log", "log").replace(
+            "dog(x, size = 7, sigmas = [1.0, 2.0])",
+            "log(x, size = 7, sigmas = [-1.0])",
+        ),
+        ErrorKind::BadValue,
+        "test.snn:4:33",
+        "must be > 0",
+    );
+    expect(
+        &with(
+            "dog(x, size = 7, sigmas = [1.0, 2.0])",
+            "gabor(x, size = 5, filters = [2.0, 45.0, 0.5, 8.0])",
+        ),
+        ErrorKind::BadValue,
+        "test.snn:4:36",
+        "five numbers per filter",
+    );
+    expect(
+        &with(
+            "sigmas = [1.0, 2.0]",
+            "sigmas = [1.0, 2.0], pad = [3, 3, 3, 2]",
+        ),
+        ErrorKind::BadValue,
+        "test.snn:4:51",
+        "asymmetric filter padding",
+    );
+    expect(
+        &with(
+            "sigmas = [1.0, 2.0]",
+            "sigmas = [1.0, 2.0], threshold = true",
+        ),
+        ErrorKind::BadValue,
+        "test.snn:4:57",
+        "`threshold` must be a number",
+    );
+    expect(
+        &with("size = 7", "size = 15, pad = 1"),
+        ErrorKind::Shape,
+        "test.snn:4:3",
+        "does not fit the 12x12 input",
+    );
+    // Filters read the image; coding reads a static map.
+    expect(
+        &with(
+            "f = dog(x,",
+            "g = dog(x, size = 3, sigmas = [1.0, 2.0])\n  f = dog(g,",
+        ),
+        ErrorKind::Shape,
+        "test.snn:5:3",
+        "filters a static image input, but `g` is not a model input",
+    );
+    expect(
+        &with("input x: [1, 12, 12]", "input x: [T, 1, 12, 12]"),
+        ErrorKind::Shape,
+        "test.snn:4:3",
+        "filters a static image input, but `x` is a sequence",
+    );
+    expect(
+        "model m {\n  T = 4\n  input x: [T, 3]\n  s = latency(x)\n  output spikes(s)\n}\n",
+        ErrorKind::Shape,
+        "test.snn:4:3",
+        "`latency` codes a static map into spike times, but `x` is a sequence",
+    );
+    expect(
+        &with(
+            "output spikes(s)",
+            "output spikes(s)\n  train {\n    loss = first_spike(s)\n    input_grads = true\n  }",
+        ),
+        ErrorKind::Shape,
+        "test.snn:4:3",
+        "`dog` passes no gradient to `x`",
+    );
+    expect(
+        &with("latency(f)", "latency(f, sort = 1)"),
+        ErrorKind::BadValue,
+        "test.snn:5:25",
+        "`sort` must be true or false",
+    );
+}

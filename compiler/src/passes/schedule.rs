@@ -36,7 +36,7 @@ pub const DEFAULT_RATE: f32 = 0.2;
 /// `flatten` and max pooling (the maximum of 0/1 values is 0 or 1; padded cells never win).
 pub fn is_spike_source(m: &Module, h: NodeId) -> bool {
     match &m.nodes[h].kind {
-        NodeKind::Encode { .. } => true,
+        NodeKind::Encode { .. } | NodeKind::Latency { .. } => true,
         NodeKind::Flatten { src } => is_spike_source(m, *src),
         NodeKind::Pool2d {
             src,
@@ -255,6 +255,13 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
             if parallel(n) {
                 flush(&mut run, &mut stages);
                 stages.push(parallel_stage(n));
+            } else if matches!(m.nodes[n].kind, NodeKind::Latency { .. }) {
+                // A sample's spike times come from all its values at once: one op, all T.
+                flush(&mut run, &mut stages);
+                stages.push(Stage {
+                    kind: StageKind::Layer(n),
+                    reason: "rank-order coding: one op writes all T".into(),
+                });
             } else {
                 run.push(n);
             }
@@ -287,6 +294,10 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
                     NodeKind::Population { .. } => "feed-forward: one fused kernel, T loop inside",
                     NodeKind::Encode { .. } => "feed-forward: one kernel over all T",
                     NodeKind::Flatten { .. } => "feed-forward: a view, no work",
+                    NodeKind::Filter { .. } => "feed-forward: a frozen conv, once per sample",
+                    NodeKind::Latency { .. } => {
+                        "feed-forward: one rank-code op writes all T (spike times per sample)"
+                    }
                     _ => "feed-forward: one op over all T*B rows",
                 };
                 stages.push(Stage {

@@ -273,6 +273,91 @@ fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Option<Sh
                 dims: vec![c, ho, wo],
             }
         }
+        NodeKind::Filter {
+            src,
+            bank,
+            size,
+            pad,
+            ..
+        } => {
+            let s = infer(m, src, state)?.ok_or_else(|| cycle_err(m, h))?;
+            let what = bank.op_name();
+            // Spyker filters the grey image once, and the filter passes no gradient: it
+            // reads a model input.
+            if !matches!(m.nodes[src].kind, NodeKind::Input { .. }) || s.extent != Extent::Static {
+                return Err(shape_err(
+                    format!(
+                        "`{what}` filters a static image input, but `{}` is {}",
+                        m.nodes[src].name,
+                        if s.extent == Extent::Seq {
+                            "a sequence"
+                        } else {
+                            "not a model input"
+                        }
+                    ),
+                    m,
+                    h,
+                    "not a static image input",
+                    "apply the filter to an input declared `input x: [1, 28, 28]`",
+                ));
+            }
+            if m.train.as_ref().is_some_and(|t| t.input_grads) {
+                return Err(shape_err(
+                    format!("`{what}` passes no gradient to `{}`, but the model sets `input_grads = true`", m.nodes[src].name),
+                    m,
+                    h,
+                    "a frozen filter of the input",
+                    "filters are frozen and not differentiated: drop `input_grads = true`",
+                ));
+            }
+            let [c, hh, ww] = s.dims[..] else {
+                return Err(shape_err(
+                    format!(
+                        "`{what}` expects a [channels, height, width] input, but `{}` has shape {}",
+                        m.nodes[src].name,
+                        dims_str(&s.dims)
+                    ),
+                    m,
+                    h,
+                    "input is not 3-D",
+                    "declare image inputs as `input x: [1, 28, 28]`",
+                ));
+            };
+            let raw = bank.step().raw_channels(bank.len());
+            check_count(m, h, &[c, raw, c, size, size], "its kernel")?;
+            let (ho, wo) = window_out(hh, ww, [size, size], 1, pad).ok_or_else(|| {
+                shape_err(
+                    format!("`{what}` window {size}x{size} (pad {pad}) does not fit the {hh}x{ww} input"),
+                    m,
+                    h,
+                    "window larger than input",
+                    "use a smaller `size` or more `pad`",
+                )
+            })?;
+            Shape {
+                extent: Extent::Static,
+                dims: vec![c * bank.step().out_channels(bank.len()), ho, wo],
+            }
+        }
+        NodeKind::Latency { src, .. } => {
+            let s = infer(m, src, state)?.ok_or_else(|| cycle_err(m, h))?;
+            if s.extent != Extent::Static {
+                return Err(shape_err(
+                    format!(
+                        "`latency` codes a static map into spike times, but `{}` is a sequence",
+                        m.nodes[src].name
+                    ),
+                    m,
+                    h,
+                    "time-varying input",
+                    "code a static input or a filter's output, e.g. `latency(dog(x, ..))`",
+                ));
+            }
+            Shape {
+                extent: Extent::Seq,
+                dims: s.dims,
+            }
+        }
         NodeKind::Flatten { src } => {
             let s = infer(m, src, state)?.ok_or_else(|| cycle_err(m, h))?;
             Shape {

@@ -133,6 +133,7 @@ impl Session {
             match decl.init {
                 Init::Zeros => w.fill(0.0),
                 Init::Constant(v) => w.fill(v),
+                Init::Frozen(ref v) => w.copy_from_slice(v),
                 Init::Geometric { ratio } => {
                     let n = w.len();
                     for (j, v) in w.iter_mut().enumerate() {
@@ -162,6 +163,10 @@ impl Session {
         let mut unknown = Vec::new();
         for (name, shape, data) in tensors {
             if let Some(&i) = self.weight_index.get(&name) {
+                // A frozen weight is the compiler's constant: a file cannot replace it.
+                if self.plan.plan().weights[i].frozen() {
+                    continue;
+                }
                 let expected = &self.plan.plan().weights[i].shape;
                 if &shape != expected {
                     return Err(RuntimeError::Shape {
@@ -204,7 +209,7 @@ impl Session {
         let missing: Vec<String> = new_weights
             .iter()
             .zip(&self.plan.plan().weights)
-            .filter(|(w, _)| w.is_none())
+            .filter(|(w, d)| w.is_none() && !d.frozen())
             .map(|(_, d)| d.name.clone())
             .collect();
         if !missing.is_empty() {
@@ -214,11 +219,14 @@ impl Session {
             });
         }
         for (i, w) in new_weights.into_iter().enumerate() {
-            let w = w.unwrap_or_default();
+            let Some(w) = w else {
+                continue; // frozen: kept
+            };
             self.device.set_weight(i, &w)?;
             self.weights[i] = w;
         }
-        // Every weight was replaced (a missing one is an error above): host and device agree.
+        // Every weight was replaced (a missing one is an error above; frozen ones never
+        // change): host and device agree.
         self.weights_stale = false;
         if !new_params.is_empty() {
             for (i, v) in new_params {
@@ -241,6 +249,9 @@ impl Session {
         }
         let mut list: Vec<(String, Vec<usize>, &[f32])> = Vec::new();
         for (d, w) in self.plan.plan().weights.iter().zip(&self.weights) {
+            if d.frozen() {
+                continue;
+            }
             list.push((d.name.clone(), d.shape.clone(), w));
         }
         for (i, d) in self.plan.plan().params.iter().enumerate() {
@@ -688,6 +699,10 @@ impl Session {
             )));
         }
         for (i, u) in updates.iter().enumerate() {
+            // A frozen weight has no gradient and is never decayed.
+            if self.plan.plan().weights[i].frozen() {
+                continue;
+            }
             self.device.optim_step(i, u, grad_scale)?;
         }
         self.weights_stale = true;
