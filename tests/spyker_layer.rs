@@ -129,7 +129,10 @@ fn fire_once_matches_spyker(device: &str) -> Option<()> {
     let wave_dims = dims(&v["wave"]);
     let batch = wave_dims[0];
     let input = Tensor::new(
-        [t, batch].into_iter().chain(wave_dims[2..].iter().copied()).collect(),
+        [t, batch]
+            .into_iter()
+            .chain(wave_dims[2..].iter().copied())
+            .collect(),
         swap_bt(&flat(&v["wave"]), batch, t),
     )
     .unwrap();
@@ -138,7 +141,14 @@ fn fire_once_matches_spyker(device: &str) -> Option<()> {
         let threshold = c["threshold"].as_f64().unwrap();
         let p = compile(&conv_fire_model(threshold));
         let kernel = flat(&c["kernel"]);
-        let out = run(&p, device, &[("c.weight", &kernel)], input.clone(), t, batch)?;
+        let out = run(
+            &p,
+            device,
+            &[("c.weight", &kernel)],
+            input.clone(),
+            t,
+            batch,
+        )?;
         let what = |x: &str| format!("conv_fire {name} {x} on {device}");
         let potential = swap_bt(output(&out, "n.v"), t, batch);
         if name == "dyadic" {
@@ -171,4 +181,61 @@ fn fire_once_matches_spyker_conv_fire_on_cpu() {
 #[test]
 fn fire_once_matches_spyker_conv_fire_through_the_cuda_host_shim() {
     fire_once_matches_spyker("cuda-shim");
+}
+
+/// `inhibit(v, threshold)` of a `[T, C, H, W]` input, read back through a `FireOnce`
+/// population whose potential is its input (`trace(n.v)`).
+fn inhibit_model(t: usize, dims: &[usize], threshold: f32) -> Program {
+    compile(&format!(
+        "model i {{\n  T = {t}\n  input v: [T, {}, {}, {}]\n  h = inhibit(v, threshold = {threshold:?})\n  \
+         n = FireOnce(h)\n  output trace(n.v)\n}}\n",
+        dims[0], dims[1], dims[2]
+    ))
+}
+
+fn inhibit_matches_spyker(device: &str) -> Option<()> {
+    let v = vectors("inhibit");
+    let t = v["T"].as_u64().unwrap() as usize;
+    let raw_threshold = v["raw_threshold"].as_f64().unwrap() as f32;
+    for (input, want, threshold) in [
+        ("potential", "output", 0.0),
+        ("wave", "wave_output", 0.0),
+        ("raw", "raw_output", raw_threshold),
+    ] {
+        let d = dims(&v[input]);
+        let batch = d[0];
+        let p = inhibit_model(t, &d[2..], threshold);
+        let x = Tensor::new(
+            [t, batch]
+                .into_iter()
+                .chain(d[2..].iter().copied())
+                .collect(),
+            swap_bt(&flat(&v[input]), batch, t),
+        )
+        .unwrap();
+        let out = run(&p, device, &[], x, t, batch)?;
+        let got = swap_bt(output(&out, "n.v"), t, batch);
+        assert_bits(
+            &format!("inhibit {input} on {device}"),
+            &got,
+            &flat(&v[want]),
+        );
+    }
+    Some(())
+}
+
+#[test]
+fn inhibit_matches_spyker_on_cpu() {
+    inhibit_matches_spyker("cpu").unwrap();
+}
+
+#[test]
+fn inhibit_matches_spyker_through_the_cuda_host_shim() {
+    inhibit_matches_spyker("cuda-shim");
+}
+
+#[test]
+fn fire_once_and_inhibit_match_spyker_on_a_gpu() {
+    fire_once_matches_spyker("cuda");
+    inhibit_matches_spyker("cuda");
 }
