@@ -359,7 +359,14 @@ fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Option<Sh
             }
         }
         NodeKind::Inhibit { src, .. } => {
-            let s = infer(m, src, state)?.ok_or_else(|| cycle_err(m, h))?;
+            let s = infer(m, src, state)?.ok_or_else(|| {
+                Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    "`inhibit` inside a recurrent cycle: it reads all T steps of its input at once",
+                )
+                .at(m.nodes[h].span, "in a recurrent cycle")
+                .hint("inhibit a feed-forward layer's output")
+            })?;
             // The winner of a pixel is decided over all T steps at once, across channels.
             if s.extent != Extent::Seq {
                 return Err(shape_err(
