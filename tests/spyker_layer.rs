@@ -239,3 +239,38 @@ fn fire_once_and_inhibit_match_spyker_on_a_gpu() {
     fire_once_matches_spyker("cuda");
     inhibit_matches_spyker("cuda");
 }
+
+/// Spyker's layer-2 input while it trains, `inhibit` of a pooled spike wave: here the
+/// spikes of a population that re-fires `inhibit.json`'s wave, inhibited like potentials
+/// (the earliest spike wins, ties to the lowest channel).
+#[test]
+fn inhibit_of_a_spike_population_matches_spyker_wave() {
+    let v = vectors("inhibit");
+    let t = v["T"].as_u64().unwrap() as usize;
+    let d = dims(&v["wave"]);
+    let batch = d[0];
+    let p = compile(&format!(
+        "model i {{\n  T = {t}\n  input v: [T, {}, {}, {}]\n  w = FireOnce(v, v_threshold = 0.5)\n  \
+         h = inhibit(w)\n  n = FireOnce(h)\n  output trace(n.v)\n}}\n",
+        d[2], d[3], d[4]
+    ));
+    let x = Tensor::new(
+        [t, batch]
+            .into_iter()
+            .chain(d[2..].iter().copied())
+            .collect(),
+        swap_bt(&flat(&v["wave"]), batch, t),
+    )
+    .unwrap();
+    for device in ["cpu", "cuda-shim"] {
+        let Some(out) = run(&p, device, &[], x.clone(), t, batch) else {
+            continue;
+        };
+        let got = swap_bt(output(&out, "n.v"), t, batch);
+        assert_bits(
+            &format!("inhibit of spikes on {device}"),
+            &got,
+            &flat(&v["wave_output"]),
+        );
+    }
+}
