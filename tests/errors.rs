@@ -1100,3 +1100,69 @@ fn spyker_filters_and_latency_coding() {
         "`sort` must be true or false",
     );
 }
+
+/// Spyker's point-wise lateral inhibition (`inhibit`) and fire-once layer (`FireOnce`).
+const INHIBIT: &str = "model m {\n  T = 6\n  input x: [T, 2, 8, 8]\n  c = conv2d(x, 4, kernel = 3, padding = 1, bias = false)\n  h = inhibit(c, threshold = 2.0)\n  n = FireOnce(h, v_threshold = 2.0)\n  output spikes(n)\n}\n";
+
+#[test]
+fn spyker_inhibition() {
+    assert!(common::compile_str(INHIBIT).is_ok());
+    let with = |from: &str, to: &str| INHIBIT.replace(from, to);
+    expect(
+        &with("input x: [T, 2, 8, 8]", "input x: [2, 8, 8]"),
+        ErrorKind::Shape,
+        "test.snn:5:3",
+        "`inhibit` compares potentials over time, but `c` is static",
+    );
+    expect(
+        &with("inhibit(c,", "inhibit(flatten(c),"),
+        ErrorKind::Shape,
+        "test.snn:5:3",
+        "`inhibit` expects [channels, height, width] potentials, but `h.flatten` has shape [256]",
+    );
+    expect(
+        &with("threshold = 2.0)\n  n", "threshold = true)\n  n"),
+        ErrorKind::BadValue,
+        "test.snn:5:30",
+        "`threshold`",
+    );
+    expect(
+        &with("inhibit(c, threshold = 2.0)", "inhibit(c, 2.0)"),
+        ErrorKind::BadArgument,
+        "test.snn:5:18",
+        "too many arguments for `inhibit`",
+    );
+    expect(
+        &with("inhibit(c, threshold = 2.0)", "inhibit(c, radius = 2)"),
+        ErrorKind::UnknownName,
+        "test.snn:5:18",
+        "radius",
+    );
+    // In a recurrent cycle it would need its input's later steps before its first output.
+    expect(
+        &with(
+            "h = inhibit(c, threshold = 2.0)\n  n = FireOnce(h,",
+            "r = conv2d(n, 4, kernel = 3, padding = 1, delay = 1)\n  h = inhibit(r, threshold = 2.0)\n  n = FireOnce(c + h,",
+        ),
+        ErrorKind::BadArgument,
+        "test.snn:6:3",
+        "`inhibit` inside a recurrent cycle",
+    );
+    // No gradient through it: a trained conv behind it is refused, at the inhibition.
+    let src = with(
+        "output spikes(n)",
+        "o = LIF(dense(flatten(n), 3))\n  output counts(o)\n  train { loss = cross_entropy(counts(o)) }",
+    );
+    assert!(common::compile_str(&src).is_ok());
+    let mut c = Compiler::new(common::train_opts());
+    let parsed = c.parse_str("test.snn", &src).unwrap();
+    let d = c.compile(&parsed).unwrap_err();
+    assert_eq!(d.kind, ErrorKind::BadArgument);
+    assert_eq!(c.sources.location(d.span.unwrap()), "test.snn:5:3");
+    assert!(
+        d.message.contains("`inhibit` passes no gradient"),
+        "{}",
+        d.message
+    );
+    assert!(d.hint.is_some());
+}

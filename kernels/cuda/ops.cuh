@@ -553,4 +553,47 @@ extern "C" __global__ void snn_rank_code(
     for (snn_u64 t = 0; t < t_len; ++t) y[t * n + i] = time <= t ? 1.0f : 0.0f;
 }
 
+/// Spyker's point-wise lateral inhibition (runtime/src/op/wave.rs `inhibit_keep`): one
+/// thread per (sample, pixel) `i < pixels` of `x` (`[t_len, batch, channels, plane]`). It
+/// scans every step's channel maximum (lowest channel on ties, strict `>`), counts the steps
+/// whose maximum is above `thr`, keeps the maximum's channel at step
+/// `t_len - max(count, 1)` and writes its column of `y` with every other channel
+/// multiplied by 0, as the CPU does.
+extern "C" __global__ void snn_inhibit(
+    const float* __restrict__ x,
+    float* __restrict__ y,
+    snn_u64 pixels, // batch * plane
+    snn_u64 batch, snn_u64 channels, snn_u64 plane, snn_u64 t_len, snn_u64 thr_bits)
+{
+    const snn_u64 i = SNN_FLAT_INDEX;
+    if (i >= pixels) return;
+    const snn_u64 b = i / plane, p = i % plane;
+    const snn_u64 row = batch * channels * plane;
+    const float thr = __int_as_float((unsigned int)thr_bits);
+    const float* xb = x + b * channels * plane + p;
+    snn_u64 count = 0;
+    for (snn_u64 t = 0; t < t_len; ++t) {
+        float best = xb[t * row];
+        for (snn_u64 c = 1; c < channels; ++c) {
+            const float v = xb[t * row + c * plane];
+            if (v > best) best = v;
+        }
+        count += best > thr;
+    }
+    const snn_u64 step = t_len - (count > 1 ? count : 1);
+    float best = xb[step * row];
+    snn_u64 keep = 0;
+    for (snn_u64 c = 1; c < channels; ++c) {
+        const float v = xb[step * row + c * plane];
+        if (v > best) {
+            best = v;
+            keep = c;
+        }
+    }
+    float* yb = y + b * channels * plane + p;
+    for (snn_u64 t = 0; t < t_len; ++t)
+        for (snn_u64 c = 0; c < channels; ++c)
+            yb[t * row + c * plane] = __fmul_rn(xb[t * row + c * plane], c == keep ? 1.0f : 0.0f);
+}
+
 #endif // SNN_OPS_CUH

@@ -20,7 +20,7 @@ pub use crate::op::dense::{Gemm, GemmDw, GemmDx};
 pub use crate::op::filter::{FilterOut, FilterStep};
 pub use crate::op::pool::{Pool2d, Pool2dDx};
 pub use crate::op::time_mix::{TimeBias, TimeMatrix, TimeMix, TimeMixDw, TimeMixDx};
-pub use crate::op::wave::RankCode;
+pub use crate::op::wave::{Inhibit, RankCode};
 use crate::op::LibraryOp;
 
 /// Index into [`Plan::buffers`].
@@ -487,6 +487,7 @@ pub enum Op {
     TimeMixDw(TimeMixDw),
     FilterOut(FilterOut),
     RankCode(RankCode),
+    Inhibit(Inhibit),
 }
 
 impl Op {
@@ -508,6 +509,7 @@ impl Op {
             Op::TimeMixDw(o) => o,
             Op::FilterOut(o) => o,
             Op::RankCode(o) => o,
+            Op::Inhibit(o) => o,
         })
     }
 }

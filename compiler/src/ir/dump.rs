@@ -124,6 +124,9 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
                 )
             }
             NodeKind::Latency { src, sort } => format!("latency({}, sort={sort})", nm(*src)),
+            NodeKind::Inhibit { src, threshold } => {
+                format!("inhibit({}, threshold={threshold:?})", nm(*src))
+            }
             NodeKind::Population {
                 inputs,
                 model,

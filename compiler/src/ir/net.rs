@@ -167,6 +167,13 @@ pub enum NodeKind {
         src: NodeId,
         sort: bool,
     },
+    /// `inhibit(x, threshold)`: Spyker's point-wise lateral inhibition of a `[C, H, W]`
+    /// sequence of potentials over all its `T` steps at once: per pixel only the channel
+    /// that fires first (more steps above `threshold`) keeps its values.
+    Inhibit {
+        src: NodeId,
+        threshold: f32,
+    },
     /// A neuron population; its input current is the sum of `inputs`.
     Population {
         inputs: Vec<NodeId>,
@@ -248,7 +255,8 @@ impl NodeKind {
             | NodeKind::Pool2d { src, .. }
             | NodeKind::Flatten { src }
             | NodeKind::Filter { src, .. }
-            | NodeKind::Latency { src, .. } => {
+            | NodeKind::Latency { src, .. }
+            | NodeKind::Inhibit { src, .. } => {
                 vec![(*src, 0)]
             }
             NodeKind::Dense { src, delay, .. } | NodeKind::Conv2d { src, delay, .. } => {
@@ -281,6 +289,7 @@ impl NodeKind {
             NodeKind::Flatten { .. } => "flatten",
             NodeKind::Filter { bank, .. } => bank.op_name(),
             NodeKind::Latency { .. } => "latency",
+            NodeKind::Inhibit { .. } => "inhibit",
             NodeKind::Population { .. } => "population",
         }
     }

@@ -104,6 +104,7 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
             }
             NodeKind::Encode { .. }
             | NodeKind::Latency { .. }
+            | NodeKind::Inhibit { .. }
             | NodeKind::Dense { .. }
             | NodeKind::Conv2d { .. }
             | NodeKind::Pool2d { .. } => {

@@ -23,6 +23,7 @@ const OPS: &[&str] = &[
     "poisson",
     "bernoulli",
     "latency",
+    "inhibit",
     "dog",
     "log",
     "gabor",
@@ -535,6 +536,10 @@ impl Resolver<'_> {
                 src: self.operand(name, a.required("input", "the input")?)?,
                 sort: a.bool("sort", true)?,
             },
+            "inhibit" => NodeKind::Inhibit {
+                src: self.operand(name, a.required("input", "the input")?)?,
+                threshold: a.f32("threshold", 0.0, Range::Any)?,
+            },
             _ => unreachable!("op_params knows only these"),
         };
         Ok(kind)
@@ -885,6 +890,7 @@ fn op_params(func: &str) -> Option<(&'static [&'static str], usize)> {
         "poisson" => (&["input", "max_rate", "seed"], 1),
         "bernoulli" => (&["input", "gain", "seed"], 1),
         "latency" => (&["input", "sort"], 1),
+        "inhibit" => (&["input", "threshold"], 1),
         "dog" | "log" => (&["input", "size", "sigmas", "pad", "threshold"], 1),
         "gabor" => (&["input", "size", "filters", "pad", "threshold"], 1),
         _ => return None,
@@ -957,6 +963,7 @@ fn usage(func: &str) -> String {
         "poisson" => "usage: poisson(input, max_rate = 1.0, seed = N)".into(),
         "bernoulli" => "usage: bernoulli(input, gain = 1.0, seed = N)".into(),
         "latency" => "usage: latency(input, sort = true)".into(),
+        "inhibit" => "usage: inhibit(input, threshold = 0.0)".into(),
         "dog" => "usage: dog(input, size = 7, sigmas = [std1, std2, ...], pad = (size - 1) / 2, threshold = none)".into(),
         "log" => "usage: log(input, size = 7, sigmas = [std, ...], pad = (size - 1) / 2, threshold = none)".into(),
         "gabor" => "usage: gabor(input, size = 5, filters = [sigma, theta_degrees, gamma, lambda, psi, ...], pad = (size - 1) / 2, threshold = none)".into(),

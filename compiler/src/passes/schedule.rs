@@ -255,12 +255,15 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
             if parallel(n) {
                 flush(&mut run, &mut stages);
                 stages.push(parallel_stage(n));
-            } else if matches!(m.nodes[n].kind, NodeKind::Latency { .. }) {
+            } else if matches!(
+                m.nodes[n].kind,
+                NodeKind::Latency { .. } | NodeKind::Inhibit { .. }
+            ) {
                 // A sample's spike times come from all its values at once: one op, all T.
                 flush(&mut run, &mut stages);
                 stages.push(Stage {
                     kind: StageKind::Layer(n),
-                    reason: "rank-order coding: one op writes all T".into(),
+                    reason: "rank-order coding / inhibition: one op over all T".into(),
                 });
             } else {
                 run.push(n);
@@ -278,6 +281,18 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
                 continue;
             }
             if rec.is_cycle(ci, |n| self_loop(m, n)) {
+                // Inhibition needs every step of its input before its first output step.
+                if let Some(&h) = comp
+                    .iter()
+                    .find(|&&h| matches!(m.nodes[h].kind, NodeKind::Inhibit { .. }))
+                {
+                    return Err(Diagnostic::new(
+                        ErrorKind::BadArgument,
+                        "`inhibit` inside a recurrent cycle: it reads all T steps of its input at once",
+                    )
+                    .at(m.nodes[h].span, "in a recurrent cycle")
+                    .hint("inhibit a feed-forward layer's output"));
+                }
                 let names: Vec<&str> = comp.iter().map(|&n| m.nodes[n].name.as_str()).collect();
                 stages.push(Stage {
                     kind: StageKind::Steps(comp.clone()),
@@ -297,6 +312,9 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
                     NodeKind::Filter { .. } => "feed-forward: a frozen conv, once per sample",
                     NodeKind::Latency { .. } => {
                         "feed-forward: one rank-code op writes all T (spike times per sample)"
+                    }
+                    NodeKind::Inhibit { .. } => {
+                        "feed-forward: one inhibition op over all T (winner per pixel)"
                     }
                     _ => "feed-forward: one op over all T*B rows",
                 };

@@ -358,6 +358,43 @@ fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Option<Sh
                 dims: s.dims,
             }
         }
+        NodeKind::Inhibit { src, .. } => {
+            let s = infer(m, src, state)?.ok_or_else(|| {
+                Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    "`inhibit` inside a recurrent cycle: it reads all T steps of its input at once",
+                )
+                .at(m.nodes[h].span, "in a recurrent cycle")
+                .hint("inhibit a feed-forward layer's output")
+            })?;
+            // The winner of a pixel is decided over all T steps at once, across channels.
+            if s.extent != Extent::Seq {
+                return Err(shape_err(
+                    format!(
+                        "`inhibit` compares potentials over time, but `{}` is static",
+                        m.nodes[src].name
+                    ),
+                    m,
+                    h,
+                    "static input",
+                    "inhibit a layer's per-step output, e.g. `inhibit(conv2d(s, 8, 5), threshold = 10.0)` of a spike wave `s`",
+                ));
+            }
+            if s.dims.len() != 3 {
+                return Err(shape_err(
+                    format!(
+                        "`inhibit` expects [channels, height, width] potentials, but `{}` has shape {}",
+                        m.nodes[src].name,
+                        dims_str(&s.dims)
+                    ),
+                    m,
+                    h,
+                    "not a [C, H, W] map",
+                    "inhibit the output of a `conv2d` (channels compete per pixel)",
+                ));
+            }
+            s
+        }
         NodeKind::Flatten { src } => {
             let s = infer(m, src, state)?.ok_or_else(|| cycle_err(m, h))?;
             Shape {

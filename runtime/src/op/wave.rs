@@ -1,5 +1,7 @@
 //! Spike-wave ops: Spyker's rank-order latency coding (`code(x, T, sort)`), which turns a
-//! static map into a cumulative spike wave (docs/spyker.md, "Rank-order coding").
+//! static map into a cumulative spike wave (docs/spyker.md, "Rank-order coding"), and its
+//! point-wise lateral inhibition (`inhibit(V, threshold)`, "Point-wise lateral inhibition"),
+//! which decides one channel per pixel from all `T` steps of a layer's potentials.
 
 use super::LibraryOp;
 use crate::device::Loc;
@@ -32,10 +34,65 @@ pub struct RankCodeDesc {
     pub sort: bool,
 }
 
+/// Spyker's point-wise lateral inhibition of the sequence `x` (`[T, B, channels, plane]`)
+/// into `y` (same shape): per sample and pixel only the channel [`inhibit_keep`] picks keeps
+/// its values, at every step; every other channel is multiplied by 0.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Inhibit {
+    pub x: BufId,
+    pub y: BufId,
+    pub channels: usize,
+    /// `H * W`.
+    pub plane: usize,
+    pub threshold: f32,
+}
+
+/// [`Inhibit`] over `batch` samples and `t_len` steps.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct InhibitDesc {
+    pub batch: usize,
+    pub t_len: usize,
+    pub channels: usize,
+    pub plane: usize,
+    pub x: Loc,
+    pub y: Loc,
+    pub threshold: f32,
+}
+
 /// What a device implements for spike waves.
 pub trait WaveOps {
     /// See [`RankCodeDesc`].
     fn rank_code(&mut self, d: &RankCodeDesc) -> Result<()>;
+    /// See [`InhibitDesc`].
+    fn inhibit(&mut self, d: &InhibitDesc) -> Result<()>;
+}
+
+/// The channel one pixel keeps, as Spyker's `inhibit` (`cpu/inhibit.cpp`) picks it:
+/// `at(t, c)` is the potential of channel `c` at step `t`. Per step the maximum over the
+/// channels and the lowest channel attaining it (an upward scan with a strict `>`);
+/// `count` = the steps whose maximum is above `threshold`; the kept channel is the
+/// maximum's at step `T - max(count, 1)`. For cumulative potentials that is the first
+/// step at which any channel fires (the last step if none does). CUDA's `snn_inhibit` is
+/// the same scan. `t_len` must be at least 1.
+pub fn inhibit_keep(
+    t_len: usize,
+    channels: usize,
+    threshold: f32,
+    at: impl Fn(usize, usize) -> f32,
+) -> usize {
+    let argmax = |t: usize| {
+        let (mut best, mut ch) = (at(t, 0), 0);
+        for c in 1..channels {
+            let v = at(t, c);
+            if v > best {
+                best = v;
+                ch = c;
+            }
+        }
+        (best, ch)
+    };
+    let count = (0..t_len).filter(|&t| argmax(t).0 > threshold).count();
+    argmax(t_len - count.max(1)).1
 }
 
 /// Spyker's `Epsilon` (`base.h`): the coding window is `f32(T) + 1e-5`.
@@ -129,9 +186,76 @@ impl LibraryOp for RankCode {
     }
 }
 
+impl LibraryOp for Inhibit {
+    fn name(&self) -> &'static str {
+        "inhibit"
+    }
+    fn check(&self, c: &Checker<'_>, in_loop: bool, what: &str) -> Result<()> {
+        let xd = c.buf(self.x, what)?;
+        let yd = c.buf(self.y, what)?;
+        if in_loop || xd.extent != Extent::Seq || yd.extent != Extent::Seq {
+            return Err(RuntimeError::plan(format!(
+                "{what}: inhibits a sequence `{}` ({}) into a sequence `{}` ({}) outside step loops",
+                xd.name,
+                ext_name(xd.extent),
+                yd.name,
+                ext_name(yd.extent)
+            )));
+        }
+        if xd.slot == yd.slot {
+            return Err(RuntimeError::plan(format!(
+                "{what}: input `{}` and output `{}` share slot {}",
+                xd.name, yd.name, xd.slot
+            )));
+        }
+        let features = self
+            .channels
+            .checked_mul(self.plane)
+            .ok_or_else(|| RuntimeError::plan(format!("{what}: channels x plane overflows")))?;
+        c.features(xd, features, what)?;
+        c.features(yd, features, what)
+    }
+    fn run(&self, r: &mut Runner<'_>) -> Result<()> {
+        let (xs, ys) = (r.buf(self.x).slot, r.buf(self.y).slot);
+        r.dev.inhibit(&InhibitDesc {
+            batch: r.batch,
+            t_len: r.t_len,
+            channels: self.channels,
+            plane: self.plane,
+            x: Loc::new(xs, 0),
+            y: Loc::new(ys, 0),
+            threshold: self.threshold,
+        })
+    }
+    fn print(&self, p: &Plan) -> String {
+        format!(
+            "inhibit {} = inhibit({}, threshold = {:?}) [{} x {}] -> one channel per pixel  (all T)",
+            p.buffers[self.y].name,
+            p.buffers[self.x].name,
+            self.threshold,
+            self.channels,
+            self.plane
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inhibit_keeps_the_first_firing_then_the_larger_then_the_lower_channel() {
+        // [T = 3][C = 3] potentials of one pixel, threshold 1.
+        let keep = |v: [[f32; 3]; 3]| inhibit_keep(3, 3, 1.0, |t, c| v[t][c]);
+        // Channel 2 crosses at t = 1, channel 0 only at t = 2 with more.
+        assert_eq!(keep([[0.0, 0.0, 0.5], [0.0, 0.0, 2.0], [9.0, 0.0, 2.0]]), 2);
+        // Both cross at t = 1: the larger at that step wins.
+        assert_eq!(keep([[0.0; 3], [1.5, 0.0, 2.0], [9.0, 0.0, 2.0]]), 2);
+        // An exact tie at the first firing step: the lower channel.
+        assert_eq!(keep([[0.0; 3], [0.0, 2.0, 2.0], [0.0, 2.0, 2.0]]), 1);
+        // Never above the threshold: the largest at T - 1.
+        assert_eq!(keep([[0.0; 3], [0.0, 0.5, 0.0], [0.2, 0.5, 0.9]]), 2);
+    }
 
     #[test]
     fn times_convert_to_u16_as_spykers_x86_wheel() {

@@ -12,7 +12,7 @@ use crate::ir::linear::{self, LinearStep};
 use crate::ir::net::*;
 use crate::ir::sched::{FuseMode, KernelGroup, MemoryPlan, StageKind};
 use snn_runtime::plan::{
-    self, BufId, Conv2d, ConvGeom, Extent as PExtent, FilterOut, Gemm, Init, KernelDecl,
+    self, BufId, Conv2d, ConvGeom, Extent as PExtent, FilterOut, Gemm, Inhibit, Init, KernelDecl,
     LaunchGroup, LaunchTime, Op, ParamCheck, ParamDecl, Plan, Pool2d, PoolGeom, RankCode, TimeBias,
     TimeMatrix, TimeMix, TimeSel, WeightDecl, WeightId, WeightUse,
 };
@@ -1050,6 +1050,16 @@ impl Lowerer<'_> {
                 features: m.shape(n).features(),
                 sort: *sort,
             })),
+            NodeKind::Inhibit { src, threshold } => {
+                let d = &m.shape(n).dims;
+                body.push(Op::Inhibit(Inhibit {
+                    x: out(*src),
+                    y: out(n),
+                    channels: d[0],
+                    plane: d[1] * d[2],
+                    threshold: *threshold,
+                }))
+            }
             NodeKind::Pool2d { src, .. } => {
                 let (kind, geom) = self.pool_geom(n);
                 body.push(Op::Pool2d(Pool2d {
