@@ -1259,3 +1259,217 @@ fn corrupt_cached_kernels_are_rebuilt_and_stale_builds_removed() {
         assert!(live.join("kernels.rs").is_file(), "a live build's is kept");
     }
 }
+
+/// `snnc` with `SNN_MAX_MEMORY` set to `max` (or removed, for the default budget).
+fn snnc_budget(args: &[&str], max: Option<&str>) -> Output {
+    let mut cmd = Command::new(snnc_bin());
+    cmd.args(args)
+        .current_dir(common::root())
+        .env("SNNC_CACHE_DIR", common::cache_dir())
+        .env("NO_COLOR", "1");
+    match max {
+        Some(m) => cmd.env("SNN_MAX_MEMORY", m),
+        None => cmd.env_remove("SNN_MAX_MEMORY"),
+    };
+    cmd.output().unwrap()
+}
+
+/// Issue 18: a gigantic layer, input, convolution or batch is refused before anything is
+/// allocated: the error says what the model needs for which T and batch, the budget, and
+/// points at the layer that needs the most; `snnc check` warns instead. No case panics or
+/// dies by a signal (the aborts were `memory allocation of N bytes failed`).
+#[test]
+fn gigantic_models_are_refused_before_allocating() {
+    let d = temp_scratch("membudget");
+    let model = |name: &str, body: &str| -> String {
+        let p = d.join(format!("{name}.snn"));
+        std::fs::write(
+            &p,
+            format!("model big {{\n  T = 8\n  batch = 32\n{body}  output counts(s)\n}}\n"),
+        )
+        .unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let dense = model(
+        "dense",
+        "  input x: [1000]\n  h = dense(x, 10000000000)\n  s = LIF(h)\n",
+    );
+    let conv = model(
+        "conv",
+        "  input x: [1, 28, 28]\n  c = conv2d(x, 1000000000, kernel = 3, padding = 1)\n  s = LIF(c)\n",
+    );
+    let input = model(
+        "input",
+        "  input x: [100000, 100000, 100000]\n  h = dense(flatten(x), 10)\n  s = LIF(h)\n",
+    );
+    let mlp = common::root().join("examples/mlp.snn");
+    let mlp = mlp.to_str().unwrap();
+    // (arguments, location, message, label)
+    let cases: [(Vec<&str>, &str, &str, &str); 4] = [
+        (
+            vec![&dense],
+            "dense.snn:5:3",
+            "the model needs 94.2 TB for T=8, batch=32 (budget 1.0 GB: --max-memory)",
+            "layer `h` (dense, 10000000000 outputs) needs 81.4 TB",
+        ),
+        (
+            vec![&conv],
+            "conv.snn:6:3",
+            "the model needs 1.1 PB for T=8, batch=32 (budget 1.0 GB: --max-memory)",
+            "layer `s` (LIF [1000000000, 28, 28]) needs 1.0 PB",
+        ),
+        (
+            vec![&input],
+            "input.snn:4:3",
+            "the model needs 336.0 PB for T=8, batch=32 (budget 1.0 GB: --max-memory)",
+            "layer `x` (input [100000, 100000, 100000]) needs 256.0 PB",
+        ),
+        (
+            vec![mlp, "--batch", "1000000000"],
+            "mlp.snn:12:3",
+            "the model needs 236.8 TB for T=25, batch=1000000000 (budget 1.0 GB: --max-memory)",
+            "layer `s1` (LIF [500]) needs 100.0 TB",
+        ),
+    ];
+    for (args, loc, msg, label) in &cases {
+        let run: Vec<&str> = ["run", "--max-memory", "1G"]
+            .iter()
+            .copied()
+            .chain(args.iter().copied())
+            .collect();
+        let o = snnc_budget(&run, None);
+        let e = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{run:?}: {e}");
+        assert!(e.starts_with("[E-memory] Error: "), "{run:?}: {e}");
+        for want in [
+            *loc,
+            *msg,
+            *label,
+            "Help: lower --batch or --steps, shrink the layer, or raise --max-memory",
+        ] {
+            assert!(e.contains(want), "{run:?} lacks `{want}`: {e}");
+        }
+        // `check` estimates the model's default T and batch and warns; it still passes.
+        if !args.contains(&"--batch") {
+            let o = snnc_budget(&["check", "--max-memory", "1G", args[0]], None);
+            let e = text(&o.stderr);
+            assert_eq!(o.status.code(), Some(0), "{e}");
+            assert!(
+                e.contains(&format!(
+                    "warning: inference: {}",
+                    msg.replace(" (budget ", ", over the memory budget (")
+                )),
+                "{e}"
+            );
+        }
+    }
+
+    // An element count past 64 bits: the same E-memory error, located at the input, from
+    // `check` and `run` alike.
+    let overflow = model(
+        "overflow",
+        "  input x: [100000000, 100000000, 100000000, 100000000]\n  h = dense(flatten(x), 10)\n  s = LIF(h)\n",
+    );
+    for cmd in ["check", "run"] {
+        let o = snnc_budget(&[cmd, &overflow], None);
+        let e = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{cmd}: {e}");
+        assert!(
+            e.contains("overflow.snn:4:3")
+                && e.contains("[E-memory] Error: `x` is too large: each sample has 100000000 x 100000000 x 100000000 x 100000000 elements, more than 64 bits count"),
+            "{cmd}: {e}"
+        );
+    }
+
+    // `train` sizes the training step (gradients, optimizer state, backward buffers).
+    let runs = d.join("runs");
+    let o = snnc_budget(
+        &[
+            "train",
+            "--max-memory",
+            "100K",
+            "examples/yinyang.snn",
+            "--out",
+            runs.to_str().unwrap(),
+        ],
+        None,
+    );
+    let e = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    for want in [
+        "[E-memory] Error: the model needs 1.0 MB to train for T=20, batch=32 (budget 100.0 kB: --max-memory)",
+        "yinyang.snn:12:3",
+        "layer `s1` (LIF [120]) needs 952.3 kB",
+        "Help: lower the batch (the train block's `batch`, or --batch)",
+    ] {
+        assert!(e.contains(want), "train lacks `{want}`: {e}");
+    }
+    assert!(!runs.exists(), "nothing written before the refusal");
+
+    // The default budget is a share of physical memory; SNN_MAX_MEMORY replaces it and
+    // --max-memory replaces both.
+    let o = snnc_budget(&["run", &dense], None);
+    let e = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("% of ") && e.contains("physical memory)"), "{e}");
+    let o = snnc_budget(&["run", &dense], Some("2G"));
+    assert!(
+        text(&o.stderr).contains("(budget 2.0 GB: SNN_MAX_MEMORY)"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = snnc_budget(&["run", "--max-memory", "512M", &dense], Some("2G"));
+    assert!(
+        text(&o.stderr).contains("(budget 512.0 MB: --max-memory)"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = snnc_budget(&["run", "--max-memory", "lots", &dense], None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("`lots` is not a size"),
+        "{}",
+        text(&o.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Issue 18: `snnc check` prints the memory estimate for inference (and training, for a
+/// model with a `train { }` block) at the model's or the given T and batch.
+#[test]
+fn check_reports_the_memory_estimate() {
+    let o = snnc_budget(&["check", "examples/mlp.snn"], None);
+    let e = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{e}");
+    assert!(
+        e.contains("memory: inference 7.0 MB for T=25, batch=16 (largest: layer `h1`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("memory budget: ") && !e.contains("warning"),
+        "{e}"
+    );
+    let o = snnc_budget(
+        &[
+            "check",
+            "examples/mlp.snn",
+            "--steps",
+            "50",
+            "--batch",
+            "32",
+        ],
+        None,
+    );
+    assert!(
+        text(&o.stderr).contains("memory: inference 18.1 MB for T=50, batch=32"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = snnc_budget(&["check", "examples/yinyang.snn"], None);
+    let e = text(&o.stderr);
+    assert!(
+        e.contains("memory: inference 385.0 kB for T=20, batch=32")
+            && e.contains("memory: training 1.0 MB for T=20, batch=32"),
+        "{e}"
+    );
+}

@@ -908,3 +908,261 @@ fn training_setting_given_twice() {
         "training setting `epochs` is given twice",
     );
 }
+
+/// Issue 18: an element count past 64 bits (a layer's per-sample size or its weight) is a
+/// located "too large" error, never a wrap or a panic; smaller ones are left to the memory
+/// budget.
+#[test]
+fn element_counts_past_64_bits_are_too_large() {
+    expect(
+        &MLP.replace("[3]", "[100000000, 100000000, 100000000, 100000000]")
+            .replace("dense(x, 2)", "dense(flatten(x), 2)"),
+        ErrorKind::Memory,
+        "test.snn:3:3",
+        "`x` is too large: each sample has 100000000 x 100000000 x 100000000 x 100000000 elements, more than 64 bits count",
+    );
+    expect(
+        &MLP.replace("[3]", "[10000000000]")
+            .replace("dense(x, 2)", "dense(x, 10000000000)"),
+        ErrorKind::Memory,
+        "test.snn:4:3",
+        "`h` is too large: its weight has 10000000000 x 10000000000 elements",
+    );
+    let conv = "model m {\n  T = 4\n  input x: [1, 8, 8]\n  c = conv2d(x, 100000, kernel = 100000000000, padding = 100000000000)\n  s = LIF(c)\n  output counts(s)\n}\n";
+    expect(
+        conv,
+        ErrorKind::Memory,
+        "test.snn:4:3",
+        "`c` is too large: its weight has 100000 x 1 x 100000000000 x 100000000000 elements",
+    );
+    // A small kernel with a gigantic padding: the output map itself is past 64 bits.
+    expect(
+        &conv.replace("kernel = 100000000000", "kernel = 3"),
+        ErrorKind::Memory,
+        "test.snn:4:3",
+        "`c` is too large: each sample has 100000 x 200000000006 x 200000000006 elements",
+    );
+}
+
+/// Issue 18: over the memory budget, the error says what the model needs for which T and
+/// batch, the budget and where it came from, and points at the layer that needs the most.
+#[test]
+fn memory_budget_names_the_layer() {
+    use snn_runtime::exec::Footprint;
+    use snn_runtime::Budget;
+    let src = MLP
+        .replace("[3]", "[1000]")
+        .replace("dense(x, 2)", "dense(x, 10000000000)");
+    let mut c = Compiler::new(Options::default());
+    let parsed = c.parse_str("test.snn", &src).unwrap();
+    let program = c.compile(&parsed).expect("a plan is only sizes");
+    let m = c.module_until(&parsed, "shapes").unwrap();
+    let fp = Footprint::run(&program.plan, 8, 32, false);
+    let budget = Budget::given(1_000_000_000, "--max-memory");
+    let d = snnc::footprint::check(&m, &fp, &budget, snnc::footprint::RUN_HINT).unwrap_err();
+    assert_eq!(d.kind, ErrorKind::Memory);
+    assert_eq!(c.sources.location(d.span.unwrap()), "test.snn:4:3");
+    assert_eq!(
+        d.message,
+        "the model needs 94.2 TB for T=8, batch=32 (budget 1.0 GB: --max-memory)"
+    );
+    assert_eq!(
+        d.label,
+        "layer `h` (dense, 10000000000 outputs) needs 81.4 TB"
+    );
+    assert!(d.hint.as_deref().unwrap().contains("raise --max-memory"));
+    // The same model under a budget that holds it: no error.
+    assert!(snnc::footprint::check(&m, &fp, &Budget::given(fp.total, "x"), "").is_ok());
+}
+
+/// Spyker's filters and latency coding (`dog`, `log`, `gabor`, `latency`).
+const SPYKER: &str = "model m {\n  T = 15\n  input x: [1, 12, 12]\n  f = dog(x, size = 7, sigmas = [1.0, 2.0])\n  s = latency(f)\n  output spikes(s)\n}\n";
+
+#[test]
+fn spyker_filters_and_latency_coding() {
+    assert!(common::compile_str(SPYKER).is_ok());
+    let with = |from: &str, to: &str| SPYKER.replace(from, to);
+    for size in ["6", "0", "2.5"] {
+        expect(
+            &with("size = 7", &format!("size = {size}")),
+            ErrorKind::BadValue,
+            "test.snn:4:21",
+            "must be an odd window size",
+        );
+    }
+    expect(
+        &with("[1.0, 2.0]", "[1.0, 0.0]"),
+        ErrorKind::BadValue,
+        "test.snn:4:33",
+        "every element of `sigmas` must be > 0",
+    );
+    expect(
+        &with("[1.0, 2.0]", "[1.0, 2.0, 3.0]"),
+        ErrorKind::BadValue,
+        "test.snn:4:33",
+        "holds pairs (std1, std2)",
+    );
+    expect(
+        &with("[1.0, 2.0]", "[]"),
+        ErrorKind::BadValue,
+        "test.snn:4:33",
+        "must not be empty",
+    );
+    expect(
+        &with("sigmas = [1.0, 2.0]", "sigmas = 1.0"),
+        ErrorKind::BadValue,
+        "test.snn:4:33",
+        "must be a list of numbers",
+    );
+    expect(
+        &with(", sigmas = [1.0, 2.0]", ""),
+        ErrorKind::BadArgument,
+        "test.snn:4:7",
+        "`dog` needs the standard deviations",
+    );
+    expect(
+        &with("log", "log").replace(
+            "dog(x, size = 7, sigmas = [1.0, 2.0])",
+            "log(x, size = 7, sigmas = [-1.0])",
+        ),
+        ErrorKind::BadValue,
+        "test.snn:4:33",
+        "must be > 0",
+    );
+    expect(
+        &with(
+            "dog(x, size = 7, sigmas = [1.0, 2.0])",
+            "gabor(x, size = 5, filters = [2.0, 45.0, 0.5, 8.0])",
+        ),
+        ErrorKind::BadValue,
+        "test.snn:4:36",
+        "five numbers per filter",
+    );
+    expect(
+        &with(
+            "sigmas = [1.0, 2.0]",
+            "sigmas = [1.0, 2.0], pad = [3, 3, 3, 2]",
+        ),
+        ErrorKind::BadValue,
+        "test.snn:4:51",
+        "asymmetric filter padding",
+    );
+    expect(
+        &with(
+            "sigmas = [1.0, 2.0]",
+            "sigmas = [1.0, 2.0], threshold = true",
+        ),
+        ErrorKind::BadValue,
+        "test.snn:4:57",
+        "`threshold` must be a number",
+    );
+    expect(
+        &with("size = 7", "size = 15, pad = 1"),
+        ErrorKind::Shape,
+        "test.snn:4:3",
+        "does not fit the 12x12 input",
+    );
+    // Filters read the image; coding reads a static map.
+    expect(
+        &with(
+            "f = dog(x,",
+            "g = dog(x, size = 3, sigmas = [1.0, 2.0])\n  f = dog(g,",
+        ),
+        ErrorKind::Shape,
+        "test.snn:5:3",
+        "filters a static image input, but `g` is not a model input",
+    );
+    expect(
+        &with("input x: [1, 12, 12]", "input x: [T, 1, 12, 12]"),
+        ErrorKind::Shape,
+        "test.snn:4:3",
+        "filters a static image input, but `x` is a sequence",
+    );
+    expect(
+        "model m {\n  T = 4\n  input x: [T, 3]\n  s = latency(x)\n  output spikes(s)\n}\n",
+        ErrorKind::Shape,
+        "test.snn:4:3",
+        "`latency` codes a static map into spike times, but `x` is a sequence",
+    );
+    expect(
+        &with(
+            "output spikes(s)",
+            "output spikes(s)\n  train {\n    loss = first_spike(s)\n    input_grads = true\n  }",
+        ),
+        ErrorKind::Shape,
+        "test.snn:4:3",
+        "`dog` passes no gradient to `x`",
+    );
+    expect(
+        &with("latency(f)", "latency(f, sort = 1)"),
+        ErrorKind::BadValue,
+        "test.snn:5:25",
+        "`sort` must be true or false",
+    );
+}
+
+/// Spyker's point-wise lateral inhibition (`inhibit`) and fire-once layer (`FireOnce`).
+const INHIBIT: &str = "model m {\n  T = 6\n  input x: [T, 2, 8, 8]\n  c = conv2d(x, 4, kernel = 3, padding = 1, bias = false)\n  h = inhibit(c, threshold = 2.0)\n  n = FireOnce(h, v_threshold = 2.0)\n  output spikes(n)\n}\n";
+
+#[test]
+fn spyker_inhibition() {
+    assert!(common::compile_str(INHIBIT).is_ok());
+    let with = |from: &str, to: &str| INHIBIT.replace(from, to);
+    expect(
+        &with("input x: [T, 2, 8, 8]", "input x: [2, 8, 8]"),
+        ErrorKind::Shape,
+        "test.snn:5:3",
+        "`inhibit` compares potentials over time, but `c` is static",
+    );
+    expect(
+        &with("inhibit(c,", "inhibit(flatten(c),"),
+        ErrorKind::Shape,
+        "test.snn:5:3",
+        "`inhibit` expects [channels, height, width] potentials, but `h.flatten` has shape [256]",
+    );
+    expect(
+        &with("threshold = 2.0)\n  n", "threshold = true)\n  n"),
+        ErrorKind::BadValue,
+        "test.snn:5:30",
+        "`threshold`",
+    );
+    expect(
+        &with("inhibit(c, threshold = 2.0)", "inhibit(c, 2.0)"),
+        ErrorKind::BadArgument,
+        "test.snn:5:18",
+        "too many arguments for `inhibit`",
+    );
+    expect(
+        &with("inhibit(c, threshold = 2.0)", "inhibit(c, radius = 2)"),
+        ErrorKind::UnknownName,
+        "test.snn:5:18",
+        "radius",
+    );
+    // In a recurrent cycle it would need its input's later steps before its first output.
+    expect(
+        &with(
+            "h = inhibit(c, threshold = 2.0)\n  n = FireOnce(h,",
+            "r = conv2d(n, 4, kernel = 3, padding = 1, delay = 1)\n  h = inhibit(r, threshold = 2.0)\n  n = FireOnce(c + h,",
+        ),
+        ErrorKind::BadArgument,
+        "test.snn:6:3",
+        "`inhibit` inside a recurrent cycle",
+    );
+    // No gradient through it: a trained conv behind it is refused, at the inhibition.
+    let src = with(
+        "output spikes(n)",
+        "o = LIF(dense(flatten(n), 3))\n  output counts(o)\n  train { loss = cross_entropy(counts(o)) }",
+    );
+    assert!(common::compile_str(&src).is_ok());
+    let mut c = Compiler::new(common::train_opts());
+    let parsed = c.parse_str("test.snn", &src).unwrap();
+    let d = c.compile(&parsed).unwrap_err();
+    assert_eq!(d.kind, ErrorKind::BadArgument);
+    assert_eq!(c.sources.location(d.span.unwrap()), "test.snn:5:3");
+    assert!(
+        d.message.contains("`inhibit` passes no gradient"),
+        "{}",
+        d.message
+    );
+    assert!(d.hint.is_some());
+}

@@ -113,6 +113,65 @@ fn smooth_model_matches_finite_differences() {
     assert_eq!(checked.len(), 3 * 4 + 3);
 }
 
+/// A neuron update of 40 nested quotients and powers of the membrane and the input current
+/// (about 200 nodes): the backward step differentiates it through a forward temporary per
+/// interior node (`ir::adjoint`, above its size threshold) instead of as one tree; the
+/// weight and learned-parameter gradients against central finite differences.
+#[test]
+fn a_long_nested_update_matches_finite_differences() {
+    // One expression, nested 40 levels: divisions and powers of x (the membrane) and I.
+    let mut e = "I".to_string();
+    for k in 0..40 {
+        e = if k % 2 == 0 {
+            format!("(({e} + x) / (1.5 + I * I * a))")
+        } else {
+            format!("((0.6 + x * x * 0.1 + {e} * 0.3) ^ 1.5)")
+        };
+    }
+    let src = format!(
+        "neuron Deep {{\n  param a = learn(0.7)\n  state x = 0.1\n  update {{\n    x = 0.5 * x + 0.3 * {e}\n  }}\n}}\nmodel deep_fd {{\n  T = 4\n  batch = 3\n  input xs: [T, 4]\n  h = dense(xs, 3)\n  s = Deep(h)\n  output trace(s.x)\n  train {{ loss = cross_entropy(mean(s.x)) }}\n}}\n"
+    );
+    // The new path is the one under test: the update's temporaries are in the backward step.
+    let mut c = Compiler::new(train_opts());
+    let parsed = c.parse_str("deep_fd.snn", &src).unwrap();
+    let dump = c.dump_after(&parsed, "autodiff").unwrap();
+    assert!(dump.contains("x.1.t1 = "), "{dump}");
+    let mut s = load_src(&src, true);
+    let (t, b, c) = (4, 3, 3);
+    let x = snn_runtime::Tensor {
+        shape: vec![t, b, 4],
+        data: (0..t * b * 4)
+            .map(|i| ((i * 37 % 23) as f32 / 23.0 - 0.5) * 1.5)
+            .collect(),
+    };
+    let labels = [0usize, 2, 1];
+    let loss_of = |s: &mut snn_runtime::Session| -> (f64, Vec<f32>) {
+        let out = s.run(std::slice::from_ref(&x), t, b).unwrap();
+        let tr = &out[0].1.data;
+        let logits: Vec<f32> = (0..b * c)
+            .map(|k| (0..t).map(|st| tr[st * b * c + k]).sum::<f32>() / t as f32)
+            .collect();
+        let (l, g) = grad::cross_entropy_f32(&logits, &labels, c);
+        (
+            l,
+            (0..t * b * c).map(|i| g[i % (b * c)] / t as f32).collect(),
+        )
+    };
+    let (_, g) = loss_of(&mut s);
+    s.backward(&[&g], t, b).unwrap();
+    let grads = s.grads().unwrap();
+    let checked = grad::check_weights(
+        &mut s,
+        &grads,
+        &[3e-3, 1e-2],
+        Tol::sum(2e-3, 0.0, 5e-5),
+        "deep_fd",
+        |s| loss_of(s).0,
+    );
+    // dense weight (3 x 4), bias (3), the learned `a`.
+    assert_eq!(checked.len(), 3 * 4 + 3 + 1);
+}
+
 /// BPSTA's spatial (dS/du = 1/u for a neuron that fired, 0 otherwise) and temporal (the
 /// error re-enters a fired neuron through its spike with weight 0.2) adjustments, against
 /// the recursion of ../shared/SEEDS.md computed by hand for one neuron over 4 steps.

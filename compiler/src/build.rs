@@ -100,13 +100,6 @@ pub fn build_cdylib(source: &str, cache: Option<&Path>) -> DResult<BuiltLib> {
             }
         }
     }
-    let io_err = |what: &str, p: &Path, e: std::io::Error| {
-        Diagnostic::new(
-            ErrorKind::Io,
-            format!("cannot {what} `{}`: {e}", p.display()),
-        )
-        .hint("set SNNC_CACHE_DIR to a writable directory")
-    };
     std::fs::create_dir_all(&dir).map_err(|e| io_err("create the kernel cache", &dir, e))?;
     // Unique per build, not only per process: test threads build the same key at once.
     static BUILDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -114,34 +107,12 @@ pub fn build_cdylib(source: &str, cache: Option<&Path>) -> DResult<BuiltLib> {
     let tmp = dir.join(format!("{key}.tmp-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| io_err("create", &tmp, e))?;
-    let src = tmp.join("kernels.rs");
-    std::fs::write(&src, source).map_err(|e| io_err("write", &src, e))?;
-    let rc = rustc();
-    let out = tool_command(&rc)
-        .args(FLAGS)
-        .arg("-o")
-        .arg(tmp.join(lib_name()))
-        .arg(&src)
-        .output()
-        .map_err(|e| {
-            Diagnostic::new(ErrorKind::Build, format!("cannot run `{rc}`: {e}"))
-                .hint("snnc builds CPU kernels with rustc: install Rust (https://rustup.rs) or set SNNC_RUSTC")
-        })?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let head: String = stderr.lines().take(40).collect::<Vec<_>>().join("\n");
-        return Err(Diagnostic::new(
-            ErrorKind::Build,
-            format!(
-                "rustc failed on the generated kernels (kept in {}):\n{head}",
-                tmp.display()
-            ),
-        )
-        .hint("this is a bug in snnc's Rust back end; please report it with the .snn file"));
+    // A failed build leaves nothing in the cache (`snnc ir FILE --after rust` prints the
+    // same source again).
+    if let Err(d) = build_in(&tmp, source) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(d);
     }
-    // The manifest goes in before the rename, so every published entry has one.
-    cache_check::write_manifest(&tmp, &tmp.join(lib_name()))
-        .map_err(|e| io_err("write the manifest in", &tmp, e))?;
     // Publish atomically; a concurrent build of the same key may have won the race.
     if std::fs::rename(&tmp, &final_dir).is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -161,6 +132,47 @@ pub fn build_cdylib(source: &str, cache: Option<&Path>) -> DResult<BuiltLib> {
         cached: false,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+fn io_err(what: &str, p: &Path, e: std::io::Error) -> Diagnostic {
+    Diagnostic::new(
+        ErrorKind::Io,
+        format!("cannot {what} `{}`: {e}", p.display()),
+    )
+    .hint("set SNNC_CACHE_DIR to a writable directory")
+}
+
+/// Writes `source` into the build directory `tmp`, builds the library there and adds its
+/// manifest: an entry ready to publish.
+fn build_in(tmp: &Path, source: &str) -> DResult<()> {
+    let src = tmp.join("kernels.rs");
+    std::fs::write(&src, source).map_err(|e| io_err("write", &src, e))?;
+    let rc = rustc();
+    let out = tool_command(&rc)
+        .args(FLAGS)
+        .arg("-o")
+        .arg(tmp.join(lib_name()))
+        .arg(&src)
+        .output()
+        .map_err(|e| {
+            Diagnostic::new(ErrorKind::Build, format!("cannot run `{rc}`: {e}"))
+                .hint("snnc builds CPU kernels with rustc: install Rust (https://rustup.rs) or set SNNC_RUSTC")
+        })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let head: String = stderr.lines().take(40).collect::<Vec<_>>().join("\n");
+        return Err(Diagnostic::new(
+            ErrorKind::Build,
+            format!("rustc failed on the generated kernels:\n{head}"),
+        )
+        .hint(
+            "this is a bug in snnc's Rust back end; please report it with the .snn file \
+             (`snnc ir FILE --after rust` prints the generated source)",
+        ));
+    }
+    // The manifest goes in before the rename, so every published entry has one.
+    cache_check::write_manifest(tmp, &tmp.join(lib_name()))
+        .map_err(|e| io_err("write the manifest in", tmp, e))
 }
 
 /// Takes a corrupt entry out of the cache: renamed aside first (atomic, so a concurrent build

@@ -130,6 +130,8 @@ pub enum ErrorKind {
     Weights,
     Runtime,
     Build,
+    /// A model too large for the memory budget, or an element count past 64 bits.
+    Memory,
 }
 
 impl ErrorKind {
@@ -149,6 +151,7 @@ impl ErrorKind {
             ErrorKind::Weights => "E-weights",
             ErrorKind::Runtime => "E-runtime",
             ErrorKind::Build => "E-build",
+            ErrorKind::Memory => "E-memory",
         }
     }
 }

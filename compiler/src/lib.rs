@@ -13,6 +13,7 @@
 pub mod back;
 pub mod build;
 pub mod diag;
+pub mod footprint;
 pub mod front;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -311,6 +311,7 @@ pub fn runtime_diag(e: RuntimeError) -> Diagnostic {
         RuntimeError::InputCount { .. }
         | RuntimeError::InputShape { .. }
         | RuntimeError::TensorData { .. } => ErrorKind::Shape,
+        RuntimeError::MemoryBudget { .. } => ErrorKind::Memory,
         _ => ErrorKind::Runtime,
     };
     Diagnostic::new(kind, e.to_string())

@@ -547,6 +547,60 @@ fn generated_cuda_matches_rust_kernels_on_every_model() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Generated CUDA of bounded depth (`passes::lower::split_deep`) through the shim against
+/// the Rust kernels: updates nested 256 levels (the front end's limit) in several
+/// operators, a state whose initial value is a 256-term sum, and a population fed by 254
+/// projections (the compiler's own 254-term sum of currents).
+#[test]
+fn deep_expressions_match_rust_kernels() {
+    let Some(cxx) = cxx() else {
+        return skip("deep_expressions_match_rust_kernels");
+    };
+    let n = 256;
+    let mut src = String::new();
+    let ops = ["+", "-", "*", "/", "^", "<", "&&"];
+    for (k, op) in ops.iter().enumerate() {
+        let c = if matches!(*op, "*" | "/" | "^") {
+            "1.001"
+        } else {
+            "0.7"
+        };
+        // The neuron's and the update's braces count as bracket levels.
+        let mut e = "I".to_string();
+        for _ in 1..n - 2 {
+            e = format!("({c} {op} {e})");
+        }
+        src += &format!(
+            "neuron D{k} {{\n  param p = 0.001\n  state v = p{}\n  update {{ v = {e} }}\n}}\n",
+            " + p".repeat(n - 1)
+        );
+    }
+    src += "model deep {\n  T = 4\n  batch = 2\n  input x: [T, 4]\n";
+    for k in 0..ops.len() {
+        src += &format!("  p{k} = D{k}(x)\n  output trace(p{k}.v)\n");
+    }
+    // The call around the sum counts as levels too.
+    for j in 0..n - 2 {
+        src += &format!("  d{j} = dense(x, 4)\n");
+    }
+    let sum: Vec<String> = (0..n - 2).map(|j| format!("d{j}")).collect();
+    src += &format!(
+        "  s = LI({}, tau = 2.0)\n  output trace(s.v)\n}}\n",
+        sum.join(" + ")
+    );
+    let path = work_dir("deep").join("deep.snn");
+    std::fs::write(&path, src).unwrap();
+    // Room for the recursive passes over 256 levels (the front end's limit bounds them).
+    let (compared, _) = std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(move || check_model(&cxx, &path))
+        .unwrap()
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(compared, 2 * (ops.len() + 1));
+}
+
 /// The training plans of tests/in/train: forward and backward (reverse-time kernels, and
 /// the atomic gradient sums of learnable parameters in tests/in/train/plif.snn) in the
 /// generated CUDA through the shim against the Rust kernels: every weight gradient within

@@ -23,11 +23,6 @@ const SMALL_STACK: usize = 2 << 20;
 /// Refusing is a linear scan; compiling at the limit takes well under a second here.
 const BUDGET: Duration = Duration::from_secs(10);
 
-/// Shapes whose gradient is still written as trees that repeat their operands (about n^3
-/// nodes for a nested quotient or power, and as deep): not yet compiled for training at the
-/// limit (issue 18: the backward pass is to share subexpressions).
-const TRAIN_PENDING: &[&str] = &["(1.0 / (... I))", "(1.0 ^ (... I))"];
-
 const BINARY: &[&str] = &[
     "+", "-", "*", "/", "^", "<", "<=", ">", ">=", "==", "!=", "&&", "||",
 ];
@@ -171,9 +166,6 @@ fn compile_at_the_limit(train: bool) -> Duration {
     for (shape, src) in nested_sources(n) {
         if shape.starts_with("dense(") {
             continue; // A layer's width is a literal: refused for another reason.
-        }
-        if train && TRAIN_PENDING.contains(&shape.as_str()) {
-            continue;
         }
         let what = shape.clone();
         let t0 = Instant::now();

@@ -15,13 +15,20 @@ use snnc::{Compiler, Options};
 /// to stay clear of the recursion depth limits (issue 18, item 1).
 const TERMS: usize = 200;
 
-/// Terms per chain when compiling for training. The backward pass writes each operand's
-/// adjoint as a tree that repeats its operands, so a nested quotient or power of n terms
-/// has a gradient of about n^3 nodes (polynomial, but 200 terms print ~200 MB of Rust).
-const TRAIN_TERMS: usize = 30;
+/// Terms per chain when compiling for training: the front end's depth limit (256 levels)
+/// less the neuron's and the update's braces, which count as bracket levels. The backward
+/// step differentiates a large expression through a temporary per interior node
+/// (`ir::adjoint`), so its gradient is linear in the chain; before, a nested quotient or
+/// power of n terms had a gradient of about n^3 nodes (100 terms printed 240-600 MB of Rust).
+const TRAIN_TERMS: usize = 254;
+
+/// Bytes of generated Rust per term a training plan may print: linear (the slowest and
+/// largest chains, nested powers `(v ^ (v ^ (... I)))`, print about 1.5 KB per term).
+const TRAIN_BYTES_PER_TERM: usize = 4096;
 
 /// Per model, for every pass, the dumps and the printer (the slowest chains took 25-80 ms
-/// for inference and 0.2-0.7 s for training, dev profile, on a busy 2-core machine).
+/// for inference and 0.1-0.2 s for training at 254 terms, dev profile, on a busy 2-core
+/// machine).
 const BUDGET: Duration = Duration::from_secs(10);
 const TRAIN_BUDGET: Duration = Duration::from_secs(60);
 
@@ -141,17 +148,21 @@ model m {{
 }
 
 /// Parse, then every pass, the dumps (the schedule's shows the linearity proof or its
-/// reason) and the Rust printer.
-fn compile_everything(src: &str, train: bool) -> Result<(), String> {
+/// reason) and the Rust printer; returns the size of the generated Rust.
+fn compile_everything(src: &str, train: bool) -> Result<usize, String> {
     let mut c = Compiler::new(Options {
         train,
         ..Options::default()
     });
     let parsed = c.parse_str("chain.snn", src).map_err(|d| d.to_string())?;
+    let mut rust = 0;
     for pass in ["schedule", "memory", "rust"] {
-        c.dump_after(&parsed, pass).map_err(|d| d.to_string())?;
+        rust = c
+            .dump_after(&parsed, pass)
+            .map_err(|d| d.to_string())?
+            .len();
     }
-    Ok(())
+    Ok(rust)
 }
 
 /// Compiles every chain of `n` terms, each under the budget; returns the slowest.
@@ -174,7 +185,13 @@ fn check_all(n: usize, train: bool) -> (Duration, String) {
             .unwrap();
         // An exponential pass never returns: leave its thread behind and fail.
         match rx.recv_timeout(budget) {
-            Ok(Ok(())) => {}
+            Ok(Ok(rust)) => {
+                let most = TRAIN_BYTES_PER_TERM * n;
+                assert!(
+                    !train || rust <= most,
+                    "`{shape}` ({n} terms, {mode}) prints {rust} bytes of Rust (at most {most})"
+                );
+            }
             Ok(Err(e)) => panic!("`{shape}` ({n} terms, {mode}) does not compile:\n{e}"),
             Err(_) => panic!("`{shape}` ({n} terms, {mode}) took over {budget:?}"),
         }

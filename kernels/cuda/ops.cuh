@@ -473,4 +473,127 @@ extern "C" __global__ void snn_sq_sum(
     partial[i] = s;
 }
 
+/// The output step of Spyker's filters (runtime/src/op/filter.rs) over `images` images of
+/// `groups` input channels: one thread per output element `i < n`. `step` 0 (DoG):
+/// `max(raw[c] - raw[filters + c], 0)`; 1 (LoG): ON `max(d, 0)` in channels `< filters`,
+/// OFF `max(-d, 0)` above; 2: `raw[c]` as is. With `has_thr`, values `<= thr` become 0
+/// (Spyker's `threshold`). Same arithmetic as the CPU: one subtraction, a comparison.
+extern "C" __global__ void snn_filter_out(
+    const float* __restrict__ x,
+    float* __restrict__ y,
+    snn_u64 n, // images * groups * out_channels * plane
+    snn_u64 filters, snn_u64 plane, snn_u64 step, snn_u64 has_thr, snn_u64 thr_bits)
+{
+    const snn_u64 i = SNN_FLAT_INDEX;
+    if (i >= n) return;
+    const snn_u64 out_c = step == 1 ? 2 * filters : filters;
+    const snn_u64 raw_c = step == 2 ? filters : 2 * filters;
+    const snn_u64 q = i % plane;
+    const snn_u64 c = (i / plane) % out_c;
+    const snn_u64 g = i / (plane * out_c); // image * groups + group
+    const float* xg = x + g * raw_c * plane;
+    float v;
+    if (step == 2) {
+        v = xg[c * plane + q];
+    } else {
+        const snn_u64 f = c % filters;
+        const float d = xg[f * plane + q] - xg[(filters + f) * plane + q];
+        const float s = (step == 1 && c >= filters) ? -d : d;
+        v = s > 0.0f ? s : 0.0f;
+    }
+    if (has_thr && v <= __int_as_float((unsigned int)thr_bits)) v = 0.0f;
+    y[i] = v;
+}
+
+/// Spyker's f32 -> u16 time as the x86 wheel converts it (runtime/src/op/wave.rs
+/// `to_u16`): through a 32-bit integer, NaN and out-of-range values giving 0.
+__device__ __forceinline__ snn_u64 snn_time_u16(float t)
+{
+    if (!(t >= -2147483648.0f && t < 2147483648.0f)) return 0;
+    return (snn_u64)((unsigned int)(int)t & 0xffffu);
+}
+
+/// Rank-order latency coding (Spyker's `code`, runtime/src/op/wave.rs
+/// `first_spike_times`): one thread per value `i < n` of `x` (`[batch, features]`), which
+/// scans its own sample for the minimum, maximum and (`sort`) its rank (descending, ties
+/// to the lower index: O(features) per thread, O(features^2) per sample, fine for
+/// MNIST-sized maps), computes its first-spike time in f32 and writes its column of the
+/// cumulative wave `y` (`[t_len, batch, features]`: 1 from that time on).
+extern "C" __global__ void snn_rank_code(
+    const float* __restrict__ x,
+    float* __restrict__ y,
+    snn_u64 n, // batch * features
+    snn_u64 features, snn_u64 t_len, snn_u64 sort)
+{
+    const snn_u64 i = SNN_FLAT_INDEX;
+    if (i >= n) return;
+    const snn_u64 j = i % features;
+    const float* xs = x + (i - j);
+    const float v = xs[j];
+    const float end = __fadd_rn((float)t_len, 1e-5f);
+    float lo = xs[0], hi = xs[0];
+    for (snn_u64 k = 1; k < features; ++k) {
+        lo = fminf(lo, xs[k]);
+        hi = fmaxf(hi, xs[k]);
+    }
+    snn_u64 time;
+    if (sort) {
+        snn_u64 above = 0, rank = 0;
+        for (snn_u64 k = 0; k < features; ++k) {
+            const float u = xs[k];
+            above += u > lo;
+            rank += (u > v) || (u == v && k < j);
+        }
+        const float scale = end / (float)above;
+        time = snn_time_u16(__fmul_rn((float)rank, scale));
+    } else {
+        const float scale = end / (hi - lo);
+        time = snn_time_u16(fmaf(-scale, v - lo, end));
+    }
+    for (snn_u64 t = 0; t < t_len; ++t) y[t * n + i] = time <= t ? 1.0f : 0.0f;
+}
+
+/// Spyker's point-wise lateral inhibition (runtime/src/op/wave.rs `inhibit_keep`): one
+/// thread per (sample, pixel) `i < pixels` of `x` (`[t_len, batch, channels, plane]`). It
+/// scans every step's channel maximum (lowest channel on ties, strict `>`), counts the steps
+/// whose maximum is above `thr`, keeps the maximum's channel at step
+/// `t_len - max(count, 1)` and writes its column of `y` with every other channel
+/// multiplied by 0, as the CPU does.
+extern "C" __global__ void snn_inhibit(
+    const float* __restrict__ x,
+    float* __restrict__ y,
+    snn_u64 pixels, // batch * plane
+    snn_u64 batch, snn_u64 channels, snn_u64 plane, snn_u64 t_len, snn_u64 thr_bits)
+{
+    const snn_u64 i = SNN_FLAT_INDEX;
+    if (i >= pixels) return;
+    const snn_u64 b = i / plane, p = i % plane;
+    const snn_u64 row = batch * channels * plane;
+    const float thr = __int_as_float((unsigned int)thr_bits);
+    const float* xb = x + b * channels * plane + p;
+    snn_u64 count = 0;
+    for (snn_u64 t = 0; t < t_len; ++t) {
+        float best = xb[t * row];
+        for (snn_u64 c = 1; c < channels; ++c) {
+            const float v = xb[t * row + c * plane];
+            if (v > best) best = v;
+        }
+        count += best > thr;
+    }
+    const snn_u64 step = t_len - (count > 1 ? count : 1);
+    float best = xb[step * row];
+    snn_u64 keep = 0;
+    for (snn_u64 c = 1; c < channels; ++c) {
+        const float v = xb[step * row + c * plane];
+        if (v > best) {
+            best = v;
+            keep = c;
+        }
+    }
+    float* yb = y + b * channels * plane + p;
+    for (snn_u64 t = 0; t < t_len; ++t)
+        for (snn_u64 c = 0; c < channels; ++c)
+            yb[t * row + c * plane] = __fmul_rn(xb[t * row + c * plane], c == keep ? 1.0f : 0.0f);
+}
+
 #endif // SNN_OPS_CUH

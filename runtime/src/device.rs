@@ -24,8 +24,10 @@ use crate::train::optim::Update;
 // them from their family module in `crate::op`).
 pub use crate::op::conv::{ConvDesc, ConvDwDesc, ConvDxDesc, ConvOps};
 pub use crate::op::dense::{DenseOps, GemmDesc, GemmDwDesc, GemmDxDesc};
+pub use crate::op::filter::{FilterDesc, FilterOps};
 pub use crate::op::pool::{PoolDesc, PoolDxDesc, PoolOps};
 pub use crate::op::time_mix::{TimeMixDesc, TimeMixDwDesc, TimeMixOps};
+pub use crate::op::wave::{InhibitDesc, RankCodeDesc, WaveOps};
 
 /// Index of a physical memory slot.
 pub type SlotId = usize;
@@ -91,12 +93,30 @@ pub(crate) fn check_optim_state(id: WeightId, k: usize, n: usize, len: usize) ->
 /// implements the concern traits. Calls may be asynchronous; [`Memory::sync`] and
 /// [`Memory::download`] are the points where results must be complete.
 pub trait Device:
-    Memory + Kernels + Optimizer + DenseOps + ConvOps + PoolOps + TimeMixOps + Send
+    Memory
+    + Kernels
+    + Optimizer
+    + DenseOps
+    + ConvOps
+    + PoolOps
+    + TimeMixOps
+    + FilterOps
+    + WaveOps
+    + Send
 {
 }
 
 impl<D> Device for D where
-    D: Memory + Kernels + Optimizer + DenseOps + ConvOps + PoolOps + TimeMixOps + Send
+    D: Memory
+        + Kernels
+        + Optimizer
+        + DenseOps
+        + ConvOps
+        + PoolOps
+        + TimeMixOps
+        + FilterOps
+        + WaveOps
+        + Send
 {
 }
 
@@ -191,5 +211,8 @@ pub trait Optimizer {
 /// Every device trait, for code that calls device methods directly (tests, benchmarks):
 /// `use snn_runtime::device::prelude::*;`.
 pub mod prelude {
-    pub use super::{ConvOps, DenseOps, Device, Kernels, Memory, Optimizer, PoolOps, TimeMixOps};
+    pub use super::{
+        ConvOps, DenseOps, Device, FilterOps, Kernels, Memory, Optimizer, PoolOps, TimeMixOps,
+        WaveOps,
+    };
 }

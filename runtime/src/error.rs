@@ -111,6 +111,15 @@ pub enum RuntimeError {
     InvalidArgument(String),
     /// A device operation failed.
     Device(String),
+    /// What a model needs is over the memory budget: nothing was allocated.
+    MemoryBudget {
+        /// e.g. "the model needs 160.0 GB for T=8, batch=32" ([`crate::exec::Footprint::describe`]).
+        needs: String,
+        /// e.g. "19.2 GB: 80% of 24.0 GB physical memory".
+        budget: String,
+        /// The largest weight or buffer and its bytes.
+        largest: Option<(String, String)>,
+    },
     /// A dataset file is missing, corrupt or inconsistent.
     Data { path: PathBuf, message: String },
     /// A dataset's file was not found under any of the names it may have.
@@ -293,6 +302,21 @@ impl fmt::Display for RuntimeError {
             InvalidPlan(msg) => write!(f, "invalid plan: {msg}"),
             InvalidArgument(msg) => write!(f, "{msg}"),
             Device(msg) => write!(f, "device error: {msg}"),
+            MemoryBudget {
+                needs,
+                budget,
+                largest,
+            } => {
+                write!(f, "{needs}, over the memory budget ({budget})")?;
+                if let Some((name, bytes)) = largest {
+                    write!(f, "; the largest part is `{name}` ({bytes})")?;
+                }
+                write!(
+                    f,
+                    " (hint: lower the batch or T, shrink the layer, or raise the budget: {}=SIZE or Session::set_memory_budget)",
+                    crate::budget::ENV_VAR
+                )
+            }
             Data { path, message } => write!(
                 f,
                 "dataset file `{}`: {message} (hint: run scripts/fetch-data.sh, or point the model's `data = ...` at the right files)",

@@ -11,6 +11,7 @@
 //! the Philox RNG shared with the generated kernels ([`rng`]), and kernel-library loading
 //! ([`KernelTable`]).
 
+pub mod budget;
 pub mod cache_tmp;
 pub mod cpu;
 pub mod cuda;
@@ -28,6 +29,7 @@ pub mod rng;
 pub mod tensor;
 pub mod train;
 
+pub use budget::Budget;
 pub use cpu::CpuDevice;
 pub use cuda::CudaDevice;
 pub use device::Device;

@@ -18,8 +18,10 @@ pub use codec::{decode, encode, EmbeddedPlan};
 
 pub use crate::op::conv::{Conv2d, Conv2dDw, Conv2dDx};
 pub use crate::op::dense::{Gemm, GemmDw, GemmDx};
+pub use crate::op::filter::{FilterOut, FilterStep};
 pub use crate::op::pool::{Pool2d, Pool2dDx};
 pub use crate::op::time_mix::{TimeBias, TimeMatrix, TimeMix, TimeMixDw, TimeMixDx};
+pub use crate::op::wave::{Inhibit, RankCode};
 use crate::op::LibraryOp;
 
 /// Index into [`Plan::buffers`].
@@ -265,6 +267,10 @@ pub enum Init {
     Geometric {
         ratio: f32,
     },
+    /// Fixed values built by the compiler (a DoG / LoG / Gabor filter's kernel), row-major
+    /// in the weight's shape. Frozen: never trained, saved or loaded (see
+    /// [`WeightDecl::frozen`]).
+    Frozen(Vec<f32>),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -277,8 +283,14 @@ pub struct WeightDecl {
 }
 
 impl WeightDecl {
+    /// A compile-time constant rather than a parameter of the model: the optimizer skips
+    /// it, weight files neither hold nor need it.
+    pub fn frozen(&self) -> bool {
+        matches!(self.init, Init::Frozen(_))
+    }
+    /// Elements (saturated: a gigantic shape is refused by the memory budget, not wrapped).
     pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+        self.shape.iter().fold(1, |n, &d| n.saturating_mul(d))
     }
 }
 
@@ -476,6 +488,9 @@ pub enum Op {
     TimeMix(TimeMix),
     TimeMixDx(TimeMixDx),
     TimeMixDw(TimeMixDw),
+    FilterOut(FilterOut),
+    RankCode(RankCode),
+    Inhibit(Inhibit),
 }
 
 impl Op {
@@ -495,6 +510,9 @@ impl Op {
             Op::TimeMix(o) => o,
             Op::TimeMixDx(o) => o,
             Op::TimeMixDw(o) => o,
+            Op::FilterOut(o) => o,
+            Op::RankCode(o) => o,
+            Op::Inhibit(o) => o,
         })
     }
 }

@@ -543,3 +543,47 @@ fn invalid_weight_arguments_are_errors() {
     }
     assert!(invalid(p, 1).contains("weight 7"));
 }
+
+/// Issue 18: the Session API sizes what it allocates against its memory budget before
+/// allocating: weights that cannot fit refuse the session, a run over the budget is an
+/// error naming the bytes, T, batch and the budget (the compiler adds the layer's location
+/// on the CLI path), and a run within it goes ahead.
+#[test]
+fn memory_budget_refuses_before_allocating() {
+    use snn_runtime::budget::{fmt_bytes, Budget};
+    let mut p = seq_plan();
+    p.weights[0].shape = vec![1 << 50, K];
+    let e = Session::new(p, KernelTable::from_fns(vec![lif_seq])).unwrap_err();
+    assert!(matches!(e, RuntimeError::MemoryBudget { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with("the model's weights need 36.0 PB, over the memory budget (")
+            && msg.contains("the largest part is `fc1.weight` (36.0 PB)"),
+        "{msg}"
+    );
+
+    // An overflowing size is over every budget, not a wrap.
+    let mut p = seq_plan();
+    p.weights[0].shape = vec![usize::MAX, 3];
+    let e = Session::new(p, KernelTable::from_fns(vec![lif_seq])).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("the model's weights need more than 18.4 EB"),
+        "{e}"
+    );
+
+    let mut s = seq_session();
+    let x = s.random_inputs(8, 2, 1);
+    let fp = s.footprint(8, 2);
+    s.set_memory_budget(Budget::given(fp.total - 1, "the test's budget"));
+    let msg = s.run(&x, 8, 2).unwrap_err().to_string();
+    let want = format!(
+        "the model needs {} for T=8, batch=2, over the memory budget ({}: the test's budget)",
+        fmt_bytes(fp.total),
+        fmt_bytes(fp.total - 1)
+    );
+    assert!(msg.starts_with(&want), "{msg}");
+    assert!(msg.contains("hint: lower the batch or T"), "{msg}");
+    s.set_memory_budget(Budget::given(fp.total, "the test's budget"));
+    s.run(&x, 8, 2).unwrap();
+}

@@ -515,9 +515,18 @@ fn kernel_tokens(k: &Kernel, export: bool) -> TokenStream {
                 let arr = carried_array(k, i);
                 let v = var_ident(k, KVar::Carried(i));
                 let e = expr(k, &c.init);
+                // The earlier carried values this one's initial value reads (the parts of a
+                // deep one, `passes::lower::split_deep`), from their arrays.
+                let reads: Vec<TokenStream> = (0..i)
+                    .filter(|&j| c.init.any_leaf(|l| *l == KLeaf::Var(KVar::Carried(j))))
+                    .map(|j| {
+                        let (a, v) = (carried_array(k, j), var_ident(k, KVar::Carried(j)));
+                        quote!(let #v: f32 = #a[l];)
+                    })
+                    .collect();
                 init.push(quote! {
                     let mut #arr = [0.0f32; W];
-                    for l in 0..W { let idx = i0 + l; let _ = idx; #arr[l] = #e; }
+                    for l in 0..W { let idx = i0 + l; let _ = idx; #(#reads)* #arr[l] = #e; }
                 });
                 enter.push(quote!(let mut #v: f32 = #arr[l];));
                 leave.push(quote!(#arr[l] = #v;));

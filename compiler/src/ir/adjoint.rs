@@ -12,7 +12,7 @@
 //! these statements; everything stays in registers.
 
 use crate::ir::eqn::{EExpr, EqLeaf, NeuronEqs, ParamKind, Var};
-use crate::ir::expr::{print, BinOp, Expr, Func, Parens, Rules, Text, UnOp};
+use crate::ir::expr::{print, BinOp, Expr, Func, Node, Parens, Rules, Text, UnOp};
 
 /// The derivative that replaces the spike's Heaviside step.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -324,11 +324,9 @@ fn derive_with(
             }
             Var::State(i) => {
                 versions[i] += 1;
-                let v = d.val(
-                    format!("{}.{}", eqs.states[i].name, versions[i]),
-                    ValKind::Update,
-                    Some(e),
-                );
+                let name = format!("{}.{}", eqs.states[i].name, versions[i]);
+                let e = d.shared(e, &name);
+                let v = d.val(name, ValKind::Update, Some(e));
                 cur_state[i] = v;
             }
             Var::Local(l) => {
@@ -338,6 +336,7 @@ fn derive_with(
                 } else {
                     ValKind::Update
                 };
+                let e = d.shared(e, &eqs.locals[l]);
                 let v = d.val(eqs.locals[l].clone(), kind, Some(e));
                 if is_spike {
                     spike_val = Some(v);
@@ -360,6 +359,7 @@ fn derive_with(
                         eqs.show(spike)
                     )));
                 }
+                let e = d.shared(e, "S");
                 d.val("S".into(), ValKind::Spike, Some(e))
             }
         };
@@ -371,8 +371,10 @@ fn derive_with(
             };
             let e = ssa(&a.value, &cur_state, &cur_local, dt)?;
             versions[i] += 1;
+            let name = format!("{}.{}", eqs.states[i].name, versions[i]);
+            let e = d.shared(e, &name);
             let v = d.val(
-                format!("{}.{}", eqs.states[i].name, versions[i]),
+                name,
                 ValKind::Reset,
                 Some(GExpr::Call(
                     Func::Select,
@@ -659,7 +661,68 @@ impl Deriver {
     }
 }
 
+/// Forward expressions of more nodes than this, or deeper than [`SHARE_DEEPER`], are
+/// differentiated through temporaries ([`Deriver::shared`]). Reverse mode over a tree writes
+/// each operand's adjoint as a copy of its sibling operands and of the adjoint above it, so
+/// a nested quotient or power of n levels has a backward step of about n^3 nodes (100 levels
+/// printed 240-600 MB of Rust); over temporaries it is linear. Every built-in and test
+/// model's expressions are smaller (at most 24 nodes, 7 deep), so their backward steps are
+/// unchanged; the largest backward step a smaller expression makes (a 10-level nested power
+/// of the membrane) prints about 70 KB of Rust.
+const SHARE_ABOVE: usize = 32;
+/// See [`SHARE_ABOVE`].
+const SHARE_DEEPER: usize = 10;
+
 impl Deriver {
+    /// `e` (the definition of value `name`) as it is differentiated: itself when small and
+    /// shallow, otherwise its root operation over a forward value per interior node that
+    /// depends on something with a gradient (`name.t1`, `name.t2`, ..., innermost first), so
+    /// that each adjoint is a short expression of values and adjoint temporaries.
+    fn shared(&mut self, e: GExpr, name: &str) -> GExpr {
+        let (nodes, depth) = e.fold(&mut |n: Node<'_, AdjLeaf, (usize, usize)>| match n {
+            Node::Const(_) | Node::Leaf(_) => (1, 1),
+            Node::Unary(_, (n, d)) => (n + 1, d + 1),
+            Node::Binary(_, (na, da), (nb, db)) => (na + nb + 1, da.max(db) + 1),
+            Node::Call(_, args) => args
+                .into_iter()
+                .fold((1, 1), |(n, d), (na, da)| (n + na, d.max(da + 1))),
+        });
+        if nodes <= SHARE_ABOVE && depth <= SHARE_DEEPER {
+            return e;
+        }
+        let mut count = 0;
+        self.operands(e, &mut |d, x| d.hoist(x, name, &mut count))
+    }
+
+    /// `e` with each interior node that depends on a value, the current or a learned
+    /// parameter made a forward value of its own (operands first); see [`Deriver::shared`].
+    fn hoist(&mut self, e: GExpr, name: &str, count: &mut usize) -> GExpr {
+        if matches!(e, GExpr::Const(_) | GExpr::Leaf(_)) {
+            return e;
+        }
+        let node = self.operands(e, &mut |d, x| d.hoist(x, name, count));
+        if !self.depends(&node) {
+            return node;
+        }
+        *count += 1;
+        GExpr::val(self.val(format!("{name}.t{count}"), ValKind::Update, Some(node)))
+    }
+
+    /// The same operation over `f` of each operand, left to right (a leaf as it is).
+    fn operands(&mut self, e: GExpr, f: &mut impl FnMut(&mut Deriver, GExpr) -> GExpr) -> GExpr {
+        match e {
+            GExpr::Unary(op, x) => GExpr::unary(op, f(self, *x)),
+            GExpr::Binary(op, a, b) => {
+                let a = f(self, *a);
+                GExpr::bin(op, a, f(self, *b))
+            }
+            GExpr::Call(func, args) => {
+                GExpr::Call(func, args.into_iter().map(|a| f(self, a)).collect())
+            }
+            leaf => leaf,
+        }
+    }
+
     /// Whether an expression depends on anything with a gradient (values, the current, a
     /// learned parameter).
     fn depends(&self, e: &GExpr) -> bool {

@@ -106,6 +106,27 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
                 nm(*src)
             ),
             NodeKind::Flatten { src } => format!("flatten({})", nm(*src)),
+            NodeKind::Filter {
+                src,
+                bank,
+                size,
+                pad,
+                threshold,
+            } => {
+                let thr = threshold
+                    .map(|t| format!(", threshold={t:?}"))
+                    .unwrap_or_default();
+                format!(
+                    "{}({}, size={size}, {}, pad={pad}{thr}) frozen",
+                    bank.op_name(),
+                    nm(*src),
+                    filter_params(bank)
+                )
+            }
+            NodeKind::Latency { src, sort } => format!("latency({}, sort={sort})", nm(*src)),
+            NodeKind::Inhibit { src, threshold } => {
+                format!("inhibit({}, threshold={threshold:?})", nm(*src))
+            }
             NodeKind::Population {
                 inputs,
                 model,
@@ -454,7 +475,15 @@ pub fn program(p: &Program) -> String {
     }
     let _ = writeln!(out, "weights:");
     for w in &plan.weights {
-        let _ = writeln!(out, "  {} {} {:?}", w.name, dims(&w.shape), w.init);
+        let init = match &w.init {
+            // The values are the compiler's; the dump names them rather than listing them.
+            snn_runtime::plan::Init::Frozen(v) => format!(
+                "Frozen({} values built at compile time, not trained)",
+                v.len()
+            ),
+            other => format!("{other:?}"),
+        };
+        let _ = writeln!(out, "  {} {} {init}", w.name, dims(&w.shape));
     }
     let _ = writeln!(out, "params:");
     for (i, pd) in plan.params.iter().enumerate() {
@@ -524,5 +553,38 @@ fn rate(p: f32) -> String {
         s.trim_end_matches('0').trim_end_matches('.').to_string()
     } else {
         s
+    }
+}
+
+/// A filter bank's parameters as the dump prints them.
+fn filter_params(bank: &crate::ir::filter::FilterBank) -> String {
+    use crate::ir::filter::FilterBank;
+    let list = |v: Vec<String>| v.join(", ");
+    match bank {
+        FilterBank::Dog { pairs } => format!(
+            "sigmas=[{}]",
+            list(
+                pairs
+                    .iter()
+                    .map(|(a, b)| format!("({a:?}, {b:?})"))
+                    .collect()
+            )
+        ),
+        FilterBank::Log { stds } => format!(
+            "sigmas=[{}]",
+            list(stds.iter().map(|s| format!("{s:?}")).collect())
+        ),
+        FilterBank::Gabor { filters } => format!(
+            "filters=[{}]",
+            list(
+                filters
+                    .iter()
+                    .map(|g| format!(
+                        "(sigma {:?}, theta {:?} deg, gamma {:?}, lambda {:?}, psi {:?})",
+                        g.sigma, g.theta, g.gamma, g.lambda, g.psi
+                    ))
+                    .collect()
+            )
+        ),
     }
 }

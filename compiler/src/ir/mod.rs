@@ -10,6 +10,7 @@ pub mod cost;
 pub mod dump;
 pub mod eqn;
 pub mod expr;
+pub mod filter;
 pub mod kernel;
 pub mod linear;
 pub mod names;

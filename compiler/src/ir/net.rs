@@ -4,6 +4,7 @@
 
 use super::arena::{Arena, Handle};
 use super::eqn::NeuronEqs;
+use super::filter::FilterBank;
 use crate::diag::Span;
 
 pub type NodeId = Handle<Node>;
@@ -148,6 +149,31 @@ pub enum NodeKind {
     Flatten {
         src: NodeId,
     },
+    /// `dog(..)`, `log(..)`, `gabor(..)`: Spyker's image filters, a frozen convolution with
+    /// kernels built at compile time, then the bank's output step and an optional
+    /// threshold (values `<= threshold` become 0).
+    Filter {
+        src: NodeId,
+        bank: FilterBank,
+        /// The odd window size.
+        size: usize,
+        /// Zero padding on every side.
+        pad: usize,
+        threshold: Option<f32>,
+    },
+    /// `latency(x, sort)`: Spyker's rank-order latency coding of a static map into a
+    /// cumulative spike wave over the model's `T` steps.
+    Latency {
+        src: NodeId,
+        sort: bool,
+    },
+    /// `inhibit(x, threshold)`: Spyker's point-wise lateral inhibition of a `[C, H, W]`
+    /// sequence of potentials over all its `T` steps at once: per pixel only the channel
+    /// that fires first (more steps above `threshold`) keeps its values.
+    Inhibit {
+        src: NodeId,
+        threshold: f32,
+    },
     /// A neuron population; its input current is the sum of `inputs`.
     Population {
         inputs: Vec<NodeId>,
@@ -227,7 +253,10 @@ impl NodeKind {
             NodeKind::Input { .. } => vec![],
             NodeKind::Encode { src, .. }
             | NodeKind::Pool2d { src, .. }
-            | NodeKind::Flatten { src } => {
+            | NodeKind::Flatten { src }
+            | NodeKind::Filter { src, .. }
+            | NodeKind::Latency { src, .. }
+            | NodeKind::Inhibit { src, .. } => {
                 vec![(*src, 0)]
             }
             NodeKind::Dense { src, delay, .. } | NodeKind::Conv2d { src, delay, .. } => {
@@ -258,6 +287,9 @@ impl NodeKind {
                 ..
             } => "avgpool2d",
             NodeKind::Flatten { .. } => "flatten",
+            NodeKind::Filter { bank, .. } => bank.op_name(),
+            NodeKind::Latency { .. } => "latency",
+            NodeKind::Inhibit { .. } => "inhibit",
             NodeKind::Population { .. } => "population",
         }
     }

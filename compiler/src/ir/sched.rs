@@ -179,6 +179,8 @@ pub struct MemoryPlan {
     /// The value each node produces (spikes for spiking populations, the first state for
     /// non-spiking ones). Flatten shares its source's buffer.
     pub node_out: BTreeMap<NodeId, BufId>,
+    /// A `dog` / `log` / `gabor` filter's raw convolution output, before its output step.
+    pub filter_raw: BTreeMap<NodeId, BufId>,
     pub counts: BTreeMap<NodeId, BufId>,
     /// Traces `[T, B, N]` of state variables, by (population, state index).
     pub traces: BTreeMap<(NodeId, usize), BufId>,

@@ -92,6 +92,21 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
         }
     }
 
+    // Inhibition selects a channel per pixel: it has no gradient (Spyker trains the layers
+    // around it with STDP).
+    if let Some(h) =
+        m.nodes.iter().map(|(h, _)| h).find(|h| {
+            needs_grad.contains(h) && matches!(m.nodes[*h].kind, NodeKind::Inhibit { .. })
+        })
+    {
+        return Err(Diagnostic::new(
+            ErrorKind::BadArgument,
+            "`inhibit` passes no gradient, but a trained layer is behind it",
+        )
+        .at(m.nodes[h].span, "on the gradient path")
+        .hint("train the layers after the inhibition only, or train without `inhibit`"));
+    }
+
     // Conv and pooling layers train feed-forward; inside a recurrent cycle they do not yet.
     for stage in &sched.stages {
         if let StageKind::Steps(ns) = &stage.kind {

@@ -74,7 +74,37 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
                 );
                 plan.node_out.insert(h, b);
             }
+            NodeKind::Filter {
+                bank, threshold, ..
+            } => {
+                // The convolution's raw channels, combined by the filter's output step
+                // (a Gabor bank without a threshold writes its output directly).
+                if let Some(raw) = filter_raw_features(bank, *threshold, shape) {
+                    let b = add(
+                        &mut plan,
+                        &mut lives,
+                        format!("{}.raw", node.name),
+                        ext(shape.extent),
+                        raw,
+                        d,
+                        false,
+                    );
+                    plan.filter_raw.insert(h, b);
+                }
+                let b = add(
+                    &mut plan,
+                    &mut lives,
+                    node.name.clone(),
+                    ext(shape.extent),
+                    f,
+                    d,
+                    false,
+                );
+                plan.node_out.insert(h, b);
+            }
             NodeKind::Encode { .. }
+            | NodeKind::Latency { .. }
+            | NodeKind::Inhibit { .. }
             | NodeKind::Dense { .. }
             | NodeKind::Conv2d { .. }
             | NodeKind::Pool2d { .. } => {
@@ -483,4 +513,21 @@ pub fn slot_users(plan: &MemoryPlan) -> BTreeMap<usize, Vec<String>> {
         m.entry(b.slot).or_default().push(b.name.clone());
     }
     m
+}
+
+/// Features of a filter's raw convolution output (`out` its value's shape), when its
+/// output step needs a buffer apart from the node's value: DoG and LoG combine channels,
+/// a threshold zeroes values; a plain Gabor bank convolves straight into its value.
+pub fn filter_raw_features(
+    bank: &crate::ir::filter::FilterBank,
+    threshold: Option<f32>,
+    out: &Shape,
+) -> Option<usize> {
+    use snn_runtime::plan::FilterStep;
+    let step = bank.step();
+    if step == FilterStep::Plain && threshold.is_none() {
+        return None;
+    }
+    let n = bank.len();
+    Some(out.features() / step.out_channels(n) * step.raw_channels(n))
 }

@@ -85,7 +85,12 @@ pub fn run(m: &mut Module, models: &[ast::NeuronDef]) -> DResult<()> {
                     "spike counts are recorded for populations; use `spikes(...)` for an encoder",
                 ))
             }
-            (OutputKind::Spikes, None) if !matches!(node.kind, NodeKind::Encode { .. }) => {
+            (OutputKind::Spikes, None)
+                if !matches!(
+                    node.kind,
+                    NodeKind::Encode { .. } | NodeKind::Latency { .. }
+                ) =>
+            {
                 return Err(Diagnostic::new(
                     ErrorKind::BadArgument,
                     format!("`{}` is not a spiking population", node.name),

@@ -12,6 +12,8 @@ use crate::ir::net::*;
 
 use super::bind::{self, whole, whole_rule, Bound, Range, Signature};
 
+mod filter_args;
+
 const OPS: &[&str] = &[
     "dense",
     "conv2d",
@@ -20,6 +22,11 @@ const OPS: &[&str] = &[
     "flatten",
     "poisson",
     "bernoulli",
+    "latency",
+    "inhibit",
+    "dog",
+    "log",
+    "gabor",
 ];
 const SETTINGS: &[&str] = &["T", "dt", "seed", "batch"];
 
@@ -514,6 +521,25 @@ impl Resolver<'_> {
                 };
                 NodeKind::Encode { src, encoding }
             }
+            "dog" | "log" | "gabor" => {
+                let src = self.operand(name, a.required("input", "the input")?)?;
+                let f = filter_args::read(&func.name, &a)?;
+                NodeKind::Filter {
+                    src,
+                    bank: f.bank,
+                    size: f.size,
+                    pad: f.pad,
+                    threshold: f.threshold,
+                }
+            }
+            "latency" => NodeKind::Latency {
+                src: self.operand(name, a.required("input", "the input")?)?,
+                sort: a.bool("sort", true)?,
+            },
+            "inhibit" => NodeKind::Inhibit {
+                src: self.operand(name, a.required("input", "the input")?)?,
+                threshold: a.f32("threshold", 0.0, Range::Any)?,
+            },
             _ => unreachable!("op_params knows only these"),
         };
         Ok(kind)
@@ -863,6 +889,10 @@ fn op_params(func: &str) -> Option<(&'static [&'static str], usize)> {
         "flatten" => (&["input"], 1),
         "poisson" => (&["input", "max_rate", "seed"], 1),
         "bernoulli" => (&["input", "gain", "seed"], 1),
+        "latency" => (&["input", "sort"], 1),
+        "inhibit" => (&["input", "threshold"], 1),
+        "dog" | "log" => (&["input", "size", "sigmas", "pad", "threshold"], 1),
+        "gabor" => (&["input", "size", "filters", "pad", "threshold"], 1),
         _ => return None,
     })
 }
@@ -932,6 +962,11 @@ fn usage(func: &str) -> String {
         "flatten" => "usage: flatten(input)".into(),
         "poisson" => "usage: poisson(input, max_rate = 1.0, seed = N)".into(),
         "bernoulli" => "usage: bernoulli(input, gain = 1.0, seed = N)".into(),
+        "latency" => "usage: latency(input, sort = true)".into(),
+        "inhibit" => "usage: inhibit(input, threshold = 0.0)".into(),
+        "dog" => "usage: dog(input, size = 7, sigmas = [std1, std2, ...], pad = (size - 1) / 2, threshold = none)".into(),
+        "log" => "usage: log(input, size = 7, sigmas = [std, ...], pad = (size - 1) / 2, threshold = none)".into(),
+        "gabor" => "usage: gabor(input, size = 5, filters = [sigma, theta_degrees, gamma, lambda, psi, ...], pad = (size - 1) / 2, threshold = none)".into(),
         _ => String::new(),
     }
 }

@@ -36,7 +36,7 @@ pub const DEFAULT_RATE: f32 = 0.2;
 /// `flatten` and max pooling (the maximum of 0/1 values is 0 or 1; padded cells never win).
 pub fn is_spike_source(m: &Module, h: NodeId) -> bool {
     match &m.nodes[h].kind {
-        NodeKind::Encode { .. } => true,
+        NodeKind::Encode { .. } | NodeKind::Latency { .. } => true,
         NodeKind::Flatten { src } => is_spike_source(m, *src),
         NodeKind::Pool2d {
             src,
@@ -97,9 +97,9 @@ fn projections(m: &Module, opts: &Options) -> BTreeMap<NodeId, SparseChoice> {
             continue;
         }
         let samples = match m.shape(src).extent {
-            Extent::Static => m.batch,
-            _ => m.t * m.batch,
-        } as f64;
+            Extent::Static => m.batch as f64,
+            _ => m.t as f64 * m.batch as f64,
+        };
         let measured = opts.calibration.as_ref().and_then(|c| {
             c.rates.get(&node.name).map(|&r| {
                 (
@@ -255,6 +255,16 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
             if parallel(n) {
                 flush(&mut run, &mut stages);
                 stages.push(parallel_stage(n));
+            } else if matches!(
+                m.nodes[n].kind,
+                NodeKind::Latency { .. } | NodeKind::Inhibit { .. }
+            ) {
+                // A sample's spike times come from all its values at once: one op, all T.
+                flush(&mut run, &mut stages);
+                stages.push(Stage {
+                    kind: StageKind::Layer(n),
+                    reason: "rank-order coding / inhibition: one op over all T".into(),
+                });
             } else {
                 run.push(n);
             }
@@ -271,6 +281,18 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
                 continue;
             }
             if rec.is_cycle(ci, |n| self_loop(m, n)) {
+                // Inhibition needs every step of its input before its first output step.
+                if let Some(&h) = comp
+                    .iter()
+                    .find(|&&h| matches!(m.nodes[h].kind, NodeKind::Inhibit { .. }))
+                {
+                    return Err(Diagnostic::new(
+                        ErrorKind::BadArgument,
+                        "`inhibit` inside a recurrent cycle: it reads all T steps of its input at once",
+                    )
+                    .at(m.nodes[h].span, "in a recurrent cycle")
+                    .hint("inhibit a feed-forward layer's output"));
+                }
                 let names: Vec<&str> = comp.iter().map(|&n| m.nodes[n].name.as_str()).collect();
                 stages.push(Stage {
                     kind: StageKind::Steps(comp.clone()),
@@ -287,6 +309,13 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
                     NodeKind::Population { .. } => "feed-forward: one fused kernel, T loop inside",
                     NodeKind::Encode { .. } => "feed-forward: one kernel over all T",
                     NodeKind::Flatten { .. } => "feed-forward: a view, no work",
+                    NodeKind::Filter { .. } => "feed-forward: a frozen conv, once per sample",
+                    NodeKind::Latency { .. } => {
+                        "feed-forward: one rank-code op writes all T (spike times per sample)"
+                    }
+                    NodeKind::Inhibit { .. } => {
+                        "feed-forward: one inhibition op over all T (winner per pixel)"
+                    }
                     _ => "feed-forward: one op over all T*B rows",
                 };
                 stages.push(Stage {
@@ -462,7 +491,7 @@ fn estimate(
         unreachable!()
     };
     let t = m.t as f64;
-    let bn = (m.batch * m.shape(h).features()) as f64;
+    let bn = m.batch as f64 * m.shape(h).features() as f64;
     let tbn = t * bn;
     let outs = pop_outputs(m, h);
     let written = (usize::from(outs.spikes) + outs.traces.len()) as f64;

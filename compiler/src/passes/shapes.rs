@@ -14,12 +14,42 @@ pub fn run(m: &mut Module) -> DResult<()> {
     // Checks that a recurrent cycle may have postponed until every shape was known.
     for h in m.nodes.handles() {
         match m.nodes[h].kind.clone() {
-            NodeKind::Dense { src, .. } => check_dense_src(m, h, src)?,
+            NodeKind::Dense { src, out, .. } => {
+                check_dense_src(m, h, src)?;
+                let weight = [out, m.shape(src).features()];
+                check_count(m, h, &weight, "its weight")?;
+            }
             NodeKind::Population { inputs, .. } => check_sum(m, h, &inputs)?,
             _ => {}
         }
     }
     Ok(())
+}
+
+/// An element count past 64 bits is refused here, where it is first known, so that no later
+/// pass or the runtime ever multiplies it out; anything smaller is left to the memory
+/// budget (`snnc::footprint`), which sizes the whole model for the run's T and batch.
+fn check_count(m: &Module, h: NodeId, dims: &[usize], what: &str) -> DResult<()> {
+    if dims
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+        .is_some()
+    {
+        return Ok(());
+    }
+    Err(Diagnostic::new(
+        ErrorKind::Memory,
+        format!(
+            "`{}` is too large: {what} has {} elements, more than 64 bits count (the model needs more than 18.4 EB)",
+            m.nodes[h].name,
+            dims.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(" x ")
+        ),
+    )
+    .at(m.nodes[h].span, "too large")
+    .hint("shrink the layer"))
 }
 
 fn cycle_err(m: &Module, h: NodeId) -> Diagnostic {
@@ -177,7 +207,7 @@ fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Option<Sh
                     "declare image inputs as `input x: [1, 28, 28]`",
                 ));
             };
-            let _ = c;
+            check_count(m, h, &[out_channels, c, kernel[0], kernel[1]], "its weight")?;
             let (ho, wo) = window_out(hh, ww, kernel, stride, padding).ok_or_else(|| {
                 shape_err(
                     format!(
@@ -243,6 +273,128 @@ fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Option<Sh
                 dims: vec![c, ho, wo],
             }
         }
+        NodeKind::Filter {
+            src,
+            bank,
+            size,
+            pad,
+            ..
+        } => {
+            let s = infer(m, src, state)?.ok_or_else(|| cycle_err(m, h))?;
+            let what = bank.op_name();
+            // Spyker filters the grey image once, and the filter passes no gradient: it
+            // reads a model input.
+            if !matches!(m.nodes[src].kind, NodeKind::Input { .. }) || s.extent != Extent::Static {
+                return Err(shape_err(
+                    format!(
+                        "`{what}` filters a static image input, but `{}` is {}",
+                        m.nodes[src].name,
+                        if s.extent == Extent::Seq {
+                            "a sequence"
+                        } else {
+                            "not a model input"
+                        }
+                    ),
+                    m,
+                    h,
+                    "not a static image input",
+                    "apply the filter to an input declared `input x: [1, 28, 28]`",
+                ));
+            }
+            if m.train.as_ref().is_some_and(|t| t.input_grads) {
+                return Err(shape_err(
+                    format!("`{what}` passes no gradient to `{}`, but the model sets `input_grads = true`", m.nodes[src].name),
+                    m,
+                    h,
+                    "a frozen filter of the input",
+                    "filters are frozen and not differentiated: drop `input_grads = true`",
+                ));
+            }
+            let [c, hh, ww] = s.dims[..] else {
+                return Err(shape_err(
+                    format!(
+                        "`{what}` expects a [channels, height, width] input, but `{}` has shape {}",
+                        m.nodes[src].name,
+                        dims_str(&s.dims)
+                    ),
+                    m,
+                    h,
+                    "input is not 3-D",
+                    "declare image inputs as `input x: [1, 28, 28]`",
+                ));
+            };
+            let raw = bank.step().raw_channels(bank.len());
+            check_count(m, h, &[c, raw, c, size, size], "its kernel")?;
+            let (ho, wo) = window_out(hh, ww, [size, size], 1, pad).ok_or_else(|| {
+                shape_err(
+                    format!("`{what}` window {size}x{size} (pad {pad}) does not fit the {hh}x{ww} input"),
+                    m,
+                    h,
+                    "window larger than input",
+                    "use a smaller `size` or more `pad`",
+                )
+            })?;
+            Shape {
+                extent: Extent::Static,
+                dims: vec![c * bank.step().out_channels(bank.len()), ho, wo],
+            }
+        }
+        NodeKind::Latency { src, .. } => {
+            let s = infer(m, src, state)?.ok_or_else(|| cycle_err(m, h))?;
+            if s.extent != Extent::Static {
+                return Err(shape_err(
+                    format!(
+                        "`latency` codes a static map into spike times, but `{}` is a sequence",
+                        m.nodes[src].name
+                    ),
+                    m,
+                    h,
+                    "time-varying input",
+                    "code a static input or a filter's output, e.g. `latency(dog(x, ..))`",
+                ));
+            }
+            Shape {
+                extent: Extent::Seq,
+                dims: s.dims,
+            }
+        }
+        NodeKind::Inhibit { src, .. } => {
+            let s = infer(m, src, state)?.ok_or_else(|| {
+                Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    "`inhibit` inside a recurrent cycle: it reads all T steps of its input at once",
+                )
+                .at(m.nodes[h].span, "in a recurrent cycle")
+                .hint("inhibit a feed-forward layer's output")
+            })?;
+            // The winner of a pixel is decided over all T steps at once, across channels.
+            if s.extent != Extent::Seq {
+                return Err(shape_err(
+                    format!(
+                        "`inhibit` compares potentials over time, but `{}` is static",
+                        m.nodes[src].name
+                    ),
+                    m,
+                    h,
+                    "static input",
+                    "inhibit a layer's per-step output, e.g. `inhibit(conv2d(s, 8, 5), threshold = 10.0)` of a spike wave `s`",
+                ));
+            }
+            if s.dims.len() != 3 {
+                return Err(shape_err(
+                    format!(
+                        "`inhibit` expects [channels, height, width] potentials, but `{}` has shape {}",
+                        m.nodes[src].name,
+                        dims_str(&s.dims)
+                    ),
+                    m,
+                    h,
+                    "not a [C, H, W] map",
+                    "inhibit the output of a `conv2d` (channels compete per pixel)",
+                ));
+            }
+            s
+        }
         NodeKind::Flatten { src } => {
             let s = infer(m, src, state)?.ok_or_else(|| cycle_err(m, h))?;
             Shape {
@@ -274,6 +426,7 @@ fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Option<Sh
             }
         }
     };
+    check_count(m, h, &shape.dims, "each sample")?;
     m.nodes[h].shape = Some(shape.clone());
     state[h.index()] = Visit::Done;
     Ok(Some(shape))
@@ -297,8 +450,8 @@ pub fn window_out(
     stride: usize,
     pad: usize,
 ) -> Option<(usize, usize)> {
-    let hp = h + 2 * pad;
-    let wp = w + 2 * pad;
+    let hp = pad.checked_mul(2)?.checked_add(h)?;
+    let wp = pad.checked_mul(2)?.checked_add(w)?;
     if k[0] > hp || k[1] > wp {
         return None;
     }

@@ -23,11 +23,12 @@
 //!
 //! This file holds the device's memory (the [`Memory`] trait) and the helpers every op
 //! uses; each op family and concern implements its trait in a file of its own (`dense.rs`,
-//! `conv.rs`, `pool.rs`, `time_mix.rs`, `launch.rs`, `optim.rs`).
+//! `conv.rs`, `pool.rs`, `time_mix.rs`, `filter.rs`, `wave.rs`, `launch.rs`, `optim.rs`).
 
 mod conv;
 mod dense;
 mod driver;
+mod filter;
 mod gpu;
 mod launch;
 mod nvrtc;
@@ -35,6 +36,7 @@ mod optim;
 mod pool;
 pub mod shim;
 mod time_mix;
+mod wave;
 
 pub use driver::{copy_bandwidth, driver_present, CopyTimes, DriverGpu, PINNED_MIN};
 pub use gpu::{Gpu, Kernel, Launch, Op, Sgemm};

@@ -3,8 +3,10 @@
 //! Parameters live in one flat `f32` array the kernels read at run time, so changing a
 //! parameter never needs a recompilation.
 
+use super::footprint::Footprint;
 use super::interp::{self, buffer_len, Pass, Runner};
 use super::validate::{validate, ValidPlan};
+use crate::budget::Budget;
 use crate::cpu::CpuDevice;
 use crate::device::{Device, Loc};
 use crate::error::{fmt_shape, Result, RuntimeError};
@@ -28,6 +30,8 @@ pub struct Session {
     weight_index: HashMap<String, WeightId>,
     param_index: HashMap<String, usize>,
     slot_sizes: Option<Vec<usize>>,
+    /// What the weights and each run's slots may take; checked before allocating.
+    budget: Budget,
 }
 
 impl std::fmt::Debug for Session {
@@ -72,8 +76,11 @@ impl Session {
         Session::with_device(plan, Box::new(crate::cuda::CudaDevice::with_gpu(gpu)))
     }
 
-    /// A session on any device (the device holds the plan's kernels).
+    /// A session on any device (the device holds the plan's kernels). The weights are
+    /// sized against [`Budget::current`] before they are allocated.
     pub fn with_device(plan: Plan, mut device: Box<dyn Device>) -> Result<Session> {
+        let budget = Budget::current();
+        Footprint::weights(&plan, plan.train.is_some()).check(&budget)?;
         let plan = validate(plan, device.num_kernels())?;
         let weight_index = plan
             .plan()
@@ -102,6 +109,7 @@ impl Session {
             weight_index,
             param_index,
             slot_sizes: None,
+            budget,
         };
         s.init_weights(s.plan.plan().seed)?;
         Ok(s)
@@ -125,6 +133,7 @@ impl Session {
             match decl.init {
                 Init::Zeros => w.fill(0.0),
                 Init::Constant(v) => w.fill(v),
+                Init::Frozen(ref v) => w.copy_from_slice(v),
                 Init::Geometric { ratio } => {
                     let n = w.len();
                     for (j, v) in w.iter_mut().enumerate() {
@@ -154,6 +163,10 @@ impl Session {
         let mut unknown = Vec::new();
         for (name, shape, data) in tensors {
             if let Some(&i) = self.weight_index.get(&name) {
+                // A frozen weight is the compiler's constant: a file cannot replace it.
+                if self.plan.plan().weights[i].frozen() {
+                    continue;
+                }
                 let expected = &self.plan.plan().weights[i].shape;
                 if &shape != expected {
                     return Err(RuntimeError::Shape {
@@ -196,7 +209,7 @@ impl Session {
         let missing: Vec<String> = new_weights
             .iter()
             .zip(&self.plan.plan().weights)
-            .filter(|(w, _)| w.is_none())
+            .filter(|(w, d)| w.is_none() && !d.frozen())
             .map(|(_, d)| d.name.clone())
             .collect();
         if !missing.is_empty() {
@@ -206,11 +219,14 @@ impl Session {
             });
         }
         for (i, w) in new_weights.into_iter().enumerate() {
-            let w = w.unwrap_or_default();
+            let Some(w) = w else {
+                continue; // frozen: kept
+            };
             self.device.set_weight(i, &w)?;
             self.weights[i] = w;
         }
-        // Every weight was replaced (a missing one is an error above): host and device agree.
+        // Every weight was replaced (a missing one is an error above; frozen ones never
+        // change): host and device agree.
         self.weights_stale = false;
         if !new_params.is_empty() {
             for (i, v) in new_params {
@@ -233,6 +249,9 @@ impl Session {
         }
         let mut list: Vec<(String, Vec<usize>, &[f32])> = Vec::new();
         for (d, w) in self.plan.plan().weights.iter().zip(&self.weights) {
+            if d.frozen() {
+                continue;
+            }
             list.push((d.name.clone(), d.shape.clone(), w));
         }
         for (i, d) in self.plan.plan().params.iter().enumerate() {
@@ -373,6 +392,8 @@ impl Session {
 
     /// Seeded uniform `[0, 1)` inputs of the right shapes: input `i` is the Philox stream
     /// `(seed, i, rng::stream::INPUTS)`.
+    /// They are allocated here, before [`Session::run`] sizes the run: for sizes that may
+    /// not fit, check [`Session::footprint`] against [`Session::memory_budget`] first.
     pub fn random_inputs(&self, t: usize, batch: usize, seed: u64) -> Vec<Tensor> {
         (0..self.plan.plan().inputs.len())
             .map(|i| {
@@ -382,6 +403,24 @@ impl Session {
                 x
             })
             .collect()
+    }
+
+    /// The memory budget runs are checked against (from [`Budget::current`] when the
+    /// session was made).
+    pub fn memory_budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// Changes the memory budget for later runs.
+    pub fn set_memory_budget(&mut self, budget: Budget) {
+        self.budget = budget;
+    }
+
+    /// The bytes a run for `(t, batch)` needs: weights (with gradients and optimizer state
+    /// for a training plan), slots, host copies of inputs and outputs.
+    pub fn footprint(&self, t: usize, batch: usize) -> Footprint {
+        let plan = self.plan.plan();
+        Footprint::run(plan, t, batch, plan.train.is_some())
     }
 
     /// Slot sizes (elements) for `(t, batch)`.
@@ -484,7 +523,13 @@ impl Session {
             x.validate()?;
         }
 
-        let sizes = self.slot_sizes(t, batch)?;
+        // Sized before anything is allocated, whenever the sizes change (an overflow is over
+        // budget too).
+        let sizes = self.slot_sizes(t, batch);
+        if sizes.as_ref().ok() != self.slot_sizes.as_ref() {
+            self.footprint(t, batch).check(&self.budget)?;
+        }
+        let sizes = sizes?;
         if self.slot_sizes.as_ref() != Some(&sizes) {
             self.device.alloc_slots(&sizes)?;
             self.slot_sizes = Some(sizes);
@@ -654,6 +699,10 @@ impl Session {
             )));
         }
         for (i, u) in updates.iter().enumerate() {
+            // A frozen weight has no gradient and is never decayed.
+            if self.plan.plan().weights[i].frozen() {
+                continue;
+            }
             self.device.optim_step(i, u, grad_scale)?;
         }
         self.weights_stale = true;

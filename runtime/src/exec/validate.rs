@@ -103,6 +103,16 @@ fn check_decls(plan: &Plan) -> Result<()> {
                 w.name
             )));
         }
+        if let Init::Frozen(v) = &w.init {
+            if v.len() != w.numel() || !v.iter().all(|x| x.is_finite()) {
+                return Err(RuntimeError::plan(format!(
+                    "weight `{}`: {} frozen values for {} elements (all finite)",
+                    w.name,
+                    v.len(),
+                    w.numel()
+                )));
+            }
+        }
         if let Init::Constant(v) = w.init {
             if !v.is_finite() {
                 return Err(RuntimeError::plan(format!(

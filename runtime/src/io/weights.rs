@@ -111,8 +111,9 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Vec<NamedTensor>> {
                 })
             }
         };
-        let n: usize = shape.iter().product();
-        if values.len() != n {
+        // A shape past 64 bits cannot match the values read (no wrap, no panic).
+        let n = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        if n != Some(values.len()) {
             return Err(RuntimeError::format(
                 path,
                 KIND,

@@ -8,8 +8,10 @@
 
 pub mod conv;
 pub mod dense;
+pub mod filter;
 pub mod pool;
 pub mod time_mix;
+pub mod wave;
 
 use crate::error::Result;
 use crate::exec::interp::Runner;

@@ -28,6 +28,11 @@ use snnc::{passes, Compiler, Options};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Memory a model may take (weights, gradients, optimizer state, buffers): bytes, or
+    /// with K, M, G, T (powers of 1000) or KiB, MiB, GiB; default: SNN_MAX_MEMORY, else
+    /// 80% of physical memory.
+    #[arg(long, global = true, value_name = "SIZE", value_parser = snn_runtime::budget::parse_size)]
+    max_memory: Option<u64>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -85,8 +90,18 @@ impl PipelineArgs {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Parse and validate a model; exit 0 if it is well-formed.
-    Check { file: PathBuf },
+    /// Parse and validate a model and print its memory estimate; exit 0 if it is well-formed
+    /// (a model over the memory budget is a warning).
+    Check {
+        file: PathBuf,
+        /// Time steps for the estimate (default: the model's T).
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Batch size for the estimate (default: the model's batch; for training, the
+        /// `train { }` block's).
+        #[arg(long)]
+        batch: Option<usize>,
+    },
     /// Print the IR after a pass (default: the final KernelIR).
     Ir {
         file: Option<PathBuf>,
@@ -278,8 +293,14 @@ fn report(c: &Compiler, d: &Diagnostic, color: bool) -> u8 {
 }
 
 fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
+    if let Some(bytes) = cli.max_memory {
+        snn_runtime::Budget::set_process_default(Some(snn_runtime::Budget::given(
+            bytes,
+            "--max-memory",
+        )));
+    }
     match cli.cmd {
-        Cmd::Check { file } => {
+        Cmd::Check { file, steps, batch } => {
             let mut c = Compiler::new(Options::default());
             let parsed = c.parse_file(&file).map_err(|d| report(&c, &d, color))?;
             let program = c.compile(&parsed).map_err(|d| report(&c, &d, color))?;
@@ -291,7 +312,8 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
                 program.plan.weights.len(),
                 program.plan.params.len()
             );
-            Ok(())
+            check_memory::report(&mut c, &parsed, &program, steps, batch)
+                .map_err(|d| report(&c, &d, color))
         }
         Cmd::Ir {
             file,
@@ -542,6 +564,7 @@ fn compile(
 }
 
 mod bench;
+mod check_memory;
 mod plot;
 mod run;
 mod run_folder;

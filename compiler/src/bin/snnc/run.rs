@@ -4,13 +4,16 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use snn_runtime::exec::Footprint;
 use snn_runtime::io::npy;
 use snn_runtime::plan::OutputKind;
 use snn_runtime::Tensor;
 use snnc::diag::{DResult, Diagnostic, ErrorKind};
 use snnc::front::Parsed;
 use snnc::session::{self, runtime_diag};
-use snnc::Compiler;
+use snnc::{footprint, Compiler};
+
+use crate::check_memory;
 
 pub struct RunArgs {
     pub weights: Option<PathBuf>,
@@ -31,6 +34,16 @@ pub fn run(c: &mut Compiler, parsed: &Parsed, args: &RunArgs) -> DResult<()> {
     let t0 = Instant::now();
     let program = c.compile(parsed)?;
     let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
+    // Sized before anything is allocated: with random inputs the whole run, with input
+    // files (whose batch is known once read) the weights now and the run below.
+    let plan = &program.plan;
+    let before_load = if args.inputs.is_empty() {
+        let t = args.steps.unwrap_or(plan.t).max(1);
+        Footprint::run(plan, t, args.batch.unwrap_or(plan.batch).max(1), false)
+    } else {
+        Footprint::weights(plan, false)
+    };
+    check_memory::ensure(c, parsed, &before_load, footprint::RUN_HINT)?;
     let mut loaded = session::load_device(&program, &args.device, None)?;
     let s = &mut loaded.session;
     let plan = program.plan.clone();
@@ -118,6 +131,8 @@ pub fn run(c: &mut Compiler, parsed: &Parsed, args: &RunArgs) -> DResult<()> {
         }
         (v, b)
     };
+    let fp = Footprint::run(&plan, steps, batch, false);
+    check_memory::ensure(c, parsed, &fp, footprint::RUN_HINT)?;
     // Projections of spikes left to the cost model with no known rate: count the rates on
     // these inputs, and recompile if that changes a form.
     if !args.no_calibrate {

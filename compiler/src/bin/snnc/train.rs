@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use snn_runtime::data::Dataset;
+use snn_runtime::exec::Footprint;
 use snn_runtime::plan::{DataDecl, LossKind, OutputKind, Plan};
 use snn_runtime::train::{loss_and_grads, StepStats, Trainer};
 use snn_runtime::{Session, Tensor};
@@ -19,7 +20,7 @@ use snnc::front::Parsed;
 use snnc::session::{self, runtime_diag};
 use snnc::Compiler;
 
-use crate::{plot, run_folder};
+use crate::{check_memory, plot, run_folder};
 
 pub struct TrainArgs {
     /// `key=expr` overrides of the `train { }` settings.
@@ -380,6 +381,12 @@ pub fn train(c: &mut Compiler, mut parsed: Parsed, args: &TrainArgs) -> DResult<
     let plan = program.plan.clone();
     let tp = plan.train.clone().expect("compiled for training");
     let cfg = tp.settings.clone();
+    // Sized before the data or the weights are loaded: the training batch, then the batch
+    // of the validation and test runs.
+    for b in [cfg.batch, cfg.batch.max(64)] {
+        let fp = Footprint::run(&plan, plan.t, b, true);
+        check_memory::ensure(c, &parsed, &fp, check_memory::TRAIN_HINT)?;
+    }
     let seed = args.seed.unwrap_or(plan.seed);
     let Some(data) = &cfg.data else {
         return Err(Diagnostic::new(
@@ -744,6 +751,8 @@ pub fn eval(
     let program = c.compile(&parsed)?;
     let plan = program.plan.clone();
     let cfg = plan.train.as_ref().expect("training plan").settings.clone();
+    let fp = Footprint::run(&plan, plan.t, cfg.batch.max(64), true);
+    check_memory::ensure(c, &parsed, &fp, check_memory::TRAIN_HINT)?;
     let Some(data) = &cfg.data else {
         return Err(
             Diagnostic::new(ErrorKind::BadArgument, "the model names no data")

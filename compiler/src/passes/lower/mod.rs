@@ -6,19 +6,23 @@ use std::collections::BTreeMap;
 
 use crate::diag::DResult;
 use crate::ir::eqn::{BinOp, EExpr, EqLeaf, Func, Mix, NeuronEqs, ParamKind, UnOp, Var};
+use crate::ir::filter;
 use crate::ir::kernel::*;
 use crate::ir::linear::{self, LinearStep};
 use crate::ir::net::*;
 use crate::ir::sched::{FuseMode, KernelGroup, MemoryPlan, StageKind};
 use snn_runtime::plan::{
-    self, BufId, Conv2d, ConvGeom, Extent as PExtent, Gemm, Init, KernelDecl, LaunchGroup,
-    LaunchTime, Op, ParamCheck, ParamDecl, Plan, Pool2d, PoolGeom, TimeBias, TimeMatrix, TimeMix,
-    TimeSel, WeightDecl, WeightId, WeightUse,
+    self, BufId, Conv2d, ConvGeom, Extent as PExtent, FilterOut, Gemm, Inhibit, Init, KernelDecl,
+    LaunchGroup, LaunchTime, Op, ParamCheck, ParamDecl, Plan, Pool2d, PoolGeom, RankCode, TimeBias,
+    TimeMatrix, TimeMix, TimeSel, WeightDecl, WeightId, WeightUse,
 };
 
 use super::{pop_outputs, spilled_locals, Options};
 
 mod backward;
+mod split_deep;
+
+pub use split_deep::MAX_DEPTH;
 
 pub fn run(m: &Module, opts: &Options) -> DResult<Program> {
     let mem = m.memory.as_ref().expect("memory pass has run");
@@ -57,6 +61,8 @@ pub fn run(m: &Module, opts: &Options) -> DResult<Program> {
     l.ops();
     l.io();
     l.backward()?;
+    // Before anything reads the bodies: rustc and NVRTC must never see a deep tree.
+    l.kernels.iter_mut().for_each(split_deep::split_deep);
     if opts.stream_stores {
         l.kernels.iter_mut().for_each(mark_streams);
     }
@@ -216,6 +222,21 @@ impl Lowerer<'_> {
                     let fan_in = c_in * kernel[0] * kernel[1];
                     let shape = vec![*out_channels, c_in, kernel[0], kernel[1]];
                     self.add_weights(h, shape, fan_in, *init_gain, *bias, *out_channels);
+                }
+                NodeKind::Filter {
+                    src, bank, size, ..
+                } => {
+                    // Built here, bit for bit Spyker's; frozen: never trained or saved.
+                    let c_in = m.shape(*src).dims[0];
+                    let raw = bank.step().raw_channels(bank.len());
+                    let kernels = bank.kernels((size - 1) / 2);
+                    self.plan.weights.push(WeightDecl {
+                        name: format!("{}.kernel", node.name),
+                        shape: vec![c_in * raw, c_in, *size, *size],
+                        init: Init::Frozen(filter::block_weight(&kernels, raw, c_in, *size)),
+                    });
+                    self.weight_of
+                        .insert(h, (self.plan.weights.len() - 1, None));
                 }
                 _ => {}
             }
@@ -976,6 +997,68 @@ impl Lowerer<'_> {
                     accumulate: false,
                     sparse: sparse_projection(m, n),
                 }));
+            }
+            NodeKind::Filter {
+                src,
+                bank,
+                size,
+                pad,
+                threshold,
+            } => {
+                let sd = &m.shape(*src).dims;
+                let od = &m.shape(n).dims;
+                let step = bank.step();
+                let raw_c = step.raw_channels(bank.len());
+                let raw = self.mem.filter_raw.get(&n).copied();
+                body.push(Op::Conv2d(Conv2d {
+                    x: out(*src),
+                    w: self.weight_of[&n].0,
+                    bias: None,
+                    y: raw.unwrap_or(out(n)),
+                    geom: ConvGeom {
+                        c_in: sd[0],
+                        h: sd[1],
+                        w: sd[2],
+                        c_out: sd[0] * raw_c,
+                        kh: *size,
+                        kw: *size,
+                        stride: 1,
+                        pad: *pad,
+                        h_out: od[1],
+                        w_out: od[2],
+                    },
+                    time: time(0),
+                    accumulate: false,
+                    sparse: false,
+                }));
+                if let Some(raw) = raw {
+                    body.push(Op::FilterOut(FilterOut {
+                        x: raw,
+                        y: out(n),
+                        step,
+                        groups: sd[0],
+                        n: bank.len(),
+                        plane: od[1] * od[2],
+                        threshold: *threshold,
+                        time: time(0),
+                    }));
+                }
+            }
+            NodeKind::Latency { src, sort } => body.push(Op::RankCode(RankCode {
+                x: out(*src),
+                y: out(n),
+                features: m.shape(n).features(),
+                sort: *sort,
+            })),
+            NodeKind::Inhibit { src, threshold } => {
+                let d = &m.shape(n).dims;
+                body.push(Op::Inhibit(Inhibit {
+                    x: out(*src),
+                    y: out(n),
+                    channels: d[0],
+                    plane: d[1] * d[2],
+                    threshold: *threshold,
+                }))
             }
             NodeKind::Pool2d { src, .. } => {
                 let (kind, geom) = self.pool_geom(n);

@@ -1,0 +1,54 @@
+//! Spike-wave ops on the CUDA device: rank-order latency coding and point-wise lateral
+//! inhibition (ops.cuh's `snn_rank_code`, `snn_inhibit`).
+
+use super::*;
+use crate::op::wave::{InhibitDesc, RankCodeDesc, WaveOps};
+
+impl<G: Gpu> WaveOps for CudaDevice<G> {
+    fn rank_code(&mut self, d: &RankCodeDesc) -> Result<()> {
+        Self::distinct(d.x, d.y, "rank_code")?;
+        let n = mul(d.batch, d.features)?;
+        let x = self.slot_ptr(d.x, n, "rank_code")?;
+        let y = self.slot_ptr(d.y, mul(d.t_len, n)?, "rank_code")?;
+        if d.t_len == 0 {
+            return Ok(());
+        }
+        self.launch_ops(
+            "snn_rank_code",
+            n,
+            &[
+                x,
+                y,
+                n as u64,
+                d.features as u64,
+                d.t_len as u64,
+                d.sort as u64,
+            ],
+        )
+    }
+    fn inhibit(&mut self, d: &InhibitDesc) -> Result<()> {
+        Self::distinct(d.x, d.y, "inhibit")?;
+        let pixels = mul(d.batch, d.plane)?;
+        let n = mul(d.t_len, mul(d.batch, mul(d.channels, d.plane)?)?)?;
+        let x = self.slot_ptr(d.x, n, "inhibit")?;
+        let y = self.slot_ptr(d.y, n, "inhibit")?;
+        if d.t_len == 0 || d.channels == 0 {
+            return Ok(());
+        }
+        // One thread per (b, pixel), looping over channels and steps.
+        self.launch_ops(
+            "snn_inhibit",
+            pixels,
+            &[
+                x,
+                y,
+                pixels as u64,
+                d.batch as u64,
+                d.channels as u64,
+                d.plane as u64,
+                d.t_len as u64,
+                d.threshold.to_bits() as u64,
+            ],
+        )
+    }
+}

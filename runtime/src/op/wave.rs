@@ -1,0 +1,281 @@
+//! Spike-wave ops: Spyker's rank-order latency coding (`code(x, T, sort)`), which turns a
+//! static map into a cumulative spike wave (docs/spyker.md, "Rank-order coding"), and its
+//! point-wise lateral inhibition (`inhibit(V, threshold)`, "Point-wise lateral inhibition"),
+//! which decides one channel per pixel from all `T` steps of a layer's potentials.
+
+use super::LibraryOp;
+use crate::device::Loc;
+use crate::error::{Result, RuntimeError};
+use crate::exec::interp::Runner;
+use crate::exec::validate::{ext_name, Checker};
+use crate::plan::{BufId, Extent, Plan};
+use serde::{Deserialize, Serialize};
+
+/// Latency coding of each sample of the static `x` (`[B, F]`, all `F` values together) into
+/// the cumulative wave `y` (`[T, B, F]`): `y[t, b, i] = (time[b, i] <= t)` with Spyker's
+/// f32 time arithmetic (see [`first_spike_times`]). Runs over all `T` at once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RankCode {
+    pub x: BufId,
+    pub y: BufId,
+    pub features: usize,
+    /// `true`: by rank (Spyker's default); `false`: by value.
+    pub sort: bool,
+}
+
+/// [`RankCode`] over `batch` samples of `features` values, into `t_len` steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RankCodeDesc {
+    pub batch: usize,
+    pub t_len: usize,
+    pub features: usize,
+    pub x: Loc,
+    pub y: Loc,
+    pub sort: bool,
+}
+
+/// Spyker's point-wise lateral inhibition of the sequence `x` (`[T, B, channels, plane]`)
+/// into `y` (same shape): per sample and pixel only the channel [`inhibit_keep`] picks keeps
+/// its values, at every step; every other channel is multiplied by 0.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Inhibit {
+    pub x: BufId,
+    pub y: BufId,
+    pub channels: usize,
+    /// `H * W`.
+    pub plane: usize,
+    pub threshold: f32,
+}
+
+/// [`Inhibit`] over `batch` samples and `t_len` steps.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct InhibitDesc {
+    pub batch: usize,
+    pub t_len: usize,
+    pub channels: usize,
+    pub plane: usize,
+    pub x: Loc,
+    pub y: Loc,
+    pub threshold: f32,
+}
+
+/// What a device implements for spike waves.
+pub trait WaveOps {
+    /// See [`RankCodeDesc`].
+    fn rank_code(&mut self, d: &RankCodeDesc) -> Result<()>;
+    /// See [`InhibitDesc`].
+    fn inhibit(&mut self, d: &InhibitDesc) -> Result<()>;
+}
+
+/// The channel one pixel keeps, as Spyker's `inhibit` (`cpu/inhibit.cpp`) picks it:
+/// `at(t, c)` is the potential of channel `c` at step `t`. Per step the maximum over the
+/// channels and the lowest channel attaining it (an upward scan with a strict `>`);
+/// `count` = the steps whose maximum is above `threshold`; the kept channel is the
+/// maximum's at step `T - max(count, 1)`. For cumulative potentials that is the first
+/// step at which any channel fires (the last step if none does). CUDA's `snn_inhibit` is
+/// the same scan. `t_len` must be at least 1.
+pub fn inhibit_keep(
+    t_len: usize,
+    channels: usize,
+    threshold: f32,
+    at: impl Fn(usize, usize) -> f32,
+) -> usize {
+    let argmax = |t: usize| {
+        let (mut best, mut ch) = (at(t, 0), 0);
+        for c in 1..channels {
+            let v = at(t, c);
+            if v > best {
+                best = v;
+                ch = c;
+            }
+        }
+        (best, ch)
+    };
+    let count = (0..t_len).filter(|&t| argmax(t).0 > threshold).count();
+    argmax(t_len - count.max(1)).1
+}
+
+/// Spyker's `Epsilon` (`base.h`): the coding window is `f32(T) + 1e-5`.
+pub const EPSILON: f32 = 1e-5;
+
+/// The first-spike time of every value of one sample, as Spyker's `code` computes it in
+/// f32 and truncates to `u16` (a time `>= T` never fires). `sort = true`: the value ranked
+/// `r` (descending; ties: lower index first) fires at `trunc(r * (end / n))`, `n` the
+/// number of values above the sample's minimum, `end = f32(T) + 1e-5`; the minimum never
+/// fires. `sort = false`: `trunc(fma(-end / (max - min), x - min, end))`. A sample whose
+/// values are all equal fires everything at 0 (Spyker's NaN/inf cast to `u16` on x86).
+/// CUDA's `snn_rank_code` is the same arithmetic, element by element.
+pub fn first_spike_times(x: &[f32], t_len: usize, sort: bool) -> Vec<u32> {
+    let end = t_len as f32 + EPSILON;
+    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+    for &v in x {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if sort {
+        let n = x.iter().filter(|&&v| v > lo).count();
+        let scale = end / n as f32;
+        // Descending, and stable: equal values keep their index order, which is the
+        // CUDA kernel's count `#{u > v} + #{u == v before}` in O(n log n).
+        let mut order: Vec<usize> = (0..x.len()).collect();
+        order.sort_by(|&a, &b| x[b].partial_cmp(&x[a]).unwrap_or(std::cmp::Ordering::Equal));
+        let mut times = vec![0u32; x.len()];
+        for (rank, &i) in order.iter().enumerate() {
+            times[i] = to_u16(rank as f32 * scale);
+        }
+        times
+    } else {
+        let scale = end / (hi - lo);
+        x.iter()
+            .map(|&v| to_u16((-scale).mul_add(v - lo, end)))
+            .collect()
+    }
+}
+
+/// Spyker's `f32 -> u16` conversion as the x86 wheel does it: through a 32-bit integer,
+/// NaN and out-of-range values giving 0 (`cvttss2si`'s indefinite value truncated to
+/// 16 bits), so an all-equal sample fires at 0; large ranks wrap modulo 65536.
+pub fn to_u16(t: f32) -> u32 {
+    if t.is_nan() || !(-2147483648.0..2147483648.0).contains(&t) {
+        return 0;
+    }
+    (t as i32 as u32) & 0xffff
+}
+
+impl LibraryOp for RankCode {
+    fn name(&self) -> &'static str {
+        "rank_code"
+    }
+    fn check(&self, c: &Checker<'_>, in_loop: bool, what: &str) -> Result<()> {
+        let xd = c.buf(self.x, what)?;
+        let yd = c.buf(self.y, what)?;
+        if in_loop || xd.extent != Extent::Static || yd.extent != Extent::Seq {
+            return Err(RuntimeError::plan(format!(
+                "{what}: codes a static `{}` ({}) into a sequence `{}` ({}) outside step loops",
+                xd.name,
+                ext_name(xd.extent),
+                yd.name,
+                ext_name(yd.extent)
+            )));
+        }
+        if xd.slot == yd.slot {
+            return Err(RuntimeError::plan(format!(
+                "{what}: input `{}` and output `{}` share slot {}",
+                xd.name, yd.name, xd.slot
+            )));
+        }
+        c.features(xd, self.features, what)?;
+        c.features(yd, self.features, what)
+    }
+    fn run(&self, r: &mut Runner<'_>) -> Result<()> {
+        let (xs, ys) = (r.buf(self.x).slot, r.buf(self.y).slot);
+        r.dev.rank_code(&RankCodeDesc {
+            batch: r.batch,
+            t_len: r.t_len,
+            features: self.features,
+            x: Loc::new(xs, 0),
+            y: Loc::new(ys, 0),
+            sort: self.sort,
+        })
+    }
+    fn print(&self, p: &Plan) -> String {
+        format!(
+            "rank_code {} = latency({}, sort = {}) [{}] -> cumulative wave  (all T)",
+            p.buffers[self.y].name, p.buffers[self.x].name, self.sort, self.features
+        )
+    }
+}
+
+impl LibraryOp for Inhibit {
+    fn name(&self) -> &'static str {
+        "inhibit"
+    }
+    fn check(&self, c: &Checker<'_>, in_loop: bool, what: &str) -> Result<()> {
+        let xd = c.buf(self.x, what)?;
+        let yd = c.buf(self.y, what)?;
+        if in_loop || xd.extent != Extent::Seq || yd.extent != Extent::Seq {
+            return Err(RuntimeError::plan(format!(
+                "{what}: inhibits a sequence `{}` ({}) into a sequence `{}` ({}) outside step loops",
+                xd.name,
+                ext_name(xd.extent),
+                yd.name,
+                ext_name(yd.extent)
+            )));
+        }
+        if xd.slot == yd.slot {
+            return Err(RuntimeError::plan(format!(
+                "{what}: input `{}` and output `{}` share slot {}",
+                xd.name, yd.name, xd.slot
+            )));
+        }
+        let features = self
+            .channels
+            .checked_mul(self.plane)
+            .ok_or_else(|| RuntimeError::plan(format!("{what}: channels x plane overflows")))?;
+        c.features(xd, features, what)?;
+        c.features(yd, features, what)
+    }
+    fn run(&self, r: &mut Runner<'_>) -> Result<()> {
+        let (xs, ys) = (r.buf(self.x).slot, r.buf(self.y).slot);
+        r.dev.inhibit(&InhibitDesc {
+            batch: r.batch,
+            t_len: r.t_len,
+            channels: self.channels,
+            plane: self.plane,
+            x: Loc::new(xs, 0),
+            y: Loc::new(ys, 0),
+            threshold: self.threshold,
+        })
+    }
+    fn print(&self, p: &Plan) -> String {
+        format!(
+            "inhibit {} = inhibit({}, threshold = {:?}) [{} x {}] -> one channel per pixel  (all T)",
+            p.buffers[self.y].name,
+            p.buffers[self.x].name,
+            self.threshold,
+            self.channels,
+            self.plane
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inhibit_keeps_the_first_firing_then_the_larger_then_the_lower_channel() {
+        // [T = 3][C = 3] potentials of one pixel, threshold 1.
+        let keep = |v: [[f32; 3]; 3]| inhibit_keep(3, 3, 1.0, |t, c| v[t][c]);
+        // Channel 2 crosses at t = 1, channel 0 only at t = 2 with more.
+        assert_eq!(keep([[0.0, 0.0, 0.5], [0.0, 0.0, 2.0], [9.0, 0.0, 2.0]]), 2);
+        // Both cross at t = 1: the larger at that step wins.
+        assert_eq!(keep([[0.0; 3], [1.5, 0.0, 2.0], [9.0, 0.0, 2.0]]), 2);
+        // An exact tie at the first firing step: the lower channel.
+        assert_eq!(keep([[0.0; 3], [0.0, 2.0, 2.0], [0.0, 2.0, 2.0]]), 1);
+        // Never above the threshold: the largest at T - 1.
+        assert_eq!(keep([[0.0; 3], [0.0, 0.5, 0.0], [0.2, 0.5, 0.9]]), 2);
+    }
+
+    #[test]
+    fn times_convert_to_u16_as_spykers_x86_wheel() {
+        assert_eq!(to_u16(3.99), 3);
+        assert_eq!(to_u16(-0.5), 0);
+        assert_eq!(to_u16(f32::NAN), 0);
+        assert_eq!(to_u16(f32::INFINITY), 0);
+        assert_eq!(to_u16(65537.0), 1);
+        assert_eq!(to_u16(3e9), 0);
+    }
+
+    #[test]
+    fn ranks_break_ties_by_lower_index_and_the_minimum_never_fires() {
+        // n = 3 values above the minimum 0; T = 3: scale = (3 + 1e-5) / 3 just above 1.
+        let t = first_spike_times(&[0.5, 0.0, 0.9, 0.5], 3, true);
+        assert_eq!(t, [1, 3, 0, 2]);
+        // All equal: NaN / inf times fire at 0, both modes.
+        assert_eq!(first_spike_times(&[0.0; 4], 3, true), [0; 4]);
+        assert_eq!(first_spike_times(&[0.0; 4], 3, false), [0; 4]);
+        // By value: the maximum at 0, the minimum at T (never).
+        assert_eq!(first_spike_times(&[0.0, 1.0, 0.5], 4, false), [4, 0, 2]);
+    }
+}

@@ -1,0 +1,276 @@
+//! Spyker's layer stage in the language (issue 19): the fire-once IF layer (`conv2d` +
+//! `FireOnce`) and point-wise lateral inhibition (`inhibit`), against Spyker 0.1.0's own
+//! vectors (tests/vectors/spyker/, docs/spyker.md): potentials to 1e-6 relative, spikes and
+//! inhibition bit for bit, on the CPU and through the CUDA device on the host shim.
+
+mod common;
+
+use serde_json::Value;
+use snn_runtime::Tensor;
+use snnc::ir::kernel::Program;
+
+fn vectors(name: &str) -> Value {
+    let path = common::root().join(format!("tests/vectors/spyker/{name}.json"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// A nested JSON list, flattened row-major, as f32 (the files print f32 values exactly).
+fn flat(v: &Value) -> Vec<f32> {
+    fn walk(v: &Value, out: &mut Vec<f32>) {
+        match v {
+            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            Value::Number(n) => out.push(n.as_f64().unwrap() as f32),
+            other => panic!("not a number: {other}"),
+        }
+    }
+    let mut out = Vec::new();
+    walk(v, &mut out);
+    out
+}
+
+/// The dimensions of a nested JSON list.
+fn dims(v: &Value) -> Vec<usize> {
+    let mut d = Vec::new();
+    let mut at = v;
+    while let Value::Array(items) = at {
+        d.push(items.len());
+        at = &items[0];
+    }
+    d
+}
+
+/// Spyker's `[B, T, ...]` as snnc's `[T, B, ...]` (and back: the swap is its own inverse
+/// given the other order of the first two dimensions).
+fn swap_bt(data: &[f32], first: usize, second: usize) -> Vec<f32> {
+    let n = data.len() / (first * second);
+    let mut out = vec![0.0; data.len()];
+    for a in 0..first {
+        for b in 0..second {
+            out[(b * first + a) * n..(b * first + a + 1) * n]
+                .copy_from_slice(&data[(a * second + b) * n..(a * second + b + 1) * n]);
+        }
+    }
+    out
+}
+
+fn compile(src: &str) -> Program {
+    common::compile_str(src).unwrap_or_else(|(d, at)| panic!("{at}: {}", d.message))
+}
+
+/// Runs `p` on `device` (`cpu`, `cuda-shim` or `cuda`) with `weights` set first; `None`
+/// when that device is not there (no C++ compiler for the shim, no GPU).
+fn run(
+    p: &Program,
+    device: &str,
+    weights: &[(&str, &[f32])],
+    input: Tensor,
+    t: usize,
+    batch: usize,
+) -> Option<Vec<(String, Tensor)>> {
+    if device == "cuda-shim" && snn_runtime::cuda::shim::find_cxx().is_none() {
+        println!("SKIP cuda-shim: no C++ compiler");
+        return None;
+    }
+    if device == "cuda" && !snn_runtime::cuda::driver_present() {
+        println!("SKIP cuda: no CUDA device (libcuda.so not found)");
+        return None;
+    }
+    let mut l = snnc::session::load_device(p, device, Some(&common::cache_dir()))
+        .unwrap_or_else(|d| panic!("{device}: {}", d.message));
+    for (name, data) in weights {
+        l.session.set_weight(name, data).unwrap();
+    }
+    let out = l.session.run(&[input], t, batch).unwrap();
+    Some(out.into_iter().map(|(d, t)| (d.name, t)).collect())
+}
+
+fn output<'a>(out: &'a [(String, Tensor)], name: &str) -> &'a [f32] {
+    &out.iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no output `{name}`"))
+        .1
+        .data
+}
+
+/// `|a - b| <= 1e-6 * max(1, |b|)` everywhere.
+fn assert_close(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let mut worst = 0.0f32;
+    for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
+        let err = (a - b).abs() / b.abs().max(1.0);
+        worst = worst.max(err);
+        assert!(err <= 1e-6, "{what}[{i}]: {a} vs Spyker's {b}");
+    }
+    println!("{what}: max relative difference to Spyker {worst:.2e}");
+}
+
+fn assert_bits(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
+        assert_eq!(a.to_bits(), b.to_bits(), "{what}[{i}]: {a} vs Spyker's {b}");
+    }
+}
+
+/// `conv_fire.json`'s layer: `Conv(2, 3, 5, pad=2)` on a `[2, 10, 10]` wave, fired at the
+/// case's threshold; Spyker's `threshold` is the `Thresholded` neuron written here (its
+/// potential, zeroed where `V <= th`), fed by the same conv.
+fn conv_fire_model(threshold: f64) -> String {
+    format!(
+        "neuron Thresholded {{\n  param th = 0.0\n  state v = 0.0\n  update {{ v = (I > th) * I }}\n  spike v > th\n}}\n\
+         model l {{\n  T = 6\n  input s: [T, 2, 10, 10]\n  c = conv2d(s, 3, kernel = 5, padding = 2, bias = false)\n  \
+         n = FireOnce(c, v_threshold = {threshold:?})\n  z = Thresholded(c, th = {threshold:?})\n  \
+         output spikes(n)\n  output trace(n.v)\n  output trace(z.v)\n}}\n"
+    )
+}
+
+fn fire_once_matches_spyker(device: &str) -> Option<()> {
+    let v = vectors("conv_fire");
+    let t = v["T"].as_u64().unwrap() as usize;
+    let wave_dims = dims(&v["wave"]);
+    let batch = wave_dims[0];
+    let input = Tensor::new(
+        [t, batch]
+            .into_iter()
+            .chain(wave_dims[2..].iter().copied())
+            .collect(),
+        swap_bt(&flat(&v["wave"]), batch, t),
+    )
+    .unwrap();
+    for c in v["cases"].as_array().unwrap() {
+        let name = c["name"].as_str().unwrap();
+        let threshold = c["threshold"].as_f64().unwrap();
+        let p = compile(&conv_fire_model(threshold));
+        let kernel = flat(&c["kernel"]);
+        let out = run(
+            &p,
+            device,
+            &[("c.weight", &kernel)],
+            input.clone(),
+            t,
+            batch,
+        )?;
+        let what = |x: &str| format!("conv_fire {name} {x} on {device}");
+        let potential = swap_bt(output(&out, "n.v"), t, batch);
+        if name == "dyadic" {
+            assert_bits(&what("potential"), &potential, &flat(&c["potential"]));
+        } else {
+            assert_close(&what("potential"), &potential, &flat(&c["potential"]));
+        }
+        let spikes = swap_bt(output(&out, "n.spikes"), t, batch);
+        assert_bits(&what("spikes"), &spikes, &flat(&c["spikes"]));
+        let thresholded = swap_bt(output(&out, "z.v"), t, batch);
+        if name == "dyadic" {
+            assert_bits(&what("threshold"), &thresholded, &flat(&c["thresholded"]));
+        } else {
+            assert_close(&what("threshold"), &thresholded, &flat(&c["thresholded"]));
+        }
+        // The strict `>`: the dyadic threshold equals some potentials, which stay silent.
+        let equal = c["equal_to_threshold"].as_u64().unwrap();
+        let th = threshold as f32;
+        let at = potential.iter().filter(|&&x| x == th).count() as u64;
+        assert_eq!(at, equal, "{}", what("potentials equal to the threshold"));
+    }
+    Some(())
+}
+
+#[test]
+fn fire_once_matches_spyker_conv_fire_on_cpu() {
+    fire_once_matches_spyker("cpu").unwrap();
+}
+
+#[test]
+fn fire_once_matches_spyker_conv_fire_through_the_cuda_host_shim() {
+    fire_once_matches_spyker("cuda-shim");
+}
+
+/// `inhibit(v, threshold)` of a `[T, C, H, W]` input, read back through a `FireOnce`
+/// population whose potential is its input (`trace(n.v)`).
+fn inhibit_model(t: usize, dims: &[usize], threshold: f32) -> Program {
+    compile(&format!(
+        "model i {{\n  T = {t}\n  input v: [T, {}, {}, {}]\n  h = inhibit(v, threshold = {threshold:?})\n  \
+         n = FireOnce(h)\n  output trace(n.v)\n}}\n",
+        dims[0], dims[1], dims[2]
+    ))
+}
+
+fn inhibit_matches_spyker(device: &str) -> Option<()> {
+    let v = vectors("inhibit");
+    let t = v["T"].as_u64().unwrap() as usize;
+    let raw_threshold = v["raw_threshold"].as_f64().unwrap() as f32;
+    for (input, want, threshold) in [
+        ("potential", "output", 0.0),
+        ("wave", "wave_output", 0.0),
+        ("raw", "raw_output", raw_threshold),
+    ] {
+        let d = dims(&v[input]);
+        let batch = d[0];
+        let p = inhibit_model(t, &d[2..], threshold);
+        let x = Tensor::new(
+            [t, batch]
+                .into_iter()
+                .chain(d[2..].iter().copied())
+                .collect(),
+            swap_bt(&flat(&v[input]), batch, t),
+        )
+        .unwrap();
+        let out = run(&p, device, &[], x, t, batch)?;
+        let got = swap_bt(output(&out, "n.v"), t, batch);
+        assert_bits(
+            &format!("inhibit {input} on {device}"),
+            &got,
+            &flat(&v[want]),
+        );
+    }
+    Some(())
+}
+
+#[test]
+fn inhibit_matches_spyker_on_cpu() {
+    inhibit_matches_spyker("cpu").unwrap();
+}
+
+#[test]
+fn inhibit_matches_spyker_through_the_cuda_host_shim() {
+    inhibit_matches_spyker("cuda-shim");
+}
+
+#[test]
+fn fire_once_and_inhibit_match_spyker_on_a_gpu() {
+    fire_once_matches_spyker("cuda");
+    inhibit_matches_spyker("cuda");
+}
+
+/// Spyker's layer-2 input while it trains, `inhibit` of a pooled spike wave: here the
+/// spikes of a population that re-fires `inhibit.json`'s wave, inhibited like potentials
+/// (the earliest spike wins, ties to the lowest channel).
+#[test]
+fn inhibit_of_a_spike_population_matches_spyker_wave() {
+    let v = vectors("inhibit");
+    let t = v["T"].as_u64().unwrap() as usize;
+    let d = dims(&v["wave"]);
+    let batch = d[0];
+    let p = compile(&format!(
+        "model i {{\n  T = {t}\n  input v: [T, {}, {}, {}]\n  w = FireOnce(v, v_threshold = 0.5)\n  \
+         h = inhibit(w)\n  n = FireOnce(h)\n  output trace(n.v)\n}}\n",
+        d[2], d[3], d[4]
+    ));
+    let x = Tensor::new(
+        [t, batch]
+            .into_iter()
+            .chain(d[2..].iter().copied())
+            .collect(),
+        swap_bt(&flat(&v["wave"]), batch, t),
+    )
+    .unwrap();
+    for device in ["cpu", "cuda-shim"] {
+        let Some(out) = run(&p, device, &[], x.clone(), t, batch) else {
+            continue;
+        };
+        let got = swap_bt(output(&out, "n.v"), t, batch);
+        assert_bits(
+            &format!("inhibit of spikes on {device}"),
+            &got,
+            &flat(&v["wave_output"]),
+        );
+    }
+}
