@@ -15,6 +15,8 @@ pub mod build;
 pub mod diag;
 pub mod footprint;
 pub mod front;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ir;
 pub mod passes;
 pub mod session;

@@ -19,6 +19,8 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod exec;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod io;
 pub mod kernels;
 pub mod op;

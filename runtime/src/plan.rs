@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 mod codec;
+mod nesting;
 pub use codec::{decode, encode, EmbeddedPlan};
 
 pub use crate::op::conv::{Conv2d, Conv2dDw, Conv2dDx};
@@ -467,11 +468,13 @@ pub enum Op {
     },
     /// `for t in 0..T { body }`; ops inside use `TimeSel::Step` / `LaunchTime::Step`.
     StepLoop {
+        #[serde(deserialize_with = "nesting::body")]
         body: Vec<Op>,
     },
     /// `for t in (0..T).rev() { body }`: the backward of a [`Op::StepLoop`] (training plans),
     /// with the same rules inside. A `Step` kernel with `reverse` starts at `t = T - 1`.
     ReverseStepLoop {
+        #[serde(deserialize_with = "nesting::body")]
         body: Vec<Op>,
     },
     Gemm(Gemm),

@@ -29,6 +29,12 @@ pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
         action: "read",
         source: e,
     })?;
+    gunzip_if_gzip(raw, path)
+}
+
+/// `raw` gunzipped when it starts with the gzip magic, else unchanged; `path` only names
+/// the source in errors.
+pub fn gunzip_if_gzip(raw: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         // Multi-member streams (concatenated .gz files) are valid gzip too.

@@ -22,6 +22,7 @@ pub fn read_npy(path: impl AsRef<Path>) -> Result<Tensor> {
 
 /// Parses `.npy` bytes; `path` only names the source in errors.
 pub fn parse_npy(bytes: &[u8], path: &Path) -> Result<Tensor> {
+    check_header_shape(bytes, path)?;
     let npy = NpyFile::new(bytes).map_err(|e| {
         RuntimeError::format(path, KIND, format!("cannot parse the .npy header: {e}"))
     })?;
@@ -83,6 +84,56 @@ pub fn parse_npy(bytes: &[u8], path: &Path) -> Result<Tensor> {
     let out = convert(data, ts.type_char(), size, big)
         .map_err(|detail| RuntimeError::format(path, KIND, detail))?;
     Ok(Tensor { shape, data: out })
+}
+
+/// Deepest bracket nesting accepted in a header: numpy writes a flat dict whose `shape` is
+/// a tuple (depth 2), and only plain dtypes are read (a structured `descr` nests deeper).
+const MAX_HEADER_DEPTH: usize = 4;
+/// Longest header accepted: numpy's own reader refuses longer ones (`max_header_size`).
+const MAX_HEADER_LEN: usize = 10_000;
+
+/// Refuses a header that is longer than [`MAX_HEADER_LEN`] or nests brackets deeper than
+/// [`MAX_HEADER_DEPTH`] before npyz sees it: its Python-literal parser backtracks
+/// exponentially in the depth (fuzzing found a 166-byte file with 30 `{` that took minutes;
+/// 12 levels of `{` take over a second, 4 well under a millisecond).
+fn check_header_shape(bytes: &[u8], path: &Path) -> Result<()> {
+    // Magic (6 bytes), version (2), header length: u16 in version 1, u32 from version 2.
+    let (start, len) = match bytes {
+        [0x93, b'N', b'U', b'M', b'P', b'Y', 1, _, a, b, ..] => {
+            (10usize, u16::from_le_bytes([*a, *b]) as usize)
+        }
+        [0x93, b'N', b'U', b'M', b'P', b'Y', _, _, a, b, c, d, ..] => {
+            (12, u32::from_le_bytes([*a, *b, *c, *d]) as usize)
+        }
+        _ => return Ok(()), // not a .npy header: npyz says so
+    };
+    let refuse = |detail: String| Err(RuntimeError::format(path, KIND, detail));
+    if len > MAX_HEADER_LEN {
+        return refuse(format!(
+            "the .npy header is {len} bytes long, more than numpy reads ({MAX_HEADER_LEN}; corrupt file?)"
+        ));
+    }
+    let header = &bytes[start..bytes.len().min(start + len)];
+    let (mut depth, mut quote) = (0usize, None);
+    for &b in header {
+        match (quote, b) {
+            (Some(q), _) if b == q => quote = None,
+            (Some(_), _) => {}
+            (None, b'\'' | b'"') => quote = Some(b),
+            (None, b'(' | b'[' | b'{') => {
+                depth += 1;
+                if depth > MAX_HEADER_DEPTH {
+                    return refuse(format!(
+                        "the .npy header nests brackets more than {MAX_HEADER_DEPTH} deep: numpy \
+                         writes a flat dict, and only plain dtypes are read (corrupt file?)"
+                    ));
+                }
+            }
+            (None, b')' | b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 macro_rules! conv {
@@ -179,6 +230,54 @@ mod tests {
         out.extend(dict.as_bytes());
         out.extend(data);
         out
+    }
+
+    #[test]
+    fn deep_or_long_header_is_refused_quickly() {
+        // The fuzzer's input (fuzz/regressions/data/npy-nested-header) took minutes in npyz.
+        let shape = format!("{}(2,){}", "{".repeat(30), "}".repeat(30));
+        let start = std::time::Instant::now();
+        let e = parse_npy(
+            &npy_bytes("<f4", false, &shape, &[0; 8]),
+            Path::new("deep.npy"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("deep.npy") && e.contains("nests brackets more than 4 deep"),
+            "{e}"
+        );
+        assert!(start.elapsed().as_secs() < 1);
+        // At the limit (the dict is one level) npyz answers quickly: the nested shape is its
+        // error. Brackets inside strings do not count.
+        for open in ["(", "[", "{"] {
+            let close = &")]}"["([{".find(open).unwrap()..][..1];
+            let shape = format!("{}'{{{{{{{{{{'{}", open.repeat(3), close.repeat(3));
+            let start = std::time::Instant::now();
+            let e = parse_npy(&npy_bytes("<f4", false, &shape, &[]), Path::new("d.npy"))
+                .unwrap_err()
+                .to_string();
+            assert!(!e.contains("nests brackets"), "{e}");
+            assert!(
+                start.elapsed().as_millis() < 500,
+                "{shape}: {:?}",
+                start.elapsed()
+            );
+        }
+        let long = format!("(2,){}", " ".repeat(10_000));
+        let e = parse_npy(
+            &npy_bytes("<f4", false, &long, &[0; 8]),
+            Path::new("long.npy"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("more than numpy reads (10000"), "{e}");
+        let t = parse_npy(
+            &npy_bytes("<f4", false, "(2,)", &[0; 8]),
+            Path::new("ok.npy"),
+        )
+        .unwrap();
+        assert_eq!(t.shape, vec![2]);
     }
 
     #[test]

@@ -49,7 +49,9 @@ fn decode_or_message(bytes: &[u8]) -> std::result::Result<Plan, String> {
     let corrupt = |detail: String| {
         format!("the embedded plan cannot be decoded: {detail} (hint: rebuild the crate that embeds it)")
     };
-    let (plan, rest) = postcard::take_from_bytes(body).map_err(|e| corrupt(e.to_string()))?;
+    super::nesting::take_refusal();
+    let (plan, rest) = postcard::take_from_bytes(body)
+        .map_err(|e| corrupt(super::nesting::take_refusal().unwrap_or_else(|| e.to_string())))?;
     if !rest.is_empty() {
         return Err(corrupt(format!("{} trailing bytes", rest.len())));
     }
@@ -86,7 +88,7 @@ impl EmbeddedPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{BufferDecl, Extent, Init, InputDecl, ParamCheck, ParamDecl, WeightDecl};
+    use crate::plan::{BufferDecl, Extent, Init, InputDecl, Op, ParamCheck, ParamDecl, WeightDecl};
 
     fn plan() -> Plan {
         Plan {
@@ -148,6 +150,31 @@ mod tests {
         let mut other = b"snn-plan 0.0.1\n".to_vec();
         other.extend_from_slice(&bytes[header().len()..]);
         assert!(err(&other).contains("encoded by snn-runtime 0.0.1"));
+    }
+
+    #[test]
+    fn deeply_nested_step_loops_are_an_error() {
+        // fuzz/regressions/data/plan-nested-step-loops overflowed the stack before the bound.
+        let nested = |depth: usize| {
+            let mut p = plan();
+            let mut op = Op::Zero { buf: 0 };
+            for i in 0..depth {
+                op = if i % 2 == 0 {
+                    Op::StepLoop { body: vec![op] }
+                } else {
+                    Op::ReverseStepLoop { body: vec![op] }
+                };
+            }
+            p.ops = vec![op];
+            encode(&p).unwrap()
+        };
+        // The bound decodes on a test thread's 2 MiB stack.
+        let p = decode(&nested(crate::plan::nesting::MAX_LOOP_DEPTH)).unwrap();
+        assert_eq!(p.ops.len(), 1);
+        let e = decode(&nested(100)).unwrap_err().to_string();
+        assert!(e.contains("step loops nested more than 32 deep"), "{e}");
+        // The depth is per decode: a refused plan leaves none behind.
+        decode(&nested(32)).unwrap();
     }
 
     #[test]
