@@ -274,3 +274,57 @@ fn inhibit_of_a_spike_population_matches_spyker_wave() {
         );
     }
 }
+
+/// `pool.json`: Spyker's max pool of a cumulative wave is `maxpool2d` (the earliest spike in
+/// the window). Spyker pads with silent cells, snnc's padded cells never win: the same on a
+/// wave of zeros and ones. The cases with the same padding on every side (snnc's `padding`
+/// is one number); the two asymmetric ones (`(1, 0, 0, 1)`, `(0, 2)`) have no spelling yet.
+#[test]
+fn maxpool_of_a_wave_matches_spyker_pool() {
+    let v = vectors("pool");
+    let d = dims(&v["wave"]);
+    let (batch, t) = (d[0], d[1]);
+    let mut checked = 0;
+    for case in v["cases"].as_array().unwrap() {
+        let pad: Vec<u64> = case["pad_tlbr"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_u64().unwrap())
+            .collect();
+        if pad.iter().any(|&p| p != pad[0]) {
+            continue;
+        }
+        let (k, s) = (
+            case["kernel"].as_u64().unwrap(),
+            case["stride"].as_u64().unwrap(),
+        );
+        let p = compile(&format!(
+            "model p {{\n  T = {t}\n  input w: [T, {}, {}, {}]\n  \
+             m = maxpool2d(w, kernel = {k}, stride = {s}, padding = {})\n  \
+             n = FireOnce(m, v_threshold = 0.5)\n  output spikes(n)\n}}\n",
+            d[2], d[3], d[4], pad[0]
+        ));
+        let x = Tensor::new(
+            [t, batch]
+                .into_iter()
+                .chain(d[2..].iter().copied())
+                .collect(),
+            swap_bt(&flat(&v["wave"]), batch, t),
+        )
+        .unwrap();
+        for device in ["cpu", "cuda-shim"] {
+            let Some(out) = run(&p, device, &[], x.clone(), t, batch) else {
+                continue;
+            };
+            let got = swap_bt(output(&out, "n.spikes"), t, batch);
+            assert_bits(
+                &format!("pool k={k} s={s} pad={} on {device}", pad[0]),
+                &got,
+                &flat(&case["output"]),
+            );
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 4, "the symmetric cases of pool.json");
+}
