@@ -2,7 +2,7 @@
 //! parameters), reads model settings (`T`, `dt`, `seed`, `batch`) and builds the node graph.
 //! Names may be used before their binding, which is how recurrent connections are written.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::diag::{did_you_mean, DResult, Diagnostic, ErrorKind, Span};
 use crate::front::ast::{self, Arg, BinOp, Expr, ExprKind, Ident};
@@ -97,6 +97,7 @@ pub fn run(parsed: &Parsed) -> DResult<Module> {
             backward: None,
         },
         names: HashMap::new(),
+        taken: HashSet::new(),
     };
     r.settings(model)?;
     r.inputs(model)?;
@@ -117,6 +118,9 @@ struct Resolver<'a> {
     models: &'a [ast::NeuronDef],
     module: Module,
     names: HashMap<String, (NodeId, Span)>,
+    /// Every node's name, for [`Resolver::fresh_name`] (a scan of the nodes per call made
+    /// resolving n layers quadratic).
+    taken: HashSet<String>,
 }
 
 fn bad_value(span: Span, msg: String, hint: &str) -> Diagnostic {
@@ -265,7 +269,7 @@ impl Resolver<'_> {
                 .at(inp.shape.span, "no features")
                 .hint("e.g. `input x: [T, 16]`"));
             }
-            let h = self.module.nodes.append(Node {
+            let h = self.add_node(Node {
                 name: inp.name.name.clone(),
                 kind: NodeKind::Input { dims, time_varying },
                 span: inp.span,
@@ -294,7 +298,7 @@ impl Resolver<'_> {
         // Reserve a node per binding first so that later bindings can be referenced.
         let mut reserved = Vec::new();
         for b in &bindings {
-            let h = self.module.nodes.append(Node {
+            let h = self.add_node(Node {
                 name: b.name.name.clone(),
                 kind: NodeKind::Flatten {
                     src: NodeId::from_index(0),
@@ -354,7 +358,7 @@ impl Resolver<'_> {
             ExprKind::Call { func, args } => {
                 let name = self.fresh_name(&format!("{parent}.{}", func.name));
                 let kind = self.call(&name, func, args, e.span)?;
-                Ok(self.module.nodes.append(Node {
+                Ok(self.add_node(Node {
                     name,
                     kind,
                     span: e.span,
@@ -376,10 +380,15 @@ impl Resolver<'_> {
         }
     }
 
+    fn add_node(&mut self, node: Node) -> NodeId {
+        self.taken.insert(node.name.clone());
+        self.module.nodes.append(node)
+    }
+
     fn fresh_name(&self, base: &str) -> String {
         let mut name = base.to_string();
         let mut i = 1;
-        while self.module.nodes.iter().any(|(_, n)| n.name == name) {
+        while self.taken.contains(&name) {
             i += 1;
             name = format!("{base}{i}");
         }
