@@ -5,33 +5,12 @@
 
 mod common;
 
+use common::spyker::{compile, flat, vectors};
+
 use serde_json::Value;
 use snn_runtime::plan::{Init, OutputDecl, OutputKind};
 use snn_runtime::Tensor;
 use snnc::ir::kernel::Program;
-
-fn vectors(name: &str) -> Value {
-    let path = common::root().join(format!("tests/vectors/spyker/{name}.json"));
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
-/// A nested JSON list, flattened row-major, as f32 (the files print f32 values exactly).
-fn flat(v: &Value) -> Vec<f32> {
-    fn walk(v: &Value, out: &mut Vec<f32>) {
-        match v {
-            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
-            Value::Number(n) => out.push(n.as_f64().unwrap() as f32),
-            other => panic!("not a number: {other}"),
-        }
-    }
-    let mut out = Vec::new();
-    walk(v, &mut out);
-    out
-}
-
-fn compile(src: &str) -> Program {
-    common::compile_str(src).unwrap_or_else(|(d, at)| panic!("{at}: {}", d.message))
-}
 
 /// Adds the value of filter node `name` (a static `[B, ...]` map) to the plan's outputs,
 /// so that the test can read it (the language records spikes, counts and traces only).

@@ -5,39 +5,10 @@
 
 mod common;
 
-use serde_json::Value;
+use common::spyker::{compile, dims, flat, vectors};
+
 use snn_runtime::Tensor;
 use snnc::ir::kernel::Program;
-
-fn vectors(name: &str) -> Value {
-    let path = common::root().join(format!("tests/vectors/spyker/{name}.json"));
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
-/// A nested JSON list, flattened row-major, as f32 (the files print f32 values exactly).
-fn flat(v: &Value) -> Vec<f32> {
-    fn walk(v: &Value, out: &mut Vec<f32>) {
-        match v {
-            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
-            Value::Number(n) => out.push(n.as_f64().unwrap() as f32),
-            other => panic!("not a number: {other}"),
-        }
-    }
-    let mut out = Vec::new();
-    walk(v, &mut out);
-    out
-}
-
-/// The dimensions of a nested JSON list.
-fn dims(v: &Value) -> Vec<usize> {
-    let mut d = Vec::new();
-    let mut at = v;
-    while let Value::Array(items) = at {
-        d.push(items.len());
-        at = &items[0];
-    }
-    d
-}
 
 /// Spyker's `[B, T, ...]` as snnc's `[T, B, ...]` (and back: the swap is its own inverse
 /// given the other order of the first two dimensions).
@@ -51,10 +22,6 @@ fn swap_bt(data: &[f32], first: usize, second: usize) -> Vec<f32> {
         }
     }
     out
-}
-
-fn compile(src: &str) -> Program {
-    common::compile_str(src).unwrap_or_else(|(d, at)| panic!("{at}: {}", d.message))
 }
 
 /// Runs `p` on `device` (`cpu`, `cuda-shim` or `cuda`) with `weights` set first; `None`

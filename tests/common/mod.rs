@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod grad;
+pub mod spyker;
 
 use std::path::{Path, PathBuf};
 
