@@ -284,6 +284,38 @@ impl Checker<'_> {
         Ok(())
     }
 
+    /// Checks an op that writes every step of the sequence `y` from `x` (whose extent must be
+    /// `x_extent`) in one call, outside step loops, in another slot; `doing` names the
+    /// input's role for the message ("codes a static", "inhibits a sequence").
+    pub fn whole_sequence(
+        &self,
+        x: BufId,
+        y: BufId,
+        x_extent: Extent,
+        in_loop: bool,
+        what: &str,
+        doing: &str,
+    ) -> Result<(&BufferDecl, &BufferDecl)> {
+        let xd = self.buf(x, what)?;
+        let yd = self.buf(y, what)?;
+        if in_loop || xd.extent != x_extent || yd.extent != Extent::Seq {
+            return Err(RuntimeError::plan(format!(
+                "{what}: {doing} `{}` ({}) into a sequence `{}` ({}) outside step loops",
+                xd.name,
+                ext_name(xd.extent),
+                yd.name,
+                ext_name(yd.extent)
+            )));
+        }
+        if xd.slot == yd.slot {
+            return Err(RuntimeError::plan(format!(
+                "{what}: input `{}` and output `{}` share slot {}",
+                xd.name, yd.name, xd.slot
+            )));
+        }
+        Ok((xd, yd))
+    }
+
     /// Checks a library op's source/destination pair and time selection.
     pub fn io_pair(
         &self,

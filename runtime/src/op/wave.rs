@@ -7,7 +7,7 @@ use super::LibraryOp;
 use crate::device::Loc;
 use crate::error::{Result, RuntimeError};
 use crate::exec::interp::Runner;
-use crate::exec::validate::{ext_name, Checker};
+use crate::exec::validate::Checker;
 use crate::plan::{BufId, Extent, Plan};
 use serde::{Deserialize, Serialize};
 
@@ -147,23 +147,14 @@ impl LibraryOp for RankCode {
         "rank_code"
     }
     fn check(&self, c: &Checker<'_>, in_loop: bool, what: &str) -> Result<()> {
-        let xd = c.buf(self.x, what)?;
-        let yd = c.buf(self.y, what)?;
-        if in_loop || xd.extent != Extent::Static || yd.extent != Extent::Seq {
-            return Err(RuntimeError::plan(format!(
-                "{what}: codes a static `{}` ({}) into a sequence `{}` ({}) outside step loops",
-                xd.name,
-                ext_name(xd.extent),
-                yd.name,
-                ext_name(yd.extent)
-            )));
-        }
-        if xd.slot == yd.slot {
-            return Err(RuntimeError::plan(format!(
-                "{what}: input `{}` and output `{}` share slot {}",
-                xd.name, yd.name, xd.slot
-            )));
-        }
+        let (xd, yd) = c.whole_sequence(
+            self.x,
+            self.y,
+            Extent::Static,
+            in_loop,
+            what,
+            "codes a static",
+        )?;
         c.features(xd, self.features, what)?;
         c.features(yd, self.features, what)
     }
@@ -191,23 +182,14 @@ impl LibraryOp for Inhibit {
         "inhibit"
     }
     fn check(&self, c: &Checker<'_>, in_loop: bool, what: &str) -> Result<()> {
-        let xd = c.buf(self.x, what)?;
-        let yd = c.buf(self.y, what)?;
-        if in_loop || xd.extent != Extent::Seq || yd.extent != Extent::Seq {
-            return Err(RuntimeError::plan(format!(
-                "{what}: inhibits a sequence `{}` ({}) into a sequence `{}` ({}) outside step loops",
-                xd.name,
-                ext_name(xd.extent),
-                yd.name,
-                ext_name(yd.extent)
-            )));
-        }
-        if xd.slot == yd.slot {
-            return Err(RuntimeError::plan(format!(
-                "{what}: input `{}` and output `{}` share slot {}",
-                xd.name, yd.name, xd.slot
-            )));
-        }
+        let (xd, yd) = c.whole_sequence(
+            self.x,
+            self.y,
+            Extent::Seq,
+            in_loop,
+            what,
+            "inhibits a sequence",
+        )?;
         let features = self
             .channels
             .checked_mul(self.plane)
