@@ -3,6 +3,8 @@
 //! and buffer traced back to the layer that owns it, so that a model over the budget is an
 //! error at the layer that needs the most, before anything is allocated.
 
+use std::collections::HashMap;
+
 use snn_runtime::budget::{fmt_bytes, Budget};
 use snn_runtime::exec::Footprint;
 
@@ -12,30 +14,34 @@ use crate::ir::net::{Module, NodeId, NodeKind};
 /// The layer a plan weight or buffer belongs to: plan names are the layer's name, then
 /// `.role` (`h.weight`, `s1.spikes`, `s1.state.v`), or `grad.` before it in a backward
 /// plan. Layer names may hold dots themselves (`h.bernoulli`): the longest one wins.
-pub fn layer_of(m: &Module, part: &str) -> Option<NodeId> {
+/// `layers` maps each node's name to the node ([`layer_names`]).
+pub fn layer_of(layers: &HashMap<&str, NodeId>, part: &str) -> Option<NodeId> {
     let name = part.strip_prefix("grad.").unwrap_or(part);
-    m.nodes
-        .iter()
-        .filter(|(_, n)| {
-            name == n.name || (name.starts_with(&n.name) && name[n.name.len()..].starts_with('.'))
-        })
-        .max_by_key(|(_, n)| n.name.len())
-        .map(|(h, _)| h)
+    let cuts = name.match_indices('.').map(|(i, _)| i).rev();
+    std::iter::once(name.len())
+        .chain(cuts)
+        .find_map(|end| layers.get(&name[..end]).copied())
+}
+
+/// Each node's name and the node, looked up once per plan part (a scan of the nodes per
+/// part made the estimate of a net of n layers quadratic).
+pub fn layer_names(m: &Module) -> HashMap<&str, NodeId> {
+    m.nodes.iter().map(|(h, n)| (n.name.as_str(), h)).collect()
 }
 
 /// Bytes per layer, largest first; parts no layer owns are left out.
 pub fn by_layer(m: &Module, fp: &Footprint) -> Vec<(NodeId, u64)> {
-    let mut sums: Vec<(NodeId, u64)> = Vec::new();
+    let layers = layer_names(m);
+    let mut sums: HashMap<NodeId, u64> = HashMap::new();
     for p in &fp.parts {
-        let Some(h) = layer_of(m, &p.name) else {
-            continue;
-        };
-        match sums.iter_mut().find(|(n, _)| *n == h) {
-            Some((_, b)) => *b = b.saturating_add(p.bytes),
-            None => sums.push((h, p.bytes)),
+        if let Some(h) = layer_of(&layers, &p.name) {
+            let b = sums.entry(h).or_insert(0);
+            *b = b.saturating_add(p.bytes);
         }
     }
-    sums.sort_by_key(|s| std::cmp::Reverse(s.1));
+    let mut sums: Vec<(NodeId, u64)> = sums.into_iter().collect();
+    // Largest first; equal sizes in node order, so the named layer does not depend on hashing.
+    sums.sort_by_key(|&(h, b)| (std::cmp::Reverse(b), h.index()));
     sums
 }
 
@@ -103,4 +109,35 @@ pub fn summary(m: &Module, fp: &Footprint) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_part_belongs_to_the_longest_layer_name_it_starts_with() {
+        let mut c = crate::Compiler::new(crate::Options::default());
+        let src = "model m {\n  T = 2\n  input x: [3]\n  h = dense(bernoulli(x), 2)\n  \
+                   s = LIF(h)\n  output counts(s)\n}\n";
+        let parsed = c.parse_str("m.snn", src).unwrap();
+        let m = c.module_until(&parsed, "memory").unwrap();
+        let layers = layer_names(&m);
+        let name = |h: Option<NodeId>| h.map(|h| m.nodes[h].name.clone());
+        assert_eq!(name(layer_of(&layers, "h.weight")).as_deref(), Some("h"));
+        assert_eq!(
+            name(layer_of(&layers, "grad.s.state.v")).as_deref(),
+            Some("s")
+        );
+        assert_eq!(name(layer_of(&layers, "s")).as_deref(), Some("s"));
+        let enc = m
+            .nodes
+            .iter()
+            .find(|(_, n)| n.name.contains('.'))
+            .unwrap()
+            .1;
+        let part = format!("{}.spikes", enc.name);
+        assert_eq!(name(layer_of(&layers, &part)), Some(enc.name.clone()));
+        assert_eq!(layer_of(&layers, "nothing.weight"), None);
+    }
 }
