@@ -1022,3 +1022,45 @@ fn trainer_steps_on_the_device_match_the_host_path_without_syncing() {
         }
     }
 }
+
+/// Two threads building the same shim library in the same fresh folder at once both load it
+/// (their temporaries were named by the PID alone, so one renamed the other's away and the
+/// second reported that the compiler "wrote no shim library"), and nothing temporary stays.
+#[test]
+fn concurrent_shim_builds_of_one_model_both_load() {
+    use snn_runtime::cuda::ShimGpu;
+    let Some(cxx) = snn_runtime::cuda::shim::find_cxx() else {
+        println!("SKIP concurrent_shim_builds: no C++ compiler (install g++ or set CXX)");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("snnc-concurrent-shim-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let builds: Vec<_> = (0..2)
+        .map(|_| {
+            let (cxx, dir) = (cxx.clone(), dir.clone());
+            std::thread::spawn(move || {
+                ShimGpu::build(&cxx, &dir, "", &[], &[]).map(|g| g.library().to_path_buf())
+            })
+        })
+        .collect();
+    let libraries: Vec<_> = builds
+        .into_iter()
+        .map(|b| b.join().unwrap().unwrap())
+        .collect();
+    assert_eq!(libraries[0], libraries[1]);
+    // The folder and the shim's source folder in it.
+    let mut left: Vec<String> = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        left.push(e.file_name().to_string_lossy().into_owned());
+        if e.path().is_dir() {
+            for f in std::fs::read_dir(e.path()).unwrap().flatten() {
+                left.push(f.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    assert!(
+        left.iter().all(|n| !n.contains(".tmp-")),
+        "temporaries left: {left:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

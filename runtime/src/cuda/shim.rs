@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::ffi::c_int;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
@@ -197,12 +198,29 @@ fn generated_unit(symbols: &[String]) -> String {
 }
 
 /// Writes `text` to `path` unless it already holds exactly that.
+/// A name no other build in this process or any other uses: tests build the same model's
+/// shim on several threads at once, and a temporary named by the PID alone was renamed away
+/// by one thread under the other's feet.
+fn unique_tmp(path: &Path) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp-{}-{n}", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Writes `text` to `path` unless it is there already, through a temporary and a rename, so
+/// a compiler reading the file from another build never sees it half written.
 fn write_if_changed(path: &Path, text: &str) -> Result<()> {
     if std::fs::read_to_string(path).is_ok_and(|t| t == text) {
         return Ok(());
     }
-    std::fs::write(path, text)
-        .map_err(|e| shim_err(format!("cannot write `{}`: {e}", path.display())))
+    let tmp = unique_tmp(path);
+    let written = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        shim_err(format!("cannot write `{}`: {e}", path.display()))
+    })
 }
 
 impl ShimGpu {
@@ -286,10 +304,13 @@ impl ShimGpu {
         if !library.is_file() {
             std::fs::create_dir_all(&src)
                 .map_err(|e| shim_err(format!("cannot create `{}`: {e}", src.display())))?;
+            // Temporaries of builds that were killed (a live process's are never touched).
+            crate::cache_tmp::remove_stale_tmp(dir);
+            crate::cache_tmp::remove_stale_tmp(&src);
             for (n, t) in &files {
                 write_if_changed(&src.join(n), t)?;
             }
-            let tmp = library.with_extension(format!("so.tmp-{}", std::process::id()));
+            let tmp = unique_tmp(&library);
             let out = tool_command(cxx)
                 .args(CXX_FLAGS)
                 .args(&extra)
