@@ -58,6 +58,7 @@ impl Compiler {
             "resolve",
             "shapes",
             "neurons",
+            "synapses",
             "recurrence",
             "schedule",
             "autodiff",
@@ -74,6 +75,9 @@ impl Compiler {
                 "shapes" => passes::shapes::run(&mut m)?,
                 "neurons" => {
                     passes::neurons::run(&mut m, &passes::resolve::neuron_models(parsed)?)?
+                }
+                "synapses" => {
+                    passes::synapses::run(&mut m, &passes::resolve::synapse_models(parsed)?)?
                 }
                 "recurrence" => passes::recurrence::run(&mut m)?,
                 "schedule" => passes::schedule::run(&mut m, &self.opts)?,

@@ -14,6 +14,7 @@ pub struct Ident {
 pub struct File {
     pub includes: Vec<Include>,
     pub neurons: Vec<NeuronDef>,
+    pub synapses: Vec<SynapseDef>,
     pub models: Vec<ModelDef>,
 }
 
@@ -39,6 +40,20 @@ pub struct NeuronDef {
     pub update: Vec<Stmt>,
     pub spike: Option<Expr>,
     pub on_spike: Vec<Stmt>,
+    pub span: Span,
+}
+
+/// `synapse NAME { ... }`: a plasticity rule (docs/language.md, "Synapse models").
+#[derive(Clone, Debug)]
+pub struct SynapseDef {
+    pub name: Ident,
+    pub params: Vec<ParamDecl>,
+    pub flags: Vec<FlagDecl>,
+    pub choices: Vec<ChoiceDecl>,
+    /// Runs once per postsynaptic event; writes the weight `w`.
+    pub on_post: Vec<Stmt>,
+    /// The `on_post` keyword, for messages about the block.
+    pub on_post_span: Option<Span>,
     pub span: Span,
 }
 

@@ -29,6 +29,7 @@ pub fn parse_file(file: FileId, text: &str) -> Result<File, Diagnostic> {
                 });
             }
             Rule::neuron_def => out.neurons.push(p.neuron(item)?),
+            Rule::synapse_def => out.synapses.push(p.synapse(item)?),
             Rule::model_def => out.models.push(p.model(item)?),
             Rule::EOI => {}
             r => unreachable!("grammar item {r:?}"),
@@ -47,6 +48,8 @@ fn rule_name(r: &Rule) -> &'static str {
         Rule::boolean => "true or false",
         Rule::block => "a block `{ ... }`",
         Rule::neuron_def => "`neuron`",
+        Rule::synapse_def => "`synapse`",
+        Rule::on_post_block => "`on_post`",
         Rule::model_def => "`model`",
         Rule::include => "`include`",
         Rule::param_decl => "`param`",
@@ -356,6 +359,66 @@ impl Builder {
                     def.on_spike = self.block(parts.next().unwrap(), 1)?;
                 }
                 r => unreachable!("neuron item {r:?}"),
+            }
+        }
+        Ok(def)
+    }
+
+    fn synapse(&self, p: Pair<Rule>) -> Result<SynapseDef, Diagnostic> {
+        let span = self.span(&p);
+        let mut it = p.into_inner();
+        let name = self.ident(it.next().unwrap());
+        let mut def = SynapseDef {
+            name,
+            params: vec![],
+            flags: vec![],
+            choices: vec![],
+            on_post: vec![],
+            on_post_span: None,
+            span,
+        };
+        for item in it {
+            let span = self.span(&item);
+            let rule = item.as_rule();
+            let mut parts = item.into_inner();
+            match rule {
+                Rule::param_decl => {
+                    let name = self.ident(parts.next().unwrap());
+                    let default = self.expr(parts.next().unwrap())?;
+                    let check = parts.next().map(|e| self.expr(e)).transpose()?;
+                    def.params.push(ParamDecl {
+                        name,
+                        default,
+                        check,
+                        span,
+                    });
+                }
+                Rule::flag_decl => {
+                    let name = self.ident(parts.next().unwrap());
+                    let default = parts.next().unwrap().as_str() == "true";
+                    def.flags.push(FlagDecl {
+                        name,
+                        default,
+                        span,
+                    });
+                }
+                Rule::choice_decl => {
+                    let name = self.ident(parts.next().unwrap());
+                    let variants = parts.map(|v| self.ident(v)).collect();
+                    def.choices.push(ChoiceDecl {
+                        name,
+                        variants,
+                        span,
+                    });
+                }
+                Rule::on_post_block => {
+                    if def.on_post_span.is_some() {
+                        return Err(dup_block("on_post", span));
+                    }
+                    def.on_post_span = Some(span);
+                    def.on_post = self.block(parts.next().unwrap(), 1)?;
+                }
+                r => unreachable!("synapse item {r:?}"),
             }
         }
         Ok(def)

@@ -189,6 +189,46 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
         };
         let _ = writeln!(out, "  {} = {what}", o.name);
     }
+    if !m.plastic.is_empty() {
+        let _ = writeln!(out, "plasticity:");
+        for p in &m.plastic {
+            let name = |h: Option<NodeId>| match h {
+                Some(h) => m.nodes[h].name.clone(),
+                None => "?".into(),
+            };
+            let mut args: Vec<String> = p
+                .args
+                .params
+                .iter()
+                .map(|(n, v, _)| format!("{n}={v:?}"))
+                .collect();
+            args.extend(p.args.flags.iter().map(|(n, v, _)| format!("{n}={v}")));
+            args.extend(p.args.choices.iter().map(|(n, v, _)| format!("{n}={v}")));
+            let src = m.nodes[p.projection]
+                .kind
+                .sources()
+                .first()
+                .map(|(s, _)| m.nodes[*s].name.clone())
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {}.weight: {}({})  pre={src} post={}{}{}",
+                m.nodes[p.projection].name,
+                p.rule,
+                args.join(", "),
+                name(p.post),
+                p.gate
+                    .map(|g| format!(" gate={}", m.nodes[g].name))
+                    .unwrap_or_default(),
+                p.reward
+                    .map(|r| format!(" reward={}", m.nodes[r].name))
+                    .unwrap_or_default(),
+            );
+            if let Some(eqs) = &p.eqs {
+                let _ = writeln!(out, "{eqs}");
+            }
+        }
+    }
     if let Some(r) = &m.recurrence {
         let _ = writeln!(out, "recurrence (components in execution order):");
         for (i, c) in r.components.iter().enumerate() {

@@ -16,4 +16,5 @@ pub mod linear;
 pub mod names;
 pub mod net;
 pub mod sched;
+pub mod synapse;
 pub mod train;

@@ -35,6 +35,41 @@ pub struct Module {
     pub train: Option<super::train::TrainConfig>,
     /// Filled by `passes::autodiff` when compiling for training.
     pub backward: Option<super::sched::Backward>,
+    /// The projections that learn by a local rule (`synapse = ...`), in binding order.
+    pub plastic: Vec<Plastic>,
+}
+
+/// `synapse = rule(..)` on a `dense` or `conv2d` projection: its weight learns by the rule
+/// after each forward pass of local learning (`snnc train` with a rule, `Session::learn`).
+#[derive(Clone, Debug)]
+pub struct Plastic {
+    /// The projection (a `Dense` or `Conv2d` node) whose weight the rule changes.
+    pub projection: NodeId,
+    /// The rule's name (a `synapse` model) and where it is called.
+    pub rule: String,
+    pub rule_span: Span,
+    pub args: RuleArgs,
+    /// `post = n`: the node whose spikes are the postsynaptic events; `None` until
+    /// `passes::synapses` finds the population the projection drives.
+    pub post: Option<NodeId>,
+    /// `gate = g`: a static per-sample map over the postsynaptic neurons (`wta(..)`): a
+    /// neuron is an event where it is non-zero. Without one, every neuron that fired is.
+    pub gate: Option<NodeId>,
+    /// `reward = r`: one value per sample (`[1]`), read by the rule as `reward`.
+    pub reward: Option<NodeId>,
+    /// Filled by `passes::synapses`.
+    pub eqs: Option<Box<super::synapse::SynapseEqs>>,
+    /// The `synapse = ...` argument.
+    pub span: Span,
+}
+
+/// The arguments of a rule instance, checked against its model.
+#[derive(Clone, Debug, Default)]
+pub struct RuleArgs {
+    /// Parameter values in f64, exactly as written.
+    pub params: Vec<(String, f64, Span)>,
+    pub flags: Vec<(String, bool, Span)>,
+    pub choices: Vec<(String, String, Span)>,
 }
 
 #[derive(Clone, Debug)]

@@ -11,6 +11,7 @@ pub mod recurrence;
 pub mod resolve;
 pub mod schedule;
 pub mod shapes;
+pub mod synapses;
 pub mod train_block;
 
 use crate::ir::eqn::{EExpr, EqLeaf, NeuronEqs};
@@ -22,6 +23,10 @@ pub const PASSES: &[(&str, &str)] = &[
     ("resolve", "names resolved: the NetIR graph"),
     ("shapes", "per-sample shapes, static vs per-step values"),
     ("neurons", "neuron models lowered to equations"),
+    (
+        "synapses",
+        "plasticity rules lowered; pre, post, gate and reward wired",
+    ),
     ("recurrence", "strongly connected components over time"),
     ("schedule", "layer-by-layer vs step-by-step stages"),
     (

@@ -263,7 +263,7 @@ fn lower(def: &ast::NeuronDef, args: &PopArgs) -> DResult<NeuronEqs> {
     // them, e.g. PLIF's `init_tau > 1`), then the computed ones.
     for (i, p) in def.params.iter().enumerate() {
         if !deferred.iter().any(|(j, _)| *j == i) {
-            env.eqs.params[i].check = check_value(def, p, env.eqs.params[i].value, spans[i])?;
+            env.eqs.params[i].check = check_value(&def.name.name, p, env.eqs.params[i].value, spans[i])?;
         }
     }
     // Initial values computed from other parameters (f64, rounded once, as Python would).
@@ -306,7 +306,7 @@ fn lower(def: &ast::NeuronDef, args: &PopArgs) -> DResult<NeuronEqs> {
             }
         }
         let p = &def.params[i];
-        env.eqs.params[i].check = check_value(def, p, env.eqs.params[i].value, spans[i])?;
+        env.eqs.params[i].check = check_value(&def.name.name, p, env.eqs.params[i].value, spans[i])?;
     }
     if let Some(mx) = &def.mix {
         env.eqs.mix = Some(env.mix(mx)?);
@@ -656,62 +656,70 @@ impl Env<'_> {
 
     /// Evaluate an `if` condition at compile time.
     fn static_cond(&self, e: &Expr) -> DResult<bool> {
-        let err = |span: Span| {
-            Diagnostic::new(ErrorKind::BadArgument, "an `if` condition must be known at compile time")
-                .at(span, "depends on run-time values")
-                .hint("test flags (`if decay_input`) or choices (`if reset == soft`); for run-time choices use `select(c, a, b)`")
-        };
-        match &e.kind {
-            ExprKind::Bool(b) => Ok(*b),
-            ExprKind::Ident(n) => self
-                .flags
-                .get(n.as_str())
-                .copied()
-                .ok_or_else(|| err(e.span)),
-            ExprKind::Unary {
-                op: UnOp::Not,
-                expr,
-            } => Ok(!self.static_cond(expr)?),
-            ExprKind::Binary {
-                op: BinOp::And,
-                lhs,
-                rhs,
-            } => Ok(self.static_cond(lhs)? && self.static_cond(rhs)?),
-            ExprKind::Binary {
-                op: BinOp::Or,
-                lhs,
-                rhs,
-            } => Ok(self.static_cond(lhs)? || self.static_cond(rhs)?),
-            ExprKind::Binary {
-                op: op @ (BinOp::Eq | BinOp::Ne),
-                lhs,
-                rhs,
-            } => {
-                let (Some(c), Some(v)) = (lhs.as_ident(), rhs.as_ident()) else {
-                    return Err(err(e.span));
-                };
-                let Some(cur) = self.choices.get(c) else {
-                    return Err(err(lhs.span));
-                };
-                let decl = self
-                    .def
-                    .choices
-                    .iter()
-                    .find(|d| d.name.name == c)
-                    .expect("choice declared");
-                if !decl.variants.iter().any(|x| x.name == v) {
-                    let vs: Vec<&str> = decl.variants.iter().map(|x| x.name.as_str()).collect();
-                    return Err(Diagnostic::new(
-                        ErrorKind::UnknownName,
-                        format!("`{v}` is not a variant of `{c}`"),
-                    )
-                    .at(rhs.span, "unknown variant")
-                    .hint(format!("variants: {}", vs.join(" | "))));
-                }
-                Ok((*cur == v) == (*op == BinOp::Eq))
+        static_cond(e, &self.flags, &self.choices, &self.def.choices)
+    }
+}
+
+/// Evaluate an `if` condition of a neuron or synapse model at compile time: flags and
+/// choices as chosen (`declared`: the model's choices, for their variants).
+pub(crate) fn static_cond(
+e: &Expr,
+flags: &HashMap<&str, bool>,
+choices: &HashMap<&str, &str>,
+declared: &[ast::ChoiceDecl],
+) -> DResult<bool> {
+    let err = |span: Span| {
+        Diagnostic::new(ErrorKind::BadArgument, "an `if` condition must be known at compile time")
+            .at(span, "depends on run-time values")
+            .hint("test flags (`if decay_input`) or choices (`if reset == soft`); for run-time choices use `select(c, a, b)`")
+    };
+    match &e.kind {
+        ExprKind::Bool(b) => Ok(*b),
+        ExprKind::Ident(n) => flags
+            .get(n.as_str())
+            .copied()
+            .ok_or_else(|| err(e.span)),
+        ExprKind::Unary {
+            op: UnOp::Not,
+            expr,
+        } => Ok(!static_cond(expr, flags, choices, declared)?),
+        ExprKind::Binary {
+            op: BinOp::And,
+            lhs,
+            rhs,
+        } => Ok(static_cond(lhs, flags, choices, declared)? && static_cond(rhs, flags, choices, declared)?),
+        ExprKind::Binary {
+            op: BinOp::Or,
+            lhs,
+            rhs,
+        } => Ok(static_cond(lhs, flags, choices, declared)? || static_cond(rhs, flags, choices, declared)?),
+        ExprKind::Binary {
+            op: op @ (BinOp::Eq | BinOp::Ne),
+            lhs,
+            rhs,
+        } => {
+            let (Some(c), Some(v)) = (lhs.as_ident(), rhs.as_ident()) else {
+                return Err(err(e.span));
+            };
+            let Some(cur) = choices.get(c) else {
+                return Err(err(lhs.span));
+            };
+            let decl = declared
+                .iter()
+                .find(|d| d.name.name == c)
+                .expect("choice declared");
+            if !decl.variants.iter().any(|x| x.name == v) {
+                let vs: Vec<&str> = decl.variants.iter().map(|x| x.name.as_str()).collect();
+                return Err(Diagnostic::new(
+                    ErrorKind::UnknownName,
+                    format!("`{v}` is not a variant of `{c}`"),
+                )
+                .at(rhs.span, "unknown variant")
+                .hint(format!("variants: {}", vs.join(" | "))));
             }
-            _ => Err(err(e.span)),
+            Ok((*cur == v) == (*op == BinOp::Eq))
         }
+        _ => Err(err(e.span)),
     }
 }
 
@@ -915,8 +923,8 @@ fn learnable_names<'a>(
 }
 
 /// A parameter's value against its `where` clause; the check the runtime keeps applying.
-fn check_value(
-    def: &ast::NeuronDef,
+pub(crate) fn check_value(
+    model: &str,
     p: &ast::ParamDecl,
     value: f32,
     span: Span,
@@ -931,7 +939,7 @@ fn check_value(
                         "bad parameter value: `{} = {value}` violates `{}` in model `{}`",
                         p.name.name,
                         show_check(c),
-                        def.name.name
+                        model
                     ),
                 )
                 .at(span, "bad value")

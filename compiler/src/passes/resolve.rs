@@ -51,8 +51,36 @@ pub fn neuron_models(parsed: &Parsed) -> DResult<Vec<ast::NeuronDef>> {
     Ok(models)
 }
 
+/// The synapse models (plasticity rules) visible to the root model: every file's, prelude
+/// first, each name defined once and none the name of a neuron model.
+pub fn synapse_models(parsed: &Parsed) -> DResult<Vec<ast::SynapseDef>> {
+    let neurons = neuron_models(parsed)?;
+    let mut rules: Vec<ast::SynapseDef> = Vec::new();
+    for (_, f) in &parsed.files {
+        for r in &f.synapses {
+            let prev = rules
+                .iter()
+                .map(|m| &m.name)
+                .chain(neurons.iter().map(|n| &n.name))
+                .find(|m| m.name == r.name.name);
+            if let Some(prev) = prev {
+                return Err(Diagnostic::new(
+                    ErrorKind::Duplicate,
+                    format!("`{}` is defined twice", r.name.name),
+                )
+                .at(r.name.span, "second definition (a synapse model)")
+                .note(prev.span, "first defined here")
+                .hint("rename one of them (built-in models cannot be redefined)"));
+            }
+            rules.push(r.clone());
+        }
+    }
+    Ok(rules)
+}
+
 pub fn run(parsed: &Parsed) -> DResult<Module> {
     let models = neuron_models(parsed)?;
+    let rules = synapse_models(parsed)?;
     let root = &parsed
         .files
         .iter()
@@ -79,6 +107,8 @@ pub fn run(parsed: &Parsed) -> DResult<Module> {
     };
     let mut r = Resolver {
         models: &models,
+        rules: &rules,
+        pending_plastic: Vec::new(),
         module: Module {
             name: model.name.name.clone(),
             t: 1,
@@ -95,6 +125,7 @@ pub fn run(parsed: &Parsed) -> DResult<Module> {
             memory: None,
             train: None,
             backward: None,
+            plastic: Vec::new(),
         },
         names: HashMap::new(),
         taken: HashSet::new(),
@@ -102,6 +133,7 @@ pub fn run(parsed: &Parsed) -> DResult<Module> {
     r.settings(model)?;
     r.inputs(model)?;
     r.bindings(model)?;
+    r.plastic()?;
     r.outputs(model)?;
     if let Some(tb) = &model.train {
         r.module.train = Some(super::train_block::config(
@@ -116,6 +148,10 @@ pub fn run(parsed: &Parsed) -> DResult<Module> {
 
 struct Resolver<'a> {
     models: &'a [ast::NeuronDef],
+    rules: &'a [ast::SynapseDef],
+    /// `synapse = ...` of the projections resolved so far, by the projection's node name
+    /// (its handle is known once the binding is in place).
+    pending_plastic: Vec<(String, Plastic)>,
     module: Module,
     names: HashMap<String, (NodeId, Span)>,
     /// Every node's name, for [`Resolver::fresh_name`] (a scan of the nodes per call made
@@ -454,6 +490,7 @@ impl Resolver<'_> {
             "dense" => {
                 let src = self.operand(name, a.required("input", "the input")?)?;
                 let out = a.required_usize("out_features", "the number of output features", 1)?;
+                self.plastic_args(name, &a)?;
                 NodeKind::Dense {
                     src,
                     out,
@@ -468,6 +505,7 @@ impl Resolver<'_> {
                 let src = self.operand(name, a.required("input", "the input")?)?;
                 let out_channels =
                     a.required_usize("out_channels", "the number of output channels", 1)?;
+                self.plastic_args(name, &a)?;
                 NodeKind::Conv2d {
                     src,
                     out_channels,
@@ -552,6 +590,88 @@ impl Resolver<'_> {
             _ => unreachable!("op_params knows only these"),
         };
         Ok(kind)
+    }
+
+    /// `synapse = rule(..)` and its companions `post`, `gate`, `reward` on the projection
+    /// `name` (kept pending until the projection's node exists).
+    fn plastic_args(&mut self, name: &str, a: &Bound) -> DResult<()> {
+        let Some(e) = a.get("synapse") else {
+            for other in ["post", "gate", "reward"] {
+                if let Some(x) = a.get(other) {
+                    return Err(Diagnostic::new(
+                        ErrorKind::BadArgument,
+                        format!("`{other}` is an argument of a plastic projection"),
+                    )
+                    .at(x.span, "without `synapse = ...`")
+                    .hint("give the projection a rule, e.g. `synapse = spyker_stdp()`"));
+                }
+            }
+            return Ok(());
+        };
+        let (func, args): (&Ident, &[Arg]) = match &e.kind {
+            ExprKind::Call { func, args } => (func, args),
+            ExprKind::Ident(n) => {
+                return Err(bad_value(
+                    e.span,
+                    format!("`synapse = {n}`: a rule is called, with its arguments"),
+                    "e.g. `synapse = spyker_stdp()` or `synapse = spyker_stdp(a_plus = 0.004)`",
+                ))
+            }
+            _ => {
+                return Err(bad_value(
+                    e.span,
+                    "`synapse` must be a synapse model's call".into(),
+                    "e.g. `synapse = spyker_stdp(a_plus = 0.004, a_minus = -0.003)`",
+                ))
+            }
+        };
+        let Some(rule) = self.rules.iter().find(|r| r.name.name == func.name) else {
+            let d = Diagnostic::new(
+                ErrorKind::UnknownModel,
+                format!("unknown synapse model `{}`", func.name),
+            )
+            .at(func.span, "not a synapse model");
+            let names: Vec<&str> = self.rules.iter().map(|r| r.name.name.as_str()).collect();
+            return Err(match did_you_mean(&func.name, names.iter().copied()) {
+                Some(s) => d.hint(format!("did you mean `{s}`?")),
+                None => d.hint(format!("synapse models: {}", names.join(", "))),
+            });
+        };
+        let args = rule_args(rule, args, e.span)?;
+        let mut node = |key: &str| -> DResult<Option<NodeId>> {
+            a.get(key).map(|x| self.operand(name, x)).transpose()
+        };
+        let (post, gate, reward) = (node("post")?, node("gate")?, node("reward")?);
+        self.pending_plastic.push((
+            name.to_string(),
+            Plastic {
+                projection: NodeId::from_index(0),
+                rule: rule.name.name.clone(),
+                rule_span: func.span,
+                args,
+                post,
+                gate,
+                reward,
+                eqs: None,
+                span: e.span,
+            },
+        ));
+        Ok(())
+    }
+
+    /// The pending rules, with their projections' handles.
+    fn plastic(&mut self) -> DResult<()> {
+        let by_name: HashMap<&str, NodeId> = self
+            .module
+            .nodes
+            .iter()
+            .map(|(h, n)| (n.name.as_str(), h))
+            .collect();
+        for (name, mut p) in std::mem::take(&mut self.pending_plastic) {
+            p.projection = by_name[name.as_str()];
+            self.module.plastic.push(p);
+        }
+        Ok(())
     }
 
     fn population(
@@ -876,6 +996,10 @@ fn op_params(func: &str) -> Option<(&'static [&'static str], usize)> {
                 "init_gain",
                 "sparse",
                 "rate",
+                "synapse",
+                "post",
+                "gate",
+                "reward",
             ],
             2,
         ),
@@ -891,6 +1015,10 @@ fn op_params(func: &str) -> Option<(&'static [&'static str], usize)> {
                 "init_gain",
                 "sparse",
                 "rate",
+                "synapse",
+                "post",
+                "gate",
+                "reward",
             ],
             2,
         ),
@@ -978,4 +1106,60 @@ fn usage(func: &str) -> String {
         "gabor" => "usage: gabor(input, size = 5, filters = [sigma, theta_degrees, gamma, lambda, psi, ...], pad = (size - 1) / 2, threshold = none)".into(),
         _ => String::new(),
     }
+}
+
+/// The arguments of a rule instance `rule(a = .., ..)`: parameters (numbers, kept in f64 as
+/// written), flags and choices of the synapse model, all by name.
+fn rule_args(rule: &ast::SynapseDef, args: &[Arg], span: Span) -> DResult<RuleArgs> {
+    let mut names: Vec<&str> = rule.params.iter().map(|p| p.name.name.as_str()).collect();
+    names.extend(rule.flags.iter().map(|f| f.name.name.as_str()));
+    names.extend(rule.choices.iter().map(|c| c.name.name.as_str()));
+    let sig = Signature {
+        callee: format!("synapse model `{}`", rule.name.name),
+        noun: "parameter",
+        params: &names,
+        positional: 0,
+        usage: None,
+        defined: Some((rule.name.span, "model defined here")),
+    };
+    bind::call(&sig, args, span)?;
+    let mut out = RuleArgs::default();
+    for a in args {
+        let Some(n) = &a.name else { continue };
+        if rule.params.iter().any(|p| p.name.name == n.name) {
+            let v = a.value.as_number().ok_or_else(|| {
+                bad_value(
+                    a.value.span,
+                    format!("parameter `{}` must be a number", n.name),
+                    "rule parameters are numbers, e.g. `a_plus = 0.004`",
+                )
+            })?;
+            out.params.push((n.name.clone(), v, a.value.span));
+        } else if rule.flags.iter().any(|f| f.name.name == n.name) {
+            let ExprKind::Bool(b) = a.value.kind else {
+                return Err(bad_value(
+                    a.value.span,
+                    format!("flag `{}` must be true or false", n.name),
+                    "e.g. `stabilize = false`",
+                ));
+            };
+            out.flags.push((n.name.clone(), b, a.value.span));
+        } else if let Some(c) = rule.choices.iter().find(|c| c.name.name == n.name) {
+            let vs: Vec<&str> = c.variants.iter().map(|v| v.name.as_str()).collect();
+            match a.value.as_ident() {
+                Some(v) if vs.contains(&v) => {
+                    out.choices
+                        .push((n.name.clone(), v.to_string(), a.value.span))
+                }
+                _ => {
+                    return Err(bad_value(
+                        a.value.span,
+                        format!("`{}` must be one of {}", n.name, vs.join(", ")),
+                        &format!("e.g. `{} = {}`", n.name, vs[0]),
+                    ))
+                }
+            }
+        }
+    }
+    Ok(out)
 }

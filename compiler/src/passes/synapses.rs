@@ -1,0 +1,475 @@
+//! Pass `synapses`: each plastic projection's rule (`synapse = rule(..)`) lowered to
+//! [`SynapseEqs`] (flags and choices resolved, names bound), and its wiring checked: the
+//! presynaptic spikes (the projection's input), the postsynaptic spikes (`post = n`, else
+//! the one population the projection drives), the gate and the reward.
+
+use std::collections::HashMap;
+
+use crate::diag::{did_you_mean, DResult, Diagnostic, ErrorKind, Span};
+use crate::front::ast::{self, Expr, ExprKind, Stmt};
+use crate::ir::expr::Func;
+use crate::ir::net::*;
+use crate::ir::synapse::{SExpr, SynAssign, SynLeaf, SynParam, SynVar, SynapseEqs};
+
+use super::neurons::{check_value, static_cond};
+
+/// Names every rule may read besides its parameters and temporaries.
+const BUILT_INS: &[&str] = &["w", "t_pre", "t_post", "reward", "T"];
+
+pub fn run(m: &mut Module, rules: &[ast::SynapseDef]) -> DResult<()> {
+    for i in 0..m.plastic.len() {
+        let p = &m.plastic[i];
+        let def = rules
+            .iter()
+            .find(|r| r.name.name == p.rule)
+            .expect("resolve checked the rule's name");
+        let eqs = lower(def, &p.args, p.rule_span)?;
+        let post = match p.post {
+            Some(h) => h,
+            None => driven_population(m, p.projection, p.span)?,
+        };
+        check_wiring(m, &m.plastic[i], post, &eqs)?;
+        let p = &mut m.plastic[i];
+        p.post = Some(post);
+        p.eqs = Some(Box::new(eqs));
+    }
+    Ok(())
+}
+
+/// The population whose input current the projection is, directly or through ops that
+/// keep the neuron layout (`inhibit`): the postsynaptic neurons of the rule.
+fn driven_population(m: &Module, proj: NodeId, span: Span) -> DResult<NodeId> {
+    let mut found: Vec<NodeId> = Vec::new();
+    let mut frontier = vec![proj];
+    while let Some(h) = frontier.pop() {
+        for (c, node) in m.nodes.iter() {
+            let reads = node.kind.sources().iter().any(|(s, _)| *s == h);
+            if !reads {
+                continue;
+            }
+            match node.kind {
+                NodeKind::Population { .. } if !found.contains(&c) => found.push(c),
+                NodeKind::Inhibit { .. } => frontier.push(c),
+                _ => {}
+            }
+        }
+    }
+    let name = &m.nodes[proj].name;
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(Diagnostic::new(
+            ErrorKind::BadArgument,
+            format!("plastic projection `{name}` drives no neuron population"),
+        )
+        .at(span, "whose spikes are the postsynaptic events?")
+        .hint("feed it to a population (`n = FireOnce(..)`) or name the spikes with `post = n`")),
+        many => Err(Diagnostic::new(
+            ErrorKind::BadArgument,
+            format!(
+                "plastic projection `{name}` drives {} populations ({})",
+                many.len(),
+                many.iter()
+                    .map(|h| format!("`{}`", m.nodes[*h].name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+        .at(span, "which one's spikes are the postsynaptic events?")
+        .hint("name it with `post = NAME`")),
+    }
+}
+
+fn check_wiring(m: &Module, p: &Plastic, post: NodeId, eqs: &SynapseEqs) -> DResult<()> {
+    let proj = &m.nodes[p.projection];
+    let (src, delay) = match proj.kind {
+        NodeKind::Dense { src, delay, .. } | NodeKind::Conv2d { src, delay, .. } => (src, delay),
+        _ => unreachable!("resolve attaches rules to dense and conv2d only"),
+    };
+    if delay != 0 {
+        return Err(Diagnostic::new(
+            ErrorKind::BadArgument,
+            format!("plastic projection `{}` has a delay", proj.name),
+        )
+        .at(proj.span, "delay > 0")
+        .hint("a rule pairs each postsynaptic spike with the presynaptic spikes of the same steps; drop `delay` or the rule"));
+    }
+    if m.shape(src).extent != Extent::Seq {
+        return Err(Diagnostic::new(
+            ErrorKind::BadArgument,
+            format!(
+                "the input of plastic projection `{}` is the same at every step",
+                proj.name
+            ),
+        )
+        .at(m.nodes[src].span, "static: no spike times")
+        .note(p.span, "the rule reads presynaptic spike times")
+        .hint("feed it spikes: a population, an encoder (`latency(..)`, `poisson(..)`) or an input `[T, ...]`"));
+    }
+    let out = m.shape(p.projection);
+    let ps = m.shape(post);
+    if ps.extent != Extent::Seq || ps.features() != out.features() {
+        return Err(Diagnostic::new(
+            ErrorKind::Shape,
+            format!(
+                "`post = {}` must be a sequence of {} neurons, one per output of `{}` {:?}",
+                m.nodes[post].name,
+                out.features(),
+                proj.name,
+                out.dims
+            ),
+        )
+        .at(m.nodes[post].span, format!("{:?} {:?}", ps.extent, ps.dims))
+        .note(p.span, "the rule")
+        .hint("post must be the spikes of the neurons this projection drives"));
+    }
+    if let Some(g) = p.gate {
+        let gs = m.shape(g);
+        if gs.extent != Extent::Static || gs.features() != out.features() {
+            return Err(Diagnostic::new(
+                ErrorKind::Shape,
+                format!(
+                    "`gate = {}` must be one static value per postsynaptic neuron ({} of them, {:?})",
+                    m.nodes[g].name,
+                    out.features(),
+                    out.dims
+                ),
+            )
+            .at(m.nodes[g].span, format!("{:?} {:?}", gs.extent, gs.dims))
+            .note(p.span, "the rule")
+            .hint("a gate is a per-sample map over the postsynaptic neurons, e.g. `gate = wta(v, k = 5, radius = 2)`"));
+        }
+    }
+    let reads_reward = eqs.reads(SynLeaf::Reward);
+    match p.reward {
+        Some(r) => {
+            if !reads_reward {
+                return Err(Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    format!("rule `{}` does not read `reward`", eqs.model),
+                )
+                .at(m.nodes[r].span, "unused reward")
+                .hint("drop `reward = ...`, or use a rule that reads it (`rstdp`)"));
+            }
+            let rs = m.shape(r);
+            if rs.extent != Extent::Static || rs.features() != 1 {
+                return Err(Diagnostic::new(
+                    ErrorKind::Shape,
+                    format!(
+                        "`reward = {}` must be one static value per sample (`[1]`)",
+                        m.nodes[r].name
+                    ),
+                )
+                .at(m.nodes[r].span, format!("{:?} {:?}", rs.extent, rs.dims))
+                .hint("e.g. `input reward: [1]`, filled per sample by the trainer"));
+            }
+        }
+        None if reads_reward => {
+            return Err(Diagnostic::new(
+                ErrorKind::BadArgument,
+                format!("rule `{}` reads `reward`, but none is given", eqs.model),
+            )
+            .at(p.span, "no `reward = ...`")
+            .hint("add `reward = r` to the projection, e.g. with `input r: [1]`"))
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+struct Env<'a> {
+    def: &'a ast::SynapseDef,
+    flags: HashMap<&'a str, bool>,
+    choices: HashMap<&'a str, &'a str>,
+    eqs: SynapseEqs,
+}
+
+fn lower(def: &ast::SynapseDef, args: &RuleArgs, call: Span) -> DResult<SynapseEqs> {
+    let mut flags: HashMap<&str, bool> = def
+        .flags
+        .iter()
+        .map(|f| (f.name.name.as_str(), f.default))
+        .collect();
+    for (n, v, _) in &args.flags {
+        flags.insert(n.as_str(), *v);
+    }
+    let mut choices: HashMap<&str, &str> = def
+        .choices
+        .iter()
+        .map(|c| (c.name.name.as_str(), c.variants[0].name.as_str()))
+        .collect();
+    for (n, v, _) in &args.choices {
+        choices.insert(n.as_str(), v.as_str());
+    }
+    let mut variant: Vec<String> = def
+        .flags
+        .iter()
+        .map(|f| format!("{}={}", f.name.name, flags[f.name.name.as_str()]))
+        .collect();
+    variant.extend(
+        def.choices
+            .iter()
+            .map(|c| format!("{}={}", c.name.name, choices[c.name.name.as_str()])),
+    );
+    let mut params = Vec::new();
+    for p in &def.params {
+        if BUILT_INS.contains(&p.name.name.as_str()) {
+            return Err(Diagnostic::new(
+                ErrorKind::Duplicate,
+                format!("`param {}` hides the rule's built-in `{}`", p.name.name, p.name.name),
+            )
+            .at(p.name.span, "a built-in name")
+            .hint(format!("rules read {}; pick another name", BUILT_INS.join(", "))));
+        }
+        let (value, span) = match args.params.iter().find(|(n, _, _)| *n == p.name.name) {
+            Some((_, v, sp)) => (*v, *sp),
+            None => (
+                p.default.as_number().ok_or_else(|| {
+                    Diagnostic::new(
+                        ErrorKind::BadValue,
+                        format!(
+                            "the default of rule parameter `{}` must be a number",
+                            p.name.name
+                        ),
+                    )
+                    .at(p.default.span, "not a number")
+                    .hint("e.g. `param a_plus = 0.004`")
+                })?,
+                p.default.span,
+            ),
+        };
+        let check = check_value(&def.name.name, p, value as f32, span)?;
+        if !value.is_finite() {
+            return Err(Diagnostic::new(
+                ErrorKind::BadValue,
+                format!("parameter `{}` must be finite", p.name.name),
+            )
+            .at(span, "not finite"));
+        }
+        params.push(SynParam {
+            name: p.name.name.clone(),
+            value,
+            check,
+        });
+    }
+    let mut env = Env {
+        def,
+        flags,
+        choices,
+        eqs: SynapseEqs {
+            model: def.name.name.clone(),
+            variant: variant.join(" "),
+            params,
+            locals: vec![],
+            on_post: vec![],
+        },
+    };
+    let Some(block) = def.on_post_span else {
+        return Err(Diagnostic::new(
+            ErrorKind::BadArgument,
+            format!("synapse model `{}` has no `on_post` block", def.name.name),
+        )
+        .at(def.name.span, "never changes a weight")
+        .note(call, "used here")
+        .hint("add `on_post { w = ... }`: the update at each postsynaptic event"));
+    };
+    let mut out = Vec::new();
+    env.stmts(&def.on_post, &mut out)?;
+    if !out.iter().any(|a| a.target == SynVar::W) {
+        return Err(Diagnostic::new(
+            ErrorKind::BadArgument,
+            format!(
+                "`on_post` of synapse model `{}` never assigns the weight `w`",
+                def.name.name
+            ),
+        )
+        .at(block, "no `w = ...` here")
+        .hint("a rule updates the weight, e.g. `w = clamp(w + a_plus, 0.0, 1.0)`"));
+    }
+    env.eqs.on_post = out;
+    Ok(env.eqs)
+}
+
+impl Env<'_> {
+    fn stmts(&mut self, stmts: &[Stmt], out: &mut Vec<SynAssign>) -> DResult<()> {
+        for s in stmts {
+            match s {
+                Stmt::If {
+                    cond,
+                    then,
+                    otherwise,
+                    ..
+                } => {
+                    if static_cond(cond, &self.flags, &self.choices, &self.def.choices)? {
+                        self.stmts(then, out)?;
+                    } else {
+                        self.stmts(otherwise, out)?;
+                    }
+                }
+                Stmt::Let { name, value, .. } => {
+                    let v = self.expr(value)?;
+                    let shadows = self.eqs.params.iter().any(|p| p.name == name.name)
+                        || BUILT_INS.contains(&name.name.as_str());
+                    if shadows {
+                        return Err(Diagnostic::new(
+                            ErrorKind::Duplicate,
+                            format!("`let {}` shadows a parameter or built-in", name.name),
+                        )
+                        .at(name.span, "already defined")
+                        .hint("pick another name for the temporary"));
+                    }
+                    let i = match self.eqs.locals.iter().position(|l| *l == name.name) {
+                        Some(i) => i,
+                        None => {
+                            self.eqs.locals.push(name.name.clone());
+                            self.eqs.locals.len() - 1
+                        }
+                    };
+                    out.push(SynAssign {
+                        target: SynVar::Local(i),
+                        value: v,
+                    });
+                }
+                Stmt::Assign { name, value, .. } => {
+                    let target = self.target(name)?;
+                    let value = self.expr(value)?;
+                    out.push(SynAssign { target, value });
+                }
+                Stmt::Ode { name, span, .. } => {
+                    return Err(Diagnostic::new(
+                        ErrorKind::BadArgument,
+                        format!("`{}'` is an ODE; a rule runs once per event", name.name),
+                    )
+                    .at(*span, "not in a synapse rule")
+                    .hint("write the change as an assignment: `w = w + ...`"))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn target(&self, name: &ast::Ident) -> DResult<SynVar> {
+        if name.name == "w" {
+            return Ok(SynVar::W);
+        }
+        if let Some(i) = self.eqs.locals.iter().position(|s| *s == name.name) {
+            return Ok(SynVar::Local(i));
+        }
+        let what = if self.eqs.params.iter().any(|p| p.name == name.name) {
+            "is a parameter (parameters are read-only)".to_string()
+        } else if BUILT_INS.contains(&name.name.as_str()) {
+            format!(
+                "is read-only: `{}` belongs to the {} side",
+                name.name,
+                match name.name.as_str() {
+                    "t_pre" => "presynaptic",
+                    "t_post" => "postsynaptic",
+                    _ => "sample's",
+                }
+            )
+        } else {
+            "is not the weight".to_string()
+        };
+        Err(Diagnostic::new(
+            ErrorKind::UnknownName,
+            format!("cannot assign to `{}`: it {what}", name.name),
+        )
+        .at(name.span, "not assignable")
+        .hint("a rule assigns the weight `w` and its `let` temporaries"))
+    }
+
+    fn lookup(&self, name: &str) -> Option<SExpr> {
+        if let Some(i) = self.eqs.locals.iter().position(|s| s == name) {
+            return Some(SExpr::Leaf(SynLeaf::Local(i)));
+        }
+        if let Some(i) = self.eqs.params.iter().position(|s| s.name == name) {
+            return Some(SExpr::Leaf(SynLeaf::Param(i)));
+        }
+        Some(SExpr::Leaf(match name {
+            "w" => SynLeaf::W,
+            "t_pre" => SynLeaf::TPre,
+            "t_post" => SynLeaf::TPost,
+            "reward" => SynLeaf::Reward,
+            "T" => SynLeaf::Steps,
+            _ => return None,
+        }))
+    }
+
+    fn expr(&self, e: &Expr) -> DResult<SExpr> {
+        Ok(match &e.kind {
+            ExprKind::Number(s) => SExpr::Const(s.parse().map_err(|_| {
+                Diagnostic::new(ErrorKind::BadValue, format!("`{s}` is not a number"))
+                    .at(e.span, "bad number")
+            })?),
+            ExprKind::Bool(b) => SExpr::Const(if *b { 1.0 } else { 0.0 }),
+            ExprKind::Ident(n) => match self.lookup(n) {
+                Some(v) => v,
+                None => {
+                    let what = if self.flags.contains_key(n.as_str()) {
+                        " (a flag: test it with `if`)"
+                    } else if self.choices.contains_key(n.as_str()) {
+                        " (a choice: test it with `if name == variant`)"
+                    } else {
+                        ""
+                    };
+                    let mut known: Vec<&str> =
+                        self.eqs.params.iter().map(|p| p.name.as_str()).collect();
+                    known.extend(self.eqs.locals.iter().map(String::as_str));
+                    known.extend(BUILT_INS);
+                    let d = Diagnostic::new(
+                        ErrorKind::UnknownName,
+                        format!(
+                            "unknown name `{n}` in synapse model `{}`{what}",
+                            self.def.name.name
+                        ),
+                    )
+                    .at(e.span, "not defined");
+                    return Err(match did_you_mean(n, known.iter().copied()) {
+                        Some(s) => d.hint(format!("did you mean `{s}`?")),
+                        None => d.hint(format!("names here: {}", known.join(", "))),
+                    });
+                }
+            },
+            ExprKind::Unary { op, expr } => SExpr::Unary(*op, Box::new(self.expr(expr)?)),
+            ExprKind::Binary { op, lhs, rhs } => SExpr::Binary(
+                *op,
+                Box::new(self.expr(lhs)?),
+                Box::new(self.expr(rhs)?),
+            ),
+            ExprKind::Call { func, args } => {
+                let Some((f, arity)) = Func::from_name(&func.name) else {
+                    let d = Diagnostic::new(
+                        ErrorKind::UnknownName,
+                        format!("unknown function `{}`", func.name),
+                    )
+                    .at(func.span, "not a function");
+                    return Err(
+                        match did_you_mean(&func.name, Func::NAMES.iter().copied()) {
+                            Some(s) => d.hint(format!("did you mean `{s}`?")),
+                            None => d.hint(format!("functions: {}", Func::NAMES.join(", "))),
+                        },
+                    );
+                };
+                if args.len() != arity || args.iter().any(|a| a.name.is_some()) {
+                    return Err(Diagnostic::new(
+                        ErrorKind::BadArgument,
+                        format!("`{}` takes {arity} positional argument(s)", func.name),
+                    )
+                    .at(e.span, format!("{} given", args.len())));
+                }
+                SExpr::Call(
+                    f,
+                    args.iter()
+                        .map(|a| self.expr(&a.value))
+                        .collect::<DResult<_>>()?,
+                )
+            }
+            _ => {
+                return Err(
+                    Diagnostic::new(ErrorKind::BadArgument, "not allowed in a synapse rule")
+                        .at(e.span, "unexpected")
+                        .hint("rules use numbers, names, operators and functions"),
+                )
+            }
+        })
+    }
+}
