@@ -330,10 +330,7 @@ fn expand(
     let plan = &program.plan;
     let module = rename.unwrap_or_else(|| rust_ident(&plan.name));
     let kernel_items = snnc::back::rust::print_module(program, &quote!(::snn::plan::KernelArgs));
-    let kernel_fns = program
-        .kernels
-        .iter()
-        .map(snnc::back::rust::module_kernel_ident);
+    let kernel_fns = snnc::back::rust::module_kernel_idents(program);
     let kernel_names = program.plan.kernels.iter().map(|k| &k.symbol);
     let plan_bytes = match snn_runtime::plan::encode(plan) {
         Ok(bytes) => proc_macro2::Literal::byte_string(&bytes),

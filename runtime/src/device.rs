@@ -27,6 +27,7 @@ pub use crate::op::dense::{DenseOps, GemmDesc, GemmDwDesc, GemmDxDesc};
 pub use crate::op::filter::{FilterDesc, FilterOps};
 pub use crate::op::pool::{PoolDesc, PoolDxDesc, PoolOps};
 pub use crate::op::time_mix::{TimeMixDesc, TimeMixDwDesc, TimeMixOps};
+pub use crate::op::plastic::{PlasticDesc, PlasticOps};
 pub use crate::op::wave::{InhibitDesc, RankCodeDesc, WaveOps};
 
 /// Index of a physical memory slot.
@@ -102,6 +103,7 @@ pub trait Device:
     + TimeMixOps
     + FilterOps
     + WaveOps
+    + PlasticOps
     + Send
 {
 }
@@ -116,6 +118,7 @@ impl<D> Device for D where
         + TimeMixOps
         + FilterOps
         + WaveOps
+        + PlasticOps
         + Send
 {
 }
@@ -212,7 +215,7 @@ pub trait Optimizer {
 /// `use snn_runtime::device::prelude::*;`.
 pub mod prelude {
     pub use super::{
-        ConvOps, DenseOps, Device, FilterOps, Kernels, Memory, Optimizer, PoolOps, TimeMixOps,
-        WaveOps,
+        ConvOps, DenseOps, Device, FilterOps, Kernels, Memory, Optimizer, PlasticOps, PoolOps,
+        TimeMixOps, WaveOps,
     };
 }

@@ -21,6 +21,7 @@ pub use crate::op::dense::{Gemm, GemmDw, GemmDx};
 pub use crate::op::filter::{FilterOut, FilterStep};
 pub use crate::op::pool::{Pool2d, Pool2dDx};
 pub use crate::op::time_mix::{TimeBias, TimeMatrix, TimeMix, TimeMixDw, TimeMixDx};
+pub use crate::op::plastic::{LearnLayer, PlasticGeom, RuleParam};
 pub use crate::op::wave::{Inhibit, RankCode};
 use crate::op::LibraryOp;
 
@@ -54,6 +55,9 @@ pub struct Plan {
     pub ops: Vec<Op>,
     /// The backward pass and training settings, when compiled for training.
     pub train: Option<TrainPlan>,
+    /// The projections that learn by a local rule (`synapse = ...`), run by
+    /// [`crate::Session::learn`] after a forward pass.
+    pub learn: Vec<LearnLayer>,
 }
 
 impl Plan {

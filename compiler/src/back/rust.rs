@@ -28,7 +28,10 @@ pub const LANES: usize = 16;
 
 /// The whole generated source file for a program.
 pub fn print_program(p: &Program) -> String {
-    let kernels: Vec<TokenStream> = p.kernels.iter().map(|k| kernel_tokens(k, true)).collect();
+    let mut kernels: Vec<TokenStream> = p.kernels.iter().map(|k| kernel_tokens(k, true)).collect();
+    kernels.extend(p.plastic.iter().map(|k| {
+        super::rust_plastic::kernel_tokens(k, true, &format_ident!("{}", k.symbol))
+    }));
     let abi = Literal::u32_unsuffixed(KERNEL_ABI_VERSION);
     let lanes = Literal::usize_unsuffixed(LANES);
     let block = Literal::usize_unsuffixed(BLOCK);
@@ -64,7 +67,10 @@ pub fn print_program(p: &Program) -> String {
 /// exactly the runtime's `KernelFn` type. Kernel `i` is the item named
 /// `module_kernel_ident(&p.kernels[i])`.
 pub fn print_module(p: &Program, args_ty: &TokenStream) -> TokenStream {
-    let kernels: Vec<TokenStream> = p.kernels.iter().map(|k| kernel_tokens(k, false)).collect();
+    let mut kernels: Vec<TokenStream> = p.kernels.iter().map(|k| kernel_tokens(k, false)).collect();
+    kernels.extend(p.plastic.iter().map(|k| {
+        super::rust_plastic::kernel_tokens(k, false, &format_ident!("{}", k.symbol))
+    }));
     let lanes = Literal::usize_unsuffixed(LANES);
     let block = Literal::usize_unsuffixed(BLOCK);
     let atomic = atomic_add_item(p);
@@ -216,6 +222,12 @@ fn stream_items(p: &Program) -> TokenStream {
 /// The item name of a kernel in [`print_module`] output.
 pub fn module_kernel_ident(k: &Kernel) -> Ident {
     format_ident!("{}", k.symbol)
+}
+
+/// The item names of every kernel in [`print_module`] output, in plan order (plasticity
+/// kernels last).
+pub fn module_kernel_idents(p: &Program) -> Vec<Ident> {
+    p.symbols().iter().map(|s| format_ident!("{}", s)).collect()
 }
 
 fn arg_ident(k: &Kernel, i: usize) -> Ident {

@@ -574,7 +574,17 @@ pub fn program(p: &Program) -> String {
         let _ = writeln!(out, "backward ops:");
         ops(&mut out, plan, &tp.backward, 2);
     }
+    if !plan.learn.is_empty() {
+        let _ = writeln!(out, "learn (after a forward pass, Session::learn):");
+        for l in &plan.learn {
+            let _ = writeln!(out, "  {}", l.print(plan));
+        }
+    }
     for k in &p.kernels {
+        let _ = writeln!(out);
+        out.push_str(&k.to_string());
+    }
+    for k in &p.plastic {
         let _ = writeln!(out);
         out.push_str(&k.to_string());
     }

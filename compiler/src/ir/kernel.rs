@@ -8,13 +8,48 @@
 use std::fmt;
 
 use crate::ir::expr::{print, Expr, Parens, Text};
-use snn_runtime::plan::{Extent, LaunchTime, Plan};
+use crate::ir::synapse::SynapseEqs;
+use snn_runtime::plan::{Extent, LaunchTime, Plan, PlasticGeom};
 
 #[derive(Clone, Debug)]
 pub struct Program {
     pub plan: Plan,
-    /// One per `plan.kernels` entry, same order.
+    /// One per `plan.kernels` entry, same order, for the first `kernels.len()` entries.
     pub kernels: Vec<Kernel>,
+    /// The plasticity kernels: the remaining `plan.kernels` entries, same order (each
+    /// [`snn_runtime::plan::LearnLayer`] names its own).
+    pub plastic: Vec<PlasticKernel>,
+}
+
+impl Program {
+    /// Every kernel's symbol, in plan order.
+    pub fn symbols(&self) -> Vec<String> {
+        self.kernels
+            .iter()
+            .map(|k| k.symbol.clone())
+            .chain(self.plastic.iter().map(|k| k.symbol.clone()))
+            .collect()
+    }
+}
+
+/// A plasticity kernel (`synapse = rule(..)`): one thread per postsynaptic map owns that
+/// map's synapses and walks the batch in order; for each event of a sample (a neuron of the
+/// map its gate selects, or that fired) it finds the first spike times and runs the rule on
+/// every synapse of the neuron (`snn_runtime::op::plastic`). Back ends print this loop
+/// nest around the rule's body (f64; the weight rounded to f32 after each event).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlasticKernel {
+    /// Exported symbol, unique and mangled like the other kernels'.
+    pub symbol: String,
+    /// One line on what it computes, printed as a comment.
+    pub doc: String,
+    pub geom: PlasticGeom,
+    /// Events are the gate's non-zero neurons (else the neurons that fired).
+    pub gate: bool,
+    /// The rule reads the sample's reward (`bufs[4]`).
+    pub reward: bool,
+    /// The rule: parameter `i` is `params[i]` (f64), its locals, its `on_post` body.
+    pub rule: SynapseEqs,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -411,5 +446,50 @@ mod tests {
         let mut k = kernel(2);
         mark_prefetch(&mut k, 4);
         assert!(k.to_string().contains("  prefetch 4 steps of in0, in1\n"));
+    }
+}
+
+impl fmt::Display for PlasticKernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = &self.rule;
+        writeln!(f, "kernel {}  // {}", self.symbol, self.doc)?;
+        writeln!(
+            f,
+            "  bufs weight, pre, post{}{}; params (f64) {}",
+            if self.gate { ", gate" } else { "" },
+            if self.reward { ", reward" } else { "" },
+            r.params
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+        let (map, neuron, synapse) = match self.geom {
+            PlasticGeom::Dense { inputs, .. } => (
+                "o",
+                "neuron o",
+                format!("i in 0..{inputs}: t_pre = first spike of pre[i]"),
+            ),
+            PlasticGeom::Conv(g) => (
+                "z",
+                "(y, x) of map z",
+                format!(
+                    "(c, ky, kx) in {}x{}x{}: t_pre = first spike of pre[c, y*{} + ky - {}, x*{} + kx - {}] (T in the padding)",
+                    g.c_in, g.kh, g.kw, g.stride, g.pad, g.stride, g.pad
+                ),
+            ),
+        };
+        writeln!(f, "  over {map} in lo..hi (postsynaptic maps), for b in 0..B (in order):")?;
+        writeln!(
+            f,
+            "    for each {neuron} {}: t_post = its first spike (T if none)",
+            if self.gate { "where gate != 0" } else { "that fired" }
+        )?;
+        writeln!(f, "      for each synapse {synapse}:")?;
+        writeln!(f, "        w = f64(weight)")?;
+        for a in &r.on_post {
+            writeln!(f, "        {} = {}", r.var_name(a.target), r.show(&a.value))?;
+        }
+        writeln!(f, "        weight = f32(w)")
     }
 }

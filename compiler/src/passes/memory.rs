@@ -467,6 +467,16 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
         };
         lives[b].pinned = true;
     }
+    // Plastic projections read their pre and post spikes, gate and reward after the
+    // forward pass (`Session::learn`): those keep their slots to the end.
+    for p in &m.plastic {
+        let src = m.nodes[p.projection].kind.sources()[0].0;
+        for h in [Some(src), p.post, p.gate, p.reward].into_iter().flatten() {
+            if let Some(&b) = plan.node_out.get(&h) {
+                lives[b].pinned = true;
+            }
+        }
+    }
     // Greedy slot assignment in order of first use.
     let mut order: Vec<usize> = (0..plan.buffers.len()).collect();
     order.sort_by_key(|&b| (lives[b].first, b));

@@ -1,7 +1,7 @@
 //! The CPU device: host memory, GEMM/conv through the `gemm` crate, generated kernels
 //! called through their C ABI on rayon threads. This file holds the device's memory (the
 //! [`Memory`] trait); each other concern and op family implements its trait in a file of its
-//! own (`dense.rs`, `conv.rs`, `pool.rs`, `time_mix.rs`, `filter.rs`, `wave.rs`, `launch.rs`, `optim.rs`), with the
+//! own (`dense.rs`, `conv.rs`, `pool.rs`, `time_mix.rs`, `filter.rs`, `wave.rs`, `plastic.rs`, `launch.rs`, `optim.rs`), with the
 //! numerics on host slices beside it. [`ops`] gathers the slice-level functions for tests.
 
 pub(crate) mod conv;
@@ -11,6 +11,7 @@ mod launch;
 pub(crate) mod matmul;
 pub mod ops;
 mod optim;
+mod plastic;
 pub(crate) mod pool;
 pub mod spike;
 mod time_mix;

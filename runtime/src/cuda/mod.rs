@@ -33,6 +33,7 @@ mod gpu;
 mod launch;
 mod nvrtc;
 mod optim;
+mod plastic;
 mod pool;
 pub mod shim;
 mod time_mix;
@@ -96,7 +97,7 @@ pub struct CudaDevice<G: Gpu = DriverGpu> {
     grads: Vec<Option<Buf<G::Mem>>>,
     params: Option<Buf<G::Mem>>,
     scratch: Option<Buf<G::Mem>>,
-    /// The matrix and bias of a `time_mix`, uploaded per call.
+    /// The matrix and bias of a `time_mix`, or a rule's parameters, uploaded per call.
     mix_scratch: Option<Buf<G::Mem>>,
     /// A `time_mix_dw`'s products, row sums and a row of ones.
     dw_scratch: Option<Buf<G::Mem>>,

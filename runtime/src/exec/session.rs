@@ -11,6 +11,7 @@ use crate::cpu::CpuDevice;
 use crate::device::{Device, Loc};
 use crate::error::{fmt_shape, Result, RuntimeError};
 use crate::io::weights;
+use crate::op::plastic::PlasticDesc;
 use crate::kernels::KernelTable;
 use crate::plan::*;
 use crate::rng;
@@ -32,6 +33,10 @@ pub struct Session {
     slot_sizes: Option<Vec<usize>>,
     /// What the weights and each run's slots may take; checked before allocating.
     budget: Budget,
+    /// The rule parameters of each [`crate::plan::LearnLayer`] (f64), as set now.
+    rule_params: Vec<Vec<f64>>,
+    /// Which learn layers [`Session::learn`] runs (all, until [`Session::set_learning`]).
+    learning: Vec<bool>,
 }
 
 impl std::fmt::Debug for Session {
@@ -98,6 +103,10 @@ impl Session {
             .collect();
         let params: Vec<f32> = plan.plan().params.iter().map(|p| p.value).collect();
         device.set_params(&params)?;
+        let rule_params = (plan.plan().learn.iter())
+            .map(|l| l.params.iter().map(|p| p.value).collect())
+            .collect();
+        let learning = vec![true; plan.plan().learn.len()];
         let mut s = Session {
             weights: (plan.plan().weights.iter())
                 .map(|w| vec![0.0; w.numel()])
@@ -110,6 +119,8 @@ impl Session {
             param_index,
             slot_sizes: None,
             budget,
+            rule_params,
+            learning,
         };
         s.init_weights(s.plan.plan().seed)?;
         Ok(s)
@@ -647,6 +658,119 @@ impl Session {
             out.push(g);
         }
         Ok(out)
+    }
+
+    /// One step of local learning: a forward pass on `inputs` (as [`Session::run`], whose
+    /// outputs it returns), then every enabled learn layer's rule ([`crate::op::plastic`])
+    /// on the batch's spikes, in plan order. The weights change on the device; the host
+    /// copies go stale as after optimizer steps (see [`Session::weights`]).
+    pub fn learn(
+        &mut self,
+        inputs: &[Tensor],
+        t: usize,
+        batch: usize,
+    ) -> Result<Vec<(OutputDecl, Tensor)>> {
+        if self.plan.plan().learn.is_empty() {
+            return Err(RuntimeError::InvalidArgument(
+                "this plan has no plastic projection (no `synapse = ...`)".into(),
+            ));
+        }
+        let outputs = self.run(inputs, t, batch)?;
+        self.apply_rules(t, batch)?;
+        Ok(outputs)
+    }
+
+    /// Runs the enabled rules on the spikes of the last run (same `t` and `batch`), without
+    /// a forward pass: [`Session::learn`]'s second half.
+    pub fn apply_rules(&mut self, t: usize, batch: usize) -> Result<()> {
+        let sizes = self.slot_sizes(t, batch)?;
+        if self.slot_sizes.as_ref() != Some(&sizes) {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "apply_rules(t = {t}, batch = {batch}) needs a run with the same sizes first"
+            )));
+        }
+        let plan = self.plan.plan();
+        let loc = |b: BufId| Loc::new(plan.buffers[b].slot, 0);
+        for (i, l) in plan.learn.iter().enumerate() {
+            if !self.learning[i] {
+                continue;
+            }
+            self.device.plastic(&PlasticDesc {
+                kernel: l.kernel,
+                weight: l.weight,
+                geom: l.geom,
+                t_len: t,
+                batch,
+                pre: loc(l.pre),
+                post: loc(l.post),
+                gate: l.gate.map(loc),
+                reward: l.reward.map(loc),
+                params: &self.rule_params[i],
+            })?;
+        }
+        self.device.sync()?;
+        self.weights_stale = true;
+        for &i in &self.plan.info().host_reads {
+            self.device.get_weight(i, &mut self.weights[i])?;
+        }
+        Ok(())
+    }
+
+    /// The learn layer of projection `layer` (its name in the model).
+    fn learn_layer(&self, layer: &str) -> Result<usize> {
+        let learn = &self.plan.plan().learn;
+        learn.iter().position(|l| l.name == layer).ok_or_else(|| {
+            let names: Vec<&str> = learn.iter().map(|l| l.name.as_str()).collect();
+            RuntimeError::InvalidArgument(format!(
+                "`{layer}` is not a plastic projection (plastic: {})",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ))
+        })
+    }
+
+    /// Whether [`Session::learn`] runs the rule of projection `layer` (layer-wise training
+    /// freezes the others).
+    pub fn set_learning(&mut self, layer: &str, on: bool) -> Result<()> {
+        let i = self.learn_layer(layer)?;
+        self.learning[i] = on;
+        Ok(())
+    }
+
+    /// Parameter `name` of the rule of projection `layer`, as set now.
+    pub fn rule_param(&self, layer: &str, name: &str) -> Result<f64> {
+        let i = self.learn_layer(layer)?;
+        let l = &self.plan.plan().learn[i];
+        let j = l.params.iter().position(|p| p.name == name).ok_or_else(|| {
+            RuntimeError::InvalidArgument(format!(
+                "rule `{}` of `{layer}` has no parameter `{name}`",
+                l.rule
+            ))
+        })?;
+        Ok(self.rule_params[i][j])
+    }
+
+    /// Sets parameter `name` of the rule of projection `layer` (f64, finite): a learning
+    /// rate schedule, R-STDP's adaptive rates.
+    pub fn set_rule_param(&mut self, layer: &str, name: &str, value: f64) -> Result<()> {
+        let i = self.learn_layer(layer)?;
+        let l = &self.plan.plan().learn[i];
+        let j = l.params.iter().position(|p| p.name == name).ok_or_else(|| {
+            RuntimeError::InvalidArgument(format!(
+                "rule `{}` of `{layer}` has no parameter `{name}`",
+                l.rule
+            ))
+        })?;
+        if !value.is_finite() {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "rule parameter `{layer}.{name}` must be finite, got {value}"
+            )));
+        }
+        self.rule_params[i][j] = value;
+        Ok(())
     }
 
     /// All weights, in plan order (the host copy). After optimizer steps on the device

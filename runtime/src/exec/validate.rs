@@ -73,6 +73,9 @@ pub fn validate(plan: Plan, n_kernels: usize) -> Result<ValidPlan> {
             &mut info.host_reads,
         )?;
     }
+    for (i, l) in plan.learn.iter().enumerate() {
+        l.check(&plan, &format!("learn layer {i}"))?;
+    }
     info.host_reads.sort_unstable();
     info.host_reads.dedup();
     Ok(ValidPlan { plan, info })

@@ -9,6 +9,7 @@
 pub mod conv;
 pub mod dense;
 pub mod filter;
+pub mod plastic;
 pub mod pool;
 pub mod time_mix;
 pub mod wave;

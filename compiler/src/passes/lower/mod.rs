@@ -20,6 +20,7 @@ use snn_runtime::plan::{
 use super::{pop_outputs, spilled_locals, Options};
 
 mod backward;
+mod learn;
 mod split_deep;
 
 pub use split_deep::MAX_DEPTH;
@@ -43,6 +44,7 @@ pub fn run(m: &Module, opts: &Options) -> DResult<Program> {
             kernels: vec![],
             ops: vec![],
             train: None,
+            learn: vec![],
         },
         kernels: vec![],
         param_base: BTreeMap::new(),
@@ -69,9 +71,11 @@ pub fn run(m: &Module, opts: &Options) -> DResult<Program> {
     for k in &mut l.kernels {
         mark_prefetch(k, opts.prefetch_steps);
     }
+    let plastic = l.learn();
     Ok(Program {
         plan: l.plan,
         kernels: l.kernels,
+        plastic,
     })
 }
 
