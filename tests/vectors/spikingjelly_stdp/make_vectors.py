@@ -290,7 +290,8 @@ def linear_case(name, w, seqs, tau_pre, tau_post, kind, on_grad=None):
         assert np.array_equal(np.stack(tps_sj), tps) and np.array_equal(np.stack(tqs_sj), tqs), name
         assert np.array_equal(n32(learner.trace_pre), tps[-1]), name
         assert np.array_equal(n32(learner.trace_post), tqs[-1]), name
-        # The forward pass itself: an f64 IF on the f64 current gives the same spikes.
+        # The forward pass itself: an f32 IF on the exact current (rounded to f32) gives the same
+        # spikes, far from the threshold.
         s64, margin = if_np(x.astype(np.float32))
         assert np.array_equal(s64, post), (name, "IF re-simulation differs")
         assert margin > 1e-4, (name, "a spike hinges on the current's rounding", margin)
