@@ -25,9 +25,9 @@ use crate::train::optim::Update;
 pub use crate::op::conv::{ConvDesc, ConvDwDesc, ConvDxDesc, ConvOps};
 pub use crate::op::dense::{DenseOps, GemmDesc, GemmDwDesc, GemmDxDesc};
 pub use crate::op::filter::{FilterDesc, FilterOps};
+pub use crate::op::plastic::{PlasticDesc, PlasticOps};
 pub use crate::op::pool::{PoolDesc, PoolDxDesc, PoolOps};
 pub use crate::op::time_mix::{TimeMixDesc, TimeMixDwDesc, TimeMixOps};
-pub use crate::op::plastic::{PlasticDesc, PlasticOps};
 pub use crate::op::wave::{InhibitDesc, RankCodeDesc, WaveOps};
 
 /// Index of a physical memory slot.

@@ -19,9 +19,9 @@ pub use codec::{decode, encode, EmbeddedPlan};
 pub use crate::op::conv::{Conv2d, Conv2dDw, Conv2dDx};
 pub use crate::op::dense::{Gemm, GemmDw, GemmDx};
 pub use crate::op::filter::{FilterOut, FilterStep};
+pub use crate::op::plastic::{LearnLayer, PlasticGeom, RuleParam};
 pub use crate::op::pool::{Pool2d, Pool2dDx};
 pub use crate::op::time_mix::{TimeBias, TimeMatrix, TimeMix, TimeMixDw, TimeMixDx};
-pub use crate::op::plastic::{LearnLayer, PlasticGeom, RuleParam};
 pub use crate::op::wave::{Inhibit, RankCode};
 use crate::op::LibraryOp;
 

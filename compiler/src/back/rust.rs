@@ -29,9 +29,11 @@ pub const LANES: usize = 16;
 /// The whole generated source file for a program.
 pub fn print_program(p: &Program) -> String {
     let mut kernels: Vec<TokenStream> = p.kernels.iter().map(|k| kernel_tokens(k, true)).collect();
-    kernels.extend(p.plastic.iter().map(|k| {
-        super::rust_plastic::kernel_tokens(k, true, &format_ident!("{}", k.symbol))
-    }));
+    kernels.extend(
+        p.plastic
+            .iter()
+            .map(|k| super::rust_plastic::kernel_tokens(k, true, &format_ident!("{}", k.symbol))),
+    );
     let abi = Literal::u32_unsuffixed(KERNEL_ABI_VERSION);
     let lanes = Literal::usize_unsuffixed(LANES);
     let block = Literal::usize_unsuffixed(BLOCK);
@@ -68,9 +70,11 @@ pub fn print_program(p: &Program) -> String {
 /// `module_kernel_ident(&p.kernels[i])`.
 pub fn print_module(p: &Program, args_ty: &TokenStream) -> TokenStream {
     let mut kernels: Vec<TokenStream> = p.kernels.iter().map(|k| kernel_tokens(k, false)).collect();
-    kernels.extend(p.plastic.iter().map(|k| {
-        super::rust_plastic::kernel_tokens(k, false, &format_ident!("{}", k.symbol))
-    }));
+    kernels.extend(
+        p.plastic
+            .iter()
+            .map(|k| super::rust_plastic::kernel_tokens(k, false, &format_ident!("{}", k.symbol))),
+    );
     let lanes = Literal::usize_unsuffixed(LANES);
     let block = Literal::usize_unsuffixed(BLOCK);
     let atomic = atomic_add_item(p);

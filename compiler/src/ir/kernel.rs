@@ -479,11 +479,18 @@ impl fmt::Display for PlasticKernel {
                 ),
             ),
         };
-        writeln!(f, "  over {map} in lo..hi (postsynaptic maps), for b in 0..B (in order):")?;
+        writeln!(
+            f,
+            "  over {map} in lo..hi (postsynaptic maps), for b in 0..B (in order):"
+        )?;
         writeln!(
             f,
             "    for each {neuron} {}: t_post = its first spike (T if none)",
-            if self.gate { "where gate != 0" } else { "that fired" }
+            if self.gate {
+                "where gate != 0"
+            } else {
+                "that fired"
+            }
         )?;
         writeln!(f, "      for each synapse {synapse}:")?;
         writeln!(f, "        w = f64(weight)")?;

@@ -71,7 +71,9 @@ pub struct SynapseEqs {
 impl SynapseEqs {
     /// Whether the rule reads the sample's reward.
     pub fn reads(&self, leaf: SynLeaf) -> bool {
-        self.on_post.iter().any(|a| a.value.any_leaf(|l| *l == leaf))
+        self.on_post
+            .iter()
+            .any(|a| a.value.any_leaf(|l| *l == leaf))
     }
 
     pub fn leaf_name(&self, l: &SynLeaf) -> String {

@@ -263,7 +263,8 @@ fn lower(def: &ast::NeuronDef, args: &PopArgs) -> DResult<NeuronEqs> {
     // them, e.g. PLIF's `init_tau > 1`), then the computed ones.
     for (i, p) in def.params.iter().enumerate() {
         if !deferred.iter().any(|(j, _)| *j == i) {
-            env.eqs.params[i].check = check_value(&def.name.name, p, env.eqs.params[i].value, spans[i])?;
+            env.eqs.params[i].check =
+                check_value(&def.name.name, p, env.eqs.params[i].value, spans[i])?;
         }
     }
     // Initial values computed from other parameters (f64, rounded once, as Python would).
@@ -306,7 +307,8 @@ fn lower(def: &ast::NeuronDef, args: &PopArgs) -> DResult<NeuronEqs> {
             }
         }
         let p = &def.params[i];
-        env.eqs.params[i].check = check_value(&def.name.name, p, env.eqs.params[i].value, spans[i])?;
+        env.eqs.params[i].check =
+            check_value(&def.name.name, p, env.eqs.params[i].value, spans[i])?;
     }
     if let Some(mx) = &def.mix {
         env.eqs.mix = Some(env.mix(mx)?);
@@ -663,10 +665,10 @@ impl Env<'_> {
 /// Evaluate an `if` condition of a neuron or synapse model at compile time: flags and
 /// choices as chosen (`declared`: the model's choices, for their variants).
 pub(crate) fn static_cond(
-e: &Expr,
-flags: &HashMap<&str, bool>,
-choices: &HashMap<&str, &str>,
-declared: &[ast::ChoiceDecl],
+    e: &Expr,
+    flags: &HashMap<&str, bool>,
+    choices: &HashMap<&str, &str>,
+    declared: &[ast::ChoiceDecl],
 ) -> DResult<bool> {
     let err = |span: Span| {
         Diagnostic::new(ErrorKind::BadArgument, "an `if` condition must be known at compile time")
@@ -675,10 +677,7 @@ declared: &[ast::ChoiceDecl],
     };
     match &e.kind {
         ExprKind::Bool(b) => Ok(*b),
-        ExprKind::Ident(n) => flags
-            .get(n.as_str())
-            .copied()
-            .ok_or_else(|| err(e.span)),
+        ExprKind::Ident(n) => flags.get(n.as_str()).copied().ok_or_else(|| err(e.span)),
         ExprKind::Unary {
             op: UnOp::Not,
             expr,
@@ -687,12 +686,14 @@ declared: &[ast::ChoiceDecl],
             op: BinOp::And,
             lhs,
             rhs,
-        } => Ok(static_cond(lhs, flags, choices, declared)? && static_cond(rhs, flags, choices, declared)?),
+        } => Ok(static_cond(lhs, flags, choices, declared)?
+            && static_cond(rhs, flags, choices, declared)?),
         ExprKind::Binary {
             op: BinOp::Or,
             lhs,
             rhs,
-        } => Ok(static_cond(lhs, flags, choices, declared)? || static_cond(rhs, flags, choices, declared)?),
+        } => Ok(static_cond(lhs, flags, choices, declared)?
+            || static_cond(rhs, flags, choices, declared)?),
         ExprKind::Binary {
             op: op @ (BinOp::Eq | BinOp::Ne),
             lhs,

@@ -215,10 +215,16 @@ fn lower(def: &ast::SynapseDef, args: &RuleArgs, call: Span) -> DResult<SynapseE
         if BUILT_INS.contains(&p.name.name.as_str()) {
             return Err(Diagnostic::new(
                 ErrorKind::Duplicate,
-                format!("`param {}` hides the rule's built-in `{}`", p.name.name, p.name.name),
+                format!(
+                    "`param {}` hides the rule's built-in `{}`",
+                    p.name.name, p.name.name
+                ),
             )
             .at(p.name.span, "a built-in name")
-            .hint(format!("rules read {}; pick another name", BUILT_INS.join(", "))));
+            .hint(format!(
+                "rules read {}; pick another name",
+                BUILT_INS.join(", ")
+            )));
         }
         let (value, span) = match args.params.iter().find(|(n, _, _)| *n == p.name.name) {
             Some((_, v, sp)) => (*v, *sp),
@@ -430,11 +436,9 @@ impl Env<'_> {
                 }
             },
             ExprKind::Unary { op, expr } => SExpr::Unary(*op, Box::new(self.expr(expr)?)),
-            ExprKind::Binary { op, lhs, rhs } => SExpr::Binary(
-                *op,
-                Box::new(self.expr(lhs)?),
-                Box::new(self.expr(rhs)?),
-            ),
+            ExprKind::Binary { op, lhs, rhs } => {
+                SExpr::Binary(*op, Box::new(self.expr(lhs)?), Box::new(self.expr(rhs)?))
+            }
             ExprKind::Call { func, args } => {
                 let Some((f, arity)) = Func::from_name(&func.name) else {
                     let d = Diagnostic::new(
@@ -464,11 +468,12 @@ impl Env<'_> {
                 )
             }
             _ => {
-                return Err(
-                    Diagnostic::new(ErrorKind::BadArgument, "not allowed in a synapse rule")
-                        .at(e.span, "unexpected")
-                        .hint("rules use numbers, names, operators and functions"),
+                return Err(Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    "not allowed in a synapse rule",
                 )
+                .at(e.span, "unexpected")
+                .hint("rules use numbers, names, operators and functions"))
             }
         })
     }

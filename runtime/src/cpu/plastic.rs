@@ -32,7 +32,11 @@ impl PlasticOps for CpuDevice {
         for (loc, len, what) in [
             (Some(d.pre), seq(g.pre_features())?, "plasticity (pre)"),
             (Some(d.post), seq(g.post_features())?, "plasticity (post)"),
-            (d.gate, mul2(d.batch, g.post_features())?, "plasticity (gate)"),
+            (
+                d.gate,
+                mul2(d.batch, g.post_features())?,
+                "plasticity (gate)",
+            ),
             (d.reward, d.batch, "plasticity (reward)"),
         ] {
             match loc {

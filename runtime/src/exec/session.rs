@@ -11,8 +11,8 @@ use crate::cpu::CpuDevice;
 use crate::device::{Device, Loc};
 use crate::error::{fmt_shape, Result, RuntimeError};
 use crate::io::weights;
-use crate::op::plastic::PlasticDesc;
 use crate::kernels::KernelTable;
+use crate::op::plastic::PlasticDesc;
 use crate::plan::*;
 use crate::rng;
 use crate::tensor::Tensor;
@@ -744,12 +744,16 @@ impl Session {
     pub fn rule_param(&self, layer: &str, name: &str) -> Result<f64> {
         let i = self.learn_layer(layer)?;
         let l = &self.plan.plan().learn[i];
-        let j = l.params.iter().position(|p| p.name == name).ok_or_else(|| {
-            RuntimeError::InvalidArgument(format!(
-                "rule `{}` of `{layer}` has no parameter `{name}`",
-                l.rule
-            ))
-        })?;
+        let j = l
+            .params
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| {
+                RuntimeError::InvalidArgument(format!(
+                    "rule `{}` of `{layer}` has no parameter `{name}`",
+                    l.rule
+                ))
+            })?;
         Ok(self.rule_params[i][j])
     }
 
@@ -758,12 +762,16 @@ impl Session {
     pub fn set_rule_param(&mut self, layer: &str, name: &str, value: f64) -> Result<()> {
         let i = self.learn_layer(layer)?;
         let l = &self.plan.plan().learn[i];
-        let j = l.params.iter().position(|p| p.name == name).ok_or_else(|| {
-            RuntimeError::InvalidArgument(format!(
-                "rule `{}` of `{layer}` has no parameter `{name}`",
-                l.rule
-            ))
-        })?;
+        let j = l
+            .params
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| {
+                RuntimeError::InvalidArgument(format!(
+                    "rule `{}` of `{layer}` has no parameter `{name}`",
+                    l.rule
+                ))
+            })?;
         if !value.is_finite() {
             return Err(RuntimeError::InvalidArgument(format!(
                 "rule parameter `{layer}.{name}` must be finite, got {value}"

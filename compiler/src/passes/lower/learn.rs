@@ -24,11 +24,14 @@ impl Lowerer<'_> {
                         outputs: out,
                     },
                 ),
-                NodeKind::Conv2d { src, .. } => (src, PlasticGeom::Conv(self.conv_geom(p.projection))),
+                NodeKind::Conv2d { src, .. } => {
+                    (src, PlasticGeom::Conv(self.conv_geom(p.projection)))
+                }
                 _ => unreachable!("rules attach to dense and conv2d"),
             };
             let kernel = self.plan.kernels.len();
-            let symbol = names::kernel_symbol(kernel, &format!("{}_{}", proj.name, eqs.model), "_learn");
+            let symbol =
+                names::kernel_symbol(kernel, &format!("{}_{}", proj.name, eqs.model), "_learn");
             self.plan.kernels.push(KernelDecl {
                 symbol: symbol.clone(),
                 arity: 5,
@@ -60,7 +63,11 @@ impl Lowerer<'_> {
                     "{}.weight learns by {} (once per postsynaptic event{})",
                     proj.name,
                     eqs.model,
-                    if p.gate.is_some() { " the gate selects" } else { " that fired" }
+                    if p.gate.is_some() {
+                        " the gate selects"
+                    } else {
+                        " that fired"
+                    }
                 ),
                 geom,
                 gate: p.gate.is_some(),
