@@ -142,6 +142,11 @@ fn spyker_stdp_matches_spyker_bit_for_bit_on_cpu() {
     stdp_matches_spyker("cpu");
 }
 
+#[test]
+fn spyker_stdp_matches_spyker_bit_for_bit_through_the_cuda_host_shim() {
+    stdp_matches_spyker("cuda-shim");
+}
+
 /// R-STDP: the reward pair where the decision was right, the punish pair where it was
 /// wrong (`reward` = +1 / -1 per sample), nothing for the silent sample; `t_post = T - 1`.
 fn rstdp_matches_spyker(device: &str) {
@@ -208,4 +213,9 @@ fn rstdp_matches_spyker(device: &str) {
 #[test]
 fn rstdp_matches_spyker_bit_for_bit_on_cpu() {
     rstdp_matches_spyker("cpu");
+}
+
+#[test]
+fn rstdp_matches_spyker_bit_for_bit_through_the_cuda_host_shim() {
+    rstdp_matches_spyker("cuda-shim");
 }

@@ -107,4 +107,15 @@ SNN_DEVICE float snn_uniform(unsigned int seed, unsigned long long idx, unsigned
     return (float)(x >> 8) * 0x1p-24f;
 }
 
+/// The first step `t < t_len` at which `buf[t * stride + at]` is non-zero, `t_len` if none:
+/// a neuron's first spike time, read by plasticity kernels (compiler/src/back/cuda_plastic.rs).
+SNN_DEVICE unsigned long long snn_first_spike(const float* buf, unsigned long long t_len,
+                                              unsigned long long stride, unsigned long long at) {
+    unsigned long long t = 0;
+    while (t < t_len && buf[t * stride + at] == 0.0f) {
+        ++t;
+    }
+    return t;
+}
+
 #endif // SNN_PRELUDE_CUH

@@ -197,7 +197,6 @@ fn generated_unit(symbols: &[String]) -> String {
     s
 }
 
-/// Writes `text` to `path` unless it already holds exactly that.
 /// A name no other build in this process or any other uses: tests build the same model's
 /// shim on several threads at once, and a temporary named by the PID alone was renamed away
 /// by one thread under the other's feet.
