@@ -126,6 +126,28 @@ pub fn ast_file(f: &ast::File) -> String {
         }
         let _ = writeln!(out, "}}");
     }
+    for r in &f.synapses {
+        let _ = writeln!(out, "synapse {} {{", r.name.name);
+        for p in &r.params {
+            let chk = p
+                .check
+                .as_ref()
+                .map(|c| format!(" where {}", expr(c)))
+                .unwrap_or_default();
+            let _ = writeln!(out, "  param {} = {}{chk}", p.name.name, expr(&p.default));
+        }
+        for fl in &r.flags {
+            let _ = writeln!(out, "  flag {} = {}", fl.name.name, fl.default);
+        }
+        for c in &r.choices {
+            let v: Vec<&str> = c.variants.iter().map(|v| v.name.as_str()).collect();
+            let _ = writeln!(out, "  choice {} = {}", c.name.name, v.join(" | "));
+        }
+        let _ = writeln!(out, "  on_post {{");
+        stmts(&mut out, &r.on_post, 4);
+        let _ = writeln!(out, "  }}");
+        let _ = writeln!(out, "}}");
+    }
     for m in &f.models {
         let _ = writeln!(out, "model {} {{", m.name.name);
         for i in &m.inputs {

@@ -109,23 +109,23 @@ impl SynapseEqs {
 
 impl fmt::Display for SynapseEqs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "synapse {}", self.model)?;
+        write!(f, "    synapse {}", self.model)?;
         if !self.variant.is_empty() {
             write!(f, " [{}]", self.variant)?;
         }
         writeln!(f, " (f64; w rounded to f32 once per event)")?;
         for p in &self.params {
-            writeln!(f, "  param {} = {:?}", p.name, p.value)?;
+            writeln!(f, "      param {} = {:?}", p.name, p.value)?;
         }
-        writeln!(f, "  on_post (once per postsynaptic event) {{")?;
+        writeln!(f, "      on_post (once per postsynaptic event) {{")?;
         for a in &self.on_post {
             writeln!(
                 f,
-                "    {} = {}",
+                "        {} = {}",
                 self.var_name(a.target),
                 self.show(&a.value)
             )?;
         }
-        write!(f, "  }}")
+        write!(f, "      }}")
     }
 }
