@@ -1166,3 +1166,221 @@ fn spyker_inhibition() {
     );
     assert!(d.hint.is_some());
 }
+
+/// `test.snn:L:C` of the first `needle` in `src`.
+fn loc_of(src: &str, needle: &str) -> String {
+    let at = src
+        .find(needle)
+        .unwrap_or_else(|| panic!("`{needle}` not in the source"));
+    let line = src[..at].matches('\n').count() + 1;
+    let col = at - src[..at].rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!("test.snn:{line}:{col}")
+}
+
+/// Synapse models and plastic projections (issue 19): a rule that writes what it may not,
+/// a rule on a projection it cannot attach to, wiring of the wrong shape: located errors.
+#[test]
+fn synapse_rules() {
+    const PLASTIC: &str = "model m {\n  T = 4\n  input x: [T, 6]\n  h = dense(x, 3, bias = false, synapse = spyker_stdp())\n  n = FireOnce(h)\n  output spikes(n)\n}\n";
+    let case = |from: &str, to: &str, kind: ErrorKind, at: &str, msg: &str| {
+        let src = PLASTIC.replace(from, to);
+        expect(&src, kind, &loc_of(&src, at), msg);
+    };
+    case(
+        "spyker_stdp()",
+        "stdpp()",
+        ErrorKind::UnknownModel,
+        "stdpp",
+        "unknown synapse model `stdpp`",
+    );
+    case(
+        "spyker_stdp()",
+        "spyker_stdp",
+        ErrorKind::BadValue,
+        "spyker_stdp",
+        "a rule is called",
+    );
+    case(
+        "spyker_stdp()",
+        "spyker_stdp(a_plus = x)",
+        ErrorKind::BadValue,
+        "x)",
+        "parameter `a_plus` must be a number",
+    );
+    case(
+        "spyker_stdp()",
+        "spyker_stdp(stabilize = 1)",
+        ErrorKind::BadValue,
+        "1)",
+        "flag `stabilize` must be true or false",
+    );
+    case(
+        "spyker_stdp()",
+        "rstdp()",
+        ErrorKind::BadArgument,
+        "rstdp()",
+        "reads `reward`, but none is given",
+    );
+    case(
+        "input x: [T, 6]",
+        "input x: [6]",
+        ErrorKind::BadArgument,
+        "input x",
+        "is the same at every step",
+    );
+    case(
+        "synapse = spyker_stdp()",
+        "post = n",
+        ErrorKind::BadArgument,
+        "n)",
+        "`post` is an argument of a plastic projection",
+    );
+    case(
+        "bias = false,",
+        "bias = false, delay = 1,",
+        ErrorKind::BadArgument,
+        "h = dense",
+        "has a delay",
+    );
+    case(
+        "bias = false,",
+        "bias = false, gate = g,",
+        ErrorKind::UnknownName,
+        "g,",
+        "unknown name `g`",
+    );
+    let src = PLASTIC
+        .replace("input x: [T, 6]", "input x: [T, 6]\n  input g: [2]")
+        .replace("bias = false,", "bias = false, gate = g,");
+    expect(
+        &src,
+        ErrorKind::Shape,
+        &loc_of(&src, "input g"),
+        "`gate = g` must be one static value per postsynaptic neuron",
+    );
+    let src = PLASTIC
+        .replace("input x: [T, 6]", "input x: [T, 6]\n  input r: [3]")
+        .replace("spyker_stdp()", "rstdp(), reward = r");
+    expect(
+        &src,
+        ErrorKind::Shape,
+        &loc_of(&src, "input r"),
+        "one static value per sample",
+    );
+    let src = PLASTIC
+        .replace("input x: [T, 6]", "input x: [T, 6]\n  input r: [1]")
+        .replace("spyker_stdp()", "spyker_stdp(), reward = r");
+    expect(
+        &src,
+        ErrorKind::BadArgument,
+        &loc_of(&src, "input r"),
+        "does not read `reward`",
+    );
+    let src = PLASTIC.replace("  output", "  m2 = IF(h)\n  output");
+    expect(
+        &src,
+        ErrorKind::BadArgument,
+        &loc_of(&src, "spyker_stdp()"),
+        "drives 2 populations (`n`, `m2`)",
+    );
+    let src = PLASTIC.replace("  n = FireOnce(h)\n", "  n = FireOnce(dense(x, 3))\n");
+    expect(
+        &src,
+        ErrorKind::BadArgument,
+        &loc_of(&src, "spyker_stdp()"),
+        "drives no neuron population",
+    );
+    let src = PLASTIC
+        .replace("input x: [T, 6]", "input x: [T, 6]\n  input y: [T, 4]")
+        .replace("spyker_stdp()", "spyker_stdp(), post = y");
+    expect(
+        &src,
+        ErrorKind::Shape,
+        &loc_of(&src, "input y"),
+        "`post = y` must be a sequence of 3 neurons",
+    );
+    case(
+        "dense(x, 3, bias = false, synapse = spyker_stdp())",
+        "maxpool2d(x, 2, synapse = spyker_stdp())",
+        ErrorKind::UnknownName,
+        "synapse",
+        "synapse",
+    );
+
+    // Rules that write what they may not, or never write the weight.
+    let rule = |body: &str| {
+        format!(
+            "synapse my_rule {{\n  param a = 0.1\n  on_post {{\n{body}\n  }}\n}}\n{}",
+            PLASTIC.replace("spyker_stdp()", "my_rule()")
+        )
+    };
+    let src = rule("    t_post = 1.0\n    w = w + a");
+    expect(
+        &src,
+        ErrorKind::UnknownName,
+        &loc_of(&src, "t_post ="),
+        "cannot assign to `t_post`: it is read-only: `t_post` belongs to the postsynaptic side",
+    );
+    let src = rule("    t_pre = 1.0\n    w = w + a");
+    expect(
+        &src,
+        ErrorKind::UnknownName,
+        &loc_of(&src, "t_pre ="),
+        "belongs to the presynaptic side",
+    );
+    let src = rule("    a = 1.0\n    w = w + a");
+    expect(
+        &src,
+        ErrorKind::UnknownName,
+        &loc_of(&src, "a = 1.0"),
+        "cannot assign to `a`: it is a parameter",
+    );
+    let src = rule("    let d = a");
+    expect(
+        &src,
+        ErrorKind::BadArgument,
+        &loc_of(&src, "on_post"),
+        "never assigns the weight `w`",
+    );
+    let src = rule("    w = w + v");
+    expect(
+        &src,
+        ErrorKind::UnknownName,
+        &loc_of(&src, "v\n"),
+        "unknown name `v` in synapse model `my_rule`",
+    );
+    let src = rule("    w' = a");
+    expect(
+        &src,
+        ErrorKind::BadArgument,
+        &loc_of(&src, "w' = a"),
+        "is an ODE",
+    );
+    let src = format!(
+        "synapse my_rule {{\n  param a = 0.1\n}}\n{}",
+        PLASTIC.replace("spyker_stdp()", "my_rule()")
+    );
+    expect(
+        &src,
+        ErrorKind::BadArgument,
+        &loc_of(&src, "my_rule {"),
+        "has no `on_post` block",
+    );
+    let src = format!("synapse LIF {{\n  on_post {{ w = w }}\n}}\n{PLASTIC}");
+    expect(
+        &src,
+        ErrorKind::Duplicate,
+        &loc_of(&src, "LIF"),
+        "`LIF` is defined twice",
+    );
+    let src = format!(
+        "synapse r {{\n  param T = 1.0\n  on_post {{ w = w }}\n}}\n{}",
+        PLASTIC.replace("spyker_stdp()", "r()")
+    );
+    expect(
+        &src,
+        ErrorKind::Duplicate,
+        &loc_of(&src, "T = 1.0"),
+        "hides the rule's built-in `T`",
+    );
+}

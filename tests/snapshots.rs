@@ -17,7 +17,11 @@ fn ir_after_every_pass_and_generated_rust() {
             .unwrap_or_else(|d| panic!("{}", d.render(&c.sources, false)));
         // `autodiff` only acts when compiling for training (see `training_plans`);
         // `synapses` only where a projection learns by a rule (the dump is `neurons`' else).
-        let plastic = !c.module_until(&parsed, "resolve").unwrap().plastic.is_empty();
+        let plastic = !c
+            .module_until(&parsed, "resolve")
+            .unwrap()
+            .plastic
+            .is_empty();
         let pinned = |p: &str| p != "autodiff" && (p != "synapses" || plastic);
         for (pass, _) in passes::PASSES.iter().filter(|(p, _)| pinned(p)) {
             let text = c

@@ -62,12 +62,7 @@ fn learn(
     t: usize,
     batch: usize,
 ) -> Option<Vec<f32>> {
-    if device == "cuda-shim" && snn_runtime::cuda::shim::find_cxx().is_none() {
-        println!("SKIP cuda-shim: no C++ compiler");
-        return None;
-    }
-    let mut l = snnc::session::load_device(p, device, Some(&common::cache_dir()))
-        .unwrap_or_else(|d| panic!("{device}: {}", d.message));
+    let mut l = load(p, device)?;
     l.session.set_weight("c.weight", kernel).unwrap();
     l.session.learn(inputs, t, batch).unwrap();
     l.session.sync_weights().unwrap();
@@ -218,4 +213,206 @@ fn rstdp_matches_spyker_bit_for_bit_on_cpu() {
 #[test]
 fn rstdp_matches_spyker_bit_for_bit_through_the_cuda_host_shim() {
     rstdp_matches_spyker("cuda-shim");
+}
+
+/// A random cumulative 0/1 wave `[T, B, F]` (each neuron fires once at a random step or
+/// never), from a small LCG so the test needs no RNG crate.
+fn random_wave(t: usize, batch: usize, f: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    let mut next = || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (s >> 33) as usize
+    };
+    let mut out = vec![0.0f32; t * batch * f];
+    for b in 0..batch {
+        for i in 0..f {
+            let first = next() % (t + 3); // >= t: never fires
+            for step in first..t {
+                out[(step * batch + b) * f + i] = 1.0;
+            }
+        }
+    }
+    out
+}
+
+/// The first step of `wave[.., b, i]` that is non-zero, `t` if none.
+fn first(wave: &[f32], t: usize, batch: usize, f: usize, b: usize, i: usize) -> usize {
+    (0..t)
+        .find(|&s| wave[(s * batch + b) * f + i] != 0.0)
+        .unwrap_or(t)
+}
+
+/// Spyker's STDP update of one synapse, written out here independently of the compiler.
+fn spyker_update(w: f32, t_pre: usize, t_post: usize, a: (f64, f64), stabilize: bool) -> f32 {
+    let (lo, hi) = (0.0f64, 1.0f64);
+    let old = w as f64;
+    let f = if stabilize {
+        (old - lo) * (hi - old)
+    } else {
+        1.0
+    };
+    let rate = if t_pre <= t_post { a.0 } else { a.1 };
+    (lo.max((old + rate * f).min(hi))) as f32
+}
+
+/// Without a gate every postsynaptic neuron that fired is an event, once per sample, in
+/// sample then index order: a dense layer and a strided, padded convolution against the
+/// rule computed here by hand, bit for bit, on both devices; then the learning switch and a
+/// rule parameter changed at run time.
+fn ungated_rules_match_a_reference(device: &str) {
+    let (t, batch) = (7usize, 3usize);
+    let a = (0.004f64, -0.003f64);
+    // Dense 12 -> 5.
+    let (n_in, n_out) = (12usize, 5usize);
+    let src = format!(
+        "model dense_rule {{
+  T = {t}
+  batch = {batch}
+  input x: [T, {n_in}]
+  input y: [T, {n_out}]
+  h = dense(x, {n_out}, bias = false, post = y, synapse = spyker_stdp())
+  n = FireOnce(h)
+  output spikes(n)
+}}"
+    );
+    let p = compile(&src);
+    let x = random_wave(t, batch, n_in, 1);
+    let y = random_wave(t, batch, n_out, 2);
+    let w0: Vec<f32> = (0..n_in * n_out).map(|i| (i % 17) as f32 / 17.0).collect();
+    let mut want = w0.clone();
+    for b in 0..batch {
+        for o in 0..n_out {
+            let tp = first(&y, t, batch, n_out, b, o);
+            if tp == t {
+                continue;
+            }
+            for i in 0..n_in {
+                let tq = first(&x, t, batch, n_in, b, i);
+                want[o * n_in + i] = spyker_update(want[o * n_in + i], tq, tp, a, true);
+            }
+        }
+    }
+    let inputs = [
+        Tensor::new(vec![t, batch, n_in], x).unwrap(),
+        Tensor::new(vec![t, batch, n_out], y).unwrap(),
+    ];
+    let Some(mut l) = load(&p, device) else {
+        return;
+    };
+    l.session.set_weight("h.weight", &w0).unwrap();
+    l.session.learn(&inputs, t, batch).unwrap();
+    l.session.sync_weights().unwrap();
+    assert_bits(
+        l.session.weight("h.weight").unwrap(),
+        &want,
+        &format!("{device} dense"),
+    );
+    // Switched off, the weights stay; with a_plus = 0 no weight goes up.
+    l.session.set_weight("h.weight", &w0).unwrap();
+    l.session.set_learning("h", false).unwrap();
+    l.session.learn(&inputs, t, batch).unwrap();
+    l.session.sync_weights().unwrap();
+    assert_eq!(l.session.weight("h.weight").unwrap(), &w0[..]);
+    l.session.set_learning("h", true).unwrap();
+    l.session.set_rule_param("h", "a_plus", 0.0).unwrap();
+    assert_eq!(l.session.rule_param("h", "a_plus").unwrap(), 0.0);
+    l.session.learn(&inputs, t, batch).unwrap();
+    l.session.sync_weights().unwrap();
+    let after = l.session.weight("h.weight").unwrap();
+    assert!(after.iter().zip(&w0).all(|(a, b)| a <= b));
+    assert!(after.iter().zip(&w0).any(|(a, b)| a < b));
+    let e = l.session.set_rule_param("h", "nope", 1.0).unwrap_err();
+    assert!(e.to_string().contains("has no parameter `nope`"), "{e}");
+    let e = l.session.set_learning("x", true).unwrap_err();
+    assert!(
+        e.to_string().contains("`x` is not a plastic projection"),
+        "{e}"
+    );
+
+    // Conv 2x7x6 -> 3 maps, kernel 3x2, stride 2, padding 1.
+    let (c_in, h, w, c_out, kh, kw, s, pad) = (2, 7, 6, 3, 3, 2, 2, 1);
+    let (ho, wo) = ((h + 2 * pad - kh) / s + 1, (w + 2 * pad - kw) / s + 1);
+    let src = format!(
+        "model conv_rule {{
+  T = {t}
+  batch = {batch}
+  input x: [T, {c_in}, {h}, {w}]
+  input y: [T, {c_out}, {ho}, {wo}]
+  c = conv2d(x, {c_out}, kernel = [{kh}, {kw}], stride = {s}, padding = {pad}, bias = false,
+             post = y, synapse = spyker_stdp(stabilize = false))
+  n = FireOnce(c)
+  output spikes(n)
+}}"
+    );
+    let p = compile(&src);
+    let (fi, fo) = (c_in * h * w, c_out * ho * wo);
+    let x = random_wave(t, batch, fi, 3);
+    let y = random_wave(t, batch, fo, 4);
+    let nw = c_out * c_in * kh * kw;
+    let w0: Vec<f32> = (0..nw).map(|i| (i % 13) as f32 / 13.0).collect();
+    let mut want = w0.clone();
+    for b in 0..batch {
+        for z in 0..c_out {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let tp = first(&y, t, batch, fo, b, (z * ho + oy) * wo + ox);
+                    if tp == t {
+                        continue;
+                    }
+                    for c in 0..c_in {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let (iy, ix) = (oy * s + ky, ox * s + kx);
+                                let tq = if iy < pad || ix < pad || iy - pad >= h || ix - pad >= w {
+                                    t
+                                } else {
+                                    first(&x, t, batch, fi, b, (c * h + iy - pad) * w + ix - pad)
+                                };
+                                let wi = ((z * c_in + c) * kh + ky) * kw + kx;
+                                want[wi] = spyker_update(want[wi], tq, tp, a, false);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let inputs = [
+        Tensor::new(vec![t, batch, c_in, h, w], x).unwrap(),
+        Tensor::new(vec![t, batch, c_out, ho, wo], y).unwrap(),
+    ];
+    let Some(mut l) = load(&p, device) else {
+        return;
+    };
+    l.session.set_weight("c.weight", &w0).unwrap();
+    l.session.learn(&inputs, t, batch).unwrap();
+    l.session.sync_weights().unwrap();
+    let got = l.session.weight("c.weight").unwrap();
+    assert_bits(got, &want, &format!("{device} conv"));
+    let changed = got.iter().zip(&w0).filter(|(a, b)| a != b).count();
+    assert!(changed > nw / 2, "only {changed} of {nw} weights changed");
+    println!("{device}: dense and conv (stride 2, padding 1) rules bit for bit; {changed} conv weights changed");
+}
+
+fn load(p: &Program, device: &str) -> Option<snnc::session::DeviceLoaded> {
+    if device == "cuda-shim" && snn_runtime::cuda::shim::find_cxx().is_none() {
+        println!("SKIP cuda-shim: no C++ compiler");
+        return None;
+    }
+    Some(
+        snnc::session::load_device(p, device, Some(&common::cache_dir()))
+            .unwrap_or_else(|d| panic!("{device}: {}", d.message)),
+    )
+}
+
+#[test]
+fn ungated_rules_match_a_reference_on_cpu() {
+    ungated_rules_match_a_reference("cpu");
+}
+
+#[test]
+fn ungated_rules_match_a_reference_through_the_cuda_host_shim() {
+    ungated_rules_match_a_reference("cuda-shim");
 }

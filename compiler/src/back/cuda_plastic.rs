@@ -26,7 +26,12 @@ pub fn f64_literal(v: f64) -> String {
         return "(0.0 / 0.0)".into();
     }
     if v.is_infinite() {
-        return if v > 0.0 { "(1.0 / 0.0)" } else { "(-1.0 / 0.0)" }.into();
+        return if v > 0.0 {
+            "(1.0 / 0.0)"
+        } else {
+            "(-1.0 / 0.0)"
+        }
+        .into();
     }
     let a = v.abs();
     let body = if a == a.trunc() && a < 9.0e15 {

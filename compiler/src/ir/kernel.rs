@@ -374,6 +374,58 @@ impl fmt::Display for Kernel {
     }
 }
 
+impl fmt::Display for PlasticKernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = &self.rule;
+        writeln!(f, "kernel {}  // {}", self.symbol, self.doc)?;
+        writeln!(
+            f,
+            "  bufs weight, pre, post{}{}; params (f64) {}",
+            if self.gate { ", gate" } else { "" },
+            if self.reward { ", reward" } else { "" },
+            r.params
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+        let (map, neuron, synapse) = match self.geom {
+            PlasticGeom::Dense { inputs, .. } => (
+                "o",
+                "neuron o",
+                format!("i in 0..{inputs}: t_pre = first spike of pre[i]"),
+            ),
+            PlasticGeom::Conv(g) => (
+                "z",
+                "(y, x) of map z",
+                format!(
+                    "(c, ky, kx) in {}x{}x{}: t_pre = first spike of pre[c, y*{} + ky - {}, x*{} + kx - {}] (T in the padding)",
+                    g.c_in, g.kh, g.kw, g.stride, g.pad, g.stride, g.pad
+                ),
+            ),
+        };
+        writeln!(
+            f,
+            "  over {map} in lo..hi (postsynaptic maps), for b in 0..B (in order):"
+        )?;
+        writeln!(
+            f,
+            "    for each {neuron} {}: t_post = its first spike (T if none)",
+            if self.gate {
+                "where gate != 0"
+            } else {
+                "that fired"
+            }
+        )?;
+        writeln!(f, "      for each synapse {synapse}:")?;
+        writeln!(f, "        w = f64(weight)")?;
+        for a in &r.on_post {
+            writeln!(f, "        {} = {}", r.var_name(a.target), r.show(&a.value))?;
+        }
+        writeln!(f, "        weight = f32(w)")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,57 +498,5 @@ mod tests {
         let mut k = kernel(2);
         mark_prefetch(&mut k, 4);
         assert!(k.to_string().contains("  prefetch 4 steps of in0, in1\n"));
-    }
-}
-
-impl fmt::Display for PlasticKernel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let r = &self.rule;
-        writeln!(f, "kernel {}  // {}", self.symbol, self.doc)?;
-        writeln!(
-            f,
-            "  bufs weight, pre, post{}{}; params (f64) {}",
-            if self.gate { ", gate" } else { "" },
-            if self.reward { ", reward" } else { "" },
-            r.params
-                .iter()
-                .map(|p| p.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )?;
-        let (map, neuron, synapse) = match self.geom {
-            PlasticGeom::Dense { inputs, .. } => (
-                "o",
-                "neuron o",
-                format!("i in 0..{inputs}: t_pre = first spike of pre[i]"),
-            ),
-            PlasticGeom::Conv(g) => (
-                "z",
-                "(y, x) of map z",
-                format!(
-                    "(c, ky, kx) in {}x{}x{}: t_pre = first spike of pre[c, y*{} + ky - {}, x*{} + kx - {}] (T in the padding)",
-                    g.c_in, g.kh, g.kw, g.stride, g.pad, g.stride, g.pad
-                ),
-            ),
-        };
-        writeln!(
-            f,
-            "  over {map} in lo..hi (postsynaptic maps), for b in 0..B (in order):"
-        )?;
-        writeln!(
-            f,
-            "    for each {neuron} {}: t_post = its first spike (T if none)",
-            if self.gate {
-                "where gate != 0"
-            } else {
-                "that fired"
-            }
-        )?;
-        writeln!(f, "      for each synapse {synapse}:")?;
-        writeln!(f, "        w = f64(weight)")?;
-        for a in &r.on_post {
-            writeln!(f, "        {} = {}", r.var_name(a.target), r.show(&a.value))?;
-        }
-        writeln!(f, "        weight = f32(w)")
     }
 }

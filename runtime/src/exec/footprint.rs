@@ -208,6 +208,7 @@ mod tests {
             kernels: vec![],
             ops: vec![],
             train: None,
+            learn: vec![],
         }
     }
 

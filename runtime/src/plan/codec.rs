@@ -127,6 +127,7 @@ mod tests {
             kernels: vec![],
             ops: vec![],
             train: None,
+            learn: vec![],
         }
     }
 

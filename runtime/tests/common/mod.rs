@@ -76,6 +76,7 @@ pub fn plan(name: &str) -> Plan {
         kernels: vec![],
         ops: vec![],
         train: None,
+        learn: vec![],
     }
 }
 
