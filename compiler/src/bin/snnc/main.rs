@@ -312,6 +312,12 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
                 program.plan.weights.len(),
                 program.plan.params.len()
             );
+            for l in &program.plan.learn {
+                eprintln!(
+                    "learns: `{}.weight` by {} (a plasticity kernel)",
+                    l.name, l.rule
+                );
+            }
             check_memory::report(&mut c, &parsed, &program, steps, batch)
                 .map_err(|d| report(&c, &d, color))
         }
