@@ -21,7 +21,7 @@ pub use crate::op::dense::{Gemm, GemmDw, GemmDx};
 pub use crate::op::filter::{FilterOut, FilterStep};
 pub use crate::op::pool::{Pool2d, Pool2dDx};
 pub use crate::op::time_mix::{TimeBias, TimeMatrix, TimeMix, TimeMixDw, TimeMixDx};
-pub use crate::op::wave::{Inhibit, RankCode};
+pub use crate::op::wave::{Infinite, Inhibit, RankCode, Wta};
 use crate::op::LibraryOp;
 
 /// Index into [`Plan::buffers`].
@@ -425,9 +425,46 @@ pub struct PoolGeom {
     pub w: usize,
     pub k: usize,
     pub stride: usize,
-    pub pad: usize,
+    /// Zero padding (top, left, bottom, right), Spyker's order; one number in a plan file
+    /// when every side is the same (as plans spelt it before).
+    #[serde(with = "pool_pad")]
+    pub pad: [usize; 4],
     pub h_out: usize,
     pub w_out: usize,
+}
+
+impl PoolGeom {
+    /// The same padding on every side.
+    pub fn symmetric(&self) -> bool {
+        self.pad.iter().all(|&p| p == self.pad[0])
+    }
+}
+
+/// [`PoolGeom::pad`] in a plan file: `1` or `[1, 0, 0, 1]`.
+mod pool_pad {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Pad {
+        Same(usize),
+        Sides([usize; 4]),
+    }
+
+    pub fn serialize<S: Serializer>(p: &[usize; 4], s: S) -> Result<S::Ok, S::Error> {
+        if p.iter().all(|&x| x == p[0]) {
+            Pad::Same(p[0]).serialize(s)
+        } else {
+            Pad::Sides(*p).serialize(s)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[usize; 4], D::Error> {
+        Ok(match Pad::deserialize(d)? {
+            Pad::Same(p) => [p; 4],
+            Pad::Sides(p) => p,
+        })
+    }
 }
 
 /// One launch group: a population (or encoder) run by a kernel. Several groups of one
@@ -491,6 +528,8 @@ pub enum Op {
     FilterOut(FilterOut),
     RankCode(RankCode),
     Inhibit(Inhibit),
+    Wta(Wta),
+    Infinite(Infinite),
 }
 
 impl Op {
@@ -513,6 +552,8 @@ impl Op {
             Op::FilterOut(o) => o,
             Op::RankCode(o) => o,
             Op::Inhibit(o) => o,
+            Op::Wta(o) => o,
+            Op::Infinite(o) => o,
         })
     }
 }

@@ -206,7 +206,7 @@ pub fn pool_geom(c: usize, h: usize, w: usize, k: usize, stride: usize, pad: usi
         w,
         k,
         stride,
-        pad,
+        pad: [pad; 4],
         h_out: (h + 2 * pad - k) / stride + 1,
         w_out: (w + 2 * pad - k) / stride + 1,
     }
