@@ -415,7 +415,7 @@ fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Option<Sh
             s
         }
         NodeKind::Wta { src, radius, .. } => {
-            let s = infer(m, src, state)?.ok_or_else(|| cycle_err(m, h))?;
+            let s = infer(m, src, state)?.ok_or_else(|| whole_run_in_cycle(m, h))?;
             // The winners are decided over all T steps at once: one static map per sample.
             if s.extent != Extent::Seq {
                 return Err(shape_err(
@@ -469,7 +469,7 @@ fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Option<Sh
             }
         }
         NodeKind::Infinite { src, .. } => {
-            let s = infer(m, src, state)?.ok_or_else(|| cycle_err(m, h))?;
+            let s = infer(m, src, state)?.ok_or_else(|| whole_run_in_cycle(m, h))?;
             if s.extent != Extent::Seq {
                 return Err(shape_err(
                     format!(
@@ -519,6 +519,18 @@ fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Option<Sh
     m.nodes[h].shape = Some(shape.clone());
     state[h.index()] = Visit::Done;
     Ok(Some(shape))
+}
+
+/// `wta` or `infinite` on its own recurrent cycle: it needs every step of its input before
+/// its first output (as `inhibit`).
+fn whole_run_in_cycle(m: &Module, h: NodeId) -> Diagnostic {
+    let op = m.nodes[h].kind.op_name();
+    Diagnostic::new(
+        ErrorKind::BadArgument,
+        format!("`{op}` inside a recurrent cycle: it reads all T steps of its input at once"),
+    )
+    .at(m.nodes[h].span, "in a recurrent cycle")
+    .hint(format!("apply `{op}` to a feed-forward layer's output"))
 }
 
 fn delay_static(m: &Module, h: NodeId, src: NodeId) -> Diagnostic {
