@@ -265,6 +265,9 @@ fn maxpool_of_a_wave_matches_spyker_pool() {
              n = FireOnce(m, v_threshold = 0.5)\n  output spikes(n)\n}}\n",
             d[2], d[3], d[4]
         ));
+        // The plan as `snn!` embeds it keeps the padding of every side.
+        let bytes = snn_runtime::plan::encode(&p.plan).unwrap();
+        assert_eq!(snn_runtime::plan::decode(&bytes).unwrap(), p.plan);
         let x = seq_input(&v["wave"]);
         for device in ["cpu", "cuda-shim"] {
             let Some(out) = run(&p, device, &[], x.clone(), t, batch) else {

@@ -425,9 +425,7 @@ pub struct PoolGeom {
     pub w: usize,
     pub k: usize,
     pub stride: usize,
-    /// Zero padding (top, left, bottom, right), Spyker's order; one number in a plan file
-    /// when every side is the same (as plans spelt it before).
-    #[serde(with = "pool_pad")]
+    /// Zero padding (top, left, bottom, right), Spyker's order.
     pub pad: [usize; 4],
     pub h_out: usize,
     pub w_out: usize,
@@ -437,33 +435,6 @@ impl PoolGeom {
     /// The same padding on every side.
     pub fn symmetric(&self) -> bool {
         self.pad.iter().all(|&p| p == self.pad[0])
-    }
-}
-
-/// [`PoolGeom::pad`] in a plan file: `1` or `[1, 0, 0, 1]`.
-mod pool_pad {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    #[derive(Serialize, Deserialize)]
-    #[serde(untagged)]
-    enum Pad {
-        Same(usize),
-        Sides([usize; 4]),
-    }
-
-    pub fn serialize<S: Serializer>(p: &[usize; 4], s: S) -> Result<S::Ok, S::Error> {
-        if p.iter().all(|&x| x == p[0]) {
-            Pad::Same(p[0]).serialize(s)
-        } else {
-            Pad::Sides(*p).serialize(s)
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[usize; 4], D::Error> {
-        Ok(match Pad::deserialize(d)? {
-            Pad::Same(p) => [p; 4],
-            Pad::Sides(p) => p,
-        })
     }
 }
 
