@@ -1175,7 +1175,10 @@ fn spyker_wta_and_infinite() {
     assert!(common::compile_str(WTA).is_ok());
     let with = |from: &str, to: &str| WTA.replace(from, to);
     // A vector of neurons is N maps of one pixel; the radius square must fit the map.
-    assert!(common::compile_str(&with("wta(c,", "wta(flatten(c),").replace("radius = 1", "radius = 0")).is_ok());
+    assert!(common::compile_str(
+        &with("wta(c,", "wta(flatten(c),").replace("radius = 1", "radius = 0")
+    )
+    .is_ok());
     assert!(common::compile_str(&with("radius = 1", "radius = 3")).is_ok());
     expect(
         &with("radius = 1", "radius = 4"),
@@ -1231,7 +1234,11 @@ fn spyker_wta_and_infinite() {
     );
     // No gradient through either op: a trained conv behind it is refused, at the op.
     for (from, to, op) in [
-        ("wta(c, k = 2, radius = 1)", "wta(c, k = 2, radius = 1)", "wta"),
+        (
+            "wta(c, k = 2, radius = 1)",
+            "wta(c, k = 2, radius = 1)",
+            "wta",
+        ),
         ("wta(c, k = 2, radius = 1)", "infinite(c)", "infinite"),
     ] {
         let src = with(from, to).replace(
@@ -1249,7 +1256,8 @@ fn spyker_wta_and_infinite() {
         assert!(d.hint.is_some());
     }
     expect(
-        &with("input x: [T, 2, 8, 8]", "input x: [2, 8, 8]").replace("wta(c, k = 2, radius = 1)", "infinite(c)"),
+        &with("input x: [T, 2, 8, 8]", "input x: [2, 8, 8]")
+            .replace("wta(c, k = 2, radius = 1)", "infinite(c)"),
         ErrorKind::Shape,
         "test.snn:5:3",
         "`infinite` keeps the last of `T` steps, but `c` is static",

@@ -302,12 +302,7 @@ fn winner_map(winners: &serde_json::Value, (c, h, w): (usize, usize, usize)) -> 
 /// `wta(..)` of the input `v` (`[T, C, H, W]`; `spikes`: re-fired by a `FireOnce`
 /// population first, so that the wave is a spike population's), read back through a
 /// `FireOnce` population whose potential is the static map at every step: its step 0.
-fn wta_map(
-    device: &str,
-    x: &Tensor,
-    call: &str,
-    spikes: bool,
-) -> Option<Vec<f32>> {
+fn wta_map(device: &str, x: &Tensor, call: &str, spikes: bool) -> Option<Vec<f32>> {
     let (t, batch, d) = (x.shape[0], x.shape[1], &x.shape[2..]);
     let src = if spikes { "s" } else { "v" };
     let p = compile(&format!(
@@ -324,7 +319,10 @@ fn seq_input(v: &serde_json::Value) -> Tensor {
     let d = dims(v);
     let (batch, t) = (d[0], d[1]);
     Tensor::new(
-        [t, batch].into_iter().chain(d[2..].iter().copied()).collect(),
+        [t, batch]
+            .into_iter()
+            .chain(d[2..].iter().copied())
+            .collect(),
         swap_bt(&flat(v), batch, t),
     )
     .unwrap()
@@ -341,7 +339,10 @@ fn wta_matches_spyker(device: &str) -> Option<()> {
         let x = seq_input(&v[input]);
         let d = dims(&v[input]);
         for case in v[cases].as_array().unwrap() {
-            let (r, k) = (case["radius"].as_u64().unwrap(), case["count"].as_u64().unwrap());
+            let (r, k) = (
+                case["radius"].as_u64().unwrap(),
+                case["count"].as_u64().unwrap(),
+            );
             let threshold = case.get("threshold").map_or(0.0, |t| t.as_f64().unwrap());
             let call = format!(", k = {k}, radius = {r}, threshold = {threshold:?}");
             let got = wta_map(device, &x, &call, spikes)?;
@@ -378,7 +379,14 @@ fn infinite_matches_spyker(device: &str) -> Option<()> {
          output trace(n.v)\n  output spikes(n)\n  output trace(m.v)\n}}\n",
         x.shape[2], x.shape[3], x.shape[4], d[2]
     ));
-    let out = run(&p, device, &[("c.weight", &flat(&v["kernel"]))], x, t, batch)?;
+    let out = run(
+        &p,
+        device,
+        &[("c.weight", &flat(&v["kernel"]))],
+        x,
+        t,
+        batch,
+    )?;
     let what = |x: &str| format!("infinite {x} on {device}");
     let got = swap_bt(output(&out, "n.v"), t, batch);
     assert_bits(&what("output"), &got, &flat(&v["output"]));

@@ -904,8 +904,18 @@ fn pool_backward_matches_naive() {
             pool_backward_case(kind, pool_geom(2, 9, 8, 2, 3, 0), 2, quantised);
             pool_backward_case(kind, pool_geom(4, 8, 8, 2, 2, 0), 6, quantised);
             pool_backward_case(kind, pool_geom(4, 32, 32, 2, 2, 0), 16, quantised);
-            pool_backward_case(kind, pool_geom_sides(3, 9, 9, 2, 2, [1, 0, 0, 1]), 3, quantised);
-            pool_backward_case(kind, pool_geom_sides(2, 9, 7, 3, 2, [0, 2, 0, 2]), 2, quantised);
+            pool_backward_case(
+                kind,
+                pool_geom_sides(3, 9, 9, 2, 2, [1, 0, 0, 1]),
+                3,
+                quantised,
+            );
+            pool_backward_case(
+                kind,
+                pool_geom_sides(2, 9, 7, 3, 2, [0, 2, 0, 2]),
+                2,
+                quantised,
+            );
         }
     }
     // Ties: the first cell of the window (row-major) gets the gradient, like torch.

@@ -224,9 +224,11 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
     for &ci in &order {
         for &n in &rec.components[ci] {
             late[n.index()] = m.shape(n).extent == Extent::Static
-                && m.nodes[n].kind.sources().iter().any(|&(s, _)| {
-                    m.shape(s).extent == Extent::Seq || late[s.index()]
-                });
+                && m.nodes[n]
+                    .kind
+                    .sources()
+                    .iter()
+                    .any(|&(s, _)| m.shape(s).extent == Extent::Seq || late[s.index()]);
         }
     }
     let mut stages = Vec::new();

@@ -89,13 +89,7 @@ impl<G: Gpu> WaveOps for CudaDevice<G> {
         self.launch_ops(
             "snn_infinite",
             n,
-            &[
-                x,
-                y,
-                n as u64,
-                (n - row) as u64,
-                d.value.to_bits() as u64,
-            ],
+            &[x, y, n as u64, (n - row) as u64, d.value.to_bits() as u64],
         )
     }
 }

@@ -496,7 +496,11 @@ mod tests {
     #[test]
     fn wta_scores_take_the_first_step_above_the_threshold_plus_half_the_potential() {
         // [T = 3][4] values; min 0, max 4: diff 8.
-        let v = [[0.0, 0.0, 1.0, 0.0], [0.0, 2.0, 4.0, 0.0], [0.0, 2.0, 4.0, 0.5]];
+        let v = [
+            [0.0, 0.0, 1.0, 0.0],
+            [0.0, 2.0, 4.0, 0.0],
+            [0.0, 2.0, 4.0, 0.5],
+        ];
         let s = wta_scores(3, 4, 0.0, false, |t, i| v[t][i]);
         assert_eq!(s, [f32::MIN, 1.0 + 2.0 / 8.0, 2.0 + 1.0 / 8.0, 0.5 / 8.0]);
         // A wave: T - t_first, 0 if silent.
@@ -513,7 +517,10 @@ mod tests {
         assert_eq!(wta_select(&mut s, (2, 1, 4), 5, 1, f32::MIN), [1, 7]);
         // Only sentinels left: no winner.
         let mut s = [f32::MIN; 4];
-        assert_eq!(wta_select(&mut s, (2, 1, 2), 2, 0, f32::MIN), Vec::<usize>::new());
+        assert_eq!(
+            wta_select(&mut s, (2, 1, 2), 2, 0, f32::MIN),
+            Vec::<usize>::new()
+        );
     }
 
     #[test]
