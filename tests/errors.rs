@@ -1384,3 +1384,146 @@ fn synapse_rules() {
         "hides the rule's built-in `T`",
     );
 }
+
+/// Spyker's k-WTA (`wta`) and "infinite threshold" (`infinite`).
+const WTA: &str = "model m {\n  T = 6\n  input x: [T, 2, 8, 8]\n  c = conv2d(x, 4, kernel = 3, padding = 1, bias = false)\n  w = wta(c, k = 2, radius = 1)\n  n = FireOnce(w)\n  output spikes(n)\n}\n";
+
+#[test]
+fn spyker_wta_and_infinite() {
+    assert!(common::compile_str(WTA).is_ok());
+    let with = |from: &str, to: &str| WTA.replace(from, to);
+    // A vector of neurons is N maps of one pixel; the radius square must fit the map.
+    assert!(common::compile_str(
+        &with("wta(c,", "wta(flatten(c),").replace("radius = 1", "radius = 0")
+    )
+    .is_ok());
+    assert!(common::compile_str(&with("radius = 1", "radius = 3")).is_ok());
+    expect(
+        &with("radius = 1", "radius = 4"),
+        ErrorKind::Shape,
+        "test.snn:5:3",
+        "`wta` radius 4 inhibits a 9x9 square, larger than `c`'s 8x8 maps",
+    );
+    expect(
+        &with("wta(c,", "wta(flatten(c),"),
+        ErrorKind::Shape,
+        "test.snn:5:3",
+        "larger than `w.flatten`'s 1x1 maps",
+    );
+    expect(
+        &with("input x: [T, 2, 8, 8]", "input x: [2, 8, 8]"),
+        ErrorKind::Shape,
+        "test.snn:5:3",
+        "`wta` ranks neurons by their first step above the threshold, but `c` is static",
+    );
+    expect(
+        "model m {\n  T = 6\n  input x: [T, 4, 8]\n  w = wta(x)\n  n = FireOnce(w)\n  output spikes(n)\n}\n",
+        ErrorKind::Shape,
+        "test.snn:4:3",
+        "`wta` expects [channels, height, width] maps or [neurons], but `x` has shape [4, 8]",
+    );
+    expect(
+        &with("k = 2", "k = 0"),
+        ErrorKind::BadValue,
+        "test.snn:5:18",
+        "`k`",
+    );
+    expect(
+        &with("radius = 1", "radius = -1"),
+        ErrorKind::BadValue,
+        "test.snn:5:30",
+        "`radius`",
+    );
+    expect(
+        &with("radius = 1)", "radius = 1, sort = true)"),
+        ErrorKind::UnknownName,
+        "test.snn:5:33",
+        "sort",
+    );
+    // Like `inhibit`, it needs all T steps of its input: not in a recurrent cycle.
+    expect(
+        &with(
+            "w = wta(c, k = 2, radius = 1)\n  n = FireOnce(w)",
+            "r = conv2d(n, 4, kernel = 3, padding = 1, delay = 1)\n  w = wta(r, k = 2, radius = 1)\n  n = FireOnce(c + w)",
+        ),
+        ErrorKind::BadArgument,
+        "test.snn:6:3",
+        "`wta` inside a recurrent cycle",
+    );
+    // No gradient through either op: a trained conv behind it is refused, at the op.
+    for (from, to, op) in [
+        (
+            "wta(c, k = 2, radius = 1)",
+            "wta(c, k = 2, radius = 1)",
+            "wta",
+        ),
+        ("wta(c, k = 2, radius = 1)", "infinite(c)", "infinite"),
+    ] {
+        let src = with(from, to).replace(
+            "output spikes(n)",
+            "o = LIF(dense(flatten(n), 3))\n  output counts(o)\n  train { loss = cross_entropy(counts(o)) }",
+        );
+        assert!(common::compile_str(&src).is_ok());
+        let mut c = Compiler::new(common::train_opts());
+        let parsed = c.parse_str("test.snn", &src).unwrap();
+        let d = c.compile(&parsed).unwrap_err();
+        assert_eq!(d.kind, ErrorKind::BadArgument);
+        assert_eq!(c.sources.location(d.span.unwrap()), "test.snn:5:3");
+        let msg = format!("`{op}` passes no gradient");
+        assert!(d.message.contains(&msg), "{}", d.message);
+        assert!(d.hint.is_some());
+    }
+    expect(
+        &with("input x: [T, 2, 8, 8]", "input x: [2, 8, 8]")
+            .replace("wta(c, k = 2, radius = 1)", "infinite(c)"),
+        ErrorKind::Shape,
+        "test.snn:5:3",
+        "`infinite` keeps the last of `T` steps, but `c` is static",
+    );
+    expect(
+        &with("wta(c, k = 2, radius = 1)", "infinite(c, value = true)"),
+        ErrorKind::BadValue,
+        "test.snn:5:27",
+        "`value`",
+    );
+}
+
+/// Pool padding per side: `[vertical, horizontal]` or `[top, left, bottom, right]`.
+#[test]
+fn pool_padding_per_side() {
+    let src = |pool: &str| {
+        format!("model m {{\n  T = 4\n  input x: [T, 2, 9, 9]\n  p = {pool}\n  n = FireOnce(p)\n  output spikes(n)\n}}\n")
+    };
+    for ok in [
+        "maxpool2d(x, 3, stride = 2, padding = [0, 2])",
+        "maxpool2d(x, 2, padding = [1, 0, 0, 1])",
+        "avgpool2d(x, 2, padding = [1, 0, 0, 1])",
+    ] {
+        assert!(common::compile_str(&src(ok)).is_ok(), "{ok}");
+    }
+    expect(
+        &src("maxpool2d(x, 2, padding = [1, 0, 1])"),
+        ErrorKind::BadValue,
+        "test.snn:4:33",
+        "`padding` must be a size >= 0, a pair `[vertical, horizontal]` or four sizes `[top, left, bottom, right]`",
+    );
+    expect(
+        &src("maxpool2d(x, 2, padding = [1, -1])"),
+        ErrorKind::BadValue,
+        "test.snn:4:33",
+        "`padding` must be",
+    );
+    expect(
+        &src("avgpool2d(x, 3, padding = [0, 3])"),
+        ErrorKind::Shape,
+        "test.snn:4:3",
+        "pool padding 3 of [0, 3, 0, 3] is not smaller than the window 3",
+    );
+    // The same padding on every side keeps the rule of one number.
+    expect(
+        &src("maxpool2d(x, 3, padding = [2, 2])"),
+        ErrorKind::Shape,
+        "test.snn:4:3",
+        "pool padding 2 is more than half the window 3",
+    );
+}

@@ -264,6 +264,8 @@ fn cuda_device_on_the_host_shim_matches_cpu_on_every_model() {
             "snn_filter_out",
             "snn_rank_code",
             "snn_inhibit",
+            "snn_wta",
+            "snn_infinite",
         ]);
     }
 }

@@ -244,8 +244,9 @@ fn inhibit_of_a_spike_population_matches_spyker_wave() {
 
 /// `pool.json`: Spyker's max pool of a cumulative wave is `maxpool2d` (the earliest spike in
 /// the window). Spyker pads with silent cells, snnc's padded cells never win: the same on a
-/// wave of zeros and ones. The cases with the same padding on every side (snnc's `padding`
-/// is one number); the two asymmetric ones (`(1, 0, 0, 1)`, `(0, 2)`) have no spelling yet.
+/// wave of zeros and ones. Every case, with Spyker's own spelling of the padding: one
+/// number, `[vertical, horizontal]` (`(0, 2)`) or `[top, left, bottom, right]`
+/// (`(1, 0, 0, 1)`).
 #[test]
 fn maxpool_of_a_wave_matches_spyker_pool() {
     let v = vectors("pool");
@@ -253,45 +254,162 @@ fn maxpool_of_a_wave_matches_spyker_pool() {
     let (batch, t) = (d[0], d[1]);
     let mut checked = 0;
     for case in v["cases"].as_array().unwrap() {
-        let pad: Vec<u64> = case["pad_tlbr"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p.as_u64().unwrap())
-            .collect();
-        if pad.iter().any(|&p| p != pad[0]) {
-            continue;
-        }
+        let pad = &case["pad"];
         let (k, s) = (
             case["kernel"].as_u64().unwrap(),
             case["stride"].as_u64().unwrap(),
         );
         let p = compile(&format!(
             "model p {{\n  T = {t}\n  input w: [T, {}, {}, {}]\n  \
-             m = maxpool2d(w, kernel = {k}, stride = {s}, padding = {})\n  \
+             m = maxpool2d(w, kernel = {k}, stride = {s}, padding = {pad})\n  \
              n = FireOnce(m, v_threshold = 0.5)\n  output spikes(n)\n}}\n",
-            d[2], d[3], d[4], pad[0]
+            d[2], d[3], d[4]
         ));
-        let x = Tensor::new(
-            [t, batch]
-                .into_iter()
-                .chain(d[2..].iter().copied())
-                .collect(),
-            swap_bt(&flat(&v["wave"]), batch, t),
-        )
-        .unwrap();
+        // The plan as `snn!` embeds it keeps the padding of every side.
+        let bytes = snn_runtime::plan::encode(&p.plan).unwrap();
+        assert_eq!(snn_runtime::plan::decode(&bytes).unwrap(), p.plan);
+        let x = seq_input(&v["wave"]);
         for device in ["cpu", "cuda-shim"] {
             let Some(out) = run(&p, device, &[], x.clone(), t, batch) else {
                 continue;
             };
             let got = swap_bt(output(&out, "n.spikes"), t, batch);
             assert_bits(
-                &format!("pool k={k} s={s} pad={} on {device}", pad[0]),
+                &format!("pool k={k} s={s} pad={pad} on {device}"),
                 &got,
                 &flat(&case["output"]),
             );
         }
         checked += 1;
     }
-    assert_eq!(checked, 4, "the symmetric cases of pool.json");
+    assert_eq!(checked, 6, "every case of pool.json");
+}
+
+/// The static map of `wta` winners Spyker lists: 1.0 at each `(z, y, x)` of a sample's
+/// list, 0.0 elsewhere, `[B, C, H, W]` flat.
+fn winner_map(winners: &serde_json::Value, (c, h, w): (usize, usize, usize)) -> Vec<f32> {
+    let samples = winners.as_array().unwrap();
+    let mut map = vec![0.0; samples.len() * c * h * w];
+    for (b, list) in samples.iter().enumerate() {
+        for wn in list.as_array().unwrap() {
+            let at = |k: &str| wn[k].as_u64().unwrap() as usize;
+            map[((b * c + at("z")) * h + at("y")) * w + at("x")] = 1.0;
+        }
+    }
+    map
+}
+
+/// `wta(..)` of the input `v` (`[T, C, H, W]`; `spikes`: re-fired by a `FireOnce`
+/// population first, so that the wave is a spike population's), read back through a
+/// `FireOnce` population whose potential is the static map at every step: its step 0.
+fn wta_map(device: &str, x: &Tensor, call: &str, spikes: bool) -> Option<Vec<f32>> {
+    let (t, batch, d) = (x.shape[0], x.shape[1], &x.shape[2..]);
+    let src = if spikes { "s" } else { "v" };
+    let p = compile(&format!(
+        "model w {{\n  T = {t}\n  input v: [T, {}, {}, {}]\n  s = FireOnce(v, v_threshold = 0.5)\n  \
+         w = wta({src}{call})\n  n = FireOnce(w)\n  output trace(n.v)\n  output spikes(s)\n}}\n",
+        d[0], d[1], d[2]
+    ));
+    let out = run(&p, device, &[], x.clone(), t, batch)?;
+    Some(output(&out, "n.v")[..batch * d.iter().product::<usize>()].to_vec())
+}
+
+/// `[B, T, ...]` JSON as the `[T, B, ...]` tensor snnc reads.
+fn seq_input(v: &serde_json::Value) -> Tensor {
+    let d = dims(v);
+    let (batch, t) = (d[0], d[1]);
+    Tensor::new(
+        [t, batch]
+            .into_iter()
+            .chain(d[2..].iter().copied())
+            .collect(),
+        swap_bt(&flat(v), batch, t),
+    )
+    .unwrap()
+}
+
+fn wta_matches_spyker(device: &str) -> Option<()> {
+    let v = vectors("wta");
+    let mut checked = 0;
+    for (input, cases, spikes) in [
+        ("potential", "cases", false),
+        ("raw", "raw_cases", false),
+        ("wave", "wave_cases", true),
+    ] {
+        let x = seq_input(&v[input]);
+        let d = dims(&v[input]);
+        for case in v[cases].as_array().unwrap() {
+            let (r, k) = (
+                case["radius"].as_u64().unwrap(),
+                case["count"].as_u64().unwrap(),
+            );
+            let threshold = case.get("threshold").map_or(0.0, |t| t.as_f64().unwrap());
+            let call = format!(", k = {k}, radius = {r}, threshold = {threshold:?}");
+            let got = wta_map(device, &x, &call, spikes)?;
+            let want = winner_map(&case["winners"], (d[2], d[3], d[4]));
+            assert_bits(&format!("wta {input} r={r} k={k} on {device}"), &got, &want);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 8, "every case of wta.json");
+    Some(())
+}
+
+#[test]
+fn wta_matches_spyker_on_cpu() {
+    wta_matches_spyker("cpu").unwrap();
+}
+
+#[test]
+fn wta_matches_spyker_through_the_cuda_host_shim() {
+    wta_matches_spyker("cuda-shim");
+}
+
+/// `infinite.json`: the dyadic `Conv(3, 20, 3, pad=1)` of a wave, `infinite` of it (every
+/// step but the last 0), `fire` of that and the decision `wta(., k = 1, radius = 0)`
+/// (sample 2 is silent: no winner).
+fn infinite_matches_spyker(device: &str) -> Option<()> {
+    let v = vectors("infinite");
+    let x = seq_input(&v["wave"]);
+    let (t, batch, d) = (x.shape[0], x.shape[1], dims(&v["output"]));
+    let p = compile(&format!(
+        "model i {{\n  T = {t}\n  input s: [T, {}, {}, {}]\n  \
+         c = conv2d(s, {}, kernel = 3, padding = 1, bias = false)\n  i = infinite(c)\n  \
+         n = FireOnce(i)\n  d = wta(i, k = 1, radius = 0)\n  m = FireOnce(d)\n  \
+         output trace(n.v)\n  output spikes(n)\n  output trace(m.v)\n}}\n",
+        x.shape[2], x.shape[3], x.shape[4], d[2]
+    ));
+    let out = run(
+        &p,
+        device,
+        &[("c.weight", &flat(&v["kernel"]))],
+        x,
+        t,
+        batch,
+    )?;
+    let what = |x: &str| format!("infinite {x} on {device}");
+    let got = swap_bt(output(&out, "n.v"), t, batch);
+    assert_bits(&what("output"), &got, &flat(&v["output"]));
+    let spikes = swap_bt(output(&out, "n.spikes"), t, batch);
+    assert_bits(&what("spikes"), &spikes, &flat(&v["spikes"]));
+    let map = &output(&out, "m.v")[..batch * d[2] * d[3] * d[4]];
+    let want = winner_map(&v["winners"], (d[2], d[3], d[4]));
+    assert_bits(&what("decision"), map, &want);
+    Some(())
+}
+
+#[test]
+fn infinite_matches_spyker_on_cpu() {
+    infinite_matches_spyker("cpu").unwrap();
+}
+
+#[test]
+fn infinite_matches_spyker_through_the_cuda_host_shim() {
+    infinite_matches_spyker("cuda-shim");
+}
+
+#[test]
+fn wta_and_infinite_match_spyker_on_a_gpu() {
+    wta_matches_spyker("cuda");
+    infinite_matches_spyker("cuda");
 }

@@ -416,3 +416,124 @@ fn ungated_rules_match_a_reference_on_cpu() {
 fn ungated_rules_match_a_reference_through_the_cuda_host_shim() {
     ungated_rules_match_a_reference("cuda-shim");
 }
+
+/// `[B, C, H, W]` first-spike times (`T` = never) as a `[T, B, C, H, W]` cumulative wave.
+fn scatter(first: &[f32], batch: usize, t: usize) -> Vec<f32> {
+    let n = first.len() / batch;
+    let mut out = vec![0.0f32; t * first.len()];
+    for s in 0..t {
+        for (i, &f) in first.iter().enumerate() {
+            if (f as usize) <= s {
+                out[(s * batch + i / n) * n + i % n] = 1.0;
+            }
+        }
+    }
+    out
+}
+
+/// A `[T, B, F]` wave's first-spike times `[B, F]` (`T` = never).
+fn gather(wave: &[f32], batch: usize, t: usize) -> Vec<f32> {
+    let f = wave.len() / (t * batch);
+    (0..batch * f)
+        .map(|i| first(wave, t, batch, f, i / f, i % f) as f32)
+        .collect()
+}
+
+/// Kheradpisheh's two learning layers as Spyker's example composes them, at toy size
+/// (layers.json): layer 1 learns from `wta(inhibit(conv1), k = 5, radius = 2)`, then layer
+/// 2 learns from the inhibited pooled wave of the *updated* layer 1 (a second forward
+/// pass), each with the other layer frozen. Kernels, spikes and the pooled wave bit for bit.
+fn kheradpisheh_layers_match_spyker(device: &str) {
+    let v = vectors("layers");
+    let t = v["T"].as_u64().unwrap() as usize;
+    let batch = dims(&v["input_first_spike"])[0];
+    let src = format!(
+        "model k_layers {{
+  T = {t}
+  batch = {batch}
+  input x: [T, 2, 12, 12]
+  c1 = conv2d(x, 4, kernel = 5, padding = 2, bias = false, post = n1,
+              synapse = spyker_stdp(), gate = wta(h1, k = 5, radius = 2, threshold = 10.0))
+  h1 = inhibit(c1, threshold = 10.0)
+  n1 = FireOnce(h1, v_threshold = 10.0)
+  s1 = FireOnce(c1, v_threshold = 10.0)
+  p1 = maxpool2d(s1, 2, padding = 1)
+  a = inhibit(p1)
+  c2 = conv2d(a, 6, kernel = 2, padding = 1, bias = false,
+              synapse = spyker_stdp(), gate = wta(h2, k = 8, radius = 1, threshold = 1.0))
+  h2 = inhibit(c2, threshold = 1.0)
+  n2 = FireOnce(h2, v_threshold = 1.0)
+  pa = FireOnce(a, v_threshold = 0.5)
+  output spikes(n1)
+  output spikes(pa)
+  output spikes(n2)
+}}"
+    );
+    let p = compile(&src);
+    let Some(mut l) = load(&p, device) else {
+        return;
+    };
+    let s = &mut l.session;
+    s.set_weight("c1.weight", &flat(&v["conv1_kernel"]))
+        .unwrap();
+    s.set_weight("c2.weight", &flat(&v["conv2_kernel"]))
+        .unwrap();
+    let x = scatter(&flat(&v["input_first_spike"]), batch, t);
+    let x = [Tensor::new(vec![t, batch, 2, 12, 12], x).unwrap()];
+    let out = |o: &[(snn_runtime::plan::OutputDecl, Tensor)], name: &str| {
+        let data = &o.iter().find(|(d, _)| d.name == name).unwrap().1.data;
+        gather(data, batch, t)
+    };
+    // Layer 1.
+    s.set_learning("c2", false).unwrap();
+    let o = s.learn(&x, t, batch).unwrap();
+    assert_bits(
+        &out(&o, "n1.spikes"),
+        &flat(&v["conv1_out_first_spike"]),
+        "conv1 spikes",
+    );
+    s.sync_weights().unwrap();
+    let c1 = s.weight("c1.weight").unwrap().to_vec();
+    assert_bits(
+        &c1,
+        &flat(&v["conv1_kernel_after"]),
+        &format!("{device} conv1 kernel"),
+    );
+    assert_eq!(
+        s.weight("c2.weight").unwrap(),
+        &flat(&v["conv2_kernel"])[..]
+    );
+    // Layer 2, through the updated layer 1.
+    s.set_learning("c1", false).unwrap();
+    s.set_learning("c2", true).unwrap();
+    let o = s.learn(&x, t, batch).unwrap();
+    assert_bits(
+        &out(&o, "pa.spikes"),
+        &flat(&v["pooled_inhibited_first_spike"]),
+        "inhibited pooled wave",
+    );
+    assert_bits(
+        &out(&o, "n2.spikes"),
+        &flat(&v["conv2_out_first_spike"]),
+        "conv2 spikes",
+    );
+    s.sync_weights().unwrap();
+    assert_eq!(s.weight("c1.weight").unwrap(), &c1[..], "layer 1 frozen");
+    let c2 = s.weight("c2.weight").unwrap();
+    assert_bits(
+        c2,
+        &flat(&v["conv2_kernel_after"]),
+        &format!("{device} conv2 kernel"),
+    );
+    println!("{device}: Kheradpisheh layer 1 and layer 2 steps bit for bit");
+}
+
+#[test]
+fn kheradpisheh_layers_match_spyker_on_cpu() {
+    kheradpisheh_layers_match_spyker("cpu");
+}
+
+#[test]
+fn kheradpisheh_layers_match_spyker_through_the_cuda_host_shim() {
+    kheradpisheh_layers_match_spyker("cuda-shim");
+}

@@ -855,14 +855,14 @@ int main(int argc, char** argv) {
         auto x = load("a.bin");
         std::vector<float> y(a[0]);
         snn_shim_launch(snn_pool2d, blocks(a[0]), dim3(256), x.data(), y.data(), a[0], a[1],
-                        a[2], a[3], a[4], a[5], a[6], a[7], a[8]);
+                        a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]);
         save(y);
     } else if (op == "pool2d_dx") {
         auto x = load("a.bin");
         auto dy = load("b.bin");
         auto dx = load("c.bin");
         snn_shim_launch(snn_pool2d_dx, blocks(a[0]), dim3(256), x.data(), dy.data(), dx.data(),
-                        a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]);
+                        a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10]);
         save(dx);
     } else {
         return 1;
@@ -905,22 +905,25 @@ int main(int argc, char** argv) {
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
 
     // Pooling, forward and backward.
-    let pool = |c, h, w, k, stride, pad| PoolGeom {
+    // Padding (top, left, bottom, right); the last two differ per side (Spyker's).
+    let pool = |c, h, w, k, stride, pad: [usize; 4]| PoolGeom {
         c,
         h,
         w,
         k,
         stride,
         pad,
-        h_out: (h + 2 * pad - k) / stride + 1,
-        w_out: (w + 2 * pad - k) / stride + 1,
+        h_out: (h + pad[0] + pad[2] - k) / stride + 1,
+        w_out: (w + pad[1] + pad[3] - k) / stride + 1,
     };
     let mut cases = 0;
     for g in [
-        pool(3, 9, 7, 3, 2, 1),
-        pool(2, 5, 6, 3, 1, 1),
-        pool(2, 9, 8, 2, 3, 0),
-        pool(4, 8, 8, 2, 2, 0),
+        pool(3, 9, 7, 3, 2, [1; 4]),
+        pool(2, 5, 6, 3, 1, [1; 4]),
+        pool(2, 9, 8, 2, 3, [0; 4]),
+        pool(4, 8, 8, 2, 2, [0; 4]),
+        pool(2, 9, 9, 2, 2, [1, 0, 0, 1]),
+        pool(3, 9, 7, 3, 2, [0, 2, 0, 2]),
     ] {
         for kind in [PoolKind::Max, PoolKind::Avg] {
             for (seed, levels) in [(1, None), (2, Some(2))] {
@@ -930,7 +933,9 @@ int main(int argc, char** argv) {
                 let x = vals(planes * pin, seed, levels);
                 let dy = vals(planes * pout, seed + 10, None);
                 let k = (kind == PoolKind::Avg) as usize;
-                let geo = [g.h, g.w, g.k, g.stride, g.pad, g.h_out, g.w_out, k];
+                let geo = [
+                    g.h, g.w, g.k, g.stride, g.pad[0], g.pad[1], g.h_out, g.w_out, k,
+                ];
                 let mut y = vec![0.0; planes * pout];
                 ops::pool2d(&x, &mut y, images, kind, &g).unwrap();
                 let mut args = vec![planes * pout];

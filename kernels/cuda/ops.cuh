@@ -77,12 +77,13 @@ extern "C" __global__ void snn_bias_grad(
 }
 
 /// Max (`kind = 0`) or average (`kind = 1`, padding counted as zeros) pooling over `planes`
-/// contiguous `[h, w]` planes -> `[h_out, w_out]`; torch semantics, floor mode.
+/// contiguous `[h, w]` planes -> `[h_out, w_out]`; torch semantics, floor mode. The top and
+/// left padding place the windows; the bottom and right only count in `h_out`, `w_out`.
 extern "C" __global__ void snn_pool2d(
     const float* __restrict__ x,
     float* __restrict__ y,
     snn_u64 n, // planes * h_out * w_out
-    snn_u64 h, snn_u64 w, snn_u64 k, snn_u64 stride, snn_u64 pad,
+    snn_u64 h, snn_u64 w, snn_u64 k, snn_u64 stride, snn_u64 pad_top, snn_u64 pad_left,
     snn_u64 h_out, snn_u64 w_out, snn_u64 kind)
 {
     const snn_u64 i = SNN_FLAT_INDEX;
@@ -93,8 +94,8 @@ extern "C" __global__ void snn_pool2d(
     const snn_u64 oy = q / w_out;
     const snn_u64 ox = q % w_out;
     const float* xp = x + plane * h * w;
-    const snn_i64 y0 = (snn_i64)(oy * stride) - (snn_i64)pad;
-    const snn_i64 x0 = (snn_i64)(ox * stride) - (snn_i64)pad;
+    const snn_i64 y0 = (snn_i64)(oy * stride) - (snn_i64)pad_top;
+    const snn_i64 x0 = (snn_i64)(ox * stride) - (snn_i64)pad_left;
     const snn_i64 ys = y0 > 0 ? y0 : 0;
     snn_i64 ye = y0 + (snn_i64)k < (snn_i64)h ? y0 + (snn_i64)k : (snn_i64)h;
     ye = ye > 0 ? ye : 0;
@@ -174,11 +175,11 @@ extern "C" __global__ void snn_conv_bias_grad(
 /// The cell (index into the plane) that max pooling picks in window (oy, ox): the first
 /// maximum in row-major order, never a padded cell; -1 for an empty window.
 __device__ __forceinline__ snn_i64 snn_pool_argmax(
-    const float* xp, snn_i64 h, snn_i64 w, snn_i64 k, snn_i64 stride, snn_i64 pad,
-    snn_i64 oy, snn_i64 ox)
+    const float* xp, snn_i64 h, snn_i64 w, snn_i64 k, snn_i64 stride, snn_i64 pad_top,
+    snn_i64 pad_left, snn_i64 oy, snn_i64 ox)
 {
-    const snn_i64 y0 = oy * stride - pad;
-    const snn_i64 x0 = ox * stride - pad;
+    const snn_i64 y0 = oy * stride - pad_top;
+    const snn_i64 x0 = ox * stride - pad_left;
     const snn_i64 ys = y0 > 0 ? y0 : 0;
     snn_i64 ye = y0 + k < h ? y0 + k : h;
     ye = ye > 0 ? ye : 0;
@@ -208,15 +209,15 @@ extern "C" __global__ void snn_pool2d_dx(
     const float* __restrict__ dy,
     float* __restrict__ dx,
     snn_u64 n, // planes * h * w
-    snn_u64 h, snn_u64 w, snn_u64 k, snn_u64 stride, snn_u64 pad,
+    snn_u64 h, snn_u64 w, snn_u64 k, snn_u64 stride, snn_u64 pad_top, snn_u64 pad_left,
     snn_u64 h_out, snn_u64 w_out, snn_u64 kind, snn_u64 accumulate)
 {
     const snn_u64 i = SNN_FLAT_INDEX;
     if (i >= n) return;
     const snn_u64 plane = i / (h * w);
     const snn_u64 me = i % (h * w);
-    const snn_u64 ty = me / w + pad;
-    const snn_u64 tx = me % w + pad;
+    const snn_u64 ty = me / w + pad_top;
+    const snn_u64 tx = me % w + pad_left;
     const float* xp = x + plane * h * w;
     const float* dp = dy + plane * h_out * w_out;
     const snn_u64 oy_lo = ty + 1 > k ? (ty + 1 - k + stride - 1) / stride : 0;
@@ -230,7 +231,8 @@ extern "C" __global__ void snn_pool2d_dx(
             const float d = dp[oy * w_out + ox];
             if (kind == 0) {
                 if (snn_pool_argmax(xp, (snn_i64)h, (snn_i64)w, (snn_i64)k, (snn_i64)stride,
-                                    (snn_i64)pad, (snn_i64)oy, (snn_i64)ox) == (snn_i64)me)
+                                    (snn_i64)pad_top, (snn_i64)pad_left, (snn_i64)oy,
+                                    (snn_i64)ox) == (snn_i64)me)
                     acc = __fadd_rn(acc, d);
             } else {
                 acc = __fadd_rn(acc, __fmul_rn(d, inv));
@@ -594,6 +596,83 @@ extern "C" __global__ void snn_inhibit(
     for (snn_u64 t = 0; t < t_len; ++t)
         for (snn_u64 c = 0; c < channels; ++c)
             yb[t * row + c * plane] = __fmul_rn(xb[t * row + c * plane], c == keep ? 1.0f : 0.0f);
+}
+
+/// Spyker's k-WTA (runtime/src/op/wave.rs `wta_scores`, `wta_select`): one thread per
+/// sample `b < batch` of `x` (`[t_len, batch, features]`, `features = channels * height *
+/// width`), which works in its row of the static `y` (`[batch, features]`). It writes the
+/// scores there (the CPU's f32 operations, in its order), selects up to `k` winners as the
+/// CPU does (first maximum, a later score wins only when greater; stop at the sentinel),
+/// sets the radius square in every map and the winner's whole map to the sentinel, and
+/// marks the winner with -inf (below every score and the sentinel, so it never wins again
+/// and `std::max_element`'s choice among the others is unchanged); then `y` is 1 at the
+/// marks and 0 elsewhere. Serial per sample: O(T * features + k * features).
+extern "C" __global__ void snn_wta(
+    const float* __restrict__ x,
+    float* __restrict__ y,
+    snn_u64 batch, snn_u64 channels, snn_u64 height, snn_u64 width, snn_u64 t_len,
+    snn_u64 k, snn_u64 radius, snn_u64 thr_bits, snn_u64 spikes)
+{
+    const snn_u64 b = SNN_FLAT_INDEX;
+    if (b >= batch) return;
+    const snn_u64 plane = height * width, f = channels * plane, row = batch * f;
+    const float* xb = x + b * f;
+    float* s = y + b * f;
+    const float thr = __int_as_float((unsigned int)thr_bits);
+    const float sentinel = spikes ? 0.0f : __int_as_float(0xff7fffffu); // -FLT_MAX
+    const float mark = __int_as_float(0xff800000u);                      // -inf
+    if (spikes) {
+        for (snn_u64 i = 0; i < f; ++i) {
+            snn_u64 t = 0;
+            while (t < t_len && xb[t * row + i] == 0.0f) ++t;
+            s[i] = t < t_len ? (float)(unsigned short)(t_len - t) : 0.0f;
+        }
+    } else {
+        float lo = __int_as_float(0x7f800000u), hi = mark;
+        for (snn_u64 t = 0; t < t_len; ++t)
+            for (snn_u64 i = 0; i < f; ++i) {
+                lo = fminf(lo, xb[t * row + i]);
+                hi = fmaxf(hi, xb[t * row + i]);
+            }
+        const float diff = __fmul_rn(hi - lo, 2.0f);
+        for (snn_u64 i = 0; i < f; ++i) {
+            snn_u64 t = 0;
+            while (t < t_len && !(xb[t * row + i] > thr)) ++t;
+            s[i] = t < t_len ? __fadd_rn((float)(t_len - 1 - t), (xb[t * row + i] - lo) / diff)
+                             : sentinel;
+        }
+    }
+    const snn_u64 rounds = k < channels ? k : channels;
+    for (snn_u64 r = 0; r < rounds && f > 0; ++r) {
+        snn_u64 idx = 0;
+        for (snn_u64 i = 1; i < f; ++i)
+            if (s[idx] < s[i]) idx = i;
+        if (s[idx] == mark || fabsf(s[idx] - sentinel) < 1e-5f) break;
+        const snn_u64 z = idx / plane, wy = idx % plane / width, wx = idx % width;
+        const snn_u64 y0 = wy > radius ? wy - radius : 0, x0 = wx > radius ? wx - radius : 0;
+        const snn_u64 y1 = wy + radius < height ? wy + radius : height - 1;
+        const snn_u64 x1 = wx + radius < width ? wx + radius : width - 1;
+        for (snn_u64 c = 0; c < channels; ++c)
+            for (snn_u64 yy = y0; yy <= y1; ++yy)
+                for (snn_u64 xx = x0; xx <= x1; ++xx)
+                    if (s[c * plane + yy * width + xx] != mark) s[c * plane + yy * width + xx] = sentinel;
+        for (snn_u64 i = z * plane; i < (z + 1) * plane; ++i) s[i] = sentinel;
+        s[idx] = mark;
+    }
+    for (snn_u64 i = 0; i < f; ++i) s[i] = s[i] == mark ? 1.0f : 0.0f;
+}
+
+/// Spyker's "infinite threshold" (runtime/src/op/wave.rs `Infinite`): one thread per
+/// element of `y` (`[t_len, batch, features]`, `n` of them): `value` before the last step
+/// (`i < last = (t_len - 1) * batch * features`), `x` at it.
+extern "C" __global__ void snn_infinite(
+    const float* __restrict__ x,
+    float* __restrict__ y,
+    snn_u64 n, snn_u64 last, snn_u64 value_bits)
+{
+    const snn_u64 i = SNN_FLAT_INDEX;
+    if (i >= n) return;
+    y[i] = i < last ? __int_as_float((unsigned int)value_bits) : x[i];
 }
 
 #endif // SNN_OPS_CUH

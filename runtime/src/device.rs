@@ -28,7 +28,7 @@ pub use crate::op::filter::{FilterDesc, FilterOps};
 pub use crate::op::plastic::{PlasticDesc, PlasticOps};
 pub use crate::op::pool::{PoolDesc, PoolDxDesc, PoolOps};
 pub use crate::op::time_mix::{TimeMixDesc, TimeMixDwDesc, TimeMixOps};
-pub use crate::op::wave::{InhibitDesc, RankCodeDesc, WaveOps};
+pub use crate::op::wave::{InfiniteDesc, InhibitDesc, RankCodeDesc, WaveOps, WtaDesc};
 
 /// Index of a physical memory slot.
 pub type SlotId = usize;

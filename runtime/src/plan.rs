@@ -22,7 +22,7 @@ pub use crate::op::filter::{FilterOut, FilterStep};
 pub use crate::op::plastic::{LearnLayer, PlasticGeom, RuleParam};
 pub use crate::op::pool::{Pool2d, Pool2dDx};
 pub use crate::op::time_mix::{TimeBias, TimeMatrix, TimeMix, TimeMixDw, TimeMixDx};
-pub use crate::op::wave::{Inhibit, RankCode};
+pub use crate::op::wave::{Infinite, Inhibit, RankCode, Wta};
 use crate::op::LibraryOp;
 
 /// Index into [`Plan::buffers`].
@@ -429,9 +429,17 @@ pub struct PoolGeom {
     pub w: usize,
     pub k: usize,
     pub stride: usize,
-    pub pad: usize,
+    /// Zero padding (top, left, bottom, right), Spyker's order.
+    pub pad: [usize; 4],
     pub h_out: usize,
     pub w_out: usize,
+}
+
+impl PoolGeom {
+    /// The same padding on every side.
+    pub fn symmetric(&self) -> bool {
+        self.pad.iter().all(|&p| p == self.pad[0])
+    }
 }
 
 /// One launch group: a population (or encoder) run by a kernel. Several groups of one
@@ -495,6 +503,8 @@ pub enum Op {
     FilterOut(FilterOut),
     RankCode(RankCode),
     Inhibit(Inhibit),
+    Wta(Wta),
+    Infinite(Infinite),
 }
 
 impl Op {
@@ -517,6 +527,8 @@ impl Op {
             Op::FilterOut(o) => o,
             Op::RankCode(o) => o,
             Op::Inhibit(o) => o,
+            Op::Wta(o) => o,
+            Op::Infinite(o) => o,
         })
     }
 }

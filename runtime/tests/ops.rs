@@ -386,6 +386,9 @@ fn max_and_avg_pool() {
         check_pool(kind, pool_geom(3, 9, 7, 3, 2, 1), 2, 3);
         check_pool(kind, pool_geom(2, 8, 8, 2, 2, 0), 2, 2);
         check_pool(kind, pool_geom(4, 32, 32, 2, 2, 0), 2, 16);
+        // Spyker's padding per side: (1, 0, 0, 1) and (0, 2) with a window of 3.
+        check_pool(kind, pool_geom_sides(3, 9, 9, 2, 2, [1, 0, 0, 1]), 2, 3);
+        check_pool(kind, pool_geom_sides(2, 9, 7, 3, 2, [0, 2, 0, 2]), 2, 2);
     }
     // Padding semantics on a single value: max pads with -inf, avg counts pads as zeros.
     let g = pool_geom(1, 1, 1, 3, 1, 1);
@@ -780,8 +783,8 @@ fn naive_pool_dx(x: &[f32], dy: &[f32], images: usize, kind: PoolKind, g: &PoolG
                 let mut best: Option<(usize, f32)> = None;
                 for i in 0..g.k {
                     for j in 0..g.k {
-                        let iy = (oy * g.stride + i) as isize - g.pad as isize;
-                        let ix = (ox * g.stride + j) as isize - g.pad as isize;
+                        let iy = (oy * g.stride + i) as isize - g.pad[0] as isize;
+                        let ix = (ox * g.stride + j) as isize - g.pad[1] as isize;
                         if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
                             continue;
                         }
@@ -901,6 +904,18 @@ fn pool_backward_matches_naive() {
             pool_backward_case(kind, pool_geom(2, 9, 8, 2, 3, 0), 2, quantised);
             pool_backward_case(kind, pool_geom(4, 8, 8, 2, 2, 0), 6, quantised);
             pool_backward_case(kind, pool_geom(4, 32, 32, 2, 2, 0), 16, quantised);
+            pool_backward_case(
+                kind,
+                pool_geom_sides(3, 9, 9, 2, 2, [1, 0, 0, 1]),
+                3,
+                quantised,
+            );
+            pool_backward_case(
+                kind,
+                pool_geom_sides(2, 9, 7, 3, 2, [0, 2, 0, 2]),
+                2,
+                quantised,
+            );
         }
     }
     // Ties: the first cell of the window (row-major) gets the gradient, like torch.

@@ -20,6 +20,16 @@ fn dims(d: &[usize]) -> String {
 }
 
 /// NetIR with every annotation the passes so far have made.
+/// Pool padding as written: one number when every side is the same (as before lists),
+/// else `[top, left, bottom, right]`.
+fn pad_text(p: &[usize; 4]) -> String {
+    if p.iter().all(|&x| x == p[0]) {
+        p[0].to_string()
+    } else {
+        format!("[{}, {}, {}, {}]", p[0], p[1], p[2], p[3])
+    }
+}
+
 pub fn module(m: &Module, sources: &SourceMap) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -101,9 +111,10 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
                 padding,
                 ..
             } => format!(
-                "{}({}, kernel={kernel}, stride={stride}, padding={padding})",
+                "{}({}, kernel={kernel}, stride={stride}, padding={})",
                 n.kind.op_name(),
-                nm(*src)
+                nm(*src),
+                pad_text(padding)
             ),
             NodeKind::Flatten { src } => format!("flatten({})", nm(*src)),
             NodeKind::Filter {
@@ -126,6 +137,18 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
             NodeKind::Latency { src, sort } => format!("latency({}, sort={sort})", nm(*src)),
             NodeKind::Inhibit { src, threshold } => {
                 format!("inhibit({}, threshold={threshold:?})", nm(*src))
+            }
+            NodeKind::Wta {
+                src,
+                k,
+                radius,
+                threshold,
+            } => format!(
+                "wta({}, k={k}, radius={radius}, threshold={threshold:?})",
+                nm(*src)
+            ),
+            NodeKind::Infinite { src, value } => {
+                format!("infinite({}, value={value:?})", nm(*src))
             }
             NodeKind::Population {
                 inputs,

@@ -179,7 +179,8 @@ pub enum NodeKind {
         kind: PoolKind,
         kernel: usize,
         stride: usize,
-        padding: usize,
+        /// Zero padding (top, left, bottom, right), Spyker's order.
+        padding: [usize; 4],
     },
     Flatten {
         src: NodeId,
@@ -208,6 +209,22 @@ pub enum NodeKind {
     Inhibit {
         src: NodeId,
         threshold: f32,
+    },
+    /// `wta(v, k, radius, threshold)`: Spyker's k-WTA (`convwta`) of a `[C, H, W]` sequence
+    /// over all its `T` steps at once: a static map, 1 at each of at most `k` winners (at
+    /// most one per channel, none within `radius` of another), 0 elsewhere. A spike
+    /// source is scored by its first spike alone (Spyker's integer score of a `u8` wave).
+    Wta {
+        src: NodeId,
+        k: usize,
+        radius: usize,
+        threshold: f32,
+    },
+    /// `infinite(v, value)`: Spyker's "infinite threshold": every step but the last set to
+    /// `value`, the last step kept.
+    Infinite {
+        src: NodeId,
+        value: f32,
     },
     /// A neuron population; its input current is the sum of `inputs`.
     Population {
@@ -291,7 +308,9 @@ impl NodeKind {
             | NodeKind::Flatten { src }
             | NodeKind::Filter { src, .. }
             | NodeKind::Latency { src, .. }
-            | NodeKind::Inhibit { src, .. } => {
+            | NodeKind::Inhibit { src, .. }
+            | NodeKind::Wta { src, .. }
+            | NodeKind::Infinite { src, .. } => {
                 vec![(*src, 0)]
             }
             NodeKind::Dense { src, delay, .. } | NodeKind::Conv2d { src, delay, .. } => {
@@ -325,6 +344,8 @@ impl NodeKind {
             NodeKind::Filter { bank, .. } => bank.op_name(),
             NodeKind::Latency { .. } => "latency",
             NodeKind::Inhibit { .. } => "inhibit",
+            NodeKind::Wta { .. } => "wta",
+            NodeKind::Infinite { .. } => "infinite",
             NodeKind::Population { .. } => "population",
         }
     }

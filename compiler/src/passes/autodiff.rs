@@ -92,19 +92,27 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
         }
     }
 
-    // Inhibition selects a channel per pixel: it has no gradient (Spyker trains the layers
-    // around it with STDP).
-    if let Some(h) =
-        m.nodes.iter().map(|(h, _)| h).find(|h| {
-            needs_grad.contains(h) && matches!(m.nodes[*h].kind, NodeKind::Inhibit { .. })
-        })
-    {
+    // Inhibition selects a channel per pixel, k-WTA its winners: they have no gradient
+    // (Spyker trains the layers around them with STDP); nor has `infinite` here yet.
+    if let Some(h) = m.nodes.iter().map(|(h, _)| h).find(|h| {
+        needs_grad.contains(h)
+            && matches!(
+                m.nodes[*h].kind,
+                NodeKind::Inhibit { .. } | NodeKind::Wta { .. } | NodeKind::Infinite { .. }
+            )
+    }) {
+        let op = m.nodes[h].kind.op_name();
         return Err(Diagnostic::new(
             ErrorKind::BadArgument,
-            "`inhibit` passes no gradient, but a trained layer is behind it",
+            format!("`{op}` passes no gradient, but a trained layer is behind it"),
         )
         .at(m.nodes[h].span, "on the gradient path")
-        .hint("train the layers after the inhibition only, or train without `inhibit`"));
+        .hint(match op {
+            "inhibit" => {
+                "train the layers after the inhibition only, or train without `inhibit`".into()
+            }
+            _ => format!("train the layers after `{op}` only, or train without it"),
+        }));
     }
 
     // Conv and pooling layers train feed-forward; inside a recurrent cycle they do not yet.

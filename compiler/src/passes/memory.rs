@@ -105,6 +105,8 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
             NodeKind::Encode { .. }
             | NodeKind::Latency { .. }
             | NodeKind::Inhibit { .. }
+            | NodeKind::Wta { .. }
+            | NodeKind::Infinite { .. }
             | NodeKind::Dense { .. }
             | NodeKind::Conv2d { .. }
             | NodeKind::Pool2d { .. } => {

@@ -24,6 +24,8 @@ const OPS: &[&str] = &[
     "bernoulli",
     "latency",
     "inhibit",
+    "wta",
+    "infinite",
     "dog",
     "log",
     "gabor",
@@ -535,7 +537,7 @@ impl Resolver<'_> {
                     },
                     kernel,
                     stride: a.usize("stride", kernel, 1)?,
-                    padding: a.usize("padding", 0, 0)?,
+                    padding: pool_padding(&a)?,
                 }
             }
             "flatten" => NodeKind::Flatten {
@@ -586,6 +588,16 @@ impl Resolver<'_> {
             "inhibit" => NodeKind::Inhibit {
                 src: self.operand(name, a.required("input", "the input")?)?,
                 threshold: a.f32("threshold", 0.0, Range::Any)?,
+            },
+            "wta" => NodeKind::Wta {
+                src: self.operand(name, a.required("input", "the input")?)?,
+                k: a.usize("k", 1, 1)?,
+                radius: a.usize("radius", 0, 0)?,
+                threshold: a.f32("threshold", 0.0, Range::Any)?,
+            },
+            "infinite" => NodeKind::Infinite {
+                src: self.operand(name, a.required("input", "the input")?)?,
+                value: a.f32("value", 0.0, Range::Any)?,
             },
             _ => unreachable!("op_params knows only these"),
         };
@@ -1028,6 +1040,8 @@ fn op_params(func: &str) -> Option<(&'static [&'static str], usize)> {
         "bernoulli" => (&["input", "gain", "seed"], 1),
         "latency" => (&["input", "sort"], 1),
         "inhibit" => (&["input", "threshold"], 1),
+        "wta" => (&["input", "k", "radius", "threshold"], 1),
+        "infinite" => (&["input", "value"], 1),
         "dog" | "log" => (&["input", "size", "sigmas", "pad", "threshold"], 1),
         "gabor" => (&["input", "size", "filters", "pad", "threshold"], 1),
         _ => return None,
@@ -1056,6 +1070,36 @@ fn pair(a: &Bound, name: &str, default: usize) -> DResult<[usize; 2]> {
             let v = whole(e).filter(|v| *v >= 1).ok_or_else(bad)?;
             Ok([v, v])
         }
+    }
+}
+
+/// A pool's `padding`: one size for every side, `[vertical, horizontal]` or `[top, left,
+/// bottom, right]` (Spyker's order and its expansion of a pair, docs/spyker.md "Padding").
+fn pool_padding(a: &Bound) -> DResult<[usize; 4]> {
+    let Some(e) = a.get("padding") else {
+        return Ok([0; 4]);
+    };
+    let bad = || {
+        bad_value(
+            e.span,
+            "`padding` must be a size >= 0, a pair `[vertical, horizontal]` or four sizes `[top, left, bottom, right]`".into(),
+            "e.g. `padding = 1`, `padding = [0, 2]` or `padding = [1, 0, 0, 1]`",
+        )
+    };
+    let sizes = |items: &[Expr]| -> DResult<Vec<usize>> {
+        items.iter().map(|i| whole(i).ok_or_else(bad)).collect()
+    };
+    match &e.kind {
+        ExprKind::List(items) if items.len() == 2 => {
+            let p = sizes(items)?;
+            Ok([p[0], p[1], p[0], p[1]])
+        }
+        ExprKind::List(items) if items.len() == 4 => {
+            let p = sizes(items)?;
+            Ok([p[0], p[1], p[2], p[3]])
+        }
+        ExprKind::List(_) => Err(bad()),
+        _ => Ok([a.usize("padding", 0, 0)?; 4]),
     }
 }
 
@@ -1095,12 +1139,14 @@ fn usage(func: &str) -> String {
     match func {
         "dense" => "usage: dense(input, out_features, bias = true, delay = 0, init_gain = 1.0, sparse = auto, rate = 0.2)".into(),
         "conv2d" => "usage: conv2d(input, out_channels, kernel = 3, stride = 1, padding = 0, bias = true, delay = 0, init_gain = 1.0)".into(),
-        "maxpool2d" | "avgpool2d" => format!("usage: {func}(input, kernel, stride = kernel, padding = 0)"),
+        "maxpool2d" | "avgpool2d" => format!("usage: {func}(input, kernel, stride = kernel, padding = 0 | [vertical, horizontal] | [top, left, bottom, right])"),
         "flatten" => "usage: flatten(input)".into(),
         "poisson" => "usage: poisson(input, max_rate = 1.0, seed = N)".into(),
         "bernoulli" => "usage: bernoulli(input, gain = 1.0, seed = N)".into(),
         "latency" => "usage: latency(input, sort = true)".into(),
         "inhibit" => "usage: inhibit(input, threshold = 0.0)".into(),
+        "wta" => "usage: wta(input, k = 1, radius = 0, threshold = 0.0)".into(),
+        "infinite" => "usage: infinite(input, value = 0.0)".into(),
         "dog" => "usage: dog(input, size = 7, sigmas = [std1, std2, ...], pad = (size - 1) / 2, threshold = none)".into(),
         "log" => "usage: log(input, size = 7, sigmas = [std, ...], pad = (size - 1) / 2, threshold = none)".into(),
         "gabor" => "usage: gabor(input, size = 5, filters = [sigma, theta_degrees, gamma, lambda, psi, ...], pad = (size - 1) / 2, threshold = none)".into(),

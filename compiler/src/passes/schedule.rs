@@ -218,11 +218,24 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
     };
 
     let is_input = |m: &Module, n: NodeId| matches!(m.nodes[n].kind, NodeKind::Input { .. });
+    // A static value read off a sequence (`wta`'s winners, and what reads them) waits for it
+    // in the sequence's order below; every other static value comes first.
+    let mut late = vec![false; m.nodes.len()];
+    for &ci in &order {
+        for &n in &rec.components[ci] {
+            late[n.index()] = m.shape(n).extent == Extent::Static
+                && m.nodes[n]
+                    .kind
+                    .sources()
+                    .iter()
+                    .any(|&(s, _)| m.shape(s).extent == Extent::Seq || late[s.index()]);
+        }
+    }
     let mut stages = Vec::new();
     // Static values first: they depend only on static values.
     for &ci in &order {
         for &n in &rec.components[ci] {
-            if !is_input(m, n) && m.shape(n).extent == Extent::Static {
+            if !is_input(m, n) && m.shape(n).extent == Extent::Static && !late[n.index()] {
                 stages.push(Stage {
                     kind: StageKind::Layer(n),
                     reason: "static: same value at every step, computed once".into(),
@@ -234,7 +247,9 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
         kind: StageKind::Parallel(n),
         reason: "parallel: matrix products over the time axis, then one elementwise kernel".into(),
     };
-    let seq = |m: &Module, n: NodeId| !is_input(m, n) && m.shape(n).extent == Extent::Seq;
+    let seq = |m: &Module, n: NodeId| {
+        !is_input(m, n) && (m.shape(n).extent == Extent::Seq || late[n.index()])
+    };
     if opts.force_steps {
         // Every per-step node in one step loop, split where a population needs all T at once.
         let all: Vec<NodeId> = order
@@ -257,8 +272,12 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
                 stages.push(parallel_stage(n));
             } else if matches!(
                 m.nodes[n].kind,
-                NodeKind::Latency { .. } | NodeKind::Inhibit { .. }
-            ) {
+                NodeKind::Latency { .. }
+                    | NodeKind::Inhibit { .. }
+                    | NodeKind::Wta { .. }
+                    | NodeKind::Infinite { .. }
+            ) || late[n.index()]
+            {
                 // A sample's spike times come from all its values at once: one op, all T.
                 flush(&mut run, &mut stages);
                 stages.push(Stage {
@@ -282,16 +301,24 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
             }
             if rec.is_cycle(ci, |n| self_loop(m, n)) {
                 // Inhibition needs every step of its input before its first output step.
-                if let Some(&h) = comp
-                    .iter()
-                    .find(|&&h| matches!(m.nodes[h].kind, NodeKind::Inhibit { .. }))
-                {
+                if let Some(&h) = comp.iter().find(|&&h| {
+                    matches!(
+                        m.nodes[h].kind,
+                        NodeKind::Inhibit { .. } | NodeKind::Wta { .. } | NodeKind::Infinite { .. }
+                    )
+                }) {
+                    let op = m.nodes[h].kind.op_name();
                     return Err(Diagnostic::new(
                         ErrorKind::BadArgument,
-                        "`inhibit` inside a recurrent cycle: it reads all T steps of its input at once",
+                        format!(
+                            "`{op}` inside a recurrent cycle: it reads all T steps of its input at once"
+                        ),
                     )
                     .at(m.nodes[h].span, "in a recurrent cycle")
-                    .hint("inhibit a feed-forward layer's output"));
+                    .hint(match op {
+                        "inhibit" => "inhibit a feed-forward layer's output".to_string(),
+                        _ => format!("apply `{op}` to a feed-forward layer's output"),
+                    }));
                 }
                 let names: Vec<&str> = comp.iter().map(|&n| m.nodes[n].name.as_str()).collect();
                 stages.push(Stage {
@@ -315,6 +342,12 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
                     }
                     NodeKind::Inhibit { .. } => {
                         "feed-forward: one inhibition op over all T (winner per pixel)"
+                    }
+                    NodeKind::Wta { .. } => {
+                        "feed-forward: one k-WTA op over all T (static winners per sample)"
+                    }
+                    NodeKind::Infinite { .. } => {
+                        "feed-forward: one op over all T (only the last step kept)"
                     }
                     _ => "feed-forward: one op over all T*B rows",
                 };

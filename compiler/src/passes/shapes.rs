@@ -249,17 +249,36 @@ fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Option<Sh
                     "pool before flatten",
                 ));
             };
-            if padding * 2 > kernel {
+            let [top, left, bottom, right] = padding;
+            if padding.iter().all(|&p| p == top) {
+                if top * 2 > kernel {
+                    return Err(shape_err(
+                        format!("pool padding {top} is more than half the window {kernel}"),
+                        m,
+                        h,
+                        "padding too large",
+                        "padding must be at most kernel / 2",
+                    ));
+                }
+            } else if let Some(&p) = padding.iter().find(|&&p| p >= kernel) {
+                // Sides differ (Spyker's (0, 2) with a window of 3): no window may be all padding.
                 return Err(shape_err(
-                    format!("pool padding {padding} is more than half the window {kernel}"),
+                    format!(
+                        "pool padding {p} of [{top}, {left}, {bottom}, {right}] is not smaller than the window {kernel}"
+                    ),
                     m,
                     h,
                     "padding too large",
-                    "padding must be at most kernel / 2",
+                    "every side's padding must be smaller than the window, else a window holds padding only",
                 ));
             }
-            let (ho, wo) =
-                window_out(hh, ww, [kernel, kernel], stride, padding).ok_or_else(|| {
+            let side = |n: usize, a: usize, b: usize| {
+                let np = n.checked_add(a)?.checked_add(b)?;
+                (np >= kernel).then(|| (np - kernel) / stride + 1)
+            };
+            let (ho, wo) = side(hh, top, bottom)
+                .zip(side(ww, left, right))
+                .ok_or_else(|| {
                     shape_err(
                         format!("pool window {kernel} does not fit the {hh}x{ww} input"),
                         m,
@@ -395,6 +414,76 @@ fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Option<Sh
             }
             s
         }
+        NodeKind::Wta { src, radius, .. } => {
+            let s = infer(m, src, state)?.ok_or_else(|| whole_run_in_cycle(m, h))?;
+            // The winners are decided over all T steps at once: one static map per sample.
+            if s.extent != Extent::Seq {
+                return Err(shape_err(
+                    format!(
+                        "`wta` ranks neurons by their first step above the threshold, but `{}` is static",
+                        m.nodes[src].name
+                    ),
+                    m,
+                    h,
+                    "static input",
+                    "take the winners of a layer's per-step output, e.g. `wta(inhibit(conv2d(s, 8, 5)), k = 5, radius = 2)` of a spike wave `s`",
+                ));
+            }
+            let (hh, ww) = match s.dims[..] {
+                [_, hh, ww] => (hh, ww),
+                [_] => (1, 1),
+                _ => {
+                    return Err(shape_err(
+                        format!(
+                            "`wta` expects [channels, height, width] maps or [neurons], but `{}` has shape {}",
+                            m.nodes[src].name,
+                            dims_str(&s.dims)
+                        ),
+                        m,
+                        h,
+                        "not a [C, H, W] map or a vector",
+                        "take the winners of a `conv2d` layer's maps (or of a vector of neurons)",
+                    ))
+                }
+            };
+            if radius.saturating_mul(2).saturating_add(1) > hh.max(ww) {
+                return Err(shape_err(
+                    format!(
+                        "`wta` radius {radius} inhibits a {0}x{0} square, larger than `{1}`'s {hh}x{ww} maps",
+                        radius.saturating_mul(2).saturating_add(1),
+                        m.nodes[src].name
+                    ),
+                    m,
+                    h,
+                    "radius larger than the map",
+                    &format!(
+                        "use a radius of at most {} (2 * radius + 1 <= {})",
+                        (hh.max(ww) - 1) / 2,
+                        hh.max(ww)
+                    ),
+                ));
+            }
+            Shape {
+                extent: Extent::Static,
+                dims: s.dims,
+            }
+        }
+        NodeKind::Infinite { src, .. } => {
+            let s = infer(m, src, state)?.ok_or_else(|| whole_run_in_cycle(m, h))?;
+            if s.extent != Extent::Seq {
+                return Err(shape_err(
+                    format!(
+                        "`infinite` keeps the last of `T` steps, but `{}` is static",
+                        m.nodes[src].name
+                    ),
+                    m,
+                    h,
+                    "static input",
+                    "apply it to a layer's per-step potentials, e.g. `infinite(conv2d(s, 20, 3))`",
+                ));
+            }
+            s
+        }
         NodeKind::Flatten { src } => {
             let s = infer(m, src, state)?.ok_or_else(|| cycle_err(m, h))?;
             Shape {
@@ -430,6 +519,18 @@ fn infer(m: &mut Module, h: NodeId, state: &mut Vec<Visit>) -> DResult<Option<Sh
     m.nodes[h].shape = Some(shape.clone());
     state[h.index()] = Visit::Done;
     Ok(Some(shape))
+}
+
+/// `wta` or `infinite` on its own recurrent cycle: it needs every step of its input before
+/// its first output (as `inhibit`).
+fn whole_run_in_cycle(m: &Module, h: NodeId) -> Diagnostic {
+    let op = m.nodes[h].kind.op_name();
+    Diagnostic::new(
+        ErrorKind::BadArgument,
+        format!("`{op}` inside a recurrent cycle: it reads all T steps of its input at once"),
+    )
+    .at(m.nodes[h].span, "in a recurrent cycle")
+    .hint(format!("apply `{op}` to a feed-forward layer's output"))
 }
 
 fn delay_static(m: &Module, h: NodeId, src: NodeId) -> Diagnostic {

@@ -37,7 +37,7 @@ pub fn run(m: &mut Module, rules: &[ast::SynapseDef]) -> DResult<()> {
 }
 
 /// The population whose input current the projection is, directly or through ops that
-/// keep the neuron layout (`inhibit`): the postsynaptic neurons of the rule.
+/// keep the neuron layout (`inhibit`, `infinite`): the postsynaptic neurons of the rule.
 fn driven_population(m: &Module, proj: NodeId, span: Span) -> DResult<NodeId> {
     let mut found: Vec<NodeId> = Vec::new();
     let mut frontier = vec![proj];
@@ -49,7 +49,7 @@ fn driven_population(m: &Module, proj: NodeId, span: Span) -> DResult<NodeId> {
             }
             match node.kind {
                 NodeKind::Population { .. } if !found.contains(&c) => found.push(c),
-                NodeKind::Inhibit { .. } => frontier.push(c),
+                NodeKind::Inhibit { .. } | NodeKind::Infinite { .. } => frontier.push(c),
                 _ => {}
             }
         }

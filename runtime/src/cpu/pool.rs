@@ -7,14 +7,26 @@ use crate::op::pool::{PoolDesc, PoolDxDesc, PoolOps};
 use crate::plan::{PoolGeom, PoolKind};
 
 pub(crate) fn check_pool(g: &PoolGeom) -> Result<()> {
+    let [top, left, bottom, right] = g.pad;
+    let (hp, wp) = (
+        g.h.checked_add(top).and_then(|v| v.checked_add(bottom)),
+        g.w.checked_add(left).and_then(|v| v.checked_add(right)),
+    );
+    let pad_ok = if g.symmetric() {
+        top.saturating_mul(2) <= g.k
+    } else {
+        g.pad.iter().all(|&p| p < g.k)
+    };
     let ok = g.c > 0
         && g.k > 0
         && g.stride > 0
-        && 2 * g.pad <= g.k
-        && g.h + 2 * g.pad >= g.k
-        && g.w + 2 * g.pad >= g.k
-        && g.h_out == (g.h + 2 * g.pad - g.k) / g.stride + 1
-        && g.w_out == (g.w + 2 * g.pad - g.k) / g.stride + 1;
+        && pad_ok
+        && hp.zip(wp).is_some_and(|(hp, wp)| {
+            hp >= g.k
+                && wp >= g.k
+                && g.h_out == (hp - g.k) / g.stride + 1
+                && g.w_out == (wp - g.k) / g.stride + 1
+        });
     if !ok {
         return Err(RuntimeError::Device(format!(
             "inconsistent pool2d geometry {g:?}"
@@ -26,11 +38,11 @@ pub(crate) fn check_pool(g: &PoolGeom) -> Result<()> {
 fn pool_plane(x: &[f32], y: &mut [f32], kind: PoolKind, g: &PoolGeom) {
     let inv = 1.0 / (g.k * g.k) as f32;
     for oy in 0..g.h_out {
-        let y0 = (oy * g.stride) as isize - g.pad as isize;
+        let y0 = (oy * g.stride) as isize - g.pad[0] as isize;
         let ys = y0.max(0) as usize;
         let ye = ((y0 + g.k as isize).min(g.h as isize)).max(0) as usize;
         for ox in 0..g.w_out {
-            let x0 = (ox * g.stride) as isize - g.pad as isize;
+            let x0 = (ox * g.stride) as isize - g.pad[1] as isize;
             let xs = x0.max(0) as usize;
             let xe = ((x0 + g.k as isize).min(g.w as isize)).max(0) as usize;
             let v = match kind {
@@ -59,7 +71,8 @@ fn pool_plane(x: &[f32], y: &mut [f32], kind: PoolKind, g: &PoolGeom) {
 }
 
 /// Max or average pooling (torch semantics, `count_include_pad = True`, floor mode) over
-/// `images` contiguous `[c, h, w]` images.
+/// `images` contiguous `[c, h, w]` images. Only the top and left padding place the windows;
+/// the bottom and right ones only count in `h_out`, `w_out`.
 pub fn pool2d(x: &[f32], y: &mut [f32], images: usize, kind: PoolKind, g: &PoolGeom) -> Result<()> {
     check_pool(g)?;
     let pin = mul(&[g.h, g.w])?;
@@ -83,8 +96,8 @@ pub fn pool2d(x: &[f32], y: &mut [f32], images: usize, kind: PoolKind, g: &PoolG
 /// order (a later cell wins only when strictly greater), never a padded cell. `None` only
 /// for a window without cells (impossible in a valid geometry).
 fn window_argmax(x: &[f32], g: &PoolGeom, oy: usize, ox: usize) -> Option<usize> {
-    let y0 = (oy * g.stride) as isize - g.pad as isize;
-    let x0 = (ox * g.stride) as isize - g.pad as isize;
+    let y0 = (oy * g.stride) as isize - g.pad[0] as isize;
+    let x0 = (ox * g.stride) as isize - g.pad[1] as isize;
     let ys = y0.max(0) as usize;
     let ye = ((y0 + g.k as isize).min(g.h as isize)).max(0) as usize;
     let xs = x0.max(0) as usize;
@@ -112,7 +125,7 @@ fn pool_plane_dx(x: &[f32], dy: &[f32], dx: &mut [f32], kind: PoolKind, g: &Pool
     let inv = 1.0 / (g.k * g.k) as f32;
     for iy in 0..g.h {
         // Windows oy with oy * stride <= iy + pad < oy * stride + k.
-        let ty = iy + g.pad;
+        let ty = iy + g.pad[0];
         let oy_lo = if ty + 1 > g.k {
             (ty + 1 - g.k).div_ceil(g.stride)
         } else {
@@ -120,7 +133,7 @@ fn pool_plane_dx(x: &[f32], dy: &[f32], dx: &mut [f32], kind: PoolKind, g: &Pool
         };
         let oy_hi = (ty / g.stride).min(g.h_out - 1);
         for ix in 0..g.w {
-            let tx = ix + g.pad;
+            let tx = ix + g.pad[1];
             let ox_lo = if tx + 1 > g.k {
                 (tx + 1 - g.k).div_ceil(g.stride)
             } else {

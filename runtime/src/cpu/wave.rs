@@ -1,8 +1,11 @@
-//! Spike-wave ops on the CPU: rank-order latency coding and point-wise lateral inhibition
-//! (see [`crate::op::wave`]).
+//! Spike-wave ops on the CPU: rank-order latency coding, point-wise lateral inhibition,
+//! k-WTA and the infinite threshold (see [`crate::op::wave`]).
 
 use super::*;
-use crate::op::wave::{first_spike_times, inhibit_keep, InhibitDesc, RankCodeDesc, WaveOps};
+use crate::op::wave::{
+    first_spike_times, inhibit_keep, wta_scores, wta_select, wta_sentinel, InfiniteDesc,
+    InhibitDesc, RankCodeDesc, WaveOps, WtaDesc,
+};
 
 impl WaveOps for CpuDevice {
     fn rank_code(&mut self, d: &RankCodeDesc) -> Result<()> {
@@ -52,6 +55,42 @@ impl WaveOps for CpuDevice {
                 }
             }
         });
+        Ok(())
+    }
+    fn wta(&mut self, d: &WtaDesc) -> Result<()> {
+        let f = mul2(d.channels, mul2(d.height, d.width)?)?;
+        let row = mul2(d.batch, f)?;
+        let (x, y) = pair(&mut self.slots, d.x, mul2(d.t_len, row)?, d.y, row, "wta")?;
+        if row == 0 {
+            return Ok(());
+        }
+        // x[t][b][i]; one sample per task, its winners set to 1 in y[b].
+        y.par_chunks_mut(f).enumerate().for_each(|(b, out)| {
+            out.fill(0.0);
+            if d.t_len == 0 {
+                return;
+            }
+            let mut scores = wta_scores(d.t_len, f, d.threshold, d.spikes, |t, i| {
+                x[t * row + b * f + i]
+            });
+            let geom = (d.channels, d.height, d.width);
+            let sentinel = wta_sentinel(d.spikes);
+            for w in wta_select(&mut scores, geom, d.k, d.radius, sentinel) {
+                out[w] = 1.0;
+            }
+        });
+        Ok(())
+    }
+    fn infinite(&mut self, d: &InfiniteDesc) -> Result<()> {
+        let row = mul2(d.batch, d.features)?;
+        let n = mul2(d.t_len, row)?;
+        let (x, y) = pair(&mut self.slots, d.x, n, d.y, n, "infinite")?;
+        if n == 0 {
+            return Ok(());
+        }
+        let last = n - row;
+        y[..last].fill(d.value);
+        y[last..].copy_from_slice(&x[last..]);
         Ok(())
     }
 }

@@ -299,11 +299,29 @@ impl Checker<'_> {
         what: &str,
         doing: &str,
     ) -> Result<(&BufferDecl, &BufferDecl)> {
+        self.whole_run(x, y, (x_extent, Extent::Seq), in_loop, what, doing)
+    }
+
+    /// [`Checker::whole_sequence`] for an output of any extent `extents.1` (k-WTA writes a
+    /// static map from all steps of a sequence).
+    pub fn whole_run(
+        &self,
+        x: BufId,
+        y: BufId,
+        (x_extent, y_extent): (Extent, Extent),
+        in_loop: bool,
+        what: &str,
+        doing: &str,
+    ) -> Result<(&BufferDecl, &BufferDecl)> {
         let xd = self.buf(x, what)?;
         let yd = self.buf(y, what)?;
-        if in_loop || xd.extent != x_extent || yd.extent != Extent::Seq {
+        if in_loop || xd.extent != x_extent || yd.extent != y_extent {
+            let into = match y_extent {
+                Extent::Seq => "a sequence",
+                _ => "a static",
+            };
             return Err(RuntimeError::plan(format!(
-                "{what}: {doing} `{}` ({}) into a sequence `{}` ({}) outside step loops",
+                "{what}: {doing} `{}` ({}) into {into} `{}` ({}) outside step loops",
                 xd.name,
                 ext_name(xd.extent),
                 yd.name,

@@ -72,22 +72,44 @@ fn check_pool(
     g: &PoolGeom,
     what: &str,
 ) -> Result<()> {
+    let [top, left, bottom, right] = g.pad;
+    let (hp, wp) = (
+        g.h.saturating_add(top).saturating_add(bottom),
+        g.w.saturating_add(left).saturating_add(right),
+    );
+    // Symmetric: torch's pad <= k / 2; sides that differ (Spyker's): each < k, so that no
+    // window holds padding only.
+    let pad_ok = if g.symmetric() {
+        top.saturating_mul(2) <= g.k
+    } else {
+        g.pad.iter().all(|&p| p < g.k)
+    };
     let ok = g.c > 0
         && g.k > 0
         && g.stride > 0
-        && g.pad.saturating_mul(2) <= g.k
-        && g.h.saturating_add(g.pad.saturating_mul(2)) >= g.k
-        && g.w.saturating_add(g.pad.saturating_mul(2)) >= g.k
-        && g.h_out == (g.h.saturating_add(g.pad.saturating_mul(2)) - g.k) / g.stride + 1
-        && g.w_out == (g.w.saturating_add(g.pad.saturating_mul(2)) - g.k) / g.stride + 1;
+        && pad_ok
+        && hp >= g.k
+        && wp >= g.k
+        && g.h_out == (hp - g.k) / g.stride + 1
+        && g.w_out == (wp - g.k) / g.stride + 1;
     if !ok {
         return Err(RuntimeError::plan(format!(
-            "{what}: inconsistent geometry {g:?} (h_out must be (h + 2 pad - k) / stride + 1, pad <= k / 2, all sizes >= 1)"
+            "{what}: inconsistent geometry {g:?} (h_out must be (h + top + bottom - k) / stride + 1, pad <= k / 2 (each side < k if they differ), all sizes >= 1)"
         )));
     }
     c.features(xd, sat(&[g.c, g.h, g.w]), what)?;
     c.features(yd, sat(&[g.c, g.h_out, g.w_out]), what)?;
     Ok(())
+}
+
+/// `1`, or `[top, left, bottom, right]` when the sides differ.
+fn pad_text(g: &PoolGeom) -> String {
+    let p = g.pad;
+    if g.symmetric() {
+        p[0].to_string()
+    } else {
+        format!("[{}, {}, {}, {}]", p[0], p[1], p[2], p[3])
+    }
 }
 
 impl LibraryOp for Pool2d {
@@ -123,7 +145,7 @@ impl LibraryOp for Pool2d {
             g.w,
             g.k,
             g.stride,
-            g.pad,
+            pad_text(g),
             g.h_out,
             g.w_out,
             time_text(&self.time)
@@ -184,7 +206,7 @@ impl LibraryOp for Pool2dDx {
             g.w,
             g.k,
             g.stride,
-            g.pad,
+            pad_text(g),
             time_text(&self.time)
         )
     }

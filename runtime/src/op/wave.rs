@@ -1,7 +1,9 @@
 //! Spike-wave ops: Spyker's rank-order latency coding (`code(x, T, sort)`), which turns a
 //! static map into a cumulative spike wave (docs/spyker.md, "Rank-order coding"), and its
 //! point-wise lateral inhibition (`inhibit(V, threshold)`, "Point-wise lateral inhibition"),
-//! which decides one channel per pixel from all `T` steps of a layer's potentials.
+//! which decides one channel per pixel from all `T` steps of a layer's potentials; its
+//! k-WTA (`convwta`, "k-WTA"), a static map of winners from all `T` steps, and the
+//! "infinite threshold" (`infinite(V, value)`), which keeps only the last step.
 
 use super::LibraryOp;
 use crate::device::Loc;
@@ -59,12 +61,164 @@ pub struct InhibitDesc {
     pub threshold: f32,
 }
 
+/// Spyker's k-WTA (`convwta`) of the sequence `x` (`[T, B, channels, height, width]`) into
+/// the static map `y` (`[B, channels, height, width]`): 1.0 at each winner, 0.0 elsewhere.
+/// Scores from [`wta_scores`], winners from [`wta_select`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Wta {
+    pub x: BufId,
+    pub y: BufId,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    /// At most this many winners per sample.
+    pub k: usize,
+    pub radius: usize,
+    pub threshold: f32,
+    /// `x` is a cumulative 0/1 wave: Spyker's integer score `T - t_first`.
+    pub spikes: bool,
+}
+
+/// [`Wta`] over `batch` samples and `t_len` steps.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WtaDesc {
+    pub batch: usize,
+    pub t_len: usize,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub x: Loc,
+    pub y: Loc,
+    pub k: usize,
+    pub radius: usize,
+    pub threshold: f32,
+    pub spikes: bool,
+}
+
+/// Spyker's "infinite threshold" (`infinite(V, value)`): `y[t] = value` for `t < T - 1`,
+/// `y[T - 1] = x[T - 1]`; `x`, `y` are `[T, B, features]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Infinite {
+    pub x: BufId,
+    pub y: BufId,
+    pub features: usize,
+    pub value: f32,
+}
+
+/// [`Infinite`] over `batch` samples and `t_len` steps.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct InfiniteDesc {
+    pub batch: usize,
+    pub t_len: usize,
+    pub features: usize,
+    pub x: Loc,
+    pub y: Loc,
+    pub value: f32,
+}
+
 /// What a device implements for spike waves.
 pub trait WaveOps {
     /// See [`RankCodeDesc`].
     fn rank_code(&mut self, d: &RankCodeDesc) -> Result<()>;
     /// See [`InhibitDesc`].
     fn inhibit(&mut self, d: &InhibitDesc) -> Result<()>;
+    /// See [`WtaDesc`].
+    fn wta(&mut self, d: &WtaDesc) -> Result<()>;
+    /// See [`InfiniteDesc`].
+    fn infinite(&mut self, d: &InfiniteDesc) -> Result<()>;
+}
+
+/// The score no neuron has: Spyker's `Limits<F32>::min()` (`-FLT_MAX`) for potentials, 0
+/// for a wave's integer scores.
+pub fn wta_sentinel(spikes: bool) -> f32 {
+    if spikes {
+        0.0
+    } else {
+        f32::MIN
+    }
+}
+
+/// Spyker's k-WTA score of every neuron `i < features` of one sample, `at(t, i)` its value
+/// at step `t` (`cpu/wta.cpp:40-85`). Potentials: `min`, `max` over the whole sample,
+/// `diff = (max - min) * 2`, and from the first step `t` with `V > threshold`,
+/// `f32(T - 1 - t) + (V - min) / diff` (those f32 operations in that order), else the
+/// sentinel. A wave (`spikes`): `T - t_first` for the first nonzero step, else 0 (exact in
+/// f32). CUDA's `snn_wta` computes the same, in the same order.
+pub fn wta_scores(
+    t_len: usize,
+    features: usize,
+    threshold: f32,
+    spikes: bool,
+    at: impl Fn(usize, usize) -> f32,
+) -> Vec<f32> {
+    if spikes {
+        return (0..features)
+            .map(|i| {
+                (0..t_len)
+                    .find(|&t| at(t, i) != 0.0)
+                    .map_or(0.0, |t| (t_len - t) as u16 as f32)
+            })
+            .collect();
+    }
+    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+    for t in 0..t_len {
+        for i in 0..features {
+            let v = at(t, i);
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+    }
+    let diff = (hi - lo) * 2.0;
+    (0..features)
+        .map(|i| {
+            (0..t_len)
+                .find(|&t| at(t, i) > threshold)
+                .map_or(f32::MIN, |t| {
+                    (t_len - 1 - t) as f32 + (at(t, i) - lo) / diff
+                })
+        })
+        .collect()
+}
+
+/// Spyker's winner selection (`cpu/wta.cpp:128-182`) on one sample's `scores`
+/// (`[channels, height, width]`, overwritten): up to `k` times, the first maximum in
+/// `(c, y, x)` order (`std::max_element`: a later score wins only when greater), unless
+/// it is within `1e-5` of the sentinel; then the sentinel over the `radius` square around
+/// it in every map and over its whole map. Returns the winners' flat indices in order.
+pub fn wta_select(
+    scores: &mut [f32],
+    (channels, height, width): (usize, usize, usize),
+    k: usize,
+    radius: usize,
+    sentinel: f32,
+) -> Vec<usize> {
+    let plane = height * width;
+    let mut winners = Vec::new();
+    if scores.is_empty() {
+        return winners;
+    }
+    for _ in 0..k.min(channels) {
+        let mut idx = 0;
+        for (i, &s) in scores.iter().enumerate().skip(1) {
+            if scores[idx] < s {
+                idx = i;
+            }
+        }
+        if (scores[idx] - sentinel).abs() < 1e-5 {
+            break;
+        }
+        winners.push(idx);
+        let (z, y, x) = (idx / plane, idx % plane / width, idx % width);
+        let (y0, y1) = (y.saturating_sub(radius), (y + radius).min(height - 1));
+        let (x0, x1) = (x.saturating_sub(radius), (x + radius).min(width - 1));
+        for c in 0..channels {
+            for yy in y0..=y1 {
+                scores[c * plane + yy * width + x0..=c * plane + yy * width + x1].fill(sentinel);
+            }
+        }
+        scores[z * plane..(z + 1) * plane].fill(sentinel);
+    }
+    winners
 }
 
 /// The channel one pixel keeps, as Spyker's `inhibit` (`cpu/inhibit.cpp`) picks it:
@@ -221,6 +375,106 @@ impl LibraryOp for Inhibit {
     }
 }
 
+impl LibraryOp for Wta {
+    fn name(&self) -> &'static str {
+        "wta"
+    }
+    fn check(&self, c: &Checker<'_>, in_loop: bool, what: &str) -> Result<()> {
+        let (xd, yd) = c.whole_run(
+            self.x,
+            self.y,
+            (Extent::Seq, Extent::Static),
+            in_loop,
+            what,
+            "takes the winners of a sequence",
+        )?;
+        let fits = self.height >= 1
+            && self.width >= 1
+            && self
+                .radius
+                .checked_mul(2)
+                .is_some_and(|d| d < self.height.max(self.width));
+        if self.k == 0 || !fits {
+            return Err(RuntimeError::plan(format!(
+                "{what}: k = {} must be >= 1 and the radius {} square fit the {}x{} maps",
+                self.k, self.radius, self.height, self.width
+            )));
+        }
+        let features = self
+            .channels
+            .checked_mul(self.height)
+            .and_then(|v| v.checked_mul(self.width))
+            .ok_or_else(|| RuntimeError::plan(format!("{what}: channels x plane overflows")))?;
+        c.features(xd, features, what)?;
+        c.features(yd, features, what)
+    }
+    fn run(&self, r: &mut Runner<'_>) -> Result<()> {
+        let (xs, ys) = (r.buf(self.x).slot, r.buf(self.y).slot);
+        r.dev.wta(&WtaDesc {
+            batch: r.batch,
+            t_len: r.t_len,
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            x: Loc::new(xs, 0),
+            y: Loc::new(ys, 0),
+            k: self.k,
+            radius: self.radius,
+            threshold: self.threshold,
+            spikes: self.spikes,
+        })
+    }
+    fn print(&self, p: &Plan) -> String {
+        format!(
+            "wta {} = wta({}, k = {}, radius = {}, threshold = {:?}) [{} x {}x{}] score {} -> winners 1, else 0  (all T)",
+            p.buffers[self.y].name,
+            p.buffers[self.x].name,
+            self.k,
+            self.radius,
+            self.threshold,
+            self.channels,
+            self.height,
+            self.width,
+            if self.spikes { "T - first spike" } else { "first step above threshold + potential" }
+        )
+    }
+}
+
+impl LibraryOp for Infinite {
+    fn name(&self) -> &'static str {
+        "infinite"
+    }
+    fn check(&self, c: &Checker<'_>, in_loop: bool, what: &str) -> Result<()> {
+        let (xd, yd) = c.whole_sequence(
+            self.x,
+            self.y,
+            Extent::Seq,
+            in_loop,
+            what,
+            "keeps the last step of a sequence",
+        )?;
+        c.features(xd, self.features, what)?;
+        c.features(yd, self.features, what)
+    }
+    fn run(&self, r: &mut Runner<'_>) -> Result<()> {
+        let (xs, ys) = (r.buf(self.x).slot, r.buf(self.y).slot);
+        r.dev.infinite(&InfiniteDesc {
+            batch: r.batch,
+            t_len: r.t_len,
+            features: self.features,
+            x: Loc::new(xs, 0),
+            y: Loc::new(ys, 0),
+            value: self.value,
+        })
+    }
+    fn print(&self, p: &Plan) -> String {
+        format!(
+            "infinite {} = infinite({}, value = {:?}) [{}] -> steps < T-1 set, T-1 kept  (all T)",
+            p.buffers[self.y].name, p.buffers[self.x].name, self.value, self.features
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +491,36 @@ mod tests {
         assert_eq!(keep([[0.0; 3], [0.0, 2.0, 2.0], [0.0, 2.0, 2.0]]), 1);
         // Never above the threshold: the largest at T - 1.
         assert_eq!(keep([[0.0; 3], [0.0, 0.5, 0.0], [0.2, 0.5, 0.9]]), 2);
+    }
+
+    #[test]
+    fn wta_scores_take_the_first_step_above_the_threshold_plus_half_the_potential() {
+        // [T = 3][4] values; min 0, max 4: diff 8.
+        let v = [
+            [0.0, 0.0, 1.0, 0.0],
+            [0.0, 2.0, 4.0, 0.0],
+            [0.0, 2.0, 4.0, 0.5],
+        ];
+        let s = wta_scores(3, 4, 0.0, false, |t, i| v[t][i]);
+        assert_eq!(s, [f32::MIN, 1.0 + 2.0 / 8.0, 2.0 + 1.0 / 8.0, 0.5 / 8.0]);
+        // A wave: T - t_first, 0 if silent.
+        let w = wta_scores(3, 4, 0.0, true, |t, i| (v[t][i] > 0.0) as u8 as f32);
+        assert_eq!(w, [0.0, 2.0, 3.0, 1.0]);
+    }
+
+    #[test]
+    fn wta_selects_first_maxima_one_per_map_and_clears_the_radius_square() {
+        // [C = 2][H = 1][W = 4].
+        let mut s = [1.0, 3.0, 3.0, 0.0, 2.0, 0.5, 0.0, 3.0];
+        // First maximum (0, 0, 1); radius 1 clears x 0..=2 in both maps and map 0: then
+        // (1, 0, 3) is left.
+        assert_eq!(wta_select(&mut s, (2, 1, 4), 5, 1, f32::MIN), [1, 7]);
+        // Only sentinels left: no winner.
+        let mut s = [f32::MIN; 4];
+        assert_eq!(
+            wta_select(&mut s, (2, 1, 2), 2, 0, f32::MIN),
+            Vec::<usize>::new()
+        );
     }
 
     #[test]

@@ -155,8 +155,8 @@ pub fn naive_pool(x: &[f32], images: usize, kind: PoolKind, g: &PoolGeom) -> Vec
                 let mut s = 0.0;
                 for i in 0..g.k {
                     for j in 0..g.k {
-                        let iy = (oy * g.stride + i) as isize - g.pad as isize;
-                        let ix = (ox * g.stride + j) as isize - g.pad as isize;
+                        let iy = (oy * g.stride + i) as isize - g.pad[0] as isize;
+                        let ix = (ox * g.stride + j) as isize - g.pad[1] as isize;
                         if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
                             continue; // padding: -inf for max, 0 for avg
                         }
@@ -201,6 +201,18 @@ pub fn conv_geom(
 }
 
 pub fn pool_geom(c: usize, h: usize, w: usize, k: usize, stride: usize, pad: usize) -> PoolGeom {
+    pool_geom_sides(c, h, w, k, stride, [pad; 4])
+}
+
+/// A pool geometry with padding (top, left, bottom, right).
+pub fn pool_geom_sides(
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    stride: usize,
+    pad: [usize; 4],
+) -> PoolGeom {
     PoolGeom {
         c,
         h,
@@ -208,7 +220,7 @@ pub fn pool_geom(c: usize, h: usize, w: usize, k: usize, stride: usize, pad: usi
         k,
         stride,
         pad,
-        h_out: (h + 2 * pad - k) / stride + 1,
-        w_out: (w + 2 * pad - k) / stride + 1,
+        h_out: (h + pad[0] + pad[2] - k) / stride + 1,
+        w_out: (w + pad[1] + pad[3] - k) / stride + 1,
     }
 }

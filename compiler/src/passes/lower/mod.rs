@@ -12,9 +12,9 @@ use crate::ir::linear::{self, LinearStep};
 use crate::ir::net::*;
 use crate::ir::sched::{FuseMode, KernelGroup, MemoryPlan, StageKind};
 use snn_runtime::plan::{
-    self, BufId, Conv2d, ConvGeom, Extent as PExtent, FilterOut, Gemm, Inhibit, Init, KernelDecl,
-    LaunchGroup, LaunchTime, Op, ParamCheck, ParamDecl, Plan, Pool2d, PoolGeom, RankCode, TimeBias,
-    TimeMatrix, TimeMix, TimeSel, WeightDecl, WeightId, WeightUse,
+    self, BufId, Conv2d, ConvGeom, Extent as PExtent, FilterOut, Gemm, Infinite, Inhibit, Init,
+    KernelDecl, LaunchGroup, LaunchTime, Op, ParamCheck, ParamDecl, Plan, Pool2d, PoolGeom,
+    RankCode, TimeBias, TimeMatrix, TimeMix, TimeSel, WeightDecl, WeightId, WeightUse, Wta,
 };
 
 use super::{pop_outputs, spilled_locals, Options};
@@ -1064,6 +1064,36 @@ impl Lowerer<'_> {
                     threshold: *threshold,
                 }))
             }
+            NodeKind::Wta {
+                src,
+                k,
+                radius,
+                threshold,
+            } => {
+                // `[N]` is N maps of one pixel.
+                let (c, h, w) = match m.shape(n).dims[..] {
+                    [c, h, w] => (c, h, w),
+                    [c] => (c, 1, 1),
+                    _ => unreachable!("shapes checked wta's rank"),
+                };
+                body.push(Op::Wta(Wta {
+                    x: out(*src),
+                    y: out(n),
+                    channels: c,
+                    height: h,
+                    width: w,
+                    k: *k,
+                    radius: *radius,
+                    threshold: *threshold,
+                    spikes: wave_source(m, *src),
+                }))
+            }
+            NodeKind::Infinite { src, value } => body.push(Op::Infinite(Infinite {
+                x: out(*src),
+                y: out(n),
+                features: m.shape(n).features(),
+                value: *value,
+            })),
             NodeKind::Pool2d { src, .. } => {
                 let (kind, geom) = self.pool_geom(n);
                 body.push(Op::Pool2d(Pool2d {
@@ -1233,6 +1263,15 @@ impl Lowerer<'_> {
                 shape: m.shape(o.node).dims.clone(),
             });
         }
+    }
+}
+
+/// Whether `wta` reads a 0/1 wave (a spike source, also through `inhibit`): then Spyker's
+/// integer score of a `u8` wave, not the potentials' f32 score.
+fn wave_source(m: &Module, h: NodeId) -> bool {
+    match m.nodes[h].kind {
+        NodeKind::Inhibit { src, .. } => wave_source(m, src),
+        _ => super::schedule::is_spike_source(m, h),
     }
 }
 
