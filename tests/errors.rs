@@ -1449,6 +1449,45 @@ fn synapse_rules() {
         &loc_of(&src, "input g"),
         "runs per step and takes no gate",
     );
+
+    // Shared weights (`weights = other`).
+    let tied =
+        |layer: &str| PLASTIC.replace("  output", &format!("  {layer}\n  m2 = IF(k)\n  output"));
+    let src = tied("k = dense(x, 4, bias = false, weights = h)");
+    expect(
+        &src,
+        ErrorKind::Shape,
+        &loc_of(&src, "h)\n  m2"),
+        "but its weight is [4, 6] and that one [3, 6]",
+    );
+    let src = tied("k = dense(x, 3, weights = h)");
+    expect(
+        &src,
+        ErrorKind::Shape,
+        &loc_of(&src, "h)\n  m2"),
+        "with a bias",
+    );
+    let src = tied("k = dense(x, 3, bias = false, weights = n)");
+    expect(
+        &src,
+        ErrorKind::BadArgument,
+        &loc_of(&src, "n)\n  m2"),
+        "can use the weight of another `dense` only",
+    );
+    let src = tied("k = dense(x, 3, bias = false, weights = hh)");
+    expect(
+        &src,
+        ErrorKind::UnknownName,
+        &loc_of(&src, "hh"),
+        "unknown name `hh`",
+    );
+    let src = tied("k = dense(x, 3, bias = false, weights = 2)");
+    expect(
+        &src,
+        ErrorKind::BadValue,
+        &loc_of(&src, "2)\n  m2"),
+        "`weights` names another projection",
+    );
 }
 
 /// Spyker's k-WTA (`wta`) and "infinite threshold" (`infinite`).
