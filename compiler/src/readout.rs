@@ -32,6 +32,8 @@ pub struct ReadoutOptions {
     pub seed: u64,
     pub standardize: bool,
     pub device: String,
+    /// The kernel cache (default: `SNNC_CACHE_DIR` or the user's cache).
+    pub cache: Option<std::path::PathBuf>,
 }
 
 impl Default for ReadoutOptions {
@@ -44,6 +46,7 @@ impl Default for ReadoutOptions {
             seed: 0,
             standardize: true,
             device: "cpu".into(),
+            cache: None,
         }
     }
 }
@@ -138,7 +141,7 @@ pub fn train(
     });
     let parsed = c.parse_str("<readout>", &model_source(features, classes, o))?;
     let program = c.compile(&parsed)?;
-    let mut loaded = session::load_device(&program, &o.device, None)?;
+    let mut loaded = session::load_device(&program, &o.device, o.cache.as_deref())?;
     let s = &mut loaded.session;
     let cfg = program
         .plan

@@ -558,6 +558,7 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
                 seed,
                 standardize: !no_standardize,
                 device,
+                cache: None,
             };
             let c = Compiler::new(Options::default());
             readout::readout(&dir, &o, quiet).map_err(|d| report(&c, &d, color))
