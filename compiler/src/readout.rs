@@ -170,7 +170,11 @@ pub fn train(
             if !st.loss.is_finite() {
                 return Err(Diagnostic::new(
                     ErrorKind::Runtime,
-                    format!("the readout's loss became {} in epoch {}", st.loss, epoch + 1),
+                    format!(
+                        "the readout's loss became {} in epoch {}",
+                        st.loss,
+                        epoch + 1
+                    ),
                 )
                 .hint("lower the learning rate (--lr)"));
             }
@@ -240,7 +244,9 @@ fn accuracy(s: &mut Session, d: &Dataset, batch: usize) -> DResult<f64> {
     let idx: Vec<usize> = (0..d.len()).collect();
     let mut correct = 0usize;
     for chunk in idx.chunks(batch.max(1)) {
-        let outs = s.run(&[rows(d, chunk)], 1, chunk.len()).map_err(runtime_diag)?;
+        let outs = s
+            .run(&[rows(d, chunk)], 1, chunk.len())
+            .map_err(runtime_diag)?;
         let (decl, logits) = outs
             .iter()
             .find(|(o, _)| o.kind == OutputKind::Trace)

@@ -133,7 +133,11 @@ pub fn features(c: &mut Compiler, parsed: &Parsed, args: &FeaturesArgs) -> DResu
         "features of `{}` ({}, {} over T = {t}): train {:?}, test {:?}, {:.1}% non-zero",
         plan.name,
         decl.name,
-        if args.any { "spike-any" } else { "spike counts" },
+        if args.any {
+            "spike-any"
+        } else {
+            "spike counts"
+        },
         shapes[0],
         shapes[1],
         100.0 * density / values.max(1) as f64
@@ -202,11 +206,7 @@ fn outputs_span(model: Option<&ModelDef>) -> Option<Span> {
 
 /// `--output NAME`: a plan output's full name (`n2.spikes`), or a population with exactly
 /// one output (`n2`); default the first.
-fn pick_output(
-    plan: &Plan,
-    model: Option<&ModelDef>,
-    want: Option<&str>,
-) -> DResult<usize> {
+fn pick_output(plan: &Plan, model: Option<&ModelDef>, want: Option<&str>) -> DResult<usize> {
     let Some(want) = want else { return Ok(0) };
     if let Some(i) = plan.outputs.iter().position(|o| o.name == want) {
         return Ok(i);
@@ -222,7 +222,11 @@ fn pick_output(
     let mut d = Diagnostic::new(
         ErrorKind::UnknownName,
         if by_pop.len() > 1 {
-            format!("`{want}` names {} outputs of model `{}`", by_pop.len(), plan.name)
+            format!(
+                "`{want}` names {} outputs of model `{}`",
+                by_pop.len(),
+                plan.name
+            )
         } else {
             format!("model `{}` has no output `{want}`", plan.name)
         },
@@ -271,7 +275,11 @@ fn check_input(plan: &Plan, model: Option<&ModelDef>, d: &Dataset) -> DResult<()
             "declare the input with the images' shape, e.g. `input {}: [1, 28, 28]`",
             inp.name
         ));
-        return Err(at(0, dg, format!("input `{}` is {:?}", inp.name, inp.shape)));
+        return Err(at(
+            0,
+            dg,
+            format!("input `{}` is {:?}", inp.name, inp.shape),
+        ));
     }
     Ok(())
 }

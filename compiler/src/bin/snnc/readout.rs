@@ -16,11 +16,7 @@ pub fn readout(dir: &Path, o: &ReadoutOptions, quiet: bool) -> DResult<()> {
         o.epochs,
         o.batch,
         o.lr,
-        if o.standardize {
-            ", standardised"
-        } else {
-            ""
-        }
+        if o.standardize { ", standardised" } else { "" }
     );
     let r = readout::train(&train, &test, o, |epoch, loss, acc| {
         if !quiet {
