@@ -265,21 +265,23 @@ enum Cmd {
         dir: PathBuf,
         #[arg(long, default_value_t = 30)]
         epochs: usize,
-        /// Adam's learning rate.
-        #[arg(long, default_value_t = 1e-2)]
+        #[arg(long, default_value_t = 3e-2)]
         lr: f32,
         #[arg(long, default_value_t = 64, value_parser = at_least_one_sample)]
         batch: usize,
-        /// AdamW's decoupled weight decay (default 0: Adam).
+        /// `sgd` (momentum 0.9) or `adam` (AdamW with a weight decay).
+        #[arg(long, value_parser = ["sgd", "adam"], default_value = "sgd")]
+        optimizer: String,
+        /// Weight decay (SGD: L2; Adam: decoupled).
         #[arg(long, default_value_t = 0.0)]
         weight_decay: f32,
         /// Seed for the initialisation and shuffling.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Keep the features as they are (default: standardised with the training split's
-        /// mean and standard deviation).
+        /// Standardise each feature with the training split's mean and standard deviation
+        /// (default: the features as they are, as the harness's LinearSVC takes them).
         #[arg(long)]
-        no_standardize: bool,
+        standardize: bool,
         #[arg(long, default_value = "cpu")]
         device: String,
         /// No line per epoch.
@@ -544,19 +546,26 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
             epochs,
             lr,
             batch,
+            optimizer,
             weight_decay,
             seed,
-            no_standardize,
+            standardize,
             device,
             quiet,
         } => {
+            use snnc::readout::ReadoutOptimizer;
             let o = snnc::readout::ReadoutOptions {
                 epochs,
                 lr,
                 batch,
+                optimizer: if optimizer == "adam" {
+                    ReadoutOptimizer::Adam
+                } else {
+                    ReadoutOptimizer::Sgd
+                },
                 weight_decay,
                 seed,
-                standardize: !no_standardize,
+                standardize,
                 device,
                 cache: None,
             };

@@ -9,12 +9,13 @@ use snnc::readout::{self, ReadoutOptions};
 pub fn readout(dir: &Path, o: &ReadoutOptions, quiet: bool) -> DResult<()> {
     let (train, test) = readout::load_dir(dir)?;
     eprintln!(
-        "readout: {} train / {} test samples of {} features, {} epochs, batch {}, lr {:e}{}",
+        "readout: {} train / {} test samples of {} features, {} epochs, batch {}, {} lr {:e}{}",
         train.len(),
         test.len(),
         train.features(),
         o.epochs,
         o.batch,
+        o.optimizer.name(),
         o.lr,
         if o.standardize { ", standardised" } else { "" }
     );
