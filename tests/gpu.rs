@@ -1066,3 +1066,126 @@ fn concurrent_shim_builds_of_one_model_both_load() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The plastic weights of `s` set as Spyker initialises them, about N(0.8, 0.05) (a fixed
+/// pattern), so every layer fires and every rule has work.
+fn spyker_like_weights(s: &mut snn_runtime::Session) {
+    let names: Vec<String> = (s.plan().learn.iter())
+        .map(|l| s.plan().weights[l.weight].name.clone())
+        .collect();
+    for name in names {
+        let n = s.weight(&name).unwrap().len();
+        let w: Vec<f32> = (0..n)
+            .map(|i| 0.8 + 0.05 * ((i as f32) * 0.618).sin())
+            .collect();
+        s.set_weight(&name, &w).unwrap();
+    }
+}
+
+/// The learned weights of one `Session::learn` of every plastic model (examples/ and
+/// tests/in: Spyker's STDP with k-WTA gates, R-STDP, trace STDP, a user-written rule) on
+/// random inputs, CPU (or the recorded references) vs `device`, bit for bit: the rules'
+/// f64 arithmetic has no contraction on either side (NVRTC `--fmad=false`). A weight may
+/// differ only where a forward spike did (a potential on the threshold, summed in another
+/// order on the GPU): at most 0.5% of the weights.
+fn learning_matches_cpu_on_plastic_models(device: &str, refs: Option<&Path>) {
+    let batch = 2;
+    let mut compared = 0;
+    for path in common::model_files() {
+        let model = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let program = common::compile_file(&path, Options::default()).unwrap();
+        if program.plan.learn.is_empty() {
+            continue;
+        }
+        let t = program.plan.t.min(20);
+        let names: Vec<String> = (program.plan.learn.iter())
+            .map(|l| program.plan.weights[l.weight].name.clone())
+            .collect();
+        let ref_of = |dir: &Path, n: &str| dir.join(format!("{model}.learn.{n}.npy"));
+        let in_dir = refs.map(|d| d.join(format!("{model}.learn.inputs")));
+        let recorded = refs.is_some_and(|d| names.iter().all(|n| ref_of(d, n).is_file()))
+            && in_dir.as_ref().is_some_and(|d| d.is_dir());
+        let (inputs, cpu): (Vec<Tensor>, Vec<Vec<f32>>) = if recorded {
+            let (d, i) = (refs.unwrap(), in_dir.as_ref().unwrap());
+            let inputs = (0..program.plan.inputs.len())
+                .map(|k| npy::read_npy(i.join(format!("{k}.npy"))).unwrap())
+                .collect();
+            let w = names
+                .iter()
+                .map(|n| npy::read_npy(ref_of(d, n)).unwrap().data)
+                .collect();
+            (inputs, w)
+        } else {
+            let mut l = snnc::session::load(&program, Some(&common::cache_dir())).unwrap();
+            let s = &mut l.session;
+            spyker_like_weights(s);
+            let inputs = s.random_inputs(t, batch, SEED);
+            s.learn(&inputs, t, batch).unwrap();
+            s.sync_weights().unwrap();
+            let w: Vec<Vec<f32>> = names
+                .iter()
+                .map(|n| s.weight(n).unwrap().to_vec())
+                .collect();
+            if let (Some(d), Some(i)) = (refs, &in_dir) {
+                std::fs::create_dir_all(i).unwrap();
+                for (k, x) in inputs.iter().enumerate() {
+                    npy::write_npy(i.join(format!("{k}.npy")), x).unwrap();
+                }
+                for (n, v) in names.iter().zip(&w) {
+                    let x = Tensor::new(vec![v.len()], v.clone()).unwrap();
+                    npy::write_npy(ref_of(d, n), &x).unwrap();
+                }
+            }
+            (inputs, w)
+        };
+        let mut l = match load_on(&program, device, &model) {
+            Ok(l) => l,
+            Err(why) => {
+                println!("SKIP: no {device} device ({why})");
+                return;
+            }
+        };
+        let s = &mut l.session;
+        spyker_like_weights(s);
+        s.learn(&inputs, t, batch)
+            .unwrap_or_else(|e| panic!("{model} on {device}: {e}"));
+        s.sync_weights().unwrap();
+        for (n, want) in names.iter().zip(&cpu) {
+            let got = s.weight(n).unwrap();
+            let differ = got
+                .iter()
+                .zip(want)
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+            let moved = (want.iter().enumerate())
+                .filter(|&(i, &x)| x != 0.8 + 0.05 * ((i as f32) * 0.618).sin())
+                .count();
+            println!("{model} {n} on {device}: {differ} of {} weights differ from the CPU's ({moved} moved)", want.len());
+            assert!(moved > 0, "{model} {n}: the rule changed nothing");
+            assert!(
+                differ * 200 <= want.len(),
+                "{model} {n} on {device}: {differ} of {} weights differ",
+                want.len()
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared >= 6, "only {compared} plastic weights compared");
+}
+
+#[test]
+fn cuda_learning_matches_cpu_on_every_plastic_model() {
+    let refs = gpu_refs();
+    if !snn_runtime::cuda::driver_present() && refs.is_none() {
+        println!("SKIP: no CUDA device (libcuda.so not found)");
+        return;
+    }
+    learning_matches_cpu_on_plastic_models("cuda", refs.as_deref());
+}
+
+#[test]
+fn cuda_device_on_the_host_shim_learning_matches_cpu_on_every_plastic_model() {
+    if shim_available("cuda_device_on_the_host_shim_learning_matches_cpu_on_every_plastic_model") {
+        learning_matches_cpu_on_plastic_models("cuda-shim", None);
+    }
+}
