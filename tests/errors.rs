@@ -1438,7 +1438,7 @@ fn synapse_rules() {
         &src,
         ErrorKind::Duplicate,
         &loc_of(&src, "x = 1.0"),
-        "trace `x` is already a name of the rule",
+        "`x` is already a name of the rule",
     );
     let src = PLASTIC
         .replace("input x: [T, 6]", "input x: [T, 6]\n  input g: [3]")
@@ -1448,6 +1448,21 @@ fn synapse_rules() {
         ErrorKind::BadArgument,
         &loc_of(&src, "input g"),
         "runs per step and takes no gate",
+    );
+
+    let src = traced("  state e = 0.0\n  on_step { e = e + s_pre }\n  on_post { w = w + a * x }");
+    expect(
+        &src,
+        ErrorKind::BadArgument,
+        &loc_of(&src, "e = e + s_pre"),
+        "`on_step` may not assign the synapse state `e`",
+    );
+    let src = traced("  state e = 0.0\n  on_step { x = x + e }\n  on_post { w = w + a * x }");
+    expect(
+        &src,
+        ErrorKind::BadArgument,
+        &loc_of(&src, "x = x + e"),
+        "presynaptic trace `x` may not read the postsynaptic side",
     );
 
     // Shared weights (`weights = other`).

@@ -585,3 +585,75 @@ fn a_projection_can_use_another_projections_weight() {
         "the rule learned"
     );
 }
+
+/// Per-synapse state (`state count = 0.0`): a plan weight `h.count` of the weight's shape,
+/// read and written by the rule at each event, kept between batches. A rule whose steps
+/// shrink with the number of updates a synapse has had, against a reference written here;
+/// CPU and the host shim, two batches.
+fn synapse_state_persists(device: &str) {
+    let (t, batch, n_in, n_out) = (5usize, 3usize, 7usize, 4usize);
+    let src = format!(
+        "synapse counted {{
+  param a = 0.01
+  state count = 0.0
+  on_post {{
+    w = w + a / (1.0 + count)
+    count = count + 1.0
+  }}
+}}
+model m {{
+  T = {t}
+  batch = {batch}
+  input x: [T, {n_in}]
+  input y: [T, {n_out}]
+  h = dense(x, {n_out}, bias = false, post = y, synapse = counted())
+  n = FireOnce(h)
+  output spikes(n)
+}}"
+    );
+    let p = compile(&src);
+    let names: Vec<&str> = p.plan.weights.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["h.weight", "h.count"]);
+    let Some(mut l) = load(&p, device) else {
+        return;
+    };
+    let w0 = vec![0.5f32; n_in * n_out];
+    l.session.set_weight("h.weight", &w0).unwrap();
+    let (mut want_w, mut want_c) = (w0.clone(), vec![0.0f32; n_in * n_out]);
+    for round in 0..2u64 {
+        let x = random_wave(t, batch, n_in, 10 + round);
+        let y = random_wave(t, batch, n_out, 20 + round);
+        for b in 0..batch {
+            for o in 0..n_out {
+                if first(&y, t, batch, n_out, b, o) == t {
+                    continue;
+                }
+                for i in 0..n_in {
+                    let k = o * n_in + i;
+                    want_w[k] = (want_w[k] as f64 + 0.01 / (1.0 + want_c[k] as f64)) as f32;
+                    want_c[k] += 1.0;
+                }
+            }
+        }
+        let inputs = [
+            Tensor::new(vec![t, batch, n_in], x).unwrap(),
+            Tensor::new(vec![t, batch, n_out], y).unwrap(),
+        ];
+        l.session.learn(&inputs, t, batch).unwrap();
+        l.session.sync_weights().unwrap();
+        let what = format!("{device} round {round}");
+        assert_bits(l.session.weight("h.weight").unwrap(), &want_w, &what);
+        assert_bits(l.session.weight("h.count").unwrap(), &want_c, &what);
+    }
+    assert!(want_c.iter().any(|&c| c >= 3.0), "too few events to test");
+}
+
+#[test]
+fn synapse_state_persists_on_cpu() {
+    synapse_state_persists("cpu");
+}
+
+#[test]
+fn synapse_state_persists_through_the_cuda_host_shim() {
+    synapse_state_persists("cuda-shim");
+}

@@ -20,6 +20,21 @@ fn local_name(k: &PlasticKernel, i: usize) -> String {
     names::local("l", i, &k.rule.locals[i])
 }
 
+fn state_name(k: &PlasticKernel, i: usize) -> String {
+    names::local("e", i, &k.rule.states[i].name)
+}
+
+/// Loads of synapse `wi`'s states into locals, and the stores back (indented by `ind`).
+fn state_io(k: &PlasticKernel, ind: &str) -> (String, String) {
+    let (mut loads, mut stores) = (String::new(), String::new());
+    for i in 0..k.rule.states.len() {
+        let v = state_name(k, i);
+        let _ = writeln!(loads, "{ind}double {v} = (double)st{i}[wi];");
+        let _ = writeln!(stores, "{ind}st{i}[wi] = (float){v};");
+    }
+    (loads, stores)
+}
+
 fn pre_name(k: &PlasticKernel, i: usize) -> String {
     names::local("a", i, &k.rule.pre_states[i].name)
 }
@@ -36,6 +51,7 @@ fn block(k: &PlasticKernel, body: &[SynAssign]) -> String {
         let target = match a.target {
             SynVar::W => "s_w".to_string(),
             SynVar::Local(i) => local_name(k, i),
+            SynVar::State(i) => state_name(k, i),
             SynVar::PreState(i) => pre_name(k, i),
             SynVar::PostState(i) => post_name(k, i),
         };
@@ -110,6 +126,7 @@ impl Syntax<SynLeaf> for Rule<'_> {
             SynLeaf::Reward => "s_reward".into(),
             SynLeaf::Steps => "s_steps".into(),
             SynLeaf::Local(i) => local_name(self.0, *i),
+            SynLeaf::State(i) => state_name(self.0, *i),
             SynLeaf::PreState(i) => pre_name(self.0, *i),
             SynLeaf::PostState(i) => post_name(self.0, *i),
             SynLeaf::SPre => "s_s_pre".into(),
@@ -177,8 +194,13 @@ pub fn print_kernel(k: &PlasticKernel) -> String {
          \x20   const float* __restrict__ pre,\n\
          \x20   const float* __restrict__ post,\n\
          \x20   const float* __restrict__ gate,\n\
-         \x20   const float* __restrict__ reward,\n\
-         \x20   const float* __restrict__ params,\n\
+         \x20   const float* __restrict__ reward,\n",
+    );
+    for i in 0..k.rule.states.len() {
+        let _ = writeln!(s, "    float* __restrict__ st{i},");
+    }
+    s.push_str(
+        "    const float* __restrict__ params,\n\
          \x20   unsigned long long t_len,\n\
          \x20   unsigned long long t_step,\n\
          \x20   unsigned long long batch,\n\
@@ -207,11 +229,13 @@ pub fn print_kernel(k: &PlasticKernel) -> String {
     }
     body.push_str(&block(k, &k.rule.on_post));
     let update = |ind: &str| {
-        let mut u = format!("{ind}double s_w = (double)w[wi];\n");
+        let (loads, stores) = state_io(k, ind);
+        let mut u = format!("{ind}double s_w = (double)w[wi];\n{loads}");
         for line in body.lines() {
             let _ = writeln!(u, "{ind}{line}");
         }
         let _ = writeln!(u, "{ind}w[wi] = (float)s_w;");
+        u.push_str(&stores);
         u
     };
     let event = |ind: &str| {
@@ -365,6 +389,7 @@ fn per_step_loops(k: &PlasticKernel, locals: &str) -> String {
     } else {
         ""
     };
+    let (loads, stores) = state_io(k, "        ");
     let mut s = String::new();
     match k.geom {
         PlasticGeom::Dense { inputs, .. } => {
@@ -374,12 +399,15 @@ fn per_step_loops(k: &PlasticKernel, locals: &str) -> String {
                  \x20       const unsigned long long wi = o * {inputs}ull + p;\n\
                  \x20       const double w0 = (double)w[wi];\n\
                  \x20       double acc = 0.0;\n\
+                 {loads}\
                  \x20       for (unsigned long long b = 0; b < batch; ++b) {{"
             );
             s.push_str(&indent(reward, "            "));
             s.push_str("            const unsigned long long n = o;\n            const bool live = true;\n");
             s.push_str(&indent(&pair, "            "));
-            s.push_str("        }\n        w[wi] = (float)(w0 + acc);\n    }\n");
+            s.push_str("        }\n        w[wi] = (float)(w0 + acc);\n");
+            s.push_str(&stores);
+            s.push_str("    }\n");
         }
         PlasticGeom::Conv(g) => {
             let _ = writeln!(
@@ -390,6 +418,7 @@ fn per_step_loops(k: &PlasticKernel, locals: &str) -> String {
                  \x20       const unsigned long long wi = ((o * {c}ull + c) * {kh}ull + ky) * {kw}ull + kx;\n\
                  \x20       const double w0 = (double)w[wi];\n\
                  \x20       double acc = 0.0;\n\
+                 {loads}\
                  \x20       for (unsigned long long b = 0; b < batch; ++b) {{",
                 c = g.c_in,
                 kh = g.kh,
@@ -414,7 +443,9 @@ fn per_step_loops(k: &PlasticKernel, locals: &str) -> String {
                 w = g.w
             );
             s.push_str(&indent(&pair, "                "));
-            s.push_str("            }\n        }\n        w[wi] = (float)(w0 + acc);\n    }\n");
+            s.push_str("            }\n        }\n        w[wi] = (float)(w0 + acc);\n");
+            s.push_str(&stores);
+            s.push_str("    }\n");
         }
     }
     s

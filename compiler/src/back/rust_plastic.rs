@@ -19,6 +19,28 @@ fn local_ident(k: &PlasticKernel, i: usize) -> Ident {
     format_ident!("{}", names::local("l", i, &k.rule.locals[i]))
 }
 
+fn state_ident(k: &PlasticKernel, i: usize) -> Ident {
+    format_ident!("{}", names::local("e", i, &k.rule.states[i].name))
+}
+
+fn state_ptr(i: usize) -> Ident {
+    format_ident!("st{}", i)
+}
+
+/// Loads of the synapse `wi`'s states into locals, and the stores back.
+fn state_io(k: &PlasticKernel) -> (TokenStream, TokenStream) {
+    let n = k.rule.states.len();
+    let loads = (0..n).map(|i| {
+        let (v, p) = (state_ident(k, i), state_ptr(i));
+        quote!(let mut #v: f64 = *#p.add(wi) as f64;)
+    });
+    let stores = (0..n).map(|i| {
+        let (v, p) = (state_ident(k, i), state_ptr(i));
+        quote!(*#p.add(wi) = #v as f32;)
+    });
+    (quote!(#(#loads)*), quote!(#(#stores)*))
+}
+
 fn pre_ident(k: &PlasticKernel, i: usize) -> Ident {
     format_ident!("{}", names::local("a", i, &k.rule.pre_states[i].name))
 }
@@ -71,6 +93,10 @@ impl Syntax<SynLeaf> for RuleSyntax<'_> {
             SynLeaf::Steps => quote!(s_steps),
             SynLeaf::Local(i) => {
                 let v = local_ident(self.0, *i);
+                quote!(#v)
+            }
+            SynLeaf::State(i) => {
+                let v = state_ident(self.0, *i);
                 quote!(#v)
             }
             SynLeaf::PreState(i) => {
@@ -157,6 +183,10 @@ fn stmts(k: &PlasticKernel, body: &[SynAssign]) -> TokenStream {
             SynVar::W => quote!(s_w),
             SynVar::Local(i) => {
                 let l = local_ident(k, i);
+                quote!(#l)
+            }
+            SynVar::State(i) => {
+                let l = state_ident(k, i);
                 quote!(#l)
             }
             SynVar::PreState(i) => {
@@ -303,11 +333,19 @@ pub fn kernel_tokens(k: &PlasticKernel, export: bool, name: &Ident) -> TokenStre
             if t_post >= t_len { continue; }
         }
     };
+    let (state_loads, state_stores) = state_io(k);
     let update = quote! {
         let mut s_w: f64 = *w.add(wi) as f64;
+        #state_loads
         #rule
         *w.add(wi) = s_w as f32;
+        #state_stores
     };
+    let state_ptrs = (0..k.rule.states.len()).map(|i| {
+        let p = state_ptr(i);
+        let at = usize_lit(5 + i);
+        quote!(let #p = *a.bufs.add(#at);)
+    });
     let loops = if k.rule.form == RuleForm::PerStep {
         per_step_loops(k, &reward_b)
     } else {
@@ -337,6 +375,7 @@ pub fn kernel_tokens(k: &PlasticKernel, export: bool, name: &Ident) -> TokenStre
             let post = *a.bufs.add(2) as *const f32;
             #gate
             #reward_ptr
+            #(#state_ptrs)*
             let pp = a.params as *const f64;
             #(#params)*
             let (t_len, batch) = (a.t_len, a.batch);
@@ -351,6 +390,7 @@ pub fn kernel_tokens(k: &PlasticKernel, export: bool, name: &Ident) -> TokenStre
 /// Per-step rules: each synapse of map `o` sums its changes over the batch, then adds
 /// them once.
 fn per_step_loops(k: &PlasticKernel, reward_b: &TokenStream) -> TokenStream {
+    let (loads, stores) = state_io(k);
     match k.geom {
         PlasticGeom::Dense { inputs, .. } => {
             let inputs = usize_lit(inputs);
@@ -360,12 +400,14 @@ fn per_step_loops(k: &PlasticKernel, reward_b: &TokenStream) -> TokenStream {
                     let wi = o * #inputs + p;
                     let w0: f64 = *w.add(wi) as f64;
                     let mut acc: f64 = 0.0f64;
+                    #loads
                     for b in 0..batch {
                         #reward_b
                         let n = o;
                         #pair
                     }
                     *w.add(wi) = (w0 + acc) as f32;
+                    #stores
                 }
             }
         }
@@ -382,6 +424,7 @@ fn per_step_loops(k: &PlasticKernel, reward_b: &TokenStream) -> TokenStream {
                             let wi = ((o * #c_in + c) * #kh + ky) * #kw + kx;
                             let w0: f64 = *w.add(wi) as f64;
                             let mut acc: f64 = 0.0f64;
+                            #loads
                             for b in 0..batch {
                                 #reward_b
                                 for y in 0..#ho {
@@ -397,6 +440,7 @@ fn per_step_loops(k: &PlasticKernel, reward_b: &TokenStream) -> TokenStream {
                                 }
                             }
                             *w.add(wi) = (w0 + acc) as f32;
+                            #stores
                         }
                     }
                 }

@@ -50,6 +50,8 @@ pub struct SynapseDef {
     pub params: Vec<ParamDecl>,
     pub flags: Vec<FlagDecl>,
     pub choices: Vec<ChoiceDecl>,
+    /// `state e = init`: per-synapse state besides the weight.
+    pub states: Vec<StateDecl>,
     /// `pre x = init`: a trace per presynaptic neuron and sample (per-step rules).
     pub pre_states: Vec<StateDecl>,
     /// `post y = init`: a trace per postsynaptic neuron and sample.

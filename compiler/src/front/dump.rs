@@ -143,7 +143,11 @@ pub fn ast_file(f: &ast::File) -> String {
             let v: Vec<&str> = c.variants.iter().map(|v| v.name.as_str()).collect();
             let _ = writeln!(out, "  choice {} = {}", c.name.name, v.join(" | "));
         }
-        for (word, states) in [("pre", &r.pre_states), ("post", &r.post_states)] {
+        for (word, states) in [
+            ("state", &r.states),
+            ("pre", &r.pre_states),
+            ("post", &r.post_states),
+        ] {
             for st in states {
                 let _ = writeln!(out, "  {word} {} = {}", st.name.name, expr(&st.init));
             }

@@ -377,6 +377,7 @@ impl Builder {
             params: vec![],
             flags: vec![],
             choices: vec![],
+            states: vec![],
             pre_states: vec![],
             post_states: vec![],
             on_step: vec![],
@@ -420,6 +421,11 @@ impl Builder {
                         variants,
                         span,
                     });
+                }
+                Rule::state_decl => {
+                    let name = self.ident(parts.next().unwrap());
+                    let init = self.expr(parts.next().unwrap())?;
+                    def.states.push(StateDecl { name, init, span });
                 }
                 Rule::pre_decl | Rule::post_decl => {
                     let name = self.ident(parts.next().unwrap());

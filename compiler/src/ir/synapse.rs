@@ -41,6 +41,8 @@ pub enum SynLeaf {
     Steps,
     /// A `let` temporary.
     Local(usize),
+    /// Per-synapse state `i` (`state e = ..`), as the previous event left it.
+    State(usize),
     /// Presynaptic trace `i` (per-step rules).
     PreState(usize),
     /// Postsynaptic trace `i` (per-step rules).
@@ -73,6 +75,7 @@ pub type SExpr = Expr<SynLeaf>;
 pub enum SynVar {
     W,
     Local(usize),
+    State(usize),
     PreState(usize),
     PostState(usize),
 }
@@ -100,6 +103,9 @@ pub struct SynapseEqs {
     pub form: RuleForm,
     pub params: Vec<SynParam>,
     pub locals: Vec<String>,
+    /// Per-synapse state besides the weight: a plan weight `PROJECTION.NAME` of the weight's
+    /// shape, changed only by the rule (never by gradients), saved with the weights.
+    pub states: Vec<SynState>,
     pub pre_states: Vec<SynState>,
     pub post_states: Vec<SynState>,
     /// Per-step rules: every step, before the events.
@@ -127,6 +133,7 @@ impl SynapseEqs {
             SynLeaf::Reward => "reward".into(),
             SynLeaf::Steps => "T".into(),
             SynLeaf::Local(i) => self.locals[*i].clone(),
+            SynLeaf::State(i) => self.states[*i].name.clone(),
             SynLeaf::PreState(i) => self.pre_states[*i].name.clone(),
             SynLeaf::PostState(i) => self.post_states[*i].name.clone(),
             SynLeaf::SPre => "s_pre".into(),
@@ -138,6 +145,7 @@ impl SynapseEqs {
         match v {
             SynVar::W => "w".into(),
             SynVar::Local(i) => self.locals[i].clone(),
+            SynVar::State(i) => self.states[i].name.clone(),
             SynVar::PreState(i) => self.pre_states[i].name.clone(),
             SynVar::PostState(i) => self.post_states[i].name.clone(),
         }
@@ -173,7 +181,11 @@ impl fmt::Display for SynapseEqs {
         for p in &self.params {
             writeln!(f, "      param {} = {:?}", p.name, p.value)?;
         }
-        for (word, states) in [("pre", &self.pre_states), ("post", &self.post_states)] {
+        for (word, states) in [
+            ("state", &self.states),
+            ("pre", &self.pre_states),
+            ("post", &self.post_states),
+        ] {
             for st in states {
                 writeln!(f, "      {word} {} = {}", st.name, self.show(&st.init))?;
             }

@@ -317,6 +317,7 @@ fn lower(def: &ast::SynapseDef, args: &RuleArgs, call: Span) -> DResult<SynapseE
             },
             params,
             locals: vec![],
+            states: vec![],
             pre_states: vec![],
             post_states: vec![],
             on_step: vec![],
@@ -324,16 +325,21 @@ fn lower(def: &ast::SynapseDef, args: &RuleArgs, call: Span) -> DResult<SynapseE
             on_post: vec![],
         },
     };
-    for (pre, decls) in [(true, &def.pre_states), (false, &def.post_states)] {
+    for (side, decls) in [
+        (0, &def.states),
+        (1, &def.pre_states),
+        (2, &def.post_states),
+    ] {
         for d in decls.iter() {
             let taken = BUILT_INS.contains(&d.name.name.as_str())
                 || env.eqs.params.iter().any(|p| p.name == d.name.name)
+                || env.eqs.states.iter().any(|p| p.name == d.name.name)
                 || env.eqs.pre_states.iter().any(|p| p.name == d.name.name)
                 || env.eqs.post_states.iter().any(|p| p.name == d.name.name);
             if taken {
                 return Err(Diagnostic::new(
                     ErrorKind::Duplicate,
-                    format!("trace `{}` is already a name of the rule", d.name.name),
+                    format!("`{}` is already a name of the rule", d.name.name),
                 )
                 .at(d.name.span, "defined twice")
                 .hint("give each parameter and trace its own name"));
@@ -343,10 +349,10 @@ fn lower(def: &ast::SynapseDef, args: &RuleArgs, call: Span) -> DResult<SynapseE
                 name: d.name.name.clone(),
                 init,
             };
-            if pre {
-                env.eqs.pre_states.push(st);
-            } else {
-                env.eqs.post_states.push(st);
+            match side {
+                0 => env.eqs.states.push(st),
+                1 => env.eqs.pre_states.push(st),
+                _ => env.eqs.post_states.push(st),
             }
         }
     }
@@ -430,6 +436,11 @@ fn sides(e: &SExpr, locals: &[(bool, bool)]) -> (bool, bool) {
     let (mut pre, mut post) = (false, false);
     e.any_leaf(|l| {
         match l {
+            // A synapse's own state belongs to both sides.
+            SynLeaf::State(_) => {
+                pre = true;
+                post = true;
+            }
             SynLeaf::PreState(_) | SynLeaf::SPre | SynLeaf::TPre => pre = true,
             SynLeaf::PostState(_) | SynLeaf::SPost | SynLeaf::TPost => post = true,
             SynLeaf::Local(i) => {
@@ -528,6 +539,10 @@ impl Env<'_> {
                 .hint(hint.to_string()))
         };
         match (block, target) {
+            (Block::Step, SynVar::State(_)) => bad(
+                format!("`on_step` may not assign the synapse state `{}`", name.name),
+                "`on_step` runs the traces' dynamics; change per-synapse state in `on_pre` or `on_post`",
+            ),
             (Block::Step, SynVar::W) => bad(
                 "`on_step` may not assign the weight `w`".to_string(),
                 "`on_step` runs the traces' dynamics; change `w` in `on_pre` or `on_post`",
@@ -585,6 +600,9 @@ impl Env<'_> {
         if let Some(i) = self.eqs.locals.iter().position(|s| *s == name.name) {
             return Ok(SynVar::Local(i));
         }
+        if let Some(i) = self.eqs.states.iter().position(|s| s.name == name.name) {
+            return Ok(SynVar::State(i));
+        }
         if let Some(i) = self.eqs.pre_states.iter().position(|s| s.name == name.name) {
             return Ok(SynVar::PreState(i));
         }
@@ -627,6 +645,9 @@ impl Env<'_> {
         }
         if let Some(i) = self.eqs.params.iter().position(|s| s.name == name) {
             return Some(SExpr::Leaf(SynLeaf::Param(i)));
+        }
+        if let Some(i) = self.eqs.states.iter().position(|s| s.name == name) {
+            return Some(SExpr::Leaf(SynLeaf::State(i)));
         }
         if let Some(i) = self.eqs.pre_states.iter().position(|s| s.name == name) {
             return Some(SExpr::Leaf(SynLeaf::PreState(i)));

@@ -48,6 +48,19 @@ impl PlasticOps for CpuDevice {
                 None => ptrs.push(std::ptr::null_mut()),
             }
         }
+        for &st in d.states {
+            let v = self
+                .weights
+                .get_mut(st)
+                .filter(|v| v.len() == g.synapses())
+                .ok_or_else(|| {
+                    RuntimeError::Device(format!(
+                        "plasticity: state weight {st} is not allocated with {} elements",
+                        g.synapses()
+                    ))
+                })?;
+            ptrs.push(v.as_mut_ptr());
+        }
         // The event-driven GEMM's transposed copy of this weight is now stale.
         if let Some(t) = self.transposed.get_mut(d.weight) {
             *t = None;

@@ -28,6 +28,10 @@ impl<G: Gpu> PlasticOps for CudaDevice<G> {
             Some(l) => self.slot_ptr(l, d.batch, what)?,
             None => 0,
         };
+        let mut states = Vec::with_capacity(d.states.len());
+        for &st in d.states {
+            states.push(self.weight_ptr(st, g.synapses(), what)?);
+        }
         // The f64 parameters' bits as f32 words (little-endian, as the GPU reads them).
         let words: Vec<f32> = d
             .params
@@ -51,12 +55,9 @@ impl<G: Gpu> PlasticOps for CudaDevice<G> {
         if maps == 0 {
             return Ok(());
         }
-        let args = [
-            w,
-            pre,
-            post,
-            gate,
-            reward,
+        let mut args = vec![w, pre, post, gate, reward];
+        args.extend(states);
+        args.extend([
             params,
             d.t_len as u64,
             0,
@@ -64,7 +65,7 @@ impl<G: Gpu> PlasticOps for CudaDevice<G> {
             maps as u64,
             0,
             maps as u64,
-        ];
+        ]);
         let cfg = grid(maps, what)?;
         self.gpu
             .launch(Kernel::Generated(d.kernel), cfg, &args, "plasticity kernel")

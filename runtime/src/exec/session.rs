@@ -705,6 +705,7 @@ impl Session {
                 post: loc(l.post),
                 gate: l.gate.map(loc),
                 reward: l.reward.map(loc),
+                states: &l.states,
                 params: &self.rule_params[i],
             })?;
         }

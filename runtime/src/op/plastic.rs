@@ -8,7 +8,7 @@
 //! starting weights, the updates are sequential.
 //!
 //! The kernel's ABI is [`crate::plan::KernelArgs`] with: `bufs = [weight, pre, post, gate,
-//! reward]` (a null pointer for an absent gate or reward), `params` the rule's parameters
+//! reward, states..]` (a null pointer for an absent gate or reward), `params` the rule's parameters
 //! as **f64** (the pointer cast), `features` the number of postsynaptic maps (a dense
 //! layer's outputs, a convolution's channels) and `lo..hi` a range of them. A map's
 //! synapses are written only by the thread that owns the map, so ranges run in parallel.
@@ -82,6 +82,9 @@ pub struct LearnLayer {
     pub gate: Option<BufId>,
     /// A static `[B, 1]` value per sample, the rule's `reward`.
     pub reward: Option<BufId>,
+    /// Per-synapse states besides the weight (`state e = ..`): weights of the weight's
+    /// shape, bound after the reward (`bufs[5..]`).
+    pub states: Vec<WeightId>,
     pub geom: PlasticGeom,
     pub params: Vec<RuleParam>,
 }
@@ -104,6 +107,27 @@ impl LearnLayer {
         }
         if self.kernel >= p.kernels.len() {
             return Err(err(format!("kernel {} does not exist", self.kernel)));
+        }
+        if p.kernels[self.kernel].arity != 5 + self.states.len() {
+            return Err(err(format!(
+                "kernel {} takes {} buffers, the layer binds {}",
+                self.kernel,
+                p.kernels[self.kernel].arity,
+                5 + self.states.len()
+            )));
+        }
+        for &st in &self.states {
+            let d = p
+                .weights
+                .get(st)
+                .ok_or_else(|| err(format!("state weight {st} does not exist")))?;
+            if d.numel() != self.geom.synapses() || st == self.weight {
+                return Err(err(format!(
+                    "state `{}` is not a separate array of {} values",
+                    d.name,
+                    self.geom.synapses()
+                )));
+            }
         }
         let buf = |b: BufId, extent: Extent, features: usize, role: &str| {
             let d = p
@@ -182,6 +206,8 @@ pub struct PlasticDesc<'a> {
     pub post: Loc,
     pub gate: Option<Loc>,
     pub reward: Option<Loc>,
+    /// The per-synapse state weights, `bufs[5..]`.
+    pub states: &'a [WeightId],
     pub params: &'a [f64],
 }
 

@@ -6,7 +6,7 @@ use crate::ir::kernel::PlasticKernel;
 use crate::ir::names;
 use crate::ir::net::NodeKind;
 use crate::ir::synapse::{RuleForm, SynLeaf};
-use snn_runtime::plan::{KernelDecl, LearnLayer, PlasticGeom, RuleParam};
+use snn_runtime::plan::{Init, KernelDecl, LearnLayer, PlasticGeom, RuleParam, WeightDecl};
 
 impl Lowerer<'_> {
     pub(super) fn learn(&mut self) -> Vec<PlasticKernel> {
@@ -29,12 +29,33 @@ impl Lowerer<'_> {
                 }
                 _ => unreachable!("rules attach to dense and conv2d"),
             };
+            // Per-synapse states: weights of the weight's shape, saved with it.
+            let wshape = self.plan.weights[self.weight_of[&p.projection].0]
+                .shape
+                .clone();
+            let states: Vec<usize> = (eqs.states.iter())
+                .map(|st| {
+                    let v = st
+                        .init
+                        .eval(|l| match l {
+                            SynLeaf::Param(i) => Some(eqs.params[*i].value),
+                            _ => None,
+                        })
+                        .expect("synapses checked: parameters and numbers");
+                    self.plan.weights.push(WeightDecl {
+                        name: format!("{}.{}", proj.name, st.name),
+                        shape: wshape.clone(),
+                        init: Init::Constant(v as f32),
+                    });
+                    self.plan.weights.len() - 1
+                })
+                .collect();
             let kernel = self.plan.kernels.len();
             let symbol =
                 names::kernel_symbol(kernel, &format!("{}_{}", proj.name, eqs.model), "_learn");
             self.plan.kernels.push(KernelDecl {
                 symbol: symbol.clone(),
-                arity: 5,
+                arity: 5 + states.len(),
                 weights: vec![],
             });
             let buf = |h| mem.node_out[&h];
@@ -47,6 +68,7 @@ impl Lowerer<'_> {
                 post: buf(post),
                 gate: p.gate.map(buf),
                 reward: p.reward.map(buf),
+                states,
                 geom,
                 params: eqs
                     .params
