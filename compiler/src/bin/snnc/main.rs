@@ -571,7 +571,9 @@ fn compile(
 
 mod bench;
 mod check_memory;
+mod local_plots;
 mod plot;
 mod run;
 mod run_folder;
 mod train;
+mod train_local;
