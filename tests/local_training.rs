@@ -64,7 +64,11 @@ fn rate_growth_matches_spykers_schedule_bit_for_bit() {
         let rows = table["rows"].as_array().unwrap();
         assert!(got.len() >= rows.len(), "{name}: {} changes", got.len());
         for (row, (from, (pos, neg))) in rows.iter().zip(&got) {
-            assert_eq!(row["from_image"].as_u64().unwrap() as usize, *from, "{name}");
+            assert_eq!(
+                row["from_image"].as_u64().unwrap() as usize,
+                *from,
+                "{name}"
+            );
             let hex = &row["hex"];
             bits_eq(*pos, from_hex(hex[0].as_str().unwrap()), name);
             bits_eq(*neg, from_hex(hex[1].as_str().unwrap()), name);
@@ -105,7 +109,11 @@ fn rstdp_rates_match_spykers_scaling_bit_for_bit() {
         }
         let rates = rates.unwrap_or_else(|| panic!("chunk {i} did not close"));
         for (k, hex) in c["hex"].as_array().unwrap().iter().enumerate() {
-            bits_eq(rates[k], from_hex(hex.as_str().unwrap()), &format!("chunk {i} rate {k}"));
+            bits_eq(
+                rates[k],
+                from_hex(hex.as_str().unwrap()),
+                &format!("chunk {i} rate {k}"),
+            );
         }
     }
 }
@@ -232,7 +240,9 @@ fn metrics(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
 }
 
 fn num(row: &std::collections::HashMap<String, String>, k: &str) -> f64 {
-    row[k].parse().unwrap_or_else(|_| panic!("`{k}` = `{}`", row[k]))
+    row[k]
+        .parse()
+        .unwrap_or_else(|_| panic!("`{k}` = `{}`", row[k]))
 }
 
 /// Three stages, greedy and layer-wise: layer 1 with the rate growth, layer 2 at its base
@@ -273,11 +283,17 @@ fn greedy_layer_wise_training_through_the_cli() {
     };
     for layer in ["c1", "c2"] {
         let c = conv(layer);
-        assert!(c[0] < 0.25 && c[0] > 0.2, "{layer}: C starts near 0.25: {c:?}");
+        assert!(
+            c[0] < 0.25 && c[0] > 0.2,
+            "{layer}: C starts near 0.25: {c:?}"
+        );
         assert!(c.windows(2).all(|w| w[1] < w[0]), "{layer}: C falls: {c:?}");
     }
     let c1 = conv("c1");
-    assert!(c1[2] < 0.05, "layer 1 converges with the growing rates: {c1:?}");
+    assert!(
+        c1[2] < 0.05,
+        "layer 1 converges with the growing rates: {c1:?}"
+    );
     // The rates in effect after each epoch: 10 batches of 10 per epoch, x2 when the count
     // passes 50 images (remainder kept), a_plus capped at 0.15.
     let growth = RateGrowth {
@@ -343,9 +359,31 @@ fn resumed_runs_match_a_straight_run() {
     let m = model.to_str().unwrap();
     snnc_in(&d, &["train", m, "-o", "straight", "-q"]);
     let set = |s: String| format!("local={s}");
-    snnc_in(&d, &["train", m, "-o", "stopped", "-q", "--set", &set(schedule(1, 0, 0))]);
+    snnc_in(
+        &d,
+        &[
+            "train",
+            m,
+            "-o",
+            "stopped",
+            "-q",
+            "--set",
+            &set(schedule(1, 0, 0)),
+        ],
+    );
     let ck = "stopped/checkpoint.safetensors";
-    snnc_in(&d, &["train", m, "--resume", ck, "-q", "--set", &set(schedule(3, 2, 1))]);
+    snnc_in(
+        &d,
+        &[
+            "train",
+            m,
+            "--resume",
+            ck,
+            "-q",
+            "--set",
+            &set(schedule(3, 2, 1)),
+        ],
+    );
     let o = snnc_in(&d, &["train", m, "--resume", ck, "-q"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("resuming stage 3 (c3) after epoch 1"), "{err}");
@@ -380,7 +418,9 @@ fn error_of(src: &str, train: bool) -> (ErrorKind, String, String) {
         ..Options::default()
     });
     let parsed = c.parse_str("test.snn", src).unwrap();
-    let d = c.compile(&parsed).err().expect("an error");
+    let Err(d) = c.compile(&parsed) else {
+        panic!("expected an error for:\n{src}")
+    };
     assert!(d.hint.is_some(), "`{}` has no hint", d.message);
     let at = d.span.map(|s| c.sources.location(s)).unwrap_or_default();
     (d.kind, at, d.message)
@@ -461,14 +501,30 @@ fn bad_schedules_are_located_errors() {
         "    batch = 10\n    loss = cross_entropy(counts(o3))\n",
     );
     let (k, a, m) = error_of(&both, false);
-    assert_eq!((k, a.as_str()), (ErrorKind::BadValue, "test.snn:28:5"), "{m}");
-    assert!(m.contains("`loss` is a setting of gradient training"), "{m}");
+    assert_eq!(
+        (k, a.as_str()),
+        (ErrorKind::BadValue, "test.snn:28:5"),
+        "{m}"
+    );
+    assert!(
+        m.contains("`loss` is a setting of gradient training"),
+        "{m}"
+    );
     // Gradient training of plastic projections, and of a local block, is refused.
-    let gradient = with_schedule("[layer(c1)]")
-        .replace("    local = [layer(c1)]\n", "    loss = cross_entropy(counts(o3))\n");
+    let gradient = with_schedule("[layer(c1)]").replace(
+        "    local = [layer(c1)]\n",
+        "    loss = cross_entropy(counts(o3))\n",
+    );
     let (k, a, m) = error_of(&gradient, true);
-    assert_eq!((k, a.as_str()), (ErrorKind::BadValue, "test.snn:9:25"), "{m}");
-    assert!(m.contains("gradient training of a model with plastic projections"), "{m}");
+    assert_eq!(
+        (k, a.as_str()),
+        (ErrorKind::BadValue, "test.snn:9:25"),
+        "{m}"
+    );
+    assert!(
+        m.contains("gradient training of a model with plastic projections"),
+        "{m}"
+    );
     let (_, a, m) = error_of(&with_schedule("[layer(c1)]"), true);
     assert_eq!(a, "test.snn:28:14", "{m}");
     assert!(m.contains("learns by local rules"), "{m}");

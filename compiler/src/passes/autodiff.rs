@@ -55,7 +55,10 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
     if let Some(stage) = cfg.local.first() {
         return Err(Diagnostic::new(
             ErrorKind::BadValue,
-            format!("model `{}` learns by local rules (`local = [..]`), not by a loss", m.name),
+            format!(
+                "model `{}` learns by local rules (`local = [..]`), not by a loss",
+                m.name
+            ),
         )
         .at(stage.span, "local learning, without a backward pass")
         .hint("train it with `snnc train`, which runs the rules; compile it without `--train`"));

@@ -53,7 +53,11 @@ pub fn parse(e: &Expr) -> DResult<Vec<LocalStage>> {
 
 fn stage(e: &Expr) -> DResult<LocalStage> {
     let ExprKind::Call { func, args } = &e.kind else {
-        return Err(err(e.span, "expected a stage `layer(NAME, epochs = N, ..)`", HINT));
+        return Err(err(
+            e.span,
+            "expected a stage `layer(NAME, epochs = N, ..)`",
+            HINT,
+        ));
     };
     if func.name != "layer" {
         return Err(err(
@@ -150,7 +154,11 @@ fn normal(e: &Expr) -> DResult<(f64, f64)> {
         return Err(err(e.span, "expected `normal(mean, std)`", H));
     };
     if func.name != "normal" {
-        return Err(err(e.span, format!("unknown initialiser `{}`", func.name), H));
+        return Err(err(
+            e.span,
+            format!("unknown initialiser `{}`", func.name),
+            H,
+        ));
     }
     let sig = Signature::builtin("normal", &["mean", "std"]);
     let a = bind::call(&sig, args, e.span)?;
@@ -197,7 +205,11 @@ fn rule_needs(m: &Module, p: usize, names: &[&str], why: &str, at: Span) -> DRes
 pub fn check(m: &Module) -> DResult<()> {
     let Some(cfg) = &m.train else { return Ok(()) };
     for (i, st) in cfg.local.iter().enumerate() {
-        let plastic_names = || m.plastic.iter().map(|p| m.nodes[p.projection].name.as_str());
+        let plastic_names = || {
+            m.plastic
+                .iter()
+                .map(|p| m.nodes[p.projection].name.as_str())
+        };
         let Some(h) = m.node_by_name(&st.layer) else {
             let d = Diagnostic::new(
                 ErrorKind::UnknownName,
@@ -215,7 +227,10 @@ pub fn check(m: &Module) -> DResult<()> {
         let Some(p) = m.plastic.iter().position(|p| p.projection == h) else {
             return Err(Diagnostic::new(
                 ErrorKind::BadValue,
-                format!("`{}` has no `synapse = ...`: it has no rule to learn by", st.layer),
+                format!(
+                    "`{}` has no `synapse = ...`: it has no rule to learn by",
+                    st.layer
+                ),
             )
             .at(st.layer_span, "not a plastic projection")
             .note(m.nodes[h].span, "defined here")
@@ -290,10 +305,7 @@ pub fn check(m: &Module) -> DResult<()> {
                 if maps < d.classes {
                     return Err(err(
                         d.gate_span,
-                        format!(
-                            "`{}` has {maps} maps for {} classes",
-                            d.gate, d.classes
-                        ),
+                        format!("`{}` has {maps} maps for {} classes", d.gate, d.classes),
                         "give the decision layer at least one map per class (label = map / \
                          (maps / classes))",
                     ));

@@ -555,7 +555,10 @@ pub fn config(block: &[Binding], span: Span, model_batch: usize) -> DResult<Trai
     }
     if let Some(at) = local_span {
         // The last word on each setting counts (`--set` overrides the file's).
-        let gradient = block.iter().rev().find(|b| GRADIENT_ONLY.contains(&b.name.name.as_str()));
+        let gradient = block
+            .iter()
+            .rev()
+            .find(|b| GRADIENT_ONLY.contains(&b.name.name.as_str()));
         if let Some(g) = gradient {
             let hint = if g.name.name == "epochs" {
                 "local learning counts epochs per stage: `layer(c1, epochs = 2)`".to_string()
@@ -595,12 +598,13 @@ pub fn config(block: &[Binding], span: Span, model_batch: usize) -> DResult<Trai
             local,
         });
     }
-    let loss = loss_spec.ok_or_else(|| {
-        Diagnostic::new(ErrorKind::BadValue, "the training settings have no loss")
+    let loss =
+        loss_spec.ok_or_else(|| {
+            Diagnostic::new(ErrorKind::BadValue, "the training settings have no loss")
             .at(span, "no `loss = ...` here")
             .hint("e.g. `loss = cross_entropy(counts(out))`, or for training by the projections' \
                    own rules `local = [layer(c1, epochs = 2), ..]`")
-    })?;
+        })?;
     Ok(TrainConfig {
         loss,
         regularizers: regs,

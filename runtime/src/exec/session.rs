@@ -698,7 +698,10 @@ impl Session {
                 "`{layer}` needs a gate and a `reward` input to be rewarded by its decision"
             )));
         };
-        let (gate, slot) = (&self.plan.plan().buffers[gate], &self.plan.plan().buffers[slot]);
+        let (gate, slot) = (
+            &self.plan.plan().buffers[gate],
+            &self.plan.plan().buffers[slot],
+        );
         let (gate_loc, gate_len) = (Loc::new(gate.slot, 0), buffer_len(gate, t, batch)?);
         let reward_loc = Loc::new(slot.slot, 0);
         let outputs = self.run(inputs, t, batch)?;

@@ -75,7 +75,11 @@ pub fn curves(rows: &[StageRow], title: &str) -> DResult<String> {
         let last = rows.iter().map(|r| r.epoch).fold(1.0, f64::max);
         type Pick = fn(&StageRow) -> f64;
         let sets: [(&str, Pick, (f64, f64)); 2] = [
-            ("convergence C_l = mean w(1 - w)", |r| r.convergence, (0.0, 0.26)),
+            (
+                "convergence C_l = mean w(1 - w)",
+                |r| r.convergence,
+                (0.0, 0.26),
+            ),
             ("decisions right (%)", |r| 100.0 * r.accuracy, (0.0, 100.0)),
         ];
         for (area, (name, pick, (lo, hi))) in panels.iter().zip(sets) {

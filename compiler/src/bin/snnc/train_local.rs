@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use snn_runtime::data::{Batcher, Dataset};
 use snn_runtime::exec::Footprint;
-use snn_runtime::plan::{PlasticGeom, Plan};
+use snn_runtime::plan::{Plan, PlasticGeom};
 use snn_runtime::train::local::{self, RstdpRates};
 use snn_runtime::train::local_checkpoint::{self, LocalState};
 use snn_runtime::Tensor;
@@ -27,7 +27,9 @@ use snnc::passes::local_schedule;
 use snnc::session::{self, runtime_diag};
 use snnc::Compiler;
 
-use crate::train::{batch_tensor, is_sequence, load_data, print_written, write_atomic, Feed, TrainArgs};
+use crate::train::{
+    batch_tensor, is_sequence, load_data, print_written, write_atomic, Feed, TrainArgs,
+};
 use crate::{check_memory, local_plots, run_folder};
 
 /// `metrics.csv`: one row per epoch; `epoch` counts over all stages (the resumed-run rules
@@ -119,12 +121,7 @@ struct Tally {
     silent: usize,
 }
 
-pub fn train(
-    c: &mut Compiler,
-    parsed: Parsed,
-    cfg: TrainConfig,
-    args: &TrainArgs,
-) -> DResult<()> {
+pub fn train(c: &mut Compiler, parsed: Parsed, cfg: TrainConfig, args: &TrainArgs) -> DResult<()> {
     c.opts.train = false;
     let program = c.compile(&parsed)?;
     let plan = program.plan.clone();
@@ -280,12 +277,7 @@ pub fn train(
                 .expect("valid template")
                 .progress_chars("=> "),
             );
-            bar.set_prefix(format!(
-                "{} epoch {}/{}",
-                st.layer,
-                epoch + 1,
-                st.epochs
-            ));
+            bar.set_prefix(format!("{} epoch {}/{}", st.layer, epoch + 1, st.epochs));
             let mut tally = Tally::default();
             for idx in &batches {
                 let b = idx.len();
@@ -329,7 +321,11 @@ pub fn train(
                         tally.wrong += batch_tally.wrong;
                         tally.silent += batch_tally.silent;
                         if let Some(rates) = rstdp.as_mut().and_then(|r| {
-                            r.after_batch(batch_tally.correct, batch_tally.wrong, batch_tally.silent)
+                            r.after_batch(
+                                batch_tally.correct,
+                                batch_tally.wrong,
+                                batch_tally.silent,
+                            )
                         }) {
                             for (n, v) in names.iter().zip(rates) {
                                 s.set_rule_param(&st.layer, n, v).map_err(runtime_diag)?;
