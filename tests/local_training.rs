@@ -529,3 +529,41 @@ fn bad_schedules_are_located_errors() {
     assert_eq!(a, "test.snn:28:14", "{m}");
     assert!(m.contains("learns by local rules"), "{m}");
 }
+
+/// The same schedule on the CUDA device through the host shim (`Session::learn_rewarded`'s
+/// download of the gate and upload of the rewards included) gives the CPU's weights and
+/// metrics, bit for bit.
+#[test]
+fn the_cuda_host_shim_learns_as_the_cpu_does() {
+    if snn_runtime::cuda::shim::find_cxx().is_none() {
+        println!("SKIP cuda-shim: no C++ compiler");
+        return;
+    }
+    let d = scratch("shim");
+    let model = write_model(&d);
+    let m = model.to_str().unwrap();
+    let short = format!("local={}", schedule(1, 1, 1));
+    snnc_in(&d, &["train", m, "-o", "cpu", "-q", "--set", &short]);
+    let args = [
+        "train",
+        m,
+        "-o",
+        "shim",
+        "-q",
+        "--set",
+        &short,
+        "--device",
+        "cuda-shim",
+    ];
+    snnc_in(&d, &args);
+    let read = |f: &str| std::fs::read(d.join(f)).unwrap();
+    assert!(read("cpu/weights.safetensors") == read("shim/weights.safetensors"));
+    let rows = |run: &str| -> Vec<String> {
+        let text = String::from_utf8(read(&format!("{run}/metrics.csv"))).unwrap();
+        // All but the seconds.
+        text.lines()
+            .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+            .collect()
+    };
+    assert_eq!(rows("cpu"), rows("shim"));
+}
