@@ -1383,6 +1383,111 @@ fn synapse_rules() {
         &loc_of(&src, "T = 1.0"),
         "hides the rule's built-in `T`",
     );
+
+    // Per-step rules: each block writes its own side; a trace reads only its own side.
+    let traced = |blocks: &str| {
+        format!(
+            "synapse tr {{\n  param a = 0.1\n  pre x = 0.0\n  post y = 0.0\n{blocks}\n}}\n{}",
+            PLASTIC.replace("spyker_stdp()", "tr()")
+        )
+    };
+    let src = traced("  on_pre { y = y + 1.0\n w = w - a * y }\n  on_post { w = w + a * x }");
+    expect(
+        &src,
+        ErrorKind::BadArgument,
+        &loc_of(&src, "y = y + 1.0"),
+        "`on_pre` may not write the postsynaptic trace `y`",
+    );
+    let src = traced("  on_post { x = 2.0\n w = w + a * x }");
+    expect(
+        &src,
+        ErrorKind::BadArgument,
+        &loc_of(&src, "x = 2.0"),
+        "`on_post` may not write the presynaptic trace `x`",
+    );
+    let src = traced("  on_step { x = x + s_post }\n  on_post { w = w + a * x }");
+    expect(
+        &src,
+        ErrorKind::BadArgument,
+        &loc_of(&src, "x = x + s_post"),
+        "presynaptic trace `x` may not read the postsynaptic side",
+    );
+    let src = traced("  on_step { let both = x + y\n y = both }\n  on_post { w = w + a * x }");
+    expect(
+        &src,
+        ErrorKind::BadArgument,
+        &loc_of(&src, "y = both"),
+        "postsynaptic trace `y` may not read the presynaptic side",
+    );
+    let src = traced("  on_step { w = w * 0.5 }\n  on_post { w = w + a * x }");
+    expect(
+        &src,
+        ErrorKind::BadArgument,
+        &loc_of(&src, "w = w * 0.5"),
+        "`on_step` may not assign the weight `w`",
+    );
+    let src = traced("  on_post { w = w + a * select(t_pre <= t_post, 1.0, -1.0) }");
+    expect(
+        &src,
+        ErrorKind::BadArgument,
+        &loc_of(&src, "t_pre <="),
+        "`t_pre` is a first-spike rule's",
+    );
+    let src = traced("  pre x = 1.0\n  on_post { w = w + a * x }");
+    expect(
+        &src,
+        ErrorKind::Duplicate,
+        &loc_of(&src, "x = 1.0"),
+        "trace `x` is already a name of the rule",
+    );
+    let src = PLASTIC
+        .replace("input x: [T, 6]", "input x: [T, 6]\n  input g: [3]")
+        .replace("spyker_stdp()", "stdp(), gate = g");
+    expect(
+        &src,
+        ErrorKind::BadArgument,
+        &loc_of(&src, "input g"),
+        "runs per step and takes no gate",
+    );
+
+    // Shared weights (`weights = other`).
+    let tied =
+        |layer: &str| PLASTIC.replace("  output", &format!("  {layer}\n  m2 = IF(k)\n  output"));
+    let src = tied("k = dense(x, 4, bias = false, weights = h)");
+    expect(
+        &src,
+        ErrorKind::Shape,
+        &loc_of(&src, "h)\n  m2"),
+        "but its weight is [4, 6] and that one [3, 6]",
+    );
+    let src = tied("k = dense(x, 3, weights = h)");
+    expect(
+        &src,
+        ErrorKind::Shape,
+        &loc_of(&src, "h)\n  m2"),
+        "with a bias",
+    );
+    let src = tied("k = dense(x, 3, bias = false, weights = n)");
+    expect(
+        &src,
+        ErrorKind::BadArgument,
+        &loc_of(&src, "n)\n  m2"),
+        "can use the weight of another `dense` only",
+    );
+    let src = tied("k = dense(x, 3, bias = false, weights = hh)");
+    expect(
+        &src,
+        ErrorKind::UnknownName,
+        &loc_of(&src, "hh"),
+        "unknown name `hh`",
+    );
+    let src = tied("k = dense(x, 3, bias = false, weights = 2)");
+    expect(
+        &src,
+        ErrorKind::BadValue,
+        &loc_of(&src, "2)\n  m2"),
+        "`weights` names another projection",
+    );
 }
 
 /// Spyker's k-WTA (`wta`) and "infinite threshold" (`infinite`).

@@ -537,3 +537,51 @@ fn kheradpisheh_layers_match_spyker_on_cpu() {
 fn kheradpisheh_layers_match_spyker_through_the_cuda_host_shim() {
     kheradpisheh_layers_match_spyker("cuda-shim");
 }
+
+/// `weights = c`: a projection reads another's weight (Kheradpisheh's feature pass reuses
+/// layer 2's learned kernel on un-inhibited input), before and after the owner learns; the
+/// plan has one weight for both.
+#[test]
+fn a_projection_can_use_another_projections_weight() {
+    let src = "model tied {
+  T = 6
+  batch = 2
+  input x: [T, 2, 6, 6]
+  input y: [T, 3, 6, 6]
+  c = conv2d(x, 3, kernel = 3, padding = 1, bias = false, post = y, synapse = spyker_stdp())
+  n = FireOnce(c, v_threshold = 1.5)
+  f = conv2d(x, 3, kernel = 3, padding = 1, bias = false, weights = c)
+  m = FireOnce(f, v_threshold = 1.5)
+  output spikes(n)
+  output spikes(m)
+}";
+    let p = compile(src);
+    assert_eq!(p.plan.weights.len(), 1, "one weight for both projections");
+    let Some(mut l) = load(&p, "cpu") else {
+        return;
+    };
+    let (t, batch) = (6, 2);
+    let x = random_wave(t, batch, 72, 5);
+    let y = random_wave(t, batch, 108, 6);
+    let inputs = [
+        Tensor::new(vec![t, batch, 2, 6, 6], x).unwrap(),
+        Tensor::new(vec![t, batch, 3, 6, 6], y).unwrap(),
+    ];
+    let w0: Vec<f32> = (0..54).map(|i| 0.2 + (i % 7) as f32 / 10.0).collect();
+    l.session.set_weight("c.weight", &w0).unwrap();
+    for round in 0..2 {
+        let out = l.session.learn(&inputs, t, batch).unwrap();
+        let (n, m) = (&out[0].1.data, &out[1].1.data);
+        assert_eq!(
+            n, m,
+            "round {round}: the tied layer reads the owner's weight"
+        );
+        assert!(n.iter().any(|&s| s != 0.0), "round {round}: nothing fired");
+    }
+    l.session.sync_weights().unwrap();
+    assert_ne!(
+        l.session.weight("c.weight").unwrap(),
+        &w0[..],
+        "the rule learned"
+    );
+}

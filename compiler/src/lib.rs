@@ -19,6 +19,7 @@ pub mod front;
 pub mod fuzzing;
 pub mod ir;
 pub mod passes;
+pub mod readout;
 pub mod session;
 
 use std::path::Path;

@@ -9,7 +9,7 @@ use super::cuda::comment_text;
 use crate::ir::expr::{print, BinOp, Func, Parens, Syntax, UnOp};
 use crate::ir::kernel::PlasticKernel;
 use crate::ir::names;
-use crate::ir::synapse::{SynLeaf, SynVar};
+use crate::ir::synapse::{RuleForm, SynAssign, SynLeaf, SynVar};
 use snn_runtime::plan::PlasticGeom;
 
 fn param_name(k: &PlasticKernel, i: usize) -> String {
@@ -18,6 +18,35 @@ fn param_name(k: &PlasticKernel, i: usize) -> String {
 
 fn local_name(k: &PlasticKernel, i: usize) -> String {
     names::local("l", i, &k.rule.locals[i])
+}
+
+fn pre_name(k: &PlasticKernel, i: usize) -> String {
+    names::local("a", i, &k.rule.pre_states[i].name)
+}
+
+fn post_name(k: &PlasticKernel, i: usize) -> String {
+    names::local("q", i, &k.rule.post_states[i].name)
+}
+
+/// The statements of one block, one per line.
+fn block(k: &PlasticKernel, body: &[SynAssign]) -> String {
+    let mut out = String::new();
+    for a in body {
+        let v = print(&Rule(k), &a.value);
+        let target = match a.target {
+            SynVar::W => "s_w".to_string(),
+            SynVar::Local(i) => local_name(k, i),
+            SynVar::PreState(i) => pre_name(k, i),
+            SynVar::PostState(i) => post_name(k, i),
+        };
+        let _ = writeln!(out, "{target} = {v};");
+    }
+    out
+}
+
+/// `text` with every line indented by `ind`.
+fn indent(text: &str, ind: &str) -> String {
+    text.lines().map(|l| format!("{ind}{l}\n")).collect()
 }
 
 /// An exact double literal: small integers in decimal, else a hex float.
@@ -81,6 +110,10 @@ impl Syntax<SynLeaf> for Rule<'_> {
             SynLeaf::Reward => "s_reward".into(),
             SynLeaf::Steps => "s_steps".into(),
             SynLeaf::Local(i) => local_name(self.0, *i),
+            SynLeaf::PreState(i) => pre_name(self.0, *i),
+            SynLeaf::PostState(i) => post_name(self.0, *i),
+            SynLeaf::SPre => "s_s_pre".into(),
+            SynLeaf::SPost => "s_s_post".into(),
         }
     }
     fn unary(&self, op: UnOp, x: String) -> String {
@@ -172,14 +205,7 @@ pub fn print_kernel(k: &PlasticKernel) -> String {
     for i in 0..k.rule.locals.len() {
         let _ = writeln!(body, "double {} = 0.0;", local_name(k, i));
     }
-    for a in &k.rule.on_post {
-        let v = print(&Rule(k), &a.value);
-        let target = match a.target {
-            SynVar::W => "s_w".to_string(),
-            SynVar::Local(i) => local_name(k, i),
-        };
-        let _ = writeln!(body, "{target} = {v};");
-    }
+    body.push_str(&block(k, &k.rule.on_post));
     let update = |ind: &str| {
         let mut u = format!("{ind}double s_w = (double)w[wi];\n");
         for line in body.lines() {
@@ -203,6 +229,11 @@ pub fn print_kernel(k: &PlasticKernel) -> String {
             )
         }
     };
+    if k.rule.form == RuleForm::PerStep {
+        s.push_str(&per_step_loops(k, &body_locals(k)));
+        s.push_str("}\n");
+        return s;
+    }
     s.push_str("    for (unsigned long long b = 0; b < batch; ++b) {\n");
     if k.reward {
         s.push_str("        const double s_reward = (double)reward[b];\n");
@@ -272,5 +303,119 @@ pub fn print_kernel(k: &PlasticKernel) -> String {
         }
     }
     s.push_str("    }\n}\n");
+    s
+}
+
+/// The rule's `let` temporaries, declared at the top of a block's run.
+fn body_locals(k: &PlasticKernel) -> String {
+    (0..k.rule.locals.len())
+        .map(|i| format!("double {} = 0.0;\n", local_name(k, i)))
+        .collect()
+}
+
+/// Per-step rules: each synapse of map `o` sums its changes over the batch (and a
+/// convolution's positions), then adds them once.
+fn per_step_loops(k: &PlasticKernel, locals: &str) -> String {
+    let pre_f = k.geom.pre_features();
+    let post_f = k.geom.post_features();
+    let mut pair = String::new();
+    for (i, st) in k.rule.pre_states.iter().enumerate() {
+        let _ = writeln!(
+            pair,
+            "double {} = {};",
+            pre_name(k, i),
+            print(&Rule(k), &st.init)
+        );
+    }
+    for (i, st) in k.rule.post_states.iter().enumerate() {
+        let _ = writeln!(
+            pair,
+            "double {} = {};",
+            post_name(k, i),
+            print(&Rule(k), &st.init)
+        );
+    }
+    pair.push_str("for (unsigned long long t = 0; t < t_len; ++t) {\n");
+    let _ = writeln!(
+        pair,
+        "    const double s_s_pre = live ? (double)pre[(t * batch + b) * {pre_f}ull + p] : 0.0;"
+    );
+    let _ = writeln!(
+        pair,
+        "    const double s_s_post = (double)post[(t * batch + b) * {post_f}ull + n];"
+    );
+    if !k.rule.on_step.is_empty() {
+        pair.push_str("    {\n        const double s_w = w0;\n");
+        pair.push_str(&indent(locals, "        "));
+        pair.push_str(&indent(&block(k, &k.rule.on_step), "        "));
+        pair.push_str("    }\n");
+    }
+    for (cond, body) in [("s_s_pre", &k.rule.on_pre), ("s_s_post", &k.rule.on_post)] {
+        if body.is_empty() {
+            continue;
+        }
+        let _ = writeln!(pair, "    if ({cond} != 0.0) {{\n        double s_w = w0;");
+        pair.push_str(&indent(locals, "        "));
+        pair.push_str(&indent(&block(k, body), "        "));
+        pair.push_str("        acc += s_w - w0;\n    }\n");
+    }
+    pair.push_str("}\n");
+    let reward = if k.reward {
+        "const double s_reward = (double)reward[b];\n"
+    } else {
+        ""
+    };
+    let mut s = String::new();
+    match k.geom {
+        PlasticGeom::Dense { inputs, .. } => {
+            let _ = writeln!(
+                s,
+                "    for (unsigned long long p = 0; p < {inputs}ull; ++p) {{\n\
+                 \x20       const unsigned long long wi = o * {inputs}ull + p;\n\
+                 \x20       const double w0 = (double)w[wi];\n\
+                 \x20       double acc = 0.0;\n\
+                 \x20       for (unsigned long long b = 0; b < batch; ++b) {{"
+            );
+            s.push_str(&indent(reward, "            "));
+            s.push_str("            const unsigned long long n = o;\n            const bool live = true;\n");
+            s.push_str(&indent(&pair, "            "));
+            s.push_str("        }\n        w[wi] = (float)(w0 + acc);\n    }\n");
+        }
+        PlasticGeom::Conv(g) => {
+            let _ = writeln!(
+                s,
+                "    for (unsigned long long c = 0; c < {c}ull; ++c)\n\
+                 \x20   for (unsigned long long ky = 0; ky < {kh}ull; ++ky)\n\
+                 \x20   for (unsigned long long kx = 0; kx < {kw}ull; ++kx) {{\n\
+                 \x20       const unsigned long long wi = ((o * {c}ull + c) * {kh}ull + ky) * {kw}ull + kx;\n\
+                 \x20       const double w0 = (double)w[wi];\n\
+                 \x20       double acc = 0.0;\n\
+                 \x20       for (unsigned long long b = 0; b < batch; ++b) {{",
+                c = g.c_in,
+                kh = g.kh,
+                kw = g.kw
+            );
+            s.push_str(&indent(reward, "            "));
+            let _ = writeln!(
+                s,
+                "            for (unsigned long long y = 0; y < {ho}ull; ++y)\n\
+                 \x20           for (unsigned long long x = 0; x < {wo}ull; ++x) {{\n\
+                 \x20               const unsigned long long n = (o * {ho}ull + y) * {wo}ull + x;\n\
+                 \x20               // Zero padding never spikes (an unsigned wrap is out of range).\n\
+                 \x20               const unsigned long long iy = y * {st}ull + ky - {pad}ull;\n\
+                 \x20               const unsigned long long ix = x * {st}ull + kx - {pad}ull;\n\
+                 \x20               const bool live = iy < {h}ull && ix < {w}ull;\n\
+                 \x20               const unsigned long long p = live ? (c * {h}ull + iy) * {w}ull + ix : 0ull;",
+                ho = g.h_out,
+                wo = g.w_out,
+                st = g.stride,
+                pad = g.pad,
+                h = g.h,
+                w = g.w
+            );
+            s.push_str(&indent(&pair, "                "));
+            s.push_str("            }\n        }\n        w[wi] = (float)(w0 + acc);\n    }\n");
+        }
+    }
     s
 }

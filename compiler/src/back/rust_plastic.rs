@@ -8,7 +8,7 @@ use quote::{format_ident, quote};
 use crate::ir::expr::{print, BinOp, Func, Parens, Syntax, UnOp};
 use crate::ir::kernel::PlasticKernel;
 use crate::ir::names;
-use crate::ir::synapse::{SynLeaf, SynVar};
+use crate::ir::synapse::{RuleForm, SynAssign, SynLeaf, SynVar};
 use snn_runtime::plan::PlasticGeom;
 
 fn param_ident(k: &PlasticKernel, i: usize) -> Ident {
@@ -17,6 +17,14 @@ fn param_ident(k: &PlasticKernel, i: usize) -> Ident {
 
 fn local_ident(k: &PlasticKernel, i: usize) -> Ident {
     format_ident!("{}", names::local("l", i, &k.rule.locals[i]))
+}
+
+fn pre_ident(k: &PlasticKernel, i: usize) -> Ident {
+    format_ident!("{}", names::local("a", i, &k.rule.pre_states[i].name))
+}
+
+fn post_ident(k: &PlasticKernel, i: usize) -> Ident {
+    format_ident!("{}", names::local("q", i, &k.rule.post_states[i].name))
 }
 
 fn f64_lit(v: f64) -> TokenStream {
@@ -65,6 +73,16 @@ impl Syntax<SynLeaf> for RuleSyntax<'_> {
                 let v = local_ident(self.0, *i);
                 quote!(#v)
             }
+            SynLeaf::PreState(i) => {
+                let v = pre_ident(self.0, *i);
+                quote!(#v)
+            }
+            SynLeaf::PostState(i) => {
+                let v = post_ident(self.0, *i);
+                quote!(#v)
+            }
+            SynLeaf::SPre => quote!(s_s_pre),
+            SynLeaf::SPost => quote!(s_s_post),
         }
     }
     fn unary(&self, op: UnOp, x: TokenStream) -> TokenStream {
@@ -131,25 +149,116 @@ impl Syntax<SynLeaf> for RuleSyntax<'_> {
     }
 }
 
-/// The rule's statements, one event of one synapse.
-fn body(k: &PlasticKernel) -> TokenStream {
-    let stmts = k.rule.on_post.iter().map(|a| {
+/// Statements of one block.
+fn stmts(k: &PlasticKernel, body: &[SynAssign]) -> TokenStream {
+    let stmts = body.iter().map(|a| {
         let v = print(&RuleSyntax(k), &a.value);
-        match a.target {
-            SynVar::W => quote!(s_w = #v;),
+        let target = match a.target {
+            SynVar::W => quote!(s_w),
             SynVar::Local(i) => {
                 let l = local_ident(k, i);
-                quote!(#l = #v;)
+                quote!(#l)
             }
-        }
+            SynVar::PreState(i) => {
+                let l = pre_ident(k, i);
+                quote!(#l)
+            }
+            SynVar::PostState(i) => {
+                let l = post_ident(k, i);
+                quote!(#l)
+            }
+        };
+        quote!(#target = #v;)
     });
+    quote!(#(#stmts)*)
+}
+
+/// The rule's `let` temporaries, declared at the top of a block's run.
+fn locals(k: &PlasticKernel) -> TokenStream {
     let locals = (0..k.rule.locals.len()).map(|i| {
         let l = local_ident(k, i);
         quote!(let mut #l: f64 = 0.0f64;)
     });
+    quote!(#(#locals)*)
+}
+
+/// The traces of one (presynaptic, postsynaptic) pair at their initial values.
+fn trace_inits(k: &PlasticKernel) -> TokenStream {
+    let pre = (0..k.rule.pre_states.len()).map(|i| {
+        let v = pre_ident(k, i);
+        let init = print(&RuleSyntax(k), &k.rule.pre_states[i].init);
+        quote!(let mut #v: f64 = #init;)
+    });
+    let post = (0..k.rule.post_states.len()).map(|i| {
+        let v = post_ident(k, i);
+        let init = print(&RuleSyntax(k), &k.rule.post_states[i].init);
+        quote!(let mut #v: f64 = #init;)
+    });
+    quote!(#(#pre)* #(#post)*)
+}
+
+/// A per-step rule over the steps of one (presynaptic `p`, postsynaptic `n`) pair of sample
+/// `b` (`p_live`: false for a convolution's padding, which never spikes): each block's
+/// change to the batch-start weight `w0` goes into `acc`.
+fn per_step_pair(k: &PlasticKernel, p_live: TokenStream) -> TokenStream {
+    let pre_f = usize_lit(k.geom.pre_features());
+    let post_f = usize_lit(k.geom.post_features());
+    let inits = trace_inits(k);
+    let locals = locals(k);
+    let step = stmts(k, &k.rule.on_step);
+    let on_pre = stmts(k, &k.rule.on_pre);
+    let on_post = stmts(k, &k.rule.on_post);
+    let pre_event = if k.rule.on_pre.is_empty() {
+        quote!()
+    } else {
+        quote! {
+            if s_s_pre != 0.0f64 {
+                let mut s_w: f64 = w0;
+                #locals
+                #on_pre
+                acc += s_w - w0;
+            }
+        }
+    };
+    let post_event = if k.rule.on_post.is_empty() {
+        quote!()
+    } else {
+        quote! {
+            if s_s_post != 0.0f64 {
+                let mut s_w: f64 = w0;
+                #locals
+                #on_post
+                acc += s_w - w0;
+            }
+        }
+    };
+    let step_locals = if k.rule.on_step.is_empty() {
+        quote!()
+    } else {
+        quote!(let s_w: f64 = w0; #locals)
+    };
     quote! {
-        #(#locals)*
-        #(#stmts)*
+        #inits
+        for t in 0..t_len {
+            let s_s_pre: f64 = if #p_live { *pre.add((t * batch + b) * #pre_f + p) as f64 } else { 0.0f64 };
+            let s_s_post: f64 = *post.add((t * batch + b) * #post_f + n) as f64;
+            {
+                #step_locals
+                #step
+            }
+            #pre_event
+            #post_event
+        }
+    }
+}
+
+/// The rule's statements, one event of one synapse (first-spike rules).
+fn body(k: &PlasticKernel) -> TokenStream {
+    let locals = locals(k);
+    let on_post = stmts(k, &k.rule.on_post);
+    quote! {
+        #locals
+        #on_post
     }
 }
 
@@ -180,7 +289,6 @@ pub fn kernel_tokens(k: &PlasticKernel, export: bool, name: &Ident) -> TokenStre
     } else {
         quote!()
     };
-    let pre_f = usize_lit(k.geom.pre_features());
     let post_f = usize_lit(k.geom.post_features());
     let rule = body(k);
     // The event test of neuron `n` of sample `b`, then its first spike time.
@@ -200,7 +308,112 @@ pub fn kernel_tokens(k: &PlasticKernel, export: bool, name: &Ident) -> TokenStre
         #rule
         *w.add(wi) = s_w as f32;
     };
-    let loops = match k.geom {
+    let loops = if k.rule.form == RuleForm::PerStep {
+        per_step_loops(k, &reward_b)
+    } else {
+        first_spike_loops(k, &reward_b, &event, &update)
+    };
+    let doc = format!(" {}", k.doc);
+    let head = if export {
+        quote!(#[no_mangle] pub unsafe extern "C" fn #name(a: *const SnnArgs))
+    } else {
+        quote!(pub unsafe extern "C" fn #name(a: *const SnnArgs))
+    };
+    quote! {
+        #[doc = #doc]
+        #head {
+            /// The first step at which `buf[t * stride + at]` is non-zero, `t_len` if none.
+            #[inline(always)]
+            unsafe fn first_spike(buf: *const f32, t_len: usize, stride: usize, at: usize) -> usize {
+                let mut t = 0;
+                while t < t_len && *buf.add(t * stride + at) == 0.0f32 {
+                    t += 1;
+                }
+                t
+            }
+            let a = &*a;
+            let w = *a.bufs.add(0);
+            let pre = *a.bufs.add(1) as *const f32;
+            let post = *a.bufs.add(2) as *const f32;
+            #gate
+            #reward_ptr
+            let pp = a.params as *const f64;
+            #(#params)*
+            let (t_len, batch) = (a.t_len, a.batch);
+            let s_steps: f64 = t_len as f64;
+            for o in a.lo..a.hi {
+                #loops
+            }
+        }
+    }
+}
+
+/// Per-step rules: each synapse of map `o` sums its changes over the batch, then adds
+/// them once.
+fn per_step_loops(k: &PlasticKernel, reward_b: &TokenStream) -> TokenStream {
+    match k.geom {
+        PlasticGeom::Dense { inputs, .. } => {
+            let inputs = usize_lit(inputs);
+            let pair = per_step_pair(k, quote!(true));
+            quote! {
+                for p in 0..#inputs {
+                    let wi = o * #inputs + p;
+                    let w0: f64 = *w.add(wi) as f64;
+                    let mut acc: f64 = 0.0f64;
+                    for b in 0..batch {
+                        #reward_b
+                        let n = o;
+                        #pair
+                    }
+                    *w.add(wi) = (w0 + acc) as f32;
+                }
+            }
+        }
+        PlasticGeom::Conv(g) => {
+            let (c_in, h, wd) = (usize_lit(g.c_in), usize_lit(g.h), usize_lit(g.w));
+            let (kh, kw) = (usize_lit(g.kh), usize_lit(g.kw));
+            let (ho, wo) = (usize_lit(g.h_out), usize_lit(g.w_out));
+            let (stride, pad) = (usize_lit(g.stride), usize_lit(g.pad));
+            let pair = per_step_pair(k, quote!(live));
+            quote! {
+                for c in 0..#c_in {
+                    for ky in 0..#kh {
+                        for kx in 0..#kw {
+                            let wi = ((o * #c_in + c) * #kh + ky) * #kw + kx;
+                            let w0: f64 = *w.add(wi) as f64;
+                            let mut acc: f64 = 0.0f64;
+                            for b in 0..batch {
+                                #reward_b
+                                for y in 0..#ho {
+                                    for x in 0..#wo {
+                                        let n = (o * #ho + y) * #wo + x;
+                                        // Zero padding never spikes.
+                                        let iy = (y * #stride + ky).wrapping_sub(#pad);
+                                        let ix = (x * #stride + kx).wrapping_sub(#pad);
+                                        let live = iy < #h && ix < #wd;
+                                        let p = if live { (c * #h + iy) * #wd + ix } else { 0 };
+                                        #pair
+                                    }
+                                }
+                            }
+                            *w.add(wi) = (w0 + acc) as f32;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// First-spike rules: events in sample order, each update rounded to f32.
+fn first_spike_loops(
+    k: &PlasticKernel,
+    reward_b: &TokenStream,
+    event: &TokenStream,
+    update: &TokenStream,
+) -> TokenStream {
+    let pre_f = usize_lit(k.geom.pre_features());
+    match k.geom {
         PlasticGeom::Dense { inputs, .. } => {
             let inputs = usize_lit(inputs);
             quote! {
@@ -249,39 +462,6 @@ pub fn kernel_tokens(k: &PlasticKernel, export: bool, name: &Ident) -> TokenStre
                         }
                     }
                 }
-            }
-        }
-    };
-    let doc = format!(" {}", k.doc);
-    let head = if export {
-        quote!(#[no_mangle] pub unsafe extern "C" fn #name(a: *const SnnArgs))
-    } else {
-        quote!(pub unsafe extern "C" fn #name(a: *const SnnArgs))
-    };
-    quote! {
-        #[doc = #doc]
-        #head {
-            /// The first step at which `buf[t * stride + at]` is non-zero, `t_len` if none.
-            #[inline(always)]
-            unsafe fn first_spike(buf: *const f32, t_len: usize, stride: usize, at: usize) -> usize {
-                let mut t = 0;
-                while t < t_len && *buf.add(t * stride + at) == 0.0f32 {
-                    t += 1;
-                }
-                t
-            }
-            let a = &*a;
-            let w = *a.bufs.add(0);
-            let pre = *a.bufs.add(1) as *const f32;
-            let post = *a.bufs.add(2) as *const f32;
-            #gate
-            #reward_ptr
-            let pp = a.params as *const f64;
-            #(#params)*
-            let (t_len, batch) = (a.t_len, a.batch);
-            let s_steps: f64 = t_len as f64;
-            for o in a.lo..a.hi {
-                #loops
             }
         }
     }

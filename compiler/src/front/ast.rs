@@ -50,9 +50,19 @@ pub struct SynapseDef {
     pub params: Vec<ParamDecl>,
     pub flags: Vec<FlagDecl>,
     pub choices: Vec<ChoiceDecl>,
-    /// Runs once per postsynaptic event; writes the weight `w`.
+    /// `pre x = init`: a trace per presynaptic neuron and sample (per-step rules).
+    pub pre_states: Vec<StateDecl>,
+    /// `post y = init`: a trace per postsynaptic neuron and sample.
+    pub post_states: Vec<StateDecl>,
+    /// Runs every step before the events (per-step rules): the traces' dynamics.
+    pub on_step: Vec<Stmt>,
+    /// Runs at each presynaptic spike (per-step rules).
+    pub on_pre: Vec<Stmt>,
+    /// Runs at each postsynaptic event; writes the weight `w`.
     pub on_post: Vec<Stmt>,
-    /// The `on_post` keyword, for messages about the block.
+    /// Where each block is declared (`on_step`, `on_pre`, `on_post`), for messages.
+    pub on_step_span: Option<Span>,
+    pub on_pre_span: Option<Span>,
     pub on_post_span: Option<Span>,
     pub span: Span,
 }

@@ -143,9 +143,22 @@ pub fn ast_file(f: &ast::File) -> String {
             let v: Vec<&str> = c.variants.iter().map(|v| v.name.as_str()).collect();
             let _ = writeln!(out, "  choice {} = {}", c.name.name, v.join(" | "));
         }
-        let _ = writeln!(out, "  on_post {{");
-        stmts(&mut out, &r.on_post, 4);
-        let _ = writeln!(out, "  }}");
+        for (word, states) in [("pre", &r.pre_states), ("post", &r.post_states)] {
+            for st in states {
+                let _ = writeln!(out, "  {word} {} = {}", st.name.name, expr(&st.init));
+            }
+        }
+        for (word, at, body) in [
+            ("on_step", r.on_step_span, &r.on_step),
+            ("on_pre", r.on_pre_span, &r.on_pre),
+            ("on_post", r.on_post_span, &r.on_post),
+        ] {
+            if at.is_some() {
+                let _ = writeln!(out, "  {word} {{");
+                stmts(&mut out, body, 4);
+                let _ = writeln!(out, "  }}");
+            }
+        }
         let _ = writeln!(out, "}}");
     }
     for m in &f.models {

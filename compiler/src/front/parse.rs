@@ -50,6 +50,10 @@ fn rule_name(r: &Rule) -> &'static str {
         Rule::neuron_def => "`neuron`",
         Rule::synapse_def => "`synapse`",
         Rule::on_post_block => "`on_post`",
+        Rule::on_pre_block => "`on_pre`",
+        Rule::on_step_block => "`on_step`",
+        Rule::pre_decl => "`pre`",
+        Rule::post_decl => "`post`",
         Rule::model_def => "`model`",
         Rule::include => "`include`",
         Rule::param_decl => "`param`",
@@ -373,7 +377,13 @@ impl Builder {
             params: vec![],
             flags: vec![],
             choices: vec![],
+            pre_states: vec![],
+            post_states: vec![],
+            on_step: vec![],
+            on_pre: vec![],
             on_post: vec![],
+            on_step_span: None,
+            on_pre_span: None,
             on_post_span: None,
             span,
         };
@@ -411,12 +421,27 @@ impl Builder {
                         span,
                     });
                 }
-                Rule::on_post_block => {
-                    if def.on_post_span.is_some() {
-                        return Err(dup_block("on_post", span));
+                Rule::pre_decl | Rule::post_decl => {
+                    let name = self.ident(parts.next().unwrap());
+                    let init = self.expr(parts.next().unwrap())?;
+                    let d = StateDecl { name, init, span };
+                    if rule == Rule::pre_decl {
+                        def.pre_states.push(d);
+                    } else {
+                        def.post_states.push(d);
                     }
-                    def.on_post_span = Some(span);
-                    def.on_post = self.block(parts.next().unwrap(), 1)?;
+                }
+                Rule::on_step_block | Rule::on_pre_block | Rule::on_post_block => {
+                    let (slot, body, word) = match rule {
+                        Rule::on_step_block => (&mut def.on_step_span, &mut def.on_step, "on_step"),
+                        Rule::on_pre_block => (&mut def.on_pre_span, &mut def.on_pre, "on_pre"),
+                        _ => (&mut def.on_post_span, &mut def.on_post, "on_post"),
+                    };
+                    if slot.is_some() {
+                        return Err(dup_block(word, span));
+                    }
+                    *slot = Some(span);
+                    *body = self.block(parts.next().unwrap(), 1)?;
                 }
                 r => unreachable!("synapse item {r:?}"),
             }

@@ -212,6 +212,13 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
         };
         let _ = writeln!(out, "  {} = {what}", o.name);
     }
+    for &(h, owner, _) in &m.ties {
+        let _ = writeln!(
+            out,
+            "shared weight: {} uses {}'s weight",
+            m.nodes[h].name, m.nodes[owner].name
+        );
+    }
     if !m.plastic.is_empty() {
         let _ = writeln!(out, "plasticity:");
         for p in &m.plastic {

@@ -393,36 +393,68 @@ impl fmt::Display for PlasticKernel {
             PlasticGeom::Dense { inputs, .. } => (
                 "o",
                 "neuron o",
-                format!("i in 0..{inputs}: t_pre = first spike of pre[i]"),
+                format!("i in 0..{inputs}: presynaptic neuron i"),
             ),
             PlasticGeom::Conv(g) => (
                 "z",
                 "(y, x) of map z",
                 format!(
-                    "(c, ky, kx) in {}x{}x{}: t_pre = first spike of pre[c, y*{} + ky - {}, x*{} + kx - {}] (T in the padding)",
+                    "(c, ky, kx) in {}x{}x{}: presynaptic neuron (c, y*{} + ky - {}, x*{} + kx - {}) (silent in the padding)",
                     g.c_in, g.kh, g.kw, g.stride, g.pad, g.stride, g.pad
                 ),
             ),
         };
+        let line = |f: &mut fmt::Formatter<'_>, ind: &str, a: &crate::ir::synapse::SynAssign| {
+            writeln!(f, "{ind}{} = {}", r.var_name(a.target), r.show(&a.value))
+        };
+        writeln!(f, "  over {map} in lo..hi (postsynaptic maps):")?;
+        if r.form == crate::ir::synapse::RuleForm::PerStep {
+            writeln!(
+                f,
+                "    for each synapse {synapse}: w0 = f64(weight), acc = 0"
+            )?;
+            writeln!(
+                f,
+                "      for b in 0..B, for each {neuron}, traces at their initial values:"
+            )?;
+            writeln!(
+                f,
+                "        for t in 0..T: s_pre, s_post = the pair's spikes at t"
+            )?;
+            for a in &r.on_step {
+                line(f, "          ", a)?;
+            }
+            for (cond, body) in [("s_pre", &r.on_pre), ("s_post", &r.on_post)] {
+                if body.is_empty() {
+                    continue;
+                }
+                writeln!(f, "          if {cond} != 0: w = w0")?;
+                for a in body {
+                    line(f, "            ", a)?;
+                }
+                writeln!(f, "            acc += w - w0")?;
+            }
+            return writeln!(f, "      weight = f32(w0 + acc)");
+        }
+        writeln!(f, "    for b in 0..B (in order):")?;
         writeln!(
             f,
-            "  over {map} in lo..hi (postsynaptic maps), for b in 0..B (in order):"
-        )?;
-        writeln!(
-            f,
-            "    for each {neuron} {}: t_post = its first spike (T if none)",
+            "      for each {neuron} {}: t_post = its first spike (T if none)",
             if self.gate {
                 "where gate != 0"
             } else {
                 "that fired"
             }
         )?;
-        writeln!(f, "      for each synapse {synapse}:")?;
-        writeln!(f, "        w = f64(weight)")?;
+        writeln!(
+            f,
+            "        for each synapse {synapse}, t_pre = its first spike (T if none):"
+        )?;
+        writeln!(f, "          w = f64(weight)")?;
         for a in &r.on_post {
-            writeln!(f, "        {} = {}", r.var_name(a.target), r.show(&a.value))?;
+            line(f, "          ", a)?;
         }
-        writeln!(f, "        weight = f32(w)")
+        writeln!(f, "          weight = f32(w)")
     }
 }
 

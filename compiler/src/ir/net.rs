@@ -37,6 +37,9 @@ pub struct Module {
     pub backward: Option<super::sched::Backward>,
     /// The projections that learn by a local rule (`synapse = ...`), in binding order.
     pub plastic: Vec<Plastic>,
+    /// `weights = other`: a projection that uses another projection's weight (and bias),
+    /// `(projection, the one that owns the weight, the argument)`.
+    pub ties: Vec<(NodeId, NodeId, Span)>,
 }
 
 /// `synapse = rule(..)` on a `dense` or `conv2d` projection: its weight learns by the rule

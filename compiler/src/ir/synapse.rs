@@ -1,12 +1,22 @@
 //! Synapse models: a projection's plasticity rule after flags and choices are resolved
 //! (docs/language.md, "Synapse models").
 //!
-//! A rule is a list of assignments run once per postsynaptic *event* for every synapse of
-//! the event's neuron (its receptive field, for a convolution): the events of a sample are
-//! the postsynaptic neurons its gate selects (or, without a gate, that fired), samples in
-//! batch order, each sample's events in index order, every update reading the weight as the
-//! previous one left it. The arithmetic is f64 from the f32 weight, parameters held in f64,
-//! and the weight is rounded to f32 once per event: Spyker's STDP (docs/spyker.md).
+//! Two forms ([`RuleForm`]), decided by what the rule declares and reads:
+//!
+//! * **First-spike rules** (Spyker's STDP): `on_post` runs once per postsynaptic *event* for
+//!   every synapse of the event's neuron (its receptive field, for a convolution), reading
+//!   the first spike times `t_pre`, `t_post`: the events of a sample are the postsynaptic
+//!   neurons its gate selects (or, without a gate, that fired), samples in batch order, each
+//!   sample's events in index order, every update reading the weight as the previous one
+//!   left it, rounded to f32 once per event (docs/spyker.md).
+//! * **Per-step rules** (trace STDP, SpikingJelly's `STDPLearner`): `pre`/`post` traces
+//!   start at their initial values in every sample; each step runs `on_step` (the traces'
+//!   dynamics, reading the spikes `s_pre`, `s_post`), then `on_pre` if the presynaptic
+//!   neuron spiked, then `on_post` if the postsynaptic one did. `w` reads the weight as the
+//!   batch started; each block's change to it is summed over steps, samples and (for a
+//!   convolution) positions, and added once after the batch, as a gradient step is.
+//!
+//! The arithmetic is f64 from the f32 weight, parameters held in f64.
 
 use std::fmt;
 
@@ -31,6 +41,29 @@ pub enum SynLeaf {
     Steps,
     /// A `let` temporary.
     Local(usize),
+    /// Presynaptic trace `i` (per-step rules).
+    PreState(usize),
+    /// Postsynaptic trace `i` (per-step rules).
+    PostState(usize),
+    /// The presynaptic neuron's spike at this step (0 or 1; per-step rules).
+    SPre,
+    /// The postsynaptic neuron's spike at this step.
+    SPost,
+}
+
+/// How a rule walks a sample (module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleForm {
+    FirstSpike,
+    PerStep,
+}
+
+/// A `pre` or `post` trace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SynState {
+    pub name: String,
+    /// Its value before the first step of every sample (parameters and numbers only).
+    pub init: SExpr,
 }
 
 pub type SExpr = Expr<SynLeaf>;
@@ -40,6 +73,8 @@ pub type SExpr = Expr<SynLeaf>;
 pub enum SynVar {
     W,
     Local(usize),
+    PreState(usize),
+    PostState(usize),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -62,9 +97,16 @@ pub struct SynapseEqs {
     pub model: String,
     /// Compile-time switches as chosen, e.g. `stabilize=true`.
     pub variant: String,
+    pub form: RuleForm,
     pub params: Vec<SynParam>,
     pub locals: Vec<String>,
-    /// Run once per postsynaptic event, in order.
+    pub pre_states: Vec<SynState>,
+    pub post_states: Vec<SynState>,
+    /// Per-step rules: every step, before the events.
+    pub on_step: Vec<SynAssign>,
+    /// Per-step rules: at each presynaptic spike.
+    pub on_pre: Vec<SynAssign>,
+    /// At each postsynaptic event (module documentation).
     pub on_post: Vec<SynAssign>,
 }
 
@@ -85,6 +127,10 @@ impl SynapseEqs {
             SynLeaf::Reward => "reward".into(),
             SynLeaf::Steps => "T".into(),
             SynLeaf::Local(i) => self.locals[*i].clone(),
+            SynLeaf::PreState(i) => self.pre_states[*i].name.clone(),
+            SynLeaf::PostState(i) => self.post_states[*i].name.clone(),
+            SynLeaf::SPre => "s_pre".into(),
+            SynLeaf::SPost => "s_post".into(),
         }
     }
 
@@ -92,6 +138,8 @@ impl SynapseEqs {
         match v {
             SynVar::W => "w".into(),
             SynVar::Local(i) => self.locals[i].clone(),
+            SynVar::PreState(i) => self.pre_states[i].name.clone(),
+            SynVar::PostState(i) => self.post_states[i].name.clone(),
         }
     }
 
@@ -113,19 +161,54 @@ impl fmt::Display for SynapseEqs {
         if !self.variant.is_empty() {
             write!(f, " [{}]", self.variant)?;
         }
-        writeln!(f, " (f64; w rounded to f32 once per event)")?;
+        match self.form {
+            RuleForm::FirstSpike => writeln!(
+                f,
+                " (first-spike rule; f64, w rounded to f32 once per event)"
+            )?,
+            RuleForm::PerStep => {
+                writeln!(f, " (per-step rule; f64, the batch's change added once)")?
+            }
+        }
         for p in &self.params {
             writeln!(f, "      param {} = {:?}", p.name, p.value)?;
         }
-        writeln!(f, "      on_post (once per postsynaptic event) {{")?;
-        for a in &self.on_post {
-            writeln!(
-                f,
-                "        {} = {}",
-                self.var_name(a.target),
-                self.show(&a.value)
-            )?;
+        for (word, states) in [("pre", &self.pre_states), ("post", &self.post_states)] {
+            for st in states {
+                writeln!(f, "      {word} {} = {}", st.name, self.show(&st.init))?;
+            }
         }
-        write!(f, "      }}")
+        let blocks = [
+            ("on_step (every step)", &self.on_step),
+            ("on_pre (at each presynaptic spike)", &self.on_pre),
+            (
+                match self.form {
+                    RuleForm::FirstSpike => "on_post (once per postsynaptic event)",
+                    RuleForm::PerStep => "on_post (at each postsynaptic spike)",
+                },
+                &self.on_post,
+            ),
+        ];
+        let mut first = true;
+        for (word, body) in blocks {
+            if body.is_empty() {
+                continue;
+            }
+            if !first {
+                writeln!(f)?;
+            }
+            first = false;
+            writeln!(f, "      {word} {{")?;
+            for a in body {
+                writeln!(
+                    f,
+                    "        {} = {}",
+                    self.var_name(a.target),
+                    self.show(&a.value)
+                )?;
+            }
+            write!(f, "      }}")?;
+        }
+        Ok(())
     }
 }

@@ -51,6 +51,17 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
             "add e.g. `train { loss = cross_entropy(counts(out))  optimizer = adam(lr = 1e-3) }`",
         ));
     };
+    if let Some(&(h, _, span)) = m.ties.first() {
+        return Err(Diagnostic::new(
+            ErrorKind::BadArgument,
+            format!(
+                "`{}` shares another projection's weight, which gradient training does not support yet",
+                m.nodes[h].name
+            ),
+        )
+        .at(span, "a shared weight")
+        .hint("shared weights learn by local rules (`synapse = ...`); for gradient training give the layer its own weight"));
+    }
 
     if let Some(stage) = cfg.local.first() {
         return Err(Diagnostic::new(

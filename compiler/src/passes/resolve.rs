@@ -111,6 +111,7 @@ pub fn run(parsed: &Parsed) -> DResult<Module> {
         models: &models,
         rules: &rules,
         pending_plastic: Vec::new(),
+        pending_ties: Vec::new(),
         module: Module {
             name: model.name.name.clone(),
             t: 1,
@@ -128,6 +129,7 @@ pub fn run(parsed: &Parsed) -> DResult<Module> {
             train: None,
             backward: None,
             plastic: Vec::new(),
+            ties: Vec::new(),
         },
         names: HashMap::new(),
         taken: HashSet::new(),
@@ -154,6 +156,9 @@ struct Resolver<'a> {
     /// `synapse = ...` of the projections resolved so far, by the projection's node name
     /// (its handle is known once the binding is in place).
     pending_plastic: Vec<(String, Plastic)>,
+    /// `weights = other` of the projections resolved so far: (projection's node name, the
+    /// named owner, the argument's span).
+    pending_ties: Vec<(String, String, Span)>,
     module: Module,
     names: HashMap<String, (NodeId, Span)>,
     /// Every node's name, for [`Resolver::fresh_name`] (a scan of the nodes per call made
@@ -493,6 +498,7 @@ impl Resolver<'_> {
                 let src = self.operand(name, a.required("input", "the input")?)?;
                 let out = a.required_usize("out_features", "the number of output features", 1)?;
                 self.plastic_args(name, &a)?;
+                self.tie_arg(name, &a)?;
                 NodeKind::Dense {
                     src,
                     out,
@@ -508,6 +514,7 @@ impl Resolver<'_> {
                 let out_channels =
                     a.required_usize("out_channels", "the number of output channels", 1)?;
                 self.plastic_args(name, &a)?;
+                self.tie_arg(name, &a)?;
                 NodeKind::Conv2d {
                     src,
                     out_channels,
@@ -671,7 +678,24 @@ impl Resolver<'_> {
         Ok(())
     }
 
-    /// The pending rules, with their projections' handles.
+    /// `weights = other`: the projection `name` uses `other`'s weight.
+    fn tie_arg(&mut self, name: &str, a: &Bound) -> DResult<()> {
+        let Some(e) = a.get("weights") else {
+            return Ok(());
+        };
+        let Some(owner) = e.as_ident() else {
+            return Err(bad_value(
+                e.span,
+                "`weights` names another projection".into(),
+                "e.g. `weights = c2`: this layer uses `c2`'s weight",
+            ));
+        };
+        self.pending_ties
+            .push((name.to_string(), owner.to_string(), e.span));
+        Ok(())
+    }
+
+    /// The pending rules and ties, with their projections' handles.
     fn plastic(&mut self) -> DResult<()> {
         let by_name: HashMap<&str, NodeId> = self
             .module
@@ -682,6 +706,48 @@ impl Resolver<'_> {
         for (name, mut p) in std::mem::take(&mut self.pending_plastic) {
             p.projection = by_name[name.as_str()];
             self.module.plastic.push(p);
+        }
+        let nodes = &self.module.nodes;
+        let is_projection = |h: NodeId| {
+            matches!(
+                nodes[h].kind,
+                NodeKind::Dense { .. } | NodeKind::Conv2d { .. }
+            )
+        };
+        let pending = std::mem::take(&mut self.pending_ties);
+        for (name, owner, span) in &pending {
+            let h = by_name[name.as_str()];
+            let Some(&o) = by_name.get(owner.as_str()) else {
+                let d = Diagnostic::new(ErrorKind::UnknownName, format!("unknown name `{owner}`"))
+                    .at(*span, "not defined in this model");
+                let names: Vec<&str> = by_name.keys().copied().collect();
+                return Err(match did_you_mean(owner, names) {
+                    Some(s) => d.hint(format!("did you mean `{s}`?")),
+                    None => d.hint("name a `dense` or `conv2d` binding"),
+                });
+            };
+            let same_op =
+                std::mem::discriminant(&nodes[h].kind) == std::mem::discriminant(&nodes[o].kind);
+            if o == h || !is_projection(o) || !same_op {
+                return Err(Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    format!(
+                        "`weights = {owner}`: `{name}` can use the weight of another `{}` only",
+                        nodes[h].kind.op_name()
+                    ),
+                )
+                .at(*span, "not a projection of the same kind")
+                .hint("e.g. `f2 = conv2d(p1, 150, kernel = 2, padding = 1, weights = c2)`"));
+            }
+            if pending.iter().any(|(n, _, _)| n == owner) {
+                return Err(Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    format!("`{owner}` uses another projection's weight itself"),
+                )
+                .at(*span, "a chain of shared weights")
+                .hint("name the projection that owns the weight"));
+            }
+            self.module.ties.push((h, o, *span));
         }
         Ok(())
     }
@@ -1012,6 +1078,7 @@ fn op_params(func: &str) -> Option<(&'static [&'static str], usize)> {
                 "post",
                 "gate",
                 "reward",
+                "weights",
             ],
             2,
         ),
@@ -1031,6 +1098,7 @@ fn op_params(func: &str) -> Option<(&'static [&'static str], usize)> {
                 "post",
                 "gate",
                 "reward",
+                "weights",
             ],
             2,
         ),
@@ -1137,8 +1205,8 @@ fn rate(a: &Bound) -> DResult<Option<f32>> {
 
 fn usage(func: &str) -> String {
     match func {
-        "dense" => "usage: dense(input, out_features, bias = true, delay = 0, init_gain = 1.0, sparse = auto, rate = 0.2)".into(),
-        "conv2d" => "usage: conv2d(input, out_channels, kernel = 3, stride = 1, padding = 0, bias = true, delay = 0, init_gain = 1.0)".into(),
+        "dense" => "usage: dense(input, out_features, bias = true, delay = 0, init_gain = 1.0, sparse = auto, rate = 0.2, synapse = rule(..), weights = other)".into(),
+        "conv2d" => "usage: conv2d(input, out_channels, kernel = 3, stride = 1, padding = 0, bias = true, delay = 0, init_gain = 1.0, synapse = rule(..), weights = other)".into(),
         "maxpool2d" | "avgpool2d" => format!("usage: {func}(input, kernel, stride = kernel, padding = 0 | [vertical, horizontal] | [top, left, bottom, right])"),
         "flatten" => "usage: flatten(input)".into(),
         "poisson" => "usage: poisson(input, max_rate = 1.0, seed = N)".into(),

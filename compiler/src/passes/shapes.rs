@@ -1,7 +1,7 @@
 //! Pass `shapes`: infer every node's per-sample dims and whether it changes over time
 //! (`Seq`) or not (`Static`), and check that connected nodes agree.
 
-use crate::diag::{DResult, Diagnostic, ErrorKind};
+use crate::diag::{DResult, Diagnostic, ErrorKind, Span};
 use crate::ir::net::*;
 
 pub fn run(m: &mut Module) -> DResult<()> {
@@ -22,6 +22,53 @@ pub fn run(m: &mut Module) -> DResult<()> {
             NodeKind::Population { inputs, .. } => check_sum(m, h, &inputs)?,
             _ => {}
         }
+    }
+    for &(h, owner, span) in &m.ties {
+        check_tie(m, h, owner, span)?;
+    }
+    Ok(())
+}
+
+/// The shape of a projection's weight (and whether it has a bias).
+fn weight_shape(m: &Module, h: NodeId) -> (Vec<usize>, bool) {
+    match m.nodes[h].kind {
+        NodeKind::Dense { src, out, bias, .. } => (vec![out, m.shape(src).features()], bias),
+        NodeKind::Conv2d {
+            src,
+            out_channels,
+            kernel,
+            bias,
+            ..
+        } => (
+            vec![out_channels, m.shape(src).dims[0], kernel[0], kernel[1]],
+            bias,
+        ),
+        _ => unreachable!("resolve ties projections only"),
+    }
+}
+
+/// `weights = owner`: the same weight shape and the same bias flag.
+fn check_tie(m: &Module, h: NodeId, owner: NodeId, span: Span) -> DResult<()> {
+    let (mine, bias) = weight_shape(m, h);
+    let (theirs, their_bias) = weight_shape(m, owner);
+    if mine != theirs || bias != their_bias {
+        return Err(Diagnostic::new(
+            ErrorKind::Shape,
+            format!(
+                "`{}` would use the weight of `{}`, but its weight is {:?}{} and that one {:?}{}",
+                m.nodes[h].name,
+                m.nodes[owner].name,
+                mine,
+                if bias { " with a bias" } else { "" },
+                theirs,
+                if their_bias { " with a bias" } else { "" },
+            ),
+        )
+        .at(span, "a weight of another shape")
+        .note(m.nodes[owner].span, "the weight's owner")
+        .hint(
+            "shared weights need the same input channels or features, outputs, kernel and `bias`",
+        ));
     }
     Ok(())
 }

@@ -9,12 +9,32 @@ use crate::diag::{did_you_mean, DResult, Diagnostic, ErrorKind, Span};
 use crate::front::ast::{self, Expr, ExprKind, Stmt};
 use crate::ir::expr::Func;
 use crate::ir::net::*;
-use crate::ir::synapse::{SExpr, SynAssign, SynLeaf, SynParam, SynVar, SynapseEqs};
+use crate::ir::synapse::{
+    RuleForm, SExpr, SynAssign, SynLeaf, SynParam, SynState, SynVar, SynapseEqs,
+};
 
 use super::neurons::{check_value, static_cond};
 
 /// Names every rule may read besides its parameters and temporaries.
-const BUILT_INS: &[&str] = &["w", "t_pre", "t_post", "reward", "T"];
+const BUILT_INS: &[&str] = &["w", "t_pre", "t_post", "s_pre", "s_post", "reward", "T"];
+
+/// The block being lowered: what it may assign and read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Block {
+    Step,
+    Pre,
+    Post,
+}
+
+impl Block {
+    fn word(self) -> &'static str {
+        match self {
+            Block::Step => "on_step",
+            Block::Pre => "on_pre",
+            Block::Post => "on_post",
+        }
+    }
+}
 
 pub fn run(m: &mut Module, rules: &[ast::SynapseDef]) -> DResult<()> {
     for i in 0..m.plastic.len() {
@@ -122,6 +142,15 @@ fn check_wiring(m: &Module, p: &Plastic, post: NodeId, eqs: &SynapseEqs) -> DRes
         .note(p.span, "the rule")
         .hint("post must be the spikes of the neurons this projection drives"));
     }
+    if let (Some(g), RuleForm::PerStep) = (p.gate, eqs.form) {
+        return Err(Diagnostic::new(
+            ErrorKind::BadArgument,
+            format!("rule `{}` runs per step and takes no gate", eqs.model),
+        )
+        .at(m.nodes[g].span, "a gate")
+        .note(p.span, "a per-step rule")
+        .hint("a gate selects the events of first-spike rules (`spyker_stdp`, `rstdp`); drop `gate =` here"));
+    }
     if let Some(g) = p.gate {
         let gs = m.shape(g);
         if gs.extent != Extent::Static || gs.features() != out.features() {
@@ -180,6 +209,9 @@ struct Env<'a> {
     def: &'a ast::SynapseDef,
     flags: HashMap<&'a str, bool>,
     choices: HashMap<&'a str, &'a str>,
+    block: Block,
+    /// The sides (pre, post) each local's last value read, for the locality checks.
+    local_sides: Vec<(bool, bool)>,
     eqs: SynapseEqs,
 }
 
@@ -257,19 +289,68 @@ fn lower(def: &ast::SynapseDef, args: &RuleArgs, call: Span) -> DResult<SynapseE
             check,
         });
     }
+    let reads = |name: &str| {
+        (def.on_step.iter())
+            .chain(&def.on_pre)
+            .chain(&def.on_post)
+            .any(|st| stmt_mentions(st, name))
+    };
+    let per_step = !def.pre_states.is_empty()
+        || !def.post_states.is_empty()
+        || def.on_step_span.is_some()
+        || def.on_pre_span.is_some()
+        || reads("s_pre")
+        || reads("s_post");
     let mut env = Env {
         def,
         flags,
         choices,
+        block: Block::Post,
+        local_sides: Vec::new(),
         eqs: SynapseEqs {
             model: def.name.name.clone(),
             variant: variant.join(" "),
+            form: if per_step {
+                RuleForm::PerStep
+            } else {
+                RuleForm::FirstSpike
+            },
             params,
             locals: vec![],
+            pre_states: vec![],
+            post_states: vec![],
+            on_step: vec![],
+            on_pre: vec![],
             on_post: vec![],
         },
     };
-    let Some(block) = def.on_post_span else {
+    for (pre, decls) in [(true, &def.pre_states), (false, &def.post_states)] {
+        for d in decls.iter() {
+            let taken = BUILT_INS.contains(&d.name.name.as_str())
+                || env.eqs.params.iter().any(|p| p.name == d.name.name)
+                || env.eqs.pre_states.iter().any(|p| p.name == d.name.name)
+                || env.eqs.post_states.iter().any(|p| p.name == d.name.name);
+            if taken {
+                return Err(Diagnostic::new(
+                    ErrorKind::Duplicate,
+                    format!("trace `{}` is already a name of the rule", d.name.name),
+                )
+                .at(d.name.span, "defined twice")
+                .hint("give each parameter and trace its own name"));
+            }
+            let init = env.init(&d.init)?;
+            let st = SynState {
+                name: d.name.name.clone(),
+                init,
+            };
+            if pre {
+                env.eqs.pre_states.push(st);
+            } else {
+                env.eqs.post_states.push(st);
+            }
+        }
+    }
+    let Some(post_at) = def.on_post_span.or(def.on_pre_span) else {
         return Err(Diagnostic::new(
             ErrorKind::BadArgument,
             format!("synapse model `{}` has no `on_post` block", def.name.name),
@@ -278,21 +359,89 @@ fn lower(def: &ast::SynapseDef, args: &RuleArgs, call: Span) -> DResult<SynapseE
         .note(call, "used here")
         .hint("add `on_post { w = ... }`: the update at each postsynaptic event"));
     };
-    let mut out = Vec::new();
-    env.stmts(&def.on_post, &mut out)?;
-    if !out.iter().any(|a| a.target == SynVar::W) {
+    for (block, body) in [
+        (Block::Step, &def.on_step),
+        (Block::Pre, &def.on_pre),
+        (Block::Post, &def.on_post),
+    ] {
+        env.block = block;
+        let mut out = Vec::new();
+        env.stmts(body, &mut out)?;
+        match block {
+            Block::Step => env.eqs.on_step = out,
+            Block::Pre => env.eqs.on_pre = out,
+            Block::Post => env.eqs.on_post = out,
+        }
+    }
+    let writes_w = (env.eqs.on_pre.iter())
+        .chain(&env.eqs.on_post)
+        .any(|a| a.target == SynVar::W);
+    if !writes_w {
+        let block = if def.on_post_span.is_some() {
+            "`on_post`"
+        } else {
+            "`on_pre`"
+        };
         return Err(Diagnostic::new(
             ErrorKind::BadArgument,
             format!(
-                "`on_post` of synapse model `{}` never assigns the weight `w`",
+                "{block} of synapse model `{}` never assigns the weight `w`",
                 def.name.name
             ),
         )
-        .at(block, "no `w = ...` here")
+        .at(post_at, "no `w = ...` here")
         .hint("a rule updates the weight, e.g. `w = clamp(w + a_plus, 0.0, 1.0)`"));
     }
-    env.eqs.on_post = out;
     Ok(env.eqs)
+}
+
+/// Whether statement `s` mentions the name `name` anywhere.
+fn stmt_mentions(s: &Stmt, name: &str) -> bool {
+    fn expr(e: &Expr, name: &str) -> bool {
+        match &e.kind {
+            ExprKind::Ident(n) => n == name,
+            ExprKind::Unary { expr: x, .. } => expr(x, name),
+            ExprKind::Binary { lhs, rhs, .. } => expr(lhs, name) || expr(rhs, name),
+            ExprKind::Call { args, .. } => args.iter().any(|a| expr(&a.value, name)),
+            ExprKind::List(items) => items.iter().any(|x| expr(x, name)),
+            ExprKind::Field { base, .. } => expr(base, name),
+            _ => false,
+        }
+    }
+    match s {
+        Stmt::If {
+            cond,
+            then,
+            otherwise,
+            ..
+        } => {
+            expr(cond, name)
+                || then.iter().any(|x| stmt_mentions(x, name))
+                || otherwise.iter().any(|x| stmt_mentions(x, name))
+        }
+        Stmt::Let { value, .. } | Stmt::Assign { value, .. } | Stmt::Ode { value, .. } => {
+            expr(value, name)
+        }
+    }
+}
+
+/// Which sides (presynaptic, postsynaptic) an expression reads.
+fn sides(e: &SExpr, locals: &[(bool, bool)]) -> (bool, bool) {
+    let (mut pre, mut post) = (false, false);
+    e.any_leaf(|l| {
+        match l {
+            SynLeaf::PreState(_) | SynLeaf::SPre | SynLeaf::TPre => pre = true,
+            SynLeaf::PostState(_) | SynLeaf::SPost | SynLeaf::TPost => post = true,
+            SynLeaf::Local(i) => {
+                let (a, b) = locals.get(*i).copied().unwrap_or_default();
+                pre |= a;
+                post |= b;
+            }
+            _ => {}
+        }
+        false
+    });
+    (pre, post)
 }
 
 impl Env<'_> {
@@ -330,14 +479,23 @@ impl Env<'_> {
                             self.eqs.locals.len() - 1
                         }
                     };
+                    let side = sides(&v, &self.local_sides);
+                    if self.local_sides.len() <= i {
+                        self.local_sides.resize(i + 1, (false, false));
+                    }
+                    self.local_sides[i] = side;
                     out.push(SynAssign {
                         target: SynVar::Local(i),
                         value: v,
                     });
                 }
-                Stmt::Assign { name, value, .. } => {
+                Stmt::Assign { name, value, span } => {
                     let target = self.target(name)?;
                     let value = self.expr(value)?;
+                    self.check_locality(target, &value, name, *span)?;
+                    if let SynVar::Local(i) = target {
+                        self.local_sides[i] = sides(&value, &self.local_sides);
+                    }
                     out.push(SynAssign { target, value });
                 }
                 Stmt::Ode { name, span, .. } => {
@@ -353,12 +511,90 @@ impl Env<'_> {
         Ok(())
     }
 
+    /// What each block may write, and what a trace's new value may read: a presynaptic
+    /// trace is one per presynaptic neuron, shared by all its synapses, so it reads only its
+    /// own side (and the postsynaptic likewise).
+    fn check_locality(
+        &self,
+        target: SynVar,
+        value: &SExpr,
+        name: &ast::Ident,
+        span: Span,
+    ) -> DResult<()> {
+        let block = self.block;
+        let bad = |msg: String, hint: &str| {
+            Err(Diagnostic::new(ErrorKind::BadArgument, msg)
+                .at(span, format!("in `{}`", block.word()))
+                .hint(hint.to_string()))
+        };
+        match (block, target) {
+            (Block::Step, SynVar::W) => bad(
+                "`on_step` may not assign the weight `w`".to_string(),
+                "`on_step` runs the traces' dynamics; change `w` in `on_pre` or `on_post`",
+            ),
+            (Block::Pre, SynVar::PostState(_)) => bad(
+                format!(
+                    "`on_pre` may not write the postsynaptic trace `{}`",
+                    name.name
+                ),
+                "a presynaptic spike changes the weight and presynaptic traces; update postsynaptic traces in `on_post` or `on_step`",
+            ),
+            (Block::Post, SynVar::PreState(_)) => bad(
+                format!(
+                    "`on_post` may not write the presynaptic trace `{}`",
+                    name.name
+                ),
+                "a postsynaptic event changes the weight and postsynaptic traces; update presynaptic traces in `on_pre` or `on_step`",
+            ),
+            (_, SynVar::PreState(_)) if sides(value, &self.local_sides).1 => bad(
+                format!(
+                    "presynaptic trace `{}` may not read the postsynaptic side",
+                    name.name
+                ),
+                "a presynaptic trace is shared by all synapses of its neuron: it reads presynaptic traces, `s_pre`, parameters and numbers",
+            ),
+            (_, SynVar::PostState(_)) if sides(value, &self.local_sides).0 => bad(
+                format!(
+                    "postsynaptic trace `{}` may not read the presynaptic side",
+                    name.name
+                ),
+                "a postsynaptic trace is shared by all synapses of its neuron: it reads postsynaptic traces, `s_post`, parameters and numbers",
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// A trace's initial value: parameters and numbers.
+    fn init(&self, e: &Expr) -> DResult<SExpr> {
+        let v = self.expr(e)?;
+        if v.any_leaf(|l| !matches!(l, SynLeaf::Param(_))) {
+            return Err(Diagnostic::new(
+                ErrorKind::BadArgument,
+                "a trace's initial value may read only parameters and numbers",
+            )
+            .at(e.span, "reads a run-time value")
+            .hint("e.g. `pre x = 0.0`"));
+        }
+        Ok(v)
+    }
+
     fn target(&self, name: &ast::Ident) -> DResult<SynVar> {
         if name.name == "w" {
             return Ok(SynVar::W);
         }
         if let Some(i) = self.eqs.locals.iter().position(|s| *s == name.name) {
             return Ok(SynVar::Local(i));
+        }
+        if let Some(i) = self.eqs.pre_states.iter().position(|s| s.name == name.name) {
+            return Ok(SynVar::PreState(i));
+        }
+        if let Some(i) = self
+            .eqs
+            .post_states
+            .iter()
+            .position(|s| s.name == name.name)
+        {
+            return Ok(SynVar::PostState(i));
         }
         let what = if self.eqs.params.iter().any(|p| p.name == name.name) {
             "is a parameter (parameters are read-only)".to_string()
@@ -367,8 +603,8 @@ impl Env<'_> {
                 "is read-only: `{}` belongs to the {} side",
                 name.name,
                 match name.name.as_str() {
-                    "t_pre" => "presynaptic",
-                    "t_post" => "postsynaptic",
+                    "t_pre" | "s_pre" => "presynaptic",
+                    "t_post" | "s_post" => "postsynaptic",
                     _ => "sample's",
                 }
             )
@@ -380,7 +616,9 @@ impl Env<'_> {
             format!("cannot assign to `{}`: it {what}", name.name),
         )
         .at(name.span, "not assignable")
-        .hint("a rule assigns the weight `w` and its `let` temporaries"))
+        .hint(
+            "a rule assigns the weight `w`, its `pre` and `post` traces and its `let` temporaries",
+        ))
     }
 
     fn lookup(&self, name: &str) -> Option<SExpr> {
@@ -390,10 +628,18 @@ impl Env<'_> {
         if let Some(i) = self.eqs.params.iter().position(|s| s.name == name) {
             return Some(SExpr::Leaf(SynLeaf::Param(i)));
         }
+        if let Some(i) = self.eqs.pre_states.iter().position(|s| s.name == name) {
+            return Some(SExpr::Leaf(SynLeaf::PreState(i)));
+        }
+        if let Some(i) = self.eqs.post_states.iter().position(|s| s.name == name) {
+            return Some(SExpr::Leaf(SynLeaf::PostState(i)));
+        }
         Some(SExpr::Leaf(match name {
             "w" => SynLeaf::W,
             "t_pre" => SynLeaf::TPre,
             "t_post" => SynLeaf::TPost,
+            "s_pre" => SynLeaf::SPre,
+            "s_post" => SynLeaf::SPost,
             "reward" => SynLeaf::Reward,
             "T" => SynLeaf::Steps,
             _ => return None,
@@ -407,6 +653,16 @@ impl Env<'_> {
                     .at(e.span, "bad number")
             })?),
             ExprKind::Bool(b) => SExpr::Const(if *b { 1.0 } else { 0.0 }),
+            ExprKind::Ident(n)
+                if self.eqs.form == RuleForm::PerStep && (n == "t_pre" || n == "t_post") =>
+            {
+                return Err(Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    format!("`{n}` is a first-spike rule's; this rule runs per step"),
+                )
+                .at(e.span, "a first-spike time")
+                .hint("a per-step rule (one with `pre`/`post` traces, `on_step` or `on_pre`) reads the spikes `s_pre`, `s_post` and its traces"));
+            }
             ExprKind::Ident(n) => match self.lookup(n) {
                 Some(v) => v,
                 None => {

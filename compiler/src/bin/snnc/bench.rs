@@ -65,6 +65,14 @@ pub const WORKLOADS: &[(&str, &str)] = &[
          forward+backward times of both schedules (forced with `schedule = ...`)",
     ),
     (
+        "kheradpisheh",
+        "examples/kheradpisheh.snn (Spyker's Kheradpisheh net: DoG, latency T=15, conv1 2->32 + \
+         k-WTA STDP, conv2 32->150 + k-WTA STDP, feature pass) on MNIST images (the \
+         tests/data/mnist-100 subset, or $SNNC_MNIST), batch 64: inference, layer-1 STDP and \
+         layer-2 STDP (Session::learn with only that layer learning; every pass runs the whole \
+         model forward), images/s",
+    ),
+    (
         "compile",
         "snnc compile (parse .. lower + Rust printing) of every example",
     ),
@@ -634,6 +642,52 @@ pub fn bench(
                     b as f64 / (s.median * 1e-3),
                     &calibration_json(&cal),
                 );
+            }
+            "kheradpisheh" => {
+                let b = 64;
+                let path = examples.join("kheradpisheh.snn");
+                let src = std::fs::read_to_string(&path).map_err(|e| {
+                    Diagnostic::new(
+                        ErrorKind::Io,
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                let mut l = load(&src, device, false, sparse)?;
+                let t = l.session.plan().t;
+                let dir = std::env::var_os("SNNC_MNIST")
+                    .map(std::path::PathBuf::from)
+                    .unwrap_or_else(|| examples.join("../tests/data/mnist-100"));
+                let data = snn_runtime::data::mnist::load(&dir, true)
+                    .map_err(snnc::session::runtime_diag)?;
+                let idx: Vec<usize> = (0..b).map(|i| i % data.len()).collect();
+                let batch = data.batch(&idx);
+                let x = vec![snn_runtime::Tensor::new(batch.shape, batch.x)
+                    .map_err(snnc::session::runtime_diag)?];
+                let rt = snnc::session::runtime_diag;
+                for (stage, learn) in [
+                    ("infer", [false, false]),
+                    ("stdp1", [true, false]),
+                    ("stdp2", [false, true]),
+                ] {
+                    l.session.set_learning("c1", learn[0]).map_err(rt)?;
+                    l.session.set_learning("c2", learn[1]).map_err(rt)?;
+                    let any = learn.iter().any(|&on| on);
+                    let s = time(1, repeat, || {
+                        if any {
+                            l.session.learn(&x, t, b).map(|_| ()).map_err(rt)
+                        } else {
+                            l.session.run(&x, t, b).map(|_| ()).map_err(rt)
+                        }
+                    })?;
+                    report(
+                        json,
+                        &format!("{name}-{stage}"),
+                        &s,
+                        "images/s",
+                        b as f64 / (s.median * 1e-3),
+                        "",
+                    );
+                }
             }
             "build" => {
                 let mut c = Compiler::new(Options::default());

@@ -218,6 +218,76 @@ enum Cmd {
         #[arg(long)]
         no_calibrate: bool,
     },
+    /// Features for a linear readout: forward-only inference over an image dataset's train
+    /// and test splits, one output reduced over time per image, saved as .npy.
+    Features {
+        file: PathBuf,
+        /// Weights (safetensors); default: the model's seeded initialisation.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// The images: mnist(DIR) or fashion_mnist(DIR).
+        #[arg(long)]
+        data: String,
+        /// Folder for train_features.npy, train_labels.npy, test_features.npy, test_labels.npy.
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Use the first N training images (default: all).
+        #[arg(long, value_parser = at_least_one_sample)]
+        train: Option<usize>,
+        /// Use the first N test images (default: all).
+        #[arg(long, value_parser = at_least_one_sample)]
+        test: Option<usize>,
+        /// Images per run (default: the model's batch).
+        #[arg(long, value_parser = at_least_one_sample)]
+        batch: Option<usize>,
+        /// The output to export, by name (`n2.spikes`) or population (`n2`); default the first.
+        #[arg(long)]
+        output: Option<String>,
+        /// Spike-any over time (1 where the count is non-zero) instead of spike counts.
+        #[arg(long)]
+        any: bool,
+        /// Seed for the weight initialisation (default: the model's seed).
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// No calibration run on the first training batch (see `snnc run --help`).
+        #[arg(long)]
+        no_calibrate: bool,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Train a linear readout (multinomial logistic regression, the project's own trainer)
+    /// on the features `snnc features` wrote; prints train and test accuracy.
+    Readout {
+        /// The --out folder of `snnc features`.
+        dir: PathBuf,
+        #[arg(long, default_value_t = 30)]
+        epochs: usize,
+        #[arg(long, default_value_t = 3e-2)]
+        lr: f32,
+        #[arg(long, default_value_t = 64, value_parser = at_least_one_sample)]
+        batch: usize,
+        /// `sgd` (momentum 0.9) or `adam` (AdamW with a weight decay).
+        #[arg(long, value_parser = ["sgd", "adam"], default_value = "sgd")]
+        optimizer: String,
+        /// Weight decay (SGD: L2; Adam: decoupled).
+        #[arg(long, default_value_t = 0.0)]
+        weight_decay: f32,
+        /// Seed for the initialisation and shuffling.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Standardise each feature with the training split's mean and standard deviation
+        /// (default: the features as they are, as the harness's LinearSVC takes them).
+        #[arg(long)]
+        standardize: bool,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// No line per epoch.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Run inference on the CPU and print or save the outputs.
     Run {
         file: PathBuf,
@@ -438,6 +508,70 @@ fn dispatch(cli: Cli, color: bool) -> Result<(), u8> {
             let r = train::eval(&mut c, parsed, &weights, &device, limit, !no_calibrate, set);
             r.map_err(|d| report(&c, &d, color))
         }
+        Cmd::Features {
+            file,
+            weights,
+            data,
+            out,
+            train,
+            test,
+            batch,
+            output,
+            any,
+            seed,
+            device,
+            no_calibrate,
+            quiet,
+        } => {
+            let args = features::FeaturesArgs {
+                weights,
+                data,
+                out,
+                train,
+                test,
+                batch,
+                output,
+                any,
+                seed,
+                device,
+                no_calibrate,
+                quiet,
+            };
+            let mut c = Compiler::new(Options::default());
+            let parsed = c.parse_file(&file).map_err(|d| report(&c, &d, color))?;
+            features::features(&mut c, &parsed, &args).map_err(|d| report(&c, &d, color))
+        }
+        Cmd::Readout {
+            dir,
+            epochs,
+            lr,
+            batch,
+            optimizer,
+            weight_decay,
+            seed,
+            standardize,
+            device,
+            quiet,
+        } => {
+            use snnc::readout::ReadoutOptimizer;
+            let o = snnc::readout::ReadoutOptions {
+                epochs,
+                lr,
+                batch,
+                optimizer: if optimizer == "adam" {
+                    ReadoutOptimizer::Adam
+                } else {
+                    ReadoutOptimizer::Sgd
+                },
+                weight_decay,
+                seed,
+                standardize,
+                device,
+                cache: None,
+            };
+            let c = Compiler::new(Options::default());
+            readout::readout(&dir, &o, quiet).map_err(|d| report(&c, &d, color))
+        }
         Cmd::Run {
             file,
             weights,
@@ -571,8 +705,10 @@ fn compile(
 
 mod bench;
 mod check_memory;
+mod features;
 mod local_plots;
 mod plot;
+mod readout;
 mod run;
 mod run_folder;
 mod train;

@@ -5,7 +5,7 @@ use super::Lowerer;
 use crate::ir::kernel::PlasticKernel;
 use crate::ir::names;
 use crate::ir::net::NodeKind;
-use crate::ir::synapse::SynLeaf;
+use crate::ir::synapse::{RuleForm, SynLeaf};
 use snn_runtime::plan::{KernelDecl, LearnLayer, PlasticGeom, RuleParam};
 
 impl Lowerer<'_> {
@@ -59,16 +59,22 @@ impl Lowerer<'_> {
             });
             kernels.push(PlasticKernel {
                 symbol,
-                doc: format!(
-                    "{}.weight learns by {} (once per postsynaptic event{})",
-                    proj.name,
-                    eqs.model,
-                    if p.gate.is_some() {
-                        " the gate selects"
-                    } else {
-                        " that fired"
-                    }
-                ),
+                doc: match eqs.form {
+                    RuleForm::FirstSpike => format!(
+                        "{}.weight learns by {} (once per postsynaptic event{})",
+                        proj.name,
+                        eqs.model,
+                        if p.gate.is_some() {
+                            " the gate selects"
+                        } else {
+                            " that fired"
+                        }
+                    ),
+                    RuleForm::PerStep => format!(
+                        "{}.weight learns by {} (per step; the batch's change added once)",
+                        proj.name, eqs.model
+                    ),
+                },
                 geom,
                 gate: p.gate.is_some(),
                 reward: eqs.reads(SynLeaf::Reward),

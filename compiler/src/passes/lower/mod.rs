@@ -204,6 +204,9 @@ impl Lowerer<'_> {
                         check,
                     });
                 }
+                // A projection that shares another's weight gets it below.
+                NodeKind::Dense { .. } | NodeKind::Conv2d { .. }
+                    if m.ties.iter().any(|t| t.0 == h) => {}
                 NodeKind::Dense {
                     src,
                     out,
@@ -244,6 +247,9 @@ impl Lowerer<'_> {
                 }
                 _ => {}
             }
+        }
+        for &(h, owner, _) in &m.ties {
+            self.weight_of.insert(h, self.weight_of[&owner]);
         }
     }
 
