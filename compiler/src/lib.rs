@@ -78,7 +78,8 @@ impl Compiler {
                     passes::neurons::run(&mut m, &passes::resolve::neuron_models(parsed)?)?
                 }
                 "synapses" => {
-                    passes::synapses::run(&mut m, &passes::resolve::synapse_models(parsed)?)?
+                    passes::synapses::run(&mut m, &passes::resolve::synapse_models(parsed)?)?;
+                    passes::local_schedule::check(&m)?;
                 }
                 "recurrence" => passes::recurrence::run(&mut m)?,
                 "schedule" => passes::schedule::run(&mut m, &self.opts)?,

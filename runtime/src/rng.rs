@@ -58,6 +58,9 @@ pub mod stream {
     pub const WEIGHTS: u32 = 0x5745_0000;
     /// Random inputs: counter `[block lo, block hi, input index, INPUTS]`.
     pub const INPUTS: u32 = 0x494E_0000;
+    /// Normal initialisation of plastic layers by `snnc train`'s local learning: counter
+    /// `[block lo, block hi, weight index, LOCAL_INIT]` and `LOCAL_INIT + 1` (Box-Muller).
+    pub const LOCAL_INIT: u32 = 0x4C49_0000;
 }
 
 /// Fills `out` with uniform `[0, 1)` values of the stream `(seed, id, domain)`: element `e`

@@ -63,6 +63,33 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
         .hint("shared weights learn by local rules (`synapse = ...`); for gradient training give the layer its own weight"));
     }
 
+    if let Some(stage) = cfg.local.first() {
+        return Err(Diagnostic::new(
+            ErrorKind::BadValue,
+            format!(
+                "model `{}` learns by local rules (`local = [..]`), not by a loss",
+                m.name
+            ),
+        )
+        .at(stage.span, "local learning, without a backward pass")
+        .hint("train it with `snnc train`, which runs the rules; compile it without `--train`"));
+    }
+    // One weight, two learning rules: the gradient step and the rule would both write it.
+    if let Some(p) = m.plastic.first() {
+        return Err(Diagnostic::new(
+            ErrorKind::BadValue,
+            format!(
+                "`{}` learns by its rule `{}`; gradient training of a model with plastic \
+                 projections is not supported",
+                m.nodes[p.projection].name, p.rule
+            ),
+        )
+        .at(p.span, "a local rule")
+        .hint(
+            "train the rules with a local schedule (`local = [layer(..), ..]` instead of `loss` \
+             in the train block), or drop `synapse = ...` to train by the loss",
+        ));
+    }
     if !opts.fuse || opts.force_steps {
         return Err(Diagnostic::new(
             ErrorKind::BadArgument,

@@ -4,6 +4,7 @@
 pub mod autodiff;
 pub mod bind;
 pub mod fuse;
+pub mod local_schedule;
 pub mod lower;
 pub mod memory;
 pub mod neurons;

@@ -32,6 +32,25 @@ pub const SETTINGS: &[&str] = &[
     "validation",
     "checkpoint",
     "input_grads",
+    "local",
+];
+
+/// The settings of gradient training only: a block with `local = [..]` trains by the
+/// projections' own rules and refuses them.
+const GRADIENT_ONLY: &[&str] = &[
+    "loss",
+    "regularize",
+    "method",
+    "surrogate",
+    "detach_reset",
+    "adjust",
+    "optimizer",
+    "lr_schedule",
+    "warmup",
+    "clip",
+    "checkpoint",
+    "input_grads",
+    "epochs",
 ];
 
 fn err(span: Span, msg: impl Into<String>, hint: impl Into<String>) -> Diagnostic {
@@ -447,6 +466,8 @@ pub fn config(block: &[Binding], span: Span, model_batch: usize) -> DResult<Trai
     let mut recompute = false;
     let mut input_grads = false;
     let mut data_span = None;
+    let mut local = Vec::new();
+    let mut local_span = None;
     let mut settings = TrainSettings {
         optimizer: OptimizerDecl {
             kind: OptimizerKind::Adam,
@@ -515,6 +536,10 @@ pub fn config(block: &[Binding], span: Span, model_batch: usize) -> DResult<Trai
                 }
             }
             "input_grads" => input_grads = boolean(v, "input_grads")?,
+            "local" => {
+                local = super::local_schedule::parse(v)?;
+                local_span = Some(b.name.span);
+            }
             other => {
                 let d = Diagnostic::new(
                     ErrorKind::UnknownName,
@@ -528,11 +553,58 @@ pub fn config(block: &[Binding], span: Span, model_batch: usize) -> DResult<Trai
             }
         }
     }
-    let loss = loss_spec.ok_or_else(|| {
-        Diagnostic::new(ErrorKind::BadValue, "the training settings have no loss")
+    if let Some(at) = local_span {
+        // The last word on each setting counts (`--set` overrides the file's).
+        let gradient = block
+            .iter()
+            .rev()
+            .find(|b| GRADIENT_ONLY.contains(&b.name.name.as_str()));
+        if let Some(g) = gradient {
+            let hint = if g.name.name == "epochs" {
+                "local learning counts epochs per stage: `layer(c1, epochs = 2)`".to_string()
+            } else {
+                format!(
+                    "drop `{}`: a model learns by its loss (gradient training) or by its \
+                     projections' rules (`local = [..]`), not both",
+                    g.name.name
+                )
+            };
+            return Err(Diagnostic::new(
+                ErrorKind::BadValue,
+                format!(
+                    "`{}` is a setting of gradient training, but this block trains by local \
+                     rules",
+                    g.name.name
+                ),
+            )
+            .at(g.name.span, "gradient training")
+            .note(at, "local learning chosen here")
+            .hint(hint));
+        }
+        return Ok(TrainConfig {
+            // Never read: autodiff refuses a block with `local`, and nothing else reads the
+            // loss of a module that is not differentiated.
+            loss: LossSpec {
+                kind: LossKind::CrossEntropyCounts,
+                target: LossTarget::Counts(String::new()),
+                span: at,
+            },
+            regularizers: regs,
+            grad,
+            recompute,
+            input_grads,
+            settings,
+            data_span,
+            local,
+        });
+    }
+    let loss =
+        loss_spec.ok_or_else(|| {
+            Diagnostic::new(ErrorKind::BadValue, "the training settings have no loss")
             .at(span, "no `loss = ...` here")
-            .hint("e.g. `loss = cross_entropy(counts(out))`")
-    })?;
+            .hint("e.g. `loss = cross_entropy(counts(out))`, or for training by the projections' \
+                   own rules `local = [layer(c1, epochs = 2), ..]`")
+        })?;
     Ok(TrainConfig {
         loss,
         regularizers: regs,
@@ -541,6 +613,7 @@ pub fn config(block: &[Binding], span: Span, model_batch: usize) -> DResult<Trai
         input_grads,
         settings,
         data_span,
+        local,
     })
 }
 

@@ -680,6 +680,45 @@ impl Session {
         Ok(outputs)
     }
 
+    /// [`Session::learn`] for a rule rewarded by the decision of its own gate (R-STDP): after
+    /// the forward pass, `reward` reads the gate of projection `layer` (`[B, post]`, non-zero
+    /// at the winners) and returns one value per sample, which replaces the layer's `reward`
+    /// input before the rules run.
+    pub fn learn_rewarded(
+        &mut self,
+        inputs: &[Tensor],
+        t: usize,
+        batch: usize,
+        layer: &str,
+        reward: impl FnOnce(&[f32]) -> Vec<f32>,
+    ) -> Result<Vec<(OutputDecl, Tensor)>> {
+        let l = &self.plan.plan().learn[self.learn_layer(layer)?];
+        let (Some(gate), Some(slot)) = (l.gate, l.reward) else {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "`{layer}` needs a gate and a `reward` input to be rewarded by its decision"
+            )));
+        };
+        let (gate, slot) = (
+            &self.plan.plan().buffers[gate],
+            &self.plan.plan().buffers[slot],
+        );
+        let (gate_loc, gate_len) = (Loc::new(gate.slot, 0), buffer_len(gate, t, batch)?);
+        let reward_loc = Loc::new(slot.slot, 0);
+        let outputs = self.run(inputs, t, batch)?;
+        let mut winners = vec![0.0; gate_len];
+        self.device.download(gate_loc, &mut winners)?;
+        let r = reward(&winners);
+        if r.len() != batch {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "the reward of `{layer}` has {} values for a batch of {batch}",
+                r.len()
+            )));
+        }
+        self.device.upload(reward_loc, &r)?;
+        self.apply_rules(t, batch)?;
+        Ok(outputs)
+    }
+
     /// Runs the enabled rules on the spikes of the last run (same `t` and `batch`), without
     /// a forward pass: [`Session::learn`]'s second half.
     pub fn apply_rules(&mut self, t: usize, batch: usize) -> Result<()> {

@@ -3,6 +3,8 @@
 //! small tensors (outputs `[B, C]` or `[T, B, C]`, and the weights), all on f32 slices.
 //! Each item cites the PyTorch / snnTorch / SpikingJelly definition it reproduces.
 
+pub mod local;
+pub mod local_checkpoint;
 pub mod loss;
 pub mod optim;
 pub mod schedule;

@@ -32,7 +32,11 @@ pub fn report(
         "inference",
         Footprint::run(plan, t, batch.unwrap_or(plan.batch), false),
     )];
-    if m.train.is_some() {
+    if let Some(cfg) = m.train.as_ref().filter(|t| !t.local.is_empty()) {
+        // Local learning runs the inference plan (and the rules) at the train block's batch.
+        let b = batch.unwrap_or(cfg.settings.batch);
+        estimates.push(("local learning", Footprint::run(plan, t, b, false)));
+    } else if m.train.is_some() {
         // The training plan adds backward buffers; compiled the way `snnc train` does.
         let train_opts = snnc::Options {
             train: true,

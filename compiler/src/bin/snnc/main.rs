@@ -706,8 +706,10 @@ fn compile(
 mod bench;
 mod check_memory;
 mod features;
+mod local_plots;
 mod plot;
 mod readout;
 mod run;
 mod run_folder;
 mod train;
+mod train_local;

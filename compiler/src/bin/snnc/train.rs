@@ -147,7 +147,7 @@ fn data_err(msg: String) -> Diagnostic {
 }
 
 /// (train, validation, test) splits of the configured dataset.
-fn load_data(
+pub(crate) fn load_data(
     decl: &DataDecl,
     validation: usize,
     seed: u64,
@@ -190,7 +190,7 @@ fn load_data(
 }
 
 /// Whether the configured dataset's samples are sequences (`[T, F]`, fed one step a row).
-fn is_sequence(decl: &DataDecl) -> bool {
+pub(crate) fn is_sequence(decl: &DataDecl) -> bool {
     matches!(
         decl,
         DataDecl::Mnist {
@@ -299,19 +299,19 @@ fn input_of(plan: &Plan, d: &Dataset, sequence: bool) -> DResult<Feed> {
 
 /// How dataset samples become the model's input tensor.
 #[derive(Clone, Debug)]
-struct Feed {
-    t: usize,
+pub(crate) struct Feed {
+    pub t: usize,
     /// The input's shape per sample and step (`[784]`, `[1, 28, 28]`).
-    sample: Vec<usize>,
+    pub sample: Vec<usize>,
     /// `[T, B, ..sample]` (the sample repeated each step) rather than `[B, ..sample]`.
-    time_varying: bool,
+    pub time_varying: bool,
     /// Each sample is `[T, F]`: step `t` gets its row `t` (`mnist(.., sequence = rows)`).
-    sequence: bool,
+    pub sequence: bool,
 }
 
 /// One batch as the model's input tensor (repeated over time for a per-step input), shaped
 /// as the input is declared.
-fn batch_tensor(d: &Dataset, idx: &[usize], feed: &Feed) -> Tensor {
+pub(crate) fn batch_tensor(d: &Dataset, idx: &[usize], feed: &Feed) -> Tensor {
     let (t, b) = (feed.t, idx.len());
     let lead = if feed.time_varying {
         vec![t, b]
@@ -377,6 +377,12 @@ pub fn train(c: &mut Compiler, mut parsed: Parsed, args: &TrainArgs) -> DResult<
     session::parse_device(&args.device)?;
     c.opts.train = true;
     apply_overrides(c, &mut parsed, args)?;
+    // A `local = [..]` schedule trains by the projections' rules, without a backward pass.
+    if let Some(cfg) = c.module_until(&parsed, "synapses")?.train {
+        if !cfg.local.is_empty() {
+            return crate::train_local::train(c, parsed, cfg, args);
+        }
+    }
     let program = c.compile(&parsed)?;
     let plan = program.plan.clone();
     let tp = plan.train.clone().expect("compiled for training");
@@ -612,7 +618,7 @@ pub fn train(c: &mut Compiler, mut parsed: Parsed, args: &TrainArgs) -> DResult<
 }
 
 /// `weights: PATH   ...   plots: A, B`: one label per kind, in the order written.
-fn print_written(written: &[(&str, PathBuf)]) {
+pub(crate) fn print_written(written: &[(&str, PathBuf)]) {
     let mut parts: Vec<(&str, Vec<String>)> = vec![];
     for (label, path) in written {
         let shown = path.display().to_string();
@@ -635,7 +641,7 @@ fn say(s: String) {
     let _ = writeln!(std::io::stdout(), "{s}");
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> DResult<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> DResult<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).map_err(|e| io_err("cannot write", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| io_err("cannot replace", path, e))
