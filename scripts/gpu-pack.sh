@@ -82,10 +82,15 @@ SNNC_GPU_REFS=$PACK/refs "$TEST_GPU" --nocapture --skip host_shim > "$TMP/refs.l
 nrefs=$(find "$PACK/refs" -name '*.npy' | wc -l)
 [ "$nrefs" -gt 0 ] || { say "error: no references were written"; exit 1; }
 
+# The STDP networks (Spyker's, batch 64 and up to 1 GB) run at batch 4: the GPU session runs
+# every example under compute-sanitizer within a time limit. gpu-session.sh uses the same.
+example_batch() { grep -q 'synapse *=' "$1" && echo "--batch 4"; }
+
 say "recording the CPU outputs of snnc run on every example"
 for ex in examples/*.snn; do
     name=$(basename "$ex" .snn)
-    "$PACK/bin/snnc" run "$ex" -o "$PACK/run/$name" > "$TMP/run-$name.log" 2>&1 || {
+    # shellcheck disable=SC2046 # the batch flag is one word or none
+    "$PACK/bin/snnc" run "$ex" $(example_batch "$ex") -o "$PACK/run/$name" > "$TMP/run-$name.log" 2>&1 || {
         cat "$TMP/run-$name.log" >&2
         say "error: snnc run $ex failed on the CPU"
         exit 1

@@ -312,11 +312,15 @@ memcheck_verdict() {
     echo "$v"
 }
 
+# The STDP networks run at batch 4, as scripts/gpu-pack.sh recorded them.
+example_batch() { grep -q 'synapse *=' "$1" && echo "--batch 4"; }
+
 check_memcheck_run() {
     local ex=$1 name v errs cmp crc nums
     name=$(basename "$ex" .snn)
     rm -rf "$WORK/run-$name"
-    sanitized "$OUT/memcheck.log" 120 "$SNNC" run "$ex" --device cuda -o "$WORK/run-$name"
+    # shellcheck disable=SC2046 # the batch flag is one word or none
+    sanitized "$OUT/memcheck.log" 120 "$SNNC" run "$ex" $(example_batch "$ex") --device cuda -o "$WORK/run-$name"
     v=$(memcheck_verdict)
     errs=$(grep -oE 'ERROR SUMMARY: [0-9]+ errors?' "$WORK/last.out" | tail -1)
     nums=${errs:+$errs; }
@@ -366,6 +370,7 @@ part2() {
     : > "$OUT/bench.log"
     # One training step with the optimizer on the GPU (the peers' `train` column).
     bench "(h) mlp-train: one training step (forward, backward, Adam on the GPU)" 90 mlp-train --repeat 50
+    bench "(i) kheradpisheh: Spyker's STDP net, inference and layer-wise STDP, B=64" 120 kheradpisheh --repeat 5
     for run in $TRAIN_RUNS; do check_train "$run"; done
     for ex in examples/*.snn; do check_memcheck_run "$ex"; done
     for run in $TRAIN_RUNS; do check_memcheck_train "$run"; done
