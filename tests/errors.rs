@@ -1440,15 +1440,6 @@ fn synapse_rules() {
         &loc_of(&src, "x = 1.0"),
         "`x` is already a name of the rule",
     );
-    let src = PLASTIC
-        .replace("input x: [T, 6]", "input x: [T, 6]\n  input g: [3]")
-        .replace("spyker_stdp()", "stdp(), gate = g");
-    expect(
-        &src,
-        ErrorKind::BadArgument,
-        &loc_of(&src, "input g"),
-        "runs per step and takes no gate",
-    );
 
     let src = traced("  state e = 0.0\n  on_step { e = e + s_pre }\n  on_post { w = w + a * x }");
     expect(

@@ -242,3 +242,73 @@ fn per_step_rules_learn_the_same_weights_on_cpu_and_cuda_shim() {
         );
     }
 }
+
+/// A gate on a per-step rule lets through only the postsynaptic events of the neurons it
+/// selects (`on_step` and `on_pre` run for every pair): a gate of ones learns exactly what
+/// no gate does, a gate of zeros leaves only the depression of `on_pre` (every weight goes
+/// down or stays), and a gate of one neuron potentiates that neuron's row only. CPU and shim.
+fn gated_per_step(device: &str) {
+    if device == "cuda-shim" && snn_runtime::cuda::shim::find_cxx().is_none() {
+        println!("SKIP cuda-shim: no C++ compiler");
+        return;
+    }
+    let v = vectors("linear");
+    let case = &v["cases"]["tau2"];
+    let seq = &case["sequences"][0];
+    let (t, batch, n_in, n_out) = (8usize, 3usize, 6usize, 4usize);
+    let (_, w0) = tensor(&case["weight"]);
+    let model = |gate: bool| {
+        format!(
+            "model g {{
+  T = {t}
+  batch = {batch}
+  input x: [T, {n_in}]
+  input y: [T, {n_out}]
+  input g: [{n_out}]
+  h = dense(x, {n_out}, bias = false, post = y, synapse = stdp(){})
+  n = IF(h)
+  output spikes(n)
+}}",
+            if gate { ", gate = g" } else { "" }
+        )
+    };
+    let learn = |src: &str, gate: Vec<f32>| {
+        let p = common::spyker::compile(src);
+        let mut l = snnc::session::load_device(&p, device, Some(&common::cache_dir())).unwrap();
+        l.session.set_weight("h.weight", &w0).unwrap();
+        let inputs = [
+            input(&seq["in_spike"]),
+            input(&seq["out_spike"]),
+            Tensor::new(vec![batch, n_out], gate).unwrap(),
+        ];
+        l.session.learn(&inputs, t, batch).unwrap();
+        l.session.sync_weights().unwrap();
+        l.session.weight("h.weight").unwrap().to_vec()
+    };
+    let ones = vec![1.0f32; batch * n_out];
+    let free = learn(&model(false), ones.clone());
+    assert_eq!(learn(&model(true), ones), free, "{device}: a gate of ones");
+    let none = learn(&model(true), vec![0.0; batch * n_out]);
+    assert!(
+        none.iter().zip(&w0).all(|(a, b)| a <= b),
+        "{device}: only depression"
+    );
+    assert!(
+        none.iter().zip(&w0).any(|(a, b)| a < b),
+        "{device}: nothing depressed"
+    );
+    let mut first = vec![0.0f32; batch * n_out];
+    (0..batch).for_each(|b| first[b * n_out] = 1.0);
+    let one = learn(&model(true), first);
+    for o in 0..n_out {
+        let row = |w: &[f32]| w[o * n_in..(o + 1) * n_in].to_vec();
+        let want = if o == 0 { row(&free) } else { row(&none) };
+        assert_eq!(row(&one), want, "{device}: row {o}");
+    }
+}
+
+#[test]
+fn a_gate_selects_the_postsynaptic_events_of_a_per_step_rule() {
+    gated_per_step("cpu");
+    gated_per_step("cuda-shim");
+}

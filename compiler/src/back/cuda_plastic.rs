@@ -374,11 +374,20 @@ fn per_step_loops(k: &PlasticKernel, locals: &str) -> String {
         pair.push_str(&indent(&block(k, &k.rule.on_step), "        "));
         pair.push_str("    }\n");
     }
-    for (cond, body) in [("s_s_pre", &k.rule.on_pre), ("s_s_post", &k.rule.on_post)] {
+    // A gate lets through only the postsynaptic events of the neurons it selects.
+    let post_cond = if k.gate {
+        format!("s_s_post != 0.0 && gate[b * {post_f}ull + n] != 0.0f")
+    } else {
+        "s_s_post != 0.0".to_string()
+    };
+    for (cond, body) in [
+        ("s_s_pre != 0.0".to_string(), &k.rule.on_pre),
+        (post_cond, &k.rule.on_post),
+    ] {
         if body.is_empty() {
             continue;
         }
-        let _ = writeln!(pair, "    if ({cond} != 0.0) {{\n        double s_w = w0;");
+        let _ = writeln!(pair, "    if ({cond}) {{\n        double s_w = w0;");
         pair.push_str(&indent(locals, "        "));
         pair.push_str(&indent(&block(k, body), "        "));
         pair.push_str("        acc += s_w - w0;\n    }\n");

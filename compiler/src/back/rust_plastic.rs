@@ -250,11 +250,17 @@ fn per_step_pair(k: &PlasticKernel, p_live: TokenStream) -> TokenStream {
             }
         }
     };
+    // A gate lets through only the postsynaptic events of the neurons it selects.
+    let gated = if k.gate {
+        quote!(&& *gate.add(b * #post_f + n) != 0.0f32)
+    } else {
+        quote!()
+    };
     let post_event = if k.rule.on_post.is_empty() {
         quote!()
     } else {
         quote! {
-            if s_s_post != 0.0f64 {
+            if s_s_post != 0.0f64 #gated {
                 let mut s_w: f64 = w0;
                 #locals
                 #on_post

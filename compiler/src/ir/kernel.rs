@@ -424,11 +424,16 @@ impl fmt::Display for PlasticKernel {
             for a in &r.on_step {
                 line(f, "          ", a)?;
             }
-            for (cond, body) in [("s_pre", &r.on_pre), ("s_post", &r.on_post)] {
+            let post = if self.gate {
+                "s_post != 0 and gate != 0"
+            } else {
+                "s_post != 0"
+            };
+            for (cond, body) in [("s_pre != 0", &r.on_pre), (post, &r.on_post)] {
                 if body.is_empty() {
                     continue;
                 }
-                writeln!(f, "          if {cond} != 0: w = w0")?;
+                writeln!(f, "          if {cond}: w = w0")?;
                 for a in body {
                     line(f, "            ", a)?;
                 }

@@ -142,15 +142,6 @@ fn check_wiring(m: &Module, p: &Plastic, post: NodeId, eqs: &SynapseEqs) -> DRes
         .note(p.span, "the rule")
         .hint("post must be the spikes of the neurons this projection drives"));
     }
-    if let (Some(g), RuleForm::PerStep) = (p.gate, eqs.form) {
-        return Err(Diagnostic::new(
-            ErrorKind::BadArgument,
-            format!("rule `{}` runs per step and takes no gate", eqs.model),
-        )
-        .at(m.nodes[g].span, "a gate")
-        .note(p.span, "a per-step rule")
-        .hint("a gate selects the events of first-spike rules (`spyker_stdp`, `rstdp`); drop `gate =` here"));
-    }
     if let Some(g) = p.gate {
         let gs = m.shape(g);
         if gs.extent != Extent::Static || gs.features() != out.features() {
