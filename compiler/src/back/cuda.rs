@@ -363,7 +363,11 @@ pub fn print_shim_driver(p: &Program, cuda_file: &str) -> String {
     );
     let arities = (p.kernels.iter())
         .map(|k| (k.symbol.as_str(), k.args.len() + k.weights.len()))
-        .chain(p.plastic.iter().map(|k| (k.symbol.as_str(), 5)));
+        .chain(
+            p.plastic
+                .iter()
+                .map(|k| (k.symbol.as_str(), 5 + k.rule.states.len())),
+        );
     for (sym, arity) in arities {
         let bufs: String = (0..arity).map(|i| format!("a->bufs[{i}], ")).collect();
         let _ = write!(
