@@ -1179,6 +1179,7 @@ fn sparse(a: &Bound) -> DResult<SparseMode> {
             ExprKind::Ident(w) if w == "auto" => Ok(SparseMode::Auto),
             ExprKind::Ident(w) if w == "on" => Ok(SparseMode::On),
             ExprKind::Ident(w) if w == "off" => Ok(SparseMode::Off),
+            ExprKind::Ident(w) if w == "wave" => Ok(SparseMode::Wave),
             _ => Err(bad_value(
                 e.span,
                 "`sparse` must be `auto`, `on` or `off`".into(),
