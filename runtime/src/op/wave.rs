@@ -151,31 +151,39 @@ pub fn wta_scores(
     spikes: bool,
     at: impl Fn(usize, usize) -> f32,
 ) -> Vec<f32> {
+    // The first step of every neuron that passes, found step by step (a step's values are
+    // contiguous in the devices' layouts).
+    let passes = |v: f32| if spikes { v != 0.0 } else { v > threshold };
+    let mut first = vec![usize::MAX; features];
+    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+    for t in 0..t_len {
+        for (i, f) in first.iter_mut().enumerate() {
+            let v = at(t, i);
+            if !spikes {
+                lo = lo.min(v);
+                hi = hi.max(v);
+            }
+            if *f == usize::MAX && passes(v) {
+                *f = t;
+            }
+        }
+    }
     if spikes {
-        return (0..features)
-            .map(|i| {
-                (0..t_len)
-                    .find(|&t| at(t, i) != 0.0)
-                    .map_or(0.0, |t| (t_len - t) as u16 as f32)
+        return first
+            .iter()
+            .map(|&t| match t {
+                usize::MAX => 0.0,
+                t => (t_len - t) as u16 as f32,
             })
             .collect();
     }
-    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
-    for t in 0..t_len {
-        for i in 0..features {
-            let v = at(t, i);
-            lo = lo.min(v);
-            hi = hi.max(v);
-        }
-    }
     let diff = (hi - lo) * 2.0;
-    (0..features)
-        .map(|i| {
-            (0..t_len)
-                .find(|&t| at(t, i) > threshold)
-                .map_or(f32::MIN, |t| {
-                    (t_len - 1 - t) as f32 + (at(t, i) - lo) / diff
-                })
+    first
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| match t {
+            usize::MAX => f32::MIN,
+            t => (t_len - 1 - t) as f32 + (at(t, i) - lo) / diff,
         })
         .collect()
 }
