@@ -240,20 +240,25 @@ fn projections(
             (None, _) => None,
             (Some(_), _) if opts.train => Some((
                 false,
-                "a training plan: the per-step forms, as the backward pass reads".to_string(),
+                "not the wave form: a training plan keeps the per-step forms".to_string(),
             )),
             (Some(_), SparseMode::Wave) => Some((true, "`sparse = wave`".to_string())),
             (Some(ws), SparseMode::Auto) if opts.sparse.is_none() => {
                 let what = wave_src.unwrap_or("a wave");
-                let cheaper = ws < dense_s.min(event_s);
-                Some((
-                    cheaper,
-                    format!(
-                        "the input is {what}: {} on the {} (first-spike times)",
-                        if cheaper { "cheaper" } else { "not cheaper" },
-                        CPU.name
-                    ),
-                ))
+                Some(if ws < dense_s.min(event_s) {
+                    (
+                        true,
+                        format!(
+                            "the input is {what}: the wave form (first-spike times) is cheaper on the {}",
+                            CPU.name
+                        ),
+                    )
+                } else {
+                    (
+                        false,
+                        format!("the wave form (the input is {what}) is not cheaper"),
+                    )
+                })
             }
             (Some(_), _) => None,
         };
@@ -277,7 +282,7 @@ fn projections(
         let wave = wave_reason.as_ref().is_some_and(|w| w.0);
         let reason = match wave_reason {
             Some((true, why)) => why,
-            Some((false, why)) => format!("{reason}; not a wave conv: {why}"),
+            Some((false, why)) => format!("{reason}; {why}"),
             None => reason,
         };
         out.insert(
