@@ -35,6 +35,12 @@ pub fn first_spike_map(
     Some(fs)
 }
 
+thread_local! {
+    /// A thread's per-step accumulator (reused: a fresh one per task would be a fresh
+    /// mapping, zeroed by the kernel, for the larger layers).
+    static ACC: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// `y` written from several rayon tasks at disjoint `(sample, output row)` positions.
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
@@ -88,7 +94,7 @@ pub fn wave_conv2d(
     let out = OutPtr(y.as_mut_ptr());
     // One output row of one sample per task: the accumulator is `[t_len, w_out, c_out]`, so
     // a spiking input adds its weight column as one contiguous vector over the channels.
-    tasks.par_iter().for_each_init(Vec::new, |acc, &(b, oy)| {
+    let row = |acc: &mut Vec<f32>, b: usize, oy: usize| {
         let out = out;
         let fs = maps[b].as_deref().expect("tasks only hold wave samples");
         let plane = wo * n;
@@ -147,7 +153,10 @@ pub fn wave_conv2d(
                 }
             }
         }
-    });
+    };
+    tasks
+        .par_iter()
+        .for_each(|&(b, oy)| ACC.with_borrow_mut(|acc| row(acc, b, oy)));
     for (b, map) in maps.iter().enumerate() {
         if map.is_some() {
             continue;
