@@ -517,5 +517,9 @@ fn sparse_wave_matches_dense_on_waves_and_on_other_inputs() {
     x[f + 3] = 1.0;
     x[(t - 1) * b * f + f + 3] = 0.0;
     x[2 * b * f + f + 10] = 0.5;
-    assert_eq!(bits(run(&mut wave, &x)), bits(run(&mut dense, &x)), "not waves");
+    assert_eq!(
+        bits(run(&mut wave, &x)),
+        bits(run(&mut dense, &x)),
+        "not waves"
+    );
 }

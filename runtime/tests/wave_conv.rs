@@ -96,12 +96,24 @@ fn run(dev: &Dev, p: Plan, w: &[Vec<f32>], x: &Tensor, t: usize, b: usize) -> Ve
         s.set_weight(n, v).unwrap();
     }
     let outs = s.run(std::slice::from_ref(x), t, b).unwrap();
-    outs.into_iter().find(|(o, _)| o.name == "y").unwrap().1.data
+    outs.into_iter()
+        .find(|(o, _)| o.name == "y")
+        .unwrap()
+        .1
+        .data
 }
 
 /// Wave vs dense vs naive for one geometry; returns the wave output.
 #[allow(clippy::too_many_arguments)]
-fn check(dev: &Dev, g: ConvGeom, bias: bool, accumulate: bool, t: usize, b: usize, broken: &[usize]) -> Vec<f32> {
+fn check(
+    dev: &Dev,
+    g: ConvGeom,
+    bias: bool,
+    accumulate: bool,
+    t: usize,
+    b: usize,
+    broken: &[usize],
+) -> Vec<f32> {
     let f = g.c_in * g.h * g.w;
     let mut w = vec![rand_vec(g.c_out * g.c_in * g.kh * g.kw, 11, -1.0, 1.0)];
     if bias {
@@ -115,14 +127,22 @@ fn check(dev: &Dev, g: ConvGeom, bias: bool, accumulate: bool, t: usize, b: usiz
     // The scale of each output's f32 sum: the sum of the magnitudes of its terms (x is 0/1
     // on waves, |x| <= 1 elsewhere). Another summation order moves a sum by a few f32
     // roundings of that scale.
-    let abs: Vec<Vec<f32>> = w.iter().map(|v| v.iter().map(|a| a.abs()).collect()).collect();
+    let abs: Vec<Vec<f32>> = w
+        .iter()
+        .map(|v| v.iter().map(|a| a.abs()).collect())
+        .collect();
     let xa: Vec<f32> = x.data.iter().map(|a| a.abs()).collect();
     let mut scale = naive_conv(&xa, &abs[0], abs.get(1).map(|v| &v[..]), t * b, &g);
     if accumulate {
         naive.iter_mut().for_each(|v| *v *= 2.0);
         scale.iter_mut().for_each(|v| *v *= 2.0);
     }
-    for (i, ((&wv, &dv), (&nv, &sc))) in wave.iter().zip(&dense).zip(naive.iter().zip(&scale)).enumerate() {
+    for (i, ((&wv, &dv), (&nv, &sc))) in wave
+        .iter()
+        .zip(&dense)
+        .zip(naive.iter().zip(&scale))
+        .enumerate()
+    {
         let tol = 1e-6 * sc.max(1.0);
         assert!(
             (wv as f64 - dv as f64).abs() <= tol && (wv as f64 - nv).abs() <= tol,
@@ -136,13 +156,48 @@ fn check(dev: &Dev, g: ConvGeom, bias: bool, accumulate: bool, t: usize, b: usiz
 /// 32-step window, an accumulating conv, and non-wave samples.
 fn cases() -> Vec<(ConvGeom, bool, bool, usize, usize, Vec<usize>)> {
     vec![
-        (conv_geom(2, 9, 9, 6, 5, 5, 1, 2), false, false, 6, 3, vec![]),
+        (
+            conv_geom(2, 9, 9, 6, 5, 5, 1, 2),
+            false,
+            false,
+            6,
+            3,
+            vec![],
+        ),
         (conv_geom(3, 9, 7, 4, 3, 3, 2, 1), true, false, 5, 2, vec![]),
-        (conv_geom(3, 7, 5, 5, 2, 3, 1, 1), true, false, 4, 3, vec![1]),
+        (
+            conv_geom(3, 7, 5, 5, 2, 3, 1, 1),
+            true,
+            false,
+            4,
+            3,
+            vec![1],
+        ),
         (conv_geom(4, 6, 5, 3, 1, 1, 1, 0), true, false, 3, 2, vec![]),
-        (conv_geom(2, 8, 8, 3, 5, 5, 3, 2), false, false, 40, 2, vec![]),
-        (conv_geom(3, 6, 6, 4, 3, 3, 1, 1), true, true, 5, 4, vec![0, 2]),
-        (conv_geom(5, 5, 5, 7, 2, 2, 1, 1), false, false, 3, 2, vec![0, 1]),
+        (
+            conv_geom(2, 8, 8, 3, 5, 5, 3, 2),
+            false,
+            false,
+            40,
+            2,
+            vec![],
+        ),
+        (
+            conv_geom(3, 6, 6, 4, 3, 3, 1, 1),
+            true,
+            true,
+            5,
+            4,
+            vec![0, 2],
+        ),
+        (
+            conv_geom(5, 5, 5, 7, 2, 2, 1, 1),
+            false,
+            false,
+            3,
+            2,
+            vec![0, 1],
+        ),
     ]
 }
 
@@ -178,8 +233,13 @@ fn wave_conv_needs_the_whole_sequence() {
     if let Op::Conv2d(c) = &mut p.ops[0] {
         c.time = TimeSel::All { delay: 1 };
     }
-    let e = Session::new(p, KernelTable::empty()).unwrap_err().to_string();
-    assert!(e.contains("wave conv2d reads and writes whole sequences"), "{e}");
+    let e = Session::new(p, KernelTable::empty())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("wave conv2d reads and writes whole sequences"),
+        "{e}"
+    );
     let mut p = wave_plan(g, false, true, false);
     if let Op::Conv2d(c) = &mut p.ops[0] {
         c.sparse = true;

@@ -86,9 +86,7 @@ pub fn conv_costs(
 pub fn wave_source(m: &Module, h: NodeId) -> Option<&'static str> {
     match &m.nodes[h].kind {
         NodeKind::Latency { .. } => Some("a latency code"),
-        NodeKind::Population { model, .. } if model == "FireOnce" => {
-            Some("a FireOnce population")
-        }
+        NodeKind::Population { model, .. } if model == "FireOnce" => Some("a FireOnce population"),
         NodeKind::Pool2d {
             src,
             kind: crate::ir::net::PoolKind::Max,
@@ -206,15 +204,17 @@ fn projections(
                 delay,
                 ..
             } if wave_src.is_some() || sparse == SparseMode::Wave => {
-                let whole = *delay == 0
-                    && !in_steps.contains(&h)
-                    && m.shape(src).extent == Extent::Seq;
+                let whole =
+                    *delay == 0 && !in_steps.contains(&h) && m.shape(src).extent == Extent::Seq;
                 if !whole && sparse == SparseMode::Wave {
                     return Err(Diagnostic::new(
                         ErrorKind::BadArgument,
                         "`sparse = wave` needs the whole sequence at once".to_string(),
                     )
-                    .at(node.span, "delayed, in a recurrent cycle or of a static input")
+                    .at(
+                        node.span,
+                        "delayed, in a recurrent cycle or of a static input",
+                    )
                     .hint(
                         "the wave form convolves each input's first-spike time over all T: \
                          use it on a feed-forward `conv2d` of a sequence with `delay = 0`",

@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::op::wave::{
-    first_spike_times, wta_scores, wta_select, wta_sentinel, InfiniteDesc,
-    InhibitDesc, RankCodeDesc, WaveOps, WtaDesc,
+    first_spike_times, wta_scores, wta_select, wta_sentinel, InfiniteDesc, InhibitDesc,
+    RankCodeDesc, WaveOps, WtaDesc,
 };
 
 impl WaveOps for CpuDevice {

@@ -48,6 +48,16 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+impl OutPtr {
+    /// Element `i` (a method, so that closures capture the whole `Sync` wrapper).
+    ///
+    /// # Safety
+    /// `i` must be inside the output slice.
+    unsafe fn at(self, i: usize) -> *mut f32 {
+        self.0.add(i)
+    }
+}
+
 /// Wave conv2d: `x` `[t_len, batch, c_in, h, w]`, `w` `[c_out, kk]`, `wt` its transpose
 /// `[kk, c_out]` (tap `(c*kh + ky)*kw + kx`), `bias` `[c_out]`, `y` `[t_len, batch, c_out,
 /// h_out, w_out]` (+)=. For a wave sample, output `(z, oy, ox)` at step `t` is
@@ -95,7 +105,6 @@ pub fn wave_conv2d(
     // One output row of one sample per task: the accumulator is `[t_len, w_out, c_out]`, so
     // a spiking input adds its weight column as one contiguous vector over the channels.
     let row = |acc: &mut Vec<f32>, b: usize, oy: usize| {
-        let out = out;
         let fs = maps[b].as_deref().expect("tasks only hold wave samples");
         let plane = wo * n;
         acc.clear();
@@ -147,7 +156,7 @@ pub fn wave_conv2d(
                     // SAFETY: in bounds (lengths checked above); only this task writes
                     // sample `b`'s output row `oy`.
                     unsafe {
-                        let d = out.0.add(base + z * p + ox);
+                        let d = out.at(base + z * p + ox);
                         *d = if accumulate { *d + v } else { v };
                     }
                 }

@@ -133,7 +133,8 @@ impl<G: Gpu> ConvOps for CudaDevice<G> {
         let bad = self.scratch(need, "wave conv2d first-spike map")?;
         let fs = bad + 4 * d.batch as u64;
         let buf = self.scratch.as_mut().expect("allocated by scratch()");
-        self.gpu.zero(&mut buf.mem, 0, d.batch, "wave conv2d flags")?;
+        self.gpu
+            .zero(&mut buf.mem, 0, d.batch, "wave conv2d flags")?;
         self.launch_ops(
             "snn_first_spike_map",
             nx,
@@ -155,7 +156,8 @@ impl<G: Gpu> ConvOps for CudaDevice<G> {
         )?;
         let mut flags = vec![0.0f32; d.batch];
         let buf = self.scratch.as_ref().expect("allocated by scratch()");
-        self.gpu.dtoh(&buf.mem, 0, &mut flags, "wave conv2d flags")?;
+        self.gpu
+            .dtoh(&buf.mem, 0, &mut flags, "wave conv2d flags")?;
         for (b, _) in flags.iter().enumerate().filter(|(_, &f)| f != 0.0) {
             for t in 0..d.t_len {
                 let row = t * d.batch + b;
