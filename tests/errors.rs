@@ -794,7 +794,7 @@ fn repeated_operand_in_an_input_sum() {
     let src = "model m {\n  T = 4\n  input x: [3]\n  s = LIF(x + dense(x, 3) + x)\n  output counts(s)\n}\n";
     expect_twice(
         src,
-        ErrorKind::BadValue,
+        ErrorKind::BadArgument,
         "test.snn:4:29",
         "`x` appears more than once",
         "test.snn:4:11",
