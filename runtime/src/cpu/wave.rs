@@ -66,8 +66,8 @@ impl WaveOps for CpuDevice {
             if d.t_len == 0 {
                 return;
             }
-            let mut scores = wta_scores(d.t_len, f, d.threshold, d.spikes, |t, i| {
-                x[t * row + b * f + i]
+            let mut scores = wta_scores(d.t_len, f, d.threshold, d.spikes, |t| {
+                &x[t * row + b * f..t * row + (b + 1) * f]
             });
             let geom = (d.channels, d.height, d.width);
             let sentinel = wta_sentinel(d.spikes);
