@@ -1638,3 +1638,26 @@ fn pool_padding_per_side() {
         "pool padding 2 is more than half the window 3",
     );
 }
+
+/// `sparse = wave` is for a `conv2d` that reads its whole input sequence at once.
+#[test]
+fn sparse_wave_misuse() {
+    expect(
+        "model m {\n  T = 4\n  input x: [T, 6]\n  h = dense(x, 3, sparse = wave)\n  s = LIF(h)\n  output spikes(s)\n}\n",
+        ErrorKind::BadArgument,
+        "test.snn:4:3",
+        "`sparse = wave` is for `conv2d` only",
+    );
+    expect(
+        "model m {\n  T = 4\n  input x: [T, 2, 6, 6]\n  c = conv2d(x, 3, delay = 1, sparse = wave)\n  s = LIF(c)\n  output spikes(s)\n}\n",
+        ErrorKind::BadArgument,
+        "test.snn:4:3",
+        "`sparse = wave` needs the whole sequence at once",
+    );
+    expect(
+        "model m {\n  T = 4\n  input x: [T, 2, 6, 6]\n  c = conv2d(x, 3, sparse = waves)\n  s = LIF(c)\n  output spikes(s)\n}\n",
+        ErrorKind::BadValue,
+        "test.snn:4:29",
+        "`sparse` must be `auto`, `on`, `off` or `wave`",
+    );
+}

@@ -261,6 +261,8 @@ fn cuda_device_on_the_host_shim_matches_cpu_on_every_model() {
             "snn_transpose",
             "snn_spike_gemm",
             "snn_spike_conv2d",
+            "snn_first_spike_map",
+            "snn_wave_conv2d",
             "snn_filter_out",
             "snn_rank_code",
             "snn_inhibit",

@@ -470,3 +470,56 @@ fn conv_of_spikes_is_calibrated_and_chosen_by_the_cost_model() {
     assert_eq!(decide(", rate = 0.9, sparse = on").0, 2);
     assert_eq!(decide(", rate = 0.01, sparse = off").0, 0);
 }
+
+/// `sparse = wave` on a conv of a model input (not a wave by construction): the same
+/// potentials as `sparse = off` on cumulative 0/1 waves, and on an input whose second sample
+/// is not one (that sample takes the dense fallback). With dyadic weights every partial sum
+/// is exact, so the two agree bit for bit.
+#[test]
+fn sparse_wave_matches_dense_on_waves_and_on_other_inputs() {
+    use snn_runtime::plan::Op;
+    let src = |mode: &str| {
+        format!(
+            "model m {{\n  T = 6\n  batch = 3\n  input x: [T, 2, 7, 7]\n  c = conv2d(x, 4, kernel = 3, stride = 2, padding = 1, sparse = {mode})\n  n = FireOnce(c, v_threshold = 0.5)\n  output trace(n.v)\n}}\n"
+        )
+    };
+    let mut wave = common::session_from_str("wave.snn", &src("wave"), Options::default());
+    let mut dense = common::session_from_str("dense.snn", &src("off"), Options::default());
+    let waves_in = |p: &snn_runtime::plan::Plan| {
+        p.ops
+            .iter()
+            .filter(|o| matches!(o, Op::Conv2d(c) if c.wave))
+            .count()
+    };
+    assert_eq!(waves_in(wave.plan()), 1);
+    assert_eq!(waves_in(dense.plan()), 0);
+    dyadic_weights(&mut wave);
+    let names: Vec<String> = wave.plan().weights.iter().map(|w| w.name.clone()).collect();
+    for n in &names {
+        let w = wave.weight(n).unwrap().to_vec();
+        dense.set_weight(n, &w).unwrap();
+    }
+    let (t, b, f) = (6, 3, 2 * 7 * 7);
+    let mut x = vec![0.0f32; t * b * f];
+    for i in 0..b * f {
+        let first = (i * 7 + i / 5) % (t + 2); // t or more: never
+        for s in first..t {
+            x[s * b * f + i] = 1.0;
+        }
+    }
+    let run = |s: &mut snn_runtime::Session, x: &[f32]| {
+        let x = snn_runtime::Tensor::new(vec![t, b, 2, 7, 7], x.to_vec()).unwrap();
+        s.run(&[x], t, b).unwrap()[0].1.data.clone()
+    };
+    let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+    assert_eq!(bits(run(&mut wave, &x)), bits(run(&mut dense, &x)), "waves");
+    // Sample 1: a 1 followed by a 0, and a 0.5.
+    x[f + 3] = 1.0;
+    x[(t - 1) * b * f + f + 3] = 0.0;
+    x[2 * b * f + f + 10] = 0.5;
+    assert_eq!(
+        bits(run(&mut wave, &x)),
+        bits(run(&mut dense, &x)),
+        "not waves"
+    );
+}

@@ -338,6 +338,92 @@ extern "C" __global__ void snn_spike_conv2d(
     y[i] = acc;
 }
 
+/// First-spike map of a sequence for the wave conv2d (runtime/src/cpu/wave_conv.rs
+/// `first_spike_map`): one thread per input `i < n` (`batch * xi`) of `x` (`[t_len, batch,
+/// xi]`) writes its first step with value 1 into `fs[i]` (as a float; `t_len` = never) and
+/// sets `bad[b] = 1` when its column is not a cumulative 0/1 wave (`bad` zeroed before).
+extern "C" __global__ void snn_first_spike_map(
+    const float* __restrict__ x,
+    float* __restrict__ fs,
+    float* __restrict__ bad,
+    snn_u64 n, // batch * xi
+    snn_u64 xi, snn_u64 t_len)
+{
+    const snn_u64 i = SNN_FLAT_INDEX;
+    if (i >= n) return;
+    snn_u64 first = t_len;
+    bool wave = true;
+    for (snn_u64 t = 0; t < t_len; ++t) {
+        const float v = x[t * n + i];
+        if (v == 1.0f) {
+            if (first == t_len) first = t;
+        } else if (v != 0.0f || first != t_len) {
+            wave = false;
+        }
+    }
+    fs[i] = (float)first;
+    if (!wave) bad[i / xi] = 1.0f;
+}
+
+/// Steps of the wave conv2d's per-thread accumulator; longer sequences run in windows.
+#define SNN_WAVE_WINDOW 32
+
+/// Wave conv2d (runtime/src/cpu/wave_conv.rs `wave_conv2d`): one thread per output
+/// `i < n` (`batch * c_out * p`) of a sample with `bad[b] == 0` reads the first-spike map
+/// `fs` (`[batch, c_in, h, w]`), adds, taps ascending, the weight of each tap whose input
+/// first fires at `t'` into `acc[t']`, and writes `y[t, b, o, q] (+)= prefix + bias[o]`
+/// with `prefix = prefix + acc[t]`: the CPU's order, bit-identical. Samples with
+/// `bad[b] != 0` are left to the dense conv of every step.
+extern "C" __global__ void snn_wave_conv2d(
+    const float* __restrict__ fs,
+    const float* __restrict__ bad,
+    const float* __restrict__ wgt,
+    const float* __restrict__ bias,
+    float* __restrict__ y,
+    snn_u64 n, // batch * c_out * p
+    snn_u64 c_in, snn_u64 h, snn_u64 w, snn_u64 kh, snn_u64 kw,
+    snn_u64 stride, snn_u64 pad, snn_u64 h_out, snn_u64 w_out, snn_u64 c_out,
+    snn_u64 t_len, snn_u64 has_bias, snn_u64 accumulate)
+{
+    const snn_u64 i = SNN_FLAT_INDEX;
+    if (i >= n) return;
+    const snn_u64 p = h_out * w_out;
+    const snn_u64 img = i / (c_out * p);
+    if (bad[img] != 0.0f) return;
+    const snn_u64 o = (i / p) % c_out;
+    const snn_u64 q = i % p;
+    const snn_i64 y0 = (snn_i64)((q / w_out) * stride) - (snn_i64)pad;
+    const snn_i64 x0 = (snn_i64)((q % w_out) * stride) - (snn_i64)pad;
+    const float* fi = fs + img * c_in * h * w;
+    const float* wo = wgt + o * c_in * kh * kw;
+    const float b = has_bias ? bias[o] : 0.0f;
+    float prefix = 0.0f;
+    for (snn_u64 t0 = 0; t0 < t_len; t0 += SNN_WAVE_WINDOW) {
+        float acc[SNN_WAVE_WINDOW];
+        for (int k = 0; k < SNN_WAVE_WINDOW; ++k) acc[k] = 0.0f;
+        for (snn_u64 c = 0; c < c_in; ++c) {
+            for (snn_u64 ki = 0; ki < kh; ++ki) {
+                const snn_i64 iy = y0 + (snn_i64)ki;
+                if (iy < 0 || iy >= (snn_i64)h) continue;
+                for (snn_u64 kj = 0; kj < kw; ++kj) {
+                    const snn_i64 ix = x0 + (snn_i64)kj;
+                    if (ix < 0 || ix >= (snn_i64)w) continue;
+                    const snn_u64 tf = (snn_u64)fi[(c * h + (snn_u64)iy) * w + (snn_u64)ix];
+                    if (tf < t0 || tf >= t0 + SNN_WAVE_WINDOW || tf >= t_len) continue;
+                    acc[tf - t0] = __fadd_rn(acc[tf - t0], wo[(c * kh + ki) * kw + kj]);
+                }
+            }
+        }
+        const snn_u64 t1 = t0 + SNN_WAVE_WINDOW < t_len ? t0 + SNN_WAVE_WINDOW : t_len;
+        for (snn_u64 t = t0; t < t1; ++t) {
+            prefix = __fadd_rn(prefix, acc[t - t0]);
+            const float v = has_bias ? __fadd_rn(prefix, b) : prefix;
+            float* d = y + t * n + i;
+            *d = accumulate ? __fadd_rn(*d, v) : v;
+        }
+    }
+}
+
 /// Event-driven conv2d weight gradient (`spike_conv2d_dw` in runtime/src/cpu/spike.rs):
 /// `dw[o, r] += sum over images ascending, then positions q ascending, of x * dy[img, o, q]`
 /// where the input cell of tap `r = (c*kh + ki)*kw + kj` at `q` is inside the image and

@@ -257,6 +257,7 @@ fn conv_plan(g: ConvGeom, bias: bool) -> Plan {
         time: TimeSel::All { delay: 0 },
         accumulate: false,
         sparse: false,
+        wave: false,
     })];
     p
 }
@@ -328,6 +329,7 @@ fn conv_accumulate_and_step() {
                 time: TimeSel::Step { delay: 0 },
                 accumulate: false,
                 sparse: false,
+                wave: false,
             }),
             Op::Conv2d(Conv2d {
                 x: 0,
@@ -338,6 +340,7 @@ fn conv_accumulate_and_step() {
                 time: TimeSel::Step { delay: 0 },
                 accumulate: true,
                 sparse: false,
+                wave: false,
             }),
         ],
     }];
@@ -995,6 +998,7 @@ fn conv_weight_gradient_through_a_plan() {
             time: TimeSel::All { delay },
             accumulate: false,
             sparse: false,
+            wave: false,
         }),
     ];
     p.train = Some(TrainPlan {

@@ -296,9 +296,13 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
                 for (&h, c) in &s.projections {
                     let _ = writeln!(
                         out,
-                        "  {}: {}  -- {}; rate {} ({}): {} ~{}, event-driven ~{}",
+                        "  {}: {}  -- {}; rate {} ({}): {} ~{}, event-driven ~{}{}",
                         m.nodes[h].name,
-                        if c.sparse { "event-driven" } else { "dense" },
+                        match (c.wave, c.sparse) {
+                            (true, _) => "wave",
+                            (false, true) => "event-driven",
+                            (false, false) => "dense",
+                        },
                         c.reason,
                         rate(c.rate),
                         c.rate_source,
@@ -307,7 +311,10 @@ pub fn module(m: &Module, sources: &SourceMap) -> String {
                             _ => "dense GEMM",
                         },
                         duration(c.dense_s),
-                        duration(c.event_s)
+                        duration(c.event_s),
+                        c.wave_s
+                            .map(|w| format!(", wave ~{}", duration(w)))
+                            .unwrap_or_default()
                     );
                 }
             }

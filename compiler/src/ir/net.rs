@@ -108,12 +108,14 @@ impl Shape {
 }
 
 /// Whether a projection of spikes runs event-driven (`dense(.., sparse = ...)`): `Auto`
-/// lets the cost model of `schedule` decide from the spike rate.
+/// lets the cost model of `schedule` decide from the spike rate. `Wave` (`conv2d` only):
+/// the input is a cumulative 0/1 wave, convolved once per first-spike time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SparseMode {
     Auto,
     On,
     Off,
+    Wave,
 }
 
 impl SparseMode {
@@ -122,6 +124,7 @@ impl SparseMode {
             SparseMode::Auto => "auto",
             SparseMode::On => "on",
             SparseMode::Off => "off",
+            SparseMode::Wave => "wave",
         }
     }
 }

@@ -68,6 +68,12 @@ pub struct SparseChoice {
     /// Estimated seconds of the forward product, dense and event-driven.
     pub dense_s: f64,
     pub event_s: f64,
+    /// A `conv2d` of a cumulative wave in its wave form (`Conv2d { wave: true }`: each
+    /// input's first-spike time convolved once), which takes precedence over `sparse`.
+    pub wave: bool,
+    /// Estimated seconds of the wave form (every input spiking once), for a `conv2d` whose
+    /// input is a wave by construction or marked `sparse = wave`.
+    pub wave_s: Option<f64>,
 }
 
 /// Where the spike rate of a projection's input came from.

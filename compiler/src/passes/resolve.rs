@@ -1171,7 +1171,8 @@ fn pool_padding(a: &Bound) -> DResult<[usize; 4]> {
     }
 }
 
-/// `sparse = auto | on | off` (a projection of spikes: event-driven or dense GEMM).
+/// `sparse = auto | on | off | wave` (a projection of spikes: event-driven, dense GEMM, or
+/// a conv of a cumulative wave's first-spike times).
 fn sparse(a: &Bound) -> DResult<SparseMode> {
     match a.get("sparse") {
         None => Ok(SparseMode::Auto),
@@ -1179,10 +1180,11 @@ fn sparse(a: &Bound) -> DResult<SparseMode> {
             ExprKind::Ident(w) if w == "auto" => Ok(SparseMode::Auto),
             ExprKind::Ident(w) if w == "on" => Ok(SparseMode::On),
             ExprKind::Ident(w) if w == "off" => Ok(SparseMode::Off),
+            ExprKind::Ident(w) if w == "wave" => Ok(SparseMode::Wave),
             _ => Err(bad_value(
                 e.span,
-                "`sparse` must be `auto`, `on` or `off`".into(),
-                "`sparse = on` runs the projection of spikes event-driven (work per input spike), `off` as a dense GEMM, `auto` (the default) lets the cost model choose from `rate`",
+                "`sparse` must be `auto`, `on`, `off` or `wave`".into(),
+                "`sparse = on` runs the projection of spikes event-driven (work per input spike), `off` as a dense GEMM, `wave` (conv2d) convolves a cumulative wave's first-spike times, `auto` (the default) lets the cost model choose from `rate`",
             )),
         },
     }

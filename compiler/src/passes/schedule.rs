@@ -78,9 +78,59 @@ pub fn conv_costs(
     (dense, event)
 }
 
+/// Why `h`'s value is a cumulative 0/1 wave by construction (a neuron that fires stays 1),
+/// or `None`: a `latency` code; a `FireOnce` population (its spikes are `v > threshold` of
+/// its input, cumulative when that input only grows, as a conv of a wave with non-negative
+/// weights does: Spyker's layers); max pooling and `inhibit` (one channel kept per pixel) of
+/// a wave. A wrong guess costs time, never results: the wave conv checks every sample.
+pub fn wave_source(m: &Module, h: NodeId) -> Option<&'static str> {
+    match &m.nodes[h].kind {
+        NodeKind::Latency { .. } => Some("a latency code"),
+        NodeKind::Population { model, .. } if model == "FireOnce" => Some("a FireOnce population"),
+        NodeKind::Pool2d {
+            src,
+            kind: crate::ir::net::PoolKind::Max,
+            ..
+        } => wave_source(m, *src).map(|_| "a max pool of a wave"),
+        NodeKind::Inhibit { src, .. } => wave_source(m, *src).map(|_| "inhibit of a wave"),
+        _ => None,
+    }
+}
+
+/// Estimated seconds of a wave conv (`images` samples of `t` steps; other arguments as
+/// [`conv_costs`]) when every input spikes once: a scan of every step for the first-spike
+/// map, each input's taps adding `c_out`-wide weight columns once, and a prefix sum over
+/// the steps of every output.
+#[allow(clippy::too_many_arguments)]
+pub fn wave_conv_cost(
+    mc: &Machine,
+    images: f64,
+    t: f64,
+    in_cells: f64,
+    kk: f64,
+    p: f64,
+    c_out: f64,
+) -> f64 {
+    images * (t * in_cells * mc.scatter_scan + (kk * p * c_out + t * c_out * p) / mc.scatter_adds)
+}
+
 /// The form of every projection of spikes (`dense` and `conv2d`): event-driven where the
-/// input is spikes and the cost model (or `sparse = on`) says so.
-fn projections(m: &Module, opts: &Options) -> BTreeMap<NodeId, SparseChoice> {
+/// input is spikes and the cost model (or `sparse = on`) says so; the wave form for a
+/// `conv2d` of a wave (`sparse = wave`, or the cost model on an input that is a wave by
+/// construction, [`wave_source`]) that runs over all T at once outside a training plan.
+fn projections(
+    m: &Module,
+    opts: &Options,
+    stages: &[Stage],
+) -> DResult<BTreeMap<NodeId, SparseChoice>> {
+    let in_steps: Vec<NodeId> = stages
+        .iter()
+        .filter_map(|s| match &s.kind {
+            StageKind::Steps(ns) => Some(ns.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
     let mut out = BTreeMap::new();
     for (h, node) in m.nodes.iter() {
         let (src, sparse, rate) = match &node.kind {
@@ -92,8 +142,18 @@ fn projections(m: &Module, opts: &Options) -> BTreeMap<NodeId, SparseChoice> {
             } => (*src, *sparse, *rate),
             _ => continue,
         };
-        let spikes = is_spike_source(m, src);
-        if !spikes && sparse != SparseMode::On {
+        let is_conv = matches!(node.kind, NodeKind::Conv2d { .. });
+        if sparse == SparseMode::Wave && !is_conv {
+            return Err(Diagnostic::new(
+                ErrorKind::BadArgument,
+                "`sparse = wave` is for `conv2d` only".to_string(),
+            )
+            .at(node.span, "a dense projection")
+            .hint("use `sparse = on`, `off` or `auto` on `dense`"));
+        }
+        let wave_src = if is_conv { wave_source(m, src) } else { None };
+        let spikes = is_spike_source(m, src) || wave_src.is_some();
+        if !spikes && sparse != SparseMode::On && sparse != SparseMode::Wave {
             continue;
         }
         let samples = match m.shape(src).extent {
@@ -136,6 +196,72 @@ fn projections(m: &Module, opts: &Options) -> BTreeMap<NodeId, SparseChoice> {
             _ => unreachable!("matched above"),
         };
         let by_cost_model = spikes && opts.sparse.is_none() && sparse == SparseMode::Auto;
+        // The wave form: the whole sequence at once, so no step loop and no delay.
+        let wave_s = match &node.kind {
+            NodeKind::Conv2d {
+                out_channels,
+                kernel,
+                delay,
+                ..
+            } if wave_src.is_some() || sparse == SparseMode::Wave => {
+                let whole =
+                    *delay == 0 && !in_steps.contains(&h) && m.shape(src).extent == Extent::Seq;
+                if !whole && sparse == SparseMode::Wave {
+                    return Err(Diagnostic::new(
+                        ErrorKind::BadArgument,
+                        "`sparse = wave` needs the whole sequence at once".to_string(),
+                    )
+                    .at(
+                        node.span,
+                        "delayed, in a recurrent cycle or of a static input",
+                    )
+                    .hint(
+                        "the wave form convolves each input's first-spike time over all T: \
+                         use it on a feed-forward `conv2d` of a sequence with `delay = 0`",
+                    ));
+                }
+                whole.then(|| {
+                    let positions = (m.shape(h).features() / out_channels) as f64;
+                    let kk = m.shape(src).dims[0] as f64 * (kernel[0] * kernel[1]) as f64;
+                    wave_conv_cost(
+                        &CPU,
+                        m.batch as f64,
+                        m.t as f64,
+                        m.shape(src).features() as f64,
+                        kk,
+                        positions,
+                        *out_channels as f64,
+                    )
+                })
+            }
+            _ => None,
+        };
+        let wave_reason = match (wave_s, sparse) {
+            (None, _) => None,
+            (Some(_), _) if opts.train => Some((
+                false,
+                "not the wave form: a training plan keeps the per-step forms".to_string(),
+            )),
+            (Some(_), SparseMode::Wave) => Some((true, "`sparse = wave`".to_string())),
+            (Some(ws), SparseMode::Auto) if opts.sparse.is_none() => {
+                let what = wave_src.unwrap_or("a wave");
+                Some(if ws < dense_s.min(event_s) {
+                    (
+                        true,
+                        format!(
+                            "the input is {what}: the wave form (first-spike times) is cheaper on the {}",
+                            CPU.name
+                        ),
+                    )
+                } else {
+                    (
+                        false,
+                        format!("the wave form (the input is {what}) is not cheaper"),
+                    )
+                })
+            }
+            (Some(_), _) => None,
+        };
         let (sparse_on, reason) = match sparse {
             _ if spikes && opts.sparse.is_some() => {
                 let on = opts.sparse == Some(true);
@@ -149,13 +275,20 @@ fn projections(m: &Module, opts: &Options) -> BTreeMap<NodeId, SparseChoice> {
             }
             SparseMode::On => (true, "`sparse = on`".to_string()),
             SparseMode::Off => (false, "`sparse = off`".to_string()),
+            SparseMode::Wave => (false, "`sparse = wave`".to_string()),
             SparseMode::Auto if event_s < dense_s => (true, format!("cheaper on the {}", CPU.name)),
             SparseMode::Auto => (false, format!("cheaper on the {}", CPU.name)),
+        };
+        let wave = wave_reason.as_ref().is_some_and(|w| w.0);
+        let reason = match wave_reason {
+            Some((true, why)) => why,
+            Some((false, why)) => format!("{reason}; {why}"),
+            None => reason,
         };
         out.insert(
             h,
             SparseChoice {
-                sparse: sparse_on,
+                sparse: sparse_on && !wave,
                 rate: p,
                 rate_source,
                 by_cost_model,
@@ -166,10 +299,12 @@ fn projections(m: &Module, opts: &Options) -> BTreeMap<NodeId, SparseChoice> {
                 },
                 dense_s,
                 event_s,
+                wave,
+                wave_s,
             },
         );
     }
-    out
+    Ok(out)
 }
 
 pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
@@ -358,11 +493,12 @@ pub fn run(m: &mut Module, opts: &Options) -> DResult<()> {
             }
         }
     }
+    let projections = projections(m, opts, &stages)?;
     m.schedule = Some(Schedule {
         stages,
         time,
         cost_at: (m.t, m.batch),
-        projections: projections(m, opts),
+        projections,
     });
     Ok(())
 }

@@ -4,7 +4,7 @@
 use super::matmul::{check_len, mul, parallelism, sgemm, PAR_MACS};
 use super::*;
 use crate::error::{Result, RuntimeError};
-use crate::op::conv::{ConvDesc, ConvDwDesc, ConvDxDesc, ConvOps};
+use crate::op::conv::{ConvDesc, ConvDwDesc, ConvDxDesc, ConvOps, ConvWaveDesc};
 use crate::plan::ConvGeom;
 use ::gemm::Parallelism;
 use rayon::prelude::*;
@@ -445,6 +445,30 @@ impl ConvOps for CpuDevice {
             return spike::spike_conv2d(x, wt, bias, y, d.images, g, d.accumulate);
         }
         conv2d(x, w, bias, y, d.images, g, d.accumulate)
+    }
+
+    fn conv2d_wave(&mut self, d: &ConvWaveDesc) -> Result<()> {
+        let g = &d.geom;
+        let w = held(&self.weights, d.w, "wave conv2d", "weight")?;
+        let bias = d
+            .bias
+            .map(|b| held(&self.weights, b, "wave conv2d", "bias"))
+            .transpose()?;
+        let rows = mul2(d.t_len, d.batch)?;
+        let xi = mul2(mul2(g.c_in, g.h)?, g.w)?;
+        let yi = mul2(mul2(g.c_out, g.h_out)?, g.w_out)?;
+        let kk = mul2(mul2(g.c_in, g.kh)?, g.kw)?;
+        let (x, y) = pair(
+            &mut self.slots,
+            d.x,
+            mul2(rows, xi)?,
+            d.y,
+            mul2(rows, yi)?,
+            "wave conv2d",
+        )?;
+        check_len("wave conv2d weight", w.len(), mul2(g.c_out, kk)?)?;
+        let wt = transposed(&mut self.transposed, d.w, w, g.c_out, kk);
+        super::wave_conv::wave_conv2d(x, w, wt, bias, y, d.t_len, d.batch, g, d.accumulate)
     }
 
     fn conv2d_dx(&mut self, d: &ConvDxDesc) -> Result<()> {

@@ -16,6 +16,7 @@ pub(crate) mod pool;
 pub mod spike;
 mod time_mix;
 mod wave;
+pub mod wave_conv;
 
 use crate::device::{Loc, Memory};
 use crate::error::{Result, RuntimeError};

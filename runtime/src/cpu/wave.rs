@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::op::wave::{
-    first_spike_times, inhibit_keep, wta_scores, wta_select, wta_sentinel, InfiniteDesc,
-    InhibitDesc, RankCodeDesc, WaveOps, WtaDesc,
+    first_spike_times, wta_scores, wta_select, wta_sentinel, InfiniteDesc, InhibitDesc,
+    RankCodeDesc, WaveOps, WtaDesc,
 };
 
 impl WaveOps for CpuDevice {
@@ -37,13 +37,9 @@ impl WaveOps for CpuDevice {
             return Ok(());
         }
         // x[t][b][c][k]: the kept channel of every (b, k), then the masked copy.
-        let at = |t: usize, b: usize, ch: usize, p: usize| t * row + (b * c + ch) * k + p;
-        let keep: Vec<usize> = (0..d.batch * k)
+        let keep: Vec<usize> = (0..d.batch)
             .into_par_iter()
-            .map(|i| {
-                let (b, p) = (i / k, i % k);
-                inhibit_keep(d.t_len, c, d.threshold, |t, ch| x[at(t, b, ch, p)])
-            })
+            .flat_map_iter(|b| inhibit_keep_plane(x, row, b, c, k, d.t_len, d.threshold))
             .collect();
         y.par_chunks_mut(c * k).enumerate().for_each(|(tb, out)| {
             let b = tb % d.batch;
@@ -70,8 +66,8 @@ impl WaveOps for CpuDevice {
             if d.t_len == 0 {
                 return;
             }
-            let mut scores = wta_scores(d.t_len, f, d.threshold, d.spikes, |t, i| {
-                x[t * row + b * f + i]
+            let mut scores = wta_scores(d.t_len, f, d.threshold, d.spikes, |t| {
+                &x[t * row + b * f..t * row + (b + 1) * f]
             });
             let geom = (d.channels, d.height, d.width);
             let sentinel = wta_sentinel(d.spikes);
@@ -93,4 +89,42 @@ impl WaveOps for CpuDevice {
         y[last..].copy_from_slice(&x[last..]);
         Ok(())
     }
+}
+
+/// [`crate::op::wave::inhibit_keep`] for every pixel of sample `b` of `x` (`[t_len, batch,
+/// channels, plane]`, `row` = one step's length) at once: the same upward scan over the
+/// channels with a strict `>`, the same count of steps above `threshold`, but each
+/// channel's plane read contiguously (a pixel at a time strides over every channel).
+fn inhibit_keep_plane(
+    x: &[f32],
+    row: usize,
+    b: usize,
+    channels: usize,
+    plane: usize,
+    t_len: usize,
+    threshold: f32,
+) -> Vec<usize> {
+    let mut best = vec![0.0f32; plane];
+    let mut count = vec![0usize; plane];
+    let mut arg = vec![0u32; t_len * plane];
+    for t in 0..t_len {
+        let src = &x[t * row + b * channels * plane..t * row + (b + 1) * channels * plane];
+        let at = &mut arg[t * plane..(t + 1) * plane];
+        best.copy_from_slice(&src[..plane]);
+        for ch in 1..channels {
+            let vs = &src[ch * plane..(ch + 1) * plane];
+            for ((bv, a), &v) in best.iter_mut().zip(at.iter_mut()).zip(vs) {
+                if v > *bv {
+                    *bv = v;
+                    *a = ch as u32;
+                }
+            }
+        }
+        for (n, &bv) in count.iter_mut().zip(&best) {
+            *n += (bv > threshold) as usize;
+        }
+    }
+    (0..plane)
+        .map(|p| arg[(t_len - count[p].max(1)) * plane + p] as usize)
+        .collect()
 }

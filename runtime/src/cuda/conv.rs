@@ -2,7 +2,8 @@
 //! the scratch buffer, col2im for the input gradient, and the event-driven kernels.
 
 use super::*;
-use crate::op::conv::{ConvDesc, ConvDwDesc, ConvDxDesc, ConvOps};
+use crate::device::Loc;
+use crate::op::conv::{ConvDesc, ConvDwDesc, ConvDxDesc, ConvOps, ConvWaveDesc};
 
 impl<G: Gpu> CudaDevice<G> {
     /// The im2col/col2im scratch buffer, at least `need` elements; its device address.
@@ -99,6 +100,78 @@ impl<G: Gpu> ConvOps for CudaDevice<G> {
                 "conv2d",
             )?;
             img += m;
+        }
+        Ok(())
+    }
+
+    fn conv2d_wave(&mut self, d: &ConvWaveDesc) -> Result<()> {
+        let g = &d.geom;
+        crate::cpu::conv::check_conv(g)?;
+        Self::distinct(d.x, d.y, "wave conv2d")?;
+        let xi = mul(mul(g.c_in, g.h)?, g.w)?;
+        let p = mul(g.h_out, g.w_out)?;
+        let yi = mul(g.c_out, p)?;
+        let kk = mul(mul(g.c_in, g.kh)?, g.kw)?;
+        let rows = mul(d.t_len, d.batch)?;
+        let x = self.slot_ptr(d.x, mul(rows, xi)?, "wave conv2d")?;
+        let y = self.slot_ptr(d.y, mul(rows, yi)?, "wave conv2d")?;
+        let w = self.weight_ptr(d.w, mul(g.c_out, kk)?, "wave conv2d")?;
+        let bias = match d.bias {
+            Some(b) => Some(self.weight_ptr(b, g.c_out, "wave conv2d bias")?),
+            None => None,
+        };
+        if rows == 0 || xi == 0 || yi == 0 {
+            return Ok(());
+        }
+        // Scratch: the per-sample "not a wave" flags, then the first-spike map
+        // `[batch, xi]`. The dense fallback below reuses the scratch for im2col, after the
+        // flags have been read back.
+        let (nx, ny) = (mul(d.batch, xi)?, mul(d.batch, yi)?);
+        let need = d.batch.checked_add(nx).ok_or_else(|| {
+            crate::error::RuntimeError::Device("wave conv2d: size overflows".into())
+        })?;
+        let bad = self.scratch(need, "wave conv2d first-spike map")?;
+        let fs = bad + 4 * d.batch as u64;
+        let buf = self.scratch.as_mut().expect("allocated by scratch()");
+        self.gpu
+            .zero(&mut buf.mem, 0, d.batch, "wave conv2d flags")?;
+        self.launch_ops(
+            "snn_first_spike_map",
+            nx,
+            &[x, fs, bad, nx as u64, xi as u64, d.t_len as u64],
+        )?;
+        self.launch_ops(
+            "snn_wave_conv2d",
+            ny,
+            &conv_args(
+                &[fs, bad, w, bias.unwrap_or(w), y, ny as u64],
+                g,
+                &[
+                    g.c_out as u64,
+                    d.t_len as u64,
+                    bias.is_some() as u64,
+                    d.accumulate as u64,
+                ],
+            ),
+        )?;
+        let mut flags = vec![0.0f32; d.batch];
+        let buf = self.scratch.as_ref().expect("allocated by scratch()");
+        self.gpu
+            .dtoh(&buf.mem, 0, &mut flags, "wave conv2d flags")?;
+        for (b, _) in flags.iter().enumerate().filter(|(_, &f)| f != 0.0) {
+            for t in 0..d.t_len {
+                let row = t * d.batch + b;
+                self.conv2d(&ConvDesc {
+                    images: 1,
+                    x: Loc::new(d.x.slot, d.x.offset + row * xi),
+                    y: Loc::new(d.y.slot, d.y.offset + row * yi),
+                    w: d.w,
+                    bias: d.bias,
+                    geom: *g,
+                    accumulate: d.accumulate,
+                    sparse: false,
+                })?;
+            }
         }
         Ok(())
     }

@@ -6,13 +6,16 @@ use crate::device::Loc;
 use crate::error::{Result, RuntimeError};
 use crate::exec::interp::Runner;
 use crate::exec::validate::{sat, Checker};
-use crate::plan::{BufId, BufferDecl, ConvGeom, Plan, TimeSel, WeightId};
+use crate::plan::{BufId, BufferDecl, ConvGeom, Extent, Plan, TimeSel, WeightId};
 use serde::{Deserialize, Serialize};
 
 /// 2-D convolution (cross-correlation, torch Conv2d) over every `(t, b)` image.
 /// `sparse`: `x` holds spikes, so the device scatters its non-zero cells through the
 /// kernel taps instead of unfolding every window into a GEMM: the same result up to the
 /// summation order (as for [`super::dense::Gemm`]).
+/// `wave`: `x` is expected to be a cumulative 0/1 wave (a neuron that fires stays 1), so the
+/// device convolves each input's first-spike time once instead of every step (see
+/// [`ConvWaveDesc`]); needs the whole sequence (`TimeSel::All`, delay 0, `Seq` buffers).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Conv2d {
     pub x: BufId,
@@ -23,6 +26,8 @@ pub struct Conv2d {
     pub time: TimeSel,
     pub accumulate: bool,
     pub sparse: bool,
+    #[serde(default)]
+    pub wave: bool,
 }
 
 /// Backward of [`Conv2d`] for its input (a transposed convolution, col2im):
@@ -69,6 +74,27 @@ pub struct ConvDesc {
     pub sparse: bool,
 }
 
+/// Conv2d of a whole sequence that should be a cumulative 0/1 wave: `x` `[t_len, batch,
+/// c_in, h, w]`, `y` `[t_len, batch, c_out, h_out, w_out]` (+)=, weight and bias as
+/// [`ConvDesc`]. `V[t] = bias + sum of w over the receptive-field inputs whose first spike
+/// time is <= t`: each input's first-spike time is found once, each spiking input adds its
+/// weight column (every output channel) into a per-step accumulator at that time, and a
+/// prefix sum over t writes the steps. Work: spiking inputs x fan-out + T x outputs
+/// instead of T x the dense conv. A sample whose input is not a cumulative 0/1 wave
+/// (a value other than 0 and 1, or a 1 followed by a 0) runs the dense conv of every step
+/// instead, so the result is always the convolution (up to the summation order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvWaveDesc {
+    pub t_len: usize,
+    pub batch: usize,
+    pub x: Loc,
+    pub y: Loc,
+    pub w: WeightId,
+    pub bias: Option<WeightId>,
+    pub geom: ConvGeom,
+    pub accumulate: bool,
+}
+
 /// Backward of a conv2d for its input over `images` contiguous images: `dx`
 /// `[images, c_in, h, w]` (+)= the transposed convolution of `dy` `[images, c_out, h_out,
 /// w_out]` with the weight `[c_out, c_in, kh, kw]`.
@@ -100,6 +126,8 @@ pub struct ConvDwDesc {
 pub trait ConvOps {
     /// See [`ConvDesc`].
     fn conv2d(&mut self, d: &ConvDesc) -> Result<()>;
+    /// See [`ConvWaveDesc`].
+    fn conv2d_wave(&mut self, d: &ConvWaveDesc) -> Result<()>;
     /// See [`ConvDxDesc`].
     fn conv2d_dx(&mut self, d: &ConvDxDesc) -> Result<()>;
     /// See [`ConvDwDesc`]; accumulates into the weight gradients.
@@ -145,11 +173,33 @@ impl LibraryOp for Conv2d {
     }
     fn check(&self, c: &Checker<'_>, in_loop: bool, what: &str) -> Result<()> {
         let (xd, yd) = c.io_pair(self.x, self.y, self.time, in_loop, what)?;
+        let whole_sequence = self.time == TimeSel::All { delay: 0 }
+            && xd.extent == Extent::Seq
+            && yd.extent == Extent::Seq;
+        if self.wave && (!whole_sequence || self.sparse) {
+            return Err(RuntimeError::plan(format!(
+                "{what}: a wave conv2d reads and writes whole sequences (TimeSel::All, delay 0, Seq buffers) and is not also event-driven"
+            )));
+        }
         check_conv(c, xd, yd, self.w, self.bias, &self.geom, what)
     }
     fn run(&self, r: &mut Runner<'_>) -> Result<()> {
         let (xs, ys) = (r.buf(self.x).slot, r.buf(self.y).slot);
         let g = self.geom;
+        if self.wave {
+            let len = r.t_len * r.batch * g.c_in * g.h * g.w;
+            r.probe_input(self.w, Loc::new(xs, 0), len)?;
+            return r.dev.conv2d_wave(&ConvWaveDesc {
+                t_len: r.t_len,
+                batch: r.batch,
+                x: Loc::new(xs, 0),
+                y: Loc::new(ys, 0),
+                w: self.w,
+                bias: self.bias,
+                geom: g,
+                accumulate: self.accumulate,
+            });
+        }
         for b in r.blocks(self.time, self.x, self.y) {
             r.probe_input(self.w, Loc::new(xs, b.x), b.rows * g.c_in * g.h * g.w)?;
             r.dev.conv2d(&ConvDesc {
@@ -184,7 +234,11 @@ impl LibraryOp for Conv2d {
             g.w_out,
             bias_text(p, self.bias),
             time_text(&self.time),
-            if self.sparse { "  event-driven" } else { "" }
+            match (self.sparse, self.wave) {
+                (_, true) => "  wave (first-spike times, dense per step where not a wave)",
+                (true, false) => "  event-driven",
+                (false, false) => "",
+            }
         )
     }
 }

@@ -138,44 +138,68 @@ pub fn wta_sentinel(spikes: bool) -> f32 {
     }
 }
 
-/// Spyker's k-WTA score of every neuron `i < features` of one sample, `at(t, i)` its value
-/// at step `t` (`cpu/wta.cpp:40-85`). Potentials: `min`, `max` over the whole sample,
+/// Spyker's k-WTA score of every neuron `i < features` of one sample, `row(t)` its values
+/// at step `t` (at least `features` of them) (`cpu/wta.cpp:40-85`). Potentials: `min`, `max` over the whole sample,
 /// `diff = (max - min) * 2`, and from the first step `t` with `V > threshold`,
 /// `f32(T - 1 - t) + (V - min) / diff` (those f32 operations in that order), else the
 /// sentinel. A wave (`spikes`): `T - t_first` for the first nonzero step, else 0 (exact in
 /// f32). CUDA's `snn_wta` computes the same, in the same order.
-pub fn wta_scores(
+pub fn wta_scores<'a>(
     t_len: usize,
     features: usize,
     threshold: f32,
     spikes: bool,
-    at: impl Fn(usize, usize) -> f32,
+    row: impl Fn(usize) -> &'a [f32],
 ) -> Vec<f32> {
+    // The first step of every neuron that passes, found step by step (a step's values are
+    // contiguous in the devices' layouts).
+    let passes = |v: f32| if spikes { v != 0.0 } else { v > threshold };
+    let mut first = vec![usize::MAX; features];
+    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+    for t in 0..t_len {
+        let r = &row(t)[..features];
+        if !spikes {
+            // Eight running extremes, so the loop vectorises: the minimum and maximum of a
+            // set do not depend on the order (f32::min / max skip NaN either way).
+            let (mut lo8, mut hi8) = ([lo; 8], [hi; 8]);
+            let chunks = r.chunks_exact(8);
+            for &v in chunks.remainder() {
+                lo = lo.min(v);
+                hi = hi.max(v);
+            }
+            for c in chunks {
+                for k in 0..8 {
+                    lo8[k] = lo8[k].min(c[k]);
+                    hi8[k] = hi8[k].max(c[k]);
+                }
+            }
+            for k in 0..8 {
+                lo = lo.min(lo8[k]);
+                hi = hi.max(hi8[k]);
+            }
+        }
+        for (f, &v) in first.iter_mut().zip(r) {
+            if *f == usize::MAX && passes(v) {
+                *f = t;
+            }
+        }
+    }
     if spikes {
-        return (0..features)
-            .map(|i| {
-                (0..t_len)
-                    .find(|&t| at(t, i) != 0.0)
-                    .map_or(0.0, |t| (t_len - t) as u16 as f32)
+        return first
+            .iter()
+            .map(|&t| match t {
+                usize::MAX => 0.0,
+                t => (t_len - t) as u16 as f32,
             })
             .collect();
     }
-    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
-    for t in 0..t_len {
-        for i in 0..features {
-            let v = at(t, i);
-            lo = lo.min(v);
-            hi = hi.max(v);
-        }
-    }
     let diff = (hi - lo) * 2.0;
-    (0..features)
-        .map(|i| {
-            (0..t_len)
-                .find(|&t| at(t, i) > threshold)
-                .map_or(f32::MIN, |t| {
-                    (t_len - 1 - t) as f32 + (at(t, i) - lo) / diff
-                })
+    first
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| match t {
+            usize::MAX => f32::MIN,
+            t => (t_len - 1 - t) as f32 + (row(t)[i] - lo) / diff,
         })
         .collect()
 }
@@ -501,10 +525,14 @@ mod tests {
             [0.0, 2.0, 4.0, 0.0],
             [0.0, 2.0, 4.0, 0.5],
         ];
-        let s = wta_scores(3, 4, 0.0, false, |t, i| v[t][i]);
+        let s = wta_scores(3, 4, 0.0, false, |t| &v[t][..]);
         assert_eq!(s, [f32::MIN, 1.0 + 2.0 / 8.0, 2.0 + 1.0 / 8.0, 0.5 / 8.0]);
         // A wave: T - t_first, 0 if silent.
-        let w = wta_scores(3, 4, 0.0, true, |t, i| (v[t][i] > 0.0) as u8 as f32);
+        let w01: Vec<Vec<f32>> = v
+            .iter()
+            .map(|r| r.iter().map(|&x| (x > 0.0) as u8 as f32).collect())
+            .collect();
+        let w = wta_scores(3, 4, 0.0, true, |t| &w01[t][..]);
         assert_eq!(w, [0.0, 2.0, 3.0, 1.0]);
     }
 

@@ -997,6 +997,8 @@ impl Lowerer<'_> {
                     pre.push(Op::Zero { buf: out(n) });
                 }
                 let (w, bias) = self.weight_of[&n];
+                // `schedule` chose the wave form only outside step loops, without delay.
+                let wave = wave_projection(m, n) && !step;
                 body.push(Op::Conv2d(Conv2d {
                     x: out(*src),
                     w,
@@ -1005,7 +1007,8 @@ impl Lowerer<'_> {
                     geom: self.conv_geom(n),
                     time: time(*delay),
                     accumulate: false,
-                    sparse: sparse_projection(m, n),
+                    sparse: sparse_projection(m, n) && !wave,
+                    wave,
                 }));
             }
             NodeKind::Filter {
@@ -1040,6 +1043,7 @@ impl Lowerer<'_> {
                     time: time(0),
                     accumulate: false,
                     sparse: false,
+                    wave: false,
                 }));
                 if let Some(raw) = raw {
                     body.push(Op::FilterOut(FilterOut {
@@ -1409,6 +1413,14 @@ fn conv_vars(
         EqLeaf::Current => KExpr::var(locals[eqs.locals.len()]),
         EqLeaf::Dt => KExpr::Const(dt),
     })
+}
+
+/// Whether the `conv2d` `h` runs in its wave form (the `schedule` pass's decision).
+pub(crate) fn wave_projection(m: &Module, h: NodeId) -> bool {
+    m.schedule
+        .as_ref()
+        .and_then(|s| s.projections.get(&h))
+        .is_some_and(|c| c.wave)
 }
 
 /// Whether the projection `h` runs event-driven (the `schedule` pass's decision).
