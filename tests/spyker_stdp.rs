@@ -526,6 +526,32 @@ fn kheradpisheh_layers_match_spyker(device: &str) {
         &format!("{device} conv2 kernel"),
     );
     println!("{device}: Kheradpisheh layer 1 and layer 2 steps bit for bit");
+
+    // `learn_step` runs the forward pass only as far as the enabled rules read (layer 1's
+    // step stops before layer 2) and learns the same kernels.
+    let layer1 = &p.plan.learn[0];
+    assert!(layer1.forward_ops < p.plan.learn[1].forward_ops);
+    s.set_weight("c1.weight", &flat(&v["conv1_kernel"]))
+        .unwrap();
+    s.set_weight("c2.weight", &flat(&v["conv2_kernel"]))
+        .unwrap();
+    s.set_learning("c1", true).unwrap();
+    s.set_learning("c2", false).unwrap();
+    s.learn_step(&x, t, batch).unwrap();
+    s.set_learning("c1", false).unwrap();
+    s.set_learning("c2", true).unwrap();
+    s.learn_step(&x, t, batch).unwrap();
+    s.sync_weights().unwrap();
+    assert_bits(
+        s.weight("c1.weight").unwrap(),
+        &flat(&v["conv1_kernel_after"]),
+        "learn_step conv1",
+    );
+    assert_bits(
+        s.weight("c2.weight").unwrap(),
+        &flat(&v["conv2_kernel_after"]),
+        "learn_step conv2",
+    );
 }
 
 #[test]

@@ -189,6 +189,19 @@ pub(crate) fn run(vp: &ValidPlan, pass: Pass, mut r: Runner<'_>) -> Result<()> {
     walk(&mut r, ops, launches, &mut next)
 }
 
+/// Runs the first `n` forward ops of `vp` (a learning pass that needs no more; the launch
+/// descriptors are in pre-order, so a prefix uses their prefix).
+pub(crate) fn run_forward_prefix(vp: &ValidPlan, n: usize, mut r: Runner<'_>) -> Result<()> {
+    let ops = &vp.plan().ops;
+    let mut next = 0;
+    walk(
+        &mut r,
+        &ops[..n.min(ops.len())],
+        &vp.info().forward_launches,
+        &mut next,
+    )
+}
+
 /// Runs `ops`; `next` is the index in `launches` of the next [`Op::Launch`] in pre-order.
 fn walk(
     r: &mut Runner<'_>,

@@ -503,6 +503,15 @@ impl Session {
         batch: usize,
         probe: Option<&RefCell<Vec<(u64, u64)>>>,
     ) -> Result<Vec<(OutputDecl, Tensor)>> {
+        self.load_inputs(inputs, t, batch)?;
+        self.interpret(Pass::Forward, t, batch, probe)?;
+        self.device.sync()?;
+        self.download_outputs(t, batch)
+    }
+
+    /// Checks `inputs` against the plan, sizes the slots for `(t, batch)` (within the
+    /// budget) and uploads the inputs: everything a forward pass needs first.
+    fn load_inputs(&mut self, inputs: &[Tensor], t: usize, batch: usize) -> Result<()> {
         if t == 0 || batch == 0 {
             return Err(RuntimeError::InvalidArgument(format!(
                 "run needs t >= 1 and batch >= 1 (got t = {t}, batch = {batch})"
@@ -549,9 +558,11 @@ impl Session {
             let slot = self.plan.plan().buffers[d.buffer].slot;
             self.device.upload(Loc::new(slot, 0), &x.data)?;
         }
-        self.interpret(Pass::Forward, t, batch, probe)?;
-        self.device.sync()?;
+        Ok(())
+    }
 
+    /// Every output of the last forward pass, downloaded.
+    fn download_outputs(&mut self, t: usize, batch: usize) -> Result<Vec<(OutputDecl, Tensor)>> {
         let mut out = Vec::with_capacity(self.plan.plan().outputs.len());
         for o in &self.plan.plan().outputs {
             let b = &self.plan.plan().buffers[o.buffer];
@@ -680,10 +691,47 @@ impl Session {
         Ok(outputs)
     }
 
-    /// [`Session::learn`] for a rule rewarded by the decision of its own gate (R-STDP): after
-    /// the forward pass, `reward` reads the gate of projection `layer` (`[B, post]`, non-zero
-    /// at the winners) and returns one value per sample, which replaces the layer's `reward`
-    /// input before the rules run.
+    /// One step of local learning without outputs: the forward pass only as far as the
+    /// enabled learn layers read (`LearnLayer::forward_ops`: training layer 1 of a deep net
+    /// skips the layers after it), then their rules. The same weights as
+    /// [`Session::learn`], faster; what the outputs would hold is not computed.
+    pub fn learn_step(&mut self, inputs: &[Tensor], t: usize, batch: usize) -> Result<()> {
+        self.forward_for_rules(inputs, t, batch)?;
+        self.apply_rules(t, batch)
+    }
+
+    /// The forward prefix the enabled learn layers read (see [`Session::learn_step`]).
+    fn forward_for_rules(&mut self, inputs: &[Tensor], t: usize, batch: usize) -> Result<()> {
+        let learn = &self.plan.plan().learn;
+        if learn.is_empty() {
+            return Err(RuntimeError::InvalidArgument(
+                "this plan has no plastic projection (no `synapse = ...`)".into(),
+            ));
+        }
+        let n = (learn.iter().zip(&self.learning))
+            .filter(|(_, on)| **on)
+            .map(|(l, _)| l.forward_ops)
+            .max()
+            .unwrap_or(0);
+        self.load_inputs(inputs, t, batch)?;
+        let runner = Runner {
+            dev: self.device.as_mut(),
+            plan: self.plan.plan(),
+            weights: &self.weights,
+            params: &self.params,
+            t_len: t,
+            batch,
+            step: None,
+            probe: None,
+        };
+        interp::run_forward_prefix(&self.plan, n, runner)?;
+        self.device.sync()
+    }
+
+    /// [`Session::learn_step`] for a rule rewarded by the decision of its own gate (R-STDP):
+    /// after the forward pass (as far as the enabled rules read), `reward` reads the gate of
+    /// projection `layer` (`[B, post]`, non-zero at the winners) and returns one value per
+    /// sample, which replaces the layer's `reward` input before the rules run.
     pub fn learn_rewarded(
         &mut self,
         inputs: &[Tensor],
@@ -691,7 +739,7 @@ impl Session {
         batch: usize,
         layer: &str,
         reward: impl FnOnce(&[f32]) -> Vec<f32>,
-    ) -> Result<Vec<(OutputDecl, Tensor)>> {
+    ) -> Result<()> {
         let l = &self.plan.plan().learn[self.learn_layer(layer)?];
         let (Some(gate), Some(slot)) = (l.gate, l.reward) else {
             return Err(RuntimeError::InvalidArgument(format!(
@@ -704,7 +752,7 @@ impl Session {
         );
         let (gate_loc, gate_len) = (Loc::new(gate.slot, 0), buffer_len(gate, t, batch)?);
         let reward_loc = Loc::new(slot.slot, 0);
-        let outputs = self.run(inputs, t, batch)?;
+        self.forward_for_rules(inputs, t, batch)?;
         let mut winners = vec![0.0; gate_len];
         self.device.download(gate_loc, &mut winners)?;
         let r = reward(&winners);
@@ -715,8 +763,7 @@ impl Session {
             )));
         }
         self.device.upload(reward_loc, &r)?;
-        self.apply_rules(t, batch)?;
-        Ok(outputs)
+        self.apply_rules(t, batch)
     }
 
     /// Runs the enabled rules on the spikes of the last run (same `t` and `batch`), without

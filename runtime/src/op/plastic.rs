@@ -85,6 +85,9 @@ pub struct LearnLayer {
     /// Per-synapse states besides the weight (`state e = ..`): weights of the weight's
     /// shape, bound after the reward (`bufs[5..]`).
     pub states: Vec<WeightId>,
+    /// The forward ops (a prefix of `Plan::ops`) that compute everything this layer's
+    /// rule reads: [`crate::Session::learn_step`] runs no more.
+    pub forward_ops: usize,
     pub geom: PlasticGeom,
     pub params: Vec<RuleParam>,
 }
@@ -103,6 +106,13 @@ impl LearnLayer {
                 w.name,
                 w.numel(),
                 self.geom.synapses()
+            )));
+        }
+        if self.forward_ops > p.ops.len() {
+            return Err(err(format!(
+                "its forward pass is {} ops, the plan has {}",
+                self.forward_ops,
+                p.ops.len()
             )));
         }
         if self.kernel >= p.kernels.len() {

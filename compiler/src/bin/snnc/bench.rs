@@ -69,8 +69,8 @@ pub const WORKLOADS: &[(&str, &str)] = &[
         "examples/kheradpisheh.snn (Spyker's Kheradpisheh net: DoG, latency T=15, conv1 2->32 + \
          k-WTA STDP, conv2 32->150 + k-WTA STDP, feature pass) on MNIST images (the \
          tests/data/mnist-100 subset, or $SNNC_MNIST), batch 64: inference, layer-1 STDP and \
-         layer-2 STDP (Session::learn with only that layer learning; every pass runs the whole \
-         model forward), images/s",
+         layer-2 STDP (Session::learn_step with only that layer learning: the forward pass as \
+         far as that layer's rule reads), images/s",
     ),
     (
         "compile",
@@ -674,7 +674,7 @@ pub fn bench(
                     let any = learn.iter().any(|&on| on);
                     let s = time(1, repeat, || {
                         if any {
-                            l.session.learn(&x, t, b).map(|_| ()).map_err(rt)
+                            l.session.learn_step(&x, t, b).map_err(rt)
                         } else {
                             l.session.run(&x, t, b).map(|_| ()).map_err(rt)
                         }

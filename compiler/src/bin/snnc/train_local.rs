@@ -293,7 +293,7 @@ pub fn train(c: &mut Compiler, parsed: Parsed, cfg: TrainConfig, args: &TrainArg
                     })
                     .collect();
                 let step = match &st.decision {
-                    None => s.learn(&xs, t, b).map(|_| ()),
+                    None => s.learn_step(&xs, t, b),
                     Some(d) => {
                         let labels: Vec<u32> = idx.iter().map(|&i| train_set.y[i]).collect();
                         let mut batch_tally = Tally::default();

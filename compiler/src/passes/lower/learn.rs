@@ -1,10 +1,12 @@
 //! Lowering of the plastic projections (`synapse = rule(..)`): a [`LearnLayer`] in the plan
 //! and a [`PlasticKernel`] per projection, after every forward and backward kernel.
 
+use std::collections::BTreeSet;
+
 use super::Lowerer;
 use crate::ir::kernel::PlasticKernel;
 use crate::ir::names;
-use crate::ir::net::NodeKind;
+use crate::ir::net::{NodeId, NodeKind};
 use crate::ir::synapse::{RuleForm, SynLeaf};
 use snn_runtime::plan::{Init, KernelDecl, LearnLayer, PlasticGeom, RuleParam, WeightDecl};
 
@@ -59,6 +61,7 @@ impl Lowerer<'_> {
                 weights: vec![],
             });
             let buf = |h| mem.node_out[&h];
+            let forward_ops = self.forward_prefix(&[Some(src), Some(post), p.gate, p.reward]);
             self.plan.learn.push(LearnLayer {
                 name: proj.name.clone(),
                 rule: eqs.model.clone(),
@@ -69,6 +72,7 @@ impl Lowerer<'_> {
                 gate: p.gate.map(buf),
                 reward: p.reward.map(buf),
                 states,
+                forward_ops,
                 geom,
                 params: eqs
                     .params
@@ -104,5 +108,28 @@ impl Lowerer<'_> {
             });
         }
         kernels
+    }
+
+    /// How many forward ops compute `seeds` and everything they read: the forward ops run
+    /// up to the last stage holding one of them (stages are in dependency order).
+    fn forward_prefix(&self, seeds: &[Option<NodeId>]) -> usize {
+        let m = self.m;
+        let fusion = m.fusion.as_ref().expect("fuse pass has run");
+        let mut seen: BTreeSet<NodeId> = BTreeSet::new();
+        let mut todo: Vec<NodeId> = seeds.iter().flatten().copied().collect();
+        while let Some(h) = todo.pop() {
+            if seen.insert(h) {
+                todo.extend(m.nodes[h].kind.sources().into_iter().map(|(s, _)| s));
+            }
+        }
+        let stage = |h: NodeId| match fusion.group_of.get(&h) {
+            Some(&g) => Some(fusion.groups[g].stage),
+            None => self.stage_of.get(&h).copied(),
+        };
+        seen.into_iter()
+            .filter_map(stage)
+            .map(|st| self.stage_ops_end[st])
+            .max()
+            .unwrap_or(0)
     }
 }

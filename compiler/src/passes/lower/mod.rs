@@ -57,6 +57,7 @@ pub fn run(m: &Module, opts: &Options) -> DResult<Program> {
             .as_ref()
             .expect("schedule pass has run")
             .stage_of(),
+        stage_ops_end: vec![],
     };
     l.params_and_weights();
     l.kernels();
@@ -98,6 +99,9 @@ struct Lowerer<'a> {
     /// The schedule's stage of each node, looked up once per node (built once: a net of
     /// n layers asks n times).
     stage_of: BTreeMap<NodeId, usize>,
+    /// The number of forward ops once each stage's are emitted (`ops`): a learning pass
+    /// runs the prefix its rules read.
+    stage_ops_end: Vec<usize>,
 }
 
 /// Which part of a population's step a kernel computes.
@@ -871,6 +875,7 @@ impl Lowerer<'_> {
     fn ops(&mut self) {
         let sched = self.m.schedule.as_ref().unwrap();
         let mut ops = Vec::new();
+        self.stage_ops_end.clear();
         for (si, stage) in sched.stages.iter().enumerate() {
             match &stage.kind {
                 StageKind::Layer(n) | StageKind::Parallel(n) => {
@@ -890,6 +895,7 @@ impl Lowerer<'_> {
                     ops.push(Op::StepLoop { body });
                 }
             }
+            self.stage_ops_end.push(ops.len());
         }
         self.plan.ops = ops;
     }
