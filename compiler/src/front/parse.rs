@@ -1,6 +1,6 @@
 //! Text -> AST with pest (grammar/snn.pest). Syntax errors become diagnostics.
 
-use pest::iterators::Pair;
+use pest::iterators::{Pair, Pairs};
 use pest::Parser;
 
 use super::ast::*;
@@ -261,28 +261,8 @@ impl Builder {
             let rule = item.as_rule();
             let mut parts = item.into_inner();
             match rule {
-                Rule::param_decl => {
-                    let name = self.ident(parts.next().unwrap());
-                    let default = self.expr(parts.next().unwrap())?;
-                    let check = parts.next().map(|e| self.expr(e)).transpose()?;
-                    def.params.push(ParamDecl {
-                        name,
-                        default,
-                        check,
-                        span,
-                    });
-                }
-                Rule::const_decl => {
-                    let name = self.ident(parts.next().unwrap());
-                    let default = self.expr(parts.next().unwrap())?;
-                    let check = parts.next().map(|e| self.expr(e)).transpose()?;
-                    def.consts.push(ParamDecl {
-                        name,
-                        default,
-                        check,
-                        span,
-                    });
-                }
+                Rule::param_decl => def.params.push(self.param_decl(parts, span)?),
+                Rule::const_decl => def.consts.push(self.param_decl(parts, span)?),
                 Rule::mix_decl => {
                     if def.mix.is_some() {
                         return Err(dup_block("mix", span));
@@ -320,29 +300,9 @@ impl Builder {
                     };
                     def.mix = Some(MixDecl { kind, args, span });
                 }
-                Rule::flag_decl => {
-                    let name = self.ident(parts.next().unwrap());
-                    let default = parts.next().unwrap().as_str() == "true";
-                    def.flags.push(FlagDecl {
-                        name,
-                        default,
-                        span,
-                    });
-                }
-                Rule::choice_decl => {
-                    let name = self.ident(parts.next().unwrap());
-                    let variants = parts.map(|v| self.ident(v)).collect();
-                    def.choices.push(ChoiceDecl {
-                        name,
-                        variants,
-                        span,
-                    });
-                }
-                Rule::state_decl => {
-                    let name = self.ident(parts.next().unwrap());
-                    let init = self.expr(parts.next().unwrap())?;
-                    def.states.push(StateDecl { name, init, span });
-                }
+                Rule::flag_decl => def.flags.push(self.flag_decl(parts, span)),
+                Rule::choice_decl => def.choices.push(self.choice_decl(parts, span)),
+                Rule::state_decl => def.states.push(self.state_decl(parts, span)?),
                 Rule::current_decl => def.current = Some(self.ident(parts.next().unwrap())),
                 Rule::update_block => {
                     if !def.update.is_empty() {
@@ -393,44 +353,12 @@ impl Builder {
             let rule = item.as_rule();
             let mut parts = item.into_inner();
             match rule {
-                Rule::param_decl => {
-                    let name = self.ident(parts.next().unwrap());
-                    let default = self.expr(parts.next().unwrap())?;
-                    let check = parts.next().map(|e| self.expr(e)).transpose()?;
-                    def.params.push(ParamDecl {
-                        name,
-                        default,
-                        check,
-                        span,
-                    });
-                }
-                Rule::flag_decl => {
-                    let name = self.ident(parts.next().unwrap());
-                    let default = parts.next().unwrap().as_str() == "true";
-                    def.flags.push(FlagDecl {
-                        name,
-                        default,
-                        span,
-                    });
-                }
-                Rule::choice_decl => {
-                    let name = self.ident(parts.next().unwrap());
-                    let variants = parts.map(|v| self.ident(v)).collect();
-                    def.choices.push(ChoiceDecl {
-                        name,
-                        variants,
-                        span,
-                    });
-                }
-                Rule::state_decl => {
-                    let name = self.ident(parts.next().unwrap());
-                    let init = self.expr(parts.next().unwrap())?;
-                    def.states.push(StateDecl { name, init, span });
-                }
+                Rule::param_decl => def.params.push(self.param_decl(parts, span)?),
+                Rule::flag_decl => def.flags.push(self.flag_decl(parts, span)),
+                Rule::choice_decl => def.choices.push(self.choice_decl(parts, span)),
+                Rule::state_decl => def.states.push(self.state_decl(parts, span)?),
                 Rule::pre_decl | Rule::post_decl => {
-                    let name = self.ident(parts.next().unwrap());
-                    let init = self.expr(parts.next().unwrap())?;
-                    let d = StateDecl { name, init, span };
+                    let d = self.state_decl(parts, span)?;
                     if rule == Rule::pre_decl {
                         def.pre_states.push(d);
                     } else {
@@ -453,6 +381,48 @@ impl Builder {
             }
         }
         Ok(def)
+    }
+
+    /// `param NAME = expr (where expr)?` (also `const`).
+    fn param_decl(&self, mut parts: Pairs<Rule>, span: Span) -> Result<ParamDecl, Diagnostic> {
+        let name = self.ident(parts.next().unwrap());
+        let default = self.expr(parts.next().unwrap())?;
+        let check = parts.next().map(|e| self.expr(e)).transpose()?;
+        Ok(ParamDecl {
+            name,
+            default,
+            check,
+            span,
+        })
+    }
+
+    /// `flag NAME = true|false`.
+    fn flag_decl(&self, mut parts: Pairs<Rule>, span: Span) -> FlagDecl {
+        let name = self.ident(parts.next().unwrap());
+        let default = parts.next().unwrap().as_str() == "true";
+        FlagDecl {
+            name,
+            default,
+            span,
+        }
+    }
+
+    /// `choice NAME = a | b | ...`.
+    fn choice_decl(&self, mut parts: Pairs<Rule>, span: Span) -> ChoiceDecl {
+        let name = self.ident(parts.next().unwrap());
+        let variants = parts.map(|v| self.ident(v)).collect();
+        ChoiceDecl {
+            name,
+            variants,
+            span,
+        }
+    }
+
+    /// `state|pre|post NAME = expr`.
+    fn state_decl(&self, mut parts: Pairs<Rule>, span: Span) -> Result<StateDecl, Diagnostic> {
+        let name = self.ident(parts.next().unwrap());
+        let init = self.expr(parts.next().unwrap())?;
+        Ok(StateDecl { name, init, span })
     }
 
     /// The statements of a block `level` statements deep (1: an `update` or `on_spike`).

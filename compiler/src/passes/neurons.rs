@@ -119,32 +119,8 @@ struct Env<'a> {
 }
 
 fn lower(def: &ast::NeuronDef, args: &PopArgs) -> DResult<NeuronEqs> {
-    let mut flags: HashMap<&str, bool> = def
-        .flags
-        .iter()
-        .map(|f| (f.name.name.as_str(), f.default))
-        .collect();
-    for (n, v, _) in &args.flags {
-        flags.insert(n.as_str(), *v);
-    }
-    let mut choices: HashMap<&str, &str> = def
-        .choices
-        .iter()
-        .map(|c| (c.name.name.as_str(), c.variants[0].name.as_str()))
-        .collect();
-    for (n, v, _) in &args.choices {
-        choices.insert(n.as_str(), v.as_str());
-    }
-    let mut variant: Vec<String> = def
-        .flags
-        .iter()
-        .map(|f| format!("{}={}", f.name.name, flags[f.name.name.as_str()]))
-        .collect();
-    variant.extend(
-        def.choices
-            .iter()
-            .map(|c| format!("{}={}", c.name.name, choices[c.name.name.as_str()])),
-    );
+    let (flags, choices, mut variant) =
+        switches(&def.flags, &def.choices, &args.flags, &args.choices);
     let mut consts = Vec::new();
     for c in &def.consts {
         let whole = |v: &f64| *v >= 0.0 && v.fract() == 0.0 && *v <= 1e6;
@@ -722,6 +698,45 @@ pub(crate) fn static_cond(
         }
         _ => Err(err(e.span)),
     }
+}
+
+/// Compile-time switches of a neuron or synapse model as an instance chooses them: flags and
+/// choices by name (defaults where not given), and the `name=value` list dumps print.
+#[allow(clippy::type_complexity)]
+pub(crate) fn switches<'a>(
+    flags: &'a [ast::FlagDecl],
+    choices: &'a [ast::ChoiceDecl],
+    set_flags: &'a [(String, bool, Span)],
+    set_choices: &'a [(String, String, Span)],
+) -> (
+    HashMap<&'a str, bool>,
+    HashMap<&'a str, &'a str>,
+    Vec<String>,
+) {
+    let mut f: HashMap<&str, bool> = flags
+        .iter()
+        .map(|x| (x.name.name.as_str(), x.default))
+        .collect();
+    for (n, v, _) in set_flags {
+        f.insert(n.as_str(), *v);
+    }
+    let mut c: HashMap<&str, &str> = choices
+        .iter()
+        .map(|x| (x.name.name.as_str(), x.variants[0].name.as_str()))
+        .collect();
+    for (n, v, _) in set_choices {
+        c.insert(n.as_str(), v.as_str());
+    }
+    let mut variant: Vec<String> = flags
+        .iter()
+        .map(|x| format!("{}={}", x.name.name, f[x.name.name.as_str()]))
+        .collect();
+    variant.extend(
+        choices
+            .iter()
+            .map(|x| format!("{}={}", x.name.name, c[x.name.name.as_str()])),
+    );
+    (f, c, variant)
 }
 
 /// `learn(init)` / `learn(init, per_neuron = true)`: the initial value's expression and the

@@ -13,7 +13,7 @@ use crate::ir::synapse::{
     RuleForm, SExpr, SynAssign, SynLeaf, SynParam, SynState, SynVar, SynapseEqs,
 };
 
-use super::neurons::{check_value, static_cond};
+use super::neurons::{check_value, static_cond, switches};
 
 /// Names every rule may read besides its parameters and temporaries.
 const BUILT_INS: &[&str] = &["w", "t_pre", "t_post", "s_pre", "s_post", "reward", "T"];
@@ -207,32 +207,7 @@ struct Env<'a> {
 }
 
 fn lower(def: &ast::SynapseDef, args: &RuleArgs, call: Span) -> DResult<SynapseEqs> {
-    let mut flags: HashMap<&str, bool> = def
-        .flags
-        .iter()
-        .map(|f| (f.name.name.as_str(), f.default))
-        .collect();
-    for (n, v, _) in &args.flags {
-        flags.insert(n.as_str(), *v);
-    }
-    let mut choices: HashMap<&str, &str> = def
-        .choices
-        .iter()
-        .map(|c| (c.name.name.as_str(), c.variants[0].name.as_str()))
-        .collect();
-    for (n, v, _) in &args.choices {
-        choices.insert(n.as_str(), v.as_str());
-    }
-    let mut variant: Vec<String> = def
-        .flags
-        .iter()
-        .map(|f| format!("{}={}", f.name.name, flags[f.name.name.as_str()]))
-        .collect();
-    variant.extend(
-        def.choices
-            .iter()
-            .map(|c| format!("{}={}", c.name.name, choices[c.name.name.as_str()])),
-    );
+    let (flags, choices, variant) = switches(&def.flags, &def.choices, &args.flags, &args.choices);
     let mut params = Vec::new();
     for p in &def.params {
         if BUILT_INS.contains(&p.name.name.as_str()) {
