@@ -4,7 +4,7 @@
 
 use plotters::prelude::*;
 use snn_runtime::plan::ConvGeom;
-use snnc::diag::{DResult, Diagnostic, ErrorKind};
+use snnc::diag::DResult;
 
 /// One row of a local run's `metrics.csv`.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,9 +51,7 @@ pub fn parse_metrics(csv: &str) -> Vec<StageRow> {
         .collect()
 }
 
-fn plot_err<E: std::fmt::Display>(e: E) -> Diagnostic {
-    Diagnostic::new(ErrorKind::Io, format!("cannot draw the figure: {e}"))
-}
+use crate::plot::{line_with_dots, plot_err};
 
 const COLORS: [RGBColor; 6] = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
 
@@ -106,16 +104,7 @@ pub fn curves(rows: &[StageRow], title: &str) -> DResult<String> {
                 if pts.is_empty() {
                     continue;
                 }
-                chart
-                    .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                    .map_err(plot_err)?
-                    .label(layer.to_string())
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                    });
-                chart
-                    .draw_series(pts.into_iter().map(|p| Circle::new(p, 2, color.filled())))
-                    .map_err(plot_err)?;
+                line_with_dots(&mut chart, pts, layer, color)?;
             }
             chart
                 .configure_series_labels()

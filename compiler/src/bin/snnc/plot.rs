@@ -50,8 +50,30 @@ pub fn parse_metrics(csv: &str) -> Vec<EpochRow> {
         .collect()
 }
 
-fn plot_err<E: std::fmt::Display>(e: E) -> Diagnostic {
+pub(crate) fn plot_err<E: std::fmt::Display>(e: E) -> Diagnostic {
     Diagnostic::new(ErrorKind::Io, format!("cannot draw the figure: {e}"))
+}
+
+/// One labelled curve: a line through `pts` with a dot at each, and its legend entry.
+pub(crate) fn line_with_dots<DB: DrawingBackend>(
+    chart: &mut ChartContext<
+        '_,
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    pts: Vec<(f64, f64)>,
+    label: &str,
+    color: RGBColor,
+) -> DResult<()> {
+    chart
+        .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+        .map_err(plot_err)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    chart
+        .draw_series(pts.into_iter().map(|p| Circle::new(p, 2, color.filled())))
+        .map_err(plot_err)?;
+    Ok(())
 }
 
 /// Range of the finite values, padded so a flat curve still gets an axis.
@@ -105,16 +127,7 @@ pub fn learning_curves(rows: &[EpochRow], title: &str) -> DResult<String> {
                     .map(|r| (r.epoch, pick(r)))
                     .filter(|p| p.1.is_finite())
                     .collect();
-                chart
-                    .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                    .map_err(plot_err)?
-                    .label(label)
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                    });
-                chart
-                    .draw_series(pts.into_iter().map(|p| Circle::new(p, 2, color.filled())))
-                    .map_err(plot_err)?;
+                line_with_dots(&mut chart, pts, label, color)?;
             }
             chart
                 .configure_series_labels()
